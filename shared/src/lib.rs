@@ -1,0 +1,10 @@
+//! meshvm: add VMs to an Istio mesh — the library behind the `kubectl meshvm` plugins.
+//!
+//! Binaries are thin; every verb lives here as `observe → plan → apply`.
+
+pub mod cli;
+pub mod doctor;
+pub mod istio;
+pub mod kube;
+pub mod pki;
+pub mod snapshot;
