@@ -200,11 +200,7 @@ pub fn exit<E: Diagnose + 'static>(result: Result<Outcome, E>) -> ExitCode {
 }
 
 /// Write `error: …` and `hint: …` lines for an error.
-pub fn write_error<E: Diagnose>(
-    out: &mut impl Write,
-    err: &E,
-    color: bool,
-) -> io::Result<()> {
+pub fn write_error<E: Diagnose>(out: &mut impl Write, err: &E, color: bool) -> io::Result<()> {
     let (red, yellow, reset) = if color {
         ("\x1b[31;1m", "\x1b[33;1m", "\x1b[0m")
     } else {
@@ -293,6 +289,37 @@ pub fn confirm(action: &str, yes: bool) -> Result<bool, PromptError> {
         .map_err(PromptError::Io)
 }
 
+/// A verb whose issue has not landed yet: never a fake success.
+#[derive(Debug, thiserror::Error)]
+#[error("not implemented yet: `kubectl meshvm {verb}`")]
+pub struct NotImplemented {
+    /// The verb.
+    pub verb: &'static str,
+}
+
+impl Diagnose for NotImplemented {}
+
+/// Parse a verb's flags, first warning on stderr when the dispatcher that started this binary
+/// is another version (a half-upgraded install), even for `--help`.
+pub fn parse<T: clap::Parser>() -> T {
+    warn_version_skew();
+    T::parse()
+}
+
+/// What every verb binary does after parsing: logging at the `-v` level.
+pub fn start(common: &CommonArgs) {
+    init_logging(common.verbose);
+}
+
+fn warn_version_skew() {
+    let dispatcher = std::env::var(crate::dispatch::VERSION_ENV).ok();
+    if let Some(warning) =
+        crate::dispatch::version_skew(env!("CARGO_PKG_VERSION"), dispatcher.as_deref())
+    {
+        let _ = writeln!(io::stderr().lock(), "{warning}");
+    }
+}
+
 /// Parse kubectl's duration words: `0`, `30` (seconds), `500ms`, `1s`, `2m`, `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -321,7 +348,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+                ));
+            }
         };
         total += Duration::from_secs_f64(value * scale);
         rest = next;
@@ -401,12 +432,20 @@ mod tests {
         assert_eq!(d.kube.single_context().unwrap(), Some("a"));
         assert_eq!(d.kube.as_group, ["g1", "g2"]);
         assert_eq!(d.kube.request_timeout, Duration::from_secs(120));
-        assert_eq!(d.mutate.dry_run, DryRun::Client, "bare --dry-run means client");
+        assert_eq!(
+            d.mutate.dry_run,
+            DryRun::Client,
+            "bare --dry-run means client"
+        );
         assert_eq!(d.output, OutputFormat::Yaml);
         assert_eq!(d.common.verbose, 2);
         let d = Demo::parse_from(["x", "--dry-run=server"]);
         assert_eq!(d.mutate.dry_run, DryRun::Server);
-        assert_eq!(d.kube.request_timeout, Duration::from_secs(30), "default 30s");
+        assert_eq!(
+            d.kube.request_timeout,
+            Duration::from_secs(30),
+            "default 30s"
+        );
     }
 
     #[test]

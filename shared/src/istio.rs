@@ -11,7 +11,12 @@ pub const DEFAULT_ISTIO_NAMESPACE: &str = "istio-system";
 /// The plugged-in CA secret Citadel and istiod read.
 pub const CACERTS_SECRET: &str = "cacerts";
 /// The four keys of [`CACERTS_SECRET`], in `kubectl create secret --from-file` order.
-pub const CACERTS_KEYS: [&str; 4] = ["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"];
+pub const CACERTS_KEYS: [&str; 4] = [
+    "ca-cert.pem",
+    "ca-key.pem",
+    "root-cert.pem",
+    "cert-chain.pem",
+];
 /// The annotation `istioctl register` puts on a VM Service (legacy era).
 pub const SERVICE_ACCOUNTS_ANNOTATION: &str = "alpha.istio.io/kubernetes-serviceaccounts";
 /// The per-namespace root certificate ConfigMap istiod writes (modern era).
@@ -65,8 +70,12 @@ impl Era {
 pub const MULTI_NETWORK_PORT: u16 = 15443;
 
 /// The legacy control-plane services a VM reaches through `/etc/hosts`, in the runbook's order.
-pub const LEGACY_HOST_SERVICES: [&str; 4] =
-    ["istio-citadel", "istio-pilot", "istio-telemetry", "istio-policy"];
+pub const LEGACY_HOST_SERVICES: [&str; 4] = [
+    "istio-citadel",
+    "istio-pilot",
+    "istio-telemetry",
+    "istio-policy",
+];
 
 /// Tell the era from the Deployments of the Istio namespace: istiod is modern; Citadel or
 /// Pilot without istiod is legacy; neither is unknown (`None`).
@@ -110,27 +119,49 @@ impl IstioKind {
     /// `(group, kind, plural, namespaced)`.
     pub fn parts(self) -> (&'static str, &'static str, &'static str, bool) {
         match self {
-            IstioKind::DestinationRule => {
-                ("networking.istio.io", "DestinationRule", "destinationrules", true)
-            }
+            IstioKind::DestinationRule => (
+                "networking.istio.io",
+                "DestinationRule",
+                "destinationrules",
+                true,
+            ),
             IstioKind::Gateway => ("networking.istio.io", "Gateway", "gateways", true),
-            IstioKind::VirtualService => {
-                ("networking.istio.io", "VirtualService", "virtualservices", true)
-            }
-            IstioKind::ServiceEntry => ("networking.istio.io", "ServiceEntry", "serviceentries", true),
-            IstioKind::WorkloadEntry => {
-                ("networking.istio.io", "WorkloadEntry", "workloadentries", true)
-            }
-            IstioKind::WorkloadGroup => {
-                ("networking.istio.io", "WorkloadGroup", "workloadgroups", true)
-            }
+            IstioKind::VirtualService => (
+                "networking.istio.io",
+                "VirtualService",
+                "virtualservices",
+                true,
+            ),
+            IstioKind::ServiceEntry => (
+                "networking.istio.io",
+                "ServiceEntry",
+                "serviceentries",
+                true,
+            ),
+            IstioKind::WorkloadEntry => (
+                "networking.istio.io",
+                "WorkloadEntry",
+                "workloadentries",
+                true,
+            ),
+            IstioKind::WorkloadGroup => (
+                "networking.istio.io",
+                "WorkloadGroup",
+                "workloadgroups",
+                true,
+            ),
             IstioKind::PeerAuthentication => (
                 "security.istio.io",
                 "PeerAuthentication",
                 "peerauthentications",
                 true,
             ),
-            IstioKind::MeshPolicy => ("authentication.istio.io", "MeshPolicy", "meshpolicies", false),
+            IstioKind::MeshPolicy => (
+                "authentication.istio.io",
+                "MeshPolicy",
+                "meshpolicies",
+                false,
+            ),
             IstioKind::Policy => ("authentication.istio.io", "Policy", "policies", true),
         }
     }
@@ -164,7 +195,10 @@ mod tests {
 
     #[test]
     fn eras_from_deployments() {
-        assert_eq!(era_from_deployments(["istiod", "istio-ingressgateway"]), Some(Era::Modern));
+        assert_eq!(
+            era_from_deployments(["istiod", "istio-ingressgateway"]),
+            Some(Era::Modern)
+        );
         assert_eq!(era_from_deployments(["istiod-rev-1"]), Some(Era::Modern));
         assert_eq!(
             era_from_deployments(["istio-citadel", "istio-pilot", "istio-ingressgateway"]),

@@ -120,7 +120,10 @@ pub enum Error {
         message: String,
     },
     /// `--context` (or current-context) names a context the kubeconfig lacks.
-    #[error("context {name:?} is not in the kubeconfig (known contexts: {})", list_or_none(known))]
+    #[error(
+        "context {name:?} is not in the kubeconfig (known contexts: {})",
+        list_or_none(known)
+    )]
     UnknownContext {
         /// The context asked for.
         name: String,
@@ -128,7 +131,10 @@ pub enum Error {
         known: Vec<String>,
     },
     /// Neither `--context` nor `current-context`.
-    #[error("the kubeconfig has no current-context (known contexts: {})", list_or_none(known))]
+    #[error(
+        "the kubeconfig has no current-context (known contexts: {})",
+        list_or_none(known)
+    )]
     NoCurrentContext {
         /// The contexts the kubeconfig has.
         known: Vec<String>,
@@ -172,7 +178,9 @@ pub enum Error {
         timeout: Duration,
     },
     /// 401: the credentials were refused.
-    #[error("the API server at {server} refused the credentials of context {context:?} (401 Unauthorized) to {action}")]
+    #[error(
+        "the API server at {server} refused the credentials of context {context:?} (401 Unauthorized) to {action}"
+    )]
     Unauthorized {
         /// The request.
         action: Action,
@@ -389,7 +397,11 @@ pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connectio
     if let Some(ns) = &args.namespace {
         config.default_namespace.clone_from(ns);
     }
-    let server = config.cluster_url.to_string().trim_end_matches('/').to_owned();
+    let server = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_owned();
     let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(|source| Error::Client {
         context: name.clone(),
@@ -410,8 +422,10 @@ fn is_transient(err: &::kube::Error) -> bool {
     match err {
         ::kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
         ::kube::Error::HyperError(_) | ::kube::Error::Service(_) => {
-            !matches!(transport_kind(err), Some(std::io::ErrorKind::ConnectionRefused))
-                && !is_timeout(err)
+            !matches!(
+                transport_kind(err),
+                Some(std::io::ErrorKind::ConnectionRefused)
+            ) && !is_timeout(err)
         }
         _ => false,
     }
@@ -550,7 +564,9 @@ mod tests {
 
     #[test]
     fn actions_read_naturally() {
-        let a = Action::new("create", "secrets").ns("istio-system").name("cacerts");
+        let a = Action::new("create", "secrets")
+            .ns("istio-system")
+            .name("cacerts");
         assert_eq!(a.to_string(), "create secrets istio-system/cacerts");
         let a = Action::new("list", "destinationrules.networking.istio.io").ns("foo");
         assert_eq!(
@@ -566,7 +582,10 @@ mod tests {
             message: "secrets is forbidden".into(),
         };
         let text = err.to_string();
-        assert!(text.contains("create on secrets in namespace istio-system"), "{text}");
+        assert!(
+            text.contains("create on secrets in namespace istio-system"),
+            "{text}"
+        );
         assert!(err.hint().unwrap().contains("Role"));
     }
 

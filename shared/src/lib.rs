@@ -1,8 +1,12 @@
 //! meshvm: add VMs to an Istio mesh — the library behind the `kubectl meshvm` plugins.
 //!
 //! Binaries are thin; every verb lives here as `observe → plan → apply`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod args;
 pub mod cli;
+pub mod complete;
+pub mod dispatch;
 pub mod doctor;
 pub mod istio;
 pub mod kube;

@@ -1,1 +1,12 @@
-fn main() {}
+//! `kubectl meshvm bundle`: parse the flags and hand over to `meshvm`.
+
+use meshvm::args::BundleArgs;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let args: BundleArgs = meshvm::cli::parse();
+    meshvm::cli::start(&args.common);
+    meshvm::cli::exit::<meshvm::cli::NotImplemented>(Err(meshvm::cli::NotImplemented {
+        verb: "bundle",
+    }))
+}

@@ -1,0 +1,387 @@
+//! Every verb's command-line flags, in one place, so the binaries, the dispatcher's help and
+//! shell completion all read the same tree.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, ValueEnum};
+
+use crate::cli::{CommonArgs, KubeArgs, MutateArgs, OutputFormat};
+use crate::istio::Era;
+
+/// The verbs, with the one line `kubectl meshvm` prints for each.
+pub const VERBS: [(&str, &str); 4] = [
+    (
+        "prepare",
+        "Cluster side: validated cacerts, VM namespace, ServiceAccount, WorkloadGroup",
+    ),
+    (
+        "bundle",
+        "Everything the VM needs, as a directory and a deterministic .tar.gz with install.sh",
+    ),
+    (
+        "register",
+        "Make the VM an endpoint (Service + Endpoints, or WorkloadEntry); --deregister undoes it",
+    ),
+    (
+        "doctor",
+        "Pre-flight checks before STRICT mTLS: cluster, manifest files (-f) or a VM bundle",
+    ),
+];
+
+/// Where to read the plugged-in CA from.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+#[command(next_help_heading = "Plugged-in CA")]
+pub struct CaArgs {
+    /// Directory holding ca-cert.pem, ca-key.pem, root-cert.pem and cert-chain.pem
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["ca_cert", "ca_key", "root_cert", "cert_chain"])]
+    pub ca_dir: Option<PathBuf>,
+    /// The signing CA certificate (ca-cert.pem)
+    #[arg(long, value_name = "FILE", requires_all = ["ca_key", "root_cert", "cert_chain"])]
+    pub ca_cert: Option<PathBuf>,
+    /// The signing CA's private key (ca-key.pem)
+    #[arg(long, value_name = "FILE", requires_all = ["ca_cert", "root_cert", "cert_chain"])]
+    pub ca_key: Option<PathBuf>,
+    /// The root certificate every cluster of the mesh shares (root-cert.pem)
+    #[arg(long, value_name = "FILE", requires_all = ["ca_cert", "ca_key", "cert_chain"])]
+    pub root_cert: Option<PathBuf>,
+    /// The chain from the signing CA up to the root (cert-chain.pem)
+    #[arg(long, value_name = "FILE", requires_all = ["ca_cert", "ca_key", "root_cert"])]
+    pub cert_chain: Option<PathBuf>,
+    /// Warn when a certificate expires within this many days
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub expiry_warning_days: u32,
+}
+
+/// `kubectl meshvm prepare`: the cluster side of adding a VM.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "kubectl-meshvm-prepare",
+    bin_name = "kubectl meshvm prepare",
+    version,
+    about = "Prepare the cluster for a VM: validated cacerts, VM namespace, ServiceAccount, WorkloadGroup",
+    after_help = "Examples:\n  kubectl meshvm prepare --vm-namespace expandvm --ca-dir samples/certs\n  kubectl meshvm prepare --vm-namespace vm --workload-group vm --labels app=vm --ports http=8080 --network vm-net\n  kubectl meshvm prepare --delete --vm-namespace expandvm --yes"
+)]
+pub struct PrepareArgs {
+    /// Namespace the VM's workload lives in (created when absent)
+    #[arg(long, value_name = "NS")]
+    pub vm_namespace: String,
+    /// ServiceAccount of the VM (default: the VM namespace's name, as in the runbook)
+    #[arg(short = 's', long, value_name = "SA")]
+    pub service_account: Option<String>,
+    #[command(flatten)]
+    pub ca: CaArgs,
+    /// Namespace of the Istio control plane
+    #[arg(long, value_name = "NS", default_value = crate::istio::DEFAULT_ISTIO_NAMESPACE)]
+    pub istio_namespace: String,
+    /// Use this era instead of detecting it from the cluster
+    #[arg(long, value_enum)]
+    pub era: Option<Era>,
+    /// Replace an existing cacerts that differs (rotates the mesh's root: every workload needs new certificates)
+    #[arg(long)]
+    pub force: bool,
+    /// After cacerts changed, restart the CA (istio-citadel or istiod) as `kubectl rollout restart` does
+    #[arg(long)]
+    pub restart_control_plane: bool,
+    /// Create this WorkloadGroup (modern era)
+    #[arg(long, value_name = "NAME", help_heading = "WorkloadGroup (modern era)")]
+    pub workload_group: Option<String>,
+    /// Labels of the WorkloadGroup's template: k=v,k=v
+    #[arg(
+        long,
+        value_name = "K=V,...",
+        value_delimiter = ',',
+        help_heading = "WorkloadGroup (modern era)"
+    )]
+    pub labels: Vec<String>,
+    /// Annotations of the WorkloadGroup's template: k=v,k=v
+    #[arg(
+        long,
+        value_name = "K=V,...",
+        value_delimiter = ',',
+        help_heading = "WorkloadGroup (modern era)"
+    )]
+    pub annotations: Vec<String>,
+    /// Named ports of the WorkloadGroup's template: name=port,name=port
+    #[arg(
+        long,
+        value_name = "NAME=PORT,...",
+        value_delimiter = ',',
+        help_heading = "WorkloadGroup (modern era)"
+    )]
+    pub ports: Vec<String>,
+    /// Network of the VM (multi-network meshes)
+    #[arg(long, value_name = "NET", help_heading = "WorkloadGroup (modern era)")]
+    pub network: Option<String>,
+    /// Remove what prepare made for this VM: its namespace and everything in it
+    #[arg(long)]
+    pub delete: bool,
+    /// With --delete: also delete the mesh-wide cacerts secret
+    #[arg(long, requires = "delete")]
+    pub include_ca: bool,
+    /// Print Secret data instead of redacting it in -o json|yaml
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub mutate: MutateArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `kubectl meshvm bundle`: the files the VM needs.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "kubectl-meshvm-bundle",
+    bin_name = "kubectl meshvm bundle",
+    version,
+    about = "Write everything the VM needs into a directory (and a deterministic .tar.gz), with install.sh",
+    after_help = "Examples:\n  kubectl meshvm bundle --vm-namespace expandvm -d expandvm --archive expandvm.tar.gz\n  kubectl meshvm bundle --vm-namespace vm --workload-group vm --internal-ip 10.0.0.5 -d vm-files"
+)]
+pub struct BundleArgs {
+    /// Namespace of the VM's workload
+    #[arg(long, value_name = "NS")]
+    pub vm_namespace: String,
+    /// ServiceAccount of the VM (default: the VM namespace's name, or the WorkloadGroup's)
+    #[arg(short = 's', long, value_name = "SA")]
+    pub service_account: Option<String>,
+    /// Directory to write the files into (created 0700)
+    #[arg(short = 'd', long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// Also write a deterministic .tar.gz of the directory
+    #[arg(long, value_name = "FILE.tar.gz")]
+    pub archive: Option<PathBuf>,
+    /// Gateway Service the VM reaches the control plane through: NAME or NAME.NAMESPACE
+    #[arg(long, value_name = "NAME[.NS]")]
+    pub gateway_service: Option<String>,
+    /// Use this gateway address instead of the Service's
+    #[arg(long, value_name = "IP")]
+    pub gateway_ip: Option<String>,
+    /// The cluster's Service CIDR (default: from the ServiceCIDR API, else inferred)
+    #[arg(long, value_name = "CIDR")]
+    pub service_cidr: Option<String>,
+    /// Ports the VM's workload serves, captured by the sidecar
+    #[arg(long, value_name = "PORT,...", value_delimiter = ',')]
+    pub inbound_ports: Vec<u16>,
+    /// Lifetime of the bootstrap token (modern era)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::cli::parse_duration)]
+    pub token_duration: std::time::Duration,
+    /// WorkloadGroup the VM belongs to (modern era)
+    #[arg(long, value_name = "NAME")]
+    pub workload_group: Option<String>,
+    /// The VM's own IP (modern era: ISTIO_SVC_IP)
+    #[arg(long, value_name = "IP")]
+    pub internal_ip: Option<String>,
+    /// Cluster ID (modern era; default: from istio-sidecar-injector)
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// Control plane revision (modern era)
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
+    /// Namespace of the Istio control plane
+    #[arg(long, value_name = "NS", default_value = crate::istio::DEFAULT_ISTIO_NAMESPACE)]
+    pub istio_namespace: String,
+    /// Use this era instead of detecting it from the cluster
+    #[arg(long, value_enum)]
+    pub era: Option<Era>,
+    /// Write into an existing non-empty directory
+    #[arg(long)]
+    pub force: bool,
+    /// Output format of the summary
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `kubectl meshvm register`: make the VM an endpoint.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "kubectl-meshvm-register",
+    bin_name = "kubectl meshvm register",
+    version,
+    about = "Register a VM as an endpoint of a Service (legacy) or as a WorkloadEntry (modern); --deregister undoes it",
+    after_help = "Examples:\n  kubectl meshvm register expandvm 203.0.113.7 80 -n expandvm -s expandvm\n  kubectl meshvm register --deregister expandvm 203.0.113.7 -n expandvm\n  kubectl meshvm register --workload-entry vm-1 --address 10.0.0.5 -n vm --workload-group vm --service vm"
+)]
+pub struct RegisterArgs {
+    /// Legacy form: SERVICE IP [NAME:]PORT...
+    #[arg(value_name = "SERVICE IP [NAME:]PORT")]
+    pub words: Vec<String>,
+    /// ServiceAccount the VM runs as
+    #[arg(short = 's', long, value_name = "SA")]
+    pub service_account: Option<String>,
+    /// Label to set, k=v (repeatable)
+    #[arg(short = 'l', long = "labels", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Annotation to set, k=v (repeatable)
+    #[arg(short = 'a', long = "annotations", value_name = "K=V")]
+    pub annotations: Vec<String>,
+    /// Change an existing Service whose ports differ
+    #[arg(long)]
+    pub update_service: bool,
+    /// Remove the IP instead of adding it
+    #[arg(long)]
+    pub deregister: bool,
+    /// Modern form: the WorkloadEntry's name
+    #[arg(long, value_name = "NAME", help_heading = "WorkloadEntry (modern era)")]
+    pub workload_entry: Option<String>,
+    /// The VM's address
+    #[arg(long, value_name = "IP", help_heading = "WorkloadEntry (modern era)")]
+    pub address: Option<String>,
+    /// Network of the VM
+    #[arg(long, value_name = "NET", help_heading = "WorkloadEntry (modern era)")]
+    pub network: Option<String>,
+    /// Named ports: name=port,name=port
+    #[arg(
+        long,
+        value_name = "NAME=PORT,...",
+        value_delimiter = ',',
+        help_heading = "WorkloadEntry (modern era)"
+    )]
+    pub ports: Vec<String>,
+    /// Ensure this Service selects the entry
+    #[arg(long, value_name = "SVC", help_heading = "WorkloadEntry (modern era)")]
+    pub service: Option<String>,
+    /// Take labels and ServiceAccount from this WorkloadGroup
+    #[arg(long, value_name = "NAME", help_heading = "WorkloadEntry (modern era)")]
+    pub workload_group: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub mutate: MutateArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Doctor's `-o`: the common formats plus SARIF for CI systems.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum DoctorOutput {
+    /// A human-readable table
+    #[default]
+    Table,
+    /// JSON
+    Json,
+    /// YAML
+    Yaml,
+    /// SARIF 2.1.0, with file and line for -f sources
+    Sarif,
+}
+
+/// Which severity makes doctor exit 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Only failures
+    #[default]
+    Fail,
+    /// Warnings too
+    Warn,
+}
+
+/// `kubectl meshvm doctor`: what breaks if STRICT mTLS is turned on now.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "kubectl-meshvm-doctor",
+    bin_name = "kubectl meshvm doctor",
+    version,
+    about = "Pre-flight checks before STRICT mTLS: DestinationRules, PeerAuthentications, gateways, certificates, registered VMs",
+    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -o sarif > doctor.sarif\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --yes"
+)]
+pub struct DoctorArgs {
+    /// Check manifest files instead of a cluster (file or directory, repeatable)
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR")]
+    pub filename: Vec<PathBuf>,
+    /// Check a VM bundle (directory or .tar.gz), alone or against the cluster
+    #[arg(long, value_name = "DIR|FILE.tar.gz")]
+    pub bundle: Option<PathBuf>,
+    /// Override auto mTLS (default: the mesh config's enableAutoMtls)
+    #[arg(long, value_name = "BOOL")]
+    pub auto_mtls: Option<bool>,
+    /// Namespace of the Istio control plane
+    #[arg(long, value_name = "NS", default_value = crate::istio::DEFAULT_ISTIO_NAMESPACE)]
+    pub istio_namespace: String,
+    /// Exit 1 on failures only, or on warnings too
+    #[arg(long, value_enum, default_value = "fail")]
+    pub fail_on: FailOn,
+    /// Offer the safe additive fixes (the runbook's two DestinationRules) and apply them after confirmation
+    #[arg(long)]
+    pub fix: bool,
+    /// Answer yes to the --fix confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Warn when a certificate expires within this many days
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub expiry_warning_days: u32,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: DoctorOutput,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The whole `kubectl meshvm` tree, for completion and the dispatcher's help.
+pub fn command_tree() -> clap::Command {
+    use clap::CommandFactory;
+    clap::Command::new("meshvm")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Add VMs to an Istio mesh")
+        .disable_help_subcommand(true)
+        .subcommand(PrepareArgs::command().name("prepare"))
+        .subcommand(BundleArgs::command().name("bundle"))
+        .subcommand(RegisterArgs::command().name("register"))
+        .subcommand(DoctorArgs::command().name("doctor"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        PrepareArgs::command().debug_assert();
+        BundleArgs::command().debug_assert();
+        RegisterArgs::command().debug_assert();
+        DoctorArgs::command().debug_assert();
+        command_tree().debug_assert();
+    }
+
+    #[test]
+    fn verbs_match_the_tree() {
+        let tree = command_tree();
+        let names: Vec<_> = tree
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        let verbs: Vec<_> = VERBS.iter().map(|(v, _)| (*v).to_owned()).collect();
+        assert_eq!(names, verbs);
+    }
+
+    #[test]
+    fn ca_files_come_all_together_or_as_a_dir() {
+        let base = ["x", "--vm-namespace", "vm"];
+        assert!(PrepareArgs::try_parse_from(base).is_ok());
+        let mut only_cert = base.to_vec();
+        only_cert.extend(["--ca-cert", "a.pem"]);
+        assert!(PrepareArgs::try_parse_from(only_cert).is_err());
+        let mut dir_and_file = base.to_vec();
+        dir_and_file.extend(["--ca-dir", "d", "--ca-key", "k"]);
+        assert!(PrepareArgs::try_parse_from(dir_and_file).is_err());
+    }
+
+    #[test]
+    fn doctor_takes_several_contexts() {
+        let d = DoctorArgs::parse_from(["x", "--context", "a", "--context", "b", "-o", "sarif"]);
+        assert_eq!(d.kube.context, ["a", "b"]);
+        assert_eq!(d.output, DoctorOutput::Sarif);
+    }
+}
