@@ -1,0 +1,1 @@
+//! `--fix`: the additive DestinationRules of the runbook's Gotchas, planned as objects.

@@ -1,0 +1,1124 @@
+//! One Snapshot of mesh objects, filled from a cluster, from files, or from a bundle.
+//!
+//! Doctor's checks are written once against [`Snapshot`]; where the objects came from only
+//! decides which checks can answer ([`Snapshot::knows`]) and where SARIF points ([`Origin`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use ::kube::api::{Api, DynamicObject, ListParams};
+use ::kube::core::{ApiResource, GroupVersionKind};
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::istio::{self, Era, IstioKind};
+use crate::kube::{Action, Connection};
+
+/// The page size of every list: large enough for few round trips, small enough for the server.
+const PAGE_SIZE: u32 = 500;
+/// Bundle files are small PEMs, env files and tokens; anything larger is not a bundle.
+const MAX_BUNDLE_FILE: u64 = 1 << 20;
+
+/// Why a snapshot could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory given with `-f` or `--bundle` could not be read.
+    #[error("failed to read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A manifest is not valid YAML or JSON.
+    #[error("{}: not valid YAML/JSON: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's words, with line and column.
+        message: String,
+    },
+    /// A document parsed but is not a Kubernetes object.
+    #[error("{}: document {document} (line {line}) is not a Kubernetes object: {problem}", path.display())]
+    NotKubernetes {
+        /// The file.
+        path: PathBuf,
+        /// 1-based document number in the file.
+        document: usize,
+        /// Line the document starts on.
+        line: usize,
+        /// What is missing.
+        problem: String,
+    },
+    /// `-f DIR` holds no manifest at all.
+    #[error("{}: no .yaml, .yml or .json files found", path.display())]
+    NoManifests {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The bundle is not one `kubectl meshvm bundle` writes.
+    #[error("bundle {}: {problem}", path.display())]
+    Bundle {
+        /// The bundle directory or archive.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Reading from the cluster failed.
+    #[error(transparent)]
+    Kube(#[from] crate::kube::Error),
+}
+
+impl crate::cli::Diagnose for Error {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::NotKubernetes { .. } => Some(
+                "give doctor only Kubernetes manifests (each document needs apiVersion and kind); move other YAML out of the -f path"
+                    .into(),
+            ),
+            Error::Bundle { .. } => Some(
+                "pass the directory or .tar.gz that `kubectl meshvm bundle` wrote, unmodified".into(),
+            ),
+            Error::Kube(err) => err.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// Where an object came from in a `-f` manifest: file and the line its document starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The manifest file.
+    pub file: PathBuf,
+    /// 1-based line of the document's first node.
+    pub line: usize,
+}
+
+/// The kinds doctor reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// v1 Namespace
+    Namespace,
+    /// v1 Service
+    Service,
+    /// v1 Endpoints
+    Endpoints,
+    /// v1 Pod (kept: labels and container names)
+    Pod,
+    /// v1 ServiceAccount
+    ServiceAccount,
+    /// v1 Secret (kept: `cacerts` and `istio.*`)
+    Secret,
+    /// v1 ConfigMap (kept: `istio*`)
+    ConfigMap,
+    /// apps/v1 Deployment (kept: `istio*`, for the era)
+    Deployment,
+    /// networking.istio.io DestinationRule
+    DestinationRule,
+    /// security.istio.io PeerAuthentication
+    PeerAuthentication,
+    /// authentication.istio.io MeshPolicy (1.4)
+    MeshPolicy,
+    /// authentication.istio.io Policy (1.4)
+    Policy,
+    /// networking.istio.io Gateway
+    Gateway,
+    /// networking.istio.io VirtualService
+    VirtualService,
+    /// networking.istio.io WorkloadEntry
+    WorkloadEntry,
+    /// networking.istio.io WorkloadGroup
+    WorkloadGroup,
+}
+
+impl Kind {
+    /// Every kind, in list order.
+    pub const ALL: [Kind; 16] = [
+        Kind::Namespace,
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::Pod,
+        Kind::ServiceAccount,
+        Kind::Secret,
+        Kind::ConfigMap,
+        Kind::Deployment,
+        Kind::DestinationRule,
+        Kind::PeerAuthentication,
+        Kind::MeshPolicy,
+        Kind::Policy,
+        Kind::Gateway,
+        Kind::VirtualService,
+        Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
+    ];
+
+    /// The Kubernetes `kind` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
+            Kind::Pod => "Pod",
+            Kind::ServiceAccount => "ServiceAccount",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Deployment => "Deployment",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::MeshPolicy => "MeshPolicy",
+            Kind::Policy => "Policy",
+            Kind::Gateway => "Gateway",
+            Kind::VirtualService => "VirtualService",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::WorkloadGroup => "WorkloadGroup",
+        }
+    }
+
+    /// The kind of a manifest's `apiVersion` + `kind`, when doctor reads it.
+    pub fn from_manifest(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let k = Kind::ALL.into_iter().find(|k| k.name() == kind)?;
+        let expected = match k {
+            Kind::Namespace
+            | Kind::Service
+            | Kind::Endpoints
+            | Kind::Pod
+            | Kind::ServiceAccount
+            | Kind::Secret
+            | Kind::ConfigMap => "",
+            Kind::Deployment => "apps",
+            Kind::PeerAuthentication => "security.istio.io",
+            Kind::MeshPolicy | Kind::Policy => "authentication.istio.io",
+            _ => "networking.istio.io",
+        };
+        (group == expected).then_some(k)
+    }
+
+    fn istio(self) -> Option<IstioKind> {
+        Some(match self {
+            Kind::DestinationRule => IstioKind::DestinationRule,
+            Kind::PeerAuthentication => IstioKind::PeerAuthentication,
+            Kind::MeshPolicy => IstioKind::MeshPolicy,
+            Kind::Policy => IstioKind::Policy,
+            Kind::Gateway => IstioKind::Gateway,
+            Kind::VirtualService => IstioKind::VirtualService,
+            Kind::WorkloadEntry => IstioKind::WorkloadEntry,
+            Kind::WorkloadGroup => IstioKind::WorkloadGroup,
+            _ => return None,
+        })
+    }
+
+    fn core_resource(self) -> Option<ApiResource> {
+        let (group, version, plural) = match self {
+            Kind::Namespace => ("", "v1", "namespaces"),
+            Kind::Service => ("", "v1", "services"),
+            Kind::Endpoints => ("", "v1", "endpoints"),
+            Kind::Pod => ("", "v1", "pods"),
+            Kind::ServiceAccount => ("", "v1", "serviceaccounts"),
+            Kind::Secret => ("", "v1", "secrets"),
+            Kind::ConfigMap => ("", "v1", "configmaps"),
+            Kind::Deployment => ("apps", "v1", "deployments"),
+            _ => return None,
+        };
+        Some(ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, self.name()),
+            plural,
+        ))
+    }
+
+    /// Whether doctor keeps an object of this kind (secrets and config maps are filtered to
+    /// Istio's own, so unrelated secret data is never held).
+    fn keeps(self, name: &str) -> bool {
+        match self {
+            Kind::Secret => name == istio::CACERTS_SECRET || name.starts_with("istio."),
+            Kind::ConfigMap | Kind::Deployment => name.starts_with("istio"),
+            _ => true,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One object, as the API server or the manifest has it, with where it came from.
+#[derive(Clone, PartialEq)]
+pub struct Obj {
+    /// The object (apiVersion, kind, metadata, spec, …).
+    pub value: Value,
+    /// File and line, for objects read with `-f`.
+    pub origin: Option<Origin>,
+}
+
+impl fmt::Debug for Obj {
+    // Secrets carry key material: print only the identity.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Obj({})", self.reference())
+    }
+}
+
+impl Obj {
+    /// An object without an origin (live objects, tests).
+    pub fn new(value: Value) -> Self {
+        Self { value, origin: None }
+    }
+
+    /// `kind`.
+    pub fn kind(&self) -> &str {
+        self.str_at(&["kind"]).unwrap_or_default()
+    }
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        self.str_at(&["metadata", "name"]).unwrap_or_default()
+    }
+    /// `metadata.namespace` (empty for cluster-scoped objects).
+    pub fn namespace(&self) -> &str {
+        self.str_at(&["metadata", "namespace"]).unwrap_or_default()
+    }
+    /// `Kind ns/name`, or `Kind name` for cluster-scoped objects: how findings name objects.
+    pub fn reference(&self) -> String {
+        if self.namespace().is_empty() {
+            format!("{} {}", self.kind(), self.name())
+        } else {
+            format!("{} {}/{}", self.kind(), self.namespace(), self.name())
+        }
+    }
+    /// `ns/name`.
+    pub fn ns_name(&self) -> String {
+        format!("{}/{}", self.namespace(), self.name())
+    }
+    /// The value at a path of keys.
+    pub fn at(&self, path: &[&str]) -> Option<&Value> {
+        path.iter().try_fold(&self.value, |v, k| v.get(k))
+    }
+    /// The string at a path of keys.
+    pub fn str_at(&self, path: &[&str]) -> Option<&str> {
+        self.at(path).and_then(Value::as_str)
+    }
+    /// `spec` (Null when absent).
+    pub fn spec(&self) -> &Value {
+        self.value.get("spec").unwrap_or(&Value::Null)
+    }
+    /// A label.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.at(&["metadata", "labels", key]).and_then(Value::as_str)
+    }
+    /// All labels.
+    pub fn labels(&self) -> BTreeMap<&str, &str> {
+        string_map(self.at(&["metadata", "labels"]))
+    }
+    /// An annotation.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.at(&["metadata", "annotations", key]).and_then(Value::as_str)
+    }
+    /// `metadata.creationTimestamp` (RFC 3339 sorts as text).
+    pub fn created(&self) -> &str {
+        self.str_at(&["metadata", "creationTimestamp"]).unwrap_or_default()
+    }
+    /// A Secret's or ConfigMap's value for `key`: `data` (base64 for Secrets), else `stringData`,
+    /// else ConfigMap `binaryData`.
+    pub fn data(&self, key: &str) -> Option<Vec<u8>> {
+        let is_secret = self.kind() == "Secret";
+        if let Some(v) = self.at(&["data", key]).and_then(Value::as_str) {
+            if is_secret {
+                return base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .ok();
+            }
+            return Some(v.as_bytes().to_vec());
+        }
+        if let Some(v) = self.at(&["stringData", key]).and_then(Value::as_str) {
+            return Some(v.as_bytes().to_vec());
+        }
+        self.at(&["binaryData", key])
+            .and_then(Value::as_str)
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
+    }
+    /// The keys of a Secret's or ConfigMap's data.
+    pub fn data_keys(&self) -> BTreeSet<&str> {
+        ["data", "stringData", "binaryData"]
+            .iter()
+            .filter_map(|k| self.value.get(*k).and_then(Value::as_object))
+            .flat_map(|m| m.keys().map(String::as_str))
+            .collect()
+    }
+}
+
+/// A `map[string]string` as borrowed pairs (non-strings are skipped).
+pub fn string_map(v: Option<&Value>) -> BTreeMap<&str, &str> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where a snapshot's objects came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceKind {
+    /// No cluster and no manifests: only a bundle (or nothing).
+    #[default]
+    None,
+    /// `-f` manifests.
+    Files,
+    /// A live cluster.
+    Live,
+}
+
+/// One file of a VM bundle.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BundleFile {
+    /// The content.
+    pub data: Vec<u8>,
+    /// Unix permission bits (`0o600`), as on disk or in the tar header.
+    pub mode: u32,
+}
+
+impl fmt::Debug for BundleFile {
+    // Keys and tokens must never reach logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BundleFile({} bytes, mode {:o})", self.data.len(), self.mode)
+    }
+}
+
+/// The files `kubectl meshvm bundle` writes for a VM, by relative path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bundle {
+    /// The directory or archive read.
+    pub path: PathBuf,
+    /// Files by path relative to the bundle root (`/`-separated).
+    pub files: BTreeMap<String, BundleFile>,
+}
+
+impl Bundle {
+    /// Read a bundle from a directory or a `.tar.gz`/`.tgz` archive.
+    pub fn read(path: &Path) -> Result<Bundle, Error> {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut bundle = Bundle {
+            path: path.to_path_buf(),
+            files: BTreeMap::new(),
+        };
+        if meta.is_dir() {
+            bundle.read_dir(path, "")?;
+        } else {
+            let file = std::fs::File::open(path).map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            bundle.read_tar_gz(file)?;
+        }
+        if bundle.files.is_empty() {
+            return Err(bundle.problem("holds no files"));
+        }
+        Ok(bundle)
+    }
+
+    fn problem(&self, problem: impl Into<String>) -> Error {
+        Error::Bundle {
+            path: self.path.clone(),
+            problem: problem.into(),
+        }
+    }
+
+    fn read_dir(&mut self, dir: &Path, prefix: &str) -> Result<(), Error> {
+        let read_err = |source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut entries = std::fs::read_dir(dir)
+            .map_err(read_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read_err)?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = format!("{prefix}{name}");
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if meta.file_type().is_symlink() {
+                return Err(self.problem(format!("{rel} is a link; bundles hold plain files only")));
+            }
+            if meta.is_dir() {
+                self.read_dir(&path, &format!("{rel}/"))?;
+                continue;
+            }
+            if meta.len() > MAX_BUNDLE_FILE {
+                return Err(self.problem(format!("{rel} is larger than 1 MiB")));
+            }
+            let data = std::fs::read(&path).map_err(|source| Error::Read { path, source })?;
+            self.files.insert(rel, BundleFile { data, mode: file_mode(&meta) });
+        }
+        Ok(())
+    }
+
+    fn read_tar_gz(&mut self, reader: impl Read) -> Result<(), Error> {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
+        let entries = archive
+            .entries()
+            .map_err(|e| self.problem(format!("not a tar.gz archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| self.problem(format!("corrupt archive: {e}")))?;
+            let raw = entry
+                .path()
+                .map_err(|e| self.problem(format!("bad entry name: {e}")))?
+                .into_owned();
+            let rel = safe_relative(&raw)
+                .ok_or_else(|| self.problem(format!("entry {} escapes the bundle (absolute or ..)", raw.display())))?;
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                return Err(self.problem(format!("entry {rel} is a link; bundles hold plain files only")));
+            }
+            if kind.is_dir() {
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(self.problem(format!("entry {rel} is not a regular file")));
+            }
+            if entry.size() > MAX_BUNDLE_FILE {
+                return Err(self.problem(format!("{rel} is larger than 1 MiB")));
+            }
+            let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+            let mut data = Vec::new();
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| self.problem(format!("cannot read {rel}: {e}")))?;
+            if self.files.insert(rel.clone(), BundleFile { data, mode }).is_some() {
+                return Err(self.problem(format!("entry {rel} appears twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// A file's content.
+    pub fn file(&self, name: &str) -> Option<&BundleFile> {
+        self.files.get(name)
+    }
+
+    /// A file's content as text (lossy).
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.file(name)
+            .map(|f| String::from_utf8_lossy(&f.data).into_owned())
+    }
+
+    /// The bundle's era, from the files that only one era has.
+    pub fn era(&self) -> Option<Era> {
+        if self.files.contains_key("istio-token") || self.files.contains_key("mesh.yaml") {
+            Some(Era::Modern)
+        } else if self.files.contains_key("key.pem") || self.files.contains_key("cert-chain.pem") {
+            Some(Era::Legacy)
+        } else {
+            None
+        }
+    }
+
+    /// `cluster.env` as `KEY → value` (quotes removed), or `None` when the file is absent.
+    pub fn cluster_env(&self) -> Option<BTreeMap<String, String>> {
+        let text = self.text("cluster.env")?;
+        Some(parse_env(&text).into_iter().map(|(k, v, _)| (k, v)).collect())
+    }
+}
+
+/// `KEY=value` lines (shell-quoted values unquoted) with their 1-based line numbers; comments
+/// and blank lines skipped, malformed lines returned with an empty key so callers can report them.
+pub fn parse_env(text: &str) -> Vec<(String, String, usize)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        match line.split_once('=') {
+            Some((k, v)) => {
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('\'')
+                    .and_then(|v| v.strip_suffix('\''))
+                    .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+                    .unwrap_or(v);
+                out.push((k.trim().to_string(), v.to_string(), i + 1));
+            }
+            None => out.push((String::new(), line.to_string(), i + 1)),
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn file_mode(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn file_mode(meta: &std::fs::Metadata) -> u32 {
+    if meta.permissions().readonly() { 0o444 } else { 0o644 }
+}
+
+/// A tar entry path as a `/`-joined relative path, or `None` when absolute or with `..`.
+fn safe_relative(path: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str()?.to_string()),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Mesh objects doctor reads, from one source.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Objects by kind, in source order.
+    pub objects: BTreeMap<Kind, Vec<Obj>>,
+    /// Kinds the source could answer for: listed on a live cluster, or present in the files.
+    pub known: BTreeSet<Kind>,
+    /// Kinds the cluster refused to list, with the reason (e.g. RBAC).
+    pub refused: BTreeMap<Kind, String>,
+    /// Where the objects came from.
+    pub source: SourceKind,
+    /// The kubeconfig context, for live snapshots.
+    pub context: Option<String>,
+    /// The networking.istio.io version the cluster serves (live only).
+    pub networking_version: Option<String>,
+    /// The VM bundle, when `--bundle` was given.
+    pub bundle: Option<Bundle>,
+}
+
+impl Snapshot {
+    /// The objects of one kind.
+    pub fn of(&self, kind: Kind) -> &[Obj] {
+        self.objects.get(&kind).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the source can say something about `kind` (absence then means "none").
+    pub fn knows(&self, kind: Kind) -> bool {
+        self.known.contains(&kind)
+    }
+
+    /// One object by kind, namespace and name.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Obj> {
+        self.of(kind)
+            .iter()
+            .find(|o| o.name() == name && o.namespace() == namespace)
+    }
+
+    /// Add one object (kept only when doctor reads its kind).
+    pub fn push(&mut self, obj: Obj) {
+        let api_version = obj.str_at(&["apiVersion"]).unwrap_or_default();
+        let Some(kind) = Kind::from_manifest(api_version, obj.kind()) else {
+            return;
+        };
+        if !kind.keeps(obj.name()) {
+            // Still tells us the source lists this kind.
+            self.known.insert(kind);
+            return;
+        }
+        self.known.insert(kind);
+        self.objects.entry(kind).or_default().push(obj);
+    }
+
+    /// Read manifests from files and directories (recursively: `.yaml`, `.yml`, `.json`).
+    pub fn from_files(paths: &[PathBuf]) -> Result<Snapshot, Error> {
+        let mut snap = Snapshot {
+            source: SourceKind::Files,
+            ..Snapshot::default()
+        };
+        for path in paths {
+            let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if meta.is_dir() {
+                let mut files = Vec::new();
+                collect_manifests(path, &mut files)?;
+                if files.is_empty() {
+                    return Err(Error::NoManifests { path: path.clone() });
+                }
+                for file in files {
+                    snap.add_file(&file)?;
+                }
+            } else {
+                snap.add_file(path)?;
+            }
+        }
+        Ok(snap)
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<(), Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.add_manifests(path, &text)
+    }
+
+    /// Add the documents of one manifest text, as if read from `path`.
+    pub fn add_manifests(&mut self, path: &Path, text: &str) -> Result<(), Error> {
+        let is_json = path.extension().is_some_and(|e| e == "json");
+        let docs: Vec<(Value, usize)> = if is_json {
+            let v: Value = serde_json::from_str(text).map_err(|e| Error::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            vec![(v, 1)]
+        } else {
+            // GitOps dumps hold thousands of documents; anchors and aliases keep their
+            // default (bomb-proof) limits.
+            let options = serde_saphyr::options! {
+                budget: serde_saphyr::budget! {
+                    max_documents: 1_000_000,
+                    max_nodes: 50_000_000,
+                    max_events: 200_000_000,
+                },
+            };
+            serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
+                .map_err(|e| Error::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+                .into_iter()
+                .map(|s| (s.value, s.referenced.line() as usize))
+                .collect()
+        };
+        for (i, (doc, line)) in docs.into_iter().enumerate() {
+            let not_k8s = |problem: &str| Error::NotKubernetes {
+                path: path.to_path_buf(),
+                document: i + 1,
+                line: line.max(1),
+                problem: problem.to_string(),
+            };
+            if doc.is_null() {
+                continue;
+            }
+            let Some(map) = doc.as_object() else {
+                return Err(not_k8s("it is not a mapping"));
+            };
+            let (Some(api_version), Some(kind)) = (
+                map.get("apiVersion").and_then(Value::as_str),
+                map.get("kind").and_then(Value::as_str),
+            ) else {
+                return Err(not_k8s("apiVersion and kind are missing"));
+            };
+            let origin = Origin {
+                file: path.to_path_buf(),
+                line: line.max(1),
+            };
+            if kind == "List" || (kind.ends_with("List") && map.contains_key("items")) {
+                let _ = api_version;
+                for item in map.get("items").and_then(Value::as_array).into_iter().flatten() {
+                    if item.get("apiVersion").and_then(Value::as_str).is_none()
+                        || item.get("kind").and_then(Value::as_str).is_none()
+                    {
+                        return Err(not_k8s("a List item lacks apiVersion or kind"));
+                    }
+                    self.push(Obj {
+                        value: item.clone(),
+                        origin: Some(origin.clone()),
+                    });
+                }
+                continue;
+            }
+            self.push(Obj {
+                value: doc,
+                origin: Some(origin),
+            });
+        }
+        Ok(())
+    }
+
+    /// Parse inline manifests (for tests and fixtures): `-f` semantics, origin `inline.yaml`.
+    pub fn from_yaml(text: &str) -> Result<Snapshot, Error> {
+        let mut snap = Snapshot {
+            source: SourceKind::Files,
+            ..Snapshot::default()
+        };
+        snap.add_manifests(Path::new("inline.yaml"), text)?;
+        Ok(snap)
+    }
+
+    /// Read the mesh objects of a live cluster: one discovery call, then one concurrent, paged
+    /// list per kind. Kinds the cluster does not serve are absent; kinds it refuses (403) are
+    /// recorded in [`Snapshot::refused`] so their checks skip with the reason.
+    pub async fn observe(conn: &Connection) -> Result<Snapshot, Error> {
+        let groups = conn
+            .call(Action::new("list", "apigroups"), || conn.client.list_api_groups())
+            .await?;
+        let served = |group: &str| -> Vec<String> {
+            groups
+                .groups
+                .iter()
+                .find(|g| g.name == group)
+                .map(|g| g.versions.iter().map(|v| v.version.clone()).collect())
+                .unwrap_or_default()
+        };
+        let mut plan: Vec<(Kind, ApiResource)> = Vec::new();
+        let mut networking_version = None;
+        for kind in Kind::ALL {
+            if let Some(ar) = kind.core_resource() {
+                plan.push((kind, ar));
+                continue;
+            }
+            let Some(ik) = kind.istio() else { continue };
+            let (group, ..) = ik.parts();
+            let versions = served(group);
+            if let Some(v) = ik.versions().iter().find(|v| versions.iter().any(|s| s == *v)) {
+                if group == "networking.istio.io" {
+                    networking_version = Some((*v).to_string());
+                }
+                plan.push((kind, ik.resource(v)));
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (kind, ar) in plan {
+            let conn = conn.clone();
+            set.spawn(async move {
+                let result = list_all(&conn, kind, &ar).await;
+                (kind, result)
+            });
+        }
+        let mut snap = Snapshot {
+            source: SourceKind::Live,
+            context: Some(conn.context.clone()),
+            networking_version,
+            ..Snapshot::default()
+        };
+        let mut lists = BTreeMap::new();
+        while let Some(joined) = set.join_next().await {
+            let (kind, result) = joined.expect("list task panicked");
+            match result {
+                Ok(Listed::Items(items)) => {
+                    lists.insert(kind, items);
+                }
+                Ok(Listed::NotServed) => {}
+                Ok(Listed::Refused(why)) => {
+                    snap.refused.insert(kind, why);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        // Insert in kind order so results do not depend on which list finished first.
+        for (kind, items) in lists {
+            snap.known.insert(kind);
+            for obj in items {
+                snap.push(Obj::new(obj));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// The Istio namespace: where istiod/Pilot/Citadel run, else `istio-system`.
+    pub fn istio_namespace(&self) -> &str {
+        self.of(Kind::Deployment)
+            .iter()
+            .find(|d| {
+                matches!(d.name(), "istiod" | "istio-pilot" | "istio-citadel")
+                    || d.name().starts_with("istiod-")
+            })
+            .map_or(istio::DEFAULT_ISTIO_NAMESPACE, Obj::namespace)
+    }
+
+    /// The era, from the Deployments (`None` when neither istiod nor Citadel/Pilot is seen).
+    pub fn era(&self) -> Option<Era> {
+        istio::era_from_deployments(self.of(Kind::Deployment).iter().map(Obj::name))
+    }
+
+    /// The mesh config (`mesh` key of the `istio` ConfigMap in the Istio namespace), parsed.
+    pub fn mesh_config(&self) -> Option<Value> {
+        let ns = self.istio_namespace();
+        let cm = self
+            .get(Kind::ConfigMap, ns, "istio")
+            .or_else(|| {
+                self.of(Kind::ConfigMap)
+                    .iter()
+                    .find(|c| c.name() == "istio" || c.name().starts_with("istio-") && c.data_keys().contains("mesh"))
+            })?;
+        let text = String::from_utf8(cm.data("mesh")?).ok()?;
+        serde_saphyr::from_str::<Value>(&text).ok()
+    }
+
+    /// The root namespace: meshConfig `rootNamespace`, else the Istio namespace.
+    pub fn root_namespace(&self) -> String {
+        self.mesh_config()
+            .and_then(|m| m.get("rootNamespace").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| self.istio_namespace().to_string())
+    }
+
+    /// `enableAutoMtls` as the mesh config sets it.
+    pub fn auto_mtls_configured(&self) -> Option<bool> {
+        self.mesh_config()?.get("enableAutoMtls")?.as_bool()
+    }
+
+    /// Auto mTLS in effect: the mesh config, else legacy → off, modern → on, unknown → off
+    /// (unknown assumes the stricter setting, so a pre-flight never misses a plaintext path).
+    pub fn auto_mtls(&self, override_: Option<bool>) -> bool {
+        override_
+            .or_else(|| self.auto_mtls_configured())
+            .unwrap_or(self.era() == Some(Era::Modern))
+    }
+}
+
+enum Listed {
+    Items(Vec<Value>),
+    NotServed,
+    Refused(String),
+}
+
+/// List one kind across all namespaces, page by page.
+async fn list_all(conn: &Connection, kind: Kind, ar: &ApiResource) -> Result<Listed, crate::kube::Error> {
+    let api: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
+    let resource = if ar.group.is_empty() {
+        ar.plural.clone()
+    } else {
+        format!("{}.{}", ar.plural, ar.group)
+    };
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(PAGE_SIZE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = conn
+            .call(Action::new("list", resource.clone()), || api.list(&lp))
+            .await;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => return Ok(Listed::NotServed),
+            Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        for item in page.items {
+            let name = item.metadata.name.clone().unwrap_or_default();
+            if !kind.keeps(&name) {
+                continue;
+            }
+            let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
+            if let Some(map) = value.as_object_mut() {
+                map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
+                map.insert("kind".into(), Value::String(ar.kind.clone()));
+                trim(kind, map);
+            }
+            items.push(value);
+        }
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    Ok(Listed::Items(items))
+}
+
+/// Drop what doctor never reads from large kinds, to keep memory flat on big clusters.
+fn trim(kind: Kind, map: &mut Map<String, Value>) {
+    if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    match kind {
+        Kind::Pod => {
+            let containers: Vec<Value> = map
+                .get("spec")
+                .and_then(|s| s.get("containers"))
+                .and_then(Value::as_array)
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| serde_json::json!({"name": c.get("name").cloned().unwrap_or(Value::Null)}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            map.insert("spec".into(), serde_json::json!({"containers": containers}));
+            map.remove("status");
+        }
+        Kind::Deployment => {
+            map.remove("spec");
+            map.remove("status");
+        }
+        _ => {}
+    }
+}
+
+fn collect_manifests(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let read_err = |source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(read_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err)?;
+    entries.sort_by_key(std::fs::DirEntry::path);
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_manifests(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_keeps_lines_and_lists() {
+        let snap = Snapshot::from_yaml(
+            "# leading comment\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: s, namespace: a}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+        )
+        .unwrap();
+        let ns = &snap.of(Kind::Namespace)[0];
+        assert_eq!(ns.name(), "a");
+        assert_eq!(ns.origin.as_ref().unwrap().line, 2);
+        let svc = &snap.of(Kind::Service)[0];
+        assert_eq!(svc.reference(), "Service a/s");
+        assert_eq!(svc.origin.as_ref().unwrap().line, 8);
+        assert!(snap.knows(Kind::Service));
+        assert!(!snap.knows(Kind::Pod));
+    }
+
+    #[test]
+    fn non_kubernetes_yaml_names_file_and_document() {
+        let err = Snapshot::from_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nenableAutoMtls: true\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("inline.yaml: document 2 (line 5)"), "{text}");
+        let err = Snapshot::from_yaml("- a\n- b\n").unwrap_err();
+        assert!(err.to_string().contains("not a mapping"), "{err}");
+        let err = Snapshot::from_yaml("a: [\n").unwrap_err();
+        assert!(matches!(err, Error::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_filtered_and_decoded() {
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\ndata: {root-cert.pem: aGVsbG8=}\nstringData: {ca-key.pem: k}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: db-password, namespace: app}\ndata: {p: eA==}\n",
+        )
+        .unwrap();
+        assert_eq!(snap.of(Kind::Secret).len(), 1);
+        let s = &snap.of(Kind::Secret)[0];
+        assert_eq!(s.data("root-cert.pem").unwrap(), b"hello");
+        assert_eq!(s.data("ca-key.pem").unwrap(), b"k");
+        assert_eq!(s.data_keys().len(), 2);
+        assert!(!format!("{s:?}").contains("aGVs"));
+    }
+
+    #[test]
+    fn era_and_auto_mtls() {
+        let legacy = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istio-citadel, namespace: istio-system}\n").unwrap();
+        assert_eq!(legacy.era(), Some(Era::Legacy));
+        assert!(!legacy.auto_mtls(None));
+        assert!(legacy.auto_mtls(Some(true)));
+        let modern = Snapshot::from_yaml(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod, namespace: istio-system}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    enableAutoMtls: false\n    rootNamespace: mesh-root\n",
+        )
+        .unwrap();
+        assert_eq!(modern.era(), Some(Era::Modern));
+        assert!(!modern.auto_mtls(None));
+        assert_eq!(modern.root_namespace(), "mesh-root");
+        assert_eq!(Snapshot::default().era(), None);
+        assert!(!Snapshot::default().auto_mtls(None));
+    }
+
+    #[test]
+    fn files_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.yml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").unwrap();
+        std::fs::write(dir.path().join("b.json"), r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"b"}}"#).unwrap();
+        std::fs::write(dir.path().join("README.md"), "not yaml").unwrap();
+        let snap = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap();
+        let names: Vec<_> = snap.of(Kind::Namespace).iter().map(Obj::name).collect();
+        assert_eq!(names, ["b", "a"]);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Snapshot::from_files(&[empty.path().to_path_buf()]),
+            Err(Error::NoManifests { .. })
+        ));
+    }
+
+    fn tar_gz(entries: &[(&str, &[u8], u32, tar::EntryType)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+        for (name, data, mode, kind) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(*mode);
+            // set_path refuses `..`; write the raw name so the reader's guard is what is tested.
+            let bytes = name.as_bytes();
+            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            if kind.is_symlink() {
+                header.set_link_name("/etc/passwd").unwrap();
+            }
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn bundle_from_tar_gz_keeps_modes_and_rejects_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.tar.gz");
+        std::fs::write(
+            &good,
+            tar_gz(&[
+                ("cluster.env", b"ISTIO_NAMESPACE=vm\n", 0o644, tar::EntryType::Regular),
+                ("key.pem", b"k", 0o600, tar::EntryType::Regular),
+            ]),
+        )
+        .unwrap();
+        let b = Bundle::read(&good).unwrap();
+        assert_eq!(b.file("key.pem").unwrap().mode, 0o600);
+        assert_eq!(b.era(), Some(Era::Legacy));
+        assert_eq!(b.cluster_env().unwrap()["ISTIO_NAMESPACE"], "vm");
+        assert!(!format!("{b:?}").contains("ISTIO_NAMESPACE=vm"));
+        for (name, kind) in [
+            ("../evil", tar::EntryType::Regular),
+            ("/etc/evil", tar::EntryType::Regular),
+            ("link", tar::EntryType::Symlink),
+        ] {
+            let p = dir.path().join("bad.tar.gz");
+            std::fs::write(&p, tar_gz(&[(name, b"x", 0o644, kind)])).unwrap();
+            let err = Bundle::read(&p).unwrap_err().to_string();
+            assert!(err.contains(name.trim_start_matches('/')) || err.contains("link"), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn bundle_from_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("istio-token"), "t").unwrap();
+        let b = Bundle::read(dir.path()).unwrap();
+        assert_eq!(b.era(), Some(Era::Modern));
+        assert!(b.file("istio-token").unwrap().mode & 0o400 != 0);
+    }
+
+    #[test]
+    fn env_parsing() {
+        let env = parse_env("# c\nA='x y'\nexport B=\"z\"\nbroken\n");
+        assert_eq!(env[0], ("A".into(), "x y".into(), 2));
+        assert_eq!(env[1], ("B".into(), "z".into(), 3));
+        assert_eq!(env[2].0, "");
+    }
+}
