@@ -92,6 +92,27 @@ pub fn era_from_deployments<'a>(names: impl IntoIterator<Item = &'a str>) -> Opt
     legacy.then_some(Era::Legacy)
 }
 
+/// Detect the era from the Deployments of the Istio namespace (one list request).
+/// `None` when neither Citadel/Pilot nor istiod runs there.
+pub async fn detect_era(
+    conn: &crate::kube::Connection,
+    istio_namespace: &str,
+) -> Result<Option<Era>, crate::kube::Error> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let api: ::kube::Api<Deployment> =
+        ::kube::Api::namespaced(conn.client.clone(), istio_namespace);
+    let params = ::kube::api::ListParams::default();
+    let list = conn
+        .call(
+            crate::kube::Action::new("list", "deployments.apps").ns(istio_namespace),
+            || api.list_metadata(&params),
+        )
+        .await?;
+    Ok(era_from_deployments(
+        list.items.iter().filter_map(|d| d.metadata.name.as_deref()),
+    ))
+}
+
 /// An Istio kind meshvm reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IstioKind {

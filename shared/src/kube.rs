@@ -292,6 +292,19 @@ impl Diagnose for Error {
 /// Read the kubeconfig the way kubectl does: `--kubeconfig`, else every existing path in
 /// `KUBECONFIG` merged (missing ones skipped, as client-go does), else `~/.kube/config`.
 pub fn load_kubeconfig(explicit: Option<&Path>) -> Result<(Kubeconfig, Vec<PathBuf>), Error> {
+    load_kubeconfig_from(
+        explicit,
+        std::env::var_os("KUBECONFIG"),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
+}
+
+/// [`load_kubeconfig`] with `KUBECONFIG` and `HOME` passed in.
+pub fn load_kubeconfig_from(
+    explicit: Option<&Path>,
+    kubeconfig_env: Option<std::ffi::OsString>,
+    home: Option<PathBuf>,
+) -> Result<(Kubeconfig, Vec<PathBuf>), Error> {
     if let Some(path) = explicit {
         if !path.exists() {
             return Err(Error::KubeconfigMissing {
@@ -300,7 +313,7 @@ pub fn load_kubeconfig(explicit: Option<&Path>) -> Result<(Kubeconfig, Vec<PathB
         }
         return Ok((read_one(path)?, vec![path.to_owned()]));
     }
-    if let Some(value) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+    if let Some(value) = kubeconfig_env.filter(|v| !v.is_empty()) {
         let listed: Vec<PathBuf> = std::env::split_paths(&value)
             .filter(|p| !p.as_os_str().is_empty())
             .collect();
@@ -330,7 +343,6 @@ pub fn load_kubeconfig(explicit: Option<&Path>) -> Result<(Kubeconfig, Vec<PathB
         }
         return Ok((merged.unwrap_or_default(), present));
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from);
     let Some(path) = home.map(|h| h.join(".kube").join("config")) else {
         return Err(Error::NoKubeconfig {
             looked: "HOME is not set and neither --kubeconfig nor KUBECONFIG is given".into(),
@@ -556,6 +568,29 @@ impl Connection {
             source => Error::Other { action, source },
         }
     }
+}
+
+/// Server-side apply as meshvm (`force`: meshvm owns the fields it sets), with `dryRun=All`
+/// for `--dry-run=server`.
+pub fn apply_params(dry_run: crate::cli::DryRun) -> ::kube::api::PatchParams {
+    let mut params = ::kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run == crate::cli::DryRun::Server;
+    params
+}
+
+/// Create/replace parameters as meshvm, with `dryRun=All` for `--dry-run=server`.
+pub fn post_params(dry_run: crate::cli::DryRun) -> ::kube::api::PostParams {
+    ::kube::api::PostParams {
+        dry_run: dry_run == crate::cli::DryRun::Server,
+        field_manager: Some(FIELD_MANAGER.into()),
+    }
+}
+
+/// Delete parameters (background propagation, as kubectl), with `dryRun=All` for `--dry-run=server`.
+pub fn delete_params(dry_run: crate::cli::DryRun) -> ::kube::api::DeleteParams {
+    let mut params = ::kube::api::DeleteParams::background();
+    params.dry_run = dry_run == crate::cli::DryRun::Server;
+    params
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod args;
+pub mod bundle;
 pub mod cli;
 pub mod complete;
 pub mod dispatch;
@@ -11,4 +12,7 @@ pub mod doctor;
 pub mod istio;
 pub mod kube;
 pub mod pki;
+pub mod plan;
+pub mod prepare;
+pub mod register;
 pub mod snapshot;

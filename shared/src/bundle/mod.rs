@@ -1,0 +1,1 @@
+//! `kubectl meshvm bundle`: everything the VM needs, as files and a deterministic archive.

@@ -1,0 +1,1 @@
+//! `kubectl meshvm prepare`: validated cacerts, VM namespace, ServiceAccount, WorkloadGroup.

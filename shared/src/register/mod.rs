@@ -1,0 +1,1 @@
+//! `kubectl meshvm register`: make the VM an endpoint (Service + Endpoints, or WorkloadEntry).
