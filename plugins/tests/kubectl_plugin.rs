@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::{kubectls, text};
+
 const BINARIES: [(&str, &str); 10] = [
     ("kubectl-meshvm", env!("CARGO_BIN_EXE_kubectl-meshvm")),
     (
@@ -45,33 +48,6 @@ const BINARIES: [(&str, &str); 10] = [
 ];
 const VERBS: [&str; 4] = ["prepare", "bundle", "register", "doctor"];
 
-/// The real kubectl binaries of the versions we test, or none (then the test says why it skips).
-fn kubectls() -> Vec<PathBuf> {
-    let Ok(on_path) = which_kubectl() else {
-        return Vec::new();
-    };
-    let dir = on_path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let found: Vec<PathBuf> = ["1.27", "1.32", "1.33"]
-        .iter()
-        .map(|v| dir.join(format!("kubectl.{v}")))
-        .filter(|p| p.is_file())
-        .collect();
-    if found.is_empty() {
-        vec![on_path]
-    } else {
-        found
-    }
-}
-
-fn which_kubectl() -> Result<PathBuf, ()> {
-    let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .and_then(|p| p.canonicalize().ok())
-        .ok_or(())
-}
-
 /// A temp dir laid out as `cargo install` leaves it: every binary in one directory on PATH.
 fn cargo_layout(root: &Path) -> PathBuf {
     let bin = root.join("bin");
@@ -108,10 +84,6 @@ fn kubectl(kubectl: &Path, path_dir: &Path, home: &Path, args: &[&str]) -> Outpu
         .env("KUBECONFIG", home.join("no-such-kubeconfig"))
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn check_layout(kubectl_bin: &Path, bin: &Path, home: &Path, layout: &str) {

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cli::{DryRun, OutputFormat};
+use crate::cli::OutputFormat;
 
 /// What happens to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

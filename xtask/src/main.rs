@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output};
 
 mod demo;
+mod dist;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
