@@ -1,0 +1,347 @@
+//! What the apiserver does per built-in kind: defaulting, validation, and side effects.
+
+use std::collections::BTreeSet;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use crate::registry::ResourceType;
+use crate::status::ApiError;
+use crate::store::State;
+use crate::util::{self, name_of, namespace_of};
+
+fn invalid(rt: &ResourceType, obj: &Value, field: &str, reason: &str, msg: String) -> ApiError {
+    ApiError::invalid(&rt.group, &rt.kind, name_of(obj), &[(field.into(), reason.into(), msg)])
+}
+
+/// Defaulting and validation per kind; `old` is the live object on updates.
+pub fn prepare(
+    state: &mut State,
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "namespaces") => {
+            let name = name_of(obj).to_string();
+            util::map_at(obj, &["metadata", "labels"])
+                .insert("kubernetes.io/metadata.name".into(), json!(name));
+            util::map_at(obj, &["spec"])
+                .entry("finalizers")
+                .or_insert_with(|| json!(["kubernetes"]));
+            util::map_at(obj, &["status"])
+                .entry("phase")
+                .or_insert_with(|| json!("Active"));
+        }
+        ("", "secrets") => prepare_secret(rt, obj)?,
+        ("", "services") => prepare_service(state, rt, obj, old)?,
+        ("", "pods") => {
+            util::map_at(obj, &["status"])
+                .entry("phase")
+                .or_insert_with(|| json!("Pending"));
+        }
+        ("apps", "deployments") => prepare_deployment(rt, obj, old)?,
+        ("apiextensions.k8s.io", "customresourcedefinitions") => prepare_crd(rt, obj)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn prepare_secret(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        let data = util::map_at(obj, &["data"]);
+        for (k, v) in sd {
+            let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            data.insert(k, json!(STANDARD.encode(text)));
+        }
+    }
+    if let Some(Value::Object(data)) = obj.get("data") {
+        for (k, v) in data {
+            let ok = v.as_str().is_some_and(|s| STANDARD.decode(s).is_ok());
+            if !ok {
+                return Err(ApiError::bad_request(format!(
+                    "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[{k:?}]"
+                )));
+            }
+        }
+        let bad: Vec<&String> = data
+            .keys()
+            .filter(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)))
+            .collect();
+        if let Some(k) = bad.first() {
+            return Err(invalid(
+                rt,
+                obj,
+                &format!("data[{k}]"),
+                "FieldValueInvalid",
+                format!("Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"),
+            ));
+        }
+    }
+    if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        obj["type"] = json!("Opaque");
+    }
+    Ok(())
+}
+
+fn used_cluster_ips(state: &State, except: (&str, &str)) -> BTreeSet<String> {
+    state
+        .iter_resource("/services", None)
+        .filter(|(k, _)| (k.1.as_str(), k.2.as_str()) != except)
+        .filter_map(|(_, s)| util::str_at(s, &["spec", "clusterIP"]).map(str::to_string))
+        .collect()
+}
+
+fn used_node_ports(state: &State, except: (&str, &str)) -> BTreeSet<i64> {
+    state
+        .iter_resource("/services", None)
+        .filter(|(k, _)| (k.1.as_str(), k.2.as_str()) != except)
+        .flat_map(|(_, s)| {
+            s.pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+        .collect()
+}
+
+fn prepare_service(
+    state: &mut State,
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let me = (namespace_of(obj).to_string(), name_of(obj).to_string());
+    let spec = util::map_at(obj, &["spec"]);
+    let ty = spec
+        .entry("type")
+        .or_insert_with(|| json!("ClusterIP"))
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_string();
+    spec.entry("sessionAffinity").or_insert_with(|| json!("None"));
+    let ports = spec.get_mut("ports").and_then(Value::as_array_mut);
+    let has_ports = ports.as_ref().is_some_and(|p| !p.is_empty());
+    if let Some(ports) = ports {
+        for p in ports.iter_mut() {
+            if let Some(m) = p.as_object_mut() {
+                m.entry("protocol").or_insert_with(|| json!("TCP"));
+                if let Some(port) = m.get("port").cloned() {
+                    m.entry("targetPort").or_insert(port);
+                }
+            }
+        }
+    }
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    if !has_ports && ty != "ExternalName" && !headless {
+        return Err(invalid(rt, obj, "spec.ports", "FieldValueRequired", "Required value".into()));
+    }
+    if ty == "ExternalName" {
+        return Ok(());
+    }
+    let old_ip = old
+        .and_then(|o| util::str_at(o, &["spec", "clusterIP"]))
+        .map(str::to_string);
+    let want = util::str_at(obj, &["spec", "clusterIP"]).unwrap_or("").to_string();
+    let ip = match (&old_ip, want.as_str()) {
+        (Some(o), "") => o.clone(),
+        (Some(o), w) if w != o => {
+            return Err(invalid(
+                rt,
+                obj,
+                "spec.clusterIPs[0]",
+                "FieldValueInvalid",
+                format!("Invalid value: []string{{\"{w}\"}}: may not change once set"),
+            ));
+        }
+        (Some(o), _) => o.clone(),
+        (None, "None") => "None".to_string(),
+        (None, "") => {
+            let used = used_cluster_ips(state, (&me.0, &me.1));
+            let ip = (10u128..1 << 20)
+                .filter_map(|n| state.cidr.nth(n))
+                .map(|a| a.to_string())
+                .find(|a| !used.contains(a))
+                .ok_or_else(|| invalid(rt, obj, "spec.clusterIPs", "FieldValueInvalid", "Internal error: range is full".into()))?;
+            ip
+        }
+        (None, w) => {
+            if !state.cidr.contains(w) {
+                return Err(invalid(
+                    rt,
+                    obj,
+                    "spec.clusterIPs",
+                    "FieldValueInvalid",
+                    format!("Invalid value: []string{{\"{w}\"}}: failed to allocate IP {w}: the provided IP ({w}) is not in the valid range. The range of valid IPs is {:?}", state.cidr),
+                ));
+            }
+            if used_cluster_ips(state, (&me.0, &me.1)).contains(w) {
+                return Err(invalid(
+                    rt,
+                    obj,
+                    "spec.clusterIPs",
+                    "FieldValueInvalid",
+                    format!("Invalid value: []string{{\"{w}\"}}: failed to allocate IP {w}: provided IP is already allocated"),
+                ));
+            }
+            w.to_string()
+        }
+    };
+    let v6 = ip.contains(':');
+    let spec = util::map_at(obj, &["spec"]);
+    spec.insert("clusterIP".into(), json!(ip));
+    spec.insert("clusterIPs".into(), json!([ip]));
+    spec.entry("ipFamilies").or_insert_with(|| json!([if v6 { "IPv6" } else { "IPv4" }]));
+    spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+    spec.entry("internalTrafficPolicy").or_insert_with(|| json!("Cluster"));
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        spec.entry("externalTrafficPolicy").or_insert_with(|| json!("Cluster"));
+        let mut used = used_node_ports(state, (&me.0, &me.1));
+        let spec = util::map_at(obj, &["spec"]);
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut() {
+                if p.get("nodePort").and_then(Value::as_i64).is_none() {
+                    if let Some(n) = (30000..=32767).find(|n| !used.contains(n)) {
+                        used.insert(n);
+                        p["nodePort"] = json!(n);
+                    }
+                }
+            }
+        }
+    }
+    util::map_at(obj, &["status"])
+        .entry("loadBalancer")
+        .or_insert_with(|| json!({}));
+    Ok(())
+}
+
+fn prepare_deployment(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let Some(match_labels) = obj.pointer("/spec/selector/matchLabels").and_then(Value::as_object).cloned() else {
+        if obj.pointer("/spec/selector").is_none() {
+            return Err(invalid(rt, obj, "spec.selector", "FieldValueRequired", "Required value".into()));
+        }
+        return Ok(());
+    };
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if match_labels.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+        let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+        return Err(invalid(
+            rt,
+            obj,
+            "spec.template.metadata.labels",
+            "FieldValueInvalid",
+            format!("Invalid value: map[string]string{{{}}}: `selector` does not match template `labels`", shown.join(", ")),
+        ));
+    }
+    if let Some(o) = old {
+        if o.pointer("/spec/selector") != obj.pointer("/spec/selector") {
+            return Err(invalid(
+                rt,
+                obj,
+                "spec.selector",
+                "FieldValueInvalid",
+                format!("Invalid value: {}: field is immutable", obj.pointer("/spec/selector").cloned().unwrap_or_default()),
+            ));
+        }
+    }
+    let spec = util::map_at(obj, &["spec"]);
+    spec.entry("replicas").or_insert_with(|| json!(1));
+    spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
+    spec.entry("progressDeadlineSeconds").or_insert_with(|| json!(600));
+    spec.entry("strategy").or_insert_with(|| {
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+    });
+    if old.is_none() && obj.get("status").is_none() {
+        deployment_status(obj);
+    }
+    Ok(())
+}
+
+/// The emulated deployment controller: every replica is immediately updated, ready and available.
+fn deployment_status(obj: &mut Value) {
+    let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+    let now = util::now_rfc3339();
+    obj["status"] = json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+             "message": "Deployment has minimum availability.", "lastUpdateTime": now, "lastTransitionTime": now},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+             "message": format!("ReplicaSet \"{}\" has successfully progressed.", name_of(obj)),
+             "lastUpdateTime": now, "lastTransitionTime": now}
+        ]
+    });
+}
+
+/// Called when an update bumped `metadata.generation`.
+pub fn after_generation_bump(rt: &ResourceType, obj: &mut Value) {
+    if rt.group == "apps" && rt.plural == "deployments" {
+        deployment_status(obj);
+    }
+}
+
+fn prepare_crd(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    let info = crate::schema::parse_crd(obj)
+        .map_err(|e| invalid(rt, obj, "spec", "FieldValueInvalid", e))?;
+    let want = format!("{}.{}", info.plural, info.group);
+    if name_of(obj) != want {
+        return Err(invalid(
+            rt,
+            obj,
+            "metadata.name",
+            "FieldValueInvalid",
+            format!("Invalid value: \"{}\": must be spec.names.plural+\".\"+spec.group", name_of(obj)),
+        ));
+    }
+    let storage: Vec<String> = info.versions.iter().filter(|v| v.storage).map(|v| v.name.clone()).collect();
+    let names = obj.pointer("/spec/names").cloned().unwrap_or_default();
+    let now = util::now_rfc3339();
+    obj["status"] = json!({
+        "acceptedNames": names,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+             "message": "no conflicts found", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted", "lastTransitionTime": now}
+        ],
+        "storedVersions": storage,
+    });
+    Ok(())
+}
+
+/// Side effects that are the apiserver's own: a namespace's `default` ServiceAccount, a CRD's
+/// resource becoming servable.
+pub fn after_write(state: &mut State, rt: &ResourceType, obj: &Value, created: bool) {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "namespaces") if created => {
+            let ns = name_of(obj).to_string();
+            if state.get_obj("/serviceaccounts", &ns, "default").is_none() {
+                // The object is well-formed by construction; failure here is a sim bug.
+                state
+                    .upsert(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                        "metadata": {"name": "default", "namespace": ns}}))
+                    .expect("default ServiceAccount is valid");
+            }
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            if let Ok(info) = crate::schema::parse_crd(obj) {
+                let t = ResourceType::from_crd(&info, obj);
+                if state.registry.get(&t.key()).is_none_or(|old| !old.builtin) {
+                    state.registry.insert(t);
+                }
+            }
+        }
+        _ => {}
+    }
+}

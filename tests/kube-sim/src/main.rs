@@ -1,0 +1,143 @@
+//! `kube-sim serve`: runs the simulated API server until SIGINT/SIGTERM.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kube_sim::{Fault, FaultKind, Scenario, Server, ServerOptions};
+
+/// A simulated Kubernetes API server for testing with real kubectl.
+#[derive(Debug, Parser)]
+#[command(name = "kube-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a scenario over HTTPS on 127.0.0.1.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FaultArg {
+    /// HTTP 500 InternalError.
+    #[value(name = "500")]
+    InternalError,
+    /// HTTP 429 TooManyRequests with Retry-After: 1.
+    #[value(name = "429")]
+    TooManyRequests,
+    /// Connection reset.
+    Reset,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Scenario YAML file (repeatable; objects from all files are loaded).
+    #[arg(long = "scenario", value_name = "FILE")]
+    scenarios: Vec<PathBuf>,
+    /// Where to write the kubeconfig (context `kube-sim`).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: PathBuf,
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Latency added to every request, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    latency_ms: u64,
+    /// Probability (0..=1) that a request fails with the --fault-kind fault.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fault_rate: f64,
+    /// What --fault-rate injects.
+    #[arg(long, value_enum, default_value = "500")]
+    fault_kind: FaultArg,
+    /// Seed for fault injection.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Kubernetes version /version reports (kubectl's dispatcher picks kubectl.1.NN from it).
+    #[arg(long, value_name = "1.NN", default_value = "1.32")]
+    kube_version: String,
+    /// CRD set to load (`modern` or `istio-1.4`); default: from the scenario.
+    #[arg(long, value_name = "SET")]
+    crds: Option<String>,
+}
+
+fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        return Err(format!("--fault-rate {} is not a probability: give a number from 0 to 1", args.fault_rate));
+    }
+    if kube_sim::scenario::parse_minor(&args.kube_version).is_none() {
+        return Err(format!("--kube-version {:?} is not of the form 1.NN (e.g. 1.32)", args.kube_version));
+    }
+    let mut s = Scenario::from_files(&args.scenarios).map_err(|e| format!("{e}"))?;
+    if let Some(set) = &args.crds {
+        s = s.with_crds(set);
+    }
+    s = s
+        .with_kube_version(&args.kube_version)
+        .with_latency(Duration::from_millis(args.latency_ms))
+        .with_seed(args.seed);
+    if args.fault_rate > 0.0 {
+        let kind = match args.fault_kind {
+            FaultArg::InternalError => FaultKind::InternalError,
+            FaultArg::TooManyRequests => FaultKind::TooManyRequests { retry_after_seconds: 1 },
+            FaultArg::Reset => FaultKind::ConnectionReset,
+        };
+        s = s.with_fault(Fault::rate(kind, args.fault_rate));
+    }
+    Ok(s)
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let s = scenario(&args)?;
+    let server = Server::try_start(s, ServerOptions { port: args.port, kubeconfig: Some(args.kubeconfig.clone()) })
+        .await
+        .map_err(|e| e.to_string())?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready {}", server.url()).and_then(|()| out.flush()).map_err(|e| format!("cannot write to stdout: {e}"))?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    drop(server);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => rt.block_on(serve(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

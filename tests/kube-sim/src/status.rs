@@ -1,0 +1,310 @@
+//! `metav1.Status` error bodies, worded as kube-apiserver words them.
+
+use serde_json::{Value, json};
+
+/// An API error answered as a `Status` object with the matching HTTP code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status code (also `Status.code`).
+    pub code: u16,
+    /// `Status.reason`, e.g. `NotFound`.
+    pub reason: &'static str,
+    /// `Status.message`.
+    pub message: String,
+    /// `Status.details`, when the apiserver fills it.
+    pub details: Option<Value>,
+    /// Extra response headers (e.g. `Retry-After`).
+    pub retry_after: Option<u32>,
+}
+
+/// Names the resource in messages the way the apiserver does: `secrets` or `destinationrules.networking.istio.io`.
+pub fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+fn details(name: &str, group: &str, kind: &str) -> Value {
+    let mut d = json!({});
+    if !name.is_empty() {
+        d["name"] = json!(name);
+    }
+    if !group.is_empty() {
+        d["group"] = json!(group);
+    }
+    d["kind"] = json!(kind);
+    d
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
+        ApiError {
+            code,
+            reason,
+            message,
+            details,
+            retry_after: None,
+        }
+    }
+
+    /// 404 for a missing object of `group`/`resource`.
+    pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, resource)),
+            Some(details(name, group, resource)),
+        )
+    }
+
+    /// 404 for a path the sim does not serve.
+    pub fn path_not_found() -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            Some(json!({})),
+        )
+    }
+
+    /// 409 on create of an existing object.
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, resource)),
+            Some(details(name, group, resource)),
+        )
+    }
+
+    /// 409 on an update with a stale `resourceVersion` (or a failed precondition).
+    pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                qualified(group, resource)
+            ),
+            Some(details(name, group, resource)),
+        )
+    }
+
+    /// The message of a stale-resourceVersion conflict.
+    pub const STALE: &'static str =
+        "the object has been modified; please apply your changes to the latest version and try again";
+
+    /// 409 for server-side apply conflicts between field managers.
+    pub fn apply_conflicts(conflicts: &[(String, String, String)]) -> Self {
+        // (manager, apiVersion, field path)
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(m, v, f)| {
+                json!({"reason": "FieldManagerConflict",
+                       "message": format!("conflict with \"{m}\" using {v}"), "field": f})
+            })
+            .collect();
+        let message = if conflicts.len() == 1 {
+            let (m, v, f) = &conflicts[0];
+            format!("Apply failed with 1 conflict: conflict with \"{m}\" using {v}: {f}")
+        } else {
+            let lines: Vec<String> = conflicts
+                .iter()
+                .map(|(m, v, f)| format!("* {f}: conflict with \"{m}\" using {v}"))
+                .collect();
+            format!(
+                "Apply failed with {} conflicts: {}",
+                conflicts.len(),
+                lines.join("\n")
+            )
+        };
+        Self::new(409, "Conflict", message, Some(json!({ "causes": causes })))
+    }
+
+    /// 422 with field causes; `causes` is `(field, reason, message)`.
+    pub fn invalid(
+        group: &str,
+        kind: &str,
+        name: &str,
+        causes: &[(String, String, String)],
+    ) -> Self {
+        let what = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let parts: Vec<String> = causes
+            .iter()
+            .map(|(f, _, m)| {
+                if f.is_empty() {
+                    m.clone()
+                } else {
+                    format!("{f}: {m}")
+                }
+            })
+            .collect();
+        let joined = if parts.len() == 1 {
+            parts[0].clone()
+        } else {
+            format!("[{}]", parts.join(", "))
+        };
+        let mut d = details(name, group, kind);
+        d["causes"] = causes
+            .iter()
+            .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
+            .collect();
+        Self::new(
+            422,
+            "Invalid",
+            format!("{what} \"{name}\" is invalid: {joined}"),
+            Some(d),
+        )
+    }
+
+    /// 400 with a free-form message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message.into(), None)
+    }
+
+    /// 401 for a missing or wrong bearer token.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".into(), None)
+    }
+
+    /// 403 as the RBAC authorizer words it.
+    pub fn forbidden(
+        user: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Self {
+        let subject = if name.is_empty() {
+            qualified(group, resource)
+        } else {
+            format!("{} \"{name}\"", qualified(group, resource))
+        };
+        let scope = match namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"
+            ),
+            Some(details(name, group, resource)),
+        )
+    }
+
+    /// 403 with a custom message (e.g. deleting a system namespace).
+    pub fn forbidden_msg(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{} \"{name}\" is forbidden: {why}", qualified(group, resource)),
+            Some(details(name, group, resource)),
+        )
+    }
+
+    /// 405 for a verb the resource does not support.
+    pub fn method_not_allowed(verb: &str, resource: &str) -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("{verb} is not supported on resources of kind \"{resource}\""),
+            Some(json!({})),
+        )
+    }
+
+    /// 415 for a patch type the resource does not accept.
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {content_type}"),
+            Some(json!({})),
+        )
+    }
+
+    /// 500 injected by the fault lever.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message.into(), None)
+    }
+
+    /// 429 injected by the fault lever, with `Retry-After`.
+    pub fn too_many_requests(retry_after: u32) -> Self {
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.".into(),
+            Some(json!({"retryAfterSeconds": retry_after})),
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// The `Status` JSON body.
+    pub fn body(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_names_the_qualified_resource() {
+        let e = ApiError::not_found("networking.istio.io", "destinationrules", "x");
+        assert_eq!(
+            e.message,
+            "destinationrules.networking.istio.io \"x\" not found"
+        );
+        assert_eq!(e.body()["details"]["group"], "networking.istio.io");
+    }
+
+    #[test]
+    fn forbidden_matches_rbac_wording() {
+        let e = ApiError::forbidden("u", "list", "", "secrets", "", Some("ns1"));
+        assert_eq!(
+            e.message,
+            "secrets is forbidden: User \"u\" cannot list resource \"secrets\" in API group \"\" in the namespace \"ns1\""
+        );
+    }
+
+    #[test]
+    fn invalid_with_one_cause_is_not_bracketed() {
+        let e = ApiError::invalid(
+            "networking.istio.io",
+            "DestinationRule",
+            "bad",
+            &[(
+                "spec.trafficPolicy.tls.mode".into(),
+                "FieldValueNotSupported".into(),
+                "Unsupported value: \"BOGUS\"".into(),
+            )],
+        );
+        assert_eq!(
+            e.message,
+            "DestinationRule.networking.istio.io \"bad\" is invalid: spec.trafficPolicy.tls.mode: Unsupported value: \"BOGUS\""
+        );
+        assert_eq!(e.code, 422);
+    }
+}
