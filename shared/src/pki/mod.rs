@@ -326,7 +326,8 @@ impl WorkloadMaterial {
 }
 
 /// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The material must not be used.
     Error,
@@ -334,9 +335,20 @@ pub enum Severity {
     Warning,
 }
 
+impl Severity {
+    /// `error` or `warning`, as the line prefix and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        }
+    }
+}
+
 /// What kind of problem a finding reports, for callers that react to some (e.g. bundle's
 /// "restart Citadel" hint on [`FindingKind::Expired`]) without parsing text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum FindingKind {
     /// The file is empty.
@@ -380,7 +392,7 @@ pub enum FindingKind {
 }
 
 /// One problem with one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// Error (unusable) or warning.
     pub severity: Severity,
@@ -401,6 +413,16 @@ impl fmt::Display for Finding {
 /// True when any finding is an error.
 pub fn has_errors(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.severity == Severity::Error)
+}
+
+/// Write findings one per line, `error: FILE: PROBLEM` or `warning: FILE: PROBLEM`, errors first.
+pub fn write_findings(out: &mut impl io::Write, findings: &[Finding]) -> io::Result<()> {
+    for severity in [Severity::Error, Severity::Warning] {
+        for f in findings.iter().filter(|f| f.severity == severity) {
+            writeln!(out, "{}: {f}", severity.as_str())?;
+        }
+    }
+    Ok(())
 }
 
 /// Accumulates findings while judging.
@@ -693,6 +715,19 @@ pub(crate) fn check_validity(
         if !seen.insert(c.der) {
             continue;
         }
+        // One finding per certificate, on the first file holding it; say where else it is, since
+        // the operator has to replace it there too.
+        let mut elsewhere: Vec<&str> = certs
+            .iter()
+            .filter(|o| o.der == c.der && o.file != c.file)
+            .map(|o| o.file)
+            .collect();
+        elsewhere.dedup();
+        let also = if elsewhere.is_empty() {
+            String::new()
+        } else {
+            format!(" (the same certificate is in {})", elsewhere.join(", "))
+        };
         let (nb, na) = (c.not_before(), c.not_after());
         let which = c.which();
         if now < nb {
@@ -700,7 +735,7 @@ pub(crate) fn check_validity(
                 c.file,
                 FindingKind::NotYetValid,
                 format!(
-                    "{which}is not valid until {} ({} from now); check this machine's clock, or reissue it",
+                    "{which}is not valid until {} ({} from now){also}; check this machine's clock, or reissue it",
                     cert::rfc3339(nb),
                     cert::span(nb - now)
                 ),
@@ -710,7 +745,7 @@ pub(crate) fn check_validity(
                 c.file,
                 FindingKind::Expired,
                 format!(
-                    "{which}expired on {} ({} ago); it must be reissued",
+                    "{which}expired on {} ({} ago){also}; it must be reissued",
                     cert::rfc3339(na),
                     cert::span(now - na)
                 ),
@@ -720,7 +755,7 @@ pub(crate) fn check_validity(
                 c.file,
                 FindingKind::ExpiresSoon,
                 format!(
-                    "{which}expires on {} (in {}); plan to reissue it",
+                    "{which}expires on {} (in {}){also}; plan to reissue it",
                     cert::rfc3339(na),
                     cert::span(na - now)
                 ),
@@ -955,6 +990,78 @@ mod tests {
         for (pem, want) in cases {
             let err = root_identity(pem).unwrap_err().to_string();
             assert!(err.contains(want), "{pem:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn findings_render_as_lines_errors_first_and_as_json() {
+        let findings = vec![
+            Finding {
+                severity: Severity::Warning,
+                kind: FindingKind::ExpiresSoon,
+                file: "root-cert.pem".into(),
+                problem: "expires soon".into(),
+            },
+            Finding {
+                severity: Severity::Error,
+                kind: FindingKind::KeyMismatch,
+                file: "ca-key.pem".into(),
+                problem: "does not match".into(),
+            },
+        ];
+        let mut out = Vec::new();
+        write_findings(&mut out, &findings).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "error: ca-key.pem: does not match\nwarning: root-cert.pem: expires soon\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&findings[1]).unwrap(),
+            r#"{"severity":"error","kind":"key-mismatch","file":"ca-key.pem","problem":"does not match"}"#
+        );
+    }
+
+    #[test]
+    fn an_expired_flat_ca_is_reported_once_naming_every_file_holding_it() {
+        let ca = Spec::ca("Flat", KeyKind::P256)
+            .valid(now() - days(30), now() - days(1))
+            .self_signed();
+        let m = ca_material(&ca.cert_pem, &ca.key_pem, &ca.cert_pem, &ca.cert_pem);
+        let findings = check_ca(&m, now(), DEFAULT_WARN_WITHIN);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(
+            findings[0].to_string(),
+            "ca-cert.pem: expired on 2025-12-31T00:00:00Z (1 day ago) (the same certificate is in cert-chain.pem, root-cert.pem); it must be reissued"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn judging_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            slot in 0usize..4,
+        ) {
+            let good = sample_material();
+            let mut m = good.clone();
+            let target = [&mut m.ca_cert, &mut m.ca_key, &mut m.root_cert, &mut m.cert_chain];
+            *target.into_iter().nth(slot).unwrap() = PemInput::new("x.pem", bytes.clone());
+            let findings = check_ca(&m, now(), DEFAULT_WARN_WITHIN);
+            proptest::prop_assert!(has_errors(&findings));
+            let _ = root_identities(&bytes);
+        }
+
+        #[test]
+        fn judging_corrupted_certificates_never_panics(index in 0usize..1400, byte in proptest::prelude::any::<u8>()) {
+            // Flip one byte of the DER inside valid PEM: x509 parsing and signature checks see it.
+            let mut der = pem_body(&sample("cert-chain.pem"));
+            let i = index % der.len();
+            der[i] = byte;
+            let chain = to_pem("CERTIFICATE", &der);
+            let mut m = sample_material();
+            m.cert_chain = PemInput::new(CERT_CHAIN, chain.clone());
+            let _ = check_ca(&m, now(), DEFAULT_WARN_WITHIN);
+            let w = workload_material(&sample("root-cert.pem"), &chain, &sample("ca-key.pem"));
+            let _ = check_workload(&w, Some(("foo", "foo")), now(), DEFAULT_WARN_WITHIN);
         }
     }
 

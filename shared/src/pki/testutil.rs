@@ -31,6 +31,16 @@ pub(crate) fn sample(name: &str) -> String {
     std::fs::read_to_string(samples_dir().join(name)).unwrap()
 }
 
+/// Istio's sample CA as material named by the bare file names.
+pub(crate) fn sample_material() -> CaMaterial {
+    ca_material(
+        &sample(CA_CERT),
+        &sample(CA_KEY),
+        &sample(ROOT_CERT),
+        &sample(CERT_CHAIN),
+    )
+}
+
 /// Key types the fixtures can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyKind {
