@@ -212,33 +212,53 @@ impl<'a> Rule<'a> {
         tls
     }
 
-    /// Every TLS setting the rule states: `(where, mode)` with where = `""`, `port 80`,
-    /// `subset v1`, `subset v1 port 80`. Port entries without `tls` yield `None`.
-    pub fn stated_tls(&self) -> Vec<(String, Option<TlsMode>)> {
+    /// Every TLS setting the rule states, top-level, per port and per subset. Port entries
+    /// without `tls` are listed with `mode: None` (they clear the TLS for that port).
+    pub fn stated_tls(&self) -> Vec<Stated> {
         let mut out = Vec::new();
-        let mut from_policy = |prefix: String, p: &Value| {
+        let mut from_policy = |label: String, pointer: String, p: &Value| {
             if let Some(t) = p.get("tls") {
-                out.push((prefix.trim().to_string(), Some(TlsMode::from_tls(t))));
+                out.push(Stated {
+                    label: label.clone(),
+                    pointer: format!("{pointer}/tls"),
+                    port: None,
+                    mode: Some(TlsMode::from_tls(t)),
+                });
             }
-            for e in p.get("portLevelSettings").and_then(Value::as_array).into_iter().flatten() {
-                let n = e.pointer("/port/number").and_then(Value::as_u64).unwrap_or(0);
-                out.push((
-                    format!("{prefix} port {n}").trim().to_string(),
-                    e.get("tls").map(TlsMode::from_tls),
-                ));
+            for (k, e) in p.get("portLevelSettings").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let n = e.pointer("/port/number").and_then(Value::as_u64).unwrap_or(0) as u32;
+                out.push(Stated {
+                    label: format!("{label} port {n}").trim().to_string(),
+                    pointer: format!("{pointer}/portLevelSettings/{k}/tls"),
+                    port: Some(n),
+                    mode: e.get("tls").map(TlsMode::from_tls),
+                });
             }
         };
         if let Some(p) = self.policy() {
-            from_policy(String::new(), p);
+            from_policy(String::new(), "/spec/trafficPolicy".into(), p);
         }
-        for s in self.subset_values() {
+        for (j, s) in self.subset_values().iter().enumerate() {
             if let Some(p) = s.get("trafficPolicy") {
                 let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
-                from_policy(format!("subset {name}"), p);
+                from_policy(format!("subset {name}"), format!("/spec/subsets/{j}/trafficPolicy"), p);
             }
         }
         out
     }
+}
+
+/// One TLS setting a rule states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stated {
+    /// `""`, `port 80`, `subset v1`, `subset v1 port 80`.
+    pub label: String,
+    /// JSON pointer of the `tls` block (for suggested patches).
+    pub pointer: String,
+    /// The port of a `portLevelSettings` entry.
+    pub port: Option<u32>,
+    /// The mode (`None`: a port entry without `tls`).
+    pub mode: Option<TlsMode>,
 }
 
 /// Apply one `trafficPolicy` on top of `base` for `port`.
@@ -380,6 +400,8 @@ pub struct Mesh<'a> {
     pub root_ns: String,
     /// Namespaces with in-mesh clients (injected, or with sidecar pods), sorted.
     pub client_namespaces: BTreeSet<String>,
+    /// Whether the source lists Namespaces or Pods (else clients are guessed from rules).
+    pub clients_known: bool,
     /// The mesh-level policy object, if any.
     pub mesh_policy: Option<ScopePolicy<'a>>,
     /// Namespace-level policy objects.
@@ -573,6 +595,7 @@ impl<'a> Mesh<'a> {
             dest_by_host,
             root_ns: root_ns.to_string(),
             client_namespaces,
+            clients_known: snap.knows(Kind::Namespace) || snap.knows(Kind::Pod),
             mesh_policy,
             ns_policies,
             target_policies,
@@ -652,14 +675,25 @@ impl<'a> Mesh<'a> {
         Vec::new()
     }
 
-    /// The client namespaces worth resolving for: every namespace with in-mesh clients, each
-    /// namespace holding rules, and "any other namespace" (`None`).
+    /// The client namespaces worth resolving for: every namespace with in-mesh clients (or,
+    /// when the source says nothing about workloads, every namespace holding rules), and "any
+    /// other namespace" (`None`).
     pub fn clients(&self) -> Vec<Option<&str>> {
         let mut set: BTreeSet<&str> = self.client_namespaces.iter().map(String::as_str).collect();
-        set.extend(self.by_ns.keys().copied());
+        if !self.clients_known {
+            set.extend(self.by_ns.keys().copied());
+        }
         let mut out: Vec<Option<&str>> = set.into_iter().map(Some).collect();
         out.push(None);
         out
+    }
+
+    /// A client namespace for which rule `i` decides traffic to `host` (`Some(None)`: any
+    /// namespace without rules of its own), or `None` when it never applies.
+    pub fn winning_client(&self, i: usize, host: &str, svc_ns: Option<&str>) -> Option<Option<&str>> {
+        self.clients()
+            .into_iter()
+            .find(|c| self.resolve(*c, host, svc_ns).first() == Some(&i))
     }
 
     /// The peer mode in force for a namespace.
@@ -723,6 +757,13 @@ impl<'a> Mesh<'a> {
             .first()
             .map(|i| &self.rules[*i])
     }
+}
+
+/// The namespace of a cluster-local host `name.ns.svc.cluster.local`.
+pub fn host_namespace(host: &str) -> Option<&str> {
+    let rest = host.strip_suffix(&format!(".svc.{DOMAIN}"))?;
+    let (name, ns) = rest.split_once('.')?;
+    (!name.is_empty() && !name.starts_with('*') && !ns.contains('.')).then_some(ns)
 }
 
 /// Whether a pod runs Istio's sidecar.
@@ -818,8 +859,8 @@ spec:
         assert_eq!(r.tls_for(Some(80), Some("v2")), Some(TlsMode::IstioMutual));
         assert_eq!(r.tls_for(Some(9080), Some("v2")), None);
         let stated = r.stated_tls();
-        assert!(stated.contains(&("port 9080".into(), None)));
-        assert!(stated.contains(&("subset v1".into(), Some(TlsMode::Disable))));
+        assert!(stated.iter().any(|s| s.label == "port 9080" && s.mode.is_none() && s.pointer == "/spec/trafficPolicy/portLevelSettings/0/tls"));
+        assert!(stated.iter().any(|s| s.label == "subset v1" && s.mode == Some(TlsMode::Disable) && s.pointer == "/spec/subsets/0/trafficPolicy/tls"));
     }
 
     #[test]

@@ -1,6 +1,193 @@
 //! Every doctor check, one per file, listed once in [`ALL`].
 
-use super::Check;
+mod bundle_certs;
+mod bundle_cluster_env;
+mod bundle_files;
+mod bundle_hosts;
+mod ca_plugged;
+mod ca_root_consistent;
+mod ca_valid;
+mod gateway_address;
+mod gateway_ports;
+mod mtls_control_plane_plaintext;
+mod mtls_default_dr;
+mod mtls_dr_conflict;
+mod mtls_dr_missing_tls;
+mod mtls_dr_overlap;
+mod mtls_policy_consistency;
+mod mtls_port_level_clears_tls;
+mod network_labels;
+mod vm_registered_identity;
+mod vm_workloadentry_identity;
+
+pub use bundle_certs::BundleCerts;
+pub use bundle_cluster_env::BundleClusterEnv;
+pub use bundle_files::BundleFiles;
+pub use bundle_hosts::BundleHosts;
+pub use ca_plugged::CaPlugged;
+pub use ca_root_consistent::CaRootConsistent;
+pub use ca_valid::CaValid;
+pub use gateway_address::GatewayAddress;
+pub use gateway_ports::GatewayPorts;
+pub use mtls_control_plane_plaintext::MtlsControlPlanePlaintext;
+pub use mtls_default_dr::MtlsDefaultDr;
+pub use mtls_dr_conflict::MtlsDrConflict;
+pub use mtls_dr_missing_tls::MtlsDrMissingTls;
+pub use mtls_dr_overlap::MtlsDrOverlap;
+pub use mtls_policy_consistency::MtlsPolicyConsistency;
+pub use mtls_port_level_clears_tls::MtlsPortLevelClearsTls;
+pub use network_labels::NetworkLabels;
+pub use vm_registered_identity::VmRegisteredIdentity;
+pub use vm_workloadentry_identity::VmWorkloadentryIdentity;
+
+use super::{Check, Finding};
+use crate::snapshot::{Kind, Obj, Snapshot};
 
 /// Every check, in report order.
-pub static ALL: &[&dyn Check] = &[];
+pub static ALL: &[&dyn Check] = &[
+    &CaPlugged,
+    &CaValid,
+    &CaRootConsistent,
+    &MtlsDefaultDr,
+    &MtlsControlPlanePlaintext,
+    &MtlsDrConflict,
+    &MtlsPortLevelClearsTls,
+    &MtlsDrMissingTls,
+    &MtlsDrOverlap,
+    &MtlsPolicyConsistency,
+    &VmRegisteredIdentity,
+    &VmWorkloadentryIdentity,
+    &GatewayAddress,
+    &GatewayPorts,
+    &NetworkLabels,
+    &BundleFiles,
+    &BundleCerts,
+    &BundleClusterEnv,
+    &BundleHosts,
+];
+
+/// The check with this id.
+pub fn by_id(id: &str) -> Option<&'static dyn Check> {
+    ALL.iter().copied().find(|c| c.id() == id)
+}
+
+/// `findings`, or one `pass` with `message` when there are none.
+fn or_pass(id: &'static str, findings: Vec<Finding>, message: impl Into<String>) -> Vec<Finding> {
+    if findings.is_empty() {
+        vec![Finding::pass(id, message)]
+    } else {
+        findings
+    }
+}
+
+/// A `skip` when the source cannot list one of `kinds`, naming why.
+fn need(id: &'static str, snap: &Snapshot, kinds: &[Kind]) -> Option<Vec<Finding>> {
+    for kind in kinds {
+        if let Some(why) = snap.refused.get(kind) {
+            return Some(vec![Finding::skip(id, format!("cannot list {kind}s: {why}"))]);
+        }
+        if !snap.knows(*kind) {
+            let what = match snap.source {
+                crate::snapshot::SourceKind::Live => "the cluster does not serve",
+                crate::snapshot::SourceKind::Files => "the manifests hold no",
+                crate::snapshot::SourceKind::None => "no cluster or manifests given for",
+            };
+            return Some(vec![Finding::skip(id, format!("{what} {kind}s"))]);
+        }
+    }
+    None
+}
+
+/// `a, b, c (+2 more)`.
+fn list<S: AsRef<str>>(items: &[S], max: usize) -> String {
+    let shown = items.iter().take(max).map(AsRef::as_ref).collect::<Vec<_>>().join(", ");
+    let more = items.len().saturating_sub(max);
+    if more > 0 { format!("{shown} (+{more} more)") } else { shown }
+}
+
+/// The gateway Service a VM reaches the control plane through: the era's default name in the
+/// Istio namespace, else any Service labelled `istio=eastwestgateway`/`ingressgateway` there.
+fn gateway_service<'a>(snap: &'a Snapshot, era: crate::istio::Era, istio_ns: &str) -> Option<&'a Obj> {
+    snap.get(Kind::Service, istio_ns, era.default_gateway_service()).or_else(|| {
+        let wanted = match era {
+            crate::istio::Era::Modern => "eastwestgateway",
+            crate::istio::Era::Legacy => "ingressgateway",
+        };
+        snap.of(Kind::Service)
+            .iter()
+            .find(|s| s.namespace() == istio_ns && s.label("istio") == Some(wanted))
+    })
+}
+
+/// A gateway Service's current addresses: `(IPs, hostnames)` from its load balancer status and
+/// `externalIPs`.
+fn gateway_addresses(svc: &Obj) -> (Vec<String>, Vec<String>) {
+    let mut ips = Vec::new();
+    let mut hosts = Vec::new();
+    for ing in svc
+        .at(&["status", "loadBalancer", "ingress"])
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(ip) = ing.get("ip").and_then(serde_json::Value::as_str) {
+            ips.push(ip.to_string());
+        } else if let Some(h) = ing.get("hostname").and_then(serde_json::Value::as_str) {
+            hosts.push(h.to_string());
+        }
+    }
+    for ip in svc
+        .at(&["spec", "externalIPs"])
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+    {
+        ips.push(ip.to_string());
+    }
+    (ips, hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_stable_and_match_file_names() {
+        let ids: Vec<&str> = ALL.iter().map(|c| c.id()).collect();
+        let expected = [
+            "ca.plugged",
+            "ca.valid",
+            "ca.root-consistent",
+            "mtls.default-dr",
+            "mtls.control-plane-plaintext",
+            "mtls.dr-conflict",
+            "mtls.port-level-clears-tls",
+            "mtls.dr-missing-tls",
+            "mtls.dr-overlap",
+            "mtls.policy-consistency",
+            "vm.registered-identity",
+            "vm.workloadentry-identity",
+            "gateway.address",
+            "gateway.ports",
+            "network.labels",
+            "bundle.files",
+            "bundle.certs",
+            "bundle.cluster-env",
+            "bundle.hosts",
+        ];
+        assert_eq!(ids, expected);
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/doctor/checks");
+        for id in ids {
+            let file = format!("{dir}/{}.rs", id.replace(['.', '-'], "_"));
+            assert!(std::path::Path::new(&file).exists(), "{file}");
+            assert!(!by_id(id).unwrap().describe().is_empty());
+        }
+    }
+
+    #[test]
+    fn list_truncates() {
+        assert_eq!(list(&["a", "b", "c"], 2), "a, b (+1 more)");
+        assert_eq!(list(&["a"], 2), "a");
+    }
+}
