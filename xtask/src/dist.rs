@@ -25,33 +25,61 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let version = env!("CARGO_PKG_VERSION");
     let mut targets: Vec<String> = Vec::new();
+    let (mut prebuilt, mut manifest_only) = (false, false);
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
             "--target" => {
                 let t = args.get(i + 1).ok_or("--target needs a target triple")?;
                 targets.push(t.clone());
-                i += 2;
+                i += 1;
             }
+            // CI: the binaries were built by the workflow (with cross where needed).
+            "--prebuilt" => prebuilt = true,
+            // CI: archives of every platform were downloaded into dist/; render the manifest.
+            "--manifest-only" => manifest_only = true,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: cargo xtask dist [--target T]..."
+                    "unknown argument {other:?}; usage: cargo xtask dist [--target T]... [--prebuilt | --manifest-only]"
                 ));
             }
         }
-    }
-    if targets.is_empty() {
-        targets = buildable_targets()?;
+        i += 1;
     }
     let dist = root.join("dist");
     std::fs::create_dir_all(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
+    if manifest_only {
+        targets = archives_in(&dist, version)?;
+    } else if targets.is_empty() {
+        targets = buildable_targets()?;
+    }
     let mut built = Vec::new();
     let mut sums = Vec::new();
     for target in &targets {
         let (os, arch) = platform_of(target)
             .ok_or_else(|| format!("{target}: krew has no os/arch for this target"))?;
-        eprintln!("building release binaries for {target} …");
-        let release_dir = build_release(&root, target)?;
+        let file = format!("meshvm-{version}-{target}.tar.gz");
+        if manifest_only {
+            let bytes = std::fs::read(dist.join(&file)).map_err(|e| format!("{file}: {e}"))?;
+            let sha = sha256_hex(&bytes);
+            sums.push(format!("{sha}  {file}\n"));
+            built.push((
+                BuiltArchive {
+                    os: os.into(),
+                    arch: arch.into(),
+                    uri: format!("{DOWNLOAD_BASE}/v{version}/{file}"),
+                    sha256: sha,
+                },
+                bytes,
+            ));
+            continue;
+        }
+        let release_dir = if prebuilt {
+            target_dir(&root).join(target).join("release")
+        } else {
+            eprintln!("building release binaries for {target} …");
+            build_release(&root, target)?
+        };
         let exe = if os == "windows" { ".exe" } else { "" };
         let mut entries = Vec::new();
         for bin in RELEASE_BINARIES {
@@ -64,7 +92,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
         for doc in ["LICENSE", "README.md"] {
             entries.push(Entry::from_file(doc, &root.join(doc), 0o644).map_err(|e| e.to_string())?);
         }
-        let file = format!("meshvm-{version}-{target}.tar.gz");
         let mut bytes = Vec::new();
         write_tar_gz(&mut bytes, entries).map_err(|e| e.to_string())?;
         let sha = sha256_hex(&bytes);
@@ -166,7 +193,32 @@ fn build_release(root: &Path, target: &str) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("cargo build --release --target {target} failed"));
     }
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target_dir.join(target).join("release"))
+    Ok(target_dir(root).join(target).join("release"))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// The targets of the `meshvm-<version>-<target>.tar.gz` files in `dist`.
+fn archives_in(dist: &Path, version: &str) -> Result<Vec<String>, String> {
+    let prefix = format!("meshvm-{version}-");
+    let mut targets: Vec<String> = std::fs::read_dir(dist)
+        .map_err(|e| format!("{}: {e}", dist.display()))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&prefix)?
+                .strip_suffix(".tar.gz")
+                .map(str::to_owned)
+        })
+        .collect();
+    targets.sort();
+    if targets.is_empty() {
+        return Err(format!(
+            "no {prefix}<target>.tar.gz archives in {}",
+            dist.display()
+        ));
+    }
+    Ok(targets)
 }
