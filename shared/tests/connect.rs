@@ -172,3 +172,86 @@ async fn silent_server_fails_within_the_request_timeout() {
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains(&server), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_say_so() {
+    let server = kube_sim::Server::start(kube_sim::Scenario::empty()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
+    assert!(text.contains(server.token()));
+    let wrong = dir.path().join("config");
+    std::fs::write(&wrong, text.replace(server.token(), "not-the-token")).unwrap();
+    let err = list_namespaces(&args(&wrong)).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("refused the credentials") && text.contains(&server.url()),
+        "{text}"
+    );
+    assert!(err.hint().unwrap().contains("credentials"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_refusal_names_verb_resource_and_namespace() {
+    let server = kube_sim::Server::start(kube_sim::Scenario::empty()).await;
+    server.deny("create", "secrets", Some("istio-system"));
+    let conn = connect(&args(server.kubeconfig_path()), None)
+        .await
+        .unwrap();
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(conn.client.clone(), "istio-system");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "cacerts", "namespace": "istio-system"}
+    }))
+    .unwrap();
+    let pp = kube::api::PostParams::default();
+    let err = conn
+        .call(
+            Action::new("create", "secrets")
+                .ns("istio-system")
+                .name("cacerts"),
+            || api.create(&pp, &secret),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("create on secrets in namespace istio-system"),
+        "{text}"
+    );
+    // Other namespaces are not denied.
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(conn.client.clone(), "default");
+    let mut other = secret.clone();
+    other.metadata.namespace = Some("default".into());
+    conn.call(Action::new("create", "secrets").ns("default"), || {
+        api.create(&pp, &other)
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried() {
+    let server = kube_sim::Server::start(kube_sim::Scenario::empty()).await;
+    server.set_seed(7);
+    server.add_fault(kube_sim::Fault::rate(
+        kube_sim::FaultKind::InternalError,
+        0.3,
+    ));
+    server.add_fault(kube_sim::Fault::rate(
+        kube_sim::FaultKind::ConnectionReset,
+        0.2,
+    ));
+    let a = args(server.kubeconfig_path());
+    for _ in 0..10 {
+        list_namespaces(&a).await.unwrap();
+    }
+    let log = server.requests();
+    assert!(
+        log.total() > 10,
+        "faults were injected and retried: {}",
+        log.total()
+    );
+}

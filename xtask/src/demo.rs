@@ -50,7 +50,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let scenario = kube_sim::Scenario::from_files(&[scenario_path.clone()])
         .map_err(|e| format!("{}: {e}", scenario_path.display()))?;
     let server = runtime
-        .block_on(kube_sim::Server::start(scenario))
+        .block_on(kube_sim::Server::try_start(
+            scenario,
+            kube_sim::ServerOptions::default(),
+        ))
         .map_err(|e| format!("cannot start kube-sim: {e}"))?;
     let kubeconfig = server.kubeconfig_path().to_path_buf();
     println!(
