@@ -99,7 +99,7 @@ fn check_root(root: &Cert<'_>, out: &mut Findings) {
             Link::Unsupported => out.warn(
                 root.file,
                 FindingKind::NotSelfSigned,
-                format!("{which}is signed with an algorithm this tool cannot check"),
+                format!("{which}is signed with an algorithm or key size this tool cannot check (RSA keys need at least 2048 bits)"),
             ),
             Link::BadSignature => out.error(
                 root.file,
@@ -165,7 +165,7 @@ fn check_chain(
                 chain_file,
                 FindingKind::ChainBroken,
                 format!(
-                    "{} is signed with an algorithm this tool cannot check; its link to the next certificate was not verified",
+                    "{} is signed with an algorithm or key size this tool cannot check (RSA keys need at least 2048 bits); its link to the next certificate was not verified",
                     describe(child)
                 ),
             ),
@@ -252,7 +252,7 @@ fn check_chain(
                 chain_file,
                 FindingKind::ChainBroken,
                 format!(
-                    "{} is signed with an algorithm this tool cannot check; its link to {root_file} was not verified",
+                    "{} is signed with an algorithm or key size this tool cannot check (RSA keys need at least 2048 bits); its link to {root_file} was not verified",
                     describe(last)
                 ),
             );
@@ -761,6 +761,36 @@ mod tests {
             let body = k.lines().nth(1).unwrap();
             assert!(findings.iter().all(|f| !f.problem.contains(body)), "{name}");
         }
+    }
+
+    #[test]
+    fn a_1024_bit_rsa_ca_is_refused_and_its_signatures_are_not_called_forged() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pki/rsa1024");
+        let root = std::fs::read_to_string(dir.join("root-cert.pem")).unwrap();
+        let key = std::fs::read_to_string(dir.join("root-key.pem")).unwrap();
+        let m = ca_material(&root, &key, &root, &root);
+        let findings = check_ca(&m, now() + days(5 * 365), DEFAULT_WARN_WITHIN);
+        assert_eq!(
+            kinds(&findings),
+            vec![
+                (Severity::Error, FindingKind::UnsupportedKey, "ca-key.pem"),
+                (
+                    Severity::Warning,
+                    FindingKind::NotSelfSigned,
+                    "root-cert.pem"
+                ),
+                (
+                    Severity::Warning,
+                    FindingKind::ChainBroken,
+                    "cert-chain.pem"
+                ),
+            ],
+            "{findings:#?}"
+        );
+        assert!(
+            findings[0].problem.contains("RSA 2048–8192 bits"),
+            "{findings:#?}"
+        );
     }
 
     #[test]

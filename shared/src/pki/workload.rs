@@ -258,6 +258,17 @@ fn explain_broken_path(chain: &[Cert<'_>], roots: &[Cert<'_>], root_file: &str) 
             current = next;
             continue;
         }
+        if let Some(issuer) = chain
+            .iter()
+            .chain(roots)
+            .find(|c| c.der != current.der && link(current, c) == Link::Unsupported)
+        {
+            return Some(format!(
+                "{} is signed by {} with an algorithm or key size that neither this tool nor TLS peers accept (RSA keys need at least 2048 bits)",
+                describe(current),
+                issuer.subject()
+            ));
+        }
         let same_name: Vec<&Cert<'_>> = chain
             .iter()
             .chain(roots)
@@ -638,6 +649,30 @@ mod tests {
                 "{name}: {findings:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_ca_with_a_1024_bit_rsa_key_is_called_out_as_too_weak() {
+        // shared/tests/pki/rsa1024 (made by its gen.sh) is valid from 2026-11 for a century.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pki/rsa1024");
+        let m = WorkloadPaths::from_dir(&dir).read().unwrap();
+        let later = now() + days(5 * 365);
+        let findings = check_workload(&m, Some(("vm", "vm")), later, DEFAULT_WARN_WITHIN);
+        assert_eq!(
+            kinds(&findings),
+            vec![(
+                Severity::Error,
+                FindingKind::ChainBroken,
+                m.cert_chain.name()
+            )],
+            "{findings:#?}"
+        );
+        assert!(
+            findings[0]
+                .problem
+                .contains("is signed by CN=Weak Root,O=meshvm test with an algorithm or key size that neither this tool nor TLS peers accept"),
+            "{findings:#?}"
+        );
     }
 
     #[test]
