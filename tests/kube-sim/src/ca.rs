@@ -850,7 +850,49 @@ mod tests {
             .collect();
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": "cacerts", "namespace": "istio-system"}, "data": data});
-        println!("{}", serde_saphyr::to_string(&secret).unwrap());
+        println!("{}", serde_json::to_string_pretty(&secret).unwrap());
+    }
+
+    #[test]
+    fn expired_cacerts_scenario_is_refused_for_expiry_only() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/broken-expired-cacerts.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        let secret = docs
+            .iter()
+            .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "cacerts")
+            .expect("a cacerts Secret");
+        assert_eq!(secret["metadata"]["namespace"], "istio-system");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let data: BTreeMap<String, Vec<u8>> = secret["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), b64.decode(v.as_str().unwrap()).unwrap()))
+            .collect();
+        // The key matches and the chain is whole (checked before expiry would not be reached
+        // otherwise): only time makes this CA unusable.
+        let e = SimCa::from_cacerts(&data).unwrap_err();
+        assert!(
+            e.starts_with("cacerts: ca-cert.pem is not valid now"),
+            "{e}"
+        );
+        for name in ["ca-cert.pem", "root-cert.pem"] {
+            let cert = certs(&data[name]);
+            let cert = parse_cert(name, &cert[0]).unwrap();
+            assert_eq!(
+                cert.validity().not_after.timestamp(),
+                1_577_836_800,
+                "{name} ends 2020-01-01"
+            );
+        }
+        let ca = certs(&data["ca-cert.pem"]);
+        let ca = parse_cert("ca", &ca[0]).unwrap();
+        let root = certs(&data["root-cert.pem"]);
+        ca.verify_signature(Some(parse_cert("root", &root[0]).unwrap().public_key()))
+            .unwrap();
+        assert_eq!(data["cert-chain.pem"], data["ca-cert.pem"]);
     }
 
     #[test]

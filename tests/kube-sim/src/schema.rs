@@ -1494,6 +1494,97 @@ mod tests {
         (checked, failures)
     }
 
+    /// The CRD set kube-sim loads for a scenario: from its control-plane Deployment; `None` for an
+    /// overlay without one (it is then checked against every set serving its kinds).
+    fn scenario_era(docs: &[Value]) -> Option<&'static str> {
+        let deployment = |name: &str| {
+            docs.iter()
+                .any(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name)
+        };
+        if deployment("istiod") {
+            Some("modern")
+        } else if deployment("istio-citadel") || deployment("istio-pilot") {
+            Some("istio-1.4")
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn every_scenario_custom_resource_validates_against_its_crd_set() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut files = Vec::new();
+        yaml_files(&dir, &mut files);
+        assert!(files.len() >= 9, "scenario files: {files:?}");
+        let mut custom = 0;
+        for path in &files {
+            let text = std::fs::read_to_string(path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy();
+            assert!(
+                text.starts_with(&format!("# {name}: ")),
+                "{name} starts with a comment naming and explaining it"
+            );
+            let docs: Vec<Value> =
+                serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!docs.is_empty(), "{name} holds objects");
+            for doc in &docs {
+                assert!(
+                    doc["apiVersion"].is_string()
+                        && doc["kind"].is_string()
+                        && doc["metadata"]["name"].is_string(),
+                    "{name}: every document is a Kubernetes object: {doc}"
+                );
+                assert_ne!(
+                    doc["kind"], "CustomResourceDefinition",
+                    "{name}: the sim brings the CRDs"
+                );
+            }
+            let era = scenario_era(&docs);
+            let sets: Vec<_> = match era {
+                Some(set) => vec![(set, crd_set(set).unwrap())],
+                None => vec![
+                    ("modern", crd_set("modern").unwrap()),
+                    ("istio-1.4", crd_set("istio-1.4").unwrap()),
+                ],
+            };
+            for doc in docs.iter().filter(|d| {
+                d["apiVersion"]
+                    .as_str()
+                    .is_some_and(|a| a.contains(".istio.io/"))
+            }) {
+                let (api_version, kind) = (
+                    doc["apiVersion"].as_str().unwrap(),
+                    doc["kind"].as_str().unwrap(),
+                );
+                let schemas: Vec<_> = sets
+                    .iter()
+                    .filter_map(|(set, crds)| Some((*set, schema_for(crds, api_version, kind)?)))
+                    .collect();
+                assert!(
+                    !schemas.is_empty(),
+                    "{name}: {kind} {api_version} is not served by {era:?}"
+                );
+                for (set, schema) in schemas {
+                    custom += 1;
+                    let mut pruned_doc = doc.clone();
+                    let pruned = prune(&schema, &mut pruned_doc);
+                    assert!(
+                        pruned.is_empty(),
+                        "{name}: {kind} {} has unknown fields {pruned:?} for {set}",
+                        doc["metadata"]["name"]
+                    );
+                    let errors = messages(&validate(&schema, &pruned_doc));
+                    assert!(
+                        errors.is_empty(),
+                        "{name}: {kind} {} against {set}: {errors:?}",
+                        doc["metadata"]["name"]
+                    );
+                }
+            }
+        }
+        assert!(custom >= 30, "only {custom} custom resources checked");
+    }
+
     #[test]
     fn every_conformance_object_validates_against_its_crd_set() {
         let root = conformance_dir();
