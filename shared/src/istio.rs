@@ -192,7 +192,6 @@ impl IstioKind {
         match self {
             IstioKind::MeshPolicy | IstioKind::Policy => &["v1alpha1"],
             IstioKind::PeerAuthentication => &["v1", "v1beta1"],
-            IstioKind::WorkloadEntry | IstioKind::WorkloadGroup => &["v1", "v1beta1", "v1alpha3"],
             _ => &["v1", "v1beta1", "v1alpha3"],
         }
     }

@@ -5,7 +5,7 @@
 //! failed or not attempted while applying, so a run stopped by an error still says exactly
 //! which objects were and were not written.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -241,7 +241,7 @@ pub fn write_columns<const N: usize>(
             if i + 1 == N {
                 s.push_str(cell);
             } else {
-                s.push_str(&format!("{cell:<w$}   "));
+                let _ = write!(s, "{cell:<w$}   ");
             }
         }
         s.trim_end().to_owned()
