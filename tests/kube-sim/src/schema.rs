@@ -61,10 +61,10 @@ pub struct CrdVersion {
     pub served: bool,
     /// Whether this is the storage version.
     pub storage: bool,
-    /// The `openAPIV3Schema` to validate and prune with. For an `apiextensions.k8s.io/v1beta1` CRD
-    /// that keeps unknown fields (`preserveUnknownFields` unset or true, as all Istio 1.4 CRDs),
-    /// every object node carries `x-kubernetes-preserve-unknown-fields: true`, so [`prune`] keeps
-    /// everything, as kube-apiserver does for such CRDs.
+    /// The `openAPIV3Schema` to validate and prune with. For a CRD that keeps unknown fields
+    /// (v1beta1 with `preserveUnknownFields` unset or true, as all Istio 1.4 CRDs, or its v1 form
+    /// from [`to_v1_crd`]), every object node carries `x-kubernetes-preserve-unknown-fields: true`,
+    /// so [`prune`] keeps everything, as kube-apiserver does for such CRDs.
     pub schema: Option<Value>,
 }
 
@@ -238,13 +238,19 @@ fn v1_versions(name: &str, spec: &Value) -> Result<Vec<CrdVersion>, String> {
         .get("versions")
         .and_then(Value::as_array)
         .ok_or_else(|| format!("CustomResourceDefinition {name}: spec.versions is missing"))?;
+    // Only a CRD converted from v1beta1 may say true here; it keeps every unknown field.
+    let keep_unknown = spec.get("preserveUnknownFields").and_then(Value::as_bool) == Some(true);
     list.iter()
         .map(|v| {
+            let mut schema = v.pointer("/schema/openAPIV3Schema").cloned();
+            if keep_unknown && let Some(s) = schema.as_mut() {
+                preserve_everywhere(s);
+            }
             Ok(CrdVersion {
                 name: version_name(name, v)?,
                 served: v.get("served").and_then(Value::as_bool).unwrap_or(false),
                 storage: v.get("storage").and_then(Value::as_bool).unwrap_or(false),
-                schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+                schema,
             })
         })
         .collect()
@@ -1246,8 +1252,9 @@ mod tests {
             legacy[0]["spec"]["validation"]["openAPIV3Schema"]
         );
         assert_eq!(v1["spec"]["names"]["listKind"], "DestinationRuleList");
-        // The v1 form describes the same resource.
+        // The v1 form describes the same resource, and still keeps unknown fields.
         let (a, b) = (parse_crd(&legacy[0]).unwrap(), parse_crd(&v1).unwrap());
+        assert_eq!(a.versions, b.versions);
         assert_eq!(
             (a.group, a.kind, a.plural, a.namespaced),
             (b.group, b.kind, b.plural, b.namespaced)
