@@ -222,6 +222,18 @@ impl Fixture {
         self.yaml.push(yaml.to_string());
         self
     }
+    /// Replace text in the manifests added so far (to break one detail of a base mesh).
+    pub fn snapshot_yaml_replace(mut self, from: &str, to: &str) -> Self {
+        let mut hit = false;
+        for y in &mut self.yaml {
+            if y.contains(from) {
+                *y = y.replace(from, to);
+                hit = true;
+            }
+        }
+        assert!(hit, "fixture has no {from:?}");
+        self
+    }
     /// Force auto mTLS.
     pub fn auto_mtls(mut self, on: bool) -> Self {
         self.opts.auto_mtls = Some(on);

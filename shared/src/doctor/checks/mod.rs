@@ -148,6 +148,36 @@ fn gateway_addresses(svc: &Obj) -> (Vec<String>, Vec<String>) {
     (ips, hosts)
 }
 
+/// The mesh's `meshNetworks` (from the `istio` ConfigMap's `meshNetworks` key or the mesh
+/// config), as `network → gateways`.
+fn mesh_networks(snap: &Snapshot, istio_ns: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let from_cm = snap
+        .get(Kind::ConfigMap, istio_ns, "istio")
+        .and_then(|cm| cm.data("meshNetworks"))
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| serde_saphyr::from_str::<serde_json::Value>(&t).ok());
+    let value = from_cm.or_else(|| snap.mesh_config().and_then(|m| m.get("meshNetworks").cloned()))?;
+    let networks = value.get("networks")?.as_object()?.clone();
+    (!networks.is_empty()).then_some(networks)
+}
+
+/// Whether the mesh spans several networks: network labels, meshNetworks, or a 15443
+/// AUTO_PASSTHROUGH gateway server.
+fn multi_network(snap: &Snapshot, ctx: &crate::doctor::CheckContext) -> bool {
+    let label = crate::istio::NETWORK_LABEL;
+    snap.get(Kind::Namespace, "", &ctx.istio_ns).is_some_and(|n| n.label(label).is_some())
+        || snap.of(Kind::Service).iter().any(|s| s.namespace() == ctx.istio_ns && s.label(label).is_some())
+        || mesh_networks(snap, &ctx.istio_ns).is_some()
+        || crate::doctor::fix::gateway_servers(snap, u32::from(crate::istio::MULTI_NETWORK_PORT))
+            .iter()
+            .any(|(_, s)| s.pointer("/tls/mode").and_then(serde_json::Value::as_str) == Some("AUTO_PASSTHROUGH"))
+}
+
+/// `now` as a `SystemTime`.
+fn system_time(secs: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
