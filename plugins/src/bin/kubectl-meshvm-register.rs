@@ -6,7 +6,5 @@ use meshvm::args::RegisterArgs;
 async fn main() -> std::process::ExitCode {
     let args: RegisterArgs = meshvm::cli::parse();
     meshvm::cli::start(&args.common);
-    meshvm::cli::exit::<meshvm::cli::NotImplemented>(Err(meshvm::cli::NotImplemented {
-        verb: "register",
-    }))
+    meshvm::cli::exit(meshvm::register::main(args).await)
 }

@@ -1,1 +1,1150 @@
 //! `kubectl meshvm register`: make the VM an endpoint (Service + Endpoints, or WorkloadEntry).
+//!
+//! `Options::resolve` (pure) → `observe` (reads, concurrent) → `legacy::plan_*` / `modern::plan_entry`
+//! (pure) → print (`--dry-run=client`) or `apply`. Endpoints and Services are changed by
+//! read-modify-write guarded by `resourceVersion`; when another client wrote first (409), the
+//! whole observe → plan → apply round runs again after a jittered pause, a bounded number of times.
+
+pub mod legacy;
+pub mod modern;
+pub mod words;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ::kube::Api;
+use ::kube::api::{Patch, PostParams};
+use ::kube::core::{ApiResource, DynamicObject};
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceAccount};
+
+use crate::args::RegisterArgs;
+use crate::cli::{Diagnose, DryRun, KubeArgs, Outcome, OutputFormat, UsageError};
+use crate::istio::IstioKind;
+use crate::kube::{Action, Connection};
+use crate::plan::{self, Change, Plan, State};
+use words::PairKind;
+
+/// How many observe → plan → write rounds a registration tries before giving up on conflicts.
+pub const MAX_ROUNDS: u32 = 16;
+
+/// Why `register` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad command line (exit 2).
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// Talking to the cluster failed (boxed: it is by far the largest variant).
+    #[error(transparent)]
+    Kube(Box<crate::kube::Error>),
+    /// An existing Service lacks ports (or names them differently) and `--update-service` was not given.
+    #[error("service {namespace}/{name} differs from the registration: {differences}")]
+    ServiceDiffers {
+        /// Namespace.
+        namespace: String,
+        /// Service name.
+        name: String,
+        /// What differs.
+        differences: String,
+    },
+    /// The Service selects pods: the endpoints controller owns its Endpoints.
+    #[error(
+        "service {namespace}/{name} has a selector ({selector}): the endpoints controller owns its endpoints and would remove {ip}"
+    )]
+    ServiceHasSelector {
+        /// Namespace.
+        namespace: String,
+        /// Service name.
+        name: String,
+        /// The selector, `k=v,…`.
+        selector: String,
+        /// The VM's address.
+        ip: IpAddr,
+    },
+    /// `--deregister` of an address the Service does not have.
+    #[error(
+        "{ip} is not an endpoint of service {namespace}/{service} ({})",
+        known_words(known)
+    )]
+    NotRegistered {
+        /// The address.
+        ip: IpAddr,
+        /// Namespace.
+        namespace: String,
+        /// Service name.
+        service: String,
+        /// The addresses it has.
+        known: Vec<String>,
+    },
+    /// The ServiceAccount a WorkloadEntry names does not exist.
+    #[error("serviceaccount {namespace}/{name} does not exist")]
+    ServiceAccountMissing {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// `--workload-group` names a WorkloadGroup that does not exist.
+    #[error("workloadgroup {namespace}/{name} does not exist")]
+    WorkloadGroupMissing {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// `--deregister --workload-entry` of an entry that does not exist.
+    #[error("workloadentry {namespace}/{name} does not exist")]
+    EntryMissing {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The cluster has no WorkloadEntry API (Istio 1.4 or no Istio).
+    #[error(
+        "the cluster serves no workloadentries.networking.istio.io (tried v1, v1beta1, v1alpha3)"
+    )]
+    NoWorkloadEntryApi,
+    /// `--service` was given but the entry has no labels a selector could match.
+    #[error("--service {service}: the workload entry has no labels for the service to select")]
+    NoLabelsToSelect {
+        /// The Service.
+        service: String,
+    },
+    /// Other clients kept winning the race for the same object.
+    #[error("gave up after {rounds} rounds: {object} kept changing under us (409 Conflict)")]
+    TooManyConflicts {
+        /// `Kind ns/name`.
+        object: String,
+        /// Rounds tried.
+        rounds: u32,
+    },
+    /// Writing the result to stdout failed.
+    #[error("cannot write the output")]
+    Output(#[from] io::Error),
+}
+
+impl From<crate::kube::Error> for Error {
+    fn from(e: crate::kube::Error) -> Self {
+        Error::Kube(Box::new(e))
+    }
+}
+
+fn known_words(known: &[String]) -> String {
+    if known.is_empty() {
+        "it has no endpoints".into()
+    } else {
+        format!("its addresses: {}", known.join(", "))
+    }
+}
+
+impl Diagnose for Error {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Usage(e) => e.hint(),
+            Error::Kube(e) => e.hint(),
+            Error::ServiceDiffers { .. } => Some(
+                "run again with --update-service to change the service, or register the ports it has".into(),
+            ),
+            Error::ServiceHasSelector { .. } => Some(
+                "register the VM under a service without a selector, or use --workload-entry (istiod)".into(),
+            ),
+            Error::NotRegistered { .. } => {
+                Some("check the address and -n; `kubectl get endpoints NAME -o wide` lists them".into())
+            }
+            Error::ServiceAccountMissing { .. } => Some(
+                "create it first (`kubectl meshvm prepare` or `kubectl create serviceaccount`), or pass -s".into(),
+            ),
+            Error::WorkloadGroupMissing { .. } => Some(
+                "create it with `kubectl meshvm prepare --workload-group NAME`, or check -n".into(),
+            ),
+            Error::EntryMissing { .. } => Some("check the name and -n: `kubectl get workloadentries`".into()),
+            Error::NoWorkloadEntryApi => Some(
+                "on Istio 1.4 register the legacy way: SERVICE IP [NAME:]PORT…".into(),
+            ),
+            Error::NoLabelsToSelect { .. } => {
+                Some("give the entry labels with -l app=NAME or --workload-group".into())
+            }
+            Error::TooManyConflicts { .. } => {
+                Some("run the same command again; it changes only what is still missing".into())
+            }
+            Error::Output(_) => None,
+        }
+    }
+    fn is_usage(&self) -> bool {
+        matches!(self, Error::Usage(_))
+    }
+}
+
+/// What to register, resolved from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `SERVICE IP [NAME:]PORT…`
+    Register {
+        /// The Service.
+        service: String,
+        /// The VM's address.
+        ip: IpAddr,
+        /// The ports.
+        ports: Vec<words::NamedPort>,
+    },
+    /// `--deregister SERVICE IP`
+    Deregister {
+        /// The Service.
+        service: String,
+        /// The VM's address.
+        ip: IpAddr,
+    },
+    /// `--workload-entry NAME …` (`address` is `None` with `--deregister`).
+    Entry {
+        /// The WorkloadEntry.
+        name: String,
+        /// The VM's address.
+        address: Option<IpAddr>,
+        /// `--network`.
+        network: Option<String>,
+        /// `--ports`.
+        ports: Vec<words::NamedPort>,
+        /// `--service`.
+        service: Option<String>,
+        /// `--workload-group`.
+        workload_group: Option<String>,
+    },
+}
+
+/// Validated options of one `register` run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// What to do.
+    pub mode: Mode,
+    /// `-s`.
+    pub service_account: Option<String>,
+    /// `-l`.
+    pub labels: BTreeMap<String, String>,
+    /// `-a`.
+    pub annotations: BTreeMap<String, String>,
+    /// `--update-service`.
+    pub update_service: bool,
+    /// `--dry-run`.
+    pub dry_run: DryRun,
+    /// `-o`.
+    pub output: OutputFormat,
+    /// The connection flags.
+    pub kube: KubeArgs,
+    /// The one `--context`, if given.
+    pub context: Option<String>,
+}
+
+fn usage(message: impl Into<String>, hint: &str) -> UsageError {
+    UsageError::new(message, Some(hint))
+}
+
+const LEGACY_HINT: &str =
+    "e.g. kubectl meshvm register expandvm 203.0.113.7 80 -n expandvm -s expandvm";
+const ENTRY_HINT: &str = "e.g. kubectl meshvm register --workload-entry vm-1 --address 10.0.0.5 -n vm --workload-group vm";
+
+fn check(result: Result<(), String>, what: &str, hint: &str) -> Result<(), UsageError> {
+    result.map_err(|problem| usage(format!("{what} {problem}"), hint))
+}
+
+impl Options {
+    /// Validate the flags (no IO). Every problem is a usage error naming the flag or word.
+    pub fn resolve(args: RegisterArgs) -> Result<Self, UsageError> {
+        let context = args.kube.single_context()?.map(str::to_owned);
+        if let Some(ns) = &args.kube.namespace {
+            check(
+                words::dns1123_label(ns),
+                &format!("namespace {ns:?}"),
+                "give -n an existing namespace",
+            )?;
+        }
+        if let Some(sa) = &args.service_account {
+            check(
+                words::dns1123_subdomain(sa),
+                &format!("serviceaccount {sa:?}"),
+                "give -s the VM's ServiceAccount name",
+            )?;
+        }
+        let labels = words::parse_pairs(&args.labels, PairKind::Label)
+            .map_err(|m| usage(m, "write -l KEY=VALUE, e.g. -l app=vm"))?;
+        let annotations = words::parse_pairs(&args.annotations, PairKind::Annotation)
+            .map_err(|m| usage(m, "write -a KEY=VALUE"))?;
+        let mode = match &args.workload_entry {
+            Some(name) => Self::entry_mode(&args, name)?,
+            None => Self::legacy_mode(&args)?,
+        };
+        if args.update_service && args.deregister {
+            return Err(usage(
+                "--update-service does nothing with --deregister (the service is kept as it is)",
+                "drop --update-service",
+            ));
+        }
+        Ok(Options {
+            mode,
+            service_account: args.service_account,
+            labels,
+            annotations,
+            update_service: args.update_service,
+            dry_run: args.mutate.dry_run,
+            output: args.output,
+            kube: args.kube,
+            context,
+        })
+    }
+
+    fn legacy_mode(args: &RegisterArgs) -> Result<Mode, UsageError> {
+        let modern_flags = [
+            ("--address", args.address.is_some()),
+            ("--network", args.network.is_some()),
+            ("--ports", !args.ports.is_empty()),
+            ("--service", args.service.is_some()),
+            ("--workload-group", args.workload_group.is_some()),
+        ];
+        if let Some((flag, _)) = modern_flags.iter().find(|(_, given)| *given) {
+            return Err(usage(
+                format!("{flag} belongs to the WorkloadEntry form and needs --workload-entry NAME"),
+                ENTRY_HINT,
+            ));
+        }
+        let (service, ip, rest) = match args.words.as_slice() {
+            [] => {
+                return Err(usage(
+                    "nothing to register: give SERVICE IP [NAME:]PORT…, or --workload-entry NAME --address IP",
+                    LEGACY_HINT,
+                ));
+            }
+            [_] => {
+                return Err(usage(
+                    "missing the VM's IP after the service name",
+                    LEGACY_HINT,
+                ));
+            }
+            [service, ip, rest @ ..] => (service, ip, rest),
+        };
+        check(
+            words::dns1035_label(service),
+            &format!("service name {service:?}"),
+            LEGACY_HINT,
+        )?;
+        let ip = words::parse_address(ip).map_err(|m| usage(m, LEGACY_HINT))?;
+        if args.deregister {
+            if !rest.is_empty() {
+                return Err(usage(
+                    format!(
+                        "--deregister takes SERVICE IP only; unexpected {:?}",
+                        rest.join(" ")
+                    ),
+                    "e.g. kubectl meshvm deregister expandvm 203.0.113.7 -n expandvm",
+                ));
+            }
+            return Ok(Mode::Deregister {
+                service: service.clone(),
+                ip,
+            });
+        }
+        if rest.is_empty() {
+            return Err(usage(
+                "missing the ports: give at least one [NAME:]PORT after the IP",
+                LEGACY_HINT,
+            ));
+        }
+        let ports = words::parse_port_words(rest).map_err(|m| usage(m, LEGACY_HINT))?;
+        Ok(Mode::Register {
+            service: service.clone(),
+            ip,
+            ports,
+        })
+    }
+
+    fn entry_mode(args: &RegisterArgs, name: &str) -> Result<Mode, UsageError> {
+        if !args.words.is_empty() {
+            return Err(usage(
+                format!(
+                    "--workload-entry takes no positional words (got {:?})",
+                    args.words.join(" ")
+                ),
+                ENTRY_HINT,
+            ));
+        }
+        check(
+            words::dns1123_subdomain(name),
+            &format!("--workload-entry {name:?}"),
+            ENTRY_HINT,
+        )?;
+        if let Some(svc) = &args.service {
+            check(
+                words::dns1035_label(svc),
+                &format!("--service {svc:?}"),
+                ENTRY_HINT,
+            )?;
+        }
+        if let Some(group) = &args.workload_group {
+            check(
+                words::dns1123_subdomain(group),
+                &format!("--workload-group {group:?}"),
+                ENTRY_HINT,
+            )?;
+        }
+        if let Some(network) = &args.network
+            && (network.is_empty() || network.chars().any(char::is_whitespace))
+        {
+            return Err(usage(
+                format!("--network {network:?} must be a non-empty word"),
+                ENTRY_HINT,
+            ));
+        }
+        let ports = words::parse_named_ports(&args.ports).map_err(|m| usage(m, ENTRY_HINT))?;
+        let address = match (&args.address, args.deregister) {
+            (Some(_), true) => {
+                return Err(usage(
+                    "--deregister --workload-entry deletes the entry; drop --address",
+                    "e.g. kubectl meshvm deregister --workload-entry vm-1 -n vm",
+                ));
+            }
+            (None, true) => None,
+            (Some(a), false) => Some(
+                words::parse_address(a)
+                    .map_err(|m| usage(format!("--address: {m}"), ENTRY_HINT))?,
+            ),
+            (None, false) => {
+                return Err(usage(
+                    "--workload-entry needs --address IP (the VM's address)",
+                    ENTRY_HINT,
+                ));
+            }
+        };
+        Ok(Mode::Entry {
+            name: name.to_owned(),
+            address,
+            network: args.network.clone(),
+            ports,
+            service: args.service.clone(),
+            workload_group: args.workload_group.clone(),
+        })
+    }
+
+    fn legacy_want(&self, namespace: &str) -> Option<legacy::Want> {
+        let (service, ip, ports) = match &self.mode {
+            Mode::Register { service, ip, ports } => (service, *ip, ports.clone()),
+            Mode::Deregister { service, ip } => (service, *ip, Vec::new()),
+            Mode::Entry { .. } => return None,
+        };
+        Some(legacy::Want {
+            namespace: namespace.to_owned(),
+            service: service.clone(),
+            ip,
+            ports,
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            // istioctl 1.4's `-s` default.
+            service_account: self
+                .service_account
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            update_service: self.update_service,
+        })
+    }
+
+    fn modern_want(&self, namespace: &str) -> Option<modern::Want> {
+        let Mode::Entry {
+            name,
+            address,
+            network,
+            ports,
+            service,
+            workload_group,
+        } = &self.mode
+        else {
+            return None;
+        };
+        Some(modern::Want {
+            namespace: namespace.to_owned(),
+            name: name.clone(),
+            address: *address,
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            service_account: self.service_account.clone(),
+            network: network.clone(),
+            ports: ports.clone(),
+            service: service.clone(),
+            workload_group: workload_group.clone(),
+            update_service: self.update_service,
+        })
+    }
+}
+
+/// How one write is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// POST; AlreadyExists means another client was first.
+    Create,
+    /// PUT of a read object (its `resourceVersion` guards it); Conflict means it changed meanwhile.
+    Replace,
+    /// Server-side apply as `meshvm`.
+    Apply,
+    /// DELETE.
+    Delete,
+}
+
+/// One request of a plan, tied to the row it reports on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// Index of the row in the plan.
+    pub row: usize,
+    /// How it is sent.
+    pub verb: Verb,
+    /// `Service`, `Endpoints` or `WorkloadEntry`.
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The body (`apiVersion` names the version for WorkloadEntry).
+    pub object: serde_json::Value,
+}
+
+/// The pure result of planning: the rows, the requests, and warnings for stderr.
+#[derive(Debug, Clone, Default)]
+pub struct Planned {
+    /// One row per object.
+    pub plan: Plan,
+    /// The writes, in order.
+    pub writes: Vec<Write>,
+    /// Warnings to print.
+    pub warnings: Vec<String>,
+}
+
+/// What the cluster holds, for either form.
+// One value per round, moved nowhere: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+enum Observed {
+    Legacy(legacy::Observed),
+    Modern(modern::Observed),
+}
+
+/// Run `kubectl meshvm register` with stdout and stderr.
+pub async fn main(args: RegisterArgs) -> Result<Outcome, Error> {
+    let mut out = io::stdout().lock();
+    let mut err = io::stderr().lock();
+    run(args, &mut out, &mut err).await
+}
+
+/// Run `register`, writing data to `out` and diagnostics to `err`.
+pub async fn run(
+    args: RegisterArgs,
+    out: &mut impl io::Write,
+    err: &mut impl io::Write,
+) -> Result<Outcome, Error> {
+    let opts = Options::resolve(args)?;
+    let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
+    let namespace = conn.namespace().to_owned();
+    let mut earlier: Vec<Change> = Vec::new();
+    let mut round = 0;
+    let planned = loop {
+        round += 1;
+        let observed = observe(&conn, &opts, &namespace).await?;
+        let mut planned = plan_observed(&observed, &opts, &namespace)?;
+        keep_earlier_rows(&mut planned.plan, &earlier);
+        if opts.dry_run == DryRun::Client || planned.writes.is_empty() {
+            break planned;
+        }
+        match apply(&conn, opts.dry_run, &mut planned).await {
+            Ok(()) => break planned,
+            Err(Failure::Raced(object)) => {
+                earlier.extend(
+                    planned
+                        .plan
+                        .changes
+                        .iter()
+                        .filter(|c| c.state == State::Done)
+                        .cloned(),
+                );
+                if round >= MAX_ROUNDS {
+                    return Err(Error::TooManyConflicts {
+                        object,
+                        rounds: round,
+                    });
+                }
+                tracing::debug!(round, %object, "another client wrote first; observing again");
+                tokio::time::sleep(conflict_pause(round)).await;
+            }
+            Err(Failure::Failed(e)) => {
+                planned.plan.abandon_rest();
+                for w in &planned.warnings {
+                    writeln!(err, "warning: {w}")?;
+                }
+                planned.plan.write(out, OutputFormat::Table, false)?;
+                return Err(e.into());
+            }
+        }
+    };
+    for w in &planned.warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    planned.plan.write(out, opts.output, false)?;
+    writeln!(err, "{}", summary(&opts, &namespace, &planned.plan))?;
+    Ok(Outcome::Success)
+}
+
+/// Rows written in an earlier round read as unchanged now; report what was actually done.
+fn keep_earlier_rows(plan: &mut Plan, earlier: &[Change]) {
+    for change in &mut plan.changes {
+        if change.action == plan::Action::Unchanged
+            && let Some(done) = earlier
+                .iter()
+                .rev()
+                .find(|d| d.kind == change.kind && d.name == change.name)
+        {
+            *change = done.clone();
+        }
+    }
+}
+
+/// Full-jitter exponential pause between rounds: 25 ms doubling up to 1 s.
+fn conflict_pause(round: u32) -> Duration {
+    let cap = Duration::from_millis(25 << round.min(6)).min(Duration::from_secs(1));
+    cap.mul_f64(rand::random::<f64>().max(0.05))
+}
+
+/// The stderr line that says what happened.
+fn summary(opts: &Options, namespace: &str, plan: &Plan) -> String {
+    let mood = match opts.dry_run {
+        DryRun::None => "",
+        DryRun::Client => "dry run: ",
+        DryRun::Server => "server dry run: ",
+    };
+    let first = plan
+        .changes
+        .iter()
+        .find(|c| c.kind != "Service" || plan.changes.len() == 1);
+    let noop = plan.is_noop();
+    let head = match &opts.mode {
+        Mode::Register { service, ip, ports } => {
+            let ports = ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if noop {
+                format!(
+                    "{ip} is already an endpoint of service {namespace}/{service} ({ports}): nothing changed"
+                )
+            } else {
+                format!("{mood}registered {ip} in service {namespace}/{service} ({ports})")
+            }
+        }
+        Mode::Deregister { service, ip } => {
+            format!("{mood}deregistered {ip} from service {namespace}/{service}")
+        }
+        Mode::Entry {
+            name,
+            address: Some(_),
+            ..
+        } => match first.map(|c| c.action) {
+            Some(plan::Action::Unchanged) => {
+                format!("workloadentry {namespace}/{name} is already as wanted: nothing changed")
+            }
+            _ => format!("{mood}registered workloadentry {namespace}/{name}"),
+        },
+        Mode::Entry {
+            name,
+            address: None,
+            ..
+        } => {
+            format!("{mood}deleted workloadentry {namespace}/{name}")
+        }
+    };
+    if noop {
+        head
+    } else {
+        format!("{head} ({})", plan.summary())
+    }
+}
+
+async fn get_opt<K>(
+    conn: &Connection,
+    api: &Api<K>,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<K>, crate::kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    conn.call(
+        Action::new("get", resource).ns(namespace).name(name),
+        || api.get_opt(name),
+    )
+    .await
+}
+
+/// Read what the plan needs, concurrently.
+async fn observe(conn: &Connection, opts: &Options, namespace: &str) -> Result<Observed, Error> {
+    if let Some(want) = opts.legacy_want(namespace) {
+        let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
+        let endpoints: Api<Endpoints> = Api::namespaced(conn.client.clone(), namespace);
+        let accounts: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+        let register = matches!(opts.mode, Mode::Register { .. });
+        let (service, endpoints, account) = tokio::try_join!(
+            async {
+                if register {
+                    get_opt(conn, &services, "services", namespace, &want.service).await
+                } else {
+                    Ok(None)
+                }
+            },
+            get_opt(conn, &endpoints, "endpoints", namespace, &want.service),
+            async {
+                if register {
+                    get_opt(
+                        conn,
+                        &accounts,
+                        "serviceaccounts",
+                        namespace,
+                        &want.service_account,
+                    )
+                    .await
+                    .map(|a| Some(a.is_some()))
+                } else {
+                    Ok(None)
+                }
+            },
+        )?;
+        return Ok(Observed::Legacy(legacy::Observed {
+            service,
+            endpoints,
+            service_account_exists: account,
+        }));
+    }
+    let want = opts
+        .modern_want(namespace)
+        .expect("a mode is either legacy or modern");
+    let version = served_entry_version(conn).await?;
+    let groups: Api<DynamicObject> = Api::namespaced_with(
+        conn.client.clone(),
+        namespace,
+        &IstioKind::WorkloadGroup.resource(&version),
+    );
+    let entries: Api<DynamicObject> = Api::namespaced_with(
+        conn.client.clone(),
+        namespace,
+        &IstioKind::WorkloadEntry.resource(&version),
+    );
+    let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
+    let group_resource = IstioKind::WorkloadGroup.resource_name();
+    let entry_resource = IstioKind::WorkloadEntry.resource_name();
+    let (group, entry, service) = tokio::try_join!(
+        async {
+            match &want.workload_group {
+                Some(g) => get_opt(conn, &groups, &group_resource, namespace, g).await,
+                None => Ok(None),
+            }
+        },
+        get_opt(conn, &entries, &entry_resource, namespace, &want.name),
+        async {
+            match &want.service {
+                Some(s) if want.address.is_some() => {
+                    get_opt(conn, &services, "services", namespace, s).await
+                }
+                _ => Ok(None),
+            }
+        },
+    )?;
+    // The account can come from the WorkloadGroup, so it is looked up once the group is known.
+    let service_account_exists = if want.address.is_some() {
+        let account = modern::service_account(&want, group.as_ref());
+        let accounts: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+        Some(
+            get_opt(conn, &accounts, "serviceaccounts", namespace, &account)
+                .await?
+                .is_some(),
+        )
+    } else {
+        None
+    };
+    Ok(Observed::Modern(modern::Observed {
+        version,
+        group,
+        entry,
+        service,
+        service_account_exists,
+    }))
+}
+
+/// The newest `networking.istio.io` version that serves WorkloadEntry (v1 → v1beta1 → v1alpha3).
+async fn served_entry_version(conn: &Connection) -> Result<String, Error> {
+    let groups = conn
+        .call(Action::new("list", "apigroups"), || {
+            conn.client.list_api_groups()
+        })
+        .await?;
+    let served: Vec<String> = groups
+        .groups
+        .iter()
+        .filter(|g| g.name == "networking.istio.io")
+        .flat_map(|g| g.versions.iter().map(|v| v.version.clone()))
+        .collect();
+    for version in IstioKind::WorkloadEntry.versions() {
+        if !served.iter().any(|v| v == version) {
+            continue;
+        }
+        let group_version = format!("networking.istio.io/{version}");
+        let resources = conn
+            .call(
+                Action::new("list", format!("apiresources {group_version}")),
+                || conn.client.list_api_group_resources(&group_version),
+            )
+            .await?;
+        if resources
+            .resources
+            .iter()
+            .any(|r| r.name == "workloadentries")
+        {
+            return Ok((*version).to_owned());
+        }
+    }
+    Err(Error::NoWorkloadEntryApi)
+}
+
+fn plan_observed(observed: &Observed, opts: &Options, namespace: &str) -> Result<Planned, Error> {
+    match observed {
+        Observed::Legacy(o) => {
+            let want = opts
+                .legacy_want(namespace)
+                .expect("legacy observation for a legacy mode");
+            if matches!(opts.mode, Mode::Deregister { .. }) {
+                legacy::plan_deregister(o, &want)
+            } else {
+                legacy::plan_register(o, &want)
+            }
+        }
+        Observed::Modern(o) => {
+            let want = opts
+                .modern_want(namespace)
+                .expect("modern observation for a modern mode");
+            modern::plan_entry(o, &want)
+        }
+    }
+}
+
+/// Why applying stopped.
+enum Failure {
+    /// Another client changed or created the object first (`Kind ns/name`): observe again.
+    Raced(String),
+    /// A real error.
+    Failed(crate::kube::Error),
+}
+
+fn resource_of(write: &Write) -> (ApiResource, String) {
+    match write.kind {
+        "Service" => (ApiResource::erase::<Service>(&()), "services".into()),
+        "Endpoints" => (ApiResource::erase::<Endpoints>(&()), "endpoints".into()),
+        _ => {
+            let version = write
+                .object
+                .get("apiVersion")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.split_once('/'))
+                .map_or("v1", |(_, v)| v);
+            (
+                IstioKind::WorkloadEntry.resource(version),
+                IstioKind::WorkloadEntry.resource_name(),
+            )
+        }
+    }
+}
+
+/// Send the writes in order, marking each row; stop at the first race or failure.
+async fn apply(conn: &Connection, dry_run: DryRun, planned: &mut Planned) -> Result<(), Failure> {
+    let done_state = if dry_run == DryRun::Server {
+        State::ServerDryRun
+    } else {
+        State::Done
+    };
+    for write in &planned.writes {
+        let result = send(conn, dry_run, write, &planned.plan.changes[write.row]).await;
+        let row = &mut planned.plan.changes[write.row];
+        match result {
+            Ok(()) => row.state = done_state,
+            Err(e) => {
+                let raced = match write.verb {
+                    Verb::Create => e.is_already_exists(),
+                    Verb::Replace => e.is_conflict() || e.is_not_found(),
+                    Verb::Apply | Verb::Delete => false,
+                };
+                if raced {
+                    return Err(Failure::Raced(row.reference()));
+                }
+                row.state = State::Failed;
+                return Err(Failure::Failed(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn send(
+    conn: &Connection,
+    dry_run: DryRun,
+    write: &Write,
+    row: &Change,
+) -> Result<(), crate::kube::Error> {
+    let (resource, plural) = resource_of(write);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(conn.client.clone(), &write.namespace, &resource);
+    let name = write.name.as_str();
+    let action = |verb| {
+        Action::new(verb, plural.clone())
+            .ns(&write.namespace)
+            .name(name)
+    };
+    let object: DynamicObject = match write.verb {
+        Verb::Delete => DynamicObject::new(name, &resource),
+        _ => {
+            serde_json::from_value(write.object.clone()).map_err(|e| crate::kube::Error::Other {
+                action: action("encode"),
+                source: ::kube::Error::SerdeError(e),
+            })?
+        }
+    };
+    tracing::debug!(row = %row.reference(), verb = ?write.verb, "sending");
+    let post = crate::kube::post_params(dry_run);
+    match write.verb {
+        Verb::Create => conn
+            .call(action("create"), || api.create(&post, &object))
+            .await
+            .map(drop),
+        Verb::Replace => {
+            let pp = PostParams { ..post.clone() };
+            conn.call(action("update"), || api.replace(name, &pp, &object))
+                .await
+                .map(drop)
+        }
+        Verb::Apply => {
+            let params = crate::kube::apply_params(dry_run);
+            let patch = Patch::Apply(&write.object);
+            conn.call(action("patch"), || api.patch(name, &params, &patch))
+                .await
+                .map(drop)
+        }
+        Verb::Delete => {
+            let params = crate::kube::delete_params(dry_run);
+            conn.call(action("delete"), || api.delete(name, &params))
+                .await
+                .map(drop)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(line: &[&str]) -> Result<Options, UsageError> {
+        let mut argv = vec!["kubectl-meshvm-register"];
+        argv.extend(line);
+        Options::resolve(RegisterArgs::try_parse_from(argv).expect("clap accepts it"))
+    }
+
+    #[test]
+    fn the_runbook_command_resolves() {
+        let o = resolve(&[
+            "expandvm",
+            "-s",
+            "expandvm",
+            "-n",
+            "expandvm",
+            "35.187.36.54",
+            "80",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.mode,
+            Mode::Register {
+                service: "expandvm".into(),
+                ip: "35.187.36.54".parse().unwrap(),
+                ports: vec![words::NamedPort {
+                    name: "http".into(),
+                    port: 80
+                }],
+            }
+        );
+        let want = o.legacy_want("expandvm").unwrap();
+        assert_eq!(
+            want.all_annotations()[crate::istio::SERVICE_ACCOUNTS_ANNOTATION],
+            "expandvm"
+        );
+        let o = resolve(&["svc", "10.0.0.1", "80"]).unwrap();
+        assert_eq!(
+            o.legacy_want("ns").unwrap().service_account,
+            "default",
+            "istioctl's default"
+        );
+    }
+
+    #[test]
+    fn every_bad_command_line_is_a_usage_error() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "nothing to register"),
+            (&["svc"], "missing the VM's IP"),
+            (&["svc", "10.0.0.1"], "missing the ports"),
+            (&["svc", "10.0.0.1", "http"], "not a port number"),
+            (&["svc", "10.0.0.1", "70000"], "outside 1-65535"),
+            (&["svc", "169.254.1.1", "80"], "link-local"),
+            (&["svc", "fe80::1", "80"], "link-local"),
+            (&["svc", "0.0.0.0", "80"], "unspecified"),
+            (&["svc", "224.0.0.5", "80"], "multicast"),
+            (&["svc", "vm.example", "80"], "not an IPv4 or IPv6"),
+            (&["Svc", "10.0.0.1", "80"], "service name"),
+            (&["1svc", "10.0.0.1", "80"], "letter"),
+            (&["svc", "10.0.0.1", "80", "-n", "Bad_NS"], "namespace"),
+            (&["svc", "10.0.0.1", "80", "-s", "Bad SA"], "serviceaccount"),
+            (&["svc", "10.0.0.1", "80", "-l", "app"], "KEY=VALUE"),
+            (&["svc", "10.0.0.1", "80", "-l", "app=a b"], "the value"),
+            (&["svc", "10.0.0.1", "80", "-a", "bad key=x"], "the key"),
+            (
+                &["svc", "10.0.0.1", "80", "--address", "10.0.0.2"],
+                "--address belongs",
+            ),
+            (
+                &["svc", "10.0.0.1", "80", "--service", "x"],
+                "--service belongs",
+            ),
+            (
+                &["--deregister", "svc", "10.0.0.1", "80"],
+                "SERVICE IP only",
+            ),
+            (
+                &["--deregister", "--update-service", "svc", "10.0.0.1"],
+                "--update-service",
+            ),
+            (&["--workload-entry", "vm-1"], "needs --address"),
+            (
+                &["--workload-entry", "vm-1", "--address", "10.0.0.1", "svc"],
+                "no positional",
+            ),
+            (
+                &["--workload-entry", "VM", "--address", "10.0.0.1"],
+                "--workload-entry",
+            ),
+            (
+                &["--workload-entry", "vm-1", "--address", "::"],
+                "unspecified",
+            ),
+            (
+                &[
+                    "--workload-entry",
+                    "vm-1",
+                    "--address",
+                    "10.0.0.1",
+                    "--ports",
+                    "http:80",
+                ],
+                "NAME=PORT",
+            ),
+            (
+                &[
+                    "--workload-entry",
+                    "vm-1",
+                    "--address",
+                    "10.0.0.1",
+                    "--ports",
+                    "http=0",
+                ],
+                "1-65535",
+            ),
+            (
+                &[
+                    "--workload-entry",
+                    "vm-1",
+                    "--address",
+                    "10.0.0.1",
+                    "--service",
+                    "Vm",
+                ],
+                "--service",
+            ),
+            (
+                &[
+                    "--workload-entry",
+                    "vm-1",
+                    "--deregister",
+                    "--address",
+                    "10.0.0.1",
+                ],
+                "drop --address",
+            ),
+            (
+                &["svc", "10.0.0.1", "80", "--context", "a", "--context", "b"],
+                "--context",
+            ),
+        ];
+        for (line, part) in cases {
+            let err = resolve(line).unwrap_err();
+            assert!(err.message.contains(part), "{line:?}: {}", err.message);
+            assert!(Error::from(err).is_usage());
+        }
+    }
+
+    #[test]
+    fn workload_entry_form_resolves() {
+        let o = resolve(&[
+            "--workload-entry",
+            "vm-1",
+            "--address",
+            "2001:db8::5",
+            "-n",
+            "vm",
+            "--network",
+            "vm-net",
+            "--ports",
+            "http=8080,grpc=9090",
+            "--service",
+            "vm",
+            "--workload-group",
+            "vm",
+            "-l",
+            "app=vm",
+        ])
+        .unwrap();
+        let want = o.modern_want("vm").unwrap();
+        assert_eq!(want.address, Some("2001:db8::5".parse().unwrap()));
+        assert_eq!(want.ports.len(), 2);
+        assert_eq!(want.labels["app"], "vm");
+        assert!(o.legacy_want("vm").is_none());
+        let o = resolve(&["--deregister", "--workload-entry", "vm-1"]).unwrap();
+        assert!(matches!(o.mode, Mode::Entry { address: None, .. }));
+    }
+
+    #[test]
+    fn earlier_rounds_keep_their_rows() {
+        let mut plan = Plan::default();
+        plan.push(Change::new(
+            plan::Action::Unchanged,
+            "Service",
+            Some("ns"),
+            "svc",
+        ));
+        plan.push(Change::new(
+            plan::Action::Update,
+            "Endpoints",
+            Some("ns"),
+            "svc",
+        ));
+        let mut created = Change::new(plan::Action::Create, "Service", Some("ns"), "svc");
+        created.state = State::Done;
+        keep_earlier_rows(&mut plan, &[created.clone()]);
+        assert_eq!(plan.changes[0], created);
+        assert_eq!(plan.changes[1].action, plan::Action::Update);
+    }
+
+    #[test]
+    fn conflict_pauses_stay_bounded() {
+        for round in 0..40 {
+            assert!(conflict_pause(round) <= Duration::from_secs(1));
+        }
+    }
+}
