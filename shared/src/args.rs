@@ -65,7 +65,7 @@ pub struct PrepareArgs {
     /// Namespace the VM's workload lives in (created when absent)
     #[arg(long, value_name = "NS")]
     pub vm_namespace: String,
-    /// ServiceAccount of the VM (default: the VM namespace's name, as in the runbook)
+    /// ServiceAccount of the VM (default: the VM namespace's name, as in the runbook); also the WorkloadGroup's template.serviceAccount, where istioctl defaults to "default"
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
     #[command(flatten)]
@@ -112,6 +112,9 @@ pub struct PrepareArgs {
     /// Network of the VM (multi-network meshes)
     #[arg(long, value_name = "NET", help_heading = "WorkloadGroup (modern era)")]
     pub network: Option<String>,
+    /// Load-balancing weight of the WorkloadGroup's entries (as istioctl's --weight)
+    #[arg(long, value_name = "N", help_heading = "WorkloadGroup (modern era)")]
+    pub weight: Option<u32>,
     /// Remove what prepare made for this VM: its namespace and everything in it
     #[arg(long)]
     pub delete: bool,
@@ -158,8 +161,14 @@ pub struct BundleArgs {
     #[arg(long, value_name = "NAME[.NS]")]
     pub gateway_service: Option<String>,
     /// Use this gateway address instead of the Service's
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", conflicts_with = "gateway_service")]
     pub gateway_ip: Option<String>,
+    /// The VM reaches istiod without a gateway (same network, own DNS): write an empty hosts file (modern era)
+    #[arg(long, conflicts_with_all = ["gateway_ip", "gateway_service"])]
+    pub no_gateway: bool,
+    /// Service the VM is an endpoint of: ISTIO_SERVICE in the legacy era (default: the ServiceAccount's name)
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
     /// The cluster's Service CIDR (default: from the ServiceCIDR API, else inferred)
     #[arg(long, value_name = "CIDR")]
     pub service_cidr: Option<String>,

@@ -6,7 +6,5 @@ use meshvm::args::PrepareArgs;
 async fn main() -> std::process::ExitCode {
     let args: PrepareArgs = meshvm::cli::parse();
     meshvm::cli::start(&args.common);
-    meshvm::cli::exit::<meshvm::cli::NotImplemented>(Err(meshvm::cli::NotImplemented {
-        verb: "prepare",
-    }))
+    meshvm::cli::exit(meshvm::prepare::main(args).await)
 }

@@ -1,1 +1,397 @@
 //! `kubectl meshvm prepare`: validated cacerts, VM namespace, ServiceAccount, WorkloadGroup.
+//!
+//! The runbook's cluster side ("Apply the samples certificates", "prepare a Service and a
+//! ServiceAccount for the VM") made safe: the CA files are judged before anything is written, a
+//! different `cacerts` is refused, every write is idempotent, and the output always says what was
+//! and was not done. `--delete` is the runbook's cleanup for one VM.
+
+pub mod apply;
+pub mod delete;
+pub mod observe;
+pub mod options;
+pub mod plan;
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use crate::args::PrepareArgs;
+use crate::cli::{Diagnose, DryRun, Outcome, PromptError, UsageError};
+use crate::istio::Era;
+use crate::pki::{self, CaMaterial, Finding, PkiError, Severity};
+use crate::plan::{Action, Plan, State};
+
+pub use options::{Options, WorkloadGroupOptions};
+pub use plan::{Observed, Prepared};
+
+/// The label prepare puts on the namespace and ServiceAccount it makes, so `--delete` can tell them apart.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "meshvm";
+
+/// Why `prepare` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad combination of flags.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// A CA file could not be read.
+    #[error("cannot read the CA files (nothing was written): {0}")]
+    CaUnreadable(#[source] PkiError),
+    /// The CA files are not a usable CA.
+    #[error(
+        "the CA files are not a usable CA (nothing was written):\n{}",
+        findings.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n")
+    )]
+    CaInvalid {
+        /// Every error found, each naming its file.
+        findings: Vec<Finding>,
+    },
+    /// The cluster's `cacerts` holds another CA.
+    #[error(
+        "secret {secret} already holds a different CA{}; refusing to replace it (nothing was written)\n  in the cluster: {}\n  in the files:   {}",
+        if *same_root { " (same root, different signing CA or key)" } else { "" },
+        in_cluster.join("; "),
+        from_files.join("; ")
+    )]
+    CaDiffers {
+        /// `namespace/name` of the Secret.
+        secret: String,
+        /// The roots stored in the cluster (subject and SHA-256 fingerprint).
+        in_cluster: Vec<String>,
+        /// The roots of the files given.
+        from_files: Vec<String>,
+        /// Both hold the same root(s).
+        same_root: bool,
+    },
+    /// `cacerts` changed between our read and our write (another prepare won the race).
+    #[error(
+        "secret {secret} was changed by someone else while prepare ran; it was left as they wrote it"
+    )]
+    CaChangedMeanwhile {
+        /// `namespace/name` of the Secret.
+        secret: String,
+    },
+    /// The VM namespace is being deleted.
+    #[error(
+        "namespace {namespace} is being deleted; nothing can be created in it until it is gone"
+    )]
+    NamespaceTerminating {
+        /// The namespace.
+        namespace: String,
+    },
+    /// A WorkloadGroup was asked for in a legacy mesh.
+    #[error(
+        "--workload-group needs istiod (the modern era), but {istio_namespace} runs Istio 1.4 (istio-citadel/istio-pilot)"
+    )]
+    WorkloadGroupNeedsModern {
+        /// The Istio namespace.
+        istio_namespace: String,
+    },
+    /// No control plane to tell the era from, and a WorkloadGroup was asked for.
+    #[error(
+        "cannot tell the Istio era: no istio-citadel, istio-pilot or istiod Deployment in namespace {istio_namespace}"
+    )]
+    EraUnknown {
+        /// The Istio namespace.
+        istio_namespace: String,
+    },
+    /// The cluster serves no networking.istio.io API.
+    #[error("the cluster serves no networking.istio.io API, so it has no WorkloadGroup kind")]
+    NoIstioApi,
+    /// `--delete` on a namespace prepare did not make.
+    #[error(
+        "namespace {namespace} was not made by prepare (it lacks the label app.kubernetes.io/managed-by=meshvm); refusing to delete it"
+    )]
+    NotMadeByPrepare {
+        /// The namespace.
+        namespace: String,
+    },
+    /// The operator answered no.
+    #[error("{0}: not confirmed, nothing was changed")]
+    Declined(String),
+    /// A confirmation could not be asked.
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    /// Talking to the cluster failed.
+    #[error(transparent)]
+    Kube(Box<crate::kube::Error>),
+    /// Writing the output failed.
+    #[error("cannot write the output")]
+    Output(#[from] io::Error),
+}
+
+impl From<crate::kube::Error> for Error {
+    fn from(e: crate::kube::Error) -> Self {
+        Error::Kube(Box::new(e))
+    }
+}
+
+impl Diagnose for Error {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Usage(e) => e.hint(),
+            Error::Prompt(e) => e.hint(),
+            Error::Kube(e) => e.hint(),
+            Error::CaUnreadable(_) => Some(
+                "--ca-dir must hold ca-cert.pem, ca-key.pem, root-cert.pem and cert-chain.pem (or pass each with --ca-cert, --ca-key, --root-cert, --cert-chain)".into(),
+            ),
+            Error::CaInvalid { .. } => Some(
+                "fix the files named above; Istio's samples/certs show the expected layout".into(),
+            ),
+            Error::CaDiffers { .. } => Some(
+                "every cluster of a mesh must share one root: use the CA already in the cluster, or pass --force to replace it (then restart the control plane and every workload)".into(),
+            ),
+            Error::CaChangedMeanwhile { .. } => {
+                Some("run prepare again to compare with what is stored now".into())
+            }
+            Error::NamespaceTerminating { .. } => {
+                Some("wait until the namespace is gone, then run prepare again".into())
+            }
+            Error::WorkloadGroupNeedsModern { .. } => Some(
+                "drop --workload-group: Istio 1.4 VMs use the Service and Endpoints `kubectl meshvm register` makes".into(),
+            ),
+            Error::EraUnknown { .. } => Some(
+                "install Istio first, check --istio-namespace, or pass --era modern".into(),
+            ),
+            Error::NoIstioApi => Some("install Istio's CRDs (istiod 1.8 or later) first".into()),
+            Error::NotMadeByPrepare { .. } => Some(
+                "check the namespace name; pass --force to delete it anyway".into(),
+            ),
+            Error::Declined(_) | Error::Output(_) => None,
+        }
+    }
+    fn is_usage(&self) -> bool {
+        matches!(self, Error::Usage(_))
+    }
+}
+
+/// The verb: resolve, judge the CA, observe, plan, then print (dry run) or apply.
+pub async fn main(args: PrepareArgs) -> Result<Outcome, Error> {
+    let opts = Options::resolve(args)?;
+    Box::pin(run(&opts, &mut io::stdout(), &mut io::stderr())).await
+}
+
+/// [`main`] with the output streams injected.
+pub async fn run(
+    opts: &Options,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<Outcome, Error> {
+    if opts.delete {
+        return Box::pin(run_delete(opts, out, err)).await;
+    }
+    // Judge the CA before contacting the cluster: bad files never lead to a write.
+    let ca = match &opts.ca {
+        Some(paths) => Some(load_ca(paths, opts, SystemTime::now(), err)?),
+        None => None,
+    };
+    let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
+    let spinner = crate::cli::progress("reading the cluster");
+    let observed = observe::observe(&conn, opts).await;
+    spinner.finish_and_clear();
+    let observed = observed?;
+    writeln!(err, "{}", era_line(&observed, opts))?;
+
+    let Prepared {
+        mut plan,
+        ca_deployment,
+        restart_due_earlier,
+    } = plan::plan(&observed, opts, ca.as_ref())?;
+
+    let restart_planned = plan.changes.iter().any(|c| c.kind == "Deployment");
+    if restart_planned && opts.dry_run == DryRun::None {
+        let name = ca_deployment.as_deref().unwrap_or_default();
+        let question = format!(
+            "restart Deployment {}/{name} (all its pods) so it loads the new CA key",
+            opts.istio_namespace
+        );
+        if !crate::cli::confirm(&question, opts.yes)? {
+            return Err(Error::Declined(question));
+        }
+    }
+
+    if opts.dry_run == DryRun::Client {
+        plan.write(out, opts.output, opts.show_secrets)?;
+        writeln!(
+            err,
+            "dry run (client): nothing was sent; {}",
+            plan.summary()
+        )?;
+        return Ok(Outcome::Success);
+    }
+
+    let result = apply::apply(&conn, &mut plan, opts, ca.as_ref()).await;
+    plan.write(out, opts.output, opts.show_secrets)?;
+    write_notes(
+        &plan,
+        opts,
+        ca_deployment.as_deref(),
+        restart_due_earlier,
+        err,
+    )?;
+    result?;
+    writeln!(err, "{}", summary(&plan, opts.dry_run))?;
+    Ok(Outcome::Success)
+}
+
+/// Read and judge the CA files; warnings are printed, errors stop the run.
+pub fn load_ca(
+    paths: &pki::CaPaths,
+    opts: &Options,
+    now: SystemTime,
+    err: &mut impl Write,
+) -> Result<CaMaterial, Error> {
+    let material = paths.read().map_err(Error::CaUnreadable)?;
+    let findings = pki::check_ca(&material, now, opts.warn_within);
+    for warning in findings.iter().filter(|f| f.severity == Severity::Warning) {
+        writeln!(err, "warning: {warning}")?;
+    }
+    if pki::has_errors(&findings) {
+        return Err(Error::CaInvalid {
+            findings: findings
+                .into_iter()
+                .filter(|f| f.severity == Severity::Error)
+                .collect(),
+        });
+    }
+    Ok(material)
+}
+
+/// `era: legacy (istio-citadel, istio-pilot in istio-system)` and the like.
+pub fn era_line(observed: &Observed, opts: &Options) -> String {
+    let ns = &opts.istio_namespace;
+    match (observed.era, &observed.era_source) {
+        (Some(era), Some(plan::EraSource::Forced)) => format!("era: {era} (--era)"),
+        (Some(era), Some(plan::EraSource::Detected(names))) => {
+            let what = match era {
+                Era::Legacy => "Istio 1.4",
+                Era::Modern => "istiod",
+            };
+            format!("era: {era} ({what}: {} in {ns})", names.join(", "))
+        }
+        _ => format!(
+            "era: unknown (no Istio control plane in {ns} yet; it reads cacerts when installed)"
+        ),
+    }
+}
+
+fn summary(plan: &Plan, dry_run: DryRun) -> String {
+    if plan.is_noop() {
+        return "nothing to change: everything is already as wanted".into();
+    }
+    match dry_run {
+        DryRun::Server => format!("dry run (server): nothing was stored; {}", plan.summary()),
+        _ => plan.summary(),
+    }
+}
+
+/// Tell the operator what the CA change means for the running control plane.
+fn write_notes(
+    plan: &Plan,
+    opts: &Options,
+    ca_deployment: Option<&str>,
+    restart_due_earlier: bool,
+    err: &mut impl Write,
+) -> io::Result<()> {
+    let ca_written = plan.changes.iter().any(|c| {
+        c.kind == "Secret"
+            && matches!(c.action, Action::Create | Action::Update)
+            && c.state == State::Done
+    });
+    let restarted = plan
+        .changes
+        .iter()
+        .any(|c| c.kind == "Deployment" && c.state == State::Done);
+    let ns = &opts.istio_namespace;
+    if let Some(dep) = ca_deployment
+        && !restarted
+        && (ca_written || restart_due_earlier)
+    {
+        let when = if ca_written {
+            "cacerts was just written"
+        } else {
+            "cacerts changed after it last started"
+        };
+        writeln!(
+            err,
+            "note: {when}, but Deployment {ns}/{dep} still holds the old CA key and keeps signing with it; restart it with `kubectl rollout restart deployment/{dep} -n {ns}` or run again with --restart-control-plane"
+        )?;
+    }
+    if restarted && let Some(dep) = ca_deployment {
+        writeln!(
+            err,
+            "note: Deployment {ns}/{dep} is restarting with the new CA; workloads get certificates from it as they renew (restart them to switch now)"
+        )?;
+    }
+    Ok(())
+}
+
+async fn run_delete(
+    opts: &Options,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<Outcome, Error> {
+    let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
+    let found = Box::pin(delete::observe(&conn, opts)).await?;
+    let mut plan = delete::plan(&found, opts)?;
+    if plan.changes.is_empty() {
+        plan.write(out, opts.output, opts.show_secrets)?;
+        writeln!(
+            err,
+            "nothing to delete: namespace {} does not exist{}",
+            opts.vm_namespace,
+            if opts.include_ca {
+                " and neither does cacerts"
+            } else {
+                ""
+            }
+        )?;
+        return Ok(Outcome::Success);
+    }
+    if opts.dry_run == DryRun::Client {
+        plan.write(out, opts.output, opts.show_secrets)?;
+        writeln!(
+            err,
+            "dry run (client): nothing was sent; {}",
+            plan.summary()
+        )?;
+        return Ok(Outcome::Success);
+    }
+    if opts.dry_run == DryRun::None {
+        let inside = found.contents.len();
+        let question = format!(
+            "delete namespace {} and the {inside} object(s) listed in it{}",
+            opts.vm_namespace,
+            if found.cacerts.is_some() {
+                format!(
+                    ", and the mesh-wide secret {}/cacerts",
+                    opts.istio_namespace
+                )
+            } else {
+                String::new()
+            }
+        );
+        if !opts.yes {
+            // The list the operator confirms: on stderr, so stdout stays the final record.
+            plan.write(err, crate::cli::OutputFormat::Table, false)?;
+        }
+        if !crate::cli::confirm(&question, opts.yes)? {
+            return Err(Error::Declined(question));
+        }
+    }
+    let result = delete::apply(&conn, &mut plan, opts).await;
+    plan.write(out, opts.output, opts.show_secrets)?;
+    result?;
+    if found.namespace.is_some() && !opts.include_ca {
+        writeln!(
+            err,
+            "note: the mesh-wide secret {}/cacerts stays (add --include-ca to delete it too)",
+            opts.istio_namespace
+        )?;
+    }
+    writeln!(err, "{}", summary(&plan, opts.dry_run))?;
+    Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests;

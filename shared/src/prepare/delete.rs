@@ -1,0 +1,243 @@
+//! `prepare --delete`: the runbook's cleanup for one VM — its namespace and everything prepare and
+//! register made in it — listed first, confirmed, then deleted; `cacerts` only with `--include-ca`.
+
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service, ServiceAccount};
+use kube::Api;
+use kube::api::{DynamicObject, ListParams};
+use serde_json::{Value, json};
+
+use super::observe::{get_opt, networking_version};
+use super::options::Options;
+use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::cli::DryRun;
+use crate::istio::{CACERTS_SECRET, IstioKind};
+use crate::kube::{Action as Request, Connection, delete_params};
+use crate::plan::{Action, Change, Plan, State};
+
+/// What `--delete` found.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The VM namespace, when it exists.
+    pub namespace: Option<Namespace>,
+    /// `(kind, name)` of what prepare and register make, inside the namespace.
+    pub contents: Vec<(String, String)>,
+    /// `cacerts`, when `--include-ca` and it exists.
+    pub cacerts: Option<Secret>,
+}
+
+/// Names of a list; a 404 (an Istio kind this cluster does not serve) is an empty list.
+async fn names<K>(
+    conn: &Connection,
+    api: Api<K>,
+    request: Request,
+) -> Result<Vec<String>, crate::kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
+{
+    let params = ListParams::default();
+    match conn.call(request, || api.list_metadata(&params)).await {
+        Ok(list) => Ok(list
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect()),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Read the namespace, what is in it, and (with `--include-ca`) `cacerts`, concurrently.
+pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> {
+    let client = conn.client.clone();
+    let ns = opts.vm_namespace.as_str();
+    let istio_ns = opts.istio_namespace.as_str();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), istio_ns);
+    let get_ns = get_opt(
+        conn,
+        &namespaces,
+        Request::new("get", "namespaces").name(ns),
+        ns,
+    );
+    let get_ca = async {
+        if opts.include_ca {
+            get_opt(
+                conn,
+                &secrets,
+                Request::new("get", "secrets")
+                    .ns(istio_ns)
+                    .name(CACERTS_SECRET),
+                CACERTS_SECRET,
+            )
+            .await
+        } else {
+            Ok(None)
+        }
+    };
+    let accounts = names(
+        conn,
+        Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        Request::new("list", "serviceaccounts").ns(ns),
+    );
+    let services = names(
+        conn,
+        Api::<Service>::namespaced(client.clone(), ns),
+        Request::new("list", "services").ns(ns),
+    );
+    let endpoints = names(
+        conn,
+        Api::<Endpoints>::namespaced(client.clone(), ns),
+        Request::new("list", "endpoints").ns(ns),
+    );
+    let istio = async {
+        let Some(version) = networking_version(conn).await? else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let list = |kind: IstioKind| {
+            let ar = kind.resource(&version);
+            names(
+                conn,
+                Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+                Request::new("list", kind.resource_name()).ns(ns),
+            )
+        };
+        tokio::try_join!(
+            list(IstioKind::WorkloadGroup),
+            list(IstioKind::WorkloadEntry)
+        )
+    };
+    let (namespace, cacerts, accounts, services, endpoints, (groups, entries)) =
+        tokio::try_join!(get_ns, get_ca, accounts, services, endpoints, istio)?;
+    let mut contents = Vec::new();
+    for (kind, items) in [
+        ("ServiceAccount", accounts),
+        ("WorkloadGroup", groups),
+        ("WorkloadEntry", entries),
+        ("Service", services),
+        ("Endpoints", endpoints),
+    ] {
+        contents.extend(items.into_iter().map(|n| (kind.to_owned(), n)));
+    }
+    Ok(Found {
+        namespace,
+        contents,
+        cacerts,
+    })
+}
+
+/// The rows of a deletion. Pure. Refuses a namespace meshvm did not make unless `--force`.
+pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
+    let ns = opts.vm_namespace.as_str();
+    let mut plan = Plan::default();
+    if let Some(namespace) = &found.namespace {
+        let ours = namespace
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .is_some_and(|v| v == MANAGED_BY_VALUE);
+        if !ours && !opts.force {
+            return Err(Error::NotMadeByPrepare {
+                namespace: ns.to_owned(),
+            });
+        }
+        for (kind, name) in &found.contents {
+            plan.push(
+                Change::new(Action::Delete, kind, Some(ns), name)
+                    .detail(format!("with namespace {ns}"))
+                    .object(reference(kind, Some(ns), name)),
+            );
+        }
+        plan.push(
+            Change::new(Action::Delete, "Namespace", None, ns).object(reference(
+                "Namespace",
+                None,
+                ns,
+            )),
+        );
+    }
+    if found.cacerts.is_some() {
+        plan.push(
+            Change::new(
+                Action::Delete,
+                "Secret",
+                Some(&opts.istio_namespace),
+                CACERTS_SECRET,
+            )
+            .detail("--include-ca: the mesh-wide CA; the control plane keeps the key it loaded")
+            .object(reference(
+                "Secret",
+                Some(&opts.istio_namespace),
+                CACERTS_SECRET,
+            )),
+        );
+    }
+    Ok(plan)
+}
+
+fn reference(kind: &str, namespace: Option<&str>, name: &str) -> Value {
+    let api_version = match kind {
+        "WorkloadGroup" | "WorkloadEntry" => "networking.istio.io/v1",
+        _ => "v1",
+    };
+    let mut metadata = json!({"name": name});
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({"apiVersion": api_version, "kind": kind, "metadata": metadata})
+}
+
+/// Delete the namespace (its contents go with it) and, when planned, `cacerts`.
+pub async fn apply(conn: &Connection, plan: &mut Plan, opts: &Options) -> Result<(), Error> {
+    let params = delete_params(opts.dry_run);
+    let done = if opts.dry_run == DryRun::Server {
+        State::ServerDryRun
+    } else {
+        State::Done
+    };
+    let ns = opts.vm_namespace.clone();
+    if plan.changes.iter().any(|c| c.kind == "Namespace") {
+        let api: Api<Namespace> = Api::all(conn.client.clone());
+        let result = conn
+            .call(Request::new("delete", "namespaces").name(&ns), || {
+                api.delete(&ns, &params)
+            })
+            .await;
+        let gone_already = matches!(&result, Err(e) if e.is_not_found());
+        let failed = result.is_err() && !gone_already;
+        for c in plan.changes.iter_mut().filter(|c| c.kind != "Secret") {
+            c.state = if failed { State::Failed } else { done };
+            if gone_already && c.kind == "Namespace" {
+                c.detail = "was already gone".into();
+            }
+        }
+        if failed {
+            plan.abandon_rest();
+            return result.map(|_| ()).map_err(Error::from);
+        }
+    }
+    if let Some(c) = plan.changes.iter_mut().find(|c| c.kind == "Secret") {
+        let istio_ns = opts.istio_namespace.clone();
+        let api: Api<Secret> = Api::namespaced(conn.client.clone(), &istio_ns);
+        match conn
+            .call(
+                Request::new("delete", "secrets")
+                    .ns(&istio_ns)
+                    .name(CACERTS_SECRET),
+                || api.delete(CACERTS_SECRET, &params),
+            )
+            .await
+        {
+            Ok(_) => c.state = done,
+            Err(e) if e.is_not_found() => {
+                c.state = done;
+                c.detail = "was already gone".into();
+            }
+            Err(e) => {
+                c.state = State::Failed;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! What `prepare` reads from the cluster: every object once, concurrently.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::Api;
+use kube::api::{DynamicObject, ListParams};
+
+use super::Error;
+use super::options::Options;
+use super::plan::{EraSource, Observed};
+use crate::istio::{CACERTS_SECRET, Era, IstioKind, era_from_deployments};
+use crate::kube::{Action, Connection};
+
+/// The API group of WorkloadGroup and WorkloadEntry.
+pub const NETWORKING_GROUP: &str = "networking.istio.io";
+
+/// GET one object; `None` when it does not exist.
+pub(crate) async fn get_opt<K>(
+    conn: &Connection,
+    api: &Api<K>,
+    action: Action,
+    name: &str,
+) -> Result<Option<K>, crate::kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    conn.call(action, || api.get_opt(name)).await
+}
+
+/// The version the cluster prefers for networking.istio.io, or `None` when it serves no such group.
+pub(crate) async fn networking_version(
+    conn: &Connection,
+) -> Result<Option<String>, crate::kube::Error> {
+    let groups = conn
+        .call(Action::new("list", "apigroups"), || {
+            conn.client.list_api_groups()
+        })
+        .await?;
+    Ok(groups
+        .groups
+        .into_iter()
+        .find(|g| g.name == NETWORKING_GROUP)
+        .and_then(|g| {
+            g.preferred_version
+                .map(|v| v.version)
+                .or_else(|| g.versions.first().map(|v| v.version.clone()))
+        }))
+}
+
+/// Read everything the plan needs. The era comes from the Istio namespace's Deployments (the
+/// same rule as [`crate::istio::detect_era`]), listed in full once because the CA Deployment's
+/// pod template is needed too.
+pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Error> {
+    let client = conn.client.clone();
+    let istio_ns = opts.istio_namespace.as_str();
+    let vm_ns = opts.vm_namespace.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), istio_ns);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), istio_ns);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), vm_ns);
+    let list_params = ListParams::default();
+
+    let list_deployments = async {
+        conn.call(Action::new("list", "deployments.apps").ns(istio_ns), || {
+            deployments.list(&list_params)
+        })
+        .await
+        .map(|l| l.items)
+    };
+    let get_istio_ns = async {
+        if opts.ca.is_some() {
+            get_opt(
+                conn,
+                &namespaces,
+                Action::new("get", "namespaces").name(istio_ns),
+                istio_ns,
+            )
+            .await
+        } else {
+            Ok(None)
+        }
+    };
+    let get_cacerts = async {
+        if opts.ca.is_some() {
+            get_opt(
+                conn,
+                &secrets,
+                Action::new("get", "secrets")
+                    .ns(istio_ns)
+                    .name(CACERTS_SECRET),
+                CACERTS_SECRET,
+            )
+            .await
+        } else {
+            Ok(None)
+        }
+    };
+    let get_vm_ns = get_opt(
+        conn,
+        &namespaces,
+        Action::new("get", "namespaces").name(vm_ns),
+        vm_ns,
+    );
+    let get_sa = get_opt(
+        conn,
+        &accounts,
+        Action::new("get", "serviceaccounts")
+            .ns(vm_ns)
+            .name(&opts.service_account),
+        &opts.service_account,
+    );
+    let discover = async {
+        if opts.workload_group.is_some() {
+            networking_version(conn).await
+        } else {
+            Ok(None)
+        }
+    };
+    let (deployments, istio_namespace, cacerts, vm_namespace, service_account, networking_version) =
+        tokio::try_join!(
+            list_deployments,
+            get_istio_ns,
+            get_cacerts,
+            get_vm_ns,
+            get_sa,
+            discover
+        )?;
+
+    let (era, era_source) = if let Some(era) = opts.era {
+        (Some(era), EraSource::Forced)
+    } else {
+        let names = deployments
+            .iter()
+            .filter_map(|d| d.metadata.name.as_deref());
+        match era_from_deployments(names) {
+            Some(era) => {
+                let control_plane = deployments
+                    .iter()
+                    .filter_map(|d| d.metadata.name.clone())
+                    .filter(|n| {
+                        matches!(n.as_str(), "istio-citadel" | "istio-pilot" | "istiod")
+                            || n.starts_with("istiod-")
+                    })
+                    .collect();
+                (Some(era), EraSource::Detected(control_plane))
+            }
+            None => (None, EraSource::Unknown),
+        }
+    };
+
+    let workload_group = match (&opts.workload_group, &networking_version, era) {
+        (Some(wg), Some(version), Some(Era::Modern)) => {
+            let ar = IstioKind::WorkloadGroup.resource(version);
+            let api: Api<DynamicObject> = Api::namespaced_with(client, vm_ns, &ar);
+            get_opt(
+                conn,
+                &api,
+                Action::new("get", IstioKind::WorkloadGroup.resource_name())
+                    .ns(vm_ns)
+                    .name(&wg.name),
+                &wg.name,
+            )
+            .await?
+        }
+        _ => None,
+    };
+
+    Ok(Observed {
+        era,
+        era_source: Some(era_source),
+        deployments,
+        istio_namespace,
+        cacerts,
+        vm_namespace,
+        service_account,
+        networking_version,
+        workload_group,
+    })
+}

@@ -1,0 +1,400 @@
+//! `prepare`'s flags resolved into validated options: pure, so every usage error is found before any IO.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::args::PrepareArgs;
+use crate::cli::{DryRun, KubeArgs, OutputFormat, UsageError};
+use crate::istio::Era;
+use crate::pki::CaPaths;
+
+/// The WorkloadGroup to create, with the fields `istioctl x workload group create` sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadGroupOptions {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.metadata.labels` (istioctl `--labels`).
+    pub labels: BTreeMap<String, String>,
+    /// `spec.metadata.annotations` (istioctl `--annotations`).
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.template.ports` (istioctl `--ports`).
+    pub ports: BTreeMap<String, u32>,
+    /// `spec.template.network`.
+    pub network: Option<String>,
+    /// `spec.template.weight` (istioctl `--weight`).
+    pub weight: Option<u32>,
+}
+
+/// What `prepare` was asked to do, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The VM's namespace.
+    pub vm_namespace: String,
+    /// The VM's ServiceAccount (default: the VM namespace's name, as in the runbook).
+    pub service_account: String,
+    /// The Istio control plane's namespace (where `cacerts` lives).
+    pub istio_namespace: String,
+    /// `--era`: use this era instead of detecting it.
+    pub era: Option<Era>,
+    /// Where the plugged-in CA files are; `None` leaves `cacerts` alone.
+    pub ca: Option<CaPaths>,
+    /// Certificates expiring within this earn a warning.
+    pub warn_within: Duration,
+    /// Replace a different `cacerts` (prepare) or delete a namespace meshvm did not make (--delete).
+    pub force: bool,
+    /// Restart the CA Deployment after `cacerts` changed.
+    pub restart_control_plane: bool,
+    /// The WorkloadGroup to create (modern era).
+    pub workload_group: Option<WorkloadGroupOptions>,
+    /// `--delete`: remove what prepare made instead.
+    pub delete: bool,
+    /// With `--delete`: the mesh-wide `cacerts` too.
+    pub include_ca: bool,
+    /// Print Secret data in `-o json|yaml`.
+    pub show_secrets: bool,
+    /// `-o`.
+    pub output: OutputFormat,
+    /// `--dry-run`.
+    pub dry_run: DryRun,
+    /// `--yes`.
+    pub yes: bool,
+    /// `--context`, when given.
+    pub context: Option<String>,
+    /// The connection flags.
+    pub kube: KubeArgs,
+}
+
+/// Namespaces `--delete` never removes: the cluster's own.
+pub const PROTECTED_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+impl Options {
+    /// Validate the flags and fill defaults; every problem is a usage error (exit 2).
+    pub fn resolve(args: PrepareArgs) -> Result<Self, UsageError> {
+        let context = args.kube.single_context()?.map(str::to_owned);
+        check_dns_label("--vm-namespace", &args.vm_namespace)?;
+        check_dns_label("--istio-namespace", &args.istio_namespace)?;
+        if args.vm_namespace == args.istio_namespace {
+            return Err(UsageError::new(
+                format!(
+                    "--vm-namespace {} is the Istio namespace",
+                    args.vm_namespace
+                ),
+                Some("give the VM a namespace of its own, e.g. --vm-namespace expandvm"),
+            ));
+        }
+        let service_account = args
+            .service_account
+            .clone()
+            .unwrap_or_else(|| args.vm_namespace.clone());
+        check_dns_subdomain("--service-account", &service_account)?;
+
+        let ca = match (&args.ca.ca_dir, &args.ca.ca_cert) {
+            (Some(dir), _) => Some(CaPaths::from_dir(dir)),
+            (None, Some(ca_cert)) => Some(CaPaths {
+                ca_cert: ca_cert.clone(),
+                ca_key: required(args.ca.ca_key.as_ref()),
+                root_cert: required(args.ca.root_cert.as_ref()),
+                cert_chain: required(args.ca.cert_chain.as_ref()),
+            }),
+            (None, None) => None,
+        };
+
+        let wg_flags_given = !args.labels.is_empty()
+            || !args.annotations.is_empty()
+            || !args.ports.is_empty()
+            || args.network.is_some()
+            || args.weight.is_some();
+        let workload_group = match &args.workload_group {
+            Some(name) => {
+                check_dns_subdomain("--workload-group", name)?;
+                Some(WorkloadGroupOptions {
+                    name: name.clone(),
+                    labels: pairs("--labels", &args.labels)?,
+                    annotations: pairs("--annotations", &args.annotations)?,
+                    ports: ports(&args.ports)?,
+                    network: args.network.clone().filter(|n| !n.is_empty()),
+                    weight: args.weight,
+                })
+            }
+            None if wg_flags_given => {
+                return Err(UsageError::new(
+                    "--labels, --annotations, --ports, --network and --weight describe a WorkloadGroup, but --workload-group was not given",
+                    Some("add --workload-group NAME (modern era)"),
+                ));
+            }
+            None => None,
+        };
+        if workload_group.is_some() && args.era == Some(Era::Legacy) {
+            return Err(UsageError::new(
+                "--workload-group needs the modern era (istiod), but --era legacy was given",
+                Some("drop --workload-group for Istio 1.4, or use --era modern"),
+            ));
+        }
+
+        if args.delete {
+            let mut extra = Vec::new();
+            if ca.is_some() {
+                extra.push("the CA files");
+            }
+            if workload_group.is_some() {
+                extra.push("--workload-group");
+            }
+            if args.restart_control_plane {
+                extra.push("--restart-control-plane");
+            }
+            if !extra.is_empty() {
+                return Err(UsageError::new(
+                    format!("--delete does not take {}", extra.join(", ")),
+                    Some(
+                        "run `kubectl meshvm prepare --delete --vm-namespace NS` (add --include-ca to delete cacerts too)",
+                    ),
+                ));
+            }
+            if PROTECTED_NAMESPACES.contains(&args.vm_namespace.as_str()) {
+                return Err(UsageError::new(
+                    format!(
+                        "--delete refuses to delete namespace {}: it belongs to the cluster",
+                        args.vm_namespace
+                    ),
+                    None,
+                ));
+            }
+        } else {
+            if args.restart_control_plane && ca.is_none() {
+                return Err(UsageError::new(
+                    "--restart-control-plane restarts the CA after cacerts changed, but no CA files were given",
+                    Some("add --ca-dir DIR (or --ca-cert, --ca-key, --root-cert and --cert-chain)"),
+                ));
+            }
+            if args.force && ca.is_none() {
+                return Err(UsageError::new(
+                    "--force replaces a different cacerts, but no CA files were given",
+                    Some("add --ca-dir DIR, or drop --force"),
+                ));
+            }
+        }
+
+        Ok(Self {
+            vm_namespace: args.vm_namespace,
+            service_account,
+            istio_namespace: args.istio_namespace,
+            era: args.era,
+            ca,
+            warn_within: Duration::from_secs(u64::from(args.ca.expiry_warning_days) * 86_400),
+            force: args.force,
+            restart_control_plane: args.restart_control_plane,
+            workload_group,
+            delete: args.delete,
+            include_ca: args.include_ca,
+            show_secrets: args.show_secrets,
+            output: args.output,
+            dry_run: args.mutate.dry_run,
+            yes: args.mutate.yes,
+            context,
+            kube: args.kube,
+        })
+    }
+}
+
+/// clap's `requires_all` guarantees the other three CA flags come with `--ca-cert`.
+fn required(path: Option<&PathBuf>) -> PathBuf {
+    path.cloned().unwrap_or_default()
+}
+
+fn check_dns_label(flag: &str, value: &str) -> Result<(), UsageError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(
+            format!(
+                "{flag} {value:?} is not a valid namespace name (lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit)"
+            ),
+            None,
+        ))
+    }
+}
+
+fn check_dns_subdomain(flag: &str, value: &str) -> Result<(), UsageError> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(
+            format!(
+                "{flag} {value:?} is not a valid object name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit)"
+            ),
+            None,
+        ))
+    }
+}
+
+/// `k=v` pairs, as istioctl's `--labels`/`--annotations` take them (the value may be empty).
+fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, UsageError> {
+    let mut map = BTreeMap::new();
+    for item in items.iter().filter(|i| !i.is_empty()) {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(UsageError::new(
+                format!("{flag}: {item:?} is not KEY=VALUE"),
+                Some("write them as k=v,k2=v2"),
+            ));
+        };
+        if k.is_empty() {
+            return Err(UsageError::new(
+                format!("{flag}: {item:?} has an empty key"),
+                None,
+            ));
+        }
+        map.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(map)
+}
+
+/// `name=port` pairs, as istioctl's `--ports` takes them.
+fn ports(items: &[String]) -> Result<BTreeMap<String, u32>, UsageError> {
+    let mut map = BTreeMap::new();
+    for (name, port) in pairs("--ports", items)? {
+        let number: u32 = port
+            .parse()
+            .ok()
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| {
+                UsageError::new(
+                    format!("--ports: {name}={port}: the port must be a number from 1 to 65535"),
+                    Some("write them as name=port, e.g. http=8080,grpc=3550"),
+                )
+            })?;
+        map.insert(name, number);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(extra: &[&str]) -> Result<Options, UsageError> {
+        let mut argv = vec!["prepare"];
+        argv.extend_from_slice(extra);
+        Options::resolve(PrepareArgs::try_parse_from(argv).expect("flags parse"))
+    }
+
+    #[test]
+    fn service_account_defaults_to_the_vm_namespace() {
+        let o = resolve(&["--vm-namespace", "expandvm"]).unwrap();
+        assert_eq!(o.service_account, "expandvm");
+        assert_eq!(o.istio_namespace, "istio-system");
+        assert!(o.ca.is_none() && o.workload_group.is_none());
+        let o = resolve(&["--vm-namespace", "vm", "-s", "vm-sa", "--ca-dir", "certs"]).unwrap();
+        assert_eq!(o.service_account, "vm-sa");
+        assert_eq!(
+            o.ca.unwrap().ca_key,
+            std::path::Path::new("certs/ca-key.pem")
+        );
+        assert_eq!(o.warn_within, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn workload_group_flags_parse_like_istioctl() {
+        let o = resolve(&[
+            "--vm-namespace",
+            "bar",
+            "--workload-group",
+            "foo",
+            "--labels",
+            "app=foo,bar=baz",
+            "--annotations",
+            "annotation=foobar",
+            "--ports",
+            "grpc=3550,http=8080",
+            "--weight",
+            "100",
+            "--network",
+            "vm-net",
+        ])
+        .unwrap();
+        let wg = o.workload_group.unwrap();
+        assert_eq!(wg.labels.len(), 2);
+        assert_eq!(wg.ports["grpc"], 3550);
+        assert_eq!(wg.weight, Some(100));
+        assert_eq!(wg.network.as_deref(), Some("vm-net"));
+    }
+
+    #[test]
+    fn usage_errors_name_the_flag() {
+        let cases: [(&[&str], &str); 9] = [
+            (&["--vm-namespace", "Bad_NS"], "--vm-namespace"),
+            (&["--vm-namespace", "istio-system"], "Istio namespace"),
+            (&["--vm-namespace", "vm", "-s", "a_b"], "--service-account"),
+            (
+                &["--vm-namespace", "vm", "--labels", "app=x"],
+                "--workload-group",
+            ),
+            (
+                &[
+                    "--vm-namespace",
+                    "vm",
+                    "--workload-group",
+                    "g",
+                    "--ports",
+                    "http=0",
+                ],
+                "--ports",
+            ),
+            (
+                &[
+                    "--vm-namespace",
+                    "vm",
+                    "--workload-group",
+                    "g",
+                    "--labels",
+                    "novalue",
+                ],
+                "--labels",
+            ),
+            (
+                &[
+                    "--vm-namespace",
+                    "vm",
+                    "--workload-group",
+                    "g",
+                    "--era",
+                    "legacy",
+                ],
+                "modern era",
+            ),
+            (
+                &["--vm-namespace", "vm", "--restart-control-plane"],
+                "no CA files",
+            ),
+            (
+                &["--vm-namespace", "vm", "--delete", "--ca-dir", "d"],
+                "--delete does not take the CA files",
+            ),
+        ];
+        for (argv, want) in cases {
+            let err = resolve(argv).unwrap_err();
+            assert!(err.message.contains(want), "{argv:?}: {}", err.message);
+        }
+        let err = resolve(&["--vm-namespace", "kube-system", "--delete"]).unwrap_err();
+        assert!(err.message.contains("belongs to the cluster"), "{err}");
+    }
+}

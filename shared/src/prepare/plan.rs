@@ -1,0 +1,391 @@
+//! What `prepare` will write, decided purely from what it observed: the objects, their actions,
+//! and the refusal of a different `cacerts`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+
+use super::options::{Options, WorkloadGroupOptions};
+use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::istio::{CACERTS_SECRET, Era};
+use crate::pki::{self, CaMaterial};
+use crate::plan::{Action, Change, Plan};
+
+/// The annotation `kubectl rollout restart` sets on the pod template.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// How the era was settled, for the line prepare prints on stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EraSource {
+    /// `--era`.
+    Forced,
+    /// From these control-plane Deployments.
+    Detected(Vec<String>),
+    /// No control plane runs in the Istio namespace (yet).
+    Unknown,
+}
+
+/// Everything prepare reads from the cluster, fetched once.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The era to work in, when known.
+    pub era: Option<Era>,
+    /// How it was settled.
+    pub era_source: Option<EraSource>,
+    /// The Deployments of the Istio namespace.
+    pub deployments: Vec<Deployment>,
+    /// The Istio namespace, when it exists.
+    pub istio_namespace: Option<Namespace>,
+    /// `cacerts`, when it exists (only read when CA files were given).
+    pub cacerts: Option<Secret>,
+    /// The VM namespace, when it exists.
+    pub vm_namespace: Option<Namespace>,
+    /// The VM's ServiceAccount, when it exists.
+    pub service_account: Option<ServiceAccount>,
+    /// The API version the cluster prefers for networking.istio.io (when a WorkloadGroup is wanted).
+    pub networking_version: Option<String>,
+    /// The WorkloadGroup, when it exists.
+    pub workload_group: Option<DynamicObject>,
+}
+
+impl Observed {
+    /// The Deployment that holds the mesh's CA key: istio-citadel (legacy) or istiod (modern).
+    pub fn ca_deployment(&self) -> Option<&Deployment> {
+        let wanted = |name: &str| match self.era {
+            Some(Era::Legacy) => name == "istio-citadel",
+            Some(Era::Modern) => name == "istiod" || name.starts_with("istiod-"),
+            None => false,
+        };
+        self.deployments
+            .iter()
+            .find(|d| d.metadata.name.as_deref().is_some_and(wanted))
+    }
+}
+
+/// The plan, and what prepare must tell the operator about the CA afterwards.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// One row per object, in write order.
+    pub plan: Plan,
+    /// The CA Deployment, when the control plane runs.
+    pub ca_deployment: Option<String>,
+    /// `cacerts` was written by an earlier run after the CA Deployment last (re)started.
+    pub restart_due_earlier: bool,
+}
+
+/// The `cacerts` Secret exactly as `kubectl create secret generic cacerts --from-file=…` makes it:
+/// type Opaque, the four file names as keys, the bytes unchanged, nothing else.
+pub fn cacerts_secret(istio_namespace: &str, ca: &CaMaterial) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(CACERTS_SECRET.to_owned()),
+            namespace: Some(istio_namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            ca.to_secret_data()
+                .into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+/// Whether an existing Secret holds exactly these bytes under exactly these keys, as type Opaque.
+pub fn same_secret_content(existing: &Secret, wanted: &Secret) -> bool {
+    let opaque = |s: &Secret| s.type_.as_deref().unwrap_or("Opaque") == "Opaque";
+    let data = |s: &Secret| s.data.clone().unwrap_or_default();
+    opaque(existing) && opaque(wanted) && data(existing) == data(wanted)
+}
+
+/// The decoded `data` of a Secret.
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+/// The refusal to replace a different `cacerts`, with both sides' roots.
+pub fn ca_differs(istio_namespace: &str, existing: &Secret, wanted: &CaMaterial) -> Error {
+    let existing_data = secret_data(existing);
+    let in_cluster = existing_data
+        .get(pki::ROOT_CERT)
+        .map_or_else(
+            || Err(format!("it has no {}", pki::ROOT_CERT)),
+            |pem| pki::root_identities(pem).map_err(|e| e.to_string()),
+        )
+        .map(|roots| roots.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let from_files = pki::root_identities(wanted.root_cert.bytes())
+        .map(|roots| roots.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let same_root = existing_data
+        .get(pki::ROOT_CERT)
+        .and_then(|pem| pki::compare_roots(pem, wanted.root_cert.bytes()).ok())
+        .is_some_and(|c| c.same());
+    Error::CaDiffers {
+        secret: format!("{istio_namespace}/{CACERTS_SECRET}"),
+        in_cluster: in_cluster.unwrap_or_else(|e| vec![format!("unreadable: {e}")]),
+        from_files,
+        same_root,
+    }
+}
+
+/// The Namespace object prepare applies for the VM (labelled so `--delete` knows it made it).
+pub fn vm_namespace_object(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+    })
+}
+
+/// The Istio namespace, plain as `kubectl create namespace istio-system` makes it.
+pub fn istio_namespace_object(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+/// The VM's ServiceAccount.
+pub fn service_account_object(namespace: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+        },
+    })
+}
+
+/// The WorkloadGroup with the fields and shape `istioctl x workload group create` gives it:
+/// `spec.metadata` always present (labels/annotations when given), `spec.template.serviceAccount`
+/// always set, ports/network/weight when given.
+pub fn workload_group_object(
+    api_version: &str,
+    namespace: &str,
+    service_account: &str,
+    wg: &WorkloadGroupOptions,
+) -> Value {
+    let mut metadata = serde_json::Map::new();
+    if !wg.annotations.is_empty() {
+        metadata.insert("annotations".into(), json!(wg.annotations));
+    }
+    if !wg.labels.is_empty() {
+        metadata.insert("labels".into(), json!(wg.labels));
+    }
+    let mut template = serde_json::Map::new();
+    if let Some(network) = &wg.network {
+        template.insert("network".into(), json!(network));
+    }
+    if !wg.ports.is_empty() {
+        template.insert("ports".into(), json!(wg.ports));
+    }
+    template.insert("serviceAccount".into(), json!(service_account));
+    if let Some(weight) = wg.weight.filter(|w| *w > 0) {
+        template.insert("weight".into(), json!(weight));
+    }
+    json!({
+        "apiVersion": api_version,
+        "kind": "WorkloadGroup",
+        "metadata": {"name": wg.name, "namespace": namespace},
+        "spec": {"metadata": metadata, "template": template},
+    })
+}
+
+/// Whether every field of `wanted` is in `have` with the same value (fields others set are fine).
+pub fn contains(have: &Value, wanted: &Value) -> bool {
+    match (have, wanted) {
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| h.get(k).is_some_and(|hv| contains(hv, wv)) || is_empty(wv)),
+        _ => have == wanted,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if m.is_empty())
+}
+
+fn is_terminating(ns: &Namespace) -> bool {
+    ns.metadata.deletion_timestamp.is_some()
+        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
+/// The latest of a list of times; `None` when there is none.
+fn latest(times: impl IntoIterator<Item = Option<Time>>) -> Option<Time> {
+    times.into_iter().flatten().max_by_key(|t| t.0)
+}
+
+/// When an object was last written, from its creation and managed-fields times.
+fn written_at(meta: &ObjectMeta) -> Option<Time> {
+    latest(
+        std::iter::once(meta.creation_timestamp.clone())
+            .chain(meta.managed_fields.iter().flatten().map(|m| m.time.clone())),
+    )
+}
+
+/// When a Deployment's pods last (re)started: its creation or the last `rollout restart`.
+fn started_at(d: &Deployment) -> Option<Time> {
+    let restarted = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(RESTARTED_AT))
+        .and_then(|t| serde_json::from_value::<Time>(Value::String(t.clone())).ok());
+    latest([d.metadata.creation_timestamp.clone(), restarted])
+}
+
+/// Build the plan. Pure: refuses a different `cacerts` (unless `--force`) and a WorkloadGroup
+/// outside the modern era, before anything is written.
+pub fn plan(
+    observed: &Observed,
+    opts: &Options,
+    ca: Option<&CaMaterial>,
+) -> Result<Prepared, Error> {
+    let mut plan = Plan::default();
+    let istio_ns = opts.istio_namespace.as_str();
+    let vm_ns = opts.vm_namespace.as_str();
+    let mut restart_due_earlier = false;
+
+    if let Some(ca) = ca {
+        plan.push(match &observed.istio_namespace {
+            Some(_) => Change::new(Action::Unchanged, "Namespace", None, istio_ns)
+                .object(istio_namespace_object(istio_ns)),
+            None => Change::new(Action::Create, "Namespace", None, istio_ns)
+                .object(istio_namespace_object(istio_ns)),
+        });
+        let wanted = cacerts_secret(istio_ns, ca);
+        let root = pki::root_identity(ca.root_cert.bytes())
+            .map(|r| format!("root {}", r.subject))
+            .unwrap_or_default();
+        let change = match &observed.cacerts {
+            None => {
+                Change::new(Action::Create, "Secret", Some(istio_ns), CACERTS_SECRET).detail(root)
+            }
+            Some(existing) if same_secret_content(existing, &wanted) => {
+                if let (Some(secret_time), Some(dep)) =
+                    (written_at(&existing.metadata), observed.ca_deployment())
+                {
+                    restart_due_earlier = started_at(dep).is_some_and(|s| s.0 < secret_time.0);
+                }
+                Change::new(Action::Unchanged, "Secret", Some(istio_ns), CACERTS_SECRET)
+                    .detail(format!("same CA ({root})"))
+            }
+            Some(existing) if opts.force => Change::new(
+                Action::Update,
+                "Secret",
+                Some(istio_ns),
+                CACERTS_SECRET,
+            )
+            .detail(format!(
+                "--force: replaces a different CA ({root}); every workload needs new certificates"
+            )),
+            Some(existing) => return Err(ca_differs(istio_ns, existing, ca)),
+        };
+        let mut object = serde_json::to_value(&wanted).map_err(std::io::Error::other)?;
+        if change.action == Action::Update {
+            // The replace is guarded: it only lands on the Secret we compared against.
+            object["metadata"]["resourceVersion"] = json!(
+                observed
+                    .cacerts
+                    .as_ref()
+                    .and_then(|s| s.metadata.resource_version.clone())
+            );
+        }
+        plan.push(change.object(object));
+    }
+
+    match &observed.vm_namespace {
+        Some(ns) if is_terminating(ns) => {
+            return Err(Error::NamespaceTerminating {
+                namespace: vm_ns.to_owned(),
+            });
+        }
+        Some(_) => plan.push(
+            Change::new(Action::Unchanged, "Namespace", None, vm_ns)
+                .object(vm_namespace_object(vm_ns)),
+        ),
+        None => plan.push(
+            Change::new(Action::Create, "Namespace", None, vm_ns)
+                .object(vm_namespace_object(vm_ns)),
+        ),
+    }
+
+    let sa = opts.service_account.as_str();
+    let action = if observed.service_account.is_some() {
+        Action::Unchanged
+    } else {
+        Action::Create
+    };
+    plan.push(
+        Change::new(action, "ServiceAccount", Some(vm_ns), sa)
+            .object(service_account_object(vm_ns, sa)),
+    );
+
+    if let Some(wg) = &opts.workload_group {
+        match observed.era {
+            Some(Era::Modern) => {}
+            Some(Era::Legacy) => {
+                return Err(Error::WorkloadGroupNeedsModern {
+                    istio_namespace: istio_ns.to_owned(),
+                });
+            }
+            None => {
+                return Err(Error::EraUnknown {
+                    istio_namespace: istio_ns.to_owned(),
+                });
+            }
+        }
+        let version = observed
+            .networking_version
+            .clone()
+            .ok_or_else(|| Error::NoIstioApi)?;
+        let wanted =
+            workload_group_object(&format!("networking.istio.io/{version}"), vm_ns, sa, wg);
+        let change = match &observed.workload_group {
+            None => Change::new(Action::Create, "WorkloadGroup", Some(vm_ns), &wg.name),
+            Some(existing) => {
+                let have = existing.data.get("spec").cloned().unwrap_or(Value::Null);
+                if contains(&have, &wanted["spec"]) {
+                    Change::new(Action::Unchanged, "WorkloadGroup", Some(vm_ns), &wg.name)
+                } else {
+                    Change::new(Action::Update, "WorkloadGroup", Some(vm_ns), &wg.name)
+                        .detail("spec differs: applies the flags' fields")
+                }
+            }
+        };
+        plan.push(change.object(wanted));
+    }
+
+    let ca_deployment = observed
+        .ca_deployment()
+        .and_then(|d| d.metadata.name.clone());
+    let ca_writes = plan
+        .changes
+        .iter()
+        .any(|c| c.kind == "Secret" && c.writes());
+    if opts.restart_control_plane
+        && let Some(name) = &ca_deployment
+        && (ca_writes || restart_due_earlier)
+    {
+        plan.push(
+            Change::new(Action::Other, "Deployment", Some(istio_ns), name)
+                .detail("rollout restart: load the new CA key"),
+        );
+    }
+    Ok(Prepared {
+        plan,
+        ca_deployment,
+        restart_due_earlier,
+    })
+}
