@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output};
 
+mod bench;
 mod demo;
 mod dist;
 
@@ -13,12 +14,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(&args[1..]),
-        Some("dist") => {
-            Err("`cargo xtask dist` is not implemented yet (krew packaging issue)".into())
-        }
-        Some("bench") => {
-            Err("`cargo xtask bench` is not implemented yet (benchmarks issue)".into())
-        }
+        Some("dist") => dist::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\ntasks:\n  demo    the runbook's flow on a simulated cluster\n  dist    release archives and the krew manifest\n  bench   round trips, scale, cold start, size → BENCHMARKS.md"
