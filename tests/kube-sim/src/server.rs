@@ -192,6 +192,11 @@ impl Server {
         kube::Client::try_from(self.client_config.clone()).expect("kube client from the sim's own kubeconfig")
     }
 
+    /// The client configuration `client()` uses, for tests that need to tweak it (e.g. no retries).
+    pub fn client_config(&self) -> kube::Config {
+        self.client_config.clone()
+    }
+
     /// Adds latency to every request from now on.
     pub fn set_latency(&self, latency: Duration) {
         self.levers().latency = latency;

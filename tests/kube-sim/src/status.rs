@@ -182,10 +182,12 @@ impl ApiError {
         name: &str,
         namespace: Option<&str>,
     ) -> Self {
+        // The subject names the resource without its subresource, as the RBAC authorizer does.
+        let main = resource.split('/').next().unwrap_or(resource);
         let subject = if name.is_empty() {
-            qualified(group, resource)
+            qualified(group, main)
         } else {
-            format!("{} \"{name}\"", qualified(group, resource))
+            format!("{} \"{name}\"", qualified(group, main))
         };
         let scope = match namespace {
             Some(ns) => format!("in the namespace \"{ns}\""),
