@@ -1,6 +1,14 @@
 //! Doctor's report: table, JSON, YAML and SARIF, and the exit outcome.
 
-use super::Finding;
+use std::io::{self, Write};
+
+use clap::ValueEnum;
+use serde::Serialize;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use super::{Finding, Severity, checks};
+use crate::cli::Outcome;
 use crate::istio::Era;
 
 /// Everything doctor found.
@@ -12,4 +20,347 @@ pub struct Report {
     pub auto_mtls: bool,
     /// Findings in check order.
     pub findings: Vec<Finding>,
+}
+
+/// `-o` for doctor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table: check, severity, object, message (hints below it)
+    #[default]
+    Table,
+    /// `{"era", "autoMtls", "summary", "findings"}`
+    Json,
+    /// The JSON document as YAML
+    Yaml,
+    /// SARIF 2.1.0 for CI code-scanning, with file and line for `-f` sources
+    Sarif,
+}
+
+/// `--fail-on`: which severity makes doctor exit 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Only failures
+    #[default]
+    Fail,
+    /// Warnings too
+    Warn,
+}
+
+/// Counts per severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// `pass` findings.
+    pub pass: usize,
+    /// `warn` findings.
+    pub warn: usize,
+    /// `fail` findings.
+    pub fail: usize,
+    /// `skip` findings.
+    pub skip: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonReport<'a> {
+    era: &'static str,
+    auto_mtls: bool,
+    summary: Summary,
+    findings: Vec<JsonFinding<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonFinding<'a> {
+    check: &'static str,
+    severity: Severity,
+    object: &'a str,
+    message: String,
+    hint: &'a str,
+}
+
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const GREEN: &str = "\x1b[32m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+impl Report {
+    /// Counts per severity.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for f in &self.findings {
+            match f.severity {
+                Severity::Pass => s.pass += 1,
+                Severity::Warn => s.warn += 1,
+                Severity::Fail => s.fail += 1,
+                Severity::Skip => s.skip += 1,
+            }
+        }
+        s
+    }
+
+    /// Exit 1 (`Findings`) on any fail, or any warn with `--fail-on=warn`.
+    pub fn outcome(&self, fail_on: FailOn) -> Outcome {
+        let s = self.summary();
+        if s.fail > 0 || (fail_on == FailOn::Warn && s.warn > 0) {
+            Outcome::Findings
+        } else {
+            Outcome::Success
+        }
+    }
+
+    fn era_text(&self) -> &'static str {
+        match self.era {
+            Some(Era::Legacy) => "legacy",
+            Some(Era::Modern) => "modern",
+            None => "unknown",
+        }
+    }
+
+    fn message(f: &Finding) -> String {
+        match &f.context {
+            Some(c) => format!("[{c}] {}", f.message),
+            None => f.message.clone(),
+        }
+    }
+
+    fn json(&self) -> JsonReport<'_> {
+        JsonReport {
+            era: self.era_text(),
+            auto_mtls: self.auto_mtls,
+            summary: self.summary(),
+            findings: self
+                .findings
+                .iter()
+                .map(|f| JsonFinding {
+                    check: f.check,
+                    severity: f.severity,
+                    object: &f.object,
+                    message: Self::message(f),
+                    hint: &f.hint,
+                })
+                .collect(),
+        }
+    }
+
+    /// Write the report in `format`; `color` adds ANSI colours to the table only.
+    pub fn write(&self, out: &mut impl Write, format: Format, color: bool) -> io::Result<()> {
+        match format {
+            Format::Table => self.write_table(out, color),
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut *out, &self.json())?;
+                writeln!(out)
+            }
+            Format::Yaml => {
+                let text = serde_saphyr::to_string(&self.json()).map_err(|e| io::Error::other(e.to_string()))?;
+                out.write_all(text.as_bytes())
+            }
+            Format::Sarif => {
+                serde_json::to_writer_pretty(&mut *out, &self.sarif())?;
+                writeln!(out)
+            }
+        }
+    }
+
+    fn write_table(&self, out: &mut impl Write, color: bool) -> io::Result<()> {
+        let paint = |sev: Severity| -> String {
+            let code = match sev {
+                Severity::Fail => RED,
+                Severity::Warn => YELLOW,
+                Severity::Pass => GREEN,
+                Severity::Skip => DIM,
+            };
+            if color { format!("{code}{}{RESET}", sev.as_str()) } else { sev.as_str().to_string() }
+        };
+        let mut builder = Builder::default();
+        builder.push_record(["CHECK", "SEVERITY", "OBJECT", "MESSAGE"]);
+        for f in &self.findings {
+            builder.push_record([f.check.to_string(), paint(f.severity), f.object.clone(), Self::message(f)]);
+        }
+        let mut table = builder.build();
+        table.with(Style::blank());
+        writeln!(out, "{table}")?;
+        let hinted: Vec<&Finding> = self
+            .findings
+            .iter()
+            .filter(|f| matches!(f.severity, Severity::Fail | Severity::Warn) && !f.hint.is_empty())
+            .collect();
+        if !hinted.is_empty() {
+            writeln!(out)?;
+            for f in hinted {
+                let object = if f.object.is_empty() { String::new() } else { format!(" {}", f.object) };
+                writeln!(out, "hint ({}{object}): {}", f.check, f.hint)?;
+            }
+        }
+        let s = self.summary();
+        writeln!(
+            out,
+            "\nera {} · auto mTLS {} · {} pass, {} warn, {} fail, {} skip",
+            self.era_text(),
+            if self.auto_mtls { "on" } else { "off" },
+            s.pass,
+            s.warn,
+            s.fail,
+            s.skip
+        )
+    }
+
+    /// The report as a SARIF 2.1.0 log: one rule per check, one result per fail/warn, located
+    /// at the manifest file and line the object came from when known.
+    pub fn sarif(&self) -> serde_json::Value {
+        use serde_json::json;
+        let rules: Vec<_> = checks::ALL
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id(),
+                    "name": c.id(),
+                    "shortDescription": {"text": c.describe()},
+                    "fullDescription": {"text": c.describe()},
+                    "defaultConfiguration": {"level": "error"},
+                    "helpUri": "https://github.com/meshvm/meshvm#doctor",
+                })
+            })
+            .collect();
+        let results: Vec<_> = self
+            .findings
+            .iter()
+            .filter(|f| matches!(f.severity, Severity::Fail | Severity::Warn))
+            .map(|f| {
+                let index = checks::ALL.iter().position(|c| c.id() == f.check).unwrap_or(0);
+                let mut text = Self::message(f);
+                if !f.object.is_empty() {
+                    text = format!("{}: {text}", f.object);
+                }
+                if !f.hint.is_empty() {
+                    text = format!("{text}\nhint: {}", f.hint);
+                }
+                let mut result = json!({
+                    "ruleId": f.check,
+                    "ruleIndex": index,
+                    "level": if f.severity == Severity::Fail { "error" } else { "warning" },
+                    "message": {"text": text},
+                });
+                if let Some(origin) = &f.origin {
+                    let uri = origin.file.to_string_lossy().replace('\\', "/");
+                    result["locations"] = json!([{
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": uri},
+                            "region": {"startLine": origin.line},
+                        },
+                        "logicalLocations": [{"fullyQualifiedName": f.object, "kind": "resource"}],
+                    }]);
+                }
+                result
+            })
+            .collect();
+        json!({
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [{
+                "tool": {"driver": {
+                    "name": "kubectl-meshvm-doctor",
+                    "informationUri": "https://github.com/meshvm/meshvm",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "rules": rules,
+                }},
+                "results": results,
+            }],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Origin;
+
+    fn report() -> Report {
+        let mut fail = Finding::fail("mtls.default-dr", "no mesh-wide rule").hint("apply it");
+        fail.origin = Some(Origin { file: "gitops/istio.yaml".into(), line: 7 });
+        fail.object = "DestinationRule istio-system/default".into();
+        Report {
+            era: Some(Era::Legacy),
+            auto_mtls: false,
+            findings: vec![
+                Finding::pass("ca.plugged", "ok"),
+                fail,
+                Finding::warn("mtls.dr-overlap", "two rules"),
+                Finding::skip("bundle.files", "no --bundle given"),
+            ],
+        }
+    }
+
+    #[test]
+    fn json_has_exactly_the_documented_shape() {
+        let mut out = Vec::new();
+        report().write(&mut out, Format::Json, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "era": "legacy",
+                "autoMtls": false,
+                "summary": {"pass": 1, "warn": 1, "fail": 1, "skip": 1},
+                "findings": [
+                    {"check": "ca.plugged", "severity": "pass", "object": "", "message": "ok", "hint": ""},
+                    {"check": "mtls.default-dr", "severity": "fail", "object": "DestinationRule istio-system/default", "message": "no mesh-wide rule", "hint": "apply it"},
+                    {"check": "mtls.dr-overlap", "severity": "warn", "object": "", "message": "two rules", "hint": ""},
+                    {"check": "bundle.files", "severity": "skip", "object": "", "message": "no --bundle given", "hint": ""},
+                ],
+            })
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.find("\"era\"").unwrap() < text.find("\"autoMtls\"").unwrap(), "key order as documented");
+    }
+
+    #[test]
+    fn yaml_is_the_same_document() {
+        let mut json = Vec::new();
+        let mut yaml = Vec::new();
+        report().write(&mut json, Format::Json, false).unwrap();
+        report().write(&mut yaml, Format::Yaml, false).unwrap();
+        let a: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let b: serde_json::Value = serde_saphyr::from_str(std::str::from_utf8(&yaml).unwrap()).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn table_colours_only_when_told() {
+        let mut plain = Vec::new();
+        report().write(&mut plain, Format::Table, false).unwrap();
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(plain.contains("CHECK") && plain.contains("MESSAGE") && plain.contains("mtls.default-dr"));
+        assert!(plain.contains("hint (mtls.default-dr DestinationRule istio-system/default): apply it"));
+        assert!(plain.contains("era legacy · auto mTLS off · 1 pass, 1 warn, 1 fail, 1 skip"));
+        assert!(!plain.contains('\x1b'));
+        let mut colour = Vec::new();
+        report().write(&mut colour, Format::Table, true).unwrap();
+        assert!(String::from_utf8(colour).unwrap().contains("\x1b[31mfail"));
+    }
+
+    #[test]
+    fn sarif_locates_file_findings() {
+        let v = report().sarif();
+        assert_eq!(v["version"], "2.1.0");
+        let run = &v["runs"][0];
+        assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), checks::ALL.len());
+        let results = run["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2, "pass and skip are not results");
+        assert_eq!(results[0]["level"], "error");
+        assert_eq!(results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], "gitops/istio.yaml");
+        assert_eq!(results[0]["locations"][0]["physicalLocation"]["region"]["startLine"], 7);
+        let idx = results[0]["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(run["tool"]["driver"]["rules"][idx]["id"], "mtls.default-dr");
+        assert_eq!(results[1]["level"], "warning");
+        assert!(results[1].get("locations").is_none());
+    }
+
+    #[test]
+    fn outcome() {
+        assert_eq!(report().outcome(FailOn::Fail), Outcome::Findings);
+        let mut r = report();
+        r.findings.retain(|f| f.severity != Severity::Fail);
+        assert_eq!(r.outcome(FailOn::Fail), Outcome::Success);
+        assert_eq!(r.outcome(FailOn::Warn), Outcome::Findings);
+    }
 }

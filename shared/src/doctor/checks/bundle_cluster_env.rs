@@ -1,19 +1,184 @@
-//! PLACEHOLDER written by the lead so the crate compiles while the real check is written: overwrite freely.
+//! `bundle.cluster-env`: cluster.env has the keys the VM's sidecar reads, well-formed, and covers the Service CIDR.
 
+use std::net::IpAddr;
+
+use super::{list, or_pass};
 use crate::doctor::{Check, CheckContext, Finding};
-use crate::snapshot::Snapshot;
+use crate::istio::Era;
+use crate::snapshot::{Kind, Snapshot, parse_env};
 
-/// Placeholder for `bundle.cluster-env`.
+/// Fails when required keys are missing or malformed (CIDRs, ports, `ISTIO_CP_AUTH`), and — with
+/// a cluster to compare — when `ISTIO_SERVICE_CIDR` does not cover every Service ClusterIP (the
+/// VM's iptables then let traffic to those Services bypass the sidecar).
 pub struct BundleClusterEnv;
+
+const ID: &str = "bundle.cluster-env";
+
+/// Keys each era's sidecar scripts need (the runbook's cluster.env; istioctl's golden for modern).
+fn required(era: Era) -> &'static [&'static str] {
+    match era {
+        Era::Legacy => &["ISTIO_CP_AUTH", "ISTIO_SERVICE", "ISTIO_SERVICE_CIDR", "ISTIO_INBOUND_PORTS", "ISTIO_NAMESPACE"],
+        Era::Modern => &["ISTIO_NAMESPACE", "SERVICE_ACCOUNT", "ISTIO_SERVICE_CIDR", "ISTIO_INBOUND_PORTS"],
+    }
+}
+
+/// A parsed CIDR: network address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr(IpAddr, u8);
+
+impl Cidr {
+    fn parse(text: &str) -> Option<Cidr> {
+        let (ip, len) = text.trim().split_once('/')?;
+        let ip: IpAddr = ip.parse().ok()?;
+        let len: u8 = len.parse().ok()?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        (len <= max).then_some(Cidr(ip, len))
+    }
+
+    fn contains(self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| -> (u128, u32) {
+            match ip {
+                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+                IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        };
+        let ((net, w1), (addr, w2)) = (bits(self.0), bits(ip));
+        if w1 != w2 {
+            return false;
+        }
+        let shift = w1 - u32::from(self.1);
+        shift >= w1 || (net >> shift) == (addr >> shift)
+    }
+}
 
 impl Check for BundleClusterEnv {
     fn id(&self) -> &'static str {
-        "bundle.cluster-env"
+        ID
     }
+
     fn describe(&self) -> &'static str {
-        "not written yet"
+        "cluster.env lacks required keys or has malformed ones; with a cluster: ISTIO_SERVICE_CIDR does not cover the Service CIDR"
     }
-    fn run(&self, _snap: &Snapshot, _ctx: &CheckContext) -> Vec<Finding> {
-        vec![Finding::skip(self.id(), "not written yet")]
+
+    fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
+        let Some(bundle) = &snap.bundle else {
+            return vec![Finding::skip(ID, "no --bundle given")];
+        };
+        let Some(text) = bundle.text("cluster.env") else {
+            return vec![Finding::skip(ID, "the bundle has no cluster.env (see bundle.files)")];
+        };
+        let Some(era) = bundle.era().or(ctx.era) else {
+            return vec![Finding::skip(ID, "cannot tell the bundle's era (see bundle.files)")];
+        };
+        let object = format!("Bundle {}", bundle.path.display());
+        let fail = |msg: String, hint: &str| Finding::fail(ID, msg).object(object.clone()).hint(hint.to_string());
+        let regen = "re-create the bundle with `kubectl meshvm bundle`";
+        let mut out = Vec::new();
+        let entries = parse_env(&text);
+        for (key, value, line) in &entries {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                out.push(fail(format!("cluster.env line {line} is not KEY=value: {value:?}"), regen));
+            }
+        }
+        let get = |k: &str| entries.iter().rev().find(|(key, ..)| key == k).map(|(_, v, _)| v.as_str());
+        let missing: Vec<&str> = required(era).iter().copied().filter(|k| get(k).is_none_or(str::is_empty)).collect();
+        if !missing.is_empty() {
+            out.push(fail(format!("cluster.env lacks {}", missing.join(", ")), regen));
+        }
+        let mut cidrs = Vec::new();
+        let mut any_cidr = false;
+        if let Some(v) = get("ISTIO_SERVICE_CIDR").filter(|v| !v.is_empty()) {
+            for part in v.split(',').map(str::trim) {
+                if part == "*" {
+                    any_cidr = true;
+                } else if let Some(c) = Cidr::parse(part) {
+                    cidrs.push(c);
+                } else {
+                    out.push(fail(format!("ISTIO_SERVICE_CIDR has {part:?}, which is not a CIDR"), regen));
+                }
+            }
+        }
+        if let Some(v) = get("ISTIO_INBOUND_PORTS").filter(|v| !v.is_empty() && *v != "*")
+            && let Some(bad) = v.split(',').map(str::trim).find(|p| p.parse::<u16>().map_or(true, |n| n == 0))
+        {
+            out.push(fail(format!("ISTIO_INBOUND_PORTS has {bad:?}, which is not a port"), regen));
+        }
+        if let Some(v) = get("ISTIO_CP_AUTH")
+            && v != "MUTUAL_TLS"
+        {
+            out.push(fail(
+                format!("ISTIO_CP_AUTH is {v:?}: with STRICT (and controlPlaneSecurityEnabled) the VM must talk to Pilot with MUTUAL_TLS"),
+                "set ISTIO_CP_AUTH=MUTUAL_TLS",
+            ));
+        }
+        // With a cluster: every ClusterIP must fall in the captured range.
+        if !any_cidr && !cidrs.is_empty() && snap.knows(Kind::Service) {
+            let outside: Vec<String> = snap
+                .of(Kind::Service)
+                .iter()
+                .filter_map(|s| {
+                    let ip: IpAddr = s.str_at(&["spec", "clusterIP"])?.parse().ok()?;
+                    (!cidrs.iter().any(|c| c.contains(ip))).then(|| format!("{ip} ({})", s.ns_name()))
+                })
+                .collect();
+            if !outside.is_empty() {
+                out.push(fail(
+                    format!(
+                        "ISTIO_SERVICE_CIDR {} does not cover the cluster's Service IPs {}: the VM's traffic to them bypasses its sidecar",
+                        get("ISTIO_SERVICE_CIDR").unwrap_or_default(),
+                        list(&outside, 3)
+                    ),
+                    "set ISTIO_SERVICE_CIDR to the cluster's Service CIDR (kube-apiserver --service-cluster-ip-range)",
+                ));
+            }
+        }
+        or_pass(ID, out, format!("cluster.env has the {era} keys, well-formed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Severity::{Fail, Pass, Skip};
+    use crate::doctor::testutil::{Fixture, expect};
+
+    const GOOD: &str = "ISTIO_CP_AUTH=MUTUAL_TLS\nISTIO_SERVICE=expandvm\nISTIO_SERVICE_CIDR=172.16.0.0/16\nISTIO_INBOUND_PORTS=80\nISTIO_NAMESPACE=expandvm\n";
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes, namespace: default}\nspec: {clusterIP: 172.16.0.1, ports: [{port: 443}]}\n";
+
+    fn legacy(env: &str) -> Fixture {
+        Fixture::legacy().with(SVC).bundle(&[("cluster.env", env.as_bytes(), 0o644), ("key.pem", b"k", 0o600)])
+    }
+
+    #[test]
+    fn table() {
+        let cases = [
+            ("the runbook's cluster.env", legacy(GOOD), Pass),
+            ("missing namespace", legacy(&GOOD.replace("ISTIO_NAMESPACE=expandvm\n", "")), Fail),
+            ("bad cidr", legacy(&GOOD.replace("172.16.0.0/16", "172.16.0.0")), Fail),
+            ("cidr misses the Service IPs", legacy(&GOOD.replace("172.16.0.0/16", "10.0.0.0/8")), Fail),
+            ("bad port", legacy(&GOOD.replace("PORTS=80", "PORTS=80,http")), Fail),
+            ("plaintext control plane", legacy(&GOOD.replace("MUTUAL_TLS", "NONE")), Fail),
+            ("garbage line", legacy(&format!("{GOOD}oops\n")), Fail),
+            (
+                "istioctl's modern golden",
+                Fixture::modern().bundle(&[("cluster.env", b"ISTIO_INBOUND_PORTS='*'\nISTIO_NAMESPACE='bar'\nISTIO_SERVICE_CIDR='*'\nSERVICE_ACCOUNT='vm-serviceaccount'\n", 0o644), ("istio-token", b"t", 0o600)]),
+                Pass,
+            ),
+            ("no bundle", Fixture::legacy(), Skip),
+        ];
+        for (case, fixture, severity) in cases {
+            expect(&fixture.run(&BundleClusterEnv), severity, case);
+        }
+    }
+
+    #[test]
+    fn cidr_math() {
+        let c = Cidr::parse("10.96.0.0/12").unwrap();
+        assert!(c.contains("10.100.1.1".parse().unwrap()));
+        assert!(!c.contains("10.112.0.1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("fd00:10:96::/112").unwrap().contains("fd00:10:96::1".parse().unwrap()));
+        assert!(!Cidr::parse("fd00:10:96::/112").unwrap().contains("10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
     }
 }
