@@ -16,7 +16,12 @@ use crate::util::{name_of, namespace_of};
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
 /// Namespaces istiod's namespace controller leaves alone (Istio's `inject.IgnoredNamespaces`).
-const ISTIOD_IGNORED: &[&str] = &["kube-system", "kube-public", "kube-node-lease", "local-path-storage"];
+const ISTIOD_IGNORED: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+];
 
 /// Cached CAs, so certificates stay stable between reconciles.
 #[derive(Default)]
@@ -59,12 +64,15 @@ fn current_ca(state: &mut State, istio_ns: &str) -> Arc<SimCa> {
     if let Some(cacerts) = state.get_obj("/secrets", istio_ns, "cacerts") {
         let fingerprint = format!(
             "{istio_ns}/{}",
-            cacerts.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("")
+            cacerts
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
         );
-        if let Some((fp, ca)) = &state.controllers.plugged {
-            if *fp == fingerprint {
-                return ca.clone();
-            }
+        if let Some((fp, ca)) = &state.controllers.plugged
+            && *fp == fingerprint
+        {
+            return ca.clone();
         }
         if let Ok(ca) = SimCa::from_cacerts(&decode_data(cacerts)) {
             let ca = Arc::new(ca);
@@ -101,9 +109,12 @@ fn reconcile_citadel(state: &mut State, ca: &SimCa, root: &str) {
         .collect();
     for (ns, sa) in &accounts {
         let secret_name = format!("istio.{sa}");
-        let current = state
-            .get_obj("/secrets", ns, &secret_name)
-            .map(|s| decode_data(s).get("root-cert.pem").cloned().unwrap_or_default());
+        let current = state.get_obj("/secrets", ns, &secret_name).map(|s| {
+            decode_data(s)
+                .get("root-cert.pem")
+                .cloned()
+                .unwrap_or_default()
+        });
         if current.as_deref() == Some(root.as_bytes()) {
             continue;
         }
@@ -133,7 +144,8 @@ fn reconcile_citadel(state: &mut State, ca: &SimCa, root: &str) {
         .filter_map(|(_, s)| {
             let sa = name_of(s).strip_prefix("istio.")?;
             let ns = namespace_of(s);
-            (!accounts.iter().any(|(n, a)| n == ns && a == sa)).then(|| (ns.to_string(), name_of(s).to_string()))
+            (!accounts.iter().any(|(n, a)| n == ns && a == sa))
+                .then(|| (ns.to_string(), name_of(s).to_string()))
         })
         .collect();
     for (ns, name) in orphans {
@@ -165,6 +177,8 @@ fn reconcile_istiod(state: &mut State, root: &str) {
             },
             "data": {"root-cert.pem": root},
         });
-        state.upsert(cm).expect("istio-ca-root-cert ConfigMap is valid");
+        state
+            .upsert(cm)
+            .expect("istio-ca-root-cert ConfigMap is valid");
     }
 }

@@ -20,8 +20,12 @@ impl Aggregated {
         let wants = |v: &str| {
             accept.split(',').any(|part| {
                 let p = part.replace(' ', "");
-                p.contains("g=apidiscovery.k8s.io") && p.contains(&format!("v={v};")) && p.contains("as=APIGroupDiscoveryList")
-                    || p.contains("g=apidiscovery.k8s.io") && p.ends_with(&format!("v={v}")) && p.contains("as=APIGroupDiscoveryList")
+                p.contains("g=apidiscovery.k8s.io")
+                    && p.contains(&format!("v={v};"))
+                    && p.contains("as=APIGroupDiscoveryList")
+                    || p.contains("g=apidiscovery.k8s.io")
+                        && p.ends_with(&format!("v={v}"))
+                        && p.contains("as=APIGroupDiscoveryList")
             })
         };
         if wants("v2") {
@@ -36,8 +40,12 @@ impl Aggregated {
     /// The response Content-Type.
     pub fn content_type(self) -> &'static str {
         match self {
-            Aggregated::V2 => "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
-            Aggregated::V2beta1 => "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
+            Aggregated::V2 => {
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+            }
+            Aggregated::V2beta1 => {
+                "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+            }
         }
     }
 
@@ -54,13 +62,28 @@ fn verbs() -> Value {
 }
 
 /// Subresources of a type: (name, response group, version, kind, verbs).
-fn subresources(t: &ResourceType, version: &str) -> Vec<(String, String, String, String, Vec<&'static str>)> {
+fn subresources(
+    t: &ResourceType,
+    version: &str,
+) -> Vec<(String, String, String, String, Vec<&'static str>)> {
     let mut out = Vec::new();
     if t.status_subresource {
-        out.push(("status".into(), t.group.clone(), version.to_string(), t.kind.clone(), vec!["get", "patch", "update"]));
+        out.push((
+            "status".into(),
+            t.group.clone(),
+            version.to_string(),
+            t.kind.clone(),
+            vec!["get", "patch", "update"],
+        ));
     }
     if t.group.is_empty() && t.plural == "serviceaccounts" {
-        out.push(("token".into(), "authentication.k8s.io".into(), "v1".into(), "TokenRequest".into(), vec!["create"]));
+        out.push((
+            "token".into(),
+            "authentication.k8s.io".into(),
+            "v1".into(),
+            "TokenRequest".into(),
+            vec!["create"],
+        ));
     }
     out
 }
@@ -157,8 +180,14 @@ pub fn api_resource_list(reg: &Registry, group: &str, version: &str) -> Option<V
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn discovery_resource(t: &ResourceType, version: &str) -> Value {
@@ -197,8 +226,10 @@ pub fn aggregated(reg: &Registry, core: bool, format: Aggregated) -> Value {
             let versions: Vec<Value> = vs
                 .iter()
                 .map(|v| {
-                    let resources: Vec<Value> =
-                        reg.in_group_version(&g, v).map(|t| discovery_resource(t, v)).collect();
+                    let resources: Vec<Value> = reg
+                        .in_group_version(&g, v)
+                        .map(|t| discovery_resource(t, v))
+                        .collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
                 })
                 .collect();
@@ -218,7 +249,11 @@ pub fn aggregated(reg: &Registry, core: bool, format: Aggregated) -> Value {
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `GET /openapi/v3`: one entry per group-version, with a hash that changes with its content.
@@ -249,9 +284,18 @@ fn gvk_ext(t: &ResourceType, version: &str) -> Value {
 pub fn openapi_gv(reg: &Registry, group: &str, version: &str, minor: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     let write_params = vec![
-        query_param("dryRun", "When present, indicates that modifications should not be persisted."),
-        query_param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
-        query_param("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: Ignore, Warn (default), Strict."),
+        query_param(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted.",
+        ),
+        query_param(
+            "fieldManager",
+            "fieldManager is a name associated with the actor or entity that is making these changes.",
+        ),
+        query_param(
+            "fieldValidation",
+            "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: Ignore, Warn (default), Strict.",
+        ),
     ];
     let mut any = false;
     for t in reg.in_group_version(group, version) {
@@ -263,7 +307,10 @@ pub fn openapi_gv(reg: &Registry, group: &str, version: &str, minor: &str) -> Op
                 format!("{base}/namespaces/{{namespace}}/{}/{{name}}", t.plural),
             )
         } else {
-            (format!("{base}/{}", t.plural), format!("{base}/{}/{{name}}", t.plural))
+            (
+                format!("{base}/{}", t.plural),
+                format!("{base}/{}/{{name}}", t.plural),
+            )
         };
         let op = |action: &str, id: &str, params: Vec<Value>| {
             json!({
@@ -275,7 +322,10 @@ pub fn openapi_gv(reg: &Registry, group: &str, version: &str, minor: &str) -> Op
             })
         };
         let mut patch_params = write_params.clone();
-        patch_params.push(query_param("force", "Force is going to \"force\" Apply requests."));
+        patch_params.push(query_param(
+            "force",
+            "Force is going to \"force\" Apply requests.",
+        ));
         paths.insert(
             coll,
             json!({
@@ -322,11 +372,21 @@ mod tests {
     fn core_discovery_lists_token_subresource_and_short_names() {
         let reg = Registry::new();
         let l = api_resource_list(&reg, "", "v1").unwrap();
-        let names: Vec<&str> = l["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"serviceaccounts/token"));
         let agg = aggregated(&reg, true, Aggregated::V2);
         let res = &agg["items"][0]["versions"][0]["resources"];
-        let svc = res.as_array().unwrap().iter().find(|r| r["resource"] == "services").unwrap();
+        let svc = res
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "services")
+            .unwrap();
         assert_eq!(svc["shortNames"], json!(["svc"]));
         assert_eq!(svc["scope"], "Namespaced");
     }
@@ -337,8 +397,19 @@ mod tests {
         let doc = openapi_gv(&reg, "", "v1", "32").unwrap();
         let p = &doc["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["patch"];
         assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Secret");
-        assert!(p["parameters"].as_array().unwrap().iter().any(|q| q["name"] == "fieldValidation"));
-        assert!(openapi_root(&reg, "32")["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/apps/v1?hash="));
+        assert!(
+            p["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q["name"] == "fieldValidation")
+        );
+        assert!(
+            openapi_root(&reg, "32")["paths"]["apis/apps/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/apis/apps/v1?hash=")
+        );
     }
 }
 
@@ -397,7 +468,10 @@ pub fn openapi_v2_protobuf(reg: &Registry, minor: &str) -> Vec<u8> {
                 pb::bytes(1, &param, &mut item);
                 pb::bytes(8, &item, &mut op);
             }
-            let yaml = format!("group: {:?}\nkind: {}\nversion: {version}\n", t.group, t.kind);
+            let yaml = format!(
+                "group: {:?}\nkind: {}\nversion: {version}\n",
+                t.group, t.kind
+            );
             let mut any = Vec::new();
             pb::bytes(2, yaml.as_bytes(), &mut any);
             let mut ext = Vec::new();

@@ -1,6 +1,7 @@
 //! Field ownership (`managedFields`) and server-side apply merging.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
@@ -41,8 +42,7 @@ pub fn field_set(obj: &Value, builtin: bool, scope: Scope) -> BTreeSet<FieldPath
     for (k, v) in map {
         let keep = match (scope, k.as_str()) {
             (_, "apiVersion" | "kind") => false,
-            (Scope::Status, "status") => true,
-            (Scope::Status, _) => false,
+            (Scope::Status, k) => k == "status",
             (Scope::Main { skip_status }, "status") => !skip_status,
             _ => true,
         };
@@ -150,13 +150,16 @@ pub fn remove_path(obj: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    let Some(parent) = parents.iter().try_fold(&mut *obj, |cur, seg| step_mut(cur, seg)) else {
+    let Some(parent) = parents
+        .iter()
+        .try_fold(&mut *obj, |cur, seg| step_mut(cur, seg))
+    else {
         return;
     };
-    if let Some(f) = last.strip_prefix("f:") {
-        if let Some(m) = parent.as_object_mut() {
-            m.remove(f);
-        }
+    if let Some(f) = last.strip_prefix("f:")
+        && let Some(m) = parent.as_object_mut()
+    {
+        m.remove(f);
     }
     // Tidy up: a keyed element whose fields are all gone disappears with them.
     if parents.len() >= 2
@@ -240,7 +243,7 @@ pub fn display_path(path: &[String]) -> String {
             s.push('.');
             s.push_str(f);
         } else if let Some((k, id)) = parse_key(seg) {
-            s.push_str(&format!("[{k}={id}]"));
+            let _ = write!(s, "[{k}={id}]");
         }
     }
     s
@@ -364,7 +367,8 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
         return;
     }
     for e in &mut list {
-        e.fields.retain(|p| !changed.contains(p) && !gone.contains(p));
+        e.fields
+            .retain(|p| !changed.contains(p) && !gone.contains(p));
     }
     let sub = w.subresource();
     match list
@@ -415,10 +419,10 @@ pub fn merge_applied(live: &mut Value, applied: &Value, field: &str, builtin: bo
                     }
                 }
             } else {
-                *l = a.clone();
+                l.clone_from(a);
             }
         }
-        (l, a) => *l = a.clone(),
+        (l, a) => l.clone_from(a),
     }
 }
 
@@ -519,7 +523,10 @@ mod tests {
             "spec": {"ports": [{"port": 80, "name": "http"}], "type": "ClusterIP"}});
         let set = field_set(&obj, true, Scope::Main { skip_status: true });
         let v1 = to_fields_v1(&set);
-        assert_eq!(v1["f:spec"]["f:ports"]["k:{\"port\":80}"]["f:name"], json!({}));
+        assert_eq!(
+            v1["f:spec"]["f:ports"]["k:{\"port\":80}"]["f:name"],
+            json!({})
+        );
         assert_eq!(from_fields_v1(&v1), set);
         assert!(!set.iter().any(|p| p[0] == "f:metadata" && p[1] == "f:name"));
     }
@@ -532,7 +539,10 @@ mod tests {
         let applied = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c"}, "data": {"a": "2"}});
         let err = apply(Some(&live), &applied, &writer("meshvm"), false).unwrap_err();
-        assert_eq!(err, vec![("kubectl-create".into(), "v1".into(), ".data.a".into())]);
+        assert_eq!(
+            err,
+            vec![("kubectl-create".into(), "v1".into(), ".data.a".into())]
+        );
         let merged = apply(Some(&live), &applied, &writer("meshvm"), true).unwrap();
         assert_eq!(merged["data"]["a"], "2");
         let es = entries(&merged);

@@ -12,7 +12,12 @@ use crate::store::State;
 use crate::util::{self, name_of, namespace_of};
 
 fn invalid(rt: &ResourceType, obj: &Value, field: &str, reason: &str, msg: String) -> ApiError {
-    ApiError::invalid(&rt.group, &rt.kind, name_of(obj), &[(field.into(), reason.into(), msg)])
+    ApiError::invalid(
+        &rt.group,
+        &rt.kind,
+        name_of(obj),
+        &[(field.into(), reason.into(), msg)],
+    )
 }
 
 /// Defaulting and validation per kind; `old` is the live object on updates.
@@ -52,7 +57,7 @@ fn prepare_secret(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
     if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
         let data = util::map_at(obj, &["data"]);
         for (k, v) in sd {
-            let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             data.insert(k, json!(STANDARD.encode(text)));
         }
     }
@@ -67,7 +72,12 @@ fn prepare_secret(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
         }
         let bad: Vec<&String> = data
             .keys()
-            .filter(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)))
+            .filter(|k| {
+                k.is_empty()
+                    || !k
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            })
             .collect();
         if let Some(k) = bad.first() {
             return Err(invalid(
@@ -75,11 +85,17 @@ fn prepare_secret(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
                 obj,
                 &format!("data[{k}]"),
                 "FieldValueInvalid",
-                format!("Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"),
+                format!(
+                    "Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+                ),
             ));
         }
     }
-    if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         obj["type"] = json!("Opaque");
     }
     Ok(())
@@ -121,7 +137,8 @@ fn prepare_service(
         .as_str()
         .unwrap_or("ClusterIP")
         .to_string();
-    spec.entry("sessionAffinity").or_insert_with(|| json!("None"));
+    spec.entry("sessionAffinity")
+        .or_insert_with(|| json!("None"));
     let ports = spec.get_mut("ports").and_then(Value::as_array_mut);
     let has_ports = ports.as_ref().is_some_and(|p| !p.is_empty());
     if let Some(ports) = ports {
@@ -136,7 +153,13 @@ fn prepare_service(
     }
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     if !has_ports && ty != "ExternalName" && !headless {
-        return Err(invalid(rt, obj, "spec.ports", "FieldValueRequired", "Required value".into()));
+        return Err(invalid(
+            rt,
+            obj,
+            "spec.ports",
+            "FieldValueRequired",
+            "Required value".into(),
+        ));
     }
     if ty == "ExternalName" {
         return Ok(());
@@ -144,7 +167,9 @@ fn prepare_service(
     let old_ip = old
         .and_then(|o| util::str_at(o, &["spec", "clusterIP"]))
         .map(str::to_string);
-    let want = util::str_at(obj, &["spec", "clusterIP"]).unwrap_or("").to_string();
+    let want = util::str_at(obj, &["spec", "clusterIP"])
+        .unwrap_or("")
+        .to_string();
     let ip = match (&old_ip, want.as_str()) {
         (Some(o), "") => o.clone(),
         (Some(o), w) if w != o => {
@@ -160,12 +185,20 @@ fn prepare_service(
         (None, "None") => "None".to_string(),
         (None, "") => {
             let used = used_cluster_ips(state, (&me.0, &me.1));
-            let ip = (10u128..1 << 20)
+
+            (10u128..1 << 20)
                 .filter_map(|n| state.cidr.nth(n))
                 .map(|a| a.to_string())
                 .find(|a| !used.contains(a))
-                .ok_or_else(|| invalid(rt, obj, "spec.clusterIPs", "FieldValueInvalid", "Internal error: range is full".into()))?;
-            ip
+                .ok_or_else(|| {
+                    invalid(
+                        rt,
+                        obj,
+                        "spec.clusterIPs",
+                        "FieldValueInvalid",
+                        "Internal error: range is full".into(),
+                    )
+                })?
         }
         (None, w) => {
             if !state.cidr.contains(w) {
@@ -174,7 +207,10 @@ fn prepare_service(
                     obj,
                     "spec.clusterIPs",
                     "FieldValueInvalid",
-                    format!("Invalid value: []string{{\"{w}\"}}: failed to allocate IP {w}: the provided IP ({w}) is not in the valid range. The range of valid IPs is {:?}", state.cidr),
+                    format!(
+                        "Invalid value: []string{{\"{w}\"}}: failed to allocate IP {w}: the provided IP ({w}) is not in the valid range. The range of valid IPs is {:?}",
+                        state.cidr
+                    ),
                 ));
             }
             if used_cluster_ips(state, (&me.0, &me.1)).contains(w) {
@@ -183,7 +219,9 @@ fn prepare_service(
                     obj,
                     "spec.clusterIPs",
                     "FieldValueInvalid",
-                    format!("Invalid value: []string{{\"{w}\"}}: failed to allocate IP {w}: provided IP is already allocated"),
+                    format!(
+                        "Invalid value: []string{{\"{w}\"}}: failed to allocate IP {w}: provided IP is already allocated"
+                    ),
                 ));
             }
             w.to_string()
@@ -193,20 +231,24 @@ fn prepare_service(
     let spec = util::map_at(obj, &["spec"]);
     spec.insert("clusterIP".into(), json!(ip));
     spec.insert("clusterIPs".into(), json!([ip]));
-    spec.entry("ipFamilies").or_insert_with(|| json!([if v6 { "IPv6" } else { "IPv4" }]));
-    spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
-    spec.entry("internalTrafficPolicy").or_insert_with(|| json!("Cluster"));
+    spec.entry("ipFamilies")
+        .or_insert_with(|| json!([if v6 { "IPv6" } else { "IPv4" }]));
+    spec.entry("ipFamilyPolicy")
+        .or_insert_with(|| json!("SingleStack"));
+    spec.entry("internalTrafficPolicy")
+        .or_insert_with(|| json!("Cluster"));
     if ty == "NodePort" || ty == "LoadBalancer" {
-        spec.entry("externalTrafficPolicy").or_insert_with(|| json!("Cluster"));
+        spec.entry("externalTrafficPolicy")
+            .or_insert_with(|| json!("Cluster"));
         let mut used = used_node_ports(state, (&me.0, &me.1));
         let spec = util::map_at(obj, &["spec"]);
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut() {
-                if p.get("nodePort").and_then(Value::as_i64).is_none() {
-                    if let Some(n) = (30000..=32767).find(|n| !used.contains(n)) {
-                        used.insert(n);
-                        p["nodePort"] = json!(n);
-                    }
+                if p.get("nodePort").and_then(Value::as_i64).is_none()
+                    && let Some(n) = (30000..=32767).find(|n| !used.contains(n))
+                {
+                    used.insert(n);
+                    p["nodePort"] = json!(n);
                 }
             }
         }
@@ -217,10 +259,24 @@ fn prepare_service(
     Ok(())
 }
 
-fn prepare_deployment(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
-    let Some(match_labels) = obj.pointer("/spec/selector/matchLabels").and_then(Value::as_object).cloned() else {
+fn prepare_deployment(
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(match_labels) = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .cloned()
+    else {
         if obj.pointer("/spec/selector").is_none() {
-            return Err(invalid(rt, obj, "spec.selector", "FieldValueRequired", "Required value".into()));
+            return Err(invalid(
+                rt,
+                obj,
+                "spec.selector",
+                "FieldValueRequired",
+                "Required value".into(),
+            ));
         }
         return Ok(());
     };
@@ -236,24 +292,32 @@ fn prepare_deployment(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -
             obj,
             "spec.template.metadata.labels",
             "FieldValueInvalid",
-            format!("Invalid value: map[string]string{{{}}}: `selector` does not match template `labels`", shown.join(", ")),
+            format!(
+                "Invalid value: map[string]string{{{}}}: `selector` does not match template `labels`",
+                shown.join(", ")
+            ),
         ));
     }
-    if let Some(o) = old {
-        if o.pointer("/spec/selector") != obj.pointer("/spec/selector") {
-            return Err(invalid(
-                rt,
-                obj,
-                "spec.selector",
-                "FieldValueInvalid",
-                format!("Invalid value: {}: field is immutable", obj.pointer("/spec/selector").cloned().unwrap_or_default()),
-            ));
-        }
+    if let Some(o) = old
+        && o.pointer("/spec/selector") != obj.pointer("/spec/selector")
+    {
+        return Err(invalid(
+            rt,
+            obj,
+            "spec.selector",
+            "FieldValueInvalid",
+            format!(
+                "Invalid value: {}: field is immutable",
+                obj.pointer("/spec/selector").cloned().unwrap_or_default()
+            ),
+        ));
     }
     let spec = util::map_at(obj, &["spec"]);
     spec.entry("replicas").or_insert_with(|| json!(1));
-    spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
-    spec.entry("progressDeadlineSeconds").or_insert_with(|| json!(600));
+    spec.entry("revisionHistoryLimit")
+        .or_insert_with(|| json!(10));
+    spec.entry("progressDeadlineSeconds")
+        .or_insert_with(|| json!(600));
     spec.entry("strategy").or_insert_with(|| {
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
     });
@@ -265,8 +329,14 @@ fn prepare_deployment(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -
 
 /// The emulated deployment controller: every replica is immediately updated, ready and available.
 fn deployment_status(obj: &mut Value) {
-    let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-    let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+    let replicas = obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let generation = obj
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let now = util::now_rfc3339();
     obj["status"] = json!({
         "observedGeneration": generation,
@@ -301,10 +371,18 @@ fn prepare_crd(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
             obj,
             "metadata.name",
             "FieldValueInvalid",
-            format!("Invalid value: \"{}\": must be spec.names.plural+\".\"+spec.group", name_of(obj)),
+            format!(
+                "Invalid value: \"{}\": must be spec.names.plural+\".\"+spec.group",
+                name_of(obj)
+            ),
         ));
     }
-    let storage: Vec<String> = info.versions.iter().filter(|v| v.storage).map(|v| v.name.clone()).collect();
+    let storage: Vec<String> = info
+        .versions
+        .iter()
+        .filter(|v| v.storage)
+        .map(|v| v.name.clone())
+        .collect();
     let names = obj.pointer("/spec/names").cloned().unwrap_or_default();
     let now = util::now_rfc3339();
     obj["status"] = json!({

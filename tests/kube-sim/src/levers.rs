@@ -38,12 +38,24 @@ pub struct Fault {
 impl Fault {
     /// A fault on every request at `rate`.
     pub fn rate(kind: FaultKind, rate: f64) -> Self {
-        Fault { kind, rate, verb: None, path: None, times: None }
+        Fault {
+            kind,
+            rate,
+            verb: None,
+            path: None,
+            times: None,
+        }
     }
 
     /// A fault on every request with this verb under this path prefix.
     pub fn on(kind: FaultKind, verb: &str, path: &str) -> Self {
-        Fault { kind, rate: 1.0, verb: Some(verb.to_string()), path: Some(path.to_string()), times: None }
+        Fault {
+            kind,
+            rate: 1.0,
+            verb: Some(verb.to_string()),
+            path: Some(path.to_string()),
+            times: None,
+        }
     }
 
     /// Limits the fault to its first `n` injections.
@@ -54,8 +66,9 @@ impl Fault {
     }
 
     fn matches(&self, method: &str, verb: &str, path: &str) -> bool {
-        self.verb.as_deref().is_none_or(|v| v == verb || v.eq_ignore_ascii_case(method) && v.chars().all(|c| c.is_ascii_uppercase()))
-            && self.path.as_deref().is_none_or(|p| path.starts_with(p))
+        self.verb.as_deref().is_none_or(|v| {
+            v == verb || v.eq_ignore_ascii_case(method) && v.chars().all(|c| c.is_ascii_uppercase())
+        }) && self.path.as_deref().is_none_or(|p| path.starts_with(p))
             && self.times != Some(0)
     }
 }
@@ -73,15 +86,31 @@ pub struct Denial {
 
 impl Denial {
     /// Does this denial cover the request?
-    pub fn matches(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> bool {
+    pub fn matches(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> bool {
         let verb_ok = self.verb == "*" || self.verb == verb;
-        let qualified = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
-        let res_ok = self.resource == "*" || self.resource == resource || self.resource == qualified || {
-            // `destinationrules.networking.istio.io/status` style for subresources.
-            let (r, sub) = resource.split_once('/').unwrap_or((resource, ""));
-            !sub.is_empty() && !group.is_empty() && self.resource == format!("{r}.{group}/{sub}")
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
         };
-        let ns_ok = self.namespace.as_deref().is_none_or(|n| Some(n) == namespace);
+        let res_ok =
+            self.resource == "*" || self.resource == resource || self.resource == qualified || {
+                // `destinationrules.networking.istio.io/status` style for subresources.
+                let (r, sub) = resource.split_once('/').unwrap_or((resource, ""));
+                !sub.is_empty()
+                    && !group.is_empty()
+                    && self.resource == format!("{r}.{group}/{sub}")
+            };
+        let ns_ok = self
+            .namespace
+            .as_deref()
+            .is_none_or(|n| Some(n) == namespace);
         verb_ok && res_ok && ns_ok
     }
 }
@@ -145,9 +174,13 @@ impl RequestLog {
 pub fn is_discovery_path(path: &str) -> bool {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
-        ["api"] | ["apis"] | ["api", _] | ["apis", _] | ["apis", _, _] | ["version"] => true,
-        [first, ..] => *first == "openapi" || first.ends_with("healthz") || *first == "livez" || *first == "readyz",
-        [] => true,
+        ["api" | "apis" | "version"] | ["api" | "apis", _] | ["apis", _, _] | [] => true,
+        [first, ..] => {
+            *first == "openapi"
+                || first.ends_with("healthz")
+                || *first == "livez"
+                || *first == "readyz"
+        }
     }
 }
 
@@ -212,7 +245,9 @@ mod tests {
         let run = |seed| {
             let mut l = Levers::new(seed);
             l.faults.push(Fault::rate(FaultKind::InternalError, 0.5));
-            (0..64).map(|_| l.pick_fault("GET", "get", "/x").is_some()).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| l.pick_fault("GET", "get", "/x").is_some())
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         let hits = run(7).iter().filter(|h| **h).count();
@@ -222,18 +257,42 @@ mod tests {
     #[test]
     fn fault_by_verb_and_path_with_times() {
         let mut l = Levers::new(1);
-        l.faults.push(Fault::on(FaultKind::ConnectionReset, "create", "/api/v1/namespaces/a/").times(1));
-        assert_eq!(l.pick_fault("GET", "get", "/api/v1/namespaces/a/secrets"), None);
-        assert_eq!(l.pick_fault("POST", "create", "/api/v1/namespaces/a/secrets"), Some(FaultKind::ConnectionReset));
-        assert_eq!(l.pick_fault("POST", "create", "/api/v1/namespaces/a/secrets"), None);
+        l.faults.push(
+            Fault::on(
+                FaultKind::ConnectionReset,
+                "create",
+                "/api/v1/namespaces/a/",
+            )
+            .times(1),
+        );
+        assert_eq!(
+            l.pick_fault("GET", "get", "/api/v1/namespaces/a/secrets"),
+            None
+        );
+        assert_eq!(
+            l.pick_fault("POST", "create", "/api/v1/namespaces/a/secrets"),
+            Some(FaultKind::ConnectionReset)
+        );
+        assert_eq!(
+            l.pick_fault("POST", "create", "/api/v1/namespaces/a/secrets"),
+            None
+        );
     }
 
     #[test]
     fn denial_matching() {
-        let d = Denial { verb: "create".into(), resource: "serviceaccounts/token".into(), namespace: Some("ns".into()) };
+        let d = Denial {
+            verb: "create".into(),
+            resource: "serviceaccounts/token".into(),
+            namespace: Some("ns".into()),
+        };
         assert!(d.matches("create", "", "serviceaccounts/token", Some("ns")));
         assert!(!d.matches("create", "", "serviceaccounts/token", Some("other")));
-        let d = Denial { verb: "*".into(), resource: "destinationrules.networking.istio.io".into(), namespace: None };
+        let d = Denial {
+            verb: "*".into(),
+            resource: "destinationrules.networking.istio.io".into(),
+            namespace: None,
+        };
         assert!(d.matches("list", "networking.istio.io", "destinationrules", None));
     }
 

@@ -67,10 +67,16 @@ struct ServeArgs {
 
 fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
     if !(0.0..=1.0).contains(&args.fault_rate) {
-        return Err(format!("--fault-rate {} is not a probability: give a number from 0 to 1", args.fault_rate));
+        return Err(format!(
+            "--fault-rate {} is not a probability: give a number from 0 to 1",
+            args.fault_rate
+        ));
     }
     if kube_sim::scenario::parse_minor(&args.kube_version).is_none() {
-        return Err(format!("--kube-version {:?} is not of the form 1.NN (e.g. 1.32)", args.kube_version));
+        return Err(format!(
+            "--kube-version {:?} is not of the form 1.NN (e.g. 1.32)",
+            args.kube_version
+        ));
     }
     let mut s = Scenario::from_files(&args.scenarios).map_err(|e| format!("{e}"))?;
     if let Some(set) = &args.crds {
@@ -83,7 +89,9 @@ fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
     if args.fault_rate > 0.0 {
         let kind = match args.fault_kind {
             FaultArg::InternalError => FaultKind::InternalError,
-            FaultArg::TooManyRequests => FaultKind::TooManyRequests { retry_after_seconds: 1 },
+            FaultArg::TooManyRequests => FaultKind::TooManyRequests {
+                retry_after_seconds: 1,
+            },
             FaultArg::Reset => FaultKind::ConnectionReset,
         };
         s = s.with_fault(Fault::rate(kind, args.fault_rate));
@@ -93,12 +101,20 @@ fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let s = scenario(&args)?;
-    let server = Server::try_start(s, ServerOptions { port: args.port, kubeconfig: Some(args.kubeconfig.clone()) })
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = Server::try_start(
+        s,
+        ServerOptions {
+            port: args.port,
+            kubeconfig: Some(args.kubeconfig.clone()),
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "ready {}", server.url()).and_then(|()| out.flush()).map_err(|e| format!("cannot write to stdout: {e}"))?;
+        writeln!(out, "ready {}", server.url())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write to stdout: {e}"))?;
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
@@ -112,10 +128,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: cannot start the tokio runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the tokio runtime: {e}"
+            );
             return ExitCode::FAILURE;
         }
     };

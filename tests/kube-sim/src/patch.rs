@@ -120,9 +120,7 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
                 .cloned()
                 .ok_or_else(|| format!("json patch {kind} operation is missing \"value\""))
         };
-        let from = || {
-            split_pointer(op.get("from").and_then(Value::as_str).unwrap_or(""))
-        };
+        let from = || split_pointer(op.get("from").and_then(Value::as_str).unwrap_or(""));
         match kind {
             "add" => add(doc, &path, value()?)?,
             "remove" => {
@@ -144,10 +142,7 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
             "test" => {
                 let expected = value()?;
                 if *parent_mut(doc, &path)? != expected {
-                    return Err(format!(
-                        "testing value /{} failed",
-                        path.join("/")
-                    ));
+                    return Err(format!("testing value /{} failed", path.join("/")));
                 }
             }
             other => return Err(format!("unexpected kind: {other}")),
@@ -160,8 +155,13 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
 /// Simplification: chosen by field name alone (and, for `ports`, by whether items carry `containerPort`).
 pub fn merge_key(field: &str, sample: &[&Value]) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => "name",
         "volumeMounts" | "volumeDevices" => "mountPath",
         "conditions" => "type",
         "hostAliases" => "ip",
@@ -254,7 +254,11 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), St
     Ok(())
 }
 
-fn merge_keyed_list(mut live: Vec<Value>, patch: &[Value], key: &str) -> Result<Vec<Value>, String> {
+fn merge_keyed_list(
+    mut live: Vec<Value>,
+    patch: &[Value],
+    key: &str,
+) -> Result<Vec<Value>, String> {
     for item in patch {
         let Some(id) = item.get(key) else {
             return Err(format!(
@@ -367,7 +371,10 @@ mod tests {
                     "m": {"$patch": "replace", "b": 2}}}),
         )
         .unwrap();
-        assert_eq!(t, json!({"spec": {"ports": [{"port": 2}], "finalizers": ["y"], "m": {"b": 2}}}));
+        assert_eq!(
+            t,
+            json!({"spec": {"ports": [{"port": 2}], "finalizers": ["y"], "m": {"b": 2}}})
+        );
     }
 
     #[test]

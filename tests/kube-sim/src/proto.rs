@@ -4,6 +4,7 @@
 //! Only the messages those commands write are known; a body with a non-empty field the tables do
 //! not know is refused with 415 rather than silently stored without it.
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use crate::util;
@@ -102,7 +103,11 @@ const TOKEN_REQUEST: &[Field] = &[
             (4, "expirationSeconds", F::Int),
         ]),
     ),
-    (3, "status", F::Msg(&[(1, "token", F::Str), (2, "expirationTimestamp", F::Time)])),
+    (
+        3,
+        "status",
+        F::Msg(&[(1, "token", F::Str), (2, "expirationTimestamp", F::Time)]),
+    ),
 ];
 const SERVICE_PORT: &[Field] = &[
     (1, "name", F::Str),
@@ -145,7 +150,10 @@ const CONTAINER_PORT: &[Field] = &[
     (5, "hostIP", F::Str),
 ];
 const ENV_VAR: &[Field] = &[(1, "name", F::Str), (2, "value", F::Str)];
-const RESOURCES: &[Field] = &[(1, "limits", F::MapQuantity), (2, "requests", F::MapQuantity)];
+const RESOURCES: &[Field] = &[
+    (1, "limits", F::MapQuantity),
+    (2, "requests", F::MapQuantity),
+];
 const CONTAINER: &[Field] = &[
     (1, "name", F::Str),
     (2, "image", F::Str),
@@ -172,7 +180,10 @@ const POD_SPEC: &[Field] = &[
     (20, "initContainers", F::RepMsg(CONTAINER)),
 ];
 const LABEL_SELECTOR: &[Field] = &[(1, "matchLabels", F::MapStr)];
-const POD_TEMPLATE: &[Field] = &[(1, "metadata", F::Msg(OBJECT_META)), (2, "spec", F::Msg(POD_SPEC))];
+const POD_TEMPLATE: &[Field] = &[
+    (1, "metadata", F::Msg(OBJECT_META)),
+    (2, "spec", F::Msg(POD_SPEC)),
+];
 const DEPLOYMENT_SPEC: &[Field] = &[
     (1, "replicas", F::Int),
     (2, "selector", F::Msg(LABEL_SELECTOR)),
@@ -230,7 +241,11 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let len = usize::try_from(self.varint()?).map_err(|_| "length overflow")?;
-        let end = self.at.checked_add(len).filter(|e| *e <= self.b.len()).ok_or("truncated field")?;
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|e| *e <= self.b.len())
+            .ok_or("truncated field")?;
         let b: &'a [u8] = self.b;
         let s = &b[self.at..end];
         self.at = end;
@@ -281,6 +296,7 @@ fn map_entry(b: &[u8]) -> Result<(String, &[u8]), String> {
     Ok((key, val))
 }
 
+#[allow(clippy::many_single_char_names)]
 fn decode_msg(b: &[u8], table: &[Field], path: &str) -> Result<Value, String> {
     let mut out = Map::new();
     for (n, raw) in fields(b)? {
@@ -292,7 +308,9 @@ fn decode_msg(b: &[u8], table: &[Field], path: &str) -> Result<Value, String> {
             if empty {
                 continue;
             }
-            return Err(format!("kube-sim cannot decode protobuf field {n} of {path}; send JSON (e.g. kubectl apply -f) instead"));
+            return Err(format!(
+                "kube-sim cannot decode protobuf field {n} of {path}; send JSON (e.g. kubectl apply -f) instead"
+            ));
         };
         let here = format!("{path}.{name}");
         match (*kind, raw) {
@@ -389,12 +407,17 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         .strip_prefix(MAGIC)
         .ok_or("the protobuf body lacks the k8s envelope prefix")?;
     let env = decode_msg(rest, UNKNOWN, "Unknown")?;
-    let api_version = env.pointer("/typeMeta/apiVersion").and_then(Value::as_str).unwrap_or("");
-    let kind = env.pointer("/typeMeta/kind").and_then(Value::as_str).unwrap_or("");
+    let api_version = env
+        .pointer("/typeMeta/apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = env
+        .pointer("/typeMeta/kind")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let t = table(api_version, kind).ok_or_else(|| {
         format!("kube-sim cannot decode protobuf {kind} {api_version}; send it as JSON instead")
     })?;
-    use base64::Engine as _;
     let raw = env
         .get("raw")
         .and_then(Value::as_str)
@@ -449,14 +472,21 @@ mod tests {
         len_field(1, &tm, &mut env);
         len_field(2, &secret, &mut env);
         let v = decode(&env).unwrap();
-        assert_eq!(v, json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": "s1", "namespace": "ns"}, "data": {"k": "aGk="}}));
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "s1", "namespace": "ns"}, "data": {"k": "aGk="}})
+        );
     }
 
     #[test]
     fn unknown_non_empty_fields_are_refused() {
         let mut meta = Vec::new();
         len_field(99, b"x", &mut meta);
-        assert!(decode_msg(&meta, OBJECT_META, "ObjectMeta").unwrap_err().contains("field 99"));
+        assert!(
+            decode_msg(&meta, OBJECT_META, "ObjectMeta")
+                .unwrap_err()
+                .contains("field 99")
+        );
     }
 }

@@ -197,14 +197,7 @@ impl Registry {
         let b = ResourceType::builtin;
         let list = [
             b("", "v1", "namespaces", "Namespace", &["ns"], false).with_status(),
-            b(
-                "",
-                "v1",
-                "serviceaccounts",
-                "ServiceAccount",
-                &["sa"],
-                true,
-            ),
+            b("", "v1", "serviceaccounts", "ServiceAccount", &["sa"], true),
             b("", "v1", "secrets", "Secret", &[], true),
             b("", "v1", "configmaps", "ConfigMap", &["cm"], true),
             b("", "v1", "services", "Service", &["svc"], true)
@@ -311,7 +304,13 @@ impl Registry {
             })
             .collect();
         // Built-in groups first, as the apiserver's group priorities put them.
-        out.sort_by_key(|(g, _)| (!g.is_empty(), g.contains('.') && !g.ends_with(".k8s.io"), g.clone()));
+        out.sort_by_key(|(g, _)| {
+            (
+                !g.is_empty(),
+                g.contains('.') && !g.ends_with(".k8s.io"),
+                g.clone(),
+            )
+        });
         out
     }
 
@@ -341,7 +340,10 @@ mod tests {
     #[test]
     fn builtins_are_found_by_kind_and_plural() {
         let r = Registry::new();
-        assert_eq!(r.by_kind("apps/v1", "Deployment").unwrap().plural, "deployments");
+        assert_eq!(
+            r.by_kind("apps/v1", "Deployment").unwrap().plural,
+            "deployments"
+        );
         assert!(r.lookup("", "v1", "secrets").is_some());
         assert!(r.lookup("", "v2", "secrets").is_none());
         assert_eq!(r.get("/endpoints").unwrap().singular, "endpoints");

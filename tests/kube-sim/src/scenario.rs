@@ -74,19 +74,34 @@ fn flatten(docs: Vec<Value>, origin: &str) -> Result<Vec<Value>, Error> {
     for d in docs {
         match d {
             Value::Null => {}
-            Value::Object(_) if d.get("kind").and_then(Value::as_str) == Some("List")
-                || d.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) && d.get("items").is_some() =>
+            Value::Object(_)
+                if d.get("kind").and_then(Value::as_str) == Some("List")
+                    || d.get("kind")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| k.ends_with("List"))
+                        && d.get("items").is_some() =>
             {
-                let items = d.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+                let items = d
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 out.extend(flatten(items, origin)?);
             }
             Value::Object(_) => {
-                if d.get("kind").and_then(Value::as_str).is_none_or(str::is_empty)
-                    || d.get("apiVersion").and_then(Value::as_str).is_none_or(str::is_empty)
+                if d.get("kind")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                    || d.get("apiVersion")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
                 {
                     return Err(Error::Yaml {
                         origin: origin.to_string(),
-                        message: format!("an object lacks apiVersion or kind (name {:?})", name_of(&d)),
+                        message: format!(
+                            "an object lacks apiVersion or kind (name {:?})",
+                            name_of(&d)
+                        ),
                     });
                 }
                 out.push(d);
@@ -134,7 +149,10 @@ impl Scenario {
         let mut objects = Vec::new();
         for p in paths {
             let p = p.as_ref();
-            let text = std::fs::read_to_string(p).map_err(|source| Error::Read { path: p.to_path_buf(), source })?;
+            let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
             objects.extend(parse_stream(&text, &p.display().to_string())?);
         }
         Ok(Self::empty().with_objects(objects))
@@ -210,34 +228,43 @@ impl Scenario {
         if let Some(s) = &self.crds {
             return Some(s.clone());
         }
-        if self.objects.iter().any(|o| o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")) {
+        if self
+            .objects
+            .iter()
+            .any(|o| o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition"))
+        {
             return None;
         }
         let deployment = |n: &str| {
-            self.objects
-                .iter()
-                .any(|o| o.get("kind").and_then(Value::as_str) == Some("Deployment") && name_of(o) == n)
+            self.objects.iter().any(|o| {
+                o.get("kind").and_then(Value::as_str) == Some("Deployment") && name_of(o) == n
+            })
         };
-        Some(if deployment("istiod") {
-            "modern"
-        } else if deployment("istio-citadel") || deployment("istio-pilot") {
-            "istio-1.4"
-        } else {
-            "modern"
-        }
-        .to_string())
+        Some(
+            if deployment("istiod") {
+                "modern"
+            } else if deployment("istio-citadel") || deployment("istio-pilot") {
+                "istio-1.4"
+            } else {
+                "modern"
+            }
+            .to_string(),
+        )
     }
 
     fn service_cidr(&self) -> Result<Option<Cidr>, Error> {
         let Some(o) = self.objects.iter().find(|o| {
-            o.get("kind").and_then(Value::as_str) == Some("ServiceCIDR") && name_of(o) == "kubernetes"
+            o.get("kind").and_then(Value::as_str) == Some("ServiceCIDR")
+                && name_of(o) == "kubernetes"
         }) else {
             return Ok(None);
         };
         let c = o
             .pointer("/spec/cidrs/0")
             .and_then(Value::as_str)
-            .ok_or_else(|| Error::Cidr("spec.cidrs is empty; give it e.g. [10.96.0.0/12]".into()))?;
+            .ok_or_else(|| {
+                Error::Cidr("spec.cidrs is empty; give it e.g. [10.96.0.0/12]".into())
+            })?;
         Cidr::parse(c).map(Some).map_err(Error::Cidr)
     }
 
@@ -247,11 +274,21 @@ impl Scenario {
         let cidr = given_cidr.unwrap_or_default();
         let mut state = State::new(cidr);
         let sys = |state: &mut State, o: Value| {
-            let what = (o["kind"].as_str().unwrap_or("").to_string(), name_of(&o).to_string());
-            state.upsert(o).map_err(|message| Error::Object { kind: what.0, name: what.1, message })
+            let what = (
+                o["kind"].as_str().unwrap_or("").to_string(),
+                name_of(&o).to_string(),
+            );
+            state.upsert(o).map_err(|message| Error::Object {
+                kind: what.0,
+                name: what.1,
+                message,
+            })
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            sys(&mut state, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
+            sys(
+                &mut state,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )?;
         }
         if given_cidr.is_none() {
             sys(
@@ -304,12 +341,21 @@ impl Scenario {
                 .is_some_and(|t| t.namespaced);
             if namespaced && !ns.is_empty() && state.get_obj("/namespaces", "", &ns).is_none() {
                 // Dumps of one namespace often omit the Namespace itself.
-                sys(&mut state, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
+                sys(
+                    &mut state,
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                )?;
             }
-            let label = if ns.is_empty() { name_of(&o).to_string() } else { format!("{ns}/{}", name_of(&o)) };
-            state
-                .upsert(o)
-                .map_err(|message| Error::Object { kind, name: label, message })?;
+            let label = if ns.is_empty() {
+                name_of(&o).to_string()
+            } else {
+                format!("{ns}/{}", name_of(&o))
+            };
+            state.upsert(o).map_err(|message| Error::Object {
+                kind,
+                name: label,
+                message,
+            })?;
         }
         crate::controllers::reconcile(&mut state);
         Ok(state)
@@ -337,7 +383,13 @@ mod tests {
         assert_eq!(s.objects().len(), 2);
         assert_eq!(s.crd_set().as_deref(), Some("istio-1.4"));
         assert_eq!(Scenario::empty().crd_set().as_deref(), Some("modern"));
-        assert_eq!(Scenario::empty().with_crds("istio-1.4").crd_set().as_deref(), Some("istio-1.4"));
+        assert_eq!(
+            Scenario::empty()
+                .with_crds("istio-1.4")
+                .crd_set()
+                .as_deref(),
+            Some("istio-1.4")
+        );
     }
 
     #[test]

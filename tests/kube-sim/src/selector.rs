@@ -41,7 +41,9 @@ fn parse_set(s: &str) -> Result<Vec<String>, String> {
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("unable to parse requirement: expected a (value, …) list in {s:?}"))?;
+        .ok_or_else(|| {
+            format!("unable to parse requirement: expected a (value, …) list in {s:?}")
+        })?;
     Ok(inner
         .split(',')
         .map(|v| v.trim().to_string())
@@ -157,13 +159,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(labels: Value) -> Value {
+    fn obj(labels: &Value) -> Value {
         json!({"metadata": {"name": "n", "namespace": "ns", "labels": labels}})
     }
 
     #[test]
     fn label_selector_operators() {
-        let o = obj(json!({"app": "istiod", "tier": "cp"}));
+        let o = obj(&json!({"app": "istiod", "tier": "cp"}));
         for (sel, want) in [
             ("app=istiod", true),
             ("app==istiod,tier=cp", true),
@@ -175,14 +177,18 @@ mod tests {
             ("missing notin (x)", true),
             ("app in (x),tier", false),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&o),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("a b").is_err());
     }
 
     #[test]
     fn field_selector_by_name_and_namespace() {
-        let o = obj(json!({}));
+        let o = obj(&json!({}));
         let f = FieldSelector::parse("metadata.name=n,metadata.namespace!=other").unwrap();
         assert!(f.matches(&o));
         assert_eq!(f.exact_name(), Some("n"));

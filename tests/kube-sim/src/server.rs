@@ -101,13 +101,16 @@ fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, Str
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("server certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("server key: {e}"))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("server certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("server key: {e}"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("server certificate: {e}"))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -131,7 +134,9 @@ impl Server {
         let listener = TcpListener::bind(("127.0.0.1", opts.port))
             .await
             .map_err(|e| Error::Start(format!("cannot listen on 127.0.0.1:{}: {e}", opts.port)))?;
-        let addr = listener.local_addr().map_err(|e| Error::Start(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Start(e.to_string()))?;
         let state = scenario.load(addr.port())?;
         let mut levers = Levers::new(scenario.seed);
         levers.latency = scenario.latency;
@@ -139,21 +144,30 @@ impl Server {
         levers.denials.clone_from(&scenario.denials);
         let token = random_token();
         let url = format!("https://{addr}");
-        let (kubeconfig, temp_dir) = match opts.kubeconfig {
-            Some(p) => (p, None),
-            None => {
-                let dir = std::env::temp_dir().join(format!("kube-sim-{}-{}", std::process::id(), random_token()));
-                std::fs::create_dir_all(&dir).map_err(|e| Error::Start(format!("cannot create {}: {e}", dir.display())))?;
-                (dir.join("kubeconfig"), Some(dir))
-            }
+        let (kubeconfig, temp_dir) = if let Some(p) = opts.kubeconfig {
+            (p, None)
+        } else {
+            let dir = std::env::temp_dir().join(format!(
+                "kube-sim-{}-{}",
+                std::process::id(),
+                random_token()
+            ));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::Start(format!("cannot create {}: {e}", dir.display())))?;
+            (dir.join("kubeconfig"), Some(dir))
         };
-        write_private(&kubeconfig, &kubeconfig_yaml(&url, &tls.ca_pem, &token))
-            .map_err(|e| Error::Start(format!("cannot write kubeconfig {}: {e}", kubeconfig.display())))?;
+        write_private(&kubeconfig, &kubeconfig_yaml(&url, &tls.ca_pem, &token)).map_err(|e| {
+            Error::Start(format!(
+                "cannot write kubeconfig {}: {e}",
+                kubeconfig.display()
+            ))
+        })?;
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
             .map_err(|e| Error::Start(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
-        let client_config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| Error::Start(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
+        let client_config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Start(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             levers: Mutex::new(levers),
@@ -164,7 +178,14 @@ impl Server {
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let task = tokio::spawn(accept_loop(listener, acceptor, shared.clone()));
-        Ok(Server { shared, addr, kubeconfig, temp_dir, client_config, task })
+        Ok(Server {
+            shared,
+            addr,
+            kubeconfig,
+            temp_dir,
+            client_config,
+            task,
+        })
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -189,7 +210,8 @@ impl Server {
 
     /// A kube client built from the kubeconfig (call inside a tokio runtime).
     pub fn client(&self) -> kube::Client {
-        kube::Client::try_from(self.client_config.clone()).expect("kube client from the sim's own kubeconfig")
+        kube::Client::try_from(self.client_config.clone())
+            .expect("kube client from the sim's own kubeconfig")
     }
 
     /// The client configuration `client()` uses, for tests that need to tweak it (e.g. no retries).
@@ -255,14 +277,24 @@ impl Server {
         for o in objects {
             let kind = o["kind"].as_str().unwrap_or("").to_string();
             let name = util::name_of(&o).to_string();
-            st.upsert(o).map_err(|message| Error::Object { kind, name, message })?;
+            st.upsert(o).map_err(|message| Error::Object {
+                kind,
+                name,
+                message,
+            })?;
         }
         crate::controllers::reconcile(&mut st);
         Ok(())
     }
 
     /// A stored object by `apiVersion`, `kind`, namespace ("" for cluster scope), name.
-    pub fn object(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+    pub fn object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let st = self.shared.state.read().expect("lock");
         let rt = st.registry.by_kind(api_version, kind)?;
         st.get_obj(&rt.key(), namespace, name).cloned()
@@ -278,7 +310,11 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -313,7 +349,9 @@ impl std::fmt::Display for Reset {
 impl std::error::Error for Reset {}
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn json_response(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
@@ -327,13 +365,18 @@ fn json_response(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body>
 }
 
 fn ok_json(code: u16, v: &Value) -> Response<Body> {
-    json_response(code, serde_json::to_vec(v).expect("Value serialises"), "application/json")
+    json_response(
+        code,
+        serde_json::to_vec(v).expect("Value serialises"),
+        "application/json",
+    )
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = ok_json(e.code, &e.body());
     if let Some(s) = e.retry_after {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     r
 }
@@ -346,7 +389,8 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 2;
@@ -376,7 +420,10 @@ struct Query(Vec<(String, String)>);
 
 impl Query {
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, k: &str) -> bool {
@@ -408,7 +455,11 @@ struct Target {
 }
 
 fn route(st: &State, path: &str) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => return Route::Version,
         ["healthz" | "livez" | "readyz", ..] => return Route::Health,
@@ -417,7 +468,9 @@ fn route(st: &State, path: &str) -> Route {
         ["apis", g] => return Route::ApiGroup((*g).to_string()),
         ["openapi", "v3"] => return Route::OpenApiV3Root,
         ["openapi", "v3", "api", v] => return Route::OpenApiV3(String::new(), (*v).to_string()),
-        ["openapi", "v3", "apis", g, v] => return Route::OpenApiV3((*g).to_string(), (*v).to_string()),
+        ["openapi", "v3", "apis", g, v] => {
+            return Route::OpenApiV3((*g).to_string(), (*v).to_string());
+        }
         ["openapi", "v2"] => return Route::OpenApiV2,
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -436,13 +489,13 @@ fn route(st: &State, path: &str) -> Route {
             sub: rest.get(1).map(|s| (*s).to_string()),
         })
     };
-    if let ["namespaces", ns, plural, tail @ ..] = rest {
-        if let Some(rt) = lookup(plural).filter(|t| t.namespaced) {
-            if tail.len() > 2 {
-                return Route::Unknown;
-            }
-            return target(rt, Some(ns), tail);
+    if let ["namespaces", ns, plural, tail @ ..] = rest
+        && let Some(rt) = lookup(plural).filter(|t| t.namespaced)
+    {
+        if tail.len() > 2 {
+            return Route::Unknown;
         }
+        return target(rt, Some(ns), tail);
     }
     match rest {
         [plural, tail @ ..] if tail.len() <= 2 => match lookup(plural) {
@@ -480,35 +533,62 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 let has_name = t.name.is_some();
                 (
                     k8s_verb(&method, has_name, watch),
-                    Some((t.rt.group.clone(), t.rt.plural.clone(), t.namespace.clone(), t.name.clone(), t.sub.clone(), t.rt.namespaced)),
+                    Some((
+                        t.rt.group.clone(),
+                        t.rt.plural.clone(),
+                        t.namespace.clone(),
+                        t.name.clone(),
+                        t.sub.clone(),
+                        t.rt.namespaced,
+                    )),
                 )
             }
-            _ => (match method.as_str() { "GET" => "get", "POST" => "create", "PUT" => "update", "PATCH" => "patch", "DELETE" => "delete", _ => "unknown" }, None),
+            _ => (
+                match method.as_str() {
+                    "GET" => "get",
+                    "POST" => "create",
+                    "PUT" => "update",
+                    "PATCH" => "patch",
+                    "DELETE" => "delete",
+                    _ => "unknown",
+                },
+                None,
+            ),
         }
     };
     let (latency, fault, denied) = {
         let mut l = shared.levers.lock().expect("lock");
         let fault = l.pick_fault(method.as_str(), verb, &path);
-        let denied = target_info.as_ref().is_some_and(|(g, plural, ns, _, sub, _)| {
-            let resource = match sub {
-                Some(s) => format!("{plural}/{s}"),
-                None => plural.clone(),
-            };
-            l.denials.iter().any(|d| d.matches(verb, g, &resource, ns.as_deref()))
-        });
+        let denied = target_info
+            .as_ref()
+            .is_some_and(|(g, plural, ns, _, sub, _)| {
+                let resource = match sub {
+                    Some(s) => format!("{plural}/{s}"),
+                    None => plural.clone(),
+                };
+                l.denials
+                    .iter()
+                    .any(|d| d.matches(verb, g, &resource, ns.as_deref()))
+            });
         (l.latency, fault, denied)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let log = |status: u16| {
-        shared.levers.lock().expect("lock").log.records.push(RequestRecord {
-            method: method.to_string(),
-            verb: verb.to_string(),
-            path: path.clone(),
-            query: raw_query.clone(),
-            status,
-        });
+        shared
+            .levers
+            .lock()
+            .expect("lock")
+            .log
+            .records
+            .push(RequestRecord {
+                method: method.to_string(),
+                verb: verb.to_string(),
+                path: path.clone(),
+                query: raw_query.clone(),
+                status,
+            });
     };
     match fault {
         Some(FaultKind::ConnectionReset) => {
@@ -517,11 +597,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         }
         Some(FaultKind::InternalError) => {
             log(500);
-            return Ok(error_response(&ApiError::internal("kube-sim injected an internal error")));
+            return Ok(error_response(&ApiError::internal(
+                "kube-sim injected an internal error",
+            )));
         }
-        Some(FaultKind::TooManyRequests { retry_after_seconds }) => {
+        Some(FaultKind::TooManyRequests {
+            retry_after_seconds,
+        }) => {
             log(429);
-            return Ok(error_response(&ApiError::too_many_requests(retry_after_seconds)));
+            return Ok(error_response(&ApiError::too_many_requests(
+                retry_after_seconds,
+            )));
         }
         None => {}
     }
@@ -530,9 +616,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let public = matches!(path.trim_end_matches('/'), "/version" | "/healthz" | "/livez" | "/readyz");
+    let public = matches!(
+        path.trim_end_matches('/'),
+        "/version" | "/healthz" | "/livez" | "/readyz"
+    );
     let authorized = match auth.as_deref() {
-        Some(a) => a.strip_prefix("Bearer ").is_some_and(|t| t.trim() == shared.token),
+        Some(a) => a
+            .strip_prefix("Bearer ")
+            .is_some_and(|t| t.trim() == shared.token),
         None => public,
     };
     if !authorized {
@@ -545,7 +636,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             Some(s) => format!("{plural}/{s}"),
             None => plural,
         };
-        let e = ApiError::forbidden(USER, verb, &g, &resource, name.as_deref().unwrap_or(""), ns.as_deref());
+        let e = ApiError::forbidden(
+            USER,
+            verb,
+            &g,
+            &resource,
+            name.as_deref().unwrap_or(""),
+            ns.as_deref(),
+        );
         log(403);
         return Ok(error_response(&e));
     }
@@ -567,12 +665,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            log(400);
-            return Ok(error_response(&ApiError::bad_request("cannot read the request body")));
-        }
+    let body = if let Ok(b) = req.into_body().collect().await {
+        b.to_bytes()
+    } else {
+        log(400);
+        return Ok(error_response(&ApiError::bad_request(
+            "cannot read the request body",
+        )));
     };
     if watch && method == Method::GET {
         let resp = start_watch(&shared, &path, &query);
@@ -580,20 +679,33 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         return Ok(resp);
     }
     // kubectl's typed clients (create ns/sa/secret/token…) send protobuf; decode it to JSON.
-    let (body, content_type) = if content_type.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
-        match crate::proto::decode(&body) {
-            Ok(v) => (Bytes::from(serde_json::to_vec(&v).expect("Value serialises")), "application/json".to_string()),
-            Err(e) => {
-                let mut err = ApiError::unsupported_media_type(&content_type);
-                err.message = e;
-                log(415);
-                return Ok(error_response(&err));
+    let (body, content_type) =
+        if content_type.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
+            match crate::proto::decode(&body) {
+                Ok(v) => (
+                    Bytes::from(serde_json::to_vec(&v).expect("Value serialises")),
+                    "application/json".to_string(),
+                ),
+                Err(e) => {
+                    let mut err = ApiError::unsupported_media_type(&content_type);
+                    err.message = e;
+                    log(415);
+                    return Ok(error_response(&err));
+                }
             }
-        }
-    } else {
-        (body, content_type)
-    };
-    let resp = dispatch(&shared, &method, &path, &query, &accept, &content_type, &user_agent, &body);
+        } else {
+            (body, content_type)
+        };
+    let resp = dispatch(
+        &shared,
+        &method,
+        &path,
+        &query,
+        &accept,
+        &content_type,
+        &user_agent,
+        &body,
+    );
     log(resp.status().as_u16());
     Ok(resp)
 }
@@ -617,8 +729,10 @@ fn write_opts(q: &Query, user_agent: &str) -> WriteOpts {
 
 fn list_opts(q: &Query) -> Result<ListOpts, ApiError> {
     Ok(ListOpts {
-        labels: LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?,
-        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?,
+        labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?,
+        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?,
         limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
         continue_token: q.get("continue").map(str::to_string),
     })
@@ -659,18 +773,34 @@ fn dispatch(
     };
     match route {
         Route::Version => get_only(ok_json(200, &discovery::version(&minor))),
-        Route::Health => get_only(json_response(200, b"ok".to_vec(), "text/plain; charset=utf-8")),
+        Route::Health => get_only(json_response(
+            200,
+            b"ok".to_vec(),
+            "text/plain; charset=utf-8",
+        )),
         Route::Api => {
             let st = shared.state.read().expect("lock");
             get_only(match Aggregated::from_accept(accept) {
-                Some(f) => json_response(200, discovery::aggregated(&st.registry, true, f).to_string().into_bytes(), f.content_type()),
+                Some(f) => json_response(
+                    200,
+                    discovery::aggregated(&st.registry, true, f)
+                        .to_string()
+                        .into_bytes(),
+                    f.content_type(),
+                ),
                 None => ok_json(200, &discovery::api_versions(&shared.address)),
             })
         }
         Route::Apis => {
             let st = shared.state.read().expect("lock");
             get_only(match Aggregated::from_accept(accept) {
-                Some(f) => json_response(200, discovery::aggregated(&st.registry, false, f).to_string().into_bytes(), f.content_type()),
+                Some(f) => json_response(
+                    200,
+                    discovery::aggregated(&st.registry, false, f)
+                        .to_string()
+                        .into_bytes(),
+                    f.content_type(),
+                ),
                 None => ok_json(200, &discovery::api_group_list(&st.registry)),
             })
         }
@@ -708,21 +838,24 @@ fn dispatch(
             ))
         }
         Route::Unknown => error_response(&ApiError::path_not_found()),
-        Route::Resource(t) => match resource(shared, method, t, q, content_type, user_agent, body) {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
-        },
+        Route::Resource(t) => {
+            match resource(shared, method, &t, q, content_type, user_agent, body) {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            }
+        }
     }
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
 fn resource(
     shared: &Shared,
     method: &Method,
-    t: Target,
+    t: &Target,
     q: &Query,
     content_type: &str,
     user_agent: &str,
@@ -741,12 +874,17 @@ fn resource(
     let sub = t.sub.as_deref();
     match sub {
         None => {}
-        Some("status") if rt.status_subresource => {
-            if *method == Method::POST || *method == Method::DELETE {
-                return Err(ApiError::method_not_allowed(method.as_str(), &format!("{}/status", rt.plural)));
-            }
+        Some("status")
+            if rt.status_subresource && (*method == Method::POST || *method == Method::DELETE) =>
+        {
+            return Err(ApiError::method_not_allowed(
+                method.as_str(),
+                &format!("{}/status", rt.plural),
+            ));
         }
-        Some("token") if rt.group.is_empty() && rt.plural == "serviceaccounts" && *method == Method::POST => {
+        Some("token")
+            if rt.group.is_empty() && rt.plural == "serviceaccounts" && *method == Method::POST =>
+        {
             let name = t.name.as_deref().unwrap_or("");
             return token_request(shared, ns, name, body);
         }
@@ -771,16 +909,38 @@ fn resource(
         ("PUT", Some(name)) => {
             let obj = parse_body(body)?;
             let mut st = shared.state.write().expect("lock");
-            Ok(written(st.update(rt, &t.version, ns, name, sub, obj, &opts)?))
+            Ok(written(
+                st.update(rt, &t.version, ns, name, sub, obj, &opts)?,
+            ))
         }
         ("PATCH", Some(name)) => {
             let mut st = shared.state.write().expect("lock");
-            Ok(written(st.patch(rt, &t.version, ns, name, sub, content_type, body, &opts)?))
+            Ok(written(st.patch(
+                rt,
+                &t.version,
+                ns,
+                name,
+                sub,
+                content_type,
+                body,
+                &opts,
+            )?))
         }
         ("DELETE", Some(name)) => {
-            let opts_body = if body.is_empty() { None } else { Some(parse_body(body)?) };
+            let opts_body = if body.is_empty() {
+                None
+            } else {
+                Some(parse_body(body)?)
+            };
             let mut st = shared.state.write().expect("lock");
-            Ok(written(st.delete(rt, &t.version, ns, name, opts_body.as_ref(), &opts)?))
+            Ok(written(st.delete(
+                rt,
+                &t.version,
+                ns,
+                name,
+                opts_body.as_ref(),
+                &opts,
+            )?))
         }
         ("DELETE", None) => {
             let lo = list_opts(q)?;
@@ -795,24 +955,43 @@ fn resource(
 /// The API server's default token audience.
 pub const DEFAULT_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
-fn token_request(shared: &Shared, ns: &str, name: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let req = if body.is_empty() { json!({}) } else { parse_body(body)? };
+fn token_request(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let req = if body.is_empty() {
+        json!({})
+    } else {
+        parse_body(body)?
+    };
     let uid = {
         let st = shared.state.read().expect("lock");
         let sa = st
             .get_obj("/serviceaccounts", ns, name)
             .ok_or_else(|| ApiError::not_found("", "serviceaccounts", name))?;
-        util::str_at(sa, &["metadata", "uid"]).unwrap_or("").to_string()
+        util::str_at(sa, &["metadata", "uid"])
+            .unwrap_or("")
+            .to_string()
     };
     let mut audiences: Vec<String> = req
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if audiences.is_empty() {
         audiences.push(DEFAULT_AUDIENCE.to_string());
     }
-    let exp = req.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    let exp = req
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
     if exp < 600 {
         return Err(ApiError::invalid(
             "authentication.k8s.io",
@@ -833,7 +1012,9 @@ fn token_request(shared: &Shared, ns: &str, name: &str, body: &[u8]) -> Result<R
             &[(
                 "spec.expirationSeconds".into(),
                 "FieldValueTooLong".into(),
-                format!("Invalid value: {exp}: may not specify a duration larger than 2^32 seconds"),
+                format!(
+                    "Invalid value: {exp}: may not specify a duration larger than 2^32 seconds"
+                ),
             )],
         ));
     }
@@ -856,7 +1037,10 @@ impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -874,7 +1058,10 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query) -> Response<Body> {
     let ns = t.namespace.clone();
     let single = t.name.clone();
     let rv_param = q.get("resourceVersion").unwrap_or("").to_string();
-    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).unwrap_or(1800);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800);
     let api_version = t.rt.api_version(&t.version);
     let kind = t.rt.kind.clone();
     let wanted = move |o: &Value| {
@@ -890,7 +1077,8 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query) -> Response<Body> {
             let mut o = o.clone();
             o["apiVersion"] = json!(api_version);
             o["kind"] = json!(kind);
-            let mut line = serde_json::to_vec(&json!({"type": ty, "object": o})).expect("Value serialises");
+            let mut line =
+                serde_json::to_vec(&json!({"type": ty, "object": o})).expect("Value serialises");
             line.push(b'\n');
             Bytes::from(line)
         }
@@ -941,12 +1129,16 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query) -> Response<Body> {
         }
     });
     let mut r = Response::new(ChannelBody(body_rx).boxed());
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn frame_error(e: &ApiError) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.body()})).expect("Value serialises");
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.body()}))
+        .expect("Value serialises");
     line.push(b'\n');
     Bytes::from(line)
 }
@@ -957,7 +1149,9 @@ mod tests {
 
     #[test]
     fn query_parsing_skips_empty_segments() {
-        let q = Query(parse_query("&force=true&fieldManager=meshvm&labelSelector=app%3Dx%2Cy+in+%28a%29"));
+        let q = Query(parse_query(
+            "&force=true&fieldManager=meshvm&labelSelector=app%3Dx%2Cy+in+%28a%29",
+        ));
         assert!(q.flag("force"));
         assert_eq!(q.get("fieldManager"), Some("meshvm"));
         assert_eq!(q.get("labelSelector"), Some("app=x,y in (a)"));
@@ -966,13 +1160,32 @@ mod tests {
     #[test]
     fn routes_namespaced_and_cluster_paths() {
         let st = State::new(crate::cidr::Cidr::default());
-        let Route::Resource(t) = route(&st, "/api/v1/namespaces/ns1/secrets/s") else { panic!("not a resource") };
-        assert_eq!((t.rt.plural.as_str(), t.namespace.as_deref(), t.name.as_deref()), ("secrets", Some("ns1"), Some("s")));
-        let Route::Resource(t) = route(&st, "/api/v1/namespaces/ns1/status") else { panic!("not a resource") };
-        assert_eq!((t.rt.plural.as_str(), t.name.as_deref(), t.sub.as_deref()), ("namespaces", Some("ns1"), Some("status")));
-        let Route::Resource(t) = route(&st, "/api/v1/secrets") else { panic!("not a resource") };
+        let Route::Resource(t) = route(&st, "/api/v1/namespaces/ns1/secrets/s") else {
+            panic!("not a resource")
+        };
+        assert_eq!(
+            (
+                t.rt.plural.as_str(),
+                t.namespace.as_deref(),
+                t.name.as_deref()
+            ),
+            ("secrets", Some("ns1"), Some("s"))
+        );
+        let Route::Resource(t) = route(&st, "/api/v1/namespaces/ns1/status") else {
+            panic!("not a resource")
+        };
+        assert_eq!(
+            (t.rt.plural.as_str(), t.name.as_deref(), t.sub.as_deref()),
+            ("namespaces", Some("ns1"), Some("status"))
+        );
+        let Route::Resource(t) = route(&st, "/api/v1/secrets") else {
+            panic!("not a resource")
+        };
         assert!(t.namespace.is_none() && t.name.is_none());
-        assert!(matches!(route(&st, "/apis/apps/v1"), Route::ResourceList(..)));
+        assert!(matches!(
+            route(&st, "/apis/apps/v1"),
+            Route::ResourceList(..)
+        ));
         assert!(matches!(route(&st, "/apis/nope/v1/things"), Route::Unknown));
     }
 }

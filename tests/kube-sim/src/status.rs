@@ -93,8 +93,7 @@ impl ApiError {
     }
 
     /// The message of a stale-resourceVersion conflict.
-    pub const STALE: &'static str =
-        "the object has been modified; please apply your changes to the latest version and try again";
+    pub const STALE: &'static str = "the object has been modified; please apply your changes to the latest version and try again";
 
     /// 409 for server-side apply conflicts between field managers.
     pub fn apply_conflicts(conflicts: &[(String, String, String)]) -> Self {
@@ -208,7 +207,10 @@ impl ApiError {
         Self::new(
             403,
             "Forbidden",
-            format!("{} \"{name}\" is forbidden: {why}", qualified(group, resource)),
+            format!(
+                "{} \"{name}\" is forbidden: {why}",
+                qualified(group, resource)
+            ),
             Some(details(name, group, resource)),
         )
     }
@@ -228,7 +230,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {content_type}"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {content_type}"
+            ),
             Some(json!({})),
         )
     }

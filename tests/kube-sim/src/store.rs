@@ -128,14 +128,18 @@ fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let start = v.get("start").and_then(Value::as_array).ok_or_else(bad)?;
-    match (start.first().and_then(Value::as_str), start.get(1).and_then(Value::as_str)) {
+    match (
+        start.first().and_then(Value::as_str),
+        start.get(1).and_then(Value::as_str),
+    ) {
         (Some(ns), Some(name)) => Ok((ns.to_string(), name.to_string())),
         _ => Err(bad()),
     }
 }
 
 fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
-    URL_SAFE_NO_PAD.encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": [ns, name]}).to_string())
+    URL_SAFE_NO_PAD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": [ns, name]}).to_string())
 }
 
 impl State {
@@ -232,7 +236,11 @@ impl State {
         write!(
             body_writer(&mut body),
             "{{\"apiVersion\":{},\"kind\":{},\"items\":[",
-            json!(if rt.group.is_empty() { version.to_string() } else { format!("{}/{}", rt.group, version) }),
+            json!(if rt.group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{}/{}", rt.group, version)
+            }),
             json!(rt.list_kind)
         )
         .expect("writing to a Vec cannot fail");
@@ -265,7 +273,8 @@ impl State {
                 }
             }
         }
-        write!(body_writer(&mut body), "],\"metadata\":{meta}}}").expect("writing to a Vec cannot fail");
+        write!(body_writer(&mut body), "],\"metadata\":{meta}}}")
+            .expect("writing to a Vec cannot fail");
         Ok(body)
     }
 
@@ -320,7 +329,8 @@ impl State {
     }
 
     fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
-        let label_only = rt.group.is_empty() && (rt.plural == "namespaces" || rt.plural == "services");
+        let label_only =
+            rt.group.is_empty() && (rt.plural == "namespaces" || rt.plural == "services");
         let ok = if label_only {
             util::is_dns_label(name)
         } else {
@@ -330,9 +340,13 @@ impl State {
             return Ok(());
         }
         let msg = if label_only {
-            format!("Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+            format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            )
         } else {
-            format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+            format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            )
         };
         Err(ApiError::invalid(
             &rt.group,
@@ -357,8 +371,10 @@ impl State {
         if !unknown.is_empty() {
             match fv {
                 FieldValidation::Strict => {
-                    let list: Vec<String> =
-                        unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+                    let list: Vec<String> = unknown
+                        .iter()
+                        .map(|p| format!("unknown field \"{p}\""))
+                        .collect();
                     return Err(ApiError::bad_request(format!(
                         "strict decoding error: {}",
                         list.join(", ")
@@ -378,7 +394,12 @@ impl State {
             .into_iter()
             .map(|e| (e.path, e.reason, e.message))
             .collect();
-        Err(ApiError::invalid(&rt.group, &rt.kind, name_of(obj), &causes))
+        Err(ApiError::invalid(
+            &rt.group,
+            &rt.kind,
+            name_of(obj),
+            &causes,
+        ))
     }
 
     /// Type-specific defaulting and validation shared by every write path.
@@ -433,19 +454,30 @@ impl State {
         if rt.namespaced && !self.namespace_exists(ns) {
             return Err(ApiError::not_found("", "namespaces", ns));
         }
-        if self.get_obj(&rt.key(), if rt.namespaced { ns } else { "" }, &name).is_some() {
+        if self
+            .get_obj(&rt.key(), if rt.namespaced { ns } else { "" }, &name)
+            .is_some()
+        {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         {
             let m = meta_mut(&mut obj);
-            for k in ["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "deletionTimestamp", "selfLink"] {
+            for k in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+                "deletionTimestamp",
+                "selfLink",
+            ] {
                 m.remove(k);
             }
         }
-        if rt.status_subresource {
-            if let Some(o) = obj.as_object_mut() {
-                o.remove("status");
-            }
+        if rt.status_subresource
+            && let Some(o) = obj.as_object_mut()
+        {
+            o.remove("status");
         }
         let mut warnings = Vec::new();
         self.prepare(rt, version, &mut obj, None, opts, &mut warnings)?;
@@ -466,11 +498,13 @@ impl State {
                 manager: &opts.manager,
                 api_version: &api_version,
                 builtin: rt.builtin,
-                scope: Scope::Main { skip_status: rt.status_subresource },
+                scope: Scope::Main {
+                    skip_status: rt.status_subresource,
+                },
                 time: &now,
             },
         );
-        self.finish_create(rt, version, obj, opts, warnings)
+        Ok(self.finish_create(rt, version, obj, opts, warnings))
     }
 
     fn finish_create(
@@ -480,15 +514,23 @@ impl State {
         mut obj: Value,
         opts: &WriteOpts,
         warnings: Vec<String>,
-    ) -> Result<Written, ApiError> {
+    ) -> Written {
         if opts.dry_run {
-            return Ok(Written { object: Self::output(&obj, rt, version), code: 201, warnings });
+            return Written {
+                object: Self::output(&obj, rt, version),
+                code: 201,
+                warnings,
+            };
         }
         let rv = self.next_rv();
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv));
         let stored = self.store(rt, obj, "ADDED");
         self.after_write(rt, &stored, true);
-        Ok(Written { object: Self::output(&stored, rt, version), code: 201, warnings })
+        Written {
+            object: Self::output(&stored, rt, version),
+            code: 201,
+            warnings,
+        }
     }
 
     /// Stores the object (in the preferred version) and records the event.
@@ -500,7 +542,11 @@ impl State {
             name_of(&obj).to_string(),
         );
         if self.events.receiver_count() > 0 {
-            let _ = self.events.send(Event { kind: event, resource: rt.key(), object: obj.clone() });
+            let _ = self.events.send(Event {
+                kind: event,
+                resource: rt.key(),
+                object: obj.clone(),
+            });
         }
         self.objects.insert(key, obj.clone());
         obj
@@ -513,6 +559,7 @@ impl State {
     }
 
     /// PUT (`sub` None) or PUT of the `status` subresource.
+    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
         rt: &ResourceType,
@@ -538,10 +585,16 @@ impl State {
         }
         Self::check_namespace(rt, ns, &mut body)?;
         match util::str_at(&body, &["metadata", "resourceVersion"]) {
-            Some(rv) if !rv.is_empty() => {
-                if Some(rv) != util::str_at(&old, &["metadata", "resourceVersion"]) {
-                    return Err(ApiError::conflict(&rt.group, &rt.plural, name, ApiError::STALE));
-                }
+            Some(rv)
+                if !rv.is_empty()
+                    && Some(rv) != util::str_at(&old, &["metadata", "resourceVersion"]) =>
+            {
+                return Err(ApiError::conflict(
+                    &rt.group,
+                    &rt.plural,
+                    name,
+                    ApiError::STALE,
+                ));
             }
             _ if !rt.builtin => {
                 return Err(ApiError::invalid(
@@ -557,7 +610,7 @@ impl State {
             }
             _ => {}
         }
-        self.replace(rt, version, sub, old, body, opts, false)
+        self.replace(rt, version, sub, &old, body, opts, false)
     }
 
     /// The common tail of PUT, PATCH and apply: carry what the client may not change, default,
@@ -568,7 +621,7 @@ impl State {
         rt: &ResourceType,
         version: &str,
         sub: Option<&str>,
-        old: Value,
+        old: &Value,
         body: Value,
         opts: &WriteOpts,
         fields_done: bool,
@@ -584,10 +637,8 @@ impl State {
                     }
                 }
             }
-            if fields_done {
-                if let Some(mf) = body.pointer("/metadata/managedFields") {
-                    meta_mut(&mut n).insert("managedFields".into(), mf.clone());
-                }
+            if fields_done && let Some(mf) = body.pointer("/metadata/managedFields") {
+                meta_mut(&mut n).insert("managedFields".into(), mf.clone());
             }
             n
         } else {
@@ -607,7 +658,13 @@ impl State {
         {
             let old_meta = old.get("metadata").cloned().unwrap_or_default();
             let m = meta_mut(&mut new);
-            for k in ["uid", "creationTimestamp", "generation", "resourceVersion", "deletionTimestamp"] {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "resourceVersion",
+                "deletionTimestamp",
+            ] {
                 match old_meta.get(k) {
                     Some(v) => m.insert(k.to_string(), v.clone()),
                     None => m.remove(k),
@@ -622,10 +679,14 @@ impl State {
         }
         let mut warnings = Vec::new();
         if !status_write {
-            self.prepare(rt, version, &mut new, Some(&old), opts, &mut warnings)?;
+            self.prepare(rt, version, &mut new, Some(old), opts, &mut warnings)?;
         }
-        if rt.has_generation && spec_part(&new) != spec_part(&old) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        if rt.has_generation && spec_part(&new) != spec_part(old) {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
             meta_mut(&mut new).insert("generation".into(), json!(g));
             kinds::after_generation_bump(rt, &mut new);
         }
@@ -633,29 +694,47 @@ impl State {
         let api_version = rt.api_version(version);
         if !fields_done {
             fields::record_update(
-                Some(&old),
+                Some(old),
                 &mut new,
                 &Writer {
                     manager: &opts.manager,
                     api_version: &api_version,
                     builtin: rt.builtin,
-                    scope: if status_write { Scope::Status } else { Scope::Main { skip_status: rt.status_subresource } },
+                    scope: if status_write {
+                        Scope::Status
+                    } else {
+                        Scope::Main {
+                            skip_status: rt.status_subresource,
+                        }
+                    },
                     time: &now,
                 },
             );
         }
         // A write that changes nothing keeps the resourceVersion, as etcd3's GuaranteedUpdate does.
-        if strip_for_compare(&new) == strip_for_compare(&old) {
-            return Ok(Written { object: Self::output(&old, rt, version), code: 200, warnings });
+        if strip_for_compare(&new) == strip_for_compare(old) {
+            return Ok(Written {
+                object: Self::output(old, rt, version),
+                code: 200,
+                warnings,
+            });
         }
         if opts.dry_run {
-            return Ok(Written { object: Self::output(&new, rt, version), code: 200, warnings });
+            return Ok(Written {
+                object: Self::output(&new, rt, version),
+                code: 200,
+                warnings,
+            });
         }
         let rv = self.next_rv();
         meta_mut(&mut new).insert("resourceVersion".into(), json!(rv));
         let stored = self.store(rt, new, "MODIFIED");
         self.after_write(rt, &stored, false);
-        Ok(Written { object: Self::output(&stored, rt, version), code: 200, warnings })
+        Ok(Written {
+            object: Self::output(&stored, rt, version),
+            code: 200,
+            warnings,
+        })
     }
 
     /// PATCH of any supported type; apply patches create missing objects.
@@ -697,12 +776,22 @@ impl State {
             other => return Err(ApiError::unsupported_media_type(other)),
         };
         result.map_err(|e| {
-            ApiError::invalid(&rt.group, &rt.kind, name, &[(String::new(), "FieldValueInvalid".into(), e)])
+            ApiError::invalid(
+                &rt.group,
+                &rt.kind,
+                name,
+                &[(String::new(), "FieldValueInvalid".into(), e)],
+            )
         })?;
-        if let Some(rv) = util::str_at(&target, &["metadata", "resourceVersion"]) {
-            if Some(rv) != util::str_at(&old, &["metadata", "resourceVersion"]) {
-                return Err(ApiError::conflict(&rt.group, &rt.plural, name, ApiError::STALE));
-            }
+        if let Some(rv) = util::str_at(&target, &["metadata", "resourceVersion"])
+            && Some(rv) != util::str_at(&old, &["metadata", "resourceVersion"])
+        {
+            return Err(ApiError::conflict(
+                &rt.group,
+                &rt.plural,
+                name,
+                ApiError::STALE,
+            ));
         }
         Self::check_kind(rt, version, &mut target)?;
         if name_of(&target) != name {
@@ -712,7 +801,7 @@ impl State {
             )));
         }
         Self::check_namespace(rt, ns, &mut target)?;
-        self.replace(rt, version, sub, old, target, opts, false)
+        self.replace(rt, version, sub, &old, target, opts, false)
     }
 
     /// Server-side apply.
@@ -744,8 +833,16 @@ impl State {
         if !applied.is_object() {
             return Err(ApiError::bad_request("the apply patch must be an object"));
         }
-        if applied.get("apiVersion").and_then(Value::as_str).unwrap_or("").is_empty()
-            || applied.get("kind").and_then(Value::as_str).unwrap_or("").is_empty()
+        if applied
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+            || applied
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
         {
             return Err(ApiError::bad_request(
                 "invalid object type: apply patches must set apiVersion and kind",
@@ -766,7 +863,13 @@ impl State {
         Self::check_namespace(rt, ns, &mut applied)?;
         {
             let m = meta_mut(&mut applied);
-            for k in ["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"] {
+            for k in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ] {
                 m.remove(k);
             }
         }
@@ -777,7 +880,13 @@ impl State {
             manager: &opts.manager,
             api_version: &api_version,
             builtin: rt.builtin,
-            scope: if status_write { Scope::Status } else { Scope::Main { skip_status: rt.status_subresource } },
+            scope: if status_write {
+                Scope::Status
+            } else {
+                Scope::Main {
+                    skip_status: rt.status_subresource,
+                }
+            },
             time: &now,
         };
         let live = self.get_obj(&rt.key(), ns, name).cloned();
@@ -789,10 +898,10 @@ impl State {
                 return Err(ApiError::not_found("", "namespaces", ns));
             }
             Self::validate_name(rt, name)?;
-            if rt.status_subresource {
-                if let Some(o) = applied.as_object_mut() {
-                    o.remove("status");
-                }
+            if rt.status_subresource
+                && let Some(o) = applied.as_object_mut()
+            {
+                o.remove("status");
             }
             let mut obj = fields::apply(None, &applied, &writer, opts.force)
                 .map_err(|c| ApiError::apply_conflicts(&c))?;
@@ -806,12 +915,12 @@ impl State {
                     m.insert("generation".into(), json!(1));
                 }
             }
-            return self.finish_create(rt, version, obj, opts, warnings);
+            return Ok(self.finish_create(rt, version, obj, opts, warnings));
         };
         let live_out = Self::output(&live, rt, version);
         let merged = fields::apply(Some(&live_out), &applied, &writer, opts.force)
             .map_err(|c| ApiError::apply_conflicts(&c))?;
-        self.replace(rt, version, sub, live, merged, opts, true)
+        self.replace(rt, version, sub, &live, merged, opts, true)
     }
 
     /// DELETE of one object.
@@ -837,14 +946,21 @@ impl State {
                             &rt.group,
                             &rt.plural,
                             name,
-                            &format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"),
+                            &format!(
+                                "Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"
+                            ),
                         ));
                     }
                 }
             }
         }
         if rt.key() == "/namespaces" && ["default", "kube-system", "kube-public"].contains(&name) {
-            return Err(ApiError::forbidden_msg("", "namespaces", name, "this namespace may not be deleted"));
+            return Err(ApiError::forbidden_msg(
+                "",
+                "namespaces",
+                name,
+                "this namespace may not be deleted",
+            ));
         }
         let mut shown = Self::output(&old, rt, version);
         if rt.key() == "/namespaces" {
@@ -852,11 +968,19 @@ impl State {
             shown["status"] = json!({"phase": "Terminating"});
         }
         if opts.dry_run {
-            return Ok(Written { object: shown, code: 200, warnings: Vec::new() });
+            return Ok(Written {
+                object: shown,
+                code: 200,
+                warnings: Vec::new(),
+            });
         }
         self.remove(&rt.key(), ns, name);
         crate::controllers::reconcile(self);
-        Ok(Written { object: shown, code: 200, warnings: Vec::new() })
+        Ok(Written {
+            object: shown,
+            code: 200,
+            warnings: Vec::new(),
+        })
     }
 
     /// Removes an object with the apiserver's own cascades (namespace contents, a CRD's objects).
@@ -868,7 +992,11 @@ impl State {
         let mut gone = old.clone();
         meta_mut(&mut gone).insert("resourceVersion".into(), json!(self.rv.to_string()));
         if self.events.receiver_count() > 0 {
-            let _ = self.events.send(Event { kind: "DELETED", resource: resource.to_string(), object: gone });
+            let _ = self.events.send(Event {
+                kind: "DELETED",
+                resource: resource.to_string(),
+                object: gone,
+            });
         }
         match resource {
             "/namespaces" => {
@@ -887,8 +1015,10 @@ impl State {
                 let plural = util::str_at(&old, &["spec", "names", "plural"]).unwrap_or("");
                 let key = format!("{group}/{plural}");
                 if self.registry.get(&key).is_some_and(|t| !t.builtin) {
-                    let keys: Vec<ObjKey> =
-                        self.iter_resource(&key, None).map(|(k, _)| k.clone()).collect();
+                    let keys: Vec<ObjKey> = self
+                        .iter_resource(&key, None)
+                        .map(|(k, _)| k.clone())
+                        .collect();
                     for k in keys {
                         self.remove(&k.0, &k.1, &k.2);
                     }
@@ -934,8 +1064,16 @@ impl State {
         if obj.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition") {
             obj = crate::schema::to_v1_crd(&obj)?;
         }
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let rt: Arc<ResourceType> = self.registry.by_kind(&api_version, &kind).ok_or_else(|| {
             format!(
                 "{kind} {api_version} is not served (load its CustomResourceDefinition first, or use a kind the sim serves)"
@@ -949,7 +1087,11 @@ impl State {
         }
         let ns = if rt.namespaced {
             let n = namespace_of(&obj);
-            if n.is_empty() { "default".to_string() } else { n.to_string() }
+            if n.is_empty() {
+                "default".to_string()
+            } else {
+                n.to_string()
+            }
         } else {
             String::new()
         };
@@ -958,22 +1100,37 @@ impl State {
         }
         let old = self.get_obj(&rt.key(), &ns, &name).cloned();
         let mut warnings = Vec::new();
-        let opts = WriteOpts { field_validation: FieldValidation::Ignore, ..WriteOpts::default() };
+        let opts = WriteOpts {
+            field_validation: FieldValidation::Ignore,
+            ..WriteOpts::default()
+        };
         if !rt.builtin {
-            Self::check_schema(&rt, &version, &mut obj, opts.field_validation, &mut warnings)
-                .map_err(|e| e.message)?;
+            Self::check_schema(
+                &rt,
+                &version,
+                &mut obj,
+                opts.field_validation,
+                &mut warnings,
+            )
+            .map_err(|e| e.message)?;
         }
         kinds::prepare(self, &rt, &mut obj, old.as_ref()).map_err(|e| e.message)?;
         {
             let m = meta_mut(&mut obj);
-            if m.get("uid").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if m.get("uid")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 let uid = old
                     .as_ref()
                     .and_then(|o| util::str_at(o, &["metadata", "uid"]).map(str::to_string))
                     .unwrap_or_else(util::new_uid);
                 m.insert("uid".into(), json!(uid));
             }
-            if m.get("creationTimestamp").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if m.get("creationTimestamp")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 m.insert("creationTimestamp".into(), json!(util::now_rfc3339()));
             }
             if rt.has_generation && m.get("generation").is_none() {

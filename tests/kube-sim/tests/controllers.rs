@@ -11,7 +11,9 @@ use x509_parser::prelude::*;
 const SAMPLES: &str = "../../../shared/conformance/certs/samples";
 
 fn sample(name: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLES).join(name);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(SAMPLES)
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -32,7 +34,9 @@ fn legacy_with_cacerts() -> Scenario {
 }
 
 fn pems(data: &[u8]) -> Vec<Vec<u8>> {
-    Pem::iter_from_buffer(data).map(|p| p.unwrap().contents).collect()
+    Pem::iter_from_buffer(data)
+        .map(|p| p.unwrap().contents)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,17 +44,24 @@ async fn citadel_issues_istio_sa_secret_signed_by_cacerts() {
     let server = Server::start(legacy_with_cacerts()).await;
     let client = server.client();
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "expandvm"}})).unwrap())
-        .await
-        .unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "expandvm"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "expandvm");
-    sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "expandvm"}})).unwrap())
-        .await
-        .unwrap();
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "expandvm"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "expandvm");
     let s = secrets.get("istio.expandvm").await.unwrap();
     assert_eq!(s.type_.as_deref(), Some("istio.io/key-and-cert"));
-    let data: BTreeMap<String, Vec<u8>> = s.data.unwrap().into_iter().map(|(k, v)| (k, v.0)).collect();
+    let data: BTreeMap<String, Vec<u8>> =
+        s.data.unwrap().into_iter().map(|(k, v)| (k, v.0)).collect();
     assert_eq!(data["root-cert.pem"], sample("root-cert.pem"));
     assert!(String::from_utf8_lossy(&data["key.pem"]).contains("PRIVATE KEY"));
 
@@ -75,18 +86,25 @@ async fn citadel_issues_istio_sa_secret_signed_by_cacerts() {
     let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
     let root_der = pems(&sample("root-cert.pem")).remove(0);
     let (_, root) = X509Certificate::from_der(&root_der).unwrap();
-    leaf.verify_signature(Some(ca.public_key())).expect("leaf signed by cacerts' ca-cert.pem");
-    ca.verify_signature(Some(root.public_key())).expect("ca-cert.pem signed by root-cert.pem");
+    leaf.verify_signature(Some(ca.public_key()))
+        .expect("leaf signed by cacerts' ca-cert.pem");
+    ca.verify_signature(Some(root.public_key()))
+        .expect("ca-cert.pem signed by root-cert.pem");
     assert!(leaf.validity().is_valid());
 
     // The default SA of every namespace gets one too; a deleted SA loses it.
     assert!(secrets.get_opt("istio.default").await.unwrap().is_some());
-    sas.delete("expandvm", &DeleteParams::default()).await.unwrap();
+    sas.delete("expandvm", &DeleteParams::default())
+        .await
+        .unwrap();
     assert!(secrets.get_opt("istio.expandvm").await.unwrap().is_none());
 
     // Without cacerts Citadel falls back to its own root, and re-issues.
     let system: Api<Secret> = Api::namespaced(client.clone(), "istio-system");
-    system.delete("cacerts", &DeleteParams::default()).await.unwrap();
+    system
+        .delete("cacerts", &DeleteParams::default())
+        .await
+        .unwrap();
     let reissued = secrets.get("istio.default").await.unwrap();
     let root = reissued.data.unwrap()["root-cert.pem"].0.clone();
     assert_ne!(root, sample("root-cert.pem"));
@@ -105,11 +123,17 @@ async fn istiod_publishes_root_cert_configmap() {
     let root = cm.get("istio-ca-root-cert").await.unwrap().data.unwrap()["root-cert.pem"].clone();
     assert!(root.contains("BEGIN CERTIFICATE"));
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "vm"}})).unwrap())
-        .await
-        .unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "vm"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let vm: Api<ConfigMap> = Api::namespaced(client.clone(), "vm");
-    assert_eq!(vm.get("istio-ca-root-cert").await.unwrap().data.unwrap()["root-cert.pem"], root);
+    assert_eq!(
+        vm.get("istio-ca-root-cert").await.unwrap().data.unwrap()["root-cert.pem"],
+        root
+    );
     // istiod's namespace controller skips the system namespaces.
     let ks: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
     assert!(ks.get_opt("istio-ca-root-cert").await.unwrap().is_none());
@@ -121,11 +145,40 @@ async fn istiod_publishes_root_cert_configmap() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shipped_scenarios_load() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let legacy = Server::start(Scenario::from_files(&[dir.join("legacy-1.4.yaml"), dir.join("legacy-1.4-strict-ready.yaml")]).unwrap()).await;
-    let drs = legacy.object("networking.istio.io/v1alpha3", "DestinationRule", "istio-system", "default");
+    let legacy = Server::start(
+        Scenario::from_files(&[
+            dir.join("legacy-1.4.yaml"),
+            dir.join("legacy-1.4-strict-ready.yaml"),
+        ])
+        .unwrap(),
+    )
+    .await;
+    let drs = legacy.object(
+        "networking.istio.io/v1alpha3",
+        "DestinationRule",
+        "istio-system",
+        "default",
+    );
     assert!(drs.is_some(), "strict-ready DR loaded on top of legacy-1.4");
-    assert!(legacy.object("v1", "Secret", "istio-system", "istio.default").is_some());
+    assert!(
+        legacy
+            .object("v1", "Secret", "istio-system", "istio.default")
+            .is_some()
+    );
     let modern = Server::start(Scenario::from_files(&[dir.join("modern.yaml")]).unwrap()).await;
-    assert!(modern.object("v1", "ConfigMap", "default", "istio-ca-root-cert").is_some());
-    assert!(modern.object("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "workloadentries.networking.istio.io").is_some());
+    assert!(
+        modern
+            .object("v1", "ConfigMap", "default", "istio-ca-root-cert")
+            .is_some()
+    );
+    assert!(
+        modern
+            .object(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "",
+                "workloadentries.networking.istio.io"
+            )
+            .is_some()
+    );
 }

@@ -4,7 +4,10 @@ use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use kube_sim::{Scenario, Server};
 use serde_json::json;
 
@@ -37,30 +40,70 @@ async fn typed_crud_and_semantics() {
     let client = server.client();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 
-    let created = cms.create(&PostParams::default(), &cm("a", "1")).await.unwrap();
-    let rv1: u64 = created.metadata.resource_version.clone().unwrap().parse().unwrap();
+    let created = cms
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap();
+    let rv1: u64 = created
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
 
-    let dup = api_err(cms.create(&PostParams::default(), &cm("a", "1")).await.unwrap_err());
+    let dup = api_err(
+        cms.create(&PostParams::default(), &cm("a", "1"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(dup.message, "configmaps \"a\" already exists");
 
     let mut changed = created.clone();
     changed.data = Some([("k".to_string(), "2".to_string())].into());
-    let replaced = cms.replace("a", &PostParams::default(), &changed).await.unwrap();
-    let rv2: u64 = replaced.metadata.resource_version.clone().unwrap().parse().unwrap();
+    let replaced = cms
+        .replace("a", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let rv2: u64 = replaced
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rv2 > rv1, "resourceVersion must grow: {rv1} -> {rv2}");
 
     // Stale resourceVersion: the apiserver's optimistic concurrency.
-    let stale = api_err(cms.replace("a", &PostParams::default(), &changed).await.unwrap_err());
+    let stale = api_err(
+        cms.replace("a", &PostParams::default(), &changed)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
-    assert!(stale.message.contains("the object has been modified"), "{}", stale.message);
+    assert!(
+        stale.message.contains("the object has been modified"),
+        "{}",
+        stale.message
+    );
 
     let missing = api_err(cms.get("nope").await.unwrap_err());
-    assert_eq!((missing.code, missing.reason.as_str(), missing.message.as_str()), (404, "NotFound", "configmaps \"nope\" not found"));
+    assert_eq!(
+        (
+            missing.code,
+            missing.reason.as_str(),
+            missing.message.as_str()
+        ),
+        (404, "NotFound", "configmaps \"nope\" not found")
+    );
 
     // dryRun=All changes nothing.
-    let dry = PostParams { dry_run: true, ..PostParams::default() };
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
     cms.create(&dry, &cm("dry", "x")).await.unwrap();
     assert!(cms.get_opt("dry").await.unwrap().is_none());
 
@@ -70,14 +113,21 @@ async fn typed_crud_and_semantics() {
         .await
         .unwrap();
     let mf = applied.metadata.managed_fields.clone().unwrap();
-    assert_eq!((mf[0].manager.as_deref(), mf[0].operation.as_deref()), (Some("meshvm"), Some("Apply")));
+    assert_eq!(
+        (mf[0].manager.as_deref(), mf[0].operation.as_deref()),
+        (Some("meshvm"), Some("Apply"))
+    );
     let conflict = api_err(
         cms.patch("b", &PatchParams::apply("other"), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}, "data": {"x": "2"}})))
             .await
             .unwrap_err(),
     );
     assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
-    assert!(conflict.message.contains("conflict with \"meshvm\""), "{}", conflict.message);
+    assert!(
+        conflict.message.contains("conflict with \"meshvm\""),
+        "{}",
+        conflict.message
+    );
     let forced = cms
         .patch("b", &PatchParams::apply("other").force(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}, "data": {"x": "2"}})))
         .await
@@ -85,8 +135,18 @@ async fn typed_crud_and_semantics() {
     assert_eq!(forced.data.unwrap()["x"], "2");
 
     // Merge and JSON patches.
-    let merged = cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": null, "m": "3"}}))).await.unwrap();
-    assert_eq!(merged.data.clone().unwrap(), [("m".to_string(), "3".to_string())].into());
+    let merged = cms
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": null, "m": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        merged.data.clone().unwrap(),
+        [("m".to_string(), "3".to_string())].into()
+    );
     // kube's Patch::Json needs a feature; send the JSON patch as kubectl does.
     let req = http::Request::patch("/api/v1/namespaces/default/configmaps/a")
         .header("Content-Type", "application/json-patch+json")
@@ -96,12 +156,28 @@ async fn typed_crud_and_semantics() {
     assert_eq!(jpatched.data.unwrap()["j"], "4");
 
     // Selectors.
-    let by_label = cms.list(&ListParams::default().labels("n in (a,b)")).await.unwrap();
+    let by_label = cms
+        .list(&ListParams::default().labels("n in (a,b)"))
+        .await
+        .unwrap();
     assert_eq!(by_label.items.len(), 2);
-    let by_name = cms.list(&ListParams::default().fields("metadata.name=a")).await.unwrap();
+    let by_name = cms
+        .list(&ListParams::default().fields("metadata.name=a"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items.len(), 1);
-    let not_b = cms.list(&ListParams::default().labels("app=meshvm,n!=b")).await.unwrap();
-    assert_eq!(not_b.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["a"]);
+    let not_b = cms
+        .list(&ListParams::default().labels("app=meshvm,n!=b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        not_b
+            .items
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
 
     cms.delete("a", &DeleteParams::default()).await.unwrap();
     assert!(cms.get_opt("a").await.unwrap().is_none());
@@ -112,24 +188,45 @@ async fn defaults_every_cluster_has() {
     let server = Server::start(Scenario::empty()).await;
     let client = server.client();
     let nss: Api<Namespace> = Api::all(client.clone());
-    let names: Vec<String> = nss.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|n| n.metadata.name).collect();
-    assert_eq!(names, ["default", "kube-node-lease", "kube-public", "kube-system"]);
+    let names: Vec<String> = nss
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
     let svc: Api<Service> = Api::namespaced(client.clone(), "default");
     let k8s = svc.get("kubernetes").await.unwrap();
     assert_eq!(k8s.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
 
     // A new namespace gets its `default` ServiceAccount; deleting it deletes its contents.
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "vm"}})).unwrap()).await.unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "vm"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "vm");
     assert!(sas.get_opt("default").await.unwrap().is_some());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "vm");
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}})).unwrap();
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}}))
+            .unwrap();
     let s = secrets.create(&PostParams::default(), &s).await.unwrap();
     assert_eq!(s.data.unwrap()["a"].0, b"b");
     assert_eq!(s.type_.as_deref(), Some("Opaque"));
     nss.delete("vm", &DeleteParams::default()).await.unwrap();
     assert!(secrets.get_opt("s").await.unwrap().is_none());
-    let kept = api_err(nss.delete("kube-system", &DeleteParams::default()).await.unwrap_err());
+    let kept = api_err(
+        nss.delete("kube-system", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(kept.code, 403);
 }
 
@@ -141,10 +238,27 @@ async fn service_cidr_from_scenario() {
     .unwrap();
     let server = Server::start(scenario).await;
     let svc: Api<Service> = Api::namespaced(server.client(), "default");
-    assert_eq!(svc.get("kubernetes").await.unwrap().spec.unwrap().cluster_ip.as_deref(), Some("172.20.0.1"));
+    assert_eq!(
+        svc.get("kubernetes")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .cluster_ip
+            .as_deref(),
+        Some("172.20.0.1")
+    );
     let gw: Api<Service> = Api::namespaced(server.client(), "istio-system");
     let gw = gw.get("gw").await.unwrap();
-    assert!(gw.spec.as_ref().unwrap().cluster_ip.as_deref().unwrap().starts_with("172.20."));
+    assert!(
+        gw.spec
+            .as_ref()
+            .unwrap()
+            .cluster_ip
+            .as_deref()
+            .unwrap()
+            .starts_with("172.20.")
+    );
     assert!(gw.spec.unwrap().ports.unwrap()[0].node_port.is_some());
     let ingress = gw.status.unwrap().load_balancer.unwrap().ingress.unwrap();
     assert_eq!(ingress[0].hostname.as_deref(), Some("gw.example.com"));
@@ -160,12 +274,27 @@ async fn deployment_restart_patch_and_generation() {
     let deps: Api<Deployment> = Api::namespaced(server.client(), "istio-system");
     let before = deps.get("istiod").await.unwrap();
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z"}}}}});
-    let after = deps.patch("istiod", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
-    assert_eq!(after.metadata.generation, before.metadata.generation.map(|g| g + 1));
+    let after = deps
+        .patch("istiod", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.metadata.generation,
+        before.metadata.generation.map(|g| g + 1)
+    );
     let tpl = after.spec.unwrap().template;
-    assert_eq!(tpl.metadata.unwrap().annotations.unwrap()["kubectl.kubernetes.io/restartedAt"], "2025-01-01T00:00:00Z");
-    assert_eq!(tpl.spec.unwrap().containers[0].image.as_deref(), Some("pilot"));
-    assert_eq!(after.status.unwrap().observed_generation, after.metadata.generation);
+    assert_eq!(
+        tpl.metadata.unwrap().annotations.unwrap()["kubectl.kubernetes.io/restartedAt"],
+        "2025-01-01T00:00:00Z"
+    );
+    assert_eq!(
+        tpl.spec.unwrap().containers[0].image.as_deref(),
+        Some("pilot")
+    );
+    assert_eq!(
+        after.status.unwrap().observed_generation,
+        after.metadata.generation
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,7 +318,11 @@ async fn destination_rules_dynamic_and_paged() {
     // Custom resources need a resourceVersion on update, as the apiserver insists.
     let mut no_rv = drs.get("one").await.unwrap();
     no_rv.metadata.resource_version = None;
-    let e = api_err(drs.replace("one", &PostParams::default(), &no_rv).await.unwrap_err());
+    let e = api_err(
+        drs.replace("one", &PostParams::default(), &no_rv)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 422);
     drs.delete("one", &DeleteParams::default()).await.unwrap();
 

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use base64::Engine as _;
 use kube_sim::{Scenario, Server};
 
 /// The folder holding `kubectl.1.NN`, found as the kubectl dispatcher on PATH resolves.
@@ -59,12 +60,24 @@ fn matrix(minor: &str) {
     };
     let bin = dir.join(format!("kubectl.1.{minor}"));
     if !bin.is_file() {
-        eprintln!("skipping kubectl 1.{minor} matrix: {} does not exist", bin.display());
+        eprintln!(
+            "skipping kubectl 1.{minor} matrix: {} does not exist",
+            bin.display()
+        );
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let server = rt.block_on(Server::start(Scenario::empty().with_kube_version(&format!("1.{minor}"))));
-    let k = Kubectl { bin, kubeconfig: server.kubeconfig_path().to_path_buf(), cache: tempfile::tempdir().unwrap() };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(Server::start(
+        Scenario::empty().with_kube_version(&format!("1.{minor}")),
+    ));
+    let k = Kubectl {
+        bin,
+        kubeconfig: server.kubeconfig_path().to_path_buf(),
+        cache: tempfile::tempdir().unwrap(),
+    };
     let files = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {
         let p = files.path().join(name);
@@ -76,48 +89,128 @@ fn matrix(minor: &str) {
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(n), "get ns lacks {n}: {ns}");
     }
-    assert!(k.ok(&["create", "ns", "matrix"]).contains("namespace/matrix created"));
-    assert!(k.ok(&["create", "sa", "expandvm", "-n", "matrix"]).contains("serviceaccount/expandvm created"));
+    assert!(
+        k.ok(&["create", "ns", "matrix"])
+            .contains("namespace/matrix created")
+    );
+    assert!(
+        k.ok(&["create", "sa", "expandvm", "-n", "matrix"])
+            .contains("serviceaccount/expandvm created")
+    );
 
-    let payload = write("root-cert.pem", "-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n");
+    let payload = write(
+        "root-cert.pem",
+        "-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n",
+    );
     let from_file = format!("--from-file={payload}");
-    assert!(k.ok(&["create", "secret", "generic", "bundle", &from_file, "-n", "matrix"]).contains("secret/bundle created"));
-    let data = k.ok(&["get", "secret", "bundle", "-n", "matrix", "-o", "jsonpath={.data.root-cert\\.pem}"]);
-    use base64::Engine as _;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(data.trim()).unwrap();
+    assert!(
+        k.ok(&[
+            "create", "secret", "generic", "bundle", &from_file, "-n", "matrix"
+        ])
+        .contains("secret/bundle created")
+    );
+    let data = k.ok(&[
+        "get",
+        "secret",
+        "bundle",
+        "-n",
+        "matrix",
+        "-o",
+        "jsonpath={.data.root-cert\\.pem}",
+    ]);
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .unwrap();
     assert_eq!(decoded, std::fs::read(&payload).unwrap());
 
     let cm = write("cm.yaml", CM);
-    assert!(k.ok(&["apply", "-f", &cm]).contains("configmap/cfg created"));
-    assert!(k.ok(&["apply", "-f", &cm]).contains("configmap/cfg unchanged"));
+    assert!(
+        k.ok(&["apply", "-f", &cm])
+            .contains("configmap/cfg created")
+    );
+    assert!(
+        k.ok(&["apply", "-f", &cm])
+            .contains("configmap/cfg unchanged")
+    );
     let ssa = write("cm-ssa.yaml", CM_SSA);
-    assert!(k.ok(&["apply", "--server-side", "-f", &ssa]).contains("configmap/cfg-ssa serverside-applied"));
-    let managers = k.ok(&["get", "cm", "cfg-ssa", "-n", "matrix", "-o", "jsonpath={.metadata.managedFields[*].manager}", "--show-managed-fields"]);
+    assert!(
+        k.ok(&["apply", "--server-side", "-f", &ssa])
+            .contains("configmap/cfg-ssa serverside-applied")
+    );
+    let managers = k.ok(&[
+        "get",
+        "cm",
+        "cfg-ssa",
+        "-n",
+        "matrix",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+        "--show-managed-fields",
+    ]);
     assert!(managers.contains("kubectl"), "managedFields: {managers}");
 
     let good = write("dr-good.yaml", DR_GOOD);
-    assert!(k.ok(&["apply", "-f", &good]).contains("destinationrule.networking.istio.io/good created"));
+    assert!(
+        k.ok(&["apply", "-f", &good])
+            .contains("destinationrule.networking.istio.io/good created")
+    );
     let listed = k.ok(&["get", "destinationrules.networking.istio.io", "-A"]);
-    assert!(listed.contains("matrix") && listed.contains("good"), "{listed}");
-    assert!(k.ok(&["get", "dr", "-n", "matrix"]).contains("good"), "short name dr");
+    assert!(
+        listed.contains("matrix") && listed.contains("good"),
+        "{listed}"
+    );
+    assert!(
+        k.ok(&["get", "dr", "-n", "matrix"]).contains("good"),
+        "short name dr"
+    );
 
     let bad = write("dr-bad.yaml", DR_BAD);
     let out = k.run(&["apply", "-f", &bad]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "invalid DR accepted: {err}");
-    assert!(err.contains("spec.trafficPolicy.tls.mode") && err.contains("BOGUS"), "{err}");
+    assert!(
+        err.contains("spec.trafficPolicy.tls.mode") && err.contains("BOGUS"),
+        "{err}"
+    );
 
-    let token = k.ok(&["create", "token", "expandvm", "-n", "matrix", "--audience", "istio-ca"]);
+    let token = k.ok(&[
+        "create",
+        "token",
+        "expandvm",
+        "-n",
+        "matrix",
+        "--audience",
+        "istio-ca",
+    ]);
     let claims = token.trim().split('.').nth(1).expect("a JWT");
-    let claims: serde_json::Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(claims["aud"], serde_json::json!(["istio-ca"]));
     assert_eq!(claims["sub"], "system:serviceaccount:matrix:expandvm");
 
-    assert!(k.ok(&["delete", "dr", "good", "-n", "matrix"]).contains("deleted"));
-    assert!(k.ok(&["delete", "ns", "matrix"]).contains("namespace \"matrix\" deleted"));
-    assert!(!k.run(&["get", "sa", "expandvm", "-n", "matrix"]).status.success(), "namespace contents survive");
-    assert!(k.ok(&["get", "ns"]).lines().all(|l| !l.starts_with("matrix ")));
+    assert!(
+        k.ok(&["delete", "dr", "good", "-n", "matrix"])
+            .contains("deleted")
+    );
+    assert!(
+        k.ok(&["delete", "ns", "matrix"])
+            .contains("namespace \"matrix\" deleted")
+    );
+    assert!(
+        !k.run(&["get", "sa", "expandvm", "-n", "matrix"])
+            .status
+            .success(),
+        "namespace contents survive"
+    );
+    assert!(
+        k.ok(&["get", "ns"])
+            .lines()
+            .all(|l| !l.starts_with("matrix "))
+    );
     drop(server);
 }
 
@@ -143,7 +236,10 @@ fn dispatcher_follows_reported_version() {
         eprintln!("skipping: no kubectl on PATH");
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let server = rt.block_on(Server::start(Scenario::empty().with_kube_version("1.27")));
     let cache = tempfile::tempdir().unwrap();
     let out = Command::new(dir.join("kubectl"))
@@ -155,6 +251,14 @@ fn dispatcher_follows_reported_version() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    assert_eq!(v["serverVersion"]["gitVersion"], "v1.27.0", "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(v["clientVersion"]["minor"], "27", "dispatcher did not pick kubectl.1.27");
+    assert_eq!(
+        v["serverVersion"]["gitVersion"],
+        "v1.27.0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        v["clientVersion"]["minor"], "27",
+        "dispatcher did not pick kubectl.1.27"
+    );
 }
