@@ -6,7 +6,5 @@ use meshvm::args::BundleArgs;
 async fn main() -> std::process::ExitCode {
     let args: BundleArgs = meshvm::cli::parse();
     meshvm::cli::start(&args.common);
-    meshvm::cli::exit::<meshvm::cli::NotImplemented>(Err(meshvm::cli::NotImplemented {
-        verb: "bundle",
-    }))
+    meshvm::cli::exit(meshvm::bundle::main(args).await)
 }
