@@ -1,0 +1,1017 @@
+//! `kubectl meshvm prepare` end to end: the binary against kube-sim, checked with real kubectl,
+//! Citadel's certificates and the sim's request log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube_sim::{Fault, FaultKind, Scenario, Server};
+use meshvm::pki;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-prepare");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn samples() -> PathBuf {
+    repo().join("tests/fixtures/istio-samples")
+}
+
+async fn sim(scenario: &str) -> Server {
+    let path = repo().join("tests/scenarios").join(scenario);
+    Server::start(Scenario::from_files(&[path]).expect("scenario loads")).await
+}
+
+/// What one run printed, and how it ended.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: &Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+    fn show(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run the binary against `server` (on a blocking thread: the sim serves on the runtime).
+async fn prepare(server: &Server, args: &[&str]) -> Run {
+    let kubeconfig = server.kubeconfig_path().to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(BIN)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run kubectl-meshvm-prepare");
+        Run::from(&out)
+    })
+    .await
+    .unwrap()
+}
+
+/// Real kubectl against the sim.
+async fn kubectl(server: &Server, args: &[&str]) -> Run {
+    let kubeconfig = server.kubeconfig_path().to_owned();
+    let cache = tempfile::tempdir().unwrap();
+    let mut argv = vec![
+        "--kubeconfig".to_owned(),
+        kubeconfig.display().to_string(),
+        "--cache-dir".to_owned(),
+        cache.path().display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("kubectl")
+            .args(&argv)
+            .output()
+            .expect("kubectl on PATH");
+        drop(cache);
+        Run::from(&out)
+    })
+    .await
+    .unwrap()
+}
+
+fn secret(server: &Server, ns: &str, name: &str) -> Option<Secret> {
+    server
+        .object("v1", "Secret", ns, name)
+        .map(|v| serde_json::from_value(v).unwrap())
+}
+
+fn data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+/// Requests that change something (the request log keeps every request the sim answered).
+fn writes(server: &Server) -> Vec<String> {
+    server
+        .requests()
+        .records
+        .iter()
+        .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
+        .map(|r| format!("{} {} ?{} -> {}", r.method, r.path, r.query, r.status))
+        .collect()
+}
+
+fn samples_arg() -> String {
+    samples().display().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test CAs (rcgen)
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "prepare test");
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn ca_params(cn: &str, ca: bool, not_after_days: i64) -> CertificateParams {
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(cn);
+    p.not_before = (now - 400 * day).into();
+    p.not_after = if not_after_days >= 0 {
+        now + day * u32::try_from(not_after_days).unwrap()
+    } else {
+        now - day * u32::try_from(-not_after_days).unwrap()
+    }
+    .into();
+    if ca {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+    } else {
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    }
+    p.use_authority_key_identifier_extension = true;
+    p
+}
+
+/// A root and a signing CA under it, as PEM, the way Istio's samples are laid out.
+struct TestPki {
+    root_pem: String,
+    ca_pem: String,
+    ca_key_pem: String,
+}
+
+fn test_pki(root_cn: &str, ca_is_ca: bool, ca_days: i64) -> TestPki {
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca_params(root_cn, true, 3650);
+    let root = root_params.self_signed(&root_key).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params("Signing CA", ca_is_ca, ca_days)
+        .signed_by(&ca_key, &Issuer::from_params(&root_params, &root_key))
+        .unwrap();
+    TestPki {
+        root_pem: root.pem(),
+        ca_pem: ca.pem(),
+        ca_key_pem: ca_key.serialize_pem(),
+    }
+}
+
+/// Write a `--ca-dir` with these four files.
+fn ca_dir(ca_cert: &str, ca_key: &str, root_cert: &str, cert_chain: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("ca-cert.pem", ca_cert),
+        ("ca-key.pem", ca_key),
+        ("root-cert.pem", root_cert),
+        ("cert-chain.pem", cert_chain),
+    ] {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    dir
+}
+
+fn good_dir(p: &TestPki) -> tempfile::TempDir {
+    ca_dir(&p.ca_pem, &p.ca_key_pem, &p.root_pem, &p.ca_pem)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_first_run_second_run_and_a_different_ca() {
+    let server = sim("legacy-1.4.yaml").await;
+    let dir = samples_arg();
+    // Citadel has been running for a while (the sim stamps loaded objects with "now").
+    let mut citadel = server
+        .object("apps/v1", "Deployment", "istio-system", "istio-citadel")
+        .unwrap();
+    citadel["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z".into();
+    server.load([citadel]).unwrap();
+
+    let first = prepare(&server, &["--vm-namespace", "expandvm", "--ca-dir", &dir]).await;
+    println!("FIRST RUN\n{}", first.show());
+    assert_eq!(first.code, 0, "{}", first.show());
+    assert!(
+        first
+            .stderr
+            .contains("era: legacy (Istio 1.4: istio-citadel"),
+        "{}",
+        first.show()
+    );
+    let table: Vec<&str> = first.stdout.lines().collect();
+    assert!(
+        table[2].contains("cacerts") && table[2].contains("created"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        table[3].contains("expandvm") && table[3].contains("created"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        table[4].contains("ServiceAccount") && table[4].contains("created"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stderr.contains("still holds the old CA key")
+            && first
+                .stderr
+                .contains("kubectl rollout restart deployment/istio-citadel -n istio-system"),
+        "{}",
+        first.show()
+    );
+
+    // cacerts is what real kubectl makes from the same files.
+    let made = kubectl(&server, &["create", "namespace", "kubectl-made"]).await;
+    assert_eq!(made.code, 0, "{}", made.show());
+    let from_file = |k: &str| format!("--from-file={}", samples().join(k).display());
+    let made = kubectl(
+        &server,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "cacerts",
+            "-n",
+            "kubectl-made",
+            &from_file("ca-cert.pem"),
+            &from_file("ca-key.pem"),
+            &from_file("root-cert.pem"),
+            &from_file("cert-chain.pem"),
+        ],
+    )
+    .await;
+    assert_eq!(made.code, 0, "{}", made.show());
+    let ours = secret(&server, "istio-system", "cacerts").expect("cacerts stored");
+    let theirs = secret(&server, "kubectl-made", "cacerts").expect("kubectl's cacerts");
+    assert_eq!(
+        data(&ours),
+        data(&theirs),
+        "data byte-identical to kubectl's"
+    );
+    assert_eq!(ours.type_, theirs.type_);
+    assert_eq!(ours.type_.as_deref(), Some("Opaque"));
+    assert_eq!(ours.metadata.labels, theirs.metadata.labels);
+    assert_eq!(ours.metadata.annotations, theirs.metadata.annotations);
+    assert_eq!(
+        data(&ours)["ca-key.pem"],
+        std::fs::read(samples().join("ca-key.pem")).unwrap()
+    );
+
+    // Namespace and ServiceAccount exist; Citadel's istio.expandvm is signed by the sample CA.
+    assert!(server.object("v1", "Namespace", "", "expandvm").is_some());
+    assert!(
+        server
+            .object("v1", "ServiceAccount", "expandvm", "expandvm")
+            .is_some()
+    );
+    let mut citadel = None;
+    for _ in 0..50 {
+        citadel = secret(&server, "expandvm", "istio.expandvm");
+        if citadel.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let citadel = citadel.expect("Citadel made istio.expandvm");
+    let material =
+        pki::WorkloadMaterial::from_secret_data("secret expandvm/istio.expandvm", &data(&citadel))
+            .unwrap();
+    let findings = pki::check_workload(
+        &material,
+        Some(("expandvm", "expandvm")),
+        SystemTime::now(),
+        pki::DEFAULT_WARN_WITHIN,
+    );
+    assert!(!pki::has_errors(&findings), "{findings:?}");
+    let roots = pki::compare_roots(
+        material.root_cert.bytes(),
+        &std::fs::read(samples().join("root-cert.pem")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        roots.same(),
+        "istio.expandvm chains to the sample root: {roots:?}"
+    );
+    // The workload certificate was issued by the sample signing CA (its issuer's key).
+    let chain_and_ca = pki::WorkloadMaterial {
+        root_cert: pki::PemInput::new(
+            "ca-cert.pem",
+            std::fs::read(samples().join("ca-cert.pem")).unwrap(),
+        ),
+        ..material.clone()
+    };
+    let by_ca = pki::check_workload(
+        &chain_and_ca,
+        None,
+        SystemTime::now(),
+        pki::DEFAULT_WARN_WITHIN,
+    );
+    assert!(
+        !by_ca
+            .iter()
+            .any(|f| f.kind == pki::FindingKind::ChainBroken),
+        "signed by ca-cert.pem: {by_ca:?}"
+    );
+
+    // A second run changes nothing, and says so.
+    server.reset_requests();
+    let second = prepare(&server, &["--vm-namespace", "expandvm", "--ca-dir", &dir]).await;
+    println!("SECOND RUN\n{}", second.show());
+    assert_eq!(second.code, 0, "{}", second.show());
+    assert!(
+        second.stderr.contains("nothing to change"),
+        "{}",
+        second.show()
+    );
+    assert_eq!(
+        second.stdout.matches("unchanged").count(),
+        4,
+        "{}",
+        second.stdout
+    );
+    assert!(writes(&server).is_empty(), "{:?}", writes(&server));
+    assert!(
+        second
+            .stderr
+            .contains("cacerts changed after it last started"),
+        "the restart is still due and said so: {}",
+        second.show()
+    );
+
+    // A different CA is refused, both roots shown, nothing written.
+    let other = test_pki("Other Root", true, 365);
+    let other_dir = good_dir(&other);
+    server.reset_requests();
+    let refused = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            other_dir.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{}", refused.show());
+    assert!(
+        refused.stderr.contains("already holds a different CA"),
+        "{}",
+        refused.show()
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("in the cluster: emailAddress=testrootca@istio.io,CN=Root CA"),
+        "{}",
+        refused.show()
+    );
+    assert!(
+        refused.stderr.contains("SHA-256 63:72:7A:17:85:CA"),
+        "{}",
+        refused.show()
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("in the files:   CN=Other Root,O=prepare test (SHA-256 "),
+        "{}",
+        refused.show()
+    );
+    assert!(
+        refused.stderr.contains("hint:") && refused.stderr.contains("--force"),
+        "{}",
+        refused.show()
+    );
+    assert!(writes(&server).is_empty(), "{:?}", writes(&server));
+    assert_eq!(
+        data(&secret(&server, "istio-system", "cacerts").unwrap()),
+        data(&ours)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_ca_files_exit_1_naming_the_file_and_write_nothing() {
+    let server = sim("legacy-1.4.yaml").await;
+    let good = test_pki("Root", true, 365);
+    let stranger = test_pki("Stranger Root", true, 365);
+    let expired = test_pki("Root", true, -1);
+    let not_ca = test_pki("Root", false, 365);
+    let chain_wrong_order = format!("{}{}", good.root_pem, good.ca_pem);
+    let cases: Vec<(&str, tempfile::TempDir, &str, &str)> = vec![
+        (
+            "key mismatch",
+            ca_dir(
+                &good.ca_pem,
+                &stranger.ca_key_pem,
+                &good.root_pem,
+                &good.ca_pem,
+            ),
+            "ca-key.pem",
+            "does not match the certificate",
+        ),
+        ("expired", good_dir(&expired), "ca-cert.pem", "expired"),
+        (
+            "not a CA",
+            good_dir(&not_ca),
+            "ca-cert.pem",
+            "is not a CA certificate",
+        ),
+        (
+            "broken chain",
+            ca_dir(
+                &good.ca_pem,
+                &good.ca_key_pem,
+                &stranger.root_pem,
+                &good.ca_pem,
+            ),
+            "cert-chain.pem",
+            "",
+        ),
+        (
+            "wrong order",
+            ca_dir(
+                &good.ca_pem,
+                &good.ca_key_pem,
+                &good.root_pem,
+                &chain_wrong_order,
+            ),
+            "cert-chain.pem",
+            "is in the wrong order",
+        ),
+        (
+            "wrong PEM type",
+            ca_dir(&good.ca_pem, &good.ca_pem, &good.root_pem, &good.ca_pem),
+            "ca-key.pem",
+            "",
+        ),
+        (
+            "empty file",
+            ca_dir(&good.ca_pem, &good.ca_key_pem, &good.root_pem, ""),
+            "cert-chain.pem",
+            "is empty",
+        ),
+    ];
+    let before = server.object_count();
+    for (what, dir, file, words) in cases {
+        server.reset_requests();
+        let run = prepare(
+            &server,
+            &[
+                "--vm-namespace",
+                "expandvm",
+                "--ca-dir",
+                dir.path().to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert_eq!(run.code, 1, "{what}: {}", run.show());
+        let named = format!("{}: {words}", dir.path().join(file).display());
+        assert!(
+            run.stderr.contains(&named),
+            "{what}: want {named:?}\n{}",
+            run.show()
+        );
+        assert!(
+            run.stderr.contains("nothing was written"),
+            "{what}: {}",
+            run.show()
+        );
+        assert!(run.stdout.is_empty(), "{what}: {}", run.show());
+        assert!(
+            !run.stderr.contains("PRIVATE KEY"),
+            "{what}: {}",
+            run.show()
+        );
+        // Judged before the cluster is contacted at all.
+        assert_eq!(
+            server.requests().total(),
+            0,
+            "{what}: {:?}",
+            server.requests()
+        );
+    }
+    assert_eq!(server.object_count(), before);
+    assert!(secret(&server, "istio-system", "cacerts").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_runs_store_nothing_and_redact_keys() {
+    let server = sim("legacy-1.4.yaml").await;
+    let dir = samples_arg();
+    let before = server.object_count();
+    let run = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--dry-run=server",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        run.stdout.contains("created (server dry run)"),
+        "{}",
+        run.show()
+    );
+    assert!(
+        run.stdout
+            .contains("not sent: namespace expandvm does not exist yet"),
+        "{}",
+        run.show()
+    );
+    assert!(
+        run.stderr.contains("dry run (server): nothing was stored"),
+        "{}",
+        run.show()
+    );
+    let sent = writes(&server);
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|w| w.contains("dryRun=All")), "{sent:?}");
+    assert_eq!(server.object_count(), before);
+    assert!(secret(&server, "istio-system", "cacerts").is_none());
+
+    // Client dry run, -o yaml: the objects, keys redacted; -vvv logs no key either.
+    server.reset_requests();
+    let key_b64_line = {
+        let key = std::fs::read_to_string(samples().join("ca-key.pem")).unwrap();
+        key.lines().nth(1).unwrap().to_owned()
+    };
+    let run = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--dry-run=client",
+            "-o",
+            "yaml",
+            "-vvv",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(writes(&server).is_empty());
+    assert!(
+        run.stdout.contains("kind: List") && run.stdout.contains("REDACTED ("),
+        "{}",
+        run.stdout
+    );
+    for leaked in [
+        key_b64_line.as_str(),
+        "PRIVATE KEY",
+        "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk",
+    ] {
+        assert!(
+            !run.stdout.contains(leaked) && !run.stderr.contains(leaked),
+            "{leaked}"
+        );
+    }
+    let list: Value = serde_saphyr::from_str(&run.stdout).unwrap();
+    let kinds: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["Namespace", "Secret", "Namespace", "ServiceAccount"]
+    );
+
+    // A real run with -vvv -o json: still no key bytes anywhere; --show-secrets prints them.
+    let run = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "-o",
+            "json",
+            "-vvv",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        !run.stderr.contains("LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stdout.contains("LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk"),
+        "{}",
+        run.stdout
+    );
+    let shown = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "-o",
+            "json",
+            "--show-secrets",
+        ],
+    )
+    .await;
+    assert!(
+        shown.stdout.contains("LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk"),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn modern_gets_the_workload_group_istioctl_would_make() {
+    let server = sim("modern.yaml").await;
+    let goldens: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            repo().join("../shared/conformance/workload-entry-configure/CASES.yaml"),
+        )
+        .or_else(|_| {
+            std::fs::read_to_string("/work/shared/conformance/workload-entry-configure/CASES.yaml")
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let golden = goldens["group_create_expected_stdout"]["group create --name foo --namespace bar --labels app=foo,bar=baz --annotations annotation=foobar --ports grpc=3550,http=8080 --serviceAccount test --weight 100"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let args = [
+        "--vm-namespace",
+        "bar",
+        "-s",
+        "test",
+        "--ca-dir",
+        &samples_arg(),
+        "--workload-group",
+        "foo",
+        "--labels",
+        "app=foo,bar=baz",
+        "--annotations",
+        "annotation=foobar",
+        "--ports",
+        "grpc=3550,http=8080",
+        "--weight",
+        "100",
+        "-o",
+        "yaml",
+    ];
+    let run = prepare(&server, &args).await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        run.stderr
+            .contains("era: modern (istiod: istiod in istio-system)"),
+        "{}",
+        run.show()
+    );
+    assert!(
+        run.stderr
+            .contains("Deployment istio-system/istiod still holds the old CA key"),
+        "{}",
+        run.show()
+    );
+
+    // What -o yaml printed, and what the server stored, are istioctl's object byte for byte.
+    let list: Value = serde_saphyr::from_str(&run.stdout).unwrap();
+    let printed = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "WorkloadGroup")
+        .unwrap()
+        .clone();
+    assert_eq!(meshvm::cli::to_yaml(&printed).unwrap(), golden);
+    let mut stored = server
+        .object("networking.istio.io/v1", "WorkloadGroup", "bar", "foo")
+        .expect("WorkloadGroup stored");
+    stored["metadata"] = serde_json::json!({"name": "foo", "namespace": "bar"});
+    stored.as_object_mut().unwrap().remove("status");
+    assert_eq!(meshvm::cli::to_yaml(&stored).unwrap(), golden);
+
+    let again = prepare(&server, &args[..args.len() - 2]).await;
+    assert_eq!(again.code, 0, "{}", again.show());
+    assert!(
+        again.stderr.contains("nothing to change"),
+        "{}",
+        again.show()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_on_the_third_write_then_a_rerun_converges() {
+    let server = sim("legacy-1.4.yaml").await;
+    let dir = samples_arg();
+    // Writes: cacerts (1), namespace expandvm (2), ServiceAccount (3). The third fails past
+    // every retry (the client retries a 500 six times).
+    server.add_fault(
+        Fault::on(
+            FaultKind::InternalError,
+            "patch",
+            "/api/v1/namespaces/expandvm/serviceaccounts",
+        )
+        .times(20),
+    );
+    let broken = prepare(&server, &["--vm-namespace", "expandvm", "--ca-dir", &dir]).await;
+    assert_eq!(broken.code, 1, "{}", broken.show());
+    let row = |run: &Run, what: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row(&broken, "cacerts").contains("created"),
+        "{}",
+        broken.show()
+    );
+    let ns_row: Vec<&str> = broken
+        .stdout
+        .lines()
+        .nth(3)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        ns_row,
+        ["Namespace", "expandvm", "created"],
+        "{}",
+        broken.show()
+    );
+    assert!(
+        row(&broken, "ServiceAccount").contains("failed to create"),
+        "{}",
+        broken.show()
+    );
+    assert!(
+        broken
+            .stderr
+            .contains("error: failed to patch serviceaccounts expandvm/expandvm"),
+        "{}",
+        broken.show()
+    );
+    assert!(
+        server
+            .object("v1", "ServiceAccount", "expandvm", "expandvm")
+            .is_none()
+    );
+
+    server.clear_faults();
+    let rerun = prepare(&server, &["--vm-namespace", "expandvm", "--ca-dir", &dir]).await;
+    assert_eq!(rerun.code, 0, "{}", rerun.show());
+    assert!(
+        row(&rerun, "cacerts").contains("unchanged"),
+        "{}",
+        rerun.show()
+    );
+    assert!(
+        row(&rerun, "ServiceAccount").contains("created"),
+        "{}",
+        rerun.show()
+    );
+    let third = prepare(&server, &["--vm-namespace", "expandvm", "--ca-dir", &dir]).await;
+    assert!(
+        third.stderr.contains("nothing to change"),
+        "{}",
+        third.show()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_prepares_with_different_cas_one_wins() {
+    let server = sim("legacy-1.4.yaml").await;
+    // Slow requests make the two runs overlap between their read and their create.
+    server.set_latency(Duration::from_millis(40));
+    let a = test_pki("Root A", true, 365);
+    let b = test_pki("Root B", true, 365);
+    let (dir_a, dir_b) = (good_dir(&a), good_dir(&b));
+    let (pa, pb) = (
+        dir_a.path().to_str().unwrap(),
+        dir_b.path().to_str().unwrap(),
+    );
+    let args_a = ["--vm-namespace", "vm-a", "--ca-dir", pa];
+    let args_b = ["--vm-namespace", "vm-b", "--ca-dir", pb];
+    let (ra, rb) = tokio::join!(prepare(&server, &args_a), prepare(&server, &args_b));
+    let codes = [ra.code, rb.code];
+    assert!(
+        codes.contains(&0) && codes.contains(&1),
+        "{}\n{}",
+        ra.show(),
+        rb.show()
+    );
+    let (winner, loser, root) = if ra.code == 0 {
+        (&ra, &rb, &a.root_pem)
+    } else {
+        (&rb, &ra, &b.root_pem)
+    };
+    assert!(
+        loser.stderr.contains("already holds a different CA"),
+        "{}",
+        loser.show()
+    );
+    assert!(winner.stdout.contains("created"), "{}", winner.show());
+    let stored = secret(&server, "istio-system", "cacerts").unwrap();
+    assert_eq!(data(&stored)["root-cert.pem"], root.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_control_plane_asks_then_restarts_citadel() {
+    let server = sim("legacy-1.4.yaml").await;
+    let dir = samples_arg();
+    // No terminal and no --yes: refused before anything is written.
+    let asked = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--restart-control-plane",
+        ],
+    )
+    .await;
+    assert_eq!(asked.code, 1, "{}", asked.show());
+    assert!(
+        asked.stderr.contains("needs confirmation") && asked.stderr.contains("--yes"),
+        "{}",
+        asked.show()
+    );
+    assert!(writes(&server).is_empty(), "{:?}", writes(&server));
+
+    let run = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--restart-control-plane",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains("istio-citadel") && l.contains("done")),
+        "{}",
+        run.show()
+    );
+    let citadel = server
+        .object("apps/v1", "Deployment", "istio-system", "istio-citadel")
+        .unwrap();
+    let stamp = citadel
+        .pointer("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt")
+        .and_then(Value::as_str)
+        .expect("restartedAt set");
+    assert!(
+        stamp.len() == 20 && stamp.ends_with('Z'),
+        "RFC 3339: {stamp}"
+    );
+    // Done: a re-run with the flag has nothing left to restart.
+    let again = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--restart-control-plane",
+            "--yes",
+        ],
+    )
+    .await;
+    assert!(
+        again.stderr.contains("nothing to change"),
+        "{}",
+        again.show()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_removes_the_namespace_and_keeps_cacerts_unless_asked() {
+    let server = sim("legacy-1.4.yaml").await;
+    let dir = samples_arg();
+    assert_eq!(
+        prepare(&server, &["--vm-namespace", "expandvm", "--ca-dir", &dir])
+            .await
+            .code,
+        0
+    );
+
+    let asked = prepare(&server, &["--delete", "--vm-namespace", "expandvm"]).await;
+    assert_eq!(asked.code, 1, "{}", asked.show());
+    assert!(asked.stderr.contains("--yes"), "{}", asked.show());
+    assert!(server.object("v1", "Namespace", "", "expandvm").is_some());
+
+    let refused = prepare(&server, &["--delete", "--vm-namespace", "sample", "--yes"]).await;
+    assert_eq!(refused.code, 1, "{}", refused.show());
+    assert!(
+        refused.stderr.contains("was not made by prepare"),
+        "{}",
+        refused.show()
+    );
+
+    let run = prepare(
+        &server,
+        &["--delete", "--vm-namespace", "expandvm", "--yes"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("ServiceAccount") && l.contains("deleted")),
+        "{}",
+        run.show()
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("Namespace") && l.contains("deleted")),
+        "{}",
+        run.show()
+    );
+    assert!(run.stderr.contains("cacerts stays"), "{}", run.show());
+    for _ in 0..50 {
+        if server.object("v1", "Namespace", "", "expandvm").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.object("v1", "Namespace", "", "expandvm").is_none());
+    assert!(secret(&server, "istio-system", "cacerts").is_some());
+
+    let gone = prepare(
+        &server,
+        &[
+            "--delete",
+            "--vm-namespace",
+            "expandvm",
+            "--include-ca",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(gone.code, 0, "{}", gone.show());
+    assert!(
+        secret(&server, "istio-system", "cacerts").is_none(),
+        "{}",
+        gone.show()
+    );
+    let nothing = prepare(
+        &server,
+        &[
+            "--delete",
+            "--vm-namespace",
+            "expandvm",
+            "--include-ca",
+            "--yes",
+        ],
+    )
+    .await;
+    assert!(
+        nothing.stderr.contains("nothing to delete"),
+        "{}",
+        nothing.show()
+    );
+}
