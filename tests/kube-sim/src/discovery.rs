@@ -85,6 +85,15 @@ fn subresources(
             vec!["create"],
         ));
     }
+    if t.group == "apps" && t.plural == "deployments" {
+        out.push((
+            "scale".into(),
+            "autoscaling".into(),
+            "v1".into(),
+            "Scale".into(),
+            vec!["get", "patch", "update"],
+        ));
+    }
     out
 }
 

@@ -9,12 +9,17 @@ use serde_json::{Map, Value, json};
 
 use crate::util;
 
+// Go's protobuf encoding writes every non-pointer field, zero or not; the apiserver's JSON
+// omits those zeros (`omitempty`). `Int`/`Bool` are such fields and their zeros are dropped;
+// `PtrInt`/`PtrBool` are pointers in Go, present only when set, so their zeros are kept.
 #[derive(Clone, Copy)]
 enum F {
     Str,
     Bytes,
     Int,
+    PtrInt,
     Bool,
+    PtrBool,
     Msg(&'static [Field]),
     MapStr,
     MapBytes,
@@ -32,8 +37,8 @@ const OWNER_REF: &[Field] = &[
     (3, "name", F::Str),
     (4, "uid", F::Str),
     (5, "apiVersion", F::Str),
-    (6, "controller", F::Bool),
-    (7, "blockOwnerDeletion", F::Bool),
+    (6, "controller", F::PtrBool),
+    (7, "blockOwnerDeletion", F::PtrBool),
 ];
 const OBJECT_META: &[Field] = &[
     (1, "name", F::Str),
@@ -45,7 +50,7 @@ const OBJECT_META: &[Field] = &[
     (7, "generation", F::Int),
     (8, "creationTimestamp", F::Time),
     (9, "deletionTimestamp", F::Time),
-    (10, "deletionGracePeriodSeconds", F::Int),
+    (10, "deletionGracePeriodSeconds", F::PtrInt),
     (11, "labels", F::MapStr),
     (12, "annotations", F::MapStr),
     (13, "ownerReferences", F::RepMsg(OWNER_REF)),
@@ -62,13 +67,13 @@ const SECRET: &[Field] = &[
     (2, "data", F::MapBytes),
     (3, "type", F::Str),
     (4, "stringData", F::MapStr),
-    (5, "immutable", F::Bool),
+    (5, "immutable", F::PtrBool),
 ];
 const CONFIG_MAP: &[Field] = &[
     (1, "metadata", F::Msg(OBJECT_META)),
     (2, "data", F::MapStr),
     (3, "binaryData", F::MapBytes),
-    (4, "immutable", F::Bool),
+    (4, "immutable", F::PtrBool),
 ];
 const OBJECT_REF: &[Field] = &[
     (1, "kind", F::Str),
@@ -84,7 +89,7 @@ const SERVICE_ACCOUNT: &[Field] = &[
     (1, "metadata", F::Msg(OBJECT_META)),
     (2, "secrets", F::RepMsg(OBJECT_REF)),
     (3, "imagePullSecrets", F::RepMsg(LOCAL_REF)),
-    (4, "automountServiceAccountToken", F::Bool),
+    (4, "automountServiceAccountToken", F::PtrBool),
 ];
 const BOUND_REF: &[Field] = &[
     (1, "kind", F::Str),
@@ -100,7 +105,7 @@ const TOKEN_REQUEST: &[Field] = &[
         F::Msg(&[
             (1, "audiences", F::RepStr),
             (3, "boundObjectRef", F::Msg(BOUND_REF)),
-            (4, "expirationSeconds", F::Int),
+            (4, "expirationSeconds", F::PtrInt),
         ]),
     ),
     (
@@ -133,7 +138,7 @@ const SERVICE_SPEC: &[Field] = &[
     (17, "ipFamilyPolicy", F::Str),
     (18, "clusterIPs", F::RepStr),
     (19, "ipFamilies", F::RepStr),
-    (20, "allocateLoadBalancerNodePorts", F::Bool),
+    (20, "allocateLoadBalancerNodePorts", F::PtrBool),
     (21, "loadBalancerClass", F::Str),
     (22, "internalTrafficPolicy", F::Str),
 ];
@@ -170,7 +175,7 @@ const CONTAINER: &[Field] = &[
 const POD_SPEC: &[Field] = &[
     (2, "containers", F::RepMsg(CONTAINER)),
     (3, "restartPolicy", F::Str),
-    (4, "terminationGracePeriodSeconds", F::Int),
+    (4, "terminationGracePeriodSeconds", F::PtrInt),
     (6, "dnsPolicy", F::Str),
     (7, "nodeSelector", F::MapStr),
     (8, "serviceAccountName", F::Str),
@@ -185,14 +190,14 @@ const POD_TEMPLATE: &[Field] = &[
     (2, "spec", F::Msg(POD_SPEC)),
 ];
 const DEPLOYMENT_SPEC: &[Field] = &[
-    (1, "replicas", F::Int),
+    (1, "replicas", F::PtrInt),
     (2, "selector", F::Msg(LABEL_SELECTOR)),
     (3, "template", F::Msg(POD_TEMPLATE)),
     (4, "strategy", F::Msg(&[(1, "type", F::Str)])),
     (5, "minReadySeconds", F::Int),
-    (6, "revisionHistoryLimit", F::Int),
+    (6, "revisionHistoryLimit", F::PtrInt),
     (7, "paused", F::Bool),
-    (9, "progressDeadlineSeconds", F::Int),
+    (9, "progressDeadlineSeconds", F::PtrInt),
 ];
 const DEPLOYMENT: &[Field] = &[
     (1, "metadata", F::Msg(OBJECT_META)),
@@ -315,15 +320,18 @@ fn decode_msg(b: &[u8], table: &[Field], path: &str) -> Result<Value, String> {
         let here = format!("{path}.{name}");
         match (*kind, raw) {
             (F::Str, Raw::Len(s)) => {
-                out.insert((*name).into(), json!(utf8(s)?));
+                if !s.is_empty() {
+                    out.insert((*name).into(), json!(utf8(s)?));
+                }
             }
             (F::Bytes, Raw::Len(s)) => {
                 out.insert((*name).into(), json!(crate::store::b64(s)));
             }
-            (F::Int, Raw::Varint(v)) => {
+            (F::Int | F::Bool, Raw::Varint(0)) => {}
+            (F::Int | F::PtrInt, Raw::Varint(v)) => {
                 out.insert((*name).into(), json!(v as i64));
             }
-            (F::Bool, Raw::Varint(v)) => {
+            (F::Bool | F::PtrBool, Raw::Varint(v)) => {
                 out.insert((*name).into(), json!(v != 0));
             }
             (F::Msg(t), Raw::Len(s)) => {
@@ -336,7 +344,9 @@ fn decode_msg(b: &[u8], table: &[Field], path: &str) -> Result<Value, String> {
                         secs = v as i64;
                     }
                 }
-                out.insert((*name).into(), json!(util::rfc3339(secs)));
+                if secs != 0 {
+                    out.insert((*name).into(), json!(util::rfc3339(secs)));
+                }
             }
             (F::MapStr | F::MapBytes | F::MapQuantity, Raw::Len(s)) => {
                 let (k, v) = map_entry(s)?;

@@ -888,6 +888,10 @@ fn resource(
             let name = t.name.as_deref().unwrap_or("");
             return token_request(shared, ns, name, body);
         }
+        Some("scale") if rt.group == "apps" && rt.plural == "deployments" => {
+            let name = t.name.as_deref().unwrap_or("");
+            return scale(shared, method, rt, &t.version, ns, name, content_type, body, &opts);
+        }
         Some(_) => return Err(ApiError::path_not_found()),
     }
     match (method.as_str(), t.name.as_deref()) {
@@ -950,6 +954,99 @@ fn resource(
         }
         (m, _) => Err(ApiError::method_not_allowed(m, &rt.plural)),
     }
+}
+
+/// The `autoscaling/v1` Scale view of a Deployment.
+fn scale_of(deployment: &Value) -> Value {
+    let selector: Vec<String> = deployment
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let meta = deployment.get("metadata").cloned().unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": deployment.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": deployment.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector.join(","),
+        },
+    })
+}
+
+/// GET/PUT/PATCH of `deployments/<name>/scale` (what `kubectl scale` uses).
+#[allow(clippy::too_many_arguments)]
+fn scale(
+    shared: &Shared,
+    method: &Method,
+    rt: &ResourceType,
+    version: &str,
+    ns: &str,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+    opts: &WriteOpts,
+) -> Result<Response<Body>, ApiError> {
+    let mut st = shared.state.write().expect("lock");
+    let current = st.get(rt, version, ns, name)?;
+    let mut wanted = scale_of(&current);
+    match method.as_str() {
+        "GET" => return Ok(ok_json(200, &wanted)),
+        "PUT" => {
+            let b = parse_body(body)?;
+            if let Some(rv) = b.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                if Some(rv) != util::str_at(&current, &["metadata", "resourceVersion"]) {
+                    return Err(ApiError::conflict(&rt.group, &rt.plural, name, ApiError::STALE));
+                }
+            }
+            wanted = b;
+        }
+        "PATCH" => {
+            let p = parse_body(body)?;
+            let ct = content_type.split(';').next().unwrap_or("").trim();
+            let r = match ct {
+                "application/json-patch+json" => crate::patch::json_patch(&mut wanted, &p),
+                "application/merge-patch+json" => {
+                    crate::patch::merge_patch(&mut wanted, &p);
+                    Ok(())
+                }
+                "application/strategic-merge-patch+json" => {
+                    crate::patch::strategic_merge_patch(&mut wanted, &p)
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            };
+            r.map_err(ApiError::bad_request)?;
+        }
+        m => return Err(ApiError::method_not_allowed(m, "deployments/scale")),
+    }
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                &[(
+                    "spec.replicas".into(),
+                    "FieldValueInvalid".into(),
+                    "Invalid value: must be greater than or equal to 0".into(),
+                )],
+            )
+        })?;
+    let patch = serde_json::to_vec(&json!({"spec": {"replicas": replicas}})).expect("Value serialises");
+    let w = st.patch(rt, version, ns, name, None, "application/merge-patch+json", &patch, opts)?;
+    Ok(ok_json(200, &scale_of(&w.object)))
 }
 
 /// The API server's default token audience.
