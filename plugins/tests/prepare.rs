@@ -164,9 +164,9 @@ fn ca_params(cn: &str, ca: bool, not_after_days: i64) -> CertificateParams {
 
 /// A root and a signing CA under it, as PEM, the way Istio's samples are laid out.
 struct TestPki {
-    root_pem: String,
-    ca_pem: String,
-    ca_key_pem: String,
+    root: String,
+    ca: String,
+    ca_key: String,
 }
 
 fn test_pki(root_cn: &str, ca_is_ca: bool, ca_days: i64) -> TestPki {
@@ -178,9 +178,9 @@ fn test_pki(root_cn: &str, ca_is_ca: bool, ca_days: i64) -> TestPki {
         .signed_by(&ca_key, &Issuer::from_params(&root_params, &root_key))
         .unwrap();
     TestPki {
-        root_pem: root.pem(),
-        ca_pem: ca.pem(),
-        ca_key_pem: ca_key.serialize_pem(),
+        root: root.pem(),
+        ca: ca.pem(),
+        ca_key: ca_key.serialize_pem(),
     }
 }
 
@@ -199,7 +199,7 @@ fn ca_dir(ca_cert: &str, ca_key: &str, root_cert: &str, cert_chain: &str) -> tem
 }
 
 fn good_dir(p: &TestPki) -> tempfile::TempDir {
-    ca_dir(&p.ca_pem, &p.ca_key_pem, &p.root_pem, &p.ca_pem)
+    ca_dir(&p.ca, &p.ca_key, &p.root, &p.ca)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,16 +426,11 @@ async fn bad_ca_files_exit_1_naming_the_file_and_write_nothing() {
     let stranger = test_pki("Stranger Root", true, 365);
     let expired = test_pki("Root", true, -1);
     let not_ca = test_pki("Root", false, 365);
-    let chain_wrong_order = format!("{}{}", good.root_pem, good.ca_pem);
+    let chain_wrong_order = format!("{}{}", good.root, good.ca);
     let cases: Vec<(&str, tempfile::TempDir, &str, &str)> = vec![
         (
             "key mismatch",
-            ca_dir(
-                &good.ca_pem,
-                &stranger.ca_key_pem,
-                &good.root_pem,
-                &good.ca_pem,
-            ),
+            ca_dir(&good.ca, &stranger.ca_key, &good.root, &good.ca),
             "ca-key.pem",
             "does not match the certificate",
         ),
@@ -448,35 +443,25 @@ async fn bad_ca_files_exit_1_naming_the_file_and_write_nothing() {
         ),
         (
             "broken chain",
-            ca_dir(
-                &good.ca_pem,
-                &good.ca_key_pem,
-                &stranger.root_pem,
-                &good.ca_pem,
-            ),
+            ca_dir(&good.ca, &good.ca_key, &stranger.root, &good.ca),
             "cert-chain.pem",
-            "",
+            "does not chain to",
         ),
         (
             "wrong order",
-            ca_dir(
-                &good.ca_pem,
-                &good.ca_key_pem,
-                &good.root_pem,
-                &chain_wrong_order,
-            ),
+            ca_dir(&good.ca, &good.ca_key, &good.root, &chain_wrong_order),
             "cert-chain.pem",
             "is in the wrong order",
         ),
         (
             "wrong PEM type",
-            ca_dir(&good.ca_pem, &good.ca_pem, &good.root_pem, &good.ca_pem),
+            ca_dir(&good.ca, &good.ca, &good.root, &good.ca),
             "ca-key.pem",
-            "",
+            "holds a certificate",
         ),
         (
             "empty file",
-            ca_dir(&good.ca_pem, &good.ca_key_pem, &good.root_pem, ""),
+            ca_dir(&good.ca, &good.ca_key, &good.root, ""),
             "cert-chain.pem",
             "is empty",
         ),
@@ -627,6 +612,11 @@ async fn dry_runs_store_nothing_and_redact_keys() {
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        !run.stderr.contains("PRIVATE KEY") && !run.stdout.contains("PRIVATE KEY"),
+        "{}",
+        run.show()
+    );
     assert!(
         !run.stderr.contains("LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk"),
         "{}",
@@ -838,12 +828,14 @@ async fn two_concurrent_prepares_with_different_cas_one_wins() {
         rb.show()
     );
     let (winner, loser, root) = if ra.code == 0 {
-        (&ra, &rb, &a.root_pem)
+        (&ra, &rb, &a.root)
     } else {
-        (&rb, &ra, &b.root_pem)
+        (&rb, &ra, &b.root)
     };
     assert!(
-        loser.stderr.contains("already holds a different CA"),
+        loser.stderr.contains("already holds a different CA")
+            && loser.stderr.contains("CN=Root A")
+            && loser.stderr.contains("CN=Root B"),
         "{}",
         loser.show()
     );

@@ -63,9 +63,15 @@ pub async fn apply(
                     };
                 }
             }
-            Err(err) => {
+            Err(mut err) => {
                 change.state = State::Failed;
                 plan.abandon_rest();
+                if let Error::CaDiffers {
+                    nothing_written, ..
+                } = &mut err
+                {
+                    *nothing_written = !plan.changes.iter().any(|c| c.state == State::Done);
+                }
                 return Err(err);
             }
         }

@@ -48,8 +48,9 @@ pub enum Error {
     },
     /// The cluster's `cacerts` holds another CA.
     #[error(
-        "secret {secret} already holds a different CA{}; refusing to replace it (nothing was written)\n  in the cluster: {}\n  in the files:   {}",
+        "secret {secret} already holds a different CA{}; refusing to replace it{}\n  in the cluster: {}\n  in the files:   {}",
         if *same_root { " (same root, different signing CA or key)" } else { "" },
+        if *nothing_written { " (nothing was written)" } else { "" },
         in_cluster.join("; "),
         from_files.join("; ")
     )]
@@ -62,6 +63,8 @@ pub enum Error {
         from_files: Vec<String>,
         /// Both hold the same root(s).
         same_root: bool,
+        /// No write preceded the refusal (false when the table shows earlier rows done).
+        nothing_written: bool,
     },
     /// `cacerts` changed between our read and our write (another prepare won the race).
     #[error(

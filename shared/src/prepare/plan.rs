@@ -136,6 +136,7 @@ pub fn ca_differs(istio_namespace: &str, existing: &Secret, wanted: &CaMaterial)
         in_cluster: in_cluster.unwrap_or_else(|e| vec![format!("unreadable: {e}")]),
         from_files,
         same_root,
+        nothing_written: true,
     }
 }
 
@@ -353,7 +354,15 @@ pub fn plan(
         let wanted =
             workload_group_object(&format!("networking.istio.io/{version}"), vm_ns, sa, wg);
         let change = match &observed.workload_group {
-            None => Change::new(Action::Create, "WorkloadGroup", Some(vm_ns), &wg.name),
+            None => Change::new(Action::Create, "WorkloadGroup", Some(vm_ns), &wg.name).detail(
+                if sa == "default" {
+                    "serviceAccount default".to_owned()
+                } else {
+                    format!(
+                        "serviceAccount {sa}: the ServiceAccount above (istioctl's default is \"default\")"
+                    )
+                },
+            ),
             Some(existing) => {
                 let have = existing.data.get("spec").cloned().unwrap_or(Value::Null);
                 if contains(&have, &wanted["spec"]) {

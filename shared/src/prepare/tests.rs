@@ -341,6 +341,7 @@ fn workload_group_defaults_to_preparess_service_account_and_network() {
     assert_eq!(wg.kind, "WorkloadGroup");
     let spec = &wg.object.as_ref().unwrap()["spec"];
     assert_eq!(spec["template"]["serviceAccount"], "expandvm");
+    assert!(wg.detail.contains("istioctl's default is \"default\""), "{}", wg.detail);
     assert_eq!(spec["template"]["network"], "vm-net");
     assert!(
         !prepared.plan.changes.iter().any(|c| c.kind == "Secret"),
