@@ -1,0 +1,744 @@
+//! `kubectl-meshvm-register` end to end against kube-sim, with real kubectl reading back what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kube_sim::{Fault, FaultKind, Scenario, Server};
+use serde_json::{Value, json};
+
+const REGISTER: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-register");
+const SA_ANNOTATION: &str = "alpha.istio.io/kubernetes-serviceaccounts";
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/scenarios")
+        .join(name)
+}
+
+/// The runbook's cluster plus what `kubectl meshvm prepare` (or the runbook's
+/// `kubectl create ns expandvm` / service account) made for the VM.
+fn legacy_cluster() -> Scenario {
+    Scenario::from_files(&[scenario_path("legacy-1.4.yaml")])
+        .expect("legacy scenario")
+        .with_objects([
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "expandvm"}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": "expandvm", "namespace": "expandvm"}}),
+        ])
+}
+
+fn modern_cluster() -> Scenario {
+    Scenario::from_files(&[scenario_path("modern.yaml")])
+        .expect("modern scenario")
+        .with_objects([
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vm"}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": "vm-sa", "namespace": "vm"}}),
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "WorkloadGroup",
+                   "metadata": {"name": "vm", "namespace": "vm"},
+                   "spec": {"metadata": {"labels": {"app": "vm"}},
+                            "template": {"serviceAccount": "vm-sa", "network": "vm-net",
+                                         "ports": {"http": 8080}}}}),
+        ])
+}
+
+/// Run the plugin against the sim; blocking, so call it from `spawn_blocking`.
+fn register(sim: &Path, args: &[&str]) -> Output {
+    Command::new(REGISTER)
+        .arg("--kubeconfig")
+        .arg(sim)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run kubectl-meshvm-register")
+}
+
+async fn run(sim: &Server, args: &[&str]) -> Output {
+    let kubeconfig = sim.kubeconfig_path().to_owned();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        register(&kubeconfig, &args)
+    })
+    .await
+    .expect("join")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// `kubectl get … -o json` with the real kubectl; `None` when it reports NotFound.
+async fn kubectl_get(sim: &Server, what: &[&str]) -> Option<Value> {
+    let kubeconfig = sim.kubeconfig_path().to_owned();
+    let cache = tempfile::tempdir().expect("cache dir");
+    let mut args: Vec<String> = vec!["get".into()];
+    args.extend(what.iter().map(|s| (*s).to_owned()));
+    args.extend(["-o".into(), "json".into()]);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl")
+    })
+    .await
+    .expect("join");
+    if !out.status.success() {
+        let err = text(&out.stderr);
+        assert!(err.contains("NotFound"), "kubectl failed: {err}");
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+}
+
+fn addresses(endpoints: &Value) -> Vec<String> {
+    let mut all: Vec<String> = endpoints["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["ip"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    all.sort();
+    all
+}
+
+fn writes(sim: &Server) -> usize {
+    sim.requests()
+        .records
+        .iter()
+        .filter(|r| !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbook_registration_matches_istioctl_1_4_and_reruns_change_nothing() {
+    let sim = Server::start(legacy_cluster()).await;
+    // The runbook: istioctl register expandvm -s expandvm -n expandvm <ip> 80
+    let out = run(
+        &sim,
+        &[
+            "expandvm",
+            "-s",
+            "expandvm",
+            "-n",
+            "expandvm",
+            "35.187.36.54",
+            "80",
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("registered 35.187.36.54"), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Service") && stdout.contains("created"),
+        "{stdout}"
+    );
+
+    // What istioctl 1.4 sent: Service{name, labels {}, annotations {sa}, ports [{http 80}]},
+    // Endpoints{name, same labels/annotations, subsets [{addresses [{ip}], ports [{http 80}]}]},
+    // as the API server stores it (protocol TCP, targetPort = port, type ClusterIP).
+    let svc = kubectl_get(&sim, &["service", "expandvm", "-n", "expandvm"])
+        .await
+        .expect("service stored");
+    assert_eq!(svc["metadata"]["name"], "expandvm");
+    assert_eq!(svc["metadata"]["namespace"], "expandvm");
+    assert_eq!(
+        svc["metadata"]["annotations"],
+        json!({SA_ANNOTATION: "expandvm"})
+    );
+    assert!(
+        svc["metadata"]["labels"]
+            .as_object()
+            .is_none_or(serde_json::Map::is_empty),
+        "istioctl set no labels: {svc}"
+    );
+    assert_eq!(
+        svc["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80}])
+    );
+    assert!(
+        svc["spec"].get("selector").is_none(),
+        "selector-less: {svc}"
+    );
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert!(
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty())
+    );
+
+    let ep = kubectl_get(&sim, &["endpoints", "expandvm", "-n", "expandvm"])
+        .await
+        .expect("endpoints stored");
+    assert_eq!(
+        ep["metadata"]["annotations"],
+        json!({SA_ANNOTATION: "expandvm"})
+    );
+    assert!(
+        ep["metadata"]["labels"]
+            .as_object()
+            .is_none_or(serde_json::Map::is_empty)
+    );
+    assert_eq!(
+        ep["subsets"],
+        json!([{"addresses": [{"ip": "35.187.36.54"}],
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}])
+    );
+
+    // A re-run is a no-op that says so, and sends no write.
+    sim.reset_requests();
+    let again = run(
+        &sim,
+        &[
+            "expandvm",
+            "-s",
+            "expandvm",
+            "-n",
+            "expandvm",
+            "35.187.36.54",
+            "80",
+        ],
+    )
+    .await;
+    assert_ok(&again);
+    assert!(
+        text(&again.stderr).contains("already an endpoint"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(writes(&sim), 0, "{:?}", sim.requests().counts());
+    let ep2 = kubectl_get(&sim, &["endpoints", "expandvm", "-n", "expandvm"])
+        .await
+        .unwrap();
+    assert_eq!(
+        ep["metadata"]["resourceVersion"],
+        ep2["metadata"]["resourceVersion"]
+    );
+    let svc2 = kubectl_get(&sim, &["service", "expandvm", "-n", "expandvm"])
+        .await
+        .unwrap();
+    assert_eq!(
+        svc["metadata"]["resourceVersion"],
+        svc2["metadata"]["resourceVersion"]
+    );
+}
+
+/// Start `n` register processes at once, one IP each; returns the wall time until all ended.
+async fn register_concurrently(sim: &Server, n: u8) -> Duration {
+    let kubeconfig = sim.kubeconfig_path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let children: Vec<_> = (1..=n)
+            .map(|i| {
+                let child = Command::new(REGISTER)
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args(["expandvm", "-s", "expandvm", "-n", "expandvm"])
+                    .arg(format!("198.51.100.{i}"))
+                    .arg("80")
+                    .env_remove("KUBECONFIG")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn");
+                (i, child)
+            })
+            .collect();
+        for (i, child) in children {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "process {i} failed:\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        started.elapsed()
+    })
+    .await
+    .expect("join")
+}
+
+const SEED: u64 = 7;
+
+async fn twenty_processes(faults: bool) {
+    let sim = Server::start(legacy_cluster()).await;
+    if faults {
+        sim.set_seed(SEED);
+        sim.add_fault(Fault::rate(FaultKind::InternalError, 0.04));
+        sim.add_fault(Fault::rate(
+            FaultKind::TooManyRequests {
+                retry_after_seconds: 1,
+            },
+            0.03,
+        ));
+        sim.add_fault(Fault::rate(FaultKind::ConnectionReset, 0.03));
+    }
+    let took = register_concurrently(&sim, 20).await;
+    let log = sim.requests();
+    sim.clear_faults();
+    let ep = kubectl_get(&sim, &["endpoints", "expandvm", "-n", "expandvm"])
+        .await
+        .expect("endpoints");
+    let want: Vec<String> = {
+        let mut v: Vec<String> = (1..=20).map(|i| format!("198.51.100.{i}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(addresses(&ep), want, "{ep}");
+    assert_eq!(
+        ep["subsets"].as_array().map(Vec::len),
+        Some(1),
+        "one subset for one port set"
+    );
+    let svc = kubectl_get(&sim, &["service", "expandvm", "-n", "expandvm"])
+        .await
+        .unwrap();
+    assert_eq!(svc["spec"]["ports"].as_array().map(Vec::len), Some(1));
+    let faulted = log
+        .records
+        .iter()
+        .filter(|r| matches!(r.status, 0 | 429 | 500))
+        .count();
+    let conflicts = log.records.iter().filter(|r| r.status == 409).count();
+    if faults {
+        assert!(
+            faulted * 20 >= log.total(),
+            "at least 5% of the requests failed: {faulted}/{}",
+            log.total()
+        );
+    }
+    eprintln!(
+        "20 concurrent register processes{}: {took:?} wall, {} requests, {faulted} faulted, {conflicts} answered 409",
+        if faults {
+            " with 10% injected faults"
+        } else {
+            ""
+        },
+        log.total()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_processes_keep_twenty_addresses() {
+    twenty_processes(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_processes_keep_twenty_addresses_under_faults() {
+    twenty_processes(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregister_removes_exactly_one_address() {
+    let sim = Server::start(legacy_cluster()).await;
+    for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        assert_ok(
+            &run(
+                &sim,
+                &["expandvm", ip, "80", "-n", "expandvm", "-s", "expandvm"],
+            )
+            .await,
+        );
+    }
+    // A second port set lands in its own subset; deregister clears the address from both.
+    assert_ok(
+        &run(
+            &sim,
+            &[
+                "expandvm",
+                "192.0.2.2",
+                "80",
+                "grpc:9090",
+                "-n",
+                "expandvm",
+                "-s",
+                "expandvm",
+                "--update-service",
+            ],
+        )
+        .await,
+    );
+    let out = run(
+        &sim,
+        &["--deregister", "expandvm", "192.0.2.2", "-n", "expandvm"],
+    )
+    .await;
+    assert_ok(&out);
+    assert!(
+        text(&out.stderr).contains("deregistered 192.0.2.2"),
+        "{}",
+        text(&out.stderr)
+    );
+    let ep = kubectl_get(&sim, &["endpoints", "expandvm", "-n", "expandvm"])
+        .await
+        .unwrap();
+    assert_eq!(addresses(&ep), ["192.0.2.1", "192.0.2.3"]);
+    assert_eq!(
+        ep["subsets"].as_array().map(Vec::len),
+        Some(1),
+        "the emptied subset is dropped: {ep}"
+    );
+    assert!(
+        kubectl_get(&sim, &["service", "expandvm", "-n", "expandvm"])
+            .await
+            .is_some(),
+        "the service stays"
+    );
+    // An unknown address is an error naming the service.
+    let again = run(
+        &sim,
+        &["--deregister", "expandvm", "192.0.2.2", "-n", "expandvm"],
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(1));
+    let err = text(&again.stderr);
+    assert!(
+        err.contains("error: 192.0.2.2 is not an endpoint of service expandvm/expandvm"),
+        "{err}"
+    );
+    assert!(err.contains("192.0.2.1, 192.0.2.3"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_service_ports_change_only_with_update_service() {
+    let sim = Server::start(legacy_cluster()).await;
+    assert_ok(
+        &run(
+            &sim,
+            &[
+                "expandvm",
+                "192.0.2.1",
+                "80",
+                "-n",
+                "expandvm",
+                "-s",
+                "expandvm",
+            ],
+        )
+        .await,
+    );
+    let out = run(
+        &sim,
+        &[
+            "expandvm",
+            "192.0.2.9",
+            "80",
+            "grpc:9090",
+            "-n",
+            "expandvm",
+            "-s",
+            "expandvm",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("port 9090 (grpc) is missing") && err.contains("--update-service"),
+        "{err}"
+    );
+    let svc = kubectl_get(&sim, &["service", "expandvm", "-n", "expandvm"])
+        .await
+        .unwrap();
+    assert_eq!(
+        svc["spec"]["ports"].as_array().map(Vec::len),
+        Some(1),
+        "unchanged"
+    );
+
+    let out = run(
+        &sim,
+        &[
+            "expandvm",
+            "192.0.2.9",
+            "80",
+            "grpc:9090",
+            "-n",
+            "expandvm",
+            "-s",
+            "expandvm",
+            "--update-service",
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    let svc = kubectl_get(&sim, &["service", "expandvm", "-n", "expandvm"])
+        .await
+        .unwrap();
+    let ports: Vec<i64> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [80, 9090]);
+    let ep = kubectl_get(&sim, &["endpoints", "expandvm", "-n", "expandvm"])
+        .await
+        .unwrap();
+    assert_eq!(
+        ep["subsets"].as_array().map(Vec::len),
+        Some(2),
+        "new port set, new subset: {ep}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_write_nothing() {
+    let sim = Server::start(legacy_cluster()).await;
+    let before = sim.object_count();
+    sim.reset_requests();
+    let out = run(
+        &sim,
+        &[
+            "expandvm",
+            "192.0.2.1",
+            "80",
+            "-n",
+            "expandvm",
+            "-s",
+            "expandvm",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    assert_eq!(writes(&sim), 0, "client dry run sends no write");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("kind: List")
+            && stdout.contains("kind: Endpoints")
+            && stdout.contains("192.0.2.1"),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("dry run: registered"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(
+        &sim,
+        &[
+            "expandvm",
+            "192.0.2.1",
+            "80",
+            "-n",
+            "expandvm",
+            "-s",
+            "expandvm",
+            "--dry-run=server",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json list");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2));
+    assert!(
+        writes(&sim) >= 2,
+        "server dry run sends the writes with dryRun=All"
+    );
+    assert_eq!(sim.object_count(), before, "nothing stored");
+    assert!(
+        sim.object("v1", "Service", "expandvm", "expandvm")
+            .is_none()
+    );
+    assert!(
+        sim.object("v1", "Endpoints", "expandvm", "expandvm")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_entry_in_the_modern_scenario() {
+    let sim = Server::start(modern_cluster()).await;
+    let args = [
+        "--workload-entry",
+        "vm-1",
+        "--address",
+        "10.0.0.5",
+        "-n",
+        "vm",
+        "--workload-group",
+        "vm",
+        "--service",
+        "vm",
+    ];
+    let out = run(&sim, &args).await;
+    assert_ok(&out);
+    let we = kubectl_get(
+        &sim,
+        &["workloadentries.networking.istio.io", "vm-1", "-n", "vm"],
+    )
+    .await
+    .expect("entry stored");
+    assert_eq!(we["apiVersion"], "networking.istio.io/v1");
+    assert_eq!(
+        we["spec"],
+        json!({"address": "10.0.0.5", "labels": {"app": "vm"}, "ports": {"http": 8080},
+               "serviceAccount": "vm-sa", "network": "vm-net"})
+    );
+    let applied = sim.requests().records.iter().any(|r| {
+        r.verb == "patch"
+            && r.path.ends_with("/namespaces/vm/workloadentries/vm-1")
+            && r.query.contains("fieldManager=meshvm")
+    });
+    assert!(
+        applied,
+        "server-side apply as meshvm: {:?}",
+        sim.requests().counts()
+    );
+    let svc = kubectl_get(&sim, &["service", "vm", "-n", "vm"])
+        .await
+        .expect("service stored");
+    assert_eq!(svc["spec"]["selector"], json!({"app": "vm"}));
+    assert_eq!(svc["spec"]["ports"][0]["name"], "http");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
+
+    sim.reset_requests();
+    let again = run(&sim, &args).await;
+    assert_ok(&again);
+    assert!(
+        text(&again.stderr).contains("nothing changed"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(writes(&sim), 0);
+
+    // A Service whose selector misses the entry is reported.
+    let out = run(
+        &sim,
+        &[
+            "--workload-entry",
+            "vm-2",
+            "--address",
+            "10.0.0.6",
+            "-n",
+            "vm",
+            "-s",
+            "vm-sa",
+            "-l",
+            "app=other",
+            "--service",
+            "vm",
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    assert!(
+        text(&out.stderr).contains("would not select workloadentry vm-2"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The ServiceAccount must exist.
+    let out = run(
+        &sim,
+        &[
+            "--workload-entry",
+            "vm-3",
+            "--address",
+            "10.0.0.7",
+            "-n",
+            "vm",
+            "-s",
+            "nobody",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("serviceaccount vm/nobody does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(
+        &sim,
+        &["--deregister", "--workload-entry", "vm-2", "-n", "vm"],
+    )
+    .await;
+    assert_ok(&out);
+    assert!(
+        kubectl_get(
+            &sim,
+            &["workloadentries.networking.istio.io", "vm-2", "-n", "vm"]
+        )
+        .await
+        .is_none()
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_before_any_connection() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["expandvm", "169.254.0.9", "80"], "link-local"),
+        (&["expandvm", "10.0.0.1", "http"], "not a port number"),
+        (&["expandvm", "10.0.0.1", "0"], "outside 1-65535"),
+        (&["Expand_VM", "10.0.0.1", "80"], "DNS-1123"),
+        (
+            &["expandvm", "10.0.0.1", "80", "-l", "novalue"],
+            "KEY=VALUE",
+        ),
+        (
+            &["--workload-entry", "vm-1", "--address", "::"],
+            "unspecified",
+        ),
+        (
+            &["--workload-entry", "vm-1", "--address", "ff02::1"],
+            "multicast",
+        ),
+        (
+            &[
+                "--workload-entry",
+                "vm-1",
+                "--address",
+                "10.0.0.1",
+                "--ports",
+                "http=99999",
+            ],
+            "1-65535",
+        ),
+    ];
+    for (args, part) in cases {
+        // A kubeconfig that does not exist: resolving fails first, so it is never read.
+        let out = register(Path::new("/nonexistent/kubeconfig"), args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("error: ") && err.contains(part),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("hint: "), "{args:?}: {err}");
+    }
+}
