@@ -151,6 +151,10 @@ pub struct CheckOptions {
     pub auto_mtls: Option<bool>,
     /// Override "now" (seconds since the epoch); tests pin it.
     pub now: Option<i64>,
+    /// `--istio-namespace`, when it differs from what the snapshot shows.
+    pub istio_namespace: Option<String>,
+    /// `--expiry-warning-days` (default 30).
+    pub expiry_warning_days: Option<u32>,
 }
 
 impl<'a> CheckContext<'a> {
@@ -172,16 +176,23 @@ impl<'a> CheckContext<'a> {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64)
         });
-        let root_ns = snap.root_namespace();
-        let mesh = mesh::Mesh::new(snap, &root_ns, snap.istio_namespace(), era);
+        let istio_ns = opts
+            .istio_namespace
+            .clone()
+            .unwrap_or_else(|| snap.istio_namespace().to_string());
+        let root_ns = snap
+            .mesh_config()
+            .and_then(|m| m.get("rootNamespace").and_then(serde_json::Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| istio_ns.clone());
+        let mesh = mesh::Mesh::new(snap, &root_ns, &istio_ns, era);
         Self {
             era,
             auto_mtls,
             auto_mtls_source,
-            istio_ns: snap.istio_namespace().to_string(),
+            istio_ns,
             root_ns,
             now,
-            expiry_warn_secs: 30 * 24 * 3600,
+            expiry_warn_secs: i64::from(opts.expiry_warning_days.unwrap_or(30)) * 24 * 3600,
             others,
             mesh,
         }

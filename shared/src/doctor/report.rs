@@ -2,12 +2,12 @@
 
 use std::io::{self, Write};
 
-use clap::ValueEnum;
 use serde::Serialize;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use super::{Finding, Severity, checks};
+use crate::args::{DoctorOutput as Format, FailOn};
 use crate::cli::Outcome;
 use crate::istio::Era;
 
@@ -20,30 +20,6 @@ pub struct Report {
     pub auto_mtls: bool,
     /// Findings in check order.
     pub findings: Vec<Finding>,
-}
-
-/// `-o` for doctor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// A table: check, severity, object, message (hints below it)
-    #[default]
-    Table,
-    /// `{"era", "autoMtls", "summary", "findings"}`
-    Json,
-    /// The JSON document as YAML
-    Yaml,
-    /// SARIF 2.1.0 for CI code-scanning, with file and line for `-f` sources
-    Sarif,
-}
-
-/// `--fail-on`: which severity makes doctor exit 1.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum FailOn {
-    /// Only failures
-    #[default]
-    Fail,
-    /// Warnings too
-    Warn,
 }
 
 /// Counts per severity.

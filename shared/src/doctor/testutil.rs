@@ -195,8 +195,8 @@ impl Fixture {
     pub fn empty() -> Self {
         Self {
             opts: CheckOptions {
-                auto_mtls: None,
                 now: Some(NOW),
+                ..CheckOptions::default()
             },
             ..Self::default()
         }

@@ -97,7 +97,7 @@ mod tests {
         let snap = Fixture::legacy().with(&cacerts(&sample("ca-cert.pem"), &sample("root-cert.pem"))).snapshot();
         let x = pki::root_identity(sample("ca-cert.pem").as_bytes()).unwrap();
         let expiry = x.not_after.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let opts = crate::doctor::CheckOptions { now: Some(expiry - 7 * 24 * 3600), auto_mtls: None };
+        let opts = crate::doctor::CheckOptions { now: Some(expiry - 7 * 24 * 3600), ..Default::default() };
         let ctx = CheckContext::new(&snap, &opts, vec![]);
         expect(&CaValid.run(&snap, &ctx), Warn, "a week before expiry");
     }

@@ -40,7 +40,9 @@ impl Check for MtlsDrMissingTls {
                 Some(d) if d.exempt || d.in_mesh.is_none() => continue,
                 Some(d) => (Severity::Fail, Some(d.ns()), d.tcp_ports().map(|p| Some(p.number)).collect()),
                 None if rule.host.ends_with(&format!(".svc.{DOMAIN}")) => {
-                    (Severity::Warn, host_namespace(&rule.host), vec![None])
+                    // Ports unknown: judge the ports the rule names, else "any port".
+                    let named: Vec<Option<u32>> = rule.stated_tls().iter().filter_map(|s| s.port.map(Some)).collect();
+                    (Severity::Warn, host_namespace(&rule.host), if named.is_empty() { vec![None] } else { named })
                 }
                 None => continue,
             };
