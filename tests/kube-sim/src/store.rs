@@ -627,6 +627,7 @@ impl State {
         fields_done: bool,
     ) -> Result<Written, ApiError> {
         let status_write = sub == Some("status");
+        let mut user_fields = false;
         let mut new = if status_write {
             let mut n = old.clone();
             match body.get("status") {
@@ -670,7 +671,17 @@ impl State {
                     None => m.remove(k),
                 };
             }
-            if !fields_done {
+            // A client may rewrite managedFields itself (kubectl does when it moves client-side
+            // apply ownership to server-side apply); the apiserver then keeps them as sent and
+            // records no ownership change for that request.
+            let explicit = !fields_done
+                && m.get("managedFields")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty())
+                && m.get("managedFields") != old_meta.get("managedFields");
+            if explicit {
+                user_fields = true;
+            } else if !fields_done {
                 match old_meta.get("managedFields") {
                     Some(v) => m.insert("managedFields".into(), v.clone()),
                     None => m.remove("managedFields"),
@@ -692,7 +703,7 @@ impl State {
         }
         let now = util::now_rfc3339();
         let api_version = rt.api_version(version);
-        if !fields_done {
+        if !fields_done && !user_fields {
             fields::record_update(
                 Some(old),
                 &mut new,
