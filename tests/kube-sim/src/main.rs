@@ -101,6 +101,11 @@ fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let s = scenario(&args)?;
+    // Listen before announcing readiness, so a SIGTERM right after `ready` is handled.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
     let server = Server::try_start(
         s,
         ServerOptions {
@@ -116,10 +121,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .and_then(|()| out.flush())
             .map_err(|e| format!("cannot write to stdout: {e}"))?;
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     drop(server);
