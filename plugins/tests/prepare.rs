@@ -1007,3 +1007,188 @@ async fn delete_removes_the_namespace_and_keeps_cacerts_unless_asked() {
         nothing.show()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn before_istio_is_installed_the_runbook_order_works() {
+    // The runbook creates istio-system and cacerts before installing Istio.
+    let server = Server::start(Scenario::empty()).await;
+    let run = prepare(
+        &server,
+        &["--vm-namespace", "expandvm", "--ca-dir", &samples_arg()],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        run.stderr
+            .contains("era: unknown (no Istio control plane in istio-system yet"),
+        "{}",
+        run.show()
+    );
+    assert!(
+        !run.stderr.contains("still holds the old CA key"),
+        "{}",
+        run.show()
+    );
+    let rows: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().take(4).collect())
+        .collect();
+    assert_eq!(rows[0], ["Namespace", "istio-system", "created"]);
+    assert_eq!(
+        rows[1][..4],
+        ["Secret", "istio-system", "cacerts", "created"]
+    );
+    assert!(
+        server
+            .object("v1", "Namespace", "", "istio-system")
+            .is_some()
+    );
+    assert!(secret(&server, "istio-system", "cacerts").is_some());
+
+    // A WorkloadGroup needs to know the era.
+    let wg = prepare(
+        &server,
+        &["--vm-namespace", "expandvm", "--workload-group", "vm"],
+    )
+    .await;
+    assert_eq!(wg.code, 1, "{}", wg.show());
+    assert!(
+        wg.stderr.contains("cannot tell the Istio era"),
+        "{}",
+        wg.show()
+    );
+    assert!(wg.stderr.contains("--era modern"), "{}", wg.show());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn force_replaces_a_different_ca_with_a_guarded_update() {
+    let server = sim("legacy-1.4.yaml").await;
+    let dir = samples_arg();
+    assert_eq!(
+        prepare(&server, &["--vm-namespace", "expandvm", "--ca-dir", &dir])
+            .await
+            .code,
+        0
+    );
+    let before = secret(&server, "istio-system", "cacerts").unwrap();
+    let other = test_pki("Other Root", true, 365);
+    let other_dir = good_dir(&other);
+    let other_arg = other_dir.path().to_str().unwrap();
+    server.reset_requests();
+    let run = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            other_arg,
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains("cacerts") && l.contains("updated")),
+        "{}",
+        run.show()
+    );
+    assert_eq!(
+        writes(&server),
+        [format!(
+            "PUT /api/v1/namespaces/istio-system/secrets/cacerts ?&fieldManager=meshvm -> 200"
+        )],
+        "one replace, nothing else"
+    );
+    let after = secret(&server, "istio-system", "cacerts").unwrap();
+    assert_eq!(data(&after)["root-cert.pem"], other.root.as_bytes());
+    assert_ne!(
+        before.metadata.resource_version,
+        after.metadata.resource_version
+    );
+    assert!(
+        run.stderr.contains("still holds the old CA key"),
+        "{}",
+        run.show()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_forced_replacements_one_wins_by_resource_version() {
+    let server = sim("legacy-1.4.yaml").await;
+    assert_eq!(
+        prepare(
+            &server,
+            &["--vm-namespace", "vm", "--ca-dir", &samples_arg()]
+        )
+        .await
+        .code,
+        0
+    );
+    // Both must read the Secret before either replaces it: slow every request well past the
+    // two processes' start-up skew.
+    server.set_latency(Duration::from_millis(250));
+    let a = test_pki("Root A", true, 365);
+    let b = test_pki("Root B", true, 365);
+    let (dir_a, dir_b) = (good_dir(&a), good_dir(&b));
+    let args_a = [
+        "--vm-namespace",
+        "vm",
+        "--force",
+        "--ca-dir",
+        dir_a.path().to_str().unwrap(),
+    ];
+    let args_b = [
+        "--vm-namespace",
+        "vm",
+        "--force",
+        "--ca-dir",
+        dir_b.path().to_str().unwrap(),
+    ];
+    let (ra, rb) = tokio::join!(prepare(&server, &args_a), prepare(&server, &args_b));
+    let codes = [ra.code, rb.code];
+    assert!(
+        codes.contains(&0) && codes.contains(&1),
+        "{}\n{}",
+        ra.show(),
+        rb.show()
+    );
+    let (loser, root) = if ra.code == 0 {
+        (&rb, &a.root)
+    } else {
+        (&ra, &b.root)
+    };
+    assert!(
+        loser
+            .stderr
+            .contains("was changed by someone else while prepare ran"),
+        "{}",
+        loser.show()
+    );
+    assert!(
+        loser.stdout.contains("failed to update"),
+        "{}",
+        loser.show()
+    );
+    let stored = secret(&server, "istio-system", "cacerts").unwrap();
+    assert_eq!(data(&stored)["root-cert.pem"], root.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_costs_five_reads_and_no_write() {
+    let server = sim("legacy-1.4.yaml").await;
+    let args = ["--vm-namespace", "expandvm", "--ca-dir", &samples_arg()];
+    server.reset_requests();
+    assert_eq!(prepare(&server, &args).await.code, 0);
+    let first = server.requests();
+    // Reads: Deployments, istio-system, cacerts, expandvm, its ServiceAccount; writes: 3.
+    assert_eq!(first.api_calls(), 8, "{:?}", first.counts());
+    server.reset_requests();
+    assert_eq!(prepare(&server, &args).await.code, 0);
+    let second = server.requests();
+    assert_eq!(second.api_calls(), 5, "{:?}", second.counts());
+    assert!(second.records.iter().all(|r| r.method == "GET"));
+}
