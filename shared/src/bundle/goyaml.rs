@@ -42,7 +42,11 @@ pub fn key_order(a: &str, b: &str) -> Ordering {
         }
         if al || bl {
             // The one that is not a letter sorts first.
-            return if bl { Ordering::Less } else { Ordering::Greater };
+            return if bl {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
         }
         let (mut an, mut bn) = (0i128, 0i128);
         if ar[i] == '0' || br[i] == '0' {
@@ -186,7 +190,7 @@ fn go_float(f: f64) -> String {
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     let sign = if f < 0.0 { "-" } else { "" };
     // Go decides with precision 6 when asked for the shortest representation.
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         let (first, rest) = digits.split_at(1);
         let frac = if rest.is_empty() {
             String::new()
@@ -251,9 +255,7 @@ fn analyze(s: &str) -> Analysis {
         (false, false, false, false);
     let last = chars.len() - 1;
     for (i, &c) in chars.iter().enumerate() {
-        let followed_by_ws = chars
-            .get(i + 1)
-            .is_none_or(|&n| is_blank(n) || is_break(n));
+        let followed_by_ws = chars.get(i + 1).is_none_or(|&n| is_blank(n) || is_break(n));
         if i == 0 {
             match c {
                 '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
@@ -591,7 +593,10 @@ mod tests {
             ("0x1F", "\"0x1F\""),
             ("1:20", "\"1:20\""),
             ("2001-12-14", "\"2001-12-14\""),
-            ("istiod.istio-system.svc:15012", "istiod.istio-system.svc:15012"),
+            (
+                "istiod.istio-system.svc:15012",
+                "istiod.istio-system.svc:15012",
+            ),
             ("{\"a\":\"b\"}", "'{\"a\":\"b\"}'"),
             ("- x", "'- x'"),
             ("a: b", "'a: b'"),

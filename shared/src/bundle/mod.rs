@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use serde_json::Value;
 
 use crate::args::BundleArgs;
-use crate::cli::{Diagnose, KubeArgs, OutputFormat, Outcome, UsageError};
+use crate::cli::{Diagnose, KubeArgs, Outcome, OutputFormat, UsageError};
 use crate::istio::{self, Era, IstioKind};
 use crate::kube::{Action, Connection};
 use crate::pki;
@@ -320,9 +320,9 @@ pub fn parse_service_cidr(text: &str) -> Result<String, String> {
     }
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim) {
-        let (ip, len) = part
-            .split_once('/')
-            .ok_or_else(|| format!("{part:?} is not a CIDR (expected ADDRESS/PREFIX, e.g. 10.96.0.0/12)"))?;
+        let (ip, len) = part.split_once('/').ok_or_else(|| {
+            format!("{part:?} is not a CIDR (expected ADDRESS/PREFIX, e.g. 10.96.0.0/12)")
+        })?;
         let ip: IpAddr = ip
             .parse()
             .map_err(|_| format!("{part:?}: {ip:?} is not an IP address"))?;
@@ -351,7 +351,11 @@ fn mask(ip: IpAddr, len: u32) -> IpAddr {
             IpAddr::V4((u32::from(a) & m).into())
         }
         IpAddr::V6(a) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             IpAddr::V6((u128::from(a) & m).into())
         }
     }
@@ -363,17 +367,27 @@ impl Options {
         let context = args.kube.single_context()?.map(str::to_owned);
         if !is_dns_label(&args.vm_namespace) {
             return Err(usage(
-                format!("--vm-namespace {:?} is not a valid namespace name", args.vm_namespace),
+                format!(
+                    "--vm-namespace {:?} is not a valid namespace name",
+                    args.vm_namespace
+                ),
                 "use lower-case letters, digits and '-' (at most 63), e.g. --vm-namespace expandvm",
             ));
         }
         if !is_dns_label(&args.istio_namespace) {
             return Err(usage(
-                format!("--istio-namespace {:?} is not a valid namespace name", args.istio_namespace),
+                format!(
+                    "--istio-namespace {:?} is not a valid namespace name",
+                    args.istio_namespace
+                ),
                 "e.g. --istio-namespace istio-system",
             ));
         }
-        if let Some(sa) = args.service_account.as_deref().filter(|sa| !is_dns_subdomain(sa)) {
+        if let Some(sa) = args
+            .service_account
+            .as_deref()
+            .filter(|sa| !is_dns_subdomain(sa))
+        {
             return Err(usage(
                 format!("--service-account {sa:?} is not a valid ServiceAccount name"),
                 "use lower-case letters, digits, '-' and '.'",
@@ -385,7 +399,11 @@ impl Options {
                 "use lower-case letters, digits and '-' (at most 63)",
             ));
         }
-        if let Some(wg) = args.workload_group.as_deref().filter(|w| !is_dns_subdomain(w)) {
+        if let Some(wg) = args
+            .workload_group
+            .as_deref()
+            .filter(|w| !is_dns_subdomain(w))
+        {
             return Err(usage(
                 format!("--workload-group {wg:?} is not a valid WorkloadGroup name"),
                 "use lower-case letters, digits, '-' and '.'",
@@ -411,7 +429,9 @@ impl Options {
                         Some((n, ns)) => (n, Some(ns.to_owned())),
                         None => (text, None),
                     };
-                    if !is_dns_label(name) || namespace.as_deref().is_some_and(|ns| !is_dns_label(ns)) {
+                    if !is_dns_label(name)
+                        || namespace.as_deref().is_some_and(|ns| !is_dns_label(ns))
+                    {
                         return Err(usage(
                             format!("--gateway-service {text:?} is not NAME or NAME.NAMESPACE"),
                             "e.g. --gateway-service istio-ingressgateway.istio-system",
@@ -444,7 +464,9 @@ impl Options {
         let secs = args.token_duration.as_secs();
         if secs < MIN_TOKEN_SECONDS || i64::try_from(secs).is_err() || secs > u64::from(u32::MAX) {
             return Err(usage(
-                format!("--token-duration {secs}s is outside what kube-apiserver issues (10m or more)"),
+                format!(
+                    "--token-duration {secs}s is outside what kube-apiserver issues (10m or more)"
+                ),
                 "e.g. --token-duration 1h",
             ));
         }
@@ -460,15 +482,17 @@ impl Options {
                 })
             })
             .transpose()?;
-        if args.cluster_id.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        if args
+            .cluster_id
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
             return Err(usage(
                 "--cluster-id is empty".into(),
                 "pass the mesh's name for this cluster, e.g. --cluster-id Kubernetes",
             ));
         }
-        let revision = args
-            .revision
-            .filter(|r| !r.is_empty() && r != "default");
+        let revision = args.revision.filter(|r| !r.is_empty() && r != "default");
         if let Some(rev) = revision.as_deref().filter(|r| !is_dns_label(r)) {
             return Err(usage(
                 format!("--revision {rev:?} is not a valid revision name"),
@@ -481,13 +505,22 @@ impl Options {
         if let Some(archive) = &args.archive {
             let inside = archive
                 .parent()
-                .map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })
+                .map(|p| {
+                    if p.as_os_str().is_empty() {
+                        std::path::Path::new(".")
+                    } else {
+                        p
+                    }
+                })
                 .and_then(|p| p.canonicalize().ok())
                 .zip(output::absolute(&args.output_dir))
                 .is_some_and(|(parent, dir)| parent.starts_with(dir));
             if inside || archive.as_os_str().is_empty() {
                 return Err(usage(
-                    format!("--archive {} must be outside --output-dir", archive.display()),
+                    format!(
+                        "--archive {} must be outside --output-dir",
+                        archive.display()
+                    ),
                     "e.g. -d expandvm --archive expandvm.tar.gz",
                 ));
             }
@@ -519,7 +552,9 @@ impl Options {
     pub fn gateway_service(&self, era: Era) -> Option<(String, String)> {
         match &self.gateway {
             GatewaySource::Service { name, namespace } => Some((
-                namespace.clone().unwrap_or_else(|| self.istio_namespace.clone()),
+                namespace
+                    .clone()
+                    .unwrap_or_else(|| self.istio_namespace.clone()),
                 name.clone()
                     .unwrap_or_else(|| era.default_gateway_service().to_owned()),
             )),
@@ -635,8 +670,7 @@ async fn get_workload_group(
         let ar = kind.resource(version);
         let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), namespace, &ar);
         // A 404 is "absent" or "version not served"; the older versions tell them apart.
-        if let Some(obj) =
-            get_opt(conn, &api, &kind.resource_name(), Some(namespace), name).await?
+        if let Some(obj) = get_opt(conn, &api, &kind.resource_name(), Some(namespace), name).await?
         {
             return Ok(Some(serde_json::to_value(obj).unwrap_or_default()));
         }
@@ -684,14 +718,21 @@ async fn get_service(
 }
 
 /// `spec.cidrs` of the default ServiceCIDR (`networking.k8s.io/v1`, Kubernetes 1.33+);
-/// `None` when the API is not served or the object is absent.
+/// `None` when the API is not served, the object is absent or RBAC hides it.
 async fn get_service_cidrs(conn: &Connection) -> Result<Option<Vec<String>>, crate::kube::Error> {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.k8s.io", "v1", "ServiceCIDR"),
         "servicecidrs",
     );
     let api: Api<DynamicObject> = Api::all_with(conn.client.clone(), &ar);
-    let found = get_opt(conn, &api, "servicecidrs.networking.k8s.io", None, "kubernetes").await?;
+    let action = Action::new("get", "servicecidrs.networking.k8s.io").name("kubernetes");
+    let found = match conn.call(action, || api.get("kubernetes")).await {
+        Ok(obj) => Some(obj),
+        // Not served (before 1.33), absent, or not readable for a namespace-scoped user (a
+        // cluster-scoped read): all mean "fall back", which the warning then explains.
+        Err(e) if e.is_not_found() || e.code() == Some(403) => None,
+        Err(e) => return Err(e),
+    };
     Ok(found.and_then(|obj| {
         let cidrs: Vec<String> = obj
             .data
@@ -730,7 +771,13 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
             let need_cidr = opts.service_cidr.is_none();
             let secret_name = format!("istio.{sa}");
             let (secret, gateway_service, cidrs, kubernetes) = tokio::try_join!(
-                get_opt(conn, &secrets, "secrets", Some(&opts.vm_namespace), &secret_name),
+                get_opt(
+                    conn,
+                    &secrets,
+                    "secrets",
+                    Some(&opts.vm_namespace),
+                    &secret_name
+                ),
                 get_service(conn, gateway.as_ref()),
                 async {
                     if need_cidr {
@@ -790,8 +837,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
                 (Some(token), _) => Some(token),
                 (None, Some(obj)) => {
                     let sa = modern::WorkloadGroup::from_object(obj)
-                        .map(|g| g.service_account)
-                        .unwrap_or_else(|_| "default".to_owned());
+                        .map_or_else(|_| "default".to_owned(), |g| g.service_account);
                     Some(get_token(conn, ns, &sa, opts.token_seconds).await?)
                 }
                 (None, None) => None,
@@ -823,9 +869,11 @@ pub fn gateway_address(service: &Service) -> Result<IpAddr, GatewayProblem> {
         .and_then(|i| i.first());
     if let Some(first) = ingress {
         if let Some(ip) = first.ip.as_deref().filter(|ip| !ip.is_empty()) {
-            return ip
-                .parse()
-                .map_err(|_| GatewayProblem::Invalid(format!("status.loadBalancer.ingress[0].ip {ip:?} is not an IP address")));
+            return ip.parse().map_err(|_| {
+                GatewayProblem::Invalid(format!(
+                    "status.loadBalancer.ingress[0].ip {ip:?} is not an IP address"
+                ))
+            });
         }
         if let Some(host) = first.hostname.as_deref().filter(|h| !h.is_empty()) {
             return Err(GatewayProblem::Hostname(host.to_owned()));
@@ -837,9 +885,9 @@ pub fn gateway_address(service: &Service) -> Result<IpAddr, GatewayProblem> {
         .and_then(|s| s.external_ips.as_ref())
         .and_then(|ips| ips.first())
     {
-        return ip
-            .parse()
-            .map_err(|_| GatewayProblem::Invalid(format!("spec.externalIPs[0] {ip:?} is not an IP address")));
+        return ip.parse().map_err(|_| {
+            GatewayProblem::Invalid(format!("spec.externalIPs[0] {ip:?} is not an IP address"))
+        });
     }
     Err(GatewayProblem::NoAddress)
 }
@@ -861,13 +909,14 @@ fn resolve_gateway(observed: &Observed, opts: &Options, era: Era) -> Result<Opti
         GatewaySource::None => Ok(None),
         GatewaySource::Service { .. } => {
             let (namespace, name) = opts.gateway_service(era).unwrap_or_default();
-            let service = observed
-                .gateway_service
-                .as_ref()
-                .ok_or_else(|| Error::GatewayMissing {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                })?;
+            let service =
+                observed
+                    .gateway_service
+                    .as_ref()
+                    .ok_or_else(|| Error::GatewayMissing {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    })?;
             gateway_address(service).map(Some).map_err(|p| match p {
                 GatewayProblem::Hostname(hostname) => Error::GatewayHostname {
                     namespace,
@@ -894,7 +943,10 @@ pub fn infer_service_cidr(kubernetes_ip: &str) -> Option<String> {
 }
 
 /// The legacy Service CIDR and a warning when it was inferred.
-fn legacy_service_cidr(observed: &Observed, opts: &Options) -> Result<(String, Option<String>), Error> {
+fn legacy_service_cidr(
+    observed: &Observed,
+    opts: &Options,
+) -> Result<(String, Option<String>), Error> {
     if let Some(cidr) = &opts.service_cidr {
         return Ok((cidr.clone(), None));
     }
@@ -907,8 +959,9 @@ fn legacy_service_cidr(observed: &Observed, opts: &Options) -> Result<(String, O
         .ok_or(Error::ServiceCidrUnknown)?;
     let cidr = infer_service_cidr(ip).ok_or(Error::ServiceCidrUnknown)?;
     let warning = format!(
-        "the ServiceCIDR API is not served and --service-cidr was not given: assuming ISTIO_SERVICE_CIDR={cidr}, the {} around the `kubernetes` Service's ClusterIP {ip}; pass --service-cidr if the cluster's Service range differs",
-        cidr.split_once('/').map_or("range", |(_, len)| if len == "16" { "/16" } else { "/108" })
+        "the ServiceCIDR API is not served (or not readable) and --service-cidr was not given: assuming ISTIO_SERVICE_CIDR={cidr}, the {} around the `kubernetes` Service's ClusterIP {ip}; pass --service-cidr if the cluster's Service range differs",
+        cidr.split_once('/')
+            .map_or("range", |(_, len)| if len == "16" { "/16" } else { "/108" })
     );
     Ok((cidr, Some(warning)))
 }
@@ -949,8 +1002,9 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                 istio_namespace: opts.istio_namespace.clone(),
                 namespace: opts.vm_namespace.clone(),
             };
-            let material = pki::WorkloadMaterial::from_secret_data(&format!("secret {secret}"), data)
-                .map_err(|e| identity_error(vec![e.to_string()]))?;
+            let material =
+                pki::WorkloadMaterial::from_secret_data(&format!("secret {secret}"), data)
+                    .map_err(|e| identity_error(vec![e.to_string()]))?;
             let findings = pki::check_workload(
                 &material,
                 Some((&opts.vm_namespace, &sa)),
@@ -983,27 +1037,65 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                 namespace: &opts.vm_namespace,
                 istio_namespace: &opts.istio_namespace,
             });
-            files.push(BundleFile::new(pki::ROOT_CERT, material.root_cert.bytes(), 0o644, "root certificate the workload certificate chains to"));
-            files.push(BundleFile::new(pki::CERT_CHAIN, material.cert_chain.bytes(), 0o644, format!("workload certificate for spiffe://…/ns/{}/sa/{sa}", opts.vm_namespace)));
-            files.push(BundleFile::new(pki::KEY, material.key.bytes(), 0o600, "workload private key (secret)"));
-            files.push(BundleFile::new("gwip.txt", legacy::gwip(gateway), 0o644, "gateway address"));
-            files.push(BundleFile::new("hosts", legacy::hosts(gateway, &opts.istio_namespace), 0o644, "/etc/hosts lines for istio-citadel, -pilot, -telemetry, -policy"));
-            files.push(BundleFile::new("cluster.env", env, 0o644, "sidecar environment (/var/lib/istio/envoy/cluster.env)"));
+            files.push(BundleFile::new(
+                pki::ROOT_CERT,
+                material.root_cert.bytes(),
+                0o644,
+                "root certificate the workload certificate chains to",
+            ));
+            files.push(BundleFile::new(
+                pki::CERT_CHAIN,
+                material.cert_chain.bytes(),
+                0o644,
+                format!(
+                    "workload certificate for spiffe://…/ns/{}/sa/{sa}",
+                    opts.vm_namespace
+                ),
+            ));
+            files.push(BundleFile::new(
+                pki::KEY,
+                material.key.bytes(),
+                0o600,
+                "workload private key (secret)",
+            ));
+            files.push(BundleFile::new(
+                "gwip.txt",
+                legacy::gwip(gateway),
+                0o644,
+                "gateway address",
+            ));
+            files.push(BundleFile::new(
+                "hosts",
+                legacy::hosts(gateway, &opts.istio_namespace),
+                0o644,
+                "/etc/hosts lines for istio-citadel, -pilot, -telemetry, -policy",
+            ));
+            files.push(BundleFile::new(
+                "cluster.env",
+                env,
+                0o644,
+                "sidecar environment (/var/lib/istio/envoy/cluster.env)",
+            ));
         }
         Era::Modern => {
             let ns = &opts.vm_namespace;
             let name = opts.workload_group.clone().unwrap_or_default();
-            let wg_obj = observed
-                .workload_group
-                .as_ref()
-                .ok_or_else(|| Error::WorkloadGroupMissing {
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                })?;
+            let wg_obj =
+                observed
+                    .workload_group
+                    .as_ref()
+                    .ok_or_else(|| Error::WorkloadGroupMissing {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    })?;
             let invalid = |object: String, problem: String| Error::Invalid { object, problem };
             let group = modern::WorkloadGroup::from_object(wg_obj)
                 .map_err(|p| invalid(format!("WorkloadGroup {ns}/{name}"), p))?;
-            if let Some(flag) = opts.service_account.as_ref().filter(|sa| **sa != group.service_account) {
+            if let Some(flag) = opts
+                .service_account
+                .as_ref()
+                .filter(|sa| **sa != group.service_account)
+            {
                 return Err(Error::ServiceAccountMismatch {
                     flag: flag.clone(),
                     group: group.service_account.clone(),
@@ -1013,26 +1105,33 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
             }
             let revision = opts.revision.as_deref();
             let mesh_cm = modern::mesh_configmap(revision);
-            let mesh = observed.mesh_config.as_ref().ok_or_else(|| Error::ConfigMapMissing {
-                namespace: opts.istio_namespace.clone(),
-                name: mesh_cm.clone(),
-                hint: "check --istio-namespace and --revision: istiod's mesh config lives there".into(),
-            })?;
-            let cluster_id = match &opts.cluster_id {
-                Some(id) => id.clone(),
-                None => {
-                    let cm = modern::injector_configmap(revision);
-                    let data = observed.injector.as_ref().ok_or_else(|| Error::ConfigMapMissing {
+            let mesh = observed
+                .mesh_config
+                .as_ref()
+                .ok_or_else(|| Error::ConfigMapMissing {
+                    namespace: opts.istio_namespace.clone(),
+                    name: mesh_cm.clone(),
+                    hint:
+                        "check --istio-namespace and --revision: istiod's mesh config lives there"
+                            .into(),
+                })?;
+            let cluster_id = if let Some(id) = &opts.cluster_id {
+                id.clone()
+            } else {
+                let cm = modern::injector_configmap(revision);
+                let data = observed
+                    .injector
+                    .as_ref()
+                    .ok_or_else(|| Error::ConfigMapMissing {
                         namespace: opts.istio_namespace.clone(),
                         name: cm.clone(),
                         hint: "pass --cluster-id ID (the mesh's name for this cluster)".into(),
                     })?;
-                    let values = data.get("values").map_or("{}", String::as_str);
-                    modern::cluster_name_from_injector_values(values)
-                        .map_err(|p| invalid(format!("configmap {}/{cm}", opts.istio_namespace), p))?
-                        // Istio's own default when values leave the cluster name empty.
-                        .unwrap_or_else(|| "Kubernetes".to_owned())
-                }
+                let values = data.get("values").map_or("{}", String::as_str);
+                modern::cluster_name_from_injector_values(values)
+                    .map_err(|p| invalid(format!("configmap {}/{cm}", opts.istio_namespace), p))?
+                    // Istio's own default when values leave the cluster name empty.
+                    .unwrap_or_else(|| "Kubernetes".to_owned())
             };
             let root = observed
                 .root_cert
@@ -1044,7 +1143,10 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                     hint: format!("istiod writes it into every namespace it watches: check that istiod runs and that namespace {ns} exists"),
                 })?;
             if let Err(e) = pki::root_identity(root.as_bytes()) {
-                warnings.push(format!("configmap {ns}/{} root-cert.pem {e}; the VM will not trust istiod", istio::ROOT_CERT_CONFIGMAP));
+                warnings.push(format!(
+                    "configmap {ns}/{} root-cert.pem {e}; the VM will not trust istiod",
+                    istio::ROOT_CERT_CONFIGMAP
+                ));
             }
             let token = observed.token.clone().unwrap_or_default();
             let cidr = opts.service_cidr.clone().unwrap_or_else(|| "*".to_owned());
@@ -1057,20 +1159,71 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                 internal_ip: opts.internal_ip,
                 gateway_ip: gateway,
                 service_cidr: &cidr,
-                inbound_ports: (!opts.inbound_ports.is_empty()).then_some(opts.inbound_ports.as_slice()),
+                inbound_ports: (!opts.inbound_ports.is_empty())
+                    .then_some(opts.inbound_ports.as_slice()),
             })
-            .map_err(|p| invalid(format!("mesh config {}/{mesh_cm} or WorkloadGroup {ns}/{name}", opts.istio_namespace), p))?;
-            files.push(BundleFile::new("cluster.env", rendered.cluster_env, 0o644, "sidecar environment (/var/lib/istio/envoy/cluster.env)"));
-            files.push(BundleFile::new("mesh.yaml", rendered.mesh_yaml, 0o644, "proxy config (/etc/istio/config/mesh)"));
-            files.push(BundleFile::new(pki::ROOT_CERT, root.as_bytes(), 0o644, "mesh root certificate (istio-ca-root-cert)"));
-            files.push(BundleFile::new("istio-token", token, 0o600, format!("bootstrap token for {ns}/{}, audience {TOKEN_AUDIENCE}, {}s (secret)", group.service_account, opts.token_seconds)));
-            files.push(BundleFile::new("hosts", rendered.hosts, 0o644, if gateway.is_some() { "/etc/hosts line for istiod" } else { "empty: --no-gateway" }));
+            .map_err(|p| {
+                invalid(
+                    format!(
+                        "mesh config {}/{mesh_cm} or WorkloadGroup {ns}/{name}",
+                        opts.istio_namespace
+                    ),
+                    p,
+                )
+            })?;
+            files.push(BundleFile::new(
+                "cluster.env",
+                rendered.cluster_env,
+                0o644,
+                "sidecar environment (/var/lib/istio/envoy/cluster.env)",
+            ));
+            files.push(BundleFile::new(
+                "mesh.yaml",
+                rendered.mesh_yaml,
+                0o644,
+                "proxy config (/etc/istio/config/mesh)",
+            ));
+            files.push(BundleFile::new(
+                pki::ROOT_CERT,
+                root.as_bytes(),
+                0o644,
+                "mesh root certificate (istio-ca-root-cert)",
+            ));
+            files.push(BundleFile::new(
+                "istio-token",
+                token,
+                0o600,
+                format!(
+                    "bootstrap token for {ns}/{}, audience {TOKEN_AUDIENCE}, {}s (secret)",
+                    group.service_account, opts.token_seconds
+                ),
+            ));
+            files.push(BundleFile::new(
+                "hosts",
+                rendered.hosts,
+                0o644,
+                if gateway.is_some() {
+                    "/etc/hosts line for istiod"
+                } else {
+                    "empty: --no-gateway"
+                },
+            ));
         }
     }
-    files.push(BundleFile::new("install.sh", output::install_script(era, &opts.istio_namespace, opts.revision.as_deref()), 0o755, "installs the files on the VM (--dry-run, --uninstall, --check)"));
+    files.push(BundleFile::new(
+        "install.sh",
+        output::install_script(era, &opts.istio_namespace, opts.revision.as_deref()),
+        0o755,
+        "installs the files on the VM (--dry-run, --uninstall, --check)",
+    ));
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let sums = output::sha256sums(&files);
-    files.push(BundleFile::new(output::SHA256SUMS, sums, 0o644, "sha256 of every file above"));
+    files.push(BundleFile::new(
+        output::SHA256SUMS,
+        sums,
+        0o644,
+        "sha256 of every file above",
+    ));
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Bundle {
         era,
@@ -1082,7 +1235,8 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
 /// `kubectl meshvm bundle`.
 pub async fn main(args: BundleArgs) -> Result<Outcome, Error> {
     let opts = Options::resolve(args)?;
-    run(&opts, &mut io::stdout(), &mut io::stderr()).await
+    // Boxed: the observe future holds every concurrent request and is large.
+    Box::pin(run(&opts, &mut io::stdout(), &mut io::stderr())).await
 }
 
 /// Run with resolved options, writing the summary to `out` and warnings to `err`.
@@ -1094,13 +1248,20 @@ pub async fn run(
     // Refuse before any request: the operator learns about the folder first.
     output::check_target(&opts.output_dir, opts.force)?;
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
-    let observed = observe(&conn, opts).await?;
+    let observed = Box::pin(observe(&conn, opts)).await?;
     let bundle = plan(&observed, opts, SystemTime::now())?;
     for warning in &bundle.warnings {
         let _ = writeln!(err, "warning: {warning}");
     }
-    let written = output::write(&bundle, &opts.output_dir, opts.archive.as_deref(), opts.force)?;
-    written.write_summary(out, opts.output).map_err(Error::Print)?;
+    let written = output::write(
+        &bundle,
+        &opts.output_dir,
+        opts.archive.as_deref(),
+        opts.force,
+    )?;
+    written
+        .write_summary(out, opts.output)
+        .map_err(Error::Print)?;
     if opts.output == OutputFormat::Table {
         let _ = writeln!(
             err,

@@ -82,7 +82,7 @@ impl WorkloadGroup {
         }
         let mut service_account = text(template.and_then(|t| t.get("serviceAccount")));
         if service_account.is_empty() {
-            service_account = "default".to_owned();
+            "default".clone_into(&mut service_account);
         }
         Ok(Self {
             name: text(meta.and_then(|m| m.get("name"))),
@@ -178,8 +178,8 @@ pub fn injector_configmap(revision: Option<&str>) -> String {
 
 /// `values.global.multiCluster.clusterName` from the injector ConfigMap's `values` JSON.
 pub fn cluster_name_from_injector_values(values: &str) -> Result<Option<String>, String> {
-    let v: Value = serde_json::from_str(values)
-        .map_err(|e| format!("its `values` key is not JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_str(values).map_err(|e| format!("its `values` key is not JSON: {e}"))?;
     Ok(v.pointer("/global/multiCluster/clusterName")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
@@ -244,8 +244,8 @@ fn normalize(value: Value) -> Value {
     }
 }
 
-fn metadata_map(v: Option<Value>, what: &str) -> Result<BTreeMap<String, String>, String> {
-    string_map(v.as_ref(), what)
+fn metadata_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>, String> {
+    string_map(v, what)
 }
 
 /// Istio's canonical service name and revision for a set of labels.
@@ -300,7 +300,12 @@ fn go_json_labels(labels: &BTreeMap<String, String>) -> String {
 /// Istio's `shellescape.Quote` as of the goldens: everything but `\`, `w` and `@%+=:,./-` is
 /// "unsafe" (a raw-string regex quirk), so nearly every value ends up single-quoted.
 pub fn shell_quote(s: &str) -> String {
-    let safe = |c: char| matches!(c, '\\' | 'w' | '@' | '%' | '+' | '=' | ':' | ',' | '.' | '/' | '-');
+    let safe = |c: char| {
+        matches!(
+            c,
+            '\\' | 'w' | '@' | '%' | '+' | '=' | ':' | ',' | '.' | '/' | '-'
+        )
+    };
     if s.is_empty() {
         return "''".to_owned();
     }
@@ -336,10 +341,14 @@ pub fn render(inputs: &ModernInputs<'_>) -> Result<ModernFiles, String> {
     {
         None => Map::new(),
         Some(Value::Object(m)) => m,
-        Some(other) => return Err(format!("the mesh config's defaultConfig is {other}, not a mapping")),
+        Some(other) => {
+            return Err(format!(
+                "the mesh config's defaultConfig is {other}, not a mapping"
+            ));
+        }
     };
     let mut metadata = metadata_map(
-        config.remove("proxyMetadata"),
+        config.remove("proxyMetadata").as_ref(),
         "the mesh config's defaultConfig.proxyMetadata",
     )?;
     let discovery_empty = config
@@ -363,7 +372,10 @@ pub fn render(inputs: &ModernInputs<'_>) -> Result<ModernFiles, String> {
             };
             for (key, value) in overlay {
                 if key == "proxyMetadata" {
-                    metadata.extend(metadata_map(Some(value), &format!("{what} proxyMetadata"))?);
+                    metadata.extend(metadata_map(
+                        Some(&value),
+                        &format!("{what} proxyMetadata"),
+                    )?);
                 } else {
                     config.insert(key, value);
                 }
@@ -517,7 +529,10 @@ mod tests {
 
     #[test]
     fn go_json_escapes_html() {
-        assert_eq!(go_json_string("a<b>&\"c"), "\"a\\u003cb\\u003e\\u0026\\\"c\"");
+        assert_eq!(
+            go_json_string("a<b>&\"c"),
+            "\"a\\u003cb\\u003e\\u0026\\\"c\""
+        );
     }
 
     #[test]
@@ -548,14 +563,19 @@ mod tests {
             "ISTIO_META_POD_PORTS='[{\"name\":\"grpc\",\"containerPort\":9090,\"protocol\":\"\"},{\"name\":\"http\",\"containerPort\":8080,\"protocol\":\"\"}]'"
         ));
         assert!(!env.contains("CA_ADDR"), "default revision has no CA_ADDR");
-        assert!(files.mesh_yaml.contains("  meshId: m1\n"), "{}", files.mesh_yaml);
+        assert!(
+            files.mesh_yaml.contains("  meshId: m1\n"),
+            "{}",
+            files.mesh_yaml
+        );
         assert!(files.mesh_yaml.contains("  statusPort: 15999\n"));
         assert_eq!(files.hosts, "192.0.2.1 istiod.istio-system.svc\n");
     }
 
     #[test]
     fn explicit_inbound_ports_and_no_gateway() {
-        let g = group("metadata: {name: vm, namespace: ns}\nspec: {template: {ports: {http: 80}}}\n");
+        let g =
+            group("metadata: {name: vm, namespace: ns}\nspec: {template: {ports: {http: 80}}}\n");
         let files = render(&ModernInputs {
             group: &g,
             mesh_config: "",
@@ -568,9 +588,21 @@ mod tests {
             inbound_ports: Some(&[8080, 9090]),
         })
         .unwrap();
-        assert!(files.cluster_env.contains("ISTIO_INBOUND_PORTS='8080,9090'\n"));
-        assert!(files.cluster_env.contains("ISTIO_SERVICE_CIDR='10.96.0.0/12'\n"));
-        assert!(files.cluster_env.contains("CA_ADDR='istiod-canary.istio-system.svc:15012'\n"));
+        assert!(
+            files
+                .cluster_env
+                .contains("ISTIO_INBOUND_PORTS='8080,9090'\n")
+        );
+        assert!(
+            files
+                .cluster_env
+                .contains("ISTIO_SERVICE_CIDR='10.96.0.0/12'\n")
+        );
+        assert!(
+            files
+                .cluster_env
+                .contains("CA_ADDR='istiod-canary.istio-system.svc:15012'\n")
+        );
         assert!(files.cluster_env.contains("SERVICE_ACCOUNT='default'\n"));
         assert_eq!(files.hosts, "");
     }
@@ -598,6 +630,10 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("not a mapping"), "{err}");
         let v: Value = serde_saphyr::from_str("spec: {template: {ports: {http: x}}}").unwrap();
-        assert!(WorkloadGroup::from_object(&v).unwrap_err().contains("ports.http"));
+        assert!(
+            WorkloadGroup::from_object(&v)
+                .unwrap_err()
+                .contains("ports.http")
+        );
     }
 }

@@ -36,13 +36,19 @@ pub struct BundleFile {
     pub what: String,
 }
 
+// serde's `serialize_with` hands fields over by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
 fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{mode:04o}"))
 }
 
 impl std::fmt::Debug for BundleFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BundleFile({}, {} bytes, {:04o})", self.name, self.size, self.mode)
+        write!(
+            f,
+            "BundleFile({}, {} bytes, {:04o})",
+            self.name, self.size, self.mode
+        )
     }
 }
 
@@ -76,9 +82,12 @@ pub fn sha256sums(files: &[BundleFile]) -> String {
     out
 }
 
+/// Bundle file, destination on the VM, mode: what `install.sh` installs.
+type Placement = (&'static str, &'static str, &'static str);
+
 /// `install.sh` for an era: the static script with the era's file table and endpoints.
 pub fn install_script(era: Era, istio_namespace: &str, revision: Option<&str>) -> String {
-    let (files, dirs, endpoints): (&[(&str, &str, &str)], &str, Vec<(String, u16)>) = match era {
+    let (files, dirs, endpoints): (&[Placement], &str, Vec<(String, u16)>) = match era {
         Era::Legacy => (
             &[
                 ("root-cert.pem", "/etc/certs/root-cert.pem", "0644"),
@@ -118,7 +127,12 @@ pub fn install_script(era: Era, istio_namespace: &str, revision: Option<&str>) -
         .replace("@ERA@", &era.to_string())
         .replace(
             "@FILES@",
-            &table(files.iter().map(|(n, d, m)| format!("{n} {d} {m}")).collect()),
+            &table(
+                files
+                    .iter()
+                    .map(|(n, d, m)| format!("{n} {d} {m}"))
+                    .collect(),
+            ),
         )
         .replace("@DIRS@", dirs)
         .replace(
@@ -267,7 +281,10 @@ fn sibling(target: &Path, tag: &str) -> PathBuf {
         .file_name()
         .map_or_else(|| "bundle".into(), |n| n.to_string_lossy().into_owned());
     let nonce: u64 = rand::random();
-    target.with_file_name(format!(".{name}.meshvm-{tag}-{}-{nonce:x}", std::process::id()))
+    target.with_file_name(format!(
+        ".{name}.meshvm-{tag}-{}-{nonce:x}",
+        std::process::id()
+    ))
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
@@ -305,7 +322,8 @@ pub fn write(
     let result = (|| -> Result<Option<ArchiveInfo>, Error> {
         fs::set_permissions(&staging, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
         for f in &bundle.files {
-            write_file(&staging.join(&f.name), &f.data, f.mode).map_err(io_err(&dir.join(&f.name)))?;
+            write_file(&staging.join(&f.name), &f.data, f.mode)
+                .map_err(io_err(&dir.join(&f.name)))?;
         }
         let info = match archive {
             None => None,

@@ -27,8 +27,18 @@ fn usage_err(extra: &[&str]) -> UsageError {
 
 #[test]
 fn resolve_validates_flags() {
-    let o = opts(&["--gateway-service", "gw.mesh", "--service-cidr", "10.96.0.0/12, fd00::/108", "--revision", "default"]);
-    assert_eq!(o.gateway_service(Era::Legacy), Some(("mesh".into(), "gw".into())));
+    let o = opts(&[
+        "--gateway-service",
+        "gw.mesh",
+        "--service-cidr",
+        "10.96.0.0/12, fd00::/108",
+        "--revision",
+        "default",
+    ]);
+    assert_eq!(
+        o.gateway_service(Era::Legacy),
+        Some(("mesh".into(), "gw".into()))
+    );
     assert_eq!(o.service_cidr.as_deref(), Some("10.96.0.0/12,fd00::/108"));
     assert_eq!(o.revision, None, "the default revision is no revision");
     assert_eq!(o.token_seconds, 3600);
@@ -43,14 +53,23 @@ fn resolve_validates_flags() {
     );
 
     for (flags, want) in [
-        (&["--service-cidr", "10.0.0.1/16"][..], "did you mean 10.0.0.0/16"),
+        (
+            &["--service-cidr", "10.0.0.1/16"][..],
+            "did you mean 10.0.0.0/16",
+        ),
         (&["--service-cidr", "10.0.0.0"][..], "is not a CIDR"),
         (&["--service-cidr", "10.0.0.0/33"][..], "prefix length"),
-        (&["--gateway-ip", "gw.example.com"][..], "is not an IP address"),
+        (
+            &["--gateway-ip", "gw.example.com"][..],
+            "is not an IP address",
+        ),
         (&["--internal-ip", "vm"][..], "is not an IP address"),
         (&["--token-duration", "5m"][..], "10m or more"),
         (&["--inbound-ports", "0"][..], "0 is not a port"),
-        (&["--gateway-service", "a.b.c"][..], "NAME or NAME.NAMESPACE"),
+        (
+            &["--gateway-service", "a.b.c"][..],
+            "NAME or NAME.NAMESPACE",
+        ),
         (&["--revision", "Bad_Rev"][..], "not a valid revision"),
         (&["--cluster-id", " "][..], "--cluster-id is empty"),
         (&["-s", "Bad SA"][..], "not a valid ServiceAccount"),
@@ -59,9 +78,24 @@ fn resolve_validates_flags() {
         assert!(err.to_string().contains(want), "{flags:?}: {err}");
         assert!(err.hint.is_some(), "{flags:?} has a hint");
     }
-    let err = Options::resolve(BundleArgs::try_parse_from(["x", "--vm-namespace", "Bad_NS", "-d", "o"]).unwrap()).unwrap_err();
+    let err = Options::resolve(
+        BundleArgs::try_parse_from(["x", "--vm-namespace", "Bad_NS", "-d", "o"]).unwrap(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("--vm-namespace"), "{err}");
-    assert!(BundleArgs::try_parse_from(["x", "--vm-namespace", "v", "-d", "o", "--no-gateway", "--gateway-ip", "1.2.3.4"]).is_err());
+    assert!(
+        BundleArgs::try_parse_from([
+            "x",
+            "--vm-namespace",
+            "v",
+            "-d",
+            "o",
+            "--no-gateway",
+            "--gateway-ip",
+            "1.2.3.4"
+        ])
+        .is_err()
+    );
 }
 
 #[test]
@@ -88,15 +122,31 @@ fn archive_inside_the_output_dir_is_refused() {
 
 #[test]
 fn era_specific_flags_are_refused_in_the_other_era() {
-    let err = opts(&["--workload-group", "g", "--inbound-ports", "80"]).check_era(Era::Legacy).unwrap_err();
-    assert!(err.to_string().contains("--workload-group only apply to the modern era"), "{err}");
+    let err = opts(&["--workload-group", "g", "--inbound-ports", "80"])
+        .check_era(Era::Legacy)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--workload-group only apply to the modern era"),
+        "{err}"
+    );
     let err = opts(&[]).check_era(Era::Legacy).unwrap_err();
     assert!(err.to_string().contains("--inbound-ports"), "{err}");
-    let err = opts(&["--service", "s", "--workload-group", "g"]).check_era(Era::Modern).unwrap_err();
-    assert!(err.to_string().contains("--service only applies to the legacy era"), "{err}");
+    let err = opts(&["--service", "s", "--workload-group", "g"])
+        .check_era(Era::Modern)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--service only applies to the legacy era"),
+        "{err}"
+    );
     let err = opts(&[]).check_era(Era::Modern).unwrap_err();
     assert!(err.to_string().contains("--workload-group"), "{err}");
-    assert!(opts(&["--inbound-ports", "80"]).check_era(Era::Legacy).is_ok());
+    assert!(
+        opts(&["--inbound-ports", "80"])
+            .check_era(Era::Legacy)
+            .is_ok()
+    );
 }
 
 fn service(v: serde_json::Value) -> Service {
@@ -105,21 +155,42 @@ fn service(v: serde_json::Value) -> Service {
 
 #[test]
 fn gateway_address_prefers_the_load_balancer_ip() {
-    let both = service(json!({"spec": {"externalIPs": ["198.51.100.1"]}, "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}));
+    let both = service(
+        json!({"spec": {"externalIPs": ["198.51.100.1"]}, "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}),
+    );
     assert_eq!(gateway_address(&both), Ok("203.0.113.7".parse().unwrap()));
     let external = service(json!({"spec": {"externalIPs": ["198.51.100.1"]}}));
-    assert_eq!(gateway_address(&external), Ok("198.51.100.1".parse().unwrap()));
-    let host = service(json!({"status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}}));
-    assert_eq!(gateway_address(&host), Err(GatewayProblem::Hostname("lb.example.com".into())));
-    assert_eq!(gateway_address(&service(json!({}))), Err(GatewayProblem::NoAddress));
+    assert_eq!(
+        gateway_address(&external),
+        Ok("198.51.100.1".parse().unwrap())
+    );
+    let host =
+        service(json!({"status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}}));
+    assert_eq!(
+        gateway_address(&host),
+        Err(GatewayProblem::Hostname("lb.example.com".into()))
+    );
+    assert_eq!(
+        gateway_address(&service(json!({}))),
+        Err(GatewayProblem::NoAddress)
+    );
     let bad = service(json!({"status": {"loadBalancer": {"ingress": [{"ip": "x"}]}}}));
-    assert!(matches!(gateway_address(&bad), Err(GatewayProblem::Invalid(_))));
+    assert!(matches!(
+        gateway_address(&bad),
+        Err(GatewayProblem::Invalid(_))
+    ));
 }
 
 #[test]
 fn service_cidr_inference() {
-    assert_eq!(infer_service_cidr("172.16.0.1").as_deref(), Some("172.16.0.0/16"));
-    assert_eq!(infer_service_cidr("fd00:10:96::1").as_deref(), Some("fd00:10:96::/108"));
+    assert_eq!(
+        infer_service_cidr("172.16.0.1").as_deref(),
+        Some("172.16.0.0/16")
+    );
+    assert_eq!(
+        infer_service_cidr("fd00:10:96::1").as_deref(),
+        Some("fd00:10:96::/108")
+    );
     assert_eq!(infer_service_cidr("None"), None);
 }
 
@@ -149,7 +220,10 @@ fn legacy_observed(ca: &TestCa) -> Observed {
 }
 
 fn file<'a>(b: &'a Bundle, name: &str) -> &'a BundleFile {
-    b.files.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no {name}"))
+    b.files
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 fn text(b: &Bundle, name: &str) -> String {
@@ -164,14 +238,25 @@ fn legacy_plan_is_the_runbook() {
     let names: Vec<&str> = b.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
-        ["SHA256SUMS", "cert-chain.pem", "cluster.env", "gwip.txt", "hosts", "install.sh", "key.pem", "root-cert.pem"]
+        [
+            "SHA256SUMS",
+            "cert-chain.pem",
+            "cluster.env",
+            "gwip.txt",
+            "hosts",
+            "install.sh",
+            "key.pem",
+            "root-cert.pem"
+        ]
     );
     assert_eq!(
         text(&b, "cluster.env"),
         "ISTIO_CP_AUTH=MUTUAL_TLS\nISTIO_SERVICE=expandvm\nISTIO_SERVICE_CIDR=172.16.0.0/16\nISTIO_INBOUND_PORTS=80\nISTIO_NAMESPACE=expandvm\n"
     );
     assert_eq!(text(&b, "gwip.txt"), "35.187.36.54");
-    assert!(text(&b, "hosts").starts_with("35.187.36.54 istio-citadel istio-citadel.istio-system\n"));
+    assert!(
+        text(&b, "hosts").starts_with("35.187.36.54 istio-citadel istio-citadel.istio-system\n")
+    );
     assert_eq!(file(&b, "key.pem").mode, 0o600);
     assert_eq!(file(&b, "install.sh").mode, 0o755);
     assert_eq!(file(&b, "root-cert.pem").data, ca.cert_pem.as_bytes());
@@ -186,12 +271,20 @@ fn legacy_service_cidr_comes_from_flag_api_or_inference() {
     let ca = TestCa::flat(KeyKind::P256, "Root CA");
     let mut observed = legacy_observed(&ca);
     let o = opts(&["--inbound-ports", "80", "--service-cidr", "10.0.0.0/8"]);
-    assert!(text(&plan(&observed, &o, now()).unwrap(), "cluster.env").contains("ISTIO_SERVICE_CIDR=10.0.0.0/8\n"));
+    assert!(
+        text(&plan(&observed, &o, now()).unwrap(), "cluster.env")
+            .contains("ISTIO_SERVICE_CIDR=10.0.0.0/8\n")
+    );
     observed.service_cidrs = None;
     let b = plan(&observed, &opts(&["--inbound-ports", "80"]), now()).unwrap();
     assert!(text(&b, "cluster.env").contains("ISTIO_SERVICE_CIDR=172.16.0.0/16\n"));
     assert_eq!(b.warnings.len(), 1);
-    assert!(b.warnings[0].contains("assuming ISTIO_SERVICE_CIDR=172.16.0.0/16") && b.warnings[0].contains("--service-cidr"), "{:?}", b.warnings);
+    assert!(
+        b.warnings[0].contains("assuming ISTIO_SERVICE_CIDR=172.16.0.0/16")
+            && b.warnings[0].contains("--service-cidr"),
+        "{:?}",
+        b.warnings
+    );
     observed.kubernetes_ip = None;
     let err = plan(&observed, &opts(&["--inbound-ports", "80"]), now()).unwrap_err();
     assert!(matches!(err, Error::ServiceCidrUnknown), "{err}");
@@ -207,11 +300,20 @@ fn legacy_identity_problems_say_to_restart_citadel() {
         assert!(matches!(err, Error::Identity { .. }), "{err}");
         assert!(err.to_string().contains(want), "{err}");
         let hint = err.hint().unwrap();
-        assert!(hint.contains("rollout restart deployment istio-citadel") && hint.contains("delete secret istio.expandvm"), "{hint}");
+        assert!(
+            hint.contains("rollout restart deployment istio-citadel")
+                && hint.contains("delete secret istio.expandvm"),
+            "{hint}"
+        );
     };
     // Expired.
     let mut expired = legacy_observed(&ca);
-    let old = ca.leaf_with(KeyKind::P256, "spiffe://cluster.local/ns/expandvm/sa/expandvm", now() - days(100), now() - days(10));
+    let old = ca.leaf_with(
+        KeyKind::P256,
+        "spiffe://cluster.local/ns/expandvm/sa/expandvm",
+        now() - days(100),
+        now() - days(10),
+    );
     let id = expired.identity.as_mut().unwrap();
     id.insert("cert-chain.pem".into(), old.cert_pem.into_bytes());
     id.insert("key.pem".into(), old.key_pem.into_bytes());
@@ -219,12 +321,20 @@ fn legacy_identity_problems_say_to_restart_citadel() {
     // Key of another certificate.
     let mut mismatch = legacy_observed(&ca);
     let other = ca.leaf(KeyKind::P256, "expandvm", "expandvm");
-    mismatch.identity.as_mut().unwrap().insert("key.pem".into(), other.key_pem.into_bytes());
+    mismatch
+        .identity
+        .as_mut()
+        .unwrap()
+        .insert("key.pem".into(), other.key_pem.into_bytes());
     check(&mismatch, "key");
     // Signed by another root.
     let mut foreign = legacy_observed(&ca);
     let stranger = TestCa::flat(KeyKind::P256, "Other Root");
-    foreign.identity.as_mut().unwrap().insert("root-cert.pem".into(), stranger.cert_pem.into_bytes());
+    foreign
+        .identity
+        .as_mut()
+        .unwrap()
+        .insert("root-cert.pem".into(), stranger.cert_pem.into_bytes());
     check(&foreign, "root-cert.pem");
     // Another identity.
     let mut wrong_sa = legacy_observed(&ca);
@@ -239,7 +349,11 @@ fn legacy_identity_problems_say_to_restart_citadel() {
     missing.identity = None;
     let err = plan(&missing, &o, now()).unwrap_err();
     assert!(matches!(err, Error::IdentityMissing { .. }), "{err}");
-    assert!(err.to_string().contains("secret expandvm/istio.expandvm not found"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("secret expandvm/istio.expandvm not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -247,10 +361,16 @@ fn gateway_errors_name_the_service_and_hint_gateway_ip() {
     let ca = TestCa::flat(KeyKind::P256, "Root CA");
     let o = opts(&["--inbound-ports", "80"]);
     let mut observed = legacy_observed(&ca);
-    observed.gateway_service = Some(service(json!({"status": {"loadBalancer": {"ingress": [{"hostname": "a.elb.example.com"}]}}})));
+    observed.gateway_service = Some(service(
+        json!({"status": {"loadBalancer": {"ingress": [{"hostname": "a.elb.example.com"}]}}}),
+    ));
     let err = plan(&observed, &o, now()).unwrap_err();
     assert!(matches!(err, Error::GatewayHostname { .. }), "{err}");
-    assert!(err.to_string().contains("istio-system/istio-ingressgateway"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("istio-system/istio-ingressgateway"),
+        "{err}"
+    );
     assert!(err.hint().unwrap().contains("--gateway-ip"));
     observed.gateway_service = Some(service(json!({})));
     let err = plan(&observed, &o, now()).unwrap_err();
@@ -260,7 +380,12 @@ fn gateway_errors_name_the_service_and_hint_gateway_ip() {
     let err = plan(&observed, &o, now()).unwrap_err();
     assert!(matches!(err, Error::GatewayMissing { .. }), "{err}");
     // --gateway-ip needs no Service at all.
-    let b = plan(&observed, &opts(&["--inbound-ports", "80", "--gateway-ip", "192.0.2.9"]), now()).unwrap();
+    let b = plan(
+        &observed,
+        &opts(&["--inbound-ports", "80", "--gateway-ip", "192.0.2.9"]),
+        now(),
+    )
+    .unwrap();
     assert_eq!(text(&b, "gwip.txt"), "192.0.2.9");
 }
 
@@ -271,12 +396,16 @@ fn conformance() -> std::path::PathBuf {
 fn golden_observed(case: &str, mesh: &str) -> Observed {
     let dir = conformance().join(case);
     let wg: serde_json::Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("workloadgroup.yaml")).unwrap()).unwrap();
+        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("workloadgroup.yaml")).unwrap())
+            .unwrap();
     Observed {
         era: Some(Era::Modern),
         workload_group: Some(wg),
         mesh_config: Some(BTreeMap::from([("mesh".into(), mesh.to_owned())])),
-        root_cert: Some(BTreeMap::from([("root-cert.pem".into(), "fake-CA-cert".into())])),
+        root_cert: Some(BTreeMap::from([(
+            "root-cert.pem".into(),
+            "fake-CA-cert".into(),
+        )])),
         token: Some(String::new()),
         ..Observed::default()
     }
@@ -286,17 +415,66 @@ fn golden_observed(case: &str, mesh: &str) -> Observed {
 #[test]
 fn modern_plan_matches_istioctl_goldens() {
     for (case, flags) in [
-        ("vmconfig/ipv4", &["--internal-ip", "10.10.10.10", "--gateway-ip", "10.10.10.11", "--cluster-id", "Kubernetes", "--revision", "rev-1"][..]),
-        ("vmconfig/ipv6", &["--internal-ip", "fd00:10:96::1", "--gateway-ip", "fd00:10:96::2", "--cluster-id", "Kubernetes", "--revision", "rev-1"][..]),
-        ("vmconfig-nil-proxy-metadata", &["--internal-ip", "10.10.10.10", "--cluster-id", "Kubernetes", "--no-gateway"][..]),
+        (
+            "vmconfig/ipv4",
+            &[
+                "--internal-ip",
+                "10.10.10.10",
+                "--gateway-ip",
+                "10.10.10.11",
+                "--cluster-id",
+                "Kubernetes",
+                "--revision",
+                "rev-1",
+            ][..],
+        ),
+        (
+            "vmconfig/ipv6",
+            &[
+                "--internal-ip",
+                "fd00:10:96::1",
+                "--gateway-ip",
+                "fd00:10:96::2",
+                "--cluster-id",
+                "Kubernetes",
+                "--revision",
+                "rev-1",
+            ][..],
+        ),
+        (
+            "vmconfig-nil-proxy-metadata",
+            &[
+                "--internal-ip",
+                "10.10.10.10",
+                "--cluster-id",
+                "Kubernetes",
+                "--no-gateway",
+            ][..],
+        ),
     ] {
         let dir = conformance().join(case);
-        let mesh = std::fs::read_to_string(dir.join("meshconfig.yaml")).unwrap_or_else(|_| "defaultConfig: {}\n".into());
-        let mut all = vec!["--vm-namespace", "bar", "-d", "out", "--workload-group", "foo"];
+        let mesh = std::fs::read_to_string(dir.join("meshconfig.yaml"))
+            .unwrap_or_else(|_| "defaultConfig: {}\n".into());
+        let mut all = vec![
+            "--vm-namespace",
+            "bar",
+            "-d",
+            "out",
+            "--workload-group",
+            "foo",
+        ];
         all.extend_from_slice(flags);
-        let o = Options::resolve(BundleArgs::try_parse_from(std::iter::once("x").chain(all)).unwrap()).unwrap();
+        let o =
+            Options::resolve(BundleArgs::try_parse_from(std::iter::once("x").chain(all)).unwrap())
+                .unwrap();
         let b = plan(&golden_observed(case, &mesh), &o, now()).unwrap();
-        for name in ["cluster.env", "mesh.yaml", "hosts", "root-cert.pem", "istio-token"] {
+        for name in [
+            "cluster.env",
+            "mesh.yaml",
+            "hosts",
+            "root-cert.pem",
+            "istio-token",
+        ] {
             let golden = std::fs::read_to_string(dir.join(format!("{name}.golden"))).unwrap();
             assert_eq!(text(&b, name), golden, "{case}: {name}");
         }
@@ -308,40 +486,89 @@ fn modern_plan_matches_istioctl_goldens() {
 fn modern_errors_name_what_is_missing() {
     let mesh = "defaultConfig: {}\n";
     let o = opts(&["--workload-group", "foo", "--no-gateway"]);
-    let o = Options { vm_namespace: "bar".into(), ..o };
+    let o = Options {
+        vm_namespace: "bar".into(),
+        ..o
+    };
     // No --cluster-id and no injector ConfigMap.
-    let err = plan(&golden_observed("vmconfig-nil-proxy-metadata", mesh), &o, now()).unwrap_err();
-    assert!(err.to_string().contains("configmap istio-system/istio-sidecar-injector not found"), "{err}");
+    let err = plan(
+        &golden_observed("vmconfig-nil-proxy-metadata", mesh),
+        &o,
+        now(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("configmap istio-system/istio-sidecar-injector not found"),
+        "{err}"
+    );
     assert!(err.hint().unwrap().contains("--cluster-id"));
     // The injector's cluster name is used; empty means Istio's default.
     let mut observed = golden_observed("vmconfig-nil-proxy-metadata", mesh);
-    observed.injector = Some(BTreeMap::from([("values".into(), r#"{"global":{"multiCluster":{"clusterName":"east"}}}"#.into())]));
+    observed.injector = Some(BTreeMap::from([(
+        "values".into(),
+        r#"{"global":{"multiCluster":{"clusterName":"east"}}}"#.into(),
+    )]));
     let b = plan(&observed, &o, now()).unwrap();
     assert!(text(&b, "cluster.env").contains("ISTIO_META_CLUSTER_ID='east'\n"));
     observed.injector = Some(BTreeMap::from([("values".into(), "{}".into())]));
-    assert!(text(&plan(&observed, &o, now()).unwrap(), "cluster.env").contains("ISTIO_META_CLUSTER_ID='Kubernetes'\n"));
+    assert!(
+        text(&plan(&observed, &o, now()).unwrap(), "cluster.env")
+            .contains("ISTIO_META_CLUSTER_ID='Kubernetes'\n")
+    );
 
-    let o = Options { cluster_id: Some("c".into()), ..o };
+    let o = Options {
+        cluster_id: Some("c".into()),
+        ..o
+    };
     let mut missing = observed.clone();
     missing.workload_group = None;
     let err = plan(&missing, &o, now()).unwrap_err();
-    assert!(matches!(err, Error::WorkloadGroupMissing { .. }) && err.hint().unwrap().contains("prepare"), "{err}");
+    assert!(
+        matches!(err, Error::WorkloadGroupMissing { .. })
+            && err.hint().unwrap().contains("prepare"),
+        "{err}"
+    );
     let mut missing = observed.clone();
     missing.mesh_config = None;
-    assert!(plan(&missing, &o, now()).unwrap_err().to_string().contains("configmap istio-system/istio not found"));
+    assert!(
+        plan(&missing, &o, now())
+            .unwrap_err()
+            .to_string()
+            .contains("configmap istio-system/istio not found")
+    );
     let mut missing = observed.clone();
     missing.root_cert = None;
     let err = plan(&missing, &o, now()).unwrap_err();
-    assert!(err.to_string().contains("configmap bar/istio-ca-root-cert not found"), "{err}");
-    let mismatch = Options { service_account: Some("other".into()), ..o.clone() };
+    assert!(
+        err.to_string()
+            .contains("configmap bar/istio-ca-root-cert not found"),
+        "{err}"
+    );
+    let mismatch = Options {
+        service_account: Some("other".into()),
+        ..o.clone()
+    };
     let err = plan(&observed, &mismatch, now()).unwrap_err();
     assert!(matches!(err, Error::ServiceAccountMismatch { .. }), "{err}");
     // A modern gateway with only a hostname is an error, where istioctl writes an empty hosts.
-    let with_gateway = Options { gateway: GatewaySource::Service { name: None, namespace: None }, ..o };
-    observed.gateway_service = Some(service(json!({"status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}})));
+    let with_gateway = Options {
+        gateway: GatewaySource::Service {
+            name: None,
+            namespace: None,
+        },
+        ..o
+    };
+    observed.gateway_service = Some(service(
+        json!({"status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}}),
+    ));
     let err = plan(&observed, &with_gateway, now()).unwrap_err();
     assert!(matches!(err, Error::GatewayHostname { .. }), "{err}");
-    assert!(err.to_string().contains("istio-system/istio-eastwestgateway"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("istio-system/istio-eastwestgateway"),
+        "{err}"
+    );
 }
 
 fn mode(path: &Path) -> u32 {
@@ -351,7 +578,12 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn write_is_atomic_private_and_refuses_non_empty_dirs() {
     let ca = TestCa::flat(KeyKind::P256, "Root CA");
-    let b = plan(&legacy_observed(&ca), &opts(&["--inbound-ports", "80"]), now()).unwrap();
+    let b = plan(
+        &legacy_observed(&ca),
+        &opts(&["--inbound-ports", "80"]),
+        now(),
+    )
+    .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nested/expandvm");
     let written = output::write(&b, &dir, None, false).unwrap();
@@ -366,9 +598,15 @@ fn write_is_atomic_private_and_refuses_non_empty_dirs() {
     assert!(err.hint().unwrap().contains("--force"));
     std::fs::write(dir.join("stale.txt"), "x").unwrap();
     output::write(&b, &dir, None, true).unwrap();
-    assert!(!dir.join("stale.txt").exists(), "--force replaces the folder's content");
+    assert!(
+        !dir.join("stale.txt").exists(),
+        "--force replaces the folder's content"
+    );
     // Nothing staged is left beside it.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers, [std::ffi::OsString::from("expandvm")]);
 
     // An archive that cannot be written leaves no directory behind.
@@ -378,14 +616,22 @@ fn write_is_atomic_private_and_refuses_non_empty_dirs() {
     let err = output::write(&b, &fresh, Some(&blocked.join("x.tar.gz")), false).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(!fresh.exists());
-    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert!(names.iter().all(|n| !n.contains("meshvm-new")), "{names:?}");
 }
 
 #[test]
 fn archives_are_byte_identical_and_carry_modes() {
     let ca = TestCa::flat(KeyKind::P256, "Root CA");
-    let b = plan(&legacy_observed(&ca), &opts(&["--inbound-ports", "80"]), now()).unwrap();
+    let b = plan(
+        &legacy_observed(&ca),
+        &opts(&["--inbound-ports", "80"]),
+        now(),
+    )
+    .unwrap();
     let one = output::archive_bytes(&b.files).unwrap();
     let two = output::archive_bytes(&b.files).unwrap();
     assert_eq!(one, two);
@@ -394,7 +640,12 @@ fn archives_are_byte_identical_and_carry_modes() {
     for entry in archive.entries().unwrap() {
         let entry = entry.unwrap();
         let h = entry.header();
-        seen.push((entry.path().unwrap().display().to_string(), h.mode().unwrap(), h.mtime().unwrap(), h.uid().unwrap()));
+        seen.push((
+            entry.path().unwrap().display().to_string(),
+            h.mode().unwrap(),
+            h.mtime().unwrap(),
+            h.uid().unwrap(),
+        ));
     }
     assert_eq!(seen.first().unwrap().0, "SHA256SUMS");
     assert!(seen.contains(&("key.pem".into(), 0o600, 0, 0)), "{seen:?}");
@@ -407,7 +658,12 @@ fn archives_are_byte_identical_and_carry_modes() {
 #[test]
 fn summary_lists_files_and_never_their_content() {
     let ca = TestCa::flat(KeyKind::P256, "Root CA");
-    let b = plan(&legacy_observed(&ca), &opts(&["--inbound-ports", "80"]), now()).unwrap();
+    let b = plan(
+        &legacy_observed(&ca),
+        &opts(&["--inbound-ports", "80"]),
+        now(),
+    )
+    .unwrap();
     let written = Written {
         era: b.era,
         output_dir: "expandvm".into(),
@@ -417,17 +673,33 @@ fn summary_lists_files_and_never_their_content() {
     let key = text(&b, "key.pem");
     let body = key.lines().nth(1).unwrap();
     let mut table = Vec::new();
-    written.write_summary(&mut table, OutputFormat::Table).unwrap();
+    written
+        .write_summary(&mut table, OutputFormat::Table)
+        .unwrap();
     let table = String::from_utf8(table).unwrap();
     assert!(table.starts_with("FILE"), "{table}");
-    assert!(table.contains("expandvm/key.pem") && table.contains("0600"), "{table}");
+    assert!(
+        table.contains("expandvm/key.pem") && table.contains("0600"),
+        "{table}"
+    );
     let mut json_out = Vec::new();
-    written.write_summary(&mut json_out, OutputFormat::Json).unwrap();
+    written
+        .write_summary(&mut json_out, OutputFormat::Json)
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json_out).unwrap();
     assert_eq!(v["era"], "legacy");
-    let key_row = v["files"].as_array().unwrap().iter().find(|f| f["file"] == "key.pem").unwrap();
+    let key_row = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file"] == "key.pem")
+        .unwrap();
     assert_eq!(key_row["mode"], "0600");
-    for out in [table, String::from_utf8(json_out).unwrap(), format!("{b:?}")] {
+    for out in [
+        table,
+        String::from_utf8(json_out).unwrap(),
+        format!("{b:?}"),
+    ] {
         assert!(!out.contains(body), "key material leaked");
     }
 }
