@@ -12,14 +12,214 @@ pub mod report;
 pub(crate) mod testutil;
 
 use std::fmt;
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::istio::Era;
-use crate::snapshot::{Obj, Origin, Snapshot};
+use crate::args::{DoctorArgs, DoctorOutput, FailOn};
+use crate::cli::{Diagnose, KubeArgs, Outcome, UsageError};
+use crate::istio::{DEFAULT_ISTIO_NAMESPACE, Era, IstioKind};
+use crate::kube::{Action, Connection};
+use crate::snapshot::{Bundle, Obj, Origin, Snapshot};
 
 pub use report::Report;
+
+/// Why doctor could not produce a report.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Flags that do not go together.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// Manifests or the bundle could not be read.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::Error),
+    /// The cluster could not be read or written.
+    #[error(transparent)]
+    Kube(#[from] crate::kube::Error),
+    /// `--fix` needs confirmation that cannot be asked for.
+    #[error(transparent)]
+    Prompt(#[from] crate::cli::PromptError),
+    /// Writing the report failed.
+    #[error("failed to write the report")]
+    Print(#[source] io::Error),
+}
+
+impl Diagnose for Error {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Usage(e) => e.hint(),
+            Error::Snapshot(e) => e.hint(),
+            Error::Kube(e) => e.hint(),
+            Error::Prompt(e) => e.hint(),
+            Error::Print(_) => None,
+        }
+    }
+    fn is_usage(&self) -> bool {
+        matches!(self, Error::Usage(_))
+    }
+}
+
+/// Where doctor reads the mesh from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `-f` manifests.
+    Files(Vec<PathBuf>),
+    /// Live clusters: the current context (`[]`) or each `--context`.
+    Live(Vec<String>),
+    /// Only `--bundle`, judged on its own.
+    BundleOnly,
+}
+
+/// Doctor's validated options.
+#[derive(Debug, Clone)]
+pub struct DoctorOptions {
+    /// Where the mesh comes from.
+    pub source: Source,
+    /// `--bundle`.
+    pub bundle: Option<PathBuf>,
+    /// What changes the checks' judgement.
+    pub checks: CheckOptions,
+    /// `-o`.
+    pub output: DoctorOutput,
+    /// `--fail-on`.
+    pub fail_on: FailOn,
+    /// `--fix`.
+    pub fix: bool,
+    /// `--yes`.
+    pub yes: bool,
+    /// Connection flags.
+    pub kube: KubeArgs,
+}
+
+impl DoctorOptions {
+    /// Validate the flags (no IO).
+    pub fn resolve(args: DoctorArgs) -> Result<Self, UsageError> {
+        let source = if !args.filename.is_empty() {
+            if !args.kube.context.is_empty() {
+                return Err(UsageError::new(
+                    "-f and --context cannot be combined",
+                    Some("check manifests with -f, or clusters with --context, in separate runs"),
+                ));
+            }
+            Source::Files(args.filename)
+        } else if args.bundle.is_some() && args.kube.context.is_empty() && !args.fix {
+            Source::BundleOnly
+        } else {
+            Source::Live(args.kube.context.clone())
+        };
+        if args.fix {
+            match &source {
+                Source::Files(_) => {
+                    return Err(UsageError::new(
+                        "--fix needs a live cluster, not -f manifests",
+                        Some("add the suggested DestinationRules to your manifests, or drop -f to fix the current context"),
+                    ));
+                }
+                Source::Live(contexts) if contexts.len() > 1 => {
+                    return Err(UsageError::new(
+                        "--fix works on one cluster at a time",
+                        Some("run `kubectl meshvm doctor --fix --context NAME` once per cluster"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(Self {
+            source,
+            bundle: args.bundle,
+            checks: CheckOptions {
+                auto_mtls: args.auto_mtls,
+                now: None,
+                istio_namespace: (args.istio_namespace != DEFAULT_ISTIO_NAMESPACE).then_some(args.istio_namespace),
+                expiry_warning_days: Some(args.expiry_warning_days),
+            },
+            output: args.output,
+            fail_on: args.fail_on,
+            fix: args.fix,
+            yes: args.yes,
+            kube: args.kube,
+        })
+    }
+}
+
+/// `kubectl meshvm doctor`.
+pub async fn main(args: DoctorArgs) -> Result<Outcome, Error> {
+    let opts = DoctorOptions::resolve(args)?;
+    let color = crate::cli::color_enabled(&io::stdout());
+    run(&opts, &mut io::stdout().lock(), &mut io::stderr(), color).await
+}
+
+/// Observe, check, optionally fix, and write the report to `out` (`--fix` talk goes to `err`).
+pub async fn run(opts: &DoctorOptions, out: &mut impl Write, err: &mut impl Write, color: bool) -> Result<Outcome, Error> {
+    let mut conns: Vec<Connection> = Vec::new();
+    let mut snaps = match &opts.source {
+        Source::Files(paths) => vec![Snapshot::from_files(paths)?],
+        Source::BundleOnly => vec![Snapshot::default()],
+        Source::Live(contexts) => {
+            let wanted: Vec<Option<&str>> = if contexts.is_empty() { vec![None] } else { contexts.iter().map(|c| Some(c.as_str())).collect() };
+            let mut snaps = Vec::new();
+            for context in wanted {
+                let conn = crate::kube::connect(&opts.kube, context).await?;
+                snaps.push(Snapshot::observe(&conn).await?);
+                conns.push(conn);
+            }
+            snaps
+        }
+    };
+    if let Some(path) = &opts.bundle {
+        snaps[0].bundle = Some(Bundle::read(path)?);
+    }
+    if opts.fix
+        && let Some(conn) = conns.first()
+    {
+        let planned = {
+            let ctx = CheckContext::new(&snaps[0], &opts.checks, vec![]);
+            fix::plan(&snaps[0], &ctx)
+        };
+        if planned.is_empty() {
+            let _ = writeln!(err, "--fix: nothing to apply (only the runbook's DestinationRules are applied; see the hints for the rest)");
+        } else {
+            let _ = writeln!(err, "--fix: server-side apply as meshvm:\n---\n{}", fix::render_yaml(&planned));
+            if crate::cli::confirm(&format!("apply {} DestinationRule(s) to context {}", planned.len(), conn.context), opts.yes)? {
+                for obj in &planned {
+                    apply_rule(conn, obj).await?;
+                    let _ = writeln!(err, "destinationrule {} applied", obj.ns_name());
+                }
+                let bundle = snaps[0].bundle.take();
+                snaps[0] = Snapshot::observe(conn).await?;
+                snaps[0].bundle = bundle;
+            }
+        }
+    }
+    let report = run_all(&snaps, &opts.checks);
+    match report.write(out, opts.output, color && opts.output == DoctorOutput::Table) {
+        Ok(()) => {}
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(Error::Print(e)),
+    }
+    Ok(report.outcome(opts.fail_on))
+}
+
+/// Server-side apply one planned DestinationRule.
+async fn apply_rule(conn: &Connection, obj: &Obj) -> Result<(), Error> {
+    let version = obj
+        .str_at(&["apiVersion"])
+        .and_then(|v| v.rsplit_once('/'))
+        .map_or("v1beta1", |(_, v)| v);
+    let ar = IstioKind::DestinationRule.resource(version);
+    let api: ::kube::Api<::kube::api::DynamicObject> = ::kube::Api::namespaced_with(conn.client.clone(), obj.namespace(), &ar);
+    let params = crate::kube::apply_params(crate::cli::DryRun::None);
+    let patch = ::kube::api::Patch::Apply(&obj.value);
+    conn.call(
+        Action::new("patch", IstioKind::DestinationRule.resource_name()).ns(obj.namespace()).name(obj.name()),
+        || api.patch(obj.name(), &params, &patch),
+    )
+    .await?;
+    Ok(())
+}
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -155,6 +355,67 @@ pub struct CheckOptions {
     pub istio_namespace: Option<String>,
     /// `--expiry-warning-days` (default 30).
     pub expiry_warning_days: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn resolve(argv: &[&str]) -> Result<DoctorOptions, UsageError> {
+        let mut full = vec!["kubectl-meshvm-doctor"];
+        full.extend_from_slice(argv);
+        DoctorOptions::resolve(DoctorArgs::try_parse_from(full).unwrap())
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(resolve(&[]).unwrap().source, Source::Live(vec![]));
+        assert_eq!(resolve(&["--context", "a", "--context", "b"]).unwrap().source, Source::Live(vec!["a".into(), "b".into()]));
+        assert_eq!(resolve(&["-f", "x.yaml", "-f", "dir"]).unwrap().source, Source::Files(vec!["x.yaml".into(), "dir".into()]));
+        assert_eq!(resolve(&["--bundle", "b.tar.gz"]).unwrap().source, Source::BundleOnly);
+        assert_eq!(resolve(&["--bundle", "b", "--context", "a"]).unwrap().source, Source::Live(vec!["a".into()]));
+    }
+
+    #[test]
+    fn bad_combinations() {
+        assert!(resolve(&["-f", "x", "--context", "a"]).unwrap_err().to_string().contains("-f and --context"));
+        assert!(resolve(&["-f", "x", "--fix"]).unwrap_err().to_string().contains("--fix needs a live cluster"));
+        assert!(resolve(&["--fix", "--context", "a", "--context", "b"]).is_err());
+        assert_eq!(resolve(&["--fix", "--bundle", "b"]).unwrap().source, Source::Live(vec![]));
+    }
+
+    #[test]
+    fn check_options() {
+        let o = resolve(&["--auto-mtls", "true", "--istio-namespace", "mesh", "--expiry-warning-days", "7"]).unwrap();
+        assert_eq!(o.checks.auto_mtls, Some(true));
+        assert_eq!(o.checks.istio_namespace.as_deref(), Some("mesh"));
+        assert_eq!(o.checks.expiry_warning_days, Some(7));
+        assert_eq!(resolve(&[]).unwrap().checks.istio_namespace, None);
+    }
+
+    #[tokio::test]
+    async fn files_run_writes_the_report_and_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(&path, testutil::LEGACY).unwrap();
+        let opts = resolve(&["-f", path.to_str().unwrap(), "-o", "json"]).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let outcome = run(&opts, &mut out, &mut err, false).await.unwrap();
+        assert_eq!(outcome, Outcome::Findings);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["era"], "legacy");
+        let failed: Vec<&str> = v["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "fail").map(|f| f["check"].as_str().unwrap()).collect();
+        assert!(failed.contains(&"mtls.default-dr") && failed.contains(&"mtls.control-plane-plaintext"), "{failed:?}");
+        // The same mesh with the planned fixes applied (as manifests) passes.
+        let snap = Snapshot::from_files(&[path.clone()]).unwrap();
+        let ctx = CheckContext::new(&snap, &CheckOptions::default(), vec![]);
+        let fixed = fix::render_yaml(&fix::plan(&snap, &ctx));
+        std::fs::write(dir.path().join("fix.yaml"), fixed).unwrap();
+        let opts = resolve(&["-f", dir.path().to_str().unwrap()]).unwrap();
+        let outcome = run(&opts, &mut Vec::new(), &mut Vec::new(), false).await.unwrap();
+        assert_eq!(outcome, Outcome::Success);
+    }
 }
 
 impl<'a> CheckContext<'a> {
