@@ -1192,3 +1192,38 @@ async fn a_rerun_costs_five_reads_and_no_write() {
     assert_eq!(second.api_calls(), 5, "{:?}", second.counts());
     assert!(second.records.iter().all(|r| r.method == "GET"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_expiring_soon_is_a_warning_not_a_refusal() {
+    let server = sim("legacy-1.4.yaml").await;
+    let soon = test_pki("Root", true, 10);
+    let dir = good_dir(&soon);
+    let run = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    let warning = format!("warning: {}: ", dir.path().join("ca-cert.pem").display());
+    assert!(run.stderr.contains(&warning), "{}", run.show());
+    assert!(secret(&server, "istio-system", "cacerts").is_some());
+    // The threshold is a flag.
+    let quiet = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            dir.path().to_str().unwrap(),
+            "--expiry-warning-days",
+            "5",
+        ],
+    )
+    .await;
+    assert!(!quiet.stderr.contains("warning:"), "{}", quiet.show());
+}
