@@ -9,6 +9,8 @@ pub mod fix;
 pub mod mesh;
 pub mod report;
 #[cfg(test)]
+mod live_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 use std::fmt;
@@ -488,7 +490,12 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             auto_mtls = ctx.auto_mtls;
         }
         for check in checks::ALL {
-            for mut f in check.run(snap, &ctx) {
+            let findings = if snap.source == crate::snapshot::SourceKind::None && !check.id().starts_with("bundle.") {
+                vec![Finding::skip(check.id(), "bundle only: no cluster or manifests to read mesh objects from")]
+            } else {
+                check.run(snap, &ctx)
+            };
+            for mut f in findings {
                 if snaps.len() > 1 {
                     f.context.clone_from(&snap.context);
                 }
