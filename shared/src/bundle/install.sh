@@ -205,6 +205,8 @@ tcp_open() {
         return 1
     fi
     if command -v bash >/dev/null 2>&1; then
+        # The inner bash expands $1 and $2 itself: single quotes are meant.
+        # shellcheck disable=SC2016
         if command -v timeout >/dev/null 2>&1; then
             timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' probe "$1" "$2" 2>/dev/null && return 0
         else

@@ -1,0 +1,399 @@
+//! The bundle's `install.sh`: shellcheck-clean, idempotent under `--prefix`, `--dry-run`,
+//! `--uninstall`, `--check`, and refusing a tampered bundle.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use meshvm::bundle::{Bundle, BundleFile, output};
+use meshvm::istio::Era;
+
+/// The shell the tests run the script with: dash when present (strictly POSIX), else sh.
+fn shell() -> &'static str {
+    if Path::new("/usr/bin/dash").exists() {
+        "/usr/bin/dash"
+    } else {
+        "sh"
+    }
+}
+
+fn legacy_files(gateway: &str) -> Vec<BundleFile> {
+    vec![
+        BundleFile::new("root-cert.pem", "ROOT\n", 0o644, "root"),
+        BundleFile::new("cert-chain.pem", "CHAIN\n", 0o644, "chain"),
+        BundleFile::new("key.pem", "KEY\n", 0o600, "key"),
+        BundleFile::new("gwip.txt", gateway, 0o644, "gateway"),
+        BundleFile::new(
+            "hosts",
+            format!(
+                "{gateway} istio-citadel istio-citadel.istio-system\n{gateway} istio-pilot istio-pilot.istio-system\n{gateway} istio-telemetry istio-telemetry.istio-system\n{gateway} istio-policy istio-policy.istio-system\n"
+            ),
+            0o644,
+            "hosts",
+        ),
+        BundleFile::new("cluster.env", "ISTIO_CP_AUTH=MUTUAL_TLS\n", 0o644, "env"),
+    ]
+}
+
+fn modern_files(gateway: &str) -> Vec<BundleFile> {
+    vec![
+        BundleFile::new("root-cert.pem", "ROOT\n", 0o644, "root"),
+        BundleFile::new("istio-token", "TOKEN", 0o600, "token"),
+        BundleFile::new("mesh.yaml", "defaultConfig: {}\n", 0o644, "mesh"),
+        BundleFile::new(
+            "hosts",
+            format!("{gateway} istiod.istio-system.svc\n"),
+            0o644,
+            "hosts",
+        ),
+        BundleFile::new("cluster.env", "ISTIO_NAMESPACE='vm'\n", 0o644, "env"),
+    ]
+}
+
+/// A bundle directory as `bundle` writes it (install.sh and SHA256SUMS included).
+fn bundle_dir(root: &Path, era: Era, mut files: Vec<BundleFile>) -> PathBuf {
+    files.push(BundleFile::new(
+        "install.sh",
+        output::install_script(era, "istio-system", None),
+        0o755,
+        "installer",
+    ));
+    let sums = output::sha256sums(&files);
+    files.push(BundleFile::new(output::SHA256SUMS, sums, 0o644, "sums"));
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let dir = root.join("bundle");
+    output::write(
+        &Bundle {
+            era,
+            files,
+            warnings: Vec::new(),
+        },
+        &dir,
+        None,
+        false,
+    )
+    .unwrap();
+    dir
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn install(dir: &Path, args: &[&str]) -> Run {
+    let out: Output = Command::new(shell())
+        .arg(dir.join("install.sh"))
+        .args(args)
+        .output()
+        .expect("run install.sh");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Every file under `root` with its mode and content.
+fn tree(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            let rel = path.strip_prefix(base).unwrap().display().to_string();
+            if meta.is_dir() {
+                out.insert(
+                    format!("{rel}/"),
+                    (meta.permissions().mode() & 0o7777, Vec::new()),
+                );
+                walk(base, &path, out);
+            } else {
+                out.insert(
+                    rel,
+                    (
+                        meta.permissions().mode() & 0o7777,
+                        std::fs::read(&path).unwrap(),
+                    ),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out
+}
+
+#[test]
+fn install_script_passes_shellcheck() {
+    let Ok(version) = Command::new("shellcheck").arg("--version").output() else {
+        eprintln!("skipped: shellcheck is not installed (apt-get install shellcheck)");
+        return;
+    };
+    assert!(version.status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    for era in [Era::Legacy, Era::Modern] {
+        let path = tmp.path().join(format!("install-{era}.sh"));
+        std::fs::write(
+            &path,
+            output::install_script(era, "istio-system", Some("canary")),
+        )
+        .unwrap();
+        let out = Command::new("shellcheck")
+            .args(["--shell=sh", "--severity=style"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{era}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn legacy_install_is_idempotent_and_uninstall_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Legacy, legacy_files("203.0.113.10"));
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    let prefix = root.display().to_string();
+
+    let first = install(&dir, &["--prefix", &prefix]);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let after_first = tree(&root);
+    for (file, mode, content) in [
+        ("etc/certs/root-cert.pem", 0o644, "ROOT\n"),
+        ("etc/certs/cert-chain.pem", 0o644, "CHAIN\n"),
+        ("etc/certs/key.pem", 0o600, "KEY\n"),
+        (
+            "var/lib/istio/envoy/cluster.env",
+            0o644,
+            "ISTIO_CP_AUTH=MUTUAL_TLS\n",
+        ),
+    ] {
+        let (m, data) = after_first
+            .get(file)
+            .unwrap_or_else(|| panic!("{file} missing: {after_first:?}"));
+        assert_eq!((*m, data.as_slice()), (mode, content.as_bytes()), "{file}");
+    }
+    let hosts = String::from_utf8(after_first["etc/hosts"].1.clone()).unwrap();
+    assert!(
+        hosts.starts_with("127.0.0.1 localhost\n# BEGIN meshvm bundle"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains("203.0.113.10 istio-pilot istio-pilot.istio-system\n"),
+        "{hosts}"
+    );
+    assert!(hosts.ends_with("# END meshvm bundle\n"), "{hosts}");
+    if Command::new("id")
+        .arg("istio-proxy")
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        assert!(
+            first.stdout.contains("user istio-proxy does not exist"),
+            "{}",
+            first.stdout
+        );
+    }
+
+    // Twice: the same tree, no second hosts block.
+    let second = install(&dir, &["--prefix", &prefix]);
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    assert_eq!(tree(&root), after_first, "a second run changes nothing");
+    assert!(second.stdout.contains("unchanged"), "{}", second.stdout);
+
+    // A changed gateway replaces the block instead of adding one.
+    let dir2 = bundle_dir(
+        &tmp.path().join("v2"),
+        Era::Legacy,
+        legacy_files("198.51.100.7"),
+    );
+    assert_eq!(install(&dir2, &["--prefix", &prefix]).code, 0);
+    let hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap();
+    assert_eq!(hosts.matches("# BEGIN meshvm bundle").count(), 1, "{hosts}");
+    assert!(
+        !hosts.contains("203.0.113.10") && hosts.contains("198.51.100.7 istio-citadel"),
+        "{hosts}"
+    );
+
+    let gone = install(&dir2, &["--prefix", &prefix, "--uninstall"]);
+    assert_eq!(gone.code, 0, "{}{}", gone.stdout, gone.stderr);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hosts")).unwrap(),
+        "127.0.0.1 localhost\n"
+    );
+    let left: Vec<String> = tree(&root)
+        .into_keys()
+        .filter(|k| !k.ends_with('/'))
+        .collect();
+    assert_eq!(left, ["etc/hosts"], "uninstall removes what install placed");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Modern, modern_files("203.0.113.20"));
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let run = install(
+        &dir,
+        &["--dry-run", "--prefix", &root.display().to_string()],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("would run: cp"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("/var/run/secrets/tokens/istio-token"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("would update"), "{}", run.stdout);
+    assert!(tree(&root).is_empty(), "{:?}", tree(&root));
+}
+
+#[test]
+fn modern_install_places_files_where_the_sidecar_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Modern, modern_files("127.0.0.1"));
+    let root = tmp.path().join("root");
+    let prefix = root.display().to_string();
+    assert_eq!(install(&dir, &["--prefix", &prefix]).code, 0);
+    let t = tree(&root);
+    assert_eq!(
+        t["var/run/secrets/tokens/istio-token"],
+        (0o600, b"TOKEN".to_vec())
+    );
+    assert_eq!(t["etc/istio/config/mesh"].1, b"defaultConfig: {}\n");
+    assert_eq!(t["etc/certs/root-cert.pem"].1, b"ROOT\n");
+    assert_eq!(
+        t["var/lib/istio/envoy/cluster.env"].1,
+        b"ISTIO_NAMESPACE='vm'\n"
+    );
+    assert!(
+        t.contains_key("etc/istio/proxy/"),
+        "the sidecar's working directory exists"
+    );
+    assert_eq!(install(&dir, &["--prefix", &prefix]).code, 0);
+    assert_eq!(tree(&root), t);
+}
+
+#[test]
+fn check_reports_resolution_and_tcp_per_endpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Modern, modern_files("127.0.0.1"));
+    let root = tmp.path().join("root");
+    let prefix = root.display().to_string();
+    // Before install the name resolves nowhere (under --prefix only the prefix's hosts count).
+    let before = install(&dir, &["--check", "--prefix", &prefix]);
+    assert_eq!(before.code, 1, "{}", before.stdout);
+    assert!(
+        before
+            .stdout
+            .contains("FAIL istiod.istio-system.svc:15012: the name does not resolve"),
+        "{}",
+        before.stdout
+    );
+
+    assert_eq!(install(&dir, &["--prefix", &prefix]).code, 0);
+    let listener = std::net::TcpListener::bind("127.0.0.1:15012");
+    let after = install(&dir, &["--check", "--prefix", &prefix]);
+    assert!(
+        after
+            .stdout
+            .contains("ok   istiod.istio-system.svc:15012: resolves to 127.0.0.1"),
+        "{}",
+        after.stdout
+    );
+    let tools = ["nc", "bash"].iter().any(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    match (&listener, tools) {
+        (_, false) => assert!(after.stdout.contains("skip"), "{}", after.stdout),
+        (Ok(_), true) => {
+            assert_eq!(after.code, 0, "{}{}", after.stdout, after.stderr);
+            assert!(
+                after
+                    .stdout
+                    .contains("127.0.0.1:15012 accepts TCP connections"),
+                "{}",
+                after.stdout
+            );
+        }
+        (Err(_), true) => {
+            eprintln!("port 15012 is busy here; the TCP success case was not exercised")
+        }
+    }
+    drop(listener);
+    // Legacy: nothing listens on the mesh-expansion ports of 127.0.0.2.
+    let legacy = bundle_dir(
+        &tmp.path().join("l"),
+        Era::Legacy,
+        legacy_files("127.0.0.2"),
+    );
+    let lroot = tmp.path().join("lroot");
+    let lprefix = lroot.display().to_string();
+    assert_eq!(install(&legacy, &["--prefix", &lprefix]).code, 0);
+    let check = install(&legacy, &["--check", "--prefix", &lprefix]);
+    for endpoint in [
+        "istio-pilot.istio-system:15011",
+        "istio-citadel.istio-system:8060",
+        "istio-telemetry.istio-system:15004",
+        "istio-policy.istio-system:15004",
+    ] {
+        assert!(
+            check
+                .stdout
+                .contains(&format!("ok   {endpoint}: resolves to 127.0.0.2")),
+            "{endpoint}: {}",
+            check.stdout
+        );
+    }
+    if tools {
+        assert_eq!(check.code, 1, "{}", check.stdout);
+        assert!(
+            check.stdout.contains("does not accept a TCP connection"),
+            "{}",
+            check.stdout
+        );
+    }
+}
+
+#[test]
+fn tampered_bundles_and_bad_flags_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Legacy, legacy_files("203.0.113.10"));
+    let prefix = tmp.path().join("root").display().to_string();
+    let bad = install(&dir, &["--bogus"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("unknown argument: --bogus"),
+        "{}",
+        bad.stderr
+    );
+    let no_dir = install(&dir, &["--prefix"]);
+    assert_eq!(no_dir.code, 2, "{}", no_dir.stderr);
+    let key = dir.join("key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&key, "EVIL\n").unwrap();
+    let run = install(&dir, &["--prefix", &prefix]);
+    if Command::new("sha256sum").arg("--version").output().is_ok() {
+        assert_eq!(run.code, 1, "{}", run.stdout);
+        assert!(
+            run.stderr.contains("do not match SHA256SUMS"),
+            "{}",
+            run.stderr
+        );
+        assert!(!Path::new(&prefix).join("etc/certs/key.pem").exists());
+    }
+}
