@@ -663,32 +663,28 @@ mod tests {
         assert_eq!(all["team"], "vm");
     }
 
+    /// One row of the subset-matching table.
+    struct Case<'a> {
+        what: &'static str,
+        before: serde_json::Value,
+        ports: &'a [NamedPort],
+        /// Addresses per subset afterwards; None: no change.
+        after: Option<Vec<Vec<&'static str>>>,
+    }
+
     #[test]
     fn subset_matching_table() {
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
-        let p80 = [NamedPort {
+        let http = NamedPort {
             name: "http".into(),
             port: 80,
-        }];
-        let p80_9090 = [
-            NamedPort {
-                name: "http".into(),
-                port: 80,
-            },
-            NamedPort {
-                name: "grpc".into(),
-                port: 9090,
-            },
-        ];
-        struct Case {
-            what: &'static str,
-            before: serde_json::Value,
-            ports: &'static [NamedPort],
-            /// Addresses per subset afterwards; None: no change.
-            after: Option<Vec<Vec<&'static str>>>,
-        }
-        let p80: &'static [NamedPort] = Box::leak(Box::new(p80));
-        let p80_9090: &'static [NamedPort] = Box::leak(Box::new(p80_9090));
+        };
+        let grpc = NamedPort {
+            name: "grpc".into(),
+            port: 9090,
+        };
+        let p80: &[NamedPort] = std::slice::from_ref(&http);
+        let p80_9090: &[NamedPort] = &[http.clone(), grpc];
         let cases = [
             Case {
                 what: "empty endpoints get a new subset",
