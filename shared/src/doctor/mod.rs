@@ -490,12 +490,12 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             auto_mtls = ctx.auto_mtls;
         }
         for check in checks::ALL {
-            let findings = if snap.source == crate::snapshot::SourceKind::None && !check.id().starts_with("bundle.") {
+            let produced = if snap.source == crate::snapshot::SourceKind::None && !check.id().starts_with("bundle.") {
                 vec![Finding::skip(check.id(), "bundle only: no cluster or manifests to read mesh objects from")]
             } else {
                 check.run(snap, &ctx)
             };
-            for mut f in findings {
+            for mut f in produced {
                 if snaps.len() > 1 {
                     f.context.clone_from(&snap.context);
                 }
