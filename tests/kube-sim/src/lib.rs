@@ -16,6 +16,7 @@ pub mod selector;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod table;
 pub mod util;
 
 pub use levers::{Denial, Fault, FaultKind, RequestLog, RequestRecord};

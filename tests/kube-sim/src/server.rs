@@ -27,6 +27,7 @@ use crate::scenario::{Error, Scenario};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{FieldValidation, ListOpts, State, WriteOpts};
+use crate::table;
 use crate::util;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -674,7 +675,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         )));
     };
     if watch && method == Method::GET {
-        let resp = start_watch(&shared, &path, &query);
+        let resp = start_watch(&shared, &path, &query, &accept);
         log(resp.status().as_u16());
         return Ok(resp);
     }
@@ -839,7 +840,16 @@ fn dispatch(
         }
         Route::Unknown => error_response(&ApiError::path_not_found()),
         Route::Resource(t) => {
-            match resource(shared, method, &t, q, content_type, user_agent, body) {
+            match resource(
+                shared,
+                method,
+                &t,
+                q,
+                accept,
+                content_type,
+                user_agent,
+                body,
+            ) {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             }
@@ -852,11 +862,13 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn resource(
     shared: &Shared,
     method: &Method,
     t: &Target,
     q: &Query,
+    accept: &str,
     content_type: &str,
     user_agent: &str,
     body: &[u8],
@@ -890,14 +902,39 @@ fn resource(
         }
         Some("scale") if rt.group == "apps" && rt.plural == "deployments" => {
             let name = t.name.as_deref().unwrap_or("");
-            return scale(shared, method, rt, &t.version, ns, name, content_type, body, &opts);
+            return scale(
+                shared,
+                method,
+                rt,
+                &t.version,
+                ns,
+                name,
+                content_type,
+                body,
+                &opts,
+            );
         }
         Some(_) => return Err(ApiError::path_not_found()),
     }
     match (method.as_str(), t.name.as_deref()) {
+        ("GET", Some(name)) if sub.is_none() && table::wants_table(accept) => {
+            let st = shared.state.read().expect("lock");
+            let obj = st
+                .get_obj(&rt.key(), ns, name)
+                .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+            let meta =
+                json!({"resourceVersion": util::str_at(obj, &["metadata", "resourceVersion"])});
+            Ok(table_response(&st, rt, &t.version, &[obj], &meta, q))
+        }
         ("GET", Some(name)) => {
             let st = shared.state.read().expect("lock");
             Ok(ok_json(200, &st.get(rt, &t.version, ns, name)?))
+        }
+        ("GET", None) if table::wants_table(accept) => {
+            let lo = list_opts(q)?;
+            let st = shared.state.read().expect("lock");
+            let (items, meta) = st.list_page(rt, t.namespace.as_deref(), &lo)?;
+            Ok(table_response(&st, rt, &t.version, &items, &meta, q))
         }
         ("GET", None) => {
             let lo = list_opts(q)?;
@@ -956,6 +993,40 @@ fn resource(
     }
 }
 
+fn table_response(
+    st: &State,
+    rt: &ResourceType,
+    version: &str,
+    items: &[&Value],
+    meta: &Value,
+    q: &Query,
+) -> Response<Body> {
+    let crd = if rt.builtin {
+        None
+    } else {
+        st.get_obj(
+            "apiextensions.k8s.io/customresourcedefinitions",
+            "",
+            &format!("{}.{}", rt.plural, rt.group),
+        )
+    };
+    let columns = table::crd_printer_columns(crd, version);
+    let t = table::table(
+        rt,
+        version,
+        items,
+        meta,
+        columns.as_ref(),
+        table::Include::parse(q.get("includeObject")),
+        util::now_unix(),
+    );
+    json_response(
+        200,
+        serde_json::to_vec(&t).expect("Value serialises"),
+        table::CONTENT_TYPE,
+    )
+}
+
 /// The `autoscaling/v1` Scale view of a Deployment.
 fn scale_of(deployment: &Value) -> Value {
     let selector: Vec<String> = deployment
@@ -1003,10 +1074,17 @@ fn scale(
         "GET" => return Ok(ok_json(200, &wanted)),
         "PUT" => {
             let b = parse_body(body)?;
-            if let Some(rv) = b.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                if Some(rv) != util::str_at(&current, &["metadata", "resourceVersion"]) {
-                    return Err(ApiError::conflict(&rt.group, &rt.plural, name, ApiError::STALE));
-                }
+            if let Some(rv) = b
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                && Some(rv) != util::str_at(&current, &["metadata", "resourceVersion"])
+            {
+                return Err(ApiError::conflict(
+                    &rt.group,
+                    &rt.plural,
+                    name,
+                    ApiError::STALE,
+                ));
             }
             wanted = b;
         }
@@ -1044,8 +1122,18 @@ fn scale(
                 )],
             )
         })?;
-    let patch = serde_json::to_vec(&json!({"spec": {"replicas": replicas}})).expect("Value serialises");
-    let w = st.patch(rt, version, ns, name, None, "application/merge-patch+json", &patch, opts)?;
+    let patch =
+        serde_json::to_vec(&json!({"spec": {"replicas": replicas}})).expect("Value serialises");
+    let w = st.patch(
+        rt,
+        version,
+        ns,
+        name,
+        None,
+        "application/merge-patch+json",
+        &patch,
+        opts,
+    )?;
     Ok(ok_json(200, &scale_of(&w.object)))
 }
 
@@ -1142,7 +1230,7 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query) -> Response<Body> {
+fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Response<Body> {
     let st = shared.state.read().expect("lock");
     let Route::Resource(t) = route(&st, path) else {
         return error_response(&ApiError::path_not_found());
@@ -1167,15 +1255,52 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query) -> Response<Body> {
             && lo.labels.matches(o)
             && lo.fields.matches(o)
     };
+    // `kubectl get -w` asks for Table events: one row each, column definitions on the first only.
+    let as_table = table::wants_table(accept);
+    let printer_columns = if t.rt.builtin {
+        None
+    } else {
+        table::crd_printer_columns(
+            st.get_obj(
+                "apiextensions.k8s.io/customresourcedefinitions",
+                "",
+                &format!("{}.{}", t.rt.plural, t.rt.group),
+            ),
+            &t.version,
+        )
+    };
+    let include = table::Include::parse(q.get("includeObject"));
+    let sent_columns = std::sync::atomic::AtomicBool::new(false);
     let frame = {
         let api_version = api_version.clone();
         let kind = kind.clone();
+        let rt = t.rt.clone();
+        let version = t.version.clone();
         move |ty: &str, o: &Value| {
-            let mut o = o.clone();
-            o["apiVersion"] = json!(api_version);
-            o["kind"] = json!(kind);
-            let mut line =
-                serde_json::to_vec(&json!({"type": ty, "object": o})).expect("Value serialises");
+            let object = if as_table {
+                let meta =
+                    json!({"resourceVersion": util::str_at(o, &["metadata", "resourceVersion"])});
+                let mut tb = table::table(
+                    &rt,
+                    &version,
+                    &[o],
+                    &meta,
+                    printer_columns.as_ref(),
+                    include,
+                    util::now_unix(),
+                );
+                if sent_columns.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tb["columnDefinitions"] = json!([]);
+                }
+                tb
+            } else {
+                let mut o = o.clone();
+                o["apiVersion"] = json!(api_version);
+                o["kind"] = json!(kind);
+                o
+            };
+            let mut line = serde_json::to_vec(&json!({"type": ty, "object": object}))
+                .expect("Value serialises");
             line.push(b'\n');
             Bytes::from(line)
         }

@@ -186,7 +186,8 @@ impl State {
         self.get_obj("/namespaces", "", ns).is_some()
     }
 
-    fn output(obj: &Value, rt: &ResourceType, version: &str) -> Value {
+    /// The object as served at `version`.
+    pub fn output(obj: &Value, rt: &ResourceType, version: &str) -> Value {
         let mut o = obj.clone();
         o["apiVersion"] = json!(rt.api_version(version));
         o["kind"] = json!(rt.kind);
@@ -206,16 +207,15 @@ impl State {
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
     }
 
-    /// LIST, serialised straight into the response body (fast for large lists).
-    pub fn list(
+    /// One page of a LIST: the matching objects (as stored) and the list metadata
+    /// (`resourceVersion`, and `continue`/`remainingItemCount` when more follow).
+    pub fn list_page(
         &self,
         rt: &ResourceType,
-        version: &str,
         ns: Option<&str>,
         opts: &ListOpts,
-    ) -> Result<Vec<u8>, ApiError> {
+    ) -> Result<(Vec<&Value>, Value), ApiError> {
         let key = rt.key();
-        let api_version = rt.api_version(version);
         let after = opts
             .continue_token
             .as_deref()
@@ -232,22 +232,49 @@ impl State {
             .range((start, Bound::Unbounded))
             .take_while(|(k, _)| k.0 == key && ns.is_none_or(|n| k.1 == n))
             .filter(|(_, o)| opts.labels.matches(o) && opts.fields.matches(o));
-        let mut body = Vec::with_capacity(4096);
+        let mut items = Vec::new();
+        let mut last: Option<&ObjKey> = None;
+        for (k, o) in iter.by_ref() {
+            items.push(o);
+            last = Some(k);
+            if opts.limit > 0 && items.len() >= opts.limit {
+                break;
+            }
+        }
+        let mut meta = json!({"resourceVersion": self.rv.to_string()});
+        if opts.limit > 0 && items.len() >= opts.limit {
+            let remaining = iter.count();
+            if remaining > 0 {
+                let k = last.expect("a full page has a last item");
+                meta["continue"] = json!(encode_continue(self.rv, &k.1, &k.2));
+                if !filtering {
+                    meta["remainingItemCount"] = json!(remaining);
+                }
+            }
+        }
+        Ok((items, meta))
+    }
+
+    /// LIST, serialised straight into the response body (fast for large lists).
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        ns: Option<&str>,
+        opts: &ListOpts,
+    ) -> Result<Vec<u8>, ApiError> {
+        let api_version = rt.api_version(version);
+        let (items, meta) = self.list_page(rt, ns, opts)?;
+        let mut body = Vec::with_capacity(4096 + items.len() * 512);
         write!(
             body_writer(&mut body),
             "{{\"apiVersion\":{},\"kind\":{},\"items\":[",
-            json!(if rt.group.is_empty() {
-                version.to_string()
-            } else {
-                format!("{}/{}", rt.group, version)
-            }),
+            json!(api_version),
             json!(rt.list_kind)
         )
         .expect("writing to a Vec cannot fail");
-        let mut count = 0usize;
-        let mut last: Option<&ObjKey> = None;
-        for (k, o) in iter.by_ref() {
-            if count > 0 {
+        for (i, o) in items.into_iter().enumerate() {
+            if i > 0 {
                 body.push(b',');
             }
             if o.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str()) {
@@ -255,22 +282,6 @@ impl State {
             } else {
                 serde_json::to_writer(&mut body, &Self::output(o, rt, version))
                     .expect("serialising a Value cannot fail");
-            }
-            count += 1;
-            last = Some(k);
-            if opts.limit > 0 && count >= opts.limit {
-                break;
-            }
-        }
-        let mut meta = json!({"resourceVersion": self.rv.to_string()});
-        if opts.limit > 0 && count >= opts.limit {
-            let remaining = iter.count();
-            if remaining > 0 {
-                let k = last.expect("count > 0");
-                meta["continue"] = json!(encode_continue(self.rv, &k.1, &k.2));
-                if !filtering {
-                    meta["remainingItemCount"] = json!(remaining);
-                }
             }
         }
         write!(body_writer(&mut body), "],\"metadata\":{meta}}}")

@@ -159,9 +159,18 @@ fn matrix(minor: &str) {
         listed.contains("matrix") && listed.contains("good"),
         "{listed}"
     );
+    // Short name, and server-side printing with the CRD's printer columns.
+    let table = k.ok(&["get", "dr", "-n", "matrix"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "HOST", "AGE"], "{table}");
     assert!(
-        k.ok(&["get", "dr", "-n", "matrix"]).contains("good"),
-        "short name dr"
+        table.contains("good") && table.contains("x.matrix.svc.cluster.local"),
+        "{table}"
     );
 
     let bad = write("dr-bad.yaml", DR_BAD);
