@@ -224,10 +224,10 @@ pub struct RegisterArgs {
     /// ServiceAccount the VM runs as
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
-    /// Label to set, k=v (repeatable)
-    #[arg(short = 'l', long = "labels", value_name = "K=V")]
+    /// Labels to set: k=v, repeatable or comma-separated (as istioctl's -l)
+    #[arg(short = 'l', long = "labels", value_name = "K=V,...", value_delimiter = ',')]
     pub labels: Vec<String>,
-    /// Annotation to set, k=v (repeatable)
+    /// Annotation to set, k=v (repeatable; not split at commas, values may hold them)
     #[arg(short = 'a', long = "annotations", value_name = "K=V")]
     pub annotations: Vec<String>,
     /// Change an existing Service whose ports differ

@@ -1114,6 +1114,21 @@ mod tests {
         assert_eq!(want.address, Some("2001:db8::5".parse().unwrap()));
         assert_eq!(want.ports.len(), 2);
         assert_eq!(want.labels["app"], "vm");
+        let legacy = resolve(&[
+            "svc",
+            "10.0.0.1",
+            "80",
+            "-l",
+            "env=prod,vers=2",
+            "-a",
+            "note=a,b",
+        ])
+        .unwrap();
+        assert_eq!(legacy.labels.len(), 2, "istioctl's -l splits at commas");
+        assert_eq!(
+            legacy.annotations["note"], "a,b",
+            "annotation values keep their commas"
+        );
         assert!(o.legacy_want("vm").is_none());
         let o = resolve(&["--deregister", "--workload-entry", "vm-1"]).unwrap();
         assert!(matches!(o.mode, Mode::Entry { address: None, .. }));
