@@ -265,7 +265,10 @@ impl fmt::Debug for Obj {
 impl Obj {
     /// An object without an origin (live objects, tests).
     pub fn new(value: Value) -> Self {
-        Self { value, origin: None }
+        Self {
+            value,
+            origin: None,
+        }
     }
 
     /// `kind`.
@@ -306,7 +309,8 @@ impl Obj {
     }
     /// A label.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.at(&["metadata", "labels", key]).and_then(Value::as_str)
+        self.at(&["metadata", "labels", key])
+            .and_then(Value::as_str)
     }
     /// All labels.
     pub fn labels(&self) -> BTreeMap<&str, &str> {
@@ -314,11 +318,13 @@ impl Obj {
     }
     /// An annotation.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.at(&["metadata", "annotations", key]).and_then(Value::as_str)
+        self.at(&["metadata", "annotations", key])
+            .and_then(Value::as_str)
     }
     /// `metadata.creationTimestamp` (RFC 3339 sorts as text).
     pub fn created(&self) -> &str {
-        self.str_at(&["metadata", "creationTimestamp"]).unwrap_or_default()
+        self.str_at(&["metadata", "creationTimestamp"])
+            .unwrap_or_default()
     }
     /// A Secret's or ConfigMap's value for `key`: `data` (base64 for Secrets), else `stringData`,
     /// else ConfigMap `binaryData`.
@@ -337,7 +343,11 @@ impl Obj {
         }
         self.at(&["binaryData", key])
             .and_then(Value::as_str)
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
+            .and_then(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .ok()
+            })
     }
     /// The keys of a Secret's or ConfigMap's data.
     pub fn data_keys(&self) -> BTreeSet<&str> {
@@ -384,7 +394,12 @@ pub struct BundleFile {
 impl fmt::Debug for BundleFile {
     // Keys and tokens must never reach logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BundleFile({} bytes, mode {:o})", self.data.len(), self.mode)
+        write!(
+            f,
+            "BundleFile({} bytes, mode {:o})",
+            self.data.len(),
+            self.mode
+        )
     }
 }
 
@@ -459,7 +474,13 @@ impl Bundle {
                 return Err(self.problem(format!("{rel} is larger than 1 MiB")));
             }
             let data = std::fs::read(&path).map_err(|source| Error::Read { path, source })?;
-            self.files.insert(rel, BundleFile { data, mode: file_mode(&meta) });
+            self.files.insert(
+                rel,
+                BundleFile {
+                    data,
+                    mode: file_mode(&meta),
+                },
+            );
         }
         Ok(())
     }
@@ -475,11 +496,17 @@ impl Bundle {
                 .path()
                 .map_err(|e| self.problem(format!("bad entry name: {e}")))?
                 .into_owned();
-            let rel = safe_relative(&raw)
-                .ok_or_else(|| self.problem(format!("entry {} escapes the bundle (absolute or ..)", raw.display())))?;
+            let rel = safe_relative(&raw).ok_or_else(|| {
+                self.problem(format!(
+                    "entry {} escapes the bundle (absolute or ..)",
+                    raw.display()
+                ))
+            })?;
             let kind = entry.header().entry_type();
             if kind.is_symlink() || kind.is_hard_link() {
-                return Err(self.problem(format!("entry {rel} is a link; bundles hold plain files only")));
+                return Err(self.problem(format!(
+                    "entry {rel} is a link; bundles hold plain files only"
+                )));
             }
             if kind.is_dir() {
                 continue;
@@ -495,7 +522,11 @@ impl Bundle {
             entry
                 .read_to_end(&mut data)
                 .map_err(|e| self.problem(format!("cannot read {rel}: {e}")))?;
-            if self.files.insert(rel.clone(), BundleFile { data, mode }).is_some() {
+            if self
+                .files
+                .insert(rel.clone(), BundleFile { data, mode })
+                .is_some()
+            {
                 return Err(self.problem(format!("entry {rel} appears twice")));
             }
         }
@@ -527,7 +558,12 @@ impl Bundle {
     /// `cluster.env` as `KEY → value` (quotes removed), or `None` when the file is absent.
     pub fn cluster_env(&self) -> Option<BTreeMap<String, String>> {
         let text = self.text("cluster.env")?;
-        Some(parse_env(&text).into_iter().map(|(k, v, _)| (k, v)).collect())
+        Some(
+            parse_env(&text)
+                .into_iter()
+                .map(|(k, v, _)| (k, v))
+                .collect(),
+        )
     }
 }
 
@@ -565,7 +601,11 @@ fn file_mode(meta: &std::fs::Metadata) -> u32 {
 
 #[cfg(not(unix))]
 fn file_mode(meta: &std::fs::Metadata) -> u32 {
-    if meta.permissions().readonly() { 0o444 } else { 0o644 }
+    if meta.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    }
 }
 
 /// A tar entry path as a `/`-joined relative path, or `None` when absolute or with `..`.
@@ -721,7 +761,12 @@ impl Snapshot {
             };
             if kind == "List" || (kind.ends_with("List") && map.contains_key("items")) {
                 let _ = api_version;
-                for item in map.get("items").and_then(Value::as_array).into_iter().flatten() {
+                for item in map
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if item.get("apiVersion").and_then(Value::as_str).is_none()
                         || item.get("kind").and_then(Value::as_str).is_none()
                     {
@@ -757,7 +802,9 @@ impl Snapshot {
     /// recorded in [`Snapshot::refused`] so their checks skip with the reason.
     pub async fn observe(conn: &Connection) -> Result<Snapshot, Error> {
         let groups = conn
-            .call(Action::new("list", "apigroups"), || conn.client.list_api_groups())
+            .call(Action::new("list", "apigroups"), || {
+                conn.client.list_api_groups()
+            })
             .await?;
         let served = |group: &str| -> Vec<String> {
             groups
@@ -777,7 +824,11 @@ impl Snapshot {
             let Some(ik) = kind.istio() else { continue };
             let (group, ..) = ik.parts();
             let versions = served(group);
-            if let Some(v) = ik.versions().iter().find(|v| versions.iter().any(|s| s == *v)) {
+            if let Some(v) = ik
+                .versions()
+                .iter()
+                .find(|v| versions.iter().any(|s| s == *v))
+            {
                 if group == "networking.istio.io" {
                     networking_version = Some((*v).to_string());
                 }
@@ -841,13 +892,12 @@ impl Snapshot {
     /// The mesh config (`mesh` key of the `istio` ConfigMap in the Istio namespace), parsed.
     pub fn mesh_config(&self) -> Option<Value> {
         let ns = self.istio_namespace();
-        let cm = self
-            .get(Kind::ConfigMap, ns, "istio")
-            .or_else(|| {
-                self.of(Kind::ConfigMap)
-                    .iter()
-                    .find(|c| c.name() == "istio" || c.name().starts_with("istio-") && c.data_keys().contains("mesh"))
-            })?;
+        let cm = self.get(Kind::ConfigMap, ns, "istio").or_else(|| {
+            self.of(Kind::ConfigMap).iter().find(|c| {
+                c.name() == "istio"
+                    || c.name().starts_with("istio-") && c.data_keys().contains("mesh")
+            })
+        })?;
         let text = String::from_utf8(cm.data("mesh")?).ok()?;
         serde_saphyr::from_str::<Value>(&text).ok()
     }
@@ -855,7 +905,11 @@ impl Snapshot {
     /// The root namespace: meshConfig `rootNamespace`, else the Istio namespace.
     pub fn root_namespace(&self) -> String {
         self.mesh_config()
-            .and_then(|m| m.get("rootNamespace").and_then(Value::as_str).map(str::to_string))
+            .and_then(|m| {
+                m.get("rootNamespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| self.istio_namespace().to_string())
     }
 
@@ -880,7 +934,11 @@ enum Listed {
 }
 
 /// List one kind across all namespaces, page by page.
-async fn list_all(conn: &Connection, kind: Kind, ar: &ApiResource) -> Result<Listed, crate::kube::Error> {
+async fn list_all(
+    conn: &Connection,
+    kind: Kind,
+    ar: &ApiResource,
+) -> Result<Listed, crate::kube::Error> {
     let api: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
     let resource = if ar.group.is_empty() {
         ar.plural.clone()
@@ -999,8 +1057,10 @@ mod tests {
 
     #[test]
     fn non_kubernetes_yaml_names_file_and_document() {
-        let err = Snapshot::from_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nenableAutoMtls: true\n")
-            .unwrap_err();
+        let err = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nenableAutoMtls: true\n",
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("inline.yaml: document 2 (line 5)"), "{text}");
         let err = Snapshot::from_yaml("- a\n- b\n").unwrap_err();
@@ -1044,8 +1104,16 @@ mod tests {
     fn files_and_directories() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub/a.yml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").unwrap();
-        std::fs::write(dir.path().join("b.json"), r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"b"}}"#).unwrap();
+        std::fs::write(
+            dir.path().join("sub/a.yml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.json"),
+            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"b"}}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("README.md"), "not yaml").unwrap();
         let snap = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap();
         let names: Vec<_> = snap.of(Kind::Namespace).iter().map(Obj::name).collect();
@@ -1058,7 +1126,10 @@ mod tests {
     }
 
     fn tar_gz(entries: &[(&str, &[u8], u32, tar::EntryType)]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
         for (name, data, mode, kind) in entries {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(*kind);
@@ -1083,7 +1154,12 @@ mod tests {
         std::fs::write(
             &good,
             tar_gz(&[
-                ("cluster.env", b"ISTIO_NAMESPACE=vm\n", 0o644, tar::EntryType::Regular),
+                (
+                    "cluster.env",
+                    b"ISTIO_NAMESPACE=vm\n",
+                    0o644,
+                    tar::EntryType::Regular,
+                ),
                 ("key.pem", b"k", 0o600, tar::EntryType::Regular),
             ]),
         )
@@ -1101,7 +1177,10 @@ mod tests {
             let p = dir.path().join("bad.tar.gz");
             std::fs::write(&p, tar_gz(&[(name, b"x", 0o644, kind)])).unwrap();
             let err = Bundle::read(&p).unwrap_err().to_string();
-            assert!(err.contains(name.trim_start_matches('/')) || err.contains("link"), "{name}: {err}");
+            assert!(
+                err.contains(name.trim_start_matches('/')) || err.contains("link"),
+                "{name}: {err}"
+            );
         }
     }
 

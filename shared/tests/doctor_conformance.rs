@@ -46,20 +46,104 @@ type Flag = (String, Severity, String);
 /// reports it, upstream does not), `missing` (upstream reports it, doctor does not) or
 /// `severity` (both report it, doctor at this severity).
 const DEVIATIONS: &[(&str, &str, &str, Severity, &str)] = &[
-    ("istio-1.5/mtls-no-dr.yaml", "extra", "mtls.default-dr", Severity::Fail, ""),
-    ("istio-1.5/mtls-no-policy.yaml", "extra", "mtls.default-dr", Severity::Fail, ""),
-    ("istio-1.5/mtls-exports.yaml", "extra", "mtls.default-dr", Severity::Fail, ""),
-    ("istio-1.5/mtls-meshpolicy.yaml", "extra", "mtls.default-dr", Severity::Fail, ""),
-    ("istio-1.5/mtls-meshpolicy-permissive.yaml", "extra", "mtls.default-dr", Severity::Fail, ""),
-    ("istio-1.5/mtls-with-port.yaml", "extra", "mtls.default-dr", Severity::Fail, ""),
-    ("istio-1.5/mtls-with-port.yaml", "missing", "mtls.policy-consistency", Severity::Fail, "Policy my-namespace/default"),
-    ("istio-1.5/mtls-no-sidecar.yaml", "severity", "mtls.default-dr", Severity::Warn, "DestinationRule istio-system/default"),
-    ("kiali/TestMultiHostMatchInvalidShortFormat", "missing", "mtls.dr-overlap", Severity::Warn, "DestinationRule test/rule1"),
-    ("kiali/TestMultiHostMatchInvalidShortFormat", "missing", "mtls.dr-overlap", Severity::Warn, "DestinationRule test/rule2"),
-    ("kiali/TestMultiHostMatchWildcardInvalid", "missing", "mtls.dr-overlap", Severity::Warn, "DestinationRule test/rule2"),
-    ("kiali/TestMultiHostMatchBothWildcardInvalid", "missing", "mtls.dr-overlap", Severity::Warn, "DestinationRule test/rule2"),
-    ("kiali/TestMultiHostMatchDifferentSubsets#2", "missing", "mtls.dr-overlap", Severity::Warn, "*"),
-    ("kiali/TestNamespacemTLSEnabledDRWithoutTrafficPolicyExportedWithout", "missing", "mtls.dr-missing-tls", Severity::Warn, "DestinationRule bookinfo2/reviews2"),
+    (
+        "istio-1.5/mtls-no-dr.yaml",
+        "extra",
+        "mtls.default-dr",
+        Severity::Fail,
+        "",
+    ),
+    (
+        "istio-1.5/mtls-no-policy.yaml",
+        "extra",
+        "mtls.default-dr",
+        Severity::Fail,
+        "",
+    ),
+    (
+        "istio-1.5/mtls-exports.yaml",
+        "extra",
+        "mtls.default-dr",
+        Severity::Fail,
+        "",
+    ),
+    (
+        "istio-1.5/mtls-meshpolicy.yaml",
+        "extra",
+        "mtls.default-dr",
+        Severity::Fail,
+        "",
+    ),
+    (
+        "istio-1.5/mtls-meshpolicy-permissive.yaml",
+        "extra",
+        "mtls.default-dr",
+        Severity::Fail,
+        "",
+    ),
+    (
+        "istio-1.5/mtls-with-port.yaml",
+        "extra",
+        "mtls.default-dr",
+        Severity::Fail,
+        "",
+    ),
+    (
+        "istio-1.5/mtls-with-port.yaml",
+        "missing",
+        "mtls.policy-consistency",
+        Severity::Fail,
+        "Policy my-namespace/default",
+    ),
+    (
+        "istio-1.5/mtls-no-sidecar.yaml",
+        "severity",
+        "mtls.default-dr",
+        Severity::Warn,
+        "DestinationRule istio-system/default",
+    ),
+    (
+        "kiali/TestMultiHostMatchInvalidShortFormat",
+        "missing",
+        "mtls.dr-overlap",
+        Severity::Warn,
+        "DestinationRule test/rule1",
+    ),
+    (
+        "kiali/TestMultiHostMatchInvalidShortFormat",
+        "missing",
+        "mtls.dr-overlap",
+        Severity::Warn,
+        "DestinationRule test/rule2",
+    ),
+    (
+        "kiali/TestMultiHostMatchWildcardInvalid",
+        "missing",
+        "mtls.dr-overlap",
+        Severity::Warn,
+        "DestinationRule test/rule2",
+    ),
+    (
+        "kiali/TestMultiHostMatchBothWildcardInvalid",
+        "missing",
+        "mtls.dr-overlap",
+        Severity::Warn,
+        "DestinationRule test/rule2",
+    ),
+    (
+        "kiali/TestMultiHostMatchDifferentSubsets#2",
+        "missing",
+        "mtls.dr-overlap",
+        Severity::Warn,
+        "*",
+    ),
+    (
+        "kiali/TestNamespacemTLSEnabledDRWithoutTrafficPolicyExportedWithout",
+        "missing",
+        "mtls.dr-missing-tls",
+        Severity::Warn,
+        "DestinationRule bookinfo2/reviews2",
+    ),
 ];
 
 fn conformance(rel: &str) -> PathBuf {
@@ -81,10 +165,16 @@ fn opts(auto_mtls: Option<bool>) -> CheckOptions {
 }
 
 /// The `fail`/`warn` findings of `checks`, optionally only on some objects.
-fn flags(findings: &[Finding], checks: &[&str], objects: Option<&BTreeSet<String>>) -> BTreeSet<Flag> {
+fn flags(
+    findings: &[Finding],
+    checks: &[&str],
+    objects: Option<&BTreeSet<String>>,
+) -> BTreeSet<Flag> {
     findings
         .iter()
-        .filter(|f| checks.contains(&f.check) && matches!(f.severity, Severity::Fail | Severity::Warn))
+        .filter(|f| {
+            checks.contains(&f.check) && matches!(f.severity, Severity::Fail | Severity::Warn)
+        })
         .filter(|f| objects.is_none_or(|o| o.contains(&f.object)))
         .map(|f| (f.check.to_string(), f.severity, f.object.clone()))
         .collect()
@@ -96,15 +186,18 @@ fn map_code(code: &str) -> Option<(&'static str, Severity)> {
         "IST0115" => ("mtls.default-dr", Severity::Fail),
         "KIA0201" => ("mtls.dr-overlap", Severity::Warn),
         "KIA0204" => ("mtls.dr-missing-tls", Severity::Warn),
-        "KIA0205" | "KIA0206" | "KIA0207" | "KIA0208" | "KIA0401" | "KIA0501" | "KIA0505" | "KIA0506" => {
-            ("mtls.policy-consistency", Severity::Fail)
-        }
+        "KIA0205" | "KIA0206" | "KIA0207" | "KIA0208" | "KIA0401" | "KIA0501" | "KIA0505"
+        | "KIA0506" => ("mtls.policy-consistency", Severity::Fail),
         _ => return None,
     })
 }
 
 /// Apply the documented deviations of `case` to the mapped upstream expectation.
-fn expected_with_deviations(case: &str, mut expected: BTreeSet<Flag>, used: &mut BTreeSet<usize>) -> BTreeSet<Flag> {
+fn expected_with_deviations(
+    case: &str,
+    mut expected: BTreeSet<Flag>,
+    used: &mut BTreeSet<usize>,
+) -> BTreeSet<Flag> {
     for (i, (c, kind, check, severity, object)) in DEVIATIONS.iter().enumerate() {
         if *c != case {
             continue;
@@ -117,11 +210,18 @@ fn expected_with_deviations(case: &str, mut expected: BTreeSet<Flag>, used: &mut
             "missing" => {
                 let before = expected.len();
                 expected.retain(|(ch, _, ob)| !(ch == check && (*object == "*" || ob == object)));
-                assert!(expected.len() < before, "{case}: deviation {object} removes nothing");
+                assert!(
+                    expected.len() < before,
+                    "{case}: deviation {object} removes nothing"
+                );
             }
             "severity" => {
-                let hit = expected.iter().find(|(ch, _, ob)| ch == check && ob == object).cloned();
-                let hit = hit.unwrap_or_else(|| panic!("{case}: no expectation to re-grade for {object}"));
+                let hit = expected
+                    .iter()
+                    .find(|(ch, _, ob)| ch == check && ob == object)
+                    .cloned();
+                let hit = hit
+                    .unwrap_or_else(|| panic!("{case}: no expectation to re-grade for {object}"));
                 expected.remove(&hit);
                 expected.insert(((*check).to_string(), *severity, (*object).to_string()));
             }
@@ -132,10 +232,18 @@ fn expected_with_deviations(case: &str, mut expected: BTreeSet<Flag>, used: &mut
 }
 
 /// Compare, collecting mismatches instead of stopping at the first.
-fn compare(case: &str, got: &BTreeSet<Flag>, expected: BTreeSet<Flag>, used: &mut BTreeSet<usize>, errors: &mut Vec<String>) {
+fn compare(
+    case: &str,
+    got: &BTreeSet<Flag>,
+    expected: BTreeSet<Flag>,
+    used: &mut BTreeSet<usize>,
+    errors: &mut Vec<String>,
+) {
     let expected = expected_with_deviations(case, expected, used);
     if *got != expected {
-        errors.push(format!("{case}:\n  doctor:   {got:?}\n  expected: {expected:?}"));
+        errors.push(format!(
+            "{case}:\n  doctor:   {got:?}\n  expected: {expected:?}"
+        ));
     }
 }
 
@@ -169,14 +277,22 @@ fn istio_1_5_mtls_analyzer() {
         let auto = case.get("meshConfig").map(|_| true);
         let snap = Snapshot::from_files(&files).unwrap();
         let report = run_all(&[snap], &opts(auto));
-        let got = flags(&report.findings, &["mtls.policy-consistency", "mtls.default-dr"], None);
+        let got = flags(
+            &report.findings,
+            &["mtls.policy-consistency", "mtls.default-dr"],
+            None,
+        );
         let expected: BTreeSet<Flag> = case["expected"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| {
                 let (check, sev) = map_code(e["code"].as_str().unwrap()).unwrap();
-                (check.to_string(), sev, istio15_object(e["resource"].as_str().unwrap()))
+                (
+                    check.to_string(),
+                    sev,
+                    istio15_object(e["resource"].as_str().unwrap()),
+                )
             })
             .collect();
         let name = format!(
@@ -194,7 +310,10 @@ fn istio_1_5_mtls_analyzer() {
         .enumerate()
         .filter(|(i, d)| d.0.starts_with("istio-1.5/") && !used.contains(i))
         .collect();
-    assert!(unused.is_empty(), "deviations that no case used: {unused:?}");
+    assert!(
+        unused.is_empty(),
+        "deviations that no case used: {unused:?}"
+    );
 }
 
 /// Kiali object names are `<Kind> <namespace>/<name>`, as ours.
@@ -205,7 +324,11 @@ fn kiali_flags(expected: &Value) -> BTreeSet<Flag> {
             list.iter()
                 .filter_map(|e| {
                     let (check, sev) = map_code(e["code"].as_str()?)?;
-                    Some((check.to_string(), sev, e["object"].as_str().unwrap().to_string()))
+                    Some((
+                        check.to_string(),
+                        sev,
+                        e["object"].as_str().unwrap().to_string(),
+                    ))
                 })
                 .collect()
         })
@@ -234,8 +357,18 @@ fn kiali_fixtures() {
         // These checkers take no autoMtls input: doctor's default for an unknown era applies.
         let report = run_all(&[snap], &opts(None));
         let subject: BTreeSet<String> = [case["subject"].as_str().unwrap().to_string()].into();
-        let got = flags(&report.findings, &["mtls.policy-consistency"], Some(&subject));
-        compare(&format!("kiali/{file}"), &got, kiali_flags(&case["expected"]), &mut used, &mut errors);
+        let got = flags(
+            &report.findings,
+            &["mtls.policy-consistency"],
+            Some(&subject),
+        );
+        compare(
+            &format!("kiali/{file}"),
+            &got,
+            kiali_flags(&case["expected"]),
+            &mut used,
+            &mut errors,
+        );
         ran += 1;
     }
     assert_eq!(ran, 13, "every STRICT-related Kiali fixture runs");
@@ -284,11 +417,17 @@ fn inline_snapshot(validated: &[Value], context: &[Value]) -> Snapshot {
 /// `validationCount` of a case, or of its step.
 fn steps_count(case: &Value, step: usize) -> Option<usize> {
     let source = case.get("steps").and_then(|s| s.get(step)).unwrap_or(case);
-    source.get("validationCount").and_then(Value::as_u64).map(|n| n as usize)
+    source
+        .get("validationCount")
+        .and_then(Value::as_u64)
+        .map(|n| n as usize)
 }
 
 fn list(case: &Value, key: &str) -> Vec<Value> {
-    case.get(key).and_then(Value::as_array).cloned().unwrap_or_default()
+    case.get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[test]
@@ -309,7 +448,14 @@ fn kiali_inline_cases() {
             // Group checkers (TrafficPolicy, MultiMatch) ignore autoMtls; Kiali's tests run with it off.
             _ => vec![Some(false)],
         };
-        let context_keys = ["mtlsDestinationRules", "peerAuthentications", "meshPeerAuthentications", "services", "serviceEntries", "virtualServices"];
+        let context_keys = [
+            "mtlsDestinationRules",
+            "peerAuthentications",
+            "meshPeerAuthentications",
+            "services",
+            "serviceEntries",
+            "virtualServices",
+        ];
         let steps: Vec<(Vec<Value>, Value)> = match case.get("steps").and_then(Value::as_array) {
             Some(steps) => {
                 let mut acc = Vec::new();
@@ -325,7 +471,12 @@ fn kiali_inline_cases() {
             None => vec![(list(case, "destinationRules"), case["expected"].clone())],
         };
         for (step, (drs, expected)) in steps.iter().enumerate() {
-            let mut validated: Vec<Value> = case.get("subject").filter(|s| s.is_object()).into_iter().cloned().collect();
+            let mut validated: Vec<Value> = case
+                .get("subject")
+                .filter(|s| s.is_object())
+                .into_iter()
+                .cloned()
+                .collect();
             validated.extend(drs.iter().cloned());
             let context: Vec<Value> = context_keys.iter().flat_map(|k| list(case, k)).collect();
             // Objects asserted on: the subject, the validated rules, and (dispatch cases) the PAs.
@@ -337,11 +488,25 @@ fn kiali_inline_cases() {
                 let snap = inline_snapshot(&validated, &context);
                 let report = run_all(&[snap], &opts(*auto));
                 let got = flags(&report.findings, &[checker_id(checker)], Some(&asserted));
-                let name = if steps.len() > 1 { format!("kiali/{test}#{}", step + 1) } else { format!("kiali/{test}") };
+                let name = if steps.len() > 1 {
+                    format!("kiali/{test}#{}", step + 1)
+                } else {
+                    format!("kiali/{test}")
+                };
                 if expected == "non-empty" {
-                    let exp = expected_with_deviations(&name, BTreeSet::from([("mtls.dr-overlap".to_string(), Severity::Warn, "*".to_string())]), &mut used);
+                    let exp = expected_with_deviations(
+                        &name,
+                        BTreeSet::from([(
+                            "mtls.dr-overlap".to_string(),
+                            Severity::Warn,
+                            "*".to_string(),
+                        )]),
+                        &mut used,
+                    );
                     if got.is_empty() != exp.is_empty() {
-                        errors.push(format!("{name}: doctor {got:?}, expected non-empty (after deviations: {exp:?})"));
+                        errors.push(format!(
+                            "{name}: doctor {got:?}, expected non-empty (after deviations: {exp:?})"
+                        ));
                     }
                     continue;
                 }
@@ -349,21 +514,52 @@ fn kiali_inline_cases() {
                     // {object, contains, absent}: KIA0401/0506 are mesh-level, KIA0501/0505 namespace-level findings.
                     for e in expected.as_array().unwrap() {
                         let object = e["object"].as_str().unwrap();
-                        let on: Vec<&Finding> = report.findings.iter().filter(|f| f.object == object && f.check == "mtls.policy-consistency" && f.severity == Severity::Fail).collect();
+                        let on: Vec<&Finding> = report
+                            .findings
+                            .iter()
+                            .filter(|f| {
+                                f.object == object
+                                    && f.check == "mtls.policy-consistency"
+                                    && f.severity == Severity::Fail
+                            })
+                            .collect();
                         let level = |code: &str| match code {
                             "KIA0401" | "KIA0506" => "mesh-wide",
                             _ => "namespace ",
                         };
-                        for code in e.get("contains").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                        for code in e
+                            .get("contains")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                        {
                             // Deviation (one root namespace): a second control plane's PA is judged at namespace level.
-                            let multi_root = test == "TestPeerAuthMultiCPCorrectRootResolution" && object.contains("istio-system-");
-                            if on.is_empty() || (!multi_root && !on.iter().any(|f| f.message.contains(level(code)))) {
-                                errors.push(format!("kiali/{test}: {object} should carry {code}: {on:?}"));
+                            let multi_root = test == "TestPeerAuthMultiCPCorrectRootResolution"
+                                && object.contains("istio-system-");
+                            if on.is_empty()
+                                || (!multi_root
+                                    && !on.iter().any(|f| f.message.contains(level(code))))
+                            {
+                                errors.push(format!(
+                                    "kiali/{test}: {object} should carry {code}: {on:?}"
+                                ));
                             }
                         }
-                        for code in e.get("absent").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
-                            if on.iter().any(|f| f.message.contains(level(code))) && !(code == "KIA0501" && on.iter().all(|f| f.message.contains("mesh-wide"))) {
-                                errors.push(format!("kiali/{test}: {object} should not carry {code}: {on:?}"));
+                        for code in e
+                            .get("absent")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                        {
+                            if on.iter().any(|f| f.message.contains(level(code)))
+                                && !(code == "KIA0501"
+                                    && on.iter().all(|f| f.message.contains("mesh-wide")))
+                            {
+                                errors.push(format!(
+                                    "kiali/{test}: {object} should not carry {code}: {on:?}"
+                                ));
                             }
                         }
                     }
@@ -375,7 +571,9 @@ fn kiali_inline_cases() {
                     // Upstream lists some flagged objects and counts all of them.
                     let listed = expected_with_deviations(&name, listed, &mut used);
                     if !listed.is_subset(&got) || Some(got.len()) != count {
-                        errors.push(format!("{name}: doctor {got:?}, expected ⊇ {listed:?} and {count:?} in all"));
+                        errors.push(format!(
+                            "{name}: doctor {got:?}, expected ⊇ {listed:?} and {count:?} in all"
+                        ));
                     }
                     continue;
                 }
@@ -391,7 +589,10 @@ fn kiali_inline_cases() {
         .enumerate()
         .filter(|(i, d)| d.0.starts_with("kiali/Test") && !used.contains(i))
         .collect();
-    assert!(unused.is_empty(), "deviations that no case used: {unused:?}");
+    assert!(
+        unused.is_empty(),
+        "deviations that no case used: {unused:?}"
+    );
 }
 
 /// `istioctl authn tls-check` (1.4) goldens: rows of HOST:PORT, STATUS, SERVER, CLIENT, AUTHN
@@ -401,28 +602,44 @@ fn kiali_inline_cases() {
 #[test]
 fn tls_check_1_4_goldens() {
     for golden in ["multiAuth.txt", "singleAuth.txt"] {
-        let text = std::fs::read_to_string(conformance(&format!("tls-check-1.4/{golden}"))).unwrap();
+        let text =
+            std::fs::read_to_string(conformance(&format!("tls-check-1.4/{golden}"))).unwrap();
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with("HOST:PORT"));
         for row in lines {
             let cols: Vec<&str> = row.split_whitespace().collect();
-            let [host_port, status, server, client, policy, rule] = cols[..] else { panic!("{row}") };
+            let [host_port, status, server, client, policy, rule] = cols[..] else {
+                panic!("{row}")
+            };
             let (host, port) = host_port.split_once(':').unwrap();
             let (policy_name, policy_ns) = policy.split_once('/').unwrap();
             let (rule_name, rule_ns) = rule.split_once('/').unwrap();
             assert_eq!(policy_ns, rule_ns);
-            let peers = if server == "mTLS" { "[{mtls: {}}]" } else { "[]" };
-            let mode = if client == "mTLS" { "ISTIO_MUTUAL" } else { "DISABLE" };
+            let peers = if server == "mTLS" {
+                "[{mtls: {}}]"
+            } else {
+                "[]"
+            };
+            let mode = if client == "mTLS" {
+                "ISTIO_MUTUAL"
+            } else {
+                "DISABLE"
+            };
             let yaml = format!(
                 "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {rule_ns}, labels: {{istio-injection: enabled}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {host}, namespace: {rule_ns}}}\nspec: {{selector: {{app: {host}}}, ports: [{{port: {port}}}]}}\n---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {{name: {policy_name}, namespace: {policy_ns}}}\nspec: {{targets: [{{name: {host}}}], peers: {peers}}}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: {rule_name}, namespace: {rule_ns}}}\nspec: {{host: {host}, trafficPolicy: {{tls: {{mode: {mode}}}}}}}\n"
             );
             let snap = Snapshot::from_yaml(&yaml).unwrap();
             let report = run_all(&[snap], &opts(Some(false)));
-            let conflict_today = report.findings.iter().any(|f| f.check == "mtls.policy-consistency" && f.severity == Severity::Fail);
+            let conflict_today = report
+                .findings
+                .iter()
+                .any(|f| f.check == "mtls.policy-consistency" && f.severity == Severity::Fail);
             assert_eq!(conflict_today, status != "OK", "{golden} {row}");
             // Deviation (documented above): under STRICT the DISABLE rule is refused.
             let under_strict = report.findings.iter().any(|f| {
-                f.check == "mtls.dr-conflict" && f.severity == Severity::Fail && f.object == format!("DestinationRule {rule_ns}/{rule_name}")
+                f.check == "mtls.dr-conflict"
+                    && f.severity == Severity::Fail
+                    && f.object == format!("DestinationRule {rule_ns}/{rule_name}")
             });
             assert_eq!(under_strict, client == "HTTP", "{golden} {row}");
         }

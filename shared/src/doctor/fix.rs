@@ -40,7 +40,9 @@ pub fn mesh_expansion(snap: &Snapshot) -> bool {
         s.label("istio") == Some("ingressgateway")
             && service_ports(s).iter().any(|p| matches!(p, 8060 | 15011))
     });
-    ports_on_services || !gateway_servers(snap, 8060).is_empty() || !gateway_servers(snap, 15011).is_empty()
+    ports_on_services
+        || !gateway_servers(snap, 8060).is_empty()
+        || !gateway_servers(snap, 15011).is_empty()
 }
 
 /// A Service's port numbers.
@@ -63,7 +65,9 @@ pub fn gateway_servers(snap: &Snapshot, port: u32) -> Vec<(&Obj, &Value)> {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter(move |s| s.pointer("/port/number").and_then(Value::as_u64) == Some(u64::from(port)))
+                .filter(move |s| {
+                    s.pointer("/port/number").and_then(Value::as_u64) == Some(u64::from(port))
+                })
                 .map(move |s| (g, s))
         })
         .collect()
@@ -122,7 +126,7 @@ fn networking_api_version(snap: &Snapshot, era: Option<Era>) -> String {
     format!("networking.istio.io/{version}")
 }
 
-fn rule(api_version: &str, ns: &str, name: &str, labels: Value, spec: Value) -> Obj {
+fn rule(api_version: &str, ns: &str, name: &str, labels: &Value, spec: &Value) -> Obj {
     Obj::new(json!({
         "apiVersion": api_version,
         "kind": "DestinationRule",
@@ -147,8 +151,8 @@ pub fn plan(snap: &Snapshot, ctx: &CheckContext) -> Vec<Obj> {
             &api_version,
             &ctx.root_ns,
             DEFAULT_DR_NAME,
-            json!({"app.kubernetes.io/managed-by": "meshvm"}),
-            json!({"host": "*.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
+            &json!({"app.kubernetes.io/managed-by": "meshvm"}),
+            &json!({"host": "*.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
         ));
     }
     for gap in control_plane_gaps(snap, ctx) {
@@ -160,8 +164,8 @@ pub fn plan(snap: &Snapshot, ctx: &CheckContext) -> Vec<Obj> {
             &api_version,
             &ctx.istio_ns,
             gap.rule_name,
-            json!({"istio": component, "app.kubernetes.io/managed-by": "meshvm"}),
-            json!({
+            &json!({"istio": component, "app.kubernetes.io/managed-by": "meshvm"}),
+            &json!({
                 "host": format!("{}.{}.svc.{DOMAIN}", gap.service, ctx.istio_ns),
                 "trafficPolicy": {"portLevelSettings": [{"port": {"number": gap.port}, "tls": {"mode": "DISABLE"}}]},
             }),
@@ -186,7 +190,14 @@ mod tests {
 
     fn planned(f: &Fixture) -> Vec<String> {
         let snap = f.snapshot();
-        let ctx = CheckContext::new(&snap, &CheckOptions { now: Some(0), ..Default::default() }, vec![]);
+        let ctx = CheckContext::new(
+            &snap,
+            &CheckOptions {
+                now: Some(0),
+                ..Default::default()
+            },
+            vec![],
+        );
         plan(&snap, &ctx).iter().map(Obj::ns_name).collect()
     }
 
@@ -194,7 +205,11 @@ mod tests {
     fn legacy_gets_both_gotcha_rules_and_pilot() {
         assert_eq!(
             planned(&Fixture::legacy()),
-            ["istio-system/default", "istio-system/meshexpansion-dr-citadel", "istio-system/meshexpansion-dr-pilot"]
+            [
+                "istio-system/default",
+                "istio-system/meshexpansion-dr-citadel",
+                "istio-system/meshexpansion-dr-pilot"
+            ]
         );
         assert_eq!(
             planned(&Fixture::legacy().with_default_dr().with_citadel_dr()),
@@ -225,8 +240,14 @@ mod tests {
         let snap = Fixture::legacy().snapshot();
         let ctx = CheckContext::new(&snap, &CheckOptions::default(), vec![]);
         let yaml = render_yaml(&plan(&snap, &ctx));
-        assert!(yaml.contains("apiVersion: networking.istio.io/v1alpha3"), "{yaml}");
-        assert!(yaml.contains("mode: ISTIO_MUTUAL") && yaml.contains("number: 8060"), "{yaml}");
+        assert!(
+            yaml.contains("apiVersion: networking.istio.io/v1alpha3"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("mode: ISTIO_MUTUAL") && yaml.contains("number: 8060"),
+            "{yaml}"
+        );
         let back: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
         assert_eq!(back.len(), 3);
     }

@@ -91,7 +91,13 @@ impl Export {
             items
                 .iter()
                 .filter(|i| **i != "~")
-                .map(|i| if *i == "." { own.to_string() } else { (*i).to_string() })
+                .map(|i| {
+                    if *i == "." {
+                        own.to_string()
+                    } else {
+                        (*i).to_string()
+                    }
+                })
                 .collect(),
         )
     }
@@ -163,7 +169,10 @@ impl<'a> Rule<'a> {
         Rule {
             obj,
             ns,
-            host: resolve_host(spec.get("host").and_then(Value::as_str).unwrap_or_default(), ns),
+            host: resolve_host(
+                spec.get("host").and_then(Value::as_str).unwrap_or_default(),
+                ns,
+            ),
             export: Export::parse(spec, ns),
             selective: spec.get("workloadSelector").is_some(),
         }
@@ -176,7 +185,9 @@ impl<'a> Rule<'a> {
 
     /// The top-level `trafficPolicy.tls` mode.
     pub fn top_tls(&self) -> Option<TlsMode> {
-        self.policy().and_then(|p| p.get("tls")).map(TlsMode::from_tls)
+        self.policy()
+            .and_then(|p| p.get("tls"))
+            .map(TlsMode::from_tls)
     }
 
     /// Subset names.
@@ -225,8 +236,17 @@ impl<'a> Rule<'a> {
                     mode: Some(TlsMode::from_tls(t)),
                 });
             }
-            for (k, e) in p.get("portLevelSettings").and_then(Value::as_array).into_iter().flatten().enumerate() {
-                let n = e.pointer("/port/number").and_then(Value::as_u64).unwrap_or(0) as u32;
+            for (k, e) in p
+                .get("portLevelSettings")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let n = e
+                    .pointer("/port/number")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0) as u32;
                 out.push(Stated {
                     label: format!("{label} port {n}").trim().to_string(),
                     pointer: format!("{pointer}/portLevelSettings/{k}/tls"),
@@ -241,7 +261,11 @@ impl<'a> Rule<'a> {
         for (j, s) in self.subset_values().iter().enumerate() {
             if let Some(p) = s.get("trafficPolicy") {
                 let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
-                from_policy(format!("subset {name}"), format!("/spec/subsets/{j}/trafficPolicy"), p);
+                from_policy(
+                    format!("subset {name}"),
+                    format!("/spec/subsets/{j}/trafficPolicy"),
+                    p,
+                );
             }
         }
         out
@@ -415,7 +439,11 @@ pub struct Mesh<'a> {
 impl<'a> Mesh<'a> {
     /// Build the model.
     pub fn new(snap: &'a Snapshot, root_ns: &str, istio_ns: &str, era: Option<Era>) -> Self {
-        let rules: Vec<Rule<'a>> = snap.of(Kind::DestinationRule).iter().map(Rule::new).collect();
+        let rules: Vec<Rule<'a>> = snap
+            .of(Kind::DestinationRule)
+            .iter()
+            .map(Rule::new)
+            .collect();
         let mut order: Vec<usize> = (0..rules.len()).collect();
         // Oldest first, then by name: Pilot's order among equally specific rules.
         order.sort_by(|a, b| {
@@ -443,19 +471,24 @@ impl<'a> Mesh<'a> {
             .iter()
             .filter(|n| {
                 n.label("istio-injection") == Some("enabled")
-                    || (n.label("istio.io/rev").is_some() && n.label("istio-injection") != Some("disabled"))
+                    || (n.label("istio.io/rev").is_some()
+                        && n.label("istio-injection") != Some("disabled"))
             })
             .map(Obj::name)
             .collect();
         let mut pods_by_ns: HashMap<&str, Vec<(&Obj, bool)>> = HashMap::new();
         for p in snap.of(Kind::Pod) {
-            pods_by_ns.entry(p.namespace()).or_default().push((p, has_proxy(p)));
+            pods_by_ns
+                .entry(p.namespace())
+                .or_default()
+                .push((p, has_proxy(p)));
         }
         let mut wes_by_ns: HashMap<&str, Vec<&Obj>> = HashMap::new();
         for we in snap.of(Kind::WorkloadEntry) {
             wes_by_ns.entry(we.namespace()).or_default().push(we);
         }
-        let mut client_namespaces: BTreeSet<String> = injected.iter().map(|s| (*s).to_string()).collect();
+        let mut client_namespaces: BTreeSet<String> =
+            injected.iter().map(|s| (*s).to_string()).collect();
         for (ns, pods) in &pods_by_ns {
             if pods.iter().any(|(_, proxy)| *proxy) {
                 client_namespaces.insert((*ns).to_string());
@@ -474,17 +507,21 @@ impl<'a> Mesh<'a> {
                 Some("its namespace has sidecar injection on")
             } else if !selector.is_empty()
                 && pods_by_ns.get(ns).is_some_and(|pods| {
-                    pods.iter().any(|(p, proxy)| *proxy && selects(&selector, &p.labels()))
+                    pods.iter()
+                        .any(|(p, proxy)| *proxy && selects(&selector, &p.labels()))
                 })
             {
                 Some("its pods run istio-proxy")
             } else if selector.is_empty()
-                && svc.annotation(crate::istio::SERVICE_ACCOUNTS_ANNOTATION).is_some()
+                && svc
+                    .annotation(crate::istio::SERVICE_ACCOUNTS_ANNOTATION)
+                    .is_some()
             {
                 Some("it is a registered VM Service")
             } else if !selector.is_empty()
                 && wes_by_ns.get(ns).is_some_and(|wes| {
-                    wes.iter().any(|we| selects(&selector, &string_map(we.at(&["spec", "labels"]))))
+                    wes.iter()
+                        .any(|we| selects(&selector, &string_map(we.at(&["spec", "labels"]))))
                 })
             {
                 Some("it selects WorkloadEntries")
@@ -498,8 +535,16 @@ impl<'a> Mesh<'a> {
                 .flatten()
                 .map(|p| Port {
                     number: p.get("port").and_then(Value::as_u64).unwrap_or(0) as u32,
-                    name: p.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    protocol: p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string(),
+                    name: p
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    protocol: p
+                        .get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+                        .to_string(),
                 })
                 .collect();
             let host = format!("{}.{ns}.svc.{DOMAIN}", svc.name());
@@ -532,10 +577,13 @@ impl<'a> Mesh<'a> {
                 let targets = p.spec().get("targets").and_then(Value::as_array);
                 match targets.filter(|t| !t.is_empty()) {
                     None if p.name() == "default" => {
-                        ns_policies.insert(p.namespace(), ScopePolicy {
-                            obj: p,
-                            mode: Some(v1alpha1_mode(p.spec())),
-                        });
+                        ns_policies.insert(
+                            p.namespace(),
+                            ScopePolicy {
+                                obj: p,
+                                mode: Some(v1alpha1_mode(p.spec())),
+                            },
+                        );
                     }
                     None => {}
                     Some(targets) => target_policies.push(TargetPolicy {
@@ -561,7 +609,10 @@ impl<'a> Mesh<'a> {
                                     })
                                     .collect();
                                 (
-                                    t.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                                    t.get("name")
+                                        .and_then(Value::as_str)
+                                        .unwrap_or_default()
+                                        .to_string(),
                                     ports,
                                 )
                             })
@@ -570,7 +621,10 @@ impl<'a> Mesh<'a> {
                 }
             }
         } else {
-            let mut sorted: Vec<&Obj> = pas.iter().filter(|p| p.spec().get("selector").is_none()).collect();
+            let mut sorted: Vec<&Obj> = pas
+                .iter()
+                .filter(|p| p.spec().get("selector").is_none())
+                .collect();
             sorted.sort_by(|a, b| (a.created(), a.name()).cmp(&(b.created(), b.name())));
             for pa in sorted {
                 let mode = match pa.at(&["spec", "mtls", "mode"]).and_then(Value::as_str) {
@@ -599,7 +653,11 @@ impl<'a> Mesh<'a> {
             mesh_policy,
             ns_policies,
             target_policies,
-            default_mode: if modern { PeerMode::Permissive } else { PeerMode::Disable },
+            default_mode: if modern {
+                PeerMode::Permissive
+            } else {
+                PeerMode::Disable
+            },
         }
     }
 
@@ -611,7 +669,10 @@ impl<'a> Mesh<'a> {
     /// Destinations a rule host covers (all matching Services for wildcards).
     pub fn dests_matching(&self, host: &str) -> Vec<&Dest<'a>> {
         if host.starts_with('*') {
-            self.dests.iter().filter(|d| host_matches(host, &d.host)).collect()
+            self.dests
+                .iter()
+                .filter(|d| host_matches(host, &d.host))
+                .collect()
         } else {
             self.dest(host).into_iter().collect()
         }
@@ -623,7 +684,8 @@ impl<'a> Mesh<'a> {
             return Vec::new();
         };
         let pick = |v: Option<&Vec<usize>>| -> Vec<usize> {
-            v.map(|v| v.iter().copied().filter(|i| keep(*i)).collect()).unwrap_or_default()
+            v.map(|v| v.iter().copied().filter(|i| keep(*i)).collect())
+                .unwrap_or_default()
         };
         let exact = pick(n.exact.get(host));
         if !exact.is_empty() {
@@ -690,7 +752,12 @@ impl<'a> Mesh<'a> {
 
     /// A client namespace for which rule `i` decides traffic to `host` (`Some(None)`: any
     /// namespace without rules of its own), or `None` when it never applies.
-    pub fn winning_client(&self, i: usize, host: &str, svc_ns: Option<&str>) -> Option<Option<&str>> {
+    pub fn winning_client(
+        &self,
+        i: usize,
+        host: &str,
+        svc_ns: Option<&str>,
+    ) -> Option<Option<&str>> {
         self.clients()
             .into_iter()
             .find(|c| self.resolve(*c, host, svc_ns).first() == Some(&i))
@@ -701,7 +768,10 @@ impl<'a> Mesh<'a> {
         if let Some(p) = self.ns_policies.get(ns)
             && let Some(mode) = p.mode
         {
-            return ModeAt { mode, by: Some(p.obj) };
+            return ModeAt {
+                mode,
+                by: Some(p.obj),
+            };
         }
         self.mesh_mode()
     }
@@ -709,7 +779,13 @@ impl<'a> Mesh<'a> {
     /// The mesh-level peer mode.
     pub fn mesh_mode(&self) -> ModeAt<'a> {
         match self.mesh_policy {
-            Some(ScopePolicy { obj, mode: Some(mode) }) => ModeAt { mode, by: Some(obj) },
+            Some(ScopePolicy {
+                obj,
+                mode: Some(mode),
+            }) => ModeAt {
+                mode,
+                by: Some(obj),
+            },
             _ => ModeAt {
                 mode: self.default_mode,
                 by: None,
@@ -743,8 +819,16 @@ impl<'a> Mesh<'a> {
 
     /// The rules at mesh scope: mesh-wide hosts in the root namespace, else in any namespace.
     pub fn mesh_scope_rules(&self) -> Vec<&Rule<'a>> {
-        let all: Vec<&Rule<'a>> = self.rules.iter().filter(|r| is_mesh_wide(&r.host) && !r.selective).collect();
-        let root: Vec<&Rule<'a>> = all.iter().copied().filter(|r| r.ns == self.root_ns).collect();
+        let all: Vec<&Rule<'a>> = self
+            .rules
+            .iter()
+            .filter(|r| is_mesh_wide(&r.host) && !r.selective)
+            .collect();
+        let root: Vec<&Rule<'a>> = all
+            .iter()
+            .copied()
+            .filter(|r| r.ns == self.root_ns)
+            .collect();
         if root.is_empty() { all } else { root }
     }
 
@@ -772,7 +856,10 @@ pub fn has_proxy(pod: &Obj) -> bool {
         || pod
             .at(&["spec", "containers"])
             .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER)))
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER))
+            })
 }
 
 /// Whether a selector (non-empty) selects labels.
@@ -784,13 +871,16 @@ pub fn selects(selector: &BTreeMap<&str, &str>, labels: &BTreeMap<&str, &str>) -
 /// `mode: PERMISSIVE`); no `mtls` peer means plaintext.
 fn v1alpha1_mode(spec: &Value) -> PeerMode {
     let peers = spec.get("peers").and_then(Value::as_array);
-    let mtls = peers
-        .into_iter()
-        .flatten()
-        .find_map(|p| p.as_object().filter(|o| o.contains_key("mtls")).map(|o| &o["mtls"]));
+    let mtls = peers.into_iter().flatten().find_map(|p| {
+        p.as_object()
+            .filter(|o| o.contains_key("mtls"))
+            .map(|o| &o["mtls"])
+    });
     match mtls {
         None => PeerMode::Disable,
-        Some(m) if m.get("mode").and_then(Value::as_str) == Some("PERMISSIVE") => PeerMode::Permissive,
+        Some(m) if m.get("mode").and_then(Value::as_str) == Some("PERMISSIVE") => {
+            PeerMode::Permissive
+        }
         Some(_) => PeerMode::Strict,
     }
 }
@@ -803,7 +893,7 @@ mod tests {
         (Snapshot::from_yaml(yaml).unwrap(), "istio-system".into())
     }
 
-    fn names<'a>(m: &Mesh<'a>, hits: &[usize]) -> Vec<String> {
+    fn names(m: &Mesh<'_>, hits: &[usize]) -> Vec<String> {
         hits.iter().map(|i| m.rules[*i].obj.ns_name()).collect()
     }
 
@@ -840,11 +930,20 @@ spec:
         let (snap, root) = mesh(DRS);
         let m = Mesh::new(&snap, &root, "istio-system", None);
         let host = "reviews.bookinfo.svc.cluster.local";
-        assert_eq!(names(&m, &m.resolve(Some("bookinfo"), host, Some("bookinfo"))), ["bookinfo/reviews"]);
+        assert_eq!(
+            names(&m, &m.resolve(Some("bookinfo"), host, Some("bookinfo"))),
+            ["bookinfo/reviews"]
+        );
         // Private to bookinfo: other clients fall through to the namespace-wide rule? No: that
         // one lives in bookinfo too and is exported; the service namespace's exported rules come next.
-        assert_eq!(names(&m, &m.resolve(Some("other"), host, Some("bookinfo"))), ["bookinfo/ns-wide"]);
-        assert_eq!(names(&m, &m.resolve(None, "x.foo.svc.cluster.local", Some("foo"))), ["istio-system/default"]);
+        assert_eq!(
+            names(&m, &m.resolve(Some("other"), host, Some("bookinfo"))),
+            ["bookinfo/ns-wide"]
+        );
+        assert_eq!(
+            names(&m, &m.resolve(None, "x.foo.svc.cluster.local", Some("foo"))),
+            ["istio-system/default"]
+        );
         assert!(m.resolve(None, "example.com", None).is_empty());
     }
 
@@ -859,15 +958,26 @@ spec:
         assert_eq!(r.tls_for(Some(80), Some("v2")), Some(TlsMode::IstioMutual));
         assert_eq!(r.tls_for(Some(9080), Some("v2")), None);
         let stated = r.stated_tls();
-        assert!(stated.iter().any(|s| s.label == "port 9080" && s.mode.is_none() && s.pointer == "/spec/trafficPolicy/portLevelSettings/0/tls"));
-        assert!(stated.iter().any(|s| s.label == "subset v1" && s.mode == Some(TlsMode::Disable) && s.pointer == "/spec/subsets/0/trafficPolicy/tls"));
+        assert!(stated.iter().any(|s| s.label == "port 9080"
+            && s.mode.is_none()
+            && s.pointer == "/spec/trafficPolicy/portLevelSettings/0/tls"));
+        assert!(stated.iter().any(|s| s.label == "subset v1"
+            && s.mode == Some(TlsMode::Disable)
+            && s.pointer == "/spec/subsets/0/trafficPolicy/tls"));
     }
 
     #[test]
     fn hosts() {
-        assert_eq!(resolve_host("reviews", "ns"), "reviews.ns.svc.cluster.local");
+        assert_eq!(
+            resolve_host("reviews", "ns"),
+            "reviews.ns.svc.cluster.local"
+        );
         assert_eq!(resolve_host("reviews.ns", "x"), "reviews.ns");
-        assert!(is_mesh_wide("*.local") && is_mesh_wide("*.svc.cluster.local") && !is_mesh_wide("*.a.svc.cluster.local"));
+        assert!(
+            is_mesh_wide("*.local")
+                && is_mesh_wide("*.svc.cluster.local")
+                && !is_mesh_wide("*.a.svc.cluster.local")
+        );
         assert_eq!(namespace_wide("*.a.svc.cluster.local"), Some("a"));
         assert!(host_matches("*.local", "a.b.local") && !host_matches("*.b.local", "b.local"));
     }
@@ -889,7 +999,11 @@ spec:
         let m = Mesh::new(&snap, "istio-system", "istio-system", None);
         for i in 0..10_000 {
             let host = format!("svc{i}.ns{}.svc.cluster.local", i % 100);
-            assert_eq!(m.resolve(None, &host, Some(&format!("ns{}", i % 100))).len(), 1);
+            assert_eq!(
+                m.resolve(None, &host, Some(&format!("ns{}", i % 100)))
+                    .len(),
+                1
+            );
         }
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
     }

@@ -6,10 +6,10 @@
 
 pub mod checks;
 pub mod fix;
-pub mod mesh;
-pub mod report;
 #[cfg(test)]
 mod live_tests;
+pub mod mesh;
+pub mod report;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -116,7 +116,9 @@ impl DoctorOptions {
                 Source::Files(_) => {
                     return Err(UsageError::new(
                         "--fix needs a live cluster, not -f manifests",
-                        Some("add the suggested DestinationRules to your manifests, or drop -f to fix the current context"),
+                        Some(
+                            "add the suggested DestinationRules to your manifests, or drop -f to fix the current context",
+                        ),
                     ));
                 }
                 Source::Live(contexts) if contexts.len() > 1 => {
@@ -134,7 +136,8 @@ impl DoctorOptions {
             checks: CheckOptions {
                 auto_mtls: args.auto_mtls,
                 now: None,
-                istio_namespace: (args.istio_namespace != DEFAULT_ISTIO_NAMESPACE).then_some(args.istio_namespace),
+                istio_namespace: (args.istio_namespace != DEFAULT_ISTIO_NAMESPACE)
+                    .then_some(args.istio_namespace),
                 expiry_warning_days: Some(args.expiry_warning_days),
             },
             output: args.output,
@@ -154,13 +157,22 @@ pub async fn main(args: DoctorArgs) -> Result<Outcome, Error> {
 }
 
 /// Observe, check, optionally fix, and write the report to `out` (`--fix` talk goes to `err`).
-pub async fn run(opts: &DoctorOptions, out: &mut impl Write, err: &mut impl Write, color: bool) -> Result<Outcome, Error> {
+pub async fn run(
+    opts: &DoctorOptions,
+    out: &mut impl Write,
+    err: &mut impl Write,
+    color: bool,
+) -> Result<Outcome, Error> {
     let mut conns: Vec<Connection> = Vec::new();
     let mut snaps = match &opts.source {
         Source::Files(paths) => vec![Snapshot::from_files(paths)?],
         Source::BundleOnly => vec![Snapshot::default()],
         Source::Live(contexts) => {
-            let wanted: Vec<Option<&str>> = if contexts.is_empty() { vec![None] } else { contexts.iter().map(|c| Some(c.as_str())).collect() };
+            let wanted: Vec<Option<&str>> = if contexts.is_empty() {
+                vec![None]
+            } else {
+                contexts.iter().map(|c| Some(c.as_str())).collect()
+            };
             let mut snaps = Vec::new();
             for context in wanted {
                 let conn = crate::kube::connect(&opts.kube, context).await?;
@@ -181,10 +193,24 @@ pub async fn run(opts: &DoctorOptions, out: &mut impl Write, err: &mut impl Writ
             fix::plan(&snaps[0], &ctx)
         };
         if planned.is_empty() {
-            let _ = writeln!(err, "--fix: nothing to apply (only the runbook's DestinationRules are applied; see the hints for the rest)");
+            let _ = writeln!(
+                err,
+                "--fix: nothing to apply (only the runbook's DestinationRules are applied; see the hints for the rest)"
+            );
         } else {
-            let _ = writeln!(err, "--fix: server-side apply as meshvm:\n---\n{}", fix::render_yaml(&planned));
-            if crate::cli::confirm(&format!("apply {} DestinationRule(s) to context {}", planned.len(), conn.context), opts.yes)? {
+            let _ = writeln!(
+                err,
+                "--fix: server-side apply as meshvm:\n---\n{}",
+                fix::render_yaml(&planned)
+            );
+            if crate::cli::confirm(
+                &format!(
+                    "apply {} DestinationRule(s) to context {}",
+                    planned.len(),
+                    conn.context
+                ),
+                opts.yes,
+            )? {
                 for obj in &planned {
                     apply_rule(conn, obj).await?;
                     let _ = writeln!(err, "destinationrule {} applied", obj.ns_name());
@@ -196,7 +222,11 @@ pub async fn run(opts: &DoctorOptions, out: &mut impl Write, err: &mut impl Writ
         }
     }
     let report = run_all(&snaps, &opts.checks);
-    match report.write(out, opts.output, color && opts.output == DoctorOutput::Table) {
+    match report.write(
+        out,
+        opts.output,
+        color && opts.output == DoctorOutput::Table,
+    ) {
         Ok(()) => {}
         // A closed pipe (`| head`) is the reader's choice, not a failure.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
@@ -212,11 +242,14 @@ async fn apply_rule(conn: &Connection, obj: &Obj) -> Result<(), Error> {
         .and_then(|v| v.rsplit_once('/'))
         .map_or("v1beta1", |(_, v)| v);
     let ar = IstioKind::DestinationRule.resource(version);
-    let api: ::kube::Api<::kube::api::DynamicObject> = ::kube::Api::namespaced_with(conn.client.clone(), obj.namespace(), &ar);
+    let api: ::kube::Api<::kube::api::DynamicObject> =
+        ::kube::Api::namespaced_with(conn.client.clone(), obj.namespace(), &ar);
     let params = crate::kube::apply_params(crate::cli::DryRun::None);
     let patch = ::kube::api::Patch::Apply(&obj.value);
     conn.call(
-        Action::new("patch", IstioKind::DestinationRule.resource_name()).ns(obj.namespace()).name(obj.name()),
+        Action::new("patch", IstioKind::DestinationRule.resource_name())
+            .ns(obj.namespace())
+            .name(obj.name()),
         || api.patch(obj.name(), &params, &patch),
     )
     .await?;
@@ -359,71 +392,12 @@ pub struct CheckOptions {
     pub expiry_warning_days: Option<u32>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser as _;
-
-    fn resolve(argv: &[&str]) -> Result<DoctorOptions, UsageError> {
-        let mut full = vec!["kubectl-meshvm-doctor"];
-        full.extend_from_slice(argv);
-        DoctorOptions::resolve(DoctorArgs::try_parse_from(full).unwrap())
-    }
-
-    #[test]
-    fn sources() {
-        assert_eq!(resolve(&[]).unwrap().source, Source::Live(vec![]));
-        assert_eq!(resolve(&["--context", "a", "--context", "b"]).unwrap().source, Source::Live(vec!["a".into(), "b".into()]));
-        assert_eq!(resolve(&["-f", "x.yaml", "-f", "dir"]).unwrap().source, Source::Files(vec!["x.yaml".into(), "dir".into()]));
-        assert_eq!(resolve(&["--bundle", "b.tar.gz"]).unwrap().source, Source::BundleOnly);
-        assert_eq!(resolve(&["--bundle", "b", "--context", "a"]).unwrap().source, Source::Live(vec!["a".into()]));
-    }
-
-    #[test]
-    fn bad_combinations() {
-        assert!(resolve(&["-f", "x", "--context", "a"]).unwrap_err().to_string().contains("-f and --context"));
-        assert!(resolve(&["-f", "x", "--fix"]).unwrap_err().to_string().contains("--fix needs a live cluster"));
-        assert!(resolve(&["--fix", "--context", "a", "--context", "b"]).is_err());
-        assert_eq!(resolve(&["--fix", "--bundle", "b"]).unwrap().source, Source::Live(vec![]));
-    }
-
-    #[test]
-    fn check_options() {
-        let o = resolve(&["--auto-mtls", "true", "--istio-namespace", "mesh", "--expiry-warning-days", "7"]).unwrap();
-        assert_eq!(o.checks.auto_mtls, Some(true));
-        assert_eq!(o.checks.istio_namespace.as_deref(), Some("mesh"));
-        assert_eq!(o.checks.expiry_warning_days, Some(7));
-        assert_eq!(resolve(&[]).unwrap().checks.istio_namespace, None);
-    }
-
-    #[tokio::test]
-    async fn files_run_writes_the_report_and_exit_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mesh.yaml");
-        std::fs::write(&path, testutil::LEGACY).unwrap();
-        let opts = resolve(&["-f", path.to_str().unwrap(), "-o", "json"]).unwrap();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let outcome = run(&opts, &mut out, &mut err, false).await.unwrap();
-        assert_eq!(outcome, Outcome::Findings);
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["era"], "legacy");
-        let failed: Vec<&str> = v["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "fail").map(|f| f["check"].as_str().unwrap()).collect();
-        assert!(failed.contains(&"mtls.default-dr") && failed.contains(&"mtls.control-plane-plaintext"), "{failed:?}");
-        // The same mesh with the planned fixes applied (as manifests) passes.
-        let snap = Snapshot::from_files(&[path.clone()]).unwrap();
-        let ctx = CheckContext::new(&snap, &CheckOptions::default(), vec![]);
-        let fixed = fix::render_yaml(&fix::plan(&snap, &ctx));
-        std::fs::write(dir.path().join("fix.yaml"), fixed).unwrap();
-        let opts = resolve(&["-f", dir.path().to_str().unwrap()]).unwrap();
-        let outcome = run(&opts, &mut Vec::new(), &mut Vec::new(), false).await.unwrap();
-        assert_eq!(outcome, Outcome::Success);
-    }
-}
-
 impl<'a> CheckContext<'a> {
     /// Resolve the context of one snapshot.
     pub fn new(snap: &'a Snapshot, opts: &CheckOptions, others: Vec<&'a Snapshot>) -> Self {
-        let era = snap.era().or_else(|| snap.bundle.as_ref().and_then(|b| b.era()));
+        let era = snap
+            .era()
+            .or_else(|| snap.bundle.as_ref().and_then(Bundle::era));
         let configured = snap.auto_mtls_configured();
         let (auto_mtls, auto_mtls_source) = match (opts.auto_mtls, configured) {
             (Some(v), _) => (v, "--auto-mtls"),
@@ -445,7 +419,11 @@ impl<'a> CheckContext<'a> {
             .unwrap_or_else(|| snap.istio_namespace().to_string());
         let root_ns = snap
             .mesh_config()
-            .and_then(|m| m.get("rootNamespace").and_then(serde_json::Value::as_str).map(str::to_string))
+            .and_then(|m| {
+                m.get("rootNamespace")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| istio_ns.clone());
         let mesh = mesh::Mesh::new(snap, &root_ns, &istio_ns, era);
         Self {
@@ -490,8 +468,13 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             auto_mtls = ctx.auto_mtls;
         }
         for check in checks::ALL {
-            let produced = if snap.source == crate::snapshot::SourceKind::None && !check.id().starts_with("bundle.") {
-                vec![Finding::skip(check.id(), "bundle only: no cluster or manifests to read mesh objects from")]
+            let produced = if snap.source == crate::snapshot::SourceKind::None
+                && !check.id().starts_with("bundle.")
+            {
+                vec![Finding::skip(
+                    check.id(),
+                    "bundle only: no cluster or manifests to read mesh objects from",
+                )]
             } else {
                 check.run(snap, &ctx)
             };
@@ -507,5 +490,114 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         era,
         auto_mtls,
         findings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn resolve(argv: &[&str]) -> Result<DoctorOptions, UsageError> {
+        let mut full = vec!["kubectl-meshvm-doctor"];
+        full.extend_from_slice(argv);
+        DoctorOptions::resolve(DoctorArgs::try_parse_from(full).unwrap())
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(resolve(&[]).unwrap().source, Source::Live(vec![]));
+        assert_eq!(
+            resolve(&["--context", "a", "--context", "b"])
+                .unwrap()
+                .source,
+            Source::Live(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            resolve(&["-f", "x.yaml", "-f", "dir"]).unwrap().source,
+            Source::Files(vec!["x.yaml".into(), "dir".into()])
+        );
+        assert_eq!(
+            resolve(&["--bundle", "b.tar.gz"]).unwrap().source,
+            Source::BundleOnly
+        );
+        assert_eq!(
+            resolve(&["--bundle", "b", "--context", "a"])
+                .unwrap()
+                .source,
+            Source::Live(vec!["a".into()])
+        );
+    }
+
+    #[test]
+    fn bad_combinations() {
+        assert!(
+            resolve(&["-f", "x", "--context", "a"])
+                .unwrap_err()
+                .to_string()
+                .contains("-f and --context")
+        );
+        assert!(
+            resolve(&["-f", "x", "--fix"])
+                .unwrap_err()
+                .to_string()
+                .contains("--fix needs a live cluster")
+        );
+        assert!(resolve(&["--fix", "--context", "a", "--context", "b"]).is_err());
+        assert_eq!(
+            resolve(&["--fix", "--bundle", "b"]).unwrap().source,
+            Source::Live(vec![])
+        );
+    }
+
+    #[test]
+    fn check_options() {
+        let o = resolve(&[
+            "--auto-mtls",
+            "true",
+            "--istio-namespace",
+            "mesh",
+            "--expiry-warning-days",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(o.checks.auto_mtls, Some(true));
+        assert_eq!(o.checks.istio_namespace.as_deref(), Some("mesh"));
+        assert_eq!(o.checks.expiry_warning_days, Some(7));
+        assert_eq!(resolve(&[]).unwrap().checks.istio_namespace, None);
+    }
+
+    #[tokio::test]
+    async fn files_run_writes_the_report_and_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(&path, testutil::LEGACY).unwrap();
+        let opts = resolve(&["-f", path.to_str().unwrap(), "-o", "json"]).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let outcome = run(&opts, &mut out, &mut err, false).await.unwrap();
+        assert_eq!(outcome, Outcome::Findings);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["era"], "legacy");
+        let failed: Vec<&str> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == "fail")
+            .map(|f| f["check"].as_str().unwrap())
+            .collect();
+        assert!(
+            failed.contains(&"mtls.default-dr") && failed.contains(&"mtls.control-plane-plaintext"),
+            "{failed:?}"
+        );
+        // The same mesh with the planned fixes applied (as manifests) passes.
+        let snap = Snapshot::from_files(&[path.clone()]).unwrap();
+        let ctx = CheckContext::new(&snap, &CheckOptions::default(), vec![]);
+        let fixed = fix::render_yaml(&fix::plan(&snap, &ctx));
+        std::fs::write(dir.path().join("fix.yaml"), fixed).unwrap();
+        let opts = resolve(&["-f", dir.path().to_str().unwrap()]).unwrap();
+        let outcome = run(&opts, &mut Vec::new(), &mut Vec::new(), false)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Success);
     }
 }

@@ -127,7 +127,8 @@ impl Report {
                 writeln!(out)
             }
             Format::Yaml => {
-                let text = serde_saphyr::to_string(&self.json()).map_err(|e| io::Error::other(e.to_string()))?;
+                let text = serde_saphyr::to_string(&self.json())
+                    .map_err(|e| io::Error::other(e.to_string()))?;
                 out.write_all(text.as_bytes())
             }
             Format::Sarif => {
@@ -145,12 +146,21 @@ impl Report {
                 Severity::Pass => GREEN,
                 Severity::Skip => DIM,
             };
-            if color { format!("{code}{}{RESET}", sev.as_str()) } else { sev.as_str().to_string() }
+            if color {
+                format!("{code}{}{RESET}", sev.as_str())
+            } else {
+                sev.as_str().to_string()
+            }
         };
         let mut builder = Builder::default();
         builder.push_record(["CHECK", "SEVERITY", "OBJECT", "MESSAGE"]);
         for f in &self.findings {
-            builder.push_record([f.check.to_string(), paint(f.severity), f.object.clone(), Self::message(f)]);
+            builder.push_record([
+                f.check.to_string(),
+                paint(f.severity),
+                f.object.clone(),
+                Self::message(f),
+            ]);
         }
         let mut table = builder.build();
         table.with(Style::blank());
@@ -163,7 +173,11 @@ impl Report {
         if !hinted.is_empty() {
             writeln!(out)?;
             for f in hinted {
-                let object = if f.object.is_empty() { String::new() } else { format!(" {}", f.object) };
+                let object = if f.object.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", f.object)
+                };
                 writeln!(out, "hint ({}{object}): {}", f.check, f.hint)?;
             }
         }
@@ -202,7 +216,10 @@ impl Report {
             .iter()
             .filter(|f| matches!(f.severity, Severity::Fail | Severity::Warn))
             .map(|f| {
-                let index = checks::ALL.iter().position(|c| c.id() == f.check).unwrap_or(0);
+                let index = checks::ALL
+                    .iter()
+                    .position(|c| c.id() == f.check)
+                    .unwrap_or(0);
                 let mut text = Self::message(f);
                 if !f.object.is_empty() {
                     text = format!("{}: {text}", f.object);
@@ -252,7 +269,10 @@ mod tests {
 
     fn report() -> Report {
         let mut fail = Finding::fail("mtls.default-dr", "no mesh-wide rule").hint("apply it");
-        fail.origin = Some(Origin { file: "gitops/istio.yaml".into(), line: 7 });
+        fail.origin = Some(Origin {
+            file: "gitops/istio.yaml".into(),
+            line: 7,
+        });
         fail.object = "DestinationRule istio-system/default".into();
         Report {
             era: Some(Era::Legacy),
@@ -286,7 +306,10 @@ mod tests {
             })
         );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.find("\"era\"").unwrap() < text.find("\"autoMtls\"").unwrap(), "key order as documented");
+        assert!(
+            text.find("\"era\"").unwrap() < text.find("\"autoMtls\"").unwrap(),
+            "key order as documented"
+        );
     }
 
     #[test]
@@ -296,7 +319,8 @@ mod tests {
         report().write(&mut json, Format::Json, false).unwrap();
         report().write(&mut yaml, Format::Yaml, false).unwrap();
         let a: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        let b: serde_json::Value = serde_saphyr::from_str(std::str::from_utf8(&yaml).unwrap()).unwrap();
+        let b: serde_json::Value =
+            serde_saphyr::from_str(std::str::from_utf8(&yaml).unwrap()).unwrap();
         assert_eq!(a, b);
     }
 
@@ -305,8 +329,14 @@ mod tests {
         let mut plain = Vec::new();
         report().write(&mut plain, Format::Table, false).unwrap();
         let plain = String::from_utf8(plain).unwrap();
-        assert!(plain.contains("CHECK") && plain.contains("MESSAGE") && plain.contains("mtls.default-dr"));
-        assert!(plain.contains("hint (mtls.default-dr DestinationRule istio-system/default): apply it"));
+        assert!(
+            plain.contains("CHECK")
+                && plain.contains("MESSAGE")
+                && plain.contains("mtls.default-dr")
+        );
+        assert!(
+            plain.contains("hint (mtls.default-dr DestinationRule istio-system/default): apply it")
+        );
         assert!(plain.contains("era legacy · auto mTLS off · 1 pass, 1 warn, 1 fail, 1 skip"));
         assert!(!plain.contains('\x1b'));
         let mut colour = Vec::new();
@@ -319,12 +349,21 @@ mod tests {
         let v = report().sarif();
         assert_eq!(v["version"], "2.1.0");
         let run = &v["runs"][0];
-        assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), checks::ALL.len());
+        assert_eq!(
+            run["tool"]["driver"]["rules"].as_array().unwrap().len(),
+            checks::ALL.len()
+        );
         let results = run["results"].as_array().unwrap();
         assert_eq!(results.len(), 2, "pass and skip are not results");
         assert_eq!(results[0]["level"], "error");
-        assert_eq!(results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], "gitops/istio.yaml");
-        assert_eq!(results[0]["locations"][0]["physicalLocation"]["region"]["startLine"], 7);
+        assert_eq!(
+            results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "gitops/istio.yaml"
+        );
+        assert_eq!(
+            results[0]["locations"][0]["physicalLocation"]["region"]["startLine"],
+            7
+        );
         let idx = results[0]["ruleIndex"].as_u64().unwrap() as usize;
         assert_eq!(run["tool"]["driver"]["rules"][idx]["id"], "mtls.default-dr");
         assert_eq!(results[1]["level"], "warning");

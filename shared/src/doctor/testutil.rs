@@ -245,7 +245,15 @@ impl Fixture {
             path: "bundle".into(),
             files: files
                 .iter()
-                .map(|(n, d, m)| ((*n).to_string(), BundleFile { data: d.to_vec(), mode: *m }))
+                .map(|(n, d, m)| {
+                    (
+                        (*n).to_string(),
+                        BundleFile {
+                            data: d.to_vec(),
+                            mode: *m,
+                        },
+                    )
+                })
                 .collect(),
         });
         self
@@ -277,7 +285,11 @@ impl Fixture {
 
 /// The worst severity.
 pub fn worst(findings: &[Finding]) -> Severity {
-    findings.iter().map(|f| f.severity).max().unwrap_or(Severity::Pass)
+    findings
+        .iter()
+        .map(|f| f.severity)
+        .max()
+        .unwrap_or(Severity::Pass)
 }
 
 /// `(severity, object)` of every non-pass finding.

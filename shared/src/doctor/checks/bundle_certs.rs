@@ -28,8 +28,15 @@ fn env_service_account(env: &std::collections::BTreeMap<String, String>) -> Opti
 }
 
 fn legacy(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
-    let (Some(root), Some(chain), Some(key)) = (bundle.file("root-cert.pem"), bundle.file("cert-chain.pem"), bundle.file("key.pem")) else {
-        return vec![Finding::skip(ID, "the bundle lacks root-cert.pem, cert-chain.pem or key.pem (see bundle.files)")];
+    let (Some(root), Some(chain), Some(key)) = (
+        bundle.file("root-cert.pem"),
+        bundle.file("cert-chain.pem"),
+        bundle.file("key.pem"),
+    ) else {
+        return vec![Finding::skip(
+            ID,
+            "the bundle lacks root-cert.pem, cert-chain.pem or key.pem (see bundle.files)",
+        )];
     };
     let material = pki::WorkloadMaterial {
         root_cert: pki::PemInput::new("root-cert.pem", root.data.clone()),
@@ -37,7 +44,10 @@ fn legacy(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
         key: pki::PemInput::new("key.pem", key.data.clone()),
     };
     let env = bundle.cluster_env().unwrap_or_default();
-    let ns = env.get("ISTIO_NAMESPACE").map(String::as_str).filter(|s| !s.is_empty());
+    let ns = env
+        .get("ISTIO_NAMESPACE")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
     let sa = env_service_account(&env);
     let expected = ns.zip(sa);
     let warn_within = Duration::from_secs(ctx.expiry_warn_secs.max(0) as u64);
@@ -51,14 +61,21 @@ fn legacy(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
             base.object(object).hint("re-create the bundle with `kubectl meshvm bundle` (it fetches a fresh istio.<sa> secret)")
         })
         .collect();
-    let checked = if expected.is_some() { "chain, key, validity and SAN" } else { "chain, key and validity (cluster.env names no service account, SAN not compared)" };
+    let checked = if expected.is_some() {
+        "chain, key, validity and SAN"
+    } else {
+        "chain, key and validity (cluster.env names no service account, SAN not compared)"
+    };
     or_pass(ID, out, format!("legacy identity: {checked} good"))
 }
 
 fn modern(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     match bundle.file("istio-token") {
-        None => out.push(Finding::skip(ID, "the bundle has no istio-token (see bundle.files)")),
+        None => out.push(Finding::skip(
+            ID,
+            "the bundle has no istio-token (see bundle.files)",
+        )),
         Some(token) => {
             let text = String::from_utf8_lossy(&token.data);
             match jwt_claims(text.trim()) {
@@ -84,7 +101,7 @@ fn modern(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
                     };
                     if !aud.contains(&"istio-ca") {
                         out.push(
-                            Finding::fail(ID, format!("istio-token audience is {:?}, not istio-ca: istiod rejects it", aud))
+                            Finding::fail(ID, format!("istio-token audience is {aud:?}, not istio-ca: istiod rejects it"))
                                 .object(object)
                                 .hint("request the token with --audience istio-ca (`kubectl meshvm bundle` does)"),
                         );
@@ -97,11 +114,19 @@ fn modern(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
         None => {}
         Some(root) => {
             if let Err(e) = pki::root_identities(&root.data) {
-                out.push(Finding::fail(ID, format!("root-cert.pem {e}")).object(object).hint("copy root-cert.pem from the istio-ca-root-cert ConfigMap"));
+                out.push(
+                    Finding::fail(ID, format!("root-cert.pem {e}"))
+                        .object(object)
+                        .hint("copy root-cert.pem from the istio-ca-root-cert ConfigMap"),
+                );
             }
         }
     }
-    or_pass(ID, out, "istio-token is a live istio-ca token; root-cert.pem readable")
+    or_pass(
+        ID,
+        out,
+        "istio-token is a live istio-ca token; root-cert.pem readable",
+    )
 }
 
 /// The claims of a JWT (signature not checked: only istiod can).
@@ -136,7 +161,10 @@ impl Check for BundleCerts {
         match bundle.era().or(ctx.era) {
             Some(Era::Legacy) => legacy(bundle, ctx, &object),
             Some(Era::Modern) => modern(bundle, ctx, &object),
-            None => vec![Finding::skip(ID, "cannot tell the bundle's era (see bundle.files)")],
+            None => vec![Finding::skip(
+                ID,
+                "cannot tell the bundle's era (see bundle.files)",
+            )],
         }
     }
 }
@@ -148,12 +176,21 @@ mod tests {
     use crate::doctor::testutil::{Fixture, NOW, expect};
 
     fn sample(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../../shared/conformance/certs/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/../../shared/conformance/certs/samples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     fn jwt(claims: &serde_json::Value) -> Vec<u8> {
         let e = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        format!("{}.{}.sig", e(br#"{"alg":"RS256"}"#), e(claims.to_string().as_bytes())).into_bytes()
+        format!(
+            "{}.{}.sig",
+            e(br#"{"alg":"RS256"}"#),
+            e(claims.to_string().as_bytes())
+        )
+        .into_bytes()
     }
 
     #[test]
@@ -168,13 +205,34 @@ mod tests {
                 ("key.pem", sample(key), 0o600),
                 ("cluster.env", env.as_bytes().to_vec(), 0o644),
             ];
-            let refs: Vec<(&str, &[u8], u32)> = files.iter().map(|(n, d, m)| (*n, d.as_slice(), *m)).collect();
+            let refs: Vec<(&str, &[u8], u32)> = files
+                .iter()
+                .map(|(n, d, m)| (*n, d.as_slice(), *m))
+                .collect();
             Fixture::legacy().bundle(&refs)
         };
         let cases = [
-            ("matching identity", build("ISTIO_NAMESPACE=foo\nSERVICE_ACCOUNT=foo\n", "workload-foo-key.pem"), Pass),
-            ("SAN names another namespace", build("ISTIO_NAMESPACE=bar\nSERVICE_ACCOUNT=foo\n", "workload-foo-key.pem"), Fail),
-            ("key of another certificate", build("ISTIO_NAMESPACE=foo\nSERVICE_ACCOUNT=foo\n", "ca-key.pem"), Fail),
+            (
+                "matching identity",
+                build(
+                    "ISTIO_NAMESPACE=foo\nSERVICE_ACCOUNT=foo\n",
+                    "workload-foo-key.pem",
+                ),
+                Pass,
+            ),
+            (
+                "SAN names another namespace",
+                build(
+                    "ISTIO_NAMESPACE=bar\nSERVICE_ACCOUNT=foo\n",
+                    "workload-foo-key.pem",
+                ),
+                Fail,
+            ),
+            (
+                "key of another certificate",
+                build("ISTIO_NAMESPACE=foo\nSERVICE_ACCOUNT=foo\n", "ca-key.pem"),
+                Fail,
+            ),
         ];
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&BundleCerts), severity, case);
@@ -185,15 +243,54 @@ mod tests {
     fn modern_table() {
         let root = sample("root-cert.pem");
         let build = |token: Vec<u8>, root: &[u8]| {
-            let files: Vec<(&str, &[u8], u32)> = vec![("istio-token", token.as_slice(), 0o600), ("root-cert.pem", root, 0o644), ("mesh.yaml", b"x: y", 0o644)];
-            Fixture::modern().bundle(&files.iter().map(|(n, d, m)| (*n, *d, *m)).collect::<Vec<_>>())
+            let files: Vec<(&str, &[u8], u32)> = vec![
+                ("istio-token", token.as_slice(), 0o600),
+                ("root-cert.pem", root, 0o644),
+                ("mesh.yaml", b"x: y", 0o644),
+            ];
+            Fixture::modern().bundle(
+                &files
+                    .iter()
+                    .map(|(n, d, m)| (*n, *d, *m))
+                    .collect::<Vec<_>>(),
+            )
         };
         let cases = [
-            ("live token", build(jwt(&serde_json::json!({"aud": ["istio-ca"], "exp": NOW + 3600})), &root), Pass),
-            ("expired", build(jwt(&serde_json::json!({"aud": "istio-ca", "exp": NOW - 1})), &root), Fail),
-            ("wrong audience", build(jwt(&serde_json::json!({"aud": ["https://kubernetes.default.svc"], "exp": NOW + 3600})), &root), Fail),
+            (
+                "live token",
+                build(
+                    jwt(&serde_json::json!({"aud": ["istio-ca"], "exp": NOW + 3600})),
+                    &root,
+                ),
+                Pass,
+            ),
+            (
+                "expired",
+                build(
+                    jwt(&serde_json::json!({"aud": "istio-ca", "exp": NOW - 1})),
+                    &root,
+                ),
+                Fail,
+            ),
+            (
+                "wrong audience",
+                build(
+                    jwt(
+                        &serde_json::json!({"aud": ["https://kubernetes.default.svc"], "exp": NOW + 3600}),
+                    ),
+                    &root,
+                ),
+                Fail,
+            ),
             ("not a jwt", build(b"opaque".to_vec(), &root), Fail),
-            ("root unreadable", build(jwt(&serde_json::json!({"aud": ["istio-ca"], "exp": NOW + 3600})), b"junk"), Fail),
+            (
+                "root unreadable",
+                build(
+                    jwt(&serde_json::json!({"aud": ["istio-ca"], "exp": NOW + 3600})),
+                    b"junk",
+                ),
+                Fail,
+            ),
         ];
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&BundleCerts), severity, case);

@@ -17,8 +17,19 @@ const ID: &str = "bundle.cluster-env";
 /// Keys each era's sidecar scripts need (the runbook's cluster.env; istioctl's golden for modern).
 fn required(era: Era) -> &'static [&'static str] {
     match era {
-        Era::Legacy => &["ISTIO_CP_AUTH", "ISTIO_SERVICE", "ISTIO_SERVICE_CIDR", "ISTIO_INBOUND_PORTS", "ISTIO_NAMESPACE"],
-        Era::Modern => &["ISTIO_NAMESPACE", "SERVICE_ACCOUNT", "ISTIO_SERVICE_CIDR", "ISTIO_INBOUND_PORTS"],
+        Era::Legacy => &[
+            "ISTIO_CP_AUTH",
+            "ISTIO_SERVICE",
+            "ISTIO_SERVICE_CIDR",
+            "ISTIO_INBOUND_PORTS",
+            "ISTIO_NAMESPACE",
+        ],
+        Era::Modern => &[
+            "ISTIO_NAMESPACE",
+            "SERVICE_ACCOUNT",
+            "ISTIO_SERVICE_CIDR",
+            "ISTIO_INBOUND_PORTS",
+        ],
     }
 }
 
@@ -65,25 +76,51 @@ impl Check for BundleClusterEnv {
             return vec![Finding::skip(ID, "no --bundle given")];
         };
         let Some(text) = bundle.text("cluster.env") else {
-            return vec![Finding::skip(ID, "the bundle has no cluster.env (see bundle.files)")];
+            return vec![Finding::skip(
+                ID,
+                "the bundle has no cluster.env (see bundle.files)",
+            )];
         };
         let Some(era) = bundle.era().or(ctx.era) else {
-            return vec![Finding::skip(ID, "cannot tell the bundle's era (see bundle.files)")];
+            return vec![Finding::skip(
+                ID,
+                "cannot tell the bundle's era (see bundle.files)",
+            )];
         };
         let object = format!("Bundle {}", bundle.path.display());
-        let fail = |msg: String, hint: &str| Finding::fail(ID, msg).object(object.clone()).hint(hint.to_string());
+        let fail = |msg: String, hint: &str| {
+            Finding::fail(ID, msg)
+                .object(object.clone())
+                .hint(hint.to_string())
+        };
         let regen = "re-create the bundle with `kubectl meshvm bundle`";
         let mut out = Vec::new();
         let entries = parse_env(&text);
         for (key, value, line) in &entries {
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                out.push(fail(format!("cluster.env line {line} is not KEY=value: {value:?}"), regen));
+                out.push(fail(
+                    format!("cluster.env line {line} is not KEY=value: {value:?}"),
+                    regen,
+                ));
             }
         }
-        let get = |k: &str| entries.iter().rev().find(|(key, ..)| key == k).map(|(_, v, _)| v.as_str());
-        let missing: Vec<&str> = required(era).iter().copied().filter(|k| get(k).is_none_or(str::is_empty)).collect();
+        let get = |k: &str| {
+            entries
+                .iter()
+                .rev()
+                .find(|(key, ..)| key == k)
+                .map(|(_, v, _)| v.as_str())
+        };
+        let missing: Vec<&str> = required(era)
+            .iter()
+            .copied()
+            .filter(|k| get(k).is_none_or(str::is_empty))
+            .collect();
         if !missing.is_empty() {
-            out.push(fail(format!("cluster.env lacks {}", missing.join(", ")), regen));
+            out.push(fail(
+                format!("cluster.env lacks {}", missing.join(", ")),
+                regen,
+            ));
         }
         let mut cidrs = Vec::new();
         let mut any_cidr = false;
@@ -94,14 +131,23 @@ impl Check for BundleClusterEnv {
                 } else if let Some(c) = Cidr::parse(part) {
                     cidrs.push(c);
                 } else {
-                    out.push(fail(format!("ISTIO_SERVICE_CIDR has {part:?}, which is not a CIDR"), regen));
+                    out.push(fail(
+                        format!("ISTIO_SERVICE_CIDR has {part:?}, which is not a CIDR"),
+                        regen,
+                    ));
                 }
             }
         }
         if let Some(v) = get("ISTIO_INBOUND_PORTS").filter(|v| !v.is_empty() && *v != "*")
-            && let Some(bad) = v.split(',').map(str::trim).find(|p| p.parse::<u16>().map_or(true, |n| n == 0))
+            && let Some(bad) = v
+                .split(',')
+                .map(str::trim)
+                .find(|p| p.parse::<u16>().map_or(true, |n| n == 0))
         {
-            out.push(fail(format!("ISTIO_INBOUND_PORTS has {bad:?}, which is not a port"), regen));
+            out.push(fail(
+                format!("ISTIO_INBOUND_PORTS has {bad:?}, which is not a port"),
+                regen,
+            ));
         }
         if let Some(v) = get("ISTIO_CP_AUTH")
             && v != "MUTUAL_TLS"
@@ -118,7 +164,8 @@ impl Check for BundleClusterEnv {
                 .iter()
                 .filter_map(|s| {
                     let ip: IpAddr = s.str_at(&["spec", "clusterIP"])?.parse().ok()?;
-                    (!cidrs.iter().any(|c| c.contains(ip))).then(|| format!("{ip} ({})", s.ns_name()))
+                    (!cidrs.iter().any(|c| c.contains(ip)))
+                        .then(|| format!("{ip} ({})", s.ns_name()))
                 })
                 .collect();
             if !outside.is_empty() {
@@ -132,7 +179,11 @@ impl Check for BundleClusterEnv {
                 ));
             }
         }
-        or_pass(ID, out, format!("cluster.env has the {era} keys, well-formed"))
+        or_pass(
+            ID,
+            out,
+            format!("cluster.env has the {era} keys, well-formed"),
+        )
     }
 }
 
@@ -146,7 +197,10 @@ mod tests {
     const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes, namespace: default}\nspec: {clusterIP: 172.16.0.1, ports: [{port: 443}]}\n";
 
     fn legacy(env: &str) -> Fixture {
-        Fixture::legacy().with(SVC).bundle(&[("cluster.env", env.as_bytes(), 0o644), ("key.pem", b"k", 0o600)])
+        Fixture::legacy().with(SVC).bundle(&[
+            ("cluster.env", env.as_bytes(), 0o644),
+            ("key.pem", b"k", 0o600),
+        ])
     }
 
     #[test]
@@ -176,9 +230,21 @@ mod tests {
         let c = Cidr::parse("10.96.0.0/12").unwrap();
         assert!(c.contains("10.100.1.1".parse().unwrap()));
         assert!(!c.contains("10.112.0.1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
-        assert!(Cidr::parse("fd00:10:96::/112").unwrap().contains("fd00:10:96::1".parse().unwrap()));
-        assert!(!Cidr::parse("fd00:10:96::/112").unwrap().contains("10.0.0.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("fd00:10:96::/112")
+                .unwrap()
+                .contains("fd00:10:96::1".parse().unwrap())
+        );
+        assert!(
+            !Cidr::parse("fd00:10:96::/112")
+                .unwrap()
+                .contains("10.0.0.1".parse().unwrap())
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_none());
     }
 }

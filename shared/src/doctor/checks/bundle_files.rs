@@ -6,9 +6,22 @@ use crate::istio::Era;
 use crate::snapshot::Snapshot;
 
 /// Files of a legacy (1.4) bundle: Citadel-issued identity, env, hosts and the gateway IP.
-pub const LEGACY_FILES: [&str; 6] = ["root-cert.pem", "cert-chain.pem", "key.pem", "cluster.env", "hosts", "gwip.txt"];
+pub const LEGACY_FILES: [&str; 6] = [
+    "root-cert.pem",
+    "cert-chain.pem",
+    "key.pem",
+    "cluster.env",
+    "hosts",
+    "gwip.txt",
+];
 /// Files of a modern bundle (`istioctl x workload entry configure`).
-pub const MODERN_FILES: [&str; 5] = ["cluster.env", "mesh.yaml", "root-cert.pem", "istio-token", "hosts"];
+pub const MODERN_FILES: [&str; 5] = [
+    "cluster.env",
+    "mesh.yaml",
+    "root-cert.pem",
+    "istio-token",
+    "hosts",
+];
 /// Files nobody but the VM's proxy may read.
 const PRIVATE_FILES: [&str; 2] = ["key.pem", "istio-token"];
 
@@ -44,16 +57,23 @@ impl Check for BundleFiles {
             && b != c
         {
             out.push(
-                Finding::fail(ID, format!("the bundle is for a {b} mesh but the cluster is {c}"))
-                    .object(object.clone())
-                    .hint("re-create the bundle against this cluster with `kubectl meshvm bundle`"),
+                Finding::fail(
+                    ID,
+                    format!("the bundle is for a {b} mesh but the cluster is {c}"),
+                )
+                .object(object.clone())
+                .hint("re-create the bundle against this cluster with `kubectl meshvm bundle`"),
             );
         }
         let needed: &[&str] = match era {
             Era::Legacy => &LEGACY_FILES,
             Era::Modern => &MODERN_FILES,
         };
-        let missing: Vec<&str> = needed.iter().copied().filter(|f| bundle.file(f).is_none()).collect();
+        let missing: Vec<&str> = needed
+            .iter()
+            .copied()
+            .filter(|f| bundle.file(f).is_none())
+            .collect();
         if !missing.is_empty() {
             out.push(
                 Finding::fail(ID, format!("{era} bundle lacks {}", missing.join(", ")))
@@ -64,13 +84,24 @@ impl Check for BundleFiles {
         let empty: Vec<&str> = needed
             .iter()
             .copied()
-            .filter(|f| bundle.file(f).is_some_and(|b| b.data.iter().all(u8::is_ascii_whitespace)))
+            .filter(|f| {
+                bundle
+                    .file(f)
+                    .is_some_and(|b| b.data.iter().all(u8::is_ascii_whitespace))
+            })
             .collect();
         if !empty.is_empty() {
             out.push(
-                Finding::fail(ID, format!("{} {} empty", empty.join(", "), if empty.len() == 1 { "is" } else { "are" }))
-                    .object(object.clone())
-                    .hint("re-create it with `kubectl meshvm bundle`"),
+                Finding::fail(
+                    ID,
+                    format!(
+                        "{} {} empty",
+                        empty.join(", "),
+                        if empty.len() == 1 { "is" } else { "are" }
+                    ),
+                )
+                .object(object.clone())
+                .hint("re-create it with `kubectl meshvm bundle`"),
             );
         }
         for name in PRIVATE_FILES {
@@ -78,9 +109,17 @@ impl Check for BundleFiles {
                 && file.mode & 0o077 != 0
             {
                 out.push(
-                    Finding::fail(ID, format!("{name} has mode {:04o}: readable by group or others", file.mode))
-                        .object(object.clone())
-                        .hint(format!("chmod 600 {name} (and keep it owned by istio-proxy on the VM)")),
+                    Finding::fail(
+                        ID,
+                        format!(
+                            "{name} has mode {:04o}: readable by group or others",
+                            file.mode
+                        ),
+                    )
+                    .object(object.clone())
+                    .hint(format!(
+                        "chmod 600 {name} (and keep it owned by istio-proxy on the VM)"
+                    )),
                 );
             }
         }
@@ -105,7 +144,8 @@ mod tests {
 
     #[test]
     fn table() {
-        let with = |f: &dyn Fn(&mut Vec<(&'static str, &'static [u8], u32)>)| {
+        type Files = Vec<(&'static str, &'static [u8], u32)>;
+        let with = |f: &dyn Fn(&mut Files)| {
             let mut files = LEGACY.to_vec();
             f(&mut files);
             Fixture::legacy().bundle(&files)
@@ -113,15 +153,35 @@ mod tests {
         let cases = [
             ("complete legacy bundle", with(&|_| {}), Pass),
             ("key readable by others", with(&|f| f[2].2 = 0o644), Fail),
-            ("hosts missing", with(&|f| { f.remove(4); }), Fail),
+            (
+                "hosts missing",
+                with(&|f| {
+                    f.remove(4);
+                }),
+                Fail,
+            ),
             ("empty chain", with(&|f| f[1].1 = b"\n"), Fail),
-            ("legacy bundle on a modern cluster", Fixture::modern().bundle(&LEGACY), Fail),
+            (
+                "legacy bundle on a modern cluster",
+                Fixture::modern().bundle(&LEGACY),
+                Fail,
+            ),
             (
                 "modern bundle",
-                Fixture::modern().bundle(&[("cluster.env", b"A=b", 0o644), ("mesh.yaml", b"x: y", 0o644), ("root-cert.pem", b"r", 0o644), ("istio-token", b"t", 0o600), ("hosts", b"h", 0o644)]),
+                Fixture::modern().bundle(&[
+                    ("cluster.env", b"A=b", 0o644),
+                    ("mesh.yaml", b"x: y", 0o644),
+                    ("root-cert.pem", b"r", 0o644),
+                    ("istio-token", b"t", 0o600),
+                    ("hosts", b"h", 0o644),
+                ]),
                 Pass,
             ),
-            ("unknown era", Fixture::empty().bundle(&[("cluster.env", b"A=b", 0o644)]), Fail),
+            (
+                "unknown era",
+                Fixture::empty().bundle(&[("cluster.env", b"A=b", 0o644)]),
+                Fail,
+            ),
             ("no bundle", Fixture::legacy(), Skip),
         ];
         for (case, fixture, severity) in cases {

@@ -49,14 +49,23 @@ impl Check for BundleHosts {
             return vec![Finding::skip(ID, "no --bundle given")];
         };
         let Some(text) = bundle.text("hosts") else {
-            return vec![Finding::skip(ID, "the bundle has no hosts file (see bundle.files)")];
+            return vec![Finding::skip(
+                ID,
+                "the bundle has no hosts file (see bundle.files)",
+            )];
         };
         let Some(era) = bundle.era().or(ctx.era) else {
-            return vec![Finding::skip(ID, "cannot tell the bundle's era (see bundle.files)")];
+            return vec![Finding::skip(
+                ID,
+                "cannot tell the bundle's era (see bundle.files)",
+            )];
         };
         let object = format!("Bundle {}", bundle.path.display());
         let hosts = parse_hosts(&text);
-        let cp: Vec<(&String, &String)> = hosts.iter().filter(|(n, _)| is_control_plane(era, n)).collect();
+        let cp: Vec<(&String, &String)> = hosts
+            .iter()
+            .filter(|(n, _)| is_control_plane(era, n))
+            .collect();
         let mut out = Vec::new();
         if cp.is_empty() {
             let names = match era {
@@ -92,13 +101,23 @@ impl Check for BundleHosts {
                 && !gateway_ips.contains(&gwip)
             {
                 out.push(
-                    Finding::fail(ID, format!("gwip.txt says {gwip} but the gateway's address is now {}", gateway_ips.join(", ")))
-                        .object(object.clone())
-                        .hint("re-create the bundle with `kubectl meshvm bundle`"),
+                    Finding::fail(
+                        ID,
+                        format!(
+                            "gwip.txt says {gwip} but the gateway's address is now {}",
+                            gateway_ips.join(", ")
+                        ),
+                    )
+                    .object(object.clone())
+                    .hint("re-create the bundle with `kubectl meshvm bundle`"),
                 );
             }
         }
-        let compared = if gateway_ips.is_empty() { " (no gateway address to compare)" } else { ", at the gateway's address" };
+        let compared = if gateway_ips.is_empty() {
+            " (no gateway address to compare)"
+        } else {
+            ", at the gateway's address"
+        };
         or_pass(ID, out, format!("hosts names the control plane{compared}"))
     }
 }
@@ -112,22 +131,52 @@ mod tests {
     const RUNBOOK: &[u8] = b"35.1.2.3 istio-citadel istio-citadel.istio-system\n35.1.2.3 istio-pilot istio-pilot.istio-system\n35.1.2.3 istio-telemetry istio-telemetry.istio-system\n";
 
     fn legacy(hosts: &[u8], gwip: &[u8]) -> Fixture {
-        Fixture::legacy().bundle(&[("hosts", hosts, 0o644), ("gwip.txt", gwip, 0o644), ("key.pem", b"k", 0o600)])
+        Fixture::legacy().bundle(&[
+            ("hosts", hosts, 0o644),
+            ("gwip.txt", gwip, 0o644),
+            ("key.pem", b"k", 0o600),
+        ])
     }
 
     #[test]
     fn table() {
         let cases = [
-            ("runbook hosts at the gateway IP", legacy(RUNBOOK, b"35.1.2.3\n"), Pass),
-            ("gateway moved", legacy(&RUNBOOK.to_vec().iter().map(|b| if *b == b'5' { b'6' } else { *b }).collect::<Vec<u8>>(), b"35.1.2.3"), Fail),
-            ("stale gwip.txt", legacy(RUNBOOK, b"1.1.1.1"), Fail),
-            ("no control-plane lines", legacy(b"10.0.0.1 db\n", b"35.1.2.3"), Fail),
             (
-                "modern istiod line",
-                Fixture::modern().bundle(&[("hosts", b"34.9.8.7 istiod.istio-system.svc\n", 0o644), ("istio-token", b"t", 0o600)]),
+                "runbook hosts at the gateway IP",
+                legacy(RUNBOOK, b"35.1.2.3\n"),
                 Pass,
             ),
-            ("bundle alone", Fixture::empty().bundle(&[("hosts", RUNBOOK, 0o644), ("key.pem", b"k", 0o600)]), Pass),
+            (
+                "gateway moved",
+                legacy(
+                    &RUNBOOK
+                        .to_vec()
+                        .iter()
+                        .map(|b| if *b == b'5' { b'6' } else { *b })
+                        .collect::<Vec<u8>>(),
+                    b"35.1.2.3",
+                ),
+                Fail,
+            ),
+            ("stale gwip.txt", legacy(RUNBOOK, b"1.1.1.1"), Fail),
+            (
+                "no control-plane lines",
+                legacy(b"10.0.0.1 db\n", b"35.1.2.3"),
+                Fail,
+            ),
+            (
+                "modern istiod line",
+                Fixture::modern().bundle(&[
+                    ("hosts", b"34.9.8.7 istiod.istio-system.svc\n", 0o644),
+                    ("istio-token", b"t", 0o600),
+                ]),
+                Pass,
+            ),
+            (
+                "bundle alone",
+                Fixture::empty().bundle(&[("hosts", RUNBOOK, 0o644), ("key.pem", b"k", 0o600)]),
+                Pass,
+            ),
             ("no bundle", Fixture::legacy(), Skip),
         ];
         for (case, fixture, severity) in cases {

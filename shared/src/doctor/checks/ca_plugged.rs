@@ -42,14 +42,27 @@ impl Check for CaPlugged {
             ];
         };
         let keys = secret.data_keys();
-        let missing: Vec<&str> = CACERTS_KEYS.iter().copied().filter(|k| !keys.contains(k)).collect();
+        let missing: Vec<&str> = CACERTS_KEYS
+            .iter()
+            .copied()
+            .filter(|k| !keys.contains(k))
+            .collect();
         if missing.is_empty() {
-            vec![Finding::pass(ID, format!("{CACERTS_SECRET} in {} has all four keys", ctx.istio_ns))]
+            vec![Finding::pass(
+                ID,
+                format!("{CACERTS_SECRET} in {} has all four keys", ctx.istio_ns),
+            )]
         } else {
             vec![
-                Finding::warn(ID, format!("lacks {}: Istio ignores an incomplete plugged-in CA", missing.join(", ")))
-                    .on(secret)
-                    .hint(hint),
+                Finding::warn(
+                    ID,
+                    format!(
+                        "lacks {}: Istio ignores an incomplete plugged-in CA",
+                        missing.join(", ")
+                    ),
+                )
+                .on(secret)
+                .hint(hint),
             ]
         }
     }
@@ -63,11 +76,25 @@ mod tests {
 
     #[test]
     fn table() {
-        let secret = |keys: &str| format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: cacerts, namespace: istio-system}}\nstringData: {{{keys}}}\n");
+        let secret = |keys: &str| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: cacerts, namespace: istio-system}}\nstringData: {{{keys}}}\n"
+            )
+        };
         let other = "apiVersion: v1\nkind: Secret\nmetadata: {name: istio.default, namespace: default}\ndata: {}\n";
         let cases = [
-            ("all four keys", Fixture::legacy().with(&secret("ca-cert.pem: a, ca-key.pem: b, root-cert.pem: c, cert-chain.pem: d")), Pass),
-            ("missing key", Fixture::legacy().with(&secret("ca-cert.pem: a, ca-key.pem: b, root-cert.pem: c")), Warn),
+            (
+                "all four keys",
+                Fixture::legacy().with(&secret(
+                    "ca-cert.pem: a, ca-key.pem: b, root-cert.pem: c, cert-chain.pem: d",
+                )),
+                Pass,
+            ),
+            (
+                "missing key",
+                Fixture::legacy().with(&secret("ca-cert.pem: a, ca-key.pem: b, root-cert.pem: c")),
+                Warn,
+            ),
             ("no cacerts", Fixture::legacy().with(other), Warn),
             ("manifests without secrets", Fixture::legacy(), Skip),
         ];

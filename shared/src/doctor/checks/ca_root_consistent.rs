@@ -23,12 +23,20 @@ fn root_sources<'a>(snap: &'a Snapshot, istio_ns: &str) -> Vec<(&'a Obj, Vec<u8>
     {
         out.push((s, root));
     }
-    for cm in snap.of(Kind::ConfigMap).iter().filter(|c| c.name() == ROOT_CERT_CONFIGMAP) {
+    for cm in snap
+        .of(Kind::ConfigMap)
+        .iter()
+        .filter(|c| c.name() == ROOT_CERT_CONFIGMAP)
+    {
         if let Some(root) = cm.data(pki::ROOT_CERT) {
             out.push((cm, root));
         }
     }
-    for s in snap.of(Kind::Secret).iter().filter(|s| s.name().starts_with("istio.")) {
+    for s in snap
+        .of(Kind::Secret)
+        .iter()
+        .filter(|s| s.name().starts_with("istio."))
+    {
         if let Some(root) = s.data(pki::ROOT_CERT) {
             out.push((s, root));
         }
@@ -57,14 +65,21 @@ impl Check for CaRootConsistent {
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
-        if snap.source == SourceKind::None || !(snap.knows(Kind::Secret) || snap.knows(Kind::ConfigMap)) {
-            return vec![Finding::skip(ID, "no Secrets or ConfigMaps in the source to read roots from")];
+        if snap.source == SourceKind::None
+            || !(snap.knows(Kind::Secret) || snap.knows(Kind::ConfigMap))
+        {
+            return vec![Finding::skip(
+                ID,
+                "no Secrets or ConfigMaps in the source to read roots from",
+            )];
         }
         let sources = root_sources(snap, &ctx.istio_ns);
         if sources.is_empty() {
             return vec![Finding::skip(
                 ID,
-                format!("no root certificates found ({CACERTS_SECRET}, {ROOT_CERT_CONFIGMAP}, istio.<sa> secrets)"),
+                format!(
+                    "no root certificates found ({CACERTS_SECRET}, {ROOT_CERT_CONFIGMAP}, istio.<sa> secrets)"
+                ),
             )];
         }
         let mut out = Vec::new();
@@ -88,8 +103,13 @@ impl Check for CaRootConsistent {
                         None => counts.push((1, fp, o)),
                     }
                 }
-                counts.sort_by(|a, b| b.0.cmp(&a.0));
-                counts.first().map(|(_, fp, o)| (format!("most sources (e.g. {})", o.reference()), (*fp).clone()))
+                counts.sort_by_key(|c| std::cmp::Reverse(c.0));
+                counts.first().map(|(_, fp, o)| {
+                    (
+                        format!("most sources (e.g. {})", o.reference()),
+                        (*fp).clone(),
+                    )
+                })
             });
         if let Some((ref_name, ref_fp)) = &reference {
             for (obj, fp) in &parsed {
@@ -115,7 +135,9 @@ impl Check for CaRootConsistent {
                     continue;
                 }
                 let other_ns = other.istio_namespace();
-                let Some((obj, pem)) = root_sources(other, other_ns).into_iter().next() else { continue };
+                let Some((obj, pem)) = root_sources(other, other_ns).into_iter().next() else {
+                    continue;
+                };
                 let Ok(fp) = fingerprints(&pem) else { continue };
                 if fp.is_disjoint(ref_fp) {
                     out.push(
@@ -147,7 +169,11 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn sample(name: &str) -> String {
-        std::fs::read_to_string(format!("{}/../../shared/conformance/certs/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read_to_string(format!(
+            "{}/../../shared/conformance/certs/samples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
     fn cacerts(root: &str) -> String {
         serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cacerts", "namespace": "istio-system"}, "stringData": {"root-cert.pem": root}}).to_string()
@@ -160,11 +186,38 @@ mod tests {
     fn table() {
         let (root, other) = (sample("root-cert.pem"), sample("ca-cert.pem"));
         let cases = [
-            ("cacerts and ConfigMaps agree", Fixture::modern().with(&cacerts(&root)).with(&cm("a", &root)), Pass),
-            ("a ConfigMap trusts another root", Fixture::modern().with(&cacerts(&root)).with(&cm("a", &other)), Fail),
-            ("no cacerts: the odd one out fails", Fixture::modern().with(&cm("a", &root)).with(&cm("b", &root)).with(&cm("c", &other)), Fail),
-            ("garbage root", Fixture::modern().with(&cm("a", "nope")), Fail),
-            ("no roots at all", Fixture::modern().with(&cm("a", &root).replace("istio-ca-root-cert", "unrelated")), Skip),
+            (
+                "cacerts and ConfigMaps agree",
+                Fixture::modern()
+                    .with(&cacerts(&root))
+                    .with(&cm("a", &root)),
+                Pass,
+            ),
+            (
+                "a ConfigMap trusts another root",
+                Fixture::modern()
+                    .with(&cacerts(&root))
+                    .with(&cm("a", &other)),
+                Fail,
+            ),
+            (
+                "no cacerts: the odd one out fails",
+                Fixture::modern()
+                    .with(&cm("a", &root))
+                    .with(&cm("b", &root))
+                    .with(&cm("c", &other)),
+                Fail,
+            ),
+            (
+                "garbage root",
+                Fixture::modern().with(&cm("a", "nope")),
+                Fail,
+            ),
+            (
+                "no roots at all",
+                Fixture::modern().with(&cm("a", &root).replace("istio-ca-root-cert", "unrelated")),
+                Skip,
+            ),
         ];
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&CaRootConsistent), severity, case);
@@ -183,10 +236,20 @@ mod tests {
         let ctx = CheckContext::new(&snap, &opts, vec![&b]);
         let out = CaRootConsistent.run(&snap, &ctx);
         expect(&out, Fail, "two clusters, two roots");
-        assert!(out[0].message.starts_with("context b: Secret istio-system/cacerts"), "{}", out[0].message);
+        assert!(
+            out[0]
+                .message
+                .starts_with("context b: Secret istio-system/cacerts"),
+            "{}",
+            out[0].message
+        );
         b = Fixture::modern().with(&cacerts(&root)).snapshot();
         b.context = Some("b".into());
         let ctx = CheckContext::new(&snap, &opts, vec![&b]);
-        expect(&CaRootConsistent.run(&snap, &ctx), Pass, "two clusters, one root");
+        expect(
+            &CaRootConsistent.run(&snap, &ctx),
+            Pass,
+            "two clusters, one root",
+        );
     }
 }

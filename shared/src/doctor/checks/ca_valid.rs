@@ -29,7 +29,10 @@ impl Check for CaValid {
             return skip;
         }
         let Some(secret) = snap.get(Kind::Secret, &ctx.istio_ns, CACERTS_SECRET) else {
-            return vec![Finding::skip(ID, format!("no {CACERTS_SECRET} secret in {} to validate", ctx.istio_ns))];
+            return vec![Finding::skip(
+                ID,
+                format!("no {CACERTS_SECRET} secret in {} to validate", ctx.istio_ns),
+            )];
         };
         let data: BTreeMap<String, Vec<u8>> = CACERTS_KEYS
             .iter()
@@ -53,7 +56,11 @@ impl Check for CaValid {
                 finding.on(secret).hint("replace the CA files (all clusters must keep one shared root), then restart the CA")
             })
             .collect();
-        or_pass(ID, out, format!("{CACERTS_SECRET} chains to its root, key matches, valid"))
+        or_pass(
+            ID,
+            out,
+            format!("{CACERTS_SECRET} chains to its root, key matches, valid"),
+        )
     }
 }
 
@@ -64,7 +71,10 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn sample(name: &str) -> String {
-        let path = format!("{}/../../shared/conformance/certs/samples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../shared/conformance/certs/samples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(path).unwrap()
     }
 
@@ -94,10 +104,19 @@ mod tests {
     #[test]
     fn expiring_soon_warns() {
         // The samples' root expires in 2117 and the CA in 2117: judge from 2117 minus a week.
-        let snap = Fixture::legacy().with(&cacerts(&sample("ca-cert.pem"), &sample("root-cert.pem"))).snapshot();
+        let snap = Fixture::legacy()
+            .with(&cacerts(&sample("ca-cert.pem"), &sample("root-cert.pem")))
+            .snapshot();
         let x = pki::root_identity(sample("ca-cert.pem").as_bytes()).unwrap();
-        let expiry = x.not_after.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let opts = crate::doctor::CheckOptions { now: Some(expiry - 7 * 24 * 3600), ..Default::default() };
+        let expiry = x
+            .not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let opts = crate::doctor::CheckOptions {
+            now: Some(expiry - 7 * 24 * 3600),
+            ..Default::default()
+        };
         let ctx = CheckContext::new(&snap, &opts, vec![]);
         expect(&CaValid.run(&snap, &ctx), Warn, "a week before expiry");
     }

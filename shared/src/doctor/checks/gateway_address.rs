@@ -21,7 +21,10 @@ impl Check for GatewayAddress {
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
         let Some(era) = ctx.era else {
-            return vec![Finding::skip(ID, "era unknown: cannot tell which gateway VMs use")];
+            return vec![Finding::skip(
+                ID,
+                "era unknown: cannot tell which gateway VMs use",
+            )];
         };
         if let Some(skip) = need(ID, snap, &[Kind::Service]) {
             return skip;
@@ -35,7 +38,10 @@ impl Check for GatewayAddress {
         };
         let (ips, hosts) = gateway_addresses(svc);
         if !ips.is_empty() {
-            return vec![Finding::pass(ID, format!("{} has address {}", svc.reference(), ips.join(", ")))];
+            return vec![Finding::pass(
+                ID,
+                format!("{} has address {}", svc.reference(), ips.join(", ")),
+            )];
         }
         if !hosts.is_empty() {
             return vec![
@@ -45,7 +51,13 @@ impl Check for GatewayAddress {
             ];
         }
         if snap.source == SourceKind::Files && svc.at(&["status"]).is_none() {
-            return vec![Finding::skip(ID, format!("{} carries no status in the manifests: only the live cluster knows its address", svc.reference()))];
+            return vec![Finding::skip(
+                ID,
+                format!(
+                    "{} carries no status in the manifests: only the live cluster knows its address",
+                    svc.reference()
+                ),
+            )];
         }
         let kind = svc.str_at(&["spec", "type"]).unwrap_or("ClusterIP");
         let why = if kind == "LoadBalancer" {
@@ -54,9 +66,12 @@ impl Check for GatewayAddress {
             format!("type {kind} has no external address")
         };
         vec![
-            Finding::fail(ID, format!("{why}: VMs outside the cluster cannot reach it"))
-                .on(svc)
-                .hint("wait for the load balancer, or set spec.externalIPs / use type LoadBalancer"),
+            Finding::fail(
+                ID,
+                format!("{why}: VMs outside the cluster cannot reach it"),
+            )
+            .on(svc)
+            .hint("wait for the load balancer, or set spec.externalIPs / use type LoadBalancer"),
         ]
     }
 }
@@ -69,7 +84,10 @@ mod tests {
 
     #[test]
     fn table() {
-        let modern_with = |status: &str| Fixture::modern().snapshot_yaml_replace("loadBalancer: {ingress: [{ip: 34.9.8.7}]}", status);
+        let modern_with = |status: &str| {
+            Fixture::modern()
+                .snapshot_yaml_replace("loadBalancer: {ingress: [{ip: 34.9.8.7}]}", status)
+        };
         let cases = [
             ("legacy with ip", Fixture::legacy(), Pass),
             ("modern with ip", Fixture::modern(), Pass),

@@ -26,17 +26,34 @@ fn binds(gateway: &Obj, svc: &Obj) -> bool {
 /// Whether a VirtualService bound to `gateway` routes TCP/TLS (or HTTP) traffic on `port`.
 fn routed(snap: &Snapshot, gateway: &Obj, port: u32) -> bool {
     snap.of(Kind::VirtualService).iter().any(|vs| {
-        let bound = vs.at(&["spec", "gateways"]).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).any(|g| {
-            g == format!("{}/{}", gateway.namespace(), gateway.name()) || (g == gateway.name() && vs.namespace() == gateway.namespace())
-        });
+        let bound = vs
+            .at(&["spec", "gateways"])
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|g| {
+                g == format!("{}/{}", gateway.namespace(), gateway.name())
+                    || (g == gateway.name() && vs.namespace() == gateway.namespace())
+            });
         bound
             && ["tcp", "tls", "http"].iter().any(|kind| {
-                vs.spec().get(*kind).and_then(Value::as_array).into_iter().flatten().any(|route| {
-                    let matches = route.get("match").and_then(Value::as_array);
-                    matches.is_none_or(|ms| {
-                        ms.is_empty() || ms.iter().any(|m| m.get("port").and_then(Value::as_u64).is_none_or(|p| p == u64::from(port)))
+                vs.spec()
+                    .get(*kind)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|route| {
+                        let matches = route.get("match").and_then(Value::as_array);
+                        matches.is_none_or(|ms| {
+                            ms.is_empty()
+                                || ms.iter().any(|m| {
+                                    m.get("port")
+                                        .and_then(Value::as_u64)
+                                        .is_none_or(|p| p == u64::from(port))
+                                })
+                        })
                     })
-                })
             })
     })
 }
@@ -52,13 +69,22 @@ impl Check for GatewayPorts {
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
         let Some(era) = ctx.era else {
-            return vec![Finding::skip(ID, "era unknown: cannot tell which ports VMs need")];
+            return vec![Finding::skip(
+                ID,
+                "era unknown: cannot tell which ports VMs need",
+            )];
         };
         if let Some(skip) = need(ID, snap, &[Kind::Service]) {
             return skip;
         }
         let Some(svc) = gateway_service(snap, era, &ctx.istio_ns) else {
-            return vec![Finding::skip(ID, format!("no gateway Service {} (see gateway.address)", era.default_gateway_service()))];
+            return vec![Finding::skip(
+                ID,
+                format!(
+                    "no gateway Service {} (see gateway.address)",
+                    era.default_gateway_service()
+                ),
+            )];
         };
         let mut ports: Vec<(u32, &str)> = match era {
             Era::Legacy => vec![(15011, "Pilot xDS"), (8060, "Citadel CSR")],
@@ -74,10 +100,15 @@ impl Check for GatewayPorts {
             if !on_service.contains(port) {
                 missing.push(format!("a port on Service {}", svc.ns_name()));
             }
-            let servers: Vec<_> = gateway_servers(snap, *port).into_iter().filter(|(g, _)| binds(g, svc)).collect();
+            let servers: Vec<_> = gateway_servers(snap, *port)
+                .into_iter()
+                .filter(|(g, _)| binds(g, svc))
+                .collect();
             if servers.is_empty() {
                 missing.push("a Gateway server".to_string());
-            } else if *port != u32::from(MULTI_NETWORK_PORT) && !servers.iter().any(|(g, _)| routed(snap, g, *port)) {
+            } else if *port != u32::from(MULTI_NETWORK_PORT)
+                && !servers.iter().any(|(g, _)| routed(snap, g, *port))
+            {
                 missing.push("a VirtualService route".to_string());
             }
             if !missing.is_empty() {
@@ -92,7 +123,15 @@ impl Check for GatewayPorts {
             }
         }
         let list: Vec<String> = ports.iter().map(|(p, _)| p.to_string()).collect();
-        or_pass(ID, out, format!("ports {} exposed end to end on {}", list.join(", "), svc.reference()))
+        or_pass(
+            ID,
+            out,
+            format!(
+                "ports {} exposed end to end on {}",
+                list.join(", "),
+                svc.reference()
+            ),
+        )
     }
 }
 
@@ -107,9 +146,24 @@ mod tests {
         let cases = [
             ("legacy mesh expansion", Fixture::legacy(), Pass),
             ("modern east-west gateway", Fixture::modern(), Pass),
-            ("legacy without the citadel route", Fixture::legacy().snapshot_yaml_replace("{name: meshexpansion-vs-citadel, namespace: istio-system}", "{name: meshexpansion-vs-citadel, namespace: elsewhere}"), Fail),
-            ("modern without the webhook Service port", Fixture::modern().snapshot_yaml_replace(", {name: tls-webhook, port: 15017}", ""), Fail),
-            ("modern, 15443 server missing", Fixture::modern().snapshot_yaml_replace("number: 15443", "number: 15444"), Fail),
+            (
+                "legacy without the citadel route",
+                Fixture::legacy().snapshot_yaml_replace(
+                    "{name: meshexpansion-vs-citadel, namespace: istio-system}",
+                    "{name: meshexpansion-vs-citadel, namespace: elsewhere}",
+                ),
+                Fail,
+            ),
+            (
+                "modern without the webhook Service port",
+                Fixture::modern().snapshot_yaml_replace(", {name: tls-webhook, port: 15017}", ""),
+                Fail,
+            ),
+            (
+                "modern, 15443 server missing",
+                Fixture::modern().snapshot_yaml_replace("number: 15443", "number: 15444"),
+                Fail,
+            ),
             ("unknown era", Fixture::empty(), Skip),
         ];
         for (case, fixture, severity) in cases {

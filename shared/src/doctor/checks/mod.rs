@@ -84,7 +84,10 @@ fn or_pass(id: &'static str, findings: Vec<Finding>, message: impl Into<String>)
 fn need(id: &'static str, snap: &Snapshot, kinds: &[Kind]) -> Option<Vec<Finding>> {
     for kind in kinds {
         if let Some(why) = snap.refused.get(kind) {
-            return Some(vec![Finding::skip(id, format!("cannot list {kind}s: {why}"))]);
+            return Some(vec![Finding::skip(
+                id,
+                format!("cannot list {kind}s: {why}"),
+            )]);
         }
         if !snap.knows(*kind) {
             let what = match snap.source {
@@ -100,23 +103,37 @@ fn need(id: &'static str, snap: &Snapshot, kinds: &[Kind]) -> Option<Vec<Finding
 
 /// `a, b, c (+2 more)`.
 fn list<S: AsRef<str>>(items: &[S], max: usize) -> String {
-    let shown = items.iter().take(max).map(AsRef::as_ref).collect::<Vec<_>>().join(", ");
+    let shown = items
+        .iter()
+        .take(max)
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ");
     let more = items.len().saturating_sub(max);
-    if more > 0 { format!("{shown} (+{more} more)") } else { shown }
+    if more > 0 {
+        format!("{shown} (+{more} more)")
+    } else {
+        shown
+    }
 }
 
 /// The gateway Service a VM reaches the control plane through: the era's default name in the
 /// Istio namespace, else any Service labelled `istio=eastwestgateway`/`ingressgateway` there.
-fn gateway_service<'a>(snap: &'a Snapshot, era: crate::istio::Era, istio_ns: &str) -> Option<&'a Obj> {
-    snap.get(Kind::Service, istio_ns, era.default_gateway_service()).or_else(|| {
-        let wanted = match era {
-            crate::istio::Era::Modern => "eastwestgateway",
-            crate::istio::Era::Legacy => "ingressgateway",
-        };
-        snap.of(Kind::Service)
-            .iter()
-            .find(|s| s.namespace() == istio_ns && s.label("istio") == Some(wanted))
-    })
+fn gateway_service<'a>(
+    snap: &'a Snapshot,
+    era: crate::istio::Era,
+    istio_ns: &str,
+) -> Option<&'a Obj> {
+    snap.get(Kind::Service, istio_ns, era.default_gateway_service())
+        .or_else(|| {
+            let wanted = match era {
+                crate::istio::Era::Modern => "eastwestgateway",
+                crate::istio::Era::Legacy => "ingressgateway",
+            };
+            snap.of(Kind::Service)
+                .iter()
+                .find(|s| s.namespace() == istio_ns && s.label("istio") == Some(wanted))
+        })
 }
 
 /// A gateway Service's current addresses: `(IPs, hostnames)` from its load balancer status and
@@ -150,13 +167,19 @@ fn gateway_addresses(svc: &Obj) -> (Vec<String>, Vec<String>) {
 
 /// The mesh's `meshNetworks` (from the `istio` ConfigMap's `meshNetworks` key or the mesh
 /// config), as `network → gateways`.
-fn mesh_networks(snap: &Snapshot, istio_ns: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+fn mesh_networks(
+    snap: &Snapshot,
+    istio_ns: &str,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
     let from_cm = snap
         .get(Kind::ConfigMap, istio_ns, "istio")
         .and_then(|cm| cm.data("meshNetworks"))
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| serde_saphyr::from_str::<serde_json::Value>(&t).ok());
-    let value = from_cm.or_else(|| snap.mesh_config().and_then(|m| m.get("meshNetworks").cloned()))?;
+    let value = from_cm.or_else(|| {
+        snap.mesh_config()
+            .and_then(|m| m.get("meshNetworks").cloned())
+    })?;
     let networks = value.get("networks")?.as_object()?.clone();
     (!networks.is_empty()).then_some(networks)
 }
@@ -165,12 +188,19 @@ fn mesh_networks(snap: &Snapshot, istio_ns: &str) -> Option<serde_json::Map<Stri
 /// AUTO_PASSTHROUGH gateway server.
 fn multi_network(snap: &Snapshot, ctx: &crate::doctor::CheckContext) -> bool {
     let label = crate::istio::NETWORK_LABEL;
-    snap.get(Kind::Namespace, "", &ctx.istio_ns).is_some_and(|n| n.label(label).is_some())
-        || snap.of(Kind::Service).iter().any(|s| s.namespace() == ctx.istio_ns && s.label(label).is_some())
+    snap.get(Kind::Namespace, "", &ctx.istio_ns)
+        .is_some_and(|n| n.label(label).is_some())
+        || snap
+            .of(Kind::Service)
+            .iter()
+            .any(|s| s.namespace() == ctx.istio_ns && s.label(label).is_some())
         || mesh_networks(snap, &ctx.istio_ns).is_some()
         || crate::doctor::fix::gateway_servers(snap, u32::from(crate::istio::MULTI_NETWORK_PORT))
             .iter()
-            .any(|(_, s)| s.pointer("/tls/mode").and_then(serde_json::Value::as_str) == Some("AUTO_PASSTHROUGH"))
+            .any(|(_, s)| {
+                s.pointer("/tls/mode").and_then(serde_json::Value::as_str)
+                    == Some("AUTO_PASSTHROUGH")
+            })
 }
 
 /// `now` as a `SystemTime`.

@@ -38,7 +38,10 @@ impl Check for MtlsControlPlanePlaintext {
             Some(Era::Legacy) => {}
         }
         if !fix::mesh_expansion(snap) {
-            return vec![Finding::pass(ID, "no mesh-expansion ports (8060, 15011) on a gateway")];
+            return vec![Finding::pass(
+                ID,
+                "no mesh-expansion ports (8060, 15011) on a gateway",
+            )];
         }
         let plan = fix::plan(snap, ctx);
         let mut out = Vec::new();
@@ -46,16 +49,26 @@ impl Check for MtlsControlPlanePlaintext {
             let now = match (&gap.decided_by, gap.current) {
                 (Some(by), Some(mode)) => format!("{by} sends it {}", mode.as_str()),
                 (Some(by), None) => format!("{by} sets {}", tls_text(None)),
-                (None, _) => "the mesh-wide ISTIO_MUTUAL rule STRICT needs (auto mTLS is off) will cover it".to_string(),
+                (None, _) => {
+                    "the mesh-wide ISTIO_MUTUAL rule STRICT needs (auto mTLS is off) will cover it"
+                        .to_string()
+                }
             };
-            let rule: Vec<_> = plan.iter().filter(|o| o.name() == gap.rule_name).cloned().collect();
+            let rule: Vec<_> = plan
+                .iter()
+                .filter(|o| o.name() == gap.rule_name)
+                .cloned()
+                .collect();
             let hint = if rule.is_empty() {
                 format!(
                     "set tls.mode: DISABLE for port {} in the portLevelSettings of the rule for {}.{}",
                     gap.port, gap.service, ctx.istio_ns
                 )
             } else {
-                format!("`kubectl meshvm doctor --fix` applies it; or apply:\n{}", fix::render_yaml(&rule))
+                format!(
+                    "`kubectl meshvm doctor --fix` applies it; or apply:\n{}",
+                    fix::render_yaml(&rule)
+                )
             };
             let mut f = Finding::fail(
                 ID,
@@ -73,7 +86,11 @@ impl Check for MtlsControlPlanePlaintext {
             };
             out.push(f);
         }
-        or_pass(ID, out, "control-plane ports reach Citadel/Pilot in plaintext through the gateway")
+        or_pass(
+            ID,
+            out,
+            "control-plane ports reach Citadel/Pilot in plaintext through the gateway",
+        )
     }
 }
 
@@ -108,12 +125,27 @@ mod tests {
 
     #[test]
     fn names_the_service_and_offers_the_runbook_rule() {
-        let out = Fixture::legacy().with_default_dr().run(&MtlsControlPlanePlaintext);
+        let out = Fixture::legacy()
+            .with_default_dr()
+            .run(&MtlsControlPlanePlaintext);
         assert_eq!(
             flagged(&out),
-            [(Fail, "Service istio-system/istio-citadel".into()), (Fail, "Service istio-system/istio-pilot".into())]
+            [
+                (Fail, "Service istio-system/istio-citadel".into()),
+                (Fail, "Service istio-system/istio-pilot".into())
+            ]
         );
-        assert!(out[0].message.contains("DestinationRule istio-system/default sends it ISTIO_MUTUAL"), "{}", out[0].message);
-        assert!(out[0].hint.contains("meshexpansion-dr-citadel"), "{}", out[0].hint);
+        assert!(
+            out[0]
+                .message
+                .contains("DestinationRule istio-system/default sends it ISTIO_MUTUAL"),
+            "{}",
+            out[0].message
+        );
+        assert!(
+            out[0].hint.contains("meshexpansion-dr-citadel"),
+            "{}",
+            out[0].hint
+        );
     }
 }

@@ -3,7 +3,7 @@
 use super::{list, or_pass};
 use crate::doctor::mesh::{TlsMode, is_mesh_wide};
 use crate::doctor::{Check, CheckContext, Finding, fix};
-use crate::snapshot::{SourceKind, Snapshot};
+use crate::snapshot::{Snapshot, SourceKind};
 
 /// Fails when auto mTLS is off and no `*.local` (or `*.svc.cluster.local`) ISTIO_MUTUAL rule
 /// lives in the root namespace; warns when that rule reaches Services without sidecars.
@@ -22,7 +22,10 @@ impl Check for MtlsDefaultDr {
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
         if snap.source == SourceKind::None {
-            return vec![Finding::skip(ID, "no cluster or manifests to read DestinationRules from")];
+            return vec![Finding::skip(
+                ID,
+                "no cluster or manifests to read DestinationRules from",
+            )];
         }
         let mesh = &ctx.mesh;
         let wide: Vec<(usize, &_)> = mesh
@@ -31,7 +34,8 @@ impl Check for MtlsDefaultDr {
             .enumerate()
             .filter(|(_, r)| is_mesh_wide(&r.host) && !r.selective)
             .collect();
-        let in_root = |r: &&crate::doctor::mesh::Rule| r.ns == ctx.root_ns && r.export.visible_to(None);
+        let in_root =
+            |r: &&crate::doctor::mesh::Rule| r.ns == ctx.root_ns && r.export.visible_to(None);
         let mutual: Vec<usize> = wide
             .iter()
             .filter(|(_, r)| in_root(r) && r.top_tls() == Some(TlsMode::IstioMutual))
@@ -42,7 +46,13 @@ impl Check for MtlsDefaultDr {
             let plan = fix::plan(snap, ctx);
             let hint = format!(
                 "`kubectl meshvm doctor --fix` applies it; or apply:\n{}",
-                fix::render_yaml(&plan.iter().filter(|o| o.name() == fix::DEFAULT_DR_NAME).cloned().collect::<Vec<_>>())
+                fix::render_yaml(
+                    &plan
+                        .iter()
+                        .filter(|o| o.name() == fix::DEFAULT_DR_NAME)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                )
             );
             let why = format!("auto mTLS is off ({})", ctx.auto_mtls_source);
             if let Some((_, r)) = wide.iter().find(|(_, r)| in_root(r)) {
@@ -164,8 +174,18 @@ mod tests {
     #[test]
     fn failure_hint_carries_the_runbook_rule() {
         let out = Fixture::legacy().run(&MtlsDefaultDr);
-        assert!(out[0].message.contains("auto mTLS is off (the legacy era's default)"), "{}", out[0].message);
-        assert!(out[0].hint.contains("host: '*.local'") || out[0].hint.contains("host: \"*.local\""), "{}", out[0].hint);
+        assert!(
+            out[0]
+                .message
+                .contains("auto mTLS is off (the legacy era's default)"),
+            "{}",
+            out[0].message
+        );
+        assert!(
+            out[0].hint.contains("host: '*.local'") || out[0].hint.contains("host: \"*.local\""),
+            "{}",
+            out[0].hint
+        );
     }
 
     #[test]
@@ -174,7 +194,10 @@ mod tests {
             .with_default_dr()
             .with("apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: legacy-db}\nspec: {selector: {app: db}, ports: [{port: 5432}]}\n")
             .run(&MtlsDefaultDr);
-        assert_eq!(flagged(&out), [(Warn, "DestinationRule istio-system/default".to_string())]);
+        assert_eq!(
+            flagged(&out),
+            [(Warn, "DestinationRule istio-system/default".to_string())]
+        );
         assert!(out[0].message.contains("db.legacy-db.svc.cluster.local"));
         // A DISABLE rule for it takes the Service out of the mesh-wide rule's reach.
         let out = Fixture::legacy()

@@ -37,8 +37,13 @@ impl Check for MtlsDrConflict {
             subsets.extend(rule.subsets().into_iter().map(Some));
             let mut hits = Vec::new();
             for dest in mesh.dests_matching(&rule.host) {
-                let (Some(_), false) = (dest.in_mesh, dest.exempt) else { continue };
-                if mesh.winning_client(i, &dest.host, Some(dest.ns())).is_none() {
+                let (Some(_), false) = (dest.in_mesh, dest.exempt) else {
+                    continue;
+                };
+                if mesh
+                    .winning_client(i, &dest.host, Some(dest.ns()))
+                    .is_none()
+                {
                     continue;
                 }
                 for port in dest.tcp_ports() {
@@ -47,7 +52,12 @@ impl Check for MtlsDrConflict {
                             && mode != TlsMode::IstioMutual
                         {
                             let at = subset.map(|s| format!(" (subset {s})")).unwrap_or_default();
-                            hits.push(format!("{}:{}{at} {}", dest.host, port.number, mode.as_str()));
+                            hits.push(format!(
+                                "{}:{}{at} {}",
+                                dest.host,
+                                port.number,
+                                mode.as_str()
+                            ));
                         }
                     }
                 }
@@ -57,7 +67,12 @@ impl Check for MtlsDrConflict {
             }
             let patch = bad
                 .iter()
-                .map(|s| format!("{{\"op\":\"replace\",\"path\":\"{}/mode\",\"value\":\"ISTIO_MUTUAL\"}}", s.pointer))
+                .map(|s| {
+                    format!(
+                        "{{\"op\":\"replace\",\"path\":\"{}/mode\",\"value\":\"ISTIO_MUTUAL\"}}",
+                        s.pointer
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(",");
             out.push(
@@ -76,7 +91,11 @@ impl Check for MtlsDrConflict {
                 )),
             );
         }
-        or_pass(ID, out, "no DestinationRule sends plaintext or non-Istio TLS to an in-mesh destination")
+        or_pass(
+            ID,
+            out,
+            "no DestinationRule sends plaintext or non-Istio TLS to an in-mesh destination",
+        )
     }
 }
 
@@ -87,37 +106,107 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn dr(ns: &str, body: &str) -> String {
-        format!("apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: r, namespace: {ns}}}\nspec:\n{body}\n")
+        format!(
+            "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: r, namespace: {ns}}}\nspec:\n{body}\n"
+        )
     }
 
     #[test]
     fn table() {
         let cases = [
-            ("host-level DISABLE to injected namespace", dr("bookinfo", "  host: reviews\n  trafficPolicy: {tls: {mode: DISABLE}}"), Fail),
-            ("SIMPLE from the root namespace", dr("istio-system", "  host: reviews.bookinfo.svc.cluster.local\n  trafficPolicy: {tls: {mode: SIMPLE}}"), Fail),
-            ("port-level MUTUAL", dr("bookinfo", "  host: reviews\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, tls: {mode: MUTUAL}}]"), Fail),
-            ("port-level on another port", dr("bookinfo", "  host: reviews\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 1}, tls: {mode: DISABLE}}]"), Pass),
-            ("subset DISABLE", dr("bookinfo", "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n  subsets: [{name: v1, trafficPolicy: {tls: {mode: DISABLE}}}]"), Fail),
-            ("ISTIO_MUTUAL everywhere", dr("bookinfo", "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"), Pass),
-            ("DISABLE to a Service outside the mesh", dr("bookinfo", "  host: kubernetes.default.svc.cluster.local\n  trafficPolicy: {tls: {mode: DISABLE}}"), Pass),
-            ("DISABLE to the control plane is exempt", dr("istio-system", "  host: istio-citadel.istio-system.svc.cluster.local\n  trafficPolicy: {tls: {mode: DISABLE}}"), Pass),
+            (
+                "host-level DISABLE to injected namespace",
+                dr(
+                    "bookinfo",
+                    "  host: reviews\n  trafficPolicy: {tls: {mode: DISABLE}}",
+                ),
+                Fail,
+            ),
+            (
+                "SIMPLE from the root namespace",
+                dr(
+                    "istio-system",
+                    "  host: reviews.bookinfo.svc.cluster.local\n  trafficPolicy: {tls: {mode: SIMPLE}}",
+                ),
+                Fail,
+            ),
+            (
+                "port-level MUTUAL",
+                dr(
+                    "bookinfo",
+                    "  host: reviews\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, tls: {mode: MUTUAL}}]",
+                ),
+                Fail,
+            ),
+            (
+                "port-level on another port",
+                dr(
+                    "bookinfo",
+                    "  host: reviews\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 1}, tls: {mode: DISABLE}}]",
+                ),
+                Pass,
+            ),
+            (
+                "subset DISABLE",
+                dr(
+                    "bookinfo",
+                    "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n  subsets: [{name: v1, trafficPolicy: {tls: {mode: DISABLE}}}]",
+                ),
+                Fail,
+            ),
+            (
+                "ISTIO_MUTUAL everywhere",
+                dr(
+                    "bookinfo",
+                    "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}",
+                ),
+                Pass,
+            ),
+            (
+                "DISABLE to a Service outside the mesh",
+                dr(
+                    "bookinfo",
+                    "  host: kubernetes.default.svc.cluster.local\n  trafficPolicy: {tls: {mode: DISABLE}}",
+                ),
+                Pass,
+            ),
+            (
+                "DISABLE to the control plane is exempt",
+                dr(
+                    "istio-system",
+                    "  host: istio-citadel.istio-system.svc.cluster.local\n  trafficPolicy: {tls: {mode: DISABLE}}",
+                ),
+                Pass,
+            ),
             (
                 "private rule in a namespace without mesh clients never applies",
-                dr("other", "  host: reviews.bookinfo.svc.cluster.local\n  exportTo: ['.']\n  trafficPolicy: {tls: {mode: DISABLE}}"),
+                dr(
+                    "other",
+                    "  host: reviews.bookinfo.svc.cluster.local\n  exportTo: ['.']\n  trafficPolicy: {tls: {mode: DISABLE}}",
+                ),
                 Pass,
             ),
             (
                 "private rule in a namespace with mesh clients applies to them",
-                dr("other", "  host: reviews.bookinfo.svc.cluster.local\n  exportTo: ['.']\n  trafficPolicy: {tls: {mode: DISABLE}}")
-                    + "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: other, labels: {istio-injection: enabled}}\n",
+                dr(
+                    "other",
+                    "  host: reviews.bookinfo.svc.cluster.local\n  exportTo: ['.']\n  trafficPolicy: {tls: {mode: DISABLE}}",
+                ) + "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: other, labels: {istio-injection: enabled}}\n",
                 Fail,
             ),
             (
                 "wildcard DISABLE shadowed by a more specific mutual rule",
                 format!(
                     "{}---\n{}",
-                    dr("istio-system", "  host: '*.local'\n  trafficPolicy: {tls: {mode: DISABLE}}"),
-                    dr("bookinfo", "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}").replace("name: r,", "name: m,")
+                    dr(
+                        "istio-system",
+                        "  host: '*.local'\n  trafficPolicy: {tls: {mode: DISABLE}}"
+                    ),
+                    dr(
+                        "bookinfo",
+                        "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"
+                    )
+                    .replace("name: r,", "name: m,")
                 ),
                 Pass,
             ),
@@ -130,9 +219,24 @@ mod tests {
 
     #[test]
     fn hint_is_a_json_patch() {
-        let f = Fixture::legacy().with(&dr("bookinfo", "  host: reviews\n  trafficPolicy: {tls: {mode: DISABLE}}"));
+        let f = Fixture::legacy().with(&dr(
+            "bookinfo",
+            "  host: reviews\n  trafficPolicy: {tls: {mode: DISABLE}}",
+        ));
         let out = f.run(&MtlsDrConflict);
-        assert!(out[0].message.contains("reviews.bookinfo.svc.cluster.local:9080 DISABLE"), "{}", out[0].message);
-        assert!(out[0].hint.contains("\"path\":\"/spec/trafficPolicy/tls/mode\""), "{}", out[0].hint);
+        assert!(
+            out[0]
+                .message
+                .contains("reviews.bookinfo.svc.cluster.local:9080 DISABLE"),
+            "{}",
+            out[0].message
+        );
+        assert!(
+            out[0]
+                .hint
+                .contains("\"path\":\"/spec/trafficPolicy/tls/mode\""),
+            "{}",
+            out[0].hint
+        );
     }
 }

@@ -26,7 +26,10 @@ impl Check for MtlsDrMissingTls {
         if ctx.auto_mtls {
             return vec![Finding::pass(
                 ID,
-                format!("auto mTLS is on ({}): rules without tls get ISTIO_MUTUAL to sidecars", ctx.auto_mtls_source),
+                format!(
+                    "auto mTLS is on ({}): rules without tls get ISTIO_MUTUAL to sidecars",
+                    ctx.auto_mtls_source
+                ),
             )];
         }
         let mesh = &ctx.mesh;
@@ -38,11 +41,23 @@ impl Check for MtlsDrMissingTls {
             let dest = mesh.dest(&rule.host);
             let (severity, svc_ns, ports): (Severity, Option<&str>, Vec<Option<u32>>) = match dest {
                 Some(d) if d.exempt || d.in_mesh.is_none() => continue,
-                Some(d) => (Severity::Fail, Some(d.ns()), d.tcp_ports().map(|p| Some(p.number)).collect()),
+                Some(d) => (
+                    Severity::Fail,
+                    Some(d.ns()),
+                    d.tcp_ports().map(|p| Some(p.number)).collect(),
+                ),
                 None if rule.host.ends_with(&format!(".svc.{DOMAIN}")) => {
                     // Ports unknown: judge the ports the rule names, else "any port".
-                    let named: Vec<Option<u32>> = rule.stated_tls().iter().filter_map(|s| s.port.map(Some)).collect();
-                    (Severity::Warn, host_namespace(&rule.host), if named.is_empty() { vec![None] } else { named })
+                    let named: Vec<Option<u32>> = rule
+                        .stated_tls()
+                        .iter()
+                        .filter_map(|s| s.port.map(Some))
+                        .collect();
+                    (
+                        Severity::Warn,
+                        host_namespace(&rule.host),
+                        if named.is_empty() { vec![None] } else { named },
+                    )
                 }
                 None => continue,
             };
@@ -69,11 +84,22 @@ impl Check for MtlsDrMissingTls {
                 }
             }
             let Some(by) = overridden else { continue };
-            let what = if rule.policy().is_some() { "has a trafficPolicy but no tls" } else { "has no trafficPolicy.tls" };
+            let what = if rule.policy().is_some() {
+                "has a trafficPolicy but no tls"
+            } else {
+                "has no trafficPolicy.tls"
+            };
             let ports_text = if plain_ports.is_empty() {
                 String::new()
             } else {
-                format!(" (ports {})", plain_ports.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))
+                format!(
+                    " (ports {})",
+                    plain_ports
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
             let whose = if severity == Severity::Fail {
                 "in-mesh host"
@@ -101,7 +127,11 @@ impl Check for MtlsDrMissingTls {
             f.severity = severity;
             out.push(f);
         }
-        or_pass(ID, out, "no host-specific rule drops the mesh-wide ISTIO_MUTUAL setting")
+        or_pass(
+            ID,
+            out,
+            "no host-specific rule drops the mesh-wide ISTIO_MUTUAL setting",
+        )
     }
 }
 
@@ -112,7 +142,9 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn dr(ns: &str, name: &str, spec: &str) -> String {
-        format!("apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n")
+        format!(
+            "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+        )
     }
 
     #[test]
@@ -146,9 +178,20 @@ mod tests {
     fn names_the_rule_it_overrides() {
         let out = Fixture::legacy()
             .with_default_dr()
-            .with(&dr("bookinfo", "r", "{host: reviews, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}"))
+            .with(&dr(
+                "bookinfo",
+                "r",
+                "{host: reviews, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}",
+            ))
             .run(&MtlsDrMissingTls);
         assert_eq!(out[0].object, "DestinationRule bookinfo/r");
-        assert!(out[0].message.contains("(ports 9080)") && out[0].message.contains("DestinationRule istio-system/default"), "{}", out[0].message);
+        assert!(
+            out[0].message.contains("(ports 9080)")
+                && out[0]
+                    .message
+                    .contains("DestinationRule istio-system/default"),
+            "{}",
+            out[0].message
+        );
     }
 }

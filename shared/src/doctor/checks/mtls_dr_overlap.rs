@@ -22,7 +22,9 @@ fn share_a_namespace(a: &Rule, b: &Rule) -> bool {
     }
     match (&a.export, &b.export) {
         (Export::All, Export::All) => true,
-        (Export::All, Export::Namespaces(s)) | (Export::Namespaces(s), Export::All) => !s.is_empty(),
+        (Export::All, Export::Namespaces(s)) | (Export::Namespaces(s), Export::All) => {
+            !s.is_empty()
+        }
         (Export::Namespaces(x), Export::Namespaces(y)) => x.intersection(y).next().is_some(),
         _ => false,
     }
@@ -58,7 +60,9 @@ impl Check for MtlsDrOverlap {
         for group in by_host.values().filter(|g| g.len() > 1) {
             for (k, &a) in group.iter().enumerate() {
                 for &b in &group[k + 1..] {
-                    if share_a_namespace(&rules[a], &rules[b]) && subsets_collide(&rules[a], &rules[b]) {
+                    if share_a_namespace(&rules[a], &rules[b])
+                        && subsets_collide(&rules[a], &rules[b])
+                    {
                         collisions[a].push(b);
                         collisions[b].push(a);
                     }
@@ -95,30 +99,75 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect, flagged};
 
     fn dr(ns: &str, name: &str, spec: &str) -> String {
-        format!("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n")
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+        )
     }
 
     #[test]
     fn table() {
         let cases = [
-            ("same host, same namespace", dr("a", "x", "{host: h}") + &dr("a", "w", "{host: h.a.svc.cluster.local}"), Warn),
-            ("different hosts", dr("a", "x", "{host: h}") + &dr("a", "w", "{host: g}"), Pass),
-            ("disjoint subsets", dr("a", "x", "{host: h, subsets: [{name: v1}]}") + &dr("a", "w", "{host: h, subsets: [{name: v2}]}"), Pass),
-            ("shared subset", dr("a", "x", "{host: h, subsets: [{name: v1}]}") + &dr("a", "w", "{host: h, subsets: [{name: v1}, {name: v3}]}"), Warn),
-            ("exported from two namespaces", dr("a", "x", "{host: h.a.svc.cluster.local}") + &dr("b", "w", "{host: h.a.svc.cluster.local}"), Warn),
-            ("both private to their namespaces", dr("a", "x", "{host: h.a.svc.cluster.local, exportTo: ['.']}") + &dr("b", "w", "{host: h.a.svc.cluster.local, exportTo: ['.']}"), Pass),
-            ("wildcard and exact do not compete (most specific wins)", dr("a", "x", "{host: '*.a.svc.cluster.local'}") + &dr("a", "w", "{host: h}"), Pass),
+            (
+                "same host, same namespace",
+                dr("a", "x", "{host: h}") + &dr("a", "w", "{host: h.a.svc.cluster.local}"),
+                Warn,
+            ),
+            (
+                "different hosts",
+                dr("a", "x", "{host: h}") + &dr("a", "w", "{host: g}"),
+                Pass,
+            ),
+            (
+                "disjoint subsets",
+                dr("a", "x", "{host: h, subsets: [{name: v1}]}")
+                    + &dr("a", "w", "{host: h, subsets: [{name: v2}]}"),
+                Pass,
+            ),
+            (
+                "shared subset",
+                dr("a", "x", "{host: h, subsets: [{name: v1}]}")
+                    + &dr("a", "w", "{host: h, subsets: [{name: v1}, {name: v3}]}"),
+                Warn,
+            ),
+            (
+                "exported from two namespaces",
+                dr("a", "x", "{host: h.a.svc.cluster.local}")
+                    + &dr("b", "w", "{host: h.a.svc.cluster.local}"),
+                Warn,
+            ),
+            (
+                "both private to their namespaces",
+                dr("a", "x", "{host: h.a.svc.cluster.local, exportTo: ['.']}")
+                    + &dr("b", "w", "{host: h.a.svc.cluster.local, exportTo: ['.']}"),
+                Pass,
+            ),
+            (
+                "wildcard and exact do not compete (most specific wins)",
+                dr("a", "x", "{host: '*.a.svc.cluster.local'}") + &dr("a", "w", "{host: h}"),
+                Pass,
+            ),
         ];
         for (case, yaml, severity) in cases {
-            expect(&Fixture::empty().with(&yaml).run(&MtlsDrOverlap), severity, case);
+            expect(
+                &Fixture::empty().with(&yaml).run(&MtlsDrOverlap),
+                severity,
+                case,
+            );
         }
     }
 
     #[test]
     fn each_rule_is_flagged_once_with_its_peers() {
-        let yaml = dr("a", "x", "{host: h}") + &dr("a", "w", "{host: h}") + &dr("a", "z", "{host: h}");
+        let yaml =
+            dr("a", "x", "{host: h}") + &dr("a", "w", "{host: h}") + &dr("a", "z", "{host: h}");
         let out = Fixture::empty().with(&yaml).run(&MtlsDrOverlap);
         assert_eq!(flagged(&out).len(), 3);
-        assert!(out[0].message.contains("DestinationRule a/w, DestinationRule a/z"), "{}", out[0].message);
+        assert!(
+            out[0]
+                .message
+                .contains("DestinationRule a/w, DestinationRule a/z"),
+            "{}",
+            out[0].message
+        );
     }
 }

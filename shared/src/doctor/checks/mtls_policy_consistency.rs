@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::or_pass;
-use crate::doctor::mesh::{DOMAIN, Dest, Mesh, ModeAt, PeerMode, PortRef, TlsMode, is_mesh_wide, namespace_wide, tls_text};
+use crate::doctor::mesh::{
+    DOMAIN, Dest, Mesh, ModeAt, PeerMode, PortRef, TlsMode, is_mesh_wide, namespace_wide, tls_text,
+};
 use crate::doctor::{Check, CheckContext, Finding};
 use crate::snapshot::{Obj, Snapshot};
 
@@ -50,7 +52,11 @@ impl Check for MtlsPolicyConsistency {
         rules_against_policies(mesh, ctx.auto_mtls, &mut out);
         policies_against_rules(mesh, ctx.auto_mtls, &mut out);
         target_policies(mesh, ctx.auto_mtls, &mut out);
-        or_pass(ID, out, "peer authentication and DestinationRules agree at mesh and namespace level")
+        or_pass(
+            ID,
+            out,
+            "peer authentication and DestinationRules agree at mesh and namespace level",
+        )
     }
 }
 
@@ -70,14 +76,18 @@ fn rules_against_policies(mesh: &Mesh, auto_mtls: bool, out: &mut Vec<Finding>) 
             Scope::Mesh => (mesh.mesh_mode(), "mesh-wide".to_string()),
             Scope::Namespace(ns) => (mesh.ns_mode(ns), format!("namespace {ns}")),
             Scope::Host(d) => {
-                let Some(port) = d.tcp_ports().next() else { continue };
+                let Some(port) = d.tcp_ports().next() else {
+                    continue;
+                };
                 (mesh.service_mode(d, port), d.host.clone())
             }
         };
         let tls = rule.top_tls();
         match tls {
             Some(TlsMode::Disable | TlsMode::Simple | TlsMode::Mutual)
-                if at.mode == PeerMode::Strict && at.by.is_some() && !matches!(scope, Scope::Host(_)) =>
+                if at.mode == PeerMode::Strict
+                    && at.by.is_some()
+                    && !matches!(scope, Scope::Host(_)) =>
             {
                 out.push(
                     Finding::fail(
@@ -141,14 +151,20 @@ fn policies_against_rules(mesh: &Mesh, auto_mtls: bool, out: &mut Vec<Finding>) 
                 let rules = mesh.mesh_scope_rules();
                 let pick = rules
                     .iter()
-                    .find(|r| if mode == PeerMode::Disable { is_mtls(r.top_tls()) } else { r.top_tls() == Some(TlsMode::IstioMutual) })
+                    .find(|r| {
+                        if mode == PeerMode::Disable {
+                            is_mtls(r.top_tls())
+                        } else {
+                            r.top_tls() == Some(TlsMode::IstioMutual)
+                        }
+                    })
                     .or_else(|| rules.first())
                     .copied();
                 (pick, "mesh-wide".to_string())
             }
             Some(ns) => (mesh.ns_scope_rule(ns), format!("namespace {ns}")),
         };
-        let tls = rule.and_then(|r| r.top_tls());
+        let tls = rule.and_then(crate::doctor::mesh::Rule::top_tls);
         let rule_text = rule.map_or_else(
             || format!("no {where_} DestinationRule"),
             |r| format!("{} ({})", r.obj.reference(), tls_text(tls)),
@@ -189,12 +205,18 @@ fn target_policies(mesh: &Mesh, auto_mtls: bool, out: &mut Vec<Finding>) {
     if auto_mtls {
         return;
     }
-    for tp in mesh.target_policies.iter().filter(|t| t.mode == PeerMode::Strict) {
+    for tp in mesh
+        .target_policies
+        .iter()
+        .filter(|t| t.mode == PeerMode::Strict)
+    {
         let mut unresolved: Vec<String> = Vec::new();
         let mut wrong: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for (name, ports) in &tp.targets {
             let host = format!("{name}.{}.svc.{DOMAIN}", tp.obj.namespace());
-            let Some(dest) = mesh.dest(&host) else { continue };
+            let Some(dest) = mesh.dest(&host) else {
+                continue;
+            };
             let targeted: Vec<_> = dest
                 .tcp_ports()
                 .filter(|p| {
@@ -208,7 +230,10 @@ fn target_policies(mesh: &Mesh, auto_mtls: bool, out: &mut Vec<Finding>) {
             for client in mesh.clients() {
                 let winners = mesh.resolve(client, &host, Some(dest.ns()));
                 let Some(&i) = winners.first() else {
-                    let who = client.map_or_else(|| "other namespaces".to_string(), |c| format!("namespace {c}"));
+                    let who = client.map_or_else(
+                        || "other namespaces".to_string(),
+                        |c| format!("namespace {c}"),
+                    );
                     if !unresolved.contains(&who) {
                         unresolved.push(who);
                     }
@@ -259,36 +284,136 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect, flagged};
 
     fn dr(ns: &str, name: &str, host: &str, mode: Option<&str>) -> String {
-        let tp = mode.map(|m| format!(", trafficPolicy: {{tls: {{mode: {m}}}}}")).unwrap_or_default();
-        format!("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{host: '{host}'{tp}}}\n")
+        let tp = mode
+            .map(|m| format!(", trafficPolicy: {{tls: {{mode: {m}}}}}"))
+            .unwrap_or_default();
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{host: '{host}'{tp}}}\n"
+        )
     }
     fn pa(ns: &str, name: &str, mode: &str) -> String {
-        format!("---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{mtls: {{mode: {mode}}}}}\n")
+        format!(
+            "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{mtls: {{mode: {mode}}}}}\n"
+        )
     }
 
     #[test]
     fn table() {
         let cases: Vec<(&str, String, bool, Vec<&str>)> = vec![
-            ("mutual mesh rule, no policy, 1.4 default plaintext", dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")), false, vec!["DestinationRule istio-system/d"]),
-            ("same with auto mTLS", dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")), true, vec![]),
-            ("mutual mesh rule, PERMISSIVE mesh", dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")) + &pa("istio-system", "default", "PERMISSIVE"), false, vec![]),
-            ("DISABLE mesh rule, STRICT mesh", dr("bookinfo", "d", "*.local", Some("DISABLE")) + &pa("istio-system", "default", "STRICT"), true, vec!["DestinationRule bookinfo/d"]),
-            ("DISABLE ns rule, STRICT ns", dr("bookinfo", "d", "*.bookinfo.svc.cluster.local", Some("DISABLE")) + &pa("bookinfo", "default", "STRICT"), true, vec!["DestinationRule bookinfo/d"]),
-            ("DISABLE ns rule, PERMISSIVE ns under STRICT mesh", dr("bookinfo", "d", "*.bookinfo.svc.cluster.local", Some("DISABLE")) + &pa("bookinfo", "default", "PERMISSIVE") + &pa("istio-system", "default", "STRICT"), true, vec![]),
-            ("STRICT mesh, no mutual rule", pa("istio-system", "default", "STRICT"), false, vec!["PeerAuthentication istio-system/default"]),
-            ("STRICT mesh, no mutual rule, auto mTLS", pa("istio-system", "default", "STRICT"), true, vec![]),
-            ("STRICT ns, ns rule without tls", pa("bar", "default", "STRICT") + &dr("bar", "d", "*.bar.svc.cluster.local", None), false, vec!["PeerAuthentication bar/default"]),
-            ("STRICT ns, mesh mutual rule", pa("bar", "default", "STRICT") + &dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")), false, vec![]),
-            ("DISABLE mesh, mutual mesh rule", pa("istio-system", "disable-all", "DISABLE") + &dr("bookinfo", "d", "*.local", Some("ISTIO_MUTUAL")), true, vec!["PeerAuthentication istio-system/disable-all"]),
-            ("DISABLE ns, mesh mutual rule", pa("bookinfo", "disable-all", "DISABLE") + &dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")), true, vec!["PeerAuthentication bookinfo/disable-all"]),
-            ("DISABLE ns, ns DISABLE rule cancels the mesh one", pa("bookinfo", "disable-all", "DISABLE") + &dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")) + &dr("bookinfo", "n", "*.bookinfo.svc.cluster.local", Some("DISABLE")), true, vec![]),
+            (
+                "mutual mesh rule, no policy, 1.4 default plaintext",
+                dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")),
+                false,
+                vec!["DestinationRule istio-system/d"],
+            ),
+            (
+                "same with auto mTLS",
+                dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")),
+                true,
+                vec![],
+            ),
+            (
+                "mutual mesh rule, PERMISSIVE mesh",
+                dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL"))
+                    + &pa("istio-system", "default", "PERMISSIVE"),
+                false,
+                vec![],
+            ),
+            (
+                "DISABLE mesh rule, STRICT mesh",
+                dr("bookinfo", "d", "*.local", Some("DISABLE"))
+                    + &pa("istio-system", "default", "STRICT"),
+                true,
+                vec!["DestinationRule bookinfo/d"],
+            ),
+            (
+                "DISABLE ns rule, STRICT ns",
+                dr(
+                    "bookinfo",
+                    "d",
+                    "*.bookinfo.svc.cluster.local",
+                    Some("DISABLE"),
+                ) + &pa("bookinfo", "default", "STRICT"),
+                true,
+                vec!["DestinationRule bookinfo/d"],
+            ),
+            (
+                "DISABLE ns rule, PERMISSIVE ns under STRICT mesh",
+                dr(
+                    "bookinfo",
+                    "d",
+                    "*.bookinfo.svc.cluster.local",
+                    Some("DISABLE"),
+                ) + &pa("bookinfo", "default", "PERMISSIVE")
+                    + &pa("istio-system", "default", "STRICT"),
+                true,
+                vec![],
+            ),
+            (
+                "STRICT mesh, no mutual rule",
+                pa("istio-system", "default", "STRICT"),
+                false,
+                vec!["PeerAuthentication istio-system/default"],
+            ),
+            (
+                "STRICT mesh, no mutual rule, auto mTLS",
+                pa("istio-system", "default", "STRICT"),
+                true,
+                vec![],
+            ),
+            (
+                "STRICT ns, ns rule without tls",
+                pa("bar", "default", "STRICT") + &dr("bar", "d", "*.bar.svc.cluster.local", None),
+                false,
+                vec!["PeerAuthentication bar/default"],
+            ),
+            (
+                "STRICT ns, mesh mutual rule",
+                pa("bar", "default", "STRICT")
+                    + &dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")),
+                false,
+                vec![],
+            ),
+            (
+                "DISABLE mesh, mutual mesh rule",
+                pa("istio-system", "disable-all", "DISABLE")
+                    + &dr("bookinfo", "d", "*.local", Some("ISTIO_MUTUAL")),
+                true,
+                vec!["PeerAuthentication istio-system/disable-all"],
+            ),
+            (
+                "DISABLE ns, mesh mutual rule",
+                pa("bookinfo", "disable-all", "DISABLE")
+                    + &dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL")),
+                true,
+                vec!["PeerAuthentication bookinfo/disable-all"],
+            ),
+            (
+                "DISABLE ns, ns DISABLE rule cancels the mesh one",
+                pa("bookinfo", "disable-all", "DISABLE")
+                    + &dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL"))
+                    + &dr(
+                        "bookinfo",
+                        "n",
+                        "*.bookinfo.svc.cluster.local",
+                        Some("DISABLE"),
+                    ),
+                true,
+                vec![],
+            ),
         ];
         for (case, yaml, auto, objects) in cases {
-            let out = Fixture::empty().with(&yaml).auto_mtls(auto).run(&MtlsPolicyConsistency);
-            let got: Vec<String> = flagged(&out).into_iter().map(|(s, o)| {
-                assert_eq!(s, Fail, "{case}");
-                o
-            }).collect();
+            let out = Fixture::empty()
+                .with(&yaml)
+                .auto_mtls(auto)
+                .run(&MtlsPolicyConsistency);
+            let got: Vec<String> = flagged(&out)
+                .into_iter()
+                .map(|(s, o)| {
+                    assert_eq!(s, Fail, "{case}");
+                    o
+                })
+                .collect();
             assert_eq!(got, objects, "{case}: {out:#?}");
         }
     }
@@ -299,11 +424,26 @@ mod tests {
         let policy = "---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: a}\nspec: {targets: [{name: s}], peers: [{mtls: {}}]}\n";
         let cases = [
             ("targeted STRICT, no rule", format!("{svc}{policy}"), Fail),
-            ("targeted STRICT, mutual rule", format!("{svc}{policy}{}", dr("a", "d", "s", Some("ISTIO_MUTUAL"))), Pass),
-            ("MeshPolicy without peers is plaintext; mutual rule fails", format!("{}---\napiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default}}\nspec: {{}}\n", dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL"))), Fail),
+            (
+                "targeted STRICT, mutual rule",
+                format!("{svc}{policy}{}", dr("a", "d", "s", Some("ISTIO_MUTUAL"))),
+                Pass,
+            ),
+            (
+                "MeshPolicy without peers is plaintext; mutual rule fails",
+                format!(
+                    "{}---\napiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: default}}\nspec: {{}}\n",
+                    dr("istio-system", "d", "*.local", Some("ISTIO_MUTUAL"))
+                ),
+                Fail,
+            ),
         ];
         for (case, yaml, severity) in cases {
-            expect(&Fixture::empty().with(&yaml).run(&MtlsPolicyConsistency), severity, case);
+            expect(
+                &Fixture::empty().with(&yaml).run(&MtlsPolicyConsistency),
+                severity,
+                case,
+            );
         }
     }
 }

@@ -25,7 +25,10 @@ impl Check for MtlsPortLevelClearsTls {
         if ctx.auto_mtls {
             return vec![Finding::pass(
                 ID,
-                format!("auto mTLS is on ({}): ports without tls get ISTIO_MUTUAL to sidecars", ctx.auto_mtls_source),
+                format!(
+                    "auto mTLS is on ({}): ports without tls get ISTIO_MUTUAL to sidecars",
+                    ctx.auto_mtls_source
+                ),
             )];
         }
         let mut out = Vec::new();
@@ -33,7 +36,10 @@ impl Check for MtlsPortLevelClearsTls {
             let top = rule.top_tls();
             let stated = rule.stated_tls();
             let mut cleared = Vec::new();
-            for s in stated.iter().filter(|s| s.port.is_some() && s.mode.is_none()) {
+            for s in stated
+                .iter()
+                .filter(|s| s.port.is_some() && s.mode.is_none())
+            {
                 // The setting the entry replaces: its subset's tls, else the rule's.
                 let replaced = match s.label.strip_prefix("subset ") {
                     Some(rest) => {
@@ -77,7 +83,11 @@ impl Check for MtlsPortLevelClearsTls {
                 )),
             );
         }
-        or_pass(ID, out, "no portLevelSettings entry clears an ISTIO_MUTUAL setting")
+        or_pass(
+            ID,
+            out,
+            "no portLevelSettings entry clears an ISTIO_MUTUAL setting",
+        )
     }
 }
 
@@ -88,21 +98,72 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn dr(policy: &str) -> String {
-        format!("apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: bookinfo}}\nspec:\n  host: reviews\n{policy}\n")
+        format!(
+            "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: bookinfo}}\nspec:\n  host: reviews\n{policy}\n"
+        )
     }
 
     #[test]
     fn table() {
         let cases = [
-            ("entry without tls under mutual", dr("  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, connectionPool: {tcp: {maxConnections: 10}}}]"), false, Fail),
-            ("same with auto mTLS on", dr("  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, connectionPool: {tcp: {maxConnections: 10}}}]"), true, Pass),
-            ("entry repeats tls", dr("  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, tls: {mode: ISTIO_MUTUAL}}]"), false, Pass),
-            ("no top-level tls", dr("  trafficPolicy:\n    portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: ROUND_ROBIN}}]"), false, Pass),
-            ("subset inherits mutual, its entry clears it", dr("  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n  subsets:\n  - name: v1\n    trafficPolicy:\n      portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: RANDOM}}]"), false, Fail),
-            ("subset DISABLE, its entry clears nothing mutual", dr("  subsets:\n  - name: v1\n    trafficPolicy:\n      tls: {mode: DISABLE}\n      portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: RANDOM}}]"), false, Pass),
+            (
+                "entry without tls under mutual",
+                dr(
+                    "  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, connectionPool: {tcp: {maxConnections: 10}}}]",
+                ),
+                false,
+                Fail,
+            ),
+            (
+                "same with auto mTLS on",
+                dr(
+                    "  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, connectionPool: {tcp: {maxConnections: 10}}}]",
+                ),
+                true,
+                Pass,
+            ),
+            (
+                "entry repeats tls",
+                dr(
+                    "  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, tls: {mode: ISTIO_MUTUAL}}]",
+                ),
+                false,
+                Pass,
+            ),
+            (
+                "no top-level tls",
+                dr(
+                    "  trafficPolicy:\n    portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: ROUND_ROBIN}}]",
+                ),
+                false,
+                Pass,
+            ),
+            (
+                "subset inherits mutual, its entry clears it",
+                dr(
+                    "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n  subsets:\n  - name: v1\n    trafficPolicy:\n      portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: RANDOM}}]",
+                ),
+                false,
+                Fail,
+            ),
+            (
+                "subset DISABLE, its entry clears nothing mutual",
+                dr(
+                    "  subsets:\n  - name: v1\n    trafficPolicy:\n      tls: {mode: DISABLE}\n      portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: RANDOM}}]",
+                ),
+                false,
+                Pass,
+            ),
         ];
         for (case, yaml, auto, severity) in cases {
-            expect(&Fixture::legacy().with(&yaml).auto_mtls(auto).run(&MtlsPortLevelClearsTls), severity, case);
+            expect(
+                &Fixture::legacy()
+                    .with(&yaml)
+                    .auto_mtls(auto)
+                    .run(&MtlsPortLevelClearsTls),
+                severity,
+                case,
+            );
         }
     }
 
@@ -111,7 +172,19 @@ mod tests {
         let out = Fixture::legacy()
             .with(&dr("  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: [{port: {number: 9080}, connectionPool: {}}]"))
             .run(&MtlsPortLevelClearsTls);
-        assert!(out[0].message.starts_with("port 9080 of host reviews.bookinfo.svc.cluster.local has no tls"), "{}", out[0].message);
-        assert!(out[0].hint.contains("/spec/trafficPolicy/portLevelSettings/0/tls"), "{}", out[0].hint);
+        assert!(
+            out[0]
+                .message
+                .starts_with("port 9080 of host reviews.bookinfo.svc.cluster.local has no tls"),
+            "{}",
+            out[0].message
+        );
+        assert!(
+            out[0]
+                .hint
+                .contains("/spec/trafficPolicy/portLevelSettings/0/tls"),
+            "{}",
+            out[0].hint
+        );
     }
 }

@@ -25,11 +25,14 @@ impl Check for NetworkLabels {
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
         if !multi_network(snap, ctx) {
-            return vec![Finding::pass(ID, "single network: no network labels, meshNetworks or cross-network gateway")];
+            return vec![Finding::pass(
+                ID,
+                "single network: no network labels, meshNetworks or cross-network gateway",
+            )];
         }
         let mut out = Vec::new();
-        match ctx.era {
-            Some(Era::Legacy) => match mesh_networks(snap, &ctx.istio_ns) {
+        if ctx.era == Some(Era::Legacy) {
+            match mesh_networks(snap, &ctx.istio_ns) {
                 None => out.push(
                     Finding::warn(ID, "multi-network legacy mesh without meshNetworks: Pilot cannot route to VMs on the other network through the gateway")
                         .object(format!("ConfigMap {}/istio", ctx.istio_ns))
@@ -45,18 +48,20 @@ impl Check for NetworkLabels {
                         }
                     }
                 }
-            },
-            _ => {
-                let ns_net = snap.get(Kind::Namespace, "", &ctx.istio_ns).and_then(|n| n.label(NETWORK_LABEL));
-                if snap.knows(Kind::Namespace) && ns_net.is_none() {
-                    out.push(
+            }
+        } else {
+            let ns_net = snap
+                .get(Kind::Namespace, "", &ctx.istio_ns)
+                .and_then(|n| n.label(NETWORK_LABEL));
+            if snap.knows(Kind::Namespace) && ns_net.is_none() {
+                out.push(
                         Finding::warn(ID, format!("Istio namespace lacks {NETWORK_LABEL}: istiod does not know its own network"))
                             .object(format!("Namespace {}", ctx.istio_ns))
                             .hint(format!("kubectl label namespace {} {NETWORK_LABEL}=<network>", ctx.istio_ns)),
                     );
-                }
-                if let Some(svc) = gateway_service(snap, Era::Modern, &ctx.istio_ns) {
-                    match (svc.label(NETWORK_LABEL), ns_net) {
+            }
+            if let Some(svc) = gateway_service(snap, Era::Modern, &ctx.istio_ns) {
+                match (svc.label(NETWORK_LABEL), ns_net) {
                         (None, _) => out.push(
                             Finding::warn(ID, format!("gateway Service lacks {NETWORK_LABEL}: istiod does not use it for cross-network traffic"))
                                 .on(svc)
@@ -68,24 +73,26 @@ impl Check for NetworkLabels {
                         ),
                         _ => {}
                     }
-                }
-                for wg in snap.of(Kind::WorkloadGroup) {
-                    if wg.str_at(&["spec", "template", "network"]).is_none_or(str::is_empty) {
-                        out.push(
+            }
+            for wg in snap.of(Kind::WorkloadGroup) {
+                if wg
+                    .str_at(&["spec", "template", "network"])
+                    .is_none_or(str::is_empty)
+                {
+                    out.push(
                             Finding::warn(ID, "template names no network: VMs registered from it are assumed to share the cluster's network")
                                 .on(wg)
                                 .hint("set spec.template.network to the VMs' network"),
                         );
-                    }
                 }
-                for we in snap.of(Kind::WorkloadEntry) {
-                    if we.str_at(&["spec", "network"]).is_none_or(str::is_empty) {
-                        out.push(
+            }
+            for we in snap.of(Kind::WorkloadEntry) {
+                if we.str_at(&["spec", "network"]).is_none_or(str::is_empty) {
+                    out.push(
                             Finding::warn(ID, "names no network: traffic to it is not sent through the cross-network gateway")
                                 .on(we)
                                 .hint("set spec.network to the VM's network"),
                         );
-                    }
                 }
             }
         }
@@ -101,7 +108,11 @@ mod tests {
 
     #[test]
     fn table() {
-        let wg = |network: &str| format!("apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {{name: vm, namespace: vms}}\nspec: {{template: {{serviceAccount: vm{network}}}}}\n");
+        let wg = |network: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {{name: vm, namespace: vms}}\nspec: {{template: {{serviceAccount: vm{network}}}}}\n"
+            )
+        };
         let cases = [
             ("modern, labelled", Fixture::modern(), Pass),
             ("workload group with network", Fixture::modern().with(&wg(", network: vm-net")), Pass),

@@ -20,7 +20,11 @@ fn endpoint_addresses(ep: &Obj) -> usize {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|s| s.get("addresses").and_then(Value::as_array).map_or(0, Vec::len))
+        .map(|s| {
+            s.get("addresses")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        })
         .sum()
 }
 
@@ -48,7 +52,9 @@ impl Check for VmRegisteredIdentity {
             {
                 continue;
             }
-            let Some(ep) = snap.get(Kind::Endpoints, ns, svc.name()) else { continue };
+            let Some(ep) = snap.get(Kind::Endpoints, ns, svc.name()) else {
+                continue;
+            };
             if endpoint_addresses(ep) == 0 {
                 continue;
             }
@@ -71,7 +77,9 @@ impl Check for VmRegisteredIdentity {
                         for sa in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                             // Values may be plain names (this namespace) or spiffe://td/ns/N/sa/S.
                             let (sa_ns, sa_name) = crate::pki::spiffe_id(sa)
-                                .map_or((ns.to_string(), sa.to_string()), |id| (id.namespace, id.service_account));
+                                .map_or((ns.to_string(), sa.to_string()), |id| {
+                                    (id.namespace, id.service_account)
+                                });
                             if snap.get(Kind::ServiceAccount, &sa_ns, &sa_name).is_none() {
                                 out.push(
                                     Finding::fail(ID, format!("names ServiceAccount {sa_ns}/{sa_name}, which does not exist: the VM's certificate identity matches nothing"))
@@ -90,18 +98,32 @@ impl Check for VmRegisteredIdentity {
                 .flatten()
                 .map(|p| {
                     (
-                        p.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        p.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
                         p.get("port").and_then(Value::as_u64).unwrap_or(0),
                         p.get("targetPort").and_then(Value::as_u64),
                     )
                 })
                 .collect();
-            for subset in ep.at(&["subsets"]).and_then(Value::as_array).into_iter().flatten() {
-                for p in subset.get("ports").and_then(Value::as_array).into_iter().flatten() {
+            for subset in ep
+                .at(&["subsets"])
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for p in subset
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
                     let number = p.get("port").and_then(Value::as_u64).unwrap_or(0);
                     let ok = ports.iter().any(|(n, port, target)| {
-                        (n == name || (name.is_empty() && ports.len() == 1)) && target.unwrap_or(*port) == number
+                        (n == name || (name.is_empty() && ports.len() == 1))
+                            && target.unwrap_or(*port) == number
                     });
                     if !ok {
                         out.push(
@@ -120,7 +142,11 @@ impl Check for VmRegisteredIdentity {
                 }
             }
         }
-        or_pass(ID, out, format!("{seen} registered VM Service(s) with identity and matching ports"))
+        or_pass(
+            ID,
+            out,
+            format!("{seen} registered VM Service(s) with identity and matching ports"),
+        )
     }
 }
 
@@ -131,7 +157,9 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn vm(annotation: Option<&str>, ep_port: &str) -> String {
-        let ann = annotation.map(|a| format!(", annotations: {{alpha.istio.io/kubernetes-serviceaccounts: {a}}}")).unwrap_or_default();
+        let ann = annotation
+            .map(|a| format!(", annotations: {{alpha.istio.io/kubernetes-serviceaccounts: {a}}}"))
+            .unwrap_or_default();
         format!(
             "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: vm, namespace: vms}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: vms{ann}}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: app, namespace: vms}}\nsubsets: [{{addresses: [{{ip: 10.1.1.1}}], ports: [{ep_port}]}}]\n"
         )
@@ -142,14 +170,43 @@ mod tests {
         let cases = [
             ("good", vm(Some("vm"), "{name: http, port: 8080}"), Pass),
             ("no annotation", vm(None, "{name: http, port: 8080}"), Fail),
-            ("missing SA", vm(Some("ghost"), "{name: http, port: 8080}"), Fail),
-            ("spiffe form", vm(Some("'spiffe://cluster.local/ns/vms/sa/vm'"), "{name: http, port: 8080}"), Pass),
-            ("port not in Service", vm(Some("vm"), "{name: grpc, port: 9090}"), Fail),
-            ("service port instead of target port", vm(Some("vm"), "{name: http, port: 80}"), Fail),
+            (
+                "missing SA",
+                vm(Some("ghost"), "{name: http, port: 8080}"),
+                Fail,
+            ),
+            (
+                "spiffe form",
+                vm(
+                    Some("'spiffe://cluster.local/ns/vms/sa/vm'"),
+                    "{name: http, port: 8080}",
+                ),
+                Pass,
+            ),
+            (
+                "port not in Service",
+                vm(Some("vm"), "{name: grpc, port: 9090}"),
+                Fail,
+            ),
+            (
+                "service port instead of target port",
+                vm(Some("vm"), "{name: http, port: 80}"),
+                Fail,
+            ),
         ];
         for (case, yaml, severity) in cases {
-            expect(&Fixture::legacy().with(&yaml).run(&VmRegisteredIdentity), severity, case);
+            expect(
+                &Fixture::legacy().with(&yaml).run(&VmRegisteredIdentity),
+                severity,
+                case,
+            );
         }
-        expect(&Fixture::empty().with("apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: b}\n").run(&VmRegisteredIdentity), Skip, "no Endpoints in the manifests");
+        expect(
+            &Fixture::empty()
+                .with("apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: b}\n")
+                .run(&VmRegisteredIdentity),
+            Skip,
+            "no Endpoints in the manifests",
+        );
     }
 }

@@ -26,7 +26,10 @@ impl Check for VmWorkloadentryIdentity {
 
     fn run(&self, snap: &Snapshot, _ctx: &CheckContext) -> Vec<Finding> {
         if snap.source == SourceKind::Live && !snap.knows(Kind::WorkloadEntry) {
-            let why = snap.refused.get(&Kind::WorkloadEntry).map_or("the cluster does not serve WorkloadEntry (legacy mesh)", String::as_str);
+            let why = snap.refused.get(&Kind::WorkloadEntry).map_or(
+                "the cluster does not serve WorkloadEntry (legacy mesh)",
+                String::as_str,
+            );
             return vec![Finding::skip(ID, why)];
         }
         let mut out = Vec::new();
@@ -36,8 +39,11 @@ impl Check for VmWorkloadentryIdentity {
             let selected: Vec<&str> = snap
                 .of(Kind::Service)
                 .iter()
-                .filter(|s| s.namespace() == we.namespace() && selects(&string_map(s.at(&["spec", "selector"])), &labels))
-                .map(|s| s.name())
+                .filter(|s| {
+                    s.namespace() == we.namespace()
+                        && selects(&string_map(s.at(&["spec", "selector"])), &labels)
+                })
+                .map(crate::snapshot::Obj::name)
                 .collect();
             if selected.is_empty() {
                 continue;
@@ -65,7 +71,11 @@ impl Check for VmWorkloadentryIdentity {
                 );
             }
         }
-        or_pass(ID, out, format!("{seen} selected WorkloadEntry(ies) with identity and mTLS"))
+        or_pass(
+            ID,
+            out,
+            format!("{seen} selected WorkloadEntry(ies) with identity and mTLS"),
+        )
     }
 }
 
@@ -84,14 +94,36 @@ mod tests {
     #[test]
     fn table() {
         let cases = [
-            ("good", we("{address: 10.0.0.1, labels: {app: vm}, serviceAccount: vm}"), Pass),
+            (
+                "good",
+                we("{address: 10.0.0.1, labels: {app: vm}, serviceAccount: vm}"),
+                Pass,
+            ),
             ("no SA", we("{address: 10.0.0.1, labels: {app: vm}}"), Fail),
-            ("missing SA", we("{address: 10.0.0.1, labels: {app: vm}, serviceAccount: ghost}"), Fail),
-            ("labelled out", we("{address: 10.0.0.1, labels: {app: vm, security.istio.io/tlsMode: disabled}, serviceAccount: vm}"), Fail),
-            ("not selected", we("{address: 10.0.0.1, labels: {app: other}}"), Pass),
+            (
+                "missing SA",
+                we("{address: 10.0.0.1, labels: {app: vm}, serviceAccount: ghost}"),
+                Fail,
+            ),
+            (
+                "labelled out",
+                we(
+                    "{address: 10.0.0.1, labels: {app: vm, security.istio.io/tlsMode: disabled}, serviceAccount: vm}",
+                ),
+                Fail,
+            ),
+            (
+                "not selected",
+                we("{address: 10.0.0.1, labels: {app: other}}"),
+                Pass,
+            ),
         ];
         for (case, yaml, severity) in cases {
-            expect(&Fixture::modern().with(&yaml).run(&VmWorkloadentryIdentity), severity, case);
+            expect(
+                &Fixture::modern().with(&yaml).run(&VmWorkloadentryIdentity),
+                severity,
+                case,
+            );
         }
     }
 }
