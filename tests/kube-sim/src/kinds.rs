@@ -42,6 +42,7 @@ pub fn prepare(
         ("", "secrets") => prepare_secret(rt, obj)?,
         ("", "services") => prepare_service(state, rt, obj, old)?,
         ("", "pods") => {
+            default_pod_spec(util::map_at(obj, &["spec"]));
             util::map_at(obj, &["status"])
                 .entry("phase")
                 .or_insert_with(|| json!("Pending"));
@@ -312,6 +313,7 @@ fn prepare_deployment(
             ),
         ));
     }
+    default_pod_spec(util::map_at(obj, &["spec", "template", "spec"]));
     let spec = util::map_at(obj, &["spec"]);
     spec.entry("replicas").or_insert_with(|| json!(1));
     spec.entry("revisionHistoryLimit")
@@ -325,6 +327,47 @@ fn prepare_deployment(
         deployment_status(obj);
     }
     Ok(())
+}
+
+/// The pod spec defaults the apiserver applies (`pkg/apis/core/v1/defaults.go`).
+fn default_pod_spec(spec: &mut serde_json::Map<String, Value>) {
+    spec.entry("restartPolicy")
+        .or_insert_with(|| json!("Always"));
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert_with(|| json!(30));
+    spec.entry("dnsPolicy")
+        .or_insert_with(|| json!("ClusterFirst"));
+    spec.entry("securityContext").or_insert_with(|| json!({}));
+    spec.entry("schedulerName")
+        .or_insert_with(|| json!("default-scheduler"));
+    for list in ["containers", "initContainers"] {
+        let Some(Value::Array(cs)) = spec.get_mut(list) else {
+            continue;
+        };
+        for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+            c.entry("terminationMessagePath")
+                .or_insert_with(|| json!("/dev/termination-log"));
+            c.entry("terminationMessagePolicy")
+                .or_insert_with(|| json!("File"));
+            c.entry("resources").or_insert_with(|| json!({}));
+            if !c.contains_key("imagePullPolicy") {
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+                // `:latest` or no tag (and no digest) pulls always, as the defaulting does.
+                let last = image.rsplit('/').next().unwrap_or(image);
+                let always = !image.contains('@')
+                    && last.split_once(':').is_none_or(|(_, tag)| tag == "latest");
+                c.insert(
+                    "imagePullPolicy".into(),
+                    json!(if always { "Always" } else { "IfNotPresent" }),
+                );
+            }
+            if let Some(Value::Array(ports)) = c.get_mut("ports") {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    p.entry("protocol").or_insert_with(|| json!("TCP"));
+                }
+            }
+        }
+    }
 }
 
 /// The emulated deployment controller: every replica is immediately updated, ready and available.

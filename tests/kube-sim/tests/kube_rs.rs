@@ -361,3 +361,80 @@ async fn destination_rules_dynamic_and_paged() {
     eprintln!("10 000 DestinationRules: paged by 500 in {paged:?}, one list in {whole:?}");
     assert!(paged.as_secs_f64() < 5.0, "paged list took {paged:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_crd_becomes_servable_and_validates() {
+    let server = Server::start(Scenario::empty()).await;
+    let client = server.client();
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                   "spec": {"type": "object", "properties": {"size": {"type": "integer", "maximum": 10}}}}}}}]}
+    }))
+    .unwrap();
+    let created = crds.create(&PostParams::default(), &crd).await.unwrap();
+    assert_eq!(
+        created.data["status"]["conditions"][1]["type"],
+        "Established"
+    );
+
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    assert!(discovery.has_group("example.com"));
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let w = |size: i64| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": format!("w{size}")}, "spec": {"size": size}}))
+        .unwrap()
+    };
+    widgets.create(&PostParams::default(), &w(3)).await.unwrap();
+    let too_big = api_err(
+        widgets
+            .create(&PostParams::default(), &w(11))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(too_big.code, 422);
+    assert!(too_big.message.contains("spec.size"), "{}", too_big.message);
+    // Strategic merge patch is not for custom resources.
+    let smp = api_err(
+        widgets
+            .patch(
+                "w3",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"size": 4}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(smp.code, 415);
+
+    // Deleting the CRD deletes its objects and the kind stops being served.
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        server
+            .object("example.com/v1", "Widget", "default", "w3")
+            .is_none()
+    );
+    let gone = widgets.list(&ListParams::default()).await.unwrap_err();
+    assert!(
+        matches!(gone, kube::Error::Api(ref s) if s.code == 404),
+        "{gone:?}"
+    );
+}
