@@ -1227,3 +1227,37 @@ async fn a_ca_expiring_soon_is_a_warning_not_a_refusal() {
     .await;
     assert!(!quiet.stderr.contains("warning:"), "{}", quiet.show());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_given_one_by_one_keep_the_well_known_keys() {
+    let server = sim("legacy-1.4.yaml").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--vm-namespace".to_owned(), "expandvm".to_owned()];
+    for (flag, key) in [
+        ("--ca-cert", "ca-cert.pem"),
+        ("--ca-key", "ca-key.pem"),
+        ("--root-cert", "root-cert.pem"),
+        ("--cert-chain", "cert-chain.pem"),
+    ] {
+        let renamed = dir.path().join(format!("mesh-{key}.txt"));
+        std::fs::copy(samples().join(key), &renamed).unwrap();
+        args.extend([flag.to_owned(), renamed.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = prepare(&server, &args).await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    let stored = data(&secret(&server, "istio-system", "cacerts").unwrap());
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "cert-chain.pem",
+            "root-cert.pem"
+        ]
+    );
+    assert_eq!(
+        stored["root-cert.pem"],
+        std::fs::read(samples().join("root-cert.pem")).unwrap()
+    );
+}

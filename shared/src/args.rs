@@ -76,7 +76,7 @@ pub struct PrepareArgs {
     /// Use this era instead of detecting it from the cluster
     #[arg(long, value_enum)]
     pub era: Option<Era>,
-    /// Replace an existing cacerts that differs (rotates the mesh's root: every workload needs new certificates)
+    /// Replace an existing cacerts that differs (rotates the mesh's root: every workload needs new certificates); with --delete, delete a namespace prepare did not make
     #[arg(long)]
     pub force: bool,
     /// After cacerts changed, restart the CA (istio-citadel or istiod) as `kubectl rollout restart` does

@@ -23,6 +23,8 @@ pub struct Found {
     pub contents: Vec<(String, String)>,
     /// `cacerts`, when `--include-ca` and it exists.
     pub cacerts: Option<Secret>,
+    /// The version the cluster serves networking.istio.io at, when it does.
+    pub networking_version: Option<String>,
 }
 
 /// Names of a list; a 404 (an Istio kind this cluster does not serve) is an empty list.
@@ -91,7 +93,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
     );
     let istio = async {
         let Some(version) = networking_version(conn).await? else {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok((None, Vec::new(), Vec::new()));
         };
         let list = |kind: IstioKind| {
             let ar = kind.resource(&version);
@@ -101,12 +103,13 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
                 Request::new("list", kind.resource_name()).ns(ns),
             )
         };
-        tokio::try_join!(
+        let (groups, entries) = tokio::try_join!(
             list(IstioKind::WorkloadGroup),
             list(IstioKind::WorkloadEntry)
-        )
+        )?;
+        Ok((Some(version), groups, entries))
     };
-    let (namespace, cacerts, accounts, services, endpoints, (groups, entries)) =
+    let (namespace, cacerts, accounts, services, endpoints, (networking_version, groups, entries)) =
         tokio::try_join!(get_ns, get_ca, accounts, services, endpoints, istio)?;
     let mut contents = Vec::new();
     for (kind, items) in [
@@ -122,6 +125,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
         namespace,
         contents,
         cacerts,
+        networking_version,
     })
 }
 
@@ -145,11 +149,12 @@ pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
             plan.push(
                 Change::new(Action::Delete, kind, Some(ns), name)
                     .detail(format!("with namespace {ns}"))
-                    .object(reference(kind, Some(ns), name)),
+                    .object(reference(found, kind, Some(ns), name)),
             );
         }
         plan.push(
             Change::new(Action::Delete, "Namespace", None, ns).object(reference(
+                found,
                 "Namespace",
                 None,
                 ns,
@@ -166,6 +171,7 @@ pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
             )
             .detail("--include-ca: the mesh-wide CA; the control plane keeps the key it loaded")
             .object(reference(
+                found,
                 "Secret",
                 Some(&opts.istio_namespace),
                 CACERTS_SECRET,
@@ -175,10 +181,13 @@ pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
     Ok(plan)
 }
 
-fn reference(kind: &str, namespace: Option<&str>, name: &str) -> Value {
+fn reference(found: &Found, kind: &str, namespace: Option<&str>, name: &str) -> Value {
     let api_version = match kind {
-        "WorkloadGroup" | "WorkloadEntry" => "networking.istio.io/v1",
-        _ => "v1",
+        "WorkloadGroup" | "WorkloadEntry" => format!(
+            "networking.istio.io/{}",
+            found.networking_version.as_deref().unwrap_or("v1")
+        ),
+        _ => "v1".to_owned(),
     };
     let mut metadata = json!({"name": name});
     if let Some(ns) = namespace {

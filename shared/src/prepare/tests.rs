@@ -341,7 +341,11 @@ fn workload_group_defaults_to_preparess_service_account_and_network() {
     assert_eq!(wg.kind, "WorkloadGroup");
     let spec = &wg.object.as_ref().unwrap()["spec"];
     assert_eq!(spec["template"]["serviceAccount"], "expandvm");
-    assert!(wg.detail.contains("istioctl's default is \"default\""), "{}", wg.detail);
+    assert!(
+        wg.detail.contains("istioctl's default is \"default\""),
+        "{}",
+        wg.detail
+    );
     assert_eq!(spec["template"]["network"], "vm-net");
     assert!(
         !prepared.plan.changes.iter().any(|c| c.kind == "Secret"),
@@ -452,8 +456,10 @@ fn delete_lists_contents_and_refuses_foreign_namespaces() {
         contents: vec![
             ("ServiceAccount".into(), "expandvm".into()),
             ("Service".into(), "expandvm".into()),
+            ("WorkloadGroup".into(), "vm".into()),
         ],
         cacerts: Some(Secret::default()),
+        networking_version: Some("v1alpha3".into()),
     };
     let plan = delete::plan(&found, &opts).unwrap();
     assert_eq!(
@@ -461,9 +467,20 @@ fn delete_lists_contents_and_refuses_foreign_namespaces() {
         [
             "would delete ServiceAccount expandvm",
             "would delete Service expandvm",
+            "would delete WorkloadGroup vm",
             "would delete Namespace expandvm",
             "would delete Secret cacerts",
         ]
+    );
+    assert_eq!(
+        plan.changes[0].object.as_ref().unwrap()["apiVersion"],
+        "v1",
+        "core kinds"
+    );
+    assert_eq!(
+        plan.changes[2].object.as_ref().unwrap()["apiVersion"],
+        "networking.istio.io/v1alpha3",
+        "the version the cluster serves"
     );
     let foreign = Found {
         namespace: Some(namespace("expandvm", false)),
