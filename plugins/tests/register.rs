@@ -380,11 +380,25 @@ async fn deregister_removes_exactly_one_address() {
         )
         .await,
     );
-    let out = run(
-        &sim,
-        &["--deregister", "expandvm", "192.0.2.2", "-n", "expandvm"],
-    )
-    .await;
+    // Through the dispatcher, as `kubectl meshvm deregister …` reaches it.
+    let kubeconfig = sim.kubeconfig_path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_kubectl-meshvm"))
+            .args([
+                "deregister",
+                "expandvm",
+                "192.0.2.2",
+                "-n",
+                "expandvm",
+                "--kubeconfig",
+            ])
+            .arg(&kubeconfig)
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run kubectl-meshvm")
+    })
+    .await
+    .unwrap();
     assert_ok(&out);
     assert!(
         text(&out.stderr).contains("deregistered 192.0.2.2"),

@@ -831,6 +831,16 @@ mod tests {
         assert!(again.plan.is_noop(), "a re-run changes nothing");
         assert!(again.writes.is_empty());
         assert!(again.warnings.is_empty());
+        let no_account = Observed {
+            service_account_exists: Some(false),
+            ..observed.clone()
+        };
+        let warned = plan_register(&no_account, &w).unwrap();
+        assert!(
+            warned.warnings[0].contains("serviceaccount expandvm/expandvm does not exist"),
+            "{:?}",
+            warned.warnings
+        );
 
         let mut other = w.clone();
         other.ports = vec![NamedPort {
