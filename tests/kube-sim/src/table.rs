@@ -301,7 +301,7 @@ fn columns(rt: &ResourceType, printer_columns: Option<&Vec<Value>>) -> Vec<Col> 
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "namespaces") => cols.extend([col("Status", "string", 0), col("Age", "string", 0)]),
         ("", "serviceaccounts") => {
-            cols.extend([col("Secrets", "integer", 0), col("Age", "string", 0)])
+            cols.extend([col("Secrets", "integer", 0), col("Age", "string", 0)]);
         }
         ("", "secrets") => cols.extend([
             col("Type", "string", 0),
@@ -336,10 +336,10 @@ fn columns(rt: &ResourceType, printer_columns: Option<&Vec<Value>>) -> Vec<Col> 
             col("Selector", "string", 1),
         ]),
         ("networking.k8s.io", "servicecidrs") => {
-            cols.extend([col("CIDRs", "string", 0), col("Age", "string", 0)])
+            cols.extend([col("CIDRs", "string", 0), col("Age", "string", 0)]);
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            cols.push(col("Created At", "date", 0))
+            cols.push(col("Created At", "date", 0));
         }
         _ if !rt.builtin => match printer_columns {
             Some(pcs) if !pcs.is_empty() => {
