@@ -162,7 +162,12 @@ fn legacy_install_is_idempotent_and_uninstall_cleans_up() {
     let dir = bundle_dir(tmp.path(), Era::Legacy, legacy_files("203.0.113.10"));
     let root = tmp.path().join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    // One line left by hand as the runbook's `tee -a` does: adopted into the block, not doubled.
+    std::fs::write(
+        root.join("etc/hosts"),
+        "127.0.0.1 localhost\n203.0.113.10 istio-pilot istio-pilot.istio-system\n",
+    )
+    .unwrap();
     let prefix = root.display().to_string();
 
     let first = install(&dir, &["--prefix", &prefix]);
@@ -193,6 +198,13 @@ fn legacy_install_is_idempotent_and_uninstall_cleans_up() {
         "{hosts}"
     );
     assert!(hosts.ends_with("# END meshvm bundle\n"), "{hosts}");
+    assert_eq!(
+        hosts
+            .matches("istio-pilot istio-pilot.istio-system")
+            .count(),
+        1,
+        "{hosts}"
+    );
     if Command::new("id")
         .arg("istio-proxy")
         .output()
@@ -331,7 +343,7 @@ fn check_reports_resolution_and_tcp_per_endpoint() {
             );
         }
         (Err(_), true) => {
-            eprintln!("port 15012 is busy here; the TCP success case was not exercised")
+            eprintln!("port 15012 is busy here; the TCP success case was not exercised");
         }
     }
     drop(listener);

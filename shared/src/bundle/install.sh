@@ -103,9 +103,15 @@ verify_bundle() {
     fi
 }
 
-# /etc/hosts without this bundle's block.
+# /etc/hosts without this bundle's block, and without lines equal to the bundle's own (as the
+# runbook's `tee -a` leaves them), so the block never duplicates a line.
 hosts_without_block() {
-    if [ -f "$hosts_file" ]; then
+    if [ ! -f "$hosts_file" ]; then
+        return 0
+    fi
+    if [ -s "$here/hosts" ]; then
+        awk -v b="$MARK_BEGIN" -v e="$MARK_END" 'FNR == NR { ours[$0] = 1; next } $0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip && !($0 in ours)' "$here/hosts" "$hosts_file"
+    else
         awk -v b="$MARK_BEGIN" -v e="$MARK_END" '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hosts_file"
     fi
 }

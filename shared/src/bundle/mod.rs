@@ -1222,7 +1222,7 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
         output::SHA256SUMS,
         sums,
         0o644,
-        "sha256 of every file above",
+        "sha256 of every other file (sha256sum -c SHA256SUMS)",
     ));
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Bundle {

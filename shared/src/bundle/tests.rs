@@ -695,9 +695,17 @@ fn summary_lists_files_and_never_their_content() {
         .find(|f| f["file"] == "key.pem")
         .unwrap();
     assert_eq!(key_row["mode"], "0600");
+    let mut yaml_out = Vec::new();
+    written
+        .write_summary(&mut yaml_out, OutputFormat::Yaml)
+        .unwrap();
+    let yaml = String::from_utf8(yaml_out).unwrap();
+    let back: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(back, v, "-o yaml carries the same data as -o json");
     for out in [
         table,
         String::from_utf8(json_out).unwrap(),
+        yaml,
         format!("{b:?}"),
     ] {
         assert!(!out.contains(body), "key material leaked");
