@@ -1098,9 +1098,7 @@ async fn force_replaces_a_different_ca_with_a_guarded_update() {
     );
     assert_eq!(
         writes(&server),
-        [format!(
-            "PUT /api/v1/namespaces/istio-system/secrets/cacerts ?&fieldManager=meshvm -> 200"
-        )],
+        ["PUT /api/v1/namespaces/istio-system/secrets/cacerts ?&fieldManager=meshvm -> 200"],
         "one replace, nothing else"
     );
     let after = secret(&server, "istio-system", "cacerts").unwrap();
