@@ -221,7 +221,7 @@ pub struct RegisterArgs {
     /// Legacy form: SERVICE IP [NAME:]PORT...
     #[arg(value_name = "SERVICE IP [NAME:]PORT")]
     pub words: Vec<String>,
-    /// ServiceAccount the VM runs as
+    /// ServiceAccount the VM runs as (default: `default` as with istioctl; modern: the WorkloadGroup's)
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
     /// Labels to set: k=v, repeatable or comma-separated (as istioctl's -l)
@@ -230,7 +230,7 @@ pub struct RegisterArgs {
     /// Annotation to set, k=v (repeatable; not split at commas, values may hold them)
     #[arg(short = 'a', long = "annotations", value_name = "K=V")]
     pub annotations: Vec<String>,
-    /// Change an existing Service whose ports differ
+    /// Change an existing Service that lacks the ports (or the labels, annotations, ServiceAccount)
     #[arg(long)]
     pub update_service: bool,
     /// Remove the IP instead of adding it
