@@ -1259,3 +1259,34 @@ async fn files_given_one_by_one_keep_the_well_known_keys() {
         std::fs::read(samples().join("root-cert.pem")).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_prepares_with_the_same_ca_both_succeed() {
+    let server = sim("legacy-1.4.yaml").await;
+    server.set_latency(Duration::from_millis(40));
+    let dir = samples_arg();
+    let args_a = ["--vm-namespace", "vm-a", "--ca-dir", dir.as_str()];
+    let args_b = ["--vm-namespace", "vm-b", "--ca-dir", dir.as_str()];
+    let (ra, rb) = tokio::join!(prepare(&server, &args_a), prepare(&server, &args_b));
+    assert_eq!((ra.code, rb.code), (0, 0), "{}\n{}", ra.show(), rb.show());
+    let created = [&ra, &rb]
+        .iter()
+        .filter(|r| {
+            r.stdout
+                .lines()
+                .any(|l| l.contains("cacerts") && l.contains(" created "))
+        })
+        .count();
+    assert_eq!(
+        created,
+        1,
+        "exactly one created it\n{}\n{}",
+        ra.show(),
+        rb.show()
+    );
+    let stored = secret(&server, "istio-system", "cacerts").unwrap();
+    assert_eq!(
+        data(&stored)["ca-key.pem"],
+        std::fs::read(samples().join("ca-key.pem")).unwrap()
+    );
+}

@@ -174,7 +174,9 @@ async fn write_cacerts(
         };
         if same_secret_content(&current, &wanted) {
             change.action = Action::Unchanged;
-            change.detail = "created meanwhile by another run, with the same content".into();
+            change.detail =
+                "already there with the same content (an earlier attempt or another run made it)"
+                    .into();
             return Ok(());
         }
         if !opts.force {
@@ -209,7 +211,7 @@ async fn write_cacerts(
                 Some(current) if same_secret_content(&current, &wanted) => {
                     change.action = Action::Unchanged;
                     change.detail =
-                        "replaced meanwhile by another run, with the same content".into();
+                        "already replaced with the same content (an earlier attempt or another run)".into();
                     Ok(())
                 }
                 _ => Err(Error::CaChangedMeanwhile {
