@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
 use super::*;
+use crate::istio::Era;
 use crate::pki::testutil::{KeyKind, TestCa, days, now};
 
 fn args(extra: &[&str]) -> BundleArgs {

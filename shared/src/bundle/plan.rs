@@ -1,0 +1,393 @@
+//! Deciding the bundle's files from what was observed: pure, unit-tested on inline objects.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::Service;
+
+use super::options::{mask, usage};
+use super::{
+    BundleFile, Error, GatewaySource, Observed, Options, TOKEN_AUDIENCE, legacy, modern, output,
+};
+use crate::istio::{self, Era};
+use crate::pki;
+
+/// The legacy ServiceAccount: `-s`, else the VM namespace's name (the runbook's convention).
+pub fn legacy_service_account(opts: &Options) -> String {
+    opts.service_account
+        .clone()
+        .unwrap_or_else(|| opts.vm_namespace.clone())
+}
+
+/// The gateway's address from its Service: the load balancer's IP, else the first external IP.
+pub fn gateway_address(service: &Service) -> Result<IpAddr, GatewayProblem> {
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|i| i.first());
+    if let Some(first) = ingress {
+        if let Some(ip) = first.ip.as_deref().filter(|ip| !ip.is_empty()) {
+            return ip.parse().map_err(|_| {
+                GatewayProblem::Invalid(format!(
+                    "status.loadBalancer.ingress[0].ip {ip:?} is not an IP address"
+                ))
+            });
+        }
+        if let Some(host) = first.hostname.as_deref().filter(|h| !h.is_empty()) {
+            return Err(GatewayProblem::Hostname(host.to_owned()));
+        }
+    }
+    if let Some(ip) = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_ips.as_ref())
+        .and_then(|ips| ips.first())
+    {
+        return ip.parse().map_err(|_| {
+            GatewayProblem::Invalid(format!("spec.externalIPs[0] {ip:?} is not an IP address"))
+        });
+    }
+    Err(GatewayProblem::NoAddress)
+}
+
+/// Why a gateway Service gives no usable address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayProblem {
+    /// Only a DNS name.
+    Hostname(String),
+    /// Nothing at all.
+    NoAddress,
+    /// Something that is not an IP address.
+    Invalid(String),
+}
+
+fn resolve_gateway(observed: &Observed, opts: &Options, era: Era) -> Result<Option<IpAddr>, Error> {
+    match &opts.gateway {
+        GatewaySource::Ip(ip) => Ok(Some(*ip)),
+        GatewaySource::None => Ok(None),
+        GatewaySource::Service { .. } => {
+            let (namespace, name) = opts.gateway_service(era).unwrap_or_default();
+            let service =
+                observed
+                    .gateway_service
+                    .as_ref()
+                    .ok_or_else(|| Error::GatewayMissing {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    })?;
+            gateway_address(service).map(Some).map_err(|p| match p {
+                GatewayProblem::Hostname(hostname) => Error::GatewayHostname {
+                    namespace,
+                    name,
+                    hostname,
+                },
+                GatewayProblem::NoAddress => Error::GatewayNoAddress { namespace, name },
+                GatewayProblem::Invalid(problem) => Error::GatewayInvalid {
+                    namespace,
+                    name,
+                    problem,
+                },
+            })
+        }
+    }
+}
+
+/// The Service CIDR from an address inside it, assuming the range kube-apiserver setups most
+/// often use around the `kubernetes` Service (a /16 for IPv4, a /108 for IPv6).
+pub fn infer_service_cidr(kubernetes_ip: &str) -> Option<String> {
+    let ip: IpAddr = kubernetes_ip.parse().ok()?;
+    let len = if ip.is_ipv4() { 16 } else { 108 };
+    Some(format!("{}/{len}", mask(ip, len)))
+}
+
+/// The legacy Service CIDR and a warning when it was inferred.
+fn legacy_service_cidr(
+    observed: &Observed,
+    opts: &Options,
+) -> Result<(String, Option<String>), Error> {
+    if let Some(cidr) = &opts.service_cidr {
+        return Ok((cidr.clone(), None));
+    }
+    if let Some(cidrs) = &observed.service_cidrs {
+        return Ok((cidrs.join(","), None));
+    }
+    let ip = observed
+        .kubernetes_ip
+        .as_deref()
+        .ok_or(Error::ServiceCidrUnknown)?;
+    let cidr = infer_service_cidr(ip).ok_or(Error::ServiceCidrUnknown)?;
+    let warning = format!(
+        "the ServiceCIDR API is not served (or not readable) and --service-cidr was not given: assuming ISTIO_SERVICE_CIDR={cidr}, the {} around the `kubernetes` Service's ClusterIP {ip}; pass --service-cidr if the cluster's Service range differs",
+        cidr.split_once('/')
+            .map_or("range", |(_, len)| if len == "16" { "/16" } else { "/108" })
+    );
+    Ok((cidr, Some(warning)))
+}
+
+/// The bundle to write: files in name order, and warnings for stderr.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The era the files are for.
+    pub era: Era,
+    /// The files, sorted by name.
+    pub files: Vec<BundleFile>,
+    /// Things the operator should know (inferred values, certificates expiring soon).
+    pub warnings: Vec<String>,
+}
+
+/// Decide the bundle's files from what was observed. Pure.
+pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bundle, Error> {
+    let era = observed.era.or(opts.era).unwrap_or(Era::Modern);
+    opts.check_era(era)?;
+    let mut warnings = Vec::new();
+    let mut files = Vec::new();
+    let gateway = resolve_gateway(observed, opts, era)?;
+    match era {
+        Era::Legacy => {
+            let sa = legacy_service_account(opts);
+            let secret = format!("{}/istio.{sa}", opts.vm_namespace);
+            let data = observed
+                .identity
+                .as_ref()
+                .ok_or_else(|| Error::IdentityMissing {
+                    namespace: opts.vm_namespace.clone(),
+                    service_account: sa.clone(),
+                    istio_namespace: opts.istio_namespace.clone(),
+                })?;
+            let identity_error = |problems: Vec<String>| Error::Identity {
+                secret: secret.clone(),
+                problems,
+                istio_namespace: opts.istio_namespace.clone(),
+                namespace: opts.vm_namespace.clone(),
+            };
+            let material =
+                pki::WorkloadMaterial::from_secret_data(&format!("secret {secret}"), data)
+                    .map_err(|e| identity_error(vec![e.to_string()]))?;
+            let findings = pki::check_workload(
+                &material,
+                Some((&opts.vm_namespace, &sa)),
+                now,
+                pki::DEFAULT_WARN_WITHIN,
+            );
+            if pki::has_errors(&findings) {
+                return Err(identity_error(
+                    findings
+                        .iter()
+                        .filter(|f| f.severity == pki::Severity::Error)
+                        .map(ToString::to_string)
+                        .collect(),
+                ));
+            }
+            warnings.extend(findings.iter().map(ToString::to_string));
+            let gateway = gateway.ok_or_else(|| {
+                Error::Usage(usage(
+                    "the legacy era needs a gateway address for /etc/hosts".into(),
+                    "pass --gateway-ip IP or --gateway-service NAME[.NS]",
+                ))
+            })?;
+            let (cidr, cidr_warning) = legacy_service_cidr(observed, opts)?;
+            warnings.extend(cidr_warning);
+            let service = opts.service.clone().unwrap_or_else(|| sa.clone());
+            let env = legacy::cluster_env(&legacy::LegacyEnv {
+                service: &service,
+                service_cidr: &cidr,
+                inbound_ports: &opts.inbound_ports,
+                namespace: &opts.vm_namespace,
+                istio_namespace: &opts.istio_namespace,
+            });
+            files.push(BundleFile::new(
+                pki::ROOT_CERT,
+                material.root_cert.bytes(),
+                0o644,
+                "root certificate the workload certificate chains to",
+            ));
+            files.push(BundleFile::new(
+                pki::CERT_CHAIN,
+                material.cert_chain.bytes(),
+                0o644,
+                format!(
+                    "workload certificate for spiffe://…/ns/{}/sa/{sa}",
+                    opts.vm_namespace
+                ),
+            ));
+            files.push(BundleFile::new(
+                pki::KEY,
+                material.key.bytes(),
+                0o600,
+                "workload private key (secret)",
+            ));
+            files.push(BundleFile::new(
+                "gwip.txt",
+                legacy::gwip(gateway),
+                0o644,
+                "gateway address",
+            ));
+            files.push(BundleFile::new(
+                "hosts",
+                legacy::hosts(gateway, &opts.istio_namespace),
+                0o644,
+                "/etc/hosts lines for istio-citadel, -pilot, -telemetry, -policy",
+            ));
+            files.push(BundleFile::new(
+                "cluster.env",
+                env,
+                0o644,
+                "sidecar environment (/var/lib/istio/envoy/cluster.env)",
+            ));
+        }
+        Era::Modern => {
+            let ns = &opts.vm_namespace;
+            let name = opts.workload_group.clone().unwrap_or_default();
+            let wg_obj =
+                observed
+                    .workload_group
+                    .as_ref()
+                    .ok_or_else(|| Error::WorkloadGroupMissing {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    })?;
+            let invalid = |object: String, problem: String| Error::Invalid { object, problem };
+            let group = modern::WorkloadGroup::from_object(wg_obj)
+                .map_err(|p| invalid(format!("WorkloadGroup {ns}/{name}"), p))?;
+            if let Some(flag) = opts
+                .service_account
+                .as_ref()
+                .filter(|sa| **sa != group.service_account)
+            {
+                return Err(Error::ServiceAccountMismatch {
+                    flag: flag.clone(),
+                    group: group.service_account.clone(),
+                    namespace: ns.clone(),
+                    name,
+                });
+            }
+            let revision = opts.revision.as_deref();
+            let mesh_cm = modern::mesh_configmap(revision);
+            let mesh = observed
+                .mesh_config
+                .as_ref()
+                .ok_or_else(|| Error::ConfigMapMissing {
+                    namespace: opts.istio_namespace.clone(),
+                    name: mesh_cm.clone(),
+                    hint:
+                        "check --istio-namespace and --revision: istiod's mesh config lives there"
+                            .into(),
+                })?;
+            let cluster_id = if let Some(id) = &opts.cluster_id {
+                id.clone()
+            } else {
+                let cm = modern::injector_configmap(revision);
+                let data = observed
+                    .injector
+                    .as_ref()
+                    .ok_or_else(|| Error::ConfigMapMissing {
+                        namespace: opts.istio_namespace.clone(),
+                        name: cm.clone(),
+                        hint: "pass --cluster-id ID (the mesh's name for this cluster)".into(),
+                    })?;
+                let values = data.get("values").map_or("{}", String::as_str);
+                modern::cluster_name_from_injector_values(values)
+                    .map_err(|p| invalid(format!("configmap {}/{cm}", opts.istio_namespace), p))?
+                    // Istio's own default when values leave the cluster name empty.
+                    .unwrap_or_else(|| "Kubernetes".to_owned())
+            };
+            let root = observed
+                .root_cert
+                .as_ref()
+                .and_then(|d| d.get(pki::ROOT_CERT))
+                .ok_or_else(|| Error::ConfigMapMissing {
+                    namespace: ns.clone(),
+                    name: istio::ROOT_CERT_CONFIGMAP.into(),
+                    hint: format!("istiod writes it into every namespace it watches: check that istiod runs and that namespace {ns} exists"),
+                })?;
+            if let Err(e) = pki::root_identity(root.as_bytes()) {
+                warnings.push(format!(
+                    "configmap {ns}/{} root-cert.pem {e}; the VM will not trust istiod",
+                    istio::ROOT_CERT_CONFIGMAP
+                ));
+            }
+            let token = observed.token.clone().unwrap_or_default();
+            let cidr = opts.service_cidr.clone().unwrap_or_else(|| "*".to_owned());
+            let rendered = modern::render(&modern::ModernInputs {
+                group: &group,
+                mesh_config: mesh.get("mesh").map_or("", String::as_str),
+                istio_namespace: &opts.istio_namespace,
+                revision,
+                cluster_id: &cluster_id,
+                internal_ip: opts.internal_ip,
+                gateway_ip: gateway,
+                service_cidr: &cidr,
+                inbound_ports: (!opts.inbound_ports.is_empty())
+                    .then_some(opts.inbound_ports.as_slice()),
+            })
+            .map_err(|p| {
+                invalid(
+                    format!(
+                        "mesh config {}/{mesh_cm} or WorkloadGroup {ns}/{name}",
+                        opts.istio_namespace
+                    ),
+                    p,
+                )
+            })?;
+            files.push(BundleFile::new(
+                "cluster.env",
+                rendered.cluster_env,
+                0o644,
+                "sidecar environment (/var/lib/istio/envoy/cluster.env)",
+            ));
+            files.push(BundleFile::new(
+                "mesh.yaml",
+                rendered.mesh_yaml,
+                0o644,
+                "proxy config (/etc/istio/config/mesh)",
+            ));
+            files.push(BundleFile::new(
+                pki::ROOT_CERT,
+                root.as_bytes(),
+                0o644,
+                "mesh root certificate (istio-ca-root-cert)",
+            ));
+            files.push(BundleFile::new(
+                "istio-token",
+                token,
+                0o600,
+                format!(
+                    "bootstrap token for {ns}/{}, audience {TOKEN_AUDIENCE}, {}s (secret)",
+                    group.service_account, opts.token_seconds
+                ),
+            ));
+            files.push(BundleFile::new(
+                "hosts",
+                rendered.hosts,
+                0o644,
+                if gateway.is_some() {
+                    "/etc/hosts line for istiod"
+                } else {
+                    "empty: --no-gateway"
+                },
+            ));
+        }
+    }
+    files.push(BundleFile::new(
+        "install.sh",
+        output::install_script(era, &opts.istio_namespace, opts.revision.as_deref()),
+        0o755,
+        "installs the files on the VM (--dry-run, --uninstall, --check)",
+    ));
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let sums = output::sha256sums(&files);
+    files.push(BundleFile::new(
+        output::SHA256SUMS,
+        sums,
+        0o644,
+        "sha256 of every other file (sha256sum -c SHA256SUMS)",
+    ));
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Bundle {
+        era,
+        files,
+        warnings,
+    })
+}
