@@ -194,7 +194,8 @@ impl Kind {
             Kind::MeshPolicy | Kind::Policy => "authentication.istio.io",
             _ => "networking.istio.io",
         };
-        (group == expected).then_some(k)
+        // 1.4-era manifests still write Deployments as extensions/v1beta1.
+        (group == expected || (k == Kind::Deployment && group == "extensions")).then_some(k)
     }
 
     fn istio(self) -> Option<IstioKind> {
@@ -1087,6 +1088,11 @@ mod tests {
     fn era_and_auto_mtls() {
         let legacy = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istio-citadel, namespace: istio-system}\n").unwrap();
         assert_eq!(legacy.era(), Some(Era::Legacy));
+        let old_api = Snapshot::from_yaml(
+            "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: istio-pilot, namespace: istio-system}\n",
+        )
+        .unwrap();
+        assert_eq!(old_api.era(), Some(Era::Legacy));
         assert!(!legacy.auto_mtls(None));
         assert!(legacy.auto_mtls(Some(true)));
         let modern = Snapshot::from_yaml(

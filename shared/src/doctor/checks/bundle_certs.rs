@@ -9,7 +9,7 @@ use super::{or_pass, system_time};
 use crate::doctor::{Check, CheckContext, Finding};
 use crate::istio::Era;
 use crate::pki;
-use crate::snapshot::{Bundle, Snapshot};
+use crate::snapshot::{Bundle, Kind, Snapshot};
 
 /// Legacy: judges root-cert.pem, cert-chain.pem and key.pem with [`pki::check_workload`] (chain to
 /// the root, key matches, validity, SAN = cluster.env's namespace and service account).
@@ -27,7 +27,7 @@ fn env_service_account(env: &std::collections::BTreeMap<String, String>) -> Opti
         .filter(|s| !s.is_empty())
 }
 
-fn legacy(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
+fn legacy(snap: &Snapshot, bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
     let (Some(root), Some(chain), Some(key)) = (
         bundle.file("root-cert.pem"),
         bundle.file("cert-chain.pem"),
@@ -51,25 +51,88 @@ fn legacy(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
     let sa = env_service_account(&env);
     let expected = ns.zip(sa);
     let warn_within = Duration::from_secs(ctx.expiry_warn_secs.max(0) as u64);
-    let out: Vec<Finding> = pki::check_workload(&material, expected, system_time(ctx.now), warn_within)
-        .into_iter()
-        .map(|f| {
-            let base = match f.severity {
-                pki::Severity::Error => Finding::fail(ID, f.to_string()),
-                pki::Severity::Warning => Finding::warn(ID, f.to_string()),
-            };
-            base.object(object).hint("re-create the bundle with `kubectl meshvm bundle` (it fetches a fresh istio.<sa> secret)")
-        })
-        .collect();
+    let mut out: Vec<Finding> =
+        pki::check_workload(&material, expected, system_time(ctx.now), warn_within)
+            .into_iter()
+            .map(|f| {
+                let base = match f.severity {
+                    pki::Severity::Error => Finding::fail(ID, f.to_string()),
+                    pki::Severity::Warning => Finding::warn(ID, f.to_string()),
+                };
+                base.object(object).hint(
+                    "re-create the bundle with `kubectl meshvm bundle` (it fetches a fresh istio.<sa> secret)",
+                )
+            })
+            .collect();
+    // The legacy cluster.env names no service account: compare at least the namespace.
+    if expected.is_none()
+        && let Some(ns) = ns
+        && let Some(id) = leaf_spiffe_id(&chain.data)
+        && id.namespace != ns
+    {
+        out.push(
+            Finding::fail(
+                ID,
+                format!(
+                    "cert-chain.pem is for {id} but cluster.env's ISTIO_NAMESPACE is {ns}: peers reject the VM's identity"
+                ),
+            )
+            .object(object)
+            .hint("re-create the bundle for the VM's namespace with `kubectl meshvm bundle`"),
+        );
+    }
+    out.extend(root_cross_check(snap, ctx, &root.data, object));
     let checked = if expected.is_some() {
         "chain, key, validity and SAN"
     } else {
-        "chain, key and validity (cluster.env names no service account, SAN not compared)"
+        "chain, key, validity and SAN namespace"
     };
     or_pass(ID, out, format!("legacy identity: {checked} good"))
 }
 
-fn modern(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
+/// The SPIFFE identity of the first certificate in a PEM chain.
+fn leaf_spiffe_id(pem: &[u8]) -> Option<pki::SpiffeId> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = block.parse_x509().ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(uri) => pki::spiffe_id(uri),
+        _ => None,
+    })
+}
+
+/// With a cluster to compare: the bundle's root must be one the cluster's CA signs under.
+fn root_cross_check(
+    snap: &Snapshot,
+    ctx: &CheckContext,
+    bundle_root: &[u8],
+    object: &str,
+) -> Option<Finding> {
+    let cluster_root = snap
+        .get(Kind::Secret, &ctx.istio_ns, crate::istio::CACERTS_SECRET)
+        .or_else(|| {
+            snap.get(
+                Kind::ConfigMap,
+                &ctx.istio_ns,
+                crate::istio::ROOT_CERT_CONFIGMAP,
+            )
+        })
+        .and_then(|o| o.data(pki::ROOT_CERT).map(|d| (o.reference(), d)))?;
+    let cmp = pki::compare_roots(bundle_root, &cluster_root.1).ok()?;
+    (!cmp.overlap()).then(|| {
+        Finding::fail(
+            ID,
+            format!(
+                "root-cert.pem shares no root with {}: the VM would trust another CA than the cluster's",
+                cluster_root.0
+            ),
+        )
+        .object(object)
+        .hint("re-create the bundle against this cluster with `kubectl meshvm bundle`")
+    })
+}
+
+fn modern(snap: &Snapshot, bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     match bundle.file("istio-token") {
         None => out.push(Finding::skip(
@@ -119,6 +182,8 @@ fn modern(bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
                         .object(object)
                         .hint("copy root-cert.pem from the istio-ca-root-cert ConfigMap"),
                 );
+            } else {
+                out.extend(root_cross_check(snap, ctx, &root.data, object));
             }
         }
     }
@@ -159,8 +224,8 @@ impl Check for BundleCerts {
         };
         let object = format!("Bundle {}", bundle.path.display());
         match bundle.era().or(ctx.era) {
-            Some(Era::Legacy) => legacy(bundle, ctx, &object),
-            Some(Era::Modern) => modern(bundle, ctx, &object),
+            Some(Era::Legacy) => legacy(snap, bundle, ctx, &object),
+            Some(Era::Modern) => modern(snap, bundle, ctx, &object),
             None => vec![Finding::skip(
                 ID,
                 "cannot tell the bundle's era (see bundle.files)",
@@ -295,6 +360,23 @@ mod tests {
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&BundleCerts), severity, case);
         }
+        // Cross-checked with the cluster: the bundle's root must be the cluster's.
+        let cm = |pem: &[u8]| {
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert", "namespace": "istio-system"}, "data": {"root-cert.pem": String::from_utf8_lossy(pem)}}).to_string()
+        };
+        let token = jwt(&serde_json::json!({"aud": ["istio-ca"], "exp": NOW + 3600}));
+        let same = build(token.clone(), &root).with(&cm(&root));
+        expect(
+            &same.run(&BundleCerts),
+            Pass,
+            "bundle root is the cluster's",
+        );
+        let other = build(token, &root).with(&cm(&sample("ca-cert.pem")));
+        expect(
+            &other.run(&BundleCerts),
+            Fail,
+            "bundle root is not the cluster's",
+        );
         expect(&Fixture::modern().run(&BundleCerts), Skip, "no bundle");
     }
 }
