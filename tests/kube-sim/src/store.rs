@@ -423,10 +423,50 @@ impl State {
         opts: &WriteOpts,
         warnings: &mut Vec<String>,
     ) -> Result<(), ApiError> {
-        if !rt.builtin {
+        if rt.builtin {
+            Self::check_typed(rt, obj, opts.field_validation, warnings)?;
+        } else {
             Self::check_schema(rt, version, obj, opts.field_validation, warnings)?;
         }
         kinds::prepare(self, rt, obj, old)
+    }
+
+    /// Strict decoding of a built-in kind (see [`crate::typed`]).
+    fn check_typed(
+        rt: &ResourceType,
+        obj: &mut Value,
+        fv: FieldValidation,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ApiError> {
+        match crate::typed::decode(&rt.group, &rt.plural, obj) {
+            None => Ok(()),
+            Some(crate::typed::Decode::Invalid(e)) => Err(ApiError::bad_request(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: {e}",
+                kind = rt.kind,
+                v = rt.versions[0]
+            ))),
+            Some(crate::typed::Decode::Unknown(paths)) if paths.is_empty() => Ok(()),
+            Some(crate::typed::Decode::Unknown(paths)) => {
+                let list: Vec<String> = paths
+                    .iter()
+                    .map(|p| format!("unknown field \"{p}\""))
+                    .collect();
+                match fv {
+                    FieldValidation::Strict => {
+                        return Err(ApiError::bad_request(format!(
+                            "strict decoding error: {}",
+                            list.join(", ")
+                        )));
+                    }
+                    FieldValidation::Warn => warnings.extend(list),
+                    FieldValidation::Ignore => {}
+                }
+                for p in &paths {
+                    crate::typed::remove(obj, p);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// POST: create an object.

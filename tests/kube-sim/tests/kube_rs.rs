@@ -438,3 +438,51 @@ async fn created_crd_becomes_servable_and_validates() {
         "{gone:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_fields_of_builtin_kinds_follow_field_validation() {
+    let server = Server::start(Scenario::empty()).await;
+    let client = server.client();
+    let body = |name: &str| {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name}, "data": {"a": "1"}, "dta": {"typo": "x"}}))
+        .unwrap()
+    };
+    let post = |q: &str, name: &str| {
+        http::Request::post(format!(
+            "/api/v1/namespaces/default/configmaps?fieldValidation={q}"
+        ))
+        .header("Content-Type", "application/json")
+        .body(body(name))
+        .unwrap()
+    };
+    let strict = client
+        .request::<ConfigMap>(post("Strict", "s"))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = strict else {
+        panic!("{strict:?}")
+    };
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (400, "strict decoding error: unknown field \"dta\"")
+    );
+    // Ignore (and Warn) store the object without the unknown field.
+    let kept = client
+        .request::<serde_json::Value>(post("Ignore", "i"))
+        .await
+        .unwrap();
+    assert!(
+        kept.get("dta").is_none() && kept["data"]["a"] == "1",
+        "{kept}"
+    );
+    let wrong_type = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t"}, "data": {"a": 1}})).unwrap())
+        .unwrap();
+    let e = client.request::<ConfigMap>(wrong_type).await.unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref s) if s.code == 400 && s.message.starts_with("ConfigMap in version \"v1\" cannot be handled as a ConfigMap")),
+        "{e:?}"
+    );
+}
