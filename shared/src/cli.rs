@@ -220,11 +220,13 @@ pub fn color_enabled(stream: &impl IsTerminal) -> bool {
 
 /// Send logs to stderr at the level `-v` asks for. `RUST_LOG` overrides.
 pub fn init_logging(verbose: u8) {
+    // Only meshvm's own messages by default: kube-rs logs transport errors at ERROR level that
+    // meshvm already reports once, with context, as `error: …`.
     let default = match verbose {
-        0 => "warn",
-        1 => "meshvm=info,warn",
-        2 => "meshvm=debug,kube=info,warn",
-        _ => "meshvm=trace,kube=debug,info",
+        0 => "meshvm=warn",
+        1 => "meshvm=info",
+        2 => "meshvm=debug,kube_client=info",
+        _ => "meshvm=trace,kube_client=debug,kube=debug,info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -328,6 +330,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
+    }
+    if !text.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "{text:?} is not a duration; use e.g. 30s, 2m, 1h30m or 0"
+        ));
     }
     let mut total = Duration::ZERO;
     let mut rest = text;

@@ -456,6 +456,16 @@ fn transport_kind(err: &(dyn std::error::Error + 'static)) -> Option<std::io::Er
     kind
 }
 
+/// The innermost message of an error chain ("Connection refused (os error 111)"): what the
+/// transport saw, without kube-rs' and hyper's wrapper words.
+fn deepest_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
 fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
@@ -562,7 +572,7 @@ impl Connection {
                 Error::Unreachable {
                     action,
                     server: self.server.clone(),
-                    reason: crate::cli::error_chain(&err),
+                    reason: deepest_cause(&err),
                 }
             }
             source => Error::Other { action, source },
