@@ -708,6 +708,35 @@ async fn workload_entry_in_the_modern_scenario() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_entry_on_istio_1_4_is_refused_with_the_legacy_form_as_hint() {
+    let sim = Server::start(legacy_cluster()).await;
+    let out = run(
+        &sim,
+        &[
+            "--workload-entry",
+            "vm-1",
+            "--address",
+            "10.0.0.5",
+            "-n",
+            "expandvm",
+            "-s",
+            "expandvm",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("serves no workloadentries.networking.istio.io"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: on Istio 1.4 register the legacy way"),
+        "{err}"
+    );
+}
+
 #[test]
 fn usage_errors_exit_2_before_any_connection() {
     let cases: &[(&[&str], &str)] = &[
