@@ -415,6 +415,12 @@ async fn modern_scenario_with_east_west_gateway() {
         env.contains("ISTIO_SERVICE_CIDR='*'\n"),
         "modern keeps istioctl's *: {env}"
     );
+    assert!(
+        stderr.contains("note: ")
+            && stderr.contains("istio-token is a bearer token")
+            && stderr.contains("valid for 3600s"),
+        "{stderr}"
+    );
     let root = read(&dir, "root-cert.pem");
     assert!(
         root.contains("BEGIN CERTIFICATE"),

@@ -260,6 +260,15 @@ pub async fn run(
     written
         .write_summary(out, opts.output)
         .map_err(Error::Print)?;
+    if bundle.era == crate::istio::Era::Modern {
+        // As istioctl warns: the token is a credential until it expires.
+        let _ = writeln!(
+            err,
+            "note: {} is a bearer token for the VM's ServiceAccount, valid for {}s: copy it to the VM before then, and bundle again for a fresh one",
+            opts.output_dir.join("istio-token").display(),
+            opts.token_seconds
+        );
+    }
     if opts.output == OutputFormat::Table {
         let _ = writeln!(
             err,
