@@ -188,3 +188,46 @@ async fn ten_thousand_rules_one_paged_list_per_kind() {
 fn discovery(path: &str) -> bool {
     kube_sim::levers::is_discovery_path(path)
 }
+
+/// The bundle `kubectl meshvm bundle` writes passes doctor's bundle checks against its cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_bundle_from_the_bundle_verb_passes() {
+    let server = sim(&["legacy-1.4.yaml", "legacy-1.4-strict-ready.yaml"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("expandvm");
+    let archive = dir.path().join("expandvm.tar.gz");
+    let kubeconfig = server.kubeconfig_path().to_str().unwrap().to_string();
+    let bundle_args = crate::args::BundleArgs::try_parse_from([
+        "kubectl-meshvm-bundle",
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--vm-namespace",
+        "sample",
+        "-s",
+        "helloworld",
+        "--inbound-ports",
+        "80",
+        "-d",
+        out_dir.to_str().unwrap(),
+        "--archive",
+        archive.to_str().unwrap(),
+    ])
+    .unwrap();
+    let bundle_opts = crate::bundle::Options::resolve(bundle_args).unwrap();
+    crate::bundle::run(&bundle_opts, &mut Vec::new(), &mut Vec::new())
+        .await
+        .unwrap();
+    for bundle in [&out_dir, &archive] {
+        let (_, report, _) = doctor(&server, &["--bundle", bundle.to_str().unwrap()]).await;
+        let checked: Vec<_> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["check"].as_str().unwrap().starts_with("bundle."))
+            .collect();
+        assert_eq!(checked.len(), 4);
+        for f in checked {
+            assert_eq!(f["severity"], "pass", "{}: {f:#}", bundle.display());
+        }
+    }
+}
