@@ -49,7 +49,7 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     latency_ms: u64,
     /// Probability (0..=1) that a request fails with the --fault-kind fault.
-    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = probability)]
     fault_rate: f64,
     /// What --fault-rate injects.
     #[arg(long, value_enum, default_value = "500")]
@@ -58,26 +58,35 @@ struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Kubernetes version /version reports (kubectl's dispatcher picks kubectl.1.NN from it).
-    #[arg(long, value_name = "1.NN", default_value = "1.32")]
+    #[arg(long, value_name = "1.NN", default_value = "1.32", value_parser = kube_version)]
     kube_version: String,
     /// CRD set to load (`modern` or `istio-1.4`); default: from the scenario.
-    #[arg(long, value_name = "SET")]
+    #[arg(long, value_name = "SET", value_parser = ["modern", "istio-1.4"])]
     crds: Option<String>,
 }
 
+/// Clap parser: a probability (usage errors exit 2 through clap).
+fn probability(s: &str) -> Result<f64, String> {
+    let f: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number: give a probability from 0 to 1"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!(
+            "{s} is not a probability: give a number from 0 to 1"
+        ))
+    }
+}
+
+/// Clap parser: a `1.NN` Kubernetes version.
+fn kube_version(s: &str) -> Result<String, String> {
+    kube_sim::scenario::parse_minor(s)
+        .map(|_| s.to_string())
+        .ok_or_else(|| format!("{s:?} is not of the form 1.NN (e.g. 1.32)"))
+}
+
 fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
-    if !(0.0..=1.0).contains(&args.fault_rate) {
-        return Err(format!(
-            "--fault-rate {} is not a probability: give a number from 0 to 1",
-            args.fault_rate
-        ));
-    }
-    if kube_sim::scenario::parse_minor(&args.kube_version).is_none() {
-        return Err(format!(
-            "--kube-version {:?} is not of the form 1.NN (e.g. 1.32)",
-            args.kube_version
-        ));
-    }
     let mut s = Scenario::from_files(&args.scenarios).map_err(|e| format!("{e}"))?;
     if let Some(set) = &args.crds {
         s = s.with_crds(set);
@@ -164,5 +173,44 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flag_values_are_checked_by_clap() {
+        for bad in [
+            &[
+                "kube-sim",
+                "serve",
+                "--kubeconfig",
+                "k",
+                "--fault-rate",
+                "2",
+            ][..],
+            &[
+                "kube-sim",
+                "serve",
+                "--kubeconfig",
+                "k",
+                "--kube-version",
+                "2",
+            ],
+            &["kube-sim", "serve", "--kubeconfig", "k", "--crds", "nope"],
+        ] {
+            let e = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        assert!(
+            Cli::try_parse_from([
+                "kube-sim",
+                "serve",
+                "--kubeconfig",
+                "k",
+                "--fault-rate",
+                "0.5",
+                "--kube-version",
+                "1.27"
+            ])
+            .is_ok()
+        );
     }
 }
