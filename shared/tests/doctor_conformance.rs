@@ -182,12 +182,11 @@ fn flags(
 
 fn map_code(code: &str) -> Option<(&'static str, Severity)> {
     Some(match code {
-        "IST0113" => ("mtls.policy-consistency", Severity::Fail),
         "IST0115" => ("mtls.default-dr", Severity::Fail),
         "KIA0201" => ("mtls.dr-overlap", Severity::Warn),
         "KIA0204" => ("mtls.dr-missing-tls", Severity::Warn),
-        "KIA0205" | "KIA0206" | "KIA0207" | "KIA0208" | "KIA0401" | "KIA0501" | "KIA0505"
-        | "KIA0506" => ("mtls.policy-consistency", Severity::Fail),
+        "IST0113" | "KIA0205" | "KIA0206" | "KIA0207" | "KIA0208" | "KIA0401" | "KIA0501"
+        | "KIA0505" | "KIA0506" => ("mtls.policy-consistency", Severity::Fail),
         _ => return None,
     })
 }

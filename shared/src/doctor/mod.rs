@@ -590,7 +590,7 @@ mod tests {
             "{failed:?}"
         );
         // The same mesh with the planned fixes applied (as manifests) passes.
-        let snap = Snapshot::from_files(&[path.clone()]).unwrap();
+        let snap = Snapshot::from_files(std::slice::from_ref(&path)).unwrap();
         let ctx = CheckContext::new(&snap, &CheckOptions::default(), vec![]);
         let fixed = fix::render_yaml(&fix::plan(&snap, &ctx));
         std::fs::write(dir.path().join("fix.yaml"), fixed).unwrap();
