@@ -594,3 +594,107 @@ async fn transient_faults_are_retried() {
         3
     );
 }
+
+/// A flat test CA (its own root) and an expired workload certificate it signed.
+fn expired_identity(ns: &str, sa: &str) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    };
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "bundle test root");
+    ca.not_before = (now - 400 * day).into();
+    ca.not_after = (now + 3650 * day).into();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let root = ca.self_signed(&ca_key).unwrap().pem();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = DistinguishedName::new();
+    leaf.subject_alt_names = vec![SanType::URI(
+        format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
+            .try_into()
+            .unwrap(),
+    )];
+    leaf.not_before = (now - 100 * day).into();
+    leaf.not_after = (now - 10 * day).into();
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.use_authority_key_identifier_extension = true;
+    let cert = leaf
+        .signed_by(&leaf_key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap()
+        .pem();
+    let cacerts = BTreeMap::from([
+        ("ca-cert.pem".to_owned(), root.clone()),
+        ("ca-key.pem".to_owned(), ca_key.serialize_pem()),
+        ("root-cert.pem".to_owned(), root.clone()),
+        ("cert-chain.pem".to_owned(), root.clone()),
+    ]);
+    let identity = BTreeMap::from([
+        ("root-cert.pem".to_owned(), root),
+        ("cert-chain.pem".to_owned(), cert),
+        ("key.pem".to_owned(), leaf_key.serialize_pem()),
+    ]);
+    (cacerts, identity)
+}
+
+/// Citadel keeps an `istio.<sa>` whose root is its own, even when the certificate expired (as
+/// after a long outage): bundle refuses it and says to restart Citadel or recreate the secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_identity_is_refused_with_the_citadel_hint() {
+    let server = legacy_sim().await;
+    let (cacerts, identity) = expired_identity("expandvm", "expandvm");
+    let secret = |ns: &str, name: &str, data: &BTreeMap<String, String>| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": data,
+        })
+    };
+    server
+        .load(vec![
+            secret("istio-system", "cacerts", &cacerts),
+            secret("expandvm", "istio.expandvm", &identity),
+        ])
+        .unwrap();
+    assert_eq!(
+        secret_data(&server, "expandvm", "istio.expandvm")["cert-chain.pem"],
+        identity["cert-chain.pem"].as_bytes(),
+        "the sim's Citadel kept the expired secret"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let (result, _, _) = run(&options(
+        &server,
+        &dir,
+        &["--vm-namespace", "expandvm", "--inbound-ports", "80"],
+    ))
+    .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Identity { .. }), "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    let hint = err.hint().unwrap();
+    assert!(
+        hint.contains("rollout restart deployment istio-citadel")
+            && hint.contains("kubectl -n expandvm delete secret istio.expandvm"),
+        "{hint}"
+    );
+    assert!(!dir.exists(), "nothing written");
+}
