@@ -486,10 +486,15 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             }
         }
     }
+    let fallback_origin = snaps
+        .first()
+        .and_then(|s| s.objects.values().flatten().find_map(|o| o.origin.clone()))
+        .map(|o| Origin { line: 1, ..o });
     Report {
         era,
         auto_mtls,
         findings,
+        fallback_origin,
     }
 }
 

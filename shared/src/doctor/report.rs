@@ -10,6 +10,7 @@ use super::{Finding, Severity, checks};
 use crate::args::{DoctorOutput as Format, FailOn};
 use crate::cli::Outcome;
 use crate::istio::Era;
+use crate::snapshot::Origin;
 
 /// Everything doctor found.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +21,9 @@ pub struct Report {
     pub auto_mtls: bool,
     /// Findings in check order.
     pub findings: Vec<Finding>,
+    /// Where SARIF points findings that name no manifest object (the first `-f` file), since
+    /// code-scanning services drop results without a location.
+    pub fallback_origin: Option<Origin>,
 }
 
 /// Counts per severity.
@@ -233,7 +237,7 @@ impl Report {
                     "level": if f.severity == Severity::Fail { "error" } else { "warning" },
                     "message": {"text": text},
                 });
-                if let Some(origin) = &f.origin {
+                if let Some(origin) = f.origin.as_ref().or(self.fallback_origin.as_ref()) {
                     let uri = origin.file.to_string_lossy().replace('\\', "/");
                     result["locations"] = json!([{
                         "physicalLocation": {
@@ -265,7 +269,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Origin;
 
     fn report() -> Report {
         let mut fail = Finding::fail("mtls.default-dr", "no mesh-wide rule").hint("apply it");
@@ -283,6 +286,7 @@ mod tests {
                 Finding::warn("mtls.dr-overlap", "two rules"),
                 Finding::skip("bundle.files", "no --bundle given"),
             ],
+            fallback_origin: None,
         }
     }
 
@@ -368,6 +372,16 @@ mod tests {
         assert_eq!(run["tool"]["driver"]["rules"][idx]["id"], "mtls.default-dr");
         assert_eq!(results[1]["level"], "warning");
         assert!(results[1].get("locations").is_none());
+        let mut r = report();
+        r.fallback_origin = Some(Origin {
+            file: "gitops/a.yaml".into(),
+            line: 1,
+        });
+        let v = r.sarif();
+        assert_eq!(
+            v["runs"][0]["results"][1]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "gitops/a.yaml"
+        );
     }
 
     #[test]
