@@ -161,6 +161,12 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// The archive file exists and `--force` was not given.
+    #[error("archive {} exists", path.display())]
+    ArchiveExists {
+        /// The archive.
+        path: PathBuf,
+    },
     /// Writing the bundle failed; nothing was left half-written.
     #[error("cannot write {}", path.display())]
     Io {
@@ -218,6 +224,9 @@ impl Diagnose for Error {
                 "drop --service-account, or pass --service-account {group}"
             )),
             Error::ConfigMapMissing { hint, .. } => Some(hint.clone()),
+            Error::ArchiveExists { .. } => Some(
+                "pass --force to replace it, or choose another --archive path".into(),
+            ),
             Error::OutputExists { .. } => Some(
                 "pass --force to replace its content, or choose another --output-dir".into(),
             ),
@@ -245,6 +254,9 @@ pub async fn run(
 ) -> Result<Outcome, Error> {
     // Refuse before any request: the operator learns about the folder first.
     output::check_target(&opts.output_dir, opts.force)?;
+    if let Some(archive) = &opts.archive {
+        output::check_archive(archive, opts.force)?;
+    }
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
     let observed = Box::pin(observe(&conn, opts)).await?;
     let bundle = plan(&observed, opts, SystemTime::now())?;

@@ -153,6 +153,20 @@ pub fn absolute(path: &Path) -> Option<PathBuf> {
     Some(parent.join(path.file_name()?))
 }
 
+/// Refuse an archive path that is a directory, or an existing file without `--force`.
+pub fn check_archive(path: &Path, force: bool) -> Result<(), Error> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(Error::Io {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "is a directory"),
+        }),
+        Ok(_) if !force => Err(Error::ArchiveExists {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Refuse a target that is a file, or a non-empty directory without `--force`.
 pub fn check_target(dir: &Path, force: bool) -> Result<(), Error> {
     match fs::symlink_metadata(dir) {
@@ -308,6 +322,9 @@ pub fn write(
     force: bool,
 ) -> Result<Written, Error> {
     check_target(dir, force)?;
+    if let Some(path) = archive {
+        check_archive(path, force)?;
+    }
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),

@@ -610,6 +610,19 @@ fn write_is_atomic_private_and_refuses_non_empty_dirs() {
         .collect();
     assert_eq!(leftovers, [std::ffi::OsString::from("expandvm")]);
 
+    // An existing archive needs --force; a directory in its place is refused outright.
+    let archive = tmp.path().join("b.tar.gz");
+    std::fs::write(&archive, "old").unwrap();
+    let other = tmp.path().join("other");
+    let err = output::write(&b, &other, Some(&archive), false).unwrap_err();
+    assert!(matches!(err, Error::ArchiveExists { .. }), "{err}");
+    assert!(err.hint().unwrap().contains("--force"));
+    assert!(!other.exists());
+    output::write(&b, &other, Some(&archive), true).unwrap();
+    assert_ne!(std::fs::read(&archive).unwrap(), b"old");
+    let err = output::write(&b, &tmp.path().join("third"), Some(tmp.path()), true).unwrap_err();
+    assert!(err.to_string().contains("cannot write"), "{err}");
+
     // An archive that cannot be written leaves no directory behind.
     let blocked = tmp.path().join("file");
     std::fs::write(&blocked, "").unwrap();
