@@ -28,6 +28,8 @@ const ISTIOD_IGNORED: &[&str] = &[
 pub struct Controllers {
     plugged: Option<(String, Arc<SimCa>)>,
     self_signed: Option<Arc<SimCa>>,
+    /// The API server's CA, which `kube-root-ca.crt` publishes.
+    pub api_ca_pem: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,7 @@ fn current_ca(state: &mut State, istio_ns: &str) -> Arc<SimCa> {
 
 /// Brings every emulated controller's objects in line with the cluster; cheap when nothing changed.
 pub fn reconcile(state: &mut State) {
+    reconcile_namespaces(state);
     let Some((era, istio_ns)) = find_control_plane(state) else {
         return;
     };
@@ -99,6 +102,39 @@ pub fn reconcile(state: &mut State) {
     match era {
         Era::Citadel => reconcile_citadel(state, &ca, &root),
         Era::Istiod => reconcile_istiod(state, &root),
+    }
+}
+
+/// kube-controller-manager's share: every namespace has the ServiceAccount `default` (re-created
+/// when deleted) and the ConfigMap `kube-root-ca.crt` with the API server's CA.
+fn reconcile_namespaces(state: &mut State) {
+    let namespaces: Vec<String> = state
+        .iter_resource("/namespaces", None)
+        .map(|(k, _)| k.2.clone())
+        .collect();
+    let ca = state.controllers.api_ca_pem.clone();
+    for ns in namespaces {
+        if state.get_obj("/serviceaccounts", &ns, "default").is_none() {
+            state
+                .upsert(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": "default", "namespace": ns}}))
+                .expect("default ServiceAccount is valid");
+        }
+        if ca.is_empty() {
+            continue;
+        }
+        let current = state
+            .get_obj("/configmaps", &ns, "kube-root-ca.crt")
+            .and_then(|c| c.pointer("/data/ca.crt"))
+            .and_then(Value::as_str);
+        if current != Some(ca.as_str()) {
+            state
+                .upsert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
+                                 "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                    "data": {"ca.crt": ca}}))
+                .expect("kube-root-ca.crt ConfigMap is valid");
+        }
     }
 }
 

@@ -269,10 +269,11 @@ impl Scenario {
     }
 
     /// Builds the cluster state: defaults every cluster has, CRDs, then the scenario's objects.
-    pub(crate) fn load(&self, api_port: u16) -> Result<State, Error> {
+    pub(crate) fn load(&self, api_port: u16, api_ca_pem: &str) -> Result<State, Error> {
         let given_cidr = self.service_cidr()?;
         let cidr = given_cidr.unwrap_or_default();
         let mut state = State::new(cidr);
+        state.controllers.api_ca_pem = api_ca_pem.to_string();
         let sys = |state: &mut State, o: Value| {
             let what = (
                 o["kind"].as_str().unwrap_or("").to_string(),

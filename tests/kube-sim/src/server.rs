@@ -138,7 +138,7 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Start(e.to_string()))?;
-        let state = scenario.load(addr.port())?;
+        let state = scenario.load(addr.port(), &tls.ca_pem)?;
         let mut levers = Levers::new(scenario.seed);
         levers.latency = scenario.latency;
         levers.faults.clone_from(&scenario.faults);

@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use base64::Engine as _;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use kube::api::{
@@ -213,6 +215,19 @@ async fn defaults_every_cluster_has() {
     .unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "vm");
     assert!(sas.get_opt("default").await.unwrap().is_some());
+    // kube-controller-manager's share: `default` comes back, kube-root-ca.crt holds the API CA.
+    sas.delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(sas.get_opt("default").await.unwrap().is_some());
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "vm");
+    let ca = cms.get("kube-root-ca.crt").await.unwrap().data.unwrap()["ca.crt"].clone();
+    let kubeconfig = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
+    let inline = base64::engine::general_purpose::STANDARD.encode(&ca);
+    assert!(
+        kubeconfig.contains(&inline),
+        "kube-root-ca.crt is not the kubeconfig's CA"
+    );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "vm");
     let s: Secret =
         serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}}))

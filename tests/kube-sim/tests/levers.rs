@@ -292,10 +292,12 @@ async fn discovery_and_openapi_documents() {
 
     // Watch: existing objects as ADDED, then changes, one JSON event per line.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "w"}})).unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "w", "labels": {"test": "w"}}}))
+            .unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let resp = client
-        .send(get("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&timeoutSeconds=5").map(kube::client::Body::from))
+        .send(get("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&timeoutSeconds=5&labelSelector=test%3Dw").map(kube::client::Body::from))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
