@@ -85,6 +85,13 @@ async fn strict_ready_overlay_passes() {
     let (_, report, _) = doctor(&server, &[]).await;
     let failed = with(&report, "fail");
     assert!(!failed.contains(&"mtls.default-dr".into()), "{report:#}");
+    // The runbook's Citadel rule is there; only Pilot's 15011 (forwarded as raw TCP by the
+    // mesh-expansion Gateway) may still be named.
+    for f in report["findings"].as_array().unwrap() {
+        if f["check"] == "mtls.control-plane-plaintext" && f["severity"] == "fail" {
+            assert_eq!(f["object"], "Service istio-system/istio-pilot", "{f:#}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,7 +168,10 @@ impl Report {
         }
         let mut table = builder.build();
         table.with(Style::blank());
-        writeln!(out, "{table}")?;
+        // The blank style pads the last column too; trailing blanks only wrap terminals.
+        for line in table.to_string().lines() {
+            writeln!(out, "{}", line.trim_end())?;
+        }
         let hinted: Vec<&Finding> = self
             .findings
             .iter()
@@ -343,6 +346,10 @@ mod tests {
         );
         assert!(plain.contains("era legacy · auto mTLS off · 1 pass, 1 warn, 1 fail, 1 skip"));
         assert!(!plain.contains('\x1b'));
+        assert!(
+            plain.lines().all(|l| l == l.trim_end()),
+            "no trailing blanks"
+        );
         let mut colour = Vec::new();
         report().write(&mut colour, Format::Table, true).unwrap();
         assert!(String::from_utf8(colour).unwrap().contains("\x1b[31mfail"));

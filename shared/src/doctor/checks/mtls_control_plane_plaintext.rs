@@ -50,7 +50,7 @@ impl Check for MtlsControlPlanePlaintext {
                 (Some(by), Some(mode)) => format!("{by} sends it {}", mode.as_str()),
                 (Some(by), None) => format!("{by} sets {}", tls_text(None)),
                 (None, _) => {
-                    "the mesh-wide ISTIO_MUTUAL rule STRICT needs (auto mTLS is off) will cover it"
+                    "with auto mTLS off, the mesh-wide ISTIO_MUTUAL rule STRICT needs will cover it"
                         .to_string()
                 }
             };
