@@ -238,3 +238,25 @@ async fn legacy_bundle_from_the_bundle_verb_passes() {
         }
     }
 }
+
+/// RBAC that forbids listing Secrets makes the CA checks skip with the reason, not fail the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_kinds_skip_their_checks() {
+    let server = sim(&["legacy-1.4.yaml"]).await;
+    server.deny("list", "secrets", None);
+    let (_, report, _) = doctor(&server, &[]).await;
+    let plugged = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "ca.plugged")
+        .unwrap();
+    assert_eq!(plugged["severity"], "skip", "{plugged:#}");
+    assert!(
+        plugged["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot list Secrets"),
+        "{plugged:#}"
+    );
+}
