@@ -973,6 +973,16 @@ fn resource(
             } else {
                 Some(parse_body(body)?)
             };
+            // DeleteOptions may carry dryRun in the body (kube-rs, kubectl) as well as the query.
+            let body_dry = opts_body
+                .as_ref()
+                .and_then(|b| b.get("dryRun"))
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|v| v == "All"));
+            let opts = WriteOpts {
+                dry_run: opts.dry_run || body_dry,
+                ..opts
+            };
             let mut st = shared.state.write().expect("lock");
             Ok(written(st.delete(
                 rt,
@@ -985,6 +995,16 @@ fn resource(
         }
         ("DELETE", None) => {
             let lo = list_opts(q)?;
+            let body_dry = (!body.is_empty())
+                .then(|| parse_body(body))
+                .transpose()?
+                .and_then(|b| b.get("dryRun").cloned())
+                .and_then(|d| d.as_array().cloned())
+                .is_some_and(|d| d.iter().any(|v| v == "All"));
+            let opts = WriteOpts {
+                dry_run: opts.dry_run || body_dry,
+                ..opts
+            };
             let mut st = shared.state.write().expect("lock");
             let body = st.delete_collection(rt, &t.version, t.namespace.as_deref(), &lo, &opts)?;
             Ok(json_response(200, body, "application/json"))

@@ -501,3 +501,113 @@ async fn unknown_fields_of_builtin_kinds_follow_field_validation() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_runs_generate_name_and_collections() {
+    let server = Server::start(Scenario::empty()).await;
+    let client = server.client();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let created = cms
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.clone();
+    let before = server.object_count();
+
+    // dryRun=All on update, patch, apply and delete: answers as if done, stores nothing.
+    let mut changed = created.clone();
+    changed.data = Some([("k".to_string(), "2".to_string())].into());
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    assert_eq!(
+        cms.replace("a", &dry, &changed)
+            .await
+            .unwrap()
+            .data
+            .unwrap()["k"],
+        "2"
+    );
+    let dry_patch = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    cms.patch("a", &dry_patch, &Patch::Merge(json!({"data": {"k": "3"}})))
+        .await
+        .unwrap();
+    let dry_apply = PatchParams {
+        dry_run: true,
+        ..PatchParams::apply("meshvm")
+    };
+    cms.patch(
+        "new",
+        &dry_apply,
+        &Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "new"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let dry_delete = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    cms.delete("a", &dry_delete).await.unwrap();
+    let now = cms.get("a").await.unwrap();
+    assert_eq!(
+        (
+            now.data.unwrap()["k"].as_str(),
+            now.metadata.resource_version
+        ),
+        ("1", rv)
+    );
+    assert_eq!(server.object_count(), before);
+
+    // generateName.
+    let gen_cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap();
+    let g = cms.create(&PostParams::default(), &gen_cm).await.unwrap();
+    let name = g.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
+    // A failing JSON patch `test` is refused and changes nothing.
+    let req = http::Request::patch("/api/v1/namespaces/default/configmaps/a")
+        .header("Content-Type", "application/json-patch+json")
+        .body(serde_json::to_vec(&json!([{"op": "test", "path": "/data/k", "value": "nope"}, {"op": "remove", "path": "/data/k"}])).unwrap())
+        .unwrap();
+    let e = client.request::<ConfigMap>(req).await.unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref s) if s.code == 422),
+        "{e:?}"
+    );
+    assert_eq!(cms.get("a").await.unwrap().data.unwrap()["k"], "1");
+
+    // deletecollection honours the label selector.
+    cms.create(&PostParams::default(), &cm("b", "1"))
+        .await
+        .unwrap();
+    let mut other = cm("c", "1");
+    other.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
+    cms.create(&PostParams::default(), &other).await.unwrap();
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=meshvm"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert!(
+        left.contains(&"c".to_string())
+            && !left.contains(&"a".to_string())
+            && !left.contains(&"b".to_string()),
+        "{left:?}"
+    );
+}
