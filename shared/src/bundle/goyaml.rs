@@ -2,9 +2,8 @@
 //!
 //! go-yaml v2 sorts mapping keys with its own "natural" order (a non-letter sorts before a letter,
 //! digit runs compare as numbers), quotes a string only when it would read back as another type
-//! or cannot be plain, and puts sequences under a key at the key's own indentation. Lines are not
-//! folded at 80 columns as go-yaml does for long values with spaces (YAML-equivalent; the values
-//! istioctl writes are short).
+//! or cannot be plain, puts sequences under a key at the key's own indentation, and folds a long
+//! value at a space past column 80 (sigs.k8s.io/yaml does not turn that off).
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -18,7 +17,7 @@ pub fn to_string(value: &Value) -> String {
         Value::Object(map) if !map.is_empty() => emit_map(&mut out, map, 0),
         Value::Array(items) if !items.is_empty() => emit_seq(&mut out, items, 0),
         other => {
-            out.push_str(&inline(other, 0));
+            out.push_str(&inline(other, 0, 0));
             out.push('\n');
         }
     }
@@ -94,14 +93,15 @@ fn pad(out: &mut String, indent: usize) {
 fn emit_map(out: &mut String, map: &serde_json::Map<String, Value>, indent: usize) {
     for (key, value) in sorted(map) {
         pad(out, indent);
-        out.push_str(&scalar(key, true, indent));
+        let key = scalar(key, None, indent);
+        out.push_str(&key);
         out.push(':');
-        emit_value_after_key(out, value, indent);
+        emit_value_after_key(out, value, indent, indent + key.chars().count() + 1);
     }
 }
 
-/// What follows `key:` — inline scalar or a nested block.
-fn emit_value_after_key(out: &mut String, value: &Value, indent: usize) {
+/// What follows `key:` (ending at `column`) — inline scalar or a nested block.
+fn emit_value_after_key(out: &mut String, value: &Value, indent: usize, column: usize) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             out.push('\n');
@@ -114,7 +114,7 @@ fn emit_value_after_key(out: &mut String, value: &Value, indent: usize) {
         }
         other => {
             out.push(' ');
-            out.push_str(&inline(other, indent + 2));
+            out.push_str(&inline(other, indent + 2, column + 1));
             out.push('\n');
         }
     }
@@ -136,7 +136,7 @@ fn emit_seq(out: &mut String, items: &[Value], indent: usize) {
             other => {
                 pad(out, indent);
                 out.push_str("- ");
-                out.push_str(&inline(other, indent + 2));
+                out.push_str(&inline(other, indent + 2, indent + 2));
                 out.push('\n');
             }
         }
@@ -150,13 +150,14 @@ fn push_item(out: &mut String, nested: &str, indent: usize) {
     out.push_str(&nested[indent + 2..]);
 }
 
-/// A scalar, `{}` or `[]` on the line of its key or dash.
-fn inline(value: &Value, indent: usize) -> String {
+/// A scalar, `{}` or `[]` on the line of its key or dash, starting at `column`; long strings
+/// fold onto lines indented by `indent`.
+fn inline(value: &Value, indent: usize, column: usize) -> String {
     match value {
         Value::Null => "null".to_owned(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => number(n),
-        Value::String(s) => scalar(s, false, indent),
+        Value::String(s) => scalar(s, Some(column), indent),
         Value::Object(_) => "{}".to_owned(),
         Value::Array(_) => "[]".to_owned(),
     }
@@ -469,8 +470,16 @@ fn is_base60_float(s: &str) -> bool {
     i == b.len()
 }
 
+/// go-yaml's line width: a space after this column becomes a line break.
+const BEST_WIDTH: usize = 80;
+
+/// Where a string is written: `fold` is its start column when it may break lines (values),
+/// `None` for keys (simple keys never break).
+type Fold = Option<usize>;
+
 /// A string as go-yaml writes it: plain, single-quoted, double-quoted or a literal block.
-fn scalar(s: &str, key: bool, indent: usize) -> String {
+fn scalar(s: &str, fold: Fold, indent: usize) -> String {
+    let key = fold.is_none();
     let a = analyze(s);
     let can_plain = !resolves_to_non_string(s) && !is_base60_float(s);
     if s.contains('\n') {
@@ -479,17 +488,52 @@ fn scalar(s: &str, key: bool, indent: usize) -> String {
         if a.block && !key {
             return literal(s, indent);
         }
-        return double_quoted(s);
+        return double_quoted(s, fold, indent);
     }
     if can_plain {
         if a.block_plain && !(key && s.is_empty()) {
-            return s.to_owned();
+            return folded(s, fold, indent, "", false);
         }
         if a.single_quoted {
-            return format!("'{}'", s.replace('\'', "''"));
+            return folded(s, fold, indent, "'", true);
         }
     }
-    double_quoted(s)
+    double_quoted(s, fold, indent)
+}
+
+/// Plain (`quote` empty) or single-quoted text, breaking at a single space once past the line
+/// width, as libyaml's `write_plain_scalar` / `write_single_quoted_scalar` do.
+fn folded(s: &str, fold: Fold, indent: usize, quote: &str, quoted: bool) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::from(quote);
+    let mut column = fold.unwrap_or(0) + quote.len();
+    let mut spaces = false;
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' {
+            let next_space = chars.get(i + 1) == Some(&' ');
+            let inner = !quoted || (i > 0 && i + 1 < chars.len());
+            if fold.is_some() && !spaces && column > BEST_WIDTH && !next_space && inner {
+                out.push('\n');
+                pad(&mut out, indent);
+                column = indent;
+            } else {
+                out.push(' ');
+                column += 1;
+            }
+            spaces = true;
+        } else {
+            if quoted && c == '\'' {
+                out.push_str("''");
+                column += 2;
+            } else {
+                out.push(c);
+                column += 1;
+            }
+            spaces = false;
+        }
+    }
+    out.push_str(quote);
+    out
 }
 
 fn literal(s: &str, indent: usize) -> String {
@@ -514,9 +558,30 @@ fn literal(s: &str, indent: usize) -> String {
     head
 }
 
-fn double_quoted(s: &str) -> String {
+fn double_quoted(s: &str, fold: Fold, indent: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
     let mut out = String::from("\"");
-    for c in s.chars() {
+    let mut column = fold.unwrap_or(0) + 1;
+    let mut spaces = false;
+    for (i, &c) in chars.iter().enumerate() {
+        let before = out.len();
+        if c == ' ' {
+            if fold.is_some() && !spaces && column > BEST_WIDTH && i > 0 && i + 1 < chars.len() {
+                out.push('\n');
+                pad(&mut out, indent);
+                column = indent;
+                if chars.get(i + 1) == Some(&' ') {
+                    out.push('\\');
+                    column += 1;
+                }
+            } else {
+                out.push(' ');
+                column += 1;
+            }
+            spaces = true;
+            continue;
+        }
+        spaces = false;
         match c {
             '\0' => out.push_str("\\0"),
             '\x07' => out.push_str("\\a"),
@@ -545,6 +610,7 @@ fn double_quoted(s: &str) -> String {
             }
             c => out.push(c),
         }
+        column += out[before..].chars().count();
     }
     out.push('"');
     out
@@ -607,7 +673,7 @@ mod tests {
             ("10.10.10.10", "10.10.10.10"),
         ];
         for (input, want) in cases {
-            assert_eq!(scalar(input, false, 2), want, "{input:?}");
+            assert_eq!(scalar(input, Some(4), 2), want, "{input:?}");
         }
     }
 
@@ -628,6 +694,22 @@ mod tests {
         assert_eq!(
             to_string(&doc),
             "defaultConfig:\n  big: 1e+21\n  empty: {}\n  f: 1.5\n  list:\n  - 1\n  - x: \"y\"\n    z:\n    - true\n  multi: |\n    a\n    b\n  none: []\n  proxyMetadata:\n    A: \"true\"\n    B: \"\"\n  readinessProbe:\n    httpGet:\n      port: 8080\n"
+        );
+    }
+
+    /// go-yaml folds long values at a space past column 80 (keys never fold).
+    #[test]
+    fn long_values_fold_like_go_yaml() {
+        let words: Vec<String> = (1..=15).map(|i| format!("w{i:04}")).collect();
+        let text = words.join(" ");
+        let doc = json!({"a": {"k": text, "q": format!("x: {text}")}});
+        let line1 = words[..13].join(" ");
+        let tail = words[13..].join(" ");
+        // "  q: 'x: " ends at column 9: word 13 ends past column 80 there too.
+        let (q1, q_tail) = (&line1, &tail);
+        assert_eq!(
+            to_string(&doc),
+            format!("a:\n  k: {line1}\n    {tail}\n  q: 'x: {q1}\n    {q_tail}'\n")
         );
     }
 

@@ -258,7 +258,10 @@ pub async fn run(
         output::check_archive(archive, opts.force)?;
     }
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
-    let observed = Box::pin(observe(&conn, opts)).await?;
+    let spinner = crate::cli::progress("reading the cluster");
+    let observed = Box::pin(observe(&conn, opts)).await;
+    spinner.finish_and_clear();
+    let observed = observed?;
     let bundle = plan(&observed, opts, SystemTime::now())?;
     for warning in &bundle.warnings {
         let _ = writeln!(err, "warning: {warning}");

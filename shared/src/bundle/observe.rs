@@ -170,6 +170,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     };
     opts.check_era(era)?;
     let gateway = opts.gateway_service(era);
+    tracing::info!(%era, gateway = ?gateway, "reading what the VM needs");
     let mut observed = Observed {
         era: Some(era),
         ..Observed::default()
