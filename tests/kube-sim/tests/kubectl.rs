@@ -238,6 +238,14 @@ fn kubectl_1_33() {
     matrix("33");
 }
 
+/// The minors between, present on the same machines: the same matrix must hold.
+#[test]
+fn kubectl_1_28_to_1_31() {
+    for minor in ["28", "29", "30", "31"] {
+        matrix(minor);
+    }
+}
+
 /// The kubectl dispatcher on PATH picks kubectl.1.NN from /version, so kube-version steers it.
 #[test]
 fn dispatcher_follows_reported_version() {
