@@ -260,3 +260,81 @@ async fn forbidden_kinds_skip_their_checks() {
         "{plugged:#}"
     );
 }
+
+/// Rename the sim's single context/cluster/user to `name` in its kubeconfig.
+fn kubeconfig_entry(
+    server: &Server,
+    name: &str,
+) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
+    let text = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
+    let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let mut cluster = v["clusters"][0].clone();
+    cluster["name"] = name.into();
+    let mut user = v["users"][0].clone();
+    user["name"] = name.into();
+    let mut context = v["contexts"][0].clone();
+    context["name"] = name.into();
+    context["context"]["cluster"] = name.into();
+    context["context"]["user"] = name.into();
+    (cluster, user, context)
+}
+
+/// Two clusters: each is checked, findings carry their context, and the roots are compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_contexts_are_checked_and_cross_checked() {
+    let east = sim(&["legacy-1.4.yaml"]).await;
+    let west = sim(&["legacy-1.4.yaml"]).await;
+    let (ce, ue, xe) = kubeconfig_entry(&east, "east");
+    let (cw, uw, xw) = kubeconfig_entry(&west, "west");
+    let merged = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [ce, cw], "users": [ue, uw], "contexts": [xe, xw],
+        "current-context": "east",
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(&path, serde_json::to_string(&merged).unwrap()).unwrap();
+    let argv = [
+        "x",
+        "--kubeconfig",
+        path.to_str().unwrap(),
+        "--context",
+        "east",
+        "--context",
+        "west",
+        "-o",
+        "json",
+    ];
+    let o = DoctorOptions::resolve(DoctorArgs::try_parse_from(argv).unwrap()).unwrap();
+    let mut out = Vec::new();
+    run(&o, &mut out, &mut Vec::new(), false).await.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    for context in ["east", "west"] {
+        for check in checks::ALL {
+            assert!(
+                findings.iter().any(|f| f["check"] == check.id()
+                    && f["message"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(&format!("[{context}] "))),
+                "{context} {}",
+                check.id()
+            );
+        }
+    }
+    // Each sim's Citadel made its own root: the pair is reported once, from east.
+    let cross: Vec<_> = findings
+        .iter()
+        .filter(|f| f["check"] == "ca.root-consistent" && f["severity"] == "fail")
+        .collect();
+    assert_eq!(cross.len(), 1, "{cross:#?}");
+    assert!(
+        cross[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("context west"),
+        "{:#}",
+        cross[0]
+    );
+}

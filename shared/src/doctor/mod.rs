@@ -573,6 +573,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sarif_points_at_the_manifest_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.yaml");
+        let rule = "# a conflicting rule\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: reviews, namespace: bookinfo}\nspec: {host: reviews, trafficPolicy: {tls: {mode: DISABLE}}}\n";
+        std::fs::write(&path, format!("{}---\n{rule}", testutil::LEGACY)).unwrap();
+        let opts = resolve(&["-f", path.to_str().unwrap(), "-o", "sarif"]).unwrap();
+        let mut out = Vec::new();
+        run(&opts, &mut out, &mut Vec::new(), false).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let results = v["runs"][0]["results"].as_array().unwrap();
+        let conflict = results
+            .iter()
+            .find(|r| r["ruleId"] == "mtls.dr-conflict")
+            .unwrap();
+        let location = &conflict["locations"][0]["physicalLocation"];
+        assert_eq!(
+            location["artifactLocation"]["uri"],
+            path.to_string_lossy().as_ref()
+        );
+        let line = testutil::LEGACY.lines().count() + 3;
+        assert_eq!(location["region"]["startLine"], line, "{conflict:#}");
+    }
+
+    #[tokio::test]
     async fn files_run_writes_the_report_and_exit_status() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mesh.yaml");
