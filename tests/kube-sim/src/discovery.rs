@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::registry::{RW_VERBS, Registry, ResourceType};
+use crate::registry::{Registry, ResourceType};
 
 /// Which aggregated discovery format the client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +55,6 @@ impl Aggregated {
             Aggregated::V2beta1 => "apidiscovery.k8s.io/v2beta1",
         }
     }
-}
-
-fn verbs() -> Value {
-    json!(RW_VERBS)
 }
 
 /// Subresources of a type: (name, response group, version, kind, verbs).
@@ -162,7 +158,7 @@ pub fn api_resource_list(reg: &Registry, group: &str, version: &str) -> Option<V
             "singularName": t.singular,
             "namespaced": t.namespaced,
             "kind": t.kind,
-            "verbs": verbs(),
+            "verbs": t.verbs,
         });
         if !t.short_names.is_empty() {
             r["shortNames"] = json!(t.short_names);
@@ -205,7 +201,7 @@ fn discovery_resource(t: &ResourceType, version: &str) -> Value {
         "responseKind": {"group": t.group, "version": version, "kind": t.kind},
         "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": t.singular,
-        "verbs": verbs(),
+        "verbs": t.verbs,
     });
     if !t.short_names.is_empty() {
         r["shortNames"] = json!(t.short_names);

@@ -1,5 +1,6 @@
 //! Decoding of the Kubernetes protobuf request bodies kubectl's typed clients send
-//! (`kubectl create namespace|serviceaccount|secret|configmap|token|service|deployment` since 1.3x).
+//! (`kubectl create namespace|serviceaccount|secret|configmap|token|service|deployment`,
+//! `kubectl auth can-i`, since 1.3x).
 //!
 //! Only the messages those commands write are known; a body with a non-empty field the tables do
 //! not know is refused with 415 rather than silently stored without it.
@@ -204,6 +205,31 @@ const DEPLOYMENT: &[Field] = &[
     (2, "spec", F::Msg(DEPLOYMENT_SPEC)),
     (3, "status", F::Msg(&[])),
 ];
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    (1, "namespace", F::Str),
+    (2, "verb", F::Str),
+    (3, "group", F::Str),
+    (4, "version", F::Str),
+    (5, "resource", F::Str),
+    (6, "subresource", F::Str),
+    (7, "name", F::Str),
+];
+const ACCESS_REVIEW: &[Field] = &[
+    (1, "metadata", F::Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        F::Msg(&[
+            (1, "resourceAttributes", F::Msg(RESOURCE_ATTRIBUTES)),
+            (
+                2,
+                "nonResourceAttributes",
+                F::Msg(&[(1, "path", F::Str), (2, "verb", F::Str)]),
+            ),
+        ]),
+    ),
+    (3, "status", F::Msg(&[])),
+];
 const TYPE_META: &[Field] = &[(1, "apiVersion", F::Str), (2, "kind", F::Str)];
 const UNKNOWN: &[Field] = &[
     (1, "typeMeta", F::Msg(TYPE_META)),
@@ -221,6 +247,7 @@ fn table(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("v1", "Service") => SERVICE,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         ("apps/v1", "Deployment") => DEPLOYMENT,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => ACCESS_REVIEW,
         _ => return None,
     })
 }

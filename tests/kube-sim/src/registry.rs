@@ -47,6 +47,8 @@ pub struct ResourceType {
     pub builtin: bool,
     /// Whether `metadata.generation` is maintained.
     pub has_generation: bool,
+    /// Verbs discovery lists; `["create"]` marks a virtual, never-stored resource (reviews).
+    pub verbs: &'static [&'static str],
     /// openAPIV3Schema per served version (custom resources only).
     pub schemas: BTreeMap<String, Value>,
 }
@@ -92,6 +94,7 @@ impl ResourceType {
             status_subresource: false,
             builtin: true,
             has_generation: false,
+            verbs: RW_VERBS,
             schemas: BTreeMap::new(),
         }
     }
@@ -146,6 +149,7 @@ impl ResourceType {
             status_subresource,
             builtin: false,
             has_generation: true,
+            verbs: RW_VERBS,
             schemas,
         }
     }
@@ -237,6 +241,17 @@ impl Registry {
                 crd
             },
         ];
+        let mut list = list.to_vec();
+        let mut ssar = b(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            &[],
+            false,
+        );
+        ssar.verbs = &["create"];
+        list.push(ssar);
         let mut endpoints_singular_fix = list;
         // "endpoints" is both singular and plural in the apiserver.
         endpoints_singular_fix[5].singular = "endpoints".into();

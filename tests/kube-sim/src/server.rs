@@ -882,6 +882,12 @@ fn resource(
         return Err(ApiError::path_not_found());
     }
     let ns = t.namespace.as_deref().unwrap_or("");
+    if rt.group == "authorization.k8s.io" && rt.plural == "selfsubjectaccessreviews" {
+        return match (method.as_str(), t.name.is_none()) {
+            ("POST", true) => access_review(shared, body),
+            (m, _) => Err(ApiError::method_not_allowed(m, &rt.plural)),
+        };
+    }
     let opts = write_opts(q, user_agent);
     let sub = t.sub.as_deref();
     match sub {
@@ -1155,6 +1161,38 @@ fn scale(
         opts,
     )?;
     Ok(ok_json(200, &scale_of(&w.object)))
+}
+
+/// `kubectl auth can-i`: allowed unless a denial lever covers the attributes.
+fn access_review(shared: &Shared, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let mut review = parse_body(body)?;
+    let allowed = match review.pointer("/spec/resourceAttributes") {
+        Some(a) => {
+            let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("");
+            let resource = if s("subresource").is_empty() {
+                s("resource").to_string()
+            } else {
+                format!("{}/{}", s("resource"), s("subresource"))
+            };
+            let ns = Some(s("namespace")).filter(|n| !n.is_empty());
+            let levers = shared.levers.lock().expect("lock");
+            !levers
+                .denials
+                .iter()
+                .any(|d| d.matches(s("verb"), s("group"), &resource, ns))
+        }
+        // Non-resource URLs (`/healthz`…) are never denied.
+        None => true,
+    };
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["kind"] = json!("SelfSubjectAccessReview");
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"kube-sim\" of ClusterRole \"cluster-admin\" to User \"kube-sim\""})
+    } else {
+        json!({"allowed": false})
+    };
+    Ok(ok_json(201, &review))
 }
 
 /// The API server's default token audience.

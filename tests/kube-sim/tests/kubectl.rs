@@ -279,3 +279,46 @@ fn dispatcher_follows_reported_version() {
         "dispatcher did not pick kubectl.1.27"
     );
 }
+
+/// `kubectl auth can-i` answers from the denial lever.
+#[test]
+fn auth_can_i_reflects_denials() {
+    let Some(dir) = kubectl_dir() else {
+        eprintln!("skipping: no kubectl on PATH");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(Server::start(Scenario::empty().with_denial(
+        "create",
+        "secrets",
+        Some("istio-system"),
+    )));
+    for minor in ["27", "33"] {
+        let k = Kubectl {
+            bin: dir.join(format!("kubectl.1.{minor}")),
+            kubeconfig: server.kubeconfig_path().to_path_buf(),
+            cache: tempfile::tempdir().unwrap(),
+        };
+        let denied = k.run(&["auth", "can-i", "create", "secrets", "-n", "istio-system"]);
+        assert_eq!(
+            String::from_utf8_lossy(&denied.stdout).trim(),
+            "no",
+            "1.{minor}: {}",
+            String::from_utf8_lossy(&denied.stderr)
+        );
+        assert_eq!(denied.status.code(), Some(1));
+        assert_eq!(
+            k.ok(&["auth", "can-i", "create", "secrets", "-n", "default"])
+                .trim(),
+            "yes"
+        );
+        assert_eq!(
+            k.ok(&["auth", "can-i", "get", "secrets", "-n", "istio-system"])
+                .trim(),
+            "yes"
+        );
+    }
+}
