@@ -6,7 +6,5 @@ use meshvm::args::DoctorArgs;
 async fn main() -> std::process::ExitCode {
     let args: DoctorArgs = meshvm::cli::parse();
     meshvm::cli::start(&args.common);
-    meshvm::cli::exit::<meshvm::cli::NotImplemented>(Err(meshvm::cli::NotImplemented {
-        verb: "doctor",
-    }))
+    meshvm::cli::exit(meshvm::doctor::main(args).await)
 }
