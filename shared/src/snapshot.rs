@@ -132,11 +132,13 @@ pub enum Kind {
     WorkloadEntry,
     /// networking.istio.io WorkloadGroup
     WorkloadGroup,
+    /// networking.k8s.io ServiceCIDR (Kubernetes ≥ 1.33; absent elsewhere)
+    ServiceCidr,
 }
 
 impl Kind {
     /// Every kind, in list order.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Endpoints,
@@ -153,6 +155,7 @@ impl Kind {
         Kind::VirtualService,
         Kind::WorkloadEntry,
         Kind::WorkloadGroup,
+        Kind::ServiceCidr,
     ];
 
     /// The Kubernetes `kind` string.
@@ -174,6 +177,7 @@ impl Kind {
             Kind::VirtualService => "VirtualService",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::WorkloadGroup => "WorkloadGroup",
+            Kind::ServiceCidr => "ServiceCIDR",
         }
     }
 
@@ -190,6 +194,7 @@ impl Kind {
             | Kind::Secret
             | Kind::ConfigMap => "",
             Kind::Deployment => "apps",
+            Kind::ServiceCidr => "networking.k8s.io",
             Kind::PeerAuthentication => "security.istio.io",
             Kind::MeshPolicy | Kind::Policy => "authentication.istio.io",
             _ => "networking.istio.io",
@@ -222,6 +227,7 @@ impl Kind {
             Kind::Secret => ("", "v1", "secrets"),
             Kind::ConfigMap => ("", "v1", "configmaps"),
             Kind::Deployment => ("apps", "v1", "deployments"),
+            Kind::ServiceCidr => ("networking.k8s.io", "v1", "servicecidrs"),
             _ => return None,
         };
         Some(ApiResource::from_gvk_with_plural(

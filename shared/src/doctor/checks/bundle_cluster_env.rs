@@ -46,6 +46,11 @@ impl Cidr {
         (len <= max).then_some(Cidr(ip, len))
     }
 
+    /// Whether this range includes all of `other`.
+    fn covers(self, other: Cidr) -> bool {
+        self.1 <= other.1 && self.contains(other.0)
+    }
+
     fn contains(self, ip: IpAddr) -> bool {
         let bits = |ip: IpAddr| -> (u128, u32) {
             match ip {
@@ -157,21 +162,40 @@ impl Check for BundleClusterEnv {
                 "set ISTIO_CP_AUTH=MUTUAL_TLS",
             ));
         }
-        // With a cluster: every ClusterIP must fall in the captured range.
-        if !any_cidr && !cidrs.is_empty() && snap.knows(Kind::Service) {
-            let outside: Vec<String> = snap
-                .of(Kind::Service)
+        // With a cluster: the Service CIDR (ServiceCIDR objects, else every ClusterIP) must fall
+        // in the captured range.
+        if !any_cidr && !cidrs.is_empty() {
+            let service_cidrs: Vec<Cidr> = snap
+                .of(Kind::ServiceCidr)
                 .iter()
-                .filter_map(|s| {
-                    let ip: IpAddr = s.str_at(&["spec", "clusterIP"])?.parse().ok()?;
-                    (!cidrs.iter().any(|c| c.contains(ip)))
-                        .then(|| format!("{ip} ({})", s.ns_name()))
+                .flat_map(|o| {
+                    o.at(&["spec", "cidrs"])
+                        .and_then(serde_json::Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.as_str().and_then(Cidr::parse))
                 })
                 .collect();
+            let outside: Vec<String> = if service_cidrs.is_empty() {
+                snap.of(Kind::Service)
+                    .iter()
+                    .filter_map(|s| {
+                        let ip: IpAddr = s.str_at(&["spec", "clusterIP"])?.parse().ok()?;
+                        (!cidrs.iter().any(|c| c.contains(ip)))
+                            .then(|| format!("{ip} ({})", s.ns_name()))
+                    })
+                    .collect()
+            } else {
+                service_cidrs
+                    .iter()
+                    .filter(|sc| !cidrs.iter().any(|c| c.covers(**sc)))
+                    .map(|sc| format!("{}/{} (ServiceCIDR)", sc.0, sc.1))
+                    .collect()
+            };
             if !outside.is_empty() {
                 out.push(fail(
                     format!(
-                        "ISTIO_SERVICE_CIDR {} does not cover the cluster's Service IPs {}: the VM's traffic to them bypasses its sidecar",
+                        "ISTIO_SERVICE_CIDR {} does not cover the cluster's Service addresses {}: the VM's traffic to them bypasses its sidecar",
                         get("ISTIO_SERVICE_CIDR").unwrap_or_default(),
                         list(&outside, 3)
                     ),
@@ -210,6 +234,18 @@ mod tests {
             ("missing namespace", legacy(&GOOD.replace("ISTIO_NAMESPACE=expandvm\n", "")), Fail),
             ("bad cidr", legacy(&GOOD.replace("172.16.0.0/16", "172.16.0.0")), Fail),
             ("cidr misses the Service IPs", legacy(&GOOD.replace("172.16.0.0/16", "10.0.0.0/8")), Fail),
+            (
+                "cidr narrower than the ServiceCIDR",
+                legacy(&GOOD.replace("172.16.0.0/16", "172.16.0.0/24"))
+                    .with("apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: kubernetes}\nspec: {cidrs: [172.16.0.0/16]}\n"),
+                Fail,
+            ),
+            (
+                "cidr covers the ServiceCIDR",
+                legacy(&GOOD.replace("172.16.0.0/16", "172.0.0.0/8"))
+                    .with("apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: kubernetes}\nspec: {cidrs: [172.16.0.0/16]}\n"),
+                Pass,
+            ),
             ("bad port", legacy(&GOOD.replace("PORTS=80", "PORTS=80,http")), Fail),
             ("plaintext control plane", legacy(&GOOD.replace("MUTUAL_TLS", "NONE")), Fail),
             ("garbage line", legacy(&format!("{GOOD}oops\n")), Fail),
