@@ -719,7 +719,7 @@ fn bad_input_is_refused_clearly_and_writes_nothing() {
             &["-f", &w("broken.yaml")],
             2,
         ),
-        case("doctor-file-missing", "doctor", &["-f", &w("nope.yaml")], 2),
+        case("doctor-file-missing", "doctor", &["-f", &w("nope.yaml")], 1),
         case(
             "doctor-bundle-dotdot",
             "doctor",
