@@ -202,7 +202,7 @@ fn prepare_service(
                 })?
         }
         (None, w) => {
-            if !state.cidr.contains(w) {
+            if !state.loading && !state.cidr.contains(w) {
                 return Err(invalid(
                     rt,
                     obj,

@@ -98,6 +98,9 @@ pub struct State {
     pub controllers: Controllers,
     /// Changes, for watchers (sending without receivers is a no-op).
     pub events: tokio::sync::broadcast::Sender<Event>,
+    /// Set while objects are written outside the API (scenario, controllers): checks that
+    /// guard API clients (ClusterIP range) are relaxed, since a dump is taken as it is.
+    pub loading: bool,
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -152,6 +155,7 @@ impl State {
             cidr,
             controllers: Controllers::default(),
             events: tokio::sync::broadcast::channel(4096).0,
+            loading: false,
         }
     }
 
@@ -1176,7 +1180,10 @@ impl State {
             )
             .map_err(|e| e.message)?;
         }
-        kinds::prepare(self, &rt, &mut obj, old.as_ref()).map_err(|e| e.message)?;
+        self.loading = true;
+        let prepared = kinds::prepare(self, &rt, &mut obj, old.as_ref());
+        self.loading = false;
+        prepared.map_err(|e| e.message)?;
         {
             let m = meta_mut(&mut obj);
             if m.get("uid")
