@@ -1008,6 +1008,88 @@ spec:
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
     }
 
+    /// The resolution rules, written the slow and obvious way: scan every rule.
+    fn naive(m: &Mesh, client: Option<&str>, host: &str, svc_ns: Option<&str>) -> Vec<usize> {
+        let specificity = |pattern: &str| -> usize {
+            if pattern == host {
+                usize::MAX
+            } else if pattern == "*" {
+                0
+            } else {
+                pattern.len()
+            }
+        };
+        let mut order: Vec<usize> = (0..m.rules.len()).collect();
+        order.sort_by(|a, b| {
+            let (ra, rb) = (&m.rules[*a], &m.rules[*b]);
+            (ra.obj.created(), ra.ns, ra.obj.name()).cmp(&(rb.obj.created(), rb.ns, rb.obj.name()))
+        });
+        let pick = |ns: &str, exported: bool| -> Vec<usize> {
+            let hits: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|i| {
+                    let r = &m.rules[*i];
+                    r.ns == ns
+                        && host_matches(&r.host, host)
+                        && (!exported || r.export.visible_to(client))
+                })
+                .collect();
+            let best = hits.iter().map(|i| specificity(&m.rules[*i].host)).max();
+            hits.into_iter()
+                .filter(|i| Some(specificity(&m.rules[*i].host)) == best)
+                .collect()
+        };
+        if let Some(c) = client {
+            let hits = pick(c, false);
+            if !hits.is_empty() {
+                return hits;
+            }
+        }
+        if let Some(s) = svc_ns.filter(|s| Some(*s) != client) {
+            let hits = pick(s, true);
+            if !hits.is_empty() {
+                return hits;
+            }
+        }
+        let root = m.root_ns.as_str();
+        if Some(root) != client && Some(root) != svc_ns {
+            return pick(root, true);
+        }
+        Vec::new()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        #[test]
+        fn indexed_resolution_equals_the_naive_scan(
+            rules in proptest::collection::vec((0usize..3, 0usize..8, 0usize..4, 0u8..3), 0..12)
+        ) {
+            const NS: [&str; 3] = ["a", "b", "istio-system"];
+            const HOSTS: [&str; 8] = ["*", "*.local", "*.svc.cluster.local", "*.a.svc.cluster.local", "x", "x.a.svc.cluster.local", "y.b.svc.cluster.local", "*.cluster.local"];
+            const EXPORTS: [&str; 4] = ["", "exportTo: ['.'],", "exportTo: ['*'],", "exportTo: [a],"];
+            let yaml: String = rules
+                .iter()
+                .enumerate()
+                .map(|(i, (ns, host, export, age))| format!(
+                    "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r{i}, namespace: {}, creationTimestamp: '2020-01-0{}T00:00:00Z'}}\nspec: {{{} host: '{}'}}\n",
+                    NS[*ns], age + 1, EXPORTS[*export], HOSTS[*host]
+                ))
+                .collect();
+            let snap = Snapshot::from_yaml(&yaml).unwrap();
+            let m = Mesh::new(&snap, "istio-system", "istio-system", None);
+            for client in [Some("a"), Some("b"), Some("c"), None] {
+                for (host, svc_ns) in [("x.a.svc.cluster.local", "a"), ("y.b.svc.cluster.local", "b"), ("z.c.svc.cluster.local", "c")] {
+                    proptest::prop_assert_eq!(
+                        m.resolve(client, host, Some(svc_ns)),
+                        naive(&m, client, host, Some(svc_ns)),
+                        "client {:?} host {}", client, host
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn peer_modes() {
         let (snap, root) = mesh(
