@@ -1068,14 +1068,15 @@ spec:
             const NS: [&str; 3] = ["a", "b", "istio-system"];
             const HOSTS: [&str; 8] = ["*", "*.local", "*.svc.cluster.local", "*.a.svc.cluster.local", "x", "x.a.svc.cluster.local", "y.b.svc.cluster.local", "*.cluster.local"];
             const EXPORTS: [&str; 4] = ["", "exportTo: ['.'],", "exportTo: ['*'],", "exportTo: [a],"];
-            let yaml: String = rules
-                .iter()
-                .enumerate()
-                .map(|(i, (ns, host, export, age))| format!(
+            let mut yaml = String::new();
+            for (i, (ns, host, export, age)) in rules.iter().enumerate() {
+                use std::fmt::Write as _;
+                let _ = write!(
+                    yaml,
                     "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r{i}, namespace: {}, creationTimestamp: '2020-01-0{}T00:00:00Z'}}\nspec: {{{} host: '{}'}}\n",
                     NS[*ns], age + 1, EXPORTS[*export], HOSTS[*host]
-                ))
-                .collect();
+                );
+            }
             let snap = Snapshot::from_yaml(&yaml).unwrap();
             let m = Mesh::new(&snap, "istio-system", "istio-system", None);
             for client in [Some("a"), Some("b"), Some("c"), None] {
