@@ -466,3 +466,60 @@ pub fn after_write(state: &mut State, rt: &ResourceType, obj: &Value, created: b
         _ => {}
     }
 }
+
+/// The field selectors the apiserver supports for a kind (others are refused with 400).
+pub fn selectable_fields(rt: &ResourceType, crd: Option<&Value>, version: &str) -> Vec<String> {
+    let mut out = vec![
+        "metadata.name".to_string(),
+        "metadata.namespace".to_string(),
+    ];
+    let extra: &[&str] = match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "secrets") => &["type"],
+        ("", "namespaces") => &["status.phase"],
+        ("", "pods") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        ("", "events") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        _ => &[],
+    };
+    out.extend(extra.iter().map(|s| (*s).to_string()));
+    // CRDs may declare more (`selectableFields`, Kubernetes ≥ 1.31).
+    if let Some(fields) = crd
+        .and_then(|c| c.pointer("/spec/versions"))
+        .and_then(Value::as_array)
+        .and_then(|vs| {
+            vs.iter()
+                .find(|v| v.get("name").and_then(Value::as_str) == Some(version))
+        })
+        .and_then(|v| v.get("selectableFields"))
+        .and_then(Value::as_array)
+    {
+        out.extend(
+            fields
+                .iter()
+                .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                .map(|p| p.trim_start_matches('.').to_string()),
+        );
+    }
+    out
+}

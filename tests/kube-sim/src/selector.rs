@@ -145,6 +145,11 @@ impl FieldSelector {
         })
     }
 
+    /// The dotted field paths the selector tests.
+    pub fn paths(&self) -> Vec<String> {
+        self.0.iter().map(|(p, _, _)| p.join(".")).collect()
+    }
+
     /// The single `metadata.name=` value, when that is all the selector asks (a fast path).
     pub fn exact_name(&self) -> Option<&str> {
         self.0

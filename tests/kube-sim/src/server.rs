@@ -739,6 +739,22 @@ fn list_opts(q: &Query) -> Result<ListOpts, ApiError> {
     })
 }
 
+fn check_fields(
+    st: &State,
+    rt: &ResourceType,
+    version: &str,
+    lo: &ListOpts,
+    q: &Query,
+) -> Result<(), ApiError> {
+    st.check_field_selector(
+        rt,
+        version,
+        lo,
+        q.get("labelSelector").unwrap_or(""),
+        q.get("fieldSelector").unwrap_or(""),
+    )
+}
+
 fn written(w: crate::store::Written) -> Response<Body> {
     let mut r = ok_json(w.code, &w.object);
     for warn in w.warnings {
@@ -939,12 +955,14 @@ fn resource(
         ("GET", None) if table::wants_table(accept) => {
             let lo = list_opts(q)?;
             let st = shared.state.read().expect("lock");
+            check_fields(&st, rt, &t.version, &lo, q)?;
             let (items, meta) = st.list_page(rt, t.namespace.as_deref(), &lo)?;
             Ok(table_response(&st, rt, &t.version, &items, &meta, q))
         }
         ("GET", None) => {
             let lo = list_opts(q)?;
             let st = shared.state.read().expect("lock");
+            check_fields(&st, rt, &t.version, &lo, q)?;
             let body = st.list(rt, &t.version, t.namespace.as_deref(), &lo)?;
             Ok(json_response(200, body, "application/json"))
         }
@@ -1012,6 +1030,7 @@ fn resource(
                 ..opts
             };
             let mut st = shared.state.write().expect("lock");
+            check_fields(&st, rt, &t.version, &lo, q)?;
             let body = st.delete_collection(rt, &t.version, t.namespace.as_deref(), &lo, &opts)?;
             Ok(json_response(200, body, "application/json"))
         }
@@ -1293,7 +1312,9 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Res
     let Route::Resource(t) = route(&st, path) else {
         return error_response(&ApiError::path_not_found());
     };
-    let lo = match list_opts(q) {
+    let lo = match list_opts(q)
+        .and_then(|lo| check_fields(&st, &t.rt, &t.version, &lo, q).map(|()| lo))
+    {
         Ok(l) => l,
         Err(e) => return error_response(&e),
     };

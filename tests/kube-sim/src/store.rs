@@ -259,6 +259,37 @@ impl State {
         Ok((items, meta))
     }
 
+    /// Refuses field selectors on fields the apiserver does not index for this kind.
+    pub fn check_field_selector(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        opts: &ListOpts,
+        raw_labels: &str,
+        raw_fields: &str,
+    ) -> Result<(), ApiError> {
+        let crd = (!rt.builtin).then(|| {
+            self.get_obj(
+                "apiextensions.k8s.io/customresourcedefinitions",
+                "",
+                &format!("{}.{}", rt.plural, rt.group),
+            )
+        });
+        let allowed = kinds::selectable_fields(rt, crd.flatten(), version);
+        match opts
+            .fields
+            .paths()
+            .into_iter()
+            .find(|p| !allowed.contains(p))
+        {
+            None => Ok(()),
+            Some(bad) => Err(ApiError::bad_request(format!(
+                "Unable to find \"{}/{version}, Resource={}\" that match label selector \"{raw_labels}\", field selector \"{raw_fields}\": field label not supported: {bad}",
+                rt.group, rt.plural
+            ))),
+        }
+    }
+
     /// LIST, serialised straight into the response body (fast for large lists).
     pub fn list(
         &self,

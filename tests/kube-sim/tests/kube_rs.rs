@@ -163,6 +163,20 @@ async fn typed_crud_and_semantics() {
         .await
         .unwrap();
     assert_eq!(by_label.items.len(), 2);
+    // Only indexed fields can be selected, as on a real apiserver.
+    let unsupported = api_err(
+        cms.list(&ListParams::default().fields("data.k=1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(unsupported.code, 400);
+    assert!(
+        unsupported
+            .message
+            .ends_with("field label not supported: data.k"),
+        "{}",
+        unsupported.message
+    );
     let by_name = cms
         .list(&ListParams::default().fields("metadata.name=a"))
         .await
