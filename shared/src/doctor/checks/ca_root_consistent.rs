@@ -112,22 +112,44 @@ impl Check for CaRootConsistent {
                 })
             });
         if let Some((ref_name, ref_fp)) = &reference {
+            // One finding per distinct root set, naming the first object and counting the rest:
+            // a stale CA shows up in every istio.<sa> secret at once.
+            let mut groups: Vec<(&BTreeSet<String>, Vec<&Obj>)> = Vec::new();
             for (obj, fp) in &parsed {
                 if fp == ref_fp {
                     continue;
                 }
-                if fp.is_disjoint(ref_fp) {
-                    out.push(
-                        Finding::fail(ID, format!("trusts root {} but {ref_name} has {}: workloads on either side reject each other's certificates", short(fp), short(ref_fp)))
-                            .on(obj)
-                            .hint("redistribute one root: restart the CA after fixing cacerts, or delete the stale secret/ConfigMap so Istio rewrites it"),
-                    );
-                } else {
-                    out.push(
-                        Finding::warn(ID, format!("shares a root with {ref_name} but differs (a rotation in progress?)"))
-                            .on(obj),
-                    );
+                match groups.iter_mut().find(|(g, _)| *g == fp) {
+                    Some((_, objs)) => objs.push(obj),
+                    None => groups.push((fp, vec![obj])),
                 }
+            }
+            for (fp, objs) in groups {
+                let also = if objs.len() > 1 {
+                    let rest: Vec<String> = objs[1..].iter().map(|o| o.reference()).collect();
+                    format!(" (as do {} more: {})", rest.len(), list(&rest, 3))
+                } else {
+                    String::new()
+                };
+                let finding = if fp.is_disjoint(ref_fp) {
+                    Finding::fail(
+                        ID,
+                        format!(
+                            "trusts root {}{also} but {ref_name} has {}: workloads on either side reject each other's certificates",
+                            short(fp),
+                            short(ref_fp)
+                        ),
+                    )
+                    .hint("redistribute one root: restart the CA after fixing cacerts, or delete the stale secrets/ConfigMaps so Istio rewrites them")
+                } else {
+                    Finding::warn(
+                        ID,
+                        format!(
+                            "shares a root with {ref_name} but differs{also} (a rotation in progress?)"
+                        ),
+                    )
+                };
+                out.push(finding.on(objs[0]));
             }
             // Across clusters: report each pair once, from the cluster whose context sorts first.
             for other in &ctx.others {
@@ -222,6 +244,26 @@ mod tests {
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&CaRootConsistent), severity, case);
         }
+    }
+
+    #[test]
+    fn one_finding_per_stale_root() {
+        let (root, other) = (sample("root-cert.pem"), sample("ca-cert.pem"));
+        let out = Fixture::modern()
+            .with(&cacerts(&root))
+            .with(&cm("a", &other))
+            .with(&cm("b", &other))
+            .with(&cm("c", &other))
+            .run(&CaRootConsistent);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].object, "ConfigMap a/istio-ca-root-cert");
+        assert!(
+            out[0].message.contains(
+                "(as do 2 more: ConfigMap b/istio-ca-root-cert, ConfigMap c/istio-ca-root-cert)"
+            ),
+            "{}",
+            out[0].message
+        );
     }
 
     #[test]
