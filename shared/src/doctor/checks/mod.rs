@@ -86,7 +86,7 @@ fn need(id: &'static str, snap: &Snapshot, kinds: &[Kind]) -> Option<Vec<Finding
         if let Some(why) = snap.refused.get(kind) {
             return Some(vec![Finding::skip(
                 id,
-                format!("cannot list {kind}s: {why}"),
+                format!("cannot list {}: {why}", plural(*kind)),
             )]);
         }
         if !snap.knows(*kind) {
@@ -95,10 +95,20 @@ fn need(id: &'static str, snap: &Snapshot, kinds: &[Kind]) -> Option<Vec<Finding
                 crate::snapshot::SourceKind::Files => "the manifests hold no",
                 crate::snapshot::SourceKind::None => "no cluster or manifests given for",
             };
-            return Some(vec![Finding::skip(id, format!("{what} {kind}s"))]);
+            return Some(vec![Finding::skip(id, format!("{what} {}", plural(*kind)))]);
         }
     }
     None
+}
+
+/// `Secrets`, `Endpoints`.
+fn plural(kind: Kind) -> String {
+    let name = kind.name();
+    if name.ends_with('s') {
+        name.to_string()
+    } else {
+        format!("{name}s")
+    }
 }
 
 /// `a, b, c (+2 more)`.
@@ -243,6 +253,16 @@ mod tests {
             assert!(std::path::Path::new(&file).exists(), "{file}");
             assert!(!by_id(id).unwrap().describe().is_empty());
         }
+    }
+
+    #[test]
+    fn skip_reasons_read_naturally() {
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: b}\n",
+        )
+        .unwrap();
+        let skip = need("x", &snap, &[Kind::Service, Kind::Endpoints]).unwrap();
+        assert_eq!(skip[0].message, "the manifests hold no Endpoints");
     }
 
     #[test]
