@@ -3,6 +3,7 @@
 //! Binaries are thin; every verb lives here as `observe → plan → apply`.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod archive;
 pub mod args;
 pub mod bundle;
 pub mod cli;

@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -204,26 +203,14 @@ pub fn check_target(dir: &Path, force: bool) -> Result<(), Error> {
 /// The deterministic archive: entries in name order, mode from the bundle, mtime/uid/gid 0,
 /// and a gzip header without time or name, so the same bundle gives the same bytes.
 pub fn archive_bytes(files: &[BundleFile]) -> io::Result<Vec<u8>> {
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
-    let mut sorted: Vec<&BundleFile> = files.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    for f in sorted {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(f.data.len() as u64);
-        header.set_mode(f.mode);
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_username("root")?;
-        header.set_groupname("root")?;
-        tar.append_data(&mut header, &f.name, f.data.as_slice())?;
-    }
-    tar.into_inner()?.finish()
+    let mut bytes = Vec::new();
+    crate::archive::write_tar_gz(
+        &mut bytes,
+        files
+            .iter()
+            .map(|f| (f.name.as_str(), f.mode, f.data.as_slice())),
+    )?;
+    Ok(bytes)
 }
 
 /// What was written, for the summary.
@@ -302,15 +289,37 @@ fn sibling(target: &Path, tag: &str) -> PathBuf {
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    // Created with its final mode, so a key is never readable by others, not even briefly.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut file = options.open(path)?;
     file.write_all(data)?;
-    // The umask may have narrowed the mode; set it exactly.
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    set_mode(path, mode)?;
     file.sync_all()
+}
+
+/// Set the exact mode (the umask may have narrowed it). Elsewhere than Unix the modes are
+/// recorded in the archive and applied by install.sh on the VM.
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
+    Ok(())
+}
+
+/// A directory only its owner can enter (0700 on Unix).
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)?;
+    set_mode(path, 0o700)
 }
 
 /// Write the bundle into a temporary directory beside `dir`, then swap it into place (and the
@@ -331,13 +340,9 @@ pub fn write(
     };
     fs::create_dir_all(&parent).map_err(io_err(&parent))?;
     let staging = sibling(dir, "new");
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&staging)
-        .map_err(io_err(dir))?;
+    create_private_dir(&staging).map_err(io_err(dir))?;
     let mut archive_tmp = None;
     let result = (|| -> Result<Option<ArchiveInfo>, Error> {
-        fs::set_permissions(&staging, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
         for f in &bundle.files {
             write_file(&staging.join(&f.name), &f.data, f.mode)
                 .map_err(io_err(&dir.join(&f.name)))?;
