@@ -27,6 +27,10 @@ pub fn prepare(
     obj: &mut Value,
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
+    if !state.loading {
+        validate_metadata(rt, obj)?;
+        check_immutable(rt, obj, old)?;
+    }
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "namespaces") => {
             let name = name_of(obj).to_string();
@@ -522,4 +526,137 @@ pub fn selectable_fields(rt: &ResourceType, crd: Option<&Value>, version: &str) 
         );
     }
     out
+}
+
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+}
+
+/// A qualified name (`prefix/name` or `name`), as label and annotation keys must be.
+fn key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && !util::is_dns_subdomain(p)
+    {
+        return Some("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into());
+    }
+    if is_label_name(name) {
+        None
+    } else {
+        Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".into())
+    }
+}
+
+/// Label and annotation syntax, as `ValidateObjectMeta` checks it.
+fn validate_metadata(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if let Some(p) = key_problem(k) {
+                causes.push((
+                    "metadata.labels".to_string(),
+                    "FieldValueInvalid".to_string(),
+                    format!("Invalid value: {k:?}: {p}"),
+                ));
+            }
+            let v = v.as_str().unwrap_or("");
+            if !(v.is_empty() || is_label_name(v)) {
+                causes.push((
+                    "metadata.labels".to_string(),
+                    "FieldValueInvalid".to_string(),
+                    format!("Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
+                ));
+            }
+        }
+    }
+    if let Some(annotations) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let mut total = 0;
+        for (k, v) in annotations {
+            total += k.len() + v.as_str().map_or(0, str::len);
+            if let Some(p) = key_problem(&k.to_ascii_lowercase()) {
+                causes.push((
+                    "metadata.annotations".to_string(),
+                    "FieldValueInvalid".to_string(),
+                    format!("Invalid value: {k:?}: {p}"),
+                ));
+            }
+        }
+        if total > 256 * 1024 {
+            causes.push((
+                "metadata.annotations".to_string(),
+                "FieldValueTooLong".to_string(),
+                "Too long: must have at most 262144 bytes".to_string(),
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            &rt.group,
+            &rt.kind,
+            name_of(obj),
+            &causes,
+        ))
+    }
+}
+
+/// Secret `type` never changes; Secret and ConfigMap contents do not once `immutable: true`.
+fn check_immutable(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let Some(old) = old else {
+        return Ok(());
+    };
+    let kind = (rt.group.as_str(), rt.plural.as_str());
+    if kind == ("", "secrets") {
+        let before = old.get("type").and_then(Value::as_str).unwrap_or("Opaque");
+        let after = obj.get("type").and_then(Value::as_str).unwrap_or(before);
+        if before != after {
+            return Err(invalid(
+                rt,
+                obj,
+                "type",
+                "FieldValueInvalid",
+                format!("Invalid value: {after:?}: field is immutable"),
+            ));
+        }
+    }
+    if (kind == ("", "secrets") || kind == ("", "configmaps"))
+        && old.get("immutable") == Some(&json!(true))
+    {
+        for field in ["data", "binaryData"] {
+            if obj.get(field) != old.get(field)
+                && !(kind == ("", "secrets") && field == "binaryData")
+            {
+                return Err(invalid(
+                    rt,
+                    obj,
+                    field,
+                    "FieldValueForbidden",
+                    "Forbidden: field is immutable when `immutable` is set".into(),
+                ));
+            }
+        }
+        if obj.get("immutable") != Some(&json!(true)) {
+            return Err(invalid(
+                rt,
+                obj,
+                "immutable",
+                "FieldValueForbidden",
+                "Forbidden: field is immutable when `immutable` is set".into(),
+            ));
+        }
+    }
+    Ok(())
 }

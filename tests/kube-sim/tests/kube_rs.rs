@@ -625,3 +625,73 @@ async fn dry_runs_generate_name_and_collections() {
         "{left:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_syntax_and_immutable_fields() {
+    let server = Server::start(Scenario::empty()).await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
+    let bad_label: Secret = serde_json::from_value(json!({"metadata": {"name": "l",
+        "labels": {"topology.istio.io/network": "network 1"}}}))
+    .unwrap();
+    let e = api_err(
+        secrets
+            .create(&PostParams::default(), &bad_label)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message.starts_with(
+            "Secret \"l\" is invalid: metadata.labels: Invalid value: \"network 1\": a valid label"
+        ),
+        "{}",
+        e.message
+    );
+
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "type": "Opaque", "stringData": {"a": "b"}}),
+    )
+    .unwrap();
+    let s = secrets.create(&PostParams::default(), &s).await.unwrap();
+    let mut retyped = s.clone();
+    retyped.type_ = Some("istio.io/key-and-cert".into());
+    let e = api_err(
+        secrets
+            .replace("s", &PostParams::default(), &retyped)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            422,
+            "Secret \"s\" is invalid: type: Invalid value: \"istio.io/key-and-cert\": field is immutable"
+        )
+    );
+
+    let frozen: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "f"}, "immutable": true, "stringData": {"a": "b"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &frozen)
+        .await
+        .unwrap();
+    let e = api_err(
+        secrets
+            .patch(
+                "f",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"a": "Yw=="}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message
+            .contains("field is immutable when `immutable` is set"),
+        "{}",
+        e.message
+    );
+}
