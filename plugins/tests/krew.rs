@@ -9,31 +9,8 @@ use xtask::archive::{Entry, sha256_hex, write_tar_gz};
 use xtask::krew::{BuiltArchive, install, members, render, validate};
 
 mod common;
-use common::{kubectls, text};
+use common::{RELEASE_BINARIES, kubectls, text};
 
-const RELEASE_BINARIES: [(&str, &str); 6] = [
-    ("kubectl-meshvm", env!("CARGO_BIN_EXE_kubectl-meshvm")),
-    (
-        "kubectl-meshvm-prepare",
-        env!("CARGO_BIN_EXE_kubectl-meshvm-prepare"),
-    ),
-    (
-        "kubectl-meshvm-bundle",
-        env!("CARGO_BIN_EXE_kubectl-meshvm-bundle"),
-    ),
-    (
-        "kubectl-meshvm-register",
-        env!("CARGO_BIN_EXE_kubectl-meshvm-register"),
-    ),
-    (
-        "kubectl-meshvm-doctor",
-        env!("CARGO_BIN_EXE_kubectl-meshvm-doctor"),
-    ),
-    (
-        "kubectl_complete-meshvm",
-        env!("CARGO_BIN_EXE_kubectl_complete-meshvm"),
-    ),
-];
 const URI: &str = "https://github.com/meshvm/meshvm/releases/download/v0.1.0/meshvm-0.1.0-x86_64-unknown-linux-gnu.tar.gz";
 
 fn root() -> &'static Path {

@@ -5,47 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{kubectls, text};
+use common::{BINARIES, kubectls, text};
 
-const BINARIES: [(&str, &str); 10] = [
-    ("kubectl-meshvm", env!("CARGO_BIN_EXE_kubectl-meshvm")),
-    (
-        "kubectl-meshvm-prepare",
-        env!("CARGO_BIN_EXE_kubectl-meshvm-prepare"),
-    ),
-    (
-        "kubectl-meshvm-bundle",
-        env!("CARGO_BIN_EXE_kubectl-meshvm-bundle"),
-    ),
-    (
-        "kubectl-meshvm-register",
-        env!("CARGO_BIN_EXE_kubectl-meshvm-register"),
-    ),
-    (
-        "kubectl-meshvm-doctor",
-        env!("CARGO_BIN_EXE_kubectl-meshvm-doctor"),
-    ),
-    (
-        "kubectl_complete-meshvm",
-        env!("CARGO_BIN_EXE_kubectl_complete-meshvm"),
-    ),
-    (
-        "kubectl_complete-meshvm-prepare",
-        env!("CARGO_BIN_EXE_kubectl_complete-meshvm-prepare"),
-    ),
-    (
-        "kubectl_complete-meshvm-bundle",
-        env!("CARGO_BIN_EXE_kubectl_complete-meshvm-bundle"),
-    ),
-    (
-        "kubectl_complete-meshvm-register",
-        env!("CARGO_BIN_EXE_kubectl_complete-meshvm-register"),
-    ),
-    (
-        "kubectl_complete-meshvm-doctor",
-        env!("CARGO_BIN_EXE_kubectl_complete-meshvm-doctor"),
-    ),
-];
 const VERBS: [&str; 4] = ["prepare", "bundle", "register", "doctor"];
 
 /// A temp dir laid out as `cargo install` leaves it: every binary in one directory on PATH.
