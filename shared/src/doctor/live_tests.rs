@@ -338,3 +338,16 @@ async fn several_contexts_are_checked_and_cross_checked() {
         cross[0]
     );
 }
+
+/// A cluster without Istio: the mTLS checks skip instead of reporting a missing mesh-wide rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_without_istio_skips_mtls_checks() {
+    let server = Server::start(Scenario::empty()).await;
+    let (_, report, _) = doctor(&server, &[]).await;
+    for f in report["findings"].as_array().unwrap() {
+        if f["check"].as_str().unwrap().starts_with("mtls.") {
+            assert_eq!(f["severity"], "skip", "{f:#}");
+        }
+    }
+    assert_eq!(report["era"], "unknown");
+}

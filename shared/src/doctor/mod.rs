@@ -450,6 +450,34 @@ pub trait Check: Sync {
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding>;
 }
 
+/// A `skip` for checks the source cannot serve at all: mesh checks on a bundle-only run, and
+/// mTLS checks on a cluster without an Istio control plane or DestinationRules we may list.
+fn precondition(check: &dyn Check, snap: &Snapshot) -> Option<Finding> {
+    use crate::snapshot::{Kind, SourceKind};
+    let id = check.id();
+    if snap.source == SourceKind::None && !id.starts_with("bundle.") {
+        return Some(Finding::skip(
+            id,
+            "bundle only: no cluster or manifests to read mesh objects from",
+        ));
+    }
+    if snap.source == SourceKind::Live && id.starts_with("mtls.") {
+        if let Some(why) = snap.refused.get(&Kind::DestinationRule) {
+            return Some(Finding::skip(
+                id,
+                format!("cannot list DestinationRules: {why}"),
+            ));
+        }
+        if !snap.knows(Kind::DestinationRule) || snap.era().is_none() {
+            return Some(Finding::skip(
+                id,
+                "no Istio control plane (istiod, istio-pilot or istio-citadel Deployment) in the cluster: nothing to pre-flight",
+            ));
+        }
+    }
+    None
+}
+
 /// Run every check over every snapshot (one per `--context`, or the single source).
 pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
     let mut findings = Vec::new();
@@ -468,15 +496,9 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             auto_mtls = ctx.auto_mtls;
         }
         for check in checks::ALL {
-            let produced = if snap.source == crate::snapshot::SourceKind::None
-                && !check.id().starts_with("bundle.")
-            {
-                vec![Finding::skip(
-                    check.id(),
-                    "bundle only: no cluster or manifests to read mesh objects from",
-                )]
-            } else {
-                check.run(snap, &ctx)
+            let produced = match precondition(*check, snap) {
+                Some(skip) => vec![skip],
+                None => check.run(snap, &ctx),
             };
             for mut f in produced {
                 if snaps.len() > 1 {
