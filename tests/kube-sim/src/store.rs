@@ -109,6 +109,10 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 fn strip_for_compare(obj: &Value) -> Value {
     let mut o = obj.clone();
+    // The same object read through another served version is still the same object.
+    if let Some(m) = o.as_object_mut() {
+        m.remove("apiVersion");
+    }
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
         m.remove("managedFields");
@@ -119,6 +123,7 @@ fn strip_for_compare(obj: &Value) -> Value {
 fn spec_part(obj: &Value) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.as_object_mut() {
+        m.remove("apiVersion");
         m.remove("metadata");
         m.remove("status");
     }

@@ -695,3 +695,39 @@ async fn metadata_syntax_and_immutable_fields() {
         e.message
     );
 }
+
+/// Regression: a write that changes nothing (also through another served version) keeps the resourceVersion.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_op_writes_keep_resource_version() {
+    let server = Server::start(Scenario::empty()).await;
+    let client = server.client();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1beta1", "DestinationRule"),
+        "destinationrules",
+    );
+    let drs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let dr = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+        "metadata": {"name": "d"}, "spec": {"host": "d.default.svc.cluster.local"}});
+    let first = drs
+        .patch("d", &PatchParams::apply("meshvm"), &Patch::Apply(&dr))
+        .await
+        .unwrap();
+    let second = drs
+        .patch("d", &PatchParams::apply("meshvm"), &Patch::Apply(&dr))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.resource_version,
+        second.metadata.resource_version
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let c = cms
+        .create(&PostParams::default(), &cm("same", "1"))
+        .await
+        .unwrap();
+    let again = cms
+        .replace("same", &PostParams::default(), &c)
+        .await
+        .unwrap();
+    assert_eq!(c.metadata.resource_version, again.metadata.resource_version);
+}
