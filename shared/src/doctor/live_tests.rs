@@ -351,3 +351,42 @@ async fn cluster_without_istio_skips_mtls_checks() {
     }
     assert_eq!(report["era"], "unknown");
 }
+
+/// The modern bundle (token, mesh.yaml, root) passes against its cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_bundle_from_the_bundle_verb_passes() {
+    let server = sim(&["modern.yaml"]).await;
+    server
+        .load([serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadGroup",
+            "metadata": {"name": "vm", "namespace": "sample"},
+            "spec": {"metadata": {"labels": {"app": "vm"}}, "template": {"serviceAccount": "default", "network": "vm-net"}},
+        })])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("vm");
+    let kubeconfig = server.kubeconfig_path().to_str().unwrap().to_string();
+    let bundle_args = crate::args::BundleArgs::try_parse_from([
+        "kubectl-meshvm-bundle",
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--vm-namespace",
+        "sample",
+        "--workload-group",
+        "vm",
+        "-d",
+        out_dir.to_str().unwrap(),
+    ])
+    .unwrap();
+    let bundle_opts = crate::bundle::Options::resolve(bundle_args).unwrap();
+    crate::bundle::run(&bundle_opts, &mut Vec::new(), &mut Vec::new())
+        .await
+        .unwrap();
+    let (_, report, _) = doctor(&server, &["--bundle", out_dir.to_str().unwrap()]).await;
+    for f in report["findings"].as_array().unwrap() {
+        if f["check"].as_str().unwrap().starts_with("bundle.") {
+            assert_eq!(f["severity"], "pass", "{f:#}");
+        }
+    }
+}
