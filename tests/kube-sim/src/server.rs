@@ -1408,6 +1408,8 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Res
         loop {
             tokio::select! {
                 () = &mut deadline => return,
+                // The client went away: stop now rather than at the next event.
+                () = tx.closed() => return,
                 ev = rx.recv() => {
                     let ev = match ev {
                         Ok(ev) => ev,
