@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -268,13 +268,21 @@ impl Server {
     /// Changes the version `/version` reports (`1.27` … `1.33`).
     pub fn set_kube_version(&self, version: &str) {
         if let Some(m) = crate::scenario::parse_minor(version) {
-            *self.shared.minor.write().expect("lock") = m;
+            *self
+                .shared
+                .minor
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = m;
         }
     }
 
     /// Creates or replaces objects directly (no admission, status kept), as a scenario would.
     pub fn load(&self, objects: impl IntoIterator<Item = Value>) -> Result<(), Error> {
-        let mut st = self.shared.state.write().expect("lock");
+        let mut st = self
+            .shared
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         for o in objects {
             let kind = o["kind"].as_str().unwrap_or("").to_string();
             let name = util::name_of(&o).to_string();
@@ -296,18 +304,30 @@ impl Server {
         namespace: &str,
         name: &str,
     ) -> Option<Value> {
-        let st = self.shared.state.read().expect("lock");
+        let st = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let rt = st.registry.by_kind(api_version, kind)?;
         st.get_obj(&rt.key(), namespace, name).cloned()
     }
 
     /// How many objects are stored in all.
     pub fn object_count(&self) -> usize {
-        self.shared.state.read().expect("lock").objects.len()
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .objects
+            .len()
     }
 
     fn levers(&self) -> std::sync::MutexGuard<'_, Levers> {
-        self.shared.levers.lock().expect("lock")
+        self.shared
+            .levers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -528,7 +548,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let query = Query(parse_query(&raw_query));
     let watch = query.flag("watch") && query.get("watch").is_some();
     let (verb, target_info) = {
-        let st = shared.state.read().expect("lock");
+        let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
         match route(&st, &path) {
             Route::Resource(t) => {
                 let has_name = t.name.is_some();
@@ -558,7 +578,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         }
     };
     let (latency, fault, denied) = {
-        let mut l = shared.levers.lock().expect("lock");
+        let mut l = shared.levers.lock().unwrap_or_else(PoisonError::into_inner);
         let fault = l.pick_fault(method.as_str(), verb, &path);
         let denied = target_info
             .as_ref()
@@ -580,7 +600,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         shared
             .levers
             .lock()
-            .expect("lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .log
             .records
             .push(RequestRecord {
@@ -776,9 +796,13 @@ fn dispatch(
     user_agent: &str,
     body: &[u8],
 ) -> Response<Body> {
-    let minor = shared.minor.read().expect("lock").clone();
+    let minor = shared
+        .minor
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let route = {
-        let st = shared.state.read().expect("lock");
+        let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
         route(&st, path)
     };
     let get_only = |r: Response<Body>| {
@@ -796,7 +820,7 @@ fn dispatch(
             "text/plain; charset=utf-8",
         )),
         Route::Api => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             get_only(match Aggregated::from_accept(accept) {
                 Some(f) => json_response(
                     200,
@@ -809,7 +833,7 @@ fn dispatch(
             })
         }
         Route::Apis => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             get_only(match Aggregated::from_accept(accept) {
                 Some(f) => json_response(
                     200,
@@ -822,32 +846,32 @@ fn dispatch(
             })
         }
         Route::ApiGroup(g) => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             get_only(match discovery::api_group(&st.registry, &g) {
                 Some(v) => ok_json(200, &v),
                 None => error_response(&ApiError::path_not_found()),
             })
         }
         Route::ResourceList(g, v) => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             get_only(match discovery::api_resource_list(&st.registry, &g, &v) {
                 Some(v) => ok_json(200, &v),
                 None => error_response(&ApiError::path_not_found()),
             })
         }
         Route::OpenApiV3Root => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             get_only(ok_json(200, &discovery::openapi_root(&st.registry, &minor)))
         }
         Route::OpenApiV3(g, v) => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             get_only(match discovery::openapi_gv(&st.registry, &g, &v, &minor) {
                 Some(d) => ok_json(200, &d),
                 None => error_response(&ApiError::path_not_found()),
             })
         }
         Route::OpenApiV2 => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             get_only(json_response(
                 200,
                 discovery::openapi_v2_protobuf(&st.registry, &minor),
@@ -940,7 +964,7 @@ fn resource(
     }
     match (method.as_str(), t.name.as_deref()) {
         ("GET", Some(name)) if sub.is_none() && table::wants_table(accept) => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             let obj = st
                 .get_obj(&rt.key(), ns, name)
                 .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
@@ -949,37 +973,37 @@ fn resource(
             Ok(table_response(&st, rt, &t.version, &[obj], &meta, q))
         }
         ("GET", Some(name)) => {
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             Ok(ok_json(200, &st.get(rt, &t.version, ns, name)?))
         }
         ("GET", None) if table::wants_table(accept) => {
             let lo = list_opts(q)?;
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             check_fields(&st, rt, &t.version, &lo, q)?;
             let (items, meta) = st.list_page(rt, t.namespace.as_deref(), &lo)?;
             Ok(table_response(&st, rt, &t.version, &items, &meta, q))
         }
         ("GET", None) => {
             let lo = list_opts(q)?;
-            let st = shared.state.read().expect("lock");
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             check_fields(&st, rt, &t.version, &lo, q)?;
             let body = st.list(rt, &t.version, t.namespace.as_deref(), &lo)?;
             Ok(json_response(200, body, "application/json"))
         }
         ("POST", None) => {
             let obj = parse_body(body)?;
-            let mut st = shared.state.write().expect("lock");
+            let mut st = shared.state.write().unwrap_or_else(PoisonError::into_inner);
             Ok(written(st.create(rt, &t.version, ns, obj, &opts)?))
         }
         ("PUT", Some(name)) => {
             let obj = parse_body(body)?;
-            let mut st = shared.state.write().expect("lock");
+            let mut st = shared.state.write().unwrap_or_else(PoisonError::into_inner);
             Ok(written(
                 st.update(rt, &t.version, ns, name, sub, obj, &opts)?,
             ))
         }
         ("PATCH", Some(name)) => {
-            let mut st = shared.state.write().expect("lock");
+            let mut st = shared.state.write().unwrap_or_else(PoisonError::into_inner);
             Ok(written(st.patch(
                 rt,
                 &t.version,
@@ -1007,7 +1031,7 @@ fn resource(
                 dry_run: opts.dry_run || body_dry,
                 ..opts
             };
-            let mut st = shared.state.write().expect("lock");
+            let mut st = shared.state.write().unwrap_or_else(PoisonError::into_inner);
             Ok(written(st.delete(
                 rt,
                 &t.version,
@@ -1029,7 +1053,7 @@ fn resource(
                 dry_run: opts.dry_run || body_dry,
                 ..opts
             };
-            let mut st = shared.state.write().expect("lock");
+            let mut st = shared.state.write().unwrap_or_else(PoisonError::into_inner);
             check_fields(&st, rt, &t.version, &lo, q)?;
             let body = st.delete_collection(rt, &t.version, t.namespace.as_deref(), &lo, &opts)?;
             Ok(json_response(200, body, "application/json"))
@@ -1112,7 +1136,7 @@ fn scale(
     body: &[u8],
     opts: &WriteOpts,
 ) -> Result<Response<Body>, ApiError> {
-    let mut st = shared.state.write().expect("lock");
+    let mut st = shared.state.write().unwrap_or_else(PoisonError::into_inner);
     let current = st.get(rt, version, ns, name)?;
     let mut wanted = scale_of(&current);
     match method.as_str() {
@@ -1194,7 +1218,7 @@ fn access_review(shared: &Shared, body: &[u8]) -> Result<Response<Body>, ApiErro
                 format!("{}/{}", s("resource"), s("subresource"))
             };
             let ns = Some(s("namespace")).filter(|n| !n.is_empty());
-            let levers = shared.levers.lock().expect("lock");
+            let levers = shared.levers.lock().unwrap_or_else(PoisonError::into_inner);
             !levers
                 .denials
                 .iter()
@@ -1229,7 +1253,7 @@ fn token_request(
         parse_body(body)?
     };
     let uid = {
-        let st = shared.state.read().expect("lock");
+        let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
         let sa = st
             .get_obj("/serviceaccounts", ns, name)
             .ok_or_else(|| ApiError::not_found("", "serviceaccounts", name))?;
@@ -1308,7 +1332,7 @@ impl hyper::body::Body for ChannelBody {
 }
 
 fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Response<Body> {
-    let st = shared.state.read().expect("lock");
+    let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
     let Route::Resource(t) = route(&st, path) else {
         return error_response(&ApiError::path_not_found());
     };
