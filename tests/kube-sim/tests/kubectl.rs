@@ -201,6 +201,52 @@ fn matrix(minor: &str) {
     assert_eq!(claims["aud"], serde_json::json!(["istio-ca"]));
     assert_eq!(claims["sub"], "system:serviceaccount:matrix:expandvm");
 
+    // A Deployment made by a typed client (protobuf), restarted and waited for.
+    assert!(
+        k.ok(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--port=80",
+            "-n",
+            "matrix"
+        ])
+        .contains("deployment.apps/web created")
+    );
+    assert!(
+        k.ok(&["rollout", "restart", "deployment/web", "-n", "matrix"])
+            .contains("restarted")
+    );
+    let annotations = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "matrix",
+        "-o",
+        "jsonpath={.spec.template.metadata.annotations}",
+    ]);
+    assert!(
+        annotations.contains("kubectl.kubernetes.io/restartedAt"),
+        "{annotations}"
+    );
+    assert!(
+        k.ok(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            "matrix",
+            "--timeout=10s"
+        ])
+        .contains("successfully rolled out")
+    );
+    assert!(
+        k.ok(&["scale", "deployment/web", "--replicas=3", "-n", "matrix"])
+            .contains("scaled")
+    );
+
     assert!(
         k.ok(&["delete", "dr", "good", "-n", "matrix"])
             .contains("deleted")
