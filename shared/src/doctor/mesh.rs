@@ -426,6 +426,8 @@ pub struct Mesh<'a> {
     pub client_namespaces: BTreeSet<String>,
     /// Whether the source lists Namespaces or Pods (else clients are guessed from rules).
     pub clients_known: bool,
+    /// [`Mesh::clients`], computed once: checks resolve for every client many times.
+    client_list: Vec<Option<String>>,
     /// The mesh-level policy object, if any.
     pub mesh_policy: Option<ScopePolicy<'a>>,
     /// Namespace-level policy objects.
@@ -642,6 +644,16 @@ impl<'a> Mesh<'a> {
             }
         }
 
+        let clients_known = snap.knows(Kind::Namespace) || snap.knows(Kind::Pod);
+        let mut client_set: BTreeSet<&str> = client_namespaces.iter().map(String::as_str).collect();
+        if !clients_known {
+            client_set.extend(by_ns.keys().copied());
+        }
+        let mut client_list: Vec<Option<String>> = client_set
+            .into_iter()
+            .map(|c| Some(c.to_string()))
+            .collect();
+        client_list.push(None);
         Mesh {
             rules,
             by_ns,
@@ -649,7 +661,8 @@ impl<'a> Mesh<'a> {
             dest_by_host,
             root_ns: root_ns.to_string(),
             client_namespaces,
-            clients_known: snap.knows(Kind::Namespace) || snap.knows(Kind::Pod),
+            clients_known,
+            client_list,
             mesh_policy,
             ns_policies,
             target_policies,
@@ -740,14 +753,22 @@ impl<'a> Mesh<'a> {
     /// The client namespaces worth resolving for: every namespace with in-mesh clients (or,
     /// when the source says nothing about workloads, every namespace holding rules), and "any
     /// other namespace" (`None`).
-    pub fn clients(&self) -> Vec<Option<&str>> {
-        let mut set: BTreeSet<&str> = self.client_namespaces.iter().map(String::as_str).collect();
-        if !self.clients_known {
-            set.extend(self.by_ns.keys().copied());
-        }
-        let mut out: Vec<Option<&str>> = set.into_iter().map(Some).collect();
-        out.push(None);
-        out
+    pub fn clients(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        self.client_list.iter().map(Option::as_deref)
+    }
+
+    /// The clients for which rule `i` can be the one that decides: its own namespace, the
+    /// namespaces its `exportTo` names, and "any other namespace" (`None`). Every other client
+    /// either resolves to its own local rule or behaves exactly like `None`, so resolving for
+    /// these few is enough — and keeps per-rule work independent of the namespace count.
+    pub fn rule_clients(&self, i: usize) -> impl Iterator<Item = Option<&str>> + '_ {
+        let rule = &self.rules[i];
+        self.clients().filter(move |c| match c {
+            None => true,
+            Some(c) => {
+                *c == rule.ns || matches!(&rule.export, Export::Namespaces(set) if set.contains(*c))
+            }
+        })
     }
 
     /// A client namespace for which rule `i` decides traffic to `host` (`Some(None)`: any
@@ -758,8 +779,7 @@ impl<'a> Mesh<'a> {
         host: &str,
         svc_ns: Option<&str>,
     ) -> Option<Option<&str>> {
-        self.clients()
-            .into_iter()
+        self.rule_clients(i)
             .find(|c| self.resolve(*c, host, svc_ns).first() == Some(&i))
     }
 
@@ -1086,6 +1106,15 @@ spec:
                         naive(&m, client, host, Some(svc_ns)),
                         "client {:?} host {}", client, host
                     );
+                    // The few clients rule_clients picks find every rule some client gets.
+                    for i in 0..m.rules.len() {
+                        let everyone = m.clients().chain([Some("c")]).any(|c| m.resolve(c, host, Some(svc_ns)).first() == Some(&i));
+                        proptest::prop_assert_eq!(
+                            m.winning_client(i, host, Some(svc_ns)).is_some(),
+                            everyone,
+                            "rule {} host {}", i, host
+                        );
+                    }
                 }
             }
         }

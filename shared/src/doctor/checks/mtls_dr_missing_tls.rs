@@ -64,7 +64,7 @@ impl Check for MtlsDrMissingTls {
             // For each client this rule decides for: what would apply without it?
             let mut overridden: Option<String> = None;
             let mut plain_ports = Vec::new();
-            for client in mesh.clients() {
+            for client in mesh.rule_clients(i) {
                 if mesh.resolve(client, &rule.host, svc_ns).first() != Some(&i) {
                     continue;
                 }
