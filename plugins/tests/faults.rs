@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kube_sim::{Fault, FaultKind, Scenario, Server};
 use serde_json::Value;
-use sim::{Kind, Run, Said};
+use sim::{ApiKind, Run, Said};
 
 /// Seeds per verb (split evenly over the verb's scenarios).
 const SEEDS: usize = 50;
@@ -28,7 +28,7 @@ struct Case {
     name: &'static str,
     scenario: fn() -> Scenario,
     args: Vec<String>,
-    kinds: &'static [Kind],
+    kinds: &'static [ApiKind],
 }
 
 /// What one seed did, for the figures printed at the end.
@@ -59,10 +59,11 @@ fn report(verb: &str, outcomes: &[Outcome], wall: Duration) {
     );
 }
 
-const WORKLOAD_GROUP: Kind = sim::kind("networking.istio.io/v1", "WorkloadGroup", "workloadgroups");
-const WORKLOAD_ENTRY: Kind =
+const WORKLOAD_GROUP: ApiKind =
+    sim::kind("networking.istio.io/v1", "WorkloadGroup", "workloadgroups");
+const WORKLOAD_ENTRY: ApiKind =
     sim::kind("networking.istio.io/v1", "WorkloadEntry", "workloadentries");
-const DESTINATION_RULE_V1A3: Kind = sim::kind(
+const DESTINATION_RULE_V1A3: ApiKind = sim::kind(
     "networking.istio.io/v1alpha3",
     "DestinationRule",
     "destinationrules",
@@ -441,12 +442,12 @@ fn archive_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
 fn without_token(mut files: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     files.remove("istio-token");
     if let Some(sums) = files.get_mut("SHA256SUMS") {
-        let kept: String = String::from_utf8_lossy(sums)
+        let text = String::from_utf8_lossy(sums).into_owned();
+        let kept: Vec<&str> = text
             .lines()
             .filter(|l| !l.ends_with("  istio-token"))
-            .map(|l| format!("{l}\n"))
             .collect();
-        *sums = kept.into_bytes();
+        *sums = kept.join("\n").into_bytes();
     }
     files
 }
@@ -654,6 +655,251 @@ async fn bundle_with_each_request_failing() {
     .await;
     eprintln!(
         "faults/bundle: {count} failing requests, each exited 1 with nothing written; wall {:.2?}",
+        started.elapsed()
+    );
+}
+
+/// DestinationRules by `ns/name` that `--fix` reports as applied ("destinationrule ns/name applied").
+fn applied(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("destinationrule ")?.strip_suffix(" applied"))
+        .map(|n| format!("DestinationRule {n}"))
+        .collect()
+}
+
+fn doctor_cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "legacy --fix",
+            scenario: sim::legacy_with_vm,
+            args: sim::args(&["--fix", "--yes", "-o", "json"]),
+            kinds: &[DESTINATION_RULE_V1A3],
+        },
+        Case {
+            name: "modern",
+            scenario: sim::modern_with_vm,
+            args: sim::args(&["-o", "json"]),
+            kinds: &[],
+        },
+    ]
+}
+
+/// doctor under 5% faults: the report is the fault-free one (same exit code, same bytes), or
+/// exit 1 with an error and no report; `--fix` names each rule it applied, and only those
+/// are stored; a fault-free re-run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_under_five_percent_faults() {
+    let started = Instant::now();
+    let cases = doctor_cases();
+    let mut refs = Vec::new();
+    for case in &cases {
+        let server = Server::start((case.scenario)()).await;
+        let before = sim::stored(&server, case.kinds).await;
+        let run = sim::run(sim::DOCTOR, &server, &case.args).await;
+        assert!(
+            matches!(run.code, 0 | 1) && !run.stderr.contains("error: "),
+            "{} fault-free: {}",
+            case.name,
+            run.show()
+        );
+        let after = sim::stored(&server, case.kinds).await;
+        refs.push((before, after, run));
+    }
+    let cases = std::sync::Arc::new(cases);
+    let refs = std::sync::Arc::new(refs);
+    let outcomes = sim::pool(SEEDS, WORKERS, move |seed| {
+        let cases = cases.clone();
+        let refs = refs.clone();
+        async move {
+            let which = seed % cases.len();
+            let case = &cases[which];
+            let (ref_before, reference, ref_run) = &refs[which];
+            let server = Server::start((case.scenario)()).await;
+            server.reset_requests();
+            sim::inject_faults(&server, seed as u64, RATE);
+            let t = Instant::now();
+            let run = sim::run(sim::DOCTOR, &server, &case.args).await;
+            let took = t.elapsed();
+            let requests = server.requests().total();
+            let injected = sim::injected(&server);
+            server.clear_faults();
+            let after = sim::stored(&server, case.kinds).await;
+            let show = || format!("doctor seed {seed} ({}): {}", case.name, run.show());
+            let errored = run.stderr.contains("error: ");
+            if errored {
+                assert_eq!(run.code, 1, "{}", show());
+                assert!(run.stdout.is_empty(), "a half report: {}", show());
+            } else {
+                assert_eq!(run.code, ref_run.code, "{}", show());
+                assert_eq!(
+                    run.stdout,
+                    ref_run.stdout,
+                    "not the fault-free report: {}",
+                    show()
+                );
+            }
+            // --fix: exactly the rules it says it applied are new.
+            let said = applied(&run.stderr);
+            for (key, now) in &after {
+                if said.contains(key) {
+                    assert_eq!(Some(now), reference.get(key), "{key}: {}", show());
+                } else if ref_before.get(key) != Some(now) {
+                    let failing = run.stderr.lines().any(|l| {
+                        l.starts_with("error: ")
+                            && l.contains(key.trim_start_matches("DestinationRule "))
+                    });
+                    assert!(
+                        failing,
+                        "{key} stored but not reported as applied: {}",
+                        show()
+                    );
+                }
+            }
+            for key in &said {
+                assert!(
+                    after.contains_key(key),
+                    "{key} reported applied but absent: {}",
+                    show()
+                );
+            }
+            if !errored {
+                assert!(
+                    &after == reference,
+                    "{}: {}",
+                    sim::diff(&after, reference),
+                    show()
+                );
+            }
+            let again = sim::run(sim::DOCTOR, &server, &case.args).await;
+            assert!(
+                again.code == ref_run.code && again.stdout == ref_run.stdout,
+                "doctor seed {seed} re-run differs from the fault-free run: {}",
+                again.show()
+            );
+            let converged = sim::stored(&server, case.kinds).await;
+            assert!(
+                &converged == reference,
+                "doctor seed {seed}: {}",
+                sim::diff(&converged, reference)
+            );
+            Outcome {
+                seed,
+                case: case.name,
+                code: i32::from(errored),
+                injected,
+                requests,
+                took,
+            }
+        }
+    })
+    .await;
+    let total: usize = outcomes.iter().map(|o| o.injected).sum();
+    assert!(total > 0, "doctor: no fault was injected in {SEEDS} seeds");
+    report("doctor", &outcomes, started.elapsed());
+}
+
+/// `doctor --fix` with each DestinationRule write failing for good: exit 1, the rules before it
+/// reported applied and stored, the rest absent; a re-run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fix_with_each_write_failing() {
+    let case = doctor_cases().remove(0);
+    let server = Server::start((case.scenario)()).await;
+    let before = sim::stored(&server, case.kinds).await;
+    server.reset_requests();
+    let run = sim::run(sim::DOCTOR, &server, &case.args).await;
+    assert!(!run.stderr.contains("error: "), "{}", run.show());
+    let reference = sim::stored(&server, case.kinds).await;
+    let writes: Vec<(String, String)> = server
+        .requests()
+        .records
+        .iter()
+        .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
+        .map(|r| (r.verb.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(writes.len(), 3, "the runbook's three rules: {writes:?}");
+    for (i, (kverb, path)) in writes.iter().enumerate() {
+        let server = Server::start((case.scenario)()).await;
+        server.add_fault(Fault::on(FaultKind::InternalError, kverb, path));
+        let run = sim::run(sim::DOCTOR, &server, &case.args).await;
+        server.clear_faults();
+        let context = format!("doctor --fix: {kverb} {path} always fails");
+        assert_eq!(run.code, 1, "{context}: {}", run.show());
+        assert!(run.stderr.contains("error: "), "{context}: {}", run.show());
+        let after = sim::stored(&server, case.kinds).await;
+        let said = applied(&run.stderr);
+        assert_eq!(said.len(), i, "{context}: {}", run.show());
+        for (key, now) in &after {
+            if said.contains(key) {
+                assert_eq!(Some(now), reference.get(key), "{context}: {key}");
+            } else {
+                assert_eq!(
+                    before.get(key),
+                    Some(now),
+                    "{context}: {key} stored, not reported"
+                );
+            }
+        }
+        let again = sim::run(sim::DOCTOR, &server, &case.args).await;
+        assert!(
+            !again.stderr.contains("error: "),
+            "{context}, re-run: {}",
+            again.show()
+        );
+        let converged = sim::stored(&server, case.kinds).await;
+        assert!(
+            converged == reference,
+            "{context}: {}",
+            sim::diff(&converged, &reference)
+        );
+    }
+    eprintln!(
+        "faults/doctor --fix: 3 failing writes, each exited 1 naming what it applied, and converged"
+    );
+}
+
+/// Each read doctor sends, failing for good: exit 1 with an error naming it, and no report
+/// (a report from half the cluster would pass checks it could not run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_with_each_read_failing() {
+    let started = Instant::now();
+    let case = doctor_cases().remove(1);
+    let server = Server::start((case.scenario)()).await;
+    server.reset_requests();
+    let run = sim::run(sim::DOCTOR, &server, &case.args).await;
+    assert!(!run.stderr.contains("error: "), "{}", run.show());
+    let mut reads: Vec<(String, String)> = Vec::new();
+    for r in server.requests().records {
+        let w = (r.verb.clone(), r.path.clone());
+        if !kube_sim::levers::is_discovery_path(&r.path) && !reads.contains(&w) {
+            reads.push(w);
+        }
+    }
+    let count = reads.len();
+    let reads = std::sync::Arc::new(reads);
+    let case = std::sync::Arc::new(case);
+    let outcomes = sim::pool(count, WORKERS, move |i| {
+        let reads = reads.clone();
+        let case = case.clone();
+        async move {
+            let (kverb, path) = &reads[i];
+            let server = Server::start((case.scenario)()).await;
+            server.add_fault(Fault::on(FaultKind::ConnectionReset, kverb, path));
+            let run = sim::run(sim::DOCTOR, &server, &case.args).await;
+            let context = format!("doctor: {kverb} {path} always reset");
+            assert_eq!(run.code, 1, "{context}: {}", run.show());
+            assert!(run.stderr.contains("error: "), "{context}: {}", run.show());
+            assert!(
+                run.stdout.is_empty(),
+                "{context}: a half report: {}",
+                run.show()
+            );
+        }
+    })
+    .await;
+    eprintln!(
+        "faults/doctor: {} failing reads, each exited 1 with an error and no report; wall {:.2?}",
+        outcomes.len(),
         started.elapsed()
     );
 }

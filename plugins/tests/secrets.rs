@@ -385,3 +385,84 @@ async fn bundle_prints_no_key_or_token_and_keeps_them_private() {
     }
     eprintln!("secrets/bundle: {runs} runs clean, modes 0700/0600 on disk and in the archive");
 }
+
+/// Doctor reads cacerts (with its key) from the cluster, and a bundle's key.pem or istio-token:
+/// none of it is printed, at any verbosity or format, for the directory or the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_prints_no_key_or_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = sim::samples().display().to_string();
+    let legacy = Server::start(sim::legacy_with_vm()).await;
+    let modern = Server::start(sim::modern_with_vm()).await;
+    let mut runs = 0;
+    for (era, server, prepare, bundle) in [
+        (
+            "legacy",
+            &legacy,
+            sim::args(&["--vm-namespace", "expandvm", "--ca-dir", &ca]),
+            sim::args(&["--vm-namespace", "expandvm", "--inbound-ports", "80"]),
+        ),
+        (
+            "modern",
+            &modern,
+            sim::args(&["--vm-namespace", "vm", "-s", "vm-sa", "--ca-dir", &ca]),
+            sim::args(&[
+                "--vm-namespace",
+                "vm",
+                "--workload-group",
+                "vm",
+                "--internal-ip",
+                "10.0.0.5",
+            ]),
+        ),
+    ] {
+        let prepared = sim::run(sim::PREPARE, server, &prepare).await;
+        assert_eq!(prepared.code, 0, "{}", prepared.show());
+        let dir = tmp.path().join(era);
+        let archive = tmp.path().join(format!("{era}.tar.gz"));
+        let mut args = bundle.clone();
+        args.extend(sim::args(&[
+            "-d",
+            &dir.display().to_string(),
+            "--archive",
+            &archive.display().to_string(),
+        ]));
+        let bundled = sim::run(sim::BUNDLE, server, &args).await;
+        assert_eq!(bundled.code, 0, "{}", bundled.show());
+        let mut secrets = vec![sample_key(), bearer(server)];
+        if let Ok(key) = std::fs::read(dir.join("key.pem")) {
+            secrets.push(private_key("the bundle's key.pem", &key));
+        }
+        if let Ok(t) = std::fs::read_to_string(dir.join("istio-token")) {
+            secrets.push(token("the bundle's istio-token", t.trim()));
+        }
+        assert!(
+            secrets.len() == 3,
+            "{era}: the bundle holds a key or a token"
+        );
+        for source in [&dir, &archive] {
+            for output in ["table", "json", "yaml", "sarif"] {
+                for verbosity in ["-v", "-vvv"] {
+                    let args = sim::args(&[
+                        "--bundle",
+                        &source.display().to_string(),
+                        "-o",
+                        output,
+                        verbosity,
+                    ]);
+                    let run = sim::run(sim::DOCTOR, server, &args).await;
+                    let context = format!("doctor {}", args.join(" "));
+                    assert!(
+                        matches!(run.code, 0 | 1) && !run.stderr.contains("error: "),
+                        "{context}: {}",
+                        run.show()
+                    );
+                    assert!(!run.stdout.is_empty(), "{context}: no report");
+                    assert_clean(&context, &run, &secrets);
+                    runs += 1;
+                }
+            }
+        }
+    }
+    eprintln!("secrets/doctor: {runs} runs clean");
+}

@@ -153,7 +153,7 @@ pub fn injected(server: &Server) -> usize {
 
 /// A stored kind to compare: `apiVersion`, kind, plural.
 #[derive(Debug, Clone, Copy)]
-pub struct Kind {
+pub struct ApiKind {
     /// `v1`, `networking.istio.io/v1`, ….
     pub api_version: &'static str,
     /// `Secret`, ….
@@ -162,9 +162,9 @@ pub struct Kind {
     pub plural: &'static str,
 }
 
-/// Shorthand for a [`Kind`].
-pub const fn kind(api_version: &'static str, kind: &'static str, plural: &'static str) -> Kind {
-    Kind {
+/// Shorthand for a [`ApiKind`].
+pub const fn kind(api_version: &'static str, kind: &'static str, plural: &'static str) -> ApiKind {
+    ApiKind {
         api_version,
         kind,
         plural,
@@ -172,22 +172,22 @@ pub const fn kind(api_version: &'static str, kind: &'static str, plural: &'stati
 }
 
 /// Namespaces.
-pub const NAMESPACE: Kind = kind("v1", "Namespace", "namespaces");
+pub const NAMESPACE: ApiKind = kind("v1", "Namespace", "namespaces");
 /// ServiceAccounts.
-pub const SERVICE_ACCOUNT: Kind = kind("v1", "ServiceAccount", "serviceaccounts");
+pub const SERVICE_ACCOUNT: ApiKind = kind("v1", "ServiceAccount", "serviceaccounts");
 /// Secrets.
-pub const SECRET: Kind = kind("v1", "Secret", "secrets");
+pub const SECRET: ApiKind = kind("v1", "Secret", "secrets");
 /// Services.
-pub const SERVICE: Kind = kind("v1", "Service", "services");
+pub const SERVICE: ApiKind = kind("v1", "Service", "services");
 /// Endpoints.
-pub const ENDPOINTS: Kind = kind("v1", "Endpoints", "endpoints");
+pub const ENDPOINTS: ApiKind = kind("v1", "Endpoints", "endpoints");
 
-/// Every stored object of these kinds (all namespaces), keyed `Kind ns/name` as the plan
+/// Every stored object of these kinds (all namespaces), keyed `ApiKind ns/name` as the plan
 /// table's rows name them, with what the server sets on each write stripped (resourceVersion,
 /// uid, timestamps, managedFields, generation) and the sim Citadel's freshly generated keys
 /// replaced by their names, and the `kubernetes` Service and Endpoints (the sim's own random
 /// port) left out. Faults must be cleared first (the listing goes through the sim).
-pub async fn stored(server: &Server, kinds: &[Kind]) -> BTreeMap<String, Value> {
+pub async fn stored(server: &Server, kinds: &[ApiKind]) -> BTreeMap<String, Value> {
     let client = server.client();
     let mut out = BTreeMap::new();
     for k in kinds {
@@ -276,7 +276,7 @@ pub struct Row {
 }
 
 impl Row {
-    /// `Kind ns/name`, as [`stored`] keys objects.
+    /// `ApiKind ns/name`, as [`stored`] keys objects.
     pub fn key(&self) -> String {
         if self.namespace.is_empty() {
             format!("{} {}", self.kind, self.name)
