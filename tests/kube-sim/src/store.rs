@@ -101,6 +101,8 @@ pub struct State {
     /// Set while objects are written outside the API (scenario, controllers): checks that
     /// guard API clients (ClusterIP range) are relaxed, since a dump is taken as it is.
     pub loading: bool,
+    /// Keys of objects that have ownerReferences (what the garbage collector looks at).
+    owned: std::collections::BTreeSet<ObjKey>,
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -161,6 +163,7 @@ impl State {
             controllers: Controllers::default(),
             events: tokio::sync::broadcast::channel(4096).0,
             loading: false,
+            owned: std::collections::BTreeSet::new(),
         }
     }
 
@@ -639,6 +642,15 @@ impl State {
                 object: obj.clone(),
             });
         }
+        let has_owner = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|o| !o.is_empty());
+        if has_owner {
+            self.owned.insert(key.clone());
+        } else {
+            self.owned.remove(&key);
+        }
         self.objects.insert(key, obj.clone());
         obj
     }
@@ -1076,7 +1088,17 @@ impl State {
                 warnings: Vec::new(),
             });
         }
+        let orphan = body
+            .and_then(|b| b.get("propagationPolicy"))
+            .and_then(Value::as_str)
+            == Some("Orphan");
+        let uid = util::str_at(&old, &["metadata", "uid"])
+            .unwrap_or("")
+            .to_string();
         self.remove(&rt.key(), ns, name);
+        if !orphan {
+            self.collect_garbage(&uid);
+        }
         crate::controllers::reconcile(self);
         Ok(Written {
             object: shown,
@@ -1087,9 +1109,9 @@ impl State {
 
     /// Removes an object with the apiserver's own cascades (namespace contents, a CRD's objects).
     pub fn remove(&mut self, resource: &str, ns: &str, name: &str) -> Option<Value> {
-        let old = self
-            .objects
-            .remove(&(resource.to_string(), ns.to_string(), name.to_string()))?;
+        let key = (resource.to_string(), ns.to_string(), name.to_string());
+        let old = self.objects.remove(&key)?;
+        self.owned.remove(&key);
         self.rv += 1;
         let mut gone = old.clone();
         meta_mut(&mut gone).insert("resourceVersion".into(), json!(self.rv.to_string()));
@@ -1130,6 +1152,41 @@ impl State {
             _ => {}
         }
         Some(old)
+    }
+
+    /// The garbage collector: deletes, transitively, what the deleted `uid` owned.
+    fn collect_garbage(&mut self, uid: &str) {
+        let mut pending = vec![uid.to_string()];
+        while let Some(owner) = pending.pop() {
+            if owner.is_empty() {
+                continue;
+            }
+            let dependents: Vec<ObjKey> = self
+                .owned
+                .iter()
+                .filter(|k| {
+                    self.objects.get(*k).is_some_and(|o| {
+                        o.pointer("/metadata/ownerReferences")
+                            .and_then(Value::as_array)
+                            .is_some_and(|refs| {
+                                refs.iter().any(|r| {
+                                    r.get("uid").and_then(Value::as_str) == Some(owner.as_str())
+                                })
+                            })
+                    })
+                })
+                .cloned()
+                .collect();
+            for k in dependents {
+                if let Some(gone) = self.remove(&k.0, &k.1, &k.2) {
+                    pending.push(
+                        util::str_at(&gone, &["metadata", "uid"])
+                            .unwrap_or("")
+                            .to_string(),
+                    );
+                }
+            }
+        }
     }
 
     /// DELETE of a collection (selectors apply).

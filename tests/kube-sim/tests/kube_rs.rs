@@ -731,3 +731,31 @@ async fn no_op_writes_keep_resource_version() {
         .unwrap();
     assert_eq!(c.metadata.resource_version, again.metadata.resource_version);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_references_are_garbage_collected() {
+    let server = Server::start(Scenario::empty()).await;
+    let client = server.client();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    for (owner, dependent) in [("o1", "d1"), ("o2", "d2")] {
+        let o = cms
+            .create(&PostParams::default(), &cm(owner, "1"))
+            .await
+            .unwrap();
+        let d: Secret = serde_json::from_value(json!({"metadata": {"name": dependent, "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": o.metadata.uid.unwrap()}]}}))
+        .unwrap();
+        secrets.create(&PostParams::default(), &d).await.unwrap();
+    }
+    cms.delete("o1", &DeleteParams::background()).await.unwrap();
+    assert!(
+        secrets.get_opt("d1").await.unwrap().is_none(),
+        "dependent survived its owner"
+    );
+    cms.delete("o2", &DeleteParams::orphan()).await.unwrap();
+    assert!(
+        secrets.get_opt("d2").await.unwrap().is_some(),
+        "orphaned dependent was deleted"
+    );
+}
