@@ -466,3 +466,91 @@ async fn doctor_prints_no_key_or_token() {
     }
     eprintln!("secrets/doctor: {runs} runs clean");
 }
+
+/// Beyond `-vvv`: `RUST_LOG=trace` turns on every crate's logs (kube's requests, hyper,
+/// rustls); still no key or token fragment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logging_prints_no_key_or_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = sim::samples().display().to_string();
+    let server = Server::start(sim::legacy_with_vm()).await;
+    let dir = tmp.path().join("b");
+    let steps: [(&'static str, Vec<String>); 5] = [
+        (
+            sim::PREPARE,
+            sim::args(&["--vm-namespace", "expandvm", "--ca-dir", &ca, "-o", "yaml"]),
+        ),
+        (
+            sim::PREPARE,
+            sim::args(&[
+                "--vm-namespace",
+                "expandvm",
+                "--ca-dir",
+                &ca,
+                "--dry-run=server",
+                "-o",
+                "json",
+            ]),
+        ),
+        (
+            sim::BUNDLE,
+            sim::args(&[
+                "--vm-namespace",
+                "expandvm",
+                "--inbound-ports",
+                "80",
+                "-d",
+                &dir.display().to_string(),
+            ]),
+        ),
+        (
+            sim::REGISTER,
+            sim::args(&[
+                "expandvm",
+                "203.0.113.7",
+                "80",
+                "-n",
+                "expandvm",
+                "-s",
+                "expandvm",
+            ]),
+        ),
+        (
+            sim::DOCTOR,
+            sim::args(&[
+                "--fix",
+                "--yes",
+                "--bundle",
+                &dir.display().to_string(),
+                "-o",
+                "json",
+            ]),
+        ),
+    ];
+    let mut runs = 0;
+    for (bin, args) in &steps {
+        let run = sim::run_with(bin, &server, args, Some("trace")).await;
+        let context = format!(
+            "RUST_LOG=trace {} {}",
+            Path::new(bin).file_name().unwrap().display(),
+            args.join(" ")
+        );
+        assert!(
+            matches!(run.code, 0 | 1) && !run.stderr.contains("error: "),
+            "{context}: {}",
+            run.show()
+        );
+        let mut secrets = vec![sample_key(), bearer(&server)];
+        if let Ok(key) = std::fs::read(dir.join("key.pem")) {
+            secrets.push(private_key("the bundle's key.pem", &key));
+        }
+        assert_clean(&context, &run, &secrets);
+        assert!(
+            run.stderr.lines().count() > 20,
+            "{context}: trace logging is on: {}",
+            run.show()
+        );
+        runs += 1;
+    }
+    eprintln!("secrets/trace: {runs} runs clean at RUST_LOG=trace");
+}

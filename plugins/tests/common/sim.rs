@@ -95,18 +95,31 @@ impl Run {
 /// Run a verb binary against the sim with `--kubeconfig`, on a blocking thread (the sim serves
 /// on this runtime). The environment is cleaned of what could change the output.
 pub async fn run(bin: &'static str, server: &Server, args: &[String]) -> Run {
+    run_with(bin, server, args, None).await
+}
+
+/// [`run`] with `RUST_LOG` set to `rust_log` (None: unset).
+pub async fn run_with(
+    bin: &'static str,
+    server: &Server,
+    args: &[String],
+    rust_log: Option<&str>,
+) -> Run {
     let kubeconfig = server.kubeconfig_path().to_owned();
     let args = args.to_vec();
+    let rust_log = rust_log.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(bin)
-            .arg("--kubeconfig")
+        let mut cmd = Command::new(bin);
+        cmd.arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(&args)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
-            .env_remove("KUBECONFIG")
-            .output()
-            .expect("run the verb binary");
+            .env_remove("KUBECONFIG");
+        if let Some(filter) = &rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output().expect("run the verb binary");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -125,19 +138,22 @@ pub fn args(words: &[&str]) -> Vec<String> {
 /// Seconds the injected 429s ask the client to wait.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
-/// Make `rate` of all requests fail, split evenly among a 500, a 429 with `Retry-After` and a
-/// connection reset. The sim tries the rules in order, each with its own draw, so each rule
-/// gets `1 - (1 - rate)^(1/3)` to make the union exactly `rate`.
-pub fn inject_faults(server: &Server, seed: u64, rate: f64) {
-    let each = 1.0 - (1.0 - rate).powf(1.0 / 3.0);
+/// Make `rate` of all requests fail, split evenly among a 500, a connection reset and (with
+/// `throttle`) a 429 with `Retry-After`. The sim tries the rules in order, each with its own
+/// draw, so each of the n rules gets `1 - (1 - rate)^(1/n)` to make the union exactly `rate`.
+pub fn inject_faults(server: &Server, seed: u64, rate: f64, throttle: bool) {
+    let rules = if throttle { 3.0 } else { 2.0 };
+    let each = 1.0 - (1.0 - rate).powf(1.0 / rules);
     server.set_seed(seed);
     server.add_fault(Fault::rate(FaultKind::InternalError, each));
-    server.add_fault(Fault::rate(
-        FaultKind::TooManyRequests {
-            retry_after_seconds: RETRY_AFTER_SECONDS,
-        },
-        each,
-    ));
+    if throttle {
+        server.add_fault(Fault::rate(
+            FaultKind::TooManyRequests {
+                retry_after_seconds: RETRY_AFTER_SECONDS,
+            },
+            each,
+        ));
+    }
     server.add_fault(Fault::rate(FaultKind::ConnectionReset, each));
 }
 
