@@ -287,6 +287,22 @@ proptest! {
         prop_assert_eq!(opts.workload_group.unwrap().labels, map);
     }
 
+    /// Both verbs take labels for the same objects' `labels` maps, so what one refuses as a
+    /// Kubernetes label the other must refuse too (else the API server or Istio's webhook does,
+    /// after earlier writes).
+    #[test]
+    #[ignore = "bug: prepare::options::pairs checks only KEY=VALUE shape, so --labels 'bad key=v@l' passes resolve (register refuses it as a usage error)"]
+    fn prepare_refuses_the_labels_register_refuses(text in "[a-z =@/.,_-]{1,20}") {
+        let register = words::parse_pairs(&text.split(',').collect::<Vec<_>>(), PairKind::Label);
+        let prepare = PrepareArgs::try_parse_from([
+            "prepare", "--vm-namespace", "vm", "--workload-group", "vm", "--labels", &text,
+        ])
+        .map(|a| meshvm::prepare::Options::resolve(a).map(|o| o.workload_group.unwrap().labels));
+        if register.is_err() {
+            prop_assert!(!matches!(prepare, Ok(Ok(_))), "prepare took {text:?}: {prepare:?}");
+        }
+    }
+
     /// Any label text is a map or a usage error, for both verbs.
     #[test]
     fn label_lists_never_panic(text in "(?s).{0,60}") {
