@@ -274,20 +274,12 @@ fn judge(
                     );
                 }
             }
-            assert!(
-                rows.iter()
-                    .any(|r| sim::said(&r.action) == Some(Said::Unknown))
-                    || after == before
-                    || after == reference,
-                "exit 1 with no failed row: {}",
-                show()
-            );
         }
         _ => panic!("exit code is neither 0 nor 1: {}", show()),
     }
 }
 
-/// A verb whose output is a plan table: 50 seeds under 5% faults, each judged and re-run.
+/// A verb whose output is a plan table, under a fault load: each seed judged, then re-run.
 async fn plan_verb_under_faults(
     verb: &'static str,
     bin: &'static str,
