@@ -967,3 +967,85 @@ async fn doctor_with_each_read_failing() {
         started.elapsed()
     );
 }
+
+/// A 429 asks the client to wait: every verb, throttled once on its first API request with
+/// `Retry-After: 1`, waits at least that long, then completes; unthrottled it is much faster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verb_honours_retry_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b").display().to_string();
+    let cases: Vec<(&str, &'static str, fn() -> Scenario, Vec<String>)> = vec![
+        (
+            "prepare",
+            sim::PREPARE,
+            sim::legacy,
+            prepare_cases().remove(0).args,
+        ),
+        (
+            "register",
+            sim::REGISTER,
+            sim::legacy_with_vm,
+            register_cases().remove(0).args,
+        ),
+        (
+            "bundle",
+            sim::BUNDLE,
+            sim::legacy_with_vm,
+            sim::args(&[
+                "--vm-namespace",
+                "expandvm",
+                "--inbound-ports",
+                "80",
+                "-d",
+                &dir,
+                "--force",
+            ]),
+        ),
+        (
+            "doctor",
+            sim::DOCTOR,
+            sim::legacy_with_vm,
+            sim::args(&["-o", "json"]),
+        ),
+    ];
+    for (verb, bin, scenario, args) in cases {
+        let server = Server::start(scenario()).await;
+        let t = Instant::now();
+        let plain = sim::run(bin, &server, &args).await;
+        let unthrottled = t.elapsed();
+        assert!(
+            matches!(plain.code, 0 | 1) && !plain.stderr.contains("error: "),
+            "{verb}: {}",
+            plain.show()
+        );
+        let server = Server::start(scenario()).await;
+        server.reset_requests();
+        server.add_fault(
+            Fault::on(
+                FaultKind::TooManyRequests {
+                    retry_after_seconds: sim::RETRY_AFTER_SECONDS,
+                },
+                "GET",
+                "/api",
+            )
+            .times(1),
+        );
+        let t = Instant::now();
+        let run = sim::run(bin, &server, &args).await;
+        let throttled = t.elapsed();
+        assert_eq!(
+            run.code,
+            plain.code,
+            "{verb} throttled once: {}",
+            run.show()
+        );
+        assert_eq!(sim::injected(&server), 1, "{verb}: one 429 was sent");
+        assert!(
+            throttled >= Duration::from_secs(u64::from(sim::RETRY_AFTER_SECONDS)),
+            "{verb}: retried after {throttled:?}, before the Retry-After second"
+        );
+        eprintln!(
+            "faults/{verb}: Retry-After honoured ({unthrottled:.2?} unthrottled, {throttled:.2?} with one 429)"
+        );
+    }
+}
