@@ -974,41 +974,56 @@ async fn doctor_with_each_read_failing() {
 async fn every_verb_honours_retry_after() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b").display().to_string();
-    let cases: Vec<(&str, &'static str, fn() -> Scenario, Vec<String>)> = vec![
+    let case = |name, scenario, args| Case {
+        name,
+        scenario,
+        args,
+        kinds: &[],
+    };
+    let cases = [
         (
-            "prepare",
             sim::PREPARE,
-            sim::legacy,
-            prepare_cases().remove(0).args,
+            case("prepare", sim::legacy, prepare_cases().remove(0).args),
         ),
         (
-            "register",
             sim::REGISTER,
-            sim::legacy_with_vm,
-            register_cases().remove(0).args,
+            case(
+                "register",
+                sim::legacy_with_vm,
+                register_cases().remove(0).args,
+            ),
         ),
         (
-            "bundle",
             sim::BUNDLE,
-            sim::legacy_with_vm,
-            sim::args(&[
-                "--vm-namespace",
-                "expandvm",
-                "--inbound-ports",
-                "80",
-                "-d",
-                &dir,
-                "--force",
-            ]),
+            case(
+                "bundle",
+                sim::legacy_with_vm,
+                sim::args(&[
+                    "--vm-namespace",
+                    "expandvm",
+                    "--inbound-ports",
+                    "80",
+                    "-d",
+                    &dir,
+                    "--force",
+                ]),
+            ),
         ),
         (
-            "doctor",
             sim::DOCTOR,
-            sim::legacy_with_vm,
-            sim::args(&["-o", "json"]),
+            case("doctor", sim::legacy_with_vm, sim::args(&["-o", "json"])),
         ),
     ];
-    for (verb, bin, scenario, args) in cases {
+    for (
+        bin,
+        Case {
+            name: verb,
+            scenario,
+            args,
+            ..
+        },
+    ) in cases
+    {
         let server = Server::start(scenario()).await;
         let t = Instant::now();
         let plain = sim::run(bin, &server, &args).await;
