@@ -119,13 +119,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
             Expect::Findings,
         ),
         step(
-            "doctor --fix: apply the two additive DestinationRules",
+            "doctor --fix: the runbook's two Gotcha DestinationRules, and the api-server rule Istio pairs with the mesh-wide one",
             &["meshvm", "doctor", "--fix", "--yes"],
             Expect::Success,
         ),
         step(
-            "doctor: the cluster and the bundle, together",
-            &["meshvm", "doctor", "--bundle", &path(&archive)],
+            "doctor --context --bundle: the cluster and the VM bundle, cross-checked",
+            &[
+                "meshvm",
+                "doctor",
+                "--context",
+                "kube-sim",
+                "--bundle",
+                &path(&archive),
+            ],
             Expect::Success,
         ),
     ];

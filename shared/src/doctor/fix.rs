@@ -1,9 +1,10 @@
 //! `--fix`: the additive DestinationRules of the runbook's Gotchas, planned as objects.
 //!
-//! Only two kinds of rule are ever proposed, and only when no object of that name exists (so
-//! applying them never changes an existing object): the mesh-wide `*.local` ISTIO_MUTUAL rule in
-//! the root namespace, and plaintext (DISABLE) port rules for Citadel 8060 and, where the gateway
-//! forwards it as raw TCP, Pilot 15011. Everything else gets a suggested patch in a hint.
+//! Only these rules are ever proposed, and only when no object of that name exists (so applying
+//! them never changes an existing object): the mesh-wide `*.local` ISTIO_MUTUAL rule in the root
+//! namespace with its `api-server` DISABLE companion (as Istio's mesh-wide mTLS chart ships them),
+//! and plaintext (DISABLE) port rules for Citadel 8060 and, where the gateway forwards it as raw
+//! TCP, Pilot 15011. Everything else gets a suggested patch in a hint.
 
 use serde_json::{Value, json};
 
@@ -18,6 +19,8 @@ pub const DEFAULT_DR_NAME: &str = "default";
 pub const CITADEL_DR_NAME: &str = "meshexpansion-dr-citadel";
 /// Name of the Pilot rule (Istio 1.4's mesh-expansion chart's).
 pub const PILOT_DR_NAME: &str = "meshexpansion-dr-pilot";
+/// Name of the API-server rule Istio's own mesh-wide mTLS chart ships beside `default`.
+pub const API_SERVER_DR_NAME: &str = "api-server";
 
 /// A control-plane port a VM reaches through the gateway that would be wrapped in mTLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,13 +149,41 @@ pub fn plan(snap: &Snapshot, ctx: &CheckContext) -> Vec<Obj> {
             && r.export.visible_to(None)
             && r.top_tls() == Some(TlsMode::IstioMutual)
     });
-    if !ctx.auto_mtls && !has_mesh_mutual && !exists(&ctx.root_ns, DEFAULT_DR_NAME) {
+    let adds_default = !ctx.auto_mtls && !has_mesh_mutual && !exists(&ctx.root_ns, DEFAULT_DR_NAME);
+    if adds_default {
         out.push(rule(
             &api_version,
             &ctx.root_ns,
             DEFAULT_DR_NAME,
             &json!({"app.kubernetes.io/managed-by": "meshvm"}),
             &json!({"host": "*.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
+        ));
+    }
+    // The Kubernetes API server has no sidecar: Istio's own mesh-wide mTLS chart ships an
+    // `api-server` DISABLE rule beside `default`, or every in-mesh call to it fails.
+    let api_host = format!("kubernetes.default.svc.{DOMAIN}");
+    let api_tls = ctx
+        .mesh
+        .resolve(Some(&ctx.root_ns), &api_host, Some("default"))
+        .first()
+        .and_then(|&i| ctx.mesh.rules[i].tls_for(Some(443), None));
+    let api_gets_mutual = match api_tls {
+        Some(mode) => mode == TlsMode::IstioMutual,
+        None => adds_default,
+    };
+    let api_service_seen = snap.get(Kind::Service, "default", "kubernetes").is_some();
+    if !ctx.auto_mtls
+        && api_service_seen
+        && api_gets_mutual
+        && (adds_default || has_mesh_mutual)
+        && !exists(&ctx.root_ns, API_SERVER_DR_NAME)
+    {
+        out.push(rule(
+            &api_version,
+            &ctx.root_ns,
+            API_SERVER_DR_NAME,
+            &json!({"app.kubernetes.io/managed-by": "meshvm"}),
+            &json!({"host": api_host, "trafficPolicy": {"tls": {"mode": "DISABLE"}}}),
         ));
     }
     for gap in control_plane_gaps(snap, ctx) {
@@ -217,6 +248,40 @@ mod tests {
         );
     }
 
+    const API_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes, namespace: default}\nspec: {ports: [{name: https, port: 443}]}\n";
+
+    #[test]
+    fn the_mesh_wide_rule_comes_with_its_api_server_companion() {
+        // Seen live (the API server's Service is there, without a sidecar).
+        assert_eq!(
+            planned(&Fixture::legacy().with(API_SERVICE)),
+            [
+                "istio-system/default",
+                "istio-system/api-server",
+                "istio-system/meshexpansion-dr-citadel",
+                "istio-system/meshexpansion-dr-pilot"
+            ]
+        );
+        // A user's own mesh-wide rule gets the companion it lacks.
+        assert_eq!(
+            planned(
+                &Fixture::legacy()
+                    .with(API_SERVICE)
+                    .with_default_dr()
+                    .with_citadel_dr()
+            ),
+            [
+                "istio-system/api-server",
+                "istio-system/meshexpansion-dr-pilot"
+            ]
+        );
+        // A rule already sending plaintext to the API server leaves nothing to add.
+        let covered = Fixture::legacy().with(API_SERVICE).with_default_dr().with_citadel_dr().with(
+            "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: kube-api, namespace: istio-system}\nspec: {host: kubernetes.default.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}\n",
+        );
+        assert_eq!(planned(&covered), ["istio-system/meshexpansion-dr-pilot"]);
+    }
+
     #[test]
     fn modern_and_fixed_meshes_get_nothing() {
         assert!(planned(&Fixture::modern()).is_empty());
@@ -237,7 +302,7 @@ mod tests {
 
     #[test]
     fn rendered_yaml_matches_the_runbook() {
-        let snap = Fixture::legacy().snapshot();
+        let snap = Fixture::legacy().with(API_SERVICE).snapshot();
         let ctx = CheckContext::new(&snap, &CheckOptions::default(), vec![]);
         let yaml = render_yaml(&plan(&snap, &ctx));
         assert!(
@@ -249,6 +314,10 @@ mod tests {
             "{yaml}"
         );
         let back: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
-        assert_eq!(back.len(), 3);
+        assert_eq!(back.len(), 4);
+        assert!(
+            yaml.contains("host: kubernetes.default.svc.cluster.local"),
+            "{yaml}"
+        );
     }
 }
