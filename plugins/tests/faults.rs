@@ -709,12 +709,13 @@ async fn bundle_with_each_request_failing() {
     );
 }
 
-/// DestinationRules by `ns/name` that `--fix` reports as applied ("destinationrule ns/name applied").
+/// The rules `--fix` says it created: the rows of its plan table (on stderr) marked "created".
 fn applied(stderr: &str) -> Vec<String> {
-    stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("destinationrule ")?.strip_suffix(" applied"))
-        .map(|n| format!("DestinationRule {n}"))
+    sim::plan_rows(stderr)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.kind == "DestinationRule" && r.action == "created")
+        .map(|r| format!("DestinationRule {}/{}", r.namespace, r.name))
         .collect()
 }
 
@@ -893,6 +894,16 @@ async fn doctor_fix_with_each_write_failing() {
         let after = sim::stored(&server, case.kinds).await;
         let said = applied(&run.stderr);
         assert_eq!(said.len(), i, "{context}: {}", run.show());
+        // The table names the rule that failed and every rule not attempted after it.
+        let rows = sim::plan_rows(&run.stderr).unwrap_or_default();
+        let count = |action: &str| rows.iter().filter(|r| r.action == action).count();
+        assert_eq!(count("failed to create"), 1, "{context}: {}", run.show());
+        assert_eq!(
+            count("not created"),
+            writes.len() - i - 1,
+            "{context}: {}",
+            run.show()
+        );
         for (key, now) in &after {
             if said.contains(key) {
                 assert_eq!(Some(now), reference.get(key), "{context}: {key}");

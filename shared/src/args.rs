@@ -225,7 +225,12 @@ pub struct RegisterArgs {
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
     /// Labels to set: k=v, repeatable or comma-separated (as istioctl's -l)
-    #[arg(short = 'l', long = "labels", value_name = "K=V,...", value_delimiter = ',')]
+    #[arg(
+        short = 'l',
+        long = "labels",
+        value_name = "K=V,...",
+        value_delimiter = ','
+    )]
     pub labels: Vec<String>,
     /// Annotation to set, k=v (repeatable; not split at commas, values may hold them)
     #[arg(short = 'a', long = "annotations", value_name = "K=V")]

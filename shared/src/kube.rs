@@ -335,7 +335,15 @@ pub fn load_kubeconfig_from(
             let next = read_one(path)?;
             merged = Some(match merged {
                 None => next,
-                Some(m) => m.merge(next).map_err(|e| Error::KubeconfigInvalid {
+                Some(mut m) => {
+                    // client-go treats an empty current-context as unset: a later file's wins.
+                    if m.current_context.as_deref() == Some("") {
+                        m.current_context = None;
+                    }
+                    m
+                }
+                .merge(next)
+                .map_err(|e| Error::KubeconfigInvalid {
                     path: path.clone(),
                     message: e.to_string(),
                 })?,
@@ -360,6 +368,17 @@ pub fn load_kubeconfig_from(
 }
 
 fn read_one(path: &Path) -> Result<Kubeconfig, Error> {
+    // kube-client indexes past the end of a UTF-16 file with an odd byte count (a panic):
+    // refuse such a file ourselves, with words.
+    if let Ok(bytes) = std::fs::read(path)
+        && (bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]))
+        && bytes.len() % 2 == 1
+    {
+        return Err(Error::KubeconfigInvalid {
+            path: path.to_owned(),
+            message: "starts with a UTF-16 byte-order mark but has an odd number of bytes: it is truncated or not text".into(),
+        });
+    }
     Kubeconfig::read_from(path).map_err(|e| Error::KubeconfigInvalid {
         path: path.to_owned(),
         message: match e {
@@ -375,7 +394,7 @@ pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connectio
     let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
     let name = match context
         .map(str::to_owned)
-        .or_else(|| kubeconfig.current_context.clone())
+        .or_else(|| kubeconfig.current_context.clone().filter(|c| !c.is_empty()))
     {
         Some(name) if known.contains(&name) => name,
         Some(name) => return Err(Error::UnknownContext { name, known }),

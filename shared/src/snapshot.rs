@@ -574,30 +574,123 @@ impl Bundle {
     }
 }
 
-/// `KEY=value` lines (shell-quoted values unquoted) with their 1-based line numbers; comments
-/// and blank lines skipped, malformed lines returned with an empty key so callers can report them.
+/// `KEY=value` assignments of a shell-sourced env file (cluster.env), values unquoted the way
+/// `sh` reads them — `'…'`, `"…"` with backslash escapes, bare words, and concatenations such as
+/// `'it'"'"'s'` — with the 1-based line each starts on. Comments and blank lines are skipped;
+/// a line that is not an assignment comes back with an empty key so callers can report it.
 pub fn parse_env(text: &str) -> Vec<(String, String, usize)> {
+    let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+    let mut i = 0;
+    let mut line = 1;
+    while i < chars.len() {
+        // Skip blank space between assignments.
+        if chars[i] == '\n' {
+            line += 1;
+            i += 1;
             continue;
         }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        match line.split_once('=') {
-            Some((k, v)) => {
-                let v = v.trim();
-                let v = v
-                    .strip_prefix('\'')
-                    .and_then(|v| v.strip_suffix('\''))
-                    .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-                    .unwrap_or(v);
-                out.push((k.trim().to_string(), v.to_string(), i + 1));
-            }
-            None => out.push((String::new(), line.to_string(), i + 1)),
+        if chars[i].is_whitespace() {
+            i += 1;
+            continue;
         }
+        let start_line = line;
+        let rest_of_line = |from: usize| -> usize {
+            chars[from..]
+                .iter()
+                .position(|&c| c == '\n')
+                .map_or(chars.len(), |n| from + n)
+        };
+        if chars[i] == '#' {
+            i = rest_of_line(i);
+            continue;
+        }
+        let eol = rest_of_line(i);
+        let raw: String = chars[i..eol].iter().collect();
+        let body = raw
+            .strip_prefix("export ")
+            .map_or(i, |_| i + "export ".len());
+        let key_end = chars[body..eol]
+            .iter()
+            .position(|&c| c == '=')
+            .map(|n| body + n);
+        let Some(key_end) = key_end.filter(|&k| {
+            k > body
+                && chars[body..k]
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == '_')
+        }) else {
+            out.push((String::new(), raw.trim().to_string(), start_line));
+            i = eol;
+            continue;
+        };
+        let key: String = chars[body..key_end].iter().collect();
+        let (value, next, newlines) = shell_word(&chars, key_end + 1);
+        line += newlines;
+        out.push((key, value, start_line));
+        // Anything after the word on its line (a trailing comment) is ignored.
+        i = rest_of_line(next);
     }
     out
+}
+
+/// One shell word from `chars[start..]`: its unquoted value, where it ends, and how many
+/// newlines it spans (quoted values may hold some).
+fn shell_word(chars: &[char], start: usize) -> (String, usize, usize) {
+    let mut value = String::new();
+    let mut i = start;
+    let mut newlines = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\'' => {
+                i += 1;
+                while i < chars.len() && chars[i] != '\'' {
+                    if chars[i] == '\n' {
+                        newlines += 1;
+                    }
+                    value.push(chars[i]);
+                    i += 1;
+                }
+                i += 1;
+            }
+            '"' => {
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\'
+                        && i + 1 < chars.len()
+                        && matches!(chars[i + 1], '"' | '\\' | '$' | '`' | '\n')
+                    {
+                        i += 1;
+                        if chars[i] == '\n' {
+                            newlines += 1;
+                            i += 1;
+                            continue;
+                        }
+                    }
+                    if chars[i] == '\n' {
+                        newlines += 1;
+                    }
+                    value.push(chars[i]);
+                    i += 1;
+                }
+                i += 1;
+            }
+            '\\' if i + 1 < chars.len() => {
+                if chars[i + 1] != '\n' {
+                    value.push(chars[i + 1]);
+                } else {
+                    newlines += 1;
+                }
+                i += 2;
+            }
+            c if c.is_whitespace() => break,
+            c => {
+                value.push(c);
+                i += 1;
+            }
+        }
+    }
+    (value, i.min(chars.len()), newlines)
 }
 
 #[cfg(unix)]
@@ -1211,5 +1304,28 @@ mod tests {
         assert_eq!(env[0], ("A".into(), "x y".into(), 2));
         assert_eq!(env[1], ("B".into(), "z".into(), 3));
         assert_eq!(env[2].0, "");
+    }
+
+    #[test]
+    fn env_values_unquote_as_sh_reads_them() {
+        // What bundle's shell_quote writes for a value with a quote, a newline-spanning value,
+        // double quotes with escapes, bare escapes, and a trailing comment.
+        let text =
+            "A='it'\"'\"'s'\nB='line1\nline2'\nC=\"say \\\"hi\\\" \\$HOME\"\nD=a\\ b # note\nE=\n";
+        let env = parse_env(text);
+        let got: Vec<(&str, &str, usize)> = env
+            .iter()
+            .map(|(k, v, l)| (k.as_str(), v.as_str(), *l))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("A", "it's", 1),
+                ("B", "line1\nline2", 2),
+                ("C", "say \"hi\" $HOME", 4),
+                ("D", "a b", 5),
+                ("E", "", 6),
+            ]
+        );
     }
 }

@@ -155,7 +155,6 @@ proptest! {
     /// The same with single quotes: istioctl's quoting writes `'` as `'"'"'` (the shell undoes
     /// it); doctor's reader must too.
     #[test]
-    #[ignore = "bug: snapshot::parse_env strips only the outer quotes, so a value with ' (written as '\"'\"') reads back wrong"]
     fn modern_cluster_env_round_trips_single_quotes(
         metadata in prop::collection::btree_map("X_[A-Z0-9_]{1,12}", "[a-z ']{0,12}'[a-z ']{0,12}", 1..3),
     ) {
@@ -291,7 +290,6 @@ proptest! {
     /// Kubernetes label the other must refuse too (else the API server or Istio's webhook does,
     /// after earlier writes).
     #[test]
-    #[ignore = "bug: prepare::options::pairs checks only KEY=VALUE shape, so --labels 'bad key=v@l' passes resolve (register refuses it as a usage error)"]
     fn prepare_refuses_the_labels_register_refuses(text in "[a-z =@/.,_-]{1,20}") {
         let register = words::parse_pairs(&text.split(',').collect::<Vec<_>>(), PairKind::Label);
         let prepare = PrepareArgs::try_parse_from([
@@ -581,7 +579,6 @@ proptest! {
     /// The same with `current-context: ""` in some files: kubectl skips it and takes the next
     /// file's.
     #[test]
-    #[ignore = "bug: meshvm::kube::load_kubeconfig_from keeps the first file's empty current-context (kube's merge), so a later file's is never used; kubectl uses it"]
     fn kubeconfig_empty_current_context_is_unset(files in prop::collection::vec(kube_file(4), 1..5)) {
         check_merge(&files)?;
     }
@@ -618,7 +615,6 @@ proptest! {
 /// A kubeconfig that starts with a UTF-16 byte-order mark but has an odd length is an error
 /// naming the file, not a panic (kube-client 5.0's `read_path` indexes `chunk[1]` of a 1-byte chunk).
 #[test]
-#[ignore = "bug: meshvm::kube::read_one hands the file to kube's Kubeconfig::read_from, which panics on odd-length UTF-16 (FF FE + odd bytes)"]
 fn kubeconfig_odd_length_utf16_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config");

@@ -297,15 +297,12 @@ fn go_json_labels(labels: &BTreeMap<String, String>) -> String {
     format!("{{{}}}", body.join(","))
 }
 
-/// Istio's `shellescape.Quote` as of the goldens: everything but `\`, `w` and `@%+=:,./-` is
+/// Istio's `shellescape.Quote` as of the goldens: everything but `w` and `@%+=:,./-` is
 /// "unsafe" (a raw-string regex quirk), so nearly every value ends up single-quoted.
+/// One knowing difference: istioctl also leaves `\` bare, which `sh` (that sources cluster.env)
+/// reads as an escape or a line continuation; we quote it, so the value arrives intact.
 pub fn shell_quote(s: &str) -> String {
-    let safe = |c: char| {
-        matches!(
-            c,
-            '\\' | 'w' | '@' | '%' | '+' | '=' | ':' | ',' | '.' | '/' | '-'
-        )
-    };
+    let safe = |c: char| matches!(c, 'w' | '@' | '%' | '+' | '=' | ':' | ',' | '.' | '/' | '-');
     if s.is_empty() {
         return "''".to_owned();
     }
@@ -514,6 +511,11 @@ mod tests {
         assert_eq!(shell_quote("10.0.0.1"), "'10.0.0.1'");
         assert_eq!(shell_quote("www"), "www");
         assert_eq!(shell_quote("it's"), "'it'\"'\"'s'");
+        assert_eq!(
+            shell_quote("\\"),
+            "'\\'",
+            "a backslash is quoted, unlike istioctl"
+        );
     }
 
     #[test]

@@ -211,10 +211,28 @@ pub async fn run(
                 ),
                 opts.yes,
             )? {
+                // One row per rule, so a failure part-way says what was and was not written.
+                let mut plan = crate::plan::Plan::default();
                 for obj in &planned {
-                    apply_rule(conn, obj).await?;
-                    let _ = writeln!(err, "destinationrule {} applied", obj.ns_name());
+                    plan.push(crate::plan::Change::new(
+                        crate::plan::Action::Create,
+                        "DestinationRule",
+                        Some(obj.namespace()),
+                        obj.name(),
+                    ));
                 }
+                for (i, obj) in planned.iter().enumerate() {
+                    match apply_rule(conn, obj).await {
+                        Ok(()) => plan.changes[i].state = crate::plan::State::Done,
+                        Err(e) => {
+                            plan.changes[i].state = crate::plan::State::Failed;
+                            plan.abandon_rest();
+                            let _ = plan.write(err, crate::cli::OutputFormat::Table, false);
+                            return Err(e);
+                        }
+                    }
+                }
+                let _ = plan.write(err, crate::cli::OutputFormat::Table, false);
                 let bundle = snaps[0].bundle.take();
                 snaps[0] = Snapshot::observe(conn).await?;
                 snaps[0].bundle = bundle;

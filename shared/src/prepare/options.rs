@@ -1,5 +1,6 @@
 //! `prepare`'s flags resolved into validated options: pure, so every usage error is found before any IO.
 
+use crate::register::words::{PairKind, parse_pairs};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -111,8 +112,8 @@ impl Options {
                 check_dns_subdomain("--workload-group", name)?;
                 Some(WorkloadGroupOptions {
                     name: name.clone(),
-                    labels: pairs("--labels", &args.labels)?,
-                    annotations: pairs("--annotations", &args.annotations)?,
+                    labels: metadata_pairs(&args.labels, PairKind::Label)?,
+                    annotations: metadata_pairs(&args.annotations, PairKind::Annotation)?,
                     ports: ports(&args.ports)?,
                     network: args.network.clone().filter(|n| !n.is_empty()),
                     weight: args.weight,
@@ -265,6 +266,20 @@ fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, Usage
         map.insert(k.to_owned(), v.to_owned());
     }
     Ok(map)
+}
+
+/// Labels or annotations, with Kubernetes' key and (label) value rules — the same checks
+/// `register -l/-a` makes, so a value one verb refuses the other refuses too.
+fn metadata_pairs(
+    items: &[String],
+    kind: PairKind,
+) -> Result<BTreeMap<String, String>, UsageError> {
+    parse_pairs(items, kind).map_err(|problem| {
+        UsageError::new(
+            problem,
+            Some("write them as k=v,k2=v2 (keys like app or example.com/app)"),
+        )
+    })
 }
 
 /// `name=port` pairs, as istioctl's `--ports` takes them.
