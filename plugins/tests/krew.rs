@@ -32,7 +32,7 @@ fn build_archive() -> Vec<u8> {
         entries.push(Entry::from_file(doc, &root().join(doc), 0o644).unwrap());
     }
     let mut bytes = Vec::new();
-    write_tar_gz(&mut bytes, entries).unwrap();
+    write_tar_gz(&mut bytes, &entries).unwrap();
     bytes
 }
 
@@ -207,7 +207,7 @@ fn rendered_manifest_is_valid_and_every_rule_bites() {
     let mut no_license = Vec::new();
     write_tar_gz(
         &mut no_license,
-        vec![Entry {
+        &[Entry {
             name: "kubectl-meshvm".into(),
             mode: 0o755,
             data: vec![1],

@@ -676,10 +676,10 @@ fn shell_word(chars: &[char], start: usize) -> (String, usize, usize) {
                 i += 1;
             }
             '\\' if i + 1 < chars.len() => {
-                if chars[i + 1] != '\n' {
-                    value.push(chars[i + 1]);
-                } else {
+                if chars[i + 1] == '\n' {
                     newlines += 1;
+                } else {
+                    value.push(chars[i + 1]);
                 }
                 i += 2;
             }

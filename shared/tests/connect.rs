@@ -1,5 +1,6 @@
 //! Client construction from kubectl's flags, and the errors an operator sees when it fails.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -29,9 +30,10 @@ fn kubeconfig(
         contexts[0]
     );
     for c in contexts {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "- name: {c}\n  context:\n    cluster: c\n    user: u\n    namespace: ns-{c}\n"
-        ));
+        );
     }
     std::fs::write(&path, text).unwrap();
     path

@@ -30,7 +30,7 @@ impl Entry {
 }
 
 /// Write `entries` as a deterministic gzip-compressed tar into `out`.
-pub fn write_tar_gz(out: impl Write, entries: Vec<Entry>) -> io::Result<()> {
+pub fn write_tar_gz(out: impl Write, entries: &[Entry]) -> io::Result<()> {
     meshvm::archive::write_tar_gz(
         out,
         entries

@@ -93,7 +93,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             entries.push(Entry::from_file(doc, &root.join(doc), 0o644).map_err(|e| e.to_string())?);
         }
         let mut bytes = Vec::new();
-        write_tar_gz(&mut bytes, entries).map_err(|e| e.to_string())?;
+        write_tar_gz(&mut bytes, &entries).map_err(|e| e.to_string())?;
         let sha = sha256_hex(&bytes);
         std::fs::write(dist.join(&file), &bytes).map_err(|e| format!("{file}: {e}"))?;
         eprintln!("  {file}: {} bytes, sha256 {sha}", bytes.len());

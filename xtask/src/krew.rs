@@ -188,7 +188,10 @@ pub fn validate(
         let uri = at("uri");
         if uri.is_empty() {
             problems.push(format!("platforms[{i}].uri is missing"));
-        } else if !(uri.ends_with(".tar.gz") || uri.ends_with(".tgz") || uri.ends_with(".zip")) {
+        } else if ![".tar.gz", ".tgz", ".zip"]
+            .iter()
+            .any(|ext| uri.to_ascii_lowercase().ends_with(ext))
+        {
             problems.push(format!(
                 "platforms[{i}].uri {uri:?} must be a .tar.gz or .zip archive"
             ));
