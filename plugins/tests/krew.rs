@@ -62,6 +62,9 @@ fn mutate(manifest: &str, f: impl FnOnce(&mut Value)) -> String {
     serde_saphyr::to_string(&v).unwrap()
 }
 
+/// A bad manifest: what it breaks, how, and the words the validator must say.
+type Case = (&'static str, Box<dyn FnOnce(&mut Value)>, &'static str);
+
 #[test]
 fn rendered_manifest_is_valid_and_every_rule_bites() {
     let archive = archive();
@@ -80,7 +83,6 @@ fn rendered_manifest_is_valid_and_every_rule_bites() {
             .contains("kubectl_complete-meshvm")
     );
 
-    type Case = (&'static str, Box<dyn FnOnce(&mut Value)>, &'static str);
     let cases: Vec<Case> = vec![
         (
             "name pattern",
@@ -116,7 +118,7 @@ fn rendered_manifest_is_valid_and_every_rule_bites() {
         (
             "selector key",
             Box::new(|v| {
-                v["spec"]["platforms"][0]["selector"]["matchLabels"]["distro"] = "debian".into()
+                v["spec"]["platforms"][0]["selector"]["matchLabels"]["distro"] = "debian".into();
             }),
             "only os and arch",
         ),
@@ -142,7 +144,7 @@ fn rendered_manifest_is_valid_and_every_rule_bites() {
             "files with ..",
             Box::new(|v| {
                 v["spec"]["platforms"][0]["files"] =
-                    serde_json::json!([{"from": "../x", "to": "."}])
+                    serde_json::json!([{"from": "../x", "to": "."}]);
             }),
             "without ..",
         ),
@@ -150,7 +152,7 @@ fn rendered_manifest_is_valid_and_every_rule_bites() {
             "files absolute",
             Box::new(|v| {
                 v["spec"]["platforms"][0]["files"] =
-                    serde_json::json!([{"from": "*", "to": "/usr/bin"}])
+                    serde_json::json!([{"from": "*", "to": "/usr/bin"}]);
             }),
             "without ..",
         ),
@@ -167,7 +169,7 @@ fn rendered_manifest_is_valid_and_every_rule_bites() {
                     .unwrap()
                     .remove("description")
                     .map(|_| ())
-                    .unwrap()
+                    .unwrap();
             }),
             "description is missing",
         ),
@@ -179,7 +181,7 @@ fn rendered_manifest_is_valid_and_every_rule_bites() {
                     .unwrap()
                     .remove("homepage")
                     .map(|_| ())
-                    .unwrap()
+                    .unwrap();
             }),
             "homepage is missing",
         ),
@@ -259,7 +261,7 @@ fn install_refuses_bad_archives() {
     });
     for (what, bad, expect) in [("..", dotdot, "escapes"), ("symlink", symlink, "link")] {
         let m = mutate(&good, |v| {
-            v["spec"]["platforms"][0]["sha256"] = sha256_hex(&bad).into()
+            v["spec"]["platforms"][0]["sha256"] = sha256_hex(&bad).into();
         });
         let err = install(&m, &bad, dir.path(), "linux", "amd64").unwrap_err();
         assert!(err.contains(expect), "{what}: {err}");

@@ -47,7 +47,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start a tokio runtime: {e}"))?;
     let scenario_path = root.join("tests/scenarios/legacy-1.4.yaml");
-    let scenario = kube_sim::Scenario::from_files(&[scenario_path.clone()])
+    let scenario = kube_sim::Scenario::from_files(std::slice::from_ref(&scenario_path))
         .map_err(|e| format!("{}: {e}", scenario_path.display()))?;
     let server = runtime
         .block_on(kube_sim::Server::try_start(

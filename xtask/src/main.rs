@@ -43,7 +43,7 @@ fn workspace_root() -> PathBuf {
 /// Run a command and return its output, or an error naming it.
 fn run_capture(cmd: &mut Command) -> Result<Output, String> {
     cmd.output()
-        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))
+        .map_err(|e| format!("cannot run {}: {e}", cmd.get_program().display()))
 }
 
 /// Build the plugin binaries (debug) and return the directory holding them.
