@@ -306,13 +306,13 @@ pub enum FailOn {
     bin_name = "kubectl meshvm doctor",
     version,
     about = "Pre-flight checks before STRICT mTLS: DestinationRules, PeerAuthentications, gateways, certificates, registered VMs",
-    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -o sarif > doctor.sarif\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --yes"
+    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -o sarif > doctor.sarif\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --yes"
 )]
 pub struct DoctorArgs {
     /// Check manifest files instead of a cluster (file or directory, repeatable)
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR")]
     pub filename: Vec<PathBuf>,
-    /// Check a VM bundle (directory or .tar.gz), alone or against the cluster
+    /// Check a VM bundle (directory or .tar.gz): alone, or cross-checked against the cluster of --context
     #[arg(long, value_name = "DIR|FILE.tar.gz")]
     pub bundle: Option<PathBuf>,
     /// Override auto mTLS (default: the mesh config's enableAutoMtls)
@@ -324,7 +324,7 @@ pub struct DoctorArgs {
     /// Exit 1 on failures only, or on warnings too
     #[arg(long, value_enum, default_value = "fail")]
     pub fail_on: FailOn,
-    /// Offer the safe additive fixes (the runbook's two DestinationRules) and apply them after confirmation
+    /// Show, then apply after confirmation, only additive DestinationRules: the runbook's Gotchas (and the api-server rule Istio pairs with the mesh-wide one)
     #[arg(long)]
     pub fix: bool,
     /// Answer yes to the --fix confirmation

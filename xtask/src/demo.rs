@@ -65,29 +65,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let ca_dir = root.join("tests/fixtures/istio-samples");
     let bundle_dir = out.join("expandvm");
     let archive = out.join("expandvm.tar.gz");
+    let ca = path(&ca_dir);
+    // Run twice: the second run must change nothing.
+    let prepare = [
+        "meshvm",
+        "prepare",
+        "--vm-namespace",
+        "expandvm",
+        "--ca-dir",
+        &ca,
+    ];
     let steps = [
         step(
             "prepare: cacerts from Istio's sample CA, namespace and ServiceAccount expandvm",
-            &[
-                "meshvm",
-                "prepare",
-                "--vm-namespace",
-                "expandvm",
-                "--ca-dir",
-                &path(&ca_dir),
-            ],
+            &prepare,
             Expect::Success,
         ),
         step(
             "prepare again: nothing to change",
-            &[
-                "meshvm",
-                "prepare",
-                "--vm-namespace",
-                "expandvm",
-                "--ca-dir",
-                &path(&ca_dir),
-            ],
+            &prepare,
             Expect::Success,
         ),
         step(

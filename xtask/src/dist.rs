@@ -59,43 +59,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let (os, arch) = platform_of(target)
             .ok_or_else(|| format!("{target}: krew has no os/arch for this target"))?;
         let file = format!("meshvm-{version}-{target}.tar.gz");
-        if manifest_only {
-            let bytes = std::fs::read(dist.join(&file)).map_err(|e| format!("{file}: {e}"))?;
-            let sha = sha256_hex(&bytes);
-            sums.push(format!("{sha}  {file}\n"));
-            built.push((
-                BuiltArchive {
-                    os: os.into(),
-                    arch: arch.into(),
-                    uri: format!("{DOWNLOAD_BASE}/v{version}/{file}"),
-                    sha256: sha,
-                },
-                bytes,
-            ));
-            continue;
-        }
-        let release_dir = if prebuilt {
-            target_dir(&root).join(target).join("release")
+        let bytes = if manifest_only {
+            std::fs::read(dist.join(&file)).map_err(|e| format!("{file}: {e}"))?
         } else {
-            eprintln!("building release binaries for {target} …");
-            build_release(&root, target)?
+            let release_dir = if prebuilt {
+                target_dir(&root).join(target).join("release")
+            } else {
+                eprintln!("building release binaries for {target} …");
+                build_release(&root, target)?
+            };
+            let bytes = archive(&root, &release_dir, os)?;
+            std::fs::write(dist.join(&file), &bytes).map_err(|e| format!("{file}: {e}"))?;
+            bytes
         };
-        let exe = if os == "windows" { ".exe" } else { "" };
-        let mut entries = Vec::new();
-        for bin in RELEASE_BINARIES {
-            let name = format!("{bin}{exe}");
-            let path = release_dir.join(&name);
-            let entry = Entry::from_file(&name, &path, 0o755).map_err(|e| e.to_string())?;
-            eprintln!("  {name:<32} {:>10} bytes", entry.data.len());
-            entries.push(entry);
-        }
-        for doc in ["LICENSE", "README.md"] {
-            entries.push(Entry::from_file(doc, &root.join(doc), 0o644).map_err(|e| e.to_string())?);
-        }
-        let mut bytes = Vec::new();
-        write_tar_gz(&mut bytes, &entries).map_err(|e| e.to_string())?;
         let sha = sha256_hex(&bytes);
-        std::fs::write(dist.join(&file), &bytes).map_err(|e| format!("{file}: {e}"))?;
         eprintln!("  {file}: {} bytes, sha256 {sha}", bytes.len());
         sums.push(format!("{sha}  {file}\n"));
         built.push((
@@ -148,6 +125,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The release archive of one target: its binaries (0755), LICENSE and README.md (0644).
+fn archive(root: &Path, release_dir: &Path, os: &str) -> Result<Vec<u8>, String> {
+    let exe = if os == "windows" { ".exe" } else { "" };
+    let mut entries = Vec::new();
+    for bin in RELEASE_BINARIES {
+        let name = format!("{bin}{exe}");
+        let entry =
+            Entry::from_file(&name, &release_dir.join(&name), 0o755).map_err(|e| e.to_string())?;
+        eprintln!("  {name:<32} {:>10} bytes", entry.data.len());
+        entries.push(entry);
+    }
+    for doc in ["LICENSE", "README.md"] {
+        entries.push(Entry::from_file(doc, &root.join(doc), 0o644).map_err(|e| e.to_string())?);
+    }
+    let mut bytes = Vec::new();
+    write_tar_gz(&mut bytes, &entries).map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// The host target plus every installed rustup target krew knows a platform for.
