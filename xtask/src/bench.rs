@@ -140,7 +140,14 @@ fn round_trips(
         (
             "bundle",
             3,
-            vec!["--vm-namespace", "expandvm", "-d", &bundle_dir],
+            vec![
+                "--vm-namespace",
+                "expandvm",
+                "--inbound-ports",
+                "80",
+                "-d",
+                &bundle_dir,
+            ],
         ),
         (
             "register",
@@ -163,7 +170,9 @@ fn round_trips(
         }
         let log = server.requests();
         let trips = wall.as_secs_f64() / LATENCY.as_secs_f64();
-        let verdict = if trips <= f64::from(budget) + 0.99 {
+        // Met when the run fits in (budget + 1) × 50 ms: the extra round trip's worth covers
+        // process start and the TLS handshake, which the sim does not delay.
+        let verdict = if trips < f64::from(budget) + 1.0 {
             "met"
         } else {
             "MISSED"
@@ -180,7 +189,7 @@ fn round_trips(
                 wall.as_secs_f64() * 1000.0,
                 log.api_calls()
             ),
-            format!("50 ms injected per request; wall time of one run incl. process start; request log: {}", counts.join(", ")),
+            format!("50 ms injected per request; wall time of one run incl. process start and TLS handshake (met: < (budget + 1) × 50 ms); request log: {}", counts.join(", ")),
         ));
     }
     Ok(())

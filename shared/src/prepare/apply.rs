@@ -20,8 +20,10 @@ use crate::kube::{Action as Request, Connection, apply_params, post_params};
 use crate::pki::CaMaterial;
 use crate::plan::{Action, Change, Plan, State};
 
-/// Apply every writing row of `plan` in order. After a failure the failed row says so, the rest
-/// are marked not attempted, and the error is returned.
+/// Apply every writing row of `plan`, in waves: rows that do not depend on each other (cacerts
+/// in the Istio namespace and the VM's namespace, say) are sent together, so the critical path
+/// is one round trip per level of dependency, not per object. After a failure the failed row
+/// says so, the rows not yet sent are marked not attempted, and the error is returned.
 pub async fn apply(
     conn: &Connection,
     plan: &mut Plan,
@@ -34,49 +36,88 @@ pub async fn apply(
         .filter(|c| c.kind == "Namespace" && c.action == Action::Create)
         .map(|c| c.name.clone())
         .collect();
-    for i in 0..plan.changes.len() {
-        if !plan.changes[i].writes() {
-            continue;
+    let waves = waves(&plan.changes);
+    for wave in 1..=waves.iter().copied().max().unwrap_or(0) {
+        let mut batch: Vec<(usize, Change)> = Vec::new();
+        for (i, change) in plan.changes.iter_mut().enumerate() {
+            if waves[i] != wave {
+                continue;
+            }
+            // With dryRun=All the namespace is validated but not made, so the server would
+            // answer 404 for anything inside it: say so instead of sending a request bound to fail.
+            if opts.dry_run == DryRun::Server
+                && change
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| creating_namespaces.contains(ns))
+            {
+                change.detail = format!(
+                    "not sent: namespace {} does not exist yet",
+                    change.namespace.as_deref().unwrap_or_default()
+                );
+                continue;
+            }
+            batch.push((i, change.clone()));
         }
-        let change = &mut plan.changes[i];
-        // With dryRun=All the namespace is validated but not made, so the server would answer
-        // 404 for anything inside it: say so instead of sending a request bound to fail.
-        if opts.dry_run == DryRun::Server
-            && change
-                .namespace
-                .as_ref()
-                .is_some_and(|ns| creating_namespaces.contains(ns))
-        {
-            change.detail = format!(
-                "not sent: namespace {} does not exist yet",
-                change.namespace.as_deref().unwrap_or_default()
-            );
-            continue;
-        }
-        match apply_one(conn, change, opts, ca).await {
-            Ok(()) => {
-                if change.state == State::Planned {
+        let results = futures::future::join_all(
+            batch
+                .iter_mut()
+                .map(|(_, change)| apply_one(conn, change, opts, ca)),
+        )
+        .await;
+        let mut first_error = None;
+        for ((i, mut change), result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(()) if change.state == State::Planned => {
                     change.state = if opts.dry_run == DryRun::Server {
                         State::ServerDryRun
                     } else {
                         State::Done
                     };
                 }
-            }
-            Err(mut err) => {
-                change.state = State::Failed;
-                plan.abandon_rest();
-                if let Error::CaDiffers {
-                    nothing_written, ..
-                } = &mut err
-                {
-                    *nothing_written = !plan.changes.iter().any(|c| c.state == State::Done);
+                Ok(()) => {}
+                Err(err) => {
+                    change.state = State::Failed;
+                    first_error.get_or_insert(err);
                 }
-                return Err(err);
             }
+            plan.changes[i] = change;
+        }
+        if let Some(mut err) = first_error {
+            plan.abandon_rest();
+            if let Error::CaDiffers {
+                nothing_written, ..
+            } = &mut err
+            {
+                *nothing_written = !plan.changes.iter().any(|c| c.state == State::Done);
+            }
+            return Err(err);
         }
     }
     Ok(())
+}
+
+/// The wave each row is sent in (0: nothing to send): one more than the latest row it needs —
+/// the Namespace row of its namespace, and for a control-plane restart the cacerts row.
+fn waves(changes: &[Change]) -> Vec<usize> {
+    let needs = |row: &Change, earlier: &Change| {
+        (earlier.kind == "Namespace" && row.namespace.as_deref() == Some(earlier.name.as_str()))
+            || (row.kind == "Deployment" && earlier.kind == "Secret")
+    };
+    let mut waves = vec![0; changes.len()];
+    for (i, row) in changes.iter().enumerate() {
+        if !row.writes() {
+            continue;
+        }
+        waves[i] = 1 + changes[..i]
+            .iter()
+            .zip(&waves)
+            .filter(|(earlier, _)| earlier.writes() && needs(row, earlier))
+            .map(|(_, w)| *w)
+            .max()
+            .unwrap_or(0);
+    }
+    waves
 }
 
 fn object(change: &Change) -> Value {
@@ -267,4 +308,34 @@ async fn restart(conn: &Connection, change: &Change, opts: &Options) -> Result<(
 /// The strategic merge patch `kubectl rollout restart` sends.
 pub fn restart_patch(now: &str) -> Value {
     json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn independent_rows_share_a_wave() {
+        let rows = vec![
+            Change::new(Action::Unchanged, "Namespace", None, "istio-system"),
+            Change::new(Action::Create, "Secret", Some("istio-system"), "cacerts"),
+            Change::new(Action::Create, "Namespace", None, "expandvm"),
+            Change::new(
+                Action::Create,
+                "ServiceAccount",
+                Some("expandvm"),
+                "expandvm",
+            ),
+            Change::new(Action::Create, "WorkloadGroup", Some("expandvm"), "vm"),
+            Change::new(Action::Other, "Deployment", Some("istio-system"), "istiod"),
+        ];
+        assert_eq!(waves(&rows), [0, 1, 1, 2, 2, 2]);
+        // A namespace that is created first holds back what goes into it.
+        let rows = vec![
+            Change::new(Action::Create, "Namespace", None, "istio-system"),
+            Change::new(Action::Create, "Secret", Some("istio-system"), "cacerts"),
+            Change::new(Action::Other, "Deployment", Some("istio-system"), "istiod"),
+        ];
+        assert_eq!(waves(&rows), [1, 2, 3]);
+    }
 }
