@@ -257,3 +257,16 @@ async fn transient_faults_are_retried() {
         log.total()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_flag_impersonates_and_rbac_names_that_user() {
+    let server = kube_sim::Server::start(kube_sim::Scenario::empty()).await;
+    server.deny("list", "namespaces", None);
+    let mut a = args(server.kubeconfig_path());
+    a.as_user = Some("alice@example.com".into());
+    a.as_group = vec!["vm-admins".into()];
+    let err = list_namespaces(&a).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("User \"alice@example.com\""), "{text}");
+    assert!(err.hint().unwrap().contains("--as"), "{err:?}");
+}

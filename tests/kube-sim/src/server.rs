@@ -657,8 +657,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             Some(s) => format!("{plural}/{s}"),
             None => plural,
         };
+        // Impersonation (`kubectl --as`): the token's user may act as anyone (the sim grants the
+        // `impersonate` verb); RBAC then judges, and names, the impersonated user.
+        let user = req
+            .headers()
+            .get("impersonate-user")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(USER)
+            .to_string();
         let e = ApiError::forbidden(
-            USER,
+            &user,
             verb,
             &g,
             &resource,
