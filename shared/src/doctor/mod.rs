@@ -176,7 +176,11 @@ pub async fn run(
             let mut snaps = Vec::new();
             for context in wanted {
                 let conn = crate::kube::connect(&opts.kube, context).await?;
-                snaps.push(Snapshot::observe(&conn).await?);
+                let spinner =
+                    crate::cli::progress(format!("reading the mesh of context {}", conn.context));
+                let snap = Snapshot::observe(&conn).await;
+                spinner.finish_and_clear();
+                snaps.push(snap?);
                 conns.push(conn);
             }
             snaps
@@ -234,7 +238,10 @@ pub async fn run(
                 }
                 let _ = plan.write(err, crate::cli::OutputFormat::Table, false);
                 let bundle = snaps[0].bundle.take();
-                snaps[0] = Snapshot::observe(conn).await?;
+                let spinner = crate::cli::progress("reading the mesh again after --fix");
+                let snap = Snapshot::observe(conn).await;
+                spinner.finish_and_clear();
+                snaps[0] = snap?;
                 snaps[0].bundle = bundle;
             }
         }
