@@ -5,7 +5,7 @@
 //! failed or not attempted while applying, so a run stopped by an error still says exactly
 //! which objects were and were not written.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -229,28 +229,7 @@ pub fn write_columns<const N: usize>(
     header: &[&str; N],
     rows: &[[String; N]],
 ) -> io::Result<()> {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| -> String {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                s.push_str(cell);
-            } else {
-                let _ = write!(s, "{cell:<w$}   ");
-            }
-        }
-        s.trim_end().to_owned()
-    };
-    writeln!(out, "{}", line(header.to_vec()))?;
-    for row in rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-    }
-    Ok(())
+    crate::cli::write_table(out, *header, rows.iter().cloned())
 }
 
 /// Replace every value of a Secret's `data`/`stringData` with a redaction marker that keeps

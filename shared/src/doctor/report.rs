@@ -3,8 +3,6 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
-use tabled::builder::Builder;
-use tabled::settings::Style;
 
 use super::{Finding, Severity, checks};
 use crate::args::{DoctorOutput as Format, FailOn};
@@ -156,22 +154,18 @@ impl Report {
                 sev.as_str().to_string()
             }
         };
-        let mut builder = Builder::default();
-        builder.push_record(["CHECK", "SEVERITY", "OBJECT", "MESSAGE"]);
-        for f in &self.findings {
-            builder.push_record([
-                f.check.to_string(),
-                paint(f.severity),
-                f.object.clone(),
-                Self::message(f),
-            ]);
-        }
-        let mut table = builder.build();
-        table.with(Style::blank());
-        // The blank style pads the last column too; trailing blanks only wrap terminals.
-        for line in table.to_string().lines() {
-            writeln!(out, "{}", line.trim_end())?;
-        }
+        crate::cli::write_table(
+            out,
+            ["CHECK", "SEVERITY", "OBJECT", "MESSAGE"],
+            self.findings.iter().map(|f| {
+                [
+                    f.check.to_string(),
+                    paint(f.severity),
+                    f.object.clone(),
+                    Self::message(f),
+                ]
+            }),
+        )?;
         let hinted: Vec<&Finding> = self
             .findings
             .iter()
