@@ -1,55 +1,21 @@
 //! `kubectl meshvm bundle` end to end: the runbook's cluster after `prepare`, bundled by the
 //! binary into exactly the runbook's files; exit codes, `-o json`, determinism.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use kube_sim::{Scenario, Server};
+use sim::{Run, repo};
+
+#[path = "common/sim.rs"]
+mod sim;
 use serde_json::Value;
 
 const BUNDLE: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-bundle");
 const PREPARE: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-prepare");
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn show(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Run a verb binary against the sim (on a blocking thread: the sim serves on the runtime).
+/// A verb binary against the sim (the shared helper, with `&str` arguments).
 async fn run(bin: &'static str, server: &Server, args: &[&str]) -> Run {
-    let kubeconfig = server.kubeconfig_path().to_owned();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(bin)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(&args)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run the binary");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .unwrap()
+    sim::run(bin, server, &sim::args(args)).await
 }
 
 async fn legacy_after_prepare() -> Server {

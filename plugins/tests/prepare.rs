@@ -2,8 +2,7 @@
 //! Citadel's certificates and the sim's request log.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -14,62 +13,21 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use serde_json::Value;
+use sim::{Run, repo, samples};
+
+#[path = "common/sim.rs"]
+mod sim;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-prepare");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn samples() -> PathBuf {
-    repo().join("tests/fixtures/istio-samples")
-}
 
 async fn sim(scenario: &str) -> Server {
     let path = repo().join("tests/scenarios").join(scenario);
     Server::start(Scenario::from_files(&[path]).expect("scenario loads")).await
 }
 
-/// What one run printed, and how it ended.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: &Output) -> Self {
-        Self {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-    fn show(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Run the binary against `server` (on a blocking thread: the sim serves on the runtime).
+/// Run the binary against `server`.
 async fn prepare(server: &Server, args: &[&str]) -> Run {
-    let kubeconfig = server.kubeconfig_path().to_owned();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(BIN)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(&args)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run kubectl-meshvm-prepare");
-        Run::from(&out)
-    })
-    .await
-    .unwrap()
+    sim::run(BIN, server, &sim::args(args)).await
 }
 
 /// Real kubectl against the sim.

@@ -83,6 +83,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// A finished process's exit code and output.
+    pub fn from(out: &std::process::Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
     /// Everything, for assertion messages.
     pub fn show(&self) -> String {
         format!(
@@ -119,12 +127,7 @@ pub async fn run_with(
         if let Some(filter) = &rust_log {
             cmd.env("RUST_LOG", filter);
         }
-        let out = cmd.output().expect("run the verb binary");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(&cmd.output().expect("run the verb binary"))
     })
     .await
     .expect("the verb binary's thread")
