@@ -15,8 +15,7 @@ use rcgen::{
 use serde_json::Value;
 use sim::{Run, repo, samples};
 
-#[path = "common/sim.rs"]
-mod sim;
+use crate::common::sim;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-prepare");
 

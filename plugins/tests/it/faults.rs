@@ -3,8 +3,7 @@
 //! result, or exits 1 with a plan table that tells the truth about what was and was not written;
 //! a re-run without faults then converges to the fault-free result.
 
-#[path = "common/sim.rs"]
-mod sim;
+use crate::common::sim;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,7 @@
 //! base64 of the whole file as a Secret stores it) nor of a token (the bundle's istio-token, the
 //! kubeconfig's bearer token) is printed. Bundle file modes are checked on disk and in the archive.
 
-#[path = "common/sim.rs"]
-mod sim;
+use crate::common::sim;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;

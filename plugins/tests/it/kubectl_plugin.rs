@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-mod common;
+use crate::common;
 use common::{BINARIES, kubectls, text};
 
 const VERBS: [&str; 4] = ["prepare", "bundle", "register", "doctor"];

@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI tests: finding the real kubectl binaries.
 #![allow(dead_code)]
 
+pub mod sim;
+
 use std::path::{Path, PathBuf};
 
 /// Every binary of the package, by name; the first six are the ones a release archive carries.

@@ -8,7 +8,7 @@ use serde_json::Value;
 use xtask::archive::{Entry, sha256_hex, write_tar_gz};
 use xtask::krew::{BuiltArchive, install, members, render, validate};
 
-mod common;
+use crate::common;
 use common::{RELEASE_BINARIES, kubectls, text};
 
 const URI: &str = "https://github.com/meshvm/meshvm/releases/download/v0.1.0/meshvm-0.1.0-x86_64-unknown-linux-gnu.tar.gz";

@@ -6,8 +6,7 @@ use std::path::Path;
 use kube_sim::{Scenario, Server};
 use sim::{Run, repo};
 
-#[path = "common/sim.rs"]
-mod sim;
+use crate::common::sim;
 use serde_json::Value;
 
 const BUNDLE: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-bundle");

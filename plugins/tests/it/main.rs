@@ -1,0 +1,11 @@
+//! CLI and end-to-end tests of the kubectl-meshvm binaries: one binary, one module per area.
+
+mod common;
+mod bad_input;
+mod bundle;
+mod faults;
+mod krew;
+mod kubectl_plugin;
+mod prepare;
+mod register;
+mod secrets;

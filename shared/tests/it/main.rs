@@ -1,0 +1,8 @@
+//! meshvm library integration tests: one binary, one module per area.
+
+mod bundle_install;
+mod bundle_sim;
+mod connect;
+mod doctor_conformance;
+mod parsers_prop;
+mod register;
