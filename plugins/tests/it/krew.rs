@@ -298,8 +298,7 @@ fn krew_install_gives_a_plugin_real_kubectl_runs() {
 
     let kubectls = kubectls();
     if kubectls.is_empty() {
-        eprintln!("skipped the kubectl part: no kubectl binary on this machine");
-        return;
+        return; // only with MESHVM_ALLOW_MISSING_TOOLS=1, which printed why
     }
     let bin = krew_root.path().join("bin");
     for k in kubectls {

@@ -138,8 +138,7 @@ fn check_layout(kubectl_bin: &Path, bin: &Path, home: &Path, layout: &str) {
 fn real_kubectl_finds_and_dispatches_the_plugin() {
     let kubectls = kubectls();
     if kubectls.is_empty() {
-        eprintln!("skipped: no kubectl binary on this machine");
-        return;
+        return; // only with MESHVM_ALLOW_MISSING_TOOLS=1, which printed why
     }
     for k in &kubectls {
         let tmp = tempfile::tempdir().unwrap();

@@ -608,12 +608,9 @@ async fn dry_runs_store_nothing_and_redact_keys() {
 async fn modern_gets_the_workload_group_istioctl_would_make() {
     let server = sim("modern.yaml").await;
     let goldens: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(
-            repo().join("../shared/conformance/workload-entry-configure/CASES.yaml"),
-        )
-        .or_else(|_| {
-            std::fs::read_to_string("/work/shared/conformance/workload-entry-configure/CASES.yaml")
-        })
+        &std::fs::read_to_string(kube_sim::testenv::conformance(
+            "workload-entry-configure/CASES.yaml",
+        ))
         .unwrap(),
     )
     .unwrap();

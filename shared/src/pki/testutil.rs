@@ -24,7 +24,7 @@ pub(crate) fn days(n: u64) -> Duration {
 
 /// Istio's plugin-CA samples (`../shared/conformance/certs/samples`).
 pub(crate) fn samples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/certs/samples")
+    kube_sim::testenv::conformance("certs/samples")
 }
 
 pub(crate) fn sample(name: &str) -> String {

@@ -262,12 +262,8 @@ fn restart_patch_is_kubectl_rollout_restart() {
 
 /// The goldens of `istioctl x workload group create` (CASES.yaml), by their command line.
 fn istioctl_goldens() -> BTreeMap<String, String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/workload-entry-configure/CASES.yaml");
-    let fallback = PathBuf::from("/work/shared/conformance/workload-entry-configure/CASES.yaml");
-    let text = std::fs::read_to_string(&path)
-        .or_else(|_| std::fs::read_to_string(&fallback))
-        .expect("CASES.yaml from ../shared/conformance");
+    let path = kube_sim::testenv::conformance("workload-entry-configure/CASES.yaml");
+    let text = std::fs::read_to_string(&path).expect("CASES.yaml from ../shared/conformance");
     let cases: Value = serde_saphyr::from_str(&text).unwrap();
     cases["group_create_expected_stdout"]
         .as_object()

@@ -19,7 +19,7 @@ fn repo() -> PathBuf {
 }
 
 fn conformance() -> PathBuf {
-    repo().join("../shared/conformance/workload-entry-configure")
+    kube_sim::testenv::conformance("workload-entry-configure")
 }
 
 fn options(server: &Server, dir: &Path, extra: &[&str]) -> Options {

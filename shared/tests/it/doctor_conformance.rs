@@ -31,13 +31,12 @@
 //! deprecation/VirtualService analyzers are not about STRICT and are not run.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use meshvm::doctor::{CheckOptions, Finding, Severity, run_all};
 use meshvm::snapshot::{Obj, Snapshot};
 use serde_json::Value;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance");
 
 /// `(check id, severity, object)`.
 type Flag = (String, Severity, String);
@@ -147,7 +146,7 @@ const DEVIATIONS: &[(&str, &str, &str, Severity, &str)] = &[
 ];
 
 fn conformance(rel: &str) -> PathBuf {
-    Path::new(DIR).join(rel)
+    kube_sim::testenv::conformance(rel)
 }
 
 fn yaml_file(rel: &str) -> Value {

@@ -17,6 +17,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod testenv;
 pub mod typed;
 pub mod util;
 

@@ -3,7 +3,7 @@
 
 pub mod sim;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Every binary of the package, by name; the first six are the ones a release archive carries.
 pub const BINARIES: [(&str, &str); 10] = [
@@ -50,32 +50,13 @@ pub const BINARIES: [(&str, &str); 10] = [
 pub const RELEASE_BINARIES: &[(&str, &str)] = BINARIES.split_at(6).0;
 
 /// The real kubectl binaries of the versions we test (1.27, 1.32, 1.33), from the folder the
-/// `kubectl` on PATH resolves into; the PATH one alone if those are missing; none if there is
-/// no kubectl at all (then callers print why they skip).
+/// `kubectl` on PATH resolves into. Missing ones fail the test (see `kube_sim::testenv`); the
+/// list is empty only with the explicit `MESHVM_ALLOW_MISSING_TOOLS=1` opt-out, after it said so.
 pub fn kubectls() -> Vec<PathBuf> {
-    let Some(on_path) = kubectl_on_path() else {
-        return Vec::new();
-    };
-    let dir = on_path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let found: Vec<PathBuf> = ["1.27", "1.32", "1.33"]
+    ["1.27", "1.32", "1.33"]
         .iter()
-        .map(|v| dir.join(format!("kubectl.{v}")))
-        .filter(|p| p.is_file())
-        .collect();
-    if found.is_empty() {
-        vec![on_path]
-    } else {
-        found
-    }
-}
-
-/// `readlink -f "$(command -v kubectl)"`.
-pub fn kubectl_on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .and_then(|p| p.canonicalize().ok())
+        .map_while(|v| kube_sim::testenv::require_kubectl_minor(v))
+        .collect()
 }
 
 /// Lossy UTF-8.

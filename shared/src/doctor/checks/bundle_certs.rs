@@ -241,10 +241,7 @@ mod tests {
     use crate::doctor::testutil::{Fixture, NOW, expect};
 
     fn sample(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../shared/conformance/certs/samples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
+        std::fs::read(kube_sim::testenv::conformance("certs/samples").join(name))
         .unwrap()
     }
 

@@ -191,10 +191,7 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn sample(name: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/../../shared/conformance/certs/samples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
+        std::fs::read_to_string(kube_sim::testenv::conformance("certs/samples").join(name))
         .unwrap()
     }
     fn cacerts(root: &str) -> String {

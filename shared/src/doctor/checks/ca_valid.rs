@@ -71,10 +71,7 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn sample(name: &str) -> String {
-        let path = format!(
-            "{}/../../shared/conformance/certs/samples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = kube_sim::testenv::conformance("certs/samples").join(name);
         std::fs::read_to_string(path).unwrap()
     }
 
