@@ -155,6 +155,57 @@ pub fn version_skew(own: &str, dispatcher: Option<&str>) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The dispatcher cannot parse with clap (it must not reject a verb's flags), so its list of
+    /// value-taking global flags is checked against the verbs' clap definitions: every flag all
+    /// four verbs share that takes a value is skipped with its value, and every listed flag is
+    /// one that takes a value in some verb.
+    #[test]
+    fn value_flags_match_the_verbs_clap_definitions() {
+        use std::collections::BTreeSet;
+        let tree = crate::args::command_tree();
+        let verbs: Vec<&clap::Command> = tree.get_subcommands().collect();
+        let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+        let longs = |c: &clap::Command| -> BTreeSet<String> {
+            c.get_arguments()
+                .filter(|a| takes_value(a))
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect()
+        };
+        let shared: BTreeSet<String> = verbs
+            .iter()
+            .map(|c| longs(c))
+            .reduce(|a, b| a.intersection(&b).cloned().collect())
+            .unwrap();
+        let any: BTreeSet<String> = verbs.iter().flat_map(|c| longs(c)).collect();
+        let listed: BTreeSet<String> = VALUE_FLAGS.iter().map(|f| (*f).to_owned()).collect();
+        let missing: Vec<_> = shared.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "value flags every verb has, not skipped by the dispatcher: {missing:?}"
+        );
+        let stray: Vec<_> = listed.difference(&any).collect();
+        assert!(
+            stray.is_empty(),
+            "dispatcher value flags no verb takes a value for: {stray:?}"
+        );
+        let shorts: BTreeSet<char> = verbs
+            .iter()
+            .flat_map(|c| c.get_arguments())
+            .filter(|a| takes_value(a))
+            .filter_map(clap::Arg::get_short)
+            .filter(|s| {
+                verbs
+                    .iter()
+                    .all(|c| c.get_arguments().any(|a| a.get_short() == Some(*s)))
+            })
+            .collect();
+        let listed: BTreeSet<char> = VALUE_SHORTS.iter().copied().collect();
+        assert!(
+            shorts.is_subset(&listed),
+            "short value flags every verb has: {shorts:?}, listed: {listed:?}"
+        );
+    }
+
     fn r(words: &[&str]) -> Route {
         route(&words.iter().map(OsString::from).collect::<Vec<_>>())
     }

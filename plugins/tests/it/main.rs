@@ -1,9 +1,10 @@
 //! CLI and end-to-end tests of the kubectl-meshvm binaries: one binary, one module per area.
 
-mod common;
 mod bad_input;
 mod bundle;
+mod common;
 mod faults;
+mod help;
 mod krew;
 mod kubectl_plugin;
 mod prepare;

@@ -37,7 +37,6 @@ use meshvm::doctor::{CheckOptions, Finding, Severity, run_all};
 use meshvm::snapshot::{Obj, Snapshot};
 use serde_json::Value;
 
-
 /// `(check id, severity, object)`.
 type Flag = (String, Severity, String);
 

@@ -241,8 +241,7 @@ mod tests {
     use crate::doctor::testutil::{Fixture, NOW, expect};
 
     fn sample(name: &str) -> Vec<u8> {
-        std::fs::read(kube_sim::testenv::conformance("certs/samples").join(name))
-        .unwrap()
+        std::fs::read(kube_sim::testenv::conformance("certs/samples").join(name)).unwrap()
     }
 
     fn jwt(claims: &serde_json::Value) -> Vec<u8> {

@@ -191,8 +191,7 @@ mod tests {
     use crate::doctor::testutil::{Fixture, expect};
 
     fn sample(name: &str) -> String {
-        std::fs::read_to_string(kube_sim::testenv::conformance("certs/samples").join(name))
-        .unwrap()
+        std::fs::read_to_string(kube_sim::testenv::conformance("certs/samples").join(name)).unwrap()
     }
     fn cacerts(root: &str) -> String {
         serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cacerts", "namespace": "istio-system"}, "stringData": {"root-cert.pem": root}}).to_string()
