@@ -1,4 +1,7 @@
-//! Release tooling shared by `cargo xtask dist` and the tests that prove a krew install works.
+//! The project's tooling shared by `cargo xtask` and the tests: release archives and the krew
+//! manifest (what proves a krew install works), and the runbook's flow with the version matrix
+//! it runs on (what the demo and the matrix test run).
 
 pub mod archive;
+pub mod flow;
 pub mod krew;

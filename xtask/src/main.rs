@@ -4,7 +4,7 @@
 //! `kubectl meshvm …` (the real kubectl binary) against kube-sim, the simulated API server.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output};
+use std::process::{Command, ExitCode};
 
 mod bench;
 mod demo;
@@ -38,12 +38,6 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask is inside the workspace")
         .to_path_buf()
-}
-
-/// Run a command and return its output, or an error naming it.
-fn run_capture(cmd: &mut Command) -> Result<Output, String> {
-    cmd.output()
-        .map_err(|e| format!("cannot run {}: {e}", cmd.get_program().display()))
 }
 
 /// Build the plugin binaries (debug) and return the directory holding them.

@@ -7,6 +7,7 @@ mod faults;
 mod help;
 mod krew;
 mod kubectl_plugin;
+mod matrix;
 mod prepare;
 mod register;
 mod secrets;
