@@ -105,6 +105,18 @@ pub fn route(args: &[OsString]) -> Route {
     Route::Verb { verb, args: rest }
 }
 
+/// What a verb binary parses its flags with: first a warning on stderr when the dispatcher that
+/// started it is another version (a half-upgraded install), even for `--help`.
+pub fn parse<T: clap::Parser>() -> T {
+    if let Some(warning) = version_skew(
+        env!("CARGO_PKG_VERSION"),
+        std::env::var(VERSION_ENV).ok().as_deref(),
+    ) {
+        let _ = writeln!(io::stderr().lock(), "{warning}");
+    }
+    T::parse()
+}
+
 /// The listing `kubectl meshvm` prints without a verb.
 pub fn write_help(out: &mut impl Write) -> io::Result<()> {
     writeln!(

@@ -4,7 +4,7 @@ use meshvm::args::BundleArgs;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let args: BundleArgs = meshvm::cli::parse();
-    meshvm::cli::start(&args.common);
-    meshvm::cli::exit(meshvm::bundle::main(args).await)
+    let args: BundleArgs = meshvm::dispatch::parse();
+    meshvm::terminal::start(&args.common);
+    meshvm::terminal::exit(meshvm::bundle::main(args).await)
 }

@@ -4,7 +4,7 @@ use meshvm::args::DoctorArgs;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let args: DoctorArgs = meshvm::cli::parse();
-    meshvm::cli::start(&args.common);
-    meshvm::cli::exit(meshvm::doctor::main(args).await)
+    let args: DoctorArgs = meshvm::dispatch::parse();
+    meshvm::terminal::start(&args.common);
+    meshvm::terminal::exit(meshvm::doctor::main(args).await)
 }

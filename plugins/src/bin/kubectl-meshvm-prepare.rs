@@ -4,7 +4,7 @@ use meshvm::args::PrepareArgs;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let args: PrepareArgs = meshvm::cli::parse();
-    meshvm::cli::start(&args.common);
-    meshvm::cli::exit(meshvm::prepare::main(args).await)
+    let args: PrepareArgs = meshvm::dispatch::parse();
+    meshvm::terminal::start(&args.common);
+    meshvm::terminal::exit(meshvm::prepare::main(args).await)
 }

@@ -4,7 +4,7 @@ use meshvm::args::RegisterArgs;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let args: RegisterArgs = meshvm::cli::parse();
-    meshvm::cli::start(&args.common);
-    meshvm::cli::exit(meshvm::register::main(args).await)
+    let args: RegisterArgs = meshvm::dispatch::parse();
+    meshvm::terminal::start(&args.common);
+    meshvm::terminal::exit(meshvm::register::main(args).await)
 }
