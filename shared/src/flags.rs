@@ -109,8 +109,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.is_empty() {
         return Err("empty duration; use e.g. 30s, 2m or 0 for no limit".into());
     }
+    // kubectl parses with Go's time.ParseDuration, whose durations are int64 nanoseconds
+    // (about 292 years): longer ones are refused there, and here, instead of overflowing.
+    let max = Duration::from_nanos(i64::MAX as u64);
+    let too_long = || {
+        format!(
+            "{text:?} is too long: a duration is at most {}h",
+            max.as_secs() / 3600
+        )
+    };
     if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        let d = Duration::from_secs(secs);
+        return if d > max { Err(too_long()) } else { Ok(d) };
     }
     if !text.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
         return Err(format!(
@@ -142,7 +152,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total += Duration::from_secs_f64(value * scale);
+        total = Duration::try_from_secs_f64(value * scale)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .filter(|d| *d <= max)
+            .ok_or_else(too_long)?;
         rest = next;
     }
     Ok(total)
@@ -231,8 +245,22 @@ mod tests {
         ] {
             assert_eq!(parse_duration(text).unwrap(), want, "{text}");
         }
-        for bad in ["", "s", "10x", "1h30", "abc"] {
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "1h30",
+            "abc",
+            "99999999999999999999h",
+            "18446744073709551615",
+            "9223372037s",
+            "2562048h1h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
+        assert!(
+            parse_duration("2562047h").is_ok(),
+            "the longest Go duration in hours"
+        );
     }
 }

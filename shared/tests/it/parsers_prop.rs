@@ -645,3 +645,32 @@ fn missing_explicit_kubeconfig_is_an_error() {
     let env = std::env::join_paths([&missing]).unwrap();
     assert!(meshvm::kube::load_kubeconfig_from(None, Some(env), None).is_err());
 }
+
+proptest! {
+    /// Durations (`--request-timeout`, `--token-duration`, …) never panic, whatever the words:
+    /// overflowing ones are refused with words, accepted ones fit Go's int64 nanoseconds.
+    #[test]
+    fn durations_never_panic(text in "(?s).{0,40}") {
+        let _ = meshvm::flags::parse_duration(&text);
+    }
+
+    #[test]
+    fn duration_words_never_panic(parts in prop::collection::vec(
+        ("[0-9]{1,25}(\\.[0-9]{0,5})?", prop::sample::select(vec!["ms", "s", "m", "h", "x", ""])),
+        1..5,
+    )) {
+        let text: String = parts.iter().map(|(n, u)| format!("{n}{u}")).collect();
+        if let Ok(d) = meshvm::flags::parse_duration(&text) {
+            prop_assert!(d <= Duration::from_nanos(i64::MAX as u64), "{text}: {d:?}");
+        }
+    }
+
+    /// Every verb parses its duration flags through the same parser: huge values are a usage
+    /// error (exit 2 from clap), never a panic.
+    #[test]
+    fn huge_request_timeouts_are_refused(hours in "[0-9]{12,30}") {
+        let flag = format!("--request-timeout={hours}h");
+        let parsed = RegisterArgs::try_parse_from(["register", flag.as_str()]);
+        prop_assert!(parsed.is_err());
+    }
+}
