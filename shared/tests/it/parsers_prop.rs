@@ -659,7 +659,11 @@ proptest! {
         ("[0-9]{1,25}(\\.[0-9]{0,5})?", prop::sample::select(vec!["ms", "s", "m", "h", "x", ""])),
         1..5,
     )) {
-        let text: String = parts.iter().map(|(n, u)| format!("{n}{u}")).collect();
+        let text = parts.iter().fold(String::new(), |mut t, (n, u)| {
+            t.push_str(n);
+            t.push_str(u);
+            t
+        });
         if let Ok(d) = meshvm::flags::parse_duration(&text) {
             prop_assert!(d <= Duration::from_nanos(i64::MAX as u64), "{text}: {d:?}");
         }
