@@ -337,6 +337,10 @@ async fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let mut conns = JoinSet::new();
+    // The emulated controllers' timed work (rollouts, Citadel's delays and resync); aborted with
+    // the connections when the server stops.
+    let ticker = shared.clone();
+    conns.spawn(async move { crate::controllers::drive(&ticker.state).await });
     loop {
         tokio::select! {
             accepted = listener.accept() => {
