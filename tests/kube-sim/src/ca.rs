@@ -525,8 +525,7 @@ pub fn pool_index(text: &str) -> usize {
 /// the PrivateKeyInfo is the RSAPrivateKey itself.
 fn pkcs1_pem(pkcs8_pem: &str) -> String {
     let der = PrivateKeyDer::from_pem_slice(pkcs8_pem.as_bytes()).expect("fixture PEM parses");
-    let (_, outer) =
-        x509_parser::der_parser::parse_der(der.secret_der()).expect("PKCS#8 is DER");
+    let (_, outer) = x509_parser::der_parser::parse_der(der.secret_der()).expect("PKCS#8 is DER");
     let inner = outer
         .as_sequence()
         .ok()
@@ -900,10 +899,12 @@ mod tests {
             );
         }
         // Stable per account, spread over the pool.
-        assert_eq!(pool_index("expandvm/expandvm"), pool_index("expandvm/expandvm"));
-        let picks: std::collections::BTreeSet<usize> = (0..40)
-            .map(|i| pool_index(&format!("ns{i}/sa")))
-            .collect();
+        assert_eq!(
+            pool_index("expandvm/expandvm"),
+            pool_index("expandvm/expandvm")
+        );
+        let picks: std::collections::BTreeSet<usize> =
+            (0..40).map(|i| pool_index(&format!("ns{i}/sa"))).collect();
         assert!(picks.len() >= 6, "{picks:?}");
 
         let ca = SimCa::self_signed("cluster.local");
@@ -918,7 +919,10 @@ mod tests {
         };
         let files = ca.issue(&w);
         let key = String::from_utf8(files["key.pem"].clone()).unwrap();
-        assert_eq!(key, WORKLOAD_KEYS[3], "--pkcs8-keys writes the key as PKCS#8");
+        assert_eq!(
+            key, WORKLOAD_KEYS[3],
+            "--pkcs8-keys writes the key as PKCS#8"
+        );
         let chain = certs(&files["cert-chain.pem"]);
         let leaf = parse_cert("leaf", &chain[0]).unwrap();
         let names: Vec<String> = leaf
@@ -940,7 +944,10 @@ mod tests {
         // Another index of the pool is another key.
         let other = ca.issue(&Workload { key: 4, ..w });
         assert_ne!(other["key.pem"], files["key.pem"]);
-        assert_eq!(ca.issue(&Workload { key: 11, ..w })["key.pem"], files["key.pem"]);
+        assert_eq!(
+            ca.issue(&Workload { key: 11, ..w })["key.pem"],
+            files["key.pem"]
+        );
     }
 
     #[test]
@@ -965,13 +972,22 @@ mod tests {
             "ca-key.pem".into(),
             SimCa::self_signed("x").ca_secret_data().unwrap()["ca-key.pem"].clone(),
         );
-        assert!(SimCa::from_ca_secret(&wrong).unwrap_err().contains("does not match"));
+        assert!(
+            SimCa::from_ca_secret(&wrong)
+                .unwrap_err()
+                .contains("does not match")
+        );
         assert!(
             SimCa::from_ca_secret(&BTreeMap::new())
                 .unwrap_err()
                 .contains("no ca-cert.pem")
         );
-        assert!(SimCa::from_cacerts(&sample_cacerts()).unwrap().ca_secret_data().is_none());
+        assert!(
+            SimCa::from_cacerts(&sample_cacerts())
+                .unwrap()
+                .ca_secret_data()
+                .is_none()
+        );
         assert!(!format!("{reloaded:?}").contains("PRIVATE KEY"));
     }
 

@@ -84,13 +84,30 @@ struct Rollout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Job {
     /// The deployment controller finishes the rollout of a Deployment.
-    Rollout { ns: String, name: String },
+    Rollout {
+        ns: String,
+        name: String,
+    },
     /// Citadel's handlers (workloadsecret.go), each delayed by the informer.
-    Upsert { ns: String, sa: String },
-    DeleteSecret { ns: String, name: String },
-    Recreate { ns: String, sa: String },
-    Check { ns: String, name: String },
-    Retroactive { ns: String },
+    Upsert {
+        ns: String,
+        sa: String,
+    },
+    DeleteSecret {
+        ns: String,
+        name: String,
+    },
+    Recreate {
+        ns: String,
+        sa: String,
+    },
+    Check {
+        ns: String,
+        name: String,
+    },
+    Retroactive {
+        ns: String,
+    },
 }
 
 /// One running Citadel: the CA it loaded at start, and what its informers have seen.
@@ -259,7 +276,8 @@ fn reconcile_namespaces(state: &mut State) {
         .map(|(k, _)| k.2.clone())
         .collect();
     let ca = state.controllers.api_ca_pem.clone();
-    let publish = !ca.is_empty() && (state.controllers.kube_minor == 0 || state.controllers.kube_minor >= 20);
+    let publish =
+        !ca.is_empty() && (state.controllers.kube_minor == 0 || state.controllers.kube_minor >= 20);
     for ns in namespaces {
         if state.get_obj("/serviceaccounts", &ns, "default").is_none() {
             state
@@ -473,9 +491,18 @@ fn stopped(state: &mut State, key: &(String, String)) {
             .is_some_and(|c| c.deployment_ns == key.0)
     {
         state.controllers.citadel = None;
-        state.controllers.jobs.retain(|(_, j)| matches!(j, Job::Rollout { .. }));
+        state
+            .controllers
+            .jobs
+            .retain(|(_, j)| matches!(j, Job::Rollout { .. }));
     }
-    if key.1 == "istiod" && state.controllers.istiod.as_ref().is_some_and(|c| c.ns == key.0) {
+    if key.1 == "istiod"
+        && state
+            .controllers
+            .istiod
+            .as_ref()
+            .is_some_and(|c| c.ns == key.0)
+    {
         state.controllers.istiod = None;
     }
 }
@@ -653,7 +680,10 @@ fn start_citadel(state: &mut State, ns: &str, dep: &Value, now: Instant) {
     let mut webhooks = BTreeMap::new();
     if flag(&args, "append-dns-names").and_then(parse_bool) != Some(false) {
         for (sa, svc) in [
-            ("istio-sidecar-injector-service-account", "istio-sidecar-injector"),
+            (
+                "istio-sidecar-injector-service-account",
+                "istio-sidecar-injector",
+            ),
             ("istio-galley-service-account", "istio-galley"),
         ] {
             webhooks.insert(sa.to_string(), (svc.to_string(), storage_ns.clone()));
@@ -675,7 +705,10 @@ fn start_citadel(state: &mut State, ns: &str, dep: &Value, now: Instant) {
         .take()
         .map(|c| c.issued)
         .unwrap_or_default();
-    state.controllers.jobs.retain(|(_, j)| matches!(j, Job::Rollout { .. }));
+    state
+        .controllers
+        .jobs
+        .retain(|(_, j)| matches!(j, Job::Rollout { .. }));
     let mut citadel = Citadel {
         deployment_ns: ns.to_string(),
         storage_ns,
@@ -1165,7 +1198,9 @@ fn reconcile_istiod(state: &mut State) {
         .collect();
     for ns in targets {
         let cm = match state.get_obj("/configmaps", &ns, "istio-ca-root-cert") {
-            Some(cm) if cm.pointer("/data/root-cert.pem").and_then(Value::as_str) == Some(&root) => {
+            Some(cm)
+                if cm.pointer("/data/root-cert.pem").and_then(Value::as_str) == Some(&root) =>
+            {
                 continue;
             }
             Some(cm) => {

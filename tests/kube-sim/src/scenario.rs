@@ -313,7 +313,9 @@ impl Header {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(other) => Err(format!("scenario header field {k} must be a string, not {other}")),
+                Some(other) => Err(format!(
+                    "scenario header field {k} must be a string, not {other}"
+                )),
             }
         };
         let mut h = Header {
@@ -520,11 +522,15 @@ impl Scenario {
         self.put_objects(objects);
         for p in &h.patches {
             let sel = &p.selector;
-            let target = self.objects.iter_mut().find(|o| sel.matches(o)).ok_or_else(|| {
-                overlay(format!(
-                    "patches: {sel} is not in the base: fix its kind, namespace and name"
-                ))
-            })?;
+            let target = self
+                .objects
+                .iter_mut()
+                .find(|o| sel.matches(o))
+                .ok_or_else(|| {
+                    overlay(format!(
+                        "patches: {sel} is not in the base: fix its kind, namespace and name"
+                    ))
+                })?;
             if p.strategic {
                 crate::patch::strategic_merge_patch(target, &p.patch)
                     .map_err(|e| overlay(format!("patches: {sel}: {e}")))?;
@@ -637,7 +643,8 @@ impl Scenario {
             .iter()
             .find_map(|name| {
                 self.objects.iter().find(|o| {
-                    o.get("kind").and_then(Value::as_str) == Some("Deployment") && name_of(o) == *name
+                    o.get("kind").and_then(Value::as_str) == Some("Deployment")
+                        && name_of(o) == *name
                 })
             })
             .and_then(|d| d.pointer("/spec/template/spec/containers/0/image"))
@@ -743,19 +750,18 @@ impl Scenario {
         if minor < 22 {
             return Ok(());
         }
-        let v1beta1 =
-            |o: &Value| o.get("apiVersion").and_then(Value::as_str) == Some("apiextensions.k8s.io/v1beta1");
+        let v1beta1 = |o: &Value| {
+            o.get("apiVersion").and_then(Value::as_str) == Some("apiextensions.k8s.io/v1beta1")
+        };
         if set.is_some_and(|crds| crds.iter().any(v1beta1)) {
             return Err(Error::CrdVersion {
                 what: format!("CRD set {set_name:?} (Istio's CustomResourceDefinitions)"),
                 minor,
             });
         }
-        if let Some(o) = self
-            .objects
-            .iter()
-            .find(|o| o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition") && v1beta1(o))
-        {
+        if let Some(o) = self.objects.iter().find(|o| {
+            o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition") && v1beta1(o)
+        }) {
             return Err(Error::CrdVersion {
                 what: format!("CustomResourceDefinition {:?}", name_of(o)),
                 minor,
@@ -768,7 +774,9 @@ impl Scenario {
     pub(crate) fn load(&self, api_port: u16, api_ca_pem: &str) -> Result<State, Error> {
         let set = self.crd_set();
         let crds = match &set {
-            Some(name) => Some(crate::schema::crd_set(name).ok_or_else(|| Error::CrdSet(name.clone()))?),
+            Some(name) => {
+                Some(crate::schema::crd_set(name).ok_or_else(|| Error::CrdSet(name.clone()))?)
+            }
             None => None,
         };
         self.check_crd_versions(crds.as_deref(), set.as_deref().unwrap_or(""))?;
@@ -796,7 +804,8 @@ impl Scenario {
             )?;
         }
         let has_object = self.objects.iter().any(|o| {
-            o.get("kind").and_then(Value::as_str) == Some("ServiceCIDR") && name_of(o) == "kubernetes"
+            o.get("kind").and_then(Value::as_str) == Some("ServiceCIDR")
+                && name_of(o) == "kubernetes"
         });
         if !has_object {
             // What the apiserver's --service-cluster-ip-range makes (the header's serviceCIDR,

@@ -1281,7 +1281,8 @@ mod tests {
                 );
             }
             assert_eq!(
-                crds.iter().any(|c| c["apiVersion"] == "apiextensions.k8s.io/v1beta1"),
+                crds.iter()
+                    .any(|c| c["apiVersion"] == "apiextensions.k8s.io/v1beta1"),
                 crd_set_is_v1beta1(set),
                 "{set}"
             );
@@ -1306,7 +1307,11 @@ mod tests {
         let modern_dr = by_name(&modern, "destinationrules.networking.istio.io");
         assert_eq!(
             versions(&modern_dr),
-            [("v1", true, true), ("v1alpha3", true, false), ("v1beta1", true, false)]
+            [
+                ("v1", true, true),
+                ("v1alpha3", true, false),
+                ("v1beta1", true, false)
+            ]
         );
         // WorkloadGroup per release: v1alpha3 only in 1.8 and 1.12 (while the group's other
         // kinds serve v1beta1, which the group prefers), v1beta1 from 1.13, v1 in 1.22.
@@ -1330,9 +1335,16 @@ mod tests {
         );
         assert_eq!(
             wg("istio-1.22"),
-            own(&[("v1", true, false), ("v1alpha3", true, false), ("v1beta1", true, true)])
+            own(&[
+                ("v1", true, false),
+                ("v1alpha3", true, false),
+                ("v1beta1", true, true)
+            ])
         );
-        let gw_1_8 = by_name(&crd_set("istio-1.8").unwrap(), "gateways.networking.istio.io");
+        let gw_1_8 = by_name(
+            &crd_set("istio-1.8").unwrap(),
+            "gateways.networking.istio.io",
+        );
         assert_eq!(
             versions(&gw_1_8),
             [("v1alpha3", true, true), ("v1beta1", true, false)]
@@ -1672,7 +1684,10 @@ mod tests {
                 serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(docs[0]["kind"], "Scenario", "{name} starts with a header");
             if docs[0].get("base").is_none() {
-                assert!(docs[0]["kubeVersion"].is_string(), "{name} declares kubeVersion");
+                assert!(
+                    docs[0]["kubeVersion"].is_string(),
+                    "{name} declares kubeVersion"
+                );
             }
             for doc in &docs[1..] {
                 assert!(
@@ -1688,7 +1703,9 @@ mod tests {
             }
             // What the sim loads: the overlay chain resolved, the set it picks.
             let scenario = crate::Scenario::from_files(&[path]).unwrap_or_else(|e| panic!("{e}"));
-            let set = scenario.crd_set().expect("every scenario uses an embedded set");
+            let set = scenario
+                .crd_set()
+                .expect("every scenario uses an embedded set");
             sets_seen.insert(set.clone());
             let crds = crd_set(&set).unwrap();
             for doc in scenario.objects().iter().filter(|d| {
@@ -1721,7 +1738,14 @@ mod tests {
         }
         assert_eq!(
             sets_seen.into_iter().collect::<Vec<_>>(),
-            ["istio-1.12", "istio-1.13", "istio-1.22", "istio-1.4", "istio-1.8", "modern"],
+            [
+                "istio-1.12",
+                "istio-1.13",
+                "istio-1.22",
+                "istio-1.4",
+                "istio-1.8",
+                "modern"
+            ],
             "every CRD set is some scenario's"
         );
         assert!(custom >= 100, "only {custom} custom resources checked");
