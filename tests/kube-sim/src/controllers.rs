@@ -1225,3 +1225,295 @@ fn reconcile_istiod(state: &mut State) {
     }
     state.controllers.istiod = Some(istiod);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
+    };
+
+    #[test]
+    fn releases_come_from_image_tags() {
+        for (image, want) in [
+            ("docker.io/istio/pilot:1.22.0", Some(Release(1, 22))),
+            (
+                "gcr.io/istio-release/pilot:1.8.6-distroless",
+                Some(Release(1, 8)),
+            ),
+            ("localhost:5000/istio/pilot:1.13", Some(Release(1, 13))),
+            (
+                "docker.io/istio/citadel:1.4.2@sha256:abc",
+                Some(Release(1, 4)),
+            ),
+            ("docker.io/istio/pilot:latest", None),
+            ("pilot", None),
+        ] {
+            assert_eq!(Release::from_image(image), want, "{image}");
+        }
+        assert_eq!(Release::parse("v1.24.2"), Some(Release(1, 24)));
+        assert!(Release(1, 9) < Release(1, 12));
+        assert_eq!(Release(1, 22).to_string(), "1.22");
+    }
+
+    #[test]
+    fn flags_parse_as_pflag_does() {
+        let args: Vec<String> = [
+            "--self-signed-ca=false",
+            "--trust-domain",
+            "example.org",
+            "--pkcs8-keys",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        assert_eq!(flag(&args, "self-signed-ca"), Some("false"));
+        assert_eq!(flag(&args, "trust-domain"), Some("example.org"));
+        assert_eq!(flag(&args, "pkcs8-keys"), Some("true"));
+        assert_eq!(flag(&args, "self-signed"), None, "no prefix matches");
+        assert_eq!(parse_bool("True"), Some(true));
+        assert_eq!(parse_bool("0"), Some(false));
+        assert_eq!(parse_bool("yes"), None);
+    }
+
+    #[test]
+    fn label_selectors_match_as_metav1_does() {
+        let labels: serde_json::Map<String, Value> =
+            serde_json::from_value(json!({"mesh": "on", "env": "prod"})).unwrap();
+        let yes = [
+            json!({}),
+            json!({"matchLabels": {"mesh": "on"}}),
+            json!({"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod", "dev"]}]}),
+            json!({"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]}),
+            json!({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["dev"]}]}),
+            json!({"matchExpressions": [{"key": "mesh", "operator": "Exists"}]}),
+        ];
+        let no = [
+            json!({"matchLabels": {"mesh": "off"}}),
+            json!({"matchLabels": {"mesh": "on"}, "matchExpressions": [{"key": "env", "operator": "In", "values": ["dev"]}]}),
+            json!({"matchExpressions": [{"key": "env", "operator": "Bogus"}]}),
+        ];
+        for s in &yes {
+            assert!(selector_matches(s, &labels), "{s}");
+        }
+        for s in &no {
+            assert!(!selector_matches(s, &labels), "{s}");
+        }
+    }
+
+    #[test]
+    fn ignored_namespaces_per_release() {
+        assert!(istiod_ignored_namespaces(Release(1, 8)).is_empty());
+        assert!(istiod_ignored_namespaces(Release(1, 10)).is_empty());
+        assert!(istiod_ignored_namespaces(Release(1, 11)).contains(&"kube-system"));
+        assert!(istiod_ignored_namespaces(Release(1, 20)).contains(&"kube-system"));
+        let now = istiod_ignored_namespaces(Release(1, 21));
+        assert!(!now.contains(&"kube-system") && now.contains(&"kube-public"));
+    }
+
+    fn cert_valid(from: i64, to: i64) -> Vec<u8> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        p.not_before = epoch + Duration::from_secs(from as u64);
+        p.not_after = epoch + Duration::from_secs(to as u64);
+        p.self_signed(&key).unwrap().pem().into_bytes()
+    }
+
+    #[test]
+    fn rotation_follows_citadels_grace_period() {
+        let now = crate::util::now_unix();
+        let day = 24 * 3600;
+        // 90 days, issued a day ago: far from the 45-day grace period.
+        assert!(!needs_rotation(&cert_valid(now - day, now + 89 * day)));
+        // 90 days, 46 days gone: inside the grace period.
+        assert!(needs_rotation(&cert_valid(now - 46 * day, now + 44 * day)));
+        // Short-lived: the 10 minute floor applies.
+        assert!(needs_rotation(&cert_valid(now - 60, now + 300)));
+        assert!(!needs_rotation(&cert_valid(now - 60, now + 3600)));
+        // Expired, empty or garbage: rotate.
+        assert!(needs_rotation(&cert_valid(now - 2 * day, now - day)));
+        assert!(needs_rotation(b""));
+        assert!(needs_rotation(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        ));
+    }
+
+    #[test]
+    fn rollout_statuses_read_as_kubectl_reads_them() {
+        let mut d = json!({"metadata": {"name": "x", "generation": 3}, "spec": {"replicas": 2},
+                           "status": {"replicas": 2, "availableReplicas": 2, "readyReplicas": 2}});
+        rollout_started(&mut d);
+        let s = &d["status"];
+        assert_eq!(s["observedGeneration"], 3);
+        // rollout_status.go: updated < spec.replicas → still waiting.
+        assert!(s["updatedReplicas"].as_i64() < d["spec"]["replicas"].as_i64());
+        assert_eq!(s["conditions"][1]["reason"], "ReplicaSetUpdated");
+        rollout_done(&mut d);
+        let s = &d["status"];
+        assert_eq!(
+            (
+                s["replicas"].as_i64(),
+                s["updatedReplicas"].as_i64(),
+                s["availableReplicas"].as_i64()
+            ),
+            (Some(2), Some(2), Some(2))
+        );
+        assert_eq!(s["conditions"][1]["reason"], "NewReplicaSetAvailable");
+    }
+
+    /// A root and two intermediates under it, as `cacerts` data.
+    fn cacerts_under_one_root() -> (Vec<u8>, [BTreeMap<String, Vec<u8>>; 2]) {
+        let now = crate::util::now_unix() as u64;
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::default();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.not_before = epoch + Duration::from_secs(now - 60);
+            p.not_after = epoch + Duration::from_secs(now + 3600);
+            p
+        };
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let root_params = ca("Root");
+        let root = root_params.self_signed(&root_key).unwrap().pem();
+        let issuer = Issuer::new(root_params, &root_key);
+        let inter = |cn: &str| {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let cert = ca(cn).signed_by(&key, &issuer).unwrap().pem();
+            [
+                ("ca-cert.pem", cert.clone()),
+                ("ca-key.pem", key.serialize_pem()),
+                ("root-cert.pem", root.clone()),
+                ("cert-chain.pem", cert),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_bytes()))
+            .collect()
+        };
+        (root.clone().into_bytes(), [inter("A"), inter("B")])
+    }
+
+    fn secret(data: &BTreeMap<String, Vec<u8>>) -> Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cacerts", "namespace": "istio-system"},
+               "data": encode_data(data.clone())})
+    }
+
+    fn istiod_state(tag: &str, env: &str, cacerts: &BTreeMap<String, Vec<u8>>) -> State {
+        let scenario = crate::Scenario::from_yaml(&format!(
+            "apiVersion: kube-sim.meshvm.dev/v1\nkind: Scenario\nkubeVersion: \"1.21\"\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: istiod, namespace: istio-system}}\n\
+             spec:\n  selector: {{matchLabels: {{app: istiod}}}}\n  template:\n    metadata: {{labels: {{app: istiod}}}}\n\
+             \x20   spec: {{containers: [{{name: discovery, image: \"docker.io/istio/pilot:{tag}\", env: [{env}]}}]}}\n"
+        ))
+        .unwrap()
+        .with_objects([secret(cacerts)]);
+        scenario.load(6443, "").unwrap()
+    }
+
+    /// istiod's cacerts watcher: from 1.19 (1.12–1.18 with AUTO_RELOAD_PLUGIN_CERTS) a new
+    /// intermediate under the same root is taken at once; a new root never.
+    #[test]
+    fn istiod_reloads_a_new_intermediate_under_its_root() {
+        let (root, [a, b]) = cacerts_under_one_root();
+        let chain = |s: &State| {
+            s.controllers
+                .istiod
+                .as_ref()
+                .unwrap()
+                .ca
+                .chain_pem()
+                .to_string()
+        };
+        for (tag, env, reloads) in [
+            ("1.22.0", "", true),
+            ("1.19.0", "", true),
+            ("1.18.0", "", false),
+            (
+                "1.13.0",
+                "{name: AUTO_RELOAD_PLUGIN_CERTS, value: 'true'}",
+                true,
+            ),
+            (
+                "1.8.0",
+                "{name: AUTO_RELOAD_PLUGIN_CERTS, value: 'true'}",
+                false,
+            ),
+        ] {
+            let mut state = istiod_state(tag, env, &a);
+            assert_eq!(
+                state.controllers.istiod_root().unwrap().as_bytes(),
+                root.as_slice()
+            );
+            assert_eq!(
+                chain(&state).as_bytes(),
+                a["cert-chain.pem"].as_slice(),
+                "{tag}"
+            );
+            state.upsert(secret(&b)).unwrap();
+            reconcile(&mut state);
+            let want = if reloads { &b } else { &a };
+            assert_eq!(
+                chain(&state).as_bytes(),
+                want["cert-chain.pem"].as_slice(),
+                "{tag} {env}"
+            );
+        }
+        // Another root: kept until a restart, whatever the release.
+        let (_, [other, _]) = cacerts_under_one_root();
+        let mut state = istiod_state("1.22.0", "", &a);
+        state.upsert(secret(&other)).unwrap();
+        reconcile(&mut state);
+        assert_eq!(
+            state.controllers.istiod_root().unwrap().as_bytes(),
+            root.as_slice()
+        );
+    }
+
+    /// Citadel with `--self-signed-ca=false` takes a usable cacerts at start; without one it runs
+    /// on istio-ca-secret's CA, and the same one after a restart.
+    #[test]
+    fn citadel_start_picks_its_ca() {
+        let (root, [a, _]) = cacerts_under_one_root();
+        let yaml = "apiVersion: kube-sim.meshvm.dev/v1\nkind: Scenario\nkubeVersion: \"1.14\"\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istio-citadel, namespace: istio-system}\n\
+             spec:\n  selector: {matchLabels: {istio: citadel}}\n  template:\n    metadata: {labels: {istio: citadel}}\n\
+             \x20   spec: {containers: [{name: citadel, image: docker.io/istio/citadel:1.4.2, args: [--self-signed-ca=false]}]}\n";
+        let plugged = crate::Scenario::from_yaml(yaml)
+            .unwrap()
+            .with_objects([secret(&a)])
+            .load(6443, "")
+            .unwrap();
+        assert_eq!(
+            plugged.controllers.citadel_root().unwrap().as_bytes(),
+            root.as_slice()
+        );
+        assert!(
+            plugged
+                .get_obj("/secrets", "istio-system", "istio-ca-secret")
+                .is_none()
+        );
+
+        let mut state = crate::Scenario::from_yaml(yaml)
+            .unwrap()
+            .load(6443, "")
+            .unwrap();
+        let first = state.controllers.citadel_root().unwrap();
+        let stored = state
+            .get_obj("/secrets", "istio-system", "istio-ca-secret")
+            .cloned()
+            .unwrap();
+        assert_eq!(decode_data(&stored)["ca-cert.pem"], first.as_bytes());
+        // A restart reloads istio-ca-secret: the same root.
+        let dep = state
+            .get_obj("apps/deployments", "istio-system", "istio-citadel")
+            .cloned()
+            .unwrap();
+        start_citadel(&mut state, "istio-system", &dep, Instant::now());
+        assert_eq!(state.controllers.citadel_root().unwrap(), first);
+        assert!(
+            state.controllers.next_due().is_some(),
+            "the resync is scheduled"
+        );
+    }
+}

@@ -485,7 +485,9 @@ impl Scenario {
         };
         match &h.base {
             Some(base) => self.apply_file(&dir.join(base), chain)?,
-            None if h.kube_version.is_none() => {
+            // Without a base, a header on an empty scenario starts one: it declares its version.
+            // (On top of objects already given — `with_yaml` — it is an overlay of them.)
+            None if h.kube_version.is_none() && self.objects.is_empty() && !self.kube_declared => {
                 return Err(overlay(
                     "a base scenario (no `base:`) declares its Kubernetes version: add e.g. kubeVersion: \"1.32\" to its header".into(),
                 ));
@@ -910,6 +912,43 @@ mod tests {
                 .as_deref(),
             Some("istio-1.4")
         );
+    }
+
+    #[test]
+    fn overlays_replace_by_identity_and_patch() {
+        let base = "apiVersion: kube-sim.meshvm.dev/v1\nkind: Scenario\nkubeVersion: \"1.28\"\n---\n\
+            apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod, namespace: istio-system}\n\
+            spec: {template: {spec: {containers: [{name: discovery, image: pilot:1.22.0, args: [a]}, {name: side, image: s}]}}}\n---\n\
+            apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: istio-system}\nspec: {selector: {a: b}}\n";
+        let s = Scenario::from_yaml(base).unwrap().with_yaml(
+            "apiVersion: kube-sim.meshvm.dev/v1\nkind: Scenario\npatches:\n\
+             - {kind: Deployment, namespace: istio-system, name: istiod, type: strategic,\n\
+             \x20  patch: {spec: {template: {spec: {containers: [{name: discovery, image: pilot:1.8.0}]}}}}}\n\
+             - {kind: Gateway, apiVersion: networking.istio.io, namespace: istio-system, name: g, patch: {metadata: {labels: {x: z}}}}\n---\n\
+             apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {name: g, namespace: istio-system}\nspec: {selector: {c: d}}\n",
+        ).unwrap();
+        assert_eq!(
+            s.objects().len(),
+            2,
+            "the Gateway is replaced by identity, whatever its version"
+        );
+        let d = &s.objects()[0];
+        // Strategic: the container merged by name, its other fields and the sidecar kept.
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "discovery", "image": "pilot:1.8.0", "args": ["a"]}, {"name": "side", "image": "s"}])
+        );
+        let g = &s.objects()[1];
+        assert_eq!(g["apiVersion"], "networking.istio.io/v1beta1");
+        assert_eq!(g["spec"], json!({"selector": {"c": "d"}}));
+        assert_eq!(
+            g["metadata"]["labels"],
+            json!({"x": "z"}),
+            "patches come after the objects"
+        );
+        assert_eq!(s.kube_version(), "1.28");
+        assert_eq!(s.istio_release(), Some(Release(1, 8)));
+        assert_eq!(s.crd_set().as_deref(), Some("istio-1.8"));
     }
 
     #[test]

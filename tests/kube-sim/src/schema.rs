@@ -201,7 +201,7 @@ pub fn crd_set(name: &str) -> Option<Vec<Value>> {
 fn parse_embedded(text: &str) -> Vec<Value> {
     // The files are compiled in and covered by tests, so a failure here is a build defect.
     let docs: Vec<Value> = serde_saphyr::from_multiple(text).expect("embedded CRD YAML parses");
-    docs.into_iter().filter(|d| d.is_object()).collect()
+    docs.into_iter().filter(Value::is_object).collect()
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {

@@ -292,7 +292,10 @@ impl Server {
                 message,
             })?;
         }
+        // As a scenario would: the objects were always there, so controllers catch up at once.
+        st.controllers.loading = true;
         crate::controllers::reconcile(&mut st);
+        st.controllers.loading = false;
         Ok(())
     }
 

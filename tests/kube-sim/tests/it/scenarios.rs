@@ -99,7 +99,7 @@ fn every_file_is_a_cell_of_the_matrix() {
     let mut files: Vec<String> = std::fs::read_dir(dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".yaml"))
+        .filter(|n| Path::new(n).extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
     let mut cells: Vec<String> = CELLS.iter().map(|c| c.0.to_string()).collect();
@@ -322,6 +322,14 @@ fn legacy_gateways_have_their_variants_ports() {
     object(&helm, "ServiceAccount", "istio-system", "istio-multi");
 }
 
+fn has_key(v: &Value, key: &str) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, v)| k == key || has_key(v, key)),
+        Value::Array(a) => a.iter().any(|v| has_key(v, key)),
+        _ => false,
+    }
+}
+
 /// Objects carry only fields their Kubernetes version has.
 #[test]
 fn objects_carry_only_fields_of_their_kubernetes() {
@@ -335,13 +343,6 @@ fn objects_carry_only_fields_of_their_kubernetes() {
         ("kubernetes.io/metadata.name", 21),
         ("ipMode", 29),
     ];
-    fn has_key(v: &Value, key: &str) -> bool {
-        match v {
-            Value::Object(m) => m.iter().any(|(k, v)| k == key || has_key(v, key)),
-            Value::Array(a) => a.iter().any(|v| has_key(v, key)),
-            _ => false,
-        }
-    }
     for (file, kube, ..) in CELLS {
         let minor: u32 = kube.trim_start_matches("1.").parse().unwrap();
         let s = load(file);
