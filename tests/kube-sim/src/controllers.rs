@@ -391,33 +391,33 @@ fn rollout_done(obj: &mut Value) {
 }
 
 fn observe_deployments(state: &mut State, now: Instant) {
-    let current: Vec<((String, String), i64, Value, i64)> = state
+    // Cheap on every write: generations only; templates are read for Deployments seen first.
+    let current: Vec<((String, String), i64)> = state
         .iter_resource("apps/deployments", None)
-        .map(|(k, o)| {
-            (
-                (k.1.clone(), k.2.clone()),
-                generation(o),
-                o.pointer("/spec/template").cloned().unwrap_or_default(),
-                spec_replicas(o),
-            )
-        })
+        .map(|(k, o)| ((k.1.clone(), k.2.clone()), generation(o)))
         .collect();
     let delay = state.controllers.timing.rollout_delay;
     let mut started = Vec::new();
-    for (key, generation, template, replicas) in &current {
+    for (key, generation) in &current {
         match state.controllers.deployments.get(key) {
             None => {
                 // A Deployment seen for the first time runs (the scenario's are already
                 // running; one created through the API starts with its status already done).
+                let obj = state.get_obj("apps/deployments", &key.0, &key.1);
+                let template = obj
+                    .and_then(|o| o.pointer("/spec/template"))
+                    .cloned()
+                    .unwrap_or_default();
+                let replicas = obj.map_or(1, spec_replicas);
                 state.controllers.deployments.insert(
                     key.clone(),
                     Rollout {
                         generation: *generation,
-                        template: template.clone(),
-                        replicas: *replicas,
+                        template,
+                        replicas,
                     },
                 );
-                if *replicas > 0 {
+                if replicas > 0 {
                     started.push(key.clone());
                 }
             }
@@ -431,16 +431,18 @@ fn observe_deployments(state: &mut State, now: Instant) {
             Some(_) => {}
         }
     }
-    let gone: Vec<(String, String)> = state
-        .controllers
-        .deployments
-        .keys()
-        .filter(|k| !current.iter().any(|(c, ..)| c == *k))
-        .cloned()
-        .collect();
-    for key in gone {
-        state.controllers.deployments.remove(&key);
-        stopped(state, &key);
+    if current.len() != state.controllers.deployments.len() {
+        let gone: Vec<(String, String)> = state
+            .controllers
+            .deployments
+            .keys()
+            .filter(|k| !current.iter().any(|(c, _)| c == *k))
+            .cloned()
+            .collect();
+        for key in gone {
+            state.controllers.deployments.remove(&key);
+            stopped(state, &key);
+        }
     }
     for key in started {
         restarted(state, &key, now);
