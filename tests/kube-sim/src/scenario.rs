@@ -406,6 +406,11 @@ impl Scenario {
         Ok(s)
     }
 
+    /// A scenario from one file (an overlay brings its base chain).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::from_files(&[path.as_ref()])
+    }
+
     /// A scenario from several files, in order; overlays bring their bases (once each).
     pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Self, Error> {
         let mut s = Self::empty();
