@@ -130,6 +130,8 @@ struct Citadel {
     next_resync: Instant,
     /// How many identities each ServiceAccount got, so a re-issue draws another pool key.
     issued: BTreeMap<(String, String), usize>,
+    /// Per secret: the resourceVersion seen and when its certificate enters the grace period.
+    rotation: BTreeMap<(String, String), (String, i64)>,
 }
 
 /// One running istiod.
@@ -730,6 +732,7 @@ fn start_citadel(state: &mut State, ns: &str, dep: &Value, now: Instant) {
         managed: BTreeMap::new(),
         next_resync: now + resync,
         issued,
+        rotation: BTreeMap::new(),
     };
     // The informers' first list: secrets and namespaces are only remembered (no add handlers);
     // every ServiceAccount is an add.
@@ -977,28 +980,24 @@ fn upsert_secret(state: &mut State, citadel: &mut Citadel, ns: &str, sa: &str) {
         .expect("citadel secret is valid");
 }
 
-/// Whether a `cert-chain.pem` is within Citadel's rotation grace period, or unreadable:
-/// `GetWaitTime` (security/pkg/util/certutil.go:46-73) with grace ratio 0.5
-/// (`--workload-cert-grace-period-ratio` default, security/pkg/cmd/constants.go:45) and a 10 min
-/// floor (constants.go:48).
-fn needs_rotation(cert_chain: &[u8]) -> bool {
+/// When a `cert-chain.pem` enters Citadel's rotation grace period (unix seconds; `i64::MIN` when
+/// unreadable, so an unreadable or expired certificate is always due): `GetWaitTime`
+/// (security/pkg/util/certutil.go:46-73) with grace ratio 0.5 (`--workload-cert-grace-period-ratio`
+/// default, security/pkg/cmd/constants.go:45) and a 10 min floor (constants.go:48).
+fn rotation_time(cert_chain: &[u8]) -> i64 {
     let Some(pem) = x509_parser::pem::Pem::iter_from_buffer(cert_chain)
         .next()
         .and_then(Result::ok)
     else {
-        return true;
+        return i64::MIN;
     };
     let Ok(cert) = pem.parse_x509() else {
-        return true;
+        return i64::MIN;
     };
     let v = cert.validity();
     let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
-    let now = crate::util::now_unix();
-    if to < now {
-        return true;
-    }
     let grace = ((to - from) / 2).max(600);
-    to - now - grace < 0
+    to - grace
 }
 
 /// `scrtUpdated` (workloadsecret.go:491-541): a secret whose root is not the loaded CA's, or whose
@@ -1013,7 +1012,22 @@ fn check_secret(state: &mut State, citadel: &mut Citadel, ns: &str, name: &str) 
         return;
     }
     let data = decode_data(&secret);
-    let expiring = needs_rotation(data.get("cert-chain.pem").map_or(&[][..], Vec::as_slice));
+    // The rotation time of a secret version is parsed once (resyncs re-check every secret).
+    let rv = secret
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let key = (ns.to_string(), name.to_string());
+    let rotate_at = match citadel.rotation.get(&key) {
+        Some((seen, at)) if *seen == rv => *at,
+        _ => {
+            let at = rotation_time(data.get("cert-chain.pem").map_or(&[][..], Vec::as_slice));
+            citadel.rotation.insert(key, (rv, at));
+            at
+        }
+    };
+    let expiring = crate::util::now_unix() >= rotate_at;
     let root = citadel.ca.root_pem();
     let outdated = data.get("root-cert.pem").map(Vec::as_slice) != Some(root.as_bytes());
     if !expiring && !outdated {
@@ -1320,6 +1334,10 @@ mod tests {
         p.not_before = epoch + Duration::from_secs(from as u64);
         p.not_after = epoch + Duration::from_secs(to as u64);
         p.self_signed(&key).unwrap().pem().into_bytes()
+    }
+
+    fn needs_rotation(cert_chain: &[u8]) -> bool {
+        crate::util::now_unix() >= rotation_time(cert_chain)
     }
 
     #[test]
