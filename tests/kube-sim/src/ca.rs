@@ -209,6 +209,8 @@ pub struct SimCa {
     /// PEM of the CA's own chain up to (excluding) the root, appended after each leaf.
     chain_pem: String,
     root_pem: String,
+    /// The signing certificate and key of a self-signed CA, as `istio-ca-secret` keeps them.
+    self_signed: Option<(String, String)>,
 }
 
 impl fmt::Debug for SimCa {
@@ -250,6 +252,10 @@ fn join_pem(parts: &[&str]) -> String {
 impl SimCa {
     /// A fresh self-signed root (ECDSA P-256, `O=<trust_domain>`, ten years) that signs directly,
     /// as Citadel does without `cacerts`; its workload chains are the leaf alone.
+    ///
+    /// Citadel's own root is RSA 2048 (`caKeySize`, istio/istio@1.4.2
+    /// security/pkg/pki/ca/ca.go:60); the sim's is P-256 because ring cannot make RSA keys, and a
+    /// fixed pool key would let one sim's root verify another's chains.
     pub fn self_signed(trust_domain: &str) -> SimCa {
         let now = unix_now();
         let key_pem = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
@@ -258,11 +264,61 @@ impl SimCa {
         let key = CaKey::from_pem(key_pem.as_bytes()).expect("rustls loads a fresh PKCS#8 key");
         let params = ca_params("", trust_domain, now - 60, now + 10 * 365 * 24 * 3600);
         let root = params.self_signed(&key).expect("rcgen signs the root");
+        let root_pem = root.pem();
         SimCa {
             issuer: Issuer::new(params, key),
             chain_pem: String::new(),
-            root_pem: root.pem(),
+            root_pem: root_pem.clone(),
+            self_signed: Some((root_pem, key_pem)),
         }
+    }
+
+    /// The self-signed CA kept in `istio-ca-secret` (`ca-cert.pem`, `ca-key.pem`): Citadel and
+    /// istiod reload it on restart instead of making a new root (istio/istio@1.4.2
+    /// security/pkg/pki/ca/ca.go:167-178). Its root is `ca-cert.pem` itself and its workload
+    /// chains are the leaf alone (no `cert-chain.pem`).
+    pub fn from_ca_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<SimCa, String> {
+        let file = |name: &str| {
+            data.get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("istio-ca-secret has no {name}"))
+        };
+        let (cert_pem, key_pem) = (file("ca-cert.pem")?, file("ca-key.pem")?);
+        let ders = pem_certs("ca-cert.pem", cert_pem)?;
+        let cert = parse_cert("ca-cert.pem", &ders[0])?;
+        let key = CaKey::from_pem(key_pem)?;
+        if key.spki != cert.public_key().raw {
+            return Err("istio-ca-secret: ca-key.pem does not match ca-cert.pem".to_owned());
+        }
+        if !cert.validity().is_valid() {
+            return Err("istio-ca-secret: ca-cert.pem is not valid now".to_owned());
+        }
+        let issuer = Issuer::from_ca_cert_der(&ders[0], key)
+            .map_err(|e| format!("istio-ca-secret: ca-cert.pem cannot sign: {e}"))?;
+        let cert_pem = String::from_utf8_lossy(cert_pem).into_owned();
+        Ok(SimCa {
+            issuer,
+            chain_pem: String::new(),
+            root_pem: cert_pem.clone(),
+            self_signed: Some((cert_pem, String::from_utf8_lossy(key_pem).into_owned())),
+        })
+    }
+
+    /// `ca-cert.pem` and `ca-key.pem` of a self-signed CA, as `istio-ca-secret` stores them;
+    /// `None` for a plugged-in CA.
+    pub fn ca_secret_data(&self) -> Option<BTreeMap<String, Vec<u8>>> {
+        let (cert, key) = self.self_signed.as_ref()?;
+        Some(
+            [("ca-cert.pem", cert), ("ca-key.pem", key)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.clone().into_bytes()))
+                .collect(),
+        )
+    }
+
+    /// Whether this CA is self-signed (not plugged in from `cacerts`).
+    pub fn is_self_signed(&self) -> bool {
+        self.self_signed.is_some()
     }
 
     /// The plugged-in CA of a `cacerts` secret (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
@@ -303,6 +359,7 @@ impl SimCa {
             issuer,
             chain_pem: String::from_utf8_lossy(chain_pem).into_owned(),
             root_pem: String::from_utf8_lossy(root_pem).into_owned(),
+            self_signed: None,
         })
     }
 
@@ -311,25 +368,61 @@ impl SimCa {
         self.root_pem.clone()
     }
 
-    /// A workload identity as Citadel writes it into `istio.<sa>`: `key.pem` (fresh ECDSA P-256,
-    /// PKCS#8), `cert-chain.pem` (the leaf with URI SAN `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`,
-    /// valid now-1min..now+90d, followed by the CA's chain) and `root-cert.pem`.
+    /// The CA's certificate chain PEM (`cert-chain.pem` of `cacerts`; empty when self-signed).
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// A workload identity as Citadel 1.4 writes it into `istio.<sa>`, with the key picked from the
+    /// pool by a hash of `<ns>/<sa>` and written as PKCS#1 (Citadel's default; see
+    /// [`SimCa::issue`]).
     pub fn issue_workload(
         &self,
         trust_domain: &str,
         ns: &str,
         sa: &str,
     ) -> BTreeMap<String, Vec<u8>> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("ring makes P-256 keys");
+        self.issue(&Workload {
+            trust_domain,
+            namespace: ns,
+            service_account: sa,
+            dns_names: &[],
+            key: pool_index(&format!("{ns}/{sa}")),
+            pkcs8: false,
+        })
+    }
+
+    /// A workload identity as Citadel writes it into `istio.<sa>` (istio/istio@1.4.2
+    /// security/pkg/k8s/controller/workloadsecret.go:446-489, `generateKeyAndCert`):
+    /// - `key.pem`: an RSA 2048 key (`keySize = 2048`, workloadsecret.go:72), PKCS#1
+    ///   (`RSA PRIVATE KEY`) unless Citadel runs with `--pkcs8-keys` (security/pkg/pki/util/
+    ///   generate_cert.go:322-342). ring cannot generate RSA keys, so the sim takes one from a
+    ///   pool of pre-generated test keys (tests/kube-sim/fixtures/citadel-rsa2048), `key` picks it.
+    /// - `cert-chain.pem`: the leaf (URI SAN `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`, plus the
+    ///   DNS names Citadel's `--custom-dns-names` give this account; valid now-1min..now+90d, the
+    ///   default `--workload-cert-ttl` of 2160h) followed by the CA's `cert-chain.pem`
+    ///   (workloadsecret.go:479-486).
+    /// - `root-cert.pem`: the CA bundle's root (workloadsecret.go:338).
+    pub fn issue(&self, w: &Workload<'_>) -> BTreeMap<String, Vec<u8>> {
+        let pool = workload_key_pool();
+        let (key, key_pem) = &pool[w.key % pool.len()];
         let mut params = CertificateParams::default();
         // Citadel leaves the subject empty; the identity is the (then critical) URI SAN.
         params.distinguished_name = DistinguishedName::new();
-        let spiffe = format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}");
+        let spiffe = format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            w.trust_domain, w.namespace, w.service_account
+        );
         params.subject_alt_names = vec![SanType::URI(
             spiffe
                 .try_into()
                 .expect("SPIFFE IDs of Kubernetes names are ASCII"),
         )];
+        for dns in w.dns_names {
+            if let Ok(name) = dns.clone().try_into() {
+                params.subject_alt_names.push(SanType::DnsName(name));
+            }
+        }
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -348,20 +441,112 @@ impl SimCa {
             now + WORKLOAD_TTL.as_secs(),
         );
         let leaf = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(key, &self.issuer)
             .expect("the CA key signs (it was checked when the CA was loaded)");
         let mut files = BTreeMap::new();
         files.insert(
             "cert-chain.pem".to_owned(),
             join_pem(&[&leaf.pem(), &self.chain_pem]).into_bytes(),
         );
-        files.insert("key.pem".to_owned(), key.serialize_pem().into_bytes());
+        let key_pem = if w.pkcs8 {
+            (*key_pem).to_owned()
+        } else {
+            pkcs1_pem(key_pem)
+        };
+        files.insert("key.pem".to_owned(), key_pem.into_bytes());
         files.insert(
             "root-cert.pem".to_owned(),
             self.root_pem.clone().into_bytes(),
         );
         files
     }
+}
+
+/// What one workload certificate is for (see [`SimCa::issue`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Workload<'a> {
+    /// SPIFFE trust domain, e.g. `cluster.local`.
+    pub trust_domain: &'a str,
+    /// Namespace of the ServiceAccount.
+    pub namespace: &'a str,
+    /// Name of the ServiceAccount.
+    pub service_account: &'a str,
+    /// Extra DNS SANs.
+    pub dns_names: &'a [String],
+    /// Which key of the pool (taken modulo its size).
+    pub key: usize,
+    /// Write `key.pem` as PKCS#8 (`PRIVATE KEY`) instead of PKCS#1 (`RSA PRIVATE KEY`).
+    pub pkcs8: bool,
+}
+
+/// The pre-generated RSA-2048 PKCS#8 test keys Citadel's emulation hands out
+/// (tests/kube-sim/fixtures/citadel-rsa2048, made with
+/// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`).
+const WORKLOAD_KEYS: [&str; 8] = [
+    include_str!("../fixtures/citadel-rsa2048/key-0.pem"),
+    include_str!("../fixtures/citadel-rsa2048/key-1.pem"),
+    include_str!("../fixtures/citadel-rsa2048/key-2.pem"),
+    include_str!("../fixtures/citadel-rsa2048/key-3.pem"),
+    include_str!("../fixtures/citadel-rsa2048/key-4.pem"),
+    include_str!("../fixtures/citadel-rsa2048/key-5.pem"),
+    include_str!("../fixtures/citadel-rsa2048/key-6.pem"),
+    include_str!("../fixtures/citadel-rsa2048/key-7.pem"),
+];
+
+/// The key pool, parsed once.
+fn workload_key_pool() -> &'static [(KeyPair, &'static str)] {
+    static POOL: std::sync::OnceLock<Vec<(KeyPair, &'static str)>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        WORKLOAD_KEYS
+            .iter()
+            .map(|pem| {
+                let key = KeyPair::from_pkcs8_pem_and_sign_algo(pem, &rcgen::PKCS_RSA_SHA256)
+                    .expect("the fixture keys are RSA PKCS#8");
+                (key, *pem)
+            })
+            .collect()
+    })
+}
+
+/// How many keys the pool holds.
+pub const WORKLOAD_KEY_POOL: usize = WORKLOAD_KEYS.len();
+
+/// A stable index for `text` (FNV-1a), so the same ServiceAccount draws the same key in every run.
+pub fn pool_index(text: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % WORKLOAD_KEYS.len() as u64) as usize
+}
+
+/// Re-encodes an RSA PKCS#8 PEM as PKCS#1 (`RSA PRIVATE KEY`): the `privateKey` OCTET STRING of
+/// the PrivateKeyInfo is the RSAPrivateKey itself.
+fn pkcs1_pem(pkcs8_pem: &str) -> String {
+    let der = PrivateKeyDer::from_pem_slice(pkcs8_pem.as_bytes()).expect("fixture PEM parses");
+    let (_, outer) = x509_parser::der_parser::parse_der(der.secret_der()).expect("PKCS#8 is DER");
+    let inner = outer
+        .as_sequence()
+        .ok()
+        .and_then(|s| s.get(2))
+        .and_then(|o| o.as_slice().ok())
+        .expect("PKCS#8 holds the RSAPrivateKey as its third element");
+    pem_block("RSA PRIVATE KEY", inner)
+}
+
+/// PEM with 64-column lines.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    out
 }
 
 /// Walks from the signing certificate through `cert-chain.pem` to a certificate of
@@ -660,12 +845,13 @@ mod tests {
             (to - now - 90 * 24 * 3600).abs() <= 10,
             "not_after {to}, now {now}"
         );
-        // key.pem is PKCS#8 and belongs to the leaf.
+        // key.pem is RSA 2048 in PKCS#1, as Citadel writes it, and belongs to the leaf.
         let key_pem = String::from_utf8(files["key.pem"].clone()).unwrap();
-        assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(key_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
         let key = CaKey::from_pem(key_pem.as_bytes()).unwrap();
         assert_eq!(key.spki, leaf.public_key().raw);
-        assert_eq!(key.algorithm, &rcgen::PKCS_ECDSA_P256_SHA256);
+        assert_eq!(key.algorithm, &rcgen::PKCS_RSA_SHA256);
+        assert_eq!(rsa_bits(&leaf), 2048);
         // Every link of the chain is signed by the next; the last by the root.
         let root = certs(&files["root-cert.pem"]);
         let root = parse_cert("root", &root[0]).unwrap();
@@ -692,6 +878,121 @@ mod tests {
         webpki_verifies_client(&files["cert-chain.pem"], &files["root-cert.pem"]).unwrap();
     }
 
+    /// The modulus size of an RSA certificate's key.
+    fn rsa_bits(cert: &X509Certificate<'_>) -> usize {
+        match cert.public_key().parsed().unwrap() {
+            x509_parser::public_key::PublicKey::RSA(rsa) => rsa.key_size(),
+            other => panic!("not RSA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_key_pool_is_rsa_2048_and_picked_by_account() {
+        assert_eq!(WORKLOAD_KEY_POOL, 8);
+        for (key, pem) in workload_key_pool() {
+            assert_eq!(key.algorithm(), &rcgen::PKCS_RSA_SHA256);
+            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+            // PKCS#1 re-encoding keeps the key: rustls reads both forms to the same public key.
+            let pkcs1 = pkcs1_pem(pem);
+            assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+            assert_eq!(
+                CaKey::from_pem(pkcs1.as_bytes()).unwrap().spki,
+                CaKey::from_pem(pem.as_bytes()).unwrap().spki
+            );
+        }
+        // Stable per account, spread over the pool.
+        assert_eq!(
+            pool_index("expandvm/expandvm"),
+            pool_index("expandvm/expandvm")
+        );
+        let picks: std::collections::BTreeSet<usize> =
+            (0..40).map(|i| pool_index(&format!("ns{i}/sa"))).collect();
+        assert!(picks.len() >= 6, "{picks:?}");
+
+        let ca = SimCa::self_signed("cluster.local");
+        let dns = vec!["istio-pilot.istio-system".to_owned()];
+        let w = Workload {
+            trust_domain: "cluster.local",
+            namespace: "istio-system",
+            service_account: "istio-pilot-service-account",
+            dns_names: &dns,
+            key: 3,
+            pkcs8: true,
+        };
+        let files = ca.issue(&w);
+        let key = String::from_utf8(files["key.pem"].clone()).unwrap();
+        assert_eq!(
+            key, WORKLOAD_KEYS[3],
+            "--pkcs8-keys writes the key as PKCS#8"
+        );
+        let chain = certs(&files["cert-chain.pem"]);
+        let leaf = parse_cert("leaf", &chain[0]).unwrap();
+        let names: Vec<String> = leaf
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "URI(spiffe://cluster.local/ns/istio-system/sa/istio-pilot-service-account)",
+                "DNSName(istio-pilot.istio-system)"
+            ]
+        );
+        // Another index of the pool is another key.
+        let other = ca.issue(&Workload { key: 4, ..w });
+        assert_ne!(other["key.pem"], files["key.pem"]);
+        assert_eq!(
+            ca.issue(&Workload { key: 11, ..w })["key.pem"],
+            files["key.pem"]
+        );
+    }
+
+    #[test]
+    fn istio_ca_secret_round_trips_the_self_signed_ca() {
+        let ca = SimCa::self_signed("cluster.local");
+        assert!(ca.is_self_signed());
+        let data = ca.ca_secret_data().unwrap();
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["ca-cert.pem", "ca-key.pem"]
+        );
+        assert_eq!(data["ca-cert.pem"], ca.root_pem().into_bytes());
+        let reloaded = SimCa::from_ca_secret(&data).unwrap();
+        assert_eq!(reloaded.root_pem(), ca.root_pem());
+        assert!(reloaded.chain_pem().is_empty());
+        // What the reloaded CA signs chains to the original root.
+        let files = reloaded.issue_workload("cluster.local", "ns", "sa");
+        webpki_verifies_client(&files["cert-chain.pem"], ca.root_pem().as_bytes()).unwrap();
+        // A key of another CA, or nothing, is refused.
+        let mut wrong = data.clone();
+        wrong.insert(
+            "ca-key.pem".into(),
+            SimCa::self_signed("x").ca_secret_data().unwrap()["ca-key.pem"].clone(),
+        );
+        assert!(
+            SimCa::from_ca_secret(&wrong)
+                .unwrap_err()
+                .contains("does not match")
+        );
+        assert!(
+            SimCa::from_ca_secret(&BTreeMap::new())
+                .unwrap_err()
+                .contains("no ca-cert.pem")
+        );
+        assert!(
+            SimCa::from_cacerts(&sample_cacerts())
+                .unwrap()
+                .ca_secret_data()
+                .is_none()
+        );
+        assert!(!format!("{reloaded:?}").contains("PRIVATE KEY"));
+    }
+
     #[test]
     fn workload_from_istio_samples_chains_to_their_root() {
         let cacerts = sample_cacerts();
@@ -714,7 +1015,8 @@ mod tests {
             leaf.signature_algorithm.algorithm,
             x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA
         );
-        // A second identity gets its own key.
+        // Another account draws another key of the pool.
+        assert_ne!(pool_index("default/sleep"), pool_index("expandvm/expandvm"));
         let other = ca.issue_workload("cluster.local", "default", "sleep");
         assert_ne!(other["key.pem"], files["key.pem"]);
         assert_workload(&other, "spiffe://cluster.local/ns/default/sa/sleep", 2);

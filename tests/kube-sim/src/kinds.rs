@@ -401,10 +401,11 @@ fn deployment_status(obj: &mut Value) {
     });
 }
 
-/// Called when an update bumped `metadata.generation`.
+/// Called when an update bumped `metadata.generation`: a Deployment starts rolling out (the
+/// emulated deployment controller finishes it after the rollout delay).
 pub fn after_generation_bump(rt: &ResourceType, obj: &mut Value) {
     if rt.group == "apps" && rt.plural == "deployments" {
-        deployment_status(obj);
+        crate::controllers::rollout_started(obj);
     }
 }
 

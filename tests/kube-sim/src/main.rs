@@ -57,11 +57,12 @@ struct ServeArgs {
     /// Seed for fault injection.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Kubernetes version /version reports (kubectl's dispatcher picks kubectl.1.NN from it).
-    #[arg(long, value_name = "1.NN", default_value = "1.32", value_parser = kube_version)]
-    kube_version: String,
-    /// CRD set to load (`modern` or `istio-1.4`); default: from the scenario.
-    #[arg(long, value_name = "SET", value_parser = ["modern", "istio-1.4"])]
+    /// Kubernetes version to serve (kubectl's dispatcher picks kubectl.1.NN from it); default:
+    /// the scenario's `kubeVersion`, else 1.32.
+    #[arg(long, value_name = "1.NN", value_parser = kube_version)]
+    kube_version: Option<String>,
+    /// CRD set to load; default: from the scenario.
+    #[arg(long, value_name = "SET", value_parser = clap::builder::PossibleValuesParser::new(kube_sim::schema::CRD_SETS))]
     crds: Option<String>,
 }
 
@@ -91,8 +92,10 @@ fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
     if let Some(set) = &args.crds {
         s = s.with_crds(set);
     }
+    if let Some(v) = &args.kube_version {
+        s = s.with_kube_version(v);
+    }
     s = s
-        .with_kube_version(&args.kube_version)
         .with_latency(Duration::from_millis(args.latency_ms))
         .with_seed(args.seed);
     if args.fault_rate > 0.0 {

@@ -292,7 +292,10 @@ impl Server {
                 message,
             })?;
         }
+        // As a scenario would: the objects were always there, so controllers catch up at once.
+        st.controllers.loading = true;
         crate::controllers::reconcile(&mut st);
+        st.controllers.loading = false;
         Ok(())
     }
 
@@ -337,6 +340,10 @@ async fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let mut conns = JoinSet::new();
+    // The emulated controllers' timed work (rollouts, Citadel's delays and resync); aborted with
+    // the connections when the server stops.
+    let ticker = shared.clone();
+    conns.spawn(async move { crate::controllers::drive(&ticker.state).await });
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -9,7 +9,7 @@ fn serve_prints_ready_and_stops_on_sigterm() {
     let kubeconfig = dir.path().join("kubeconfig");
     let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
-        .args(["serve", "--kube-version", "1.33", "--latency-ms", "1"])
+        .args(["serve", "--kube-version", "1.16", "--latency-ms", "1"])
         .arg("--scenario")
         .arg(scenarios.join("legacy-1.4.yaml"))
         .arg("--scenario")
