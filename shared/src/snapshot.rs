@@ -1103,8 +1103,19 @@ fn trim(kind: Kind, map: &mut Map<String, Value>) {
             map.remove("status");
         }
         Kind::Deployment => {
-            map.remove("spec");
+            // Keep the pod template's labels: a Gateway selects its proxies by their pods' labels.
+            let labels = map
+                .get("spec")
+                .and_then(|s| s.pointer("/template/metadata/labels"))
+                .cloned();
             map.remove("status");
+            map.remove("spec");
+            if let Some(labels) = labels {
+                map.insert(
+                    "spec".into(),
+                    serde_json::json!({"template": {"metadata": {"labels": labels}}}),
+                );
+            }
         }
         _ => {}
     }

@@ -1,5 +1,7 @@
 //! `gateway.ports`: the era's control-plane ports are exposed end to end on the gateway.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::{gateway_service, multi_network, need, or_pass};
@@ -16,11 +18,40 @@ pub struct GatewayPorts;
 
 const ID: &str = "gateway.ports";
 
-/// Whether a Gateway's selector picks the pods behind the gateway Service.
-fn binds(gateway: &Obj, svc: &Obj) -> bool {
+/// Whether a Gateway's selector picks the pods behind the gateway Service. Pilot matches a
+/// Gateway's `selector` against the gateway proxy's own labels — its pod's — not the Service's
+/// selector (istio/istio@1.4.2 pilot/pkg/model/push_context.go:1537-1545 `mergeGateways` via
+/// `Labels.IsSupersetOf`; @1.22.0 pilot/pkg/model/push_context.go:2214-2228). The operator's
+/// 1.4.2 ingress Service selects `app: istio-ingressgateway` while its Gateways select
+/// `istio: ingressgateway`: both are on the pods. So the pods' labels are the pod templates of the
+/// Deployments (and the Pods) the Service selects; only when none is visible (manifest files
+/// without the Deployment) does the Service's selector stand in for them.
+fn binds(snap: &Snapshot, gateway: &Obj, svc: &Obj) -> bool {
     let selector = string_map(gateway.at(&["spec", "selector"]));
+    if selector.is_empty() {
+        return false;
+    }
     let svc_selector = string_map(svc.at(&["spec", "selector"]));
-    !selector.is_empty() && selector.iter().all(|(k, v)| svc_selector.get(k) == Some(v))
+    let behind = |labels: &BTreeMap<&str, &str>| {
+        !svc_selector.is_empty() && svc_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let templates = snap
+        .of(Kind::Deployment)
+        .iter()
+        .filter(|d| d.namespace() == svc.namespace())
+        .map(|d| string_map(d.at(&["spec", "template", "metadata", "labels"])));
+    let pods = snap
+        .of(Kind::Pod)
+        .iter()
+        .filter(|p| p.namespace() == svc.namespace())
+        .map(|p| string_map(p.at(&["metadata", "labels"])));
+    let workloads: Vec<BTreeMap<&str, &str>> = templates.chain(pods).filter(behind).collect();
+    if workloads.is_empty() {
+        return selector.iter().all(|(k, v)| svc_selector.get(k) == Some(v));
+    }
+    workloads
+        .iter()
+        .any(|labels| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
 /// Whether a VirtualService bound to `gateway` routes TCP/TLS (or HTTP) traffic on `port`.
@@ -102,7 +133,7 @@ impl Check for GatewayPorts {
             }
             let servers: Vec<_> = gateway_servers(snap, *port)
                 .into_iter()
-                .filter(|(g, _)| binds(g, svc))
+                .filter(|(g, _)| binds(snap, g, svc))
                 .collect();
             if servers.is_empty() {
                 missing.push("a Gateway server".to_string());
@@ -141,6 +172,8 @@ mod tests {
     use crate::doctor::Severity::{Fail, Pass, Skip};
     use crate::doctor::testutil::{Fixture, expect};
 
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istio-ingressgateway, namespace: istio-system}\nspec:\n  template:\n    metadata: {labels: {app: istio-ingressgateway, istio: LABEL}}\n";
+
     #[test]
     fn table() {
         let cases = [
@@ -162,6 +195,26 @@ mod tests {
             (
                 "modern, 15443 server missing",
                 Fixture::modern().snapshot_yaml_replace("number: 15443", "number: 15444"),
+                Fail,
+            ),
+            (
+                "legacy operator install: the Service selects app=, the Gateways istio=, the pods carry both",
+                Fixture::legacy()
+                    .snapshot_yaml_replace(
+                        "  selector: {istio: ingressgateway}\n  ports: [{name: tcp-pilot-grpc-tls",
+                        "  selector: {app: istio-ingressgateway}\n  ports: [{name: tcp-pilot-grpc-tls",
+                    )
+                    .with(&DEPLOYMENT.replace("LABEL", "ingressgateway")),
+                Pass,
+            ),
+            (
+                "the same, but the pods do not carry the Gateways' label",
+                Fixture::legacy()
+                    .snapshot_yaml_replace(
+                        "  selector: {istio: ingressgateway}\n  ports: [{name: tcp-pilot-grpc-tls",
+                        "  selector: {app: istio-ingressgateway}\n  ports: [{name: tcp-pilot-grpc-tls",
+                    )
+                    .with(&DEPLOYMENT.replace("LABEL", "other")),
                 Fail,
             ),
             ("unknown era", Fixture::empty(), Skip),
