@@ -19,7 +19,9 @@ pub mod store;
 pub mod table;
 pub mod typed;
 pub mod util;
+pub mod version;
 
-pub use levers::{Denial, Fault, FaultKind, RequestLog, RequestRecord};
+pub use levers::{ContinueExpiry, Denial, Fault, FaultKind, RequestLog, RequestRecord};
 pub use scenario::{Error, Scenario};
 pub use server::{Server, ServerOptions};
+pub use version::{KubeVersion, RuntimeConfig, VersionError};

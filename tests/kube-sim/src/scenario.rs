@@ -56,7 +56,8 @@ pub enum Error {
 pub struct Scenario {
     pub(crate) objects: Vec<Value>,
     pub(crate) crds: Option<String>,
-    pub(crate) kube_minor: String,
+    pub(crate) kube_version: crate::version::KubeVersion,
+    pub(crate) levers: crate::levers::ScenarioLevers,
     pub(crate) latency: Duration,
     pub(crate) faults: Vec<Fault>,
     pub(crate) denials: Vec<Denial>,
@@ -131,7 +132,8 @@ impl Scenario {
         Scenario {
             objects: Vec::new(),
             crds: None,
-            kube_minor: "32".into(),
+            kube_version: crate::version::KubeVersion::default(),
+            levers: crate::levers::ScenarioLevers::default(),
             latency: Duration::ZERO,
             faults: Vec::new(),
             denials: Vec::new(),
@@ -177,11 +179,15 @@ impl Scenario {
         self
     }
 
-    /// The version `/version` reports, `1.NN` (default 1.32).
+    /// The Kubernetes version served, `1.NN` (1.13 … 1.35; default 1.32): what `/version`
+    /// reports and what the API does (see [`crate::version::KubeVersion`]).
+    ///
+    /// # Panics
+    /// On a version that is not `1.NN` or not supported (a test's typo; `kube-sim serve`
+    /// checks its flag first).
     #[must_use]
     pub fn with_kube_version(mut self, version: &str) -> Self {
-        let minor = version.trim_start_matches('v').trim_start_matches("1.");
-        self.kube_minor = minor.split('.').next().unwrap_or("32").to_string();
+        self.kube_version = version.parse().unwrap_or_else(|e| panic!("{e}"));
         self
     }
 
@@ -273,6 +279,7 @@ impl Scenario {
         let given_cidr = self.service_cidr()?;
         let cidr = given_cidr.unwrap_or_default();
         let mut state = State::new(cidr);
+        state.configure(self.kube_version, &self.levers);
         state.controllers.api_ca_pem = api_ca_pem.to_string();
         let sys = |state: &mut State, o: Value| {
             let what = (
@@ -363,14 +370,6 @@ impl Scenario {
     }
 }
 
-/// Kubernetes `1.NN` minor versions the kubectl dispatcher knows.
-pub fn parse_minor(version: &str) -> Option<String> {
-    let v = version.trim_start_matches('v');
-    let rest = v.strip_prefix("1.")?;
-    let minor = rest.split('.').next()?;
-    minor.parse::<u32>().ok().map(|m| m.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,8 +400,12 @@ mod tests {
 
     #[test]
     fn kube_version_parsing() {
-        assert_eq!(Scenario::empty().with_kube_version("1.27").kube_minor, "27");
-        assert_eq!(parse_minor("v1.33.1").as_deref(), Some("33"));
-        assert_eq!(parse_minor("2.0"), None);
+        assert_eq!(
+            Scenario::empty()
+                .with_kube_version("1.27")
+                .kube_version
+                .minor(),
+            27
+        );
     }
 }
