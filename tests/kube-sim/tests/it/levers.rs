@@ -238,10 +238,11 @@ async fn discovery_and_openapi_documents() {
         (Some("1"), Some("29"))
     );
 
+    // kubectl's Accept: v2 first, then v2beta1; a 1.29 server serves only v2beta1.
     let req = http::Request::get("/apis")
         .header(
             "Accept",
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
         )
         .body(Vec::new())
         .unwrap();
@@ -249,7 +250,7 @@ async fn discovery_and_openapi_documents() {
     assert_eq!(code, 200);
     assert_eq!(
         headers["content-type"],
-        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
     );
     let agg: Value = serde_json::from_slice(&body).unwrap();
     let istio = agg["items"]
