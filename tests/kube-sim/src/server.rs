@@ -1,6 +1,7 @@
 //! The HTTPS server: TLS, authentication, routing, levers, and the `Server` handle tests hold.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -96,10 +97,11 @@ fn kubeconfig_yaml(
     );
     for (name, t) in extra {
         let n = json!(name);
-        users.push_str(&format!("- name: {n}\n  user:\n    token: {t}\n"));
-        contexts.push_str(&format!(
+        let _ = write!(users, "- name: {n}\n  user:\n    token: {t}\n");
+        let _ = write!(
+            contexts,
             "- name: {n}\n  context:\n    cluster: kube-sim\n    user: {n}\n    namespace: default\n"
-        ));
+        );
     }
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n{users}contexts:\n{contexts}current-context: kube-sim\npreferences: {{}}\n"
@@ -751,16 +753,16 @@ fn impersonation_requests(headers: &http::HeaderMap) -> (Vec<Impersonation>, boo
         });
     }
     for (name, value) in headers {
-        if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
-            if let Ok(v) = value.to_str() {
-                out.push(Impersonation {
-                    kind: "UserExtra",
-                    namespace: String::new(),
-                    name: v.to_string(),
-                    api_version: "authentication.k8s.io/v1",
-                    field_path: percent_decode(key),
-                });
-            }
+        if let Some(key) = name.as_str().strip_prefix("impersonate-extra-")
+            && let Ok(v) = value.to_str()
+        {
+            out.push(Impersonation {
+                kind: "UserExtra",
+                namespace: String::new(),
+                name: v.to_string(),
+                api_version: "authentication.k8s.io/v1",
+                field_path: percent_decode(key),
+            });
         }
     }
     if let Some(uid) = get_all("impersonate-uid")
@@ -1296,7 +1298,7 @@ fn negotiate(accept: &str, version: KubeVersion, builtin: bool) -> Result<Render
     }
     for c in &clauses {
         let matched = match (c.typ.as_str(), c.subtype.as_str()) {
-            ("application", "*") | ("*", "*") => Some(types[0]),
+            ("application" | "*", "*") => Some(types[0]),
             ("application", sub) => types.iter().copied().find(|t| *t == sub),
             _ => None,
         };

@@ -310,24 +310,21 @@ async fn aggregated_discovery_per_version() {
         for path in ["/api", "/apis"] {
             let (code, headers, body) = send(&server.client(), get(path, &accept)).await;
             assert_eq!(code, 200);
-            match want {
-                Some(f) => {
-                    assert_eq!(headers["content-type"], only(f), "{version} {path}");
-                    assert_eq!(body["apiVersion"], format!("apidiscovery.k8s.io/{f}"));
-                    assert_eq!(body["kind"], "APIGroupDiscoveryList");
-                }
-                None => {
-                    assert_eq!(
-                        headers["content-type"], "application/json",
-                        "{version} {path}"
-                    );
-                    let kind = if path == "/api" {
-                        "APIVersions"
-                    } else {
-                        "APIGroupList"
-                    };
-                    assert_eq!(body["kind"], kind, "{version} {path}: legacy fallback");
-                }
+            if let Some(f) = want {
+                assert_eq!(headers["content-type"], only(f), "{version} {path}");
+                assert_eq!(body["apiVersion"], format!("apidiscovery.k8s.io/{f}"));
+                assert_eq!(body["kind"], "APIGroupDiscoveryList");
+            } else {
+                assert_eq!(
+                    headers["content-type"], "application/json",
+                    "{version} {path}"
+                );
+                let kind = if path == "/api" {
+                    "APIVersions"
+                } else {
+                    "APIGroupList"
+                };
+                assert_eq!(body["kind"], kind, "{version} {path}: legacy fallback");
             }
         }
     }
