@@ -435,7 +435,17 @@ pub fn after_generation_bump(rt: &ResourceType, obj: &mut Value) {
     }
 }
 
+/// The v1 defaults of a CRD spec: `conversion.strategy: None` (apiext@kubernetes-1.16.0
+/// pkg/apis/apiextensions/v1/defaults.go `SetDefaults_CustomResourceDefinitionSpec`).
+fn default_crd_spec(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("conversion")
+            .or_insert_with(|| json!({"strategy": "None"}));
+    }
+}
+
 fn prepare_crd(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    default_crd_spec(obj);
     let info = crate::schema::parse_crd(obj)
         .map_err(|e| invalid(rt, obj, "spec", "FieldValueInvalid", e))?;
     let want = format!("{}.{}", info.plural, info.group);
@@ -538,6 +548,21 @@ pub fn crd_to_v1beta1(crd: &Value) -> Value {
     spec.entry("preserveUnknownFields")
         .or_insert_with(|| json!(false));
     out
+}
+
+/// A CRD written at `apiextensions.k8s.io/v1beta1` in the stored v1 form (status kept; v1 omits
+/// `preserveUnknownFields: false`).
+pub fn crd_from_v1beta1(obj: &Value) -> Result<Value, String> {
+    let mut v1 = crate::schema::to_v1_crd(obj)?;
+    if let Some(s) = obj.get("status") {
+        v1["status"] = s.clone();
+    }
+    if let Some(spec) = v1.get_mut("spec").and_then(Value::as_object_mut)
+        && spec.get("preserveUnknownFields") == Some(&json!(false))
+    {
+        spec.remove("preserveUnknownFields");
+    }
+    Ok(v1)
 }
 
 /// Side effects that are the apiserver's own: a namespace's `default` ServiceAccount, a CRD's
@@ -754,4 +779,56 @@ fn check_immutable(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every CRD the sim ships reads back unchanged after a trip through the v1beta1 shape, so
+    /// a v1beta1 client that writes back what it read changes nothing.
+    #[test]
+    fn crds_round_trip_through_v1beta1() {
+        for set in ["modern", "istio-1.4"] {
+            for crd in crate::schema::crd_set(set).unwrap() {
+                let mut v1 = crate::schema::to_v1_crd(&crd).unwrap();
+                default_crd_spec(&mut v1);
+                let mut beta = crd_to_v1beta1(&v1);
+                beta["apiVersion"] = json!("apiextensions.k8s.io/v1beta1");
+                let mut back = crd_from_v1beta1(&beta).unwrap();
+                default_crd_spec(&mut back);
+                // `assert!`, not `assert_eq!`: the CRDs are too long to print.
+                assert!(back == v1, "{set} {}", name_of(&crd));
+                assert!(beta["spec"]["version"].is_string());
+            }
+        }
+    }
+
+    #[test]
+    fn v1beta1_shape_hoists_only_identical_per_version_fields() {
+        let v1 = json!({"spec": {"versions": [
+            {"name": "v1", "served": true, "storage": true,
+             "schema": {"openAPIV3Schema": {"type": "object"}},
+             "additionalPrinterColumns": [{"name": "Host", "type": "string", "jsonPath": ".spec.host"}]},
+            {"name": "v1beta1", "served": true, "storage": false,
+             "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+             "additionalPrinterColumns": [{"name": "Host", "type": "string", "jsonPath": ".spec.host"}]}]}});
+        let b = crd_to_v1beta1(&v1);
+        assert_eq!(b["spec"]["version"], "v1");
+        assert!(b["spec"].get("validation").is_none());
+        assert_eq!(
+            b["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["x-kubernetes-preserve-unknown-fields"],
+            true
+        );
+        assert_eq!(
+            b["spec"]["additionalPrinterColumns"][0]["JSONPath"],
+            ".spec.host"
+        );
+        assert!(
+            b["spec"]["versions"][0]
+                .get("additionalPrinterColumns")
+                .is_none()
+        );
+        assert_eq!(b["spec"]["preserveUnknownFields"], false);
+    }
 }

@@ -285,8 +285,7 @@ impl State {
     /// (a v1beta1 CRD becomes a v1 CRD; other kinds are stored as sent).
     fn to_storage(rt: &ResourceType, version: &str, obj: &mut Value) -> Result<(), ApiError> {
         if rt.key() == CRD_KEY && version == "v1beta1" {
-            let status = obj.get("status").cloned();
-            let mut v1 = crate::schema::to_v1_crd(obj).map_err(|e| {
+            *obj = kinds::crd_from_v1beta1(obj).map_err(|e| {
                 ApiError::invalid(
                     &rt.group,
                     &rt.kind,
@@ -294,10 +293,6 @@ impl State {
                     &[("spec".into(), "FieldValueInvalid".into(), e)],
                 )
             })?;
-            if let Some(s) = status {
-                v1["status"] = s;
-            }
-            *obj = v1;
         }
         Ok(())
     }

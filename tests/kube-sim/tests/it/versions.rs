@@ -445,6 +445,22 @@ async fn apiextensions_versions_and_crd_shapes() {
             patched["spec"]["validation"]["openAPIV3Schema"]["type"],
             "object"
         );
+        // Writing back what was read at v1beta1 changes nothing.
+        let (code, _, put) = send(
+            &client,
+            with_body(
+                "PUT",
+                "/apis/apiextensions.k8s.io/v1beta1/customresourcedefinitions/widgets.example.com",
+                "application/json",
+                &patched,
+            ),
+        )
+        .await;
+        assert_eq!(code, 200, "{version}: {put}");
+        assert_eq!(
+            put["metadata"]["resourceVersion"], patched["metadata"]["resourceVersion"],
+            "{version}: a no-op write at v1beta1 kept the resourceVersion"
+        );
         if version == "1.19" {
             let (code, _, v1) = send(
                 &client,
