@@ -79,6 +79,18 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    /// `10.96.0.0/12`, as `--service-cluster-ip-range` spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = if self.v6 {
+            IpAddr::V6(self.base.into())
+        } else {
+            IpAddr::V4(u32::try_from(self.base).unwrap_or(0).into())
+        };
+        write!(f, "{ip}/{}", self.prefix)
+    }
+}
+
 impl Default for Cidr {
     /// kubeadm's default service CIDR, 10.96.0.0/12.
     fn default() -> Self {
@@ -100,5 +112,7 @@ mod tests {
         assert_eq!(c6.nth(1).unwrap().to_string(), "fd00:10:96::1");
         assert!(Cidr::parse("10.0.0.0/32").is_err());
         assert!(Cidr::parse("nonsense").is_err());
+        assert_eq!(c.to_string(), "10.96.0.0/12");
+        assert_eq!(c6.to_string(), "fd00:10:96::/112");
     }
 }

@@ -3,41 +3,42 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::registry::{Registry, ResourceType};
-
-/// Which aggregated discovery format the client asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Aggregated {
-    /// `apidiscovery.k8s.io/v2` (kubectl ≥ 1.30).
-    V2,
-    /// `apidiscovery.k8s.io/v2beta1` (kubectl 1.26 – 1.29).
-    V2beta1,
-}
+use crate::registry::ResourceType;
+use crate::util::parse_accept;
+pub use crate::version::Aggregated;
+use crate::version::{ApiSurface, KubeVersion};
 
 impl Aggregated {
-    /// Picks the format from an `Accept` header, v2 preferred, None for legacy.
-    pub fn from_accept(accept: &str) -> Option<Self> {
-        let wants = |v: &str| {
-            accept.split(',').any(|part| {
-                let p = part.replace(' ', "");
-                p.contains("g=apidiscovery.k8s.io")
-                    && p.contains(&format!("v={v};"))
-                    && p.contains("as=APIGroupDiscoveryList")
-                    || p.contains("g=apidiscovery.k8s.io")
-                        && p.ends_with(&format!("v={v}"))
-                        && p.contains("as=APIGroupDiscoveryList")
-            })
-        };
-        if wants("v2") {
-            Some(Aggregated::V2)
-        } else if wants("v2beta1") {
-            Some(Aggregated::V2beta1)
-        } else {
-            None
-        }
+    /// The aggregated format an `Accept` header gets from a server at `version`: the first
+    /// clause (in the client's order, after q-values) naming a format the version serves; None
+    /// means the legacy `APIVersions`/`APIGroupList`.
+    ///
+    /// The wrapper negotiates with restrictions that accept only the aggregated GVKs
+    /// (apiserver@kubernetes-1.30.0 pkg/endpoints/discovery/aggregated/wrapper.go:41-49,
+    /// negotiation.go:40; plain clauses are skipped, pkg/endpoints/handlers/negotiation/negotiate.go:229),
+    /// so a plain `application/json` before an aggregated clause does not win.
+    pub fn from_accept(accept: &str, version: KubeVersion) -> Option<Self> {
+        let served = version.aggregated_discovery();
+        parse_accept(accept).into_iter().find_map(|c| {
+            let json_like = (c.typ == "application" || c.typ == "*")
+                && matches!(
+                    c.subtype.as_str(),
+                    "json" | "yaml" | "vnd.kubernetes.protobuf" | "*"
+                );
+            if !json_like
+                || c.param("g") != Some("apidiscovery.k8s.io")
+                || c.param("as") != Some("APIGroupDiscoveryList")
+            {
+                return None;
+            }
+            served
+                .iter()
+                .copied()
+                .find(|f| Some(f.version()) == c.param("v"))
+        })
     }
 
-    /// The response Content-Type.
+    /// The response Content-Type (the requested type, echoed).
     pub fn content_type(self) -> &'static str {
         match self {
             Aggregated::V2 => {
@@ -94,11 +95,11 @@ fn subresources(
 }
 
 /// `GET /version`.
-pub fn version(minor: &str) -> Value {
+pub fn version(v: KubeVersion) -> Value {
     json!({
         "major": "1",
-        "minor": minor,
-        "gitVersion": format!("v1.{minor}.0"),
+        "minor": v.minor().to_string(),
+        "gitVersion": v.git_version(),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2025-01-01T00:00:00Z",
@@ -118,7 +119,7 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 /// Legacy `GET /apis`.
-pub fn api_group_list(reg: &Registry) -> Value {
+pub fn api_group_list(reg: &ApiSurface<'_>) -> Value {
     let groups: Vec<Value> = reg
         .groups()
         .into_iter()
@@ -141,7 +142,7 @@ fn group_json(g: &str, vs: &[String]) -> Value {
 }
 
 /// Legacy `GET /apis/<group>`.
-pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
+pub fn api_group(reg: &ApiSurface<'_>, group: &str) -> Option<Value> {
     let (g, vs) = reg.groups().into_iter().find(|(g, _)| g == group)?;
     let mut v = group_json(&g, &vs);
     v["kind"] = json!("APIGroup");
@@ -150,9 +151,9 @@ pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
 }
 
 /// Legacy `GET /api/v1` or `/apis/<group>/<version>`.
-pub fn api_resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+pub fn api_resource_list(reg: &ApiSurface<'_>, group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for t in reg.in_group_version(group, version) {
+    for t in &reg.in_group_version(group, version) {
         let mut r = json!({
             "name": t.plural,
             "singularName": t.singular,
@@ -222,7 +223,7 @@ fn discovery_resource(t: &ResourceType, version: &str) -> Value {
 }
 
 /// Aggregated `GET /api` (`core = true`) or `GET /apis`.
-pub fn aggregated(reg: &Registry, core: bool, format: Aggregated) -> Value {
+pub fn aggregated(reg: &ApiSurface<'_>, core: bool, format: Aggregated) -> Value {
     let items: Vec<Value> = reg
         .groups()
         .into_iter()
@@ -233,6 +234,7 @@ pub fn aggregated(reg: &Registry, core: bool, format: Aggregated) -> Value {
                 .map(|v| {
                     let resources: Vec<Value> = reg
                         .in_group_version(&g, v)
+                        .iter()
                         .map(|t| discovery_resource(t, v))
                         .collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
@@ -262,11 +264,11 @@ fn gv_path(group: &str, version: &str) -> String {
 }
 
 /// `GET /openapi/v3`: one entry per group-version, with a hash that changes with its content.
-pub fn openapi_root(reg: &Registry, minor: &str) -> Value {
+pub fn openapi_root(reg: &ApiSurface<'_>) -> Value {
     let mut paths = serde_json::Map::new();
     for (g, vs) in reg.groups() {
         for v in vs {
-            let doc = openapi_gv(reg, &g, &v, minor).unwrap_or_default();
+            let doc = openapi_gv(reg, &g, &v).unwrap_or_default();
             let hash = hex::encode(Sha256::digest(doc.to_string().as_bytes()));
             let p = gv_path(&g, &v);
             paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash.to_uppercase())}));
@@ -286,7 +288,7 @@ fn gvk_ext(t: &ResourceType, version: &str) -> Value {
 /// `GET /openapi/v3/<api|apis/g>/<v>`: per kind the operations kubectl's query-parameter
 /// verifier looks for (a `patch` with `x-kubernetes-group-version-kind` and `fieldValidation`).
 /// Schemas are not published, so `kubectl explain` has nothing to show.
-pub fn openapi_gv(reg: &Registry, group: &str, version: &str, minor: &str) -> Option<Value> {
+pub fn openapi_gv(reg: &ApiSurface<'_>, group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     let write_params = vec![
         query_param(
@@ -303,7 +305,8 @@ pub fn openapi_gv(reg: &Registry, group: &str, version: &str, minor: &str) -> Op
         ),
     ];
     let mut any = false;
-    for t in reg.in_group_version(group, version) {
+    for t in &reg.in_group_version(group, version) {
+        let t: &ResourceType = t;
         any = true;
         let base = format!("/{}", gv_path(group, version));
         let (coll, item) = if t.namespaced {
@@ -354,7 +357,7 @@ pub fn openapi_gv(reg: &Registry, group: &str, version: &str, minor: &str) -> Op
     }
     Some(json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": format!("v1.{minor}.0")},
+        "info": {"title": "Kubernetes", "version": reg.version.git_version()},
         "paths": paths,
         "components": {"schemas": {}},
     }))
@@ -364,18 +367,56 @@ pub fn openapi_gv(reg: &Registry, group: &str, version: &str, minor: &str) -> Op
 mod tests {
     use super::*;
 
+    use crate::registry::Registry;
+    use crate::version::RuntimeConfig;
+
+    fn at(reg: &Registry, minor: u32) -> ApiSurface<'_> {
+        ApiSurface::new(
+            reg,
+            KubeVersion::new(minor).unwrap(),
+            RuntimeConfig::default(),
+        )
+    }
+
     #[test]
-    fn accept_header_picks_aggregated_format() {
-        let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
-        assert_eq!(Aggregated::from_accept(v2), Some(Aggregated::V2));
+    fn accept_header_picks_aggregated_format_the_version_serves() {
+        let v = |m| KubeVersion::new(m).unwrap();
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(
+            Aggregated::from_accept(kubectl, v(32)),
+            Some(Aggregated::V2)
+        );
+        assert_eq!(
+            Aggregated::from_accept(kubectl, v(28)),
+            Some(Aggregated::V2beta1)
+        );
+        assert_eq!(Aggregated::from_accept(kubectl, v(26)), None);
         let b1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
-        assert_eq!(Aggregated::from_accept(b1), Some(Aggregated::V2beta1));
-        assert_eq!(Aggregated::from_accept("application/json, */*"), None);
+        assert_eq!(
+            Aggregated::from_accept(b1, v(30)),
+            Some(Aggregated::V2beta1)
+        );
+        assert_eq!(Aggregated::from_accept(b1, v(33)), None);
+        assert_eq!(
+            Aggregated::from_accept("application/json, */*", v(33)),
+            None
+        );
+        // A plain clause first does not stop the aggregated one (restricted negotiation).
+        let plain_first =
+            "application/json,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+        assert_eq!(
+            Aggregated::from_accept(plain_first, v(33)),
+            Some(Aggregated::V2)
+        );
+        // q-values order the clauses.
+        let q = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;q=0.5,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+        assert_eq!(Aggregated::from_accept(q, v(31)), Some(Aggregated::V2beta1));
     }
 
     #[test]
     fn core_discovery_lists_token_subresource_and_short_names() {
-        let reg = Registry::new();
+        let registry = Registry::new();
+        let reg = at(&registry, 32);
         let l = api_resource_list(&reg, "", "v1").unwrap();
         let names: Vec<&str> = l["resources"]
             .as_array()
@@ -398,8 +439,9 @@ mod tests {
 
     #[test]
     fn openapi_has_patch_with_gvk_and_field_validation() {
-        let reg = Registry::new();
-        let doc = openapi_gv(&reg, "", "v1", "32").unwrap();
+        let registry = Registry::new();
+        let reg = at(&registry, 32);
+        let doc = openapi_gv(&reg, "", "v1").unwrap();
         let p = &doc["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["patch"];
         assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Secret");
         assert!(
@@ -410,7 +452,7 @@ mod tests {
                 .any(|q| q["name"] == "fieldValidation")
         );
         assert!(
-            openapi_root(&reg, "32")["paths"]["apis/apps/v1"]["serverRelativeURL"]
+            openapi_root(&reg)["paths"]["apis/apps/v1"]["serverRelativeURL"]
                 .as_str()
                 .unwrap()
                 .starts_with("/openapi/v3/apis/apps/v1?hash=")
@@ -450,9 +492,9 @@ mod pb {
 /// `GET /openapi/v2` as kubectl ≤ 1.29 fetches it (protobuf only): per kind a `patch` operation
 /// with `x-kubernetes-group-version-kind` and a `fieldValidation` query parameter, so those
 /// kubectls validate server-side like newer ones; no definitions.
-pub fn openapi_v2_protobuf(reg: &Registry, minor: &str) -> Vec<u8> {
+pub fn openapi_v2_protobuf(reg: &ApiSurface<'_>) -> Vec<u8> {
     let mut paths = Vec::new();
-    for t in reg.all() {
+    for t in &reg.types() {
         for version in &t.versions {
             let base = format!("/{}", gv_path(&t.group, version));
             let item_path = if t.namespaced {
@@ -496,7 +538,7 @@ pub fn openapi_v2_protobuf(reg: &Registry, minor: &str) -> Vec<u8> {
     }
     let mut info = Vec::new();
     pb::bytes(1, b"Kubernetes", &mut info);
-    pb::bytes(2, format!("v1.{minor}.0").as_bytes(), &mut info);
+    pb::bytes(2, reg.version.git_version().as_bytes(), &mut info);
     let mut doc = Vec::new();
     pb::bytes(1, b"2.0", &mut doc);
     pb::bytes(2, &info, &mut doc);

@@ -20,12 +20,14 @@ fn invalid(rt: &ResourceType, obj: &Value, field: &str, reason: &str, msg: Strin
     )
 }
 
-/// Defaulting and validation per kind; `old` is the live object on updates.
+/// Defaulting and validation per kind; `old` is the live object on updates; `dry_run` for
+/// `dryRun=All` (what allocators skip then depends on the version).
 pub fn prepare(
     state: &mut State,
     rt: &ResourceType,
     obj: &mut Value,
     old: Option<&Value>,
+    dry_run: bool,
 ) -> Result<(), ApiError> {
     if !state.loading {
         validate_metadata(rt, obj)?;
@@ -34,8 +36,10 @@ pub fn prepare(
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "namespaces") => {
             let name = name_of(obj).to_string();
-            util::map_at(obj, &["metadata", "labels"])
-                .insert("kubernetes.io/metadata.name".into(), json!(name));
+            if state.version.namespace_name_label() {
+                util::map_at(obj, &["metadata", "labels"])
+                    .insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
             util::map_at(obj, &["spec"])
                 .entry("finalizers")
                 .or_insert_with(|| json!(["kubernetes"]));
@@ -44,7 +48,7 @@ pub fn prepare(
                 .or_insert_with(|| json!("Active"));
         }
         ("", "secrets") => prepare_secret(rt, obj)?,
-        ("", "services") => prepare_service(state, rt, obj, old)?,
+        ("", "services") => prepare_service(state, rt, obj, old, dry_run)?,
         ("", "pods") => {
             default_pod_spec(util::map_at(obj, &["spec"]));
             util::map_at(obj, &["status"])
@@ -133,7 +137,9 @@ fn prepare_service(
     rt: &ResourceType,
     obj: &mut Value,
     old: Option<&Value>,
+    dry_run: bool,
 ) -> Result<(), ApiError> {
+    let (version, runtime) = (state.version, state.runtime);
     let me = (namespace_of(obj).to_string(), name_of(obj).to_string());
     let spec = util::map_at(obj, &["spec"]);
     let ty = spec
@@ -156,6 +162,32 @@ fn prepare_service(
             }
         }
     }
+    // Fields this version does not have (≤1.19: no `clusterIPs`, `ipFamilies`,
+    // `ipFamilyPolicy`) or drops with their gate off (`dropServiceDisabledFields`) are dropped.
+    if !version.service_cluster_ips() {
+        spec.remove("clusterIPs");
+    }
+    if !version.service_ip_families() {
+        spec.remove("ipFamilies");
+        spec.remove("ipFamilyPolicy");
+    }
+    if !version.service_internal_traffic_policy() {
+        spec.remove("internalTrafficPolicy");
+    }
+    // A client of the dual-stack API may give only `clusterIPs`.
+    if version.service_cluster_ips()
+        && spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        && let Some(first) = spec
+            .get("clusterIPs")
+            .and_then(|v| v.get(0))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    {
+        spec.insert("clusterIP".into(), json!(first));
+    }
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     if !has_ports && ty != "ExternalName" && !headless {
         return Err(invalid(
@@ -175,73 +207,68 @@ fn prepare_service(
     let want = util::str_at(obj, &["spec", "clusterIP"])
         .unwrap_or("")
         .to_string();
-    let ip = match (&old_ip, want.as_str()) {
-        (Some(o), "") => o.clone(),
+    let cidr = state.cidr.to_string();
+    let ip: Option<String> = match (&old_ip, want.as_str()) {
+        (Some(o), "") => Some(o.clone()),
         (Some(o), w) if w != o => {
-            return Err(invalid(
-                rt,
-                obj,
-                "spec.clusterIPs[0]",
-                "FieldValueInvalid",
-                format!("Invalid value: []string{{\"{w}\"}}: may not change once set"),
-            ));
+            let (field, message) = version.cluster_ip_immutable(w);
+            return Err(invalid(rt, obj, &field, "FieldValueInvalid", message));
         }
-        (Some(o), _) => o.clone(),
-        (None, "None") => "None".to_string(),
+        (Some(o), _) => Some(o.clone()),
+        (None, "None") => Some("None".to_string()),
+        // Before 1.23 a dry-run create allocates nothing (see `dry_run_checks_cluster_ip`).
+        (None, "") if dry_run && !version.dry_run_checks_cluster_ip(runtime) => None,
         (None, "") => {
             let used = used_cluster_ips(state, (&me.0, &me.1));
-
-            (10u128..1 << 20)
+            let next = (10u128..1 << 20)
                 .filter_map(|n| state.cidr.nth(n))
                 .map(|a| a.to_string())
-                .find(|a| !used.contains(a))
-                .ok_or_else(|| {
-                    invalid(
-                        rt,
-                        obj,
-                        "spec.clusterIPs",
-                        "FieldValueInvalid",
-                        "Internal error: range is full".into(),
-                    )
-                })?
+                .find(|a| !used.contains(a));
+            match next {
+                Some(ip) => Some(ip),
+                // `errors.NewInternalError(fmt.Errorf("failed to allocate a serviceIP: %v", ErrFull))`
+                // (k8s-versions.md §11).
+                None => {
+                    return Err(ApiError::internal(
+                        "Internal error occurred: failed to allocate a serviceIP: range is full",
+                    ));
+                }
+            }
         }
         (None, w) => {
-            if !state.loading && !state.cidr.contains(w) {
-                return Err(invalid(
-                    rt,
-                    obj,
-                    "spec.clusterIPs",
-                    "FieldValueInvalid",
-                    format!(
-                        "Invalid value: []string{{\"{w}\"}}: failed to allocate IP {w}: the provided IP ({w}) is not in the valid range. The range of valid IPs is {:?}",
-                        state.cidr
-                    ),
-                ));
+            if !state.loading
+                && !state.cidr.contains(w)
+                && let Some((field, message)) =
+                    version.cluster_ip_out_of_range(runtime, w, &cidr, dry_run)
+            {
+                return Err(invalid(rt, obj, &field, "FieldValueInvalid", message));
             }
-            if used_cluster_ips(state, (&me.0, &me.1)).contains(w) {
-                return Err(invalid(
-                    rt,
-                    obj,
-                    "spec.clusterIPs",
-                    "FieldValueInvalid",
-                    format!(
-                        "Invalid value: []string{{\"{w}\"}}: failed to allocate IP {w}: provided IP is already allocated"
-                    ),
-                ));
+            if used_cluster_ips(state, (&me.0, &me.1)).contains(w)
+                && let Some((field, message)) = version.cluster_ip_taken(runtime, w, dry_run)
+            {
+                return Err(invalid(rt, obj, &field, "FieldValueInvalid", message));
             }
-            w.to_string()
+            Some(w.to_string())
         }
     };
-    let v6 = ip.contains(':');
     let spec = util::map_at(obj, &["spec"]);
-    spec.insert("clusterIP".into(), json!(ip));
-    spec.insert("clusterIPs".into(), json!([ip]));
-    spec.entry("ipFamilies")
-        .or_insert_with(|| json!([if v6 { "IPv6" } else { "IPv4" }]));
-    spec.entry("ipFamilyPolicy")
-        .or_insert_with(|| json!("SingleStack"));
-    spec.entry("internalTrafficPolicy")
-        .or_insert_with(|| json!("Cluster"));
+    if let Some(ip) = &ip {
+        let v6 = ip.contains(':');
+        spec.insert("clusterIP".into(), json!(ip));
+        if version.service_cluster_ips() {
+            spec.insert("clusterIPs".into(), json!([ip]));
+        }
+        if version.service_ip_families() {
+            spec.entry("ipFamilies")
+                .or_insert_with(|| json!([if v6 { "IPv6" } else { "IPv4" }]));
+            spec.entry("ipFamilyPolicy")
+                .or_insert_with(|| json!("SingleStack"));
+        }
+    }
+    if version.service_internal_traffic_policy() {
+        spec.entry("internalTrafficPolicy")
+            .or_insert_with(|| json!("Cluster"));
+    }
     if ty == "NodePort" || ty == "LoadBalancer" {
         spec.entry("externalTrafficPolicy")
             .or_insert_with(|| json!("Cluster"));
@@ -409,7 +436,17 @@ pub fn after_generation_bump(rt: &ResourceType, obj: &mut Value) {
     }
 }
 
+/// The v1 defaults of a CRD spec: `conversion.strategy: None` (apiext@kubernetes-1.16.0
+/// pkg/apis/apiextensions/v1/defaults.go `SetDefaults_CustomResourceDefinitionSpec`).
+fn default_crd_spec(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("conversion")
+            .or_insert_with(|| json!({"strategy": "None"}));
+    }
+}
+
 fn prepare_crd(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    default_crd_spec(obj);
     let info = crate::schema::parse_crd(obj)
         .map_err(|e| invalid(rt, obj, "spec", "FieldValueInvalid", e))?;
     let want = format!("{}.{}", info.plural, info.group);
@@ -444,6 +481,89 @@ fn prepare_crd(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
         "storedVersions": storage,
     });
     Ok(())
+}
+
+/// A v1 CRD (as stored) in the `apiextensions.k8s.io/v1beta1` shape the apiserver serves it in
+/// at that version: `spec.version` is `versions[0].name`; per-version `schema`, `subresources`
+/// and `additionalPrinterColumns` that are identical in every version move to `spec.validation`,
+/// `spec.subresources`, `spec.additionalPrinterColumns` (apiext@kubernetes-1.16.0
+/// pkg/apis/apiextensions/v1/conversion.go `Convert_v1_CustomResourceDefinitionSpec_To_apiextensions_CustomResourceDefinitionSpec`);
+/// printer columns spell `JSONPath` (apiext@kubernetes-1.16.0
+/// pkg/apis/apiextensions/v1beta1/types.go). `apiVersion` is left to the caller.
+pub fn crd_to_v1beta1(crd: &Value) -> Value {
+    let mut out = crd.clone();
+    let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) else {
+        return out;
+    };
+    let mut versions: Vec<Value> = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(first) = versions
+        .first()
+        .and_then(|v| v.get("name"))
+        .and_then(Value::as_str)
+    {
+        spec.insert("version".into(), json!(first));
+    }
+    for (per_version, top) in [
+        ("schema", "validation"),
+        ("subresources", "subresources"),
+        ("additionalPrinterColumns", "additionalPrinterColumns"),
+    ] {
+        let first = versions.first().and_then(|v| v.get(per_version)).cloned();
+        let identical = versions
+            .iter()
+            .all(|v| v.get(per_version).cloned() == first);
+        if !identical {
+            continue;
+        }
+        for v in &mut versions {
+            if let Some(m) = v.as_object_mut() {
+                m.remove(per_version);
+            }
+        }
+        if let Some(value) = first {
+            spec.insert(top.into(), value);
+        }
+    }
+    let beta_columns = |cols: &mut Value| {
+        if let Some(list) = cols.as_array_mut() {
+            for c in list.iter_mut().filter_map(Value::as_object_mut) {
+                if let Some(p) = c.remove("jsonPath") {
+                    c.insert("JSONPath".into(), p);
+                }
+            }
+        }
+    };
+    if let Some(cols) = spec.get_mut("additionalPrinterColumns") {
+        beta_columns(cols);
+    }
+    for v in &mut versions {
+        if let Some(cols) = v.get_mut("additionalPrinterColumns") {
+            beta_columns(cols);
+        }
+    }
+    spec.insert("versions".into(), json!(versions));
+    spec.entry("preserveUnknownFields")
+        .or_insert_with(|| json!(false));
+    out
+}
+
+/// A CRD written at `apiextensions.k8s.io/v1beta1` in the stored v1 form (status kept; v1 omits
+/// `preserveUnknownFields: false`).
+pub fn crd_from_v1beta1(obj: &Value) -> Result<Value, String> {
+    let mut v1 = crate::schema::to_v1_crd(obj)?;
+    if let Some(s) = obj.get("status") {
+        v1["status"] = s.clone();
+    }
+    if let Some(spec) = v1.get_mut("spec").and_then(Value::as_object_mut)
+        && spec.get("preserveUnknownFields") == Some(&json!(false))
+    {
+        spec.remove("preserveUnknownFields");
+    }
+    Ok(v1)
 }
 
 /// Side effects that are the apiserver's own: a namespace's `default` ServiceAccount, a CRD's
@@ -660,4 +780,56 @@ fn check_immutable(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every CRD the sim ships reads back unchanged after a trip through the v1beta1 shape, so
+    /// a v1beta1 client that writes back what it read changes nothing.
+    #[test]
+    fn crds_round_trip_through_v1beta1() {
+        for set in ["modern", "istio-1.4"] {
+            for crd in crate::schema::crd_set(set).unwrap() {
+                let mut v1 = crate::schema::to_v1_crd(&crd).unwrap();
+                default_crd_spec(&mut v1);
+                let mut beta = crd_to_v1beta1(&v1);
+                beta["apiVersion"] = json!("apiextensions.k8s.io/v1beta1");
+                let mut back = crd_from_v1beta1(&beta).unwrap();
+                default_crd_spec(&mut back);
+                // `assert!`, not `assert_eq!`: the CRDs are too long to print.
+                assert!(back == v1, "{set} {}", name_of(&crd));
+                assert!(beta["spec"]["version"].is_string());
+            }
+        }
+    }
+
+    #[test]
+    fn v1beta1_shape_hoists_only_identical_per_version_fields() {
+        let v1 = json!({"spec": {"versions": [
+            {"name": "v1", "served": true, "storage": true,
+             "schema": {"openAPIV3Schema": {"type": "object"}},
+             "additionalPrinterColumns": [{"name": "Host", "type": "string", "jsonPath": ".spec.host"}]},
+            {"name": "v1beta1", "served": true, "storage": false,
+             "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+             "additionalPrinterColumns": [{"name": "Host", "type": "string", "jsonPath": ".spec.host"}]}]}});
+        let b = crd_to_v1beta1(&v1);
+        assert_eq!(b["spec"]["version"], "v1");
+        assert!(b["spec"].get("validation").is_none());
+        assert_eq!(
+            b["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["x-kubernetes-preserve-unknown-fields"],
+            true
+        );
+        assert_eq!(
+            b["spec"]["additionalPrinterColumns"][0]["JSONPath"],
+            ".spec.host"
+        );
+        assert!(
+            b["spec"]["versions"][0]
+                .get("additionalPrinterColumns")
+                .is_none()
+        );
+        assert_eq!(b["spec"]["preserveUnknownFields"], false);
+    }
 }

@@ -1,6 +1,7 @@
-//! Test levers: latency, fault injection, RBAC-like denials and the request log.
+//! Test levers: latency, fault injection, RBAC-like denials, users and impersonation, the
+//! request log, and the API-semantics levers (expiring continue tokens, Terminating namespaces).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -184,6 +185,90 @@ pub fn is_discovery_path(path: &str) -> bool {
     }
 }
 
+/// When `continue` tokens stop being honoured (etcd compacts the revision a paged list started
+/// at; the default compaction interval of kube-apiserver is 5 minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContinueExpiry {
+    /// Never (the default: a test sim never compacts).
+    #[default]
+    Never,
+    /// Once this long has passed since the list's first page.
+    After(Duration),
+    /// After this many continued pages of one list: `AfterPages(0)` refuses every `continue`,
+    /// `AfterPages(1)` serves the second page and refuses the third.
+    AfterPages(u32),
+}
+
+/// The sim's extra users (beyond the kubeconfig's own `kube-sim`) and who may impersonate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Users {
+    /// Extra users by name, with their bearer tokens.
+    pub tokens: BTreeMap<String, String>,
+    /// Extra users granted the `impersonate` verb (the admin `kube-sim` always has it, unless a
+    /// denial covers `impersonate`).
+    pub impersonators: BTreeSet<String>,
+}
+
+/// Lever settings a scenario carries beyond the request-path levers (see [`crate::Scenario`]'s
+/// `with_*` builders defined in this module).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScenarioLevers {
+    /// APIs turned on beyond the version's defaults.
+    pub runtime: crate::version::RuntimeConfig,
+    /// When continue tokens expire.
+    pub continue_expiry: ContinueExpiry,
+    /// How long a deleted namespace stays `Terminating` (zero: deleted at once).
+    pub namespace_finalize_delay: Duration,
+    /// Extra users (names; their tokens are made when the server starts) and impersonators.
+    pub users: Vec<String>,
+    /// Extra users who may impersonate.
+    pub impersonators: Vec<String>,
+}
+
+impl crate::Scenario {
+    /// Turns on APIs beyond the version's defaults, as `kube-apiserver --runtime-config` would
+    /// (see [`crate::version::RuntimeConfig::parse`]).
+    #[must_use]
+    pub fn with_runtime_config(mut self, rc: crate::version::RuntimeConfig) -> Self {
+        self.levers.runtime = rc;
+        self
+    }
+
+    /// Makes `continue` tokens expire (410 `Expired`), as etcd compaction does.
+    #[must_use]
+    pub fn with_continue_expiry(mut self, expiry: ContinueExpiry) -> Self {
+        self.levers.continue_expiry = expiry;
+        self
+    }
+
+    /// Keeps a deleted namespace `Terminating` for `delay` before it and its contents go.
+    #[must_use]
+    pub fn with_namespace_finalize_delay(mut self, delay: Duration) -> Self {
+        self.levers.namespace_finalize_delay = delay;
+        self
+    }
+
+    /// Adds a user with its own bearer token (kubeconfig user and context named after it); the
+    /// user may do what the denial levers allow, but may not impersonate.
+    #[must_use]
+    pub fn with_user(mut self, name: &str) -> Self {
+        if !self.levers.users.iter().any(|u| u == name) {
+            self.levers.users.push(name.to_string());
+        }
+        self
+    }
+
+    /// Adds a user (as [`Self::with_user`]) who may also impersonate.
+    #[must_use]
+    pub fn with_impersonator(mut self, name: &str) -> Self {
+        self = self.with_user(name);
+        if !self.levers.impersonators.iter().any(|u| u == name) {
+            self.levers.impersonators.push(name.to_string());
+        }
+        self
+    }
+}
+
 /// All lever settings of one server.
 #[derive(Debug)]
 pub struct Levers {
@@ -193,6 +278,8 @@ pub struct Levers {
     pub faults: Vec<Fault>,
     /// Denials.
     pub denials: Vec<Denial>,
+    /// Extra users and impersonators.
+    pub users: Users,
     /// Request log.
     pub log: RequestLog,
     rng: StdRng,
@@ -205,9 +292,40 @@ impl Levers {
             latency: Duration::ZERO,
             faults: Vec::new(),
             denials: Vec::new(),
+            users: Users::default(),
             log: RequestLog::default(),
             rng: StdRng::seed_from_u64(seed),
         }
+    }
+
+    /// The user a bearer token authenticates as (`admin_token` is `kube-sim`'s).
+    pub fn user_of(&self, token: &str, admin_token: &str) -> Option<String> {
+        if token == admin_token {
+            return Some(crate::server::USER.to_string());
+        }
+        self.users
+            .tokens
+            .iter()
+            .find(|(_, t)| t.as_str() == token)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// May `user` impersonate `resource` (`users`, `groups`, `serviceaccounts`, `userextras/<key>`,
+    /// `uids`) named `name` (in `namespace`, for service accounts)? The admin may, unless a
+    /// denial covers it; extra users only when granted.
+    pub fn may_impersonate(
+        &self,
+        user: &str,
+        resource: &str,
+        group: &str,
+        namespace: Option<&str>,
+    ) -> bool {
+        let granted = user == crate::server::USER || self.users.impersonators.contains(user);
+        granted
+            && !self
+                .denials
+                .iter()
+                .any(|d| d.matches("impersonate", group, resource, namespace))
     }
 
     /// Re-seeds the fault RNG (same seed, same sequence of faults).

@@ -20,7 +20,9 @@ pub mod table;
 pub mod testenv;
 pub mod typed;
 pub mod util;
+pub mod version;
 
-pub use levers::{Denial, Fault, FaultKind, RequestLog, RequestRecord};
+pub use levers::{ContinueExpiry, Denial, Fault, FaultKind, RequestLog, RequestRecord};
 pub use scenario::{Error, Scenario};
 pub use server::{Server, ServerOptions};
+pub use version::{KubeVersion, RuntimeConfig, VersionError};

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kube_sim::{Fault, FaultKind, Scenario, Server, ServerOptions};
+use kube_sim::{
+    ContinueExpiry, Fault, FaultKind, KubeVersion, RuntimeConfig, Scenario, Server, ServerOptions,
+};
 
 /// A simulated Kubernetes API server for testing with real kubectl.
 #[derive(Debug, Parser)]
@@ -57,10 +59,46 @@ struct ServeArgs {
     /// Seed for fault injection.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Kubernetes version to serve (kubectl's dispatcher picks kubectl.1.NN from it); default:
-    /// the scenario's `kubeVersion`, else 1.32.
+    /// Kubernetes version served, 1.13 … 1.35: what /version reports (kubectl's dispatcher picks
+    /// kubectl.1.NN from it) and what the API serves and does; default: the scenario's
+    /// `kubeVersion`, else 1.32.
     #[arg(long, value_name = "1.NN", value_parser = kube_version)]
-    kube_version: Option<String>,
+    kube_version: Option<KubeVersion>,
+    /// APIs to serve beyond the version's defaults, as kube-apiserver's flag
+    /// (`networking.k8s.io/v1beta1=true`: ServiceCIDR on 1.31–1.32).
+    #[arg(long, value_name = "GROUP/VERSION=true", value_parser = RuntimeConfig::parse)]
+    runtime_config: Option<RuntimeConfig>,
+    /// Continue tokens expire this many milliseconds after a list's first page (410 Expired).
+    #[arg(
+        long,
+        value_name = "MS",
+        conflicts_with = "expire_continue_after_pages"
+    )]
+    expire_continue_after_ms: Option<u64>,
+    /// Continue tokens expire after this many continued pages of one list (0: every continue).
+    #[arg(long, value_name = "N")]
+    expire_continue_after_pages: Option<u32>,
+    /// Citadel writes an `istio.<sa>` secret this many milliseconds after the ServiceAccount
+    /// appears, as its informer does (0: at once; default: the scenario's, 300).
+    #[arg(long, value_name = "MS")]
+    citadel_issue_delay_ms: Option<u64>,
+    /// Citadel's resync period in milliseconds: it re-issues secrets under a root it no longer
+    /// holds (default: the scenario's, 1000).
+    #[arg(long, value_name = "MS")]
+    citadel_resync_ms: Option<u64>,
+    /// A Deployment rollout (e.g. `kubectl rollout restart`) takes this many milliseconds
+    /// (default: the scenario's, 300).
+    #[arg(long, value_name = "MS")]
+    rollout_delay_ms: Option<u64>,
+    /// A deleted namespace stays Terminating this many milliseconds (0: deleted at once).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    namespace_finalize_ms: u64,
+    /// An extra user with its own token (kubeconfig user and context of that name); repeatable.
+    #[arg(long = "user", value_name = "NAME", value_parser = user_name)]
+    users: Vec<String>,
+    /// An extra user who may also impersonate (`kubectl --as`); repeatable.
+    #[arg(long = "impersonator", value_name = "NAME", value_parser = user_name)]
+    impersonators: Vec<String>,
     /// CRD set to load; default: from the scenario.
     #[arg(long, value_name = "SET", value_parser = clap::builder::PossibleValuesParser::new(kube_sim::schema::CRD_SETS))]
     crds: Option<String>,
@@ -80,11 +118,21 @@ fn probability(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Clap parser: a `1.NN` Kubernetes version.
-fn kube_version(s: &str) -> Result<String, String> {
-    kube_sim::scenario::parse_minor(s)
-        .map(|_| s.to_string())
-        .ok_or_else(|| format!("{s:?} is not of the form 1.NN (e.g. 1.32)"))
+/// Clap parser: a supported `1.NN` Kubernetes version.
+fn kube_version(s: &str) -> Result<KubeVersion, String> {
+    s.parse().map_err(|e: kube_sim::VersionError| e.to_string())
+}
+
+/// Clap parser: an extra user's name.
+fn user_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s == kube_sim::server::USER || s.chars().any(char::is_control) {
+        Err(format!(
+            "{s:?} cannot be an extra user: give a non-empty name other than {:?}",
+            kube_sim::server::USER
+        ))
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
@@ -93,11 +141,36 @@ fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
         s = s.with_crds(set);
     }
     if let Some(v) = &args.kube_version {
-        s = s.with_kube_version(v);
+        s = s.with_kube_version(&v.to_string());
     }
     s = s
         .with_latency(Duration::from_millis(args.latency_ms))
-        .with_seed(args.seed);
+        .with_seed(args.seed)
+        .with_namespace_finalize_delay(Duration::from_millis(args.namespace_finalize_ms));
+    if let Some(ms) = args.citadel_issue_delay_ms {
+        s = s.with_citadel_issue_delay(Duration::from_millis(ms));
+    }
+    if let Some(ms) = args.citadel_resync_ms {
+        s = s.with_citadel_resync(Duration::from_millis(ms));
+    }
+    if let Some(ms) = args.rollout_delay_ms {
+        s = s.with_rollout_delay(Duration::from_millis(ms));
+    }
+    if let Some(rc) = args.runtime_config {
+        s = s.with_runtime_config(rc);
+    }
+    if let Some(ms) = args.expire_continue_after_ms {
+        s = s.with_continue_expiry(ContinueExpiry::After(Duration::from_millis(ms)));
+    }
+    if let Some(n) = args.expire_continue_after_pages {
+        s = s.with_continue_expiry(ContinueExpiry::AfterPages(n));
+    }
+    for u in &args.users {
+        s = s.with_user(u);
+    }
+    for u in &args.impersonators {
+        s = s.with_impersonator(u);
+    }
     if args.fault_rate > 0.0 {
         let kind = match args.fault_kind {
             FaultArg::InternalError => FaultKind::InternalError,
@@ -198,6 +271,40 @@ mod tests {
                 "2",
             ],
             &["kube-sim", "serve", "--kubeconfig", "k", "--crds", "nope"],
+            &[
+                "kube-sim",
+                "serve",
+                "--kubeconfig",
+                "k",
+                "--kube-version",
+                "1.12",
+            ],
+            &[
+                "kube-sim",
+                "serve",
+                "--kubeconfig",
+                "k",
+                "--runtime-config",
+                "apps/v1beta1=true",
+            ],
+            &[
+                "kube-sim",
+                "serve",
+                "--kubeconfig",
+                "k",
+                "--user",
+                "kube-sim",
+            ],
+            &[
+                "kube-sim",
+                "serve",
+                "--kubeconfig",
+                "k",
+                "--expire-continue-after-ms",
+                "5",
+                "--expire-continue-after-pages",
+                "1",
+            ],
         ] {
             let e = Cli::try_parse_from(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}");
@@ -214,6 +321,40 @@ mod tests {
                 "1.27"
             ])
             .is_ok()
+        );
+        let cli = Cli::try_parse_from([
+            "kube-sim",
+            "serve",
+            "--kubeconfig",
+            "k",
+            "--kube-version",
+            "1.31",
+            "--runtime-config",
+            "networking.k8s.io/v1beta1=true",
+            "--expire-continue-after-pages",
+            "2",
+            "--namespace-finalize-ms",
+            "300",
+            "--user",
+            "alice",
+            "--impersonator",
+            "bob",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        let s = scenario(&args).unwrap();
+        assert_eq!(
+            format!("{:?}", args.kube_version),
+            "Some(KubeVersion { minor: 31 })"
+        );
+        assert!(args.runtime_config.unwrap().service_cidr_beta);
+        let dbg = format!("{s:?}");
+        assert!(
+            dbg.contains("AfterPages(2)")
+                && dbg.contains("300ms")
+                && dbg.contains("\"alice\"")
+                && dbg.contains("impersonators: [\"bob\"]"),
+            "{dbg}"
         );
     }
 }

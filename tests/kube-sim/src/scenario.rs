@@ -103,11 +103,12 @@ pub enum Error {
 pub struct Scenario {
     pub(crate) objects: Vec<Value>,
     pub(crate) crds: Option<String>,
-    pub(crate) kube_minor: String,
+    pub(crate) kube_version: crate::version::KubeVersion,
     kube_pinned: bool,
     kube_declared: bool,
     istio: Option<String>,
     service_cidr: Option<String>,
+    pub(crate) levers: crate::levers::ScenarioLevers,
     pub(crate) latency: Duration,
     pub(crate) faults: Vec<Fault>,
     pub(crate) denials: Vec<Denial>,
@@ -327,7 +328,7 @@ impl Header {
             ..Header::default()
         };
         if let Some(v) = &h.kube_version
-            && parse_minor(v).is_none()
+            && v.parse::<crate::version::KubeVersion>().is_err()
         {
             return Err(format!(
                 "kubeVersion {v:?} is not of the form 1.NN (quote it: kubeVersion: \"1.14\")"
@@ -383,11 +384,12 @@ impl Scenario {
         Scenario {
             objects: Vec::new(),
             crds: None,
-            kube_minor: "32".into(),
+            kube_version: crate::version::KubeVersion::default(),
             kube_pinned: false,
             kube_declared: false,
             istio: None,
             service_cidr: None,
+            levers: crate::levers::ScenarioLevers::default(),
             latency: Duration::ZERO,
             faults: Vec::new(),
             denials: Vec::new(),
@@ -502,7 +504,9 @@ impl Scenario {
         if let Some(v) = &h.kube_version
             && !self.kube_pinned
         {
-            self.kube_minor = parse_minor(v).unwrap_or_else(|| "32".into());
+            self.kube_version = v.parse().map_err(|e: crate::version::VersionError| {
+                overlay(format!("kubeVersion {v:?}: {e}"))
+            })?;
             self.kube_declared = true;
         }
         if h.service_cidr.is_some() {
@@ -576,7 +580,8 @@ impl Scenario {
         let v1beta1 = self
             .crd_set()
             .is_some_and(|s| crate::schema::crd_set_is_v1beta1(&s));
-        self.kube_minor = if v1beta1 { "21" } else { "32" }.into();
+        self.kube_version = crate::version::KubeVersion::new(if v1beta1 { 21 } else { 32 })
+            .expect("1.21 and 1.32 are supported versions");
     }
 
     /// Adds objects (or an overlay, with a header) from more YAML.
@@ -594,19 +599,23 @@ impl Scenario {
         self
     }
 
-    /// The Kubernetes version to serve, `1.NN`: overrides what the scenario declares (default:
-    /// the scenario's `kubeVersion`, else 1.32).
+    /// The Kubernetes version served, `1.NN` (1.13 … 1.35): what `/version` reports and what the
+    /// API does (see [`crate::version::KubeVersion`]). Overrides what the scenario declares
+    /// (default: the scenario's `kubeVersion`, else 1.32).
+    ///
+    /// # Panics
+    /// On a version that is not `1.NN` or not supported (a test's typo; `kube-sim serve`
+    /// checks its flag first).
     #[must_use]
     pub fn with_kube_version(mut self, version: &str) -> Self {
-        let minor = version.trim_start_matches('v').trim_start_matches("1.");
-        self.kube_minor = minor.split('.').next().unwrap_or("32").to_string();
+        self.kube_version = version.parse().unwrap_or_else(|e| panic!("{e}"));
         self.kube_pinned = true;
         self
     }
 
     /// The Kubernetes version served, `1.NN`.
     pub fn kube_version(&self) -> String {
-        format!("1.{}", self.kube_minor)
+        self.kube_version.to_string()
     }
 
     /// Whether the version came from the scenario's header (not the default, not pinned).
@@ -753,7 +762,7 @@ impl Scenario {
     /// Refuses apiextensions.k8s.io/v1beta1 CRDs (the set's or the scenario's own) on
     /// Kubernetes 1.22 and later, which no longer serve that API (k8s-versions.md §3).
     fn check_crd_versions(&self, set: Option<&[Value]>, set_name: &str) -> Result<(), Error> {
-        let minor: u32 = self.kube_minor.parse().unwrap_or(32);
+        let minor = self.kube_version.minor();
         if minor < 22 {
             return Ok(());
         }
@@ -790,8 +799,9 @@ impl Scenario {
         let given_cidr = self.service_cidr()?;
         let cidr = given_cidr.unwrap_or_default();
         let mut state = State::new(cidr);
+        state.configure(self.kube_version, &self.levers);
         state.controllers.api_ca_pem = api_ca_pem.to_string();
-        state.controllers.kube_minor = self.kube_minor.parse().unwrap_or(0);
+        state.controllers.kube_minor = self.kube_version.minor();
         state.controllers.timing = self.timing;
         let sys = |state: &mut State, o: Value| {
             let what = (
@@ -889,14 +899,6 @@ impl Scenario {
     }
 }
 
-/// Kubernetes `1.NN` minor versions the kubectl dispatcher knows.
-pub fn parse_minor(version: &str) -> Option<String> {
-    let v = version.trim_start_matches('v');
-    let rest = v.strip_prefix("1.")?;
-    let minor = rest.split('.').next()?;
-    minor.parse::<u32>().ok().map(|m| m.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -964,8 +966,12 @@ mod tests {
 
     #[test]
     fn kube_version_parsing() {
-        assert_eq!(Scenario::empty().with_kube_version("1.27").kube_minor, "27");
-        assert_eq!(parse_minor("v1.33.1").as_deref(), Some("33"));
-        assert_eq!(parse_minor("2.0"), None);
+        assert_eq!(
+            Scenario::empty()
+                .with_kube_version("1.27")
+                .kube_version
+                .minor(),
+            27
+        );
     }
 }

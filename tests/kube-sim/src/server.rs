@@ -1,6 +1,7 @@
 //! The HTTPS server: TLS, authentication, routing, levers, and the `Server` handle tests hold.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -21,7 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::ca::TokenSigner;
 use crate::discovery::{self, Aggregated};
-use crate::levers::{Denial, Fault, FaultKind, Levers, RequestLog, RequestRecord};
+use crate::levers::{ContinueExpiry, Denial, Fault, FaultKind, Levers, RequestLog, RequestRecord};
 use crate::registry::ResourceType;
 use crate::scenario::{Error, Scenario};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -29,6 +30,7 @@ use crate::status::ApiError;
 use crate::store::{FieldValidation, ListOpts, State, WriteOpts};
 use crate::table;
 use crate::util;
+use crate::version::{ENDPOINTS_KEY, KubeVersion, RuntimeConfig, VersionError};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -39,9 +41,12 @@ struct Shared {
     state: RwLock<State>,
     levers: Mutex<Levers>,
     token: String,
-    minor: RwLock<String>,
     signer: TokenSigner,
     address: String,
+    /// Where the kubeconfig lives, its server URL and CA (rewritten when users are added).
+    kubeconfig: PathBuf,
+    url: String,
+    ca_pem: String,
 }
 
 /// Where and how to serve, beyond the scenario.
@@ -77,10 +82,29 @@ fn random_token() -> String {
     hex::encode(rand::random::<[u8; 24]>())
 }
 
-fn kubeconfig_yaml(url: &str, ca_pem: &str, token: &str) -> String {
+/// The kubeconfig: cluster, user and context `kube-sim` (current), plus a user and a context
+/// named after each extra user.
+fn kubeconfig_yaml(
+    url: &str,
+    ca_pem: &str,
+    token: &str,
+    extra: &std::collections::BTreeMap<String, String>,
+) -> String {
     let ca = crate::store::b64(ca_pem.as_bytes());
+    let mut users = format!("- name: kube-sim\n  user:\n    token: {token}\n");
+    let mut contexts = String::from(
+        "- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\n",
+    );
+    for (name, t) in extra {
+        let n = json!(name);
+        let _ = write!(users, "- name: {n}\n  user:\n    token: {t}\n");
+        let _ = write!(
+            contexts,
+            "- name: {n}\n  context:\n    cluster: kube-sim\n    user: {n}\n    namespace: default\n"
+        );
+    }
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: kube-sim\n  user:\n    token: {token}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n{users}contexts:\n{contexts}current-context: kube-sim\npreferences: {{}}\n"
     )
 }
 
@@ -143,6 +167,18 @@ impl Server {
         levers.latency = scenario.latency;
         levers.faults.clone_from(&scenario.faults);
         levers.denials.clone_from(&scenario.denials);
+        for u in &scenario.levers.users {
+            if u == USER {
+                return Err(Error::Start(format!(
+                    "extra user {u:?} is the kubeconfig's own user: give another name"
+                )));
+            }
+            levers.users.tokens.insert(u.clone(), random_token());
+        }
+        levers
+            .users
+            .impersonators
+            .extend(scenario.levers.impersonators.iter().cloned());
         let token = random_token();
         let url = format!("https://{addr}");
         let (kubeconfig, temp_dir) = if let Some(p) = opts.kubeconfig {
@@ -157,7 +193,11 @@ impl Server {
                 .map_err(|e| Error::Start(format!("cannot create {}: {e}", dir.display())))?;
             (dir.join("kubeconfig"), Some(dir))
         };
-        write_private(&kubeconfig, &kubeconfig_yaml(&url, &tls.ca_pem, &token)).map_err(|e| {
+        write_private(
+            &kubeconfig,
+            &kubeconfig_yaml(&url, &tls.ca_pem, &token, &levers.users.tokens),
+        )
+        .map_err(|e| {
             Error::Start(format!(
                 "cannot write kubeconfig {}: {e}",
                 kubeconfig.display()
@@ -173,9 +213,11 @@ impl Server {
             state: RwLock::new(state),
             levers: Mutex::new(levers),
             token,
-            minor: RwLock::new(scenario.kube_minor.clone()),
             signer: TokenSigner::new(),
             address: addr.to_string(),
+            kubeconfig: kubeconfig.clone(),
+            url: url.clone(),
+            ca_pem: tls.ca_pem.clone(),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let task = tokio::spawn(accept_loop(listener, acceptor, shared.clone()));
@@ -265,15 +307,97 @@ impl Server {
         self.levers().log.records.clear();
     }
 
-    /// Changes the version `/version` reports (`1.27` … `1.33`).
-    pub fn set_kube_version(&self, version: &str) {
-        if let Some(m) = crate::scenario::parse_minor(version) {
-            *self
-                .shared
-                .minor
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = m;
+    /// Changes the Kubernetes version served (`1.13` … `1.35`): what `/version` reports, what
+    /// is served and how writes behave from now on (stored objects stay as they are).
+    pub fn set_kube_version(&self, version: &str) -> Result<(), VersionError> {
+        let v: KubeVersion = version.parse()?;
+        self.state_mut().version = v;
+        Ok(())
+    }
+
+    /// The Kubernetes version served.
+    pub fn kube_version(&self) -> KubeVersion {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .version
+    }
+
+    /// Turns on APIs beyond the version's defaults (as `--runtime-config` would).
+    pub fn set_runtime_config(&self, rc: RuntimeConfig) {
+        self.state_mut().runtime = rc;
+    }
+
+    /// Makes `continue` tokens expire from now on (410 `Expired`); `ContinueExpiry::Never` undoes it.
+    pub fn expire_continue_tokens(&self, expiry: ContinueExpiry) {
+        self.state_mut().continue_expiry = expiry;
+    }
+
+    /// Keeps namespaces deleted from now on `Terminating` for `delay` (zero: deleted at once).
+    pub fn set_namespace_finalize_delay(&self, delay: Duration) {
+        self.state_mut().namespace_finalize_delay = delay;
+    }
+
+    /// Adds a user with its own bearer token (returned; the kubeconfig gains a user and context
+    /// of that name). The user may do what the denial levers allow but may not impersonate.
+    /// Adding an existing user returns its token.
+    ///
+    /// # Errors
+    /// When `name` is the kubeconfig's own user, or the kubeconfig cannot be rewritten.
+    pub fn add_user(&self, name: &str) -> Result<String, Error> {
+        if name == USER || name.is_empty() {
+            return Err(Error::Start(format!(
+                "extra user {name:?}: give a non-empty name other than {USER:?}"
+            )));
         }
+        let tokens = {
+            let mut l = self.levers();
+            l.users
+                .tokens
+                .entry(name.to_string())
+                .or_insert_with(random_token);
+            l.users.tokens.clone()
+        };
+        write_private(
+            &self.shared.kubeconfig,
+            &kubeconfig_yaml(
+                &self.shared.url,
+                &self.shared.ca_pem,
+                &self.shared.token,
+                &tokens,
+            ),
+        )
+        .map_err(|e| {
+            Error::Start(format!(
+                "cannot rewrite kubeconfig {}: {e}",
+                self.shared.kubeconfig.display()
+            ))
+        })?;
+        Ok(tokens[name].clone())
+    }
+
+    /// The bearer token of an extra user.
+    pub fn user_token(&self, name: &str) -> Option<String> {
+        self.levers().users.tokens.get(name).cloned()
+    }
+
+    /// Lets an extra user impersonate (the `impersonate` verb on users, groups, service
+    /// accounts), or takes it away.
+    pub fn set_impersonation(&self, user: &str, allowed: bool) {
+        let mut l = self.levers();
+        if allowed {
+            l.users.impersonators.insert(user.to_string());
+        } else {
+            l.users.impersonators.remove(user);
+        }
+    }
+
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.shared
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Creates or replaces objects directly (no admission, status kept), as a scenario would.
@@ -507,7 +631,8 @@ fn route(st: &State, path: &str) -> Route {
     if rest.is_empty() {
         return Route::ResourceList(group.to_string(), version.to_string());
     }
-    let lookup = |plural: &str| st.registry.lookup(group, version, plural);
+    let surface = st.surface();
+    let lookup = |plural: &str| surface.lookup(group, version, plural);
     let target = |rt: Arc<ResourceType>, ns: Option<&str>, rest: &[&str]| {
         Route::Resource(Target {
             rt,
@@ -548,13 +673,226 @@ fn k8s_verb(method: &Method, has_name: bool, watch: bool) -> &'static str {
     }
 }
 
+/// One thing a request asks to impersonate (`buildImpersonationRequests`,
+/// apiserver@kubernetes-1.33.0 pkg/endpoints/filters/impersonation.go:215-273).
+struct Impersonation {
+    /// Go's `ObjectReference.Kind`: `User`, `ServiceAccount`, `Group`, `UserExtra`, `UID`.
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    /// `authentication.k8s.io/v1` for extras and UIDs, as the apiserver records it.
+    api_version: &'static str,
+    /// The extra's key.
+    field_path: String,
+}
+
+impl Impersonation {
+    /// The (group, resource, subresource) the `impersonate` verb is checked on
+    /// (impersonation.go:85-110).
+    fn resource(&self) -> (&'static str, &'static str, String) {
+        match self.kind {
+            "ServiceAccount" => ("", "serviceaccounts", String::new()),
+            "User" => ("", "users", String::new()),
+            "Group" => ("", "groups", String::new()),
+            "UserExtra" => (
+                "authentication.k8s.io",
+                "userextras",
+                self.field_path.clone(),
+            ),
+            _ => ("authentication.k8s.io", "uids", String::new()),
+        }
+    }
+
+    /// Go's `%v` of the `ObjectReference` (`{Kind Namespace Name UID APIVersion ResourceVersion FieldPath}`).
+    fn go_value(&self) -> String {
+        format!(
+            "{{{} {} {}  {}  {}}}",
+            self.kind, self.namespace, self.name, self.api_version, self.field_path
+        )
+    }
+}
+
+fn impersonation_requests(headers: &http::HeaderMap) -> (Vec<Impersonation>, bool) {
+    let get_all = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut out = Vec::new();
+    let user = get_all("impersonate-user")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let has_user = !user.is_empty();
+    if has_user {
+        // `serviceaccount.SplitUsername`: system:serviceaccount:<ns>:<name>.
+        let sa = user
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|r| r.split_once(':'))
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains(':'));
+        out.push(match sa {
+            Some((ns, n)) => Impersonation {
+                kind: "ServiceAccount",
+                namespace: ns.to_string(),
+                name: n.to_string(),
+                api_version: "",
+                field_path: String::new(),
+            },
+            None => Impersonation {
+                kind: "User",
+                namespace: String::new(),
+                name: user,
+                api_version: "",
+                field_path: String::new(),
+            },
+        });
+    }
+    for g in get_all("impersonate-group") {
+        out.push(Impersonation {
+            kind: "Group",
+            namespace: String::new(),
+            name: g,
+            api_version: "",
+            field_path: String::new(),
+        });
+    }
+    for (name, value) in headers {
+        if let Some(key) = name.as_str().strip_prefix("impersonate-extra-")
+            && let Ok(v) = value.to_str()
+        {
+            out.push(Impersonation {
+                kind: "UserExtra",
+                namespace: String::new(),
+                name: v.to_string(),
+                api_version: "authentication.k8s.io/v1",
+                field_path: percent_decode(key),
+            });
+        }
+    }
+    if let Some(uid) = get_all("impersonate-uid")
+        .into_iter()
+        .next()
+        .filter(|u| !u.is_empty())
+    {
+        out.push(Impersonation {
+            kind: "UID",
+            namespace: String::new(),
+            name: uid,
+            api_version: "authentication.k8s.io/v1",
+            field_path: String::new(),
+        });
+    }
+    (out, has_user)
+}
+
+/// Applies the impersonation headers for `requestor`: the user the request then acts as, or
+/// the response refusing it (403 without the `impersonate` permission, as the impersonation
+/// filter answers; 500 for groups/extras/UID without a user, apiserver@kubernetes-1.33.0
+/// pkg/endpoints/filters/impersonation.go:46-48,269-271).
+fn impersonate(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    requestor: &str,
+    request_uri: &str,
+) -> Result<String, Response<Body>> {
+    let (requests, has_user) = impersonation_requests(headers);
+    if requests.is_empty() {
+        return Ok(requestor.to_string());
+    }
+    if !has_user {
+        let list: Vec<String> = requests.iter().map(Impersonation::go_value).collect();
+        // `responsewriters.InternalError`: http.Error, plain text.
+        let text = format!(
+            "Internal Server Error: {request_uri:?}: requested [{}] without impersonating a user\n",
+            list.join(" ")
+        );
+        let mut r = Response::new(full(text));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return Err(r);
+    }
+    let levers = shared.levers.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut user = requestor.to_string();
+    for r in &requests {
+        let (group, resource, sub) = r.resource();
+        let full_resource = if sub.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}/{sub}")
+        };
+        let ns = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
+        if !levers.may_impersonate(requestor, &full_resource, group, ns) {
+            // `responsewriters.Forbidden` → `forbiddenMessage` (apiserver@kubernetes-1.33.0
+            // pkg/endpoints/handlers/responsewriters/errors.go:36-77): the acting user, verb
+            // `impersonate`, the impersonated resource and name.
+            return Err(error_response(&ApiError::forbidden(
+                requestor,
+                "impersonate",
+                group,
+                &full_resource,
+                &r.name,
+                ns,
+            )));
+        }
+        match r.kind {
+            "User" => user.clone_from(&r.name),
+            "ServiceAccount" => user = format!("system:serviceaccount:{}:{}", r.namespace, r.name),
+            _ => {}
+        }
+    }
+    Ok(user)
+}
+
+/// Finishes namespace terminations that are due.
+fn finalize_due(shared: &Shared) {
+    let due = {
+        let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
+        st.next_finalization()
+            .is_some_and(|at| at <= std::time::Instant::now())
+    };
+    if due {
+        shared
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finalize_namespaces(std::time::Instant::now());
+    }
+}
+
+/// After a DELETE that left a namespace Terminating: finish it when its delay is up.
+fn schedule_finalization(shared: &Arc<Shared>) {
+    let next = shared
+        .state
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .next_finalization();
+    if let Some(at) = next {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            finalize_due(&shared);
+        });
+    }
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Reset> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
+    let request_uri = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |pq| pq.as_str().to_string());
     let query = Query(parse_query(&raw_query));
     let watch = query.flag("watch") && query.get("watch").is_some();
-    let (verb, target_info) = {
+    finalize_due(&shared);
+    let (verb, target_info, endpoints) = {
         let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
         match route(&st, &path) {
             Route::Resource(t) => {
@@ -569,6 +907,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                         t.sub.clone(),
                         t.rt.namespaced,
                     )),
+                    t.rt.key() == ENDPOINTS_KEY && st.version.endpoints_deprecated(),
                 )
             }
             _ => (
@@ -581,24 +920,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     _ => "unknown",
                 },
                 None,
+                false,
             ),
         }
     };
-    let (latency, fault, denied) = {
+    let (latency, fault) = {
         let mut l = shared.levers.lock().unwrap_or_else(PoisonError::into_inner);
-        let fault = l.pick_fault(method.as_str(), verb, &path);
-        let denied = target_info
-            .as_ref()
-            .is_some_and(|(g, plural, ns, _, sub, _)| {
-                let resource = match sub {
-                    Some(s) => format!("{plural}/{s}"),
-                    None => plural.clone(),
-                };
-                l.denials
-                    .iter()
-                    .any(|d| d.matches(verb, g, &resource, ns.as_deref()))
-            });
-        (l.latency, fault, denied)
+        (l.latency, l.pick_fault(method.as_str(), verb, &path))
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -648,30 +976,50 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         path.trim_end_matches('/'),
         "/version" | "/healthz" | "/livez" | "/readyz"
     );
-    let authorized = match auth.as_deref() {
-        Some(a) => a
-            .strip_prefix("Bearer ")
-            .is_some_and(|t| t.trim() == shared.token),
-        None => public,
+    let requestor = match auth.as_deref() {
+        Some(a) => a.strip_prefix("Bearer ").and_then(|t| {
+            shared
+                .levers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .user_of(t.trim(), &shared.token)
+        }),
+        None => public.then(|| "system:anonymous".to_string()),
     };
-    if !authorized {
+    let Some(requestor) = requestor else {
         log(401);
         return Ok(error_response(&ApiError::unauthorized()));
-    }
+    };
+    // Impersonation (`kubectl --as`): the requestor needs the `impersonate` verb; RBAC then
+    // judges, and names, the impersonated user.
+    let user = match impersonate(&shared, req.headers(), &requestor, &request_uri) {
+        Ok(u) => u,
+        Err(resp) => {
+            log(resp.status().as_u16());
+            return Ok(resp);
+        }
+    };
+    let denied = target_info
+        .as_ref()
+        .is_some_and(|(g, plural, ns, _, sub, _)| {
+            let resource = match sub {
+                Some(s) => format!("{plural}/{s}"),
+                None => plural.clone(),
+            };
+            shared
+                .levers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .denials
+                .iter()
+                .any(|d| d.matches(verb, g, &resource, ns.as_deref()))
+        });
     if denied {
         let (g, plural, ns, name, sub, _) = target_info.expect("denied implies a resource target");
         let resource = match sub {
             Some(s) => format!("{plural}/{s}"),
             None => plural,
         };
-        // Impersonation (`kubectl --as`): the token's user may act as anyone (the sim grants the
-        // `impersonate` verb); RBAC then judges, and names, the impersonated user.
-        let user = req
-            .headers()
-            .get("impersonate-user")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(USER)
-            .to_string();
         let e = ApiError::forbidden(
             &user,
             verb,
@@ -709,8 +1057,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             "cannot read the request body",
         )));
     };
+    // Every route of a deprecated resource carries its warning, whatever the handler answers
+    // (`utilwarning.AddWarningsHandler`, apiserver@kubernetes-1.33.0 pkg/endpoints/installer.go:811).
+    let with_warning = |mut resp: Response<Body>| {
+        if endpoints
+            && let Ok(v) =
+                HeaderValue::from_str(&util::warning_header(KubeVersion::ENDPOINTS_WARNING))
+        {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+        resp
+    };
     if watch && method == Method::GET {
-        let resp = start_watch(&shared, &path, &query, &accept);
+        let resp = with_warning(start_watch(&shared, &path, &query, &accept));
         log(resp.status().as_u16());
         return Ok(resp);
     }
@@ -723,16 +1082,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     "application/json".to_string(),
                 ),
                 Err(e) => {
-                    let mut err = ApiError::unsupported_media_type(&content_type);
-                    err.message = e;
                     log(415);
-                    return Ok(error_response(&err));
+                    return Ok(error_response(&ApiError::unsupported_media_type_msg(e)));
                 }
             }
         } else {
             (body, content_type)
         };
-    let resp = dispatch(
+    let resp = with_warning(dispatch(
         &shared,
         &method,
         &path,
@@ -741,7 +1098,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         &content_type,
         &user_agent,
         &body,
-    );
+    ));
+    if method == Method::DELETE && path.contains("namespaces") {
+        schedule_finalization(&shared);
+    }
     log(resp.status().as_u16());
     Ok(resp)
 }
@@ -811,14 +1171,9 @@ fn dispatch(
     user_agent: &str,
     body: &[u8],
 ) -> Response<Body> {
-    let minor = shared
-        .minor
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let route = {
+    let (route, version) = {
         let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
-        route(&st, path)
+        (route(&st, path), st.version)
     };
     let get_only = |r: Response<Body>| {
         if *method == Method::GET {
@@ -828,7 +1183,7 @@ fn dispatch(
         }
     };
     match route {
-        Route::Version => get_only(ok_json(200, &discovery::version(&minor))),
+        Route::Version => get_only(ok_json(200, &discovery::version(version))),
         Route::Health => get_only(json_response(
             200,
             b"ok".to_vec(),
@@ -836,10 +1191,10 @@ fn dispatch(
         )),
         Route::Api => {
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
-            get_only(match Aggregated::from_accept(accept) {
+            get_only(match Aggregated::from_accept(accept, version) {
                 Some(f) => json_response(
                     200,
-                    discovery::aggregated(&st.registry, true, f)
+                    discovery::aggregated(&st.surface(), true, f)
                         .to_string()
                         .into_bytes(),
                     f.content_type(),
@@ -849,38 +1204,43 @@ fn dispatch(
         }
         Route::Apis => {
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
-            get_only(match Aggregated::from_accept(accept) {
+            get_only(match Aggregated::from_accept(accept, version) {
                 Some(f) => json_response(
                     200,
-                    discovery::aggregated(&st.registry, false, f)
+                    discovery::aggregated(&st.surface(), false, f)
                         .to_string()
                         .into_bytes(),
                     f.content_type(),
                 ),
-                None => ok_json(200, &discovery::api_group_list(&st.registry)),
+                None => ok_json(200, &discovery::api_group_list(&st.surface())),
             })
         }
         Route::ApiGroup(g) => {
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
-            get_only(match discovery::api_group(&st.registry, &g) {
+            get_only(match discovery::api_group(&st.surface(), &g) {
                 Some(v) => ok_json(200, &v),
                 None => error_response(&ApiError::path_not_found()),
             })
         }
         Route::ResourceList(g, v) => {
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
-            get_only(match discovery::api_resource_list(&st.registry, &g, &v) {
+            get_only(match discovery::api_resource_list(&st.surface(), &g, &v) {
                 Some(v) => ok_json(200, &v),
                 None => error_response(&ApiError::path_not_found()),
             })
         }
+        // `/openapi/v3` only where the version serves it (see `KubeVersion::openapi_v3`);
+        // below, kubectl falls back to `/openapi/v2`.
+        Route::OpenApiV3Root | Route::OpenApiV3(..) if !version.openapi_v3() => {
+            error_response(&ApiError::path_not_found())
+        }
         Route::OpenApiV3Root => {
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
-            get_only(ok_json(200, &discovery::openapi_root(&st.registry, &minor)))
+            get_only(ok_json(200, &discovery::openapi_root(&st.surface())))
         }
         Route::OpenApiV3(g, v) => {
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
-            get_only(match discovery::openapi_gv(&st.registry, &g, &v, &minor) {
+            get_only(match discovery::openapi_gv(&st.surface(), &g, &v) {
                 Some(d) => ok_json(200, &d),
                 None => error_response(&ApiError::path_not_found()),
             })
@@ -889,7 +1249,7 @@ fn dispatch(
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             get_only(json_response(
                 200,
-                discovery::openapi_v2_protobuf(&st.registry, &minor),
+                discovery::openapi_v2_protobuf(&st.surface()),
                 "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
             ))
         }
@@ -909,6 +1269,143 @@ fn dispatch(
                 Err(e) => error_response(&e),
             }
         }
+    }
+}
+
+/// How a read is rendered, negotiated from `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    /// The object or `<Kind>List` itself.
+    Plain,
+    /// `meta.k8s.io/<version>` Table.
+    Table(&'static str),
+    /// `meta.k8s.io/<version>` PartialObjectMetadata (`list`: PartialObjectMetadataList).
+    Meta { list: bool, version: &'static str },
+}
+
+/// Negotiates the response form as the apiserver's `NegotiateOutputMediaType` does with the
+/// endpoint's restrictions: clauses in the client's order (after q-values); a clause naming a
+/// conversion (`as=…;g=…;v=…`) is taken only when the version allows it (Table and
+/// PartialObjectMetadata[List] of a served `meta.k8s.io` version; see
+/// `KubeVersion::meta_versions`); a plain clause for a media type the endpoint serializes is
+/// taken as is. Nothing acceptable: 406 listing the endpoint's media types
+/// (apiserver@kubernetes-1.14.0 pkg/endpoints/handlers/negotiation/negotiate.go:45-50,
+/// errors.go:37-38). Built-in kinds serialize JSON, YAML and protobuf
+/// (apimachinery@kubernetes-1.14.0 pkg/runtime/serializer/codec_factory.go:52-75); custom
+/// resources JSON and YAML (apiext@kubernetes-1.14.0 pkg/apiserver/customresource_handler.go:643-661).
+fn negotiate(accept: &str, version: KubeVersion, builtin: bool) -> Result<Render, ApiError> {
+    let types: &[&str] = if builtin {
+        &["json", "yaml", "vnd.kubernetes.protobuf"]
+    } else {
+        &["json", "yaml"]
+    };
+    let clauses = util::parse_accept(accept);
+    if clauses.is_empty() {
+        return Ok(Render::Plain);
+    }
+    for c in &clauses {
+        let matched = match (c.typ.as_str(), c.subtype.as_str()) {
+            ("application" | "*", "*") => Some(types[0]),
+            ("application", sub) => types.iter().copied().find(|t| *t == sub),
+            _ => None,
+        };
+        let Some(subtype) = matched else { continue };
+        let (kind, group, v) = (c.param("as"), c.param("g"), c.param("v"));
+        if kind.is_none() && group.is_none() && v.is_none() {
+            return Ok(Render::Plain);
+        }
+        if group != Some("meta.k8s.io") {
+            continue;
+        }
+        let Some(meta_version) = version
+            .meta_versions()
+            .iter()
+            .copied()
+            .find(|mv| Some(*mv) == v)
+        else {
+            continue;
+        };
+        match kind {
+            Some("Table") if subtype == "json" || subtype == "yaml" => {
+                return Ok(Render::Table(meta_version));
+            }
+            Some("PartialObjectMetadata") => {
+                return Ok(Render::Meta {
+                    list: false,
+                    version: meta_version,
+                });
+            }
+            Some("PartialObjectMetadataList") => {
+                return Ok(Render::Meta {
+                    list: true,
+                    version: meta_version,
+                });
+            }
+            _ => {}
+        }
+    }
+    let media: Vec<String> = types.iter().map(|t| format!("application/{t}")).collect();
+    Err(ApiError::not_acceptable(format!(
+        "only the following media types are accepted: {}",
+        media.join(", ")
+    )))
+}
+
+/// Go's `%T` of the object the apiserver would have converted: the internal type of a built-in
+/// kind (`*core.ConfigMapList`), `*unstructured.Unstructured[List]` for custom resources.
+fn go_type(rt: &ResourceType, list: bool) -> String {
+    let suffix = if list { "List" } else { "" };
+    if rt.builtin {
+        let pkg = match rt.group.as_str() {
+            "" => "core",
+            g => g.split('.').next().unwrap_or(g),
+        };
+        format!("*{pkg}.{}{suffix}", rt.kind)
+    } else {
+        format!("*unstructured.Unstructured{suffix}")
+    }
+}
+
+/// `PartialObjectMetadata` of an object (`meta.AsPartialObjectMetadata`: its whole ObjectMeta).
+fn partial_metadata(o: &Value, version: &str) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": format!("meta.k8s.io/{version}"),
+        "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// The metadata rendering of a read, or the 406 the apiserver gives a list/object mismatch
+/// (apiserver@kubernetes-1.15.0 pkg/endpoints/handlers/response.go:189,210).
+fn metadata_response(
+    rt: &ResourceType,
+    items: &[&Value],
+    list_meta: Option<&Value>,
+    want_list: bool,
+    version: &str,
+) -> Result<Response<Body>, ApiError> {
+    match (list_meta, want_list) {
+        (Some(_), false) => Err(ApiError::not_acceptable(format!(
+            "you requested PartialObjectMetadata, but the requested object is a list ({})",
+            go_type(rt, true)
+        ))),
+        (None, true) => Err(ApiError::not_acceptable(format!(
+            "you requested PartialObjectMetadataList, but the requested object is not a list ({})",
+            go_type(rt, false)
+        ))),
+        (Some(meta), true) => {
+            let list = json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": format!("meta.k8s.io/{version}"),
+                "metadata": meta,
+                "items": items.iter().map(|o| partial_metadata(o, version)).collect::<Vec<_>>(),
+            });
+            Ok(ok_json(200, &list))
+        }
+        (None, false) => Ok(ok_json(
+            200,
+            &partial_metadata(items.first().copied().unwrap_or(&Value::Null), version),
+        )),
     }
 }
 
@@ -978,32 +1475,46 @@ fn resource(
         Some(_) => return Err(ApiError::path_not_found()),
     }
     match (method.as_str(), t.name.as_deref()) {
-        ("GET", Some(name)) if sub.is_none() && table::wants_table(accept) => {
+        ("GET", Some(name)) if sub.is_none() => {
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
+            let render = negotiate(accept, st.version, rt.builtin)?;
             let obj = st
                 .get_obj(&rt.key(), ns, name)
                 .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
-            let meta =
-                json!({"resourceVersion": util::str_at(obj, &["metadata", "resourceVersion"])});
-            Ok(table_response(&st, rt, &t.version, &[obj], &meta, q))
+            match render {
+                Render::Plain => Ok(ok_json(200, &State::output(obj, rt, &t.version))),
+                Render::Table(tv) => {
+                    let meta = json!({"resourceVersion": util::str_at(obj, &["metadata", "resourceVersion"])});
+                    Ok(table_response(&st, rt, &t.version, &[obj], &meta, q, tv))
+                }
+                Render::Meta { list, version } => {
+                    metadata_response(rt, &[obj], None, list, version)
+                }
+            }
         }
         ("GET", Some(name)) => {
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
             Ok(ok_json(200, &st.get(rt, &t.version, ns, name)?))
         }
-        ("GET", None) if table::wants_table(accept) => {
-            let lo = list_opts(q)?;
-            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
-            check_fields(&st, rt, &t.version, &lo, q)?;
-            let (items, meta) = st.list_page(rt, t.namespace.as_deref(), &lo)?;
-            Ok(table_response(&st, rt, &t.version, &items, &meta, q))
-        }
         ("GET", None) => {
-            let lo = list_opts(q)?;
             let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
+            let render = negotiate(accept, st.version, rt.builtin)?;
+            let lo = list_opts(q)?;
             check_fields(&st, rt, &t.version, &lo, q)?;
-            let body = st.list(rt, &t.version, t.namespace.as_deref(), &lo)?;
-            Ok(json_response(200, body, "application/json"))
+            match render {
+                Render::Plain => {
+                    let body = st.list(rt, &t.version, t.namespace.as_deref(), &lo)?;
+                    Ok(json_response(200, body, "application/json"))
+                }
+                Render::Table(tv) => {
+                    let (items, meta) = st.list_page(rt, t.namespace.as_deref(), &lo)?;
+                    Ok(table_response(&st, rt, &t.version, &items, &meta, q, tv))
+                }
+                Render::Meta { list, version } => {
+                    let (items, meta) = st.list_page(rt, t.namespace.as_deref(), &lo)?;
+                    metadata_response(rt, &items, Some(&meta), list, version)
+                }
+            }
         }
         ("POST", None) => {
             let obj = parse_body(body)?;
@@ -1084,6 +1595,7 @@ fn table_response(
     items: &[&Value],
     meta: &Value,
     q: &Query,
+    table_version: &str,
 ) -> Response<Body> {
     let crd = if rt.builtin {
         None
@@ -1095,19 +1607,22 @@ fn table_response(
         )
     };
     let columns = table::crd_printer_columns(crd, version);
-    let t = table::table(
-        rt,
-        version,
-        items,
-        meta,
-        columns.as_ref(),
-        table::Include::parse(q.get("includeObject")),
-        util::now_unix(),
+    let t = table::at_version(
+        table::table(
+            rt,
+            version,
+            items,
+            meta,
+            columns.as_ref(),
+            table::Include::parse(q.get("includeObject")),
+            util::now_unix(),
+        ),
+        table_version,
     );
     json_response(
         200,
         serde_json::to_vec(&t).expect("Value serialises"),
-        table::CONTENT_TYPE,
+        &table::content_type(table_version),
     )
 }
 
@@ -1173,8 +1688,11 @@ fn scale(
             wanted = b;
         }
         "PATCH" => {
-            let p = parse_body(body)?;
             let ct = content_type.split(';').next().unwrap_or("").trim();
+            if !st.version.patch_types(true).contains(&ct) {
+                return Err(ApiError::restful_unsupported_media_type());
+            }
+            let p = parse_body(body)?;
             let r = match ct {
                 "application/json-patch+json" => crate::patch::json_patch(&mut wanted, &p),
                 "application/merge-patch+json" => {
@@ -1184,7 +1702,11 @@ fn scale(
                 "application/strategic-merge-patch+json" => {
                     crate::patch::strategic_merge_patch(&mut wanted, &p)
                 }
-                other => return Err(ApiError::unsupported_media_type(other)),
+                other => {
+                    return Err(ApiError::unsupported_media_type_msg(format!(
+                        "kube-sim does not implement {other} patches of deployments/scale: use a JSON, merge or strategic merge patch"
+                    )));
+                }
             };
             r.map_err(ApiError::bad_request)?;
         }
@@ -1351,6 +1873,10 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Res
     let Route::Resource(t) = route(&st, path) else {
         return error_response(&ApiError::path_not_found());
     };
+    let render = match negotiate(accept, st.version, t.rt.builtin) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
     let lo = match list_opts(q)
         .and_then(|lo| check_fields(&st, &t.rt, &t.version, &lo, q).map(|()| lo))
     {
@@ -1365,8 +1891,6 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Res
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(1800);
-    let api_version = t.rt.api_version(&t.version);
-    let kind = t.rt.kind.clone();
     let wanted = move |o: &Value| {
         ns.as_deref().is_none_or(|n| util::namespace_of(o) == n)
             && single.as_deref().is_none_or(|n| util::name_of(o) == n)
@@ -1374,7 +1898,6 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Res
             && lo.fields.matches(o)
     };
     // `kubectl get -w` asks for Table events: one row each, column definitions on the first only.
-    let as_table = table::wants_table(accept);
     let printer_columns = if t.rt.builtin {
         None
     } else {
@@ -1390,32 +1913,32 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Res
     let include = table::Include::parse(q.get("includeObject"));
     let sent_columns = std::sync::atomic::AtomicBool::new(false);
     let frame = {
-        let api_version = api_version.clone();
-        let kind = kind.clone();
         let rt = t.rt.clone();
         let version = t.version.clone();
         move |ty: &str, o: &Value| {
-            let object = if as_table {
-                let meta =
-                    json!({"resourceVersion": util::str_at(o, &["metadata", "resourceVersion"])});
-                let mut tb = table::table(
-                    &rt,
-                    &version,
-                    &[o],
-                    &meta,
-                    printer_columns.as_ref(),
-                    include,
-                    util::now_unix(),
-                );
-                if sent_columns.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tb["columnDefinitions"] = json!([]);
+            let object = match render {
+                Render::Table(tv) => {
+                    let meta = json!({"resourceVersion": util::str_at(o, &["metadata", "resourceVersion"])});
+                    let mut tb = table::at_version(
+                        table::table(
+                            &rt,
+                            &version,
+                            &[o],
+                            &meta,
+                            printer_columns.as_ref(),
+                            include,
+                            util::now_unix(),
+                        ),
+                        tv,
+                    );
+                    if sent_columns.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tb["columnDefinitions"] = json!([]);
+                    }
+                    tb
                 }
-                tb
-            } else {
-                let mut o = o.clone();
-                o["apiVersion"] = json!(api_version);
-                o["kind"] = json!(kind);
-                o
+                // A metadata watch streams PartialObjectMetadata events.
+                Render::Meta { version: mv, .. } => partial_metadata(o, mv),
+                Render::Plain => State::output(o, &rt, &version),
             };
             let mut line = serde_json::to_vec(&json!({"type": ty, "object": object}))
                 .expect("Value serialises");
@@ -1453,7 +1976,7 @@ fn start_watch(shared: &Arc<Shared>, path: &str, q: &Query, accept: &str) -> Res
                     let ev = match ev {
                         Ok(ev) => ev,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            let gone = ApiError { code: 410, reason: "Expired", message: "too old resource version".into(), details: None, retry_after: None };
+                            let gone = ApiError::expired("too old resource version");
                             let _ = tx.send(frame_error(&gone)).await;
                             return;
                         }

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub details: Option<Value>,
     /// Extra response headers (e.g. `Retry-After`).
     pub retry_after: Option<u32>,
+    /// `Status.metadata` (a `continue` token on an expired list), `{}` when None.
+    pub metadata: Option<Value>,
 }
 
 /// Names the resource in messages the way the apiserver does: `secrets` or `destinationrules.networking.istio.io`.
@@ -46,6 +48,7 @@ impl ApiError {
             message,
             details,
             retry_after: None,
+            metadata: None,
         }
     }
 
@@ -225,16 +228,52 @@ impl ApiError {
         )
     }
 
-    /// 415 for a patch type the resource does not accept.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// 415 from the apiserver's own content-type check (`PatchResource`, the custom resource
+    /// handler): `accepted` in the server's order
+    /// (apiserver@kubernetes-1.14.0 pkg/endpoints/handlers/negotiation/errors.go:59-71; the same
+    /// text through 1.35.0 errors.go:89).
+    pub fn unsupported_media_type(accepted: &[&str]) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {content_type}"
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
             ),
+            None,
+        )
+    }
+
+    /// 415 from go-restful's router, which refuses a Content-Type none of a built-in route's
+    /// `Consumes` lists before any handler runs (go-restful@ff4f55a2 jsr311.go:71, the version
+    /// apiserver@kubernetes-1.14.0 pins; go-restful@v3.11.0 jsr311.go:129-131 for 1.33), turned
+    /// into a Status by apiserver's `serviceErrorHandler` (apiserver@kubernetes-1.14.0
+    /// pkg/server/handler.go:177-185) via `NewGenericServerResponse`, which keeps the message
+    /// for 415 (apimachinery@kubernetes-1.14.0 pkg/api/errors/errors.go:398-401).
+    pub fn restful_unsupported_media_type() -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            "415: Unsupported Media Type".into(),
             Some(json!({})),
         )
+    }
+
+    /// 415 with a free-form message (a request body the sim cannot decode).
+    pub fn unsupported_media_type_msg(message: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", message.into(), None)
+    }
+
+    /// 406 `NotAcceptable` (`errNotAcceptable.Status()`, apiserver@kubernetes-1.14.0
+    /// pkg/endpoints/handlers/negotiation/errors.go:41-48).
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(406, "NotAcceptable", message.into(), None)
+    }
+
+    /// 410 `Expired` (`NewResourceExpired`, apimachinery@kubernetes-1.14.0
+    /// pkg/api/errors/errors.go:213-220).
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message.into(), None)
     }
 
     /// 500 injected by the fault lever.
@@ -259,7 +298,7 @@ impl ApiError {
         let mut s = json!({
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": self.metadata.clone().unwrap_or_else(|| json!({})),
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -13,11 +14,13 @@ use crate::cidr::Cidr;
 use crate::controllers::Controllers;
 use crate::fields::{self, Scope, Writer};
 use crate::kinds;
+use crate::levers::{ContinueExpiry, ScenarioLevers};
 use crate::patch;
 use crate::registry::{Registry, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::util::{self, name_of, namespace_of};
+use crate::version::{ApiSurface, CRD_KEY, KubeVersion, RuntimeConfig};
 
 /// Storage key: (`group/plural`, namespace or "", name). BTreeMap order is etcd's key order.
 pub type ObjKey = (String, String, String);
@@ -103,6 +106,16 @@ pub struct State {
     pub loading: bool,
     /// Keys of objects that have ownerReferences (what the garbage collector looks at).
     owned: std::collections::BTreeSet<ObjKey>,
+    /// The Kubernetes version served: what is served and how it behaves.
+    pub version: KubeVersion,
+    /// APIs turned on beyond the version's defaults.
+    pub runtime: RuntimeConfig,
+    /// When `continue` tokens expire.
+    pub continue_expiry: ContinueExpiry,
+    /// How long a deleted namespace stays `Terminating` (zero: deleted at once).
+    pub namespace_finalize_delay: Duration,
+    /// Namespaces being terminated, and when their finalizer is done.
+    pub terminating: BTreeMap<String, Instant>,
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -132,25 +145,64 @@ fn spec_part(obj: &Value) -> Value {
     o
 }
 
+/// A decoded `continue` token: where the next page starts, and what its expiry is judged by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Continue {
+    /// Namespace and name of the last object already returned.
+    after: (String, String),
+    /// The list's resourceVersion; -1 is the apiserver's "continue at the latest revision"
+    /// token handed out with an `Expired` error, which never expires.
+    rv: i64,
+    /// When the list's first page was served (ms since the epoch).
+    started_ms: u64,
+    /// How many continued pages this list has had before this one.
+    pages: u32,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Decodes a `continue` token into the key after which the next page starts.
-fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+fn decode_continue(token: &str) -> Result<Continue, ApiError> {
     let bad = || ApiError::bad_request(format!("continue key is not valid: {token}"));
     let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let start = v.get("start").and_then(Value::as_array).ok_or_else(bad)?;
-    match (
+    let after = match (
         start.first().and_then(Value::as_str),
         start.get(1).and_then(Value::as_str),
     ) {
-        (Some(ns), Some(name)) => Ok((ns.to_string(), name.to_string())),
-        _ => Err(bad()),
-    }
+        (Some(ns), Some(name)) => (ns.to_string(), name.to_string()),
+        _ => return Err(bad()),
+    };
+    Ok(Continue {
+        after,
+        rv: v.get("rv").and_then(Value::as_i64).unwrap_or(0),
+        started_ms: v.get("t").and_then(Value::as_u64).unwrap_or(0),
+        pages: v
+            .get("p")
+            .and_then(Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0),
+    })
 }
 
-fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
-    URL_SAFE_NO_PAD
-        .encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": [ns, name]}).to_string())
+fn encode_continue(c: &Continue) -> String {
+    URL_SAFE_NO_PAD.encode(
+        json!({"v": "meta.k8s.io/v1", "rv": c.rv, "start": [c.after.0, c.after.1],
+               "t": c.started_ms, "p": c.pages})
+        .to_string(),
+    )
 }
+
+/// The message of the 410 for an expired continue token when a fresh token can be offered
+/// (apiserver@kubernetes-1.14.0 pkg/storage/etcd3/errors.go:39-45 `inconsistentContinue`, the
+/// error built at :68-69 with `ListMeta.Continue` set to a token for revision -1; the same text
+/// through apiserver@kubernetes-1.33.0 pkg/storage/etcd3/errors.go:57).
+pub const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
 impl State {
     /// An empty cluster (no namespaces yet) whose Services get IPs from `cidr`.
@@ -164,7 +216,26 @@ impl State {
             events: tokio::sync::broadcast::channel(4096).0,
             loading: false,
             owned: std::collections::BTreeSet::new(),
+            version: KubeVersion::default(),
+            runtime: RuntimeConfig::default(),
+            continue_expiry: ContinueExpiry::Never,
+            namespace_finalize_delay: Duration::ZERO,
+            terminating: BTreeMap::new(),
         }
+    }
+
+    /// Sets the version served and the API-semantics levers (before anything is loaded, so
+    /// defaulting follows the version).
+    pub fn configure(&mut self, version: KubeVersion, levers: &ScenarioLevers) {
+        self.version = version;
+        self.runtime = levers.runtime;
+        self.continue_expiry = levers.continue_expiry;
+        self.namespace_finalize_delay = levers.namespace_finalize_delay;
+    }
+
+    /// What this version serves.
+    pub fn surface(&self) -> ApiSurface<'_> {
+        ApiSurface::new(&self.registry, self.version, self.runtime)
     }
 
     fn next_rv(&mut self) -> String {
@@ -198,12 +269,62 @@ impl State {
         self.get_obj("/namespaces", "", ns).is_some()
     }
 
-    /// The object as served at `version`.
+    /// The object as served at `version` (CRDs are converted to the v1beta1 shape there).
     pub fn output(obj: &Value, rt: &ResourceType, version: &str) -> Value {
-        let mut o = obj.clone();
+        let mut o = if rt.key() == CRD_KEY && version == "v1beta1" {
+            kinds::crd_to_v1beta1(obj)
+        } else {
+            obj.clone()
+        };
         o["apiVersion"] = json!(rt.api_version(version));
         o["kind"] = json!(rt.kind);
         o
+    }
+
+    /// Converts a body sent at a version other than the storage one into the stored shape
+    /// (a v1beta1 CRD becomes a v1 CRD; other kinds are stored as sent).
+    fn to_storage(rt: &ResourceType, version: &str, obj: &mut Value) -> Result<(), ApiError> {
+        if rt.key() == CRD_KEY && version == "v1beta1" {
+            *obj = kinds::crd_from_v1beta1(obj).map_err(|e| {
+                ApiError::invalid(
+                    &rt.group,
+                    &rt.kind,
+                    name_of(obj),
+                    &[("spec".into(), "FieldValueInvalid".into(), e)],
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The 403 the `NamespaceLifecycle` admission plugin gives a create in a namespace that is
+    /// being terminated (apiserver@kubernetes-1.33.0
+    /// pkg/admission/plugin/namespace/lifecycle/admission.go:169-182; the cause since 1.17).
+    fn check_namespace_active(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        if !rt.namespaced || !self.terminating.contains_key(ns) {
+            return Ok(());
+        }
+        let mut e = ApiError::forbidden_msg(
+            &rt.group,
+            &rt.plural,
+            name,
+            &format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+        );
+        if self.version.namespace_terminating_cause()
+            && let Some(d) = e.details.as_mut()
+        {
+            d["causes"] = json!([{"reason": "NamespaceTerminating",
+                "message": format!("namespace {ns} is being terminated"),
+                "field": "metadata.namespace"}]);
+        }
+        Err(e)
     }
 
     /// GET of one object.
@@ -228,12 +349,16 @@ impl State {
         opts: &ListOpts,
     ) -> Result<(Vec<&Value>, Value), ApiError> {
         let key = rt.key();
-        let after = opts
+        let token = opts
             .continue_token
             .as_deref()
             .filter(|t| !t.is_empty())
             .map(decode_continue)
             .transpose()?;
+        if let Some(c) = &token {
+            self.check_continue(c)?;
+        }
+        let after = token.as_ref().map(|c| c.after.clone());
         let start = match &after {
             Some((n, name)) => Bound::Excluded((key.clone(), n.clone(), name.clone())),
             None => Bound::Included((key.clone(), ns.unwrap_or("").to_string(), String::new())),
@@ -258,13 +383,56 @@ impl State {
             let remaining = iter.count();
             if remaining > 0 {
                 let k = last.expect("a full page has a last item");
-                meta["continue"] = json!(encode_continue(self.rv, &k.1, &k.2));
+                let next = match &token {
+                    // A continued list keeps its start; a -1 token starts a new one.
+                    Some(c) if c.rv >= 0 => Continue {
+                        after: (k.1.clone(), k.2.clone()),
+                        rv: c.rv,
+                        started_ms: c.started_ms,
+                        pages: c.pages + 1,
+                    },
+                    _ => Continue {
+                        after: (k.1.clone(), k.2.clone()),
+                        rv: i64::try_from(self.rv).unwrap_or(i64::MAX),
+                        started_ms: now_ms(),
+                        pages: 0,
+                    },
+                };
+                meta["continue"] = json!(encode_continue(&next));
                 if !filtering {
                     meta["remainingItemCount"] = json!(remaining);
                 }
             }
         }
         Ok((items, meta))
+    }
+
+    /// A token past the expiry lever is refused as etcd compaction makes the apiserver refuse it:
+    /// 410 `Expired`, with a token to continue at the latest revision in `metadata.continue`.
+    fn check_continue(&self, c: &Continue) -> Result<(), ApiError> {
+        if c.rv < 0 {
+            return Ok(());
+        }
+        let expired = match self.continue_expiry {
+            ContinueExpiry::Never => false,
+            ContinueExpiry::After(d) => {
+                now_ms().saturating_sub(c.started_ms)
+                    > u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            }
+            ContinueExpiry::AfterPages(n) => c.pages >= n,
+        };
+        if !expired {
+            return Ok(());
+        }
+        let fresh = Continue {
+            after: c.after.clone(),
+            rv: -1,
+            started_ms: 0,
+            pages: 0,
+        };
+        let mut e = ApiError::expired(CONTINUE_EXPIRED);
+        e.metadata = Some(json!({"continue": encode_continue(&fresh)}));
+        Err(e)
     }
 
     /// Refuses field selectors on fields the apiserver does not index for this kind.
@@ -471,7 +639,7 @@ impl State {
         } else {
             Self::check_schema(rt, version, obj, opts.field_validation, warnings)?;
         }
-        kinds::prepare(self, rt, obj, old)
+        kinds::prepare(self, rt, obj, old, opts.dry_run)
     }
 
     /// Strict decoding of a built-in kind (see [`crate::typed`]).
@@ -522,6 +690,7 @@ impl State {
         opts: &WriteOpts,
     ) -> Result<Written, ApiError> {
         Self::check_kind(rt, version, &mut obj)?;
+        Self::to_storage(rt, version, &mut obj)?;
         Self::check_namespace(rt, ns, &mut obj)?;
         let mut name = name_of(&obj).to_string();
         if name.is_empty() {
@@ -548,6 +717,7 @@ impl State {
         if rt.namespaced && !self.namespace_exists(ns) {
             return Err(ApiError::not_found("", "namespaces", ns));
         }
+        self.check_namespace_active(rt, ns, &name)?;
         if self
             .get_obj(&rt.key(), if rt.namespaced { ns } else { "" }, &name)
             .is_some()
@@ -678,6 +848,7 @@ impl State {
             .cloned()
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
         Self::check_kind(rt, version, &mut body)?;
+        Self::to_storage(rt, version, &mut body)?;
         let body_name = name_of(&body).to_string();
         if body_name.is_empty() {
             meta_mut(&mut body).insert("name".into(), json!(name));
@@ -865,11 +1036,19 @@ impl State {
         opts: &WriteOpts,
     ) -> Result<Written, ApiError> {
         let ct = content_type.split(';').next().unwrap_or("").trim();
+        let accepted = self.version.patch_types(rt.builtin);
+        if !accepted.contains(&ct) {
+            // Built-in kinds are go-restful routes whose `Consumes` lists the patch types: the
+            // router refuses others before the handler runs. Custom resources are served by the
+            // apiextensions handler, which answers with the negotiation error.
+            return Err(if rt.builtin {
+                ApiError::restful_unsupported_media_type()
+            } else {
+                ApiError::unsupported_media_type(&accepted)
+            });
+        }
         if ct == "application/apply-patch+yaml" {
             return self.apply(rt, version, ns, name, sub, body, opts);
-        }
-        if ct == "application/strategic-merge-patch+json" && !rt.builtin {
-            return Err(ApiError::unsupported_media_type(ct));
         }
         let old = self
             .get_obj(&rt.key(), ns, name)
@@ -887,7 +1066,7 @@ impl State {
             "application/strategic-merge-patch+json" => {
                 patch::strategic_merge_patch(&mut target, &patch)
             }
-            other => return Err(ApiError::unsupported_media_type(other)),
+            _ => return Err(ApiError::unsupported_media_type(&accepted)),
         };
         result.map_err(|e| {
             ApiError::invalid(
@@ -908,6 +1087,7 @@ impl State {
             ));
         }
         Self::check_kind(rt, version, &mut target)?;
+        Self::to_storage(rt, version, &mut target)?;
         if name_of(&target) != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -1012,6 +1192,7 @@ impl State {
                 return Err(ApiError::not_found("", "namespaces", ns));
             }
             Self::validate_name(rt, name)?;
+            self.check_namespace_active(rt, ns, name)?;
             if rt.status_subresource
                 && let Some(o) = applied.as_object_mut()
             {
@@ -1019,6 +1200,7 @@ impl State {
             }
             let mut obj = fields::apply(None, &applied, &writer, opts.force)
                 .map_err(|c| ApiError::apply_conflicts(&c))?;
+            Self::to_storage(rt, version, &mut obj)?;
             let mut warnings = Vec::new();
             self.prepare(rt, version, &mut obj, None, opts, &mut warnings)?;
             {
@@ -1032,8 +1214,9 @@ impl State {
             return Ok(self.finish_create(rt, version, obj, opts, warnings));
         };
         let live_out = Self::output(&live, rt, version);
-        let merged = fields::apply(Some(&live_out), &applied, &writer, opts.force)
+        let mut merged = fields::apply(Some(&live_out), &applied, &writer, opts.force)
             .map_err(|c| ApiError::apply_conflicts(&c))?;
+        Self::to_storage(rt, version, &mut merged)?;
         self.replace(rt, version, sub, &live, merged, opts, true)
     }
 
@@ -1078,8 +1261,33 @@ impl State {
         }
         let mut shown = Self::output(&old, rt, version);
         if rt.key() == "/namespaces" {
+            if self.terminating.contains_key(name) {
+                // Deleting a Terminating namespace again changes nothing.
+                return Ok(Written {
+                    object: shown,
+                    code: 200,
+                    warnings: Vec::new(),
+                });
+            }
             meta_mut(&mut shown).insert("deletionTimestamp".into(), json!(util::now_rfc3339()));
             shown["status"] = json!({"phase": "Terminating"});
+            if !opts.dry_run && !self.namespace_finalize_delay.is_zero() {
+                // The namespace registry's first DELETE only marks the namespace (deletionTimestamp,
+                // phase Terminating) while `spec.finalizers: [kubernetes]` stays until the namespace
+                // controller has emptied it; the object goes when the finalizer is removed.
+                let rv = self.next_rv();
+                meta_mut(&mut shown).insert("resourceVersion".into(), json!(rv));
+                let stored = self.store(rt, shown, "MODIFIED");
+                self.terminating.insert(
+                    name.to_string(),
+                    Instant::now() + self.namespace_finalize_delay,
+                );
+                return Ok(Written {
+                    object: Self::output(&stored, rt, version),
+                    code: 200,
+                    warnings: Vec::new(),
+                });
+            }
         }
         if opts.dry_run {
             return Ok(Written {
@@ -1107,6 +1315,35 @@ impl State {
         })
     }
 
+    /// Finishes the termination of namespaces whose finalizer delay has passed (their contents go
+    /// with them, then what those owned). Returns whether anything was removed.
+    pub fn finalize_namespaces(&mut self, now: Instant) -> bool {
+        let due: Vec<String> = self
+            .terminating
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for ns in &due {
+            self.terminating.remove(ns);
+            if let Some(gone) = self.remove("/namespaces", "", ns) {
+                let uid = util::str_at(&gone, &["metadata", "uid"])
+                    .unwrap_or("")
+                    .to_string();
+                self.collect_garbage(&uid);
+            }
+        }
+        if !due.is_empty() {
+            crate::controllers::reconcile(self);
+        }
+        !due.is_empty()
+    }
+
+    /// When the next Terminating namespace is due, if any.
+    pub fn next_finalization(&self) -> Option<Instant> {
+        self.terminating.values().min().copied()
+    }
+
     /// Removes an object with the apiserver's own cascades (namespace contents, a CRD's objects).
     pub fn remove(&mut self, resource: &str, ns: &str, name: &str) -> Option<Value> {
         let key = (resource.to_string(), ns.to_string(), name.to_string());
@@ -1124,6 +1361,7 @@ impl State {
         }
         match resource {
             "/namespaces" => {
+                self.terminating.remove(name);
                 let keys: Vec<ObjKey> = self
                     .objects
                     .keys()
@@ -1274,7 +1512,7 @@ impl State {
             .map_err(|e| e.message)?;
         }
         self.loading = true;
-        let prepared = kinds::prepare(self, &rt, &mut obj, old.as_ref());
+        let prepared = kinds::prepare(self, &rt, &mut obj, old.as_ref(), false);
         self.loading = false;
         prepared.map_err(|e| e.message)?;
         {

@@ -36,8 +36,30 @@ pub fn wants_table(accept: &str) -> bool {
         .is_some_and(|first| first.replace(' ', "").contains("as=Table"))
 }
 
-/// The Content-Type of Table responses.
+/// The Content-Type of `meta.k8s.io/v1` Table responses.
 pub const CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+/// The Content-Type of a Table at `meta.k8s.io/<version>`.
+pub fn content_type(version: &str) -> String {
+    format!("application/json;as=Table;v={version};g=meta.k8s.io")
+}
+
+/// A Table (as [`table`] builds it, at v1) moved to `meta.k8s.io/<version>`: before 1.15 only
+/// v1beta1 exists, for the Table and the rows' PartialObjectMetadata alike.
+pub fn at_version(mut t: Value, version: &str) -> Value {
+    let api_version = json!(format!("meta.k8s.io/{version}"));
+    t["apiVersion"] = api_version.clone();
+    if let Some(rows) = t.get_mut("rows").and_then(Value::as_array_mut) {
+        for r in rows {
+            if let Some(o) = r.get_mut("object")
+                && o.get("kind").and_then(Value::as_str) == Some("PartialObjectMetadata")
+            {
+                o["apiVersion"] = api_version.clone();
+            }
+        }
+    }
+    t
+}
 
 /// Go's `duration.HumanDuration`, as the AGE column shows it.
 pub fn human_duration(seconds: i64) -> String {

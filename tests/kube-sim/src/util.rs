@@ -139,9 +139,109 @@ pub fn parse_json_or_yaml(body: &[u8]) -> Result<Value, String> {
     }
 }
 
+/// One clause of an `Accept` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaRange {
+    /// `application` (or `*`).
+    pub typ: String,
+    /// `json` (or `*`).
+    pub subtype: String,
+    /// Parameters other than `q`, in order (`as`, `g`, `v`, `stream`, …).
+    pub params: Vec<(String, String)>,
+    /// Quality, 0 – 1 (1 when absent).
+    pub q: f32,
+}
+
+impl MediaRange {
+    /// A parameter's value.
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses an `Accept` header as goautoneg (which the apiserver uses) does: comma-separated
+/// clauses with `;k=v` parameters, ordered by `q` (highest first), then concrete types before
+/// wildcards; otherwise the client's order is kept.
+pub fn parse_accept(header: &str) -> Vec<MediaRange> {
+    let mut out: Vec<MediaRange> = header
+        .split(',')
+        .filter_map(|clause| {
+            let mut parts = clause.split(';').map(str::trim);
+            let mt = parts.next().filter(|m| !m.is_empty())?;
+            let (typ, subtype) = mt.split_once('/').unwrap_or((mt, "*"));
+            let mut q = 1.0f32;
+            let mut params = Vec::new();
+            for p in parts {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+                if k == "q" {
+                    q = v.parse().unwrap_or(1.0);
+                } else if !k.is_empty() {
+                    params.push((k.to_string(), v.to_string()));
+                }
+            }
+            Some(MediaRange {
+                typ: typ.trim().to_string(),
+                subtype: subtype.trim().to_string(),
+                params,
+                q,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.q.partial_cmp(&a.q)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then((a.typ == "*").cmp(&(b.typ == "*")))
+            .then((a.subtype == "*").cmp(&(b.subtype == "*")))
+    });
+    out
+}
+
+/// A `Warning` header value as the apiserver writes it: `299 - "<text>"` with `"` and `\`
+/// escaped (apimachinery@kubernetes-1.33.0 pkg/util/net/http.go:655-699 `NewWarningHeader`,
+/// code 299 and agent `-` from apiserver@kubernetes-1.33.0 pkg/endpoints/filters/warning.go:102).
+pub fn warning_header(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    format!("299 - {quoted}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_clauses_keep_client_order_within_a_quality() {
+        let a = parse_accept(
+            "application/json;as=Table;v=v1;g=meta.k8s.io, application/json;as=Table;v=v1beta1;g=meta.k8s.io;q=0.9, */*;q=0.9, application/json",
+        );
+        assert_eq!(a[0].param("v"), Some("v1"));
+        assert_eq!(a[1].params, []);
+        assert_eq!(a[2].param("v"), Some("v1beta1"));
+        assert_eq!(a[3].typ, "*");
+        assert!(parse_accept("").is_empty());
+    }
+
+    #[test]
+    fn warning_header_quotes_like_go() {
+        assert_eq!(
+            warning_header(
+                "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"
+            ),
+            "299 - \"v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice\""
+        );
+        assert_eq!(warning_header("a \"b\" \\c"), "299 - \"a \\\"b\\\" \\\\c\"");
+    }
 
     #[test]
     fn rfc3339_matches_known_instants() {

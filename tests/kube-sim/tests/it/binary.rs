@@ -76,3 +76,99 @@ fn bad_scenario_is_an_error_naming_the_file() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// The version and lever flags reach the served API; the kubeconfig names the extra users.
+#[test]
+fn serve_flags_pick_version_and_levers() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args([
+            "serve",
+            "--kube-version",
+            "1.14",
+            "--user",
+            "alice",
+            "--impersonator",
+            "carol",
+            "--namespace-finalize-ms",
+            "200",
+            "--expire-continue-after-pages",
+            "0",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("ready https://127.0.0.1:"), "{line:?}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+            let contexts: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(contexts, ["kube-sim", "alice", "carol"]);
+            let opts = kube::config::KubeConfigOptions {
+                context: Some("alice".into()),
+                ..Default::default()
+            };
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .unwrap();
+            let alice = kube::Client::try_from(cfg).unwrap();
+            let v = alice.apiserver_version().await.unwrap();
+            assert_eq!(v.git_version, "v1.14.0");
+            // 1.14 serves CRDs at apiextensions v1beta1 only.
+            let req = http::Request::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+                .body(Vec::new())
+                .unwrap();
+            let resp = alice.send(req.map(kube::client::Body::from)).await.unwrap();
+            assert_eq!(resp.status(), 404);
+            // Alice may not impersonate.
+            let req = http::Request::get("/api/v1/namespaces")
+                .header("Impersonate-User", "bob")
+                .body(Vec::new())
+                .unwrap();
+            let resp = alice.send(req.map(kube::client::Body::from)).await.unwrap();
+            assert_eq!(resp.status(), 403);
+        });
+    }));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unsupported_kube_version_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["serve", "--kube-version", "1.12", "--kubeconfig"])
+        .arg(dir.path().join("kc"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"1.12\" is not supported: give 1.13 … 1.35"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

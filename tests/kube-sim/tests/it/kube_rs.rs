@@ -759,3 +759,91 @@ async fn owner_references_are_garbage_collected() {
         "orphaned dependent was deleted"
     );
 }
+
+/// Reads watch events (one JSON document per line) until `n` have come.
+async fn watch_events(
+    client: &kube::Client,
+    path: &str,
+    accept: &str,
+    n: usize,
+) -> (u16, Vec<serde_json::Value>) {
+    use http_body_util::BodyExt as _;
+    let req = http::Request::get(path)
+        .header("Accept", accept)
+        .body(Vec::new())
+        .unwrap();
+    let resp = client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut buf = Vec::new();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame.unwrap().into_data() {
+            buf.extend_from_slice(&data);
+        }
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            events.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    if events.is_empty() && !buf.is_empty() {
+        events.push(serde_json::from_slice(&buf).unwrap());
+    }
+    (code, events)
+}
+
+/// kube-rs' metadata list where the version has `meta.k8s.io/v1`; metadata and Table watches
+/// (what kube-rs' `watch_metadata` and `kubectl get -w` ask for) at the version's meta API.
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_list_and_watch_follow_the_version() {
+    let server = Server::start(Scenario::empty().with_kube_version("1.33")).await;
+    let client = server.client();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("m", "1"))
+        .await
+        .unwrap();
+    let list = cms.list_metadata(&ListParams::default()).await.unwrap();
+    let names: Vec<_> = list
+        .items
+        .iter()
+        .filter_map(|i| i.metadata.name.clone())
+        .collect();
+    assert!(names.contains(&"m".to_string()), "{names:?}");
+    let meta = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let path = "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&timeoutSeconds=1&labelSelector=n%3Dm";
+    let (code, events) = watch_events(&client, path, meta, 1).await;
+    assert_eq!(code, 200);
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(
+        events[0]["object"],
+        json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+               "metadata": events[0]["object"]["metadata"].clone()})
+    );
+    assert_eq!(events[0]["object"]["metadata"]["name"], "m");
+
+    // Before 1.15: the v1 metadata watch is refused as the list is; Tables are v1beta1.
+    let server = Server::start(Scenario::empty().with_kube_version("1.14")).await;
+    let client = server.client();
+    let (code, events) = watch_events(&client, path, meta, 1).await;
+    assert_eq!(
+        (code, events[0]["reason"].as_str()),
+        (406, Some("NotAcceptable"))
+    );
+    let (code, events) = watch_events(
+        &client,
+        "/api/v1/namespaces?watch=true&resourceVersion=0&timeoutSeconds=1",
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+        1,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["kind"], "Table");
+    assert_eq!(events[0]["object"]["apiVersion"], "meta.k8s.io/v1beta1");
+}

@@ -1,4 +1,9 @@
-//! Real kubectl (1.27, 1.32, 1.33) against a fresh sim: the verbs meshvm's users run.
+//! Real kubectl (1.27, 1.32, 1.33) against a fresh sim: the verbs meshvm's users run, also
+//! against old Kubernetes versions (1.14, 1.19) the way the dispatcher runs them.
+//!
+//! These tests need the kubectl dispatcher and its `kubectl.1.NN` binaries on PATH and fail
+//! without them; `MESHVM_ALLOW_MISSING_TOOLS=1` (and nothing else) lets them return early,
+//! saying why.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -7,13 +12,42 @@ use base64::Engine as _;
 use kube_sim::{Scenario, Server};
 
 /// The folder holding `kubectl.1.NN`, found as the kubectl dispatcher on PATH resolves.
-fn kubectl_dir() -> Option<PathBuf> {
+fn find_kubectl_dir() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join("kubectl"))
         .find(|p| p.is_file())
         .and_then(|p| std::fs::canonicalize(p).ok())
         .and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+/// A missing tool: a test failure, unless `MESHVM_ALLOW_MISSING_TOOLS=1`, when the test is
+/// told to return early (`None`) after saying why.
+fn missing<T>(what: &str) -> Option<T> {
+    if std::env::var("MESHVM_ALLOW_MISSING_TOOLS").as_deref() == Ok("1") {
+        // The same announcement as the workspace's other tool-needing tests.
+        eprintln!("IGNORED (MESHVM_ALLOW_MISSING_TOOLS): {what}");
+        None
+    } else {
+        panic!(
+            "{what}: put the kubectl dispatcher and kubectl.1.NN on PATH, or set MESHVM_ALLOW_MISSING_TOOLS=1 to let kubectl tests return early"
+        )
+    }
+}
+
+/// The kubectl folder, or `None` (only with `MESHVM_ALLOW_MISSING_TOOLS=1`).
+fn kubectl_dir() -> Option<PathBuf> {
+    find_kubectl_dir().or_else(|| missing("no kubectl on PATH"))
+}
+
+/// `kubectl.1.<minor>`, or `None` (only with `MESHVM_ALLOW_MISSING_TOOLS=1`).
+fn kubectl_bin(minor: &str) -> Option<PathBuf> {
+    let bin = kubectl_dir()?.join(format!("kubectl.1.{minor}"));
+    if bin.is_file() {
+        Some(bin)
+    } else {
+        missing(&format!("{} does not exist", bin.display()))
+    }
 }
 
 struct Kubectl {
@@ -53,19 +87,9 @@ const DR_BAD: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: Destinatio
 const DR_GOOD: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: good\n  namespace: matrix\nspec:\n  host: x.matrix.svc.cluster.local\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
 
 fn matrix(minor: &str) {
-    let Some(dir) = kubectl_dir() else {
-        // Not an error: machines without kubectl cannot run this test, and say so.
-        eprintln!("skipping kubectl {minor} matrix: no kubectl on PATH");
+    let Some(bin) = kubectl_bin(minor) else {
         return;
     };
-    let bin = dir.join(format!("kubectl.1.{minor}"));
-    if !bin.is_file() {
-        eprintln!(
-            "skipping kubectl 1.{minor} matrix: {} does not exist",
-            bin.display()
-        );
-        return;
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -296,7 +320,6 @@ fn kubectl_1_28_to_1_31() {
 #[test]
 fn dispatcher_follows_reported_version() {
     let Some(dir) = kubectl_dir() else {
-        eprintln!("skipping: no kubectl on PATH");
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -330,7 +353,6 @@ fn dispatcher_follows_reported_version() {
 #[test]
 fn auth_can_i_reflects_denials() {
     let Some(dir) = kubectl_dir() else {
-        eprintln!("skipping: no kubectl on PATH");
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -366,5 +388,225 @@ fn auth_can_i_reflects_denials() {
                 .trim(),
             "yes"
         );
+    }
+}
+
+const CM_OLD: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: legacy\ndata:\n  mesh: \"1\"\n";
+const CRD_V1BETA1: &str = "apiVersion: apiextensions.k8s.io/v1beta1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  version: v1\n  scope: Namespaced\n  names:\n    plural: widgets\n    kind: Widget\n  validation:\n    openAPIV3Schema:\n      type: object\n      properties:\n        spec:\n          type: object\n          properties:\n            size: {type: integer}\n";
+const CRD_V1: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names:\n    plural: widgets\n    kind: Widget\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              size: {type: integer}\n";
+const WIDGET: &str = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: legacy\nspec:\n  size: 3\n";
+
+/// What meshvm's users run, with a kubectl newer than the server (the dispatcher runs
+/// kubectl.1.32 for servers outside 1.27…1.33): discovery without aggregated documents or
+/// OpenAPI v3, v1beta1 Tables before 1.15, apiextensions v1beta1 CRDs before 1.16.
+fn old_server_verbs(bin: &Path, version: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(Server::start(Scenario::empty().with_kube_version(version)));
+    let k = Kubectl {
+        bin: bin.to_path_buf(),
+        kubeconfig: server.kubeconfig_path().to_path_buf(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = files.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let ctx = format!("{} against {version}", bin.display());
+
+    let ns = k.ok(&["get", "ns"]);
+    assert!(ns.starts_with("NAME"), "{ctx}: {ns}");
+    assert!(
+        ns.contains("kube-system") && ns.contains("Active"),
+        "{ctx}: {ns}"
+    );
+    assert!(
+        k.ok(&["create", "ns", "legacy"])
+            .contains("namespace/legacy created")
+    );
+
+    let cm = write("cm.yaml", CM_OLD);
+    assert!(
+        k.ok(&["apply", "-f", &cm])
+            .contains("configmap/cfg created"),
+        "{ctx}"
+    );
+    assert!(
+        k.ok(&["apply", "-f", &cm])
+            .contains("configmap/cfg unchanged"),
+        "{ctx}"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "cfg",
+            "-n",
+            "legacy",
+            "-o",
+            "jsonpath={.data.mesh}"
+        ]),
+        "1"
+    );
+
+    let payload = write("root-cert.pem", "not really a cert\n");
+    assert!(
+        k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "bundle",
+            &format!("--from-file={payload}"),
+            "-n",
+            "legacy"
+        ])
+        .contains("secret/bundle created"),
+        "{ctx}"
+    );
+    let data = k.ok(&[
+        "get",
+        "secret",
+        "bundle",
+        "-n",
+        "legacy",
+        "-o",
+        "jsonpath={.data.root-cert\\.pem}",
+    ]);
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .unwrap(),
+        b"not really a cert\n"
+    );
+
+    // CRDs at the apiextensions version the server serves.
+    let crd = write(
+        "crd.yaml",
+        if server.kube_version().apiextensions_v1() {
+            CRD_V1
+        } else {
+            CRD_V1BETA1
+        },
+    );
+    assert!(
+        k.ok(&["apply", "-f", &crd])
+            .contains("customresourcedefinition.apiextensions.k8s.io/widgets.example.com created"),
+        "{ctx}"
+    );
+    let crds = k.ok(&["get", "crd"]);
+    assert!(
+        crds.starts_with("NAME") && crds.contains("widgets.example.com"),
+        "{ctx}: {crds}"
+    );
+    assert!(
+        crds.contains("destinationrules.networking.istio.io"),
+        "{ctx}: {crds}"
+    );
+    let yaml = k.ok(&["get", "crd", "widgets.example.com", "-o", "yaml"]);
+    let served = if server.kube_version().apiextensions_v1() {
+        "v1"
+    } else {
+        "v1beta1"
+    };
+    assert!(
+        yaml.contains(&format!("apiVersion: apiextensions.k8s.io/{served}")),
+        "{ctx}: {yaml}"
+    );
+    let widget = write("widget.yaml", WIDGET);
+    assert!(
+        k.ok(&["apply", "-f", &widget])
+            .contains("widget.example.com/w created"),
+        "{ctx}"
+    );
+    assert!(k.ok(&["get", "widgets", "-n", "legacy"]).contains('w'));
+
+    if !server.kube_version().server_side_apply() {
+        let out = k.run(&["apply", "--server-side", "-f", &cm]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{ctx}: server-side apply accepted: {err}"
+        );
+        assert!(err.contains("415: Unsupported Media Type"), "{ctx}: {err}");
+    }
+
+    assert!(
+        k.ok(&["delete", "cm", "cfg", "-n", "legacy"])
+            .contains("configmap \"cfg\" deleted"),
+        "{ctx}"
+    );
+    assert!(
+        !k.run(&["get", "cm", "cfg", "-n", "legacy"])
+            .status
+            .success()
+    );
+    assert!(k.ok(&["delete", "-f", &crd]).contains("deleted"), "{ctx}");
+    assert!(
+        k.ok(&["delete", "ns", "legacy"])
+            .contains("namespace \"legacy\" deleted"),
+        "{ctx}"
+    );
+    assert!(
+        k.ok(&["get", "ns"])
+            .lines()
+            .all(|l| !l.starts_with("legacy "))
+    );
+    drop(server);
+}
+
+#[test]
+fn kubectl_1_32_against_1_14_and_1_19() {
+    let Some(bin) = kubectl_bin("32") else {
+        return;
+    };
+    for version in ["1.14", "1.19"] {
+        old_server_verbs(&bin, version);
+    }
+}
+
+/// The dispatcher on PATH picks kubectl.1.32 for these servers and the verbs still work.
+#[test]
+fn dispatcher_against_1_14_and_1_19() {
+    let Some(dir) = kubectl_dir() else {
+        return;
+    };
+    let dispatcher = dir.join("kubectl");
+    for version in ["1.14", "1.19"] {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt.block_on(Server::start(Scenario::empty().with_kube_version(version)));
+        let cache = tempfile::tempdir().unwrap();
+        let out = Command::new(&dispatcher)
+            .arg("--kubeconfig")
+            .arg(server.kubeconfig_path())
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(["version", "-o", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(
+            v["serverVersion"]["gitVersion"],
+            format!("v{version}.0"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The fallback is the dispatcher's own 1.32 build, which reports minor "32+".
+        assert!(
+            v["clientVersion"]["minor"]
+                .as_str()
+                .is_some_and(|m| m.trim_end_matches('+') == "32"),
+            "dispatcher fallback for {version}: {}",
+            v["clientVersion"]
+        );
+        drop(server);
+        old_server_verbs(&dispatcher, version);
     }
 }

@@ -238,10 +238,11 @@ async fn discovery_and_openapi_documents() {
         (Some("1"), Some("29"))
     );
 
+    // kubectl's Accept: v2 first, then v2beta1; a 1.29 server serves only v2beta1.
     let req = http::Request::get("/apis")
         .header(
             "Accept",
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
         )
         .body(Vec::new())
         .unwrap();
@@ -249,7 +250,7 @@ async fn discovery_and_openapi_documents() {
     assert_eq!(code, 200);
     assert_eq!(
         headers["content-type"],
-        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
     );
     let agg: Value = serde_json::from_slice(&body).unwrap();
     let istio = agg["items"]
@@ -329,4 +330,326 @@ async fn discovery_and_openapi_documents() {
         (Some("ADDED"), Some("w"))
     );
     assert_eq!(events[1]["type"], "DELETED");
+}
+
+const EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+async fn five_configmaps(server: &Server) -> Api<ConfigMap> {
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    for i in 0..5 {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    cms
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn continue_tokens_expire_after_pages() {
+    let server = Server::start(
+        Scenario::empty().with_continue_expiry(kube_sim::ContinueExpiry::AfterPages(1)),
+    )
+    .await;
+    let cms = five_configmaps(&server).await;
+    // c0 c1 | c2 c3 | c4 (plus kube-root-ca.crt, which sorts first): page 2 is served, page 3 is not.
+    let p1 = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    let t1 = p1.metadata.continue_.clone().unwrap();
+    let p2 = cms
+        .list(&ListParams::default().limit(2).continue_token(&t1))
+        .await
+        .unwrap();
+    let t2 = p2.metadata.continue_.clone().unwrap();
+    let (code, _, body) = raw(
+        &server.client(),
+        get(&format!(
+            "/api/v1/namespaces/default/configmaps?limit=2&continue={t2}"
+        )),
+    )
+    .await;
+    let status: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((code, status["reason"].as_str()), (410, Some("Expired")));
+    assert_eq!(status["message"], EXPIRED);
+    // The Status offers a token to go on at the latest revision: it is honoured.
+    let fresh = status["metadata"]["continue"].as_str().unwrap().to_string();
+    let rest = cms
+        .list(&ListParams::default().limit(10).continue_token(&fresh))
+        .await
+        .unwrap();
+    let seen: Vec<String> = p1
+        .items
+        .iter()
+        .chain(&p2.items)
+        .chain(&rest.items)
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        ["c0", "c1", "c2", "c3", "c4", "kube-root-ca.crt"],
+        "the whole list, once"
+    );
+    // kube-rs surfaces the 410 as an API error.
+    let kube::Error::Api(s) = cms
+        .list(&ListParams::default().limit(2).continue_token(&t2))
+        .await
+        .unwrap_err()
+    else {
+        panic!("expected a Status")
+    };
+    assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
+    // Off again at run time.
+    server.expire_continue_tokens(kube_sim::ContinueExpiry::Never);
+    cms.list(&ListParams::default().limit(2).continue_token(&t2))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn continue_tokens_expire_after_a_while() {
+    let server = Server::start(Scenario::empty()).await;
+    let cms = five_configmaps(&server).await;
+    server.expire_continue_tokens(kube_sim::ContinueExpiry::After(Duration::from_millis(300)));
+    let p1 = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    let t1 = p1.metadata.continue_.clone().unwrap();
+    cms.list(&ListParams::default().limit(2).continue_token(&t1))
+        .await
+        .expect("young token");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let kube::Error::Api(s) = cms
+        .list(&ListParams::default().limit(2).continue_token(&t1))
+        .await
+        .unwrap_err()
+    else {
+        panic!("expected a Status")
+    };
+    assert_eq!((s.code, s.message.as_str()), (410, EXPIRED));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespaces_stay_terminating_while_finalizers_run() {
+    for (version, cause) in [("1.32", true), ("1.16", false)] {
+        let server = Server::start(
+            Scenario::empty()
+                .with_kube_version(version)
+                .with_namespace_finalize_delay(Duration::from_millis(600)),
+        )
+        .await;
+        let client = server.client();
+        let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "vm"}})).unwrap();
+        nss.create(&PostParams::default(), &ns).await.unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "vm");
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "keep"}})).unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+
+        let t = Instant::now();
+        let (code, _, body) = raw(
+            &client,
+            http::Request::delete("/api/v1/namespaces/vm")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await;
+        let deleted: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(deleted["status"]["phase"], "Terminating");
+        assert!(deleted["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(deleted["spec"]["finalizers"], json!(["kubernetes"]));
+        // Still there, Terminating, with its contents; a second DELETE changes nothing.
+        let live = nss.get("vm").await.unwrap();
+        assert_eq!(live.status.unwrap().phase.as_deref(), Some("Terminating"));
+        assert!(cms.get("keep").await.is_ok());
+        let (code, _, again) = raw(
+            &client,
+            http::Request::delete("/api/v1/namespaces/vm")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await;
+        let again: Value = serde_json::from_slice(&again).unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(
+            again["metadata"]["deletionTimestamp"],
+            deleted["metadata"]["deletionTimestamp"]
+        );
+        // No new content while terminating, exactly as NamespaceLifecycle says.
+        let new: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "new"}})).unwrap();
+        let (code, _, body) = raw(
+            &client,
+            http::Request::post("/api/v1/namespaces/vm/configmaps")
+                .header("Content-Type", "application/json")
+                .body(serde_json::to_vec(&new).unwrap())
+                .unwrap(),
+        )
+        .await;
+        let s: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((code, s["reason"].as_str()), (403, Some("Forbidden")));
+        assert_eq!(
+            s["message"],
+            "configmaps \"new\" is forbidden: unable to create new content in namespace vm because it is being terminated"
+        );
+        if cause {
+            assert_eq!(
+                s["details"]["causes"],
+                json!([{"reason": "NamespaceTerminating", "message": "namespace vm is being terminated", "field": "metadata.namespace"}])
+            );
+        } else {
+            assert!(s["details"].get("causes").is_none(), "{version}: {s}");
+        }
+        // Updates still work; then the finalizer is done and everything goes.
+        cms.patch(
+            "keep",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"x": "1"}})),
+        )
+        .await
+        .unwrap();
+        while nss.get_opt("vm").await.unwrap().is_some() {
+            assert!(t.elapsed() < Duration::from_secs(5), "namespace never went");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            t.elapsed() >= Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(server.object("v1", "ConfigMap", "vm", "keep").is_none());
+    }
+    // Default: deleted at once.
+    let server = Server::start(Scenario::empty()).await;
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(server.client());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "now"}})).unwrap();
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    nss.delete("now", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(nss.get_opt("now").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impersonation_needs_the_impersonate_permission() {
+    let server = Server::start(
+        Scenario::empty()
+            .with_user("alice")
+            .with_impersonator("carol"),
+    )
+    .await;
+    let as_user = |user: &str| {
+        let token = server.user_token(user).unwrap();
+        let kc = kube::config::Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
+        let opts = kube::config::KubeConfigOptions {
+            context: Some(user.to_string()),
+            ..Default::default()
+        };
+        (kc, opts, token)
+    };
+    let (kc, opts, token) = as_user("alice");
+    let text = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
+    assert!(text.contains(&token) && text.contains("current-context: kube-sim"));
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap();
+    let alice = kube::Client::try_from(cfg).unwrap();
+    // Alice may read, as herself.
+    let (code, _, _) = raw(&alice, get("/api/v1/namespaces/default/configmaps")).await;
+    assert_eq!(code, 200);
+    let imp = |h: &[(&str, &str)]| {
+        let mut r = http::Request::get("/api/v1/namespaces/default/configmaps");
+        for (k, v) in h {
+            r = r.header(*k, *v);
+        }
+        r.body(Vec::new()).unwrap()
+    };
+    for (headers, message) in [
+        (
+            vec![("Impersonate-User", "bob")],
+            "users \"bob\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+        ),
+        (
+            vec![("Impersonate-User", "system:serviceaccount:vm:app")],
+            "serviceaccounts \"app\" is forbidden: User \"alice\" cannot impersonate resource \"serviceaccounts\" in API group \"\" in the namespace \"vm\"",
+        ),
+    ] {
+        let (code, _, body) = raw(&alice, imp(&headers)).await;
+        let s: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((code, s["reason"].as_str()), (403, Some("Forbidden")));
+        assert_eq!(s["message"], message);
+    }
+    // Groups without a user: the filter's internal error.
+    let (code, _, body) = raw(&alice, imp(&[("Impersonate-Group", "system:masters")])).await;
+    assert_eq!(code, 500);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "Internal Server Error: \"/api/v1/namespaces/default/configmaps\": requested [{Group  system:masters    }] without impersonating a user\n"
+    );
+
+    // The admin may impersonate; denials then name the impersonated user.
+    let admin = server.client();
+    server.deny("list", "configmaps", None);
+    let (code, _, body) = raw(&admin, imp(&[("Impersonate-User", "bob")])).await;
+    let s: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 403);
+    assert_eq!(
+        s["message"],
+        "configmaps is forbidden: User \"bob\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+    server.allow_all();
+    assert_eq!(
+        raw(
+            &admin,
+            imp(&[("Impersonate-User", "bob"), ("Impersonate-Group", "devs")])
+        )
+        .await
+        .0,
+        200
+    );
+    // ... unless a denial takes `impersonate` away.
+    server.deny("impersonate", "groups", None);
+    let (code, _, body) = raw(
+        &admin,
+        imp(&[("Impersonate-User", "bob"), ("Impersonate-Group", "devs")]),
+    )
+    .await;
+    let s: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 403);
+    assert_eq!(
+        s["message"],
+        "groups \"devs\" is forbidden: User \"kube-sim\" cannot impersonate resource \"groups\" in API group \"\" at the cluster scope"
+    );
+    server.allow_all();
+
+    // A granted impersonator may; grants change at run time; new users get a context too.
+    let (kc, opts, _) = as_user("carol");
+    let carol = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        raw(&carol, imp(&[("Impersonate-User", "bob")])).await.0,
+        200
+    );
+    server.set_impersonation("alice", true);
+    assert_eq!(
+        raw(&alice, imp(&[("Impersonate-User", "bob")])).await.0,
+        200
+    );
+    server.set_impersonation("carol", false);
+    assert_eq!(
+        raw(&carol, imp(&[("Impersonate-User", "bob")])).await.0,
+        403
+    );
+    let dave = server.add_user("dave").unwrap();
+    assert_eq!(server.user_token("dave").as_deref(), Some(dave.as_str()));
+    let (kc, opts, _) = as_user("dave");
+    let dave = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(raw(&dave, get("/api/v1/namespaces")).await.0, 200);
+    assert!(server.add_user("kube-sim").is_err());
 }

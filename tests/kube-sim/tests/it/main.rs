@@ -6,3 +6,4 @@ mod kube_rs;
 mod kubectl;
 mod levers;
 mod scenarios;
+mod versions;
