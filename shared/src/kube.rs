@@ -35,6 +35,8 @@ pub struct Connection {
     /// The API server URL.
     pub server: String,
     timeout: Option<Duration>,
+    /// What this run learnt about how the server takes writes (shared by clones).
+    pub(crate) writes: std::sync::Arc<crate::write::ServerWrites>,
 }
 
 impl fmt::Debug for Connection {
@@ -254,6 +256,11 @@ impl Error {
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::Api { code: 409, reason, .. } if reason == "AlreadyExists")
     }
+    /// 415: the server does not take the request body's media type (e.g. server-side apply
+    /// before Kubernetes 1.16).
+    pub fn is_unsupported_media_type(&self) -> bool {
+        self.code() == Some(415)
+    }
     /// 409 with reason Conflict (stale resourceVersion or field-manager conflict).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Api { code: 409, reason, .. } if reason == "Conflict")
@@ -445,6 +452,7 @@ pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connectio
         context: name,
         server,
         timeout,
+        writes: std::sync::Arc::default(),
     })
 }
 
@@ -519,6 +527,20 @@ fn backoff(attempt: u32, err: &::kube::Error) -> Duration {
 }
 
 impl Connection {
+    /// A connection over an existing client (namespace `default`, no request timeout), e.g. one
+    /// over a fake API server in tests.
+    pub fn from_client(client: Client, server: &str) -> Self {
+        Connection {
+            namespace: client.default_namespace().to_owned(),
+            client,
+            namespace_explicit: false,
+            context: String::new(),
+            server: server.to_owned(),
+            timeout: None,
+            writes: std::sync::Arc::default(),
+        }
+    }
+
     /// The namespace verbs default to (`-n`, else the context's).
     pub fn namespace(&self) -> &str {
         &self.namespace

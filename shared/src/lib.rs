@@ -17,3 +17,4 @@ pub mod plan;
 pub mod prepare;
 pub mod register;
 pub mod snapshot;
+pub mod write;

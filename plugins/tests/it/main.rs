@@ -1,8 +1,8 @@
 //! CLI and end-to-end tests of the kubectl-meshvm binaries: one binary, one module per area.
 
-mod common;
 mod bad_input;
 mod bundle;
+mod common;
 mod faults;
 mod krew;
 mod kubectl_plugin;
