@@ -490,6 +490,18 @@ impl ServerWrites {
     }
 }
 
+/// Treat `conn`'s server as one that refuses server-side apply (as Kubernetes before 1.16 does):
+/// every [`Verb::Apply`] on it goes by GET and create/update from now on, without probing. The
+/// executor learns this by itself from the first 415; this is for callers (and tests) that know.
+pub fn assume_no_server_side_apply(conn: &Connection) {
+    conn.writes.learn(false);
+}
+
+/// Whether `conn`'s server was found to take server-side apply (`None`: no apply sent yet).
+pub fn server_side_apply(conn: &Connection) -> Option<bool> {
+    conn.writes.server_side_apply()
+}
+
 /// What one write did.
 #[derive(Debug, Clone, PartialEq)]
 struct Done {
