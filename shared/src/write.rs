@@ -722,7 +722,7 @@ impl Sender<'_> {
         let url = target.url();
         match self
             .call(target.request("get"), || {
-                url.get(target.name, &Default::default())
+                url.get(target.name, &::kube::api::GetParams::default())
             })
             .await
             .0
@@ -1367,6 +1367,7 @@ mod tests {
         assert!(plan.changes.iter().all(|c| c.words() == "created"));
     }
 
+    #[allow(clippy::needless_pass_by_value)] // called with json!(...) literals
     fn entry(address: &str, labels: Value) -> Value {
         json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "WorkloadEntry",
                "metadata": {"name": "vm-1", "namespace": "vm", "labels": {"app": "vm"}},

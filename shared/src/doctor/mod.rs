@@ -226,7 +226,8 @@ pub async fn run(
                 if let Err(failure) = result {
                     return Err(match failure.error {
                         crate::write::Error::Kube(e) => Error::Kube(*e),
-                        other => Error::Write(other),
+                        other @ (crate::write::Error::Raced { .. }
+                        | crate::write::Error::Invalid { .. }) => Error::Write(other),
                     });
                 }
                 let bundle = snaps[0].bundle.take();

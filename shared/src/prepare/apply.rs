@@ -69,7 +69,7 @@ pub async fn apply(
                 _ => Error::CaChangedMeanwhile { secret },
             }
         }
-        other => Error::Write(other),
+        other @ (write::Error::Raced { .. } | write::Error::Invalid { .. }) => Error::Write(other),
     })
 }
 
@@ -239,6 +239,7 @@ mod tests {
 
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value)] // called with json!(...) literals
     fn deployment(value: serde_json::Value) -> Deployment {
         let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "istiod", "namespace": "istio-system", "generation": 3},

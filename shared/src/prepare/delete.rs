@@ -216,6 +216,6 @@ pub async fn apply(conn: &Connection, plan: &mut Plan, opts: &Options) -> Result
     }
     result.map_err(|failure| match failure.error {
         write::Error::Kube(e) => Error::Kube(e),
-        other => Error::Write(other),
+        other @ (write::Error::Raced { .. } | write::Error::Invalid { .. }) => Error::Write(other),
     })
 }

@@ -820,7 +820,7 @@ async fn apply(conn: &Connection, dry_run: DryRun, planned: &mut Planned) -> Res
     Err(match failure.error {
         crate::write::Error::Raced { object, .. } => Failure::Raced(object),
         crate::write::Error::Kube(e) => Failure::Failed(Error::Kube(e)),
-        other => Failure::Failed(Error::Write(other)),
+        other @ crate::write::Error::Invalid { .. } => Failure::Failed(Error::Write(other)),
     })
 }
 

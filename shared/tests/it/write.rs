@@ -23,11 +23,11 @@ fn connection(server: &Server) -> Connection {
     Connection::from_client(server.client(), "https://kube-sim")
 }
 
-fn namespace(name: &str, labels: Value) -> Value {
+fn namespace(name: &str, labels: &Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
 }
 
-fn group(version: &str, labels: Value) -> Value {
+fn group(version: &str, labels: &Value) -> Value {
     json!({"apiVersion": format!("networking.istio.io/{version}"), "kind": "WorkloadGroup",
            "metadata": {"name": "vm", "namespace": "vm"},
            "spec": {"metadata": {"labels": labels}, "template": {"serviceAccount": "vm"}}})
@@ -59,14 +59,14 @@ async fn server_side_apply_writes_each_object_at_its_own_version() {
         Kind::Namespace,
         None,
         "vm",
-        namespace("vm", json!({"app.kubernetes.io/managed-by": "meshvm"})),
+        namespace("vm", &json!({"app.kubernetes.io/managed-by": "meshvm"})),
     ));
     plan.push(apply_row(
         Action::Create,
         Kind::WorkloadGroup,
         Some("vm"),
         "vm",
-        group("v1alpha3", json!({"app": "vm"})),
+        group("v1alpha3", &json!({"app": "vm"})),
     ));
     write::execute(&conn, &mut plan, meshvm::cli::DryRun::None)
         .await
@@ -104,7 +104,7 @@ async fn without_server_side_apply_it_creates_then_updates_guarded_and_keeps_wha
         }
     };
     server.reset_requests();
-    let mine = namespace("vm", json!({"app.kubernetes.io/managed-by": "meshvm"}));
+    let mine = namespace("vm", &json!({"app.kubernetes.io/managed-by": "meshvm"}));
     assert_eq!(run(mine.clone(), Action::Create).await, "created");
     assert_eq!(writes(&server), ["POST /api/v1/namespaces -> 201"]);
 
@@ -116,7 +116,7 @@ async fn without_server_side_apply_it_creates_then_updates_guarded_and_keeps_wha
     server.reset_requests();
     let more = namespace(
         "vm",
-        json!({"app.kubernetes.io/managed-by": "meshvm", "istio-injection": "disabled"}),
+        &json!({"app.kubernetes.io/managed-by": "meshvm", "istio-injection": "disabled"}),
     );
     assert_eq!(run(more.clone(), Action::Update).await, "updated");
     assert_eq!(writes(&server), ["PUT /api/v1/namespaces/vm -> 200"]);
@@ -153,7 +153,7 @@ async fn without_server_side_apply_a_server_dry_run_stores_nothing() {
         Kind::Namespace,
         None,
         "vm",
-        namespace("vm", json!({})),
+        namespace("vm", &json!({})),
     ));
     write::execute(&conn, &mut plan, meshvm::cli::DryRun::Server)
         .await
@@ -189,7 +189,7 @@ async fn prepare(
     let args = meshvm::args::PrepareArgs::try_parse_from(argv).expect("flags parse");
     let opts = meshvm::prepare::Options::resolve(args).expect("flags valid");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let result = meshvm::prepare::run(&opts, &mut out, &mut err)
+    let result = Box::pin(meshvm::prepare::run(&opts, &mut out, &mut err))
         .await
         .map_err(|e| e.to_string());
     (
@@ -203,7 +203,7 @@ async fn prepare(
 async fn restart_control_plane_waits_for_the_rollout_and_says_so() {
     let server = Server::start(scenario("legacy-1.4.yaml")).await;
     let dir = samples();
-    let (result, out, err) = prepare(
+    let (result, out, err) = Box::pin(prepare(
         &server,
         &[
             "--vm-namespace",
@@ -215,7 +215,7 @@ async fn restart_control_plane_waits_for_the_rollout_and_says_so() {
             "--timeout",
             "30s",
         ],
-    )
+    ))
     .await;
     result.unwrap_or_else(|e| panic!("{e}\n{out}\n{err}"));
     let row = out
@@ -255,7 +255,7 @@ async fn prepare_and_doctor_fix_on_kubernetes_1_14_fall_back_from_server_side_ap
     let dir = samples();
     server.reset_requests();
     let args = ["--vm-namespace", "expandvm", "--ca-dir", dir.as_str()];
-    let (result, out, err) = prepare(&server, &args).await;
+    let (result, out, err) = Box::pin(prepare(&server, &args)).await;
     result.unwrap_or_else(|e| panic!("{e}\n{out}\n{err}"));
     let log = server.requests();
     let refused: Vec<_> = log.records.iter().filter(|r| r.status == 415).collect();
@@ -277,7 +277,7 @@ async fn prepare_and_doctor_fix_on_kubernetes_1_14_fall_back_from_server_side_ap
         out.lines().filter(|l| l.contains(" created ")).count() >= 3,
         "{out}"
     );
-    let (again, out, err) = prepare(&server, &args).await;
+    let (again, out, err) = Box::pin(prepare(&server, &args)).await;
     again.unwrap_or_else(|e| panic!("{e}\n{out}\n{err}"));
     assert!(err.contains("nothing to change"), "{err}");
 
