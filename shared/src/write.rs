@@ -795,6 +795,9 @@ impl Sender<'_> {
     async fn apply_by_update(&self, target: &Target<'_>) -> Result<Done, Error> {
         let wanted = &target.write.object;
         let mut current = self.get(target).await?;
+        // What a write answered only after a retry may have done (its first attempt may have
+        // landed, unseen): a later "it already holds that" is then our own doing.
+        let mut maybe_done: Option<Action> = None;
         for _ in 0..MAX_UPDATE_ROUNDS {
             match current {
                 None => {
@@ -804,31 +807,39 @@ impl Sender<'_> {
                         problem: e.to_string(),
                     })?;
                     let params = self.post_params();
-                    match self
+                    let (answer, attempts) = self
                         .call(target.request("create"), || {
                             url.create(&params, body.clone())
                         })
-                        .await
-                        .0
-                    {
+                        .await;
+                    match answer {
                         Ok(_) => return Ok(Done::as_planned(Action::Create)),
-                        Err(e) if e.is_already_exists() => {}
+                        Err(e) if e.is_already_exists() => {
+                            if attempts > 1 {
+                                maybe_done = Some(Action::Create);
+                            }
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
                 Some(stored) => {
                     let merged = overlay(&stored, wanted, &target.write.owned);
                     if merged == stored {
-                        return Ok(Done::as_planned(Action::Unchanged));
+                        return Ok(Done::as_planned(maybe_done.unwrap_or(Action::Unchanged)));
                     }
                     let action = if target.planned == Action::Create {
                         Action::Update
                     } else {
                         target.planned
                     };
-                    match self.put(target, &merged).await.0 {
+                    let (answer, attempts) = self.put(target, &merged).await;
+                    match answer {
                         Ok(_) => return Ok(Done::as_planned(action)),
-                        Err(e) if e.is_conflict() || e.is_not_found() => {}
+                        Err(e) if e.is_conflict() || e.is_not_found() => {
+                            if attempts > 1 {
+                                maybe_done = Some(action);
+                            }
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -1480,6 +1491,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_create_retried_into_already_exists_is_still_reported_created() {
+        // The first POST's answer is lost (500 after it may have landed); the retry meets
+        // AlreadyExists and the stored object is what was wanted: our own earlier attempt.
+        let wanted = entry("10.0.0.6", json!({"app": "vm"}));
+        let mut plan = entry_plan(wanted.clone());
+        plan.changes[0].action = Action::Create;
+        let (conn, log) = fake::connection(vec![
+            unsupported_apply(),
+            status(404, "NotFound", "not found"),
+            status(500, "InternalError", "etcd timeout"),
+            status(409, "AlreadyExists", "already exists"),
+            (200, stored(wanted, "9")),
+        ]);
+        execute(&conn, &mut plan, DryRun::None).await.unwrap();
+        assert_eq!(log.lines().len(), 5, "{:?}", log.lines());
+        assert_eq!(plan.changes[0].words(), "created");
+    }
+
+    #[tokio::test]
     async fn fallback_create_that_loses_the_race_updates_what_won() {
         let wanted = entry("10.0.0.6", json!({"app": "vm"}));
         let mut plan = entry_plan(wanted);
@@ -1882,5 +1912,13 @@ mod tests {
         );
         assert!(contains(&merged, &wanted));
         assert!(!contains(&stored, &wanted));
+        assert!(Same::Contains.holds(&merged, &wanted));
+        let mut versioned = wanted.clone();
+        versioned["metadata"]["resourceVersion"] = json!("7");
+        assert!(
+            Same::Contains.holds(&merged, &versioned),
+            "the version is no content"
+        );
+        assert!(!Same::Fields(&["spec"]).holds(&merged, &wanted));
     }
 }
