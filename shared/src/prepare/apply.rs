@@ -200,23 +200,24 @@ pub async fn wait_for_rollout(
 }
 
 /// After a restart was sent: wait for its rollout, and write on the restart row what came of it.
+/// `Some(how)` when it rolled out.
 pub async fn await_restart(
     conn: &Connection,
     plan: &mut Plan,
     opts: &Options,
     err: &mut impl std::io::Write,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let Some(row) = plan.changes.iter_mut().find(|c| {
         c.kind == Kind::Deployment && c.action == Action::Other && c.state == State::Done
     }) else {
-        return Ok(());
+        return Ok(None);
     };
     let namespace = row.namespace.clone().unwrap_or_default();
     let name = row.name.clone();
     match wait_for_rollout(conn, &namespace, &name, opts.timeout, ROLLOUT_POLL).await {
         Ok(Rollout::Done(how)) => {
             row.detail = format!("rolled out with the new CA key ({how})");
-            Ok(())
+            Ok(Some(row.detail.clone()))
         }
         Ok(_) => {
             row.detail = "restarted; it reports no rollout status to wait for".into();
@@ -224,7 +225,7 @@ pub async fn await_restart(
                 err,
                 "note: Deployment {namespace}/{name} reports no rollout status (no controller has observed it); not waiting for it"
             )?;
-            Ok(())
+            Ok(None)
         }
         Err(e) => {
             row.detail = "restarted; the rollout did not finish".into();

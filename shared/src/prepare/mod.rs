@@ -255,8 +255,12 @@ pub async fn run(
     }
 
     let mut result = apply::apply(&conn, &mut plan, opts, ca.as_ref()).await;
+    let mut rolled_out = None;
     if result.is_ok() && opts.dry_run == DryRun::None {
-        result = apply::await_restart(&conn, &mut plan, opts, err).await;
+        match apply::await_restart(&conn, &mut plan, opts, err).await {
+            Ok(how) => rolled_out = how,
+            Err(e) => result = Err(e),
+        }
     }
     plan.write(out, opts.output, opts.show_secrets)?;
     write_notes(
@@ -264,6 +268,7 @@ pub async fn run(
         opts,
         ca_deployment.as_deref(),
         restart_due_earlier,
+        rolled_out.as_deref(),
         err,
     )?;
     result?;
@@ -328,13 +333,13 @@ fn write_notes(
     opts: &Options,
     ca_deployment: Option<&str>,
     restart_due_earlier: bool,
+    rolled_out: Option<&str>,
     err: &mut impl Write,
 ) -> io::Result<()> {
     let ca_written = plan
         .of(Kind::Secret)
         .any(|c| matches!(c.action, Action::Create | Action::Update) && c.state == State::Done);
-    let restart = plan.of(Kind::Deployment).find(|c| c.state == State::Done);
-    let restarted = restart.is_some();
+    let restarted = plan.of(Kind::Deployment).any(|c| c.state == State::Done);
     let ns = &opts.istio_namespace;
     if let Some(dep) = ca_deployment
         && !restarted
@@ -350,14 +355,12 @@ fn write_notes(
             "note: {when}, but Deployment {ns}/{dep} still holds the old CA key and keeps signing with it; restart it with `kubectl rollout restart deployment/{dep} -n {ns}` or run again with --restart-control-plane"
         )?;
     }
-    if let Some(row) = restart
+    if let Some(how) = rolled_out
         && let Some(dep) = ca_deployment
-        && row.detail.starts_with("rolled out")
     {
         writeln!(
             err,
-            "note: Deployment {ns}/{dep} {}; workloads get certificates from it as they renew (restart them to switch now)",
-            row.detail
+            "note: Deployment {ns}/{dep} {how}; workloads get certificates from it as they renew (restart them to switch now)"
         )?;
     }
     Ok(())
