@@ -15,7 +15,7 @@ use ::kube::{Client, Config};
 
 use crate::cli::{Diagnose, KubeArgs};
 
-/// The field manager meshvm writes with (server-side apply).
+/// The field manager meshvm writes with (every write goes through [`crate::write`]).
 pub const FIELD_MANAGER: &str = "meshvm";
 
 /// How many times a transient failure is retried before it is reported.
@@ -619,29 +619,6 @@ impl Connection {
             source => Error::Other { action, source },
         }
     }
-}
-
-/// Server-side apply as meshvm (`force`: meshvm owns the fields it sets), with `dryRun=All`
-/// for `--dry-run=server`.
-pub fn apply_params(dry_run: crate::cli::DryRun) -> ::kube::api::PatchParams {
-    let mut params = ::kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    params.dry_run = dry_run == crate::cli::DryRun::Server;
-    params
-}
-
-/// Create/replace parameters as meshvm, with `dryRun=All` for `--dry-run=server`.
-pub fn post_params(dry_run: crate::cli::DryRun) -> ::kube::api::PostParams {
-    ::kube::api::PostParams {
-        dry_run: dry_run == crate::cli::DryRun::Server,
-        field_manager: Some(FIELD_MANAGER.into()),
-    }
-}
-
-/// Delete parameters (background propagation, as kubectl), with `dryRun=All` for `--dry-run=server`.
-pub fn delete_params(dry_run: crate::cli::DryRun) -> ::kube::api::DeleteParams {
-    let mut params = ::kube::api::DeleteParams::background();
-    params.dry_run = dry_run == crate::cli::DryRun::Server;
-    params
 }
 
 #[cfg(test)]

@@ -752,8 +752,11 @@ impl Sender<'_> {
                             );
                             learnt.learn(false);
                         }
-                        // Any other answer of the API server means it read the media type.
-                        Err(e) if e.code().is_some() => {
+                        // The patch handler checks the media type before anything else, so
+                        // its own refusals (409, 422) prove it took apply; others (403 from
+                        // authorization, 404 from routing, 5xx) prove nothing: the next apply
+                        // finds out.
+                        Err(e) if matches!(e.code(), Some(409 | 422)) => {
                             learnt.learn(true);
                             return Err(e.into());
                         }
@@ -1343,6 +1346,31 @@ mod tests {
         assert!(query_has(&seen[2], "fieldManager=meshvm"));
         assert_eq!(conn.writes.server_side_apply(), Some(false));
         assert!(plan.changes.iter().all(|c| c.words() == "created"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_decides_nothing() {
+        let (conn, _log) = fake::connection(vec![
+            status(503, "ServiceUnavailable", "etcd is down"),
+            status(503, "ServiceUnavailable", "etcd is down"),
+            status(503, "ServiceUnavailable", "etcd is down"),
+            status(503, "ServiceUnavailable", "etcd is down"),
+            status(503, "ServiceUnavailable", "etcd is down"),
+            status(503, "ServiceUnavailable", "etcd is down"),
+            status(503, "ServiceUnavailable", "etcd is down"),
+        ]);
+        let mut plan = ns_plan("vm");
+        let failure = execute(&conn, &mut plan, DryRun::None).await.unwrap_err();
+        assert!(
+            failure.error.to_string().contains("etcd is down"),
+            "{}",
+            failure.error
+        );
+        assert_eq!(conn.writes.server_side_apply(), None);
+        let (conn, _log) = fake::connection(vec![status(422, "Invalid", "bad label")]);
+        let mut plan = ns_plan("vm");
+        execute(&conn, &mut plan, DryRun::None).await.unwrap_err();
+        assert_eq!(conn.writes.server_side_apply(), Some(true));
     }
 
     #[tokio::test]
