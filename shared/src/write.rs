@@ -596,14 +596,18 @@ pub async fn execute(conn: &Connection, plan: &mut Plan, dry_run: DryRun) -> Res
     Ok(())
 }
 
-/// The wave each row is sent in (0: nothing to send): one more than the latest row it needs —
+/// The wave each row is sent in (0: nothing to send — no write, or not planned any more: a row
+/// already done is never sent twice): one more than the latest row it needs —
 /// the Namespace row of its namespace, and the rows its write names in [`Write::after`].
 pub fn waves(changes: &[Change]) -> Vec<usize> {
     let mut waves = vec![0; changes.len()];
     for (i, row) in changes.iter().enumerate() {
-        let Some(write) = &row.write else { continue };
+        let Some(write) = row.write.as_ref().filter(|_| row.state == State::Planned) else {
+            continue;
+        };
         let needs = |j: usize, earlier: &Change| {
             earlier.write.is_some()
+                && earlier.state == State::Planned
                 && ((earlier.kind == Kind::Namespace
                     && row.namespace.as_deref() == Some(earlier.name.as_str()))
                     || write.after.contains(&j))
@@ -1576,6 +1580,16 @@ mod tests {
         assert_eq!(seen[2].method, "POST");
         assert!(query_has(&seen[2], "dryRun=All"));
         assert_eq!(plan.changes[0].state, State::ServerDryRun);
+    }
+
+    #[tokio::test]
+    async fn a_row_already_done_is_not_sent_again() {
+        let (conn, log) = fake::connection(vec![]);
+        let mut plan = ns_plan("vm");
+        plan.changes[0].state = State::Done;
+        execute(&conn, &mut plan, DryRun::None).await.unwrap();
+        assert!(log.all().is_empty(), "{:?}", log.lines());
+        assert_eq!(plan.changes[0].words(), "created");
     }
 
     #[tokio::test]

@@ -561,7 +561,8 @@ pub async fn run(
     Ok(Outcome::Success)
 }
 
-/// Rows written in an earlier round read as unchanged now; report what was actually done.
+/// Rows written in an earlier round read as unchanged now; report what was actually done
+/// (as a record only: its write is not sent again).
 fn keep_earlier_rows(plan: &mut Plan, earlier: &[Change]) {
     for change in &mut plan.changes {
         if change.action == plan::Action::Unchanged
@@ -570,7 +571,10 @@ fn keep_earlier_rows(plan: &mut Plan, earlier: &[Change]) {
                 .rev()
                 .find(|d| d.kind == change.kind && d.name == change.name)
         {
-            *change = done.clone();
+            *change = Change {
+                write: None,
+                ..done.clone()
+            };
         }
     }
 }
@@ -1037,8 +1041,13 @@ mod tests {
         ));
         let mut created = Change::new(plan::Action::Create, Kind::Service, Some("ns"), "svc");
         created.state = State::Done;
-        keep_earlier_rows(&mut plan, &[created.clone()]);
-        assert_eq!(plan.changes[0], created);
+        let sent = created.clone().write(crate::write::Write::create(
+            Kind::Service,
+            serde_json::json!({"apiVersion": "v1", "kind": "Service"}),
+        ));
+        keep_earlier_rows(&mut plan, &[sent]);
+        // Regression: the earlier round's write was sent again, raced with itself every round.
+        assert_eq!(plan.changes[0], created, "the row, without its write");
         assert_eq!(plan.changes[1].action, plan::Action::Update);
     }
 
