@@ -82,6 +82,9 @@ pub struct PrepareArgs {
     /// After cacerts changed, restart the CA (istio-citadel or istiod) as `kubectl rollout restart` does
     #[arg(long)]
     pub restart_control_plane: bool,
+    /// With --restart-control-plane: how long to wait for the rollout to finish (default 5m; 0 waits without limit)
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
     /// Create this WorkloadGroup (modern era)
     #[arg(long, value_name = "NAME", help_heading = "WorkloadGroup (modern era)")]
     pub workload_group: Option<String>,

@@ -15,7 +15,7 @@ use ::kube::{Client, Config};
 
 use crate::cli::{Diagnose, KubeArgs};
 
-/// The field manager meshvm writes with (server-side apply).
+/// The field manager meshvm writes with (every write goes through [`crate::write`]).
 pub const FIELD_MANAGER: &str = "meshvm";
 
 /// How many times a transient failure is retried before it is reported.
@@ -35,6 +35,8 @@ pub struct Connection {
     /// The API server URL.
     pub server: String,
     timeout: Option<Duration>,
+    /// What this run learnt about how the server takes writes (shared by clones).
+    pub(crate) writes: std::sync::Arc<crate::write::ServerWrites>,
 }
 
 impl fmt::Debug for Connection {
@@ -254,6 +256,11 @@ impl Error {
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::Api { code: 409, reason, .. } if reason == "AlreadyExists")
     }
+    /// 415: the server does not take the request body's media type (e.g. server-side apply
+    /// before Kubernetes 1.16).
+    pub fn is_unsupported_media_type(&self) -> bool {
+        self.code() == Some(415)
+    }
     /// 409 with reason Conflict (stale resourceVersion or field-manager conflict).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Api { code: 409, reason, .. } if reason == "Conflict")
@@ -445,6 +452,7 @@ pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connectio
         context: name,
         server,
         timeout,
+        writes: std::sync::Arc::default(),
     })
 }
 
@@ -519,6 +527,20 @@ fn backoff(attempt: u32, err: &::kube::Error) -> Duration {
 }
 
 impl Connection {
+    /// A connection over an existing client (namespace `default`, no request timeout), e.g. one
+    /// over a fake API server in tests.
+    pub fn from_client(client: Client, server: &str) -> Self {
+        Connection {
+            namespace: client.default_namespace().to_owned(),
+            client,
+            namespace_explicit: false,
+            context: String::new(),
+            server: server.to_owned(),
+            timeout: None,
+            writes: std::sync::Arc::default(),
+        }
+    }
+
     /// The namespace verbs default to (`-n`, else the context's).
     pub fn namespace(&self) -> &str {
         &self.namespace
@@ -597,29 +619,6 @@ impl Connection {
             source => Error::Other { action, source },
         }
     }
-}
-
-/// Server-side apply as meshvm (`force`: meshvm owns the fields it sets), with `dryRun=All`
-/// for `--dry-run=server`.
-pub fn apply_params(dry_run: crate::cli::DryRun) -> ::kube::api::PatchParams {
-    let mut params = ::kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    params.dry_run = dry_run == crate::cli::DryRun::Server;
-    params
-}
-
-/// Create/replace parameters as meshvm, with `dryRun=All` for `--dry-run=server`.
-pub fn post_params(dry_run: crate::cli::DryRun) -> ::kube::api::PostParams {
-    ::kube::api::PostParams {
-        dry_run: dry_run == crate::cli::DryRun::Server,
-        field_manager: Some(FIELD_MANAGER.into()),
-    }
-}
-
-/// Delete parameters (background propagation, as kubectl), with `dryRun=All` for `--dry-run=server`.
-pub fn delete_params(dry_run: crate::cli::DryRun) -> ::kube::api::DeleteParams {
-    let mut params = ::kube::api::DeleteParams::background();
-    params.dry_run = dry_run == crate::cli::DryRun::Server;
-    params
 }
 
 #[cfg(test)]

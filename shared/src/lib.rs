@@ -21,3 +21,4 @@ pub mod prepare;
 pub mod register;
 pub mod snapshot;
 pub mod terminal;
+pub mod write;

@@ -1,17 +1,19 @@
 //! What a mutating verb plans, did, and did not do — one row per object — rendered the way an
 //! operator reads it: a table of actions, or the objects themselves as a kubectl `List`.
 //!
-//! A verb builds a [`Plan`] purely from what it observed, then marks each change as done,
-//! failed or not attempted while applying, so a run stopped by an error still says exactly
-//! which objects were and were not written.
+//! A verb builds a [`Plan`] purely from what it observed — a row that changes the cluster
+//! carries its [`Write`] — then [`crate::write::execute`] sends the writes and marks each row
+//! done, failed or not attempted, so a run stopped by an error still says exactly which objects
+//! were and were not written.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cli::OutputFormat;
+use crate::write::{Kind, Write};
 
 /// What happens to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,8 +55,8 @@ pub struct Change {
     pub action: Action,
     /// How far it got.
     pub state: State,
-    /// Kind, e.g. `Secret`.
-    pub kind: String,
+    /// The kind of the object.
+    pub kind: Kind,
     /// Namespace, for namespaced kinds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -63,22 +65,26 @@ pub struct Change {
     /// A short phrase about what changes ("added 203.0.113.10", "content differs").
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
-    /// The object as it will be (or was) written, when there is one.
+    /// The object as it will be (or was) written, when there is one (`-o json|yaml`).
     #[serde(skip)]
     pub object: Option<Value>,
+    /// The request that makes the change, when this row sends one.
+    #[serde(skip)]
+    pub write: Option<Write>,
 }
 
 impl Change {
     /// A planned change of `kind` `namespace/name`.
-    pub fn new(action: Action, kind: &str, namespace: Option<&str>, name: &str) -> Self {
+    pub fn new(action: Action, kind: Kind, namespace: Option<&str>, name: &str) -> Self {
         Self {
             action,
             state: State::Planned,
-            kind: kind.to_owned(),
+            kind,
             namespace: namespace.map(str::to_owned),
             name: name.to_owned(),
             detail: String::new(),
             object: None,
+            write: None,
         }
     }
     /// With a detail phrase.
@@ -91,6 +97,12 @@ impl Change {
     #[must_use]
     pub fn object(mut self, object: Value) -> Self {
         self.object = Some(object);
+        self
+    }
+    /// With the write that makes the change.
+    #[must_use]
+    pub fn write(mut self, write: Write) -> Self {
+        self.write = Some(write);
         self
     }
     /// `Kind ns/name` as messages name objects.
@@ -139,6 +151,22 @@ impl Plan {
     pub fn is_noop(&self) -> bool {
         self.changes.iter().all(|c| !c.writes())
     }
+    /// Make every write wait for the writing row before it: one request at a time, in order.
+    pub fn in_sequence(&mut self) {
+        let mut previous = None;
+        for (i, change) in self.changes.iter_mut().enumerate() {
+            if let Some(write) = &mut change.write {
+                if let Some(p) = previous {
+                    write.after.push(p);
+                }
+                previous = Some(i);
+            }
+        }
+    }
+    /// The rows of this kind.
+    pub fn of(&self, kind: Kind) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(move |c| c.kind == kind)
+    }
     /// Mark every change not yet sent as not attempted (after a failure).
     pub fn abandon_rest(&mut self) {
         for c in &mut self.changes {
@@ -171,7 +199,7 @@ impl Plan {
     /// with Secret data redacted unless `show_secrets`.
     pub fn write(
         &self,
-        out: &mut impl Write,
+        out: &mut impl io::Write,
         format: OutputFormat,
         show_secrets: bool,
     ) -> io::Result<()> {
@@ -195,13 +223,13 @@ impl Plan {
         }
     }
 
-    fn write_table(&self, out: &mut impl Write) -> io::Result<()> {
+    fn write_table(&self, out: &mut impl io::Write) -> io::Result<()> {
         let rows: Vec<[String; 5]> = self
             .changes
             .iter()
             .map(|c| {
                 [
-                    c.kind.clone(),
+                    c.kind.to_string(),
                     c.namespace.clone().unwrap_or_default(),
                     c.name.clone(),
                     c.words(),
@@ -225,7 +253,7 @@ impl fmt::Display for Plan {
 
 /// Left-aligned columns separated by three spaces, as kubectl's tables are.
 pub fn write_columns<const N: usize>(
-    out: &mut impl Write,
+    out: &mut impl io::Write,
     header: &[&str; N],
     rows: &[[String; N]],
 ) -> io::Result<()> {
@@ -258,7 +286,13 @@ mod tests {
     fn plan() -> Plan {
         let mut p = Plan::default();
         p.push(
-            Change::new(Action::Create, "Secret", Some("istio-system"), "cacerts").object(json!({
+            Change::new(
+                Action::Create,
+                Kind::Secret,
+                Some("istio-system"),
+                "cacerts",
+            )
+            .object(json!({
                 "apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "cacerts", "namespace": "istio-system"},
                 "data": {"ca-key.pem": "c2VjcmV0LWtleQ=="}
@@ -266,7 +300,7 @@ mod tests {
         );
         p.push(Change::new(
             Action::Unchanged,
-            "Namespace",
+            Kind::Namespace,
             None,
             "expandvm",
         ));
@@ -275,7 +309,7 @@ mod tests {
 
     #[test]
     fn words_follow_state() {
-        let mut c = Change::new(Action::Create, "Secret", Some("ns"), "x");
+        let mut c = Change::new(Action::Create, Kind::Secret, Some("ns"), "x");
         assert_eq!(c.words(), "would create");
         c.state = State::Done;
         assert_eq!(c.words(), "created");
@@ -324,7 +358,7 @@ mod tests {
         );
         assert_eq!(p.summary(), "1 not created, 1 unchanged");
         let mut noop = Plan::default();
-        noop.push(Change::new(Action::Unchanged, "Namespace", None, "x"));
+        noop.push(Change::new(Action::Unchanged, Kind::Namespace, None, "x"));
         assert!(noop.summary().starts_with("nothing to change"));
     }
 }

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use super::CheckContext;
 use super::mesh::{DOMAIN, TlsMode, is_mesh_wide};
 use crate::istio::Era;
-use crate::snapshot::{Kind, Obj, Snapshot};
+use crate::plan::{Action, Change, Plan};
+use crate::snapshot::{Kind as SnapKind, Obj, Snapshot};
+use crate::write::{Kind, Write};
 
 /// Name of the mesh-wide rule (the runbook's).
 pub const DEFAULT_DR_NAME: &str = "default";
@@ -39,7 +41,7 @@ pub struct Gap {
 
 /// Whether the legacy mesh exposes mesh-expansion ports (8060 or 15011) on a gateway.
 pub fn mesh_expansion(snap: &Snapshot) -> bool {
-    let ports_on_services = snap.of(Kind::Service).iter().any(|s| {
+    let ports_on_services = snap.of(SnapKind::Service).iter().any(|s| {
         s.label("istio") == Some("ingressgateway")
             && service_ports(s).iter().any(|p| matches!(p, 8060 | 15011))
     });
@@ -60,7 +62,7 @@ pub fn service_ports(svc: &Obj) -> Vec<u32> {
 
 /// Gateway servers on a port: `(gateway, server)`.
 pub fn gateway_servers(snap: &Snapshot, port: u32) -> Vec<(&Obj, &Value)> {
-    snap.of(Kind::Gateway)
+    snap.of(SnapKind::Gateway)
         .iter()
         .flat_map(|g| {
             g.spec()
@@ -138,10 +140,10 @@ fn rule(api_version: &str, ns: &str, name: &str, labels: &Value, spec: &Value) -
     }))
 }
 
-/// The objects `--fix` would apply (server-side), in apply order. Pure.
+/// The objects `--fix` would apply, in apply order. Pure.
 pub fn plan(snap: &Snapshot, ctx: &CheckContext) -> Vec<Obj> {
     let api_version = networking_api_version(snap, ctx.era);
-    let exists = |ns: &str, name: &str| snap.get(Kind::DestinationRule, ns, name).is_some();
+    let exists = |ns: &str, name: &str| snap.get(SnapKind::DestinationRule, ns, name).is_some();
     let mut out = Vec::new();
     let has_mesh_mutual = ctx.mesh.rules.iter().any(|r| {
         is_mesh_wide(&r.host)
@@ -171,7 +173,9 @@ pub fn plan(snap: &Snapshot, ctx: &CheckContext) -> Vec<Obj> {
         Some(mode) => mode == TlsMode::IstioMutual,
         None => adds_default,
     };
-    let api_service_seen = snap.get(Kind::Service, "default", "kubernetes").is_some();
+    let api_service_seen = snap
+        .get(SnapKind::Service, "default", "kubernetes")
+        .is_some();
     if !ctx.auto_mtls
         && api_service_seen
         && api_gets_mutual
@@ -203,6 +207,28 @@ pub fn plan(snap: &Snapshot, ctx: &CheckContext) -> Vec<Obj> {
         ));
     }
     out
+}
+
+/// The rows `--fix` writes: one apply per rule, at the apiVersion it carries, one after another
+/// (so a failure part-way says exactly which were and were not written). Planned as creates:
+/// only rules no object of that name holds are proposed; the executor says so when one appeared
+/// meanwhile (updated or unchanged).
+pub fn rows(objs: &[Obj]) -> Plan {
+    let mut plan = Plan::default();
+    for obj in objs {
+        plan.push(
+            Change::new(
+                Action::Create,
+                Kind::DestinationRule,
+                Some(obj.namespace()),
+                obj.name(),
+            )
+            .object(obj.value.clone())
+            .write(Write::apply(Kind::DestinationRule, obj.value.clone())),
+        );
+    }
+    plan.in_sequence();
+    plan
 }
 
 /// Objects as a multi-document YAML stream (what `--fix` shows before applying).
@@ -298,6 +324,21 @@ mod tests {
             "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: default, namespace: istio-system}\nspec: {host: '*.local', trafficPolicy: {tls: {mode: DISABLE}}}\n",
         );
         assert!(!planned(&f).contains(&"istio-system/default".to_string()));
+    }
+
+    #[test]
+    fn rows_apply_each_rule_at_its_own_version_in_order() {
+        let snap = Fixture::legacy().snapshot();
+        let ctx = CheckContext::new(&snap, &CheckOptions::default(), vec![]);
+        let plan = rows(&plan(&snap, &ctx));
+        assert_eq!(plan.changes.len(), 3);
+        for (i, row) in plan.changes.iter().enumerate() {
+            let write = row.write.as_ref().unwrap();
+            assert_eq!(write.verb, crate::write::Verb::Apply);
+            assert_eq!(write.resource.api_version(), "networking.istio.io/v1alpha3");
+            assert_eq!(write.after, if i == 0 { vec![] } else { vec![i - 1] });
+            assert_eq!(row.words(), "would create");
+        }
     }
 
     #[test]

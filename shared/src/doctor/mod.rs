@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use crate::args::{DoctorArgs, DoctorOutput, FailOn};
 use crate::cli::{Diagnose, KubeArgs, Outcome, UsageError};
-use crate::istio::{DEFAULT_ISTIO_NAMESPACE, Era, IstioKind};
-use crate::kube::{Action, Connection};
+use crate::istio::{DEFAULT_ISTIO_NAMESPACE, Era};
+use crate::kube::Connection;
 use crate::snapshot::{Bundle, Obj, Origin, Snapshot};
 
 pub use report::Report;
@@ -40,6 +40,9 @@ pub enum Error {
     /// The cluster could not be read or written.
     #[error(transparent)]
     Kube(#[from] crate::kube::Error),
+    /// A `--fix` write did not land.
+    #[error(transparent)]
+    Write(crate::write::Error),
     /// `--fix` needs confirmation that cannot be asked for.
     #[error(transparent)]
     Prompt(#[from] crate::cli::PromptError),
@@ -54,6 +57,7 @@ impl Diagnose for Error {
             Error::Usage(e) => e.hint(),
             Error::Snapshot(e) => e.hint(),
             Error::Kube(e) => e.hint(),
+            Error::Write(e) => e.hint(),
             Error::Prompt(e) => e.hint(),
             Error::Print(_) => None,
         }
@@ -204,7 +208,7 @@ pub async fn run(
         } else {
             let _ = writeln!(
                 err,
-                "--fix: server-side apply as meshvm:\n---\n{}",
+                "--fix: applies as meshvm (created when absent):\n---\n{}",
                 fix::render_yaml(&planned)
             );
             if crate::cli::confirm(
@@ -216,27 +220,16 @@ pub async fn run(
                 opts.yes,
             )? {
                 // One row per rule, so a failure part-way says what was and was not written.
-                let mut plan = crate::plan::Plan::default();
-                for obj in &planned {
-                    plan.push(crate::plan::Change::new(
-                        crate::plan::Action::Create,
-                        "DestinationRule",
-                        Some(obj.namespace()),
-                        obj.name(),
-                    ));
-                }
-                for (i, obj) in planned.iter().enumerate() {
-                    match apply_rule(conn, obj).await {
-                        Ok(()) => plan.changes[i].state = crate::plan::State::Done,
-                        Err(e) => {
-                            plan.changes[i].state = crate::plan::State::Failed;
-                            plan.abandon_rest();
-                            let _ = plan.write(err, crate::cli::OutputFormat::Table, false);
-                            return Err(e);
-                        }
-                    }
-                }
+                let mut plan = fix::rows(&planned);
+                let result = crate::write::execute(conn, &mut plan, crate::cli::DryRun::None).await;
                 let _ = plan.write(err, crate::cli::OutputFormat::Table, false);
+                if let Err(failure) = result {
+                    return Err(match failure.error {
+                        crate::write::Error::Kube(e) => Error::Kube(*e),
+                        other @ (crate::write::Error::Raced { .. }
+                        | crate::write::Error::Invalid { .. }) => Error::Write(other),
+                    });
+                }
                 let bundle = snaps[0].bundle.take();
                 let spinner = crate::cli::progress("reading the mesh again after --fix");
                 let snap = Snapshot::observe(conn).await;
@@ -258,27 +251,6 @@ pub async fn run(
         Err(e) => return Err(Error::Print(e)),
     }
     Ok(report.outcome(opts.fail_on))
-}
-
-/// Server-side apply one planned DestinationRule.
-async fn apply_rule(conn: &Connection, obj: &Obj) -> Result<(), Error> {
-    let version = obj
-        .str_at(&["apiVersion"])
-        .and_then(|v| v.rsplit_once('/'))
-        .map_or("v1beta1", |(_, v)| v);
-    let ar = IstioKind::DestinationRule.resource(version);
-    let api: ::kube::Api<::kube::api::DynamicObject> =
-        ::kube::Api::namespaced_with(conn.client.clone(), obj.namespace(), &ar);
-    let params = crate::kube::apply_params(crate::cli::DryRun::None);
-    let patch = ::kube::api::Patch::Apply(&obj.value);
-    conn.call(
-        Action::new("patch", IstioKind::DestinationRule.resource_name())
-            .ns(obj.namespace())
-            .name(obj.name()),
-        || api.patch(obj.name(), &params, &patch),
-    )
-    .await?;
-    Ok(())
 }
 
 /// How bad a finding is.

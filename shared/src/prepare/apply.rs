@@ -1,341 +1,362 @@
-//! Writing the plan: one request per row, in order, each marked done, failed or not attempted.
-//!
-//! Every request is safe to repeat, so [`Connection::call`] may retry it: server-side apply for
-//! namespaces, the ServiceAccount and the WorkloadGroup; a create of `cacerts` whose AlreadyExists
-//! is answered by re-reading and comparing; a replace guarded by the resourceVersion we compared.
+//! Writing the plan through the one executor ([`crate::write::execute`]), turning its failures
+//! into prepare's words, and waiting for a restarted control plane to roll out.
+
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{DynamicObject, Patch, PatchParams};
-use serde_json::{Value, json};
 
 use super::Error;
-use super::observe::get_opt;
 use super::options::Options;
-use super::plan::{RESTARTED_AT, ca_differs, same_secret_content};
-use crate::cli::DryRun;
-use crate::istio::IstioKind;
-use crate::kube::{Action as Request, Connection, apply_params, post_params};
+use super::plan::ca_differs;
+use crate::kube::{Action as Request, Connection};
 use crate::pki::CaMaterial;
-use crate::plan::{Action, Change, Plan, State};
+use crate::plan::{Action, Plan, State};
+use crate::write::{self, Kind, Verb};
 
-/// Apply every writing row of `plan`, in waves: rows that do not depend on each other (cacerts
-/// in the Istio namespace and the VM's namespace, say) are sent together, so the critical path
-/// is one round trip per level of dependency, not per object. After a failure the failed row
-/// says so, the rows not yet sent are marked not attempted, and the error is returned.
+pub use super::plan::restart_patch;
+
+/// How often the rollout is looked at while waiting for it.
+pub const ROLLOUT_POLL: Duration = Duration::from_secs(1);
+
+/// Send every writing row of `plan` (see [`write::execute`]: waves, retries, dry run, the
+/// fallback from server-side apply). A lost race for `cacerts` becomes the refusal of a
+/// different CA, or "changed meanwhile"; every row says how far it got.
 pub async fn apply(
     conn: &Connection,
     plan: &mut Plan,
     opts: &Options,
     ca: Option<&CaMaterial>,
 ) -> Result<(), Error> {
-    let creating_namespaces: Vec<String> = plan
-        .changes
-        .iter()
-        .filter(|c| c.kind == "Namespace" && c.action == Action::Create)
-        .map(|c| c.name.clone())
-        .collect();
-    let waves = waves(&plan.changes);
-    for wave in 1..=waves.iter().copied().max().unwrap_or(0) {
-        let mut batch: Vec<(usize, Change)> = Vec::new();
-        for (i, change) in plan.changes.iter_mut().enumerate() {
-            if waves[i] != wave {
-                continue;
-            }
-            // With dryRun=All the namespace is validated but not made, so the server would
-            // answer 404 for anything inside it: say so instead of sending a request bound to fail.
-            if opts.dry_run == DryRun::Server
-                && change
-                    .namespace
-                    .as_ref()
-                    .is_some_and(|ns| creating_namespaces.contains(ns))
-            {
-                change.detail = format!(
-                    "not sent: namespace {} does not exist yet",
-                    change.namespace.as_deref().unwrap_or_default()
-                );
-                continue;
-            }
-            batch.push((i, change.clone()));
-        }
-        let results = futures::future::join_all(
-            batch
-                .iter_mut()
-                .map(|(_, change)| apply_one(conn, change, opts, ca)),
-        )
-        .await;
-        let mut first_error = None;
-        for ((i, mut change), result) in batch.into_iter().zip(results) {
-            match result {
-                Ok(()) if change.state == State::Planned => {
-                    change.state = if opts.dry_run == DryRun::Server {
-                        State::ServerDryRun
-                    } else {
-                        State::Done
-                    };
-                }
-                Ok(()) => {}
-                Err(err) => {
-                    change.state = State::Failed;
-                    first_error.get_or_insert(err);
-                }
-            }
-            plan.changes[i] = change;
-        }
-        if let Some(mut err) = first_error {
-            plan.abandon_rest();
-            if let Error::CaDiffers {
-                nothing_written, ..
-            } = &mut err
-            {
-                *nothing_written = !plan.changes.iter().any(|c| c.state == State::Done);
-            }
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
-/// The wave each row is sent in (0: nothing to send): one more than the latest row it needs —
-/// the Namespace row of its namespace, and for a control-plane restart the cacerts row.
-fn waves(changes: &[Change]) -> Vec<usize> {
-    let needs = |row: &Change, earlier: &Change| {
-        (earlier.kind == "Namespace" && row.namespace.as_deref() == Some(earlier.name.as_str()))
-            || (row.kind == "Deployment" && earlier.kind == "Secret")
-    };
-    let mut waves = vec![0; changes.len()];
-    for (i, row) in changes.iter().enumerate() {
-        if !row.writes() {
-            continue;
-        }
-        waves[i] = 1 + changes[..i]
-            .iter()
-            .zip(&waves)
-            .filter(|(earlier, _)| earlier.writes() && needs(row, earlier))
-            .map(|(_, w)| *w)
-            .max()
-            .unwrap_or(0);
-    }
-    waves
-}
-
-fn object(change: &Change) -> Value {
-    change.object.clone().unwrap_or(Value::Null)
-}
-
-async fn apply_one(
-    conn: &Connection,
-    change: &mut Change,
-    opts: &Options,
-    ca: Option<&CaMaterial>,
-) -> Result<(), Error> {
-    let client = conn.client.clone();
-    let params = apply_params(opts.dry_run);
-    let name = change.name.clone();
-    match change.kind.as_str() {
-        "Namespace" => {
-            let api: Api<Namespace> = Api::all(client);
-            let body = object(change);
-            let patch = Patch::Apply(&body);
-            conn.call(Request::new("patch", "namespaces").name(&name), || {
-                api.patch(&name, &params, &patch)
-            })
-            .await?;
-        }
-        "ServiceAccount" => {
-            let ns = change.namespace.clone().unwrap_or_default();
-            let api: Api<ServiceAccount> = Api::namespaced(client, &ns);
-            let body = object(change);
-            let patch = Patch::Apply(&body);
-            conn.call(
-                Request::new("patch", "serviceaccounts").ns(&ns).name(&name),
-                || api.patch(&name, &params, &patch),
-            )
-            .await?;
-        }
-        "WorkloadGroup" => {
-            let ns = change.namespace.clone().unwrap_or_default();
-            let body = object(change);
-            let version = body["apiVersion"]
-                .as_str()
-                .and_then(|v| v.split_once('/'))
-                .map_or("v1", |(_, v)| v)
-                .to_owned();
-            let ar = IstioKind::WorkloadGroup.resource(&version);
-            let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
-            let patch = Patch::Apply(&body);
-            conn.call(
-                Request::new("patch", IstioKind::WorkloadGroup.resource_name())
-                    .ns(&ns)
-                    .name(&name),
-                || api.patch(&name, &params, &patch),
-            )
-            .await?;
-        }
-        "Secret" => write_cacerts(conn, change, opts, ca).await?,
-        "Deployment" => restart(conn, change, opts).await?,
-        other => unreachable!("prepare plans no {other}"),
-    }
-    Ok(())
-}
-
-/// Create or (with `--force`) replace `cacerts`. A concurrent prepare is detected by the
-/// create's AlreadyExists or the replace's Conflict: the winner's content is re-read and
-/// compared, so exactly one CA ends up stored and the loser says so.
-async fn write_cacerts(
-    conn: &Connection,
-    change: &mut Change,
-    opts: &Options,
-    ca: Option<&CaMaterial>,
-) -> Result<(), Error> {
-    let ns = change.namespace.clone().unwrap_or_default();
-    let name = change.name.clone();
-    let api: Api<Secret> = Api::namespaced(conn.client.clone(), &ns);
-    let wanted: Secret = serde_json::from_value(object(change)).map_err(std::io::Error::other)?;
-    let post = post_params(opts.dry_run);
-    let mut guarded = wanted.clone();
-    if change.action == Action::Create {
-        match conn
-            .call(
-                Request::new("create", "secrets").ns(&ns).name(&name),
-                || api.create(&post, &wanted),
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_already_exists() => {}
-            Err(e) => return Err(e.into()),
-        }
-        // Someone made it between our read and our create: judge what they stored.
-        let Some(current) = read_cacerts(conn, &api, &ns, &name).await? else {
-            return Err(Error::CaChangedMeanwhile {
-                secret: format!("{ns}/{name}"),
-            });
-        };
-        if same_secret_content(&current, &wanted) {
-            change.action = Action::Unchanged;
-            change.detail =
-                "already there with the same content (an earlier attempt or another run made it)"
-                    .into();
-            return Ok(());
-        }
-        if !opts.force {
-            return Err(match ca {
-                Some(ca) => ca_differs(&ns, &current, ca),
-                None => Error::CaChangedMeanwhile {
-                    secret: format!("{ns}/{name}"),
-                },
-            });
-        }
-        guarded.metadata.resource_version = current.metadata.resource_version;
-        change.action = Action::Update;
-    } else {
-        guarded.metadata.resource_version = change
-            .object
-            .as_ref()
-            .and_then(|o| o.pointer("/metadata/resourceVersion"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-    }
-    match conn
-        .call(
-            Request::new("update", "secrets").ns(&ns).name(&name),
-            || api.replace(&name, &post, &guarded),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_conflict() => {
-            // The Secret changed after we compared it: only "it now holds what we want" is fine.
-            match read_cacerts(conn, &api, &ns, &name).await? {
-                Some(current) if same_secret_content(&current, &wanted) => {
-                    change.action = Action::Unchanged;
-                    change.detail =
-                        "already replaced with the same content (an earlier attempt or another run)".into();
-                    Ok(())
-                }
-                _ => Err(Error::CaChangedMeanwhile {
-                    secret: format!("{ns}/{name}"),
-                }),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn read_cacerts(
-    conn: &Connection,
-    api: &Api<Secret>,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Secret>, Error> {
-    Ok(get_opt(
-        conn,
-        api,
-        Request::new("get", "secrets").ns(ns).name(name),
-        name,
-    )
-    .await?)
-}
-
-/// `kubectl rollout restart`: stamp the pod template with `restartedAt` = now (RFC 3339), so the
-/// Deployment rolls its pods and the new ones read the new `cacerts`.
-async fn restart(conn: &Connection, change: &Change, opts: &Options) -> Result<(), Error> {
-    let ns = change.namespace.clone().unwrap_or_default();
-    let name = change.name.clone();
-    let api: Api<Deployment> = Api::namespaced(conn.client.clone(), &ns);
+    // `rollout restart` stamps the moment it is sent.
     let now = k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
-    let body = restart_patch(&now);
-    let params = PatchParams {
-        dry_run: opts.dry_run == DryRun::Server,
-        field_manager: Some(crate::kube::FIELD_MANAGER.into()),
-        ..PatchParams::default()
+    for change in &mut plan.changes {
+        if let Some(w) = change.write.as_mut()
+            && matches!(w.verb, Verb::Patch(_))
+            && change.kind == Kind::Deployment
+        {
+            w.object = restart_patch(&now);
+        }
+    }
+    let Err(failure) = write::execute(conn, plan, opts.dry_run).await else {
+        return Ok(());
     };
-    let patch = Patch::Strategic(&body);
-    conn.call(
-        Request::new("patch", "deployments.apps")
-            .ns(&ns)
-            .name(&name),
-        || api.patch(&name, &params, &patch),
-    )
-    .await?;
-    Ok(())
+    let row = &plan.changes[failure.row];
+    let secret = format!(
+        "{}/{}",
+        row.namespace.as_deref().unwrap_or_default(),
+        row.name
+    );
+    Err(match failure.error {
+        write::Error::Kube(e) => Error::Kube(e),
+        write::Error::Raced { current, .. } if row.kind == Kind::Secret => {
+            let stored = current.and_then(|v| serde_json::from_value::<Secret>(v).ok());
+            match (stored, ca) {
+                // Another prepare stored a different CA first: refuse, with both roots.
+                (Some(stored), Some(ca)) if row.action == Action::Create && !opts.force => {
+                    let mut err = ca_differs(&opts.istio_namespace, &stored, ca);
+                    if let Error::CaDiffers {
+                        nothing_written, ..
+                    } = &mut err
+                    {
+                        *nothing_written = !plan.changes.iter().any(|c| c.state == State::Done);
+                    }
+                    err
+                }
+                _ => Error::CaChangedMeanwhile { secret },
+            }
+        }
+        other @ (write::Error::Raced { .. } | write::Error::Invalid { .. }) => Error::Write(other),
+    })
 }
 
-/// The strategic merge patch `kubectl rollout restart` sends.
-pub fn restart_patch(now: &str) -> Value {
-    json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}})
+/// How a Deployment's rollout stands, judged as `kubectl rollout status` judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// Every replica runs the latest template and is available.
+    Done(String),
+    /// Still rolling: what it waits for.
+    Waiting(String),
+    /// The rollout exceeded its progress deadline.
+    Failed(String),
+    /// The Deployment reports no status at all (no replicas, no conditions, nothing observed):
+    /// no controller reports on it, so there is nothing to wait for.
+    Unreported,
+}
+
+/// Judge a Deployment's rollout, following kubectl's `DeploymentStatusViewer.Status`
+/// (kubernetes/kubectl@kubernetes-1.33.0 pkg/polymorphichelpers/rollout_status.go:59-92): the
+/// spec change must be observed (`observedGeneration >= generation`), not past its progress
+/// deadline, every wanted replica updated, no old replica left, every updated one available.
+pub fn rollout_status(d: &Deployment) -> Rollout {
+    let name = d.metadata.name.as_deref().unwrap_or_default();
+    let Some(status) = &d.status else {
+        return Rollout::Unreported;
+    };
+    let no_conditions = status.conditions.as_ref().is_none_or(Vec::is_empty);
+    if status.observed_generation.is_none() && status.replicas.is_none() && no_conditions {
+        return Rollout::Unreported;
+    }
+    let generation = d.metadata.generation.unwrap_or(0);
+    if generation > status.observed_generation.unwrap_or(0) {
+        return Rollout::Waiting(format!(
+            "waiting for deployment {name:?} spec update to be observed"
+        ));
+    }
+    // kubectl/pkg/util/deployment/deployment.go:56 `TimedOutReason`.
+    let timed_out = status.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    if timed_out {
+        return Rollout::Failed(format!(
+            "deployment {name:?} exceeded its progress deadline"
+        ));
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    let replicas = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if let Some(wanted) = d.spec.as_ref().and_then(|s| s.replicas)
+        && updated < wanted
+    {
+        return Rollout::Waiting(format!(
+            "waiting for deployment {name:?} rollout to finish: {updated} out of {wanted} new replicas have been updated"
+        ));
+    }
+    if replicas > updated {
+        return Rollout::Waiting(format!(
+            "waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return Rollout::Waiting(format!(
+            "waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available"
+        ));
+    }
+    Rollout::Done(format!(
+        "{available} of {updated} replicas updated and available"
+    ))
+}
+
+/// Wait until Deployment `namespace/name` has rolled out (see [`rollout_status`]), reading it
+/// every `poll`, for at most `timeout` (zero: no limit, as `kubectl rollout status --timeout 0`). A spinner
+/// on a terminal shows what it waits for. Returns the final judgement: [`Rollout::Done`] or
+/// [`Rollout::Unreported`]; the rest are errors.
+pub async fn wait_for_rollout(
+    conn: &Connection,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<Rollout, Error> {
+    let api: Api<Deployment> = Api::namespaced(conn.client.clone(), namespace);
+    let spinner = crate::cli::progress(format!(
+        "waiting for deployment {namespace}/{name} to roll out"
+    ));
+    let mut last = String::from("no status read yet");
+    let watch = async {
+        loop {
+            let deployment = conn
+                .call(
+                    Request::new("get", "deployments.apps")
+                        .ns(namespace)
+                        .name(name),
+                    || api.get(name),
+                )
+                .await?;
+            match rollout_status(&deployment) {
+                Rollout::Waiting(what) => {
+                    spinner.set_message(what.clone());
+                    last = what;
+                }
+                Rollout::Failed(message) => {
+                    return Err(Error::RolloutFailed {
+                        deployment: format!("{namespace}/{name}"),
+                        message,
+                    });
+                }
+                done => return Ok(done),
+            }
+            tokio::time::sleep(poll).await;
+        }
+    };
+    let result = if timeout.is_zero() {
+        watch.await
+    } else {
+        match tokio::time::timeout(timeout, watch).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::RolloutTimeout {
+                deployment: format!("{namespace}/{name}"),
+                timeout,
+                last: last.clone(),
+            }),
+        }
+    };
+    spinner.finish_and_clear();
+    result
+}
+
+/// After a restart was sent: wait for its rollout, and write on the restart row what came of it.
+/// `Some(how)` when it rolled out.
+pub async fn await_restart(
+    conn: &Connection,
+    plan: &mut Plan,
+    opts: &Options,
+    err: &mut impl std::io::Write,
+) -> Result<Option<String>, Error> {
+    let Some(row) = plan.changes.iter_mut().find(|c| {
+        c.kind == Kind::Deployment && c.action == Action::Other && c.state == State::Done
+    }) else {
+        return Ok(None);
+    };
+    let namespace = row.namespace.clone().unwrap_or_default();
+    let name = row.name.clone();
+    match wait_for_rollout(conn, &namespace, &name, opts.timeout, ROLLOUT_POLL).await {
+        Ok(Rollout::Done(how)) => {
+            row.detail = format!("rolled out with the new CA key ({how})");
+            Ok(Some(row.detail.clone()))
+        }
+        Ok(_) => {
+            row.detail = "restarted; it reports no rollout status to wait for".into();
+            writeln!(
+                err,
+                "note: Deployment {namespace}/{name} reports no rollout status (no controller has observed it); not waiting for it"
+            )?;
+            Ok(None)
+        }
+        Err(e) => {
+            row.detail = "restarted; the rollout did not finish".into();
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value)] // called with json!(...) literals
+    fn deployment(value: serde_json::Value) -> Deployment {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "istiod", "namespace": "istio-system", "generation": 3},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "istiod"}},
+                     "template": {"metadata": {"labels": {"app": "istiod"}}}}});
+        if let Some(status) = value.get("status") {
+            d["status"] = status.clone();
+        }
+        if let Some(replicas) = value.get("replicas") {
+            d["spec"]["replicas"] = replicas.clone();
+        }
+        serde_json::from_value(d).unwrap()
+    }
+
+    /// Table-driven like kubectl's rollout_status_test.go (TestDeploymentStatusViewerStatus).
     #[test]
-    fn independent_rows_share_a_wave() {
-        let rows = vec![
-            Change::new(Action::Unchanged, "Namespace", None, "istio-system"),
-            Change::new(Action::Create, "Secret", Some("istio-system"), "cacerts"),
-            Change::new(Action::Create, "Namespace", None, "expandvm"),
-            Change::new(
-                Action::Create,
-                "ServiceAccount",
-                Some("expandvm"),
-                "expandvm",
+    fn rollout_judgement_follows_kubectl() {
+        let cases = [
+            ("no status at all", json!({}), "unreported"),
+            ("an empty status", json!({"status": {}}), "unreported"),
+            (
+                "spec change not observed",
+                json!({"status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}}),
+                "spec update to be observed",
             ),
-            Change::new(Action::Create, "WorkloadGroup", Some("expandvm"), "vm"),
-            Change::new(Action::Other, "Deployment", Some("istio-system"), "istiod"),
+            (
+                "new replicas not all updated",
+                json!({"status": {"observedGeneration": 3, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}}),
+                "1 out of 2 new replicas have been updated",
+            ),
+            (
+                "old replicas pending termination",
+                json!({"status": {"observedGeneration": 3, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}}),
+                "1 old replicas are pending termination",
+            ),
+            (
+                "updated replicas not yet available",
+                json!({"status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}}),
+                "1 of 2 updated replicas are available",
+            ),
+            (
+                "rolled out",
+                json!({"status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}}),
+                "done: 2 of 2",
+            ),
+            (
+                "scaled to zero, observed",
+                json!({"replicas": 0, "status": {"observedGeneration": 3}}),
+                "done: 0 of 0",
+            ),
+            (
+                "past its progress deadline",
+                json!({"status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1,
+                    "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}}),
+                "failed: deployment \"istiod\" exceeded its progress deadline",
+            ),
         ];
-        assert_eq!(waves(&rows), [0, 1, 1, 2, 2, 2]);
-        // A namespace that is created first holds back what goes into it.
-        let rows = vec![
-            Change::new(Action::Create, "Namespace", None, "istio-system"),
-            Change::new(Action::Create, "Secret", Some("istio-system"), "cacerts"),
-            Change::new(Action::Other, "Deployment", Some("istio-system"), "istiod"),
-        ];
-        assert_eq!(waves(&rows), [1, 2, 3]);
+        for (what, input, want) in cases {
+            let got = match rollout_status(&deployment(input)) {
+                Rollout::Done(m) => format!("done: {m}"),
+                Rollout::Waiting(m) => m,
+                Rollout::Failed(m) => format!("failed: {m}"),
+                Rollout::Unreported => "unreported".into(),
+            };
+            assert!(got.contains(want), "{what}: {got}");
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_polls_until_rolled_out() {
+        let d = |status: serde_json::Value| {
+            let mut v = serde_json::to_value(deployment(json!({}))).unwrap();
+            v["status"] = status;
+            (200, v)
+        };
+        let (conn, log) = crate::write::fake::connection(vec![
+            d(
+                json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+            ),
+            d(
+                json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+            ),
+        ]);
+        let poll = Duration::from_millis(5);
+        let got = wait_for_rollout(
+            &conn,
+            "istio-system",
+            "istiod",
+            Duration::from_secs(60),
+            poll,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(got, Rollout::Done(_)), "{got:?}");
+        assert_eq!(log.lines().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn waiting_ends_at_the_timeout() {
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            let mut v = serde_json::to_value(deployment(json!({}))).unwrap();
+            v["status"] = json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1});
+            answers.push((200, v));
+        }
+        let (conn, _log) = crate::write::fake::connection(answers);
+        let poll = Duration::from_millis(20);
+        let timeout = Duration::from_millis(150);
+        let err = wait_for_rollout(&conn, "istio-system", "istiod", timeout, poll)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("istio-system/istiod") && text.contains("150ms"),
+            "{text}"
+        );
+        assert!(text.contains("1 out of 2 new replicas"), "{text}");
     }
 }

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use super::observe::{get_opt, networking_version};
 use super::options::Options;
 use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::cli::DryRun;
 use crate::istio::{CACERTS_SECRET, IstioKind};
-use crate::kube::{Action as Request, Connection, delete_params};
-use crate::plan::{Action, Change, Plan, State};
+use crate::kube::{Action as Request, Connection};
+use crate::plan::{Action, Change, Plan};
+use crate::write::{self, Kind, Resource, Write};
 
 /// What `--delete` found.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +20,7 @@ pub struct Found {
     /// The VM namespace, when it exists.
     pub namespace: Option<Namespace>,
     /// `(kind, name)` of what prepare and register make, inside the namespace.
-    pub contents: Vec<(String, String)>,
+    pub contents: Vec<(Kind, String)>,
     /// `cacerts`, when `--include-ca` and it exists.
     pub cacerts: Option<Secret>,
     /// The version the cluster serves networking.istio.io at, when it does.
@@ -113,13 +113,13 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
         tokio::try_join!(get_ns, get_ca, accounts, services, endpoints, istio)?;
     let mut contents = Vec::new();
     for (kind, items) in [
-        ("ServiceAccount", accounts),
-        ("WorkloadGroup", groups),
-        ("WorkloadEntry", entries),
-        ("Service", services),
-        ("Endpoints", endpoints),
+        (Kind::ServiceAccount, accounts),
+        (Kind::WorkloadGroup, groups),
+        (Kind::WorkloadEntry, entries),
+        (Kind::Service, services),
+        (Kind::Endpoints, endpoints),
     ] {
-        contents.extend(items.into_iter().map(|n| (kind.to_owned(), n)));
+        contents.extend(items.into_iter().map(|n| (kind, n)));
     }
     Ok(Found {
         namespace,
@@ -130,6 +130,8 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
 }
 
 /// The rows of a deletion. Pure. Refuses a namespace meshvm did not make unless `--force`.
+/// One write deletes the namespace (what is in it goes with it: those rows carry no write of
+/// their own); `cacerts` is deleted after it.
 pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
     let ns = opts.vm_namespace.as_str();
     let mut plan = Plan::default();
@@ -147,47 +149,49 @@ pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
         }
         for (kind, name) in &found.contents {
             plan.push(
-                Change::new(Action::Delete, kind, Some(ns), name)
+                Change::new(Action::Delete, *kind, Some(ns), name)
                     .detail(format!("with namespace {ns}"))
-                    .object(reference(found, kind, Some(ns), name)),
+                    .object(reference(found, *kind, Some(ns), name)),
             );
         }
         plan.push(
-            Change::new(Action::Delete, "Namespace", None, ns).object(reference(
-                found,
-                "Namespace",
-                None,
-                ns,
-            )),
+            Change::new(Action::Delete, Kind::Namespace, None, ns)
+                .object(reference(found, Kind::Namespace, None, ns))
+                .write(Write::delete(Resource::new(Kind::Namespace, "v1"))),
         );
     }
     if found.cacerts.is_some() {
+        let mut delete = Write::delete(Resource::new(Kind::Secret, "v1"));
+        if let Some(ns_row) = plan.changes.iter().position(|c| c.write.is_some()) {
+            // As before: cacerts only once the namespace is on its way.
+            delete = delete.after(ns_row);
+        }
         plan.push(
             Change::new(
                 Action::Delete,
-                "Secret",
+                Kind::Secret,
                 Some(&opts.istio_namespace),
                 CACERTS_SECRET,
             )
             .detail("--include-ca: the mesh-wide CA; the control plane keeps the key it loaded")
             .object(reference(
                 found,
-                "Secret",
+                Kind::Secret,
                 Some(&opts.istio_namespace),
                 CACERTS_SECRET,
-            )),
+            ))
+            .write(delete),
         );
     }
     Ok(plan)
 }
 
-fn reference(found: &Found, kind: &str, namespace: Option<&str>, name: &str) -> Value {
-    let api_version = match kind {
-        "WorkloadGroup" | "WorkloadEntry" => format!(
-            "networking.istio.io/{}",
-            found.networking_version.as_deref().unwrap_or("v1")
-        ),
-        _ => "v1".to_owned(),
+fn reference(found: &Found, kind: Kind, namespace: Option<&str>, name: &str) -> Value {
+    let api_version = match kind.fixed_version() {
+        Some(version) => Resource::new(kind, version).api_version(),
+        None => {
+            Resource::new(kind, found.networking_version.as_deref().unwrap_or("v1")).api_version()
+        }
     };
     let mut metadata = json!({"name": name});
     if let Some(ns) = namespace {
@@ -196,57 +200,22 @@ fn reference(found: &Found, kind: &str, namespace: Option<&str>, name: &str) -> 
     json!({"apiVersion": api_version, "kind": kind, "metadata": metadata})
 }
 
-/// Delete the namespace (its contents go with it) and, when planned, `cacerts`.
+/// Delete the namespace (its contents go with it) and, when planned, `cacerts`, through the
+/// executor; the rows of what is in the namespace end as the namespace's row does.
 pub async fn apply(conn: &Connection, plan: &mut Plan, opts: &Options) -> Result<(), Error> {
-    let params = delete_params(opts.dry_run);
-    let done = if opts.dry_run == DryRun::Server {
-        State::ServerDryRun
-    } else {
-        State::Done
-    };
-    let ns = opts.vm_namespace.clone();
-    if plan.changes.iter().any(|c| c.kind == "Namespace") {
-        let api: Api<Namespace> = Api::all(conn.client.clone());
-        let result = conn
-            .call(Request::new("delete", "namespaces").name(&ns), || {
-                api.delete(&ns, &params)
-            })
-            .await;
-        let gone_already = matches!(&result, Err(e) if e.is_not_found());
-        let failed = result.is_err() && !gone_already;
-        for c in plan.changes.iter_mut().filter(|c| c.kind != "Secret") {
-            c.state = if failed { State::Failed } else { done };
-            if gone_already && c.kind == "Namespace" {
-                c.detail = "was already gone".into();
-            }
-        }
-        if failed {
-            plan.abandon_rest();
-            return result.map(|_| ()).map_err(Error::from);
+    let result = write::execute(conn, plan, opts.dry_run).await;
+    if let Some(ns_row) = plan
+        .changes
+        .iter()
+        .find(|c| c.kind == Kind::Namespace && c.write.is_some())
+        .cloned()
+    {
+        for c in plan.changes.iter_mut().filter(|c| c.write.is_none()) {
+            c.state = ns_row.state;
         }
     }
-    if let Some(c) = plan.changes.iter_mut().find(|c| c.kind == "Secret") {
-        let istio_ns = opts.istio_namespace.clone();
-        let api: Api<Secret> = Api::namespaced(conn.client.clone(), &istio_ns);
-        match conn
-            .call(
-                Request::new("delete", "secrets")
-                    .ns(&istio_ns)
-                    .name(CACERTS_SECRET),
-                || api.delete(CACERTS_SECRET, &params),
-            )
-            .await
-        {
-            Ok(_) => c.state = done,
-            Err(e) if e.is_not_found() => {
-                c.state = done;
-                c.detail = "was already gone".into();
-            }
-            Err(e) => {
-                c.state = State::Failed;
-                return Err(e.into());
-            }
-        }
-    }
-    Ok(())
+    result.map_err(|failure| match failure.error {
+        write::Error::Kube(e) => Error::Kube(e),
+        other @ (write::Error::Raced { .. } | write::Error::Invalid { .. }) => Error::Write(other),
+    })
 }

@@ -19,6 +19,7 @@ use crate::cli::{Diagnose, DryRun, Outcome, PromptError, UsageError};
 use crate::istio::Era;
 use crate::pki::{self, CaMaterial, Finding, PkiError, Severity};
 use crate::plan::{Action, Plan, State};
+use crate::write::Kind;
 
 pub use options::{Options, WorkloadGroupOptions};
 pub use plan::{Observed, Prepared};
@@ -115,9 +116,32 @@ pub enum Error {
     /// A confirmation could not be asked.
     #[error(transparent)]
     Prompt(#[from] PromptError),
+    /// The restarted control plane did not finish rolling out within `--timeout`.
+    #[error(
+        "deployment {deployment} did not finish rolling out within {timeout:?} ({last}); cacerts is written and the restart was sent"
+    )]
+    RolloutTimeout {
+        /// `namespace/name`.
+        deployment: String,
+        /// `--timeout`.
+        timeout: std::time::Duration,
+        /// What it was waiting for when time ran out.
+        last: String,
+    },
+    /// The restarted control plane's rollout failed (its progress deadline passed).
+    #[error("{message}; cacerts is written and the restart was sent")]
+    RolloutFailed {
+        /// `namespace/name`.
+        deployment: String,
+        /// What the Deployment reports.
+        message: String,
+    },
     /// Talking to the cluster failed.
     #[error(transparent)]
     Kube(Box<crate::kube::Error>),
+    /// A write did not land (another client kept changing the object, or it was malformed).
+    #[error(transparent)]
+    Write(crate::write::Error),
     /// Writing the output failed.
     #[error("cannot write the output")]
     Output(#[from] io::Error),
@@ -135,6 +159,13 @@ impl Diagnose for Error {
             Error::Usage(e) => e.hint(),
             Error::Prompt(e) => e.hint(),
             Error::Kube(e) => e.hint(),
+            Error::Write(e) => e.hint(),
+            Error::RolloutTimeout { deployment, .. } | Error::RolloutFailed { deployment, .. } => {
+                let (ns, name) = deployment.split_once('/').unwrap_or_default();
+                Some(format!(
+                    "see why with `kubectl rollout status deployment/{name} -n {ns}` and `kubectl describe deployment/{name} -n {ns}`; a longer --timeout waits longer"
+                ))
+            }
             Error::CaUnreadable(_) => Some(
                 "--ca-dir must hold ca-cert.pem, ca-key.pem, root-cert.pem and cert-chain.pem (or pass each with --ca-cert, --ca-key, --root-cert, --cert-chain)".into(),
             ),
@@ -201,7 +232,7 @@ pub async fn run(
         restart_due_earlier,
     } = plan::plan(&observed, opts, ca.as_ref())?;
 
-    let restart_planned = plan.changes.iter().any(|c| c.kind == "Deployment");
+    let restart_planned = plan.of(Kind::Deployment).next().is_some();
     if restart_planned && opts.dry_run == DryRun::None {
         let name = ca_deployment.as_deref().unwrap_or_default();
         let question = format!(
@@ -223,13 +254,21 @@ pub async fn run(
         return Ok(Outcome::Success);
     }
 
-    let result = apply::apply(&conn, &mut plan, opts, ca.as_ref()).await;
+    let mut result = apply::apply(&conn, &mut plan, opts, ca.as_ref()).await;
+    let mut rolled_out = None;
+    if result.is_ok() && opts.dry_run == DryRun::None {
+        match apply::await_restart(&conn, &mut plan, opts, err).await {
+            Ok(how) => rolled_out = how,
+            Err(e) => result = Err(e),
+        }
+    }
     plan.write(out, opts.output, opts.show_secrets)?;
     write_notes(
         &plan,
         opts,
         ca_deployment.as_deref(),
         restart_due_earlier,
+        rolled_out.as_deref(),
         err,
     )?;
     result?;
@@ -294,17 +333,13 @@ fn write_notes(
     opts: &Options,
     ca_deployment: Option<&str>,
     restart_due_earlier: bool,
+    rolled_out: Option<&str>,
     err: &mut impl Write,
 ) -> io::Result<()> {
-    let ca_written = plan.changes.iter().any(|c| {
-        c.kind == "Secret"
-            && matches!(c.action, Action::Create | Action::Update)
-            && c.state == State::Done
-    });
-    let restarted = plan
-        .changes
-        .iter()
-        .any(|c| c.kind == "Deployment" && c.state == State::Done);
+    let ca_written = plan
+        .of(Kind::Secret)
+        .any(|c| matches!(c.action, Action::Create | Action::Update) && c.state == State::Done);
+    let restarted = plan.of(Kind::Deployment).any(|c| c.state == State::Done);
     let ns = &opts.istio_namespace;
     if let Some(dep) = ca_deployment
         && !restarted
@@ -320,10 +355,12 @@ fn write_notes(
             "note: {when}, but Deployment {ns}/{dep} still holds the old CA key and keeps signing with it; restart it with `kubectl rollout restart deployment/{dep} -n {ns}` or run again with --restart-control-plane"
         )?;
     }
-    if restarted && let Some(dep) = ca_deployment {
+    if let Some(how) = rolled_out
+        && let Some(dep) = ca_deployment
+    {
         writeln!(
             err,
-            "note: Deployment {ns}/{dep} is restarting with the new CA; workloads get certificates from it as they renew (restart them to switch now)"
+            "note: Deployment {ns}/{dep} {how}; workloads get certificates from it as they renew (restart them to switch now)"
         )?;
     }
     Ok(())

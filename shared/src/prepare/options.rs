@@ -46,6 +46,8 @@ pub struct Options {
     pub force: bool,
     /// Restart the CA Deployment after `cacerts` changed.
     pub restart_control_plane: bool,
+    /// How long to wait for that restart to roll out (zero: no limit).
+    pub timeout: Duration,
     /// The WorkloadGroup to create (modern era).
     pub workload_group: Option<WorkloadGroupOptions>,
     /// `--delete`: remove what prepare made instead.
@@ -65,6 +67,9 @@ pub struct Options {
     /// The connection flags.
     pub kube: KubeArgs,
 }
+
+/// How long `--restart-control-plane` waits for the rollout unless `--timeout` says otherwise.
+pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Namespaces `--delete` never removes: the cluster's own.
 pub const PROTECTED_NAMESPACES: [&str; 4] =
@@ -145,6 +150,9 @@ impl Options {
             if args.restart_control_plane {
                 extra.push("--restart-control-plane");
             }
+            if args.timeout.is_some() {
+                extra.push("--timeout");
+            }
             if !extra.is_empty() {
                 return Err(UsageError::new(
                     format!("--delete does not take {}", extra.join(", ")),
@@ -169,6 +177,12 @@ impl Options {
                     Some("add --ca-dir DIR (or --ca-cert, --ca-key, --root-cert and --cert-chain)"),
                 ));
             }
+            if args.timeout.is_some() && !args.restart_control_plane {
+                return Err(UsageError::new(
+                    "--timeout is how long --restart-control-plane waits for the rollout, but --restart-control-plane was not given",
+                    Some("add --restart-control-plane, or drop --timeout"),
+                ));
+            }
             if args.force && ca.is_none() {
                 return Err(UsageError::new(
                     "--force replaces a different cacerts, but no CA files were given",
@@ -186,6 +200,7 @@ impl Options {
             warn_within: Duration::from_secs(u64::from(args.ca.expiry_warning_days) * 86_400),
             force: args.force,
             restart_control_plane: args.restart_control_plane,
+            timeout: args.timeout.unwrap_or(DEFAULT_ROLLOUT_TIMEOUT),
             workload_group,
             delete: args.delete,
             include_ca: args.include_ca,
@@ -325,6 +340,18 @@ mod tests {
             std::path::Path::new("certs/ca-key.pem")
         );
         assert_eq!(o.warn_within, Duration::from_secs(30 * 86_400));
+        assert_eq!(o.timeout, DEFAULT_ROLLOUT_TIMEOUT);
+        let o = resolve(&[
+            "--vm-namespace",
+            "vm",
+            "--ca-dir",
+            "certs",
+            "--restart-control-plane",
+            "--timeout",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(o.timeout, Duration::from_secs(90));
     }
 
     #[test]
@@ -355,7 +382,11 @@ mod tests {
 
     #[test]
     fn usage_errors_name_the_flag() {
-        let cases: [(&[&str], &str); 9] = [
+        let cases: [(&[&str], &str); 10] = [
+            (
+                &["--vm-namespace", "vm", "--ca-dir", "d", "--timeout", "1m"],
+                "--timeout",
+            ),
             (&["--vm-namespace", "Bad_NS"], "--vm-namespace"),
             (&["--vm-namespace", "istio-system"], "Istio namespace"),
             (&["--vm-namespace", "vm", "-s", "a_b"], "--service-account"),

@@ -14,9 +14,14 @@ use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::istio::{CACERTS_SECRET, Era};
 use crate::pki::{self, CaMaterial};
 use crate::plan::{Action, Change, Plan};
+use crate::write::{Kind, PatchType, Resource, Same, Write};
 
 /// The annotation `kubectl rollout restart` sets on the pod template.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// How a stored `cacerts` is judged the same as the wanted one after a lost race: the same
+/// `type` and the same `data`, keys included (see [`same_secret_content`]).
+pub const SECRET_CONTENT: Same = Same::Fields(&["type", "data"]);
 
 /// How the era was settled, for the line prepare prints on stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,19 +207,7 @@ pub fn workload_group_object(
     })
 }
 
-/// Whether every field of `wanted` is in `have` with the same value (fields others set are fine).
-pub fn contains(have: &Value, wanted: &Value) -> bool {
-    match (have, wanted) {
-        (Value::Object(h), Value::Object(w)) => w
-            .iter()
-            .all(|(k, wv)| h.get(k).is_some_and(|hv| contains(hv, wv)) || is_empty(wv)),
-        _ => have == wanted,
-    }
-}
-
-fn is_empty(v: &Value) -> bool {
-    matches!(v, Value::Object(m) if m.is_empty())
-}
+pub use crate::write::contains;
 
 fn is_terminating(ns: &Namespace) -> bool {
     ns.metadata.deletion_timestamp.is_some()
@@ -246,6 +239,12 @@ fn started_at(d: &Deployment) -> Option<Time> {
     latest([d.metadata.creation_timestamp.clone(), restarted])
 }
 
+/// The strategic merge patch `kubectl rollout restart` sends: the pod template's `restartedAt`
+/// set to `now` (RFC 3339), so the Deployment rolls its pods.
+pub fn restart_patch(now: &str) -> Value {
+    json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}})
+}
+
 /// Build the plan. Pure: refuses a different `cacerts` (unless `--force`) and a WorkloadGroup
 /// outside the modern era, before anything is written.
 pub fn plan(
@@ -260,31 +259,39 @@ pub fn plan(
 
     if let Some(ca) = ca {
         plan.push(match &observed.istio_namespace {
-            Some(_) => Change::new(Action::Unchanged, "Namespace", None, istio_ns)
+            Some(_) => Change::new(Action::Unchanged, Kind::Namespace, None, istio_ns)
                 .object(istio_namespace_object(istio_ns)),
-            None => Change::new(Action::Create, "Namespace", None, istio_ns)
-                .object(istio_namespace_object(istio_ns)),
+            None => Change::new(Action::Create, Kind::Namespace, None, istio_ns)
+                .object(istio_namespace_object(istio_ns))
+                .write(Write::apply(
+                    Kind::Namespace,
+                    istio_namespace_object(istio_ns),
+                )),
         });
         let wanted = cacerts_secret(istio_ns, ca);
         let root = pki::root_identity(ca.root_cert.bytes())
             .map(|r| format!("root {}", r.subject))
             .unwrap_or_default();
         let change = match &observed.cacerts {
-            None => {
-                Change::new(Action::Create, "Secret", Some(istio_ns), CACERTS_SECRET).detail(root)
-            }
+            None => Change::new(Action::Create, Kind::Secret, Some(istio_ns), CACERTS_SECRET)
+                .detail(root),
             Some(existing) if same_secret_content(existing, &wanted) => {
                 if let (Some(secret_time), Some(dep)) =
                     (written_at(&existing.metadata), observed.ca_deployment())
                 {
                     restart_due_earlier = started_at(dep).is_some_and(|s| s.0 < secret_time.0);
                 }
-                Change::new(Action::Unchanged, "Secret", Some(istio_ns), CACERTS_SECRET)
-                    .detail(format!("same CA ({root})"))
+                Change::new(
+                    Action::Unchanged,
+                    Kind::Secret,
+                    Some(istio_ns),
+                    CACERTS_SECRET,
+                )
+                .detail(format!("same CA ({root})"))
             }
-            Some(existing) if opts.force => Change::new(
+            Some(_) if opts.force => Change::new(
                 Action::Update,
-                "Secret",
+                Kind::Secret,
                 Some(istio_ns),
                 CACERTS_SECRET,
             )
@@ -294,16 +301,30 @@ pub fn plan(
             Some(existing) => return Err(ca_differs(istio_ns, existing, ca)),
         };
         let mut object = serde_json::to_value(&wanted).map_err(std::io::Error::other)?;
-        if change.action == Action::Update {
-            // The replace is guarded: it only lands on the Secret we compared against.
-            object["metadata"]["resourceVersion"] = json!(
-                observed
-                    .cacerts
-                    .as_ref()
-                    .and_then(|s| s.metadata.resource_version.clone())
-            );
-        }
-        plan.push(change.object(object));
+        let write = match change.action {
+            // Created when absent; a concurrent prepare's cacerts is judged by its content, and
+            // only --force replaces a different one (guarded by what was read).
+            Action::Create if opts.force => {
+                Some(Write::create_or_replace(Kind::Secret, object.clone()))
+            }
+            Action::Create => Some(Write::create(Kind::Secret, object.clone())),
+            Action::Update => {
+                // The replace is guarded: it only lands on the Secret we compared against.
+                object["metadata"]["resourceVersion"] = json!(
+                    observed
+                        .cacerts
+                        .as_ref()
+                        .and_then(|s| s.metadata.resource_version.clone())
+                );
+                Some(Write::replace(Kind::Secret, object.clone()))
+            }
+            _ => None,
+        };
+        let change = change.object(object);
+        plan.push(match write {
+            Some(write) => change.write(write.same(SECRET_CONTENT)),
+            None => change,
+        });
     }
 
     match &observed.vm_namespace {
@@ -313,12 +334,13 @@ pub fn plan(
             });
         }
         Some(_) => plan.push(
-            Change::new(Action::Unchanged, "Namespace", None, vm_ns)
+            Change::new(Action::Unchanged, Kind::Namespace, None, vm_ns)
                 .object(vm_namespace_object(vm_ns)),
         ),
         None => plan.push(
-            Change::new(Action::Create, "Namespace", None, vm_ns)
-                .object(vm_namespace_object(vm_ns)),
+            Change::new(Action::Create, Kind::Namespace, None, vm_ns)
+                .object(vm_namespace_object(vm_ns))
+                .write(Write::apply(Kind::Namespace, vm_namespace_object(vm_ns))),
         ),
     }
 
@@ -328,10 +350,16 @@ pub fn plan(
     } else {
         Action::Create
     };
-    plan.push(
-        Change::new(action, "ServiceAccount", Some(vm_ns), sa)
-            .object(service_account_object(vm_ns, sa)),
-    );
+    let change = Change::new(action, Kind::ServiceAccount, Some(vm_ns), sa)
+        .object(service_account_object(vm_ns, sa));
+    plan.push(if action == Action::Create {
+        change.write(Write::apply(
+            Kind::ServiceAccount,
+            service_account_object(vm_ns, sa),
+        ))
+    } else {
+        change
+    });
 
     if let Some(wg) = &opts.workload_group {
         match observed.era {
@@ -354,7 +382,7 @@ pub fn plan(
         let wanted =
             workload_group_object(&format!("networking.istio.io/{version}"), vm_ns, sa, wg);
         let change = match &observed.workload_group {
-            None => Change::new(Action::Create, "WorkloadGroup", Some(vm_ns), &wg.name).detail(
+            None => Change::new(Action::Create, Kind::WorkloadGroup, Some(vm_ns), &wg.name).detail(
                 if sa == "default" {
                     "serviceAccount default".to_owned()
                 } else {
@@ -366,30 +394,47 @@ pub fn plan(
             Some(existing) => {
                 let have = existing.data.get("spec").cloned().unwrap_or(Value::Null);
                 if contains(&have, &wanted["spec"]) {
-                    Change::new(Action::Unchanged, "WorkloadGroup", Some(vm_ns), &wg.name)
+                    Change::new(Action::Unchanged, Kind::WorkloadGroup, Some(vm_ns), &wg.name)
                 } else {
-                    Change::new(Action::Update, "WorkloadGroup", Some(vm_ns), &wg.name)
+                    Change::new(Action::Update, Kind::WorkloadGroup, Some(vm_ns), &wg.name)
                         .detail("spec differs: applies the flags' fields")
                 }
             }
         };
-        plan.push(change.object(wanted));
+        // Written at the version the object names: the one this cluster serves the kind at.
+        plan.push(if change.writes() {
+            change
+                .object(wanted.clone())
+                .write(Write::apply(Kind::WorkloadGroup, wanted))
+        } else {
+            change.object(wanted)
+        });
     }
 
     let ca_deployment = observed
         .ca_deployment()
         .and_then(|d| d.metadata.name.clone());
-    let ca_writes = plan
+    let ca_row = plan
         .changes
         .iter()
-        .any(|c| c.kind == "Secret" && c.writes());
+        .position(|c| c.kind == Kind::Secret && c.write.is_some());
     if opts.restart_control_plane
         && let Some(name) = &ca_deployment
-        && (ca_writes || restart_due_earlier)
+        && (ca_row.is_some() || restart_due_earlier)
     {
+        // The body (restartedAt = now) is stamped when it is sent.
+        let mut restart = Write::patch(
+            Resource::new(Kind::Deployment, "v1"),
+            PatchType::Strategic,
+            restart_patch(""),
+        );
+        if let Some(row) = ca_row {
+            restart = restart.after(row);
+        }
         plan.push(
-            Change::new(Action::Other, "Deployment", Some(istio_ns), name)
-                .detail("rollout restart: load the new CA key"),
+            Change::new(Action::Other, Kind::Deployment, Some(istio_ns), name)
+                .detail("rollout restart: load the new CA key")
+                .write(restart),
         );
     }
     Ok(Prepared {

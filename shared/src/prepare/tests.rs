@@ -100,7 +100,11 @@ fn first_run_creates_everything_in_runbook_order() {
     );
     assert_eq!(prepared.ca_deployment.as_deref(), Some("istio-citadel"));
     assert!(
-        !prepared.plan.changes.iter().any(|c| c.kind == "Deployment"),
+        !prepared
+            .plan
+            .changes
+            .iter()
+            .any(|c| c.kind == Kind::Deployment),
         "no restart without --restart-control-plane"
     );
 }
@@ -217,7 +221,7 @@ fn restart_is_planned_after_a_cacerts_change_or_when_still_due() {
     let prepared = planner::plan(&legacy(), &opts, Some(&sample_ca())).unwrap();
     let last = prepared.plan.changes.last().unwrap();
     assert_eq!(
-        (last.kind.as_str(), last.name.as_str()),
+        (last.kind.name(), last.name.as_str()),
         ("Deployment", "istio-citadel")
     );
 
@@ -229,7 +233,7 @@ fn restart_is_planned_after_a_cacerts_change_or_when_still_due() {
     ));
     let prepared = planner::plan(&obs, &opts, Some(&sample_ca())).unwrap();
     assert!(prepared.restart_due_earlier);
-    assert_eq!(prepared.plan.changes.last().unwrap().kind, "Deployment");
+    assert_eq!(prepared.plan.changes.last().unwrap().kind, Kind::Deployment);
 
     // ...and restarted since (kubectl writes local time with an offset): nothing due.
     obs.deployments[0] = deployment(
@@ -239,7 +243,13 @@ fn restart_is_planned_after_a_cacerts_change_or_when_still_due() {
     );
     let prepared = planner::plan(&obs, &opts, Some(&sample_ca())).unwrap();
     assert!(!prepared.restart_due_earlier);
-    assert!(prepared.plan.changes.iter().all(|c| c.kind != "Deployment"));
+    assert!(
+        prepared
+            .plan
+            .changes
+            .iter()
+            .all(|c| c.kind != Kind::Deployment)
+    );
 
     // No control plane yet: it reads cacerts when it starts, so nothing to restart.
     let mut bare = legacy();
@@ -247,7 +257,13 @@ fn restart_is_planned_after_a_cacerts_change_or_when_still_due() {
     bare.era = None;
     let prepared = planner::plan(&bare, &opts, Some(&sample_ca())).unwrap();
     assert!(prepared.ca_deployment.is_none());
-    assert!(prepared.plan.changes.iter().all(|c| c.kind != "Deployment"));
+    assert!(
+        prepared
+            .plan
+            .changes
+            .iter()
+            .all(|c| c.kind != Kind::Deployment)
+    );
 }
 
 #[test]
@@ -334,7 +350,7 @@ fn workload_group_defaults_to_preparess_service_account_and_network() {
     obs.networking_version = Some("v1".into());
     let prepared = planner::plan(&obs, &opts, None).unwrap();
     let wg = prepared.plan.changes.last().unwrap();
-    assert_eq!(wg.kind, "WorkloadGroup");
+    assert_eq!(wg.kind, Kind::WorkloadGroup);
     let spec = &wg.object.as_ref().unwrap()["spec"];
     assert_eq!(spec["template"]["serviceAccount"], "expandvm");
     assert!(
@@ -344,7 +360,7 @@ fn workload_group_defaults_to_preparess_service_account_and_network() {
     );
     assert_eq!(spec["template"]["network"], "vm-net");
     assert!(
-        !prepared.plan.changes.iter().any(|c| c.kind == "Secret"),
+        !prepared.plan.changes.iter().any(|c| c.kind == Kind::Secret),
         "no CA given: cacerts is left alone"
     );
 
@@ -450,9 +466,9 @@ fn delete_lists_contents_and_refuses_foreign_namespaces() {
     let found = Found {
         namespace: Some(namespace("expandvm", true)),
         contents: vec![
-            ("ServiceAccount".into(), "expandvm".into()),
-            ("Service".into(), "expandvm".into()),
-            ("WorkloadGroup".into(), "vm".into()),
+            (Kind::ServiceAccount, "expandvm".into()),
+            (Kind::Service, "expandvm".into()),
+            (Kind::WorkloadGroup, "vm".into()),
         ],
         cacerts: Some(Secret::default()),
         networking_version: Some("v1alpha3".into()),

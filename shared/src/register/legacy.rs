@@ -1,7 +1,7 @@
 //! Legacy registration: a selector-less Service plus the VM's address in its Endpoints, as
 //! `istioctl register` 1.4 wrote them — without duplicates, and only changing a Service on request.
 //!
-//! Everything here is pure: it takes what was observed and returns the rows and writes.
+//! Everything here is pure: it takes what was observed and returns the rows, each with its write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -13,9 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::words::NamedPort;
-use super::{Error, Planned, Verb, Write};
+use super::{Error, Planned};
 use crate::istio::SERVICE_ACCOUNTS_ANNOTATION;
 use crate::plan::{Action, Change};
+use crate::write::{Kind, Write};
 
 /// What a legacy registration wants, resolved from the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,23 +373,6 @@ fn selector_text(service: &Service) -> Option<String> {
     })
 }
 
-fn write(
-    row: usize,
-    verb: Verb,
-    kind: &'static str,
-    want: &Want,
-    object: serde_json::Value,
-) -> Write {
-    Write {
-        row,
-        verb,
-        kind,
-        namespace: want.namespace.clone(),
-        name: want.service.clone(),
-        object,
-    }
-}
-
 fn to_value<T: serde::Serialize>(kind: &str, object: &T) -> serde_json::Value {
     let mut v = serde_json::to_value(object).unwrap_or_default();
     if let Some(map) = v.as_object_mut() {
@@ -403,7 +387,6 @@ fn to_value<T: serde::Serialize>(kind: &str, object: &T) -> serde_json::Value {
 /// Plan `register SERVICE IP PORT…`: the Service row, then the Endpoints row.
 pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error> {
     let mut planned = Planned::default();
-    let svc_row = 0;
     match &observed.service {
         None => {
             let svc = new_service(want);
@@ -411,16 +394,14 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
             planned.plan.push(
                 Change::new(
                     Action::Create,
-                    "Service",
+                    Kind::Service,
                     Some(&want.namespace),
                     &want.service,
                 )
                 .detail(format!("selector-less, ports {}", want.port_list()))
-                .object(object.clone()),
+                .object(object.clone())
+                .write(Write::create(Kind::Service, object)),
             );
-            planned
-                .writes
-                .push(write(svc_row, Verb::Create, "Service", want, object));
         }
         Some(current) => {
             if let Some(selector) = selector_text(current) {
@@ -439,16 +420,14 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
                     planned.plan.push(
                         Change::new(
                             Action::Update,
-                            "Service",
+                            Kind::Service,
                             Some(&want.namespace),
                             &want.service,
                         )
                         .detail(all.join("; "))
-                        .object(object.clone()),
+                        .object(object.clone())
+                        .write(Write::replace(Kind::Service, object)),
                     );
-                    planned
-                        .writes
-                        .push(write(svc_row, Verb::Replace, "Service", want, object));
                 }
                 Some(_) if !diff.hard.is_empty() => {
                     return Err(Error::ServiceDiffers {
@@ -467,7 +446,7 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
                     planned.plan.push(
                         Change::new(
                             Action::Unchanged,
-                            "Service",
+                            Kind::Service,
                             Some(&want.namespace),
                             &want.service,
                         )
@@ -477,7 +456,7 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
                 None => planned.plan.push(
                     Change::new(
                         Action::Unchanged,
-                        "Service",
+                        Kind::Service,
                         Some(&want.namespace),
                         &want.service,
                     )
@@ -486,23 +465,20 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
             }
         }
     }
-    let ep_row = 1;
     match &observed.endpoints {
         None => {
             let object = to_value("Endpoints", &new_endpoints(want));
             planned.plan.push(
                 Change::new(
                     Action::Create,
-                    "Endpoints",
+                    Kind::Endpoints,
                     Some(&want.namespace),
                     &want.service,
                 )
                 .detail(format!("added {} ({})", want.ip, want.port_list()))
-                .object(object.clone()),
+                .object(object.clone())
+                .write(Write::create(Kind::Endpoints, object)),
             );
-            planned
-                .writes
-                .push(write(ep_row, Verb::Create, "Endpoints", want, object));
         }
         Some(current) => match add_address(
             current.subsets.as_deref().unwrap_or_default(),
@@ -512,7 +488,7 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
             AddOutcome::Present => planned.plan.push(
                 Change::new(
                     Action::Unchanged,
-                    "Endpoints",
+                    Kind::Endpoints,
                     Some(&want.namespace),
                     &want.service,
                 )
@@ -525,16 +501,14 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
                 planned.plan.push(
                     Change::new(
                         Action::Update,
-                        "Endpoints",
+                        Kind::Endpoints,
                         Some(&want.namespace),
                         &want.service,
                     )
                     .detail(detail)
-                    .object(object.clone()),
+                    .object(object.clone())
+                    .write(Write::replace(Kind::Endpoints, object)),
                 );
-                planned
-                    .writes
-                    .push(write(ep_row, Verb::Replace, "Endpoints", want, object));
             }
         },
     }
@@ -576,16 +550,14 @@ pub fn plan_deregister(observed: &Observed, want: &Want) -> Result<Planned, Erro
     planned.plan.push(
         Change::new(
             Action::Update,
-            "Endpoints",
+            Kind::Endpoints,
             Some(&want.namespace),
             &want.service,
         )
         .detail(format!("removed {} ({left} addresses left)", want.ip))
-        .object(object.clone()),
+        .object(object.clone())
+        .write(Write::replace(Kind::Endpoints, object)),
     );
-    planned
-        .writes
-        .push(write(0, Verb::Replace, "Endpoints", want, object));
     Ok(planned)
 }
 
@@ -821,7 +793,15 @@ mod tests {
         let fresh = plan_register(&Observed::default(), &w).unwrap();
         let actions: Vec<Action> = fresh.plan.changes.iter().map(|c| c.action).collect();
         assert_eq!(actions, [Action::Create, Action::Create]);
-        assert_eq!(fresh.writes.len(), 2);
+        assert_eq!(
+            fresh
+                .plan
+                .changes
+                .iter()
+                .filter(|c| c.write.is_some())
+                .count(),
+            2
+        );
         let observed = Observed {
             service: Some(new_service(&w)),
             endpoints: Some(new_endpoints(&w)),
@@ -829,7 +809,7 @@ mod tests {
         };
         let again = plan_register(&observed, &w).unwrap();
         assert!(again.plan.is_noop(), "a re-run changes nothing");
-        assert!(again.writes.is_empty());
+        assert!(again.plan.changes.iter().all(|c| c.write.is_none()));
         assert!(again.warnings.is_empty());
         let no_account = Observed {
             service_account_exists: Some(false),
@@ -852,7 +832,10 @@ mod tests {
         other.update_service = true;
         let planned = plan_register(&observed, &other).unwrap();
         assert_eq!(planned.plan.changes[0].action, Action::Update);
-        assert_eq!(planned.writes[0].verb, Verb::Replace);
+        assert_eq!(
+            planned.plan.changes[0].write.as_ref().unwrap().verb,
+            crate::write::Verb::Replace
+        );
 
         let selected = Observed {
             service: Some(service(json!({"metadata": {"name": "expandvm"},

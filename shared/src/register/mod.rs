@@ -15,8 +15,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ::kube::Api;
-use ::kube::api::{Patch, PostParams};
-use ::kube::core::{ApiResource, DynamicObject};
+use ::kube::core::DynamicObject;
 use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceAccount};
 
 use crate::args::RegisterArgs;
@@ -24,6 +23,7 @@ use crate::cli::{Diagnose, DryRun, KubeArgs, Outcome, OutputFormat, UsageError};
 use crate::istio::IstioKind;
 use crate::kube::{Action, Connection};
 use crate::plan::{self, Change, Plan, State};
+use crate::write::Kind;
 use words::PairKind;
 
 /// How many observe → plan → write rounds a registration tries before giving up on conflicts.
@@ -120,6 +120,9 @@ pub enum Error {
         /// Rounds tried.
         rounds: u32,
     },
+    /// A write could not be sent as planned.
+    #[error(transparent)]
+    Write(crate::write::Error),
     /// Writing the result to stdout failed.
     #[error("cannot write the output")]
     Output(#[from] io::Error),
@@ -169,6 +172,7 @@ impl Diagnose for Error {
             Error::TooManyConflicts { .. } => {
                 Some("run the same command again; it changes only what is still missing".into())
             }
+            Error::Write(e) => e.hint(),
             Error::Output(_) => None,
         }
     }
@@ -474,43 +478,12 @@ impl Options {
     }
 }
 
-/// How one write is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    /// POST; AlreadyExists means another client was first.
-    Create,
-    /// PUT of a read object (its `resourceVersion` guards it); Conflict means it changed meanwhile.
-    Replace,
-    /// Server-side apply as `meshvm`.
-    Apply,
-    /// DELETE.
-    Delete,
-}
-
-/// One request of a plan, tied to the row it reports on.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Write {
-    /// Index of the row in the plan.
-    pub row: usize,
-    /// How it is sent.
-    pub verb: Verb,
-    /// `Service`, `Endpoints` or `WorkloadEntry`.
-    pub kind: &'static str,
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// The body (`apiVersion` names the version for WorkloadEntry).
-    pub object: serde_json::Value,
-}
-
-/// The pure result of planning: the rows, the requests, and warnings for stderr.
+/// The pure result of planning: the rows (each with its write, when it sends one) and
+/// warnings for stderr.
 #[derive(Debug, Clone, Default)]
 pub struct Planned {
-    /// One row per object.
+    /// One row per object, in write order.
     pub plan: Plan,
-    /// The writes, in order.
-    pub writes: Vec<Write>,
     /// Warnings to print.
     pub warnings: Vec<String>,
 }
@@ -547,7 +520,8 @@ pub async fn run(
         let observed = observe(&conn, &opts, &namespace).await?;
         let mut planned = plan_observed(&observed, &opts, &namespace)?;
         keep_earlier_rows(&mut planned.plan, &earlier);
-        if opts.dry_run == DryRun::Client || planned.writes.is_empty() {
+        if opts.dry_run == DryRun::Client || planned.plan.changes.iter().all(|c| c.write.is_none())
+        {
             break planned;
         }
         match apply(&conn, opts.dry_run, &mut planned).await {
@@ -571,12 +545,11 @@ pub async fn run(
                 tokio::time::sleep(conflict_pause(round)).await;
             }
             Err(Failure::Failed(e)) => {
-                planned.plan.abandon_rest();
                 for w in &planned.warnings {
                     writeln!(err, "warning: {w}")?;
                 }
                 planned.plan.write(out, OutputFormat::Table, false)?;
-                return Err(e.into());
+                return Err(e);
             }
         }
     };
@@ -588,7 +561,8 @@ pub async fn run(
     Ok(Outcome::Success)
 }
 
-/// Rows written in an earlier round read as unchanged now; report what was actually done.
+/// Rows written in an earlier round read as unchanged now; report what was actually done
+/// (as a record only: its write is not sent again).
 fn keep_earlier_rows(plan: &mut Plan, earlier: &[Change]) {
     for change in &mut plan.changes {
         if change.action == plan::Action::Unchanged
@@ -597,7 +571,10 @@ fn keep_earlier_rows(plan: &mut Plan, earlier: &[Change]) {
                 .rev()
                 .find(|d| d.kind == change.kind && d.name == change.name)
         {
-            *change = done.clone();
+            *change = Change {
+                write: None,
+                ..done.clone()
+            };
         }
     }
 }
@@ -618,7 +595,7 @@ fn summary(opts: &Options, namespace: &str, plan: &Plan) -> String {
     let first = plan
         .changes
         .iter()
-        .find(|c| c.kind != "Service" || plan.changes.len() == 1);
+        .find(|c| c.kind != Kind::Service || plan.changes.len() == 1);
     let noop = plan.is_noop();
     let head = match &opts.mode {
         Mode::Register { service, ip, ports } => {
@@ -834,108 +811,21 @@ enum Failure {
     /// Another client changed or created the object first (`Kind ns/name`): observe again.
     Raced(String),
     /// A real error.
-    Failed(crate::kube::Error),
+    Failed(Error),
 }
 
-fn resource_of(write: &Write) -> (ApiResource, String) {
-    match write.kind {
-        "Service" => (ApiResource::erase::<Service>(&()), "services".into()),
-        "Endpoints" => (ApiResource::erase::<Endpoints>(&()), "endpoints".into()),
-        _ => {
-            let version = write
-                .object
-                .get("apiVersion")
-                .and_then(|v| v.as_str())
-                .and_then(|v| v.split_once('/'))
-                .map_or("v1", |(_, v)| v);
-            (
-                IstioKind::WorkloadEntry.resource(version),
-                IstioKind::WorkloadEntry.resource_name(),
-            )
-        }
-    }
-}
-
-/// Send the writes in order, marking each row; stop at the first race or failure.
+/// Send the writes through the executor, one after another in row order (a Service before its
+/// Endpoints); stop at the first race or failure.
 async fn apply(conn: &Connection, dry_run: DryRun, planned: &mut Planned) -> Result<(), Failure> {
-    let done_state = if dry_run == DryRun::Server {
-        State::ServerDryRun
-    } else {
-        State::Done
+    planned.plan.in_sequence();
+    let Err(failure) = crate::write::execute(conn, &mut planned.plan, dry_run).await else {
+        return Ok(());
     };
-    for write in &planned.writes {
-        let result = send(conn, dry_run, write, &planned.plan.changes[write.row]).await;
-        let row = &mut planned.plan.changes[write.row];
-        match result {
-            Ok(()) => row.state = done_state,
-            Err(e) => {
-                let raced = match write.verb {
-                    Verb::Create => e.is_already_exists(),
-                    Verb::Replace => e.is_conflict() || e.is_not_found(),
-                    Verb::Apply | Verb::Delete => false,
-                };
-                if raced {
-                    return Err(Failure::Raced(row.reference()));
-                }
-                row.state = State::Failed;
-                return Err(Failure::Failed(e));
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn send(
-    conn: &Connection,
-    dry_run: DryRun,
-    write: &Write,
-    row: &Change,
-) -> Result<(), crate::kube::Error> {
-    let (resource, plural) = resource_of(write);
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(conn.client.clone(), &write.namespace, &resource);
-    let name = write.name.as_str();
-    let action = |verb| {
-        Action::new(verb, plural.clone())
-            .ns(&write.namespace)
-            .name(name)
-    };
-    let object: DynamicObject = match write.verb {
-        Verb::Delete => DynamicObject::new(name, &resource),
-        _ => {
-            serde_json::from_value(write.object.clone()).map_err(|e| crate::kube::Error::Other {
-                action: action("encode"),
-                source: ::kube::Error::SerdeError(e),
-            })?
-        }
-    };
-    tracing::debug!(row = %row.reference(), verb = ?write.verb, "sending");
-    let post = crate::kube::post_params(dry_run);
-    match write.verb {
-        Verb::Create => conn
-            .call(action("create"), || api.create(&post, &object))
-            .await
-            .map(drop),
-        Verb::Replace => {
-            let pp = PostParams { ..post.clone() };
-            conn.call(action("update"), || api.replace(name, &pp, &object))
-                .await
-                .map(drop)
-        }
-        Verb::Apply => {
-            let params = crate::kube::apply_params(dry_run);
-            let patch = Patch::Apply(&write.object);
-            conn.call(action("patch"), || api.patch(name, &params, &patch))
-                .await
-                .map(drop)
-        }
-        Verb::Delete => {
-            let params = crate::kube::delete_params(dry_run);
-            conn.call(action("delete"), || api.delete(name, &params))
-                .await
-                .map(drop)
-        }
-    }
+    Err(match failure.error {
+        crate::write::Error::Raced { object, .. } => Failure::Raced(object),
+        crate::write::Error::Kube(e) => Failure::Failed(Error::Kube(e)),
+        other @ crate::write::Error::Invalid { .. } => Failure::Failed(Error::Write(other)),
+    })
 }
 
 #[cfg(test)]
@@ -1139,20 +1029,25 @@ mod tests {
         let mut plan = Plan::default();
         plan.push(Change::new(
             plan::Action::Unchanged,
-            "Service",
+            Kind::Service,
             Some("ns"),
             "svc",
         ));
         plan.push(Change::new(
             plan::Action::Update,
-            "Endpoints",
+            Kind::Endpoints,
             Some("ns"),
             "svc",
         ));
-        let mut created = Change::new(plan::Action::Create, "Service", Some("ns"), "svc");
+        let mut created = Change::new(plan::Action::Create, Kind::Service, Some("ns"), "svc");
         created.state = State::Done;
-        keep_earlier_rows(&mut plan, &[created.clone()]);
-        assert_eq!(plan.changes[0], created);
+        let sent = created.clone().write(crate::write::Write::create(
+            Kind::Service,
+            serde_json::json!({"apiVersion": "v1", "kind": "Service"}),
+        ));
+        keep_earlier_rows(&mut plan, &[sent]);
+        // Regression: the earlier round's write was sent again, raced with itself every round.
+        assert_eq!(plan.changes[0], created, "the row, without its write");
         assert_eq!(plan.changes[1].action, plan::Action::Update);
     }
 

@@ -10,8 +10,19 @@ use serde_json::{Map, Value, json};
 
 use super::legacy::service_port;
 use super::words::NamedPort;
-use super::{Error, Planned, Verb, Write};
+use super::{Error, Planned};
 use crate::plan::{Action, Change};
+use crate::write::{Kind, Resource, Write};
+
+/// The spec fields of a WorkloadEntry meshvm decides alone: set exactly on every write (a label
+/// or port dropped from the flags goes from the entry too).
+pub const ENTRY_OWNED: [&str; 5] = [
+    "/spec/address",
+    "/spec/labels",
+    "/spec/ports",
+    "/spec/serviceAccount",
+    "/spec/network",
+];
 
 /// What a WorkloadEntry registration wants, resolved from the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,15 +218,6 @@ fn plan_service(
     labels: &BTreeMap<String, String>,
     ports: &[NamedPort],
 ) -> Result<(), Error> {
-    let row = planned.plan.changes.len();
-    let target = |verb, object| Write {
-        row,
-        verb,
-        kind: "Service",
-        namespace: want.namespace.clone(),
-        name: name.to_owned(),
-        object,
-    };
     let Some(current) = &observed.service else {
         if labels.is_empty() {
             return Err(Error::NoLabelsToSelect {
@@ -232,11 +234,11 @@ fn plan_service(
             },
         });
         planned.plan.push(
-            Change::new(Action::Create, "Service", Some(&want.namespace), name)
+            Change::new(Action::Create, Kind::Service, Some(&want.namespace), name)
                 .detail(format!("selects {}", pairs(labels)))
-                .object(object.clone()),
+                .object(object.clone())
+                .write(Write::apply(Kind::Service, object)),
         );
-        planned.writes.push(target(Verb::Apply, object));
         return Ok(());
     };
     let selector = current
@@ -280,8 +282,13 @@ fn plan_service(
     }
     if missing.is_empty() {
         planned.plan.push(
-            Change::new(Action::Unchanged, "Service", Some(&want.namespace), name)
-                .detail("serves the entry's ports"),
+            Change::new(
+                Action::Unchanged,
+                Kind::Service,
+                Some(&want.namespace),
+                name,
+            )
+            .detail("serves the entry's ports"),
         );
         return Ok(());
     }
@@ -296,11 +303,11 @@ fn plan_service(
     object["apiVersion"] = "v1".into();
     object["kind"] = "Service".into();
     planned.plan.push(
-        Change::new(Action::Update, "Service", Some(&want.namespace), name)
+        Change::new(Action::Update, Kind::Service, Some(&want.namespace), name)
             .detail(missing.join("; "))
-            .object(object.clone()),
+            .object(object.clone())
+            .write(Write::replace(Kind::Service, object)),
     );
-    planned.writes.push(target(Verb::Replace, object));
     Ok(())
 }
 
@@ -339,18 +346,18 @@ pub fn plan_entry(observed: &Observed, want: &Want) -> Result<Planned, Error> {
         Some(current) if entry_matches(current, &object) => Action::Unchanged,
         Some(_) => Action::Update,
     };
-    let mut change =
-        Change::new(action, "WorkloadEntry", Some(&want.namespace), &want.name).detail(detail);
+    let mut change = Change::new(
+        action,
+        Kind::WorkloadEntry,
+        Some(&want.namespace),
+        &want.name,
+    )
+    .detail(detail);
     if action != Action::Unchanged {
-        change = change.object(object.clone());
-        planned.writes.push(Write {
-            row: 0,
-            verb: Verb::Apply,
-            kind: "WorkloadEntry",
-            namespace: want.namespace.clone(),
-            name: want.name.clone(),
-            object: object.clone(),
-        });
+        // At the version the object names: the one this cluster serves WorkloadEntry at.
+        change = change
+            .object(object.clone())
+            .write(Write::apply(Kind::WorkloadEntry, object.clone()).owning(&ENTRY_OWNED));
     }
     planned.plan.push(change);
     if let Some(service) = &want.service {
@@ -370,20 +377,18 @@ fn plan_delete(observed: &Observed, want: &Want) -> Result<Planned, Error> {
         });
     }
     let mut planned = Planned::default();
-    planned.plan.push(Change::new(
-        Action::Delete,
-        "WorkloadEntry",
-        Some(&want.namespace),
-        &want.name,
-    ));
-    planned.writes.push(Write {
-        row: 0,
-        verb: Verb::Delete,
-        kind: "WorkloadEntry",
-        namespace: want.namespace.clone(),
-        name: want.name.clone(),
-        object: Value::Null,
-    });
+    planned.plan.push(
+        Change::new(
+            Action::Delete,
+            Kind::WorkloadEntry,
+            Some(&want.namespace),
+            &want.name,
+        )
+        .write(Write::delete(Resource::new(
+            Kind::WorkloadEntry,
+            &observed.version,
+        ))),
+    );
     Ok(planned)
 }
 
@@ -445,7 +450,10 @@ mod tests {
                          "ports": {"http": 8080}, "serviceAccount": "vm-sa", "network": "vm-net"}
             })
         );
-        assert_eq!(planned.writes[0].verb, Verb::Apply);
+        let write = planned.plan.changes[0].write.as_ref().unwrap();
+        assert_eq!(write.verb, crate::write::Verb::Apply);
+        assert_eq!(write.resource.api_version(), "networking.istio.io/v1");
+        assert_eq!(write.owned.len(), ENTRY_OWNED.len());
     }
 
     #[test]
@@ -517,7 +525,10 @@ mod tests {
         ));
         w.update_service = true;
         let planned = plan_entry(&o, &w).unwrap();
-        assert_eq!(planned.writes[1].verb, Verb::Replace);
+        assert_eq!(
+            planned.plan.changes[1].write.as_ref().unwrap().verb,
+            crate::write::Verb::Replace
+        );
     }
 
     #[test]

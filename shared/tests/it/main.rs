@@ -6,3 +6,4 @@ mod connect;
 mod doctor_conformance;
 mod parsers_prop;
 mod register;
+mod write;
