@@ -15,5 +15,6 @@ pub mod kube;
 pub mod pki;
 pub mod plan;
 pub mod prepare;
+pub mod read;
 pub mod register;
 pub mod snapshot;
