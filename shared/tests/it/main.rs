@@ -5,4 +5,5 @@ mod bundle_sim;
 mod connect;
 mod doctor_conformance;
 mod parsers_prop;
+mod reads;
 mod register;
