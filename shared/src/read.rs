@@ -312,14 +312,13 @@ pub async fn discover(
             .map(|l| ((*v).to_owned(), l))
     }));
     let (group_doc, lists) = futures::future::try_join(group_doc, lists).await?;
-    let fetched = match group_doc {
-        Some(doc) => GroupDiscovery::from_documents(group, doc.as_ref(), lists),
-        None => {
-            let mut d = entry.clone().unwrap_or_default();
-            let more = GroupDiscovery::from_documents(group, None, lists);
-            d.resources.extend(more.resources);
-            d
-        }
+    let fetched = if let Some(doc) = group_doc {
+        GroupDiscovery::from_documents(group, doc.as_ref(), lists)
+    } else {
+        let mut d = entry.clone().unwrap_or_default();
+        d.resources
+            .extend(GroupDiscovery::from_documents(group, None, lists).resources);
+        d
     };
     *entry = Some(fetched.clone());
     Ok(fetched)
@@ -364,7 +363,10 @@ async fn get_resources(
 
 /// The version `kind` is served at on this cluster (see [`GroupDiscovery::pick`]).
 pub async fn served(conn: &Connection, kind: &KindRef) -> Result<Served, Error> {
-    Ok(discover(conn, kind.group, kind.versions).await?.pick(kind))
+    // Boxed: discovery's concurrent requests make a large future, awaited inside other ones.
+    Ok(Box::pin(discover(conn, kind.group, kind.versions))
+        .await?
+        .pick(kind))
 }
 
 /// The version an Istio kind is served at, `None` when the cluster does not serve it.

@@ -109,14 +109,31 @@ pub enum Probe {
         cidrs: Vec<String>,
         /// Whether the dry-run create already was refused (no real create was sent).
         dry_run: bool,
+        /// The server may hold several ServiceCIDRs of which the refusal names one (see
+        /// [`may_hold_several_ranges`]).
+        maybe_partial: bool,
     },
     /// The server did not reveal its range; why, for the warning.
     Unknown(String),
 }
 
+/// With the MultiCIDRServiceAllocator (on by default from Kubernetes 1.33: k8s-versions.md §5) a
+/// cluster may hold several ServiceCIDRs, and a dry-run create is range-checked by one of their
+/// allocators only ("DryRun returns a random allocator", k/k
+/// `pkg/registry/core/service/ipallocator/cidrallocator.go` `MetaAllocator.DryRun`), so its
+/// refusal names one range. `minor` is `/version`'s (`"33"`, or `"33+"` on some providers).
+pub fn may_hold_several_ranges(minor: &str) -> bool {
+    let digits: String = minor.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse::<u32>().is_ok_and(|m| m >= 33)
+}
+
 fn refusal_probe(message: &str, dry_run: bool, ip: &str) -> Probe {
     match parse_refusal(message) {
-        Refusal::Range(cidrs) => Probe::Range { cidrs, dry_run },
+        Refusal::Range(cidrs) => Probe::Range {
+            cidrs,
+            dry_run,
+            maybe_partial: false,
+        },
         Refusal::Mismatched => Probe::Unknown(format!(
             "the API server refused clusterIP {ip} without naming its range (\"the provided network does not match the current range\": Kubernetes 1.33+ with MultiCIDRServiceAllocator, whose ranges only the ServiceCIDR API shows)"
         )),
@@ -165,7 +182,17 @@ pub async fn probe(
     let dry = params(true);
     match conn.call(action(), || api.create(&dry, &service)).await {
         Err(e) if e.is_invalid() => {
-            return refusal_probe(e.status_message().unwrap_or_default(), true, ip);
+            let mut found = refusal_probe(e.status_message().unwrap_or_default(), true, ip);
+            if let Probe::Range { maybe_partial, .. } = &mut found {
+                // Only the version tells the MultiCIDR era's answer from the alloc.go era's.
+                *maybe_partial = conn
+                    .call(Action::new("get", "version"), || {
+                        conn.client.apiserver_version()
+                    })
+                    .await
+                    .is_ok_and(|v| may_hold_several_ranges(&v.minor));
+            }
+            return found;
         }
         // Accepted without a range check (before the alloc.go era): ask for real.
         Ok(_) => {}
@@ -299,6 +326,12 @@ mod tests {
     #[tokio::test]
     async fn a_refused_dry_run_is_enough() {
         let (probe, notes, log) = run_probe(|r| {
+            if r.path == "/version" {
+                return (
+                    200,
+                    json!({"major": "1", "minor": "28", "gitVersion": "v1.28.0"}),
+                );
+            }
             assert_eq!(r.method, "POST");
             assert_eq!(r.path, "/api/v1/namespaces/expandvm/services");
             assert_eq!(r.param("dryRun").as_deref(), Some("All"));
@@ -317,11 +350,39 @@ mod tests {
             probe,
             Probe::Range {
                 cidrs: vec!["10.96.0.0/12".into()],
-                dry_run: true
+                dry_run: true,
+                maybe_partial: false,
             }
         );
         assert!(notes.is_empty());
-        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log.len(), 2, "the refused dry run, then /version: {log:?}");
+        assert_eq!(log[1], "GET /version?");
+    }
+
+    /// 1.33+: a dry run is checked by one ServiceCIDR's allocator; several may exist.
+    #[tokio::test]
+    async fn a_dry_run_range_from_1_33_may_be_one_of_several() {
+        let (probe, _, _) = run_probe(|r| match r.path.as_str() {
+            "/version" => (
+                200,
+                json!({"major": "1", "minor": "33+", "gitVersion": "v1.33.1-gke.1"}),
+            ),
+            _ => status(422, "Invalid", ALLOC_GO),
+        })
+        .await;
+        assert!(
+            matches!(
+                probe,
+                Probe::Range {
+                    maybe_partial: true,
+                    dry_run: true,
+                    ..
+                }
+            ),
+            "{probe:?}"
+        );
+        assert!(may_hold_several_ranges("33") && may_hold_several_ranges("34+"));
+        assert!(!may_hold_several_ranges("32") && !may_hold_several_ranges(""));
     }
 
     /// 1.20–1.22: the dry run skips allocation and succeeds; the real create is refused.
@@ -336,7 +397,8 @@ mod tests {
             probe,
             Probe::Range {
                 cidrs: vec!["10.96.0.0/12".into()],
-                dry_run: false
+                dry_run: false,
+                maybe_partial: false,
             }
         );
         assert!(notes.is_empty());

@@ -51,14 +51,21 @@ pub enum Error {
     },
     /// Legacy: Citadel has not written the ServiceAccount's `istio.<sa>` secret.
     #[error(
-        "secret {namespace}/istio.{service_account} not found{}: Citadel has not issued an identity for ServiceAccount {namespace}/{service_account}",
-        waited_words(*waited)
+        "secret {namespace}/istio.{service_account} not found{}: {}",
+        waited_words(*waited),
+        if *account_exists {
+            format!("Citadel has not issued an identity for ServiceAccount {namespace}/{service_account}")
+        } else {
+            format!("ServiceAccount {namespace}/{service_account} does not exist, so Citadel issues no identity for it")
+        }
     )]
     IdentityMissing {
         /// The VM namespace.
         namespace: String,
         /// The ServiceAccount.
         service_account: String,
+        /// Whether the ServiceAccount exists (Citadel issues secrets only for existing ones).
+        account_exists: bool,
         /// The Istio namespace (for the hint).
         istio_namespace: String,
         /// How long bundle waited for it (`--wait`).
@@ -241,9 +248,24 @@ impl Diagnose for Error {
             Error::IdentityMissing {
                 namespace,
                 service_account,
+                account_exists: false,
+                connection_flags,
+                ..
+            } => Some(format!(
+                "create it with `kubectl meshvm prepare --vm-namespace {namespace}{}{connection_flags}` (or name the VM's ServiceAccount with -s), then run bundle again: it waits for Citadel's secret",
+                if service_account == namespace {
+                    String::new()
+                } else {
+                    format!(" -s {service_account}")
+                },
+            )),
+            Error::IdentityMissing {
+                namespace,
+                service_account,
                 istio_namespace,
                 waited,
                 connection_flags,
+                ..
             } => Some(format!(
                 "create the ServiceAccount (`kubectl meshvm prepare --vm-namespace {namespace}{}{connection_flags}`), check that istio-citadel runs (`kubectl get deployment/istio-citadel -n {istio_namespace}{connection_flags}`), and run bundle again{}",
                 if service_account == namespace {
@@ -329,9 +351,13 @@ pub async fn run(
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
     let spinner = crate::cli::progress("reading the cluster");
     let observed = Box::pin(async {
-        let mut observed = observe(&conn, opts).await?;
+        let mut observed = Box::pin(observe(&conn, opts)).await?;
         if observed.era == Some(crate::istio::Era::Legacy) {
             wait_for_identity(&conn, opts, &mut observed, &spinner).await?;
+            if observed.waited.is_none() {
+                spinner.set_message("asking the API server for its Service range");
+                observe::find_service_cidr(&conn, opts, &mut observed).await;
+            }
         }
         Ok::<_, Error>(observed)
     })

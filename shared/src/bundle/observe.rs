@@ -18,8 +18,8 @@ use crate::istio::{self, CACERTS_SECRET, Era, IstioKind};
 use crate::kube::{Action, Connection};
 use crate::read::{self, Served};
 
-/// How often `--wait` looks at Citadel's secret again.
-const POLL: Duration = Duration::from_secs(1);
+/// How often `--wait` looks at Citadel's secret again (two GETs each time).
+const POLL: Duration = Duration::from_millis(500);
 
 /// What bundle read from the cluster (secrets held only as bytes; no `Debug` on purpose).
 #[derive(Clone, Default)]
@@ -34,6 +34,8 @@ pub struct Observed {
     pub cacerts: Option<BTreeMap<String, Vec<u8>>>,
     /// Legacy: why `cacerts` could not be read (RBAC), when it could not.
     pub cacerts_unreadable: Option<String>,
+    /// Legacy: whether the VM's ServiceAccount exists (Citadel issues `istio.<sa>` only then).
+    pub service_account_exists: bool,
     /// Legacy: istio-citadel runs with `--self-signed-ca=true` (then it ignores `cacerts`).
     pub citadel_self_signed: bool,
     /// Legacy: how long bundle waited for the identity without it becoming ready
@@ -290,7 +292,7 @@ pub(crate) fn current_root<'a>(
 }
 
 /// Legacy: wait (up to `--wait`) until Citadel's `istio.<sa>` exists and is issued under the root
-/// in `cacerts`, reading the secret and `cacerts` again every second. Gives up quietly at the
+/// in `cacerts`, reading the secret and `cacerts` again twice a second. Gives up quietly at the
 /// deadline (recording how long it waited in [`Observed::waited`]): the plan names the cause.
 pub async fn wait_for_identity(
     conn: &Connection,
@@ -310,6 +312,12 @@ pub async fn wait_for_identity(
             return Ok(());
         }
         let now = Instant::now();
+        // Citadel issues secrets for existing ServiceAccounts only: nothing to wait for.
+        let pointless = state == identity::State::Missing && !observed.service_account_exists;
+        if pointless {
+            observed.waited = Some(Duration::ZERO);
+            return Ok(());
+        }
         if now >= deadline {
             observed.waited = Some(opts.wait);
             return Ok(());
@@ -335,10 +343,26 @@ pub async fn wait_for_identity(
     }
 }
 
+/// Legacy: when neither `--service-cidr` nor the ServiceCIDR API gave the Service range, ask the
+/// API server ([`cidr::probe`]). Called once the identity is ready, so a bundle that fails for
+/// another reason sends no probe.
+pub async fn find_service_cidr(conn: &Connection, opts: &Options, observed: &mut Observed) {
+    if opts.service_cidr.is_none() && observed.service_cidrs.is_none() {
+        observed.cidr_probe = Some(
+            cidr::probe(
+                conn,
+                &opts.vm_namespace,
+                observed.kubernetes_ip.as_deref(),
+                &mut observed.notes,
+            )
+            .await,
+        );
+    }
+}
+
 /// Read everything the era needs, concurrently: era detection (with, when a WorkloadGroup is
 /// named, the discovery of its version alongside), then one batch of reads, then (modern, when
-/// the ServiceAccount comes from the WorkloadGroup) the token; legacy: the Service CIDR probe
-/// when neither the flag nor the ServiceCIDR API gave one.
+/// the ServiceAccount comes from the WorkloadGroup) the token.
 pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Error> {
     let detect = async {
         match opts.era {
@@ -375,8 +399,26 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
                 Api::namespaced(conn.client.clone(), &opts.istio_namespace);
             let need_cidr = opts.service_cidr.is_none();
             let secret_name = format!("istio.{sa}");
-            let (secret, cacerts, citadel, gateway_service, cidrs, kubernetes) = tokio::try_join!(
+            let accounts: Api<ServiceAccount> =
+                Api::namespaced(conn.client.clone(), &opts.vm_namespace);
+            let (secret, account, cacerts, citadel, gateway_service, cidrs, kubernetes) = tokio::try_join!(
                 get_secret_data(conn, &opts.vm_namespace, &secret_name),
+                async {
+                    match get_opt(
+                        conn,
+                        &accounts,
+                        "serviceaccounts",
+                        Some(&opts.vm_namespace),
+                        &sa,
+                    )
+                    .await
+                    {
+                        Ok(a) => Ok(a.is_some()),
+                        // Unknown: assume it exists, so bundle still waits for Citadel.
+                        Err(e) if e.code() == Some(403) => Ok(true),
+                        Err(e) => Err(e),
+                    }
+                },
                 get_cacerts(conn, &opts.istio_namespace),
                 async {
                     match get_opt(
@@ -410,6 +452,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
                 },
             )?;
             observed.identity = secret;
+            observed.service_account_exists = account;
             match cacerts {
                 Ok(data) => observed.cacerts = data,
                 Err(why) => observed.cacerts_unreadable = Some(why),
@@ -424,17 +467,6 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
                 .and_then(|s| s.spec)
                 .and_then(|s| s.cluster_ip)
                 .filter(|ip| !ip.is_empty() && ip != "None");
-            if need_cidr && observed.service_cidrs.is_none() {
-                observed.cidr_probe = Some(
-                    cidr::probe(
-                        conn,
-                        &opts.vm_namespace,
-                        observed.kubernetes_ip.as_deref(),
-                        &mut observed.notes,
-                    )
-                    .await,
-                );
-            }
         }
         Era::Modern => {
             let group = opts.workload_group.clone().unwrap_or_default();

@@ -1,5 +1,6 @@
 //! Deciding the bundle's files from what was observed: pure, unit-tested on inline objects.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -136,17 +137,25 @@ fn legacy_service_cidr(
         ));
     }
     let probe_failed = match &observed.cidr_probe {
-        Some(Probe::Range { cidrs, dry_run }) => {
+        Some(Probe::Range {
+            cidrs,
+            dry_run,
+            maybe_partial,
+        }) => {
+            let cidr = cidrs.join(",");
+            let warning = maybe_partial.then(|| format!(
+                "ISTIO_SERVICE_CIDR={cidr} is the range the API server named, but Kubernetes 1.33+ may hold several ServiceCIDRs and names one: check with `kubectl get servicecidrs` (a cluster-scoped read) and pass --service-cidr with all of them if there are more"
+            ));
             return Ok((
                 ServiceCidr {
-                    cidr: cidrs.join(","),
+                    cidr,
                     source: CidrSource::ApiserverRefusal,
                     detail: format!(
                         "from the API server, which named its Service range when refusing a {} Service with an out-of-range clusterIP",
                         if *dry_run { "dry-run" } else { "probe" }
                     ),
                 },
-                None,
+                warning,
             ));
         }
         Some(Probe::Unknown(why)) => format!("; {why}"),
@@ -179,10 +188,10 @@ fn legacy_service_cidr(
 pub(crate) fn connection_flags(opts: &Options) -> String {
     let mut flags = String::new();
     if let Some(path) = &opts.kube.kubeconfig {
-        flags.push_str(&format!(" --kubeconfig {}", path.display()));
+        let _ = write!(flags, " --kubeconfig {}", path.display());
     }
     if let Some(context) = &opts.context {
-        flags.push_str(&format!(" --context {context}"));
+        let _ = write!(flags, " --context {context}");
     }
     flags
 }
@@ -202,6 +211,7 @@ fn check_identity_root(
         identity::State::Missing => Err(Error::IdentityMissing {
             namespace: opts.vm_namespace.clone(),
             service_account: sa.to_owned(),
+            account_exists: observed.service_account_exists,
             istio_namespace: opts.istio_namespace.clone(),
             waited: observed.waited.unwrap_or_default(),
             connection_flags: flags,

@@ -212,6 +212,7 @@ fn gateway(ip: &str) -> Service {
 fn legacy_observed(ca: &TestCa) -> Observed {
     Observed {
         era: Some(Era::Legacy),
+        service_account_exists: true,
         gateway_service: Some(gateway("35.187.36.54")),
         identity: Some(identity(ca, "expandvm", "expandvm")),
         service_cidrs: Some(vec!["172.16.0.0/16".into()]),
@@ -312,6 +313,7 @@ fn service_cidr_sources_in_order() {
     observed.cidr_probe = Some(cidr::Probe::Range {
         cidrs: vec!["10.96.0.0/12".into()],
         dry_run: true,
+        maybe_partial: false,
     });
     let (c, w) = source(
         &observed,
@@ -340,6 +342,15 @@ fn service_cidr_sources_in_order() {
     );
     assert!(c.detail.contains("dry-run"), "{}", c.detail);
     assert!(w.is_empty(), "a range the server named is no guess: {w:?}");
+    if let Some(cidr::Probe::Range { maybe_partial, .. }) = &mut observed.cidr_probe {
+        *maybe_partial = true;
+    }
+    let (c, w) = source(&observed, &o);
+    assert_eq!(c.source, CidrSource::ApiserverRefusal);
+    assert!(
+        w.len() == 1 && w[0].contains("kubectl get servicecidrs"),
+        "{w:?}"
+    );
     observed.cidr_probe = Some(cidr::Probe::Unknown(
         "the API server refused clusterIP 0.0.0.0 without naming its range (MultiCIDRServiceAllocator)".into(),
     ));
@@ -477,6 +488,21 @@ fn a_missing_identity_after_waiting_says_how_long_and_what_to_do() {
     let err = plan(&observed, &opts(&["--inbound-ports", "80"]), now()).unwrap_err();
     assert!(
         err.hint().unwrap().contains("--wait 2m"),
+        "{:?}",
+        err.hint()
+    );
+    // No ServiceAccount: Citadel will never issue it; bundle says so instead of waiting.
+    observed.service_account_exists = false;
+    let o = opts(&["--inbound-ports", "80", "-s", "vm-sa"]);
+    let err = plan(&observed, &o, now()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "secret expandvm/istio.vm-sa not found: ServiceAccount expandvm/vm-sa does not exist, so Citadel issues no identity for it"
+    );
+    assert!(
+        err.hint().unwrap().starts_with(
+            "create it with `kubectl meshvm prepare --vm-namespace expandvm -s vm-sa`"
+        ),
         "{:?}",
         err.hint()
     );

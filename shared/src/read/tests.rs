@@ -44,7 +44,7 @@ pub(crate) fn mock(
             let bytes = body
                 .collect()
                 .await
-                .map(|b| b.to_bytes())
+                .map(http_body_util::Collected::to_bytes)
                 .unwrap_or_default();
             let r = Req {
                 method: parts.method.to_string(),
@@ -375,7 +375,7 @@ fn deployment(name: &str) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "istio-system"}})
 }
 
-fn list(items: Vec<Value>, next: Option<&str>) -> (u16, Value) {
+fn list(items: &[Value], next: Option<&str>) -> (u16, Value) {
     (
         200,
         json!({"apiVersion": "apps/v1", "kind": "DeploymentList",
@@ -390,11 +390,11 @@ async fn an_expired_continue_token_restarts_the_list_once() {
     let expired_once = Arc::new(Mutex::new(false));
     let flag = expired_once.clone();
     let (conn, log) = mock(move |r| match r.param("continue").as_deref() {
-        None => list(vec![deployment("a")], Some("t1")),
+        None => list(&[deployment("a")], Some("t1")),
         Some("t1") => {
             let mut done = flag.lock().unwrap();
             if *done {
-                list(vec![deployment("b")], None)
+                list(&[deployment("b")], None)
             } else {
                 *done = true;
                 status(410, "Expired", CONTINUE_EXPIRED)
@@ -421,7 +421,7 @@ async fn an_expired_continue_token_restarts_the_list_once() {
 #[tokio::test]
 async fn a_continue_token_that_expires_again_is_a_clear_error() {
     let (conn, log) = mock(|r| match r.param("continue") {
-        None => list(vec![deployment("a")], Some("t1")),
+        None => list(&[deployment("a")], Some("t1")),
         Some(_) => status(410, "Expired", CONTINUE_EXPIRED),
     });
     let api: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
@@ -430,7 +430,7 @@ async fn a_continue_token_that_expires_again_is_a_clear_error() {
         &api,
         Action::new("list", "deployments.apps").ns("istio-system"),
         &ListParams::default(),
-        |d| Some(d),
+        Some,
     )
     .await
     .unwrap_err();
@@ -483,8 +483,8 @@ fn k8s_114(r: &Req) -> (u16, Value) {
         );
     }
     match r.param("continue").as_deref() {
-        None => list(vec![deployment("istio-citadel")], Some("t1")),
-        _ => list(vec![deployment("istio-pilot")], None),
+        None => list(&[deployment("istio-citadel")], Some("t1")),
+        _ => list(&[deployment("istio-pilot")], None),
     }
 }
 

@@ -192,6 +192,18 @@ async fn legacy_sim() -> Server {
             serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "expandvm", "namespace": "expandvm"}}),
         ])
         .unwrap();
+    // Citadel writes the secret asynchronously (as 1.4's informer does): start once it is there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .object("v1", "Secret", "expandvm", "istio.expandvm")
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Citadel never issued istio.expandvm"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server
 }
 
@@ -482,7 +494,8 @@ async fn cluster_error_paths() {
     let server = legacy_sim().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    // No istio.<sa>: a ServiceAccount Citadel never saw (and --wait 0: no waiting for it).
+    // No istio.<sa>: a ServiceAccount that does not exist, so Citadel never issues one and
+    // bundle does not wait (the default --wait is 60s).
     let (result, _, _) = run(&options(
         &server,
         &dir,
@@ -493,18 +506,26 @@ async fn cluster_error_paths() {
             "ghost",
             "--inbound-ports",
             "80",
-            "--wait",
-            "0",
         ],
     ))
     .await;
     let err = result.unwrap_err();
-    assert!(matches!(err, Error::IdentityMissing { .. }), "{err}");
     assert!(
-        err.hint().unwrap().contains("--wait 2m"),
-        "{:?}",
-        err.hint()
+        matches!(
+            err,
+            Error::IdentityMissing {
+                account_exists: false,
+                ..
+            }
+        ),
+        "{err}"
     );
+    assert!(
+        err.to_string()
+            .contains("ServiceAccount expandvm/ghost does not exist"),
+        "{err}"
+    );
+    assert!(err.hint().unwrap().contains("-s ghost"), "{:?}", err.hint());
     assert!(!dir.exists(), "nothing written on error");
     // A secret whose key belongs to another identity (Citadel keeps it only if its root matches).
     let mut data = secret_data(&server, "expandvm", "istio.expandvm");
