@@ -172,9 +172,12 @@ pub struct BundleArgs {
     /// Service the VM is an endpoint of: ISTIO_SERVICE in the legacy era (default: the ServiceAccount's name)
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
-    /// The cluster's Service CIDR (default: from the ServiceCIDR API, else inferred)
+    /// The cluster's Service CIDR, legacy ISTIO_SERVICE_CIDR (default: the ServiceCIDR API, else the API server's refusal of an out-of-range ClusterIP, else a guess; the output says which)
     #[arg(long, value_name = "CIDR")]
     pub service_cidr: Option<String>,
+    /// Legacy era: wait this long for Citadel to issue istio.<sa> from the root in cacerts (0 = do not wait)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::cli::parse_duration)]
+    pub wait: std::time::Duration,
     /// Ports the VM's workload serves, captured by the sidecar
     #[arg(long, value_name = "PORT,...", value_delimiter = ',')]
     pub inbound_ports: Vec<u16>,

@@ -92,7 +92,8 @@ pub fn era_from_deployments<'a>(names: impl IntoIterator<Item = &'a str>) -> Opt
     legacy.then_some(Era::Legacy)
 }
 
-/// Detect the era from the Deployments of the Istio namespace (one list request).
+/// Detect the era from the Deployments of the Istio namespace (one metadata list, in full
+/// before Kubernetes 1.15: see [`crate::read::list_metadata`]).
 /// `None` when neither Citadel/Pilot nor istiod runs there.
 pub async fn detect_era(
     conn: &crate::kube::Connection,
@@ -101,15 +102,15 @@ pub async fn detect_era(
     use k8s_openapi::api::apps::v1::Deployment;
     let api: ::kube::Api<Deployment> =
         ::kube::Api::namespaced(conn.client.clone(), istio_namespace);
-    let params = ::kube::api::ListParams::default();
-    let list = conn
-        .call(
-            crate::kube::Action::new("list", "deployments.apps").ns(istio_namespace),
-            || api.list_metadata(&params),
-        )
-        .await?;
+    let names = crate::read::list_metadata(
+        conn,
+        &api,
+        crate::kube::Action::new("list", "deployments.apps").ns(istio_namespace),
+        &::kube::api::ListParams::default(),
+    )
+    .await?;
     Ok(era_from_deployments(
-        list.items.iter().filter_map(|d| d.metadata.name.as_deref()),
+        names.iter().filter_map(|m| m.name.as_deref()),
     ))
 }
 
@@ -187,12 +188,27 @@ impl IstioKind {
         }
     }
 
-    /// The API versions to try, newest first, for the kind's group.
+    /// The API versions meshvm speaks for this kind, newest first. Which one a cluster serves
+    /// is discovered per kind ([`crate::read::served`]): Istio 1.8–1.12 serve WorkloadGroup only
+    /// at v1alpha3 while the group prefers v1beta1 (istio/api@1.8.0, @1.12.0
+    /// `customresourcedefinitions.gen.yaml`: `workloadgroups` versions `[v1alpha3]`), 1.13 adds
+    /// v1beta1 (istio/api@1.13.0), 1.22 serves v1 for every networking kind (istio/api@1.22.0).
     pub fn versions(self) -> &'static [&'static str] {
         match self {
             IstioKind::MeshPolicy | IstioKind::Policy => &["v1alpha1"],
             IstioKind::PeerAuthentication => &["v1", "v1beta1"],
             _ => &["v1", "v1beta1", "v1alpha3"],
+        }
+    }
+
+    /// The kind as discovery names it, for [`crate::read::served`].
+    pub fn kind_ref(self) -> crate::read::KindRef {
+        let (group, kind, plural, _) = self.parts();
+        crate::read::KindRef {
+            group,
+            kind,
+            plural,
+            versions: self.versions(),
         }
     }
 

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
@@ -37,6 +38,8 @@ pub struct Connection {
     timeout: Option<Duration>,
     /// What this run learnt about how the server takes writes (shared by clones).
     pub(crate) writes: std::sync::Arc<crate::write::ServerWrites>,
+    /// What discovery and earlier answers taught about this server (see [`crate::read`]).
+    reads: Arc<crate::read::Cache>,
 }
 
 impl fmt::Debug for Connection {
@@ -211,6 +214,14 @@ pub enum Error {
         /// Kubernetes `Status.message`.
         message: String,
     },
+    /// A paged list whose continue token expired again after one restart from scratch.
+    #[error(
+        "failed to {action}: the list changed faster than it could be read page by page (its continue token expired twice, 410 Expired)"
+    )]
+    ListExpired {
+        /// The request.
+        action: Action,
+    },
     /// A transport or decoding failure that is not about reaching the server.
     #[error("failed to {action}")]
     Other {
@@ -265,6 +276,28 @@ impl Error {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Api { code: 409, reason, .. } if reason == "Conflict")
     }
+    /// 410 Gone: a list's continue token (or resourceVersion) is too old
+    /// (k8s.io/apimachinery@kubernetes-1.14.0 pkg/api/errors/errors.go:213-220, `NewResourceExpired`).
+    pub fn is_gone(&self) -> bool {
+        self.code() == Some(410)
+    }
+    /// 406 Not Acceptable: the server cannot answer in the media type asked for, e.g. a
+    /// `meta.k8s.io/v1` metadata list before Kubernetes 1.15
+    /// (k8s.io/apiserver@kubernetes-1.14.0 pkg/endpoints/handlers/negotiation/errors.go:41-45).
+    pub fn is_not_acceptable(&self) -> bool {
+        self.code() == Some(406)
+    }
+    /// 422 Invalid: the server refused the object's content.
+    pub fn is_invalid(&self) -> bool {
+        self.code() == Some(422)
+    }
+    /// The server's `Status.message`, for answers that carry one.
+    pub fn status_message(&self) -> Option<&str> {
+        match self {
+            Error::Api { message, .. } | Error::Forbidden { message, .. } => Some(message),
+            _ => None,
+        }
+    }
 }
 
 impl Diagnose for Error {
@@ -284,6 +317,9 @@ impl Diagnose for Error {
             ),
             Error::Unauthorized { .. } => Some(
                 "your token or client certificate was refused: refresh the credentials (get-credentials) and retry".into(),
+            ),
+            Error::ListExpired { .. } => Some(
+                "run the command again; if it keeps failing, the API server's etcd compacts faster than one list takes (check --etcd-compaction-interval) or the cluster is overloaded".into(),
             ),
             Error::Forbidden { action, .. } => Some(format!(
                 "ask a cluster admin for a Role granting `{}` on `{}`{}, or use --as with an identity that has it",
@@ -453,6 +489,7 @@ pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connectio
         server,
         timeout,
         writes: std::sync::Arc::default(),
+        reads: Arc::default(),
     })
 }
 
@@ -527,23 +564,33 @@ fn backoff(attempt: u32, err: &::kube::Error) -> Duration {
 }
 
 impl Connection {
-    /// A connection over an existing client (namespace `default`, no request timeout), e.g. one
-    /// over a fake API server in tests.
-    pub fn from_client(client: Client, server: &str) -> Self {
+    /// A connection over an existing client (tests, embedding): no request timeout, `server`
+    /// only names the cluster in messages.
+    pub fn from_client(
+        client: Client,
+        namespace: impl Into<String>,
+        server: impl Into<String>,
+    ) -> Self {
         Connection {
-            namespace: client.default_namespace().to_owned(),
             client,
+            namespace: namespace.into(),
             namespace_explicit: false,
             context: String::new(),
-            server: server.to_owned(),
+            server: server.into(),
             timeout: None,
             writes: std::sync::Arc::default(),
+            reads: Arc::default(),
         }
     }
 
     /// The namespace verbs default to (`-n`, else the context's).
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// What this connection learnt about the server (served versions, metadata lists).
+    pub(crate) fn reads(&self) -> &crate::read::Cache {
+        &self.reads
     }
 
     /// Send a request (built afresh by `f` on each attempt), retrying transient failures.

@@ -16,8 +16,6 @@ use serde_json::{Map, Value};
 use crate::istio::{self, Era, IstioKind};
 use crate::kube::{Action, Connection};
 
-/// The page size of every list: large enough for few round trips, small enough for the server.
-const PAGE_SIZE: u32 = 500;
 /// Bundle files are small PEMs, env files and tokens; anything larger is not a bundle.
 const MAX_BUNDLE_FILE: u64 = 1 << 20;
 
@@ -217,6 +215,15 @@ impl Kind {
         })
     }
 
+    /// The kind as discovery names it, for kinds whose served version differs by release.
+    fn discovered(self) -> Option<crate::read::KindRef> {
+        match self {
+            Kind::ServiceCidr => Some(crate::read::SERVICE_CIDR),
+            _ => self.istio().map(IstioKind::kind_ref),
+        }
+    }
+
+    /// The resource of kinds every release of the matrix serves at one version.
     fn core_resource(self) -> Option<ApiResource> {
         let (group, version, plural) = match self {
             Kind::Namespace => ("", "v1", "namespaces"),
@@ -226,8 +233,8 @@ impl Kind {
             Kind::ServiceAccount => ("", "v1", "serviceaccounts"),
             Kind::Secret => ("", "v1", "secrets"),
             Kind::ConfigMap => ("", "v1", "configmaps"),
+            // apps/v1 is served from Kubernetes 1.9, below the matrix.
             Kind::Deployment => ("apps", "v1", "deployments"),
-            Kind::ServiceCidr => ("networking.k8s.io", "v1", "servicecidrs"),
             _ => return None,
         };
         Some(ApiResource::from_gvk_with_plural(
@@ -730,11 +737,14 @@ pub struct Snapshot {
     pub known: BTreeSet<Kind>,
     /// Kinds the cluster refused to list, with the reason (e.g. RBAC).
     pub refused: BTreeMap<Kind, String>,
+    /// Kinds the cluster does not serve (live only), with what discovery found: checks that
+    /// need them say so instead of passing on an empty list.
+    pub not_served: BTreeMap<Kind, String>,
     /// Where the objects came from.
     pub source: SourceKind,
     /// The kubeconfig context, for live snapshots.
     pub context: Option<String>,
-    /// The networking.istio.io version the cluster serves (live only).
+    /// The version the cluster serves DestinationRules at (live only): `--fix` writes them so.
     pub networking_version: Option<String>,
     /// The VM bundle, when `--bundle` was given.
     pub bundle: Option<Bundle>,
@@ -897,58 +907,71 @@ impl Snapshot {
         Ok(snap)
     }
 
-    /// Read the mesh objects of a live cluster: one discovery call, then one concurrent, paged
-    /// list per kind. Kinds the cluster does not serve are absent; kinds it refuses (403) are
-    /// recorded in [`Snapshot::refused`] so their checks skip with the reason.
+    /// Read the mesh objects of a live cluster: discovery of the version each Istio kind (and
+    /// ServiceCIDR) is served at, then one concurrent, paged list per kind. Kinds the cluster does
+    /// not serve are recorded in [`Snapshot::not_served`] with what discovery found; kinds it
+    /// refuses (403) in [`Snapshot::refused`], so their checks skip with the reason.
     pub async fn observe(conn: &Connection) -> Result<Snapshot, Error> {
-        let groups = conn
-            .call(Action::new("list", "apigroups"), || {
-                conn.client.list_api_groups()
-            })
-            .await?;
-        let served = |group: &str| -> Vec<String> {
+        let discovered: Vec<(Kind, crate::read::KindRef)> = Kind::ALL
+            .into_iter()
+            .filter_map(|k| k.discovered().map(|r| (k, r)))
+            .collect();
+        // One discovery per group (concurrently); each kind then picks from it.
+        let mut groups: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for (_, r) in &discovered {
+            match groups.iter_mut().find(|(g, _)| *g == r.group) {
+                Some((_, versions)) => {
+                    for v in r.versions {
+                        if !versions.contains(v) {
+                            versions.push(v);
+                        }
+                    }
+                }
+                None => groups.push((r.group, r.versions.to_vec())),
+            }
+        }
+        let found = futures::future::try_join_all(
             groups
-                .groups
                 .iter()
-                .find(|g| g.name == group)
-                .map(|g| g.versions.iter().map(|v| v.version.clone()).collect())
-                .unwrap_or_default()
+                .map(|(group, versions)| crate::read::discover(conn, group, versions)),
+        )
+        .await?;
+        let mut snap = Snapshot {
+            source: SourceKind::Live,
+            context: Some(conn.context.clone()),
+            ..Snapshot::default()
         };
         let mut plan: Vec<(Kind, ApiResource)> = Vec::new();
-        let mut networking_version = None;
         for kind in Kind::ALL {
             if let Some(ar) = kind.core_resource() {
                 plan.push((kind, ar));
-                continue;
             }
-            let Some(ik) = kind.istio() else { continue };
-            let (group, ..) = ik.parts();
-            let versions = served(group);
-            if let Some(v) = ik
-                .versions()
+        }
+        for (kind, r) in &discovered {
+            let discovery = found
                 .iter()
-                .find(|v| versions.iter().any(|s| s == *v))
-            {
-                if group == "networking.istio.io" {
-                    networking_version = Some((*v).to_string());
+                .find(|d| d.group == r.group)
+                .expect("every group was discovered");
+            match discovery.pick(r) {
+                crate::read::Served::At(version) => {
+                    if *kind == Kind::DestinationRule {
+                        snap.networking_version = Some(version.clone());
+                    }
+                    plan.push((*kind, r.resource(&version)));
                 }
-                plan.push((kind, ik.resource(v)));
+                crate::read::Served::Not(why) => {
+                    snap.not_served.insert(*kind, why);
+                }
             }
         }
         let mut set = tokio::task::JoinSet::new();
         for (kind, ar) in plan {
             let conn = conn.clone();
             set.spawn(async move {
-                let result = list_all(&conn, kind, &ar).await;
+                let result = list_kind(&conn, kind, &ar).await;
                 (kind, result)
             });
         }
-        let mut snap = Snapshot {
-            source: SourceKind::Live,
-            context: Some(conn.context.clone()),
-            networking_version,
-            ..Snapshot::default()
-        };
         let mut lists = BTreeMap::new();
         while let Some(joined) = set.join_next().await {
             let (kind, result) = joined.expect("list task panicked");
@@ -956,7 +979,9 @@ impl Snapshot {
                 Ok(Listed::Items(items)) => {
                     lists.insert(kind, items);
                 }
-                Ok(Listed::NotServed) => {}
+                Ok(Listed::NotServed(why)) => {
+                    snap.not_served.insert(kind, why);
+                }
                 Ok(Listed::Refused(why)) => {
                     snap.refused.insert(kind, why);
                 }
@@ -1029,12 +1054,12 @@ impl Snapshot {
 
 enum Listed {
     Items(Vec<Value>),
-    NotServed,
+    NotServed(String),
     Refused(String),
 }
 
-/// List one kind across all namespaces, page by page.
-async fn list_all(
+/// List one kind across all namespaces, page by page, keeping only what doctor reads.
+async fn list_kind(
     conn: &Connection,
     kind: Kind,
     ar: &ApiResource,
@@ -1045,41 +1070,36 @@ async fn list_all(
     } else {
         format!("{}.{}", ar.plural, ar.group)
     };
-    let mut items = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().limit(PAGE_SIZE);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
+    let keep = |item: DynamicObject| {
+        let name = item.metadata.name.clone().unwrap_or_default();
+        if !kind.keeps(&name) {
+            return None;
         }
-        let page = conn
-            .call(Action::new("list", resource.clone()), || api.list(&lp))
-            .await;
-        let page = match page {
-            Ok(p) => p,
-            Err(e) if e.is_not_found() => return Ok(Listed::NotServed),
-            Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
-            Err(e) => return Err(e),
-        };
-        for item in page.items {
-            let name = item.metadata.name.clone().unwrap_or_default();
-            if !kind.keeps(&name) {
-                continue;
-            }
-            let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
-            if let Some(map) = value.as_object_mut() {
-                map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
-                map.insert("kind".into(), Value::String(ar.kind.clone()));
-                trim(kind, map);
-            }
-            items.push(value);
+        let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
+        if let Some(map) = value.as_object_mut() {
+            map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
+            map.insert("kind".into(), Value::String(ar.kind.clone()));
+            trim(kind, map);
         }
-        match page.metadata.continue_.filter(|t| !t.is_empty()) {
-            Some(t) => token = Some(t),
-            None => break,
-        }
+        Some(value)
+    };
+    let listed = crate::read::list_all(
+        conn,
+        &api,
+        Action::new("list", resource.clone()),
+        &ListParams::default(),
+        keep,
+    )
+    .await;
+    match listed {
+        Ok(items) => Ok(Listed::Items(items)),
+        // Discovery said it is served; a 404 now means it went away in between.
+        Err(e) if e.is_not_found() => Ok(Listed::NotServed(format!(
+            "{resource} answered 404 Not Found although discovery listed it"
+        ))),
+        Err(e) if e.code() == Some(403) => Ok(Listed::Refused(e.to_string())),
+        Err(e) => Err(e),
     }
-    Ok(Listed::Items(items))
 }
 
 /// Drop what doctor never reads from large kinds, to keep memory flat on big clusters.

@@ -4,7 +4,9 @@
 //! the critical path: era, objects, token) → [`plan`] (pure: the files, their modes, warnings)
 //! → [`output::write`] (a temporary directory beside the target, renamed into place at the end).
 
+pub mod cidr;
 pub(crate) mod goyaml;
+pub mod identity;
 pub mod legacy;
 pub mod modern;
 mod observe;
@@ -14,12 +16,13 @@ mod plan;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::args::BundleArgs;
 use crate::cli::{Diagnose, Outcome, OutputFormat, UsageError};
 
-pub use observe::{Observed, observe};
+pub use cidr::{CidrSource, ServiceCidr};
+pub use observe::{Observed, observe, wait_for_identity};
 pub use options::{GatewaySource, Options, parse_service_cidr};
 pub use output::{BundleFile, Written};
 pub use plan::{
@@ -48,15 +51,49 @@ pub enum Error {
     },
     /// Legacy: Citadel has not written the ServiceAccount's `istio.<sa>` secret.
     #[error(
-        "secret {namespace}/istio.{service_account} not found: Citadel has not issued an identity for ServiceAccount {namespace}/{service_account}"
+        "secret {namespace}/istio.{service_account} not found{}: {}",
+        waited_words(*waited),
+        if *account_exists {
+            format!("Citadel has not issued an identity for ServiceAccount {namespace}/{service_account}")
+        } else {
+            format!("ServiceAccount {namespace}/{service_account} does not exist, so Citadel issues no identity for it")
+        }
     )]
     IdentityMissing {
         /// The VM namespace.
         namespace: String,
         /// The ServiceAccount.
         service_account: String,
+        /// Whether the ServiceAccount exists (Citadel issues secrets only for existing ones).
+        account_exists: bool,
         /// The Istio namespace (for the hint).
         istio_namespace: String,
+        /// How long bundle waited for it (`--wait`).
+        waited: Duration,
+        /// `--kubeconfig`/`--context` as given, for the commands in the hint.
+        connection_flags: String,
+    },
+    /// Legacy: the `istio.<sa>` secret was issued under another root than the one in `cacerts`:
+    /// Citadel still signs with the CA it loaded when it started.
+    #[error(
+        "secret {secret} is issued under root {issued_under}, but cacerts in namespace {istio_namespace} holds root {current}{}: istio-citadel still signs with the CA it loaded when it started",
+        waited_words(*waited)
+    )]
+    IdentityOldRoot {
+        /// `namespace/istio.<sa>`.
+        secret: String,
+        /// The secret's root, subject and fingerprint.
+        issued_under: String,
+        /// The root in `cacerts`, subject and fingerprint.
+        current: String,
+        /// The Istio namespace.
+        istio_namespace: String,
+        /// How long bundle waited (`--wait`).
+        waited: Duration,
+        /// The `kubectl rollout restart` command that fixes it.
+        restart: String,
+        /// The `kubectl meshvm prepare --restart-control-plane` command that fixes it.
+        prepare: String,
     },
     /// Legacy: the `istio.<sa>` secret's certificates cannot be used.
     #[error("secret {secret} holds an unusable identity: {}", problems.join("; "))]
@@ -115,6 +152,16 @@ pub enum Error {
         "cannot determine the cluster's Service CIDR: the ServiceCIDR API is not served and the `kubernetes` Service in namespace default has no ClusterIP"
     )]
     ServiceCidrUnknown,
+    /// Modern: the cluster serves no WorkloadGroup kind at all.
+    #[error("cannot read WorkloadGroup {namespace}/{name}: {why}")]
+    WorkloadGroupNotServed {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// What discovery found.
+        why: String,
+    },
     /// Modern: the WorkloadGroup does not exist.
     #[error("WorkloadGroup {namespace}/{name} not found")]
     WorkloadGroupMissing {
@@ -181,6 +228,15 @@ pub enum Error {
     Print(#[source] io::Error),
 }
 
+/// ` after waiting 1m0s`, or nothing when bundle did not wait.
+fn waited_words(waited: Duration) -> String {
+    if waited.is_zero() {
+        String::new()
+    } else {
+        format!(" after waiting {}s", waited.as_secs().max(1))
+    }
+}
+
 impl Diagnose for Error {
     fn hint(&self) -> Option<String> {
         match self {
@@ -192,9 +248,41 @@ impl Diagnose for Error {
             Error::IdentityMissing {
                 namespace,
                 service_account,
-                istio_namespace,
+                account_exists: false,
+                connection_flags,
+                ..
             } => Some(format!(
-                "create the ServiceAccount (`kubectl meshvm prepare --vm-namespace {namespace}`), check that istio-citadel runs (`kubectl -n {istio_namespace} get deploy istio-citadel`), and retry once the secret istio.{service_account} exists"
+                "create it with `kubectl meshvm prepare --vm-namespace {namespace}{}{connection_flags}` (or name the VM's ServiceAccount with -s), then run bundle again: it waits for Citadel's secret",
+                if service_account == namespace {
+                    String::new()
+                } else {
+                    format!(" -s {service_account}")
+                },
+            )),
+            Error::IdentityMissing {
+                namespace,
+                service_account,
+                istio_namespace,
+                waited,
+                connection_flags,
+                ..
+            } => Some(format!(
+                "create the ServiceAccount (`kubectl meshvm prepare --vm-namespace {namespace}{}{connection_flags}`), check that istio-citadel runs (`kubectl get deployment/istio-citadel -n {istio_namespace}{connection_flags}`), and run bundle again{}",
+                if service_account == namespace {
+                    String::new()
+                } else {
+                    format!(" -s {service_account}")
+                },
+                if waited.is_zero() {
+                    format!(" with --wait 2m to wait for the secret istio.{service_account}")
+                } else {
+                    format!(" (with a longer --wait if Citadel is slow to write istio.{service_account})")
+                }
+            )),
+            Error::IdentityOldRoot {
+                restart, prepare, ..
+            } => Some(format!(
+                "restart Citadel so it loads cacerts: `{restart}` (or `{prepare}` with the CA files you prepared the cluster with), then run bundle again: it waits for the re-issued secret (--wait)"
             )),
             Error::Identity {
                 istio_namespace,
@@ -217,6 +305,9 @@ impl Diagnose for Error {
             Error::ServiceCidrUnknown => {
                 Some("pass --service-cidr CIDR (the cluster's Service IP range)".into())
             }
+            Error::WorkloadGroupNotServed { .. } => Some(
+                "WorkloadGroup needs Istio 1.8 or later with its CRDs installed; check `kubectl get crd workloadgroups.networking.istio.io`".into(),
+            ),
             Error::WorkloadGroupMissing { namespace, name } => Some(format!(
                 "create it with `kubectl meshvm prepare --vm-namespace {namespace} --workload-group {name}`, or name another with --workload-group"
             )),
@@ -259,12 +350,35 @@ pub async fn run(
     }
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
     let spinner = crate::cli::progress("reading the cluster");
-    let observed = Box::pin(observe(&conn, opts)).await;
+    let observed = Box::pin(async {
+        let mut observed = Box::pin(observe(&conn, opts)).await?;
+        if observed.era == Some(crate::istio::Era::Legacy) {
+            wait_for_identity(&conn, opts, &mut observed, &spinner).await?;
+            if observed.waited.is_none() {
+                spinner.set_message("asking the API server for its Service range");
+                observe::find_service_cidr(&conn, opts, &mut observed).await;
+            }
+        }
+        Ok::<_, Error>(observed)
+    })
+    .await;
     spinner.finish_and_clear();
     let observed = observed?;
+    for note in &observed.notes {
+        let _ = writeln!(err, "note: {note}");
+    }
     let bundle = plan(&observed, opts, SystemTime::now())?;
     for warning in &bundle.warnings {
         let _ = writeln!(err, "warning: {warning}");
+    }
+    if let Some(cidr) = &bundle.service_cidr
+        && cidr.source != CidrSource::Guessed
+    {
+        let _ = writeln!(
+            err,
+            "note: ISTIO_SERVICE_CIDR={} {}",
+            cidr.cidr, cidr.detail
+        );
     }
     let written = output::write(
         &bundle,

@@ -49,6 +49,8 @@ pub struct Options {
     pub inbound_ports: Vec<u16>,
     /// `--token-duration` in seconds.
     pub token_seconds: i64,
+    /// `--wait`: how long to wait for Citadel's identity (legacy).
+    pub wait: std::time::Duration,
     /// `--workload-group`.
     pub workload_group: Option<String>,
     /// `--internal-ip`.
@@ -311,6 +313,7 @@ impl Options {
             service_cidr,
             inbound_ports: args.inbound_ports,
             token_seconds: i64::try_from(secs).unwrap_or(i64::MAX),
+            wait: args.wait,
             workload_group: args.workload_group,
             internal_ip,
             cluster_id: args.cluster_id.map(|c| c.trim().to_owned()),

@@ -226,6 +226,9 @@ pub struct Written {
     /// The archive, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveInfo>,
+    /// Legacy: `ISTIO_SERVICE_CIDR` and where it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<super::ServiceCidr>,
 }
 
 /// The archive written with `--archive`.
@@ -376,6 +379,7 @@ pub fn write(
             output_dir: dir.to_owned(),
             files: bundle.files.clone(),
             archive,
+            service_cidr: bundle.service_cidr.clone(),
         }),
         Err(e) => {
             let _ = fs::remove_dir_all(&staging);

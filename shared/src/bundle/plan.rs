@@ -1,10 +1,14 @@
 //! Deciding the bundle's files from what was observed: pure, unit-tested on inline objects.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::Service;
 
+use super::cidr::{CidrSource, Probe, ServiceCidr};
+use super::identity;
+use super::observe::current_root;
 use super::options::{mask, usage};
 use super::{
     BundleFile, Error, GatewaySource, Observed, Options, TOKEN_AUDIENCE, legacy, modern, output,
@@ -102,28 +106,142 @@ pub fn infer_service_cidr(kubernetes_ip: &str) -> Option<String> {
     Some(format!("{}/{len}", mask(ip, len)))
 }
 
-/// The legacy Service CIDR and a warning when it was inferred.
+/// The legacy Service CIDR, in order: `--service-cidr`; the `kubernetes` ServiceCIDR; the range
+/// the API server named when refusing the probe Service; a guess around the `kubernetes`
+/// Service's ClusterIP (with a warning saying why nothing better was found).
 fn legacy_service_cidr(
     observed: &Observed,
     opts: &Options,
-) -> Result<(String, Option<String>), Error> {
+) -> Result<(ServiceCidr, Option<String>), Error> {
     if let Some(cidr) = &opts.service_cidr {
-        return Ok((cidr.clone(), None));
+        return Ok((
+            ServiceCidr {
+                cidr: cidr.clone(),
+                source: CidrSource::Flag,
+                detail: "from --service-cidr".into(),
+            },
+            None,
+        ));
     }
     if let Some(cidrs) = &observed.service_cidrs {
-        return Ok((cidrs.join(","), None));
+        let version = observed.service_cidr_version.as_deref().unwrap_or("v1");
+        return Ok((
+            ServiceCidr {
+                cidr: cidrs.join(","),
+                source: CidrSource::ServiceCidrApi,
+                detail: format!(
+                    "from the ServiceCIDR API (networking.k8s.io/{version} ServiceCIDR kubernetes)"
+                ),
+            },
+            None,
+        ));
     }
+    let probe_failed = match &observed.cidr_probe {
+        Some(Probe::Range {
+            cidrs,
+            dry_run,
+            maybe_partial,
+        }) => {
+            let cidr = cidrs.join(",");
+            let warning = maybe_partial.then(|| format!(
+                "ISTIO_SERVICE_CIDR={cidr} is the range the API server named, but Kubernetes 1.33+ may hold several ServiceCIDRs and names one: check with `kubectl get servicecidrs` (a cluster-scoped read) and pass --service-cidr with all of them if there are more"
+            ));
+            return Ok((
+                ServiceCidr {
+                    cidr,
+                    source: CidrSource::ApiserverRefusal,
+                    detail: format!(
+                        "from the API server, which named its Service range when refusing a {} Service with an out-of-range clusterIP",
+                        if *dry_run { "dry-run" } else { "probe" }
+                    ),
+                },
+                warning,
+            ));
+        }
+        Some(Probe::Unknown(why)) => format!("; {why}"),
+        None => String::new(),
+    };
     let ip = observed
         .kubernetes_ip
         .as_deref()
         .ok_or(Error::ServiceCidrUnknown)?;
     let cidr = infer_service_cidr(ip).ok_or(Error::ServiceCidrUnknown)?;
+    let around = cidr
+        .split_once('/')
+        .map_or("range", |(_, len)| if len == "16" { "/16" } else { "/108" });
     let warning = format!(
-        "the ServiceCIDR API is not served (or not readable) and --service-cidr was not given: assuming ISTIO_SERVICE_CIDR={cidr}, the {} around the `kubernetes` Service's ClusterIP {ip}; pass --service-cidr if the cluster's Service range differs",
-        cidr.split_once('/')
-            .map_or("range", |(_, len)| if len == "16" { "/16" } else { "/108" })
+        "the ServiceCIDR API is not served (or not readable) and --service-cidr was not given{probe_failed}: assuming ISTIO_SERVICE_CIDR={cidr}, the {around} around the `kubernetes` Service's ClusterIP {ip} (a guess: kubeadm uses a /12, GKE a /20); pass --service-cidr if the cluster's Service range differs"
     );
-    Ok((cidr, Some(warning)))
+    Ok((
+        ServiceCidr {
+            cidr,
+            source: CidrSource::Guessed,
+            detail: format!(
+                "guessed: the {around} around the `kubernetes` Service's ClusterIP {ip}"
+            ),
+        },
+        Some(warning),
+    ))
+}
+
+/// `--kubeconfig`/`--context` as the operator gave them, for commands printed in hints.
+pub(crate) fn connection_flags(opts: &Options) -> String {
+    let mut flags = String::new();
+    if let Some(path) = &opts.kube.kubeconfig {
+        let _ = write!(flags, " --kubeconfig {}", path.display());
+    }
+    if let Some(context) = &opts.context {
+        let _ = write!(flags, " --context {context}");
+    }
+    flags
+}
+
+/// Legacy: refuse an identity that is missing or issued under another root than `cacerts`'.
+fn check_identity_root(
+    observed: &Observed,
+    opts: &Options,
+    sa: &str,
+    now: SystemTime,
+) -> Result<Vec<String>, Error> {
+    let secret = format!("{}/istio.{sa}", opts.vm_namespace);
+    let (root, warning) = current_root(observed, &opts.istio_namespace);
+    let flags = connection_flags(opts);
+    match identity::judge(observed.identity.as_ref(), root, &secret, now) {
+        identity::State::Ready => Ok(warning.into_iter().collect()),
+        identity::State::Missing => Err(Error::IdentityMissing {
+            namespace: opts.vm_namespace.clone(),
+            service_account: sa.to_owned(),
+            account_exists: observed.service_account_exists,
+            istio_namespace: opts.istio_namespace.clone(),
+            waited: observed.waited.unwrap_or_default(),
+            connection_flags: flags,
+        }),
+        identity::State::OldRoot {
+            issued_under,
+            current,
+        } => {
+            let ns_flag = if opts.istio_namespace == crate::istio::DEFAULT_ISTIO_NAMESPACE {
+                String::new()
+            } else {
+                format!(" --istio-namespace {}", opts.istio_namespace)
+            };
+            Err(Error::IdentityOldRoot {
+                secret,
+                issued_under,
+                current,
+                istio_namespace: opts.istio_namespace.clone(),
+                waited: observed.waited.unwrap_or_default(),
+                restart: format!(
+                    "kubectl rollout restart deployment/istio-citadel -n {}{flags}",
+                    opts.istio_namespace
+                ),
+                prepare: format!(
+                    "kubectl meshvm prepare --vm-namespace {} --ca-dir CA_DIR --restart-control-plane{ns_flag}{flags}",
+                    opts.vm_namespace
+                ),
+            })
+        }
+    }
 }
 
 /// The bundle to write: files in name order, and warnings for stderr.
@@ -135,6 +253,8 @@ pub struct Bundle {
     pub files: Vec<BundleFile>,
     /// Things the operator should know (inferred values, certificates expiring soon).
     pub warnings: Vec<String>,
+    /// Legacy: `ISTIO_SERVICE_CIDR` and where it came from.
+    pub service_cidr: Option<ServiceCidr>,
 }
 
 /// Decide the bundle's files from what was observed. Pure.
@@ -143,19 +263,17 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
     opts.check_era(era)?;
     let mut warnings = Vec::new();
     let mut files = Vec::new();
+    let mut service_cidr = None;
     let gateway = resolve_gateway(observed, opts, era)?;
     match era {
         Era::Legacy => {
             let sa = legacy_service_account(opts);
             let secret = format!("{}/istio.{sa}", opts.vm_namespace);
+            warnings.extend(check_identity_root(observed, opts, &sa, now)?);
             let data = observed
                 .identity
                 .as_ref()
-                .ok_or_else(|| Error::IdentityMissing {
-                    namespace: opts.vm_namespace.clone(),
-                    service_account: sa.clone(),
-                    istio_namespace: opts.istio_namespace.clone(),
-                })?;
+                .expect("check_identity_root refuses a missing identity");
             let identity_error = |problems: Vec<String>| Error::Identity {
                 secret: secret.clone(),
                 problems,
@@ -187,8 +305,9 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                     "pass --gateway-ip IP or --gateway-service NAME[.NS]",
                 ))
             })?;
-            let (cidr, cidr_warning) = legacy_service_cidr(observed, opts)?;
+            let (cidr_found, cidr_warning) = legacy_service_cidr(observed, opts)?;
             warnings.extend(cidr_warning);
+            let cidr = cidr_found.cidr.clone();
             let service = opts.service.clone().unwrap_or_else(|| sa.clone());
             let env = legacy::cluster_env(&legacy::LegacyEnv {
                 service: &service,
@@ -234,12 +353,23 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                 "cluster.env",
                 env,
                 0o644,
-                "sidecar environment (/var/lib/istio/envoy/cluster.env)",
+                format!(
+                    "sidecar environment (/var/lib/istio/envoy/cluster.env); ISTIO_SERVICE_CIDR {}",
+                    cidr_found.detail
+                ),
             ));
+            service_cidr = Some(cidr_found);
         }
         Era::Modern => {
             let ns = &opts.vm_namespace;
             let name = opts.workload_group.clone().unwrap_or_default();
+            if let Some(why) = &observed.workload_group_not_served {
+                return Err(Error::WorkloadGroupNotServed {
+                    namespace: ns.clone(),
+                    name,
+                    why: why.clone(),
+                });
+            }
             let wg_obj =
                 observed
                     .workload_group
@@ -389,5 +519,6 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
         era,
         files,
         warnings,
+        service_cidr,
     })
 }

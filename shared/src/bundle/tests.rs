@@ -212,6 +212,7 @@ fn gateway(ip: &str) -> Service {
 fn legacy_observed(ca: &TestCa) -> Observed {
     Observed {
         era: Some(Era::Legacy),
+        service_account_exists: true,
         gateway_service: Some(gateway("35.187.36.54")),
         identity: Some(identity(ca, "expandvm", "expandvm")),
         service_cidrs: Some(vec!["172.16.0.0/16".into()]),
@@ -286,10 +287,225 @@ fn legacy_service_cidr_comes_from_flag_api_or_inference() {
         "{:?}",
         b.warnings
     );
+    assert_eq!(b.service_cidr.as_ref().unwrap().source, CidrSource::Guessed);
     observed.kubernetes_ip = None;
     let err = plan(&observed, &opts(&["--inbound-ports", "80"]), now()).unwrap_err();
     assert!(matches!(err, Error::ServiceCidrUnknown), "{err}");
     assert!(err.hint().unwrap().contains("--service-cidr"));
+}
+
+/// Flag, then the ServiceCIDR API, then the API server's refusal, then a guess that says why.
+#[test]
+fn service_cidr_sources_in_order() {
+    let ca = TestCa::flat(KeyKind::P256, "Root CA");
+    let o = opts(&["--inbound-ports", "80"]);
+    let source = |observed: &Observed, o: &Options| {
+        let b = plan(observed, o, now()).unwrap();
+        let c = b.service_cidr.clone().unwrap();
+        assert!(
+            text(&b, "cluster.env").contains(&format!("ISTIO_SERVICE_CIDR={}\n", c.cidr)),
+            "{c:?}"
+        );
+        (c, b.warnings)
+    };
+    let mut observed = legacy_observed(&ca);
+    observed.service_cidr_version = Some("v1beta1".into());
+    observed.cidr_probe = Some(cidr::Probe::Range {
+        cidrs: vec!["10.96.0.0/12".into()],
+        dry_run: true,
+        maybe_partial: false,
+    });
+    let (c, w) = source(
+        &observed,
+        &opts(&["--inbound-ports", "80", "--service-cidr", "10.0.0.0/8"]),
+    );
+    assert_eq!(
+        (c.cidr.as_str(), c.source),
+        ("10.0.0.0/8", CidrSource::Flag)
+    );
+    assert!(w.is_empty());
+    let (c, w) = source(&observed, &o);
+    assert_eq!(
+        (c.cidr.as_str(), c.source),
+        ("172.16.0.0/16", CidrSource::ServiceCidrApi)
+    );
+    assert_eq!(
+        c.detail,
+        "from the ServiceCIDR API (networking.k8s.io/v1beta1 ServiceCIDR kubernetes)"
+    );
+    assert!(w.is_empty());
+    observed.service_cidrs = None;
+    let (c, w) = source(&observed, &o);
+    assert_eq!(
+        (c.cidr.as_str(), c.source),
+        ("10.96.0.0/12", CidrSource::ApiserverRefusal)
+    );
+    assert!(c.detail.contains("dry-run"), "{}", c.detail);
+    assert!(w.is_empty(), "a range the server named is no guess: {w:?}");
+    if let Some(cidr::Probe::Range { maybe_partial, .. }) = &mut observed.cidr_probe {
+        *maybe_partial = true;
+    }
+    let (c, w) = source(&observed, &o);
+    assert_eq!(c.source, CidrSource::ApiserverRefusal);
+    assert!(
+        w.len() == 1 && w[0].contains("kubectl get servicecidrs"),
+        "{w:?}"
+    );
+    observed.cidr_probe = Some(cidr::Probe::Unknown(
+        "the API server refused clusterIP 0.0.0.0 without naming its range (MultiCIDRServiceAllocator)".into(),
+    ));
+    let (c, w) = source(&observed, &o);
+    assert_eq!(
+        (c.cidr.as_str(), c.source),
+        ("172.16.0.0/16", CidrSource::Guessed)
+    );
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].contains("without naming its range")
+            && w[0].contains("assuming ISTIO_SERVICE_CIDR=172.16.0.0/16"),
+        "the warning says why nothing better was found: {w:?}"
+    );
+}
+
+/// `istio.<sa>` must be issued under the root in cacerts: Citadel 1.4 keeps the CA it loaded at
+/// start, so after cacerts changes the secret carries the old root until Citadel restarts.
+#[test]
+fn legacy_identity_from_an_old_root_is_refused_with_the_restart_commands() {
+    let old = TestCa::flat(KeyKind::P256, "Old Root");
+    let new = TestCa::flat(KeyKind::P256, "New Root");
+    let cacerts = |ca: &TestCa| {
+        BTreeMap::from([
+            ("ca-cert.pem".to_owned(), ca.cert_pem.clone().into_bytes()),
+            ("ca-key.pem".to_owned(), ca.key_pem.clone().into_bytes()),
+            ("root-cert.pem".to_owned(), ca.cert_pem.clone().into_bytes()),
+            (
+                "cert-chain.pem".to_owned(),
+                ca.cert_pem.clone().into_bytes(),
+            ),
+        ])
+    };
+    let mut observed = legacy_observed(&old);
+    observed.cacerts = Some(cacerts(&old));
+    let o = opts(&["--inbound-ports", "80"]);
+    assert!(
+        plan(&observed, &o, now()).is_ok(),
+        "issued under the root in cacerts"
+    );
+    observed.cacerts = Some(cacerts(&new));
+    observed.waited = Some(std::time::Duration::from_secs(60));
+    let ctx = Options {
+        context: Some("east".into()),
+        kube: crate::cli::KubeArgs {
+            kubeconfig: Some("/tmp/kc".into()),
+            ..crate::cli::KubeArgs::default()
+        },
+        ..opts(&["--inbound-ports", "80", "--istio-namespace", "mesh"])
+    };
+    let err = plan(&observed, &ctx, now()).unwrap_err();
+    let Error::IdentityOldRoot {
+        restart, prepare, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    let text = err.to_string();
+    assert!(
+        text.starts_with("secret expandvm/istio.expandvm is issued under root CN=Old Root")
+            && text.contains("but cacerts in namespace mesh holds root CN=New Root")
+            && text.matches("SHA-256").count() == 2
+            && text.contains("after waiting 60s"),
+        "{text}"
+    );
+    assert_eq!(
+        restart,
+        "kubectl rollout restart deployment/istio-citadel -n mesh --kubeconfig /tmp/kc --context east"
+    );
+    assert_eq!(
+        prepare,
+        "kubectl meshvm prepare --vm-namespace expandvm --ca-dir CA_DIR --restart-control-plane --istio-namespace mesh --kubeconfig /tmp/kc --context east"
+    );
+    let hint = err.hint().unwrap();
+    assert!(
+        hint.contains(restart.as_str()) && hint.contains(prepare.as_str()),
+        "{hint}"
+    );
+    // --wait 0 says nothing about waiting.
+    observed.waited = Some(std::time::Duration::ZERO);
+    let err = plan(&observed, &o, now()).unwrap_err();
+    assert!(!err.to_string().contains("waiting"), "{err}");
+    // Citadel running with --self-signed-ca=true ignores cacerts: its own root is the one.
+    observed.citadel_self_signed = true;
+    let b = plan(&observed, &o, now()).unwrap();
+    assert!(
+        b.warnings
+            .iter()
+            .any(|w| w.contains("--self-signed-ca=true and ignores it")),
+        "{:?}",
+        b.warnings
+    );
+    // cacerts hidden by RBAC: bundled, with a warning that the root was not checked.
+    observed.citadel_self_signed = false;
+    observed.cacerts = None;
+    observed.cacerts_unreadable = Some("forbidden".into());
+    let b = plan(&observed, &o, now()).unwrap();
+    assert!(
+        b.warnings
+            .iter()
+            .any(|w| w.contains("cannot read secret istio-system/cacerts (forbidden)")),
+        "{:?}",
+        b.warnings
+    );
+    // A cacerts without root-cert.pem: Citadel cannot load it; the bundle says it did not check.
+    observed.cacerts_unreadable = None;
+    observed.cacerts = Some(BTreeMap::from([("ca-cert.pem".to_owned(), b"x".to_vec())]));
+    let b = plan(&observed, &o, now()).unwrap();
+    assert!(
+        b.warnings
+            .iter()
+            .any(|w| w.contains("has no usable root-cert.pem")),
+        "{:?}",
+        b.warnings
+    );
+}
+
+#[test]
+fn a_missing_identity_after_waiting_says_how_long_and_what_to_do() {
+    let ca = TestCa::flat(KeyKind::P256, "Root CA");
+    let mut observed = legacy_observed(&ca);
+    observed.identity = None;
+    observed.waited = Some(std::time::Duration::from_secs(90));
+    let err = plan(&observed, &opts(&["--inbound-ports", "80"]), now()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "secret expandvm/istio.expandvm not found after waiting 90s: Citadel has not issued an identity for ServiceAccount expandvm/expandvm"
+    );
+    assert!(
+        err.hint().unwrap().contains("longer --wait"),
+        "{:?}",
+        err.hint()
+    );
+    observed.waited = Some(std::time::Duration::ZERO);
+    let err = plan(&observed, &opts(&["--inbound-ports", "80"]), now()).unwrap_err();
+    assert!(
+        err.hint().unwrap().contains("--wait 2m"),
+        "{:?}",
+        err.hint()
+    );
+    // No ServiceAccount: Citadel will never issue it; bundle says so instead of waiting.
+    observed.service_account_exists = false;
+    let o = opts(&["--inbound-ports", "80", "-s", "vm-sa"]);
+    let err = plan(&observed, &o, now()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "secret expandvm/istio.vm-sa not found: ServiceAccount expandvm/vm-sa does not exist, so Citadel issues no identity for it"
+    );
+    assert!(
+        err.hint().unwrap().starts_with(
+            "create it with `kubectl meshvm prepare --vm-namespace expandvm -s vm-sa`"
+        ),
+        "{:?}",
+        err.hint()
+    );
 }
 
 #[test]
@@ -683,6 +899,7 @@ fn summary_lists_files_and_never_their_content() {
         output_dir: "expandvm".into(),
         files: b.files.clone(),
         archive: None,
+        service_cidr: b.service_cidr.clone(),
     };
     let key = text(&b, "key.pem");
     let body = key.lines().nth(1).unwrap();
@@ -702,6 +919,16 @@ fn summary_lists_files_and_never_their_content() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json_out).unwrap();
     assert_eq!(v["era"], "legacy");
+    assert_eq!(
+        v["serviceCidr"],
+        json!({"cidr": "172.16.0.0/16", "source": "service-cidr-api",
+               "detail": "from the ServiceCIDR API (networking.k8s.io/v1 ServiceCIDR kubernetes)"}),
+        "-o json says where ISTIO_SERVICE_CIDR came from"
+    );
+    assert!(
+        table.contains("ISTIO_SERVICE_CIDR from the ServiceCIDR API"),
+        "{table}"
+    );
     let key_row = v["files"]
         .as_array()
         .unwrap()

@@ -471,6 +471,18 @@ fn precondition(check: &dyn Check, snap: &Snapshot) -> Option<Finding> {
                 "no Istio control plane (istiod, istio-pilot or istio-citadel Deployment) in the cluster: nothing to pre-flight",
             ));
         }
+        // Without the era's peer authentication kind every port would look PERMISSIVE: say
+        // the kind is not served rather than pass on an empty list.
+        let policy = match snap.era() {
+            Some(Era::Legacy) => Kind::MeshPolicy,
+            _ => Kind::PeerAuthentication,
+        };
+        if let Some(why) = snap.not_served.get(&policy) {
+            return Some(Finding::skip(
+                id,
+                format!("cannot judge mTLS: the cluster does not serve {policy} ({why})"),
+            ));
+        }
     }
     None
 }

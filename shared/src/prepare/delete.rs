@@ -36,13 +36,9 @@ async fn names<K>(
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
 {
-    let params = ListParams::default();
-    match conn.call(request, || api.list_metadata(&params)).await {
-        Ok(list) => Ok(list
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name)
-            .collect()),
+    // Paged, and in full before Kubernetes 1.15 (no meta.k8s.io/v1 metadata lists there).
+    match crate::read::list_metadata(conn, &api, request, &ListParams::default()).await {
+        Ok(list) => Ok(list.into_iter().filter_map(|m| m.name).collect()),
         Err(e) if e.is_not_found() => Ok(Vec::new()),
         Err(e) => Err(e),
     }

@@ -11,9 +11,6 @@ use super::plan::{EraSource, Observed};
 use crate::istio::{CACERTS_SECRET, Era, IstioKind, era_from_deployments};
 use crate::kube::{Action, Connection};
 
-/// The API group of WorkloadGroup and WorkloadEntry.
-pub const NETWORKING_GROUP: &str = "networking.istio.io";
-
 /// GET one object; `None` when it does not exist.
 pub(crate) async fn get_opt<K>(
     conn: &Connection,
@@ -27,24 +24,19 @@ where
     conn.call(action, || api.get_opt(name)).await
 }
 
-/// The version the cluster prefers for networking.istio.io, or `None` when it serves no such group.
+/// The networking.istio.io version meshvm reads and writes VM objects at: the one serving
+/// WorkloadGroup, found per kind by discovery ([`crate::read::served`]), since the group's
+/// preferred version may lack it (Istio 1.8–1.12 serve WorkloadGroup only at v1alpha3 while the
+/// group prefers v1beta1: istio/api@1.8.0 `customresourcedefinitions.gen.yaml`). Every release
+/// serves WorkloadEntry there too; before WorkloadGroup existed (Istio 1.6–1.7), WorkloadEntry's
+/// version. `None` when neither kind is served.
 pub(crate) async fn networking_version(
     conn: &Connection,
 ) -> Result<Option<String>, crate::kube::Error> {
-    let groups = conn
-        .call(Action::new("list", "apigroups"), || {
-            conn.client.list_api_groups()
-        })
-        .await?;
-    Ok(groups
-        .groups
-        .into_iter()
-        .find(|g| g.name == NETWORKING_GROUP)
-        .and_then(|g| {
-            g.preferred_version
-                .map(|v| v.version)
-                .or_else(|| g.versions.first().map(|v| v.version.clone()))
-        }))
+    if let Some(v) = crate::read::istio_version(conn, IstioKind::WorkloadGroup).await? {
+        return Ok(Some(v));
+    }
+    crate::read::istio_version(conn, IstioKind::WorkloadEntry).await
 }
 
 /// Read everything the plan needs. The era comes from the Istio namespace's Deployments (the
@@ -60,13 +52,13 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), vm_ns);
     let list_params = ListParams::default();
 
-    let list_deployments = async {
-        conn.call(Action::new("list", "deployments.apps").ns(istio_ns), || {
-            deployments.list(&list_params)
-        })
-        .await
-        .map(|l| l.items)
-    };
+    let list_deployments = crate::read::list_all(
+        conn,
+        &deployments,
+        Action::new("list", "deployments.apps").ns(istio_ns),
+        &list_params,
+        Some,
+    );
     let get_istio_ns = async {
         if opts.ca.is_some() {
             get_opt(

@@ -51,7 +51,8 @@ pub struct Observed {
     pub vm_namespace: Option<Namespace>,
     /// The VM's ServiceAccount, when it exists.
     pub service_account: Option<ServiceAccount>,
-    /// The API version the cluster prefers for networking.istio.io (when a WorkloadGroup is wanted).
+    /// The networking.istio.io version the cluster serves WorkloadGroup at, discovered per kind
+    /// (when a WorkloadGroup is wanted): the WorkloadGroup is written at it.
     pub networking_version: Option<String>,
     /// The WorkloadGroup, when it exists.
     pub workload_group: Option<DynamicObject>,

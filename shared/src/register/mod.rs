@@ -699,10 +699,15 @@ async fn observe(conn: &Connection, opts: &Options, namespace: &str) -> Result<O
         .modern_want(namespace)
         .expect("a mode is either legacy or modern");
     let version = served_entry_version(conn).await?;
+    // WorkloadGroup has its own served version (v1alpha3 only on Istio 1.8–1.12, where
+    // WorkloadEntry is also at v1beta1); not served at all before Istio 1.8: then "absent".
+    let group_version = crate::read::istio_version(conn, IstioKind::WorkloadGroup)
+        .await?
+        .unwrap_or_else(|| version.clone());
     let groups: Api<DynamicObject> = Api::namespaced_with(
         conn.client.clone(),
         namespace,
-        &IstioKind::WorkloadGroup.resource(&version),
+        &IstioKind::WorkloadGroup.resource(&group_version),
     );
     let entries: Api<DynamicObject> = Api::namespaced_with(
         conn.client.clone(),
@@ -750,39 +755,11 @@ async fn observe(conn: &Connection, opts: &Options, namespace: &str) -> Result<O
     }))
 }
 
-/// The newest `networking.istio.io` version that serves WorkloadEntry (v1 → v1beta1 → v1alpha3).
+/// The version the cluster serves WorkloadEntry at, discovered per kind ([`crate::read::served`]).
 async fn served_entry_version(conn: &Connection) -> Result<String, Error> {
-    let groups = conn
-        .call(Action::new("list", "apigroups"), || {
-            conn.client.list_api_groups()
-        })
-        .await?;
-    let served: Vec<String> = groups
-        .groups
-        .iter()
-        .filter(|g| g.name == "networking.istio.io")
-        .flat_map(|g| g.versions.iter().map(|v| v.version.clone()))
-        .collect();
-    for version in IstioKind::WorkloadEntry.versions() {
-        if !served.iter().any(|v| v == version) {
-            continue;
-        }
-        let group_version = format!("networking.istio.io/{version}");
-        let resources = conn
-            .call(
-                Action::new("list", format!("apiresources {group_version}")),
-                || conn.client.list_api_group_resources(&group_version),
-            )
-            .await?;
-        if resources
-            .resources
-            .iter()
-            .any(|r| r.name == "workloadentries")
-        {
-            return Ok((*version).to_owned());
-        }
-    }
-    Err(Error::NoWorkloadEntryApi)
+    crate::read::istio_version(conn, IstioKind::WorkloadEntry)
+        .await?
+        .ok_or(Error::NoWorkloadEntryApi)
 }
 
 fn plan_observed(observed: &Observed, opts: &Options, namespace: &str) -> Result<Planned, Error> {

@@ -68,6 +68,7 @@ fn bundle_dir(root: &Path, era: Era, mut files: Vec<BundleFile>) -> PathBuf {
             era,
             files,
             warnings: Vec::new(),
+            service_cidr: None,
         },
         &dir,
         None,

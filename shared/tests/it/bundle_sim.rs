@@ -192,6 +192,18 @@ async fn legacy_sim() -> Server {
             serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "expandvm", "namespace": "expandvm"}}),
         ])
         .unwrap();
+    // Citadel writes the secret asynchronously (as 1.4's informer does): start once it is there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .object("v1", "Secret", "expandvm", "istio.expandvm")
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Citadel never issued istio.expandvm"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server
 }
 
@@ -261,6 +273,15 @@ async fn legacy_runbook_bundle_and_round_trips() {
     );
     server.set_latency(Duration::ZERO);
 
+    assert!(
+        stderr.contains("note: ISTIO_SERVICE_CIDR=172.16.0.0/16 from the ServiceCIDR API (networking.k8s.io/v1 ServiceCIDR kubernetes)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        log.count("create", "/api/v1/namespaces/expandvm/services"),
+        0,
+        "the ServiceCIDR API answered: no probe"
+    );
     let names: Vec<String> = {
         let mut v: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
@@ -329,11 +350,15 @@ async fn legacy_runbook_bundle_and_round_trips() {
     assert_eq!(read_back.file("key.pem").unwrap().mode, 0o600);
 }
 
+/// Neither the ServiceCIDR API nor the API server's refusal gives the range: bundle guesses, and
+/// says so and why (the output's `serviceCidr.source` too).
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_without_servicecidr_api_infers_with_a_warning() {
     let server = legacy_sim().await;
-    // As on a cluster before 1.33, or for a user who may not read cluster-scoped objects.
+    // As on a cluster before 1.33, or for a user who may not read cluster-scoped objects …
     server.deny("get", "servicecidrs.networking.k8s.io", None);
+    // … and who may not create Services, so the API server cannot be asked either.
+    server.deny("create", "services", Some("expandvm"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
     let (result, _, stderr) = run(&options(
@@ -352,7 +377,35 @@ async fn legacy_without_servicecidr_api_infers_with_a_warning() {
         cidr, "172.16.0.0/16",
         "the /16 around the kubernetes Service's 172.16.0.1"
     );
-    assert!(stderr.contains(&format!("warning: the ServiceCIDR API is not served (or not readable) and --service-cidr was not given: assuming ISTIO_SERVICE_CIDR={cidr}")), "{stderr}");
+    assert!(
+        stderr.contains("warning: the ServiceCIDR API is not served (or not readable) and --service-cidr was not given; could not ask the API server (a dry-run Service create in namespace expandvm failed: forbidden")
+            && stderr.contains(&format!("assuming ISTIO_SERVICE_CIDR={cidr}")),
+        "{stderr}"
+    );
+    let log = server.requests();
+    assert_eq!(
+        log.count("create", "/api/v1/namespaces/expandvm/services"),
+        1,
+        "one refused dry-run create, no real one: {:?}",
+        log.counts()
+    );
+    let (result, stdout, _) = run(&options(
+        &server,
+        &tmp.path().join("j"),
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--inbound-ports",
+            "80",
+            "-o",
+            "json",
+        ],
+    ))
+    .await;
+    assert!(result.is_ok());
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["serviceCidr"]["source"], "guessed", "{v}");
+    assert_eq!(v["serviceCidr"]["cidr"], "172.16.0.0/16");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -441,7 +494,8 @@ async fn cluster_error_paths() {
     let server = legacy_sim().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    // No istio.<sa>: a ServiceAccount Citadel never saw.
+    // No istio.<sa>: a ServiceAccount that does not exist, so Citadel never issues one and
+    // bundle does not wait (the default --wait is 60s).
     let (result, _, _) = run(&options(
         &server,
         &dir,
@@ -456,7 +510,22 @@ async fn cluster_error_paths() {
     ))
     .await;
     let err = result.unwrap_err();
-    assert!(matches!(err, Error::IdentityMissing { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::IdentityMissing {
+                account_exists: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("ServiceAccount expandvm/ghost does not exist"),
+        "{err}"
+    );
+    assert!(err.hint().unwrap().contains("-s ghost"), "{:?}", err.hint());
     assert!(!dir.exists(), "nothing written on error");
     // A secret whose key belongs to another identity (Citadel keeps it only if its root matches).
     let mut data = secret_data(&server, "expandvm", "istio.expandvm");

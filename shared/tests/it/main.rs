@@ -5,5 +5,6 @@ mod bundle_sim;
 mod connect;
 mod doctor_conformance;
 mod parsers_prop;
+mod reads;
 mod register;
 mod write;

@@ -20,7 +20,7 @@ fn scenario(name: &str) -> Scenario {
 }
 
 fn connection(server: &Server) -> Connection {
-    Connection::from_client(server.client(), "https://kube-sim")
+    Connection::from_client(server.client(), "default", "https://kube-sim")
 }
 
 fn namespace(name: &str, labels: &Value) -> Value {

@@ -89,6 +89,12 @@ fn need(id: &'static str, snap: &Snapshot, kinds: &[Kind]) -> Option<Vec<Finding
                 format!("cannot list {}: {why}", plural(*kind)),
             )]);
         }
+        if let Some(why) = snap.not_served.get(kind) {
+            return Some(vec![Finding::skip(
+                id,
+                format!("the cluster does not serve {}: {why}", plural(*kind)),
+            )]);
+        }
         if !snap.knows(*kind) {
             let what = match snap.source {
                 crate::snapshot::SourceKind::Live => "the cluster does not serve",

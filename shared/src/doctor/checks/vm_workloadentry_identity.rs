@@ -26,10 +26,14 @@ impl Check for VmWorkloadentryIdentity {
 
     fn run(&self, snap: &Snapshot, _ctx: &CheckContext) -> Vec<Finding> {
         if snap.source == SourceKind::Live && !snap.knows(Kind::WorkloadEntry) {
-            let why = snap.refused.get(&Kind::WorkloadEntry).map_or(
-                "the cluster does not serve WorkloadEntry (legacy mesh)",
-                String::as_str,
-            );
+            let why = match (
+                snap.refused.get(&Kind::WorkloadEntry),
+                snap.not_served.get(&Kind::WorkloadEntry),
+            ) {
+                (Some(refused), _) => refused.clone(),
+                (None, Some(why)) => format!("the cluster does not serve WorkloadEntries: {why}"),
+                (None, None) => "the cluster does not serve WorkloadEntries".to_owned(),
+            };
             return vec![Finding::skip(ID, why)];
         }
         let mut out = Vec::new();
