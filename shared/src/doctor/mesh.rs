@@ -1574,6 +1574,397 @@ spec:
         }
     }
 
+    fn dr(ns: &str, name: &str, age: u8, spec: &str) -> String {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}, creationTimestamp: '2020-01-0{age}T00:00:00Z'}}\nspec: {spec}\n"
+        )
+    }
+
+    /// The rule names (oldest policy first) a client resolves at each release.
+    fn at(yaml: &str, minor: u32, client: Option<&str>, host: &str, svc_ns: &str) -> Vec<String> {
+        let snap = Snapshot::from_yaml(yaml).unwrap();
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(minor),
+        );
+        names(&m, &m.resolve(client, host, Some(svc_ns)))
+    }
+
+    const CITADEL: &str = "istio-citadel.istio-system.svc.cluster.local";
+
+    #[test]
+    fn root_namespace_private_rule_ignored_by_1_4_read_first_by_modern() {
+        // push_context.go@1.4.2:633 (root proxies skip their namespace) and :669 (only exported
+        // root rules); push_context.go@1.8.0:766-773 (root proxies read private root rules first).
+        let yaml = dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "istio-system",
+            "citadel",
+            2,
+            &format!(
+                "{{host: {CITADEL}, exportTo: ['.'], trafficPolicy: {{tls: {{mode: DISABLE}}}}}}"
+            ),
+        );
+        let gw = Some("istio-system");
+        assert_eq!(
+            at(&yaml, 4, gw, CITADEL, "istio-system"),
+            ["istio-system/default"]
+        );
+        for minor in [8, 12, 13, 22, 24] {
+            assert_eq!(
+                at(&yaml, minor, gw, CITADEL, "istio-system"),
+                ["istio-system/citadel"],
+                "1.{minor}"
+            );
+        }
+        // Other clients never see the private rule.
+        assert_eq!(
+            at(&yaml, 22, Some("a"), CITADEL, "istio-system"),
+            ["istio-system/default"]
+        );
+    }
+
+    #[test]
+    fn root_proxy_orders_service_namespace_exports_before_root_exports() {
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "x",
+            2,
+            "{host: x, trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        for minor in [4, 8, 13, 22, 24] {
+            assert_eq!(
+                at(&yaml, minor, Some("istio-system"), host, "a"),
+                ["a/x"],
+                "1.{minor}"
+            );
+        }
+        // A private root rule comes before the Service namespace's (modern only); 1.14+ also
+        // takes `exportTo: [<root>]` as private (push_context.go@1.14.0:1709).
+        let private = dr(
+            "istio-system",
+            "gw",
+            3,
+            "{host: '*.local', exportTo: ['.'], trafficPolicy: {tls: {mode: SIMPLE}}}",
+        );
+        assert_eq!(
+            at(
+                &(yaml.clone() + &private),
+                4,
+                Some("istio-system"),
+                host,
+                "a"
+            ),
+            ["a/x"]
+        );
+        assert_eq!(
+            at(
+                &(yaml.clone() + &private),
+                8,
+                Some("istio-system"),
+                host,
+                "a"
+            ),
+            ["istio-system/gw"]
+        );
+        let own = dr(
+            "istio-system",
+            "gw",
+            3,
+            "{host: '*.local', exportTo: [istio-system], trafficPolicy: {tls: {mode: SIMPLE}}}",
+        );
+        assert_eq!(
+            at(&(yaml.clone() + &own), 13, Some("istio-system"), host, "a"),
+            ["a/x"]
+        );
+        assert_eq!(
+            at(&(yaml + &own), 22, Some("istio-system"), host, "a"),
+            ["istio-system/gw"]
+        );
+    }
+
+    #[test]
+    fn same_host_rules_merge_oldest_policy_first() {
+        // destination_rule.go@1.4.2:33-62, @1.8.0:35-84, @1.22.0:40-120.
+        let host = "x.a.svc.cluster.local";
+        let no_policy_first = dr("a", "old", 1, "{host: x, subsets: [{name: v1}]}")
+            + &dr(
+                "a",
+                "new",
+                2,
+                "{host: x, trafficPolicy: {tls: {mode: DISABLE}}, subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE}}}, {name: v2}]}",
+            );
+        let both = dr(
+            "a",
+            "old",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "new",
+            2,
+            "{host: x, trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        for minor in [4, 13, 22, 24] {
+            assert_eq!(
+                at(&no_policy_first, minor, Some("a"), host, "a"),
+                ["a/new", "a/old"],
+                "1.{minor}"
+            );
+            assert_eq!(
+                at(&both, minor, Some("b"), host, "a"),
+                ["a/old", "a/new"],
+                "1.{minor}"
+            );
+        }
+        let snap = Snapshot::from_yaml(&no_policy_first).unwrap();
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(22),
+        );
+        let g = m.resolve(Some("a"), host, Some("a"));
+        assert_eq!(m.group_tls(&g, Some(80), None), Some(TlsMode::Disable));
+        // The older rule's subset v1 (no policy) wins over the newer duplicate.
+        assert_eq!(
+            m.group_tls(&g, Some(80), Some("v1")),
+            Some(TlsMode::Disable)
+        );
+        // Equal timestamps: by `name.namespace` (config.go@1.4.2:374-378).
+        let tie = dr(
+            "b",
+            "x",
+            1,
+            "{host: x.a.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}",
+        ) + &dr(
+            "a",
+            "x",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: SIMPLE}}}",
+        ) + &dr(
+            "a",
+            "z",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        );
+        assert_eq!(at(&tie, 22, Some("a"), host, "a"), ["a/x", "a/z"]);
+    }
+
+    #[test]
+    fn export_to_most_specific_host_then_visibility() {
+        // push_context.go@1.8.0:807-817: the exact host exported to b only hides the wildcard
+        // from c; 1.4 reads exportTo[0] only (push_context.go@1.4.2:1313): [b] is public.
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "wild",
+            1,
+            "{host: '*.a.svc.cluster.local', trafficPolicy: {tls: {mode: SIMPLE}}}",
+        ) + &dr(
+            "a",
+            "x",
+            2,
+            "{host: x, exportTo: [b], trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        assert_eq!(at(&yaml, 4, Some("c"), host, "a"), ["a/x"]);
+        for minor in [8, 13, 22, 24] {
+            assert_eq!(
+                at(&yaml, minor, Some("c"), host, "a"),
+                ["istio-system/default"],
+                "1.{minor}"
+            );
+            assert_eq!(at(&yaml, minor, Some("b"), host, "a"), ["a/x"], "1.{minor}");
+            // Not exported to its own namespace: a's clients do not get it
+            // (push_context.go@1.8.0:1411), they get the wildcard.
+            assert_eq!(
+                at(&yaml, minor, Some("a"), host, "a"),
+                ["a/wild"],
+                "1.{minor}"
+            );
+        }
+        assert_eq!(at(&yaml, 4, Some("a"), host, "a"), ["a/x"]);
+    }
+
+    #[test]
+    fn default_destination_rule_export_to_from_mesh_config() {
+        let mesh_cm = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    defaultDestinationRuleExportTo: ['.']\n";
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "a",
+            "x",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        for minor in [4, 13, 24] {
+            assert_eq!(at(&yaml, minor, Some("b"), host, "a"), ["a/x"], "1.{minor}");
+            let private = yaml.clone() + mesh_cm;
+            assert!(
+                at(&private, minor, Some("b"), host, "a").is_empty(),
+                "1.{minor}"
+            );
+            assert_eq!(
+                at(&private, minor, Some("a"), host, "a"),
+                ["a/x"],
+                "1.{minor}"
+            );
+        }
+    }
+
+    #[test]
+    fn workload_selector_rules_from_1_14() {
+        // sidecar.go@1.22.0:668-690: a selector rule of the client's namespace that selects it,
+        // else the host's catch-all; selector rules are private (push_context.go@1.22.0:2002).
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "a",
+            "all",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "legacy-client",
+            2,
+            "{host: x, workloadSelector: {matchLabels: {app: old}}, trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        let snap = Snapshot::from_yaml(&yaml).unwrap();
+        let old: BTreeMap<&str, &str> = [("app", "old")].into();
+        let other: BTreeMap<&str, &str> = [("app", "new")].into();
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(22),
+        );
+        assert_eq!(
+            names(&m, &m.resolve_workload("a", &old, host, Some("a"))),
+            ["a/legacy-client", "a/all"]
+        );
+        assert_eq!(
+            names(&m, &m.resolve_workload("a", &other, host, Some("a"))),
+            ["a/all"]
+        );
+        assert_eq!(names(&m, &m.resolve(Some("b"), host, Some("a"))), ["a/all"]);
+        // 1.13 ignores the selector: one merged rule, the oldest policy.
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(13),
+        );
+        assert_eq!(
+            names(&m, &m.resolve_workload("a", &old, host, Some("a"))),
+            ["a/all", "a/legacy-client"]
+        );
+        // A host with only a selector rule: other workloads of the namespace get no rule at all
+        // (Pilot found the host, the sidecar scope picked nothing), not the mesh-wide one.
+        let only = dr(
+            "a",
+            "sel",
+            1,
+            "{host: x, workloadSelector: {matchLabels: {app: old}}, trafficPolicy: {tls: {mode: DISABLE}}}",
+        ) + &dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        );
+        let snap = Snapshot::from_yaml(&only).unwrap();
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(22),
+        );
+        assert!(m.resolve_workload("a", &other, host, Some("a")).is_empty());
+        assert_eq!(
+            names(&m, &m.resolve(Some("b"), host, Some("a"))),
+            ["istio-system/default"]
+        );
+    }
+
+    #[test]
+    fn export_to_keeps_same_host_rules_apart_in_1_24() {
+        // destination_rule.go@1.24.0:57-66 and push_context.go@1.24.0:1257-1266 against
+        // push_context.go@1.22.0:1228-1234 (the host's first non-empty exportTo decides).
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "for-b",
+            1,
+            "{host: x, exportTo: [b], trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "for-all",
+            2,
+            "{host: x, exportTo: ['*'], trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        assert_eq!(
+            at(&yaml, 22, Some("c"), host, "a"),
+            ["istio-system/default"]
+        );
+        assert_eq!(
+            at(&yaml, 22, Some("b"), host, "a"),
+            ["a/for-b", "a/for-all"]
+        );
+        assert_eq!(at(&yaml, 24, Some("c"), host, "a"), ["a/for-all"]);
+        // Both visible to b: the last catch-all entry is the one its sidecar takes.
+        assert_eq!(at(&yaml, 24, Some("b"), host, "a"), ["a/for-all"]);
+    }
+
+    #[test]
+    fn release_from_the_istiod_image() {
+        let snap = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod, namespace: istio-system}\nspec: {template: {spec: {containers: [{name: discovery, image: 'docker.io/istio/pilot:1.22.0'}]}}}\n").unwrap();
+        assert_eq!(Release::of(&snap, Some(Era::Modern)), Release::minor(22));
+        let bare = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod, namespace: istio-system}\n").unwrap();
+        let r = Release::of(&bare, Some(Era::Modern));
+        assert_eq!(
+            (r.minor, r.from),
+            (Release::NEWEST, ReleaseFrom::AssumedNewest)
+        );
+        assert!(r.describe().contains("assumed"));
+        assert_eq!(Release::of(&bare, Some(Era::Legacy)).minor, 4);
+        assert_eq!(
+            crate::snapshot::istio_minor_of_image("gcr.io/istio-release/pilot:1.4.2-distroless"),
+            Some(4)
+        );
+        assert_eq!(
+            crate::snapshot::istio_minor_of_image("localhost:5000/pilot"),
+            None
+        );
+        assert_eq!(
+            crate::snapshot::istio_minor_of_image("istio/pilot:latest"),
+            None
+        );
+    }
+
     #[test]
     fn peer_modes() {
         let (snap, root) = mesh(
