@@ -641,6 +641,8 @@ pub struct Mesh<'a> {
     exported: HashMap<&'a str, Pool>,
     /// The root namespace's private rules (modern: read first by root-namespace proxies).
     root_private: Pool,
+    /// Every namespace some rule's `exportTo` names (merged rules share one `exportTo`).
+    named_in_exports: BTreeSet<String>,
     /// Every Service as a destination.
     pub dests: Vec<Dest<'a>>,
     dest_by_host: HashMap<String, usize>,
@@ -703,6 +705,10 @@ impl<'a> Mesh<'a> {
         let mut exported: HashMap<&'a str, Pool> = HashMap::new();
         let mut root_private = Pool::default();
         let mut rule_namespaces = BTreeSet::new();
+        let rules_named: BTreeSet<String> = rules
+            .iter()
+            .flat_map(|r| r.export_raw.iter().cloned())
+            .collect();
         for i in order {
             let r = &rules[i];
             rule_namespaces.insert(r.ns);
@@ -951,6 +957,7 @@ impl<'a> Mesh<'a> {
             local,
             exported,
             root_private,
+            named_in_exports: rules_named,
             dests,
             dest_by_host,
             root_ns: root_ns.to_string(),
@@ -1183,7 +1190,7 @@ impl<'a> Mesh<'a> {
         let root = self.root_ns.as_str();
         self.clients().filter(move |c| match c {
             None => true,
-            Some(c) => *c == rule.ns || *c == root || rule.export_raw.iter().any(|e| e == c),
+            Some(c) => *c == rule.ns || *c == root || self.named_in_exports.contains(*c),
         })
     }
 
