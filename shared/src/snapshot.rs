@@ -1165,8 +1165,10 @@ fn trim(kind: Kind, map: &mut Map<String, Value>) {
             let list = |key: &str| -> Value {
                 spec.and_then(|s| s.get(key))
                     .and_then(Value::as_array)
-                    .map(|cs| Value::Array(cs.iter().map(keep).collect()))
-                    .unwrap_or_else(|| Value::Array(Vec::new()))
+                    .map_or_else(
+                        || Value::Array(Vec::new()),
+                        |cs| Value::Array(cs.iter().map(keep).collect()),
+                    )
             };
             let mut trimmed = serde_json::json!({"containers": list("containers"), "initContainers": list("initContainers")});
             if let Some(h) = spec.and_then(|s| s.get("hostNetwork")) {

@@ -508,6 +508,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
     let mut findings = Vec::new();
     let mut era = None;
     let mut auto_mtls = false;
+    let mut release = None;
     for (i, snap) in snaps.iter().enumerate() {
         let others = snaps
             .iter()
@@ -519,6 +520,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         if i == 0 {
             era = ctx.era;
             auto_mtls = ctx.auto_mtls;
+            release = ctx.era.map(|_| ctx.mesh.release.describe());
         }
         for check in checks::ALL {
             let produced = match precondition(*check, snap) {
@@ -540,6 +542,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
     Report {
         era,
         auto_mtls,
+        release,
         findings,
         fallback_origin,
     }

@@ -17,6 +17,8 @@ pub struct Report {
     pub era: Option<Era>,
     /// Auto mTLS in effect.
     pub auto_mtls: bool,
+    /// The Pilot release judged as (`1.22`, or the assumed newest, said so).
+    pub release: Option<String>,
     /// Findings in check order.
     pub findings: Vec<Finding>,
     /// Where SARIF points findings that name no manifest object (the first `-f` file), since
@@ -41,6 +43,8 @@ pub struct Summary {
 #[serde(rename_all = "camelCase")]
 struct JsonReport<'a> {
     era: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pilot_release: Option<&'a str>,
     auto_mtls: bool,
     summary: Summary,
     findings: Vec<JsonFinding<'a>>,
@@ -104,6 +108,7 @@ impl Report {
     fn json(&self) -> JsonReport<'_> {
         JsonReport {
             era: self.era_text(),
+            pilot_release: self.release.as_deref(),
             auto_mtls: self.auto_mtls,
             summary: self.summary(),
             findings: self
@@ -185,8 +190,11 @@ impl Report {
         let s = self.summary();
         writeln!(
             out,
-            "\nera {} · auto mTLS {} · {} pass, {} warn, {} fail, {} skip",
+            "\nera {}{} · auto mTLS {} · {} pass, {} warn, {} fail, {} skip",
             self.era_text(),
+            self.release
+                .as_ref()
+                .map_or(String::new(), |r| format!(" · judged as Pilot {r}")),
             if self.auto_mtls { "on" } else { "off" },
             s.pass,
             s.warn,
@@ -277,6 +285,7 @@ mod tests {
         Report {
             era: Some(Era::Legacy),
             auto_mtls: false,
+            release: None,
             findings: vec![
                 Finding::pass("ca.plugged", "ok"),
                 fail,
@@ -382,6 +391,23 @@ mod tests {
         assert_eq!(
             v["runs"][0]["results"][1]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
             "gitops/a.yaml"
+        );
+    }
+
+    #[test]
+    fn the_release_judged_is_reported() {
+        let mut r = report();
+        r.release = Some("1.4 (legacy era)".into());
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Json, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["pilotRelease"], "1.4 (legacy era)");
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Table, false).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("era legacy · judged as Pilot 1.4 (legacy era) · auto mTLS off")
         );
     }
 

@@ -124,6 +124,35 @@ mod tests {
     }
 
     #[test]
+    fn private_citadel_rule_in_the_root_namespace_is_ignored_by_1_4() {
+        // The 1.4 gateway in the root namespace reads only exported root rules
+        // (pilot/pkg/model/push_context.go@1.4.2:633,669): `exportTo: ['.']` hides the rule.
+        let private = CITADEL_DR.replace("spec:\n", "spec:\n  exportTo: ['.']\n");
+        let fixture = Fixture::legacy()
+            .with_default_dr()
+            .with(&private)
+            .with(PILOT_DR);
+        let out = fixture.run(&MtlsControlPlanePlaintext);
+        assert_eq!(
+            flagged(&out),
+            [(Fail, "Service istio-system/istio-citadel".into())],
+            "{out:#?}"
+        );
+        assert!(
+            out[0].message.contains("istio-system/default"),
+            "{}",
+            out[0].message
+        );
+        // Exported, the same rule is what the gateway takes.
+        let out = Fixture::legacy()
+            .with_default_dr()
+            .with_citadel_dr()
+            .with(PILOT_DR)
+            .run(&MtlsControlPlanePlaintext);
+        expect(&out, Pass, "exported citadel rule");
+    }
+
+    #[test]
     fn names_the_service_and_offers_the_runbook_rule() {
         let out = Fixture::legacy()
             .with_default_dr()
