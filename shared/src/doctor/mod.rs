@@ -307,6 +307,34 @@ impl Severity {
     }
 }
 
+/// When a finding's problem bites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Breaks {
+    /// Already broken, whatever the peer authentication mode.
+    #[serde(rename = "now")]
+    Now,
+    /// Breaks once STRICT mTLS is turned on.
+    #[serde(rename = "when-strict")]
+    WhenStrict,
+}
+
+impl Breaks {
+    /// The name used in JSON/YAML (`now`, `when-strict`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Breaks::Now => "now",
+            Breaks::WhenStrict => "when-strict",
+        }
+    }
+    /// The wording used in the table and messages.
+    pub fn wording(self) -> &'static str {
+        match self {
+            Breaks::Now => "breaks now",
+            Breaks::WhenStrict => "breaks when STRICT is turned on",
+        }
+    }
+}
+
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -330,6 +358,10 @@ pub struct Finding {
     pub origin: Option<Origin>,
     /// The kubeconfig context, when several clusters are checked.
     pub context: Option<String>,
+    /// The namespaces the finding concerns (sorted, unique); empty: the whole mesh.
+    pub namespaces: Vec<String>,
+    /// For warn/fail: whether it breaks now or when STRICT is turned on.
+    pub breaks: Option<Breaks>,
 }
 
 impl Finding {
@@ -343,6 +375,8 @@ impl Finding {
             hint: String::new(),
             origin: None,
             context: None,
+            namespaces: Vec::new(),
+            breaks: None,
         }
     }
     /// The one `pass` a check emits when it has nothing to report.
@@ -374,6 +408,41 @@ impl Finding {
         self.object = reference.into();
         self
     }
+    /// Say which namespaces the finding concerns (added to those already named).
+    #[must_use]
+    pub fn namespaces<S: AsRef<str>>(mut self, namespaces: impl IntoIterator<Item = S>) -> Self {
+        for ns in namespaces {
+            let ns = ns.as_ref();
+            if !ns.is_empty() && !self.namespaces.iter().any(|n| n == ns) {
+                self.namespaces.push(ns.to_string());
+            }
+        }
+        self.namespaces.sort();
+        self
+    }
+    /// Say the finding concerns one namespace.
+    #[must_use]
+    pub fn ns(self, namespace: &str) -> Self {
+        self.namespaces([namespace])
+    }
+    /// It is broken already, whatever the peer authentication mode.
+    #[must_use]
+    pub fn now(mut self) -> Self {
+        self.breaks = Some(Breaks::Now);
+        self
+    }
+    /// It breaks once STRICT is turned on.
+    #[must_use]
+    pub fn when_strict(mut self) -> Self {
+        self.breaks = Some(Breaks::WhenStrict);
+        self
+    }
+    /// Set when it breaks.
+    #[must_use]
+    pub fn breaks(mut self, breaks: Breaks) -> Self {
+        self.breaks = Some(breaks);
+        self
+    }
     /// Add a hint.
     #[must_use]
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -402,6 +471,9 @@ pub struct CheckContext<'a> {
     pub others: Vec<&'a Snapshot>,
     /// The mesh model (DestinationRule index, destinations, peer authentication).
     pub mesh: mesh::Mesh<'a>,
+    /// The workloads (live Pods, else the pod templates of `-f` controllers), computed once
+    /// for every check that judges workloads.
+    pub workloads: Vec<checks::workloads::Workload<'a>>,
 }
 
 /// Settings from the command line that change how checks judge.
@@ -461,6 +533,7 @@ impl<'a> CheckContext<'a> {
             expiry_warn_secs: i64::from(opts.expiry_warning_days.unwrap_or(30)) * 24 * 3600,
             others,
             mesh,
+            workloads: checks::workloads::collect(snap),
         }
     }
 }
