@@ -24,7 +24,7 @@ use crate::args::{DoctorArgs, DoctorOutput, FailOn};
 use crate::cli::{Diagnose, KubeArgs, Outcome, UsageError};
 use crate::istio::{DEFAULT_ISTIO_NAMESPACE, Era, IstioKind};
 use crate::kube::{Action, Connection};
-use crate::snapshot::{Bundle, Obj, Origin, Snapshot};
+use crate::snapshot::{Bundle, Kind, Obj, Origin, Snapshot};
 
 pub use report::Report;
 
@@ -282,10 +282,11 @@ async fn apply_rule(conn: &Connection, obj: &Obj) -> Result<(), Error> {
 }
 
 /// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Nothing to report.
+    #[default]
     Pass,
     /// The check could not run from this source.
     Skip,
@@ -342,7 +343,7 @@ impl fmt::Display for Severity {
 }
 
 /// One result of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Finding {
     /// The check's stable id, e.g. `mtls.default-dr`.
     pub check: &'static str,
@@ -546,12 +547,80 @@ pub trait Check: Sync {
     fn describe(&self) -> &'static str;
     /// Run over one snapshot.
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding>;
+    /// When this check's warn/fail findings break, unless a finding says so itself.
+    fn breaks(&self) -> Breaks {
+        Breaks::WhenStrict
+    }
+    /// Whether the check is about VMs joining (gateway, bundle, network, VM identity): its
+    /// findings that name no namespace concern the namespaces VMs live in.
+    fn vm_scoped(&self) -> bool {
+        false
+    }
+}
+
+/// Fill in what a warn/fail finding leaves unsaid: when it breaks (the check's default) and
+/// which namespaces it concerns — a DestinationRule's destinations' namespaces (none for a
+/// mesh-wide host), else the named object's namespace outside the Istio namespace, else (VM
+/// checks) the namespaces of WorkloadGroups/WorkloadEntries; otherwise the whole mesh.
+fn scope(f: &mut Finding, check: &dyn Check, snap: &Snapshot, ctx: &CheckContext) {
+    if !matches!(f.severity, Severity::Warn | Severity::Fail) {
+        return;
+    }
+    if f.breaks.is_none() {
+        f.breaks = Some(check.breaks());
+    }
+    if !f.namespaces.is_empty() {
+        return;
+    }
+    if let Some(rule) = ctx
+        .mesh
+        .rules
+        .iter()
+        .find(|r| r.obj.reference() == f.object)
+    {
+        if mesh::is_mesh_wide(&rule.host) {
+            return;
+        }
+        let mut nss: Vec<String> = ctx
+            .mesh
+            .dests_matching(&rule.host)
+            .iter()
+            .filter(|d| !d.exempt)
+            .map(|d| d.ns().to_string())
+            .collect();
+        nss.extend(mesh::host_namespace(&rule.host).map(str::to_string));
+        nss.extend(mesh::namespace_wide(&rule.host).map(str::to_string));
+        nss.retain(|n| n != &ctx.istio_ns && !mesh::SYSTEM_NAMESPACES.contains(&n.as_str()));
+        let taken = std::mem::take(f);
+        *f = taken.namespaces(nss);
+        return;
+    }
+    let object_ns = f
+        .object
+        .split_once(' ')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(ns, _)| ns.to_string());
+    if let Some(ns) = object_ns.filter(|ns| *ns != ctx.istio_ns) {
+        let taken = std::mem::take(f);
+        *f = taken.ns(&ns);
+        return;
+    }
+    if check.vm_scoped() {
+        let vm_ns: Vec<&str> = snap
+            .of(Kind::WorkloadGroup)
+            .iter()
+            .chain(snap.of(Kind::WorkloadEntry))
+            .map(Obj::namespace)
+            .collect();
+        let taken = std::mem::take(f);
+        *f = taken.namespaces(vm_ns);
+    }
 }
 
 /// A `skip` for checks the source cannot serve at all: mesh checks on a bundle-only run, and
 /// mTLS checks on a cluster without an Istio control plane or DestinationRules we may list.
 fn precondition(check: &dyn Check, snap: &Snapshot) -> Option<Finding> {
-    use crate::snapshot::{Kind, SourceKind};
+    use crate::snapshot::SourceKind;
     let id = check.id();
     if snap.source == SourceKind::None && !id.starts_with("bundle.") {
         return Some(Finding::skip(
@@ -574,6 +643,43 @@ fn precondition(check: &dyn Check, snap: &Snapshot) -> Option<Finding> {
         }
     }
     None
+}
+
+/// The namespaces a snapshot shows (Namespace objects, and those holding Services, workloads,
+/// DestinationRules or policies), without Kubernetes' system namespaces: the rows of the
+/// readiness table.
+fn namespaces_of(snap: &Snapshot) -> Vec<String> {
+    let mut out: std::collections::BTreeSet<String> = snap
+        .of(Kind::Namespace)
+        .iter()
+        .map(|n| n.name().to_string())
+        .collect();
+    for kind in [
+        Kind::Service,
+        Kind::Pod,
+        Kind::DestinationRule,
+        Kind::PeerAuthentication,
+        Kind::Policy,
+        Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
+    ] {
+        out.extend(
+            snap.of(kind)
+                .iter()
+                .map(|o| o.namespace().to_string())
+                .filter(|n| !n.is_empty()),
+        );
+    }
+    out.extend(
+        snap.controllers
+            .iter()
+            .map(|c| c.namespace())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string),
+    );
+    out.into_iter()
+        .filter(|n| !mesh::SYSTEM_NAMESPACES.contains(&n.as_str()))
+        .collect()
 }
 
 /// Run every check over every snapshot (one per `--context`, or the single source).
@@ -601,6 +707,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
                 None => check.run(snap, &ctx),
             };
             for mut f in produced {
+                scope(&mut f, *check, snap, &ctx);
                 if snaps.len() > 1 {
                     f.context.clone_from(&snap.context);
                 }
@@ -612,12 +719,14 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         .first()
         .and_then(|s| s.objects.values().flatten().find_map(|o| o.origin.clone()))
         .map(|o| Origin { line: 1, ..o });
+    let namespaces = Report::readiness(snaps.iter().flat_map(namespaces_of), &findings);
     Report {
         era,
         auto_mtls,
         release,
         findings,
         fallback_origin,
+        namespaces,
     }
 }
 

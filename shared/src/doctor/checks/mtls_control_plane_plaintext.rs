@@ -2,7 +2,7 @@
 
 use super::or_pass;
 use crate::doctor::mesh::tls_text;
-use crate::doctor::{Check, CheckContext, Finding, fix};
+use crate::doctor::{Breaks, Check, CheckContext, Finding, fix};
 use crate::istio::Era;
 use crate::snapshot::{Kind, Snapshot};
 
@@ -19,6 +19,10 @@ impl Check for MtlsControlPlanePlaintext {
 
     fn describe(&self) -> &'static str {
         "legacy mesh expansion with a mesh-wide ISTIO_MUTUAL rule but no DISABLE rule for istio-citadel 8060 (and istio-pilot 15011)"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
