@@ -673,7 +673,7 @@ fn namespaces_of(snap: &Snapshot) -> Vec<String> {
     out.extend(
         snap.controllers
             .iter()
-            .map(|c| c.namespace())
+            .map(Obj::namespace)
             .filter(|n| !n.is_empty())
             .map(str::to_string),
     );
@@ -802,6 +802,42 @@ mod tests {
         assert_eq!(o.checks.istio_namespace.as_deref(), Some("mesh"));
         assert_eq!(o.checks.expiry_warning_days, Some(7));
         assert_eq!(resolve(&[]).unwrap().checks.istio_namespace, None);
+    }
+
+    #[test]
+    fn run_all_scopes_findings_and_answers_per_namespace() {
+        let yaml = format!(
+            "{}---\n{}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: batch}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: job, namespace: batch}}\nspec: {{template: {{spec: {{containers: [{{name: a}}]}}}}}}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: bookinfo}}\nspec: {{host: reviews, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\n",
+            testutil::LEGACY,
+            testutil::DEFAULT_DR
+        );
+        let snap = Snapshot::from_yaml(&yaml).unwrap();
+        let report = run_all(std::slice::from_ref(&snap), &CheckOptions::default());
+        let conflict = report
+            .findings
+            .iter()
+            .find(|f| f.check == "mtls.dr-conflict" && f.severity == Severity::Fail)
+            .expect("the DISABLE rule conflicts");
+        assert_eq!(
+            conflict.namespaces,
+            ["bookinfo"],
+            "scoped to the rule's host"
+        );
+        assert_eq!(conflict.breaks, Some(Breaks::WhenStrict));
+        assert!(
+            report
+                .findings
+                .iter()
+                .filter(|f| matches!(f.severity, Severity::Warn | Severity::Fail))
+                .all(|f| f.breaks.is_some()),
+            "every warn/fail says when it breaks"
+        );
+        let row = |n: &str| report.namespaces.iter().find(|r| r.name == n).unwrap();
+        assert!(!row("bookinfo").ready);
+        assert!(row("bookinfo").blockers.contains(&"mtls.dr-conflict"));
+        assert!(!row("batch").blockers.contains(&"mtls.dr-conflict"));
+        assert!(row("batch").warnings.contains(&"mtls.plaintext-clients"));
+        assert!(!row("bookinfo").warnings.contains(&"mtls.plaintext-clients"));
     }
 
     #[tokio::test]

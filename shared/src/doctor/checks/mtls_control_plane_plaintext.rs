@@ -25,6 +25,10 @@ impl Check for MtlsControlPlanePlaintext {
         Breaks::Now
     }
 
+    fn vm_scoped(&self) -> bool {
+        true
+    }
+
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
         match ctx.era {
             Some(Era::Modern) => {

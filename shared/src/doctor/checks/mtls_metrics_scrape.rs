@@ -557,7 +557,7 @@ mod tests {
 
     /// The two pod jobs of the 1.4 addon config (istio/istio@1.4.2
     /// install/kubernetes/helm/istio/charts/prometheus/templates/configmap.yaml:209-261), as data.
-    const ADDON: &str = r#"
+    const ADDON: &str = r"
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: prometheus, namespace: istio-system}
@@ -606,7 +606,7 @@ spec:
   template:
     metadata: {annotations: {sidecar.istio.io/inject: 'false'}}
     spec: {containers: [{name: prometheus, image: docker.io/prom/prometheus:v2.12.0}]}
-"#;
+";
 
     /// A plain pod job with no sidecar filter.
     const PLAIN: &str = r"
