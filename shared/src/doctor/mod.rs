@@ -572,12 +572,16 @@ fn scope(f: &mut Finding, check: &dyn Check, snap: &Snapshot, ctx: &CheckContext
     if !f.namespaces.is_empty() {
         return;
     }
-    if let Some(rule) = ctx
-        .mesh
-        .rules
-        .iter()
-        .find(|r| r.obj.reference() == f.object)
-    {
+    let dr = f
+        .object
+        .strip_prefix("DestinationRule ")
+        .and_then(|r| r.split_once('/'));
+    if let Some(rule) = dr.and_then(|(ns, name)| {
+        ctx.mesh
+            .rules
+            .iter()
+            .find(|r| r.ns == ns && r.obj.name() == name)
+    }) {
         if mesh::is_mesh_wide(&rule.host) {
             return;
         }
