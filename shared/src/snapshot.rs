@@ -248,7 +248,9 @@ impl Kind {
     fn keeps(self, name: &str) -> bool {
         match self {
             Kind::Secret => name == istio::CACERTS_SECRET || name.starts_with("istio."),
-            Kind::ConfigMap | Kind::Deployment => name.starts_with("istio"),
+            // `prometheus`: the 1.4 addon's scrape config (mtls.metrics-scrape reads its jobs).
+            Kind::ConfigMap => name.starts_with("istio") || name == "prometheus",
+            Kind::Deployment => name.starts_with("istio"),
             _ => true,
         }
     }
@@ -748,6 +750,10 @@ pub struct Snapshot {
     pub networking_version: Option<String>,
     /// The VM bundle, when `--bundle` was given.
     pub bundle: Option<Bundle>,
+    /// Workload controllers read with `-f` (Deployments, StatefulSets, DaemonSets, Jobs,
+    /// CronJobs, whatever their name): their pod templates are the workloads doctor judges
+    /// when the source holds no live Pods.
+    pub controllers: Vec<Obj>,
 }
 
 impl Snapshot {
@@ -771,6 +777,9 @@ impl Snapshot {
     /// Add one object (kept only when doctor reads its kind).
     pub fn push(&mut self, obj: Obj) {
         let api_version = obj.str_at(&["apiVersion"]).unwrap_or_default();
+        if self.source != SourceKind::Live && is_controller(api_version, obj.kind()) {
+            self.controllers.push(obj.clone());
+        }
         let Some(kind) = Kind::from_manifest(api_version, obj.kind()) else {
             return;
         };
@@ -1014,6 +1023,24 @@ impl Snapshot {
         istio::era_from_deployments(self.of(Kind::Deployment).iter().map(Obj::name))
     }
 
+    /// The Istio minor release of the control plane, from the image tag of the istiod (or 1.4
+    /// istio-pilot) Deployment's `discovery` container (`docker.io/istio/pilot:1.22.0` → 22).
+    pub fn istio_minor(&self) -> Option<u32> {
+        self.of(Kind::Deployment)
+            .iter()
+            .filter(|d| {
+                matches!(d.name(), "istiod" | "istio-pilot") || d.name().starts_with("istiod-")
+            })
+            .flat_map(|d| {
+                d.at(&["spec", "template", "spec", "containers"])
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
+            .filter_map(|c| c.get("image").and_then(Value::as_str))
+            .find_map(istio_minor_of_image)
+    }
+
     /// The mesh config (`mesh` key of the `istio` ConfigMap in the Istio namespace), parsed.
     pub fn mesh_config(&self) -> Option<Value> {
         let ns = self.istio_namespace();
@@ -1050,6 +1077,34 @@ impl Snapshot {
             .or_else(|| self.auto_mtls_configured())
             .unwrap_or(self.era() == Some(Era::Modern))
     }
+}
+
+/// Whether a manifest is a workload controller with a pod template.
+fn is_controller(api_version: &str, kind: &str) -> bool {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    match kind {
+        "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet" => {
+            matches!(group, "apps" | "extensions")
+        }
+        "Job" | "CronJob" => group == "batch",
+        _ => false,
+    }
+}
+
+/// The Istio minor release of an image reference: `docker.io/istio/pilot:1.22.0` → 22,
+/// `…:1.4.2-distroless` → 4; `None` for digests, `latest` and other tags.
+pub fn istio_minor_of_image(image: &str) -> Option<u32> {
+    let tag = image.rsplit_once('@').map_or(image, |(i, _)| i);
+    let (_, tag) = tag
+        .rsplit_once(':')
+        .filter(|(name, _)| !name.ends_with('/'))?;
+    if tag.contains('/') {
+        return None;
+    }
+    let mut parts = tag.split(['.', '-']);
+    (parts.next()? == "1")
+        .then(|| parts.next()?.parse().ok())
+        .flatten()
 }
 
 enum Listed {
@@ -1109,33 +1164,67 @@ fn trim(kind: Kind, map: &mut Map<String, Value>) {
     }
     match kind {
         Kind::Pod => {
-            let containers: Vec<Value> = map
-                .get("spec")
-                .and_then(|s| s.get("containers"))
-                .and_then(Value::as_array)
-                .map(|cs| {
-                    cs.iter()
-                        .map(|c| serde_json::json!({"name": c.get("name").cloned().unwrap_or(Value::Null)}))
-                        .collect()
-                })
-                .unwrap_or_default();
-            map.insert("spec".into(), serde_json::json!({"containers": containers}));
+            // Kept: what doctor judges workloads by (sidecar, probes, ports, host network).
+            let keep = |c: &Value| -> Value {
+                let mut out = Map::new();
+                for key in [
+                    "name",
+                    "image",
+                    "ports",
+                    "readinessProbe",
+                    "livenessProbe",
+                    "startupProbe",
+                ] {
+                    if let Some(v) = c.get(key) {
+                        out.insert(key.into(), v.clone());
+                    }
+                }
+                Value::Object(out)
+            };
+            let spec = map.get("spec");
+            let list = |key: &str| -> Value {
+                spec.and_then(|s| s.get(key))
+                    .and_then(Value::as_array)
+                    .map_or_else(
+                        || Value::Array(Vec::new()),
+                        |cs| Value::Array(cs.iter().map(keep).collect()),
+                    )
+            };
+            let mut trimmed = serde_json::json!({"containers": list("containers"), "initContainers": list("initContainers")});
+            if let Some(h) = spec.and_then(|s| s.get("hostNetwork")) {
+                trimmed["hostNetwork"] = h.clone();
+            }
+            map.insert("spec".into(), trimmed);
             map.remove("status");
         }
         Kind::Deployment => {
-            // Keep the pod template's labels: a Gateway selects its proxies by their pods' labels.
+            // Kept: the pod template's labels (a Gateway selects its proxies by their pods'
+            // labels) and container images (the istiod image tag names the Istio release).
             let labels = map
                 .get("spec")
                 .and_then(|s| s.pointer("/template/metadata/labels"))
-                .cloned();
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({}));
+            let images: Vec<Value> = map
+                .get("spec")
+                .and_then(|s| s.pointer("/template/spec/containers"))
+                .and_then(Value::as_array)
+                .map(|cs| {
+                    cs.iter()
+                        .map(
+                            |c| serde_json::json!({"name": c.get("name"), "image": c.get("image")}),
+                        )
+                        .collect()
+                })
+                .unwrap_or_default();
             map.remove("status");
-            map.remove("spec");
-            if let Some(labels) = labels {
-                map.insert(
-                    "spec".into(),
-                    serde_json::json!({"template": {"metadata": {"labels": labels}}}),
-                );
-            }
+            map.insert(
+                "spec".into(),
+                serde_json::json!({"template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": images},
+                }}),
+            );
         }
         _ => {}
     }

@@ -1,10 +1,32 @@
 //! The mesh as Istio sees it: DestinationRule resolution, in-mesh destinations, peer authentication.
 //!
-//! Resolution follows Pilot: a client namespace's own rules first, then rules the Service's
-//! namespace exports to the client, then rules the root namespace exports; within one namespace
-//! the most specific host wins (exact, then the longest wildcard suffix, then `*`), and among
-//! equally specific rules the oldest. Lookups use hash indexes by exact host and by wildcard
-//! suffix, so a host costs O(labels), not O(rules).
+//! Resolution follows Pilot, release by release ([`Release`]): a client namespace's own rules
+//! first (a proxy in the root namespace instead looks at the root namespace's private rules —
+//! modern — or skips this step — 1.4), then the rules the Service's namespace exports, then the
+//! rules the root namespace exports. Within one pool the most specific host wins (exact, then
+//! the longest wildcard suffix, then `*`); rules for the same host are merged oldest first
+//! (creationTimestamp, then `name.namespace`): subsets added, the first top-level
+//! `trafficPolicy` kept. Lookups use hash indexes by host, so a host costs O(labels), not
+//! O(rules).
+//!
+//! Sources (istio/istio; behaviour modelled, no code copied):
+//! - 1.4: `pilot/pkg/model/push_context.go@1.4.2:608-676` (lookup order; root-namespace proxies
+//!   skip their own namespace, :633), `:1271-1353` (pools; only `exportTo[0]` counts, anything
+//!   but `.` is public, :1313; empty uses `defaultDestinationRuleExportTo`, :1111-1118),
+//!   `destination_rule.go@1.4.2:33-62` (merge), `config.go@1.4.2:369-382` (age order).
+//! - 1.8/1.12/1.13: `push_context.go@1.8.0:734-820` (root-namespace proxies read the root's
+//!   private rules first, :757-773; exported rules: most specific host, then its exportTo, :812),
+//!   `:1394-1450` (local pool: unset, `*`, `.` or own namespace, :1411; private-only: `["."]`
+//!   or unset with a `.` default, :1428-1430); same at `@1.12.0:931-1040,1601-1660` and
+//!   `@1.13.0:943-1050,1634-1690`; merge `destination_rule.go@1.8.0:35-84`.
+//! - 1.14+: `workloadSelector` rules are private (`push_context.go@1.14.0:1685`), `[own ns]`
+//!   is private-only (`:1709`), and a client takes a selector rule of its own namespace that
+//!   selects it, else the host's catch-all rule (`sidecar.go@1.14.0:564`,
+//!   `sidecar.go@1.22.0:668-690`); 1.22 sorts selector rules first
+//!   (`push_context.go@1.22.0:1954-1975,1984`), merge `destination_rule.go@1.22.0:40-120`.
+//! - 1.24 (current): same-host rules with different `exportTo` stay separate
+//!   (`destination_rule.go@1.24.0:57-66`, `features/experimental.go@1.24.0:204` default on) and
+//!   every entry's own `exportTo` is checked (`push_context.go@1.24.0:1251-1268`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -160,6 +182,10 @@ pub struct Rule<'a> {
     pub export: Export,
     /// Whether it has a `workloadSelector` (then it applies only to selected clients).
     pub selective: bool,
+    /// `exportTo` as written.
+    pub export_raw: Vec<String>,
+    /// `workloadSelector.matchLabels`.
+    pub selector: Option<BTreeMap<String, String>>,
 }
 
 impl<'a> Rule<'a> {
@@ -175,6 +201,20 @@ impl<'a> Rule<'a> {
             ),
             export: Export::parse(spec, ns),
             selective: spec.get("workloadSelector").is_some(),
+            export_raw: spec
+                .get("exportTo")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            selector: spec.get("workloadSelector").map(|w| {
+                string_map(w.get("matchLabels"))
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
         }
     }
 
@@ -306,12 +346,189 @@ pub fn port_entry(policy: &Value, port: u32) -> Option<&Value> {
         .find(|e| e.pointer("/port/number").and_then(Value::as_u64) == Some(u64::from(port)))
 }
 
-#[derive(Default, Debug)]
-struct NsRules {
-    exact: HashMap<String, Vec<usize>>,
-    /// Wildcard rules by suffix: `*.local` → `.local`.
-    wild: HashMap<String, Vec<usize>>,
-    star: Vec<usize>,
+/// The Pilot release doctor judges as: the Istio minor (4 for the legacy era).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// `1.<minor>`.
+    pub minor: u32,
+    /// Where the minor comes from.
+    pub from: ReleaseFrom,
+}
+
+/// How doctor knows the release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseFrom {
+    /// The istiod / istio-pilot image tag.
+    Image,
+    /// The legacy era (Citadel + Pilot Deployments): 1.4.
+    LegacyEra,
+    /// Unknown: the newest behaviour doctor models is assumed.
+    AssumedNewest,
+}
+
+impl Release {
+    /// The newest minor whose behaviour is modelled ("current" in the version matrix).
+    pub const NEWEST: u32 = 24;
+
+    /// The release of a snapshot: the image tag, else 1.4 for the legacy era, else the newest.
+    pub fn of(snap: &Snapshot, era: Option<Era>) -> Release {
+        match (snap.istio_minor(), era) {
+            (Some(minor), _) => Release {
+                minor,
+                from: ReleaseFrom::Image,
+            },
+            (None, Some(Era::Legacy)) => Release {
+                minor: 4,
+                from: ReleaseFrom::LegacyEra,
+            },
+            _ => Release {
+                minor: Self::NEWEST,
+                from: ReleaseFrom::AssumedNewest,
+            },
+        }
+    }
+    /// A release by minor (tests, conformance).
+    pub fn minor(minor: u32) -> Release {
+        Release {
+            minor,
+            from: ReleaseFrom::Image,
+        }
+    }
+    /// Istio 1.4's Pilot (no root-namespace private pool, `exportTo[0]` only).
+    pub fn legacy(self) -> bool {
+        self.minor < 5
+    }
+    /// DestinationRule `workloadSelector` is honoured (1.14+).
+    pub fn selectors(self) -> bool {
+        self.minor >= 14
+    }
+    /// Same-host rules with different `exportTo` stay separate (1.24+).
+    pub fn enhanced_merge(self) -> bool {
+        self.minor >= 24
+    }
+    /// `1.22`, plus "(assumed: …)" when unknown.
+    pub fn describe(self) -> String {
+        match self.from {
+            ReleaseFrom::Image => format!("1.{}", self.minor),
+            ReleaseFrom::LegacyEra => "1.4 (legacy era)".into(),
+            ReleaseFrom::AssumedNewest => format!(
+                "1.{} (assumed: no istiod image tag in the source; the newest behaviour modelled)",
+                self.minor
+            ),
+        }
+    }
+}
+
+/// Rules merged for one host in one pool, as Pilot keeps them: members oldest first.
+#[derive(Debug, Clone)]
+struct Entry {
+    members: Vec<usize>,
+    /// The `exportTo` that decides visibility (raw values).
+    export: BTreeSet<String>,
+    /// `workloadSelector.matchLabels` (1.14+).
+    selector: Option<BTreeMap<String, String>>,
+}
+
+/// One pool of rules by host (resolved), each host's entries in merge order, plus the host's
+/// `exportTo` (before 1.24, the first non-empty one of its rules).
+#[derive(Debug, Default)]
+struct Pool {
+    hosts: HashMap<String, (Vec<Entry>, BTreeSet<String>)>,
+}
+
+impl Pool {
+    /// Merge rule `i` (Pilot's mergeDestinationRule for this release).
+    fn merge(&mut self, rules: &[Rule<'_>], i: usize, export: BTreeSet<String>, release: Release) {
+        let rule = &rules[i];
+        let selector = if release.selectors() {
+            rule.selector.clone()
+        } else {
+            None
+        };
+        let Some((entries, host_export)) = self.hosts.get_mut(&rule.host) else {
+            self.hosts.insert(
+                rule.host.clone(),
+                (
+                    vec![Entry {
+                        members: vec![i],
+                        export: export.clone(),
+                        selector,
+                    }],
+                    export,
+                ),
+            );
+            return;
+        };
+        let mut separate = true;
+        for e in entries.iter_mut() {
+            if release.enhanced_merge() {
+                if e.export == export {
+                    separate = false;
+                } else if !e.export.is_empty() && export.is_superset(&e.export) {
+                    separate = true;
+                } else {
+                    separate = true;
+                    continue;
+                }
+            }
+            let both_without = selector.is_none() && e.selector.is_none();
+            let both_with = selector.is_some() && e.selector.is_some();
+            let same = selector == e.selector;
+            if both_with && !same {
+                if release.enhanced_merge() {
+                    separate = true;
+                }
+                continue;
+            }
+            let joins = if release.enhanced_merge() {
+                both_without || (both_with && same)
+            } else {
+                both_without || (selector.is_some() && same)
+            };
+            if joins {
+                separate = false;
+            }
+            e.members.push(i);
+        }
+        if !release.enhanced_merge() && host_export.is_empty() && !export.is_empty() {
+            host_export.clone_from(&export);
+        }
+        if separate {
+            entries.push(Entry {
+                members: vec![i],
+                export,
+                selector,
+            });
+        }
+    }
+
+    /// The most specific host's entries for a concrete host.
+    /// Hosts whose rules all fail `keep` are as if absent.
+    fn lookup(
+        &self,
+        host: &str,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Option<&(Vec<Entry>, BTreeSet<String>)> {
+        let get = |h: &str| {
+            self.hosts
+                .get(h)
+                .filter(|(es, _)| es.iter().any(|e| e.members.iter().any(|i| keep(*i))))
+        };
+        if let Some(hit) = get(host) {
+            return Some(hit);
+        }
+        for (i, _) in host.match_indices('.') {
+            if let Some(hit) = get(&format!("*{}", &host[i..])) {
+                return Some(hit);
+            }
+        }
+        get("*")
+    }
+}
+
+/// Whether an exported entry (or host) is visible to a client namespace (`None`: any other).
+fn export_visible(export: &BTreeSet<String>, client: Option<&str>) -> bool {
+    export.is_empty() || export.contains("*") || client.is_some_and(|c| export.contains(c))
 }
 
 /// A Service port.
@@ -416,7 +633,16 @@ pub enum PortRef {
 pub struct Mesh<'a> {
     /// Every DestinationRule, parsed, in snapshot order.
     pub rules: Vec<Rule<'a>>,
-    by_ns: HashMap<&'a str, NsRules>,
+    /// The release whose Pilot is modelled.
+    pub release: Release,
+    /// Per namespace: the rules a proxy of that namespace reads first.
+    local: HashMap<&'a str, Pool>,
+    /// Per namespace: the rules it exports.
+    exported: HashMap<&'a str, Pool>,
+    /// The root namespace's private rules (modern: read first by root-namespace proxies).
+    root_private: Pool,
+    /// Every namespace some rule's `exportTo` names (merged rules share one `exportTo`).
+    named_in_exports: BTreeSet<String>,
     /// Every Service as a destination.
     pub dests: Vec<Dest<'a>>,
     dest_by_host: HashMap<String, usize>,
@@ -441,30 +667,95 @@ pub struct Mesh<'a> {
 impl<'a> Mesh<'a> {
     /// Build the model.
     pub fn new(snap: &'a Snapshot, root_ns: &str, istio_ns: &str, era: Option<Era>) -> Self {
+        Self::at_release(snap, root_ns, istio_ns, era, Release::of(snap, era))
+    }
+
+    /// Build the model as one Pilot release would see it.
+    pub fn at_release(
+        snap: &'a Snapshot,
+        root_ns: &str,
+        istio_ns: &str,
+        era: Option<Era>,
+        release: Release,
+    ) -> Self {
         let rules: Vec<Rule<'a>> = snap
             .of(Kind::DestinationRule)
             .iter()
             .map(Rule::new)
             .collect();
+        // meshConfig.defaultDestinationRuleExportTo (push_context.go@1.4.2:1111-1118,
+        // @1.22.0:1796): unset means `*`.
+        let default_private = snap
+            .mesh_config()
+            .and_then(|m| m.get("defaultDestinationRuleExportTo").cloned())
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|l| l.iter().any(|e| e.as_str() == Some(".")));
         let mut order: Vec<usize> = (0..rules.len()).collect();
-        // Oldest first, then by name: Pilot's order among equally specific rules.
-        order.sort_by(|a, b| {
-            let (ra, rb) = (&rules[*a], &rules[*b]);
-            (ra.obj.created(), ra.ns, ra.obj.name()).cmp(&(rb.obj.created(), rb.ns, rb.obj.name()))
-        });
-        let mut by_ns: HashMap<&'a str, NsRules> = HashMap::new();
+        // Oldest first; equal timestamps by `name.namespace` (config.go@1.4.2:369-382,
+        // @1.22.0:356-368); 1.22+ puts workloadSelector rules first (push_context.go@1.22.0:1954).
+        let key = |r: &Rule<'_>| {
+            (
+                release.minor >= 22 && r.selector.is_none(),
+                r.obj.created().to_string(),
+                format!("{}.{}", r.obj.name(), r.ns),
+            )
+        };
+        order.sort_by_key(|i| key(&rules[*i]));
+        let mut local: HashMap<&'a str, Pool> = HashMap::new();
+        let mut exported: HashMap<&'a str, Pool> = HashMap::new();
+        let mut root_private = Pool::default();
+        let mut rule_namespaces = BTreeSet::new();
+        let rules_named: BTreeSet<String> = rules
+            .iter()
+            .flat_map(|r| r.export_raw.iter().cloned())
+            .collect();
         for i in order {
             let r = &rules[i];
-            if r.selective {
+            rule_namespaces.insert(r.ns);
+            let raw: BTreeSet<String> = if release.selectors() && r.selector.is_some() {
+                // workloadSelector rules are never exported (push_context.go@1.14.0:1685).
+                [".".to_string()].into()
+            } else {
+                r.export_raw.iter().cloned().collect()
+            };
+            if release.legacy() {
+                // 1.4: every rule is local to its namespace; only exportTo[0] counts, and
+                // anything but `.` exports it to all (push_context.go@1.4.2:1290-1330).
+                local
+                    .entry(r.ns)
+                    .or_default()
+                    .merge(&rules, i, BTreeSet::new(), release);
+                let public = match r.export_raw.first() {
+                    None => !default_private,
+                    Some(first) => first != ".",
+                };
+                if public {
+                    exported
+                        .entry(r.ns)
+                        .or_default()
+                        .merge(&rules, i, BTreeSet::new(), release);
+                }
                 continue;
             }
-            let entry = by_ns.entry(r.ns).or_default();
-            if r.host == "*" {
-                entry.star.push(i);
-            } else if let Some(suffix) = r.host.strip_prefix('*') {
-                entry.wild.entry(suffix.to_string()).or_default().push(i);
-            } else {
-                entry.exact.entry(r.host.clone()).or_default().push(i);
+            // Local pool: unset, `*`, `.` or its own namespace (push_context.go@1.8.0:1411).
+            if raw.is_empty() || raw.contains("*") || raw.contains(".") || raw.contains(r.ns) {
+                local
+                    .entry(r.ns)
+                    .or_default()
+                    .merge(&rules, i, raw.clone(), release);
+            }
+            // Private-only: `["."]`, unset with a `.` default, and 1.14+ `[own namespace]`
+            // (push_context.go@1.8.0:1425-1431, @1.14.0:1705-1710).
+            let private_only = (raw.is_empty() && default_private)
+                || (raw.len() == 1
+                    && (raw.contains(".") || (release.minor >= 14 && raw.contains(r.ns))));
+            if !private_only {
+                exported
+                    .entry(r.ns)
+                    .or_default()
+                    .merge(&rules, i, raw, release);
+            } else if r.ns == root_ns {
+                root_private.merge(&rules, i, raw, release);
             }
         }
 
@@ -647,7 +938,13 @@ impl<'a> Mesh<'a> {
         let clients_known = snap.knows(Kind::Namespace) || snap.knows(Kind::Pod);
         let mut client_set: BTreeSet<&str> = client_namespaces.iter().map(String::as_str).collect();
         if !clients_known {
-            client_set.extend(by_ns.keys().copied());
+            client_set.extend(rule_namespaces.iter().copied());
+        }
+        // The root namespace's gateways are clients too (and resolve differently).
+        if snap.of(Kind::Service).iter().any(|s| {
+            s.namespace() == root_ns && s.label("istio").is_some_and(|l| l.ends_with("gateway"))
+        }) {
+            client_set.insert(root_ns);
         }
         let mut client_list: Vec<Option<String>> = client_set
             .into_iter()
@@ -656,7 +953,11 @@ impl<'a> Mesh<'a> {
         client_list.push(None);
         Mesh {
             rules,
-            by_ns,
+            release,
+            local,
+            exported,
+            root_private,
+            named_in_exports: rules_named,
             dests,
             dest_by_host,
             root_ns: root_ns.to_string(),
@@ -691,36 +992,115 @@ impl<'a> Mesh<'a> {
         }
     }
 
-    /// Most specific rules for `host` among one namespace's rules that pass `keep`.
-    fn lookup(&self, ns: &str, host: &str, keep: &dyn Fn(usize) -> bool) -> Vec<usize> {
-        let Some(n) = self.by_ns.get(ns) else {
-            return Vec::new();
-        };
-        let pick = |v: Option<&Vec<usize>>| -> Vec<usize> {
-            v.map(|v| v.iter().copied().filter(|i| keep(*i)).collect())
-                .unwrap_or_default()
-        };
-        let exact = pick(n.exact.get(host));
-        if !exact.is_empty() {
-            return exact;
-        }
-        // Longest suffix first: `a.b.svc.cluster.local` tries `.b.svc.cluster.local`, `.svc.…`.
-        for (i, _) in host.match_indices('.') {
-            let hits = pick(n.wild.get(&host[i..]));
-            if !hits.is_empty() {
-                return hits;
+    /// Pick from one pool's entries for the host, as the sidecar scope does: a selector entry of
+    /// the client's namespace that selects the client's labels, else the last catch-all entry
+    /// (sidecar.go@1.22.0:668-690). Members failing `keep` are dropped first.
+    fn pick(
+        &self,
+        entries: &[Entry],
+        client: Option<&str>,
+        labels: Option<&BTreeMap<&str, &str>>,
+        keep: &dyn Fn(usize) -> bool,
+        visible: &dyn Fn(&Entry) -> bool,
+    ) -> Option<Vec<usize>> {
+        let mut catch_all = None;
+        for e in entries {
+            let members: Vec<usize> = e.members.iter().copied().filter(|i| keep(*i)).collect();
+            if members.is_empty() || !visible(e) {
+                continue;
+            }
+            match &e.selector {
+                None => catch_all = Some(members),
+                Some(sel) => {
+                    let own = client.is_some_and(|c| self.rules[e.members[0]].ns == c);
+                    if own
+                        && labels.is_some_and(|l| {
+                            sel.iter()
+                                .all(|(k, v)| l.get(k.as_str()) == Some(&v.as_str()))
+                        })
+                    {
+                        return Some(self.policy_first(members));
+                    }
+                }
             }
         }
-        n.star.iter().copied().filter(|i| keep(*i)).collect()
+        catch_all.map(|m| self.policy_first(m))
+    }
+
+    /// Members reordered so the rule whose top-level `trafficPolicy` applies comes first (the
+    /// oldest one with a policy; destination_rule.go@1.4.2:50-54, @1.22.0:100-104), the rest oldest first.
+    fn policy_first(&self, mut members: Vec<usize>) -> Vec<usize> {
+        if let Some(k) = members
+            .iter()
+            .position(|i| self.rules[*i].policy().is_some())
+        {
+            let winner = members.remove(k);
+            members.insert(0, winner);
+        }
+        members
+    }
+
+    /// One step of the lookup in a pool: `Some(result)` ends the lookup (even when empty:
+    /// Pilot found a host and its sidecar scope picked nothing), `None` goes on.
+    fn step(
+        &self,
+        pool: Option<&Pool>,
+        host: &str,
+        client: Option<&str>,
+        labels: Option<&BTreeMap<&str, &str>>,
+        keep: &dyn Fn(usize) -> bool,
+        exported: bool,
+    ) -> Option<Vec<usize>> {
+        let pool = pool?;
+        let (entries, host_export) = pool.lookup(host, keep)?;
+        if !exported {
+            return Some(
+                self.pick(entries, client, labels, keep, &|_| true)
+                    .unwrap_or_default(),
+            );
+        }
+        if self.release.legacy() {
+            return Some(
+                self.pick(entries, client, labels, keep, &|_| true)
+                    .unwrap_or_default(),
+            );
+        }
+        if self.release.enhanced_merge() {
+            // 1.24: each entry's own exportTo; none visible goes on (push_context.go@1.24.0:1257-1266).
+            return self.pick(entries, client, labels, keep, &|e| {
+                export_visible(&e.export, client)
+            });
+        }
+        // Most specific host first, then its exportTo (push_context.go@1.8.0:807-817): a host
+        // not exported to the client ends this namespace's step without a rule.
+        if !export_visible(host_export, client) {
+            return None;
+        }
+        Some(
+            self.pick(entries, client, labels, keep, &|_| true)
+                .unwrap_or_default(),
+        )
     }
 
     /// The rules that decide traffic from `client` (`None`: a namespace without rules of its own)
-    /// to `host` in `svc_ns`: equally specific winners, oldest first (the first one applies).
+    /// to `host` in `svc_ns`: the merged rules of the entry Pilot picks, the one whose top-level
+    /// `trafficPolicy` applies first, then the others oldest first.
     pub fn resolve(&self, client: Option<&str>, host: &str, svc_ns: Option<&str>) -> Vec<usize> {
         self.resolve_with(client, host, svc_ns, &|_| true)
     }
 
-    /// [`Mesh::resolve`] among the rules that pass `keep`.
+    /// [`Mesh::resolve`] for one workload: its labels pick `workloadSelector` rules (1.14+).
+    pub fn resolve_workload(
+        &self,
+        client: &str,
+        labels: &BTreeMap<&str, &str>,
+        host: &str,
+        svc_ns: Option<&str>,
+    ) -> Vec<usize> {
+        self.resolve_full(Some(client), Some(labels), host, svc_ns, &|_| true)
+    }
+
+    /// [`Mesh::resolve`] as if only the rules that pass `keep` existed.
     pub fn resolve_with(
         &self,
         client: Option<&str>,
@@ -728,26 +1108,70 @@ impl<'a> Mesh<'a> {
         svc_ns: Option<&str>,
         keep: &dyn Fn(usize) -> bool,
     ) -> Vec<usize> {
-        if let Some(c) = client {
-            let hits = self.lookup(c, host, keep);
-            if !hits.is_empty() {
-                return hits;
-            }
-        }
-        let exported = |i: usize| keep(i) && self.rules[i].export.visible_to(client);
-        if let Some(s) = svc_ns
-            && Some(s) != client
-        {
-            let hits = self.lookup(s, host, &exported);
-            if !hits.is_empty() {
-                return hits;
-            }
-        }
+        self.resolve_full(client, None, host, svc_ns, keep)
+    }
+
+    fn resolve_full(
+        &self,
+        client: Option<&str>,
+        labels: Option<&BTreeMap<&str, &str>>,
+        host: &str,
+        svc_ns: Option<&str>,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<usize> {
         let root = self.root_ns.as_str();
-        if Some(root) != client && Some(root) != svc_ns {
-            return self.lookup(root, host, &exported);
+        // 1. The client's own namespace; a root-namespace proxy reads the root's private rules
+        //    (modern, push_context.go@1.8.0:757-773) or nothing (1.4, push_context.go@1.4.2:633).
+        let first = if client == Some(root) {
+            if self.release.legacy() {
+                None
+            } else {
+                self.step(Some(&self.root_private), host, client, labels, keep, false)
+            }
+        } else {
+            client.and_then(|c| self.step(self.local.get(c), host, client, labels, keep, false))
+        };
+        if let Some(hit) = first {
+            return hit;
+        }
+        // 2. The Service's namespace's exported rules; 3. the root namespace's.
+        for ns in svc_ns.into_iter().chain([root]) {
+            if let Some(hit) = self.step(self.exported.get(ns), host, client, labels, keep, true) {
+                return hit;
+            }
         }
         Vec::new()
+    }
+
+    /// The TLS a client uses to `port` (and `subset`) under merged rules `group` (as returned by
+    /// [`Mesh::resolve`]): the first rule's top-level policy, the subset from the oldest rule
+    /// defining it (later duplicates are dropped, destination_rule.go@1.4.2:40-48).
+    pub fn group_tls(
+        &self,
+        group: &[usize],
+        port: Option<u32>,
+        subset: Option<&str>,
+    ) -> Option<TlsMode> {
+        let first = &self.rules[*group.first()?];
+        let mut tls = policy_tls(first.policy(), None, port);
+        if let Some(name) = subset {
+            let mut by_age = group.to_vec();
+            by_age.sort_by_key(|i| {
+                (
+                    self.rules[*i].obj.created(),
+                    format!("{}.{}", self.rules[*i].obj.name(), self.rules[*i].ns),
+                )
+            });
+            if let Some(sp) = by_age.iter().find_map(|i| {
+                self.rules[*i]
+                    .subset_values()
+                    .iter()
+                    .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
+            }) {
+                tls = policy_tls(sp.get("trafficPolicy"), tls, port);
+            }
+        }
+        tls
     }
 
     /// The client namespaces worth resolving for: every namespace with in-mesh clients (or,
@@ -763,11 +1187,10 @@ impl<'a> Mesh<'a> {
     /// these few is enough — and keeps per-rule work independent of the namespace count.
     pub fn rule_clients(&self, i: usize) -> impl Iterator<Item = Option<&str>> + '_ {
         let rule = &self.rules[i];
+        let root = self.root_ns.as_str();
         self.clients().filter(move |c| match c {
             None => true,
-            Some(c) => {
-                *c == rule.ns || matches!(&rule.export, Export::Namespaces(set) if set.contains(*c))
-            }
+            Some(c) => *c == rule.ns || *c == root || self.named_in_exports.contains(*c),
         })
     }
 
@@ -1028,8 +1451,9 @@ spec:
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
     }
 
-    /// The resolution rules, written the slow and obvious way: scan every rule.
+    /// The resolution rules of 1.4 and 1.13, written the slow and obvious way: scan every rule.
     fn naive(m: &Mesh, client: Option<&str>, host: &str, svc_ns: Option<&str>) -> Vec<usize> {
+        let legacy = m.release.legacy();
         let specificity = |pattern: &str| -> usize {
             if pattern == host {
                 usize::MAX
@@ -1039,42 +1463,77 @@ spec:
                 pattern.len()
             }
         };
-        let mut order: Vec<usize> = (0..m.rules.len()).collect();
-        order.sort_by(|a, b| {
-            let (ra, rb) = (&m.rules[*a], &m.rules[*b]);
-            (ra.obj.created(), ra.ns, ra.obj.name()).cmp(&(rb.obj.created(), rb.ns, rb.obj.name()))
-        });
-        let pick = |ns: &str, exported: bool| -> Vec<usize> {
-            let hits: Vec<usize> = order
-                .iter()
-                .copied()
+        let age = |i: &usize| {
+            let r = &m.rules[*i];
+            (
+                r.obj.created().to_string(),
+                format!("{}.{}", r.obj.name(), r.ns),
+            )
+        };
+        let raw =
+            |i: usize| -> Vec<&str> { m.rules[i].export_raw.iter().map(String::as_str).collect() };
+        let local = |i: usize| {
+            let e = raw(i);
+            legacy
+                || e.is_empty()
+                || e.contains(&"*")
+                || e.contains(&".")
+                || e.contains(&m.rules[i].ns)
+        };
+        let exported = |i: usize| {
+            let e = raw(i);
+            if legacy {
+                e.first() != Some(&".")
+            } else {
+                !(e.len() == 1 && e[0] == ".")
+            }
+        };
+        let private_root = |i: usize| !legacy && !exported(i) && m.rules[i].ns == m.root_ns;
+        // Most specific host in a pool, its rules oldest first.
+        let pool = |ns: &str, member: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            let hits: Vec<usize> = (0..m.rules.len())
                 .filter(|i| {
-                    let r = &m.rules[*i];
-                    r.ns == ns
-                        && host_matches(&r.host, host)
-                        && (!exported || r.export.visible_to(client))
+                    m.rules[*i].ns == ns && member(*i) && host_matches(&m.rules[*i].host, host)
                 })
                 .collect();
             let best = hits.iter().map(|i| specificity(&m.rules[*i].host)).max();
-            hits.into_iter()
+            let mut group: Vec<usize> = hits
+                .into_iter()
                 .filter(|i| Some(specificity(&m.rules[*i].host)) == best)
-                .collect()
+                .collect();
+            group.sort_by_key(age);
+            group
         };
-        if let Some(c) = client {
-            let hits = pick(c, false);
-            if !hits.is_empty() {
-                return hits;
-            }
+        let finish = |g: Vec<usize>| m.policy_first(g);
+        let first = if client == Some(m.root_ns.as_str()) {
+            pool(&m.root_ns, &private_root)
+        } else if let Some(c) = client {
+            pool(c, &local)
+        } else {
+            Vec::new()
+        };
+        if !first.is_empty() {
+            return finish(first);
         }
-        if let Some(s) = svc_ns.filter(|s| Some(*s) != client) {
-            let hits = pick(s, true);
-            if !hits.is_empty() {
-                return hits;
+        for ns in svc_ns.into_iter().chain([m.root_ns.as_str()]) {
+            let g = pool(ns, &exported);
+            if g.is_empty() {
+                continue;
             }
-        }
-        let root = m.root_ns.as_str();
-        if Some(root) != client && Some(root) != svc_ns {
-            return pick(root, true);
+            if legacy {
+                return finish(g);
+            }
+            let export: Vec<&str> = g
+                .iter()
+                .map(|i| raw(*i))
+                .find(|e| !e.is_empty())
+                .unwrap_or_default();
+            if export.is_empty()
+                || export.contains(&"*")
+                || client.is_some_and(|c| export.contains(&c))
+            {
+                return finish(g);
+            }
         }
         Vec::new()
     }
@@ -1098,13 +1557,14 @@ spec:
                 );
             }
             let snap = Snapshot::from_yaml(&yaml).unwrap();
-            let m = Mesh::new(&snap, "istio-system", "istio-system", None);
-            for client in [Some("a"), Some("b"), Some("c"), None] {
+            for minor in [4, 13] {
+            let m = Mesh::at_release(&snap, "istio-system", "istio-system", None, Release::minor(minor));
+            for client in [Some("a"), Some("b"), Some("c"), Some("istio-system"), None] {
                 for (host, svc_ns) in [("x.a.svc.cluster.local", "a"), ("y.b.svc.cluster.local", "b"), ("z.c.svc.cluster.local", "c")] {
                     proptest::prop_assert_eq!(
                         m.resolve(client, host, Some(svc_ns)),
                         naive(&m, client, host, Some(svc_ns)),
-                        "client {:?} host {}", client, host
+                        "1.{} client {:?} host {}", minor, client, host
                     );
                     // The few clients rule_clients picks find every rule some client gets.
                     for i in 0..m.rules.len() {
@@ -1117,7 +1577,399 @@ spec:
                     }
                 }
             }
+            }
         }
+    }
+
+    fn dr(ns: &str, name: &str, age: u8, spec: &str) -> String {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}, creationTimestamp: '2020-01-0{age}T00:00:00Z'}}\nspec: {spec}\n"
+        )
+    }
+
+    /// The rule names (oldest policy first) a client resolves at each release.
+    fn at(yaml: &str, minor: u32, client: Option<&str>, host: &str, svc_ns: &str) -> Vec<String> {
+        let snap = Snapshot::from_yaml(yaml).unwrap();
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(minor),
+        );
+        names(&m, &m.resolve(client, host, Some(svc_ns)))
+    }
+
+    const CITADEL: &str = "istio-citadel.istio-system.svc.cluster.local";
+
+    #[test]
+    fn root_namespace_private_rule_ignored_by_1_4_read_first_by_modern() {
+        // push_context.go@1.4.2:633 (root proxies skip their namespace) and :669 (only exported
+        // root rules); push_context.go@1.8.0:766-773 (root proxies read private root rules first).
+        let yaml = dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "istio-system",
+            "citadel",
+            2,
+            &format!(
+                "{{host: {CITADEL}, exportTo: ['.'], trafficPolicy: {{tls: {{mode: DISABLE}}}}}}"
+            ),
+        );
+        let gw = Some("istio-system");
+        assert_eq!(
+            at(&yaml, 4, gw, CITADEL, "istio-system"),
+            ["istio-system/default"]
+        );
+        for minor in [8, 12, 13, 22, 24] {
+            assert_eq!(
+                at(&yaml, minor, gw, CITADEL, "istio-system"),
+                ["istio-system/citadel"],
+                "1.{minor}"
+            );
+        }
+        // Other clients never see the private rule.
+        assert_eq!(
+            at(&yaml, 22, Some("a"), CITADEL, "istio-system"),
+            ["istio-system/default"]
+        );
+    }
+
+    #[test]
+    fn root_proxy_orders_service_namespace_exports_before_root_exports() {
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "x",
+            2,
+            "{host: x, trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        for minor in [4, 8, 13, 22, 24] {
+            assert_eq!(
+                at(&yaml, minor, Some("istio-system"), host, "a"),
+                ["a/x"],
+                "1.{minor}"
+            );
+        }
+        // A private root rule comes before the Service namespace's (modern only); 1.14+ also
+        // takes `exportTo: [<root>]` as private (push_context.go@1.14.0:1709).
+        let private = dr(
+            "istio-system",
+            "gw",
+            3,
+            "{host: '*.local', exportTo: ['.'], trafficPolicy: {tls: {mode: SIMPLE}}}",
+        );
+        assert_eq!(
+            at(
+                &(yaml.clone() + &private),
+                4,
+                Some("istio-system"),
+                host,
+                "a"
+            ),
+            ["a/x"]
+        );
+        assert_eq!(
+            at(
+                &(yaml.clone() + &private),
+                8,
+                Some("istio-system"),
+                host,
+                "a"
+            ),
+            ["istio-system/gw"]
+        );
+        let own = dr(
+            "istio-system",
+            "gw",
+            3,
+            "{host: '*.local', exportTo: [istio-system], trafficPolicy: {tls: {mode: SIMPLE}}}",
+        );
+        assert_eq!(
+            at(&(yaml.clone() + &own), 13, Some("istio-system"), host, "a"),
+            ["a/x"]
+        );
+        assert_eq!(
+            at(&(yaml + &own), 22, Some("istio-system"), host, "a"),
+            ["istio-system/gw"]
+        );
+    }
+
+    #[test]
+    fn same_host_rules_merge_oldest_policy_first() {
+        // destination_rule.go@1.4.2:33-62, @1.8.0:35-84, @1.22.0:40-120.
+        let host = "x.a.svc.cluster.local";
+        let no_policy_first = dr("a", "old", 1, "{host: x, subsets: [{name: v1}]}")
+            + &dr(
+                "a",
+                "new",
+                2,
+                "{host: x, trafficPolicy: {tls: {mode: DISABLE}}, subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE}}}, {name: v2}]}",
+            );
+        let both = dr(
+            "a",
+            "old",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "new",
+            2,
+            "{host: x, trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        for minor in [4, 13, 22, 24] {
+            assert_eq!(
+                at(&no_policy_first, minor, Some("a"), host, "a"),
+                ["a/new", "a/old"],
+                "1.{minor}"
+            );
+            assert_eq!(
+                at(&both, minor, Some("b"), host, "a"),
+                ["a/old", "a/new"],
+                "1.{minor}"
+            );
+        }
+        let snap = Snapshot::from_yaml(&no_policy_first).unwrap();
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(22),
+        );
+        let g = m.resolve(Some("a"), host, Some("a"));
+        assert_eq!(m.group_tls(&g, Some(80), None), Some(TlsMode::Disable));
+        // The older rule's subset v1 (no policy) wins over the newer duplicate.
+        assert_eq!(
+            m.group_tls(&g, Some(80), Some("v1")),
+            Some(TlsMode::Disable)
+        );
+        // Equal timestamps: by `name.namespace` (config.go@1.4.2:374-378).
+        let tie = dr(
+            "b",
+            "x",
+            1,
+            "{host: x.a.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}",
+        ) + &dr(
+            "a",
+            "x",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: SIMPLE}}}",
+        ) + &dr(
+            "a",
+            "z",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        );
+        assert_eq!(at(&tie, 22, Some("a"), host, "a"), ["a/x", "a/z"]);
+    }
+
+    #[test]
+    fn export_to_most_specific_host_then_visibility() {
+        // push_context.go@1.8.0:807-817: the exact host exported to b only hides the wildcard
+        // from c; 1.4 reads exportTo[0] only (push_context.go@1.4.2:1313): [b] is public.
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "wild",
+            1,
+            "{host: '*.a.svc.cluster.local', trafficPolicy: {tls: {mode: SIMPLE}}}",
+        ) + &dr(
+            "a",
+            "x",
+            2,
+            "{host: x, exportTo: [b], trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        assert_eq!(at(&yaml, 4, Some("c"), host, "a"), ["a/x"]);
+        for minor in [8, 13, 22, 24] {
+            assert_eq!(
+                at(&yaml, minor, Some("c"), host, "a"),
+                ["istio-system/default"],
+                "1.{minor}"
+            );
+            assert_eq!(at(&yaml, minor, Some("b"), host, "a"), ["a/x"], "1.{minor}");
+            // Not exported to its own namespace: a's clients do not get it
+            // (push_context.go@1.8.0:1411), they get the wildcard.
+            assert_eq!(
+                at(&yaml, minor, Some("a"), host, "a"),
+                ["a/wild"],
+                "1.{minor}"
+            );
+        }
+        assert_eq!(at(&yaml, 4, Some("a"), host, "a"), ["a/x"]);
+    }
+
+    #[test]
+    fn default_destination_rule_export_to_from_mesh_config() {
+        let mesh_cm = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    defaultDestinationRuleExportTo: ['.']\n";
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "a",
+            "x",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        for minor in [4, 13, 24] {
+            assert_eq!(at(&yaml, minor, Some("b"), host, "a"), ["a/x"], "1.{minor}");
+            let private = yaml.clone() + mesh_cm;
+            assert!(
+                at(&private, minor, Some("b"), host, "a").is_empty(),
+                "1.{minor}"
+            );
+            assert_eq!(
+                at(&private, minor, Some("a"), host, "a"),
+                ["a/x"],
+                "1.{minor}"
+            );
+        }
+    }
+
+    #[test]
+    fn workload_selector_rules_from_1_14() {
+        // sidecar.go@1.22.0:668-690: a selector rule of the client's namespace that selects it,
+        // else the host's catch-all; selector rules are private (push_context.go@1.22.0:2002).
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "a",
+            "all",
+            1,
+            "{host: x, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "legacy-client",
+            2,
+            "{host: x, workloadSelector: {matchLabels: {app: old}}, trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        let snap = Snapshot::from_yaml(&yaml).unwrap();
+        let old: BTreeMap<&str, &str> = [("app", "old")].into();
+        let other: BTreeMap<&str, &str> = [("app", "new")].into();
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(22),
+        );
+        assert_eq!(
+            names(&m, &m.resolve_workload("a", &old, host, Some("a"))),
+            ["a/legacy-client", "a/all"]
+        );
+        assert_eq!(
+            names(&m, &m.resolve_workload("a", &other, host, Some("a"))),
+            ["a/all"]
+        );
+        assert_eq!(names(&m, &m.resolve(Some("b"), host, Some("a"))), ["a/all"]);
+        // 1.13 ignores the selector: one merged rule, the oldest policy.
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(13),
+        );
+        assert_eq!(
+            names(&m, &m.resolve_workload("a", &old, host, Some("a"))),
+            ["a/all", "a/legacy-client"]
+        );
+        // A host with only a selector rule: other workloads of the namespace get no rule at all
+        // (Pilot found the host, the sidecar scope picked nothing), not the mesh-wide one.
+        let only = dr(
+            "a",
+            "sel",
+            1,
+            "{host: x, workloadSelector: {matchLabels: {app: old}}, trafficPolicy: {tls: {mode: DISABLE}}}",
+        ) + &dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        );
+        let snap = Snapshot::from_yaml(&only).unwrap();
+        let m = Mesh::at_release(
+            &snap,
+            "istio-system",
+            "istio-system",
+            None,
+            Release::minor(22),
+        );
+        assert!(m.resolve_workload("a", &other, host, Some("a")).is_empty());
+        assert_eq!(
+            names(&m, &m.resolve(Some("b"), host, Some("a"))),
+            ["istio-system/default"]
+        );
+    }
+
+    #[test]
+    fn export_to_keeps_same_host_rules_apart_in_1_24() {
+        // destination_rule.go@1.24.0:57-66 and push_context.go@1.24.0:1257-1266 against
+        // push_context.go@1.22.0:1228-1234 (the host's first non-empty exportTo decides).
+        let host = "x.a.svc.cluster.local";
+        let yaml = dr(
+            "istio-system",
+            "default",
+            1,
+            "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "for-b",
+            1,
+            "{host: x, exportTo: [b], trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        ) + &dr(
+            "a",
+            "for-all",
+            2,
+            "{host: x, exportTo: ['*'], trafficPolicy: {tls: {mode: DISABLE}}}",
+        );
+        assert_eq!(
+            at(&yaml, 22, Some("c"), host, "a"),
+            ["istio-system/default"]
+        );
+        assert_eq!(
+            at(&yaml, 22, Some("b"), host, "a"),
+            ["a/for-b", "a/for-all"]
+        );
+        assert_eq!(at(&yaml, 24, Some("c"), host, "a"), ["a/for-all"]);
+        // Both visible to b: the last catch-all entry is the one its sidecar takes.
+        assert_eq!(at(&yaml, 24, Some("b"), host, "a"), ["a/for-all"]);
+    }
+
+    #[test]
+    fn release_from_the_istiod_image() {
+        let snap = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod, namespace: istio-system}\nspec: {template: {spec: {containers: [{name: discovery, image: 'docker.io/istio/pilot:1.22.0'}]}}}\n").unwrap();
+        assert_eq!(Release::of(&snap, Some(Era::Modern)), Release::minor(22));
+        let bare = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod, namespace: istio-system}\n").unwrap();
+        let r = Release::of(&bare, Some(Era::Modern));
+        assert_eq!(
+            (r.minor, r.from),
+            (Release::NEWEST, ReleaseFrom::AssumedNewest)
+        );
+        assert!(r.describe().contains("assumed"));
+        assert_eq!(Release::of(&bare, Some(Era::Legacy)).minor, 4);
+        assert_eq!(
+            crate::snapshot::istio_minor_of_image("gcr.io/istio-release/pilot:1.4.2-distroless"),
+            Some(4)
+        );
+        assert_eq!(
+            crate::snapshot::istio_minor_of_image("localhost:5000/pilot"),
+            None
+        );
+        assert_eq!(
+            crate::snapshot::istio_minor_of_image("istio/pilot:latest"),
+            None
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::args::{DoctorArgs, DoctorOutput, FailOn};
 use crate::cli::{Diagnose, KubeArgs, Outcome, UsageError};
 use crate::istio::{DEFAULT_ISTIO_NAMESPACE, Era};
 use crate::kube::Connection;
-use crate::snapshot::{Bundle, Obj, Origin, Snapshot};
+use crate::snapshot::{Bundle, Kind, Obj, Origin, Snapshot};
 
 pub use report::Report;
 
@@ -254,10 +254,11 @@ pub async fn run(
 }
 
 /// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Nothing to report.
+    #[default]
     Pass,
     /// The check could not run from this source.
     Skip,
@@ -279,6 +280,34 @@ impl Severity {
     }
 }
 
+/// When a finding's problem bites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Breaks {
+    /// Already broken, whatever the peer authentication mode.
+    #[serde(rename = "now")]
+    Now,
+    /// Breaks once STRICT mTLS is turned on.
+    #[serde(rename = "when-strict")]
+    WhenStrict,
+}
+
+impl Breaks {
+    /// The name used in JSON/YAML (`now`, `when-strict`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Breaks::Now => "now",
+            Breaks::WhenStrict => "when-strict",
+        }
+    }
+    /// The wording used in the table and messages.
+    pub fn wording(self) -> &'static str {
+        match self {
+            Breaks::Now => "breaks now",
+            Breaks::WhenStrict => "breaks when STRICT is turned on",
+        }
+    }
+}
+
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -286,7 +315,7 @@ impl fmt::Display for Severity {
 }
 
 /// One result of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Finding {
     /// The check's stable id, e.g. `mtls.default-dr`.
     pub check: &'static str,
@@ -302,6 +331,10 @@ pub struct Finding {
     pub origin: Option<Origin>,
     /// The kubeconfig context, when several clusters are checked.
     pub context: Option<String>,
+    /// The namespaces the finding concerns (sorted, unique); empty: the whole mesh.
+    pub namespaces: Vec<String>,
+    /// For warn/fail: whether it breaks now or when STRICT is turned on.
+    pub breaks: Option<Breaks>,
 }
 
 impl Finding {
@@ -315,6 +348,8 @@ impl Finding {
             hint: String::new(),
             origin: None,
             context: None,
+            namespaces: Vec::new(),
+            breaks: None,
         }
     }
     /// The one `pass` a check emits when it has nothing to report.
@@ -346,6 +381,41 @@ impl Finding {
         self.object = reference.into();
         self
     }
+    /// Say which namespaces the finding concerns (added to those already named).
+    #[must_use]
+    pub fn namespaces<S: AsRef<str>>(mut self, namespaces: impl IntoIterator<Item = S>) -> Self {
+        for ns in namespaces {
+            let ns = ns.as_ref();
+            if !ns.is_empty() && !self.namespaces.iter().any(|n| n == ns) {
+                self.namespaces.push(ns.to_string());
+            }
+        }
+        self.namespaces.sort();
+        self
+    }
+    /// Say the finding concerns one namespace.
+    #[must_use]
+    pub fn ns(self, namespace: &str) -> Self {
+        self.namespaces([namespace])
+    }
+    /// It is broken already, whatever the peer authentication mode.
+    #[must_use]
+    pub fn now(mut self) -> Self {
+        self.breaks = Some(Breaks::Now);
+        self
+    }
+    /// It breaks once STRICT is turned on.
+    #[must_use]
+    pub fn when_strict(mut self) -> Self {
+        self.breaks = Some(Breaks::WhenStrict);
+        self
+    }
+    /// Set when it breaks.
+    #[must_use]
+    pub fn breaks(mut self, breaks: Breaks) -> Self {
+        self.breaks = Some(breaks);
+        self
+    }
     /// Add a hint.
     #[must_use]
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -374,6 +444,9 @@ pub struct CheckContext<'a> {
     pub others: Vec<&'a Snapshot>,
     /// The mesh model (DestinationRule index, destinations, peer authentication).
     pub mesh: mesh::Mesh<'a>,
+    /// The workloads (live Pods, else the pod templates of `-f` controllers), computed once
+    /// for every check that judges workloads.
+    pub workloads: Vec<checks::workloads::Workload<'a>>,
 }
 
 /// Settings from the command line that change how checks judge.
@@ -433,6 +506,7 @@ impl<'a> CheckContext<'a> {
             expiry_warn_secs: i64::from(opts.expiry_warning_days.unwrap_or(30)) * 24 * 3600,
             others,
             mesh,
+            workloads: checks::workloads::collect(snap),
         }
     }
 }
@@ -445,12 +519,84 @@ pub trait Check: Sync {
     fn describe(&self) -> &'static str;
     /// Run over one snapshot.
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding>;
+    /// When this check's warn/fail findings break, unless a finding says so itself.
+    fn breaks(&self) -> Breaks {
+        Breaks::WhenStrict
+    }
+    /// Whether the check is about VMs joining (gateway, bundle, network, VM identity): its
+    /// findings that name no namespace concern the namespaces VMs live in.
+    fn vm_scoped(&self) -> bool {
+        false
+    }
+}
+
+/// Fill in what a warn/fail finding leaves unsaid: when it breaks (the check's default) and
+/// which namespaces it concerns — a DestinationRule's destinations' namespaces (none for a
+/// mesh-wide host), else the named object's namespace outside the Istio namespace, else (VM
+/// checks) the namespaces of WorkloadGroups/WorkloadEntries; otherwise the whole mesh.
+fn scope(f: &mut Finding, check: &dyn Check, snap: &Snapshot, ctx: &CheckContext) {
+    if !matches!(f.severity, Severity::Warn | Severity::Fail) {
+        return;
+    }
+    if f.breaks.is_none() {
+        f.breaks = Some(check.breaks());
+    }
+    if !f.namespaces.is_empty() {
+        return;
+    }
+    let dr = f
+        .object
+        .strip_prefix("DestinationRule ")
+        .and_then(|r| r.split_once('/'));
+    if let Some(rule) = dr.and_then(|(ns, name)| {
+        ctx.mesh
+            .rules
+            .iter()
+            .find(|r| r.ns == ns && r.obj.name() == name)
+    }) {
+        if mesh::is_mesh_wide(&rule.host) {
+            return;
+        }
+        let mut nss: Vec<String> = ctx
+            .mesh
+            .dests_matching(&rule.host)
+            .iter()
+            .filter(|d| !d.exempt)
+            .map(|d| d.ns().to_string())
+            .collect();
+        nss.extend(mesh::host_namespace(&rule.host).map(str::to_string));
+        nss.extend(mesh::namespace_wide(&rule.host).map(str::to_string));
+        nss.retain(|n| n != &ctx.istio_ns && !mesh::SYSTEM_NAMESPACES.contains(&n.as_str()));
+        let taken = std::mem::take(f);
+        *f = taken.namespaces(nss);
+        return;
+    }
+    let object_ns = f
+        .object
+        .split_once(' ')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(ns, _)| ns.to_string());
+    if let Some(ns) = object_ns.filter(|ns| *ns != ctx.istio_ns) {
+        let taken = std::mem::take(f);
+        *f = taken.ns(&ns);
+        return;
+    }
+    if check.vm_scoped() {
+        let vm_ns: Vec<&str> = snap
+            .of(Kind::WorkloadGroup)
+            .iter()
+            .chain(snap.of(Kind::WorkloadEntry))
+            .map(Obj::namespace)
+            .collect();
+        let taken = std::mem::take(f);
+        *f = taken.namespaces(vm_ns);
+    }
 }
 
 /// A `skip` for checks the source cannot serve at all: mesh checks on a bundle-only run, and
 /// mTLS checks on a cluster without an Istio control plane or DestinationRules we may list.
 fn precondition(check: &dyn Check, snap: &Snapshot) -> Option<Finding> {
-    use crate::snapshot::{Kind, SourceKind};
+    use crate::snapshot::SourceKind;
     let id = check.id();
     if snap.source == SourceKind::None && !id.starts_with("bundle.") {
         return Some(Finding::skip(
@@ -487,11 +633,49 @@ fn precondition(check: &dyn Check, snap: &Snapshot) -> Option<Finding> {
     None
 }
 
+/// The namespaces a snapshot shows (Namespace objects, and those holding Services, workloads,
+/// DestinationRules or policies), without Kubernetes' system namespaces: the rows of the
+/// readiness table.
+fn namespaces_of(snap: &Snapshot) -> Vec<String> {
+    let mut out: std::collections::BTreeSet<String> = snap
+        .of(Kind::Namespace)
+        .iter()
+        .map(|n| n.name().to_string())
+        .collect();
+    for kind in [
+        Kind::Service,
+        Kind::Pod,
+        Kind::DestinationRule,
+        Kind::PeerAuthentication,
+        Kind::Policy,
+        Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
+    ] {
+        out.extend(
+            snap.of(kind)
+                .iter()
+                .map(|o| o.namespace().to_string())
+                .filter(|n| !n.is_empty()),
+        );
+    }
+    out.extend(
+        snap.controllers
+            .iter()
+            .map(Obj::namespace)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string),
+    );
+    out.into_iter()
+        .filter(|n| !mesh::SYSTEM_NAMESPACES.contains(&n.as_str()))
+        .collect()
+}
+
 /// Run every check over every snapshot (one per `--context`, or the single source).
 pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
     let mut findings = Vec::new();
     let mut era = None;
     let mut auto_mtls = false;
+    let mut release = None;
     for (i, snap) in snaps.iter().enumerate() {
         let others = snaps
             .iter()
@@ -503,6 +687,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         if i == 0 {
             era = ctx.era;
             auto_mtls = ctx.auto_mtls;
+            release = ctx.era.map(|_| ctx.mesh.release.describe());
         }
         for check in checks::ALL {
             let produced = match precondition(*check, snap) {
@@ -510,6 +695,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
                 None => check.run(snap, &ctx),
             };
             for mut f in produced {
+                scope(&mut f, *check, snap, &ctx);
                 if snaps.len() > 1 {
                     f.context.clone_from(&snap.context);
                 }
@@ -521,11 +707,14 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         .first()
         .and_then(|s| s.objects.values().flatten().find_map(|o| o.origin.clone()))
         .map(|o| Origin { line: 1, ..o });
+    let namespaces = Report::readiness(snaps.iter().flat_map(namespaces_of), &findings);
     Report {
         era,
         auto_mtls,
+        release,
         findings,
         fallback_origin,
+        namespaces,
     }
 }
 
@@ -601,6 +790,42 @@ mod tests {
         assert_eq!(o.checks.istio_namespace.as_deref(), Some("mesh"));
         assert_eq!(o.checks.expiry_warning_days, Some(7));
         assert_eq!(resolve(&[]).unwrap().checks.istio_namespace, None);
+    }
+
+    #[test]
+    fn run_all_scopes_findings_and_answers_per_namespace() {
+        let yaml = format!(
+            "{}---\n{}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: batch}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: job, namespace: batch}}\nspec: {{template: {{spec: {{containers: [{{name: a}}]}}}}}}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: bookinfo}}\nspec: {{host: reviews, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\n",
+            testutil::LEGACY,
+            testutil::DEFAULT_DR
+        );
+        let snap = Snapshot::from_yaml(&yaml).unwrap();
+        let report = run_all(std::slice::from_ref(&snap), &CheckOptions::default());
+        let conflict = report
+            .findings
+            .iter()
+            .find(|f| f.check == "mtls.dr-conflict" && f.severity == Severity::Fail)
+            .expect("the DISABLE rule conflicts");
+        assert_eq!(
+            conflict.namespaces,
+            ["bookinfo"],
+            "scoped to the rule's host"
+        );
+        assert_eq!(conflict.breaks, Some(Breaks::WhenStrict));
+        assert!(
+            report
+                .findings
+                .iter()
+                .filter(|f| matches!(f.severity, Severity::Warn | Severity::Fail))
+                .all(|f| f.breaks.is_some()),
+            "every warn/fail says when it breaks"
+        );
+        let row = |n: &str| report.namespaces.iter().find(|r| r.name == n).unwrap();
+        assert!(!row("bookinfo").ready);
+        assert!(row("bookinfo").blockers.contains(&"mtls.dr-conflict"));
+        assert!(!row("batch").blockers.contains(&"mtls.dr-conflict"));
+        assert!(row("batch").warnings.contains(&"mtls.plaintext-clients"));
+        assert!(!row("bookinfo").warnings.contains(&"mtls.plaintext-clients"));
     }
 
     #[tokio::test]

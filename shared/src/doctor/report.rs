@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{Finding, Severity, checks};
+use super::{Breaks, Finding, Severity, checks};
 use crate::args::{DoctorOutput as Format, FailOn};
 use crate::cli::Outcome;
 use crate::istio::Era;
@@ -17,11 +17,28 @@ pub struct Report {
     pub era: Option<Era>,
     /// Auto mTLS in effect.
     pub auto_mtls: bool,
+    /// The Pilot release judged as (`1.22`, or the assumed newest, said so).
+    pub release: Option<String>,
     /// Findings in check order.
     pub findings: Vec<Finding>,
     /// Where SARIF points findings that name no manifest object (the first `-f` file), since
     /// code-scanning services drop results without a location.
     pub fallback_origin: Option<Origin>,
+    /// Per-namespace readiness for STRICT, sorted by name ([`Report::readiness`]).
+    pub namespaces: Vec<NamespaceReadiness>,
+}
+
+/// Whether one namespace is ready for STRICT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceReadiness {
+    /// The namespace.
+    pub name: String,
+    /// No failing finding concerns it.
+    pub ready: bool,
+    /// Checks with a failing finding that concerns it (or the whole mesh).
+    pub blockers: Vec<&'static str>,
+    /// Checks with a warning that concerns it (they do not block).
+    pub warnings: Vec<&'static str>,
 }
 
 /// Counts per severity.
@@ -41,9 +58,12 @@ pub struct Summary {
 #[serde(rename_all = "camelCase")]
 struct JsonReport<'a> {
     era: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pilot_release: Option<&'a str>,
     auto_mtls: bool,
     summary: Summary,
     findings: Vec<JsonFinding<'a>>,
+    namespaces: &'a [NamespaceReadiness],
 }
 
 #[derive(Serialize)]
@@ -53,6 +73,9 @@ struct JsonFinding<'a> {
     object: &'a str,
     message: String,
     hint: &'a str,
+    namespaces: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breaks: Option<Breaks>,
 }
 
 const RED: &str = "\x1b[31m";
@@ -62,6 +85,45 @@ const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
 impl Report {
+    /// One row per namespace of `universe` (plus those findings name): blocked by every failing
+    /// finding that concerns it — findings naming no namespace concern the whole mesh — and
+    /// listing the checks that warn about it.
+    pub fn readiness(
+        universe: impl IntoIterator<Item = String>,
+        findings: &[Finding],
+    ) -> Vec<NamespaceReadiness> {
+        let mut names: std::collections::BTreeSet<String> = universe.into_iter().collect();
+        for f in findings {
+            if matches!(f.severity, Severity::Warn | Severity::Fail) {
+                names.extend(f.namespaces.iter().cloned());
+            }
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let mut blockers: Vec<&'static str> = Vec::new();
+                let mut warnings: Vec<&'static str> = Vec::new();
+                for f in findings {
+                    let concerns = f.namespaces.is_empty() || f.namespaces.contains(&name);
+                    let list = match f.severity {
+                        Severity::Fail => &mut blockers,
+                        Severity::Warn => &mut warnings,
+                        _ => continue,
+                    };
+                    if concerns && !list.contains(&f.check) {
+                        list.push(f.check);
+                    }
+                }
+                NamespaceReadiness {
+                    ready: blockers.is_empty(),
+                    name,
+                    blockers,
+                    warnings,
+                }
+            })
+            .collect()
+    }
+
     /// Counts per severity.
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
@@ -104,6 +166,7 @@ impl Report {
     fn json(&self) -> JsonReport<'_> {
         JsonReport {
             era: self.era_text(),
+            pilot_release: self.release.as_deref(),
             auto_mtls: self.auto_mtls,
             summary: self.summary(),
             findings: self
@@ -115,8 +178,11 @@ impl Report {
                     object: &f.object,
                     message: Self::message(f),
                     hint: &f.hint,
+                    namespaces: &f.namespaces,
+                    breaks: f.breaks,
                 })
                 .collect(),
+            namespaces: &self.namespaces,
         }
     }
 
@@ -156,11 +222,16 @@ impl Report {
         };
         crate::cli::write_table(
             out,
-            ["CHECK", "SEVERITY", "OBJECT", "MESSAGE"],
+            ["CHECK", "SEVERITY", "BREAKS", "OBJECT", "MESSAGE"],
             self.findings.iter().map(|f| {
                 [
                     f.check.to_string(),
                     paint(f.severity),
+                    match f.breaks {
+                        Some(Breaks::Now) => "now".to_string(),
+                        Some(Breaks::WhenStrict) => "when STRICT".to_string(),
+                        None => String::new(),
+                    },
                     f.object.clone(),
                     Self::message(f),
                 ]
@@ -185,13 +256,37 @@ impl Report {
         let s = self.summary();
         writeln!(
             out,
-            "\nera {} · auto mTLS {} · {} pass, {} warn, {} fail, {} skip",
+            "\nera {}{} · auto mTLS {} · {} pass, {} warn, {} fail, {} skip",
             self.era_text(),
+            self.release
+                .as_ref()
+                .map_or(String::new(), |r| format!(" · judged as Pilot {r}")),
             if self.auto_mtls { "on" } else { "off" },
             s.pass,
             s.warn,
             s.fail,
             s.skip
+        )?;
+        if self.namespaces.is_empty() {
+            return Ok(());
+        }
+        writeln!(out)?;
+        crate::cli::write_table(
+            out,
+            ["NAMESPACE", "STRICT", "BLOCKED BY", "WARNINGS"],
+            self.namespaces.iter().map(|n| {
+                let state = if n.ready { "ready" } else { "blocked" };
+                [
+                    n.name.clone(),
+                    if color {
+                        format!("{}{state}{RESET}", if n.ready { GREEN } else { RED })
+                    } else {
+                        state.to_string()
+                    },
+                    n.blockers.join(", "),
+                    n.warnings.join(", "),
+                ]
+            }),
         )
     }
 
@@ -274,16 +369,24 @@ mod tests {
             line: 7,
         });
         fail.object = "DestinationRule istio-system/default".into();
+        fail.breaks = Some(Breaks::WhenStrict);
+        let warn = Finding::warn("mtls.dr-overlap", "two rules")
+            .ns("bookinfo")
+            .now();
+        let findings = vec![
+            Finding::pass("ca.plugged", "ok"),
+            fail,
+            warn,
+            Finding::skip("bundle.files", "no --bundle given"),
+        ];
+        let namespaces = Report::readiness(["bookinfo".to_string()], &findings);
         Report {
             era: Some(Era::Legacy),
             auto_mtls: false,
-            findings: vec![
-                Finding::pass("ca.plugged", "ok"),
-                fail,
-                Finding::warn("mtls.dr-overlap", "two rules"),
-                Finding::skip("bundle.files", "no --bundle given"),
-            ],
+            release: None,
+            findings,
             fallback_origin: None,
+            namespaces,
         }
     }
 
@@ -299,10 +402,13 @@ mod tests {
                 "autoMtls": false,
                 "summary": {"pass": 1, "warn": 1, "fail": 1, "skip": 1},
                 "findings": [
-                    {"check": "ca.plugged", "severity": "pass", "object": "", "message": "ok", "hint": ""},
-                    {"check": "mtls.default-dr", "severity": "fail", "object": "DestinationRule istio-system/default", "message": "no mesh-wide rule", "hint": "apply it"},
-                    {"check": "mtls.dr-overlap", "severity": "warn", "object": "", "message": "two rules", "hint": ""},
-                    {"check": "bundle.files", "severity": "skip", "object": "", "message": "no --bundle given", "hint": ""},
+                    {"check": "ca.plugged", "severity": "pass", "object": "", "message": "ok", "hint": "", "namespaces": []},
+                    {"check": "mtls.default-dr", "severity": "fail", "object": "DestinationRule istio-system/default", "message": "no mesh-wide rule", "hint": "apply it", "namespaces": [], "breaks": "when-strict"},
+                    {"check": "mtls.dr-overlap", "severity": "warn", "object": "", "message": "two rules", "hint": "", "namespaces": ["bookinfo"], "breaks": "now"},
+                    {"check": "bundle.files", "severity": "skip", "object": "", "message": "no --bundle given", "hint": "", "namespaces": []},
+                ],
+                "namespaces": [
+                    {"name": "bookinfo", "ready": false, "blockers": ["mtls.default-dr"], "warnings": ["mtls.dr-overlap"]},
                 ],
             })
         );
@@ -339,6 +445,7 @@ mod tests {
             plain.contains("hint (mtls.default-dr DestinationRule istio-system/default): apply it")
         );
         assert!(plain.contains("era legacy · auto mTLS off · 1 pass, 1 warn, 1 fail, 1 skip"));
+        assert!(plain.contains("bookinfo    blocked"), "{plain}");
         assert!(!plain.contains('\x1b'));
         assert!(
             plain.lines().all(|l| l == l.trim_end()),
@@ -382,6 +489,84 @@ mod tests {
         assert_eq!(
             v["runs"][0]["results"][1]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
             "gitops/a.yaml"
+        );
+    }
+
+    #[test]
+    fn the_release_judged_is_reported() {
+        let mut r = report();
+        r.release = Some("1.4 (legacy era)".into());
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Json, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["pilotRelease"], "1.4 (legacy era)");
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Table, false).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("era legacy · judged as Pilot 1.4 (legacy era) · auto mTLS off")
+        );
+    }
+
+    #[test]
+    fn readiness_blocks_on_failures_only_and_mesh_wide_failures_block_all() {
+        let findings = vec![
+            Finding::fail("mtls.probes", "p").ns("shop"),
+            Finding::warn("mtls.plaintext-clients", "w").ns("batch"),
+            Finding::warn("mtls.dr-overlap", "mesh-wide warning"),
+            Finding::pass("ca.plugged", "ok").ns("other"),
+        ];
+        let rows = Report::readiness(["batch".into(), "shop".into(), "quiet".into()], &findings);
+        let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap().clone();
+        assert_eq!(rows.len(), 3, "a pass names no row: {rows:?}");
+        assert!(!row("shop").ready);
+        assert_eq!(row("shop").blockers, ["mtls.probes"]);
+        assert!(row("batch").ready, "warnings do not block");
+        assert_eq!(
+            row("batch").warnings,
+            ["mtls.plaintext-clients", "mtls.dr-overlap"]
+        );
+        assert!(row("quiet").ready && row("quiet").blockers.is_empty());
+        let mut findings = findings;
+        findings.push(Finding::fail("mtls.default-dr", "no mesh-wide rule"));
+        let rows = Report::readiness(["quiet".into()], &findings);
+        let quiet = rows.iter().find(|r| r.name == "quiet").unwrap();
+        assert_eq!(quiet.blockers, ["mtls.default-dr"]);
+        // A namespace only a finding names still gets a row.
+        assert!(rows.iter().any(|r| r.name == "shop" && !r.ready));
+    }
+
+    #[test]
+    fn every_output_ends_with_the_namespaces() {
+        let mut table = Vec::new();
+        report().write(&mut table, Format::Table, false).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        let last = table.lines().last().unwrap();
+        assert!(
+            last.starts_with("bookinfo")
+                && last.contains("blocked")
+                && last.contains("mtls.default-dr")
+                && last.contains("mtls.dr-overlap"),
+            "{table}"
+        );
+        assert!(
+            table.contains("NAMESPACE") && table.contains("when STRICT"),
+            "{table}"
+        );
+        let mut yaml = Vec::new();
+        report().write(&mut yaml, Format::Yaml, false).unwrap();
+        let yaml = String::from_utf8(yaml).unwrap();
+        let v: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(v["namespaces"][0]["ready"], false);
+        assert!(yaml.rfind("namespaces:").unwrap() > yaml.rfind("findings:").unwrap());
+        // SARIF is unchanged: no namespaces.
+        assert!(
+            report()
+                .sarif()
+                .to_string()
+                .find("\"namespaces\"")
+                .is_none()
         );
     }
 

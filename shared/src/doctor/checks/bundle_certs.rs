@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::{or_pass, system_time};
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::Era;
 use crate::pki;
 use crate::snapshot::{Bundle, Kind, Snapshot};
@@ -216,6 +216,14 @@ impl Check for BundleCerts {
 
     fn describe(&self) -> &'static str {
         "legacy: chain does not verify, key mismatch, expired, SAN differs from cluster.env; modern: token expired or audience not istio-ca, root unreadable"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

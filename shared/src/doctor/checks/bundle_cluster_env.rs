@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::{list, or_pass};
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::Era;
 use crate::snapshot::{Kind, Snapshot, parse_env};
 
@@ -74,6 +74,14 @@ impl Check for BundleClusterEnv {
 
     fn describe(&self) -> &'static str {
         "cluster.env lacks required keys or has malformed ones; with a cluster: ISTIO_SERVICE_CIDR does not cover the Service CIDR"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

@@ -1,7 +1,7 @@
 //! `bundle.files`: the VM bundle holds what its era needs, with private keys kept private.
 
 use super::or_pass;
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::Era;
 use crate::snapshot::Snapshot;
 
@@ -38,6 +38,14 @@ impl Check for BundleFiles {
 
     fn describe(&self) -> &'static str {
         "a file the era needs is missing, or a key/token is readable by others"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

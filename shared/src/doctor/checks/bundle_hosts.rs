@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{gateway_addresses, gateway_service, or_pass};
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::Era;
 use crate::snapshot::Snapshot;
 
@@ -42,6 +42,14 @@ impl Check for BundleHosts {
 
     fn describe(&self) -> &'static str {
         "no control-plane host lines; with a cluster: the IP is not the gateway's current address"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

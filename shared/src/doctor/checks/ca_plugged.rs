@@ -1,7 +1,7 @@
 //! `ca.plugged`: the Istio namespace should hold a plugged-in CA (`cacerts` with its four keys).
 
 use super::need;
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{CACERTS_KEYS, CACERTS_SECRET};
 use crate::snapshot::{Kind, Snapshot};
 
@@ -18,6 +18,10 @@ impl Check for CaPlugged {
 
     fn describe(&self) -> &'static str {
         "no cacerts secret with the four keys in the Istio namespace"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{list, or_pass};
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{CACERTS_SECRET, ROOT_CERT_CONFIGMAP};
 use crate::pki;
 use crate::snapshot::{Kind, Obj, Snapshot, SourceKind};
@@ -62,6 +62,10 @@ impl Check for CaRootConsistent {
 
     fn describe(&self) -> &'static str {
         "roots differ between cacerts, istio-ca-root-cert ConfigMaps, istio.<sa> secrets, and across --contexts"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

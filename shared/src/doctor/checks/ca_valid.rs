@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{need, or_pass, system_time};
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{CACERTS_KEYS, CACERTS_SECRET};
 use crate::pki;
 use crate::snapshot::{Kind, Snapshot};
@@ -22,6 +22,10 @@ impl Check for CaValid {
 
     fn describe(&self) -> &'static str {
         "the cacerts files fail meshvm::pki (expiring soon: warn)"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

@@ -1,7 +1,7 @@
 //! `gateway.address`: the gateway a VM reaches the control plane through has an address.
 
 use super::{gateway_addresses, gateway_service, need};
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::snapshot::{Kind, Snapshot, SourceKind};
 
 /// Fails when the era's gateway Service is missing or has no external address; warns when it
@@ -17,6 +17,14 @@ impl Check for GatewayAddress {
 
     fn describe(&self) -> &'static str {
         "the gateway Service has no address (hostname only: warn)"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

@@ -6,14 +6,20 @@ use serde_json::Value;
 
 use super::{gateway_service, multi_network, need, or_pass};
 use crate::doctor::fix::{gateway_servers, service_ports};
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{Era, MULTI_NETWORK_PORT};
 use crate::snapshot::{Kind, Obj, Snapshot, string_map};
 
-/// For each port a VM needs — legacy 15011 (Pilot) and 8060 (Citadel); modern 15012 (istiod)
-/// and 15017 (webhook); 15443 when multi-network — fails unless the gateway Service exposes it,
-/// a Gateway bound to that gateway has a server on it, and (except 15443's AUTO_PASSTHROUGH)
-/// a VirtualService on that Gateway routes it.
+/// For each port a VM needs — legacy 15011 (Pilot) and 8060 (Citadel); modern 15012 (istiod's
+/// xDS and CA); 15443 when multi-network — fails unless the gateway Service exposes it, a
+/// Gateway bound to that gateway has a server on it, and (except 15443's AUTO_PASSTHROUGH) a
+/// VirtualService on that Gateway routes it.
+///
+/// 15017 (istiod's injection webhook), which `samples/multicluster/expose-istiod.yaml` also
+/// exposes, is not required: VMs reach istiod on 15012 only (istio/istio@1.22.0
+/// istioctl/pkg/workload/workload.go:588-591, the address `istioctl x workload entry configure`
+/// writes into the VM's mesh config); 15017 serves remote clusters' API servers calling the
+/// injection webhook (manifests/charts/istiod-remote/templates/endpoints.yaml:13-22).
 pub struct GatewayPorts;
 
 const ID: &str = "gateway.ports";
@@ -95,7 +101,15 @@ impl Check for GatewayPorts {
     }
 
     fn describe(&self) -> &'static str {
-        "an era's port is not exposed end to end (Service port + Gateway server + VirtualService route): legacy 15011, 8060; modern 15012, 15017; 15443 when multi-network"
+        "an era's port is not exposed end to end (Service port + Gateway server + VirtualService route): legacy 15011, 8060; modern 15012; 15443 when multi-network"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
@@ -119,7 +133,7 @@ impl Check for GatewayPorts {
         };
         let mut ports: Vec<(u32, &str)> = match era {
             Era::Legacy => vec![(15011, "Pilot xDS"), (8060, "Citadel CSR")],
-            Era::Modern => vec![(15012, "istiod xDS and CA"), (15017, "istiod webhook")],
+            Era::Modern => vec![(15012, "istiod xDS and CA")],
         };
         if multi_network(snap, ctx) {
             ports.push((u32::from(MULTI_NETWORK_PORT), "cross-network traffic"));
@@ -188,8 +202,13 @@ mod tests {
                 Fail,
             ),
             (
-                "modern without the webhook Service port",
+                "modern without the webhook port: VMs do not need 15017",
                 Fixture::modern().snapshot_yaml_replace(", {name: tls-webhook, port: 15017}", ""),
+                Pass,
+            ),
+            (
+                "modern without the istiod Service port",
+                Fixture::modern().snapshot_yaml_replace("{name: tls-istiod, port: 15012}, ", ""),
                 Fail,
             ),
             (

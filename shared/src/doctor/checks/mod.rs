@@ -14,11 +14,16 @@ mod mtls_default_dr;
 mod mtls_dr_conflict;
 mod mtls_dr_missing_tls;
 mod mtls_dr_overlap;
+mod mtls_excluded_ports;
+mod mtls_metrics_scrape;
+mod mtls_plaintext_clients;
 mod mtls_policy_consistency;
 mod mtls_port_level_clears_tls;
+mod mtls_probes;
 mod network_labels;
 mod vm_registered_identity;
 mod vm_workloadentry_identity;
+pub mod workloads;
 
 pub use bundle_certs::BundleCerts;
 pub use bundle_cluster_env::BundleClusterEnv;
@@ -34,8 +39,12 @@ pub use mtls_default_dr::MtlsDefaultDr;
 pub use mtls_dr_conflict::MtlsDrConflict;
 pub use mtls_dr_missing_tls::MtlsDrMissingTls;
 pub use mtls_dr_overlap::MtlsDrOverlap;
+pub use mtls_excluded_ports::MtlsExcludedPorts;
+pub use mtls_metrics_scrape::MtlsMetricsScrape;
+pub use mtls_plaintext_clients::MtlsPlaintextClients;
 pub use mtls_policy_consistency::MtlsPolicyConsistency;
 pub use mtls_port_level_clears_tls::MtlsPortLevelClearsTls;
+pub use mtls_probes::MtlsProbes;
 pub use network_labels::NetworkLabels;
 pub use vm_registered_identity::VmRegisteredIdentity;
 pub use vm_workloadentry_identity::VmWorkloadentryIdentity;
@@ -55,6 +64,10 @@ pub static ALL: &[&dyn Check] = &[
     &MtlsDrMissingTls,
     &MtlsDrOverlap,
     &MtlsPolicyConsistency,
+    &MtlsPlaintextClients,
+    &MtlsProbes,
+    &MtlsMetricsScrape,
+    &MtlsExcludedPorts,
     &VmRegisteredIdentity,
     &VmWorkloadentryIdentity,
     &GatewayAddress,
@@ -242,6 +255,10 @@ mod tests {
             "mtls.dr-missing-tls",
             "mtls.dr-overlap",
             "mtls.policy-consistency",
+            "mtls.plaintext-clients",
+            "mtls.probes",
+            "mtls.metrics-scrape",
+            "mtls.excluded-ports",
             "vm.registered-identity",
             "vm.workloadentry-identity",
             "gateway.address",

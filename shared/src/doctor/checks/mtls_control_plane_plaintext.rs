@@ -2,7 +2,7 @@
 
 use super::or_pass;
 use crate::doctor::mesh::tls_text;
-use crate::doctor::{Check, CheckContext, Finding, fix};
+use crate::doctor::{Breaks, Check, CheckContext, Finding, fix};
 use crate::istio::Era;
 use crate::snapshot::{Kind, Snapshot};
 
@@ -19,6 +19,14 @@ impl Check for MtlsControlPlanePlaintext {
 
     fn describe(&self) -> &'static str {
         "legacy mesh expansion with a mesh-wide ISTIO_MUTUAL rule but no DISABLE rule for istio-citadel 8060 (and istio-pilot 15011)"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
@@ -121,6 +129,35 @@ mod tests {
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&MtlsControlPlanePlaintext), severity, case);
         }
+    }
+
+    #[test]
+    fn private_citadel_rule_in_the_root_namespace_is_ignored_by_1_4() {
+        // The 1.4 gateway in the root namespace reads only exported root rules
+        // (pilot/pkg/model/push_context.go@1.4.2:633,669): `exportTo: ['.']` hides the rule.
+        let private = CITADEL_DR.replace("spec:\n", "spec:\n  exportTo: ['.']\n");
+        let fixture = Fixture::legacy()
+            .with_default_dr()
+            .with(&private)
+            .with(PILOT_DR);
+        let out = fixture.run(&MtlsControlPlanePlaintext);
+        assert_eq!(
+            flagged(&out),
+            [(Fail, "Service istio-system/istio-citadel".into())],
+            "{out:#?}"
+        );
+        assert!(
+            out[0].message.contains("istio-system/default"),
+            "{}",
+            out[0].message
+        );
+        // Exported, the same rule is what the gateway takes.
+        let out = Fixture::legacy()
+            .with_default_dr()
+            .with_citadel_dr()
+            .with(PILOT_DR)
+            .run(&MtlsControlPlanePlaintext);
+        expect(&out, Pass, "exported citadel rule");
     }
 
     #[test]

@@ -112,6 +112,8 @@ impl Check for MtlsDefaultDr {
                         ),
                     )
                     .on(rule.obj)
+                    .namespaces(reached.iter().filter_map(|h| crate::doctor::mesh::host_namespace(h)))
+                    .now()
                     .hint(format!(
                         "add a DestinationRule with trafficPolicy.tls.mode: DISABLE for each (host: {}), or inject a sidecar",
                         reached[0]

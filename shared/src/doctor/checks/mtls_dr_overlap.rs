@@ -75,11 +75,37 @@ impl Check for MtlsDrOverlap {
                 continue;
             }
             let names: Vec<String> = others.iter().map(|j| rules[*j].obj.reference()).collect();
+            // Pilot merges same-host rules oldest first (creationTimestamp, then name.namespace):
+            // subsets are added, the first top-level trafficPolicy is kept
+            // (pilot/pkg/model/destination_rule.go@1.4.2:33-62, @1.22.0:40-120).
+            let age = |k: usize| {
+                let r = &rules[k];
+                (
+                    r.obj.created().to_string(),
+                    format!("{}.{}", r.obj.name(), r.ns),
+                )
+            };
+            let keeper = std::iter::once(i)
+                .chain(others.iter().copied())
+                .filter(|k| rules[*k].policy().is_some())
+                .min_by_key(|k| age(*k));
+            let effect = match keeper {
+                Some(k) if k == i => "Pilot merges them and keeps this rule's trafficPolicy (the oldest with one); the others' are ignored".to_string(),
+                Some(k) if rules[i].policy().is_some() => format!(
+                    "Pilot merges them and keeps the trafficPolicy of the older {}: this rule's is ignored",
+                    rules[k].obj.reference()
+                ),
+                Some(k) => format!(
+                    "Pilot merges them: this rule adds only subsets; the trafficPolicy is {}'s",
+                    rules[k].obj.reference()
+                ),
+                None => "Pilot merges them: subsets are added, a duplicate subset name keeps the older rule's".to_string(),
+            };
             out.push(
                 Finding::warn(
                     ID,
                     format!(
-                        "host {} also has {}: a namespace sees both, and Pilot applies only the oldest rule's trafficPolicy",
+                        "host {} also has {}: a namespace sees both; {effect}",
                         rules[i].host,
                         list(&names, 3)
                     ),
@@ -154,6 +180,48 @@ mod tests {
                 case,
             );
         }
+    }
+
+    #[test]
+    fn says_whose_policy_pilot_keeps() {
+        let yaml = dr(
+            "a",
+            "old",
+            "{host: h, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        )
+        .replace(
+            "namespace: a}",
+            "namespace: a, creationTimestamp: '2020-01-01T00:00:00Z'}",
+        ) + &dr(
+            "a",
+            "new",
+            "{host: h, trafficPolicy: {tls: {mode: DISABLE}}}",
+        )
+        .replace(
+            "namespace: a}",
+            "namespace: a, creationTimestamp: '2021-01-01T00:00:00Z'}",
+        );
+        let out = Fixture::empty().with(&yaml).run(&MtlsDrOverlap);
+        let new = out
+            .iter()
+            .find(|f| f.object == "DestinationRule a/new")
+            .unwrap();
+        assert!(
+            new.message.contains(
+                "keeps the trafficPolicy of the older DestinationRule a/old: this rule's is ignored"
+            ),
+            "{}",
+            new.message
+        );
+        let old = out
+            .iter()
+            .find(|f| f.object == "DestinationRule a/old")
+            .unwrap();
+        assert!(
+            old.message.contains("keeps this rule's trafficPolicy"),
+            "{}",
+            old.message
+        );
     }
 
     #[test]

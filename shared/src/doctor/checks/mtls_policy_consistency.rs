@@ -6,7 +6,7 @@ use super::or_pass;
 use crate::doctor::mesh::{
     DOMAIN, Dest, Mesh, ModeAt, PeerMode, PortRef, TlsMode, is_mesh_wide, namespace_wide, tls_text,
 };
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::snapshot::{Obj, Snapshot};
 
 /// Mesh-, namespace- and (1.4) service-level PeerAuthentication / MeshPolicy / Policy against
@@ -44,6 +44,10 @@ impl Check for MtlsPolicyConsistency {
 
     fn describe(&self) -> &'static str {
         "mesh/namespace-wide PeerAuthentication (or 1.4 MeshPolicy/Policy) and DestinationRules disagree"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
     }
 
     fn run(&self, _snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{gateway_service, mesh_networks, multi_network, or_pass};
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{Era, NETWORK_LABEL};
 use crate::snapshot::{Kind, Snapshot};
 
@@ -21,6 +21,14 @@ impl Check for NetworkLabels {
 
     fn describe(&self) -> &'static str {
         "multi-network labels missing or inconsistent (Istio namespace, gateway Service, WorkloadGroup/Entry network)"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {

@@ -2,7 +2,7 @@
 
 use super::{need, or_pass};
 use crate::doctor::mesh::SYSTEM_NAMESPACES;
-use crate::doctor::{Check, CheckContext, Finding};
+use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::SERVICE_ACCOUNTS_ANNOTATION;
 use crate::snapshot::{Kind, Obj, Snapshot, string_map};
 use serde_json::Value;
@@ -35,6 +35,14 @@ impl Check for VmRegisteredIdentity {
 
     fn describe(&self) -> &'static str {
         "a registered VM Service lacks alpha.istio.io/kubernetes-serviceaccounts, names a missing SA, or its Endpoints ports are not in the Service"
+    }
+
+    fn breaks(&self) -> Breaks {
+        Breaks::Now
+    }
+
+    fn vm_scoped(&self) -> bool {
+        true
     }
 
     fn run(&self, snap: &Snapshot, _ctx: &CheckContext) -> Vec<Finding> {

@@ -24,6 +24,10 @@ impl Check for VmWorkloadentryIdentity {
         "a WorkloadEntry selected by a Service has no serviceAccount, names a missing one, or is labelled out of mTLS"
     }
 
+    fn vm_scoped(&self) -> bool {
+        true
+    }
+
     fn run(&self, snap: &Snapshot, _ctx: &CheckContext) -> Vec<Finding> {
         if snap.source == SourceKind::Live && !snap.knows(Kind::WorkloadEntry) {
             let why = match (
@@ -63,6 +67,7 @@ impl Check for VmWorkloadentryIdentity {
                 Some(sa) if snap.knows(Kind::ServiceAccount) && snap.get(Kind::ServiceAccount, we.namespace(), sa).is_none() => out.push(
                     Finding::fail(ID, format!("names ServiceAccount {}/{sa}, which does not exist: the VM cannot get a certificate for it", we.namespace()))
                         .on(we)
+                        .now()
                         .hint(format!("kubectl -n {} create serviceaccount {sa}", we.namespace())),
                 ),
                 Some(_) => {}
