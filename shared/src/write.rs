@@ -1249,7 +1249,10 @@ pub(crate) mod fake {
             }
         });
         let client = ::kube::Client::new(service, "default");
-        (Connection::from_client(client, "default", "https://fake.test"), log)
+        (
+            Connection::from_client(client, "default", "https://fake.test"),
+            log,
+        )
     }
 }
 

@@ -31,6 +31,9 @@ async fn legacy_after_prepare() -> Server {
             "expandvm",
             "--ca-dir",
             samples.to_str().unwrap(),
+            // Citadel loads cacerts only when it (re)starts.
+            "--restart-control-plane",
+            "--yes",
         ],
     )
     .await;

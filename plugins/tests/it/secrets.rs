@@ -309,10 +309,34 @@ async fn bundle_prints_no_key_or_token_and_keeps_them_private() {
     let prepared = sim::run(
         sim::PREPARE,
         &legacy,
-        &sim::args(&["--vm-namespace", "expandvm", "--ca-dir", &ca]),
+        &sim::args(&[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &ca,
+            "--restart-control-plane",
+            "--yes",
+        ]),
     )
     .await;
     assert_eq!(prepared.code, 0, "{}", prepared.show());
+    // The restarted Citadel re-issues istio.expandvm under the plugged-in root; a first bundle
+    // waits for that (--wait), so the key read after it is the one every run below ships.
+    let warm = tmp.path().join("warm-up");
+    let first = sim::run(
+        sim::BUNDLE,
+        &legacy,
+        &sim::args(&[
+            "--vm-namespace",
+            "expandvm",
+            "--inbound-ports",
+            "80",
+            "-d",
+            &warm.display().to_string(),
+        ]),
+    )
+    .await;
+    assert_eq!(first.code, 0, "{}", first.show());
     let vm_key = legacy
         .object("v1", "Secret", "expandvm", "istio.expandvm")
         .and_then(|s| s["data"]["key.pem"].as_str().map(str::to_owned))
@@ -398,7 +422,15 @@ async fn doctor_prints_no_key_or_token() {
         (
             "legacy",
             &legacy,
-            sim::args(&["--vm-namespace", "expandvm", "--ca-dir", &ca]),
+            // Citadel loads cacerts only when it (re)starts: the runbook's flow restarts it.
+            sim::args(&[
+                "--vm-namespace",
+                "expandvm",
+                "--ca-dir",
+                &ca,
+                "--restart-control-plane",
+                "--yes",
+            ]),
             sim::args(&["--vm-namespace", "expandvm", "--inbound-ports", "80"]),
         ),
         (
@@ -477,7 +509,16 @@ async fn trace_logging_prints_no_key_or_token() {
     let steps: [(&'static str, Vec<String>); 5] = [
         (
             sim::PREPARE,
-            sim::args(&["--vm-namespace", "expandvm", "--ca-dir", &ca, "-o", "yaml"]),
+            sim::args(&[
+                "--vm-namespace",
+                "expandvm",
+                "--ca-dir",
+                &ca,
+                "--restart-control-plane",
+                "--yes",
+                "-o",
+                "yaml",
+            ]),
         ),
         (
             sim::PREPARE,
