@@ -302,6 +302,24 @@ async fn legacy_first_run_second_run_and_a_different_ca() {
     )
     .await;
     assert_eq!(restarted.code, 0, "{}", restarted.show());
+    assert!(
+        restarted
+            .stderr
+            .contains("Citadel re-issued every istio.* workload secret under the new root"),
+        "prepare waits for Citadel's resync: {}",
+        restarted.show()
+    );
+    let stale: Vec<String> = server
+        .objects("v1", "Secret")
+        .into_iter()
+        .filter(|s| s["type"] == "istio.io/key-and-cert")
+        .filter(|s| !issued_under_samples(&serde_json::from_value(s.clone()).unwrap()))
+        .map(|s| format!("{}/{}", s["metadata"]["namespace"], s["metadata"]["name"]))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "still under the old root after prepare returned: {stale:?}"
+    );
     let mut citadel = before;
     for _ in 0..100 {
         citadel = secret(&server, "expandvm", "istio.expandvm").expect("istio.expandvm");
@@ -1192,7 +1210,12 @@ async fn a_rerun_costs_five_reads_and_no_write() {
         let first = server.requests();
         // Reads: Deployments, istio-system, cacerts, expandvm, its ServiceAccount; writes: 3
         // (1.14: plus the refused apply and one read per applied object).
-        assert_eq!(first.api_calls(), first_calls, "{kube}: {:?}", first.counts());
+        assert_eq!(
+            first.api_calls(),
+            first_calls,
+            "{kube}: {:?}",
+            first.counts()
+        );
         server.reset_requests();
         assert_eq!(prepare(&server, &args).await.code, 0);
         let second = server.requests();

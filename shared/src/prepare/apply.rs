@@ -234,6 +234,47 @@ pub async fn await_restart(
     }
 }
 
+/// After Citadel (Istio 1.4) restarted with a new `cacerts`: wait until every `istio.<sa>`
+/// secret in the mesh is issued under the new root, bounded by `--timeout`. Citadel re-issues
+/// them only on its secret informer's resync — every minute (istio/istio@1.4.2
+/// security/pkg/k8s/controller/workloadsecret.go:243 `secretResyncPeriod`, and `scrtUpdated`
+/// refreshing a secret whose root is not the CA's, lines 553-601) — not when it starts: until
+/// then, workloads with old-root and new-root certificates reject each other. Returns how many
+/// were still pending when the wait ended (0: all re-issued).
+pub async fn await_reissue(
+    conn: &Connection,
+    root_pem: &[u8],
+    timeout: Duration,
+    poll: Duration,
+) -> Result<usize, Error> {
+    let api: Api<Secret> = Api::all(conn.client.clone());
+    let params = kube::api::ListParams::default().fields("type=istio.io/key-and-cert");
+    let deadline = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
+    let spinner = crate::terminal::progress("waiting for Citadel to re-issue the workload secrets");
+    loop {
+        let stale = crate::read::list_all(
+            conn,
+            &api,
+            Request::new("list", "secrets"),
+            &params,
+            |secret: Secret| {
+                let root = secret.data.as_ref()?.get("root-cert.pem")?;
+                (root.0.trim_ascii() != root_pem.trim_ascii()).then_some(())
+            },
+        )
+        .await?
+        .len();
+        if stale == 0 || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            spinner.finish_and_clear();
+            return Ok(stale);
+        }
+        spinner.set_message(format!(
+            "waiting for Citadel to re-issue {stale} istio.* secret(s) under the new root (it does on its resync, about every minute)"
+        ));
+        tokio::time::sleep(poll).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

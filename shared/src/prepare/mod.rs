@@ -261,6 +261,34 @@ pub async fn run(
             Ok(how) => rolled_out = how,
             Err(e) => result = Err(e),
         }
+        // Legacy: Citadel re-signs the mesh's workload secrets only on its resync.
+        if rolled_out.is_some()
+            && let Some(ca) = ca.as_ref()
+            && plan
+                .changes
+                .iter()
+                .any(|c| c.kind == crate::write::Kind::Deployment && c.name == "istio-citadel")
+        {
+            match apply::await_reissue(
+                &conn,
+                ca.root_cert.bytes(),
+                opts.timeout,
+                apply::ROLLOUT_POLL,
+            )
+            .await
+            {
+                Ok(0) => writeln!(
+                    err,
+                    "note: Citadel re-issued every istio.* workload secret under the new root"
+                )?,
+                Ok(stale) => writeln!(
+                    err,
+                    "warning: {stale} istio.* workload secret(s) are still issued under the old root after {:?}: Citadel re-issues them on its next resync (about every minute); until then `kubectl meshvm doctor` reports ca.root-consistent",
+                    opts.timeout
+                )?,
+                Err(e) => result = Err(e),
+            }
+        }
     }
     plan.write(out, opts.output, opts.show_secrets)?;
     write_notes(

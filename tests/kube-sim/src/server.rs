@@ -440,6 +440,21 @@ impl Server {
         st.get_obj(&rt.key(), namespace, name).cloned()
     }
 
+    /// Every stored object of `apiVersion` `kind`, in all namespaces.
+    pub fn objects(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let st = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(rt) = st.registry.by_kind(api_version, kind) else {
+            return Vec::new();
+        };
+        st.iter_resource(&rt.key(), None)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// How many objects are stored in all.
     pub fn object_count(&self) -> usize {
         self.shared
