@@ -11,43 +11,15 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use kube_sim::{Scenario, Server};
 
-/// The folder holding `kubectl.1.NN`, found as the kubectl dispatcher on PATH resolves.
-fn find_kubectl_dir() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .and_then(|p| std::fs::canonicalize(p).ok())
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-}
-
-/// A missing tool: a test failure, unless `MESHVM_ALLOW_MISSING_TOOLS=1`, when the test is
-/// told to return early (`None`) after saying why.
-fn missing<T>(what: &str) -> Option<T> {
-    if std::env::var("MESHVM_ALLOW_MISSING_TOOLS").as_deref() == Ok("1") {
-        // The same announcement as the workspace's other tool-needing tests.
-        eprintln!("IGNORED (MESHVM_ALLOW_MISSING_TOOLS): {what}");
-        None
-    } else {
-        panic!(
-            "{what}: put the kubectl dispatcher and kubectl.1.NN on PATH, or set MESHVM_ALLOW_MISSING_TOOLS=1 to let kubectl tests return early"
-        )
-    }
-}
-
-/// The kubectl folder, or `None` (only with `MESHVM_ALLOW_MISSING_TOOLS=1`).
+/// The folder holding `kubectl.1.NN` (where the dispatcher on PATH resolves), or `None` only
+/// with `MESHVM_ALLOW_MISSING_TOOLS=1` (see `kube_sim::testenv`).
 fn kubectl_dir() -> Option<PathBuf> {
-    find_kubectl_dir().or_else(|| missing("no kubectl on PATH"))
+    kube_sim::testenv::require_kubectl().and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
-/// `kubectl.1.<minor>`, or `None` (only with `MESHVM_ALLOW_MISSING_TOOLS=1`).
+/// `kubectl.1.<minor>`, or `None` only with `MESHVM_ALLOW_MISSING_TOOLS=1`.
 fn kubectl_bin(minor: &str) -> Option<PathBuf> {
-    let bin = kubectl_dir()?.join(format!("kubectl.1.{minor}"));
-    if bin.is_file() {
-        Some(bin)
-    } else {
-        missing(&format!("{} does not exist", bin.display()))
-    }
+    kube_sim::testenv::require_kubectl_minor(&format!("1.{minor}"))
 }
 
 struct Kubectl {
