@@ -143,6 +143,13 @@ fn refusal_probe(message: &str, dry_run: bool, ip: &str) -> Probe {
     }
 }
 
+/// Whether the API server *answered* (4xx: RBAC, a missing namespace, an admission webhook):
+/// then the probe gives up and the range is guessed. Anything else (unreachable, timeouts, 5xx
+/// after retries) fails the bundle, as every other read does.
+fn answered(e: &crate::kube::Error) -> bool {
+    e.code().is_some_and(|c| (400..500).contains(&c))
+}
+
 /// Ask the API server for its Service range: create a ClusterIP Service it must refuse (see
 /// [`probe_ip`]) in `namespace` and read the range from the 422. Dry-run first (range-checked
 /// from ~1.23); when the dry-run passes unchecked, a real create. A real create that succeeds
@@ -152,7 +159,7 @@ pub async fn probe(
     namespace: &str,
     kubernetes_ip: Option<&str>,
     notes: &mut Vec<String>,
-) -> Probe {
+) -> Result<Probe, crate::kube::Error> {
     let ip = probe_ip(kubernetes_ip);
     let suffix: String = (0..5)
         .map(|_| char::from(b"bcdfghjklmnpqrstvwxz2456789"[rand::random_range(0..27)]))
@@ -185,38 +192,48 @@ pub async fn probe(
             let mut found = refusal_probe(e.status_message().unwrap_or_default(), true, ip);
             if let Probe::Range { maybe_partial, .. } = &mut found {
                 // Only the version tells the MultiCIDR era's answer from the alloc.go era's.
-                *maybe_partial = conn
+                *maybe_partial = match conn
                     .call(Action::new("get", "version"), || {
                         conn.client.apiserver_version()
                     })
                     .await
-                    .is_ok_and(|v| may_hold_several_ranges(&v.minor));
+                {
+                    Ok(v) => may_hold_several_ranges(&v.minor),
+                    Err(e) if answered(&e) => false,
+                    Err(e) => return Err(e),
+                };
             }
-            return found;
+            return Ok(found);
         }
         // Accepted without a range check (before the alloc.go era): ask for real.
         Ok(_) => {}
         // Dry-run switched off (an alpha gate before 1.13): ask for real too.
         Err(e) if e.code() == Some(400) && e.to_string().to_ascii_lowercase().contains("dry") => {}
-        Err(e) => {
-            return Probe::Unknown(format!(
+        Err(e) if answered(&e) => {
+            return Ok(Probe::Unknown(format!(
                 "could not ask the API server (a dry-run Service create in namespace {namespace} failed: {e})"
-            ));
+            )));
         }
+        Err(e) => return Err(e),
     }
     let real = params(false);
     let created = match conn.call(action(), || api.create(&real, &service)).await {
         Err(e) if e.is_invalid() => {
-            return refusal_probe(e.status_message().unwrap_or_default(), false, ip);
+            return Ok(refusal_probe(
+                e.status_message().unwrap_or_default(),
+                false,
+                ip,
+            ));
         }
         Ok(_) => true,
         // A retried create whose first attempt landed: ours, by its random name.
         Err(e) if e.is_already_exists() => true,
-        Err(e) => {
-            return Probe::Unknown(format!(
+        Err(e) if answered(&e) => {
+            return Ok(Probe::Unknown(format!(
                 "could not ask the API server (a Service create in namespace {namespace} failed: {e})"
-            ));
+            )));
         }
+        Err(e) => return Err(e),
     };
     debug_assert!(created);
     let delete = ::kube::api::DeleteParams::background();
@@ -237,9 +254,9 @@ pub async fn probe(
             "the API server accepted Service {namespace}/{name} with clusterIP {ip}, which should be impossible, and deleting it failed ({e}): delete it with `kubectl -n {namespace} delete service {name}`"
         ),
     });
-    Probe::Unknown(format!(
+    Ok(Probe::Unknown(format!(
         "the API server accepted clusterIP {ip} instead of refusing it"
-    ))
+    )))
 }
 
 #[cfg(test)]
@@ -317,7 +334,9 @@ mod tests {
     ) -> (Probe, Vec<String>, Vec<String>) {
         let (conn, log) = mock(route);
         let mut notes = Vec::new();
-        let probe = probe(&conn, "expandvm", Some("10.96.0.1"), &mut notes).await;
+        let probe = probe(&conn, "expandvm", Some("10.96.0.1"), &mut notes)
+            .await
+            .expect("the API server answered");
         let log = log.lock().unwrap().clone();
         (probe, notes, log)
     }
@@ -451,6 +470,16 @@ mod tests {
             1,
             "a refused dry run is not followed by a real create"
         );
+    }
+
+    /// The API server failing (not answering) fails the bundle, as every other read does.
+    #[tokio::test]
+    async fn server_failures_are_errors_not_guesses() {
+        let (conn, _) = mock(|_| status(503, "ServiceUnavailable", "etcdserver: leader changed"));
+        let err = probe(&conn, "expandvm", None, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(503), "{err}");
     }
 
     #[test]

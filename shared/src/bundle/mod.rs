@@ -356,7 +356,7 @@ pub async fn run(
             wait_for_identity(&conn, opts, &mut observed, &spinner).await?;
             if observed.waited.is_none() {
                 spinner.set_message("asking the API server for its Service range");
-                observe::find_service_cidr(&conn, opts, &mut observed).await;
+                observe::find_service_cidr(&conn, opts, &mut observed).await?;
             }
         }
         Ok::<_, Error>(observed)

@@ -346,7 +346,11 @@ pub async fn wait_for_identity(
 /// Legacy: when neither `--service-cidr` nor the ServiceCIDR API gave the Service range, ask the
 /// API server ([`cidr::probe`]). Called once the identity is ready, so a bundle that fails for
 /// another reason sends no probe.
-pub async fn find_service_cidr(conn: &Connection, opts: &Options, observed: &mut Observed) {
+pub async fn find_service_cidr(
+    conn: &Connection,
+    opts: &Options,
+    observed: &mut Observed,
+) -> Result<(), Error> {
     if opts.service_cidr.is_none() && observed.service_cidrs.is_none() {
         observed.cidr_probe = Some(
             cidr::probe(
@@ -355,9 +359,10 @@ pub async fn find_service_cidr(conn: &Connection, opts: &Options, observed: &mut
                 observed.kubernetes_ip.as_deref(),
                 &mut observed.notes,
             )
-            .await,
+            .await?,
         );
     }
+    Ok(())
 }
 
 /// Read everything the era needs, concurrently: era detection (with, when a WorkloadGroup is

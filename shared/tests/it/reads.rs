@@ -1,10 +1,9 @@
 //! meshvm reads each cell of the version matrix correctly, against kube-sim: the version each Istio
 //! kind is served at (Istio 1.12's WorkloadGroup only at v1alpha3), paged lists, kinds a cluster
 //! does not serve, and the legacy identity that must come from the root in `cacerts`.
-//!
-//! Tests that need kube-sim behaviour landing on other branches (406 metadata lists before 1.15,
-//! expiring continue tokens, the ClusterIP refusal texts per version, Citadel's delays) are
-//! written and `#[ignore]`d with the branch they wait for.
+//! kube-sim answers as the Kubernetes version asks (406 metadata lists before 1.15, the ClusterIP
+//! refusal texts and dry-run behaviour per version, ServiceCIDR per version), expires continue
+//! tokens on request, and runs Citadel as 1.4 did (CA loaded at start, secrets issued late).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,7 +81,7 @@ async fn prepare(
     let opts =
         meshvm::prepare::Options::resolve(PrepareArgs::try_parse_from(argv).unwrap()).unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let result = meshvm::prepare::run(&opts, &mut out, &mut err).await;
+    let result = Box::pin(meshvm::prepare::run(&opts, &mut out, &mut err)).await;
     (
         result.map_err(|e| meshvm::cli::error_chain(&e)),
         String::from_utf8(err).unwrap(),
@@ -261,8 +260,9 @@ async fn doctor_says_which_kinds_the_cluster_does_not_serve() {
         snap.not_served
             .get(&Kind::PeerAuthentication)
             .map(String::as_str),
+        // Istio 1.4.2's crd-14.yaml serves AuthorizationPolicy there, not PeerAuthentication.
         Some(
-            "the cluster does not serve the API group security.istio.io (its CRDs are not installed)"
+            "security.istio.io serves v1beta1, but none of those versions has peerauthentications"
         )
     );
     assert!(snap.knows(Kind::MeshPolicy) && snap.knows(Kind::DestinationRule));
@@ -533,7 +533,6 @@ async fn bundle_waits_for_the_secret_and_reports_when_it_never_comes() {
 /// Kubernetes 1.14 refuses `meta.k8s.io/v1` metadata lists with 406: era detection (bundle) and
 /// `prepare --delete` list in full instead, and ask only once.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs kube-sim 406 for meta.k8s.io/v1 metadata lists before 1.15 (branch simver)"]
 async fn kubernetes_1_14_metadata_lists_fall_back_to_full_lists() {
     let server = Server::start(
         Scenario::from_files(&[repo().join("tests/scenarios/legacy-1.4.yaml")])
@@ -596,7 +595,6 @@ fn many_rules(n: usize) -> Vec<Value> {
 /// A continue token that expires mid-list (etcd compacted): doctor starts the list over once and
 /// reads everything.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs kube-sim expiring continue tokens (410 Expired) (branch simver): enable the two marked lines"]
 async fn an_expiring_continue_token_restarts_doctors_list_once() {
     let server = std::sync::Arc::new(
         Server::start(
@@ -610,15 +608,18 @@ async fn an_expiring_continue_token_restarts_doctors_list_once() {
     server.reset_requests();
     server.set_latency(Duration::from_millis(100));
     // With simver's lever: the third page of a list (its second continue) is refused …
-    // server.expire_continue_tokens(kube_sim::ContinueExpiry::AfterPages(1));
+    server.expire_continue_tokens(kube_sim::ContinueExpiry::AfterPages(1));
     // … until the first 410 was answered (then compaction is over).
     let lift = {
         let server = server.clone();
         tokio::spawn(async move {
-            while !server.requests().records.iter().any(|r| r.status == 410) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !server.requests().records.iter().any(|r| r.status == 410)
+                && Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            // server.expire_continue_tokens(kube_sim::ContinueExpiry::Never);
+            server.expire_continue_tokens(kube_sim::ContinueExpiry::Never);
         })
     };
     let snap = Snapshot::observe(&conn).await.unwrap();
@@ -643,7 +644,6 @@ async fn an_expiring_continue_token_restarts_doctors_list_once() {
 
 /// A continue token that expires again after the restart: a clear error, not a partial list.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs kube-sim expiring continue tokens (410 Expired) (branch simver): enable the marked line"]
 async fn a_continue_token_that_keeps_expiring_is_a_clear_error() {
     let server = Server::start(
         Scenario::from_files(&[repo().join("tests/scenarios/modern.yaml")])
@@ -651,7 +651,7 @@ async fn a_continue_token_that_keeps_expiring_is_a_clear_error() {
             .with_objects(many_rules(1100)),
     )
     .await;
-    // server.expire_continue_tokens(kube_sim::ContinueExpiry::AfterPages(1));
+    server.expire_continue_tokens(kube_sim::ContinueExpiry::AfterPages(1));
     let conn = connect(&server).await;
     let err = Snapshot::observe(&conn).await.unwrap_err();
     let text = meshvm::cli::error_chain(&err);
@@ -662,118 +662,172 @@ async fn a_continue_token_that_keeps_expiring_is_a_clear_error() {
     assert!(err.hint().unwrap().contains("run the command again"));
 }
 
-/// Per Kubernetes version, where ISTIO_SERVICE_CIDR comes from when the ServiceCIDR API cannot
-/// be read: the refusal of the probe Service names the range (dry-run from 1.23, a real create
-/// before), and 1.33's MultiCIDRServiceAllocator does not (then the ServiceCIDR API or a guess).
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs kube-sim ClusterIP refusal texts and dry-run behaviour per version (branch simver)"]
-async fn service_cidr_from_the_apiservers_refusal_per_version() {
-    // 1.33: the MultiCIDR allocator's dry run is checked by one ServiceCIDR's allocator, which
-    // names its range (k/k cidrallocator.go `MetaAllocator.DryRun`); bundle warns it may be one
-    // of several.
-    for (version, source, dry_run_only) in [
-        ("1.14", CidrSource::ApiserverRefusal, false),
-        ("1.16", CidrSource::ApiserverRefusal, false),
-        ("1.22", CidrSource::ApiserverRefusal, false),
-        ("1.28", CidrSource::ApiserverRefusal, true),
-        ("1.33", CidrSource::ApiserverRefusal, true),
-    ] {
+/// A cluster where `bundle` (legacy era) finds the VM's identity, on Kubernetes `version`: the
+/// Istio 1.4 scenario up to 1.21 (its CRDs are apiextensions v1beta1), beyond that the modern
+/// scenario with `--era legacy` and a Citadel-style `istio.expandvm` the test issues itself. The
+/// Service range is a /12, so a range the API server names differs from the /16 guess.
+async fn legacy_bundle_cluster(version: &str) -> (Server, Vec<&'static str>) {
+    let vm = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "expandvm"}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "expandvm", "namespace": "expandvm"}}),
+    ];
+    let minor: u32 = version.trim_start_matches("1.").parse().unwrap();
+    if minor <= 21 {
         let text = std::fs::read_to_string(repo().join("tests/scenarios/legacy-1.4.yaml"))
             .unwrap()
-            .replace("- 172.16.0.0/16", "- 172.16.0.0/12");
+            .replace("serviceCIDR: 172.16.0.0/16", "serviceCIDR: 172.16.0.0/12");
         let server = Server::start(
             Scenario::from_yaml(&text)
                 .unwrap()
                 .with_kube_version(version)
-                .with_objects(vec![
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "expandvm"}}),
-                    json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "expandvm", "namespace": "expandvm"}}),
-                ]),
+                .with_objects(vm),
         )
         .await;
-        // A namespace-scoped user: the cluster-scoped ServiceCIDR is not readable.
-        server.deny("get", "servicecidrs.networking.k8s.io", None);
-        let tmp = tempfile::tempdir().unwrap();
-        let (result, stdout, stderr) = run_bundle(&bundle_options(
-            &server,
-            &tmp.path().join("b"),
-            &[
-                "--vm-namespace",
-                "expandvm",
-                "--inbound-ports",
-                "80",
-                "-o",
-                "json",
-            ],
-        ))
-        .await;
-        assert!(result.is_ok(), "{version}: {stderr}");
-        let v: Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(
-            v["serviceCidr"]["source"],
-            serde_json::to_value(source).unwrap(),
-            "{version}: {stderr}"
-        );
-        if source == CidrSource::ApiserverRefusal {
-            assert_eq!(
-                v["serviceCidr"]["cidr"], "172.16.0.0/12",
-                "{version}: not the /16 guess"
-            );
+        wait_for_secret(&server, "expandvm", "istio.expandvm").await;
+        return (server, vec![]);
+    }
+    let server = Server::start(
+        Scenario::from_files(&[repo().join("tests/scenarios/modern.yaml")])
+            .unwrap()
+            .with_kube_version(version)
+            .with_objects(vm),
+    )
+    .await;
+    let ca = match server.object("v1", "Secret", "istio-system", "cacerts") {
+        Some(cacerts) => {
+            let secret: k8s_openapi::api::core::v1::Secret =
+                serde_json::from_value(cacerts).unwrap();
+            let data = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            SimCa::from_cacerts(&data).unwrap()
         }
-        let creates = server
-            .requests()
-            .count("create", "/api/v1/namespaces/expandvm/services");
-        assert_eq!(creates, if dry_run_only { 1 } else { 2 }, "{version}");
-        assert!(
-            !server.requests().records.iter().any(|r| r.verb == "delete"
-                && r.path.starts_with("/api/v1/namespaces/expandvm/services/")),
-            "{version}: no probe Service was ever created"
-        );
-        assert!(
-            !stderr.contains("was deleted at once"),
-            "{version}: {stderr}"
-        );
+        None => SimCa::self_signed("cluster.local"),
+    };
+    server.load(vec![identity(&ca)]).unwrap();
+    (
+        server,
+        vec!["--era", "legacy", "--gateway-ip", "203.0.113.10"],
+    )
+}
+
+async fn wait_for_secret(server: &Server, ns: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.object("v1", "Secret", ns, name).is_none() {
+        assert!(Instant::now() < deadline, "{ns}/{name} never appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Kubernetes 1.31–1.32 with the beta API enabled serve the ServiceCIDR only at v1beta1.
+/// Per Kubernetes version, where ISTIO_SERVICE_CIDR comes from when the ServiceCIDR API cannot
+/// be read: the refusal of the probe Service names the range, checked on a dry run from 1.23
+/// and only on a real create before (which the API server refuses too: nothing is created).
+/// 1.33's MultiCIDR allocator names one ServiceCIDR's range on a dry run
+/// (k/k cidrallocator.go `MetaAllocator.DryRun`): bundle warns it may be one of several.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs kube-sim ServiceCIDR served per version (v1beta1 on 1.31–1.32 with --runtime-config) (branch simver): enable the marked line"]
-async fn service_cidr_api_at_v1beta1() {
-    let server = Server::start(
-        Scenario::from_files(&[repo().join("tests/scenarios/legacy-1.4.yaml")])
-            .unwrap()
-            .with_kube_version("1.31")
-            .with_objects(vec![
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "expandvm"}}),
-                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "expandvm", "namespace": "expandvm"}}),
-            ]),
-    )
-    .await;
-    // With simver's lever, as `--runtime-config networking.k8s.io/v1beta1=true`:
-    // server.set_runtime_config(kube_sim::version::RuntimeConfig { service_cidr_beta: true });
-    let tmp = tempfile::tempdir().unwrap();
-    let (result, stdout, stderr) = run_bundle(&bundle_options(
-        &server,
-        &tmp.path().join("b"),
-        &[
+async fn service_cidr_from_the_apiservers_refusal_per_version() {
+    for (version, cidr, dry_run_only) in [
+        ("1.14", "172.16.0.0/12", false),
+        ("1.16", "172.16.0.0/12", false),
+        ("1.22", "10.96.0.0/12", false),
+        ("1.28", "10.96.0.0/12", true),
+        ("1.33", "10.96.0.0/12", true),
+    ] {
+        let (server, extra) = legacy_bundle_cluster(version).await;
+        // A namespace-scoped user: the cluster-scoped ServiceCIDR is not readable.
+        server.deny("get", "servicecidrs.networking.k8s.io", None);
+        server.reset_requests();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut flags = vec![
             "--vm-namespace",
             "expandvm",
             "--inbound-ports",
             "80",
             "-o",
             "json",
-        ],
-    ))
-    .await;
+        ];
+        flags.extend(&extra);
+        let (result, stdout, stderr) =
+            run_bundle(&bundle_options(&server, &tmp.path().join("b"), &flags)).await;
+        assert!(
+            result.is_ok(),
+            "{version}: {:?}\n{stderr}",
+            result.err().map(|e| meshvm::cli::error_chain(&e))
+        );
+        let v: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(
+            v["serviceCidr"]["source"],
+            serde_json::to_value(CidrSource::ApiserverRefusal).unwrap(),
+            "{version}: {stderr}"
+        );
+        assert_eq!(
+            v["serviceCidr"]["cidr"], cidr,
+            "{version}: not the /16 guess"
+        );
+        let env = std::fs::read_to_string(tmp.path().join("b/cluster.env")).unwrap();
+        assert!(
+            env.contains(&format!("ISTIO_SERVICE_CIDR={cidr}\n")),
+            "{version}: {env}"
+        );
+        let log = server.requests();
+        let creates = log.count("create", "/api/v1/namespaces/expandvm/services");
+        assert_eq!(creates, if dry_run_only { 1 } else { 2 }, "{version}");
+        assert!(
+            !log.records.iter().any(|r| r.verb == "delete"
+                && r.path.starts_with("/api/v1/namespaces/expandvm/services/")),
+            "{version}: no probe Service was ever created"
+        );
+        assert!(
+            server.object_count() > 0 && !stderr.contains("was deleted at once"),
+            "{version}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("may hold several ServiceCIDRs"),
+            version == "1.33",
+            "{version}: {stderr}"
+        );
+    }
+}
+
+/// Kubernetes 1.31–1.32 with the beta API enabled serve the ServiceCIDR only at v1beta1: bundle
+/// and doctor read it there.
+#[tokio::test(flavor = "multi_thread")]
+async fn service_cidr_api_at_v1beta1() {
+    let (server, extra) = legacy_bundle_cluster("1.31").await;
+    // `kube-apiserver --runtime-config networking.k8s.io/v1beta1=true`.
+    server.set_runtime_config(kube_sim::version::RuntimeConfig {
+        service_cidr_beta: true,
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut flags = vec![
+        "--vm-namespace",
+        "expandvm",
+        "--inbound-ports",
+        "80",
+        "-o",
+        "json",
+    ];
+    flags.extend(&extra);
+    let (result, stdout, stderr) =
+        run_bundle(&bundle_options(&server, &tmp.path().join("b"), &flags)).await;
     assert!(result.is_ok(), "{stderr}");
     let v: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(v["serviceCidr"]["source"], "service-cidr-api");
+    assert_eq!(v["serviceCidr"]["source"], "service-cidr-api", "{stderr}");
+    assert_eq!(v["serviceCidr"]["cidr"], "10.96.0.0/12");
     assert!(
         v["serviceCidr"]["detail"]
             .as_str()
             .unwrap()
-            .contains("networking.k8s.io/v1beta1")
+            .contains("networking.k8s.io/v1beta1"),
+        "{v}"
+    );
+    let snap = Snapshot::observe(&connect(&server).await).await.unwrap();
+    assert_eq!(
+        snap.of(Kind::ServiceCidr)[0].str_at(&["apiVersion"]),
+        Some("networking.k8s.io/v1beta1")
     );
 }
 
@@ -781,13 +835,15 @@ async fn service_cidr_api_at_v1beta1() {
 /// until restarted and writes `istio.<sa>` late; `bundle` refuses the old root, then after
 /// `prepare --restart-control-plane` waits for the re-issued secret.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs kube-sim's Citadel loading cacerts only at start and issuing istio.<sa> late (branch simistio)"]
 async fn prepare_then_bundle_on_a_citadel_that_loads_its_ca_at_start() {
     let server = Server::start(
         Scenario::from_files(&[repo().join("tests/scenarios/legacy-1.4.yaml")]).unwrap(),
     )
     .await;
     let ca_dir = releases().join("../certs/samples");
+    // Timestamps have second resolution: let Citadel's start be a second older than cacerts, as
+    // on a real cluster, so prepare can tell that the restart is due.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (result, stderr) = prepare(
         &server,
         &[
@@ -833,6 +889,10 @@ async fn prepare_then_bundle_on_a_citadel_that_loads_its_ca_at_start() {
     )
     .await;
     assert!(result.is_ok(), "{result:?}\n{stderr}");
+    assert!(
+        stderr.contains("istio-citadel"),
+        "the restart was planned: {stderr}"
+    );
     let dir = tmp.path().join("ok");
     let (result, _, stderr) = run_bundle(&bundle_options(
         &server,
@@ -847,7 +907,11 @@ async fn prepare_then_bundle_on_a_citadel_that_loads_its_ca_at_start() {
         ],
     ))
     .await;
-    assert!(result.is_ok(), "{stderr}");
+    assert!(
+        result.is_ok(),
+        "{:?} {stderr}",
+        result.err().map(|e| meshvm::cli::error_chain(&e))
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("root-cert.pem")).unwrap(),
         std::fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap()
