@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, ValueEnum};
 
-use crate::cli::{CommonArgs, KubeArgs, MutateArgs, OutputFormat};
+use crate::flags::{CommonArgs, KubeArgs, MutateArgs, OutputFormat};
 use crate::istio::Era;
 
 /// The verbs, with the one line `kubectl meshvm` prints for each.
@@ -83,7 +83,7 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub restart_control_plane: bool,
     /// With --restart-control-plane: how long to wait for the rollout to finish (default 5m; 0 waits without limit)
-    #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::flags::parse_duration)]
     pub timeout: Option<std::time::Duration>,
     /// Create this WorkloadGroup (modern era)
     #[arg(long, value_name = "NAME", help_heading = "WorkloadGroup (modern era)")]
@@ -176,13 +176,13 @@ pub struct BundleArgs {
     #[arg(long, value_name = "CIDR")]
     pub service_cidr: Option<String>,
     /// Legacy era: wait this long for Citadel to issue istio.<sa> from the root in cacerts (0 = do not wait)
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::flags::parse_duration)]
     pub wait: std::time::Duration,
     /// Ports the VM's workload serves, captured by the sidecar
     #[arg(long, value_name = "PORT,...", value_delimiter = ',')]
     pub inbound_ports: Vec<u16>,
     /// Lifetime of the bootstrap token (modern era)
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::flags::parse_duration)]
     pub token_duration: std::time::Duration,
     /// WorkloadGroup the VM belongs to (modern era)
     #[arg(long, value_name = "NAME")]

@@ -14,7 +14,8 @@ use std::time::Duration;
 use ::kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use ::kube::{Client, Config};
 
-use crate::cli::{Diagnose, KubeArgs};
+use crate::errors::Diagnose;
+use crate::flags::KubeArgs;
 
 /// The field manager meshvm writes with (every write goes through [`crate::write`]).
 pub const FIELD_MANAGER: &str = "meshvm";
@@ -426,7 +427,7 @@ fn read_one(path: &Path) -> Result<Kubeconfig, Error> {
         path: path.to_owned(),
         message: match e {
             KubeconfigError::ReadConfig(io, _) => io.to_string(),
-            other => crate::cli::error_chain(&other),
+            other => crate::errors::error_chain(&other),
         },
     })
 }

@@ -6,7 +6,6 @@
 pub mod archive;
 pub mod args;
 pub mod bundle;
-pub mod cli;
 pub mod complete;
 pub mod dispatch;
 pub mod doctor;

@@ -12,7 +12,7 @@ use std::io;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cli::OutputFormat;
+use crate::flags::OutputFormat;
 use crate::write::{Kind, Write};
 
 /// What happens to one object.
@@ -218,7 +218,7 @@ impl Plan {
                     })
                     .collect();
                 let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-                crate::cli::write_data(out, format, &list).map(|_| ())
+                crate::output::write_data(out, format, &list).map(|_| ())
             }
         }
     }
@@ -257,7 +257,7 @@ pub fn write_columns<const N: usize>(
     header: &[&str; N],
     rows: &[[String; N]],
 ) -> io::Result<()> {
-    crate::cli::write_table(out, *header, rows.iter().cloned())
+    crate::output::write_table(out, *header, rows.iter().cloned())
 }
 
 /// Replace every value of a Secret's `data`/`stringData` with a redaction marker that keeps

@@ -70,7 +70,7 @@ pub enum Error {
     Kube(#[from] crate::kube::Error),
 }
 
-impl crate::cli::Diagnose for Error {
+impl crate::errors::Diagnose for Error {
     fn hint(&self) -> Option<String> {
         match self {
             Error::NotKubernetes { .. } => Some(

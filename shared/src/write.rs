@@ -40,7 +40,7 @@ use ::kube::core::{ApiResource, DynamicObject, GroupVersionKind, Resource as _, 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::cli::DryRun;
+use crate::flags::DryRun;
 use crate::kube::{Action as Request, Connection, FIELD_MANAGER};
 use crate::plan::{Action, Change, Plan, State};
 
@@ -436,7 +436,7 @@ impl From<crate::kube::Error> for Error {
     }
 }
 
-impl crate::cli::Diagnose for Error {
+impl crate::errors::Diagnose for Error {
     fn hint(&self) -> Option<String> {
         match self {
             Error::Kube(e) => e.hint(),

@@ -730,13 +730,13 @@ async fn modern_gets_the_workload_group_istioctl_would_make() {
         .find(|i| i["kind"] == "WorkloadGroup")
         .unwrap()
         .clone();
-    assert_eq!(meshvm::cli::to_yaml(&printed).unwrap(), golden);
+    assert_eq!(meshvm::output::to_yaml(&printed).unwrap(), golden);
     let mut stored = server
         .object("networking.istio.io/v1", "WorkloadGroup", "bar", "foo")
         .expect("WorkloadGroup stored");
     stored["metadata"] = serde_json::json!({"name": "foo", "namespace": "bar"});
     stored.as_object_mut().unwrap().remove("status");
-    assert_eq!(meshvm::cli::to_yaml(&stored).unwrap(), golden);
+    assert_eq!(meshvm::output::to_yaml(&stored).unwrap(), golden);
 
     let again = prepare(&server, &args[..args.len() - 2]).await;
     assert_eq!(again.code, 0, "{}", again.show());

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::args::BundleArgs;
-use crate::cli::{Diagnose, Outcome, OutputFormat, UsageError};
+use crate::errors::{Diagnose, Outcome, UsageError};
+use crate::flags::OutputFormat;
 
 pub use cidr::{CidrSource, ServiceCidr};
 pub use observe::{Observed, observe, wait_for_identity};
@@ -349,7 +350,7 @@ pub async fn run(
         output::check_archive(archive, opts.force)?;
     }
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
-    let spinner = crate::cli::progress("reading the cluster");
+    let spinner = crate::terminal::progress("reading the cluster");
     let observed = Box::pin(async {
         let mut observed = Box::pin(observe(&conn, opts)).await?;
         if observed.era == Some(crate::istio::Era::Legacy) {

@@ -4,7 +4,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::args::BundleArgs;
-use crate::cli::{KubeArgs, OutputFormat, UsageError};
+use crate::errors::UsageError;
+use crate::flags::{KubeArgs, OutputFormat};
 use crate::istio::Era;
 
 use super::output;

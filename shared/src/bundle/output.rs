@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Bundle, Error, modern};
-use crate::cli::OutputFormat;
+use crate::flags::OutputFormat;
 use crate::istio::{Era, LEGACY_HOST_SERVICES};
 
 /// The checksum file inside every bundle (`sha256sum -c SHA256SUMS` checks it).
@@ -245,7 +245,7 @@ pub struct ArchiveInfo {
 impl Written {
     /// The table (FILE SIZE MODE WHAT), or the same as JSON/YAML data.
     pub fn write_summary(&self, out: &mut impl Write, format: OutputFormat) -> io::Result<()> {
-        if crate::cli::write_data(out, format, self)? {
+        if crate::output::write_data(out, format, self)? {
             return Ok(());
         }
         let mut rows: Vec<[String; 4]> = self

@@ -395,9 +395,9 @@ fn legacy_identity_from_an_old_root_is_refused_with_the_restart_commands() {
     observed.waited = Some(std::time::Duration::from_secs(60));
     let ctx = Options {
         context: Some("east".into()),
-        kube: crate::cli::KubeArgs {
+        kube: crate::flags::KubeArgs {
             kubeconfig: Some("/tmp/kc".into()),
-            ..crate::cli::KubeArgs::default()
+            ..crate::flags::KubeArgs::default()
         },
         ..opts(&["--inbound-ports", "80", "--istio-namespace", "mesh"])
     };

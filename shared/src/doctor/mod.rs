@@ -21,7 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::args::{DoctorArgs, DoctorOutput, FailOn};
-use crate::cli::{Diagnose, KubeArgs, Outcome, UsageError};
+use crate::errors::{Diagnose, Outcome, UsageError};
+use crate::flags::KubeArgs;
 use crate::istio::{DEFAULT_ISTIO_NAMESPACE, Era};
 use crate::kube::Connection;
 use crate::snapshot::{Bundle, Kind, Obj, Origin, Snapshot};
@@ -45,7 +46,7 @@ pub enum Error {
     Write(crate::write::Error),
     /// `--fix` needs confirmation that cannot be asked for.
     #[error(transparent)]
-    Prompt(#[from] crate::cli::PromptError),
+    Prompt(#[from] crate::terminal::PromptError),
     /// Writing the report failed.
     #[error("failed to write the report")]
     Print(#[source] io::Error),
@@ -156,7 +157,7 @@ impl DoctorOptions {
 /// `kubectl meshvm doctor`.
 pub async fn main(args: DoctorArgs) -> Result<Outcome, Error> {
     let opts = DoctorOptions::resolve(args)?;
-    let color = crate::cli::color_enabled(&io::stdout());
+    let color = crate::terminal::color_enabled(&io::stdout());
     run(&opts, &mut io::stdout().lock(), &mut io::stderr(), color).await
 }
 
@@ -181,7 +182,7 @@ pub async fn run(
             for context in wanted {
                 let conn = crate::kube::connect(&opts.kube, context).await?;
                 let spinner =
-                    crate::cli::progress(format!("reading the mesh of context {}", conn.context));
+                    crate::terminal::progress(format!("reading the mesh of context {}", conn.context));
                 let snap = Snapshot::observe(&conn).await;
                 spinner.finish_and_clear();
                 snaps.push(snap?);
@@ -211,7 +212,7 @@ pub async fn run(
                 "--fix: applies as meshvm (created when absent):\n---\n{}",
                 fix::render_yaml(&planned)
             );
-            if crate::cli::confirm(
+            if crate::terminal::confirm(
                 &format!(
                     "apply {} DestinationRule(s) to context {}",
                     planned.len(),
@@ -221,8 +222,8 @@ pub async fn run(
             )? {
                 // One row per rule, so a failure part-way says what was and was not written.
                 let mut plan = fix::rows(&planned);
-                let result = crate::write::execute(conn, &mut plan, crate::cli::DryRun::None).await;
-                let _ = plan.write(err, crate::cli::OutputFormat::Table, false);
+                let result = crate::write::execute(conn, &mut plan, crate::flags::DryRun::None).await;
+                let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
                 if let Err(failure) = result {
                     return Err(match failure.error {
                         crate::write::Error::Kube(e) => Error::Kube(*e),
@@ -231,7 +232,7 @@ pub async fn run(
                     });
                 }
                 let bundle = snaps[0].bundle.take();
-                let spinner = crate::cli::progress("reading the mesh again after --fix");
+                let spinner = crate::terminal::progress("reading the mesh again after --fix");
                 let snap = Snapshot::observe(conn).await;
                 spinner.finish_and_clear();
                 snaps[0] = snap?;

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Breaks, Finding, Severity, checks};
 use crate::args::{DoctorOutput as Format, FailOn};
-use crate::cli::Outcome;
+use crate::errors::Outcome;
 use crate::istio::Era;
 use crate::snapshot::Origin;
 
@@ -220,7 +220,7 @@ impl Report {
                 sev.as_str().to_string()
             }
         };
-        crate::cli::write_table(
+        crate::output::write_table(
             out,
             ["CHECK", "SEVERITY", "BREAKS", "OBJECT", "MESSAGE"],
             self.findings.iter().map(|f| {
@@ -271,7 +271,7 @@ impl Report {
             return Ok(());
         }
         writeln!(out)?;
-        crate::cli::write_table(
+        crate::output::write_table(
             out,
             ["NAMESPACE", "STRICT", "BLOCKED BY", "WARNINGS"],
             self.namespaces.iter().map(|n| {

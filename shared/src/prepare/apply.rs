@@ -153,7 +153,7 @@ pub async fn wait_for_rollout(
     poll: Duration,
 ) -> Result<Rollout, Error> {
     let api: Api<Deployment> = Api::namespaced(conn.client.clone(), namespace);
-    let spinner = crate::cli::progress(format!(
+    let spinner = crate::terminal::progress(format!(
         "waiting for deployment {namespace}/{name} to roll out"
     ));
     let mut last = String::from("no status read yet");

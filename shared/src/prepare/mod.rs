@@ -15,7 +15,9 @@ use std::io::{self, Write};
 use std::time::SystemTime;
 
 use crate::args::PrepareArgs;
-use crate::cli::{Diagnose, DryRun, Outcome, PromptError, UsageError};
+use crate::errors::{Diagnose, Outcome, UsageError};
+use crate::flags::DryRun;
+use crate::terminal::PromptError;
 use crate::istio::Era;
 use crate::pki::{self, CaMaterial, Finding, PkiError, Severity};
 use crate::plan::{Action, Plan, State};
@@ -220,7 +222,7 @@ pub async fn run(
         None => None,
     };
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
-    let spinner = crate::cli::progress("reading the cluster");
+    let spinner = crate::terminal::progress("reading the cluster");
     let observed = observe::observe(&conn, opts).await;
     spinner.finish_and_clear();
     let observed = observed?;
@@ -239,7 +241,7 @@ pub async fn run(
             "restart Deployment {}/{name} (all its pods) so it loads the new CA key",
             opts.istio_namespace
         );
-        if !crate::cli::confirm(&question, opts.yes)? {
+        if !crate::terminal::confirm(&question, opts.yes)? {
             return Err(Error::Declined(question));
         }
     }
@@ -441,9 +443,9 @@ async fn run_delete(
         );
         if !opts.yes {
             // The list the operator confirms: on stderr, so stdout stays the final record.
-            plan.write(err, crate::cli::OutputFormat::Table, false)?;
+            plan.write(err, crate::flags::OutputFormat::Table, false)?;
         }
-        if !crate::cli::confirm(&question, opts.yes)? {
+        if !crate::terminal::confirm(&question, opts.yes)? {
             return Err(Error::Declined(question));
         }
     }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::args::PrepareArgs;
-use crate::cli::{DryRun, KubeArgs, OutputFormat, UsageError};
+use crate::errors::UsageError;
+use crate::flags::{DryRun, KubeArgs, OutputFormat};
 use crate::istio::Era;
 use crate::pki::CaPaths;
 

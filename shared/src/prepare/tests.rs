@@ -300,7 +300,7 @@ fn workload_group_matches_istioctl_byte_for_byte() {
         network: None,
         weight: None,
     };
-    let yaml = crate::cli::to_yaml(&workload_group_object(
+    let yaml = crate::output::to_yaml(&workload_group_object(
         "networking.istio.io/v1",
         "bar",
         "default",
@@ -337,7 +337,7 @@ fn workload_group_matches_istioctl_byte_for_byte() {
         opts.workload_group.as_ref().unwrap(),
     );
     assert_eq!(
-        crate::cli::to_yaml(&full).unwrap(),
+        crate::output::to_yaml(&full).unwrap(),
         goldens["group create --name foo --namespace bar --labels app=foo,bar=baz --annotations annotation=foobar --ports grpc=3550,http=8080 --serviceAccount test --weight 100"]
     );
 }

@@ -439,7 +439,7 @@ async fn a_continue_token_that_expires_again_is_a_clear_error() {
         err.to_string(),
         "failed to list deployments.apps in namespace istio-system: the list changed faster than it could be read page by page (its continue token expired twice, 410 Expired)"
     );
-    assert!(crate::cli::Diagnose::hint(&err).unwrap().contains("again"));
+    assert!(crate::errors::Diagnose::hint(&err).unwrap().contains("again"));
     assert_eq!(
         log.lock().unwrap().len(),
         4,

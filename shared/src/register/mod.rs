@@ -19,7 +19,8 @@ use ::kube::core::DynamicObject;
 use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceAccount};
 
 use crate::args::RegisterArgs;
-use crate::cli::{Diagnose, DryRun, KubeArgs, Outcome, OutputFormat, UsageError};
+use crate::errors::{Diagnose, Outcome, UsageError};
+use crate::flags::{DryRun, KubeArgs, OutputFormat};
 use crate::istio::IstioKind;
 use crate::kube::{Action, Connection};
 use crate::plan::{self, Change, Plan, State};

@@ -11,7 +11,7 @@ use clap::Parser as _;
 use kube_sim::{Fault, FaultKind, Scenario, Server};
 use meshvm::args::BundleArgs;
 use meshvm::bundle::{self, Error, Options};
-use meshvm::cli::{Diagnose as _, Outcome};
+use meshvm::errors::{Diagnose as _, Outcome};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -145,7 +145,7 @@ async fn istioctl_goldens_through_kube_sim() {
         assert!(
             result.is_ok(),
             "{case}: {:?}\n{stderr}",
-            result.err().map(|e| meshvm::cli::error_chain(&e))
+            result.err().map(|e| meshvm::errors::error_chain(&e))
         );
         for name in ["cluster.env", "mesh.yaml", "hosts", "root-cert.pem"] {
             let want = read(&golden, &format!("{name}.golden"));
@@ -250,7 +250,7 @@ async fn legacy_runbook_bundle_and_round_trips() {
     assert!(
         result.is_ok(),
         "{:?}\n{stderr}",
-        result.err().map(|e| meshvm::cli::error_chain(&e))
+        result.err().map(|e| meshvm::errors::error_chain(&e))
     );
     eprintln!("legacy bundle: {elapsed:?} at {latency:?} per request");
     // On Kubernetes 1.14: era detection (a metadata list refused with 406, then the full list),
@@ -452,7 +452,7 @@ async fn modern_scenario_with_east_west_gateway() {
     assert!(
         result.is_ok(),
         "{:?}\n{stderr}",
-        result.err().map(|e| meshvm::cli::error_chain(&e))
+        result.err().map(|e| meshvm::errors::error_chain(&e))
     );
     eprintln!("modern bundle: {elapsed:?} at {latency:?} per request");
     // Era detection, one batch, the token: three round trips.
@@ -590,7 +590,7 @@ async fn cluster_error_paths() {
     ))
     .await;
     let err = result.unwrap_err();
-    let text = meshvm::cli::error_chain(&err);
+    let text = meshvm::errors::error_chain(&err);
     assert!(
         text.contains("get") && text.contains("secrets") && text.contains("expandvm"),
         "{text}"

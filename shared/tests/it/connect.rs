@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::ListParams;
-use meshvm::cli::{Diagnose, KubeArgs};
+use meshvm::errors::Diagnose;
+use meshvm::flags::KubeArgs;
 use meshvm::kube::{Action, Error, connect};
 
 fn args(kubeconfig: &std::path::Path) -> KubeArgs {
@@ -70,7 +71,7 @@ async fn malformed_kubeconfig_names_file_and_line() {
     )
     .unwrap();
     let err = connect(&args(&path), None).await.unwrap_err();
-    let text = meshvm::cli::error_chain(&err);
+    let text = meshvm::errors::error_chain(&err);
     assert!(matches!(err, Error::KubeconfigInvalid { .. }), "{err:?}");
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(

@@ -517,7 +517,7 @@ fn check_merge(files: &[KubeFile]) -> Result<(), TestCaseError> {
         prop_assert!(result.is_err(), "no file exists, yet {result:?}");
         return Ok(());
     }
-    let (merged, read) = result.map_err(|e| TestCaseError::fail(meshvm::cli::error_chain(&e)))?;
+    let (merged, read) = result.map_err(|e| TestCaseError::fail(meshvm::errors::error_chain(&e)))?;
     let expected_paths: Vec<PathBuf> = present.iter().map(|i| paths[*i].clone()).collect();
     prop_assert_eq!(read, expected_paths);
     for (n, name) in NAMES.iter().enumerate() {
@@ -623,9 +623,9 @@ fn kubeconfig_odd_length_utf16_is_an_error() {
         std::panic::catch_unwind(|| meshvm::kube::load_kubeconfig_from(Some(&path), None, None));
     match result {
         Ok(Err(e)) => assert!(
-            meshvm::cli::error_chain(&e).contains("config"),
+            meshvm::errors::error_chain(&e).contains("config"),
             "{}",
-            meshvm::cli::error_chain(&e)
+            meshvm::errors::error_chain(&e)
         ),
         Ok(Ok(_)) => panic!("three bytes read as a kubeconfig"),
         Err(panic) => panic!(

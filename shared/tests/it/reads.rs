@@ -14,7 +14,8 @@ use kube_sim::ca::SimCa;
 use kube_sim::{Scenario, Server};
 use meshvm::args::{BundleArgs, PrepareArgs, RegisterArgs};
 use meshvm::bundle::{self, CidrSource};
-use meshvm::cli::{Diagnose as _, KubeArgs};
+use meshvm::errors::Diagnose as _;
+use meshvm::flags::KubeArgs;
 use meshvm::istio::IstioKind;
 use meshvm::snapshot::{Kind, Snapshot};
 use serde_json::{Value, json};
@@ -71,7 +72,7 @@ fn istio_1_12() -> Scenario {
 async fn prepare(
     server: &Server,
     extra: &[&str],
-) -> (Result<meshvm::cli::Outcome, String>, String) {
+) -> (Result<meshvm::errors::Outcome, String>, String) {
     let mut argv = vec![
         "kubectl-meshvm-prepare".to_owned(),
         "--kubeconfig".to_owned(),
@@ -83,7 +84,7 @@ async fn prepare(
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let result = Box::pin(meshvm::prepare::run(&opts, &mut out, &mut err)).await;
     (
-        result.map_err(|e| meshvm::cli::error_chain(&e)),
+        result.map_err(|e| meshvm::errors::error_chain(&e)),
         String::from_utf8(err).unwrap(),
     )
 }
@@ -102,7 +103,7 @@ fn bundle_options(server: &Server, dir: &Path, extra: &[&str]) -> bundle::Option
 
 async fn run_bundle(
     opts: &bundle::Options,
-) -> (Result<meshvm::cli::Outcome, bundle::Error>, String, String) {
+) -> (Result<meshvm::errors::Outcome, bundle::Error>, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let result = bundle::run(opts, &mut out, &mut err).await;
     (
@@ -175,7 +176,7 @@ async fn istio_1_12_workload_groups_are_read_and_written_where_served() {
     assert!(
         result.is_ok(),
         "{:?}\n{stderr}",
-        result.err().map(|e| meshvm::cli::error_chain(&e))
+        result.err().map(|e| meshvm::errors::error_chain(&e))
     );
     let env = std::fs::read_to_string(dir.join("cluster.env")).unwrap();
     assert!(
@@ -206,7 +207,7 @@ async fn istio_1_12_workload_groups_are_read_and_written_where_served() {
     assert!(
         result.is_ok(),
         "{:?}\n{}",
-        result.err().map(|e| meshvm::cli::error_chain(&e)),
+        result.err().map(|e| meshvm::errors::error_chain(&e)),
         String::from_utf8_lossy(&err)
     );
     let we = server
@@ -449,7 +450,7 @@ async fn bundle_waits_for_citadel_to_reissue_under_the_new_root() {
     assert!(
         result.is_ok(),
         "{:?}\n{stderr}",
-        result.err().map(|e| meshvm::cli::error_chain(&e))
+        result.err().map(|e| meshvm::errors::error_chain(&e))
     );
     assert!(
         elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(5),
@@ -520,7 +521,7 @@ async fn bundle_waits_for_the_secret_and_reports_when_it_never_comes() {
     assert!(
         result.is_ok(),
         "{:?}\n{stderr}",
-        result.err().map(|e| meshvm::cli::error_chain(&e))
+        result.err().map(|e| meshvm::errors::error_chain(&e))
     );
     assert_eq!(
         std::fs::read_to_string(dir.join("root-cert.pem")).unwrap(),
@@ -654,7 +655,7 @@ async fn a_continue_token_that_keeps_expiring_is_a_clear_error() {
     server.expire_continue_tokens(kube_sim::ContinueExpiry::AfterPages(1));
     let conn = connect(&server).await;
     let err = Snapshot::observe(&conn).await.unwrap_err();
-    let text = meshvm::cli::error_chain(&err);
+    let text = meshvm::errors::error_chain(&err);
     assert!(
         text.contains("its continue token expired twice, 410 Expired"),
         "{text}"
@@ -755,7 +756,7 @@ async fn service_cidr_from_the_apiservers_refusal_per_version() {
         assert!(
             result.is_ok(),
             "{version}: {:?}\n{stderr}",
-            result.err().map(|e| meshvm::cli::error_chain(&e))
+            result.err().map(|e| meshvm::errors::error_chain(&e))
         );
         let v: Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(
@@ -910,7 +911,7 @@ async fn prepare_then_bundle_on_a_citadel_that_loads_its_ca_at_start() {
     assert!(
         result.is_ok(),
         "{:?} {stderr}",
-        result.err().map(|e| meshvm::cli::error_chain(&e))
+        result.err().map(|e| meshvm::errors::error_chain(&e))
     );
     assert_eq!(
         std::fs::read_to_string(dir.join("root-cert.pem")).unwrap(),

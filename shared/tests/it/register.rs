@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use kube_sim::{Scenario, Server};
 use meshvm::args::RegisterArgs;
-use meshvm::cli::Diagnose;
+use meshvm::errors::Diagnose;
 use meshvm::register::{self, Error};
 use serde_json::{Value, json};
 
@@ -38,7 +38,7 @@ fn registered() -> Vec<Value> {
     ]
 }
 
-async fn run(sim: &Server, line: &[&str]) -> (Result<meshvm::cli::Outcome, Error>, String, String) {
+async fn run(sim: &Server, line: &[&str]) -> (Result<meshvm::errors::Outcome, Error>, String, String) {
     let mut argv = vec![
         "kubectl-meshvm-register".to_owned(),
         "--kubeconfig".to_owned(),

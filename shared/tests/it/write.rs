@@ -68,7 +68,7 @@ async fn server_side_apply_writes_each_object_at_its_own_version() {
         "vm",
         group("v1alpha3", &json!({"app": "vm"})),
     ));
-    write::execute(&conn, &mut plan, meshvm::cli::DryRun::None)
+    write::execute(&conn, &mut plan, meshvm::flags::DryRun::None)
         .await
         .expect("written");
     assert_eq!(
@@ -97,7 +97,7 @@ async fn without_server_side_apply_it_creates_then_updates_guarded_and_keeps_wha
         async move {
             let mut plan = Plan::default();
             plan.push(apply_row(action, Kind::Namespace, None, "vm", object));
-            write::execute(&conn, &mut plan, meshvm::cli::DryRun::None)
+            write::execute(&conn, &mut plan, meshvm::flags::DryRun::None)
                 .await
                 .expect("written");
             plan.changes[0].words()
@@ -155,7 +155,7 @@ async fn without_server_side_apply_a_server_dry_run_stores_nothing() {
         "vm",
         namespace("vm", &json!({})),
     ));
-    write::execute(&conn, &mut plan, meshvm::cli::DryRun::Server)
+    write::execute(&conn, &mut plan, meshvm::flags::DryRun::Server)
         .await
         .expect("validated");
     assert_eq!(plan.changes[0].state, State::ServerDryRun);
@@ -179,7 +179,7 @@ fn samples() -> String {
 async fn prepare(
     server: &Server,
     extra: &[&str],
-) -> (Result<meshvm::cli::Outcome, String>, String, String) {
+) -> (Result<meshvm::errors::Outcome, String>, String, String) {
     let mut argv = vec![
         "kubectl-meshvm-prepare".to_owned(),
         "--kubeconfig".to_owned(),
