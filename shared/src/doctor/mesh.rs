@@ -540,6 +540,8 @@ pub struct Port {
     pub name: String,
     /// `protocol` (TCP when unset).
     pub protocol: String,
+    /// `targetPort` (the port number when unset, as Kubernetes defaults it).
+    pub target: PortRef,
 }
 
 /// A Service, as a destination.
@@ -619,6 +621,135 @@ pub struct TargetPolicy<'a> {
     pub targets: Vec<(String, Vec<PortRef>)>,
 }
 
+/// A workload-level PeerAuthentication: a selector, outside the root namespace.
+#[derive(Debug, Clone)]
+pub struct WorkloadPolicy<'a> {
+    /// The object.
+    pub obj: &'a Obj,
+    /// `selector.matchLabels` (non-empty).
+    pub selector: BTreeMap<String, String>,
+    /// `mtls.mode` (`None`: UNSET, inherits).
+    pub mode: Option<PeerMode>,
+    /// `portLevelMtls`: workload port → mode (`None`: UNSET, inherits the workload's).
+    pub ports: BTreeMap<u32, Option<PeerMode>>,
+}
+
+/// One endpoint of a Service: a Pod or a WorkloadEntry its selector selects.
+#[derive(Debug, Clone)]
+pub struct Endpoint<'a> {
+    /// The Pod or WorkloadEntry.
+    pub obj: &'a Obj,
+    /// Its namespace.
+    pub ns: String,
+    /// Its labels (a WorkloadEntry's `spec.labels`).
+    pub labels: BTreeMap<&'a str, &'a str>,
+    /// `security.istio.io/tlsMode: istio` (what Pilot reads for auto mTLS).
+    pub tls_istio: bool,
+    /// Whether it runs Istio's sidecar (a Pod with `istio-proxy`; every WorkloadEntry: a VM
+    /// added to the mesh runs one).
+    pub sidecar: bool,
+    /// A WorkloadEntry's `spec.ports` (name → port).
+    we_ports: BTreeMap<&'a str, u32>,
+    /// A Pod's named container ports.
+    pod_ports: BTreeMap<&'a str, u32>,
+}
+
+/// The label Pilot reads for an endpoint's TLS mode (service.go@1.8.0:615-622).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+impl<'a> Endpoint<'a> {
+    /// The endpoints of `dest`: Pods and WorkloadEntries of its namespace its selector selects.
+    pub fn of(snap: &'a Snapshot, dest: &Dest<'_>) -> Vec<Endpoint<'a>> {
+        let selector = string_map(dest.svc.at(&["spec", "selector"]));
+        if selector.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for pod in snap.of(Kind::Pod) {
+            let labels = pod.labels();
+            if pod.namespace() != dest.ns() || !selects(&selector, &labels) {
+                continue;
+            }
+            let pod_ports = pod
+                .at(&["spec", "containers"])
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|c| {
+                    c.get("ports")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                })
+                .filter_map(|p| {
+                    Some((
+                        p.get("name")?.as_str()?,
+                        p.get("containerPort")?.as_u64()? as u32,
+                    ))
+                })
+                .collect();
+            out.push(Endpoint {
+                obj: pod,
+                ns: pod.namespace().to_string(),
+                tls_istio: labels.get(TLS_MODE_LABEL) == Some(&"istio"),
+                labels,
+                sidecar: has_proxy(pod),
+                we_ports: BTreeMap::new(),
+                pod_ports,
+            });
+        }
+        for we in snap.of(Kind::WorkloadEntry) {
+            let labels = string_map(we.at(&["spec", "labels"]));
+            if we.namespace() != dest.ns() || !selects(&selector, &labels) {
+                continue;
+            }
+            let we_ports = we
+                .at(&["spec", "ports"])
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_u64()? as u32)))
+                .collect();
+            out.push(Endpoint {
+                obj: we,
+                ns: we.namespace().to_string(),
+                tls_istio: labels.get(TLS_MODE_LABEL) == Some(&"istio"),
+                labels,
+                sidecar: true,
+                we_ports,
+                pod_ports: BTreeMap::new(),
+            });
+        }
+        out
+    }
+
+    /// The port this endpoint serves Service port `port` on: a WorkloadEntry's port named like
+    /// the Service port, else the `targetPort` (a name looked up in the endpoint's named ports).
+    pub fn target_port(&self, port: &Port) -> Option<u32> {
+        if let Some(n) = self.we_ports.get(port.name.as_str()) {
+            return Some(*n);
+        }
+        match &port.target {
+            PortRef::Number(n) => Some(*n),
+            PortRef::Name(name) => self
+                .we_ports
+                .get(name.as_str())
+                .or_else(|| self.pod_ports.get(name.as_str()))
+                .copied(),
+        }
+    }
+}
+
+/// A PeerAuthentication `mtls` block's mode (`None`: UNSET or absent).
+fn pa_mode(mtls: Option<&Value>) -> Option<PeerMode> {
+    match mtls?.get("mode").and_then(Value::as_str) {
+        Some("STRICT") => Some(PeerMode::Strict),
+        Some("PERMISSIVE") => Some(PeerMode::Permissive),
+        Some("DISABLE") => Some(PeerMode::Disable),
+        _ => None,
+    }
+}
+
 /// A port named by number or by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortRef {
@@ -658,8 +789,14 @@ pub struct Mesh<'a> {
     pub mesh_policy: Option<ScopePolicy<'a>>,
     /// Namespace-level policy objects.
     pub ns_policies: BTreeMap<&'a str, ScopePolicy<'a>>,
-    /// Service-level 1.4 Policies.
+    /// Service-level 1.4 Policies, oldest first.
     pub target_policies: Vec<TargetPolicy<'a>>,
+    /// Workload-level PeerAuthentications (a non-empty selector, outside the root namespace),
+    /// oldest first.
+    pub workload_policies: Vec<WorkloadPolicy<'a>>,
+    /// Whether peer authentication is PeerAuthentication (modern) rather than 1.4's
+    /// MeshPolicy/Policy.
+    pub peer_authentication: bool,
     /// The mode when no object sets one: PERMISSIVE with PeerAuthentication (modern), else DISABLE (1.4).
     pub default_mode: PeerMode,
 }
@@ -838,6 +975,15 @@ impl<'a> Mesh<'a> {
                         .and_then(Value::as_str)
                         .unwrap_or("TCP")
                         .to_string(),
+                    target: match p.get("targetPort") {
+                        Some(Value::String(name)) => name
+                            .parse()
+                            .map_or_else(|_| PortRef::Name(name.clone()), PortRef::Number),
+                        Some(Value::Number(n)) => PortRef::Number(n.as_u64().unwrap_or(0) as u32),
+                        _ => PortRef::Number(
+                            p.get("port").and_then(Value::as_u64).unwrap_or(0) as u32
+                        ),
+                    },
                 })
                 .collect();
             let host = format!("{}.{ns}.svc.{DOMAIN}", svc.name());
@@ -857,6 +1003,7 @@ impl<'a> Mesh<'a> {
         let mut mesh_policy = None;
         let mut ns_policies = BTreeMap::new();
         let mut target_policies = Vec::new();
+        let mut workload_policies = Vec::new();
         if pas.is_empty() {
             for mp in snap.of(Kind::MeshPolicy) {
                 if mp.name() == "default" {
@@ -913,19 +1060,44 @@ impl<'a> Mesh<'a> {
                     }),
                 }
             }
+            // Oldest first: `sortConfigByCreationTime` (push_context.go@1.4.2:945), and the
+            // oldest Policy that applies to a port wins (:1245-1265).
+            target_policies.sort_by(|a: &TargetPolicy<'_>, b: &TargetPolicy<'_>| {
+                (a.obj.created(), a.obj.name()).cmp(&(b.obj.created(), b.obj.name()))
+            });
         } else {
-            let mut sorted: Vec<&Obj> = pas
-                .iter()
-                .filter(|p| p.spec().get("selector").is_none())
-                .collect();
+            // Mesh level: no selector (or empty matchLabels) in the root namespace; namespace
+            // level: the same elsewhere; workload level: a selector outside the root namespace
+            // (a root-namespace selector policy is ignored). In each scope the oldest wins
+            // (policy_applier.go@1.8.0:401-430, @1.12.0:378-410, @1.13.0:378-410,
+            // authn/policy_applier.go@1.22.0:440-470).
+            let mut sorted: Vec<&Obj> = pas.iter().collect();
             sorted.sort_by(|a, b| (a.created(), a.name()).cmp(&(b.created(), b.name())));
             for pa in sorted {
-                let mode = match pa.at(&["spec", "mtls", "mode"]).and_then(Value::as_str) {
-                    Some("STRICT") => Some(PeerMode::Strict),
-                    Some("PERMISSIVE") => Some(PeerMode::Permissive),
-                    Some("DISABLE") => Some(PeerMode::Disable),
-                    _ => None,
-                };
+                let mode = pa_mode(pa.at(&["spec", "mtls"]));
+                let selector: BTreeMap<String, String> =
+                    string_map(pa.at(&["spec", "selector", "matchLabels"]))
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                if !selector.is_empty() {
+                    if pa.namespace() != root_ns {
+                        let ports = pa
+                            .at(&["spec", "portLevelMtls"])
+                            .and_then(Value::as_object)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(k, v)| Some((k.parse().ok()?, pa_mode(Some(v)))))
+                            .collect();
+                        workload_policies.push(WorkloadPolicy {
+                            obj: pa,
+                            selector,
+                            mode,
+                            ports,
+                        });
+                    }
+                    continue;
+                }
                 let sp = ScopePolicy { obj: pa, mode };
                 if pa.namespace() == root_ns {
                     mesh_policy.get_or_insert(sp);
@@ -967,6 +1139,10 @@ impl<'a> Mesh<'a> {
             mesh_policy,
             ns_policies,
             target_policies,
+            workload_policies,
+            peer_authentication: modern
+                && (!pas.is_empty()
+                    || (snap.of(Kind::MeshPolicy).is_empty() && snap.of(Kind::Policy).is_empty())),
             default_mode: if modern {
                 PeerMode::Permissive
             } else {
@@ -1236,28 +1412,131 @@ impl<'a> Mesh<'a> {
         }
     }
 
-    /// The peer mode for one Service port (1.4 service-level Policy, else namespace, else mesh).
+    /// The peer mode for one Service port under 1.4's `authentication.istio.io/v1alpha1`
+    /// policies, as `AuthenticationPolicyForWorkload` picks it (push_context.go@1.4.2:1223-1265):
+    /// the Policies targeting the Service's host (a target's short name is qualified with the
+    /// Policy's namespace, `ResolveShortnameToFQDN`, config.go@1.4.2:277), oldest first, and
+    /// the first whose target names no ports or names this port (by number or name,
+    /// `Port.Match`, service.go@1.4.2:467-479) wins — a port-less target also matches every
+    /// port, so an older port-less Policy beats a newer port-specific one; then the namespace's
+    /// target-less Policy (validation requires the name `default`, validation.go@1.4.2:1454);
+    /// then the MeshPolicy `default`; then plaintext.
     pub fn service_mode(&self, dest: &Dest<'_>, port: &Port) -> ModeAt<'a> {
         for tp in &self.target_policies {
-            if tp.obj.namespace() != dest.ns() {
-                continue;
-            }
-            for (name, ports) in &tp.targets {
-                if name == dest.svc.name()
+            let applies = tp.targets.iter().any(|(name, ports)| {
+                resolve_host(name, tp.obj.namespace()) == dest.host
                     && (ports.is_empty()
                         || ports.iter().any(|p| match p {
                             PortRef::Number(n) => *n == port.number,
                             PortRef::Name(n) => *n == port.name,
                         }))
-                {
-                    return ModeAt {
-                        mode: tp.mode,
-                        by: Some(tp.obj),
-                    };
-                }
+            });
+            if applies {
+                return ModeAt {
+                    mode: tp.mode,
+                    by: Some(tp.obj),
+                };
             }
         }
         self.ns_mode(dest.ns())
+    }
+
+    /// The workload-level PeerAuthentication that applies to a workload: the oldest of its
+    /// namespace whose `matchLabels` its labels include (authentication.go@1.22.0:229-262,
+    /// policy_applier.go@1.8.0:418-425).
+    pub fn workload_policy(
+        &self,
+        ns: &str,
+        labels: &BTreeMap<&str, &str>,
+    ) -> Option<&WorkloadPolicy<'a>> {
+        self.workload_policies.iter().find(|w| {
+            w.obj.namespace() == ns
+                && w.selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k.as_str()) == Some(&v.as_str()))
+        })
+    }
+
+    /// The peer mode a sidecar enforces on inbound `target_port` (the workload's port, not the
+    /// Service's) under PeerAuthentication, as Pilot composes it: mesh, then namespace, then
+    /// the workload-level policy, each UNSET inheriting its parent; a `portLevelMtls` entry of
+    /// the workload policy decides its port, UNSET inheriting the workload's mode
+    /// (policy_applier.go@1.8.0:437-477 and `getMutualTLSModeForPort` :358-369,
+    /// @1.12.0:349-357,412-447, @1.13.0:349-357,412-447, authn/policy_applier.go@1.22.0:412-418,474-507).
+    pub fn workload_mode(
+        &self,
+        ns: &str,
+        labels: &BTreeMap<&str, &str>,
+        target_port: u32,
+    ) -> ModeAt<'a> {
+        let parent = self.ns_mode(ns);
+        let Some(w) = self.workload_policy(ns, labels) else {
+            return parent;
+        };
+        let workload = w.mode.map_or(parent, |mode| ModeAt {
+            mode,
+            by: Some(w.obj),
+        });
+        match w.ports.get(&target_port) {
+            Some(Some(mode)) => ModeAt {
+                mode: *mode,
+                by: Some(w.obj),
+            },
+            _ => workload,
+        }
+    }
+
+    /// The peer mode an endpoint of `dest` enforces for Service port `port` (served on
+    /// `target_port`): 1.4 per Service port ([`Mesh::service_mode`]), modern per workload
+    /// ([`Mesh::workload_mode`]).
+    pub fn endpoint_mode(
+        &self,
+        dest: &Dest<'_>,
+        port: &Port,
+        ep: &Endpoint<'_>,
+        target_port: u32,
+    ) -> ModeAt<'a> {
+        if self.peer_authentication {
+            self.workload_mode(&ep.ns, &ep.labels, target_port)
+        } else {
+            self.service_mode(dest, port)
+        }
+    }
+
+    /// Whether a client with no DestinationRule TLS for `dest:port` sends mTLS to `ep` (auto
+    /// mTLS). Off: never. On: the cluster gets mTLS unless the Service's mode is DISABLE — the
+    /// namespace/mesh mode (modern `BestEffortInferServiceMTLSMode`, push_context.go@1.8.0:1722-1729,
+    /// @1.22.0:2373-2380) or the Service port's 1.4 policy (cluster.go@1.4.2:225-230) —
+    /// (`buildAutoMtlsSettings`, cluster.go@1.4.2:762, @1.8.0:434,
+    /// cluster_builder.go@1.12.0:798-830, @1.13.0:802-834, cluster_tls.go@1.22.0:459); that
+    /// mTLS is a transport-socket match used only for endpoints labelled
+    /// `security.istio.io/tlsMode=istio`, others get plaintext (cluster.go@1.4.2:1207-1226,
+    /// @1.8.0:839-856; a missing label is `disabled`, service.go@1.8.0:615-622). From 1.12 the
+    /// endpoint's own PeerAuthentication (workload and port level) DISABLE also turns it off
+    /// (endpoint_builder.go@1.12.0:467-500, @1.13.0:467-500, endpoints/mtls_checker.go@1.22.0:51-66);
+    /// 1.8 does not look at it.
+    pub fn auto_mtls_sends(
+        &self,
+        auto_mtls: bool,
+        dest: &Dest<'_>,
+        port: &Port,
+        ep: &Endpoint<'_>,
+        target_port: u32,
+    ) -> bool {
+        if !auto_mtls {
+            return false;
+        }
+        let service_mode = if self.peer_authentication {
+            self.ns_mode(dest.ns()).mode
+        } else {
+            self.service_mode(dest, port).mode
+        };
+        if service_mode == PeerMode::Disable || !ep.tls_istio {
+            return false;
+        }
+        !(self.peer_authentication
+            && self.release.minor >= 12
+            && self.workload_mode(&ep.ns, &ep.labels, target_port).mode == PeerMode::Disable)
     }
 
     /// The rules at mesh scope: mesh-wide hosts in the root namespace, else in any namespace.

@@ -234,6 +234,13 @@ impl Fixture {
         assert!(hit, "fixture has no {from:?}");
         self
     }
+    /// Judge as Pilot 1.`minor`: an `istiod` (1.4: `istio-pilot`) Deployment with that image.
+    pub fn release(self, minor: u32) -> Self {
+        let name = if minor == 4 { "istio-pilot" } else { "istiod" };
+        self.with(&format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: istio-system}}\nspec: {{template: {{spec: {{containers: [{{name: discovery, image: 'docker.io/istio/pilot:1.{minor}.0'}}]}}}}}}\n"
+        ))
+    }
     /// Force auto mTLS.
     pub fn auto_mtls(mut self, on: bool) -> Self {
         self.opts.auto_mtls = Some(on);

@@ -1,10 +1,11 @@
 //! `mtls.policy-consistency`: peer authentication and DestinationRules must agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::or_pass;
 use crate::doctor::mesh::{
-    DOMAIN, Dest, Mesh, ModeAt, PeerMode, PortRef, TlsMode, is_mesh_wide, namespace_wide, tls_text,
+    DOMAIN, Dest, Endpoint, Mesh, ModeAt, PeerMode, Port, PortRef, TLS_MODE_LABEL, TlsMode,
+    is_mesh_wide, namespace_wide, tls_text,
 };
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::snapshot::{Obj, Snapshot};
@@ -50,12 +51,13 @@ impl Check for MtlsPolicyConsistency {
         Breaks::Now
     }
 
-    fn run(&self, _snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
+    fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
         let mesh = &ctx.mesh;
         let mut out = Vec::new();
         rules_against_policies(mesh, ctx.auto_mtls, &mut out);
         policies_against_rules(mesh, ctx.auto_mtls, &mut out);
         target_policies(mesh, ctx.auto_mtls, &mut out);
+        endpoints_against_clients(snap, mesh, ctx.auto_mtls, &mut out);
         or_pass(
             ID,
             out,
@@ -201,6 +203,241 @@ fn policies_against_rules(mesh: &Mesh, auto_mtls: bool, out: &mut Vec<Finding>) 
             _ => {}
         }
     }
+}
+
+/// What a client sends to one endpoint port.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Sends {
+    /// The resolved DestinationRule's tls (rule index).
+    Rule(usize, bool),
+    /// No DestinationRule TLS; auto mTLS decides (`true`: mTLS).
+    Auto(bool),
+}
+
+/// Per endpoint and port, the server mode as Pilot composes it (workload- and port-level
+/// PeerAuthentication, 1.4 per-port Policies) against what every client namespace sends —
+/// its resolved DestinationRule's tls for the port, else auto mTLS per endpoint:
+/// - mTLS to a DISABLE port fails now;
+/// - plaintext to a STRICT port fails now;
+/// - auto mTLS sending plaintext to a sidecar endpoint without `security.istio.io/tlsMode=istio`
+///   under PERMISSIVE breaks when STRICT is on.
+///
+/// Namespace- and mesh-level modes against rules are judged by the functions above, and 1.4
+/// STRICT target Policies with auto mTLS off by [`target_policies`]; this skips those.
+fn endpoints_against_clients(
+    snap: &Snapshot,
+    mesh: &Mesh,
+    auto_mtls: bool,
+    out: &mut Vec<Finding>,
+) {
+    // (object to change, message, hint, when-strict) → client namespaces.
+    type Key = (String, String, String, bool);
+    let mut found: BTreeMap<Key, (BTreeSet<String>, String)> = BTreeMap::new();
+    let workload_scoped = |by: Option<&Obj>| {
+        by.is_some_and(|o| {
+            mesh.workload_policies
+                .iter()
+                .any(|w| std::ptr::eq(w.obj, o))
+        })
+    };
+    let scoped = |by: Option<&Obj>| {
+        by.is_some_and(|o| {
+            mesh.workload_policies
+                .iter()
+                .any(|w| std::ptr::eq(w.obj, o))
+                || mesh.target_policies.iter().any(|t| std::ptr::eq(t.obj, o))
+        })
+    };
+    for dest in mesh.dests.iter().filter(|d| !d.exempt) {
+        let endpoints = Endpoint::of(snap, dest);
+        if endpoints.is_empty() {
+            continue;
+        }
+        let groups: Vec<(Option<&str>, Vec<usize>)> = mesh
+            .clients()
+            .map(|c| (c, mesh.resolve(c, &dest.host, Some(dest.ns()))))
+            .collect();
+        for port in dest.tcp_ports() {
+            for ep in endpoints.iter().filter(|e| e.sidecar) {
+                let Some(target) = ep.target_port(port) else {
+                    continue;
+                };
+                let server = mesh.endpoint_mode(dest, port, ep, target);
+                for (client, group) in &groups {
+                    let tls = mesh.group_tls(group, Some(port.number), None);
+                    let sends = match tls {
+                        Some(TlsMode::IstioMutual) => Sends::Rule(group[0], true),
+                        Some(TlsMode::Disable) => Sends::Rule(group[0], false),
+                        Some(TlsMode::Simple | TlsMode::Mutual) => continue,
+                        None => {
+                            Sends::Auto(mesh.auto_mtls_sends(auto_mtls, dest, port, ep, target))
+                        }
+                    };
+                    let at = format!(
+                        "{}:{} (port {target} of {})",
+                        dest.host,
+                        port.number,
+                        ep.obj.reference()
+                    );
+                    let via = match sends {
+                        Sends::Rule(i, _) => {
+                            format!("{} ({})", mesh.rules[i].obj.reference(), tls_text(tls))
+                        }
+                        Sends::Auto(true) => {
+                            "auto mTLS (the endpoint is labelled security.istio.io/tlsMode=istio)"
+                                .to_string()
+                        }
+                        Sends::Auto(false) if !auto_mtls => {
+                            "no DestinationRule TLS and auto mTLS off".to_string()
+                        }
+                        Sends::Auto(false) => format!(
+                            "auto mTLS, which sends plaintext to {}",
+                            auto_plaintext_reason(mesh, dest, port, ep, target)
+                        ),
+                    };
+                    let mtls = matches!(sends, Sends::Rule(_, true) | Sends::Auto(true));
+                    let key = match (mtls, server.mode) {
+                        (true, PeerMode::Disable)
+                            if scoped(server.by) || matches!(sends, Sends::Auto(_)) =>
+                        {
+                            let by = server
+                                .by
+                                .map_or_else(|| "Istio's default".to_string(), Obj::reference);
+                            let (obj, hint) = match sends {
+                                Sends::Rule(i, _) => (
+                                    mesh.rules[i].obj.reference(),
+                                    format!(
+                                        "give {} a portLevelSettings entry for port {} with tls.mode: DISABLE, or stop disabling mTLS in {by}",
+                                        mesh.rules[i].obj.reference(),
+                                        port.number
+                                    ),
+                                ),
+                                Sends::Auto(_) => (
+                                    by.clone(),
+                                    format!(
+                                        "this Pilot release ignores workload-level DISABLE for auto mTLS: add a DestinationRule for {} with tls.mode: DISABLE on port {}, or stop disabling mTLS",
+                                        dest.host, port.number
+                                    ),
+                                ),
+                            };
+                            (
+                                obj,
+                                format!(
+                                    "{via} sends mTLS to {at}, where {by} disables mTLS: those connections fail"
+                                ),
+                                hint,
+                                false,
+                            )
+                        }
+                        // 1.4 STRICT target Policies with auto mTLS off are `target_policies`'.
+                        (false, PeerMode::Strict)
+                            if workload_scoped(server.by)
+                                || (auto_mtls
+                                    && (scoped(server.by) || matches!(sends, Sends::Auto(_)))) =>
+                        {
+                            let by = server
+                                .by
+                                .map_or_else(|| "Istio's default".to_string(), Obj::reference);
+                            let obj = match sends {
+                                Sends::Rule(i, _) => mesh.rules[i].obj.reference(),
+                                Sends::Auto(_) if !ep.tls_istio => ep.obj.reference(),
+                                Sends::Auto(_) => by.clone(),
+                            };
+                            let hint = if matches!(sends, Sends::Auto(_)) && !ep.tls_istio {
+                                format!(
+                                    "label {} {TLS_MODE_LABEL}=istio (it runs the sidecar), or add an ISTIO_MUTUAL DestinationRule for {}",
+                                    ep.obj.reference(),
+                                    dest.host
+                                )
+                            } else {
+                                format!(
+                                    "send ISTIO_MUTUAL to port {} of {} (DestinationRule tls.mode: ISTIO_MUTUAL), or make {by} PERMISSIVE",
+                                    port.number, dest.host
+                                )
+                            };
+                            (
+                                obj,
+                                format!(
+                                    "{via} sends plaintext to {at}, where {by} requires mTLS: those connections are refused"
+                                ),
+                                hint,
+                                false,
+                            )
+                        }
+                        (false, PeerMode::Permissive)
+                            if auto_mtls
+                                && matches!(sends, Sends::Auto(false))
+                                && !ep.tls_istio =>
+                        {
+                            (
+                                ep.obj.reference(),
+                                format!(
+                                    "{via} sends plaintext to {at}: once the port is STRICT those connections are refused"
+                                ),
+                                format!(
+                                    "label {} {TLS_MODE_LABEL}=istio (it runs the sidecar), or add an ISTIO_MUTUAL DestinationRule for {}",
+                                    ep.obj.reference(),
+                                    dest.host
+                                ),
+                                true,
+                            )
+                        }
+                        _ => continue,
+                    };
+                    let entry = found
+                        .entry(key)
+                        .or_insert_with(|| (BTreeSet::new(), dest.ns().to_string()));
+                    entry.0.insert(client.map_or_else(
+                        || "other namespaces".to_string(),
+                        |c| format!("namespace {c}"),
+                    ));
+                }
+            }
+        }
+    }
+    for ((obj, message, hint, when_strict), (clients, ns)) in found {
+        let clients: Vec<String> = clients.into_iter().collect();
+        let f = Finding::fail(ID, format!("{message} (clients in {})", clients.join(", ")))
+            .object(obj)
+            .ns(&ns)
+            .hint(hint);
+        out.push(if when_strict {
+            f.when_strict()
+        } else {
+            f.now()
+        });
+    }
+}
+
+/// Why auto mTLS sends plaintext to an endpoint.
+fn auto_plaintext_reason(
+    mesh: &Mesh,
+    dest: &Dest<'_>,
+    port: &Port,
+    ep: &Endpoint<'_>,
+    target: u32,
+) -> String {
+    if !ep.tls_istio {
+        return format!("{} (no {TLS_MODE_LABEL}=istio label)", ep.obj.reference());
+    }
+    let service = if mesh.peer_authentication {
+        mesh.ns_mode(dest.ns())
+    } else {
+        mesh.service_mode(dest, port)
+    };
+    if service.mode == PeerMode::Disable {
+        return format!(
+            "{} ({} disables mTLS for the Service)",
+            ep.obj.reference(),
+            by_text(&service)
+        );
+    }
+    let at = mesh.workload_mode(&ep.ns, &ep.labels, target);
+    format!(
+        "{} ({} disables mTLS on port {target})",
+        ep.obj.reference(),
+        by_text(&at)
+    )
 }
 
 /// 1.4 service-level Policies (istioctl 1.5's IST0113): every in-mesh client must resolve an
@@ -449,5 +686,243 @@ mod tests {
                 case,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+    use crate::doctor::Breaks;
+    use crate::doctor::testutil::Fixture;
+
+    /// A Service `s` in `a` (port 80 → 8080) with one sidecar Pod and one VM WorkloadEntry.
+    fn svc(we_labels: &str) -> String {
+        format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: a, labels: {{istio-injection: enabled}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: a}}\nspec: {{selector: {{app: s}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: a, labels: {{app: s, security.istio.io/tlsMode: istio}}}}\nspec: {{containers: [{{name: app}}, {{name: istio-proxy}}]}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: vm, namespace: a}}\nspec: {{address: 10.0.0.9, labels: {{app: s{we_labels}}}}}\n"
+        )
+    }
+    fn pa(ns: &str, name: &str, spec: &str) -> String {
+        format!(
+            "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}, creationTimestamp: '2024-01-01T00:00:0{}Z'}}\nspec: {spec}\n",
+            name.len() % 10
+        )
+    }
+    fn dr(mode: &str) -> String {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: s, namespace: a}}\nspec: {{host: s, trafficPolicy: {{tls: {{mode: {mode}}}}}}}\n"
+        )
+    }
+    const LABELLED: &str = ", security.istio.io/tlsMode: istio";
+
+    fn run(yaml: &str, minor: u32, auto: bool) -> Vec<Finding> {
+        Fixture::empty()
+            .with(yaml)
+            .release(minor)
+            .auto_mtls(auto)
+            .run(&MtlsPolicyConsistency)
+            .into_iter()
+            .filter(|f| f.severity == crate::doctor::Severity::Fail)
+            .collect()
+    }
+    /// Flagged objects and when they break, once each (findings are per endpoint and port).
+    fn objects(fs: &[Finding]) -> Vec<(String, Breaks)> {
+        let mut out: Vec<(String, Breaks)> = fs
+            .iter()
+            .map(|f| (f.object.clone(), f.breaks.unwrap_or(Breaks::Now)))
+            .collect();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn workload_selector_beats_namespace_and_port_level_beats_workload() {
+        // Namespace STRICT, workload PERMISSIVE, port 8080 UNSET (inherits PERMISSIVE): the VM
+        // without the tlsMode label gets plaintext from auto mTLS, fine until STRICT.
+        let base = svc("") + &pa("a", "ns", "{mtls: {mode: STRICT}}");
+        let wl = pa(
+            "a",
+            "wl",
+            "{selector: {matchLabels: {app: s}}, mtls: {mode: PERMISSIVE}, portLevelMtls: {'8080': {mode: UNSET}}}",
+        );
+        let got = objects(&run(&(base.clone() + &wl), 22, true));
+        assert_eq!(
+            got,
+            [("WorkloadEntry a/vm".to_string(), Breaks::WhenStrict)]
+        );
+        // Without the workload policy the namespace's STRICT applies: refused now.
+        let got = objects(&run(&base, 22, true));
+        assert_eq!(got, [("WorkloadEntry a/vm".to_string(), Breaks::Now)]);
+        // Port-level STRICT on the target port beats the workload's PERMISSIVE.
+        let port = pa(
+            "a",
+            "wl",
+            "{selector: {matchLabels: {app: s}}, mtls: {mode: PERMISSIVE}, portLevelMtls: {'8080': {mode: STRICT}}}",
+        );
+        let got = objects(&run(&(svc("") + &port), 22, true));
+        assert_eq!(got, [("WorkloadEntry a/vm".to_string(), Breaks::Now)]);
+        // Port-level on another port (the Service port, not the target) does not apply.
+        let other = pa(
+            "a",
+            "wl",
+            "{selector: {matchLabels: {app: s}}, portLevelMtls: {'80': {mode: STRICT}}}",
+        );
+        let got = objects(&run(&(svc(LABELLED) + &other), 22, true));
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn labelled_endpoints_pass_with_auto_mtls() {
+        let yaml = svc(LABELLED) + &pa("a", "ns", "{mtls: {mode: STRICT}}");
+        assert!(run(&yaml, 22, true).is_empty());
+        assert!(run(&yaml, 8, true).is_empty());
+    }
+
+    #[test]
+    fn root_namespace_selector_policy_is_ignored() {
+        let yaml = svc(LABELLED)
+            + &pa(
+                "istio-system",
+                "wl",
+                "{selector: {matchLabels: {app: s}}, mtls: {mode: DISABLE}}",
+            )
+            + &dr("ISTIO_MUTUAL");
+        assert!(run(&yaml, 22, true).is_empty());
+    }
+
+    #[test]
+    fn mutual_rule_to_a_disabled_workload_fails_now() {
+        let yaml = svc(LABELLED)
+            + &pa(
+                "a",
+                "wl",
+                "{selector: {matchLabels: {app: s}}, mtls: {mode: DISABLE}}",
+            )
+            + &dr("ISTIO_MUTUAL");
+        for minor in [8, 12, 13, 22] {
+            let fs = run(&yaml, minor, true);
+            assert_eq!(
+                objects(&fs),
+                [("DestinationRule a/s".to_string(), Breaks::Now)],
+                "1.{minor}"
+            );
+        }
+        // A DISABLE rule agrees with the workload.
+        let ok = svc(LABELLED)
+            + &pa(
+                "a",
+                "wl",
+                "{selector: {matchLabels: {app: s}}, mtls: {mode: DISABLE}}",
+            )
+            + &dr("DISABLE");
+        assert!(run(&ok, 22, true).is_empty());
+    }
+
+    #[test]
+    fn auto_mtls_honours_workload_disable_from_1_12_only() {
+        let yaml = svc(LABELLED)
+            + &pa(
+                "a",
+                "wl",
+                "{selector: {matchLabels: {app: s}}, mtls: {mode: DISABLE}}",
+            );
+        assert_eq!(
+            objects(&run(&yaml, 8, true)),
+            [("PeerAuthentication a/wl".to_string(), Breaks::Now)]
+        );
+        for minor in [12, 13, 22] {
+            assert!(run(&yaml, minor, true).is_empty(), "1.{minor}");
+        }
+    }
+
+    #[test]
+    fn plaintext_rule_to_strict_workload_fails_now() {
+        let yaml = svc(LABELLED)
+            + &pa(
+                "a",
+                "wl",
+                "{selector: {matchLabels: {app: s}}, mtls: {mode: STRICT}}",
+            )
+            + &dr("DISABLE");
+        assert_eq!(
+            objects(&run(&yaml, 13, false)),
+            [("DestinationRule a/s".to_string(), Breaks::Now)]
+        );
+        let ok = yaml.replace("mode: DISABLE}}}", "mode: ISTIO_MUTUAL}}}");
+        assert!(run(&ok, 13, false).is_empty());
+    }
+
+    const LEGACY_SVC: &str = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {istio-injection: enabled}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\nspec: {selector: {app: s}, ports: [{name: http, port: 80}, {name: grpc, port: 81}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: a, labels: {app: s, security.istio.io/tlsMode: istio}}\nspec: {containers: [{name: istio-proxy}]}\n---\napiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata: {name: default}\nspec: {peers: [{mtls: {mode: PERMISSIVE}}]}\n";
+    fn policy(name: &str, ts: u32, targets: &str, peers: &str) -> String {
+        format!(
+            "---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {{name: {name}, namespace: a, creationTimestamp: '2019-01-01T00:00:0{ts}Z'}}\nspec: {{targets: {targets}, peers: {peers}}}\n"
+        )
+    }
+
+    #[test]
+    fn legacy_oldest_applicable_policy_wins_per_port() {
+        // Older port-less DISABLE, newer port-81 STRICT: the older applies to port 81 too
+        // (Port.Match(nil) is true), so an ISTIO_MUTUAL rule fails on both ports.
+        let yaml = LEGACY_SVC.to_string()
+            + &policy("old", 1, "[{name: s}]", "[]")
+            + &policy(
+                "new",
+                2,
+                "[{name: s, ports: [{number: 81}]}]",
+                "[{mtls: {}}]",
+            )
+            + &dr("ISTIO_MUTUAL");
+        let fs = run(&yaml, 4, false);
+        assert_eq!(
+            objects(&fs),
+            [("DestinationRule a/s".to_string(), Breaks::Now)]
+        );
+        assert!(
+            fs.iter().all(|f| f.message.contains("Policy a/old")),
+            "{fs:?}"
+        );
+        assert!(fs.iter().any(|f| f.message.contains(":81 ")), "{fs:?}");
+        // Reversed ages: the port-81 STRICT Policy is older and wins on 81; port 80 keeps the
+        // DISABLE Policy, so the mutual rule fails there only.
+        let yaml = LEGACY_SVC.to_string()
+            + &policy("old", 2, "[{name: s}]", "[]")
+            + &policy(
+                "new",
+                1,
+                "[{name: s, ports: [{number: 81}]}]",
+                "[{mtls: {}}]",
+            )
+            + &dr("ISTIO_MUTUAL");
+        let fs = run(&yaml, 4, false);
+        assert!(fs.iter().any(|f| f.message.contains(":80 ")), "{fs:?}");
+        assert!(fs.iter().all(|f| !f.message.contains(":81 ")), "{fs:?}");
+    }
+
+    #[test]
+    fn legacy_service_policy_beats_namespace_default() {
+        // Namespace default STRICT, service Policy PERMISSIVE for port name grpc; a DISABLE rule
+        // is refused on 80 only (the namespace default), and reported by the namespace check.
+        let yaml = LEGACY_SVC.to_string()
+            + &policy(
+                "svc",
+                1,
+                "[{name: s, ports: [{name: grpc}]}]",
+                "[{mtls: {mode: PERMISSIVE}}]",
+            )
+            + "---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: a}\nspec: {peers: [{mtls: {}}]}\n";
+        let m_snap = Snapshot::from_yaml(&yaml).unwrap();
+        let mesh = Mesh::at_release(
+            &m_snap,
+            "istio-system",
+            "istio-system",
+            None,
+            crate::doctor::mesh::Release::minor(4),
+        );
+        let dest = mesh.dest("s.a.svc.cluster.local").unwrap();
+        let modes: Vec<PeerMode> = dest
+            .ports
+            .iter()
+            .map(|p| mesh.service_mode(dest, p).mode)
+            .collect();
+        assert_eq!(modes, [PeerMode::Strict, PeerMode::Permissive]);
     }
 }
