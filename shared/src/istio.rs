@@ -212,6 +212,18 @@ impl IstioKind {
         }
     }
 
+    /// The version the cluster serves this kind at (discovered per kind: Istio 1.8–1.12 serve
+    /// WorkloadGroup only at v1alpha3), `None` when it does not serve it.
+    pub async fn served_version(
+        self,
+        conn: &crate::kube::Connection,
+    ) -> Result<Option<String>, crate::kube::Error> {
+        Ok(crate::read::served(conn, &self.kind_ref())
+            .await?
+            .version()
+            .map(str::to_owned))
+    }
+
     /// The kube-rs resource for this kind at `version`.
     pub fn resource(self, version: &str) -> ApiResource {
         let (group, kind, plural, _) = self.parts();

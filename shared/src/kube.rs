@@ -5,6 +5,8 @@
 //! backoff honouring the server's `retryAfterSeconds`, and turns what is left into an [`Error`]
 //! that names the server, the verb, the resource and the namespace.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use ::kube::{Client, Config};
 use crate::errors::Diagnose;
 use crate::flags::KubeArgs;
 
-/// The field manager meshvm writes with (every write goes through [`crate::write`]).
+/// The field manager meshvm writes with (every write goes through [`crate::plan::write`]).
 pub const FIELD_MANAGER: &str = "meshvm";
 
 /// How many times a transient failure is retried before it is reported.
@@ -38,9 +40,35 @@ pub struct Connection {
     pub server: String,
     timeout: Option<Duration>,
     /// What this run learnt about how the server takes writes (shared by clones).
-    pub(crate) writes: std::sync::Arc<crate::write::ServerWrites>,
-    /// What discovery and earlier answers taught about this server (see [`crate::read`]).
-    reads: Arc<crate::read::Cache>,
+    /// What this run learnt about the server, kept by the layers above (served versions,
+    /// whether it takes server-side apply), one value per type; shared by clones.
+    memo: Arc<Memo>,
+}
+
+/// Values keyed by their type, each made once ([`Connection::memo`]).
+#[derive(Default)]
+pub struct Memo(std::sync::Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
+
+impl Memo {
+    fn get<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let value = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        value
+            .downcast::<T>()
+            .expect("memo entries are keyed by their own type")
+    }
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo").finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -489,8 +517,7 @@ pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connectio
         context: name,
         server,
         timeout,
-        writes: std::sync::Arc::default(),
-        reads: Arc::default(),
+        memo: Arc::default(),
     })
 }
 
@@ -579,8 +606,7 @@ impl Connection {
             context: String::new(),
             server: server.into(),
             timeout: None,
-            writes: std::sync::Arc::default(),
-            reads: Arc::default(),
+            memo: Arc::default(),
         }
     }
 
@@ -589,9 +615,10 @@ impl Connection {
         &self.namespace
     }
 
-    /// What this connection learnt about the server (served versions, metadata lists).
-    pub(crate) fn reads(&self) -> &crate::read::Cache {
-        &self.reads
+    /// What this connection learnt about its server, of type `T` (created empty on first use):
+    /// the layers above keep their knowledge here without this layer knowing their types.
+    pub fn memo<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        self.memo.get()
     }
 
     /// Send a request (built afresh by `f` on each attempt), retrying transient failures.

@@ -36,7 +36,6 @@ use ::kube::core::{ApiResource, GroupVersionKind, ObjectList};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroup, APIResourceList, ObjectMeta};
 use serde::de::DeserializeOwned;
 
-use crate::istio::IstioKind;
 use crate::kube::{Action, Connection, Error};
 
 /// The page size of every list: few round trips, and small enough for any server.
@@ -289,7 +288,7 @@ pub async fn discover(
     group: &str,
     wanted: &[&str],
 ) -> Result<GroupDiscovery, Error> {
-    let slot = conn.reads().group_slot(group);
+    let slot = conn.memo::<Cache>().group_slot(group);
     let mut entry = slot.lock().await;
     let need_group = entry.is_none();
     let missing: Vec<&str> = match entry.as_ref() {
@@ -367,14 +366,6 @@ pub async fn served(conn: &Connection, kind: &KindRef) -> Result<Served, Error> 
     Ok(Box::pin(discover(conn, kind.group, kind.versions))
         .await?
         .pick(kind))
-}
-
-/// The version an Istio kind is served at, `None` when the cluster does not serve it.
-pub async fn istio_version(conn: &Connection, kind: IstioKind) -> Result<Option<String>, Error> {
-    Ok(served(conn, &kind.kind_ref())
-        .await?
-        .version()
-        .map(str::to_owned))
 }
 
 /// Where a paged list stands: the next continue token, and whether it restarted already.
@@ -458,7 +449,7 @@ pub async fn list_metadata<K>(
 where
     K: ::kube::Resource + Clone + DeserializeOwned + fmt::Debug,
 {
-    let cache = conn.reads();
+    let cache = conn.memo::<Cache>();
     if !cache.metadata_lists_refused() {
         let mut pager = Pager::default();
         let mut out = Vec::new();

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use super::CheckContext;
 use super::mesh::{DOMAIN, TlsMode, is_mesh_wide};
 use crate::istio::Era;
+use crate::plan::write::{Kind, Write};
 use crate::plan::{Action, Change, Plan};
 use crate::snapshot::{Kind as SnapKind, Obj, Snapshot};
-use crate::write::{Kind, Write};
 
 /// Name of the mesh-wide rule (the runbook's).
 pub const DEFAULT_DR_NAME: &str = "default";
@@ -334,7 +334,7 @@ mod tests {
         assert_eq!(plan.changes.len(), 3);
         for (i, row) in plan.changes.iter().enumerate() {
             let write = row.write.as_ref().unwrap();
-            assert_eq!(write.verb, crate::write::Verb::Apply);
+            assert_eq!(write.verb, crate::plan::write::Verb::Apply);
             assert_eq!(write.resource.api_version(), "networking.istio.io/v1alpha3");
             assert_eq!(write.after, if i == 0 { vec![] } else { vec![i - 1] });
             assert_eq!(row.words(), "would create");

@@ -43,7 +43,7 @@ pub enum Error {
     Kube(#[from] crate::kube::Error),
     /// A `--fix` write did not land.
     #[error(transparent)]
-    Write(crate::write::Error),
+    Write(crate::plan::write::Error),
     /// `--fix` needs confirmation that cannot be asked for.
     #[error(transparent)]
     Prompt(#[from] crate::terminal::PromptError),
@@ -181,8 +181,10 @@ pub async fn run(
             let mut snaps = Vec::new();
             for context in wanted {
                 let conn = crate::kube::connect(&opts.kube, context).await?;
-                let spinner =
-                    crate::terminal::progress(format!("reading the mesh of context {}", conn.context));
+                let spinner = crate::terminal::progress(format!(
+                    "reading the mesh of context {}",
+                    conn.context
+                ));
                 let snap = Snapshot::observe(&conn).await;
                 spinner.finish_and_clear();
                 snaps.push(snap?);
@@ -222,13 +224,14 @@ pub async fn run(
             )? {
                 // One row per rule, so a failure part-way says what was and was not written.
                 let mut plan = fix::rows(&planned);
-                let result = crate::write::execute(conn, &mut plan, crate::flags::DryRun::None).await;
+                let result =
+                    crate::plan::write::execute(conn, &mut plan, crate::flags::DryRun::None).await;
                 let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
                 if let Err(failure) = result {
                     return Err(match failure.error {
-                        crate::write::Error::Kube(e) => Error::Kube(*e),
-                        other @ (crate::write::Error::Raced { .. }
-                        | crate::write::Error::Invalid { .. }) => Error::Write(other),
+                        crate::plan::write::Error::Kube(e) => Error::Kube(*e),
+                        other @ (crate::plan::write::Error::Raced { .. }
+                        | crate::plan::write::Error::Invalid { .. }) => Error::Write(other),
                     });
                 }
                 let bundle = snaps[0].bundle.take();

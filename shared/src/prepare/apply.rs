@@ -1,4 +1,4 @@
-//! Writing the plan through the one executor ([`crate::write::execute`]), turning its failures
+//! Writing the plan through the one executor ([`crate::plan::write::execute`]), turning its failures
 //! into prepare's words, and waiting for a restarted control plane to roll out.
 
 use std::time::Duration;
@@ -12,8 +12,8 @@ use super::options::Options;
 use super::plan::ca_differs;
 use crate::kube::{Action as Request, Connection};
 use crate::pki::CaMaterial;
+use crate::plan::write::{self, Kind, Verb};
 use crate::plan::{Action, Plan, State};
-use crate::write::{self, Kind, Verb};
 
 pub use super::plan::restart_patch;
 
@@ -357,7 +357,7 @@ mod tests {
             v["status"] = status;
             (200, v)
         };
-        let (conn, log) = crate::write::fake::connection(vec![
+        let (conn, log) = crate::plan::write::fake::connection(vec![
             d(
                 json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
             ),
@@ -387,7 +387,7 @@ mod tests {
             v["status"] = json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1});
             answers.push((200, v));
         }
-        let (conn, _log) = crate::write::fake::connection(answers);
+        let (conn, _log) = crate::plan::write::fake::connection(answers);
         let poll = Duration::from_millis(20);
         let timeout = Duration::from_millis(150);
         let err = wait_for_rollout(&conn, "istio-system", "istiod", timeout, poll)

@@ -11,8 +11,8 @@ use super::options::Options;
 use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::istio::{CACERTS_SECRET, IstioKind};
 use crate::kube::{Action as Request, Connection};
+use crate::plan::write::{self, Kind, Resource, Write};
 use crate::plan::{Action, Change, Plan};
-use crate::write::{self, Kind, Resource, Write};
 
 /// What `--delete` found.
 #[derive(Debug, Clone, Default)]

@@ -17,11 +17,11 @@ use std::time::SystemTime;
 use crate::args::PrepareArgs;
 use crate::errors::{Diagnose, Outcome, UsageError};
 use crate::flags::DryRun;
-use crate::terminal::PromptError;
 use crate::istio::Era;
 use crate::pki::{self, CaMaterial, Finding, PkiError, Severity};
+use crate::plan::write::Kind;
 use crate::plan::{Action, Plan, State};
-use crate::write::Kind;
+use crate::terminal::PromptError;
 
 pub use options::{Options, WorkloadGroupOptions};
 pub use plan::{Observed, Prepared};
@@ -143,7 +143,7 @@ pub enum Error {
     Kube(Box<crate::kube::Error>),
     /// A write did not land (another client kept changing the object, or it was malformed).
     #[error(transparent)]
-    Write(crate::write::Error),
+    Write(crate::plan::write::Error),
     /// Writing the output failed.
     #[error("cannot write the output")]
     Output(#[from] io::Error),
@@ -266,10 +266,9 @@ pub async fn run(
         // Legacy: Citadel re-signs the mesh's workload secrets only on its resync.
         if rolled_out.is_some()
             && let Some(ca) = ca.as_ref()
-            && plan
-                .changes
-                .iter()
-                .any(|c| c.kind == crate::write::Kind::Deployment && c.name == "istio-citadel")
+            && plan.changes.iter().any(|c| {
+                c.kind == crate::plan::write::Kind::Deployment && c.name == "istio-citadel"
+            })
         {
             match apply::await_reissue(
                 &conn,

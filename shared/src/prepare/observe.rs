@@ -33,10 +33,10 @@ where
 pub(crate) async fn networking_version(
     conn: &Connection,
 ) -> Result<Option<String>, crate::kube::Error> {
-    if let Some(v) = crate::read::istio_version(conn, IstioKind::WorkloadGroup).await? {
+    if let Some(v) = IstioKind::WorkloadGroup.served_version(conn).await? {
         return Ok(Some(v));
     }
-    crate::read::istio_version(conn, IstioKind::WorkloadEntry).await
+    IstioKind::WorkloadEntry.served_version(conn).await
 }
 
 /// Read everything the plan needs. The era comes from the Istio namespace's Deployments (the

@@ -1,6 +1,6 @@
 //! `prepare`'s flags resolved into validated options: pure, so every usage error is found before any IO.
 
-use crate::register::words::{PairKind, parse_pairs};
+use crate::names::{PairKind, parse_pairs};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -13,8 +13,8 @@ use super::options::{Options, WorkloadGroupOptions};
 use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::istio::{CACERTS_SECRET, Era};
 use crate::pki::{self, CaMaterial};
+use crate::plan::write::{Kind, PatchType, Resource, Same, Write};
 use crate::plan::{Action, Change, Plan};
-use crate::write::{Kind, PatchType, Resource, Same, Write};
 
 /// The annotation `kubectl rollout restart` sets on the pod template.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -208,7 +208,7 @@ pub fn workload_group_object(
     })
 }
 
-pub use crate::write::contains;
+pub use crate::plan::write::contains;
 
 fn is_terminating(ns: &Namespace) -> bool {
     ns.metadata.deletion_timestamp.is_some()

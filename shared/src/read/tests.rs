@@ -326,13 +326,14 @@ fn a_kind_served_only_at_an_unknown_version_is_not_picked() {
 async fn discovery_is_one_round_trip_and_asked_once_per_connection() {
     let (conn, log) = mock(istio_18_route);
     let (wg, we) = tokio::join!(
-        istio_version(&conn, IstioKind::WorkloadGroup),
-        istio_version(&conn, IstioKind::WorkloadEntry)
+        IstioKind::WorkloadGroup.served_version(&conn),
+        IstioKind::WorkloadEntry.served_version(&conn)
     );
     assert_eq!(wg.unwrap().as_deref(), Some("v1alpha3"));
     assert_eq!(we.unwrap().as_deref(), Some("v1beta1"));
     assert_eq!(
-        istio_version(&conn, IstioKind::DestinationRule)
+        IstioKind::DestinationRule
+            .served_version(&conn)
             .await
             .unwrap()
             .as_deref(),
@@ -353,7 +354,8 @@ async fn discovery_is_one_round_trip_and_asked_once_per_connection() {
     // A clone of the connection shares what was learnt.
     let again = conn.clone();
     assert_eq!(
-        istio_version(&again, IstioKind::WorkloadGroup)
+        IstioKind::WorkloadGroup
+            .served_version(&again)
             .await
             .unwrap()
             .as_deref(),
@@ -365,7 +367,8 @@ async fn discovery_is_one_round_trip_and_asked_once_per_connection() {
 #[tokio::test]
 async fn discovery_errors_other_than_404_are_reported() {
     let (conn, _) = mock(|_| status(403, "Forbidden", "discovery is forbidden"));
-    let err = istio_version(&conn, IstioKind::WorkloadGroup)
+    let err = IstioKind::WorkloadGroup
+        .served_version(&conn)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(403), "{err}");
@@ -439,7 +442,11 @@ async fn a_continue_token_that_expires_again_is_a_clear_error() {
         err.to_string(),
         "failed to list deployments.apps in namespace istio-system: the list changed faster than it could be read page by page (its continue token expired twice, 410 Expired)"
     );
-    assert!(crate::errors::Diagnose::hint(&err).unwrap().contains("again"));
+    assert!(
+        crate::errors::Diagnose::hint(&err)
+            .unwrap()
+            .contains("again")
+    );
     assert_eq!(
         log.lock().unwrap().len(),
         4,
@@ -504,7 +511,7 @@ async fn metadata_lists_fall_back_to_full_lists_once_per_connection() {
         let names: Vec<_> = metas.iter().filter_map(|m| m.name.as_deref()).collect();
         assert_eq!(names, ["istio-citadel", "istio-pilot"]);
     }
-    assert!(conn.reads().metadata_lists_refused());
+    assert!(conn.memo::<Cache>().metadata_lists_refused());
     // One refused metadata list, then full lists only: 1 + 2 pages + 2 pages.
     assert_eq!(log.lock().unwrap().len(), 5, "{:?}", log.lock().unwrap());
     // Era detection rides on it.
@@ -536,6 +543,6 @@ async fn metadata_lists_are_used_where_served() {
     .await
     .unwrap();
     assert_eq!(metas[0].name.as_deref(), Some("istiod"));
-    assert!(!conn.reads().metadata_lists_refused());
+    assert!(!conn.memo::<Cache>().metadata_lists_refused());
     assert_eq!(log.lock().unwrap().len(), 1);
 }

@@ -12,11 +12,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::words::NamedPort;
 use super::{Error, Planned};
 use crate::istio::SERVICE_ACCOUNTS_ANNOTATION;
+use crate::names::NamedPort;
+use crate::plan::write::{Kind, Write};
 use crate::plan::{Action, Change};
-use crate::write::{Kind, Write};
 
 /// What a legacy registration wants, resolved from the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -834,7 +834,7 @@ mod tests {
         assert_eq!(planned.plan.changes[0].action, Action::Update);
         assert_eq!(
             planned.plan.changes[0].write.as_ref().unwrap().verb,
-            crate::write::Verb::Replace
+            crate::plan::write::Verb::Replace
         );
 
         let selected = Observed {

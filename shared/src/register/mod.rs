@@ -7,7 +7,6 @@
 
 pub mod legacy;
 pub mod modern;
-pub mod words;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -23,9 +22,9 @@ use crate::errors::{Diagnose, Outcome, UsageError};
 use crate::flags::{DryRun, KubeArgs, OutputFormat};
 use crate::istio::IstioKind;
 use crate::kube::{Action, Connection};
+use crate::names::{self, PairKind};
+use crate::plan::write::Kind;
 use crate::plan::{self, Change, Plan, State};
-use crate::write::Kind;
-use words::PairKind;
 
 /// How many observe → plan → write rounds a registration tries before giving up on conflicts.
 pub const MAX_ROUNDS: u32 = 16;
@@ -123,7 +122,7 @@ pub enum Error {
     },
     /// A write could not be sent as planned.
     #[error(transparent)]
-    Write(crate::write::Error),
+    Write(crate::plan::write::Error),
     /// Writing the result to stdout failed.
     #[error("cannot write the output")]
     Output(#[from] io::Error),
@@ -192,7 +191,7 @@ pub enum Mode {
         /// The VM's address.
         ip: IpAddr,
         /// The ports.
-        ports: Vec<words::NamedPort>,
+        ports: Vec<names::NamedPort>,
     },
     /// `--deregister SERVICE IP`
     Deregister {
@@ -210,7 +209,7 @@ pub enum Mode {
         /// `--network`.
         network: Option<String>,
         /// `--ports`.
-        ports: Vec<words::NamedPort>,
+        ports: Vec<names::NamedPort>,
         /// `--service`.
         service: Option<String>,
         /// `--workload-group`.
@@ -259,21 +258,21 @@ impl Options {
         let context = args.kube.single_context()?.map(str::to_owned);
         if let Some(ns) = &args.kube.namespace {
             check(
-                words::dns1123_label(ns),
+                names::dns1123_label(ns),
                 &format!("namespace {ns:?}"),
                 "give -n an existing namespace",
             )?;
         }
         if let Some(sa) = &args.service_account {
             check(
-                words::dns1123_subdomain(sa),
+                names::dns1123_subdomain(sa),
                 &format!("serviceaccount {sa:?}"),
                 "give -s the VM's ServiceAccount name",
             )?;
         }
-        let labels = words::parse_pairs(&args.labels, PairKind::Label)
+        let labels = names::parse_pairs(&args.labels, PairKind::Label)
             .map_err(|m| usage(m, "write -l KEY=VALUE, e.g. -l app=vm"))?;
-        let annotations = words::parse_pairs(&args.annotations, PairKind::Annotation)
+        let annotations = names::parse_pairs(&args.annotations, PairKind::Annotation)
             .map_err(|m| usage(m, "write -a KEY=VALUE"))?;
         let mode = match &args.workload_entry {
             Some(name) => Self::entry_mode(&args, name)?,
@@ -328,11 +327,11 @@ impl Options {
             [service, ip, rest @ ..] => (service, ip, rest),
         };
         check(
-            words::dns1035_label(service),
+            names::dns1035_label(service),
             &format!("service name {service:?}"),
             LEGACY_HINT,
         )?;
-        let ip = words::parse_address(ip).map_err(|m| usage(m, LEGACY_HINT))?;
+        let ip = names::parse_address(ip).map_err(|m| usage(m, LEGACY_HINT))?;
         if args.deregister {
             if !rest.is_empty() {
                 return Err(usage(
@@ -354,7 +353,7 @@ impl Options {
                 LEGACY_HINT,
             ));
         }
-        let ports = words::parse_port_words(rest).map_err(|m| usage(m, LEGACY_HINT))?;
+        let ports = names::parse_port_words(rest).map_err(|m| usage(m, LEGACY_HINT))?;
         Ok(Mode::Register {
             service: service.clone(),
             ip,
@@ -373,20 +372,20 @@ impl Options {
             ));
         }
         check(
-            words::dns1123_subdomain(name),
+            names::dns1123_subdomain(name),
             &format!("--workload-entry {name:?}"),
             ENTRY_HINT,
         )?;
         if let Some(svc) = &args.service {
             check(
-                words::dns1035_label(svc),
+                names::dns1035_label(svc),
                 &format!("--service {svc:?}"),
                 ENTRY_HINT,
             )?;
         }
         if let Some(group) = &args.workload_group {
             check(
-                words::dns1123_subdomain(group),
+                names::dns1123_subdomain(group),
                 &format!("--workload-group {group:?}"),
                 ENTRY_HINT,
             )?;
@@ -399,7 +398,7 @@ impl Options {
                 ENTRY_HINT,
             ));
         }
-        let ports = words::parse_named_ports(&args.ports).map_err(|m| usage(m, ENTRY_HINT))?;
+        let ports = names::parse_named_ports(&args.ports).map_err(|m| usage(m, ENTRY_HINT))?;
         let address = match (&args.address, args.deregister) {
             (Some(_), true) => {
                 return Err(usage(
@@ -409,7 +408,7 @@ impl Options {
             }
             (None, true) => None,
             (Some(a), false) => Some(
-                words::parse_address(a)
+                names::parse_address(a)
                     .map_err(|m| usage(format!("--address: {m}"), ENTRY_HINT))?,
             ),
             (None, false) => {
@@ -702,7 +701,8 @@ async fn observe(conn: &Connection, opts: &Options, namespace: &str) -> Result<O
     let version = served_entry_version(conn).await?;
     // WorkloadGroup has its own served version (v1alpha3 only on Istio 1.8–1.12, where
     // WorkloadEntry is also at v1beta1); not served at all before Istio 1.8: then "absent".
-    let group_version = crate::read::istio_version(conn, IstioKind::WorkloadGroup)
+    let group_version = IstioKind::WorkloadGroup
+        .served_version(conn)
         .await?
         .unwrap_or_else(|| version.clone());
     let groups: Api<DynamicObject> = Api::namespaced_with(
@@ -758,7 +758,8 @@ async fn observe(conn: &Connection, opts: &Options, namespace: &str) -> Result<O
 
 /// The version the cluster serves WorkloadEntry at, discovered per kind ([`crate::read::served`]).
 async fn served_entry_version(conn: &Connection) -> Result<String, Error> {
-    crate::read::istio_version(conn, IstioKind::WorkloadEntry)
+    IstioKind::WorkloadEntry
+        .served_version(conn)
         .await?
         .ok_or(Error::NoWorkloadEntryApi)
 }
@@ -796,13 +797,13 @@ enum Failure {
 /// Endpoints); stop at the first race or failure.
 async fn apply(conn: &Connection, dry_run: DryRun, planned: &mut Planned) -> Result<(), Failure> {
     planned.plan.in_sequence();
-    let Err(failure) = crate::write::execute(conn, &mut planned.plan, dry_run).await else {
+    let Err(failure) = crate::plan::write::execute(conn, &mut planned.plan, dry_run).await else {
         return Ok(());
     };
     Err(match failure.error {
-        crate::write::Error::Raced { object, .. } => Failure::Raced(object),
-        crate::write::Error::Kube(e) => Failure::Failed(Error::Kube(e)),
-        other @ crate::write::Error::Invalid { .. } => Failure::Failed(Error::Write(other)),
+        crate::plan::write::Error::Raced { object, .. } => Failure::Raced(object),
+        crate::plan::write::Error::Kube(e) => Failure::Failed(Error::Kube(e)),
+        other @ crate::plan::write::Error::Invalid { .. } => Failure::Failed(Error::Write(other)),
     })
 }
 
@@ -834,7 +835,7 @@ mod tests {
             Mode::Register {
                 service: "expandvm".into(),
                 ip: "35.187.36.54".parse().unwrap(),
-                ports: vec![words::NamedPort {
+                ports: vec![names::NamedPort {
                     name: "http".into(),
                     port: 80
                 }],
@@ -1019,7 +1020,7 @@ mod tests {
         ));
         let mut created = Change::new(plan::Action::Create, Kind::Service, Some("ns"), "svc");
         created.state = State::Done;
-        let sent = created.clone().write(crate::write::Write::create(
+        let sent = created.clone().write(crate::plan::write::Write::create(
             Kind::Service,
             serde_json::json!({"apiVersion": "v1", "kind": "Service"}),
         ));

@@ -9,10 +9,10 @@ use kube::core::DynamicObject;
 use serde_json::{Map, Value, json};
 
 use super::legacy::service_port;
-use super::words::NamedPort;
 use super::{Error, Planned};
+use crate::names::NamedPort;
+use crate::plan::write::{Kind, Resource, Write};
 use crate::plan::{Action, Change};
-use crate::write::{Kind, Resource, Write};
 
 /// The spec fields of a WorkloadEntry meshvm decides alone: set exactly on every write (a label
 /// or port dropped from the flags goes from the entry too).
@@ -451,7 +451,7 @@ mod tests {
             })
         );
         let write = planned.plan.changes[0].write.as_ref().unwrap();
-        assert_eq!(write.verb, crate::write::Verb::Apply);
+        assert_eq!(write.verb, crate::plan::write::Verb::Apply);
         assert_eq!(write.resource.api_version(), "networking.istio.io/v1");
         assert_eq!(write.owned.len(), ENTRY_OWNED.len());
     }
@@ -527,7 +527,7 @@ mod tests {
         let planned = plan_entry(&o, &w).unwrap();
         assert_eq!(
             planned.plan.changes[1].write.as_ref().unwrap().verb,
-            crate::write::Verb::Replace
+            crate::plan::write::Verb::Replace
         );
     }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use clap::Parser as _;
 use meshvm::args::{PrepareArgs, RegisterArgs};
 use meshvm::bundle::{legacy, modern};
+use meshvm::names::{self, NamedPort, PairKind};
 use meshvm::pki::{self, CaMaterial, WorkloadMaterial};
-use meshvm::register::words::{self, NamedPort, PairKind};
 use meshvm::snapshot::parse_env;
 use proptest::prelude::*;
 use serde_json::json;
@@ -178,25 +178,25 @@ proptest! {
     /// prints back (`name:port`) as a word that parses to the same port.
     #[test]
     fn port_words_never_panic_and_print_back(word in "(?s).{0,30}") {
-        if let Ok(p) = words::parse_port_word(&word) {
+        if let Ok(p) = names::parse_port_word(&word) {
             prop_assert!(p.port != 0);
-            prop_assert_eq!(words::parse_port_word(&p.to_string()), Ok(p));
+            prop_assert_eq!(names::parse_port_word(&p.to_string()), Ok(p));
         }
-        let _ = words::parse_port_words(&[word.clone(), word.clone()]);
-        let _ = words::parse_named_ports(&[word]);
+        let _ = names::parse_port_words(&[word.clone(), word.clone()]);
+        let _ = names::parse_named_ports(&[word]);
     }
 
     /// `name:port` keeps the name; a bare port gets istioctl's well-known name or its number.
     #[test]
     fn port_words_round_trip(name in LABEL, port in 1u16..=65535) {
         let named = NamedPort { name: name.clone(), port };
-        prop_assert_eq!(words::parse_port_word(&format!("{name}:{port}")), Ok(named.clone()));
-        prop_assert_eq!(words::parse_port_word(&named.to_string()), Ok(named));
-        let bare = words::parse_port_word(&port.to_string()).unwrap();
+        prop_assert_eq!(names::parse_port_word(&format!("{name}:{port}")), Ok(named.clone()));
+        prop_assert_eq!(names::parse_port_word(&named.to_string()), Ok(named));
+        let bare = names::parse_port_word(&port.to_string()).unwrap();
         prop_assert_eq!(bare.port, port);
-        let expected = words::well_known_port_name(port).map_or_else(|| port.to_string(), str::to_owned);
+        let expected = names::well_known_port_name(port).map_or_else(|| port.to_string(), str::to_owned);
         prop_assert_eq!(&bare.name, &expected);
-        prop_assert_eq!(words::parse_port_word(&bare.to_string()), Ok(bare));
+        prop_assert_eq!(names::parse_port_word(&bare.to_string()), Ok(bare));
     }
 
     /// Several words: order kept; a port or a name given twice is refused.
@@ -209,15 +209,15 @@ proptest! {
             }
         }
         let legacy: Vec<String> = unique.iter().map(ToString::to_string).collect();
-        prop_assert_eq!(words::parse_port_words(&legacy), Ok(unique.clone()));
+        prop_assert_eq!(names::parse_port_words(&legacy), Ok(unique.clone()));
         let modern: Vec<String> = unique.iter().map(|p| format!("{}={}", p.name, p.port)).collect();
-        prop_assert_eq!(words::parse_named_ports(&modern), Ok(unique.clone()));
+        prop_assert_eq!(names::parse_named_ports(&modern), Ok(unique.clone()));
         let mut twice = legacy.clone();
         twice.push(legacy[0].clone());
-        prop_assert!(words::parse_port_words(&twice).is_err());
+        prop_assert!(names::parse_port_words(&twice).is_err());
         let mut twice = modern.clone();
         twice.push(modern[0].clone());
-        prop_assert!(words::parse_named_ports(&twice).is_err());
+        prop_assert!(names::parse_named_ports(&twice).is_err());
     }
 }
 
@@ -258,7 +258,7 @@ proptest! {
         let opts = meshvm::register::Options::resolve(args).unwrap();
         prop_assert_eq!(&opts.labels, &map);
         let items: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        prop_assert_eq!(words::parse_pairs(&items, PairKind::Label), Ok(map));
+        prop_assert_eq!(names::parse_pairs(&items, PairKind::Label), Ok(map));
     }
 
     /// register `-a k=v` keeps commas and `=` in values (repeated flags, not split).
@@ -291,7 +291,7 @@ proptest! {
     /// after earlier writes).
     #[test]
     fn prepare_refuses_the_labels_register_refuses(text in "[a-z =@/.,_-]{1,20}") {
-        let register = words::parse_pairs(&text.split(',').collect::<Vec<_>>(), PairKind::Label);
+        let register = names::parse_pairs(&text.split(',').collect::<Vec<_>>(), PairKind::Label);
         let prepare = PrepareArgs::try_parse_from([
             "prepare", "--vm-namespace", "vm", "--workload-group", "vm", "--labels", &text,
         ])
@@ -304,8 +304,8 @@ proptest! {
     /// Any label text is a map or a usage error, for both verbs.
     #[test]
     fn label_lists_never_panic(text in "(?s).{0,60}") {
-        let _ = words::parse_pairs(std::slice::from_ref(&text), PairKind::Label);
-        let _ = words::parse_pairs(std::slice::from_ref(&text), PairKind::Annotation);
+        let _ = names::parse_pairs(std::slice::from_ref(&text), PairKind::Label);
+        let _ = names::parse_pairs(std::slice::from_ref(&text), PairKind::Annotation);
         if let Ok(args) = PrepareArgs::try_parse_from(["prepare", "--vm-namespace", "vm", "--workload-group", "vm", "--labels", &text]) {
             let _ = meshvm::prepare::Options::resolve(args);
         }
@@ -517,7 +517,8 @@ fn check_merge(files: &[KubeFile]) -> Result<(), TestCaseError> {
         prop_assert!(result.is_err(), "no file exists, yet {result:?}");
         return Ok(());
     }
-    let (merged, read) = result.map_err(|e| TestCaseError::fail(meshvm::errors::error_chain(&e)))?;
+    let (merged, read) =
+        result.map_err(|e| TestCaseError::fail(meshvm::errors::error_chain(&e)))?;
     let expected_paths: Vec<PathBuf> = present.iter().map(|i| paths[*i].clone()).collect();
     prop_assert_eq!(read, expected_paths);
     for (n, name) in NAMES.iter().enumerate() {

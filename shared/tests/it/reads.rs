@@ -103,7 +103,11 @@ fn bundle_options(server: &Server, dir: &Path, extra: &[&str]) -> bundle::Option
 
 async fn run_bundle(
     opts: &bundle::Options,
-) -> (Result<meshvm::errors::Outcome, bundle::Error>, String, String) {
+) -> (
+    Result<meshvm::errors::Outcome, bundle::Error>,
+    String,
+    String,
+) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let result = bundle::run(opts, &mut out, &mut err).await;
     (
@@ -121,14 +125,16 @@ async fn istio_1_12_workload_groups_are_read_and_written_where_served() {
     let server = Server::start(istio_1_12()).await;
     let conn = connect(&server).await;
     assert_eq!(
-        meshvm::read::istio_version(&conn, IstioKind::WorkloadGroup)
+        IstioKind::WorkloadGroup
+            .served_version(&conn)
             .await
             .unwrap()
             .as_deref(),
         Some("v1alpha3")
     );
     assert_eq!(
-        meshvm::read::istio_version(&conn, IstioKind::WorkloadEntry)
+        IstioKind::WorkloadEntry
+            .served_version(&conn)
             .await
             .unwrap()
             .as_deref(),

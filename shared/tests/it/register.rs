@@ -38,7 +38,10 @@ fn registered() -> Vec<Value> {
     ]
 }
 
-async fn run(sim: &Server, line: &[&str]) -> (Result<meshvm::errors::Outcome, Error>, String, String) {
+async fn run(
+    sim: &Server,
+    line: &[&str],
+) -> (Result<meshvm::errors::Outcome, Error>, String, String) {
     let mut argv = vec![
         "kubectl-meshvm-register".to_owned(),
         "--kubeconfig".to_owned(),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser as _;
 use kube_sim::{Scenario, Server};
 use meshvm::kube::Connection;
+use meshvm::plan::write::{self, Kind, Write};
 use meshvm::plan::{Action, Change, Plan, State};
-use meshvm::write::{self, Kind, Write};
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {

@@ -494,12 +494,12 @@ impl ServerWrites {
 /// every [`Verb::Apply`] on it goes by GET and create/update from now on, without probing. The
 /// executor learns this by itself from the first 415; this is for callers (and tests) that know.
 pub fn assume_no_server_side_apply(conn: &Connection) {
-    conn.writes.learn(false);
+    conn.memo::<ServerWrites>().learn(false);
 }
 
 /// Whether `conn`'s server was found to take server-side apply (`None`: no apply sent yet).
 pub fn server_side_apply(conn: &Connection) -> Option<bool> {
-    conn.writes.server_side_apply()
+    conn.memo::<ServerWrites>().server_side_apply()
 }
 
 /// What one write did.
@@ -738,7 +738,7 @@ impl Sender<'_> {
     }
 
     async fn apply(&self, target: &Target<'_>) -> Result<Done, Error> {
-        let learnt = &self.conn.writes;
+        let learnt = self.conn.memo::<ServerWrites>();
         loop {
             match learnt.server_side_apply() {
                 Some(true) => return self.server_side_apply(target).await.map_err(Error::from),
@@ -1307,7 +1307,7 @@ mod tests {
         assert_eq!(seen[0].body, namespace("vm"));
         assert_eq!(plan.changes[0].state, State::Done);
         assert_eq!(plan.changes[0].words(), "created");
-        assert_eq!(conn.writes.server_side_apply(), Some(true));
+        assert_eq!(conn.memo::<ServerWrites>().server_side_apply(), Some(true));
     }
 
     #[tokio::test]
@@ -1351,7 +1351,7 @@ mod tests {
         let seen = log.all();
         assert_eq!(seen[2].body, namespace("a"));
         assert!(query_has(&seen[2], "fieldManager=meshvm"));
-        assert_eq!(conn.writes.server_side_apply(), Some(false));
+        assert_eq!(conn.memo::<ServerWrites>().server_side_apply(), Some(false));
         assert!(plan.changes.iter().all(|c| c.words() == "created"));
     }
 
@@ -1373,11 +1373,11 @@ mod tests {
             "{}",
             failure.error
         );
-        assert_eq!(conn.writes.server_side_apply(), None);
+        assert_eq!(conn.memo::<ServerWrites>().server_side_apply(), None);
         let (conn, _log) = fake::connection(vec![status(422, "Invalid", "bad label")]);
         let mut plan = ns_plan("vm");
         execute(&conn, &mut plan, DryRun::None).await.unwrap_err();
-        assert_eq!(conn.writes.server_side_apply(), Some(true));
+        assert_eq!(conn.memo::<ServerWrites>().server_side_apply(), Some(true));
     }
 
     #[tokio::test]

@@ -1,4 +1,6 @@
-//! The words `register` reads from its command line: port words, addresses, names, `k=v` pairs.
+//! Names and the words verbs read from their command lines — port words, addresses, DNS names,
+//! `k=v` label and annotation pairs — one parser and one set of messages for every verb. The
+//! bottom layer: it imports nothing of the crate.
 //!
 //! Every function here is pure and returns the message of a usage error, so `Options::resolve`
 //! can reject a bad command line before anything talks to the cluster.

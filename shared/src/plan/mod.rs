@@ -2,7 +2,7 @@
 //! operator reads it: a table of actions, or the objects themselves as a kubectl `List`.
 //!
 //! A verb builds a [`Plan`] purely from what it observed — a row that changes the cluster
-//! carries its [`Write`] — then [`crate::write::execute`] sends the writes and marks each row
+//! carries its [`Write`] — then [`crate::plan::write::execute`] sends the writes and marks each row
 //! done, failed or not attempted, so a run stopped by an error still says exactly which objects
 //! were and were not written.
 
@@ -12,8 +12,10 @@ use std::io;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub mod write;
+
 use crate::flags::OutputFormat;
-use crate::write::{Kind, Write};
+use write::{Kind, Write};
 
 /// What happens to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
