@@ -843,8 +843,17 @@ async fn service_cidr_api_at_v1beta1() {
 /// `prepare --restart-control-plane` waits for the re-issued secret.
 #[tokio::test(flavor = "multi_thread")]
 async fn prepare_then_bundle_on_a_citadel_that_loads_its_ca_at_start() {
+    // Both legacy cells: Kubernetes 1.14 (no server-side apply) and 1.16.
+    for kube in ["1.14", "1.16"] {
+        citadel_flow_at(kube).await;
+    }
+}
+
+async fn citadel_flow_at(kube: &str) {
     let server = Server::start(
-        Scenario::from_files(&[repo().join("tests/scenarios/legacy-1.4.yaml")]).unwrap(),
+        Scenario::from_files(&[repo().join("tests/scenarios/legacy-1.4.yaml")])
+            .unwrap()
+            .with_kube_version(kube),
     )
     .await;
     let ca_dir = releases().join("../certs/samples");
@@ -881,7 +890,13 @@ async fn prepare_then_bundle_on_a_citadel_that_loads_its_ca_at_start() {
     let err = result.unwrap_err();
     assert!(
         matches!(err, bundle::Error::IdentityOldRoot { .. }),
-        "{err}"
+        "{kube}: {err}"
+    );
+    let hint = meshvm::errors::Diagnose::hint(&err).unwrap_or_default();
+    assert!(
+        hint.contains("kubectl rollout restart deployment/istio-citadel -n istio-system")
+            && hint.contains("--restart-control-plane"),
+        "{kube}: the error says to restart Citadel: {err}\nhint: {hint}"
     );
     let (result, stderr) = prepare(
         &server,
