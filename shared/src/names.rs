@@ -173,6 +173,17 @@ pub fn parse_address(text: &str) -> Result<IpAddr, String> {
     }
 }
 
+/// A name given with `flag`, judged by `rule` (one of the checks below): the message names the
+/// flag, the value and what is wrong, the same for every verb, e.g. `--vm-namespace "Bad_NS" is
+/// not a DNS-1123 label (…)`.
+pub fn flag_name(
+    flag: &str,
+    value: &str,
+    rule: fn(&str) -> Result<(), String>,
+) -> Result<(), String> {
+    rule(value).map_err(|why| format!("{flag} {value:?} {why}"))
+}
+
 /// Check a DNS-1123 label (namespaces, port names): at most 63 lowercase alphanumerics or
 /// `-`, starting and ending alphanumeric. Returns what is wrong.
 pub fn dns1123_label(name: &str) -> Result<(), String> {

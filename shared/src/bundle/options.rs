@@ -7,6 +7,7 @@ use crate::args::BundleArgs;
 use crate::errors::UsageError;
 use crate::flags::{KubeArgs, OutputFormat};
 use crate::istio::Era;
+use crate::names;
 
 use super::output;
 
@@ -74,19 +75,6 @@ pub struct Options {
     pub context: Option<String>,
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 pub(crate) fn usage(message: String, hint: &str) -> UsageError {
     UsageError::new(message, Some(hint))
 }
@@ -144,49 +132,25 @@ impl Options {
     /// Validate the flags (usage errors exit 2).
     pub fn resolve(args: BundleArgs) -> Result<Self, UsageError> {
         let context = args.kube.single_context()?.map(str::to_owned);
-        if !is_dns_label(&args.vm_namespace) {
-            return Err(usage(
-                format!(
-                    "--vm-namespace {:?} is not a valid namespace name",
-                    args.vm_namespace
-                ),
-                "use lower-case letters, digits and '-' (at most 63), e.g. --vm-namespace expandvm",
-            ));
+        names::flag_name("--vm-namespace", &args.vm_namespace, names::dns1123_label)
+            .map_err(|m| usage(m, "e.g. --vm-namespace expandvm"))?;
+        names::flag_name(
+            "--istio-namespace",
+            &args.istio_namespace,
+            names::dns1123_label,
+        )
+        .map_err(|m| usage(m, "e.g. --istio-namespace istio-system"))?;
+        if let Some(sa) = args.service_account.as_deref() {
+            names::flag_name("--service-account", sa, names::dns1123_subdomain)
+                .map_err(|m| usage(m, "give the VM's ServiceAccount name, e.g. -s expandvm"))?;
         }
-        if !is_dns_label(&args.istio_namespace) {
-            return Err(usage(
-                format!(
-                    "--istio-namespace {:?} is not a valid namespace name",
-                    args.istio_namespace
-                ),
-                "e.g. --istio-namespace istio-system",
-            ));
+        if let Some(svc) = args.service.as_deref() {
+            names::flag_name("--service", svc, names::dns1035_label)
+                .map_err(|m| usage(m, "give the Service's name, e.g. --service expandvm"))?;
         }
-        if let Some(sa) = args
-            .service_account
-            .as_deref()
-            .filter(|sa| !is_dns_subdomain(sa))
-        {
-            return Err(usage(
-                format!("--service-account {sa:?} is not a valid ServiceAccount name"),
-                "use lower-case letters, digits, '-' and '.'",
-            ));
-        }
-        if let Some(svc) = args.service.as_deref().filter(|s| !is_dns_label(s)) {
-            return Err(usage(
-                format!("--service {svc:?} is not a valid Service name"),
-                "use lower-case letters, digits and '-' (at most 63)",
-            ));
-        }
-        if let Some(wg) = args
-            .workload_group
-            .as_deref()
-            .filter(|w| !is_dns_subdomain(w))
-        {
-            return Err(usage(
-                format!("--workload-group {wg:?} is not a valid WorkloadGroup name"),
-                "use lower-case letters, digits, '-' and '.'",
-            ));
+        if let Some(wg) = args.workload_group.as_deref() {
+            names::flag_name("--workload-group", wg, names::dns1123_subdomain)
+                .map_err(|m| usage(m, "give the WorkloadGroup's name, e.g. --workload-group vm"))?;
         }
         let gateway = if args.no_gateway {
             GatewaySource::None
@@ -208,8 +172,10 @@ impl Options {
                         Some((n, ns)) => (n, Some(ns.to_owned())),
                         None => (text, None),
                     };
-                    if !is_dns_label(name)
-                        || namespace.as_deref().is_some_and(|ns| !is_dns_label(ns))
+                    if names::dns1035_label(name).is_err()
+                        || namespace
+                            .as_deref()
+                            .is_some_and(|ns| names::dns1123_label(ns).is_err())
                     {
                         return Err(usage(
                             format!("--gateway-service {text:?} is not NAME or NAME.NAMESPACE"),
@@ -272,11 +238,9 @@ impl Options {
             ));
         }
         let revision = args.revision.filter(|r| !r.is_empty() && r != "default");
-        if let Some(rev) = revision.as_deref().filter(|r| !is_dns_label(r)) {
-            return Err(usage(
-                format!("--revision {rev:?} is not a valid revision name"),
-                "e.g. --revision canary",
-            ));
+        if let Some(rev) = revision.as_deref() {
+            names::flag_name("--revision", rev, names::dns1123_label)
+                .map_err(|m| usage(m, "e.g. --revision canary"))?;
         }
         if args.output_dir.as_os_str().is_empty() {
             return Err(usage("--output-dir is empty".into(), "e.g. -d expandvm"));

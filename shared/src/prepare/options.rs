@@ -1,6 +1,6 @@
 //! `prepare`'s flags resolved into validated options: pure, so every usage error is found before any IO.
 
-use crate::names::{PairKind, parse_pairs};
+use crate::names::{self, PairKind, parse_pairs};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -221,67 +221,11 @@ fn required(path: Option<&PathBuf>) -> PathBuf {
 }
 
 fn check_dns_label(flag: &str, value: &str) -> Result<(), UsageError> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(UsageError::new(
-            format!(
-                "{flag} {value:?} is not a valid namespace name (lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit)"
-            ),
-            None,
-        ))
-    }
+    names::flag_name(flag, value, names::dns1123_label).map_err(|m| UsageError::new(m, None))
 }
 
 fn check_dns_subdomain(flag: &str, value: &str) -> Result<(), UsageError> {
-    let ok = !value.is_empty()
-        && value.len() <= 253
-        && value.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(UsageError::new(
-            format!(
-                "{flag} {value:?} is not a valid object name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit)"
-            ),
-            None,
-        ))
-    }
-}
-
-/// `k=v` pairs, as istioctl's `--labels`/`--annotations` take them (the value may be empty).
-fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, UsageError> {
-    let mut map = BTreeMap::new();
-    for item in items.iter().filter(|i| !i.is_empty()) {
-        let Some((k, v)) = item.split_once('=') else {
-            return Err(UsageError::new(
-                format!("{flag}: {item:?} is not KEY=VALUE"),
-                Some("write them as k=v,k2=v2"),
-            ));
-        };
-        if k.is_empty() {
-            return Err(UsageError::new(
-                format!("{flag}: {item:?} has an empty key"),
-                None,
-            ));
-        }
-        map.insert(k.to_owned(), v.to_owned());
-    }
-    Ok(map)
+    names::flag_name(flag, value, names::dns1123_subdomain).map_err(|m| UsageError::new(m, None))
 }
 
 /// Labels or annotations, with Kubernetes' key and (label) value rules — the same checks
@@ -298,23 +242,18 @@ fn metadata_pairs(
     })
 }
 
-/// `name=port` pairs, as istioctl's `--ports` takes them.
+/// `name=port` pairs, as istioctl's `--ports` takes them: the same parser (and messages) as
+/// register's modern `--ports`, which refuses a name or a port given twice.
 fn ports(items: &[String]) -> Result<BTreeMap<String, u32>, UsageError> {
-    let mut map = BTreeMap::new();
-    for (name, port) in pairs("--ports", items)? {
-        let number: u32 = port
-            .parse()
-            .ok()
-            .filter(|p| (1..=65535).contains(p))
-            .ok_or_else(|| {
-                UsageError::new(
-                    format!("--ports: {name}={port}: the port must be a number from 1 to 65535"),
-                    Some("write them as name=port, e.g. http=8080,grpc=3550"),
-                )
-            })?;
-        map.insert(name, number);
-    }
-    Ok(map)
+    let items: Vec<&String> = items.iter().filter(|i| !i.is_empty()).collect();
+    names::parse_named_ports(&items)
+        .map(|ports| {
+            ports
+                .into_iter()
+                .map(|p| (p.name, u32::from(p.port)))
+                .collect()
+        })
+        .map_err(|m| UsageError::new(m, Some("write them as name=port, e.g. http=8080,grpc=3550")))
 }
 
 #[cfg(test)]
@@ -353,6 +292,20 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_port_name_given_twice_is_refused_not_overwritten() {
+        let e = resolve(&[
+            "--vm-namespace",
+            "bar",
+            "--workload-group",
+            "foo",
+            "--ports",
+            "http=80,http=81",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
     }
 
     #[test]
