@@ -22,3 +22,4 @@ pub mod read;
 pub mod register;
 pub mod snapshot;
 pub mod terminal;
+pub mod vmfiles;

@@ -82,18 +82,20 @@ pub fn sha256sums(files: &[BundleFile]) -> String {
 }
 
 /// Bundle file, destination on the VM, mode: what `install.sh` installs.
-type Placement = (&'static str, &'static str, &'static str);
+type Placement = (&'static str, &'static str, String);
+
+/// The era's files `install.sh` installs, from the one bundle layout ([`crate::vmfiles`]).
+fn placements(era: Era) -> Vec<Placement> {
+    crate::vmfiles::of(era)
+        .filter_map(|f| Some((f.name, f.install_to?, format!("{:04o}", f.mode))))
+        .collect()
+}
 
 /// `install.sh` for an era: the static script with the era's file table and endpoints.
 pub fn install_script(era: Era, istio_namespace: &str, revision: Option<&str>) -> String {
-    let (files, dirs, endpoints): (&[Placement], &str, Vec<(String, u16)>) = match era {
+    let (files, dirs, endpoints): (Vec<Placement>, &str, Vec<(String, u16)>) = match era {
         Era::Legacy => (
-            &[
-                ("root-cert.pem", "/etc/certs/root-cert.pem", "0644"),
-                ("cert-chain.pem", "/etc/certs/cert-chain.pem", "0644"),
-                ("key.pem", "/etc/certs/key.pem", "0600"),
-                ("cluster.env", "/var/lib/istio/envoy/cluster.env", "0644"),
-            ],
+            placements(Era::Legacy),
             "/etc/certs /var/lib/istio/envoy",
             LEGACY_HOST_SERVICES
                 .iter()
@@ -108,12 +110,7 @@ pub fn install_script(era: Era, istio_namespace: &str, revision: Option<&str>) -
                 .collect(),
         ),
         Era::Modern => (
-            &[
-                ("root-cert.pem", "/etc/certs/root-cert.pem", "0644"),
-                ("istio-token", "/var/run/secrets/tokens/istio-token", "0600"),
-                ("cluster.env", "/var/lib/istio/envoy/cluster.env", "0644"),
-                ("mesh.yaml", "/etc/istio/config/mesh", "0644"),
-            ],
+            placements(Era::Modern),
             "/etc/certs /etc/istio/config /etc/istio/proxy /var/lib/istio /var/run/secrets/tokens",
             vec![(
                 modern::istiod_host(istio_namespace, revision),

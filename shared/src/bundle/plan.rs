@@ -15,6 +15,7 @@ use super::{
 };
 use crate::istio::{self, Era};
 use crate::pki;
+use crate::vmfiles;
 
 /// The legacy ServiceAccount: `-s`, else the VM namespace's name (the runbook's convention).
 pub fn legacy_service_account(opts: &Options) -> String {
@@ -319,13 +320,13 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
             files.push(BundleFile::new(
                 pki::ROOT_CERT,
                 material.root_cert.bytes(),
-                0o644,
+                vmfiles::mode(pki::ROOT_CERT),
                 "root certificate the workload certificate chains to",
             ));
             files.push(BundleFile::new(
                 pki::CERT_CHAIN,
                 material.cert_chain.bytes(),
-                0o644,
+                vmfiles::mode(pki::CERT_CHAIN),
                 format!(
                     "workload certificate for spiffe://…/ns/{}/sa/{sa}",
                     opts.vm_namespace
@@ -334,13 +335,13 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
             files.push(BundleFile::new(
                 pki::KEY,
                 material.key.bytes(),
-                0o600,
+                vmfiles::mode(pki::KEY),
                 "workload private key (secret)",
             ));
             files.push(BundleFile::new(
                 "gwip.txt",
                 legacy::gwip(gateway),
-                0o644,
+                vmfiles::mode("gwip.txt"),
                 "gateway address",
             ));
             files.push(BundleFile::new(
@@ -352,7 +353,7 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
             files.push(BundleFile::new(
                 "cluster.env",
                 env,
-                0o644,
+                vmfiles::mode("cluster.env"),
                 format!(
                     "sidecar environment (/var/lib/istio/envoy/cluster.env); ISTIO_SERVICE_CIDR {}",
                     cidr_found.detail
@@ -464,25 +465,25 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
             files.push(BundleFile::new(
                 "cluster.env",
                 rendered.cluster_env,
-                0o644,
+                vmfiles::mode("cluster.env"),
                 "sidecar environment (/var/lib/istio/envoy/cluster.env)",
             ));
             files.push(BundleFile::new(
                 "mesh.yaml",
                 rendered.mesh_yaml,
-                0o644,
+                vmfiles::mode("mesh.yaml"),
                 "proxy config (/etc/istio/config/mesh)",
             ));
             files.push(BundleFile::new(
                 pki::ROOT_CERT,
                 root.as_bytes(),
-                0o644,
+                vmfiles::mode(pki::ROOT_CERT),
                 "mesh root certificate (istio-ca-root-cert)",
             ));
             files.push(BundleFile::new(
                 "istio-token",
                 token,
-                0o600,
+                vmfiles::mode("istio-token"),
                 format!(
                     "bootstrap token for {ns}/{}, audience {TOKEN_AUDIENCE}, {}s (secret)",
                     group.service_account, opts.token_seconds
@@ -491,7 +492,7 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
             files.push(BundleFile::new(
                 "hosts",
                 rendered.hosts,
-                0o644,
+                vmfiles::mode("hosts"),
                 if gateway.is_some() {
                     "/etc/hosts line for istiod"
                 } else {
@@ -511,7 +512,7 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
     files.push(BundleFile::new(
         output::SHA256SUMS,
         sums,
-        0o644,
+        vmfiles::mode(output::SHA256SUMS),
         "sha256 of every other file (sha256sum -c SHA256SUMS)",
     ));
     files.sort_by(|a, b| a.name.cmp(&b.name));

@@ -71,9 +71,15 @@ fn resolve_validates_flags() {
             &["--gateway-service", "a.b.c"][..],
             "NAME or NAME.NAMESPACE",
         ),
-        (&["--revision", "Bad_Rev"][..], "not a valid revision"),
+        (
+            &["--revision", "Bad_Rev"][..],
+            "--revision \"Bad_Rev\" is not a DNS-1123 label",
+        ),
         (&["--cluster-id", " "][..], "--cluster-id is empty"),
-        (&["-s", "Bad SA"][..], "not a valid ServiceAccount"),
+        (
+            &["-s", "Bad SA"][..],
+            "--service-account \"Bad SA\" is not a DNS-1123 subdomain",
+        ),
     ] {
         let err = usage_err(flags);
         assert!(err.to_string().contains(want), "{flags:?}: {err}");

@@ -2,28 +2,11 @@
 
 use super::or_pass;
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
-use crate::istio::Era;
 use crate::snapshot::Snapshot;
+use crate::vmfiles;
 
-/// Files of a legacy (1.4) bundle: Citadel-issued identity, env, hosts and the gateway IP.
-pub const LEGACY_FILES: [&str; 6] = [
-    "root-cert.pem",
-    "cert-chain.pem",
-    "key.pem",
-    "cluster.env",
-    "hosts",
-    "gwip.txt",
-];
-/// Files of a modern bundle (`istioctl x workload entry configure`).
-pub const MODERN_FILES: [&str; 5] = [
-    "cluster.env",
-    "mesh.yaml",
-    "root-cert.pem",
-    "istio-token",
-    "hosts",
-];
-/// Files nobody but the VM's proxy may read.
-const PRIVATE_FILES: [&str; 2] = ["key.pem", "istio-token"];
+// The files each era needs and which are private come from the one bundle layout the bundle
+// verb writes from (crate::vmfiles).
 
 /// Fails when a file the bundle's era needs is missing or empty, when the bundle's era is not
 /// the cluster's, or when a key or token is readable by group or others.
@@ -73,10 +56,7 @@ impl Check for BundleFiles {
                 .hint("re-create the bundle against this cluster with `kubectl meshvm bundle`"),
             );
         }
-        let needed: &[&str] = match era {
-            Era::Legacy => &LEGACY_FILES,
-            Era::Modern => &MODERN_FILES,
-        };
+        let needed: Vec<&str> = vmfiles::required(era).map(|f| f.name).collect();
         let missing: Vec<&str> = needed
             .iter()
             .copied()
@@ -112,7 +92,7 @@ impl Check for BundleFiles {
                 .hint("re-create it with `kubectl meshvm bundle`"),
             );
         }
-        for name in PRIVATE_FILES {
+        for name in vmfiles::FILES.iter().filter(|f| f.secret).map(|f| f.name) {
             if let Some(file) = bundle.file(name)
                 && file.mode & 0o077 != 0
             {
