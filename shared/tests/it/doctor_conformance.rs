@@ -27,13 +27,18 @@
 //! | Kiali multi-control-plane root namespaces | one root namespace per cluster | per-namespace root map | doctor reads one meshConfig rootNamespace; `istio-system-1/2` PAs are judged as namespace-level (still flagged, as KIA0401 expects) |
 //! | tls-check 1.4 rows (server HTTP, client HTTP, OK) | `mtls.dr-conflict` fail | OK | tls-check judges the state today; doctor judges it under STRICT, where a DISABLE rule to an in-mesh host is refused |
 //!
+//! [`pilot_rules_per_release`] checks doctor against Pilot itself: one case per rule that
+//! `doctor/mesh.rs` and `mtls.policy-consistency` model, at the release and source line they cite
+//! (istio/istio@<tag> file:line). Where istioctl or Kiali disagree with Pilot (the KIA0201 rows
+//! above: wildcard vs host, short names; the tls-check rows judged today), Pilot wins.
+//!
 //! Kiali's subset/registry checks (KIA0202, 0203, 0209), the reference test and istioctl's
 //! deprecation/VirtualService analyzers are not about STRICT and are not run.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use meshvm::doctor::{CheckOptions, Finding, Severity, run_all};
+use meshvm::doctor::{Breaks, CheckOptions, Finding, Severity, run_all};
 use meshvm::snapshot::{Obj, Snapshot};
 use serde_json::Value;
 
@@ -641,4 +646,603 @@ fn tls_check_1_4_goldens() {
             assert_eq!(under_strict, client == "HTTP", "{golden} {row}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pilot's rules, release by release: one case per rule doctor's mesh model cites.
+// ---------------------------------------------------------------------------------------------
+
+/// The control plane of `release` (doctor reads the release from the image tag): 1.4 runs
+/// Pilot and Citadel, later releases istiod.
+fn control_plane(release: &str) -> String {
+    use std::fmt::Write as _;
+    let names: &[&str] = if release.starts_with("1.4.") {
+        &["istio-pilot", "istio-citadel"]
+    } else {
+        &["istiod"]
+    };
+    let mut out = String::new();
+    for name in names {
+        let _ = write!(
+            out,
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: istio-system}}\nspec: {{template: {{spec: {{containers: [{{name: discovery, image: 'docker.io/istio/pilot:{release}'}}]}}}}}}\n"
+        );
+    }
+    out
+}
+
+/// Service `s` in `a` (port 80 `http` → target 8080) with one labelled sidecar Pod; sidecar
+/// clients in `b`, `c` and the root namespace (a gateway); `vm`: a WorkloadEntry of `s` with
+/// these extra labels (modern releases only).
+fn workloads(vm: Option<&str>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for ns in ["a", "b", "c"] {
+        let _ = write!(
+            out,
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{istio-injection: enabled}}}}\n"
+        );
+    }
+    out += "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n";
+    out += "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\nspec: {selector: {app: s}, ports: [{name: http, port: 80, targetPort: 8080}]}\n";
+    out += "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: a, labels: {app: s, security.istio.io/tlsMode: istio}}\nspec: {containers: [{name: app}, {name: istio-proxy}]}\n";
+    for (ns, name) in [
+        ("b", "client"),
+        ("c", "client"),
+        ("istio-system", "gateway"),
+    ] {
+        let _ = write!(
+            out,
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}, security.istio.io/tlsMode: istio}}}}\nspec: {{containers: [{{name: app}}, {{name: istio-proxy}}]}}\n"
+        );
+    }
+    if let Some(labels) = vm {
+        let _ = write!(
+            out,
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: vm, namespace: a}}\nspec: {{address: 10.0.0.9, labels: {{app: s{labels}}}}}\n"
+        );
+    }
+    out
+}
+
+/// A DestinationRule created on day `age` of January 2020 (Pilot merges same-host rules oldest first).
+fn pdr(ns: &str, name: &str, age: u8, spec: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}, creationTimestamp: '2020-01-0{age}T00:00:00Z'}}\nspec: {spec}\n"
+    )
+}
+
+fn ppa(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+    )
+}
+
+/// A 1.4 `authentication.istio.io/v1alpha1` Policy (`MeshPolicy` when `ns` is empty).
+fn policy14(ns: &str, name: &str, age: u8, spec: &str) -> String {
+    if ns.is_empty() {
+        return format!(
+            "---\napiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{name: {name}, creationTimestamp: '2019-01-0{age}T00:00:00Z'}}\nspec: {spec}\n"
+        );
+    }
+    format!(
+        "---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {{name: {name}, namespace: {ns}, creationTimestamp: '2019-01-0{age}T00:00:00Z'}}\nspec: {spec}\n"
+    )
+}
+
+const MESH_MUTUAL: &str = "{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}";
+const S_HOST: &str = "s.a.svc.cluster.local";
+
+/// One expected `fail`/`warn` finding: severity, object, when it breaks, and a message fragment (`""`: any).
+type Verdict = (Severity, &'static str, Option<Breaks>, &'static str);
+
+struct PilotCase {
+    rule: &'static str,
+    release: &'static str,
+    /// The citation, as the code comment that models the rule gives it.
+    source: &'static str,
+    manifests: String,
+    auto_mtls: bool,
+    check: &'static str,
+    /// Every `fail`/`warn` finding of `check` (none: the check passes).
+    expected: Vec<Verdict>,
+}
+
+fn pilot_cases() -> Vec<PilotCase> {
+    use Severity::{Fail, Warn};
+    let strict_workload = ppa(
+        "a",
+        "s-strict",
+        "{selector: {matchLabels: {app: s}}, mtls: {mode: STRICT}}",
+    );
+    let disable_workload = ppa(
+        "a",
+        "s-off",
+        "{selector: {matchLabels: {app: s}}, mtls: {mode: DISABLE}}",
+    );
+    let strict_target14 = policy14(
+        "a",
+        "s-strict",
+        1,
+        "{targets: [{name: s}], peers: [{mtls: {}}]}",
+    );
+    let private_root = pdr(
+        "istio-system",
+        "private",
+        2,
+        &format!("{{host: {S_HOST}, exportTo: ['.'], trafficPolicy: {{tls: {{mode: DISABLE}}}}}}"),
+    );
+    let mesh_mutual = pdr("istio-system", "default", 1, MESH_MUTUAL);
+    let same_host = |old: &str, new: &str| {
+        pdr(
+            "a",
+            "old",
+            1,
+            &format!("{{host: s, trafficPolicy: {{tls: {{mode: {old}}}}}}}"),
+        ) + &pdr(
+            "a",
+            "new",
+            2,
+            &format!("{{host: s, trafficPolicy: {{tls: {{mode: {new}}}}}}}"),
+        )
+    };
+    let export_b = pdr(
+        "a",
+        "x",
+        2,
+        "{host: s, exportTo: [b], trafficPolicy: {tls: {mode: DISABLE}}}",
+    );
+    let private_by_default = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    defaultDestinationRuleExportTo: ['.']\n";
+    let ns_rule_a = pdr(
+        "a",
+        "x",
+        2,
+        "{host: s, trafficPolicy: {tls: {mode: DISABLE}}}",
+    );
+    let selector_rule = pdr(
+        "a",
+        "sel",
+        1,
+        "{host: s, workloadSelector: {matchLabels: {app: legacy}}, trafficPolicy: {tls: {mode: DISABLE}}}",
+    ) + &pdr(
+        "a",
+        "all",
+        2,
+        "{host: s, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+    );
+    let s_mutual = pdr(
+        "a",
+        "s",
+        1,
+        "{host: s, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+    );
+    let s_disable = pdr(
+        "a",
+        "s",
+        1,
+        "{host: s, trafficPolicy: {tls: {mode: DISABLE}}}",
+    );
+    let permissive_ns = ppa("a", "default", "{mtls: {mode: PERMISSIVE}}");
+    let strict_mesh = ppa("istio-system", "default", "{mtls: {mode: STRICT}}");
+    let cp = control_plane;
+    // 1.4 without a MeshPolicy is plaintext mesh-wide (a mutual mesh rule fails): PERMISSIVE.
+    let mesh14 = policy14("", "default", 1, "{peers: [{mtls: {mode: PERMISSIVE}}]}");
+    // `defaultDestinationRuleExportTo` also applies to the root's rule: export it explicitly.
+    let mesh_mutual_public = pdr(
+        "istio-system",
+        "default",
+        1,
+        "{host: '*.local', exportTo: ['*'], trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+    );
+    vec![
+        PilotCase {
+            rule: "1.4: a root-namespace proxy ignores the root's private (exportTo: [.]) rule",
+            release: "1.4.2",
+            source: "istio/istio@1.4.2 pilot/pkg/model/push_context.go:633",
+            manifests: cp("1.4.2")
+                + &workloads(None)
+                + &mesh14
+                + &strict_target14
+                + &mesh_mutual
+                + &private_root,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![],
+        },
+        PilotCase {
+            rule: "modern: a root-namespace proxy reads the root's private rules first",
+            release: "1.8.0",
+            source: "istio/istio@1.8.0 pilot/pkg/model/push_context.go:757-773",
+            manifests: cp("1.8.0")
+                + &workloads(None)
+                + &strict_workload
+                + &mesh_mutual
+                + &private_root,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule istio-system/private",
+                Some(Breaks::Now),
+                "clients in namespace istio-system)",
+            )],
+        },
+        PilotCase {
+            rule: "modern (1.22): a root-namespace proxy reads the root's private rules first",
+            release: "1.22.0",
+            source: "istio/istio@1.8.0 pilot/pkg/model/push_context.go:766-773",
+            manifests: cp("1.22.0")
+                + &workloads(None)
+                + &strict_workload
+                + &mesh_mutual
+                + &private_root,
+            auto_mtls: true,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule istio-system/private",
+                Some(Breaks::Now),
+                "clients in namespace istio-system)",
+            )],
+        },
+        PilotCase {
+            rule: "same-host rules merge oldest first: the older trafficPolicy wins (mutual)",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/model/destination_rule.go:40-120",
+            manifests: cp("1.22.0")
+                + &workloads(None)
+                + &strict_workload
+                + &same_host("ISTIO_MUTUAL", "DISABLE"),
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![],
+        },
+        PilotCase {
+            rule: "same-host rules merge oldest first: the older trafficPolicy wins (plaintext)",
+            release: "1.4.2",
+            source: "istio/istio@1.4.2 pilot/pkg/model/destination_rule.go:33-62",
+            manifests: cp("1.4.2")
+                + &workloads(None)
+                + &strict_target14
+                + &same_host("DISABLE", "ISTIO_MUTUAL"),
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule a/old",
+                Some(Breaks::Now),
+                "(DISABLE)",
+            )],
+        },
+        PilotCase {
+            rule: "same-host rules: the newer trafficPolicy is ignored, so both rules warn",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/model/destination_rule.go:40-120",
+            manifests: cp("1.22.0") + &workloads(None) + &same_host("ISTIO_MUTUAL", "DISABLE"),
+            auto_mtls: true,
+            check: "mtls.dr-overlap",
+            expected: vec![
+                (
+                    Warn,
+                    "DestinationRule a/new",
+                    Some(Breaks::WhenStrict),
+                    "this rule's is ignored",
+                ),
+                (
+                    Warn,
+                    "DestinationRule a/old",
+                    Some(Breaks::WhenStrict),
+                    "keeps this rule's trafficPolicy",
+                ),
+            ],
+        },
+        PilotCase {
+            rule: "exportTo: the most specific host first, then its visibility",
+            release: "1.8.0",
+            source: "istio/istio@1.8.0 pilot/pkg/model/push_context.go:807-817",
+            manifests: cp("1.8.0") + &workloads(None) + &strict_workload + &mesh_mutual + &export_b,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule a/x",
+                Some(Breaks::Now),
+                "(clients in namespace b)",
+            )],
+        },
+        PilotCase {
+            rule: "1.4 reads exportTo[0] only, and anything but `.` is public",
+            release: "1.4.2",
+            source: "istio/istio@1.4.2 pilot/pkg/model/push_context.go:1313",
+            manifests: cp("1.4.2")
+                + &workloads(None)
+                + &mesh14
+                + &strict_target14
+                + &mesh_mutual
+                + &export_b,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule a/x",
+                Some(Breaks::Now),
+                "Policy a/s-strict requires mTLS",
+            )],
+        },
+        PilotCase {
+            rule: "meshConfig defaultDestinationRuleExportTo [.]: rules without exportTo are private",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/model/push_context.go:1796",
+            manifests: cp("1.22.0")
+                + &workloads(None)
+                + &strict_workload
+                + &mesh_mutual_public
+                + &ns_rule_a
+                + private_by_default,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule a/x",
+                Some(Breaks::Now),
+                "(clients in namespace a)",
+            )],
+        },
+        PilotCase {
+            rule: "meshConfig defaultDestinationRuleExportTo unset: rules without exportTo are public",
+            release: "1.4.2",
+            source: "istio/istio@1.4.2 pilot/pkg/model/push_context.go:1111-1118",
+            manifests: cp("1.4.2")
+                + &workloads(None)
+                + &mesh14
+                + &strict_target14
+                + &mesh_mutual
+                + &ns_rule_a,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule a/x",
+                Some(Breaks::Now),
+                "Policy a/s-strict requires mTLS",
+            )],
+        },
+        PilotCase {
+            rule: "1.14+: a workloadSelector rule is private to the workloads it selects",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/model/sidecar.go:668-690",
+            manifests: cp("1.22.0") + &workloads(None) + &strict_workload + &selector_rule,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![],
+        },
+        PilotCase {
+            rule: "before 1.14 workloadSelector is ignored: the rules merge, the older (plaintext) policy wins",
+            release: "1.13.0",
+            source: "istio/istio@1.8.0 pilot/pkg/model/destination_rule.go:35-84",
+            manifests: cp("1.13.0") + &workloads(None) + &strict_workload + &selector_rule,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(Fail, "DestinationRule a/sel", Some(Breaks::Now), "")],
+        },
+        PilotCase {
+            rule: "PeerAuthentication: the namespace's beats the mesh's",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/security/authn/policy_applier.go:474-507",
+            manifests: cp("1.22.0") + &workloads(Some("")) + &strict_mesh + &permissive_ns,
+            auto_mtls: true,
+            check: "mtls.policy-consistency",
+            expected: vec![(Fail, "WorkloadEntry a/vm", Some(Breaks::WhenStrict), "")],
+        },
+        PilotCase {
+            rule: "PeerAuthentication: a workload selector beats the namespace's",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/model/authentication.go:229-262",
+            manifests: cp("1.22.0") + &workloads(Some("")) + &permissive_ns + &strict_workload,
+            auto_mtls: true,
+            check: "mtls.policy-consistency",
+            expected: vec![(Fail, "WorkloadEntry a/vm", Some(Breaks::Now), "")],
+        },
+        PilotCase {
+            rule: "portLevelMtls applies to the target port",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/security/authn/policy_applier.go:412-418",
+            manifests: cp("1.22.0")
+                + &workloads(Some(""))
+                + &ppa(
+                    "a",
+                    "s-port",
+                    "{selector: {matchLabels: {app: s}}, mtls: {mode: PERMISSIVE}, portLevelMtls: {'8080': {mode: STRICT}}}",
+                ),
+            auto_mtls: true,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "WorkloadEntry a/vm",
+                Some(Breaks::Now),
+                "port 8080 of",
+            )],
+        },
+        PilotCase {
+            rule: "portLevelMtls on the Service port (not the target port) does not apply",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/security/authn/policy_applier.go:412-418",
+            manifests: cp("1.22.0")
+                + &workloads(Some(""))
+                + &ppa(
+                    "a",
+                    "s-port",
+                    "{selector: {matchLabels: {app: s}}, mtls: {mode: PERMISSIVE}, portLevelMtls: {'80': {mode: STRICT}}}",
+                ),
+            auto_mtls: true,
+            check: "mtls.policy-consistency",
+            expected: vec![(Fail, "WorkloadEntry a/vm", Some(Breaks::WhenStrict), "")],
+        },
+        PilotCase {
+            rule: "1.4 Policy: the oldest applicable per port (an older port-less DISABLE covers every port)",
+            release: "1.4.2",
+            source: "istio/istio@1.4.2 pilot/pkg/model/push_context.go:1223-1265",
+            manifests: cp("1.4.2")
+                + &workloads(None)
+                + &policy14("a", "old", 1, "{targets: [{name: s}], peers: []}")
+                + &policy14(
+                    "a",
+                    "new",
+                    2,
+                    "{targets: [{name: s, ports: [{number: 80}]}], peers: [{mtls: {}}]}",
+                )
+                + &s_mutual,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule a/s",
+                Some(Breaks::Now),
+                "Policy a/old",
+            )],
+        },
+        PilotCase {
+            rule: "1.4 Policy: a service Policy beats the namespace `default`",
+            release: "1.4.2",
+            source: "istio/istio@1.4.2 pilot/pkg/model/push_context.go:1223-1265",
+            manifests: cp("1.4.2")
+                + &workloads(None)
+                + &policy14("a", "default", 1, "{peers: []}")
+                + &strict_target14
+                + &s_mutual,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![],
+        },
+        PilotCase {
+            rule: "1.4 Policy: the namespace `default` beats the MeshPolicy",
+            release: "1.4.2",
+            source: "istio/istio@1.4.2 pilot/pkg/model/push_context.go:1223-1265",
+            manifests: cp("1.4.2")
+                + &workloads(None)
+                + &policy14("", "default", 1, "{peers: [{mtls: {}}]}")
+                + &policy14("a", "default", 1, "{peers: []}")
+                + &s_mutual,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            // The MeshPolicy's own verdict: STRICT elsewhere, no mesh-wide rule, auto mTLS off.
+            expected: vec![
+                (
+                    Fail,
+                    "DestinationRule a/s",
+                    Some(Breaks::Now),
+                    "Policy a/default (DISABLE)",
+                ),
+                (Fail, "MeshPolicy default", Some(Breaks::Now), ""),
+            ],
+        },
+        PilotCase {
+            rule: "auto mTLS sends mTLS only to security.istio.io/tlsMode=istio endpoints",
+            release: "1.22.0",
+            source: "istio/istio@1.8.0 pilot/pkg/networking/core/v1alpha3/cluster.go:839-856",
+            manifests: cp("1.22.0") + &workloads(Some("")) + &permissive_ns,
+            auto_mtls: true,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "WorkloadEntry a/vm",
+                Some(Breaks::WhenStrict),
+                "no security.istio.io/tlsMode=istio label",
+            )],
+        },
+        PilotCase {
+            rule: "auto mTLS to a labelled endpoint is mTLS",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/networking/core/cluster_tls.go:459",
+            manifests: cp("1.22.0")
+                + &workloads(Some(", security.istio.io/tlsMode: istio"))
+                + &permissive_ns,
+            auto_mtls: true,
+            check: "mtls.policy-consistency",
+            expected: vec![],
+        },
+        PilotCase {
+            rule: "ISTIO_MUTUAL to a DISABLE port fails",
+            release: "1.22.0",
+            source: "istio/istio@1.22.0 pilot/pkg/security/authn/policy_applier.go:440-470",
+            manifests: cp("1.22.0") + &workloads(None) + &disable_workload + &s_mutual,
+            auto_mtls: true,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule a/s",
+                Some(Breaks::Now),
+                "disables mTLS",
+            )],
+        },
+        PilotCase {
+            rule: "plaintext to a STRICT port fails",
+            release: "1.13.0",
+            source: "istio/istio@1.13.0 pilot/pkg/networking/core/v1alpha3/cluster_builder.go:802-834",
+            manifests: cp("1.13.0") + &workloads(None) + &strict_workload + &s_disable,
+            auto_mtls: false,
+            check: "mtls.policy-consistency",
+            expected: vec![(
+                Fail,
+                "DestinationRule a/s",
+                Some(Breaks::Now),
+                "requires mTLS",
+            )],
+        },
+    ]
+}
+
+/// Every Pilot rule doctor models, at the release it cites, through `doctor -f`'s entry point.
+#[test]
+fn pilot_rules_per_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut errors = Vec::new();
+    let cases = pilot_cases();
+    for (n, case) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case-{n}.yaml"));
+        std::fs::write(&path, &case.manifests).unwrap();
+        let snap = Snapshot::from_files(&[path]).unwrap();
+        let report = run_all(&[snap], &opts(Some(case.auto_mtls)));
+        let name = format!("{} ({}, {})", case.rule, case.release, case.source);
+        let of_check: Vec<&Finding> = report
+            .findings
+            .iter()
+            .filter(|f| f.check == case.check)
+            .collect();
+        if of_check.is_empty() || of_check.iter().any(|f| f.severity == Severity::Skip) {
+            errors.push(format!("{name}: {} did not run: {of_check:?}", case.check));
+            continue;
+        }
+        let got: BTreeSet<(Severity, String, Option<Breaks>)> = of_check
+            .iter()
+            .filter(|f| matches!(f.severity, Severity::Fail | Severity::Warn))
+            .map(|f| (f.severity, f.object.clone(), f.breaks))
+            .collect();
+        let expected: BTreeSet<(Severity, String, Option<Breaks>)> = case
+            .expected
+            .iter()
+            .map(|(s, o, b, _)| (*s, (*o).to_string(), *b))
+            .collect();
+        if got != expected {
+            errors.push(format!(
+                "{name}:\n  doctor:   {got:?}\n  expected: {expected:?}\n  findings: {:#?}",
+                of_check
+                    .iter()
+                    .filter(|f| matches!(f.severity, Severity::Fail | Severity::Warn))
+                    .map(|f| &f.message)
+                    .collect::<Vec<_>>()
+            ));
+            continue;
+        }
+        for (_, object, _, fragment) in &case.expected {
+            if !of_check
+                .iter()
+                .any(|f| f.object == *object && f.message.contains(fragment))
+            {
+                errors.push(format!("{name}: no finding on {object} says {fragment:?}"));
+            }
+        }
+    }
+    assert!(cases.len() >= 20);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
