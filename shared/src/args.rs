@@ -68,6 +68,7 @@ pub struct PrepareArgs {
     /// ServiceAccount of the VM (default: the VM namespace's name, as in the runbook); also the WorkloadGroup's template.serviceAccount, where istioctl defaults to "default"
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
+    /// The CA files (`--ca-dir` or the four files).
     #[command(flatten)]
     pub ca: CaArgs,
     /// Namespace of the Istio control plane
@@ -130,10 +131,13 @@ pub struct PrepareArgs {
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+    /// `--dry-run` and `--yes`.
     #[command(flatten)]
     pub mutate: MutateArgs,
+    /// kubectl's connection flags.
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// `-v` verbosity.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -208,8 +212,10 @@ pub struct BundleArgs {
     /// Output format of the summary
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+    /// kubectl's connection flags.
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// `-v` verbosity.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -273,10 +279,13 @@ pub struct RegisterArgs {
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+    /// `--dry-run` and `--yes`.
     #[command(flatten)]
     pub mutate: MutateArgs,
+    /// kubectl's connection flags.
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// `-v` verbosity.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -342,8 +351,10 @@ pub struct DoctorArgs {
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: DoctorOutput,
+    /// kubectl's connection flags.
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// `-v` verbosity.
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -26,7 +26,7 @@ fn row(what: impl Into<String>, figure: impl Into<String>, how: impl Into<String
     }
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let root = workspace_root();
     let bin = build_release(&root)?;

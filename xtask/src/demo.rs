@@ -8,7 +8,7 @@ use xtask::flow::{self, RUNBOOK};
 use crate::{build_plugins, workspace_root};
 
 /// Run the demo; `args` may hold `--keep` to leave the sim running until Enter is pressed.
-pub fn run(args: &[String]) -> Result<(), String> {
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let bin = build_plugins(&root)?;
     let out = root.join("demo-out");

@@ -10,7 +10,7 @@ use xtask::krew::{BuiltArchive, platform_of, render, validate};
 use crate::workspace_root;
 
 /// The binaries a release archive carries (krew links the first).
-pub const RELEASE_BINARIES: [&str; 6] = [
+pub(crate) const RELEASE_BINARIES: [&str; 6] = [
     "kubectl-meshvm",
     "kubectl-meshvm-prepare",
     "kubectl-meshvm-bundle",
@@ -21,7 +21,7 @@ pub const RELEASE_BINARIES: [&str; 6] = [
 
 const DOWNLOAD_BASE: &str = "https://github.com/meshvm/meshvm/releases/download";
 
-pub fn run(args: &[String]) -> Result<(), String> {
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let version = env!("CARGO_PKG_VERSION");
     let mut targets: Vec<String> = Vec::new();

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// Render `value` (normally an object) as a YAML document.
-pub fn to_string(value: &Value) -> String {
+pub(crate) fn to_string(value: &Value) -> String {
     let mut out = String::new();
     match value {
         Value::Object(map) if !map.is_empty() => emit_map(&mut out, map, 0),
@@ -25,7 +25,7 @@ pub fn to_string(value: &Value) -> String {
 }
 
 /// go-yaml v2's key order (`keyList.Less`).
-pub fn key_order(a: &str, b: &str) -> Ordering {
+pub(crate) fn key_order(a: &str, b: &str) -> Ordering {
     let ar: Vec<char> = a.chars().collect();
     let br: Vec<char> = b.chars().collect();
     let mut i = 0;

@@ -346,7 +346,7 @@ pub async fn wait_for_identity(
 /// Legacy: when neither `--service-cidr` nor the ServiceCIDR API gave the Service range, ask the
 /// API server ([`cidr::probe`]). Called once the identity is ready, so a bundle that fails for
 /// another reason sends no probe.
-pub async fn find_service_cidr(
+pub(super) async fn find_service_cidr(
     conn: &Connection,
     opts: &Options,
     observed: &mut Observed,

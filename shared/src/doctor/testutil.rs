@@ -6,7 +6,7 @@ use crate::snapshot::{Bundle, BundleFile, Snapshot};
 /// The legacy (1.4) control plane with mesh expansion through the ingress gateway, one injected
 /// app namespace, and the PERMISSIVE MeshPolicy the 1.4 install creates — but none of the
 /// Gotchas' DestinationRules.
-pub const LEGACY: &str = r"
+pub(crate) const LEGACY: &str = r"
 apiVersion: v1
 kind: Namespace
 metadata: {name: istio-system}
@@ -93,7 +93,7 @@ spec:
 ";
 
 /// The runbook's default mesh-wide mutual rule.
-pub const DEFAULT_DR: &str = r"
+pub(crate) const DEFAULT_DR: &str = r"
 apiVersion: networking.istio.io/v1alpha3
 kind: DestinationRule
 metadata: {name: default, namespace: istio-system}
@@ -103,7 +103,7 @@ spec:
 ";
 
 /// The runbook's Citadel plaintext rule.
-pub const CITADEL_DR: &str = r"
+pub(crate) const CITADEL_DR: &str = r"
 apiVersion: networking.istio.io/v1alpha3
 kind: DestinationRule
 metadata: {name: meshexpansion-dr-citadel, namespace: istio-system}
@@ -116,7 +116,7 @@ spec:
 ";
 
 /// A modern istiod control plane with an east-west gateway exposing istiod (samples/multicluster).
-pub const MODERN: &str = r"
+pub(crate) const MODERN: &str = r"
 apiVersion: v1
 kind: Namespace
 metadata: {name: istio-system, labels: {topology.istio.io/network: network1}}
@@ -180,7 +180,7 @@ spec:
 
 /// Builds a snapshot from YAML pieces, plus an optional bundle.
 #[derive(Default)]
-pub struct Fixture {
+pub(crate) struct Fixture {
     yaml: Vec<String>,
     bundle: Option<Bundle>,
     opts: CheckOptions,
@@ -188,11 +188,11 @@ pub struct Fixture {
 }
 
 /// 2026-01-01T00:00:00Z: tests judge expiry against a fixed "now".
-pub const NOW: i64 = 1_767_225_600;
+pub(crate) const NOW: i64 = 1_767_225_600;
 
 impl Fixture {
     /// No objects at all.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self {
             opts: CheckOptions {
                 now: Some(NOW),
@@ -202,28 +202,28 @@ impl Fixture {
         }
     }
     /// The legacy mesh.
-    pub fn legacy() -> Self {
+    pub(crate) fn legacy() -> Self {
         Self::empty().with(LEGACY)
     }
     /// The modern mesh.
-    pub fn modern() -> Self {
+    pub(crate) fn modern() -> Self {
         Self::empty().with(MODERN)
     }
     /// Add the runbook's default DestinationRule.
-    pub fn with_default_dr(self) -> Self {
+    pub(crate) fn with_default_dr(self) -> Self {
         self.with(DEFAULT_DR)
     }
     /// Add the runbook's Citadel DestinationRule.
-    pub fn with_citadel_dr(self) -> Self {
+    pub(crate) fn with_citadel_dr(self) -> Self {
         self.with(CITADEL_DR)
     }
     /// Add manifests.
-    pub fn with(mut self, yaml: &str) -> Self {
+    pub(crate) fn with(mut self, yaml: &str) -> Self {
         self.yaml.push(yaml.to_string());
         self
     }
     /// Replace text in the manifests added so far (to break one detail of a base mesh).
-    pub fn snapshot_yaml_replace(mut self, from: &str, to: &str) -> Self {
+    pub(crate) fn snapshot_yaml_replace(mut self, from: &str, to: &str) -> Self {
         let mut hit = false;
         for y in &mut self.yaml {
             if y.contains(from) {
@@ -235,19 +235,19 @@ impl Fixture {
         self
     }
     /// Judge as Pilot 1.`minor`: an `istiod` (1.4: `istio-pilot`) Deployment with that image.
-    pub fn release(self, minor: u32) -> Self {
+    pub(crate) fn release(self, minor: u32) -> Self {
         let name = if minor == 4 { "istio-pilot" } else { "istiod" };
         self.with(&format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: istio-system}}\nspec: {{template: {{spec: {{containers: [{{name: discovery, image: 'docker.io/istio/pilot:1.{minor}.0'}}]}}}}}}\n"
         ))
     }
     /// Force auto mTLS.
-    pub fn auto_mtls(mut self, on: bool) -> Self {
+    pub(crate) fn auto_mtls(mut self, on: bool) -> Self {
         self.opts.auto_mtls = Some(on);
         self
     }
     /// Attach bundle files `(name, content, mode)`.
-    pub fn bundle(mut self, files: &[(&str, &[u8], u32)]) -> Self {
+    pub(crate) fn bundle(mut self, files: &[(&str, &[u8], u32)]) -> Self {
         self.bundle = Some(Bundle {
             path: "bundle".into(),
             files: files
@@ -266,19 +266,19 @@ impl Fixture {
         self
     }
     /// Another cluster (for cross-context checks).
-    pub fn other(mut self, snap: Snapshot) -> Self {
+    pub(crate) fn other(mut self, snap: Snapshot) -> Self {
         self.others.push(snap);
         self
     }
     /// The snapshot.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let text = self.yaml.join("\n---\n");
         let mut snap = Snapshot::from_yaml(&text).expect("fixture YAML parses");
         snap.bundle.clone_from(&self.bundle);
         snap
     }
     /// Run one check.
-    pub fn run(&self, check: &dyn Check) -> Vec<Finding> {
+    pub(crate) fn run(&self, check: &dyn Check) -> Vec<Finding> {
         let snap = self.snapshot();
         let ctx = CheckContext::new(&snap, &self.opts, self.others.iter().collect());
         let out = check.run(&snap, &ctx);
@@ -291,7 +291,7 @@ impl Fixture {
 }
 
 /// The worst severity.
-pub fn worst(findings: &[Finding]) -> Severity {
+pub(crate) fn worst(findings: &[Finding]) -> Severity {
     findings
         .iter()
         .map(|f| f.severity)
@@ -300,7 +300,7 @@ pub fn worst(findings: &[Finding]) -> Severity {
 }
 
 /// `(severity, object)` of every non-pass finding.
-pub fn flagged(findings: &[Finding]) -> Vec<(Severity, String)> {
+pub(crate) fn flagged(findings: &[Finding]) -> Vec<(Severity, String)> {
     findings
         .iter()
         .filter(|f| f.severity != Severity::Pass)
@@ -310,6 +310,6 @@ pub fn flagged(findings: &[Finding]) -> Vec<(Severity, String)> {
 
 /// Assert the worst severity, printing the findings when it differs.
 #[track_caller]
-pub fn expect(findings: &[Finding], severity: Severity, case: &str) {
+pub(crate) fn expect(findings: &[Finding], severity: Severity, case: &str) {
     assert_eq!(worst(findings), severity, "{case}: {findings:#?}");
 }

@@ -33,7 +33,7 @@ pub(crate) struct Cert<'a> {
 impl Cert<'_> {
     /// "certificate 2 of 3 (CN=Root CA)" in a multi-certificate file, "" otherwise,
     /// so messages read "cert-chain.pem: certificate 2 of 3 (CN=Root CA) has expired".
-    pub fn which(&self) -> String {
+    pub(crate) fn which(&self) -> String {
         if self.of > 1 {
             format!(
                 "certificate {} of {} ({}) ",
@@ -47,29 +47,29 @@ impl Cert<'_> {
     }
 
     /// The subject as an RFC 4514 string, or a placeholder when it is empty (workload certs).
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         display_name(self.x.subject())
     }
 
-    pub fn issuer(&self) -> String {
+    pub(crate) fn issuer(&self) -> String {
         display_name(self.x.issuer())
     }
 
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         fingerprint(self.der)
     }
 
     /// Whether the subject and issuer names are the same (self-issued).
-    pub fn self_issued(&self) -> bool {
+    pub(crate) fn self_issued(&self) -> bool {
         self.x.subject().as_raw() == self.x.issuer().as_raw()
     }
 
     /// `basicConstraints` says CA:TRUE.
-    pub fn is_ca(&self) -> bool {
+    pub(crate) fn is_ca(&self) -> bool {
         matches!(self.x.basic_constraints(), Ok(Some(bc)) if bc.value.ca)
     }
 
-    pub fn path_len(&self) -> Option<u32> {
+    pub(crate) fn path_len(&self) -> Option<u32> {
         match self.x.basic_constraints() {
             Ok(Some(bc)) => bc.value.path_len_constraint,
             _ => None,
@@ -78,7 +78,7 @@ impl Cert<'_> {
 
     /// Whether this certificate's key may sign certificates: without a keyUsage extension every
     /// usage is allowed (RFC 5280 4.2.1.3; Istio's sample root has none), with one it needs keyCertSign.
-    pub fn may_sign_certs(&self) -> bool {
+    pub(crate) fn may_sign_certs(&self) -> bool {
         match self.x.key_usage() {
             Ok(Some(ku)) => ku.value.key_cert_sign(),
             Ok(None) => true,
@@ -86,11 +86,11 @@ impl Cert<'_> {
         }
     }
 
-    pub fn not_before(&self) -> i64 {
+    pub(crate) fn not_before(&self) -> i64 {
         self.x.validity().not_before.timestamp()
     }
 
-    pub fn not_after(&self) -> i64 {
+    pub(crate) fn not_after(&self) -> i64 {
         self.x.validity().not_after.timestamp()
     }
 }

@@ -1144,7 +1144,7 @@ pub(crate) mod fake {
 
     /// One request the fake server saw.
     #[derive(Debug, Clone, PartialEq)]
-    pub struct Seen {
+    pub(crate) struct Seen {
         /// `GET`, `POST`, …
         pub method: String,
         /// URL path.
@@ -1159,28 +1159,28 @@ pub(crate) mod fake {
 
     impl Seen {
         /// `PATCH /api/v1/namespaces/x`, for assertions.
-        pub fn line(&self) -> String {
+        pub(crate) fn line(&self) -> String {
             format!("{} {}", self.method, self.path)
         }
     }
 
     /// The requests seen so far.
     #[derive(Debug, Clone, Default)]
-    pub struct Log(pub Arc<Mutex<Vec<Seen>>>);
+    pub(crate) struct Log(pub Arc<Mutex<Vec<Seen>>>);
 
     impl Log {
         /// Every request, in order.
-        pub fn all(&self) -> Vec<Seen> {
+        pub(crate) fn all(&self) -> Vec<Seen> {
             self.0.lock().unwrap().clone()
         }
         /// `METHOD path` of every request.
-        pub fn lines(&self) -> Vec<String> {
+        pub(crate) fn lines(&self) -> Vec<String> {
             self.all().iter().map(Seen::line).collect()
         }
     }
 
     /// A `Status` body as the API server sends it.
-    pub fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    pub(crate) fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
         (
             code,
             serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -1189,7 +1189,7 @@ pub(crate) mod fake {
     }
 
     /// Kubernetes 1.14's refusal of `application/apply-patch+yaml`.
-    pub fn unsupported_apply() -> (u16, Value) {
+    pub(crate) fn unsupported_apply() -> (u16, Value) {
         status(
             415,
             "UnsupportedMediaType",
@@ -1199,7 +1199,7 @@ pub(crate) mod fake {
 
     /// A connection whose server answers each request with the next of `answers`, in order
     /// (a 500 when they run out, so a test that sends more than scripted fails loudly).
-    pub fn connection(answers: Vec<(u16, Value)>) -> (Connection, Log) {
+    pub(crate) fn connection(answers: Vec<(u16, Value)>) -> (Connection, Log) {
         let answers = Mutex::new(VecDeque::from(answers));
         responder(move |_| {
             answers.lock().unwrap().pop_front().unwrap_or_else(|| {
@@ -1213,7 +1213,7 @@ pub(crate) mod fake {
     }
 
     /// A connection whose server answers each request with `answer(request)`.
-    pub fn responder(
+    pub(crate) fn responder(
         answer: impl Fn(&Seen) -> (u16, Value) + Send + Sync + 'static,
     ) -> (Connection, Log) {
         let answer = Arc::new(answer);

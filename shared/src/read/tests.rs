@@ -18,7 +18,7 @@ pub(crate) struct Req {
 
 impl Req {
     /// The value of one query parameter.
-    pub fn param(&self, key: &str) -> Option<String> {
+    pub(crate) fn param(&self, key: &str) -> Option<String> {
         self.query
             .split('&')
             .filter_map(|kv| kv.split_once('='))

@@ -463,7 +463,7 @@ mod tests {
 /// Protobuf field writers for the OpenAPI v2 document (gnostic's `openapi_v2` messages).
 mod pb {
     /// Appends a base-128 varint.
-    pub fn varint(mut v: u64, out: &mut Vec<u8>) {
+    pub(super) fn varint(mut v: u64, out: &mut Vec<u8>) {
         loop {
             let b = (v & 0x7f) as u8;
             v >>= 7;
@@ -476,14 +476,14 @@ mod pb {
     }
 
     /// Appends a length-delimited field.
-    pub fn bytes(n: u32, payload: &[u8], out: &mut Vec<u8>) {
+    pub(super) fn bytes(n: u32, payload: &[u8], out: &mut Vec<u8>) {
         varint(u64::from(n) << 3 | 2, out);
         varint(payload.len() as u64, out);
         out.extend_from_slice(payload);
     }
 
     /// Appends a bool (varint) field.
-    pub fn boolean(n: u32, v: bool, out: &mut Vec<u8>) {
+    pub(super) fn boolean(n: u32, v: bool, out: &mut Vec<u8>) {
         varint(u64::from(n) << 3, out);
         varint(u64::from(v), out);
     }

@@ -15,7 +15,10 @@ pub type FieldPath = Vec<String>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// The main resource.
-    Main { skip_status: bool },
+    Main {
+        /// Leave `status` out (it is written through its own subresource).
+        skip_status: bool,
+    },
     /// The `/status` subresource.
     Status,
 }

@@ -1,12 +1,12 @@
 //! Helpers shared by the CLI tests: finding the real kubectl binaries.
 #![allow(dead_code)]
 
-pub mod sim;
+pub(crate) mod sim;
 
 use std::path::PathBuf;
 
 /// Every binary of the package, by name; the first six are the ones a release archive carries.
-pub const BINARIES: [(&str, &str); 10] = [
+pub(crate) const BINARIES: [(&str, &str); 10] = [
     ("kubectl-meshvm", env!("CARGO_BIN_EXE_kubectl-meshvm")),
     (
         "kubectl-meshvm-prepare",
@@ -47,12 +47,12 @@ pub const BINARIES: [(&str, &str); 10] = [
 ];
 
 /// The binaries of a release (krew) archive.
-pub const RELEASE_BINARIES: &[(&str, &str)] = BINARIES.split_at(6).0;
+pub(crate) const RELEASE_BINARIES: &[(&str, &str)] = BINARIES.split_at(6).0;
 
 /// The real kubectl binaries of the versions we test (1.27, 1.32, 1.33), from the folder the
 /// `kubectl` on PATH resolves into. Missing ones fail the test (see `kube_sim::testenv`); the
 /// list is empty only with the explicit `MESHVM_ALLOW_MISSING_TOOLS=1` opt-out, after it said so.
-pub fn kubectls() -> Vec<PathBuf> {
+pub(crate) fn kubectls() -> Vec<PathBuf> {
     ["1.27", "1.32", "1.33"]
         .iter()
         .map_while(|v| kube_sim::testenv::require_kubectl_minor(v))
@@ -60,6 +60,6 @@ pub fn kubectls() -> Vec<PathBuf> {
 }
 
 /// Lossy UTF-8.
-pub fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -13,37 +13,37 @@ use kube_sim::{Fault, FaultKind, Scenario, Server};
 use serde_json::{Value, json};
 
 /// The verb binaries, by verb.
-pub const PREPARE: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-prepare");
+pub(crate) const PREPARE: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-prepare");
 /// `kubectl-meshvm-bundle`.
-pub const BUNDLE: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-bundle");
+pub(crate) const BUNDLE: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-bundle");
 /// `kubectl-meshvm-register`.
-pub const REGISTER: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-register");
+pub(crate) const REGISTER: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-register");
 /// `kubectl-meshvm-doctor`.
-pub const DOCTOR: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-doctor");
+pub(crate) const DOCTOR: &str = env!("CARGO_BIN_EXE_kubectl-meshvm-doctor");
 
 /// The workspace root.
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Istio's sample CA (a root and a signing CA; ca-key.pem is PKCS#1 RSA).
-pub fn samples() -> PathBuf {
+pub(crate) fn samples() -> PathBuf {
     repo().join("tests/fixtures/istio-samples")
 }
 
 /// A scenario file of tests/scenarios.
-pub fn scenario(name: &str) -> Scenario {
+pub(crate) fn scenario(name: &str) -> Scenario {
     Scenario::from_files(&[repo().join("tests/scenarios").join(name)]).expect("scenario loads")
 }
 
 /// The runbook's Istio 1.4 cluster.
-pub fn legacy() -> Scenario {
+pub(crate) fn legacy() -> Scenario {
     scenario("legacy-1.4.yaml")
 }
 
 /// The runbook's cluster with the VM's namespace and ServiceAccount (as `prepare` leaves them;
 /// the sim's Citadel then makes `istio.expandvm`).
-pub fn legacy_with_vm() -> Scenario {
+pub(crate) fn legacy_with_vm() -> Scenario {
     legacy().with_objects([
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "expandvm"}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -52,13 +52,13 @@ pub fn legacy_with_vm() -> Scenario {
 }
 
 /// The istiod cluster with the east-west gateway.
-pub fn modern() -> Scenario {
+pub(crate) fn modern() -> Scenario {
     scenario("modern.yaml")
 }
 
 /// The istiod cluster with a VM namespace, ServiceAccount and WorkloadGroup (as `prepare
 /// --workload-group vm` leaves them).
-pub fn modern_with_vm() -> Scenario {
+pub(crate) fn modern_with_vm() -> Scenario {
     modern().with_objects([
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vm"}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -73,7 +73,7 @@ pub fn modern_with_vm() -> Scenario {
 
 /// What one run printed, and how it ended.
 #[derive(Debug, Clone)]
-pub struct Run {
+pub(crate) struct Run {
     /// Exit code (-1: killed by a signal).
     pub code: i32,
     /// Stdout, lossy UTF-8.
@@ -84,7 +84,7 @@ pub struct Run {
 
 impl Run {
     /// A finished process's exit code and output.
-    pub fn from(out: &std::process::Output) -> Self {
+    pub(crate) fn from(out: &std::process::Output) -> Self {
         Self {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -92,7 +92,7 @@ impl Run {
         }
     }
     /// Everything, for assertion messages.
-    pub fn show(&self) -> String {
+    pub(crate) fn show(&self) -> String {
         format!(
             "exit {}\n--- stdout\n{}--- stderr\n{}",
             self.code, self.stdout, self.stderr
@@ -102,12 +102,12 @@ impl Run {
 
 /// Run a verb binary against the sim with `--kubeconfig`, on a blocking thread (the sim serves
 /// on this runtime). The environment is cleaned of what could change the output.
-pub async fn run(bin: &'static str, server: &Server, args: &[String]) -> Run {
+pub(crate) async fn run(bin: &'static str, server: &Server, args: &[String]) -> Run {
     run_with(bin, server, args, None).await
 }
 
 /// [`run`] with `RUST_LOG` set to `rust_log` (None: unset).
-pub async fn run_with(
+pub(crate) async fn run_with(
     bin: &'static str,
     server: &Server,
     args: &[String],
@@ -134,17 +134,17 @@ pub async fn run_with(
 }
 
 /// Owned argument vector.
-pub fn args(words: &[&str]) -> Vec<String> {
+pub(crate) fn args(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()
 }
 
 /// Seconds the injected 429s ask the client to wait.
-pub const RETRY_AFTER_SECONDS: u32 = 1;
+pub(crate) const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// Make `rate` of all requests fail, split evenly among a 500, a connection reset and (with
 /// `throttle`) a 429 with `Retry-After`. The sim tries the rules in order, each with its own
 /// draw, so each of the n rules gets `1 - (1 - rate)^(1/n)` to make the union exactly `rate`.
-pub fn inject_faults(server: &Server, seed: u64, rate: f64, throttle: bool) {
+pub(crate) fn inject_faults(server: &Server, seed: u64, rate: f64, throttle: bool) {
     let rules = if throttle { 3.0 } else { 2.0 };
     let each = 1.0 - (1.0 - rate).powf(1.0 / rules);
     server.set_seed(seed);
@@ -161,7 +161,7 @@ pub fn inject_faults(server: &Server, seed: u64, rate: f64, throttle: bool) {
 }
 
 /// How many requests the sim answered with an injected fault (status 0, 429 or 500).
-pub fn injected(server: &Server) -> usize {
+pub(crate) fn injected(server: &Server) -> usize {
     server
         .requests()
         .records
@@ -172,7 +172,7 @@ pub fn injected(server: &Server) -> usize {
 
 /// A stored kind to compare: `apiVersion`, kind, plural.
 #[derive(Debug, Clone, Copy)]
-pub struct ApiKind {
+pub(crate) struct ApiKind {
     /// `v1`, `networking.istio.io/v1`, ….
     pub api_version: &'static str,
     /// `Secret`, ….
@@ -182,7 +182,11 @@ pub struct ApiKind {
 }
 
 /// Shorthand for a [`ApiKind`].
-pub const fn kind(api_version: &'static str, kind: &'static str, plural: &'static str) -> ApiKind {
+pub(crate) const fn kind(
+    api_version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+) -> ApiKind {
     ApiKind {
         api_version,
         kind,
@@ -191,22 +195,22 @@ pub const fn kind(api_version: &'static str, kind: &'static str, plural: &'stati
 }
 
 /// Namespaces.
-pub const NAMESPACE: ApiKind = kind("v1", "Namespace", "namespaces");
+pub(crate) const NAMESPACE: ApiKind = kind("v1", "Namespace", "namespaces");
 /// ServiceAccounts.
-pub const SERVICE_ACCOUNT: ApiKind = kind("v1", "ServiceAccount", "serviceaccounts");
+pub(crate) const SERVICE_ACCOUNT: ApiKind = kind("v1", "ServiceAccount", "serviceaccounts");
 /// Secrets.
-pub const SECRET: ApiKind = kind("v1", "Secret", "secrets");
+pub(crate) const SECRET: ApiKind = kind("v1", "Secret", "secrets");
 /// Services.
-pub const SERVICE: ApiKind = kind("v1", "Service", "services");
+pub(crate) const SERVICE: ApiKind = kind("v1", "Service", "services");
 /// Endpoints.
-pub const ENDPOINTS: ApiKind = kind("v1", "Endpoints", "endpoints");
+pub(crate) const ENDPOINTS: ApiKind = kind("v1", "Endpoints", "endpoints");
 
 /// Every stored object of these kinds (all namespaces), keyed `ApiKind ns/name` as the plan
 /// table's rows name them, with what the server sets on each write stripped (resourceVersion,
 /// uid, timestamps, managedFields, generation) and the sim Citadel's freshly generated keys
 /// replaced by their names, and the `kubernetes` Service and Endpoints (the sim's own random
 /// port) left out. Faults must be cleared first (the listing goes through the sim).
-pub async fn stored(server: &Server, kinds: &[ApiKind]) -> BTreeMap<String, Value> {
+pub(crate) async fn stored(server: &Server, kinds: &[ApiKind]) -> BTreeMap<String, Value> {
     let client = server.client();
     let mut out = BTreeMap::new();
     for k in kinds {
@@ -248,7 +252,7 @@ pub async fn stored(server: &Server, kinds: &[ApiKind]) -> BTreeMap<String, Valu
 }
 
 /// Strip what differs between two equal histories (see [`stored`]).
-pub fn normalize(v: &mut Value) {
+pub(crate) fn normalize(v: &mut Value) {
     if let Some(Value::Object(meta)) = v.get_mut("metadata") {
         for f in [
             "resourceVersion",
@@ -282,7 +286,7 @@ pub fn normalize(v: &mut Value) {
 }
 
 /// The differences between two stored sets, one line per object, for assertion messages.
-pub fn diff(left: &BTreeMap<String, Value>, right: &BTreeMap<String, Value>) -> String {
+pub(crate) fn diff(left: &BTreeMap<String, Value>, right: &BTreeMap<String, Value>) -> String {
     let mut lines = Vec::new();
     for (k, v) in left {
         match right.get(k) {
@@ -299,7 +303,7 @@ pub fn diff(left: &BTreeMap<String, Value>, right: &BTreeMap<String, Value>) -> 
 
 /// One row of a verb's plan table (KIND NAMESPACE NAME ACTION DETAIL).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub(crate) struct Row {
     /// KIND.
     pub kind: String,
     /// NAMESPACE ("" for cluster scope).
@@ -312,7 +316,7 @@ pub struct Row {
 
 impl Row {
     /// `ApiKind ns/name`, as [`stored`] keys objects.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         if self.namespace.is_empty() {
             format!("{} {}", self.kind, self.name)
         } else {
@@ -322,7 +326,7 @@ impl Row {
 }
 
 /// Parse the plan table the verbs print on stdout; None when stdout holds no such table.
-pub fn plan_rows(stdout: &str) -> Option<Vec<Row>> {
+pub(crate) fn plan_rows(stdout: &str) -> Option<Vec<Row>> {
     let mut lines = stdout.lines();
     let header = lines.find(|l| l.starts_with("KIND") && l.contains("ACTION"))?;
     let starts: Vec<usize> = ["KIND", "NAMESPACE", "NAME", "ACTION", "DETAIL"]
@@ -367,7 +371,7 @@ fn find_column(header: &str, title: &str) -> Option<usize> {
 
 /// What an ACTION cell says about the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Said {
+pub(crate) enum Said {
     /// It was written ("created", "updated", "deleted", "done").
     Written,
     /// It was not touched ("not created", "unchanged", …).
@@ -377,7 +381,7 @@ pub enum Said {
 }
 
 /// Classify an ACTION cell; None for words a real (not dry) run must not print.
-pub fn said(action: &str) -> Option<Said> {
+pub(crate) fn said(action: &str) -> Option<Said> {
     match action {
         "created" | "updated" | "deleted" | "done" => Some(Said::Written),
         "unchanged" | "not created" | "not updated" | "not deleted" | "not done" => {
@@ -389,7 +393,7 @@ pub fn said(action: &str) -> Option<Said> {
 }
 
 /// Run `jobs` on `workers` concurrent tasks (each job gets its index); results in index order.
-pub async fn pool<T, F, Fut>(jobs: usize, workers: usize, f: F) -> Vec<T>
+pub(crate) async fn pool<T, F, Fut>(jobs: usize, workers: usize, f: F) -> Vec<T>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Send + Sync + 'static,
