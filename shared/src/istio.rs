@@ -105,7 +105,7 @@ pub async fn detect_era(
     let names = crate::read::list_metadata(
         conn,
         &api,
-        crate::kube::Action::new("list", "deployments.apps").ns(istio_namespace),
+        crate::kube::Request::new("list", "deployments.apps").ns(istio_namespace),
         &::kube::api::ListParams::default(),
     )
     .await?;

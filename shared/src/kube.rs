@@ -83,7 +83,7 @@ impl fmt::Debug for Connection {
 
 /// One API request, described for error messages: `create secrets in namespace istio-system`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Action {
+pub struct Request {
     /// The Kubernetes verb: get, list, create, update, patch, delete.
     pub verb: &'static str,
     /// The plural resource, e.g. `secrets` or `destinationrules.networking.istio.io`.
@@ -94,7 +94,7 @@ pub struct Action {
     pub name: Option<String>,
 }
 
-impl Action {
+impl Request {
     /// A request of `verb` on `resource`.
     pub fn new(verb: &'static str, resource: impl Into<String>) -> Self {
         Self {
@@ -118,7 +118,7 @@ impl Action {
     }
 }
 
-impl fmt::Display for Action {
+impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.verb, self.resource)?;
         match (&self.namespace, &self.name) {
@@ -195,7 +195,7 @@ pub enum Error {
     #[error("cannot reach the API server at {server} to {action}: {reason}")]
     Unreachable {
         /// The request.
-        action: Action,
+        action: Request,
         /// The server URL.
         server: String,
         /// The transport's words.
@@ -205,7 +205,7 @@ pub enum Error {
     #[error("the API server at {server} did not answer within {timeout:?} to {action}")]
     Timeout {
         /// The request.
-        action: Action,
+        action: Request,
         /// The server URL.
         server: String,
         /// The limit.
@@ -217,7 +217,7 @@ pub enum Error {
     )]
     Unauthorized {
         /// The request.
-        action: Action,
+        action: Request,
         /// The server URL.
         server: String,
         /// The context whose user was refused.
@@ -227,7 +227,7 @@ pub enum Error {
     #[error("forbidden: RBAC does not allow {} on {}{}: {message}", action.verb, action.resource, namespace_words(action))]
     Forbidden {
         /// The request.
-        action: Action,
+        action: Request,
         /// The server's message.
         message: String,
     },
@@ -235,7 +235,7 @@ pub enum Error {
     #[error("failed to {action}: {message} ({code} {reason})")]
     Api {
         /// The request.
-        action: Action,
+        action: Request,
         /// HTTP code.
         code: u16,
         /// Kubernetes `Status.reason`.
@@ -249,13 +249,13 @@ pub enum Error {
     )]
     ListExpired {
         /// The request.
-        action: Action,
+        action: Request,
     },
     /// A transport or decoding failure that is not about reaching the server.
     #[error("failed to {action}")]
     Other {
         /// The request.
-        action: Action,
+        action: Request,
         /// Why.
         #[source]
         source: ::kube::Error,
@@ -270,7 +270,7 @@ fn list_or_none(items: &[String]) -> String {
     }
 }
 
-fn namespace_words(action: &Action) -> String {
+fn namespace_words(action: &Request) -> String {
     action
         .namespace
         .as_ref()
@@ -624,7 +624,7 @@ impl Connection {
     /// Send a request (built afresh by `f` on each attempt), retrying transient failures.
     /// Only pass requests that are safe to repeat: reads, server-side apply, updates guarded by
     /// `resourceVersion`, deletes, and creates whose caller treats AlreadyExists as success.
-    pub async fn call<T, F, Fut>(&self, action: Action, mut f: F) -> Result<T, Error>
+    pub async fn call<T, F, Fut>(&self, action: Request, mut f: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ::kube::Error>>,
@@ -658,7 +658,7 @@ impl Connection {
     }
 
     /// Turn a kube-rs error into one that names what was being done, and where.
-    pub fn classify(&self, action: Action, err: ::kube::Error) -> Error {
+    pub fn classify(&self, action: Request, err: ::kube::Error) -> Error {
         match err {
             ::kube::Error::Api(status) => match status.code {
                 401 => Error::Unauthorized {
@@ -702,11 +702,11 @@ mod tests {
 
     #[test]
     fn actions_read_naturally() {
-        let a = Action::new("create", "secrets")
+        let a = Request::new("create", "secrets")
             .ns("istio-system")
             .name("cacerts");
         assert_eq!(a.to_string(), "create secrets istio-system/cacerts");
-        let a = Action::new("list", "destinationrules.networking.istio.io").ns("foo");
+        let a = Request::new("list", "destinationrules.networking.istio.io").ns("foo");
         assert_eq!(
             a.to_string(),
             "list destinationrules.networking.istio.io in namespace foo"
@@ -716,7 +716,7 @@ mod tests {
     #[test]
     fn forbidden_names_verb_resource_namespace() {
         let err = Error::Forbidden {
-            action: Action::new("create", "secrets").ns("istio-system"),
+            action: Request::new("create", "secrets").ns("istio-system"),
             message: "secrets is forbidden".into(),
         };
         let text = err.to_string();

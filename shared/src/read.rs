@@ -36,7 +36,7 @@ use ::kube::core::{ApiResource, GroupVersionKind, ObjectList};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroup, APIResourceList, ObjectMeta};
 use serde::de::DeserializeOwned;
 
-use crate::kube::{Action, Connection, Error};
+use crate::kube::{Connection, Error, Request};
 
 /// The page size of every list: few round trips, and small enough for any server.
 pub const PAGE_SIZE: u32 = 500;
@@ -327,7 +327,7 @@ pub async fn discover(
 async fn get_group(conn: &Connection, group: &str) -> Result<Option<APIGroup>, Error> {
     let path = format!("/apis/{group}");
     let result = conn
-        .call(Action::new("get", format!("apigroups {group}")), || {
+        .call(Request::new("get", format!("apigroups {group}")), || {
             let request = http::Request::get(path.as_str())
                 .body(Vec::new())
                 .map_err(::kube::Error::HttpError);
@@ -349,7 +349,7 @@ async fn get_resources(
 ) -> Result<Option<APIResourceList>, Error> {
     let gv = format!("{group}/{version}");
     let result = conn
-        .call(Action::new("get", format!("apiresources {gv}")), || {
+        .call(Request::new("get", format!("apiresources {gv}")), || {
             conn.client.list_api_group_resources(&gv)
         })
         .await;
@@ -390,7 +390,7 @@ impl Pager {
 
     /// A failed page: `Ok` when the list should start over (a continue token expired for the
     /// first time), else the error to report.
-    fn restart_or(&mut self, err: Error, action: &Action) -> Result<(), Error> {
+    fn restart_or(&mut self, err: Error, action: &Request) -> Result<(), Error> {
         if !err.is_gone() || self.token.is_none() {
             return Err(err);
         }
@@ -411,7 +411,7 @@ impl Pager {
 pub async fn list_all<K, T>(
     conn: &Connection,
     api: &Api<K>,
-    action: Action,
+    action: Request,
     params: &ListParams,
     mut keep: impl FnMut(K) -> Option<T>,
 ) -> Result<Vec<T>, Error>
@@ -443,7 +443,7 @@ where
 pub async fn list_metadata<K>(
     conn: &Connection,
     api: &Api<K>,
-    action: Action,
+    action: Request,
     params: &ListParams,
 ) -> Result<Vec<ObjectMeta>, Error>
 where

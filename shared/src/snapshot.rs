@@ -14,9 +14,9 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::istio::{self, Era, IstioKind};
-use crate::kube::{Action, Connection};
+use crate::kube::{Connection, Request};
 
-/// Bundle files are small PEMs, env files and tokens; anything larger is not a bundle.
+/// VmBundle files are small PEMs, env files and tokens; anything larger is not a bundle.
 const MAX_BUNDLE_FILE: u64 = 1 << 20;
 
 /// Why a snapshot could not be taken.
@@ -59,7 +59,7 @@ pub enum Error {
     },
     /// The bundle is not one `kubectl meshvm bundle` writes.
     #[error("bundle {}: {problem}", path.display())]
-    Bundle {
+    VmBundle {
         /// The bundle directory or archive.
         path: PathBuf,
         /// What is wrong with it.
@@ -77,7 +77,7 @@ impl crate::errors::Diagnose for Error {
                 "give doctor only Kubernetes manifests (each document needs apiVersion and kind); move other YAML out of the -f path"
                     .into(),
             ),
-            Error::Bundle { .. } => Some(
+            Error::VmBundle { .. } => Some(
                 "pass the directory or .tar.gz that `kubectl meshvm bundle` wrote, unmodified".into(),
             ),
             Error::Kube(err) => err.hint(),
@@ -421,21 +421,21 @@ impl fmt::Debug for BundleFile {
 
 /// The files `kubectl meshvm bundle` writes for a VM, by relative path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Bundle {
+pub struct VmBundle {
     /// The directory or archive read.
     pub path: PathBuf,
     /// Files by path relative to the bundle root (`/`-separated).
     pub files: BTreeMap<String, BundleFile>,
 }
 
-impl Bundle {
+impl VmBundle {
     /// Read a bundle from a directory or a `.tar.gz`/`.tgz` archive.
-    pub fn read(path: &Path) -> Result<Bundle, Error> {
+    pub fn read(path: &Path) -> Result<VmBundle, Error> {
         let meta = std::fs::metadata(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut bundle = Bundle {
+        let mut bundle = VmBundle {
             path: path.to_path_buf(),
             files: BTreeMap::new(),
         };
@@ -455,7 +455,7 @@ impl Bundle {
     }
 
     fn problem(&self, problem: impl Into<String>) -> Error {
-        Error::Bundle {
+        Error::VmBundle {
             path: self.path.clone(),
             problem: problem.into(),
         }
@@ -749,7 +749,7 @@ pub struct Snapshot {
     /// The version the cluster serves DestinationRules at (live only): `--fix` writes them so.
     pub networking_version: Option<String>,
     /// The VM bundle, when `--bundle` was given.
-    pub bundle: Option<Bundle>,
+    pub bundle: Option<VmBundle>,
     /// Workload controllers read with `-f` (Deployments, StatefulSets, DaemonSets, Jobs,
     /// CronJobs, whatever their name): their pod templates are the workloads doctor judges
     /// when the source holds no live Pods.
@@ -1141,7 +1141,7 @@ async fn list_kind(
     let listed = crate::read::list_all(
         conn,
         &api,
-        Action::new("list", resource.clone()),
+        Request::new("list", resource.clone()),
         &ListParams::default(),
         keep,
     )
@@ -1389,7 +1389,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        let b = Bundle::read(&good).unwrap();
+        let b = VmBundle::read(&good).unwrap();
         assert_eq!(b.file("key.pem").unwrap().mode, 0o600);
         assert_eq!(b.era(), Some(Era::Legacy));
         assert_eq!(b.cluster_env().unwrap()["ISTIO_NAMESPACE"], "vm");
@@ -1401,7 +1401,7 @@ mod tests {
         ] {
             let p = dir.path().join("bad.tar.gz");
             std::fs::write(&p, tar_gz(&[(name, b"x", 0o644, kind)])).unwrap();
-            let err = Bundle::read(&p).unwrap_err().to_string();
+            let err = VmBundle::read(&p).unwrap_err().to_string();
             assert!(
                 err.contains(name.trim_start_matches('/')) || err.contains("link"),
                 "{name}: {err}"
@@ -1413,7 +1413,7 @@ mod tests {
     fn bundle_from_dir() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("istio-token"), "t").unwrap();
-        let b = Bundle::read(dir.path()).unwrap();
+        let b = VmBundle::read(dir.path()).unwrap();
         assert_eq!(b.era(), Some(Era::Modern));
         assert!(b.file("istio-token").unwrap().mode & 0o400 != 0);
     }

@@ -364,7 +364,7 @@ async fn legacy_first_run_second_run_and_a_different_ca() {
     assert!(
         !by_ca
             .iter()
-            .any(|f| f.kind == pki::FindingKind::ChainBroken),
+            .any(|f| f.kind == pki::CertFindingKind::ChainBroken),
         "signed by ca-cert.pem: {by_ca:?}"
     );
 

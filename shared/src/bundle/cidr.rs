@@ -17,7 +17,7 @@ use kube::api::PostParams;
 use serde::Serialize;
 
 use super::options::parse_service_cidr;
-use crate::kube::{Action, Connection, FIELD_MANAGER};
+use crate::kube::{Connection, FIELD_MANAGER, Request};
 
 /// Where `ISTIO_SERVICE_CIDR` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -181,7 +181,7 @@ pub async fn probe(
     }))
     .expect("the probe Service is a valid Service");
     let api: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
-    let action = || Action::new("create", "services").ns(namespace).name(&name);
+    let action = || Request::new("create", "services").ns(namespace).name(&name);
     let params = |dry_run| PostParams {
         dry_run,
         field_manager: Some(FIELD_MANAGER.into()),
@@ -193,7 +193,7 @@ pub async fn probe(
             if let Probe::Range { maybe_partial, .. } = &mut found {
                 // Only the version tells the MultiCIDR era's answer from the alloc.go era's.
                 *maybe_partial = match conn
-                    .call(Action::new("get", "version"), || {
+                    .call(Request::new("get", "version"), || {
                         conn.client.apiserver_version()
                     })
                     .await
@@ -239,7 +239,7 @@ pub async fn probe(
     let delete = ::kube::api::DeleteParams::background();
     let deleted = conn
         .call(
-            Action::new("delete", "services").ns(namespace).name(&name),
+            Request::new("delete", "services").ns(namespace).name(&name),
             || api.delete(&name, &delete),
         )
         .await;

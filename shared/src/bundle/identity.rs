@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::pki::{self, FindingKind, PemInput, RootIdentity, WorkloadMaterial};
+use crate::pki::{self, CertFindingKind, PemInput, RootIdentity, WorkloadMaterial};
 
 /// What the cluster's CA holds, as far as bundle could read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub fn judge(
             };
             !pki::check_workload(&material, None, now, pki::DEFAULT_WARN_WITHIN)
                 .iter()
-                .any(|f| f.kind == FindingKind::ChainBroken)
+                .any(|f| f.kind == CertFindingKind::ChainBroken)
         }
         // A partial secret is the plan's to report.
         _ => true,

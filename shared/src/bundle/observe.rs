@@ -15,7 +15,7 @@ use super::cidr::{self, Probe};
 use super::identity::{self, CurrentRoot};
 use super::{Error, Options, TOKEN_AUDIENCE, legacy_service_account, modern};
 use crate::istio::{self, CACERTS_SECRET, Era, IstioKind};
-use crate::kube::{Action, Connection};
+use crate::kube::{Connection, Request};
 use crate::read::{self, Served};
 
 /// How often `--wait` looks at Citadel's secret again (two GETs each time).
@@ -75,7 +75,7 @@ async fn get_opt<K>(
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let mut action = Action::new("get", resource).name(name);
+    let mut action = Request::new("get", resource).name(name);
     if let Some(ns) = namespace {
         action = action.ns(ns);
     }
@@ -142,7 +142,7 @@ async fn get_token(
     // A TokenRequest creates nothing lasting: repeating it after a transient failure is safe.
     let answer: TokenRequest = conn
         .call(
-            Action::new("create", "serviceaccounts/token")
+            Request::new("create", "serviceaccounts/token")
                 .ns(namespace)
                 .name(service_account),
             || api.create_subresource("token", service_account, &params, &request),
@@ -172,7 +172,7 @@ async fn get_service_cidrs(
     let get = |version: &'static str| async move {
         let ar = kind.resource(version);
         let api: Api<DynamicObject> = Api::all_with(conn.client.clone(), &ar);
-        let action = Action::new("get", kind.resource_name()).name("kubernetes");
+        let action = Request::new("get", kind.resource_name()).name("kubernetes");
         match conn.call(action, || api.get("kubernetes")).await {
             Ok(obj) => Ok(Some((obj, version))),
             // Not served, absent, or not readable for a namespace-scoped user (a cluster-scoped

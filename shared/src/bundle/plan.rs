@@ -294,7 +294,7 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                 return Err(identity_error(
                     findings
                         .iter()
-                        .filter(|f| f.severity == pki::Severity::Error)
+                        .filter(|f| f.severity == pki::CertSeverity::Error)
                         .map(ToString::to_string)
                         .collect(),
                 ));

@@ -25,7 +25,7 @@ use crate::errors::{Diagnose, Outcome, UsageError};
 use crate::flags::KubeArgs;
 use crate::istio::{DEFAULT_ISTIO_NAMESPACE, Era};
 use crate::kube::Connection;
-use crate::snapshot::{Bundle, Kind, Obj, Origin, Snapshot};
+use crate::snapshot::{Kind, Obj, Origin, Snapshot, VmBundle};
 
 pub use report::Report;
 
@@ -194,7 +194,7 @@ pub async fn run(
         }
     };
     if let Some(path) = &opts.bundle {
-        snaps[0].bundle = Some(Bundle::read(path)?);
+        snaps[0].bundle = Some(VmBundle::read(path)?);
     }
     if opts.fix
         && let Some(conn) = conns.first()
@@ -471,7 +471,7 @@ impl<'a> CheckContext<'a> {
     pub fn new(snap: &'a Snapshot, opts: &CheckOptions, others: Vec<&'a Snapshot>) -> Self {
         let era = snap
             .era()
-            .or_else(|| snap.bundle.as_ref().and_then(Bundle::era));
+            .or_else(|| snap.bundle.as_ref().and_then(VmBundle::era));
         let configured = snap.auto_mtls_configured();
         let (auto_mtls, auto_mtls_source) = match (opts.auto_mtls, configured) {
             (Some(v), _) => (v, "--auto-mtls"),

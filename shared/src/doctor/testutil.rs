@@ -1,7 +1,7 @@
 //! Fixture builders for check tests: `Fixture::legacy().with_default_dr().run(&Check)`.
 
 use super::{Check, CheckContext, CheckOptions, Finding, Severity};
-use crate::snapshot::{Bundle, BundleFile, Snapshot};
+use crate::snapshot::{BundleFile, Snapshot, VmBundle};
 
 /// The legacy (1.4) control plane with mesh expansion through the ingress gateway, one injected
 /// app namespace, and the PERMISSIVE MeshPolicy the 1.4 install creates — but none of the
@@ -182,7 +182,7 @@ spec:
 #[derive(Default)]
 pub(crate) struct Fixture {
     yaml: Vec<String>,
-    bundle: Option<Bundle>,
+    bundle: Option<VmBundle>,
     opts: CheckOptions,
     others: Vec<Snapshot>,
 }
@@ -248,7 +248,7 @@ impl Fixture {
     }
     /// Attach bundle files `(name, content, mode)`.
     pub(crate) fn bundle(mut self, files: &[(&str, &[u8], u32)]) -> Self {
-        self.bundle = Some(Bundle {
+        self.bundle = Some(VmBundle {
             path: "bundle".into(),
             files: files
                 .iter()

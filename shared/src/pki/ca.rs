@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::cert::{Cert, Link, link};
 use super::{
-    CaMaterial, Expect, Finding, FindingKind, Findings, cert_blocks, check_key_matches,
+    CaMaterial, CertFinding, CertFindingKind, Expect, Findings, cert_blocks, check_key_matches,
     check_validity, load_key, parse_certs,
 };
 
@@ -19,7 +19,7 @@ use super::{
 /// starts with `ca-cert.pem`, each certificate is followed by its issuer and the top is (or is signed
 /// by) a root in `root-cert.pem`, with every signature verified; pathLenConstraints allow the chain;
 /// every certificate is within its validity period. Pure: no IO.
-pub fn check_ca(m: &CaMaterial, now: SystemTime, warn_within: Duration) -> Vec<Finding> {
+pub fn check_ca(m: &CaMaterial, now: SystemTime, warn_within: Duration) -> Vec<CertFinding> {
     let mut out = Findings::default();
     let ca_blocks = cert_blocks(
         &m.ca_cert,
@@ -77,7 +77,7 @@ fn check_is_ca(c: &Cert<'_>, out: &mut Findings) {
     if !c.is_ca() {
         out.error(
             c.file,
-            FindingKind::NotCa,
+            CertFindingKind::NotCa,
             format!(
                 "{which}is not a CA certificate (basicConstraints CA:TRUE is missing), so it cannot sign certificates"
             ),
@@ -85,7 +85,7 @@ fn check_is_ca(c: &Cert<'_>, out: &mut Findings) {
     } else if !c.may_sign_certs() {
         out.error(
             c.file,
-            FindingKind::NotCa,
+            CertFindingKind::NotCa,
             format!("{which}has a keyUsage without keyCertSign, so it may not sign certificates"),
         );
     }
@@ -98,12 +98,12 @@ fn check_root(root: &Cert<'_>, out: &mut Findings) {
             Link::Verified | Link::OtherIssuer => {}
             Link::Unsupported => out.warn(
                 root.file,
-                FindingKind::NotSelfSigned,
+                CertFindingKind::NotSelfSigned,
                 format!("{which}is signed with an algorithm or key size this tool cannot check (RSA keys need at least 2048 bits)"),
             ),
             Link::BadSignature => out.error(
                 root.file,
-                FindingKind::NotSelfSigned,
+                CertFindingKind::NotSelfSigned,
                 format!(
                     "{which}names itself as its issuer, but its signature does not verify with its own key"
                 ),
@@ -112,7 +112,7 @@ fn check_root(root: &Cert<'_>, out: &mut Findings) {
     } else {
         out.error(
             root.file,
-            FindingKind::NotSelfSigned,
+            CertFindingKind::NotSelfSigned,
             format!(
                 "{which}is not self-signed: it was issued by {}; this file must hold the root CA, the top of the chain",
                 root.issuer()
@@ -136,7 +136,7 @@ fn check_chain(
         if let Some(pos) = chain.iter().position(|c| c.der == ca.der) {
             out.error(
                 chain_file,
-                FindingKind::ChainOrder,
+                CertFindingKind::ChainOrder,
                 format!(
                     "is in the wrong order: the certificate of {ca_file} is number {} of {}, but it must come first, each certificate followed by its issuer, up to the root",
                     pos + 1,
@@ -146,7 +146,7 @@ fn check_chain(
         } else {
             out.error(
                 chain_file,
-                FindingKind::ChainStart,
+                CertFindingKind::ChainStart,
                 format!(
                     "does not start with the certificate in {ca_file}: it starts with {}, but {ca_file} holds {}; it must be {ca_file} followed by its issuers",
                     first.subject(),
@@ -163,7 +163,7 @@ fn check_chain(
             Link::Verified => {}
             Link::Unsupported => out.warn(
                 chain_file,
-                FindingKind::ChainBroken,
+                CertFindingKind::ChainBroken,
                 format!(
                     "{} is signed with an algorithm or key size this tool cannot check (RSA keys need at least 2048 bits); its link to the next certificate was not verified",
                     describe(child)
@@ -172,7 +172,7 @@ fn check_chain(
             Link::BadSignature => {
                 out.error(
                     chain_file,
-                    FindingKind::ChainBroken,
+                    CertFindingKind::ChainBroken,
                     format!(
                         "{} names the next certificate ({}) as its issuer, but its signature does not verify with that certificate's key: a different CA with the same name signed it",
                         describe(child),
@@ -202,9 +202,9 @@ fn check_chain(
                     ),
                 };
                 let kind = if issuer_at.is_some() {
-                    FindingKind::ChainOrder
+                    CertFindingKind::ChainOrder
                 } else {
-                    FindingKind::ChainBroken
+                    CertFindingKind::ChainBroken
                 };
                 out.error(chain_file, kind, problem);
                 return;
@@ -234,7 +234,7 @@ fn check_chain(
         if !known {
             out.error(
                 chain_file,
-                FindingKind::ChainBroken,
+                CertFindingKind::ChainBroken,
                 format!(
                     "ends at the root {} (SHA-256 {}), which is not in {root_file} (it holds {root_list}); workloads would not trust certificates this CA signs",
                     last.subject(),
@@ -250,7 +250,7 @@ fn check_chain(
         } else if links.iter().any(|(l, _)| *l == Link::Unsupported) {
             out.warn(
                 chain_file,
-                FindingKind::ChainBroken,
+                CertFindingKind::ChainBroken,
                 format!(
                     "{} is signed with an algorithm or key size this tool cannot check (RSA keys need at least 2048 bits); its link to {root_file} was not verified",
                     describe(last)
@@ -260,7 +260,7 @@ fn check_chain(
         } else if links.iter().any(|(l, _)| *l == Link::BadSignature) {
             out.error(
                 chain_file,
-                FindingKind::ChainBroken,
+                CertFindingKind::ChainBroken,
                 format!(
                     "{} names {} as its issuer, and {root_file} holds a root of that name, but the signature does not verify with that root's key: the root was replaced or regenerated",
                     describe(last),
@@ -271,7 +271,7 @@ fn check_chain(
         } else {
             out.error(
                 chain_file,
-                FindingKind::ChainBroken,
+                CertFindingKind::ChainBroken,
                 format!(
                     "does not chain to {root_file}: {} was issued by {}, but {root_file} holds {root_list}",
                     describe(last),
@@ -294,7 +294,7 @@ fn check_path_len(path: &[&Cert<'_>], out: &mut Findings) {
         {
             out.error(
                 c.file,
-                FindingKind::PathLength,
+                CertFindingKind::PathLength,
                 format!(
                     "{}has pathLenConstraint {limit}, but {below} CA certificate(s) sit below it in the chain: workloads would reject the certificates this CA signs",
                     c.which()
@@ -307,10 +307,10 @@ fn check_path_len(path: &[&Cert<'_>], out: &mut Findings) {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
-    use super::super::{CaPaths, DEFAULT_WARN_WITHIN, FindingKind, Severity, has_errors};
+    use super::super::{CaPaths, CertFindingKind, CertSeverity, DEFAULT_WARN_WITHIN, has_errors};
     use super::*;
 
-    fn check(m: &CaMaterial) -> Vec<Finding> {
+    fn check(m: &CaMaterial) -> Vec<CertFinding> {
         check_ca(m, now(), DEFAULT_WARN_WITHIN)
     }
 
@@ -321,10 +321,10 @@ mod tests {
         (root, ca)
     }
 
-    /// Severity, kind and file of each expected finding, in order.
-    type Want<'a> = Vec<(Severity, FindingKind, &'a str)>;
+    /// CertSeverity, kind and file of each expected finding, in order.
+    type Want<'a> = Vec<(CertSeverity, CertFindingKind, &'a str)>;
 
-    fn kinds(findings: &[Finding]) -> Want<'_> {
+    fn kinds(findings: &[CertFinding]) -> Want<'_> {
         findings
             .iter()
             .map(|f| (f.severity, f.kind, f.file.as_str()))
@@ -413,7 +413,11 @@ mod tests {
         let findings = check(&same_type);
         assert_eq!(
             kinds(&findings),
-            vec![(Severity::Error, FindingKind::KeyMismatch, "ca-key.pem")]
+            vec![(
+                CertSeverity::Error,
+                CertFindingKind::KeyMismatch,
+                "ca-key.pem"
+            )]
         );
         assert!(
             findings[0]
@@ -437,22 +441,22 @@ mod tests {
             (
                 "expired signing CA",
                 (now() - days(400), now() - days(5)),
-                Severity::Error,
-                FindingKind::Expired,
+                CertSeverity::Error,
+                CertFindingKind::Expired,
                 "expired on 2025-12-27T00:00:00Z (5 days ago)",
             ),
             (
                 "not yet valid",
                 (now() + days(3), now() + days(400)),
-                Severity::Error,
-                FindingKind::NotYetValid,
+                CertSeverity::Error,
+                CertFindingKind::NotYetValid,
                 "is not valid until 2026-01-04T00:00:00Z (3 days from now)",
             ),
             (
                 "expires in 10 days",
                 (now() - day, now() + days(10)),
-                Severity::Warning,
-                FindingKind::ExpiresSoon,
+                CertSeverity::Warning,
+                CertFindingKind::ExpiresSoon,
                 "expires on 2026-01-11T00:00:00Z (in 10 days)",
             ),
         ];
@@ -469,7 +473,7 @@ mod tests {
                 "{name}"
             );
             assert!(findings[0].problem.contains(text), "{name}: {findings:#?}");
-            assert_eq!(has_errors(&findings), severity == Severity::Error);
+            assert_eq!(has_errors(&findings), severity == CertSeverity::Error);
 
             // A root with the same problem is reported on root-cert.pem.
             let root = Spec::ca("Root", KeyKind::P256).valid(nb, na).self_signed();
@@ -526,7 +530,7 @@ mod tests {
                     &root.cert_pem,
                     &not_ca.cert_pem,
                 ),
-                vec![(Severity::Error, FindingKind::NotCa, "ca-cert.pem")],
+                vec![(CertSeverity::Error, CertFindingKind::NotCa, "ca-cert.pem")],
                 "is not a CA certificate (basicConstraints CA:TRUE is missing)",
             ),
             (
@@ -538,8 +542,8 @@ mod tests {
                     &leaf_root.cert_pem,
                 ),
                 vec![
-                    (Severity::Error, FindingKind::NotCa, "ca-cert.pem"),
-                    (Severity::Error, FindingKind::NotCa, "root-cert.pem"),
+                    (CertSeverity::Error, CertFindingKind::NotCa, "ca-cert.pem"),
+                    (CertSeverity::Error, CertFindingKind::NotCa, "root-cert.pem"),
                 ],
                 "is not a CA certificate",
             ),
@@ -547,8 +551,16 @@ mod tests {
                 "root-cert.pem holds the signing CA, not a root",
                 ca_material(&ca.cert_pem, &ca.key_pem, &ca.cert_pem, &ca.cert_pem),
                 vec![
-                    (Severity::Error, FindingKind::NotSelfSigned, "root-cert.pem"),
-                    (Severity::Error, FindingKind::ChainBroken, "cert-chain.pem"),
+                    (
+                        CertSeverity::Error,
+                        CertFindingKind::NotSelfSigned,
+                        "root-cert.pem",
+                    ),
+                    (
+                        CertSeverity::Error,
+                        CertFindingKind::ChainBroken,
+                        "cert-chain.pem",
+                    ),
                 ],
                 "is not self-signed: it was issued by CN=Test Root,O=meshvm test",
             ),
@@ -560,7 +572,11 @@ mod tests {
                     &root.cert_pem,
                     &by_other.cert_pem,
                 ),
-                vec![(Severity::Error, FindingKind::ChainBroken, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainBroken,
+                    "cert-chain.pem",
+                )],
                 "does not chain to root-cert.pem: the certificate (CN=Test Signing CA,O=meshvm test) was issued by CN=Stranger Root,O=meshvm test",
             ),
             (
@@ -571,7 +587,11 @@ mod tests {
                     &other_root.cert_pem,
                     &ca.cert_pem,
                 ),
-                vec![(Severity::Error, FindingKind::ChainBroken, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainBroken,
+                    "cert-chain.pem",
+                )],
                 "the root was replaced or regenerated",
             ),
             (
@@ -582,7 +602,11 @@ mod tests {
                     &stranger.cert_pem,
                     &format!("{}{}", ca.cert_pem, root.cert_pem),
                 ),
-                vec![(Severity::Error, FindingKind::ChainBroken, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainBroken,
+                    "cert-chain.pem",
+                )],
                 "which is not in root-cert.pem",
             ),
             (
@@ -593,7 +617,11 @@ mod tests {
                     &root.cert_pem,
                     &format!("{}{}", root.cert_pem, ca.cert_pem),
                 ),
-                vec![(Severity::Error, FindingKind::ChainOrder, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainOrder,
+                    "cert-chain.pem",
+                )],
                 "is in the wrong order: the certificate of ca-cert.pem is number 2 of 2",
             ),
             (
@@ -604,19 +632,31 @@ mod tests {
                     &root.cert_pem,
                     &format!("{}{}{}", low.cert_pem, root.cert_pem, mid.cert_pem),
                 ),
-                vec![(Severity::Error, FindingKind::ChainOrder, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainOrder,
+                    "cert-chain.pem",
+                )],
                 "but its issuer is certificate 3 (CN=Mid,O=meshvm test)",
             ),
             (
                 "chain is missing an intermediate",
                 ca_material(&low.cert_pem, &low.key_pem, &root.cert_pem, &low.cert_pem),
-                vec![(Severity::Error, FindingKind::ChainBroken, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainBroken,
+                    "cert-chain.pem",
+                )],
                 "was issued by CN=Mid,O=meshvm test",
             ),
             (
                 "chain starts elsewhere",
                 ca_material(&ca.cert_pem, &ca.key_pem, &root.cert_pem, &mid.cert_pem),
-                vec![(Severity::Error, FindingKind::ChainStart, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainStart,
+                    "cert-chain.pem",
+                )],
                 "does not start with the certificate in ca-cert.pem",
             ),
             (
@@ -627,7 +667,11 @@ mod tests {
                     &constrained_root.cert_pem,
                     &format!("{}{}", under_tight.cert_pem, under_tight_mid.cert_pem),
                 ),
-                vec![(Severity::Error, FindingKind::PathLength, "root-cert.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::PathLength,
+                    "root-cert.pem",
+                )],
                 "has pathLenConstraint 0, but 2 CA certificate(s) sit below it",
             ),
         ];
@@ -652,88 +696,88 @@ mod tests {
         let public = "-----BEGIN PUBLIC KEY-----\nAQID\n-----END PUBLIC KEY-----\n";
         let bad_cert = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
         let der = String::from_utf8_lossy(&ca.der).into_owned();
-        let cases: Vec<(&str, CaMaterial, FindingKind, &str, &str)> = vec![
+        let cases: Vec<(&str, CaMaterial, CertFindingKind, &str, &str)> = vec![
             (
                 "empty key",
                 ca_material(c, "", c, c),
-                FindingKind::Empty,
+                CertFindingKind::Empty,
                 "ca-key.pem",
                 "ca-key.pem: is empty",
             ),
             (
                 "blank root",
                 ca_material(c, k, " \n\n", c),
-                FindingKind::Empty,
+                CertFindingKind::Empty,
                 "root-cert.pem",
                 "is empty",
             ),
             (
                 "garbage",
                 ca_material(c, k, c, "hello world\n"),
-                FindingKind::NotPem,
+                CertFindingKind::NotPem,
                 "cert-chain.pem",
                 "is not PEM: it has no -----BEGIN line",
             ),
             (
                 "DER",
                 ca_material(&der, k, c, c),
-                FindingKind::NotPem,
+                CertFindingKind::NotPem,
                 "ca-cert.pem",
                 "it looks like binary DER",
             ),
             (
                 "truncated",
                 ca_material(&c[..c.len() - 30], k, c, c),
-                FindingKind::NotPem,
+                CertFindingKind::NotPem,
                 "ca-cert.pem",
                 "has no END line",
             ),
             (
                 "key where the cert belongs",
                 ca_material(k, k, c, c),
-                FindingKind::WrongType,
+                CertFindingKind::WrongType,
                 "ca-cert.pem",
                 "holds a private key (PRIVATE KEY at line 1) where only certificates belong",
             ),
             (
                 "cert where the key belongs",
                 ca_material(c, c, c, c),
-                FindingKind::WrongType,
+                CertFindingKind::WrongType,
                 "ca-key.pem",
                 "holds a certificate (line 1) where only the private key belongs; were the certificate and key files swapped?",
             ),
             (
                 "public key where the key belongs",
                 ca_material(c, public, c, c),
-                FindingKind::WrongType,
+                CertFindingKind::WrongType,
                 "ca-key.pem",
                 "holds a PUBLIC KEY block (line 1), not a private key",
             ),
             (
                 "encrypted key",
                 ca_material(c, encrypted, c, c),
-                FindingKind::Encrypted,
+                CertFindingKind::Encrypted,
                 "ca-key.pem",
                 "encrypted private key",
             ),
             (
                 "two keys",
                 ca_material(c, &format!("{k}{k}"), c, c),
-                FindingKind::TooMany,
+                CertFindingKind::TooMany,
                 "ca-key.pem",
                 "holds 2 private keys",
             ),
             (
                 "two signing certs",
                 ca_material(&two, k, c, c),
-                FindingKind::TooMany,
+                CertFindingKind::TooMany,
                 "ca-cert.pem",
                 "holds 2 certificates; it must hold exactly one",
             ),
             (
                 "unparseable cert",
                 ca_material(c, k, bad_cert, c),
-                FindingKind::Unparseable,
+                CertFindingKind::Unparseable,
                 "root-cert.pem",
                 "the certificate (line 1) is not a valid X.509 certificate",
             ),
@@ -750,7 +794,7 @@ mod tests {
                     c,
                     c,
                 ),
-                FindingKind::UnsupportedKey,
+                CertFindingKind::UnsupportedKey,
                 "ca-key.pem",
                 "is not a private key this tool can use",
             ),
@@ -759,7 +803,7 @@ mod tests {
             let findings = check(&m);
             let hit = findings
                 .iter()
-                .find(|f| f.kind == kind && f.file == file && f.severity == Severity::Error);
+                .find(|f| f.kind == kind && f.file == file && f.severity == CertSeverity::Error);
             let hit = hit.unwrap_or_else(|| panic!("{name}: {findings:#?}"));
             assert!(hit.to_string().contains(text), "{name}: {hit}");
             // No message ever quotes the key's body.
@@ -778,15 +822,19 @@ mod tests {
         assert_eq!(
             kinds(&findings),
             vec![
-                (Severity::Error, FindingKind::UnsupportedKey, "ca-key.pem"),
                 (
-                    Severity::Warning,
-                    FindingKind::NotSelfSigned,
+                    CertSeverity::Error,
+                    CertFindingKind::UnsupportedKey,
+                    "ca-key.pem"
+                ),
+                (
+                    CertSeverity::Warning,
+                    CertFindingKind::NotSelfSigned,
                     "root-cert.pem"
                 ),
                 (
-                    Severity::Warning,
-                    FindingKind::ChainBroken,
+                    CertSeverity::Warning,
+                    CertFindingKind::ChainBroken,
                     "cert-chain.pem"
                 ),
             ],
@@ -806,7 +854,11 @@ mod tests {
         let findings = check(&m);
         assert_eq!(
             kinds(&findings),
-            vec![(Severity::Error, FindingKind::WrongType, "cert-chain.pem")]
+            vec![(
+                CertSeverity::Error,
+                CertFindingKind::WrongType,
+                "cert-chain.pem"
+            )]
         );
     }
 

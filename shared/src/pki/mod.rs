@@ -3,9 +3,9 @@
 //! The flow is *load, then judge*. Loading ([`CaPaths::read`], [`CaMaterial::from_secret_data`], and the
 //! workload equivalents) only gets bytes and fails with a [`PkiError`] when a file cannot be read.
 //! Judging ([`check_ca`], [`check_workload`]) is pure: it takes the bytes and a `now`, and returns every
-//! problem it finds as a [`Finding`] that names the file (as the caller named it) and says in an
+//! problem it finds as a [`CertFinding`] that names the file (as the caller named it) and says in an
 //! operator's words what is wrong. An empty list means the material is good; any
-//! [`Severity::Error`] means it must not be used.
+//! [`CertSeverity::Error`] means it must not be used.
 //!
 //! Key bytes are only ever held in [`PemInput`], whose `Debug` output leaves the content out, and no
 //! message quotes file content.
@@ -328,14 +328,14 @@ impl WorkloadMaterial {
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub enum CertSeverity {
     /// The material must not be used.
     Error,
     /// Usable now, but needs attention (e.g. expires soon).
     Warning,
 }
 
-impl Severity {
+impl CertSeverity {
     /// `error` or `warning`, as the line prefix and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -346,11 +346,11 @@ impl Severity {
 }
 
 /// What kind of problem a finding reports, for callers that react to some (e.g. bundle's
-/// "restart Citadel" hint on [`FindingKind::Expired`]) without parsing text.
+/// "restart Citadel" hint on [`CertFindingKind::Expired`]) without parsing text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
-pub enum FindingKind {
+pub enum CertFindingKind {
     /// The file is empty.
     Empty,
     /// The file is not PEM, or its PEM is malformed.
@@ -393,31 +393,31 @@ pub enum FindingKind {
 
 /// One problem with one file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Finding {
+pub struct CertFinding {
     /// Error (unusable) or warning.
-    pub severity: Severity,
+    pub severity: CertSeverity,
     /// Machine-readable category.
-    pub kind: FindingKind,
+    pub kind: CertFindingKind,
     /// The file (as the caller named it) the problem is in.
     pub file: String,
     /// What is wrong, in an operator's words; starts lower-case and reads after `file: `.
     pub problem: String,
 }
 
-impl fmt::Display for Finding {
+impl fmt::Display for CertFinding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.file, self.problem)
     }
 }
 
 /// True when any finding is an error.
-pub fn has_errors(findings: &[Finding]) -> bool {
-    findings.iter().any(|f| f.severity == Severity::Error)
+pub fn has_errors(findings: &[CertFinding]) -> bool {
+    findings.iter().any(|f| f.severity == CertSeverity::Error)
 }
 
 /// Write findings one per line, `error: FILE: PROBLEM` or `warning: FILE: PROBLEM`, errors first.
-pub fn write_findings(out: &mut impl io::Write, findings: &[Finding]) -> io::Result<()> {
-    for severity in [Severity::Error, Severity::Warning] {
+pub fn write_findings(out: &mut impl io::Write, findings: &[CertFinding]) -> io::Result<()> {
+    for severity in [CertSeverity::Error, CertSeverity::Warning] {
         for f in findings.iter().filter(|f| f.severity == severity) {
             writeln!(out, "{}: {f}", severity.as_str())?;
         }
@@ -427,19 +427,19 @@ pub fn write_findings(out: &mut impl io::Write, findings: &[Finding]) -> io::Res
 
 /// Accumulates findings while judging.
 #[derive(Default)]
-pub(crate) struct Findings(Vec<Finding>);
+pub(crate) struct Findings(Vec<CertFinding>);
 
 impl Findings {
-    pub(crate) fn error(&mut self, file: &str, kind: FindingKind, problem: impl Into<String>) {
-        self.push(Severity::Error, file, kind, problem.into());
+    pub(crate) fn error(&mut self, file: &str, kind: CertFindingKind, problem: impl Into<String>) {
+        self.push(CertSeverity::Error, file, kind, problem.into());
     }
 
-    pub(crate) fn warn(&mut self, file: &str, kind: FindingKind, problem: impl Into<String>) {
-        self.push(Severity::Warning, file, kind, problem.into());
+    pub(crate) fn warn(&mut self, file: &str, kind: CertFindingKind, problem: impl Into<String>) {
+        self.push(CertSeverity::Warning, file, kind, problem.into());
     }
 
-    fn push(&mut self, severity: Severity, file: &str, kind: FindingKind, problem: String) {
-        let finding = Finding {
+    fn push(&mut self, severity: CertSeverity, file: &str, kind: CertFindingKind, problem: String) {
+        let finding = CertFinding {
             severity,
             kind,
             file: file.to_owned(),
@@ -450,7 +450,7 @@ impl Findings {
         }
     }
 
-    pub(crate) fn into_vec(self) -> Vec<Finding> {
+    pub(crate) fn into_vec(self) -> Vec<CertFinding> {
         self.0
     }
 }
@@ -467,12 +467,16 @@ pub(crate) enum Expect {
 fn pem_blocks(input: &PemInput, out: &mut Findings) -> Option<Vec<Block>> {
     let name = input.name();
     if input.bytes.trim_ascii().is_empty() {
-        out.error(name, FindingKind::Empty, "is empty");
+        out.error(name, CertFindingKind::Empty, "is empty");
         return None;
     }
     match pem::parse(&input.bytes) {
         Err(e) => {
-            out.error(name, FindingKind::NotPem, format!("is not valid PEM: {e}"));
+            out.error(
+                name,
+                CertFindingKind::NotPem,
+                format!("is not valid PEM: {e}"),
+            );
             None
         }
         Ok(blocks) if blocks.is_empty() => {
@@ -482,7 +486,7 @@ fn pem_blocks(input: &PemInput, out: &mut Findings) -> Option<Vec<Block>> {
             } else {
                 "is not PEM: it has no -----BEGIN line"
             };
-            out.error(name, FindingKind::NotPem, problem);
+            out.error(name, CertFindingKind::NotPem, problem);
             None
         }
         Ok(blocks) => Some(blocks),
@@ -504,7 +508,7 @@ pub(crate) fn cert_blocks(
         match other.kind() {
             BlockKind::Key(_) | BlockKind::EncryptedKey => out.error(
                 name,
-                FindingKind::WrongType,
+                CertFindingKind::WrongType,
                 format!(
                     "holds a private key ({} at line {}) where only certificates belong; \
                      certificate files are handed out, so keep the key in its own file",
@@ -513,7 +517,7 @@ pub(crate) fn cert_blocks(
             ),
             _ if certs.is_empty() => out.error(
                 name,
-                FindingKind::WrongType,
+                CertFindingKind::WrongType,
                 format!(
                     "holds a {} block (line {}), not a certificate",
                     other.label, other.line
@@ -521,7 +525,7 @@ pub(crate) fn cert_blocks(
             ),
             _ => out.warn(
                 name,
-                FindingKind::WrongType,
+                CertFindingKind::WrongType,
                 format!(
                     "also holds a {} block (line {}), which is ignored",
                     other.label, other.line
@@ -531,7 +535,7 @@ pub(crate) fn cert_blocks(
     }
     if certs.is_empty() {
         if others.is_empty() {
-            out.error(name, FindingKind::NotPem, "holds no certificate");
+            out.error(name, CertFindingKind::NotPem, "holds no certificate");
         }
         return None;
     }
@@ -540,7 +544,7 @@ pub(crate) fn cert_blocks(
     {
         out.error(
             name,
-            FindingKind::TooMany,
+            CertFindingKind::TooMany,
             format!(
                 "holds {} certificates; it must hold exactly one ({what}); the rest of the chain belongs in {CERT_CHAIN}",
                 certs.len()
@@ -577,7 +581,7 @@ pub(crate) fn parse_certs<'a>(
                 };
                 out.error(
                     input.name(),
-                    FindingKind::Unparseable,
+                    CertFindingKind::Unparseable,
                     format!("{which}(line {}) {problem}", block.line),
                 );
             }
@@ -603,7 +607,7 @@ pub(crate) fn load_key(
                 trouble = true;
                 out.error(
                     name,
-                    FindingKind::Encrypted,
+                    CertFindingKind::Encrypted,
                     format!(
                         "holds an encrypted private key (line {}); Istio reads keys unencrypted: decrypt it with `openssl pkey` first",
                         block.line
@@ -614,7 +618,7 @@ pub(crate) fn load_key(
                 trouble = true;
                 out.error(
                     name,
-                    FindingKind::WrongType,
+                    CertFindingKind::WrongType,
                     format!(
                         "holds a certificate (line {}) where only the private key belongs; were the certificate and key files swapped?",
                         block.line
@@ -625,7 +629,7 @@ pub(crate) fn load_key(
                 trouble = true;
                 out.error(
                     name,
-                    FindingKind::WrongType,
+                    CertFindingKind::WrongType,
                     format!(
                         "holds a {} block (line {}), not a private key",
                         block.label, block.line
@@ -637,7 +641,7 @@ pub(crate) fn load_key(
     match keys.as_slice() {
         [] => {
             if !trouble {
-                out.error(name, FindingKind::NotPem, "holds no private key");
+                out.error(name, CertFindingKind::NotPem, "holds no private key");
             }
             None
         }
@@ -646,7 +650,7 @@ pub(crate) fn load_key(
             Err(problem) => {
                 out.error(
                     name,
-                    FindingKind::UnsupportedKey,
+                    CertFindingKind::UnsupportedKey,
                     format!("the {} at line {} {problem}", block.label, block.line),
                 );
                 None
@@ -656,7 +660,7 @@ pub(crate) fn load_key(
         many => {
             out.error(
                 name,
-                FindingKind::TooMany,
+                CertFindingKind::TooMany,
                 format!(
                     "holds {} private keys; it must hold exactly one",
                     many.len()
@@ -678,7 +682,7 @@ pub(crate) fn check_key_matches(
         cert::KeyMatch::Matches => {}
         cert::KeyMatch::Differs(Some((key_type, cert_type))) => out.error(
             key_file,
-            FindingKind::KeyMismatch,
+            CertFindingKind::KeyMismatch,
             format!(
                 "does not match the certificate in {}: the key is {key_type}, the certificate's key is {cert_type}",
                 cert.file
@@ -686,7 +690,7 @@ pub(crate) fn check_key_matches(
         ),
         cert::KeyMatch::Differs(None) => out.error(
             key_file,
-            FindingKind::KeyMismatch,
+            CertFindingKind::KeyMismatch,
             format!(
                 "does not match the certificate in {} ({}): it is the key of another certificate",
                 cert.file,
@@ -695,7 +699,7 @@ pub(crate) fn check_key_matches(
         ),
         cert::KeyMatch::Unknown => out.warn(
             key_file,
-            FindingKind::UnsupportedKey,
+            CertFindingKind::UnsupportedKey,
             format!("could not be compared with {}", cert.file),
         ),
     }
@@ -733,7 +737,7 @@ pub(crate) fn check_validity(
         if now < nb {
             out.error(
                 c.file,
-                FindingKind::NotYetValid,
+                CertFindingKind::NotYetValid,
                 format!(
                     "{which}is not valid until {} ({} from now){also}; check this machine's clock, or reissue it",
                     cert::rfc3339(nb),
@@ -743,7 +747,7 @@ pub(crate) fn check_validity(
         } else if now > na {
             out.error(
                 c.file,
-                FindingKind::Expired,
+                CertFindingKind::Expired,
                 format!(
                     "{which}expired on {} ({} ago){also}; it must be reissued",
                     cert::rfc3339(na),
@@ -753,7 +757,7 @@ pub(crate) fn check_validity(
         } else if na - now < warn {
             out.warn(
                 c.file,
-                FindingKind::ExpiresSoon,
+                CertFindingKind::ExpiresSoon,
                 format!(
                     "{which}expires on {} (in {}){also}; plan to reissue it",
                     cert::rfc3339(na),
@@ -996,15 +1000,15 @@ mod tests {
     #[test]
     fn findings_render_as_lines_errors_first_and_as_json() {
         let findings = vec![
-            Finding {
-                severity: Severity::Warning,
-                kind: FindingKind::ExpiresSoon,
+            CertFinding {
+                severity: CertSeverity::Warning,
+                kind: CertFindingKind::ExpiresSoon,
                 file: "root-cert.pem".into(),
                 problem: "expires soon".into(),
             },
-            Finding {
-                severity: Severity::Error,
-                kind: FindingKind::KeyMismatch,
+            CertFinding {
+                severity: CertSeverity::Error,
+                kind: CertFindingKind::KeyMismatch,
                 file: "ca-key.pem".into(),
                 problem: "does not match".into(),
             },

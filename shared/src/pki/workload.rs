@@ -13,8 +13,8 @@ use x509_parser::extensions::GeneralName;
 
 use super::cert::{self, Cert, Link, link};
 use super::{
-    Expect, Finding, FindingKind, Findings, WorkloadMaterial, cert_blocks, check_key_matches,
-    check_validity, load_key, parse_certs,
+    CertFinding, CertFindingKind, Expect, Findings, WorkloadMaterial, cert_blocks,
+    check_key_matches, check_validity, load_key, parse_certs,
 };
 
 /// A SPIFFE identity as Istio writes it: `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
@@ -74,7 +74,7 @@ pub fn check_workload(
     expected: Option<(&str, &str)>,
     now: SystemTime,
     warn_within: Duration,
-) -> Vec<Finding> {
+) -> Vec<CertFinding> {
     let mut out = Findings::default();
     let chain_blocks = cert_blocks(&m.cert_chain, Expect::AtLeastOne, &mut out);
     let key = load_key(&m.key, &mut out);
@@ -91,7 +91,7 @@ pub fn check_workload(
         if leaf.is_ca() {
             out.error(
                 leaf.file,
-                FindingKind::NotWorkloadCert,
+                CertFindingKind::NotWorkloadCert,
                 format!(
                     "starts with a CA certificate ({}), not a workload certificate; it must hold the workload's certificate first, then its issuers",
                     leaf.subject()
@@ -162,7 +162,7 @@ fn verify_path(
             Ok(anchor) => anchors.push(anchor),
             Err(e) => out.error(
                 root.file,
-                FindingKind::Unparseable,
+                CertFindingKind::Unparseable,
                 format!("{}cannot be used as a trust anchor ({e:?})", root.which()),
             ),
         }
@@ -180,7 +180,7 @@ fn verify_path(
         Err(e) => {
             out.error(
                 chain_file,
-                FindingKind::Unparseable,
+                CertFindingKind::Unparseable,
                 format!("the workload certificate cannot be used for TLS ({e:?})"),
             );
             return false;
@@ -207,36 +207,36 @@ fn verify_path(
     let root_file = m.root_cert.name();
     let (kind, problem) = match error {
         webpki::Error::RequiredEkuNotFoundContext(_) => (
-            FindingKind::NotWorkloadCert,
+            CertFindingKind::NotWorkloadCert,
             "the workload certificate (or an issuer) lacks the clientAuth/serverAuth extended key usage mutual TLS needs".to_owned(),
         ),
         webpki::Error::UnknownIssuer
         | webpki::Error::InvalidSignatureForPublicKey
         | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => (
-            FindingKind::ChainBroken,
+            CertFindingKind::ChainBroken,
             explain_broken_path(chain, roots, root_file)
                 .unwrap_or_else(|| format!("does not verify to {root_file} ({error:?})")),
         ),
         webpki::Error::UnsupportedSignatureAlgorithmContext(_) => (
-            FindingKind::ChainBroken,
+            CertFindingKind::ChainBroken,
             "is signed with an algorithm TLS peers do not accept".to_owned(),
         ),
         webpki::Error::EndEntityUsedAsCa => (
-            FindingKind::ChainBroken,
+            CertFindingKind::ChainBroken,
             "holds an issuer that is not a CA certificate".to_owned(),
         ),
         webpki::Error::PathLenConstraintViolated => (
-            FindingKind::PathLength,
+            CertFindingKind::PathLength,
             "forms a chain that an issuer's pathLenConstraint forbids".to_owned(),
         ),
         webpki::Error::UnsupportedCriticalExtension => (
-            FindingKind::ChainBroken,
+            CertFindingKind::ChainBroken,
             "holds a certificate with a critical extension TLS peers do not understand".to_owned(),
         ),
         // Reported per certificate by check_validity when no common validity window exists.
         webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => return false,
         other => (
-            FindingKind::ChainBroken,
+            CertFindingKind::ChainBroken,
             format!("does not verify to {root_file} ({other:?})"),
         ),
     };
@@ -310,7 +310,7 @@ fn check_order(chain: &[Cert<'_>], roots: &[Cert<'_>], out: &mut Findings) {
         if issued_elsewhere {
             out.warn(
                 child.file,
-                FindingKind::ChainOrder,
+                CertFindingKind::ChainOrder,
                 format!(
                     "is not in issuer order: {} is followed by {}, which did not issue it; some TLS peers reject such a chain",
                     describe(child),
@@ -338,7 +338,7 @@ fn check_san(leaf: &Cert<'_>, ns: &str, sa: &str, out: &mut Findings) {
         Err(e) => {
             out.error(
                 leaf.file,
-                FindingKind::Unparseable,
+                CertFindingKind::Unparseable,
                 format!("the workload certificate's subjectAltName cannot be read ({e})"),
             );
             return;
@@ -362,27 +362,27 @@ fn check_san(leaf: &Cert<'_>, ns: &str, sa: &str, out: &mut Findings) {
                 .join(", ")
         )
     };
-    out.error(leaf.file, FindingKind::SanMismatch, problem);
+    out.error(leaf.file, CertFindingKind::SanMismatch, problem);
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
-    use super::super::{DEFAULT_WARN_WITHIN, Severity, WorkloadPaths};
+    use super::super::{CertSeverity, DEFAULT_WARN_WITHIN, WorkloadPaths};
     use super::*;
 
-    /// Severity, kind and file of each expected finding, in order.
-    type Want<'a> = Vec<(Severity, FindingKind, &'a str)>;
+    /// CertSeverity, kind and file of each expected finding, in order.
+    type Want<'a> = Vec<(CertSeverity, CertFindingKind, &'a str)>;
     type Expected<'a> = Option<(&'a str, &'a str)>;
 
-    fn kinds(findings: &[Finding]) -> Want<'_> {
+    fn kinds(findings: &[CertFinding]) -> Want<'_> {
         findings
             .iter()
             .map(|f| (f.severity, f.kind, f.file.as_str()))
             .collect()
     }
 
-    fn check(m: &WorkloadMaterial, expected: Option<(&str, &str)>) -> Vec<Finding> {
+    fn check(m: &WorkloadMaterial, expected: Option<(&str, &str)>) -> Vec<CertFinding> {
         check_workload(m, expected, now(), DEFAULT_WARN_WITHIN)
     }
 
@@ -424,8 +424,8 @@ mod tests {
         assert_eq!(
             kinds(&wrong),
             vec![(
-                Severity::Error,
-                FindingKind::SanMismatch,
+                CertSeverity::Error,
+                CertFindingKind::SanMismatch,
                 m.cert_chain.name()
             )]
         );
@@ -462,7 +462,11 @@ mod tests {
         let findings = check(&m, None);
         assert_eq!(
             kinds(&findings),
-            vec![(Severity::Error, FindingKind::ChainBroken, "cert-chain.pem")]
+            vec![(
+                CertSeverity::Error,
+                CertFindingKind::ChainBroken,
+                "cert-chain.pem"
+            )]
         );
         assert!(
             findings[0].problem.contains(
@@ -544,42 +548,62 @@ mod tests {
                 "key of another workload",
                 workload_material(r, &chain(&good), &rsa_leaf.key_pem),
                 sa,
-                vec![(Severity::Error, FindingKind::KeyMismatch, "key.pem")],
+                vec![(CertSeverity::Error, CertFindingKind::KeyMismatch, "key.pem")],
                 "does not match the certificate in cert-chain.pem: the key is RSA 2048-bit, the certificate's key is ECDSA P-256",
             ),
             (
                 "other namespace",
                 workload_material(r, &chain(&good), &good.key_pem),
                 Some(("default", "vm-sa")),
-                vec![(Severity::Error, FindingKind::SanMismatch, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::SanMismatch,
+                    "cert-chain.pem",
+                )],
                 "is for spiffe://cluster.local/ns/vm/sa/vm-sa, expected spiffe://<trust domain>/ns/default/sa/vm-sa",
             ),
             (
                 "no spiffe identity",
                 workload_material(r, &chain(&no_spiffe), &no_spiffe.key_pem),
                 sa,
-                vec![(Severity::Error, FindingKind::SanMismatch, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::SanMismatch,
+                    "cert-chain.pem",
+                )],
                 "has no spiffe:// identity",
             ),
             (
                 "signed by another root",
                 workload_material(&other_root.cert_pem, &chain(&good), &good.key_pem),
                 sa,
-                vec![(Severity::Error, FindingKind::ChainBroken, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainBroken,
+                    "cert-chain.pem",
+                )],
                 "certificate 2 of 2 (CN=Citadel,O=meshvm test) was issued by CN=Root,O=meshvm test, which is neither in this file nor in root-cert.pem (it holds CN=Other Root,O=meshvm test)",
             ),
             (
                 "signed by a CA of the same name with another key",
                 workload_material(r, &chain(&forged), &forged.key_pem),
                 sa,
-                vec![(Severity::Error, FindingKind::ChainBroken, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::ChainBroken,
+                    "cert-chain.pem",
+                )],
                 "the workload certificate names CN=Citadel,O=meshvm test as its issuer, but its signature does not verify",
             ),
             (
                 "expired",
                 workload_material(r, &chain(&expired), &expired.key_pem),
                 sa,
-                vec![(Severity::Error, FindingKind::Expired, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::Expired,
+                    "cert-chain.pem",
+                )],
                 "certificate 1 of 2 (empty subject) expired on 2025-12-22T00:00:00Z (10 days ago)",
             ),
             (
@@ -587,8 +611,8 @@ mod tests {
                 workload_material(r, &chain(&soon), &soon.key_pem),
                 sa,
                 vec![(
-                    Severity::Warning,
-                    FindingKind::ExpiresSoon,
+                    CertSeverity::Warning,
+                    CertFindingKind::ExpiresSoon,
                     "cert-chain.pem",
                 )],
                 "expires on 2026-01-11T00:00:00Z (in 10 days)",
@@ -602,8 +626,8 @@ mod tests {
                 ),
                 sa,
                 vec![(
-                    Severity::Error,
-                    FindingKind::NotWorkloadCert,
+                    CertSeverity::Error,
+                    CertFindingKind::NotWorkloadCert,
                     "cert-chain.pem",
                 )],
                 "starts with a CA certificate (CN=Citadel,O=meshvm test), not a workload certificate",
@@ -616,28 +640,36 @@ mod tests {
                     &good.key_pem,
                 ),
                 sa,
-                vec![(Severity::Warning, FindingKind::ChainOrder, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Warning,
+                    CertFindingKind::ChainOrder,
+                    "cert-chain.pem",
+                )],
                 "is not in issuer order: the workload certificate is followed by CN=Root,O=meshvm test",
             ),
             (
                 "cert where the key belongs",
                 workload_material(r, &chain(&good), &good.cert_pem),
                 sa,
-                vec![(Severity::Error, FindingKind::WrongType, "key.pem")],
+                vec![(CertSeverity::Error, CertFindingKind::WrongType, "key.pem")],
                 "were the certificate and key files swapped?",
             ),
             (
                 "empty root",
                 workload_material("", &chain(&good), &good.key_pem),
                 sa,
-                vec![(Severity::Error, FindingKind::Empty, "root-cert.pem")],
+                vec![(CertSeverity::Error, CertFindingKind::Empty, "root-cert.pem")],
                 "is empty",
             ),
             (
                 "garbage chain",
                 workload_material(r, "\u{1}\u{2}garbage", &good.key_pem),
                 sa,
-                vec![(Severity::Error, FindingKind::NotPem, "cert-chain.pem")],
+                vec![(
+                    CertSeverity::Error,
+                    CertFindingKind::NotPem,
+                    "cert-chain.pem",
+                )],
                 "is not PEM",
             ),
         ];
@@ -661,8 +693,8 @@ mod tests {
         assert_eq!(
             kinds(&findings),
             vec![(
-                Severity::Error,
-                FindingKind::ChainBroken,
+                CertSeverity::Error,
+                CertFindingKind::ChainBroken,
                 m.cert_chain.name()
             )],
             "{findings:#?}"
@@ -694,10 +726,10 @@ mod tests {
             &leaf.key_pem,
         );
         let findings = check(&m, Some(("a", "b")));
-        let found: Vec<FindingKind> = findings.iter().map(|f| f.kind).collect();
+        let found: Vec<CertFindingKind> = findings.iter().map(|f| f.kind).collect();
         assert_eq!(
             found,
-            vec![FindingKind::ChainBroken, FindingKind::Expired],
+            vec![CertFindingKind::ChainBroken, CertFindingKind::Expired],
             "{findings:#?}"
         );
     }

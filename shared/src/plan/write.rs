@@ -41,7 +41,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::flags::DryRun;
-use crate::kube::{Action as Request, Connection, FIELD_MANAGER};
+use crate::kube::{Connection, FIELD_MANAGER, Request};
 use crate::plan::{Action, Change, Plan, State};
 
 /// How many read-compare-write rounds an apply without server-side apply tries before it gives

@@ -10,7 +10,7 @@ use kube::Api;
 use super::Error;
 use super::options::Options;
 use super::plan::ca_differs;
-use crate::kube::{Action as Request, Connection};
+use crate::kube::{Connection, Request};
 use crate::pki::CaMaterial;
 use crate::plan::write::{self, Kind, Verb};
 use crate::plan::{Action, Plan, State};

@@ -10,7 +10,7 @@ use super::observe::{get_opt, networking_version};
 use super::options::Options;
 use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::istio::{CACERTS_SECRET, IstioKind};
-use crate::kube::{Action as Request, Connection};
+use crate::kube::{Connection, Request};
 use crate::plan::write::{self, Kind, Resource, Write};
 use crate::plan::{Action, Change, Plan};
 

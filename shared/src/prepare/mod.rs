@@ -18,7 +18,7 @@ use crate::args::PrepareArgs;
 use crate::errors::{Diagnose, Outcome, UsageError};
 use crate::flags::DryRun;
 use crate::istio::Era;
-use crate::pki::{self, CaMaterial, Finding, PkiError, Severity};
+use crate::pki::{self, CaMaterial, CertFinding, CertSeverity, PkiError};
 use crate::plan::write::Kind;
 use crate::plan::{Action, Plan, State};
 use crate::terminal::PromptError;
@@ -47,7 +47,7 @@ pub enum Error {
     )]
     CaInvalid {
         /// Every error found, each naming its file.
-        findings: Vec<Finding>,
+        findings: Vec<CertFinding>,
     },
     /// The cluster's `cacerts` holds another CA.
     #[error(
@@ -314,14 +314,17 @@ pub fn load_ca(
 ) -> Result<CaMaterial, Error> {
     let material = paths.read().map_err(Error::CaUnreadable)?;
     let findings = pki::check_ca(&material, now, opts.warn_within);
-    for warning in findings.iter().filter(|f| f.severity == Severity::Warning) {
+    for warning in findings
+        .iter()
+        .filter(|f| f.severity == CertSeverity::Warning)
+    {
         writeln!(err, "warning: {warning}")?;
     }
     if pki::has_errors(&findings) {
         return Err(Error::CaInvalid {
             findings: findings
                 .into_iter()
-                .filter(|f| f.severity == Severity::Error)
+                .filter(|f| f.severity == CertSeverity::Error)
                 .collect(),
         });
     }

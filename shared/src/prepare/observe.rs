@@ -9,13 +9,13 @@ use super::Error;
 use super::options::Options;
 use super::plan::{EraSource, Observed};
 use crate::istio::{CACERTS_SECRET, Era, IstioKind, era_from_deployments};
-use crate::kube::{Action, Connection};
+use crate::kube::{Connection, Request};
 
 /// GET one object; `None` when it does not exist.
 pub(crate) async fn get_opt<K>(
     conn: &Connection,
     api: &Api<K>,
-    action: Action,
+    action: Request,
     name: &str,
 ) -> Result<Option<K>, crate::kube::Error>
 where
@@ -55,7 +55,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     let list_deployments = crate::read::list_all(
         conn,
         &deployments,
-        Action::new("list", "deployments.apps").ns(istio_ns),
+        Request::new("list", "deployments.apps").ns(istio_ns),
         &list_params,
         Some,
     );
@@ -64,7 +64,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
             get_opt(
                 conn,
                 &namespaces,
-                Action::new("get", "namespaces").name(istio_ns),
+                Request::new("get", "namespaces").name(istio_ns),
                 istio_ns,
             )
             .await
@@ -77,7 +77,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
             get_opt(
                 conn,
                 &secrets,
-                Action::new("get", "secrets")
+                Request::new("get", "secrets")
                     .ns(istio_ns)
                     .name(CACERTS_SECRET),
                 CACERTS_SECRET,
@@ -90,13 +90,13 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     let get_vm_ns = get_opt(
         conn,
         &namespaces,
-        Action::new("get", "namespaces").name(vm_ns),
+        Request::new("get", "namespaces").name(vm_ns),
         vm_ns,
     );
     let get_sa = get_opt(
         conn,
         &accounts,
-        Action::new("get", "serviceaccounts")
+        Request::new("get", "serviceaccounts")
             .ns(vm_ns)
             .name(&opts.service_account),
         &opts.service_account,
@@ -147,7 +147,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
             get_opt(
                 conn,
                 &api,
-                Action::new("get", IstioKind::WorkloadGroup.resource_name())
+                Request::new("get", IstioKind::WorkloadGroup.resource_name())
                     .ns(vm_ns)
                     .name(&wg.name),
                 &wg.name,

@@ -409,7 +409,7 @@ async fn an_expired_continue_token_restarts_the_list_once() {
     let names = list_all(
         &conn,
         &api,
-        Action::new("list", "deployments.apps").ns("istio-system"),
+        Request::new("list", "deployments.apps").ns("istio-system"),
         &ListParams::default(),
         |d| d.metadata.name,
     )
@@ -431,7 +431,7 @@ async fn a_continue_token_that_expires_again_is_a_clear_error() {
     let err = list_all(
         &conn,
         &api,
-        Action::new("list", "deployments.apps").ns("istio-system"),
+        Request::new("list", "deployments.apps").ns("istio-system"),
         &ListParams::default(),
         Some,
     )
@@ -467,7 +467,7 @@ async fn a_410_on_the_first_page_is_not_retried() {
     let err = list_all(
         &conn,
         &api,
-        Action::new("list", "deployments.apps"),
+        Request::new("list", "deployments.apps"),
         &ListParams::default(),
         Some,
     )
@@ -503,7 +503,7 @@ async fn metadata_lists_fall_back_to_full_lists_once_per_connection() {
         let metas = list_metadata(
             &conn,
             &api,
-            Action::new("list", "deployments.apps").ns("istio-system"),
+            Request::new("list", "deployments.apps").ns("istio-system"),
             &ListParams::default(),
         )
         .await
@@ -537,7 +537,7 @@ async fn metadata_lists_are_used_where_served() {
     let metas = list_metadata(
         &conn,
         &api,
-        Action::new("list", "deployments.apps"),
+        Request::new("list", "deployments.apps"),
         &ListParams::default(),
     )
     .await

@@ -21,7 +21,7 @@ use crate::args::RegisterArgs;
 use crate::errors::{Diagnose, Outcome, UsageError};
 use crate::flags::{DryRun, KubeArgs, OutputFormat};
 use crate::istio::IstioKind;
-use crate::kube::{Action, Connection};
+use crate::kube::{Connection, Request};
 use crate::names::{self, PairKind};
 use crate::plan::write::Kind;
 use crate::plan::{self, Change, Plan, State};
@@ -651,7 +651,7 @@ where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     conn.call(
-        Action::new("get", resource).ns(namespace).name(name),
+        Request::new("get", resource).ns(namespace).name(name),
         || api.get_opt(name),
     )
     .await

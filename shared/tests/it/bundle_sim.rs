@@ -349,7 +349,7 @@ async fn legacy_runbook_bundle_and_round_trips() {
         "two archive runs differ"
     );
     // And doctor reads what bundle wrote.
-    let read_back = meshvm::snapshot::Bundle::read(&archive).unwrap();
+    let read_back = meshvm::snapshot::VmBundle::read(&archive).unwrap();
     assert_eq!(read_back.era(), Some(meshvm::istio::Era::Legacy));
     assert_eq!(read_back.file("key.pem").unwrap().mode, 0o600);
 }

@@ -9,7 +9,7 @@ use kube::Api;
 use kube::api::ListParams;
 use meshvm::errors::Diagnose;
 use meshvm::flags::KubeArgs;
-use meshvm::kube::{Action, Error, connect};
+use meshvm::kube::{Error, Request, connect};
 
 fn args(kubeconfig: &std::path::Path) -> KubeArgs {
     KubeArgs {
@@ -44,7 +44,7 @@ async fn list_namespaces(a: &KubeArgs) -> Result<(), Error> {
     let conn = connect(a, a.single_context().unwrap()).await?;
     let api: Api<Namespace> = Api::all(conn.client.clone());
     let lp = ListParams::default();
-    conn.call(Action::new("list", "namespaces"), || api.list(&lp))
+    conn.call(Request::new("list", "namespaces"), || api.list(&lp))
         .await
         .map(|_| ())
 }
@@ -210,7 +210,7 @@ async fn rbac_refusal_names_verb_resource_and_namespace() {
     let pp = kube::api::PostParams::default();
     let err = conn
         .call(
-            Action::new("create", "secrets")
+            Request::new("create", "secrets")
                 .ns("istio-system")
                 .name("cacerts"),
             || api.create(&pp, &secret),
@@ -228,7 +228,7 @@ async fn rbac_refusal_names_verb_resource_and_namespace() {
         Api::namespaced(conn.client.clone(), "default");
     let mut other = secret.clone();
     other.metadata.namespace = Some("default".into());
-    conn.call(Action::new("create", "secrets").ns("default"), || {
+    conn.call(Request::new("create", "secrets").ns("default"), || {
         api.create(&pp, &other)
     })
     .await

@@ -9,7 +9,7 @@ use super::{or_pass, system_time};
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::Era;
 use crate::pki;
-use crate::snapshot::{Bundle, Kind, Snapshot};
+use crate::snapshot::{Kind, Snapshot, VmBundle};
 
 /// Legacy: judges root-cert.pem, cert-chain.pem and key.pem with [`pki::check_workload`] (chain to
 /// the root, key matches, validity, SAN = cluster.env's namespace and service account).
@@ -27,7 +27,7 @@ fn env_service_account(env: &std::collections::BTreeMap<String, String>) -> Opti
         .filter(|s| !s.is_empty())
 }
 
-fn legacy(snap: &Snapshot, bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
+fn legacy(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
     let (Some(root), Some(chain), Some(key)) = (
         bundle.file("root-cert.pem"),
         bundle.file("cert-chain.pem"),
@@ -56,8 +56,8 @@ fn legacy(snap: &Snapshot, bundle: &Bundle, ctx: &CheckContext, object: &str) ->
             .into_iter()
             .map(|f| {
                 let base = match f.severity {
-                    pki::Severity::Error => Finding::fail(ID, f.to_string()),
-                    pki::Severity::Warning => Finding::warn(ID, f.to_string()),
+                    pki::CertSeverity::Error => Finding::fail(ID, f.to_string()),
+                    pki::CertSeverity::Warning => Finding::warn(ID, f.to_string()),
                 };
                 base.object(object).hint(
                     "re-create the bundle with `kubectl meshvm bundle` (it fetches a fresh istio.<sa> secret)",
@@ -132,7 +132,7 @@ fn root_cross_check(
     })
 }
 
-fn modern(snap: &Snapshot, bundle: &Bundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
+fn modern(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     match bundle.file("istio-token") {
         None => out.push(Finding::skip(

@@ -54,8 +54,8 @@ impl Check for CaValid {
             .into_iter()
             .map(|f| {
                 let finding = match f.severity {
-                    pki::Severity::Error => Finding::fail(ID, f.to_string()),
-                    pki::Severity::Warning => Finding::warn(ID, f.to_string()),
+                    pki::CertSeverity::Error => Finding::fail(ID, f.to_string()),
+                    pki::CertSeverity::Warning => Finding::warn(ID, f.to_string()),
                 };
                 finding.on(secret).hint("replace the CA files (all clusters must keep one shared root), then restart the CA")
             })
