@@ -286,6 +286,8 @@ fn archive_modes(path: &Path) -> BTreeMap<String, u32> {
 /// The bundle's secret files: 0600 on disk and in the archive, the directory 0700.
 fn assert_modes(dir: &Path, archive: &Path, secret_files: &[&str]) {
     assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    // The archive holds the key or token: nobody but its owner may read it.
+    assert_eq!(mode(archive), 0o600, "{}", archive.display());
     let in_archive = archive_modes(archive);
     for f in secret_files {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f} on disk");

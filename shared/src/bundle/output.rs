@@ -70,6 +70,10 @@ impl BundleFile {
     }
 }
 
+/// The archive's mode: it holds the VM's private key or bootstrap token, so only its owner may
+/// read it, like those files themselves.
+pub const ARCHIVE_MODE: u32 = 0o600;
+
 /// `sha256sum` output for `files` (text mode: two spaces), in name order.
 pub fn sha256sums(files: &[BundleFile]) -> String {
     let mut sorted: Vec<&BundleFile> = files.iter().filter(|f| f.name != SHA256SUMS).collect();
@@ -261,7 +265,7 @@ impl Written {
             rows.push([
                 a.path.display().to_string(),
                 a.size.to_string(),
-                "0644".into(),
+                format!("{ARCHIVE_MODE:04o}"),
                 format!("archive of the bundle, sha256 {}", a.sha256),
             ]);
         }
@@ -356,7 +360,7 @@ pub fn write(
                 }
                 let tmp = sibling(path, "new");
                 archive_tmp = Some(tmp.clone());
-                write_file(&tmp, &bytes, 0o644).map_err(io_err(path))?;
+                write_file(&tmp, &bytes, ARCHIVE_MODE).map_err(io_err(path))?;
                 Some(ArchiveInfo {
                     path: path.to_owned(),
                     size: bytes.len(),
