@@ -229,15 +229,35 @@ fn written_at(meta: &ObjectMeta) -> Option<Time> {
 }
 
 /// When a Deployment's pods last (re)started: its creation or the last `rollout restart`.
-fn started_at(d: &Deployment) -> Option<Time> {
-    let restarted = d
-        .spec
+/// The pod template's `restartedAt` (what `kubectl rollout restart` and prepare stamp).
+fn restarted_at(d: &Deployment) -> Option<Time> {
+    d.spec
         .as_ref()
         .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.annotations.as_ref())
         .and_then(|a| a.get(RESTARTED_AT))
-        .and_then(|t| serde_json::from_value::<Time>(Value::String(t.clone())).ok());
-    latest([d.metadata.creation_timestamp.clone(), restarted])
+        .and_then(|t| serde_json::from_value::<Time>(Value::String(t.clone())).ok())
+}
+
+/// Whether the CA Deployment last started before `cacerts` was written, so it still signs with
+/// the CA it loaded then. Both times have second resolution: a restart stamped in the same second
+/// as the write followed it (prepare writes, then restarts); a Deployment *created* in that same
+/// second may have started either side of it, and a needless restart is cheap next to a bundle
+/// of certificates from the old root, so it counts as due.
+fn restart_due(d: &Deployment, secret_time: &Time) -> bool {
+    match restarted_at(d).filter(|r| {
+        d.metadata
+            .creation_timestamp
+            .as_ref()
+            .is_none_or(|c| r.0 >= c.0)
+    }) {
+        Some(restarted) => restarted.0 < secret_time.0,
+        None => d
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|created| created.0 <= secret_time.0),
+    }
 }
 
 /// The strategic merge patch `kubectl rollout restart` sends: the pod template's `restartedAt`
@@ -280,7 +300,7 @@ pub fn plan(
                 if let (Some(secret_time), Some(dep)) =
                     (written_at(&existing.metadata), observed.ca_deployment())
                 {
-                    restart_due_earlier = started_at(dep).is_some_and(|s| s.0 < secret_time.0);
+                    restart_due_earlier = restart_due(dep, &secret_time);
                 }
                 Change::new(
                     Action::Unchanged,

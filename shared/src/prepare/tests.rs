@@ -243,6 +243,27 @@ fn restart_is_planned_after_a_cacerts_change_or_when_still_due() {
     );
     let prepared = planner::plan(&obs, &opts, Some(&sample_ca())).unwrap();
     assert!(!prepared.restart_due_earlier);
+
+    // Timestamps have second resolution. A restart stamped in the second cacerts was written
+    // followed the write (prepare writes, then restarts): nothing due.
+    obs.deployments[0] = deployment(
+        "istio-citadel",
+        "2026-01-01T00:00:00Z",
+        Some("2026-02-01T00:00:00Z"),
+    );
+    assert!(
+        !planner::plan(&obs, &opts, Some(&sample_ca()))
+            .unwrap()
+            .restart_due_earlier
+    );
+    // A Citadel *created* in that second may have started before it: due (a restart is cheap;
+    // a bundle from the old root is not).
+    obs.deployments[0] = deployment("istio-citadel", "2026-02-01T00:00:00Z", None);
+    assert!(
+        planner::plan(&obs, &opts, Some(&sample_ca()))
+            .unwrap()
+            .restart_due_earlier
+    );
     assert!(
         prepared
             .plan
