@@ -815,11 +815,20 @@ impl<'a> Mesh<'a> {
         era: Option<Era>,
         release: Release,
     ) -> Self {
-        let rules: Vec<Rule<'a>> = snap
+        let mut rules: Vec<Rule<'a>> = snap
             .of(Kind::DestinationRule)
             .iter()
             .map(Rule::new)
             .collect();
+        // Before 1.14 DestinationRule has no `workloadSelector` (istio/api@1.13.0
+        // customresourcedefinitions.gen.yaml lacks the field; @1.22.0 has it — both in
+        // ../shared/conformance/releases), so Pilot applies such a rule to every client and
+        // merges it with the host's others; every check must see it that way.
+        if !release.selectors() {
+            for rule in &mut rules {
+                rule.selective = false;
+            }
+        }
         // meshConfig.defaultDestinationRuleExportTo (push_context.go@1.4.2:1111-1118,
         // @1.22.0:1796): unset means `*`.
         let default_private = snap

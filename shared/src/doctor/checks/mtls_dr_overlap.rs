@@ -182,6 +182,28 @@ mod tests {
         }
     }
 
+    /// A `workloadSelector` rule is private to the clients it selects from 1.14; before, Pilot
+    /// does not know the field and merges it with the host's other rules.
+    #[test]
+    fn selector_rules_overlap_only_before_1_14() {
+        let yaml = dr("a", "x", "{host: h}")
+            + &dr(
+                "a",
+                "w",
+                "{host: h, workloadSelector: {matchLabels: {app: legacy}}}",
+            );
+        for (minor, severity) in [(13, Warn), (14, Pass), (22, Pass)] {
+            expect(
+                &Fixture::modern()
+                    .release(minor)
+                    .with(&yaml)
+                    .run(&MtlsDrOverlap),
+                severity,
+                &format!("Istio 1.{minor}"),
+            );
+        }
+    }
+
     #[test]
     fn says_whose_policy_pilot_keeps() {
         let yaml = dr(
