@@ -57,7 +57,7 @@ impl Check for MtlsPolicyConsistency {
         rules_against_policies(mesh, ctx.auto_mtls, &mut out);
         policies_against_rules(mesh, ctx.auto_mtls, &mut out);
         target_policies(mesh, ctx.auto_mtls, &mut out);
-        endpoints_against_clients(snap, mesh, ctx.auto_mtls, &mut out);
+        endpoints_against_clients(snap, mesh, &ctx.workloads, ctx.auto_mtls, &mut out);
         or_pass(
             ID,
             out,
@@ -227,6 +227,7 @@ enum Sends {
 fn endpoints_against_clients(
     snap: &Snapshot,
     mesh: &Mesh,
+    workloads: &[super::workloads::Workload<'_>],
     auto_mtls: bool,
     out: &mut Vec<Finding>,
 ) {
@@ -253,10 +254,43 @@ fn endpoints_against_clients(
         if endpoints.is_empty() {
             continue;
         }
-        let groups: Vec<(Option<&str>, Vec<usize>)> = mesh
+        let mut groups: Vec<(String, Vec<usize>)> = mesh
             .clients()
-            .map(|c| (c, mesh.resolve(c, &dest.host, Some(dest.ns()))))
+            .map(|c| {
+                (
+                    c.map_or_else(
+                        || "other namespaces".to_string(),
+                        |c| format!("namespace {c}"),
+                    ),
+                    mesh.resolve(c, &dest.host, Some(dest.ns())),
+                )
+            })
             .collect();
+        // From 1.14 a DestinationRule with a `workloadSelector` decides for the workloads it
+        // selects in its namespace, before that namespace's other rules (istio/istio@1.22.0
+        // pilot/pkg/model/sidecar.go:668-690): judge each such workload as a client of its own.
+        if mesh.release.selectors() {
+            for w in workloads {
+                let selected_here = mesh.rules.iter().any(|r| {
+                    r.ns == w.ns
+                        && r.selector.as_ref().is_some_and(|sel| {
+                            let labels = w.labels();
+                            !sel.is_empty()
+                                && sel
+                                    .iter()
+                                    .all(|(k, v)| labels.get(k.as_str()) == Some(&v.as_str()))
+                        })
+                });
+                if !selected_here {
+                    continue;
+                }
+                let group = mesh.resolve_workload(&w.ns, &w.labels(), &dest.host, Some(dest.ns()));
+                let namespace_group = mesh.resolve(Some(&w.ns), &dest.host, Some(dest.ns()));
+                if group != namespace_group {
+                    groups.push((w.reference.clone(), group));
+                }
+            }
+        }
         for port in dest.tcp_ports() {
             for ep in endpoints.iter().filter(|e| e.sidecar) {
                 let Some(target) = ep.target_port(port) else {
@@ -387,10 +421,7 @@ fn endpoints_against_clients(
                     let entry = found
                         .entry(key)
                         .or_insert_with(|| (BTreeSet::new(), dest.ns().to_string()));
-                    entry.0.insert(client.map_or_else(
-                        || "other namespaces".to_string(),
-                        |c| format!("namespace {c}"),
-                    ));
+                    entry.0.insert(client.clone());
                 }
             }
         }
@@ -832,6 +863,43 @@ mod endpoint_tests {
         for minor in [12, 13, 22] {
             assert!(run(&yaml, minor, true).is_empty(), "1.{minor}");
         }
+    }
+
+    /// From 1.14 a `workloadSelector` DestinationRule decides for the client workloads it selects
+    /// (istio/istio@1.22.0 pilot/pkg/model/sidecar.go:668-690): a DISABLE rule that selects one
+    /// client Pod in `b` makes that Pod send plaintext to a STRICT workload, while `b`'s other
+    /// workloads send mTLS. Before 1.14 the selector is unknown and the rule applies to all of `b`.
+    #[test]
+    fn a_selector_rule_is_judged_for_the_client_workloads_it_selects() {
+        let client = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b, labels: {istio-injection: enabled}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: legacy-1, namespace: b, labels: {app: legacy}}\nspec: {containers: [{name: app}, {name: istio-proxy}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: sel, namespace: b}\nspec: {host: s.a.svc.cluster.local, exportTo: ['.'], workloadSelector: {matchLabels: {app: legacy}}, trafficPolicy: {tls: {mode: DISABLE}}}\n";
+        let yaml = svc(LABELLED)
+            + &pa(
+                "a",
+                "wl",
+                "{selector: {matchLabels: {app: s}}, mtls: {mode: STRICT}}",
+            )
+            + &dr("ISTIO_MUTUAL")
+            + client;
+        let found = run(&yaml, 22, false);
+        let selected: Vec<&Finding> = found
+            .iter()
+            .filter(|f| f.object == "DestinationRule b/sel")
+            .collect();
+        assert!(!selected.is_empty(), "{found:#?}");
+        assert!(
+            selected.iter().all(|f| f.message.contains("Pod b/legacy-1")
+                && !f.message.contains("namespace b")),
+            "only the selected Pod sends plaintext: {selected:#?}"
+        );
+        // Without a client the rule selects, nothing is judged through it.
+        let unselected = yaml.replace("labels: {app: legacy}}", "labels: {app: other}}");
+        assert!(
+            run(&unselected, 22, false)
+                .iter()
+                .all(|f| f.object != "DestinationRule b/sel"),
+            "{:#?}",
+            run(&unselected, 22, false)
+        );
     }
 
     #[test]
