@@ -528,16 +528,7 @@ fn container(dep: &Value) -> (Vec<String>, BTreeMap<String, String>, String) {
         .pointer("/spec/template/spec/containers/0")
         .cloned()
         .unwrap_or_default();
-    let args = c
-        .get("args")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let args = crate::util::strings(c.get("args"));
     let env = c
         .get("env")
         .and_then(Value::as_array)

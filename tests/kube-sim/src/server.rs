@@ -1813,16 +1813,7 @@ fn token_request(
             .unwrap_or("")
             .to_string()
     };
-    let mut audiences: Vec<String> = req
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut audiences: Vec<String> = crate::util::strings(req.pointer("/spec/audiences"));
     if audiences.is_empty() {
         audiences.push(DEFAULT_AUDIENCE.to_string());
     }

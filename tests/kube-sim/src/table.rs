@@ -183,16 +183,7 @@ fn service_cells(o: &Value) -> Vec<Value> {
         .get("clusterIP")
         .and_then(Value::as_str)
         .unwrap_or("<none>");
-    let external_ips: Vec<String> = spec
-        .get("externalIPs")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let external_ips: Vec<String> = crate::util::strings(spec.get("externalIPs"));
     let external = match ty {
         "ExternalName" => spec
             .get("externalName")

@@ -91,6 +91,18 @@ pub fn map_at<'a>(obj: &'a mut Value, path: &[&str]) -> &'a mut Map<String, Valu
     cur.as_object_mut().expect("just made an object")
 }
 
+/// The strings of a JSON array (`[]` when absent or not an array; non-strings skipped).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `metadata.name` of an object, or "".
 pub fn name_of(obj: &Value) -> &str {
     str_at(obj, &["metadata", "name"]).unwrap_or("")

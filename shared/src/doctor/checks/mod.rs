@@ -94,6 +94,16 @@ fn or_pass(id: &'static str, findings: Vec<Finding>, message: impl Into<String>)
 }
 
 /// A `skip` when the source cannot list one of `kinds`, naming why.
+/// The skip a workload check returns when there are no workloads to judge.
+fn need_workloads(id: &'static str, ctx: &crate::doctor::CheckContext<'_>) -> Option<Vec<Finding>> {
+    ctx.workloads.is_empty().then(|| {
+        vec![Finding::skip(
+            id,
+            "no workloads: no Pods, and no Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs or CronJobs in the manifests",
+        )]
+    })
+}
+
 fn need(id: &'static str, snap: &Snapshot, kinds: &[Kind]) -> Option<Vec<Finding>> {
     for kind in kinds {
         if let Some(why) = snap.refused.get(kind) {

@@ -215,11 +215,8 @@ impl Check for MtlsMetricsScrape {
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
-        if ctx.workloads.is_empty() {
-            return vec![Finding::skip(
-                ID,
-                "no workloads: no Pods, and no Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs or CronJobs in the manifests",
-            )];
+        if let Some(skip) = super::need_workloads(ID, ctx) {
+            return skip;
         }
         let release = ctx.mesh.release;
         let mesh_merge = snap

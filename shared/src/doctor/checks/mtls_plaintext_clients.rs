@@ -27,11 +27,8 @@ impl Check for MtlsPlaintextClients {
     }
 
     fn run(&self, snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
-        if ctx.workloads.is_empty() {
-            return vec![Finding::skip(
-                ID,
-                "no workloads: no Pods, and no Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs or CronJobs in the manifests",
-            )];
+        if let Some(skip) = super::need_workloads(ID, ctx) {
+            return skip;
         }
         let in_mesh: Vec<_> = ctx
             .mesh
