@@ -5,6 +5,8 @@
 use std::io::{self, Write};
 
 /// Write `entries` — `(name, mode, content)` — as a deterministic gzip-compressed tar into `out`.
+/// A name ending in `/` is a directory entry (its content is ignored), so an archive can carry
+/// its top folder's mode; it sorts before the files under it.
 pub fn write_tar_gz<'a>(
     out: impl Write,
     entries: impl IntoIterator<Item = (&'a str, u32, &'a [u8])>,
@@ -18,7 +20,13 @@ pub fn write_tar_gz<'a>(
     tar.mode(tar::HeaderMode::Deterministic);
     for (name, mode, data) in sorted {
         let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
+        let dir = name.ends_with('/');
+        let data: &[u8] = if dir { &[] } else { data };
+        header.set_entry_type(if dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
         header.set_size(data.len() as u64);
         header.set_mode(mode);
         header.set_mtime(0);
@@ -77,5 +85,37 @@ mod tests {
         );
         // The gzip header carries no timestamp (bytes 4..8).
         assert_eq!(&one[4..8], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_name_ending_in_a_slash_is_a_directory_with_its_mode() {
+        let mut bytes = Vec::new();
+        write_tar_gz(
+            &mut bytes,
+            [("top/f", 0o600, &b"x"[..]), ("top/", 0o700, b"ignored")],
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let entries: Vec<(String, tar::EntryType, u32, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.entry_type(),
+                    h.mode().unwrap(),
+                    h.size().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("top/".into(), tar::EntryType::Directory, 0o700, 0),
+                ("top/f".into(), tar::EntryType::Regular, 0o600, 1)
+            ]
+        );
     }
 }

@@ -451,7 +451,30 @@ impl VmBundle {
         if bundle.files.is_empty() {
             return Err(bundle.problem("holds no files"));
         }
+        bundle.strip_top_folder();
         Ok(bundle)
+    }
+
+    /// Files all under one folder (`expandvm/key.pem`: the layout `bundle` writes its archive
+    /// in, and a directory holding the unpacked folder) are read relative to that folder; files
+    /// at the top (the loose layout of earlier releases) are read as they are.
+    fn strip_top_folder(&mut self) {
+        let mut tops = self
+            .files
+            .keys()
+            .map(|k| k.split_once('/').map(|(top, _)| top));
+        let Some(Some(first)) = tops.next() else {
+            return;
+        };
+        let first = first.to_owned();
+        if !tops.all(|t| t == Some(first.as_str())) {
+            return;
+        }
+        let prefix = format!("{first}/");
+        self.files = std::mem::take(&mut self.files)
+            .into_iter()
+            .map(|(k, v)| (k[prefix.len()..].to_owned(), v))
+            .collect();
     }
 
     fn problem(&self, problem: impl Into<String>) -> Error {
@@ -1407,6 +1430,67 @@ mod tests {
                 "{name}: {err}"
             );
         }
+    }
+
+    /// The archive layout `bundle` writes (one top folder, with its own entry), the loose
+    /// layout of earlier releases, and a directory holding the unpacked folder read alike.
+    #[test]
+    fn bundle_top_folder_and_loose_layouts_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let foldered = dir.path().join("foldered.tar.gz");
+        std::fs::write(
+            &foldered,
+            tar_gz(&[
+                ("expandvm/", b"", 0o700, tar::EntryType::Directory),
+                (
+                    "expandvm/cluster.env",
+                    b"ISTIO_NAMESPACE=vm\n",
+                    0o644,
+                    tar::EntryType::Regular,
+                ),
+                ("expandvm/key.pem", b"k", 0o600, tar::EntryType::Regular),
+            ]),
+        )
+        .unwrap();
+        let loose = dir.path().join("loose.tar.gz");
+        std::fs::write(
+            &loose,
+            tar_gz(&[
+                (
+                    "cluster.env",
+                    b"ISTIO_NAMESPACE=vm\n",
+                    0o644,
+                    tar::EntryType::Regular,
+                ),
+                ("key.pem", b"k", 0o600, tar::EntryType::Regular),
+            ]),
+        )
+        .unwrap();
+        let a = VmBundle::read(&foldered).unwrap();
+        let b = VmBundle::read(&loose).unwrap();
+        assert_eq!(a.files, b.files);
+        assert_eq!(
+            a.files.keys().collect::<Vec<_>>(),
+            ["cluster.env", "key.pem"]
+        );
+        assert_eq!(a.era(), Some(Era::Legacy));
+        // Two top folders are not one bundle's folder: the paths stay as they are.
+        let two = dir.path().join("two.tar.gz");
+        std::fs::write(
+            &two,
+            tar_gz(&[
+                ("a/key.pem", b"k", 0o600, tar::EntryType::Regular),
+                ("b/key.pem", b"k", 0o600, tar::EntryType::Regular),
+            ]),
+        )
+        .unwrap();
+        assert!(VmBundle::read(&two).unwrap().file("a/key.pem").is_some());
+        // The unpacked folder's parent reads as the folder.
+        let parent = dir.path().join("unpacked");
+        std::fs::create_dir_all(parent.join("expandvm")).unwrap();
+        std::fs::write(parent.join("expandvm/istio-token"), "t").unwrap();
+        let c = VmBundle::read(&parent).unwrap();
+        assert!(c.file("istio-token").is_some(), "{:?}", c.files.keys());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! `Options::resolve` (pure) → [`observe`] (reads only, concurrent, at most three round trips on
 //! the critical path: era, objects, token) → [`plan`] (pure: the files, their modes, warnings)
-//! → [`output::write`] (a temporary directory beside the target, renamed into place at the end).
+//! → [`output::write`] (each file through a temporary file renamed into place; a directory that
+//! already holds this bundle is left unchanged).
 
 pub mod cidr;
 pub(crate) mod goyaml;
@@ -203,14 +204,29 @@ pub enum Error {
         /// What to do about it.
         hint: String,
     },
-    /// The output directory holds files and `--force` was not given.
-    #[error("output directory {} exists and is not empty", path.display())]
+    /// The output directory holds another bundle and `--force` was not given.
+    #[error("output directory {} holds a different bundle ({})", path.display(), differ.join(", "))]
     OutputExists {
         /// The directory.
         path: PathBuf,
+        /// What differs: `key.pem differs`, `mesh.yaml is not in this bundle`.
+        differ: Vec<String>,
     },
-    /// The archive file exists and `--force` was not given.
-    #[error("archive {} exists", path.display())]
+    /// The output directory holds files that are not a bundle's: bundle never removes them.
+    #[error(
+        "output directory {} holds {} that no bundle writes: {}",
+        path.display(),
+        if entries.len() == 1 { "an entry" } else { "entries" },
+        entries.join(", ")
+    )]
+    OutputForeign {
+        /// The directory.
+        path: PathBuf,
+        /// The entries (`name`, or `name/` for a folder).
+        entries: Vec<String>,
+    },
+    /// The archive file exists with other content and `--force` was not given.
+    #[error("archive {} exists and holds a different bundle", path.display())]
     ArchiveExists {
         /// The archive.
         path: PathBuf,
@@ -319,8 +335,16 @@ impl Diagnose for Error {
             Error::ArchiveExists { .. } => Some(
                 "pass --force to replace it, or choose another --archive path".into(),
             ),
-            Error::OutputExists { .. } => Some(
-                "pass --force to replace its content, or choose another --output-dir".into(),
+            Error::OutputExists { differ, .. } => Some(
+                if differ.iter().any(|d| d.starts_with("istio-token")) {
+                    "each modern bundle carries a freshly issued token: pass --force to replace the previous bundle (its files are listed as they are replaced or removed), or choose another --output-dir"
+                } else {
+                    "pass --force to replace the previous bundle (its files are listed as they are replaced or removed), or choose another --output-dir"
+                }
+                .into(),
+            ),
+            Error::OutputForeign { .. } => Some(
+                "bundle removes only a previous bundle's files, even with --force: move those entries away, or choose another --output-dir".into(),
             ),
             Error::Invalid { .. } | Error::Io { .. } | Error::Print(_) => None,
         }
@@ -345,9 +369,9 @@ pub async fn run(
     err: &mut impl Write,
 ) -> Result<Outcome, Error> {
     // Refuse before any request: the operator learns about the folder first.
-    output::check_target(&opts.output_dir, opts.force)?;
+    output::check_target(&opts.output_dir)?;
     if let Some(archive) = &opts.archive {
-        output::check_archive(archive, opts.force)?;
+        output::check_archive(archive)?;
     }
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
     let spinner = crate::terminal::progress("reading the cluster");
@@ -387,6 +411,26 @@ pub async fn run(
         opts.archive.as_deref(),
         opts.force,
     )?;
+    for r in &written.removed {
+        let _ = writeln!(
+            err,
+            "removed {} ({})",
+            opts.output_dir.join(&r.file).display(),
+            r.why
+        );
+    }
+    if written.is_unchanged() {
+        let _ = writeln!(
+            err,
+            "unchanged: {} already holds this bundle{}",
+            opts.output_dir.display(),
+            if opts.archive.is_some() {
+                ", and the archive these bytes"
+            } else {
+                ""
+            }
+        );
+    }
     written
         .write_summary(out, opts.output)
         .map_err(Error::Print)?;

@@ -798,15 +798,28 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-#[test]
-fn write_is_atomic_private_and_refuses_non_empty_dirs() {
+fn legacy_bundle() -> Bundle {
     let ca = TestCa::flat(KeyKind::P256, "Root CA");
-    let b = plan(
+    plan(
         &legacy_observed(&ca),
         &opts(&["--inbound-ports", "80"]),
         now(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn write_is_private_and_a_second_run_of_the_same_bundle_is_unchanged() {
+    let b = legacy_bundle();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nested/expandvm");
     let written = output::write(&b, &dir, None, false).unwrap();
@@ -815,32 +828,210 @@ fn write_is_atomic_private_and_refuses_non_empty_dirs() {
     assert_eq!(mode(&dir.join("cluster.env")), 0o644);
     assert_eq!(mode(&dir.join("install.sh")), 0o755);
     assert_eq!(written.files.len(), b.files.len());
+    assert!(written.unchanged.is_empty() && !written.is_unchanged());
+    let before: Vec<(String, Vec<u8>)> = entries(&dir)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap()))
+        .collect();
 
+    // A script run twice: the same bundle into the same folder succeeds, changing nothing.
+    let again = output::write(&b, &dir, None, false).unwrap();
+    assert!(again.is_unchanged(), "{:?}", again.unchanged);
+    assert!(again.removed.is_empty());
+    let after: Vec<(String, Vec<u8>)> = entries(&dir)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap()))
+        .collect();
+    assert_eq!(before, after);
+    let mut table = Vec::new();
+    again
+        .write_summary(&mut table, OutputFormat::Table)
+        .unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert_eq!(
+        table.matches("(unchanged)").count(),
+        b.files.len(),
+        "{table}"
+    );
+    // Nothing temporary is left in or beside it.
+    assert_eq!(entries(dir.parent().unwrap()), ["expandvm"]);
+    assert!(entries(&dir).iter().all(|n| !n.starts_with('.')));
+}
+
+#[test]
+fn a_different_bundle_needs_force_and_what_it_removes_is_listed() {
+    let b = legacy_bundle();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("expandvm");
+    output::write(&b, &dir, None, false).unwrap();
+    // A modern bundle's file (e.g. an earlier bundle of another era) and another key.
+    std::fs::write(dir.join("mesh.yaml"), "defaultConfig: {}\n").unwrap();
+    std::fs::write(dir.join("key.pem"), "OLD KEY").unwrap();
     let err = output::write(&b, &dir, None, false).unwrap_err();
     assert!(matches!(err, Error::OutputExists { .. }), "{err}");
-    assert!(err.hint().unwrap().contains("--force"));
-    std::fs::write(dir.join("stale.txt"), "x").unwrap();
-    output::write(&b, &dir, None, true).unwrap();
+    let text = err.to_string();
     assert!(
-        !dir.join("stale.txt").exists(),
-        "--force replaces the folder's content"
+        text.contains("holds a different bundle")
+            && text.contains("key.pem differs")
+            && text.contains("mesh.yaml is not in this bundle"),
+        "{text}"
     );
-    // Nothing staged is left beside it.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(leftovers, [std::ffi::OsString::from("expandvm")]);
+    assert!(err.hint().unwrap().contains("--force"));
+    assert_eq!(std::fs::read(dir.join("key.pem")).unwrap(), b"OLD KEY");
 
-    // An existing archive needs --force; a directory in its place is refused outright.
+    let forced = output::write(&b, &dir, None, true).unwrap();
+    assert_eq!(
+        forced.removed,
+        [output::Removed {
+            file: "mesh.yaml".into(),
+            why: "a previous bundle's file that this bundle does not have".into()
+        }]
+    );
+    assert!(!dir.join("mesh.yaml").exists());
+    assert_eq!(mode(&dir.join("key.pem")), 0o600);
+    assert!(!forced.unchanged.contains(&"key.pem".to_owned()));
+    let mut table = Vec::new();
+    forced
+        .write_summary(&mut table, OutputFormat::Table)
+        .unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(
+        table.contains("expandvm/mesh.yaml") && table.contains("removed: a previous bundle's file"),
+        "{table}"
+    );
+    let mut json_out = Vec::new();
+    forced
+        .write_summary(&mut json_out, OutputFormat::Json)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json_out).unwrap();
+    assert_eq!(v["removed"][0]["file"], "mesh.yaml");
+}
+
+#[test]
+fn files_no_bundle_writes_are_never_removed_not_even_with_force() {
+    let b = legacy_bundle();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("expandvm");
+    output::write(&b, &dir, None, false).unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("key.pem"), "OLD KEY").unwrap();
+    for force in [false, true] {
+        let err = output::write(&b, &dir, None, force).unwrap_err();
+        assert!(matches!(err, Error::OutputForeign { .. }), "{err}");
+        assert!(
+            err.to_string().contains("notes.txt, sub/"),
+            "the error names them: {err}"
+        );
+        assert!(err.hint().unwrap().contains("even with --force"));
+    }
+    // Nothing was written.
+    assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(dir.join("key.pem")).unwrap(), b"OLD KEY");
+    // A user's folder: refused before any write too.
+    let home = tmp.path().join("docs");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("report.pdf"), "x").unwrap();
+    let err = output::write(&b, &home, None, true).unwrap_err();
+    assert!(err.to_string().contains("report.pdf"), "{err}");
+    assert_eq!(entries(&home), ["report.pdf"]);
+}
+
+#[test]
+fn the_current_directory_its_parents_root_and_home_are_refused() {
+    let cwd = std::env::current_dir().unwrap();
+    let mut dirs = vec![
+        Path::new(".").to_owned(),
+        cwd.clone(),
+        cwd.parent().unwrap().to_owned(),
+        "/".into(),
+    ];
+    dirs.extend(std::env::var_os("HOME").map(std::path::PathBuf::from));
+    for dir in dirs {
+        let err = output::check_target(&dir).unwrap_err();
+        assert!(err.is_usage(), "{}: {err}", dir.display());
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("--output-dir {} is ", dir.display()))
+                && [
+                    "the current directory",
+                    "a parent of the current directory",
+                    "the root directory",
+                    "your home directory"
+                ]
+                .iter()
+                .any(|w| text.contains(w)),
+            "{text}"
+        );
+        assert!(err.hint().unwrap().contains("-d expandvm"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(
+        output::check_target(&tmp.path().join("new")).unwrap(),
+        output::Existing::default()
+    );
+}
+
+/// `kill -9` mid-run leaves whole files (each renamed into place) and perhaps a temporary
+/// file: the re-run completes the bundle without --force and removes the leftover.
+#[test]
+fn a_rerun_after_an_interrupted_write_completes_it() {
+    let b = legacy_bundle();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("expandvm");
+    std::fs::create_dir(&dir).unwrap();
+    // What an interrupted run leaves: SHA256SUMS and key.pem written, cluster.env half-written
+    // under its temporary name.
+    for f in b
+        .files
+        .iter()
+        .filter(|f| ["SHA256SUMS", "key.pem"].contains(&f.name.as_str()))
+    {
+        std::fs::write(dir.join(&f.name), &f.data).unwrap();
+    }
+    let stale = ".cluster.env.meshvm-tmp-4242-abc";
+    std::fs::write(dir.join(stale), "ISTIO_CP_AU").unwrap();
+    let written = output::write(&b, &dir, None, false).unwrap();
+    assert_eq!(written.unchanged, ["SHA256SUMS", "key.pem"]);
+    assert_eq!(written.removed.len(), 1);
+    assert_eq!(written.removed[0].file, stale);
+    assert!(!written.is_unchanged());
+    let names: Vec<String> = b.files.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(entries(&dir), names);
+    for f in &b.files {
+        assert_eq!(
+            std::fs::read(dir.join(&f.name)).unwrap(),
+            f.data,
+            "{}",
+            f.name
+        );
+        assert_eq!(mode(&dir.join(&f.name)), f.mode, "{}", f.name);
+    }
+    // An interrupted run of a different bundle (its key differs) is a different bundle.
+    std::fs::write(dir.join("key.pem"), "OTHER").unwrap();
+    std::fs::remove_file(dir.join("hosts")).unwrap();
+    let err = output::write(&b, &dir, None, false).unwrap_err();
+    assert!(err.to_string().contains("key.pem differs"), "{err}");
+}
+
+#[test]
+fn an_identical_archive_is_unchanged_and_a_different_one_needs_force() {
+    let b = legacy_bundle();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("expandvm");
     let archive = tmp.path().join("b.tar.gz");
+    let first = output::write(&b, &dir, Some(&archive), false).unwrap();
+    assert_eq!(mode(&archive), output::ARCHIVE_MODE);
+    assert!(!first.archive.as_ref().unwrap().unchanged);
+    let again = output::write(&b, &dir, Some(&archive), false).unwrap();
+    assert!(again.archive.as_ref().unwrap().unchanged && again.is_unchanged());
+
     std::fs::write(&archive, "old").unwrap();
-    let other = tmp.path().join("other");
-    let err = output::write(&b, &other, Some(&archive), false).unwrap_err();
+    let err = output::write(&b, &dir, Some(&archive), false).unwrap_err();
     assert!(matches!(err, Error::ArchiveExists { .. }), "{err}");
     assert!(err.hint().unwrap().contains("--force"));
-    assert!(!other.exists());
-    output::write(&b, &other, Some(&archive), true).unwrap();
+    assert_eq!(std::fs::read(&archive).unwrap(), b"old");
+    output::write(&b, &dir, Some(&archive), true).unwrap();
     assert_ne!(std::fs::read(&archive).unwrap(), b"old");
     let err = output::write(&b, &tmp.path().join("third"), Some(tmp.path()), true).unwrap_err();
     assert!(err.to_string().contains("cannot write"), "{err}");
@@ -852,24 +1043,20 @@ fn write_is_atomic_private_and_refuses_non_empty_dirs() {
     let err = output::write(&b, &fresh, Some(&blocked.join("x.tar.gz")), false).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(!fresh.exists());
-    let names: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(names.iter().all(|n| !n.contains("meshvm-new")), "{names:?}");
+    assert!(
+        entries(tmp.path())
+            .iter()
+            .all(|n| !n.contains("meshvm-tmp")),
+        "{:?}",
+        entries(tmp.path())
+    );
 }
 
 #[test]
-fn archives_are_byte_identical_and_carry_modes() {
-    let ca = TestCa::flat(KeyKind::P256, "Root CA");
-    let b = plan(
-        &legacy_observed(&ca),
-        &opts(&["--inbound-ports", "80"]),
-        now(),
-    )
-    .unwrap();
-    let one = output::archive_bytes(&b.files).unwrap();
-    let two = output::archive_bytes(&b.files).unwrap();
+fn archives_are_byte_identical_under_one_private_folder_and_carry_modes() {
+    let b = legacy_bundle();
+    let one = output::archive_bytes(&b.files, "expandvm").unwrap();
+    let two = output::archive_bytes(&b.files, "expandvm").unwrap();
     assert_eq!(one, two);
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(one.as_slice()));
     let mut seen = Vec::new();
@@ -883,12 +1070,24 @@ fn archives_are_byte_identical_and_carry_modes() {
             h.uid().unwrap(),
         ));
     }
-    assert_eq!(seen.first().unwrap().0, "SHA256SUMS");
-    assert!(seen.contains(&("key.pem".into(), 0o600, 0, 0)), "{seen:?}");
+    assert_eq!(seen[0], ("expandvm/".into(), 0o700, 0, 0), "{seen:?}");
+    assert_eq!(seen[1].0, "expandvm/SHA256SUMS");
+    assert!(
+        seen.contains(&("expandvm/key.pem".into(), 0o600, 0, 0)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|s| s.0.starts_with("expandvm/")),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), b.files.len() + 1);
     let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
     assert_eq!(names, sorted);
+    // The folder is the bundle directory's name.
+    assert_eq!(output::top_folder(Path::new("out/expandvm")), "expandvm");
+    assert_eq!(output::top_folder(Path::new("vm-files/")), "vm-files");
 }
 
 #[test]
@@ -904,6 +1103,8 @@ fn summary_lists_files_and_never_their_content() {
         era: b.era,
         output_dir: "expandvm".into(),
         files: b.files.clone(),
+        unchanged: Vec::new(),
+        removed: Vec::new(),
         archive: None,
         service_cidr: b.service_cidr.clone(),
     };
