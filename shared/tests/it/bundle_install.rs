@@ -85,11 +85,18 @@ struct Run {
 }
 
 fn install(dir: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(shell())
-        .arg(dir.join("install.sh"))
-        .args(args)
-        .output()
-        .expect("run install.sh");
+    install_with(dir, args, None)
+}
+
+/// Run install.sh with `tools` (fake `id`, `chown`) first on PATH.
+fn install_with(dir: &Path, args: &[&str], tools: Option<&Path>) -> Run {
+    let mut cmd = Command::new(shell());
+    cmd.arg(dir.join("install.sh")).args(args);
+    if let Some(tools) = tools {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", tools.display()));
+    }
+    let out: Output = cmd.output().expect("run install.sh");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -171,8 +178,15 @@ fn legacy_install_is_idempotent_and_uninstall_cleans_up() {
     .unwrap();
     let prefix = root.display().to_string();
 
-    let first = install(&dir, &["--prefix", &prefix]);
+    let first = install(&dir, &["--prefix", &prefix, "--no-chown"]);
     assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(
+        first
+            .stdout
+            .contains("ownership left unchanged (--no-chown)"),
+        "{}",
+        first.stdout
+    );
     let after_first = tree(&root);
     for (file, mode, content) in [
         ("etc/certs/root-cert.pem", 0o644, "ROOT\n"),
@@ -195,31 +209,18 @@ fn legacy_install_is_idempotent_and_uninstall_cleans_up() {
         "{hosts}"
     );
     assert!(
-        hosts.contains("203.0.113.10 istio-pilot istio-pilot.istio-system\n"),
+        hosts.contains("\n203.0.113.10 istio-pilot istio-pilot.istio-system\n"),
         "{hosts}"
     );
     assert!(hosts.ends_with("# END meshvm bundle\n"), "{hosts}");
     assert_eq!(
-        hosts
-            .matches("istio-pilot istio-pilot.istio-system")
-            .count(),
-        1,
+        active_lines(&hosts, "istio-pilot"),
+        ["203.0.113.10 istio-pilot istio-pilot.istio-system"],
         "{hosts}"
     );
-    if Command::new("id")
-        .arg("istio-proxy")
-        .output()
-        .is_ok_and(|o| !o.status.success())
-    {
-        assert!(
-            first.stdout.contains("user istio-proxy does not exist"),
-            "{}",
-            first.stdout
-        );
-    }
 
     // Twice: the same tree, no second hosts block.
-    let second = install(&dir, &["--prefix", &prefix]);
+    let second = install(&dir, &["--prefix", &prefix, "--no-chown"]);
     assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
     assert_eq!(tree(&root), after_first, "a second run changes nothing");
     assert!(second.stdout.contains("unchanged"), "{}", second.stdout);
@@ -230,25 +231,227 @@ fn legacy_install_is_idempotent_and_uninstall_cleans_up() {
         Era::Legacy,
         legacy_files("198.51.100.7"),
     );
-    assert_eq!(install(&dir2, &["--prefix", &prefix]).code, 0);
+    assert_eq!(install(&dir2, &["--prefix", &prefix, "--no-chown"]).code, 0);
     let hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap();
     assert_eq!(hosts.matches("# BEGIN meshvm bundle").count(), 1, "{hosts}");
     assert!(
-        !hosts.contains("203.0.113.10") && hosts.contains("198.51.100.7 istio-citadel"),
+        active_lines(&hosts, "203.0.113.10").is_empty()
+            && hosts.contains("198.51.100.7 istio-citadel"),
         "{hosts}"
     );
 
     let gone = install(&dir2, &["--prefix", &prefix, "--uninstall"]);
     assert_eq!(gone.code, 0, "{}{}", gone.stdout, gone.stderr);
+    // The line that was there before install is back; only the block went.
     assert_eq!(
         std::fs::read_to_string(root.join("etc/hosts")).unwrap(),
-        "127.0.0.1 localhost\n"
+        "127.0.0.1 localhost\n203.0.113.10 istio-pilot istio-pilot.istio-system\n"
     );
-    let left: Vec<String> = tree(&root)
-        .into_keys()
-        .filter(|k| !k.ends_with('/'))
-        .collect();
-    assert_eq!(left, ["etc/hosts"], "uninstall removes what install placed");
+    assert!(
+        gone.stdout.contains("restored: 203.0.113.10 istio-pilot"),
+        "{}",
+        gone.stdout
+    );
+    // Only etc/ (there before install) is left: the files and every folder install made went.
+    assert_eq!(
+        tree(&root).into_keys().collect::<Vec<_>>(),
+        ["etc/", "etc/hosts"],
+        "uninstall removes what install placed and the folders it created"
+    );
+}
+
+/// Lines of `hosts` that are not comments and mention `word`.
+fn active_lines<'a>(hosts: &'a str, word: &str) -> Vec<&'a str> {
+    hosts
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with('#')
+                && l.split_whitespace()
+                    .any(|w| w == word || l.starts_with(word))
+        })
+        .collect()
+}
+
+/// An earlier manual run's lines for the bundle's names (another gateway address) are replaced,
+/// not left beside the block; --uninstall restores the file as it was, other lines untouched.
+#[test]
+fn earlier_hosts_lines_for_the_same_names_are_replaced_and_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Legacy, legacy_files("203.0.113.10"));
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let before = "127.0.0.1 localhost\n# a comment naming istio-pilot stays\n198.51.100.1 istio-citadel istio-citadel.istio-system\n10.0.0.9 db.internal\n198.51.100.1 istio-pilot istio-pilot.istio-system\n";
+    std::fs::write(root.join("etc/hosts"), before).unwrap();
+    let prefix = root.display().to_string();
+    let run = install(&dir, &["--prefix", &prefix, "--no-chown"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("replaced (restored by --uninstall): 198.51.100.1 istio-citadel"),
+        "{}",
+        run.stdout
+    );
+    let hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap();
+    for name in ["istio-citadel", "istio-pilot"] {
+        assert_eq!(
+            active_lines(&hosts, name),
+            [format!("203.0.113.10 {name} {name}.istio-system")],
+            "one active line per name, the bundle's: {hosts}"
+        );
+    }
+    assert!(
+        hosts.starts_with("127.0.0.1 localhost\n# a comment naming istio-pilot stays\n10.0.0.9 db.internal\n# BEGIN meshvm bundle"),
+        "{hosts}"
+    );
+    // Installing again keeps the saved lines once.
+    assert_eq!(install(&dir, &["--prefix", &prefix, "--no-chown"]).code, 0);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hosts")).unwrap(),
+        hosts
+    );
+    let gone = install(&dir, &["--prefix", &prefix, "--uninstall"]);
+    assert_eq!(gone.code, 0, "{}{}", gone.stdout, gone.stderr);
+    let after = std::fs::read_to_string(root.join("etc/hosts")).unwrap();
+    let sorted = |t: &str| {
+        let mut v: Vec<String> = t.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&after), sorted(before), "{after}");
+    assert!(!after.contains("meshvm"), "{after}");
+}
+
+/// Folders that were there before install stay (even empty); the ones it made go.
+#[test]
+fn uninstall_removes_the_folders_install_created_and_only_those() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Modern, modern_files("203.0.113.20"));
+    let root = tmp.path().join("root");
+    // The VM already had /etc/certs (empty) and /var/lib with another program's data.
+    std::fs::create_dir_all(root.join("etc/certs")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/other")).unwrap();
+    std::fs::write(root.join("var/lib/other/data"), "x").unwrap();
+    let before = tree(&root);
+    let prefix = root.display().to_string();
+    let run = install(&dir, &["--prefix", &prefix, "--no-chown"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(tree(&root).contains_key("etc/istio/proxy/"));
+    // Something else put a file into a folder install made: that folder stays.
+    std::fs::write(root.join("etc/istio/proxy/envoy.log"), "log").unwrap();
+    let gone = install(&dir, &["--prefix", &prefix, "--uninstall"]);
+    assert_eq!(gone.code, 0, "{}{}", gone.stdout, gone.stderr);
+    assert!(
+        gone.stdout.contains("kept folder")
+            && gone
+                .stdout
+                .contains("etc/istio/proxy: it holds files install did not place"),
+        "{}",
+        gone.stdout
+    );
+    let mut expected = before;
+    expected.insert("etc/hosts".into(), (0o644, Vec::new()));
+    expected.insert("etc/istio/".into(), (0o755, Vec::new()));
+    expected.insert("etc/istio/proxy/".into(), (0o755, Vec::new()));
+    expected.insert("etc/istio/proxy/envoy.log".into(), (0o644, b"log".to_vec()));
+    let after: BTreeMap<String, Vec<u8>> =
+        tree(&root).into_iter().map(|(k, (_, d))| (k, d)).collect();
+    let expected: BTreeMap<String, Vec<u8>> =
+        expected.into_iter().map(|(k, (_, d))| (k, d)).collect();
+    assert_eq!(after, expected);
+}
+
+/// A fake `id` (istio-proxy exists or not) and `chown` (records its arguments) on PATH.
+fn fake_tools(root: &Path, user_exists: bool) -> PathBuf {
+    let tools = root.join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    let log = root.join("chown.log");
+    for (name, body) in [
+        (
+            "id",
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = istio-proxy ]; then exit {}; fi\nexec /usr/bin/id \"$@\"\n",
+                if user_exists { 0 } else { 1 }
+            ),
+        ),
+        (
+            "chown",
+            format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >>'{}'\n", log.display()),
+        ),
+    ] {
+        let path = tools.join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    tools
+}
+
+#[test]
+fn a_missing_proxy_user_fails_unless_no_chown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Legacy, legacy_files("203.0.113.10"));
+    let root = tmp.path().join("root");
+    let prefix = root.display().to_string();
+    let missing = fake_tools(&tmp.path().join("missing"), false);
+    let run = install_with(&dir, &["--prefix", &prefix], Some(&missing));
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("user istio-proxy does not exist") && run.stderr.contains("--no-chown"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        tree(&root).is_empty(),
+        "nothing installed: {:?}",
+        tree(&root)
+    );
+    let run = install_with(&dir, &["--prefix", &prefix, "--no-chown"], Some(&missing));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(!tmp.path().join("missing/chown.log").exists());
+    // With the user, the sidecar's folders are given to it.
+    let present = fake_tools(&tmp.path().join("present"), true);
+    let run = install_with(&dir, &["--prefix", &prefix], Some(&present));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let log = std::fs::read_to_string(tmp.path().join("present/chown.log")).unwrap();
+    assert_eq!(
+        log,
+        format!("-R istio-proxy {prefix}/etc/certs\n-R istio-proxy {prefix}/var/lib/istio/envoy\n")
+    );
+}
+
+/// Run from the bundle's own folder (`cd expandvm && ./install.sh`) and by its path from
+/// elsewhere: it reads the files beside itself either way.
+#[test]
+fn install_runs_from_its_folder_and_from_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Modern, modern_files("203.0.113.20"));
+    for (cwd, script) in [
+        (dir.clone(), PathBuf::from("./install.sh")),
+        (tmp.path().to_owned(), PathBuf::from("./bundle/install.sh")),
+    ] {
+        let root = cwd.join("..").join(format!(
+            "root-{}",
+            cwd.file_name().unwrap().to_string_lossy()
+        ));
+        let out = Command::new(shell())
+            .current_dir(&cwd)
+            .arg(&script)
+            .args(["--prefix", &root.display().to_string(), "--no-chown"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(root.join("var/run/secrets/tokens/istio-token")).unwrap(),
+            b"TOKEN",
+            "{}",
+            script.display()
+        );
+    }
 }
 
 #[test]
@@ -259,7 +462,12 @@ fn dry_run_changes_nothing() {
     std::fs::create_dir_all(&root).unwrap();
     let run = install(
         &dir,
-        &["--dry-run", "--prefix", &root.display().to_string()],
+        &[
+            "--dry-run",
+            "--no-chown",
+            "--prefix",
+            &root.display().to_string(),
+        ],
     );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("would run: cp"), "{}", run.stdout);
@@ -278,7 +486,7 @@ fn modern_install_places_files_where_the_sidecar_reads_them() {
     let dir = bundle_dir(tmp.path(), Era::Modern, modern_files("127.0.0.1"));
     let root = tmp.path().join("root");
     let prefix = root.display().to_string();
-    assert_eq!(install(&dir, &["--prefix", &prefix]).code, 0);
+    assert_eq!(install(&dir, &["--prefix", &prefix, "--no-chown"]).code, 0);
     let t = tree(&root);
     assert_eq!(
         t["var/run/secrets/tokens/istio-token"],
@@ -294,7 +502,7 @@ fn modern_install_places_files_where_the_sidecar_reads_them() {
         t.contains_key("etc/istio/proxy/"),
         "the sidecar's working directory exists"
     );
-    assert_eq!(install(&dir, &["--prefix", &prefix]).code, 0);
+    assert_eq!(install(&dir, &["--prefix", &prefix, "--no-chown"]).code, 0);
     assert_eq!(tree(&root), t);
 }
 
@@ -315,7 +523,7 @@ fn check_reports_resolution_and_tcp_per_endpoint() {
         before.stdout
     );
 
-    assert_eq!(install(&dir, &["--prefix", &prefix]).code, 0);
+    assert_eq!(install(&dir, &["--prefix", &prefix, "--no-chown"]).code, 0);
     let listener = std::net::TcpListener::bind("127.0.0.1:15012");
     let after = install(&dir, &["--check", "--prefix", &prefix]);
     assert!(
@@ -356,7 +564,10 @@ fn check_reports_resolution_and_tcp_per_endpoint() {
     );
     let lroot = tmp.path().join("lroot");
     let lprefix = lroot.display().to_string();
-    assert_eq!(install(&legacy, &["--prefix", &lprefix]).code, 0);
+    assert_eq!(
+        install(&legacy, &["--prefix", &lprefix, "--no-chown"]).code,
+        0
+    );
     let check = install(&legacy, &["--check", "--prefix", &lprefix]);
     for endpoint in [
         "istio-pilot.istio-system:15011",
@@ -399,14 +610,29 @@ fn tampered_bundles_and_bad_flags_are_refused() {
     let key = dir.join("key.pem");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&key, "EVIL\n").unwrap();
-    let run = install(&dir, &["--prefix", &prefix]);
-    if Command::new("sha256sum").arg("--version").output().is_ok() {
-        assert_eq!(run.code, 1, "{}", run.stdout);
-        assert!(
-            run.stderr.contains("do not match SHA256SUMS"),
-            "{}",
-            run.stderr
-        );
-        assert!(!Path::new(&prefix).join("etc/certs/key.pem").exists());
-    }
+    assert!(
+        Command::new("sha256sum").arg("--version").output().is_ok(),
+        "sha256sum (coreutils) is needed to test the checksum check"
+    );
+    let run = install(&dir, &["--prefix", &prefix, "--no-chown"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "install.sh: key.pem: not as in SHA256SUMS (changed, damaged or missing since bundling)"
+        ),
+        "the mismatch names the file: {}",
+        run.stderr
+    );
+    assert!(!Path::new(&prefix).join("etc/certs/key.pem").exists());
+    // Two files: both named; a missing one too.
+    std::fs::remove_file(dir.join("gwip.txt")).unwrap();
+    std::fs::write(dir.join("hosts"), "1.2.3.4 evil\n").unwrap();
+    let run = install(&dir, &["--prefix", &prefix, "--no-chown"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("install.sh: gwip.txt, hosts, key.pem: not as in SHA256SUMS"),
+        "{}",
+        run.stderr
+    );
 }
