@@ -394,6 +394,10 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                     name,
                 });
             }
+            if let Some(warning) = inbound_ports_warning(&opts.inbound_ports, &group, ns, &name)
+            {
+                warnings.push(warning);
+            }
             let revision = opts.revision.as_deref();
             let mesh_cm = modern::mesh_configmap(revision);
             let mesh = observed
@@ -521,5 +525,39 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
         files,
         warnings,
         service_cidr,
+    })
+}
+
+/// Modern: `--inbound-ports` replace the WorkloadGroup's ports in `ISTIO_INBOUND_PORTS`; when the
+/// two lists differ, the sidecar captures other ports than those the mesh sends to the VM (the
+/// WorkloadEntries made from the group carry its ports).
+fn inbound_ports_warning(
+    flag: &[u16],
+    group: &modern::WorkloadGroup,
+    namespace: &str,
+    name: &str,
+) -> Option<String> {
+    if flag.is_empty() || group.ports.is_empty() {
+        return None;
+    }
+    let flag_set: std::collections::BTreeSet<u32> = flag.iter().map(|p| u32::from(*p)).collect();
+    let group_set: std::collections::BTreeSet<u32> = group.ports.values().copied().collect();
+    (flag_set != group_set).then(|| {
+        let list = |set: &std::collections::BTreeSet<u32>| {
+            set.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        };
+        let named: Vec<String> = group
+            .ports
+            .iter()
+            .map(|(n, p)| format!("{n}: {p}"))
+            .collect();
+        format!(
+            "--inbound-ports {} differ from the ports of WorkloadGroup {namespace}/{name} ({}): the VM's sidecar captures {} while the mesh sends traffic for {}; drop --inbound-ports to use the group's ports, or pass --inbound-ports {}",
+            list(&flag_set),
+            named.join(", "),
+            list(&flag_set),
+            list(&group_set),
+            list(&group_set)
+        )
     })
 }

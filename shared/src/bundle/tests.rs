@@ -705,6 +705,46 @@ fn modern_plan_matches_istioctl_goldens() {
     }
 }
 
+/// Modern: `--inbound-ports` that disagree with the WorkloadGroup's ports warn, naming both.
+#[test]
+fn inbound_ports_that_differ_from_the_workload_group_warn() {
+    let mesh = "defaultConfig: {}\n";
+    let mut observed = golden_observed("vmconfig-nil-proxy-metadata", mesh);
+    observed.workload_group.as_mut().unwrap()["spec"]["template"]["ports"] =
+        json!({"http": 8080, "grpc": 9090});
+    let o = |ports: &[&str]| {
+        let mut flags = vec!["--workload-group", "foo", "--no-gateway", "--cluster-id", "c"];
+        flags.extend_from_slice(ports);
+        Options {
+            vm_namespace: "bar".into(),
+            ..opts(&flags)
+        }
+    };
+    // (The golden's fake root certificate brings its own warning.)
+    let ports_warnings = |b: &Bundle| -> Vec<String> {
+        b.warnings
+            .iter()
+            .filter(|w| w.contains("--inbound-ports"))
+            .cloned()
+            .collect()
+    };
+    let differ = plan(&observed, &o(&["--inbound-ports", "8080"]), now()).unwrap();
+    let warnings = ports_warnings(&differ);
+    assert_eq!(warnings.len(), 1, "{:?}", differ.warnings);
+    let w = &warnings[0];
+    assert!(
+        w.starts_with("--inbound-ports 8080 differ from the ports of WorkloadGroup bar/foo (grpc: 9090, http: 8080)")
+            && w.contains("captures 8080 while the mesh sends traffic for 8080,9090"),
+        "{w}"
+    );
+    assert!(text(&differ, "cluster.env").contains("ISTIO_INBOUND_PORTS='8080'"));
+    // The same ports in another order, or no flag: no warning.
+    for ports in [&["--inbound-ports", "9090,8080"][..], &[]] {
+        let b = plan(&observed, &o(ports), now()).unwrap();
+        assert!(ports_warnings(&b).is_empty(), "{ports:?}: {:?}", b.warnings);
+    }
+}
+
 #[test]
 fn modern_errors_name_what_is_missing() {
     let mesh = "defaultConfig: {}\n";
