@@ -394,8 +394,7 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                     name,
                 });
             }
-            if let Some(warning) = inbound_ports_warning(&opts.inbound_ports, &group, ns, &name)
-            {
+            if let Some(warning) = inbound_ports_warning(&opts.inbound_ports, &group, ns, &name) {
                 warnings.push(warning);
             }
             let revision = opts.revision.as_deref();

@@ -713,7 +713,13 @@ fn inbound_ports_that_differ_from_the_workload_group_warn() {
     observed.workload_group.as_mut().unwrap()["spec"]["template"]["ports"] =
         json!({"http": 8080, "grpc": 9090});
     let o = |ports: &[&str]| {
-        let mut flags = vec!["--workload-group", "foo", "--no-gateway", "--cluster-id", "c"];
+        let mut flags = vec![
+            "--workload-group",
+            "foo",
+            "--no-gateway",
+            "--cluster-id",
+            "c",
+        ];
         flags.extend_from_slice(ports);
         Options {
             vm_namespace: "bar".into(),

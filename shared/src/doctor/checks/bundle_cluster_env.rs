@@ -9,7 +9,8 @@ use crate::snapshot::{Kind, Snapshot, parse_env};
 
 /// Fails when required keys are missing or malformed (CIDRs, ports, `ISTIO_CP_AUTH`), and — with
 /// a cluster to compare — when `ISTIO_SERVICE_CIDR` does not cover every Service ClusterIP (the
-/// VM's iptables then let traffic to those Services bypass the sidecar).
+/// VM's iptables then let traffic to those Services bypass the sidecar); warns (modern) when
+/// ISTIO_INBOUND_PORTS differ from the ports of the WorkloadGroup the bundle was made from.
 pub struct BundleClusterEnv;
 
 const ID: &str = "bundle.cluster-env";
@@ -73,7 +74,7 @@ impl Check for BundleClusterEnv {
     }
 
     fn describe(&self) -> &'static str {
-        "cluster.env lacks required keys or has malformed ones; with a cluster: ISTIO_SERVICE_CIDR does not cover the Service CIDR"
+        "cluster.env lacks required keys or has malformed ones; with a cluster: ISTIO_SERVICE_CIDR does not cover the Service CIDR, or (modern) ISTIO_INBOUND_PORTS differ from the WorkloadGroup's ports"
     }
 
     fn breaks(&self) -> Breaks {
@@ -211,6 +212,11 @@ impl Check for BundleClusterEnv {
                 ));
             }
         }
+        if era == Era::Modern
+            && let Some(finding) = inbound_ports_vs_group(snap, &get, &object)
+        {
+            out.push(finding);
+        }
         or_pass(
             ID,
             out,
@@ -219,14 +225,88 @@ impl Check for BundleClusterEnv {
     }
 }
 
+/// Modern, with the cluster: `ISTIO_INBOUND_PORTS` (bundle's `--inbound-ports`) against the
+/// ports of the WorkloadGroup the bundle was made from (`ISTIO_META_WORKLOAD_NAME` in
+/// `ISTIO_NAMESPACE`): when they differ, the sidecar captures other ports than the mesh sends
+/// the VM traffic on. `*` captures every port, so it never disagrees.
+fn inbound_ports_vs_group<'a>(
+    snap: &Snapshot,
+    get: &impl Fn(&str) -> Option<&'a str>,
+    object: &str,
+) -> Option<Finding> {
+    let inbound = get("ISTIO_INBOUND_PORTS").filter(|v| !v.is_empty() && *v != "*")?;
+    let name = get("ISTIO_META_WORKLOAD_NAME")?;
+    let namespace = get("ISTIO_NAMESPACE")?;
+    let group = snap.get(Kind::WorkloadGroup, namespace, name)?;
+    let ports = group.at(&["spec", "template", "ports"])?.as_object()?;
+    let group_ports: std::collections::BTreeSet<u64> = ports
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    let bundle_ports: std::collections::BTreeSet<u64> = inbound
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    if group_ports.is_empty() || group_ports == bundle_ports {
+        return None;
+    }
+    let join = |set: &std::collections::BTreeSet<u64>| {
+        set.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    };
+    Some(
+        Finding::warn(
+            ID,
+            format!(
+                "ISTIO_INBOUND_PORTS {} differ from the ports {} of WorkloadGroup {namespace}/{name}: the VM's sidecar captures {} while the mesh sends traffic for {}",
+                join(&bundle_ports),
+                join(&group_ports),
+                join(&bundle_ports),
+                join(&group_ports),
+            ),
+        )
+        .object(object.to_owned())
+        .hint(format!(
+            "bundle again without --inbound-ports (the group's ports are used), or with --inbound-ports {}",
+            join(&group_ports)
+        )),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Severity::{Fail, Pass, Skip};
+    use crate::doctor::Severity::{Fail, Pass, Skip, Warn};
     use crate::doctor::testutil::{Fixture, expect};
 
     const GOOD: &str = "ISTIO_CP_AUTH=MUTUAL_TLS\nISTIO_SERVICE=expandvm\nISTIO_SERVICE_CIDR=172.16.0.0/16\nISTIO_INBOUND_PORTS=80\nISTIO_NAMESPACE=expandvm\n";
     const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes, namespace: default}\nspec: {clusterIP: 172.16.0.1, ports: [{port: 443}]}\n";
+
+    /// A modern bundle for WorkloadGroup bar/vm, whose ports are 8080 and 9090, in the cluster.
+    fn modern_vm(inbound: &str) -> Fixture {
+        let env = format!(
+            "ISTIO_INBOUND_PORTS='{inbound}'\nISTIO_META_WORKLOAD_NAME='vm'\nISTIO_NAMESPACE='bar'\nISTIO_SERVICE_CIDR='*'\nSERVICE_ACCOUNT='sa'\n"
+        );
+        Fixture::modern()
+            .with("apiVersion: networking.istio.io/v1beta1\nkind: WorkloadGroup\nmetadata: {name: vm, namespace: bar}\nspec: {template: {serviceAccount: sa, ports: {http: 8080, grpc: 9090}}}\n")
+            .bundle(&[
+                ("cluster.env", env.as_bytes(), 0o644),
+                ("istio-token", b"t", 0o600),
+            ])
+    }
+
+    #[test]
+    fn inbound_ports_that_differ_from_the_group_name_both_lists() {
+        let findings = modern_vm("8080").run(&BundleClusterEnv);
+        let warn: Vec<&Finding> = findings.iter().filter(|f| f.severity == Warn).collect();
+        assert_eq!(warn.len(), 1, "{findings:?}");
+        assert!(
+            warn[0].message.contains(
+                "ISTIO_INBOUND_PORTS 8080 differ from the ports 8080,9090 of WorkloadGroup bar/vm"
+            ),
+            "{}",
+            warn[0].message
+        );
+    }
 
     fn legacy(env: &str) -> Fixture {
         Fixture::legacy().with(SVC).bundle(&[
@@ -263,6 +343,9 @@ mod tests {
                 Pass,
             ),
             ("no bundle", Fixture::legacy(), Skip),
+            ("inbound ports as the WorkloadGroup's", modern_vm("8080,9090"), Pass),
+            ("inbound ports capture all", modern_vm("*"), Pass),
+            ("inbound ports differ from the WorkloadGroup's", modern_vm("8080"), Warn),
         ];
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&BundleClusterEnv), severity, case);
