@@ -149,7 +149,7 @@ pub struct PrepareArgs {
     bin_name = "kubectl meshvm bundle",
     version,
     about = "Write everything the VM needs into a directory (and a deterministic .tar.gz), with install.sh",
-    after_help = "Examples:\n  kubectl meshvm bundle --vm-namespace expandvm -d expandvm --archive expandvm.tar.gz\n  kubectl meshvm bundle --vm-namespace vm --workload-group vm --internal-ip 10.0.0.5 -d vm-files"
+    after_help = "Examples:\n  # legacy (Citadel): the ports the VM serves are needed, as the runbook's ISTIO_INBOUND_PORTS\n  kubectl meshvm bundle -n expandvm --inbound-ports 80 -d expandvm --archive expandvm.tar.gz\n  # modern (istiod): the WorkloadGroup `prepare --workload-group` made\n  kubectl meshvm bundle -n expandvm --workload-group expandvm --internal-ip 10.0.0.5 -d expandvm --archive expandvm.tar.gz\n\nThe archive unpacks into one folder named as the -d directory (expandvm/ above): on the VM,\n`tar xzf expandvm.tar.gz && cd expandvm && sudo ./install.sh` (or `sudo ./expandvm/install.sh`)."
 )]
 pub struct BundleArgs {
     /// Namespace of the VM's workload
@@ -158,10 +158,10 @@ pub struct BundleArgs {
     /// ServiceAccount of the VM (default: the VM namespace's name, or the WorkloadGroup's)
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
-    /// Directory to write the files into (created 0700)
+    /// Directory to write the files into (created 0700; a folder of its own: not the current directory, its parents, / or $HOME)
     #[arg(short = 'd', long, value_name = "DIR")]
     pub output_dir: PathBuf,
-    /// Also write a deterministic .tar.gz of the directory
+    /// Also write a deterministic .tar.gz of the directory, unpacking into one folder named as the directory
     #[arg(long, value_name = "FILE.tar.gz")]
     pub archive: Option<PathBuf>,
     /// Gateway Service the VM reaches the control plane through: NAME or NAME.NAMESPACE
@@ -182,7 +182,7 @@ pub struct BundleArgs {
     /// Legacy era: wait this long for Citadel to issue istio.<sa> from the root in cacerts (0 = do not wait)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::flags::parse_duration)]
     pub wait: std::time::Duration,
-    /// Ports the VM's workload serves, captured by the sidecar
+    /// Ports the VM's workload serves, captured by the sidecar (legacy: required; modern: default the WorkloadGroup's ports, with a warning when they differ)
     #[arg(long, value_name = "PORT,...", value_delimiter = ',')]
     pub inbound_ports: Vec<u16>,
     /// Lifetime of the bootstrap token (modern era)
@@ -206,7 +206,7 @@ pub struct BundleArgs {
     /// Use this era instead of detecting it from the cluster
     #[arg(long, value_enum)]
     pub era: Option<Era>,
-    /// Write into an existing non-empty directory
+    /// Replace a different bundle in --output-dir (and --archive), listing the files it removes; a directory holding anything else is never touched (without --force, the same bundle again is left unchanged)
     #[arg(long)]
     pub force: bool,
     /// Output format of the summary

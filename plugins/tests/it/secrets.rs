@@ -265,7 +265,7 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-/// Modes of the archive's entries by name.
+/// Modes of the archive's entries by name (as written: under the bundle's folder).
 fn archive_modes(path: &Path) -> BTreeMap<String, u32> {
     let file = std::fs::File::open(path).unwrap();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
@@ -289,10 +289,21 @@ fn assert_modes(dir: &Path, archive: &Path, secret_files: &[&str]) {
     // The archive holds the key or token: nobody but its owner may read it.
     assert_eq!(mode(archive), 0o600, "{}", archive.display());
     let in_archive = archive_modes(archive);
+    // Everything sits under one folder named as the directory, itself 0700.
+    let top = dir.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        in_archive.get(&format!("{top}/")),
+        Some(&0o700),
+        "{in_archive:?}"
+    );
+    assert!(
+        in_archive.keys().all(|k| k.starts_with(&format!("{top}/"))),
+        "{in_archive:?}"
+    );
     for f in secret_files {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f} on disk");
         assert_eq!(
-            in_archive.get(*f),
+            in_archive.get(&format!("{top}/{f}")),
             Some(&0o600),
             "{f} in the archive: {in_archive:?}"
         );

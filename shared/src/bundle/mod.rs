@@ -444,11 +444,27 @@ pub async fn run(
         );
     }
     if opts.output == OutputFormat::Table {
-        let _ = writeln!(
-            err,
-            "next: copy {} to the VM and run `sudo ./install.sh` there (`./install.sh --check` tests the connection)",
-            opts.output_dir.display()
-        );
+        match &written.archive {
+            Some(a) => {
+                let file = a.path.file_name().map_or_else(
+                    || a.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                let _ = writeln!(
+                    err,
+                    "next: copy {} to the VM and run `tar xzf {file} && cd {} && sudo ./install.sh` there (`./install.sh --check` tests the connection)",
+                    a.path.display(),
+                    a.folder
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    err,
+                    "next: copy {} to the VM and run `sudo ./install.sh` in it there (`./install.sh --check` tests the connection)",
+                    opts.output_dir.display()
+                );
+            }
+        }
     }
     Ok(Outcome::Success)
 }
