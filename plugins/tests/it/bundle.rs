@@ -1,6 +1,7 @@
 //! `kubectl meshvm bundle` end to end: the runbook's cluster after `prepare`, bundled by the
 //! binary into exactly the runbook's files; exit codes, `-o json`, determinism.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use kube_sim::{Scenario, Server};
@@ -377,7 +378,6 @@ async fn the_archive_unpacks_into_one_folder_install_sh_runs_from() {
     assert_eq!(names(&vm), ["expandvm"], "nothing scattered");
     let unpacked = vm.join("expandvm");
     assert_eq!(names(&unpacked), names(&dir));
-    use std::os::unix::fs::PermissionsExt as _;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&unpacked), 0o700);
     assert_eq!(mode(&unpacked.join("key.pem")), 0o600);

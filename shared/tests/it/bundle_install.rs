@@ -370,7 +370,7 @@ fn fake_tools(root: &Path, user_exists: bool) -> PathBuf {
             "id",
             format!(
                 "#!/bin/sh\nif [ \"$1\" = istio-proxy ]; then exit {}; fi\nexec /usr/bin/id \"$@\"\n",
-                if user_exists { 0 } else { 1 }
+                i32::from(!user_exists)
             ),
         ),
         (
