@@ -455,21 +455,28 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// An archive's entries by name.
+/// The archive's files by name inside its one top folder (which every entry must be under).
 fn archive_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = BTreeMap::new();
+    let mut tops = std::collections::BTreeSet::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let (top, rest) = name
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{name} is not under a folder"));
+        tops.insert(top.to_owned());
         if entry.header().entry_type().is_dir() {
             continue;
         }
-        let name = entry.path().unwrap().display().to_string();
         let mut data = Vec::new();
         entry.read_to_end(&mut data).unwrap();
-        out.insert(name.trim_start_matches("./").to_owned(), data);
+        out.insert(rest.to_owned(), data);
     }
+    assert_eq!(tops.len(), 1, "one top folder: {tops:?}");
     out
 }
 

@@ -596,7 +596,7 @@ async fn cluster_error_paths() {
         "{text}"
     );
     server.allow_all();
-    // An existing non-empty directory is refused before any request.
+    // A directory holding a file no bundle writes is refused before any request.
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("x"), "").unwrap();
     server.reset_requests();
@@ -606,7 +606,7 @@ async fn cluster_error_paths() {
         &["--vm-namespace", "expandvm", "--inbound-ports", "80"],
     ))
     .await;
-    assert!(matches!(result.unwrap_err(), Error::OutputExists { .. }));
+    assert!(matches!(result.unwrap_err(), Error::OutputForeign { .. }));
     assert_eq!(server.requests().api_calls(), 0);
 }
 
