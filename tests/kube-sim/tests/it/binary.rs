@@ -126,12 +126,23 @@ fn serve_flags_pick_version_and_levers() {
             let alice = kube::Client::try_from(cfg).unwrap();
             let v = alice.apiserver_version().await.unwrap();
             assert_eq!(v.git_version, "v1.14.0");
-            // 1.14 serves CRDs at apiextensions v1beta1 only.
-            let req = http::Request::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
-                .body(Vec::new())
-                .unwrap();
-            let resp = alice.send(req.map(kube::client::Body::from)).await.unwrap();
-            assert_eq!(resp.status(), 404);
+            // 1.14 serves CRDs at apiextensions v1beta1 only (the admin sees the 404; alice,
+            // bound to nothing, is refused before routing, as the apiserver authorizes first).
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+            let admin = kube::Client::try_from(
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            for (client, code) in [(&admin, 404), (&alice, 403)] {
+                let req =
+                    http::Request::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+                        .body(Vec::new())
+                        .unwrap();
+                let resp = client.send(req.map(kube::client::Body::from)).await.unwrap();
+                assert_eq!(resp.status(), code);
+            }
             // Alice may not impersonate.
             let req = http::Request::get("/api/v1/namespaces")
                 .header("Impersonate-User", "bob")
