@@ -759,11 +759,7 @@ fn check_immutable(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Resul
     if kind == (crate::rbac::GROUP, "rolebindings")
         || kind == (crate::rbac::GROUP, "clusterrolebindings")
     {
-        let r = |o: &Value, k: &str| {
-            util::str_at(o, &["roleRef", k])
-                .unwrap_or("")
-                .to_string()
-        };
+        let r = |o: &Value, k: &str| util::str_at(o, &["roleRef", k]).unwrap_or("").to_string();
         let changed = ["apiGroup", "kind", "name"]
             .iter()
             .any(|k| r(obj, k) != r(old, k));

@@ -346,6 +346,8 @@ mod tests {
             "alice",
             "--impersonator",
             "bob",
+            "--request-log",
+            "/tmp/log.jsonl",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command;
@@ -355,6 +357,10 @@ mod tests {
             "Some(KubeVersion { minor: 31 })"
         );
         assert!(args.runtime_config.unwrap().service_cidr_beta);
+        assert_eq!(
+            args.request_log.as_deref(),
+            Some(std::path::Path::new("/tmp/log.jsonl"))
+        );
         let dbg = format!("{s:?}");
         assert!(
             dbg.contains("AfterPages(2)")

@@ -421,7 +421,14 @@ pub fn bootstrap_objects() -> Vec<Value> {
     };
     let health = ["/livez", "/readyz", "/healthz", "/version", "/version/"];
     let mut discovery: Vec<&str> = health.to_vec();
-    discovery.extend(["/openapi", "/openapi/*", "/api", "/api/*", "/apis", "/apis/*"]);
+    discovery.extend([
+        "/openapi",
+        "/openapi/*",
+        "/api",
+        "/api/*",
+        "/apis",
+        "/apis/*",
+    ]);
     vec![
         role(
             "cluster-admin",
@@ -445,7 +452,10 @@ pub fn bootstrap_objects() -> Vec<Value> {
         binding("cluster-admin", &[MASTERS]),
         binding("system:discovery", &[AUTHENTICATED]),
         binding("system:basic-user", &[AUTHENTICATED]),
-        binding("system:public-info-viewer", &[AUTHENTICATED, UNAUTHENTICATED]),
+        binding(
+            "system:public-info-viewer",
+            &[AUTHENTICATED, UNAUTHENTICATED],
+        ),
     ]
 }
 
@@ -488,12 +498,23 @@ mod tests {
             a,
             Attributes::resource("update", "", "namespaces", "status", "ns1", "ns1")
         );
-        let a = request_attributes("DELETE", "/apis/apps/v1/namespaces/a/deployments", false, None);
+        let a = request_attributes(
+            "DELETE",
+            "/apis/apps/v1/namespaces/a/deployments",
+            false,
+            None,
+        );
         assert_eq!(
             a,
             Attributes::resource("deletecollection", "apps", "deployments", "", "a", "")
         );
-        for p in ["/api", "/api/v1", "/apis/apps/v1", "/openapi/v3/api/v1", "/version"] {
+        for p in [
+            "/api",
+            "/api/v1",
+            "/apis/apps/v1",
+            "/openapi/v3/api/v1",
+            "/version",
+        ] {
             let a = request_attributes("GET", p, false, None);
             assert_eq!(a, Attributes::non_resource("get", p), "{p}");
         }
@@ -509,15 +530,28 @@ mod tests {
         assert!(rule_allows(&rule, &get("replicasets", "scale", "r")));
         assert!(!rule_allows(&rule, &get("deployments", "status", "d")));
         let named = json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["cacerts"], "verbs": ["get", "list"]});
-        let secret = |verb: &str, name: &str| Attributes::resource(verb, "", "secrets", "", "ns", name);
+        let secret =
+            |verb: &str, name: &str| Attributes::resource(verb, "", "secrets", "", "ns", name);
         assert!(rule_allows(&named, &secret("get", "cacerts")));
         assert!(!rule_allows(&named, &secret("get", "other")));
         assert!(!rule_allows(&named, &secret("list", "")));
         let urls = json!({"nonResourceURLs": ["/apis/*", "/version"], "verbs": ["get"]});
-        assert!(rule_allows(&urls, &Attributes::non_resource("get", "/apis/apps/v1")));
-        assert!(rule_allows(&urls, &Attributes::non_resource("get", "/version")));
-        assert!(!rule_allows(&urls, &Attributes::non_resource("get", "/api")));
-        assert!(!rule_allows(&urls, &Attributes::non_resource("post", "/version")));
+        assert!(rule_allows(
+            &urls,
+            &Attributes::non_resource("get", "/apis/apps/v1")
+        ));
+        assert!(rule_allows(
+            &urls,
+            &Attributes::non_resource("get", "/version")
+        ));
+        assert!(!rule_allows(
+            &urls,
+            &Attributes::non_resource("get", "/api")
+        ));
+        assert!(!rule_allows(
+            &urls,
+            &Attributes::non_resource("post", "/version")
+        ));
     }
 
     #[test]
@@ -528,15 +562,19 @@ mod tests {
         }
         st.upsert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}))
             .unwrap();
-        st.upsert(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        st.upsert(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": {"name": "read", "namespace": "a"},
-            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]}))
-            .unwrap();
-        st.upsert(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]}),
+        )
+        .unwrap();
+        st.upsert(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": "read", "namespace": "a"},
             "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": "read"},
-            "subjects": [{"kind": "User", "name": "u"}, {"kind": "ServiceAccount", "name": "sa"}]}))
-            .unwrap();
+            "subjects": [{"kind": "User", "name": "u"}, {"kind": "ServiceAccount", "name": "sa"}]}),
+        )
+        .unwrap();
         let u = UserInfo::new("u", &[AUTHENTICATED]);
         let list = |ns: &str| Attributes::resource("list", "", "secrets", "", ns, "");
         assert_eq!(
@@ -545,7 +583,10 @@ mod tests {
                 "RBAC: allowed by RoleBinding \"read/a\" of Role \"read\" to User \"u\"".into()
             )
         );
-        assert_eq!(authorize(&st, &u, &list("b")), Decision::Deny(String::new()));
+        assert_eq!(
+            authorize(&st, &u, &list("b")),
+            Decision::Deny(String::new())
+        );
         assert_eq!(authorize(&st, &u, &list("")), Decision::Deny(String::new()));
         let sa = UserInfo::new("system:serviceaccount:a:sa", &[AUTHENTICATED]);
         assert!(authorize(&st, &sa, &list("a")).allowed());
@@ -553,16 +594,20 @@ mod tests {
         assert!(!authorize(&st, &u, &Attributes::non_resource("get", "/metrics")).allowed());
         assert!(authorize(&st, &UserInfo::new("x", &[MASTERS]), &list("")).allowed());
         // A binding to a missing role names it in the reason.
-        st.upsert(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        st.upsert(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": "gone", "namespace": "a"},
             "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "gone"},
-            "subjects": [{"kind": "User", "name": "u"}]}))
-            .unwrap();
+            "subjects": [{"kind": "User", "name": "u"}]}),
+        )
+        .unwrap();
         assert_eq!(
-            authorize(&st, &u, &Attributes::resource("get", "", "pods", "", "a", "p")),
-            Decision::Deny(
-                "RBAC: clusterrole.rbac.authorization.k8s.io \"gone\" not found".into()
-            )
+            authorize(
+                &st,
+                &u,
+                &Attributes::resource("get", "", "pods", "", "a", "p")
+            ),
+            Decision::Deny("RBAC: clusterrole.rbac.authorization.k8s.io \"gone\" not found".into())
         );
     }
 }

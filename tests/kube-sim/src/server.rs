@@ -1096,9 +1096,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     }
                 })
         }),
-        None => public.then(|| {
-            UserInfo::new(crate::rbac::ANONYMOUS, &[crate::rbac::UNAUTHENTICATED])
-        }),
+        None => {
+            public.then(|| UserInfo::new(crate::rbac::ANONYMOUS, &[crate::rbac::UNAUTHENTICATED]))
+        }
     };
     let Some(requestor) = requestor else {
         return Ok(log(error_response(&ApiError::unauthorized()), ""));
@@ -1879,7 +1879,11 @@ fn scale(
 /// `kubectl auth can-i`: the review's attributes judged as a request of the reviewing user
 /// would be: a denial lever covering them refuses, `system:masters` is allowed, everyone else
 /// gets RBAC's decision and reason (`RBAC: allowed by RoleBinding "b/ns" of Role "r" to User "u"`).
-fn access_review(shared: &Shared, user: &UserInfo, body: &[u8]) -> Result<Response<Body>, ApiError> {
+fn access_review(
+    shared: &Shared,
+    user: &UserInfo,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let mut review = parse_body(body)?;
     let decision = if let Some(a) = review.pointer("/spec/resourceAttributes") {
         let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("");

@@ -239,7 +239,12 @@ impl ApiError {
             err = format!("{err}: {reason}");
         }
         if !a.resource_request {
-            return Self::new(403, "Forbidden", format!("forbidden: {err}"), Some(json!({})));
+            return Self::new(
+                403,
+                "Forbidden",
+                format!("forbidden: {err}"),
+                Some(json!({})),
+            );
         }
         let subject = if a.name.is_empty() {
             qualified(&a.group, &a.resource)

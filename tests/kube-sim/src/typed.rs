@@ -71,7 +71,9 @@ pub fn decode(group: &str, plural: &str, obj: &Value) -> Option<Decode> {
         ("rbac.authorization.k8s.io", "roles") => round_trip::<Role>(obj),
         ("rbac.authorization.k8s.io", "rolebindings") => round_trip::<RoleBinding>(obj),
         ("rbac.authorization.k8s.io", "clusterroles") => round_trip::<ClusterRole>(obj),
-        ("rbac.authorization.k8s.io", "clusterrolebindings") => round_trip::<ClusterRoleBinding>(obj),
+        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
+            round_trip::<ClusterRoleBinding>(obj)
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             round_trip::<CustomResourceDefinition>(obj)
         }

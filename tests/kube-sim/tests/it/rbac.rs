@@ -241,7 +241,11 @@ async fn a_role_scopes_reads_to_its_namespace_and_verbs() {
     )
     .await;
     assert_eq!((code, &tr["kind"]), (201, &json!("TokenRequest")));
-    let (code, _) = raw(&auditor, get("/api/v1/namespaces/allowed/serviceaccounts/default")).await;
+    let (code, _) = raw(
+        &auditor,
+        get("/api/v1/namespaces/allowed/serviceaccounts/default"),
+    )
+    .await;
     assert_eq!(code, 403);
 }
 
@@ -267,7 +271,11 @@ async fn resource_names_limit_gets_and_forbid_unnamed_lists() {
     ]))
     .await;
     let auditor = client_as(&server, "auditor").await;
-    let (code, s) = raw(&auditor, get("/api/v1/namespaces/istio-system/secrets/cacerts")).await;
+    let (code, s) = raw(
+        &auditor,
+        get("/api/v1/namespaces/istio-system/secrets/cacerts"),
+    )
+    .await;
     assert_eq!((code, &s["metadata"]["name"]), (200, &json!("cacerts")));
     let (code, body) = raw(
         &auditor,
@@ -298,7 +306,9 @@ async fn resource_names_limit_gets_and_forbid_unnamed_lists() {
     assert_eq!(names(&list), ["istio-system/cacerts"]);
     let (code, body) = raw(
         &auditor,
-        get("/api/v1/namespaces/istio-system/secrets?fieldSelector=metadata.name%3Distio-ca-secret"),
+        get(
+            "/api/v1/namespaces/istio-system/secrets?fieldSelector=metadata.name%3Distio-ca-secret",
+        ),
     )
     .await;
     assert_forbidden(
@@ -353,7 +363,9 @@ async fn cluster_role_binding_to_the_authenticated_group_and_missing_roles() {
         // Granted cluster-wide, so in every namespace too; other resources stay closed.
         assert_eq!(raw(&c, get("/api/v1/namespaces/default")).await.0, 200);
         assert_eq!(
-            raw(&c, get("/api/v1/namespaces/default/configmaps")).await.0,
+            raw(&c, get("/api/v1/namespaces/default/configmaps"))
+                .await
+                .0,
             403
         );
     }
@@ -558,9 +570,7 @@ async fn request_log_file_has_one_json_line_per_request() {
     assert_eq!(code, 200);
     assert_eq!(raw(&auditor, get("/api/v1/secrets")).await.0, 403);
     let resp = admin
-        .send(
-            get("/api/v1/namespaces/other/secrets/plain").map(kube::client::Body::from),
-        )
+        .send(get("/api/v1/namespaces/other/secrets/plain").map(kube::client::Body::from))
         .await
         .unwrap();
     let admin_bytes = resp.into_body().collect().await.unwrap().to_bytes().len();
@@ -604,7 +614,10 @@ async fn request_log_file_has_one_json_line_per_request() {
             "auditor".into()
         )
     );
-    assert_eq!(lines[0]["query"], "fieldSelector=type%3Distio.io%2Fkey-and-cert");
+    assert_eq!(
+        lines[0]["query"],
+        "fieldSelector=type%3Distio.io%2Fkey-and-cert"
+    );
     assert_eq!(
         fields(&lines[1]),
         (
@@ -720,10 +733,25 @@ fn kubectl_as_a_restricted_user_and_apply_of_rbac_objects() {
         .collect();
     assert_eq!(rows, ["istio.default", "plain"], "{stdout}");
     let out = run(&[
-        "--context", "auditor", "auth", "can-i", "list", "secrets", "-n", "allowed",
+        "--context",
+        "auditor",
+        "auth",
+        "can-i",
+        "list",
+        "secrets",
+        "-n",
+        "allowed",
     ]);
     assert_eq!(text(&out).0.trim(), "yes");
-    let out = run(&["--context", "auditor", "auth", "can-i", "list", "secrets", "-A"]);
+    let out = run(&[
+        "--context",
+        "auditor",
+        "auth",
+        "can-i",
+        "list",
+        "secrets",
+        "-A",
+    ]);
     assert_eq!((out.status.code(), text(&out).0.trim()), (Some(1), "no"));
 
     let manifest = dir.path().join("rbac.yaml");
@@ -749,8 +777,17 @@ fn kubectl_as_a_restricted_user_and_apply_of_rbac_objects() {
     let out = run(&["--context", "auditor", "get", "secrets", "-A"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("other") && stdout.contains("allowed"), "{stdout}");
-    let out = run(&["get", "clusterroles", "secret-lister", "-o", "jsonpath={.rules[0].verbs}"]);
+    assert!(
+        stdout.contains("other") && stdout.contains("allowed"),
+        "{stdout}"
+    );
+    let out = run(&[
+        "get",
+        "clusterroles",
+        "secret-lister",
+        "-o",
+        "jsonpath={.rules[0].verbs}",
+    ]);
     assert_eq!(text(&out).0, "[\"list\"]");
 
     // Every kubectl request is one JSON line, discovery included.
