@@ -1,5 +1,5 @@
 //! Test levers: latency, fault injection, RBAC-like denials, users and impersonation, the
-//! request log, and the API-semantics levers (expiring continue tokens, Terminating namespaces).
+//! request log (in memory and as JSON lines in a file), and the API-semantics levers (expiring continue tokens, Terminating namespaces).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -226,8 +226,8 @@ pub enum ContinueExpiry {
 pub struct Users {
     /// Extra users by name, with their bearer tokens.
     pub tokens: BTreeMap<String, String>,
-    /// Extra users granted the `impersonate` verb (the admin `kube-sim` always has it, unless a
-    /// denial covers `impersonate`).
+    /// Extra users granted the `impersonate` verb whatever RBAC says (the admin `kube-sim`
+    /// always has it, unless a denial covers `impersonate`).
     pub impersonators: BTreeSet<String>,
 }
 
@@ -271,7 +271,8 @@ impl crate::Scenario {
     }
 
     /// Adds a user with its own bearer token (kubeconfig user and context named after it); the
-    /// user may do what the denial levers allow, but may not impersonate.
+    /// user is authorized by the RBAC objects stored in the sim (bound to nothing, it may only
+    /// discover; see [`crate::rbac`]) and may impersonate only where RBAC grants it.
     #[must_use]
     pub fn with_user(mut self, name: &str) -> Self {
         if !self.levers.users.iter().any(|u| u == name) {

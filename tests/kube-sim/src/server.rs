@@ -369,7 +369,7 @@ impl Server {
     }
 
     /// Adds a user with its own bearer token (returned; the kubeconfig gains a user and context
-    /// of that name). The user may do what the denial levers allow but may not impersonate.
+    /// of that name). The user is authorized by the sim's RBAC objects (see [`crate::rbac`]).
     /// Adding an existing user returns its token.
     ///
     /// # Errors

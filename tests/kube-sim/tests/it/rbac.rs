@@ -789,6 +789,40 @@ fn kubectl_as_a_restricted_user_and_apply_of_rbac_objects() {
         "jsonpath={.rules[0].verbs}",
     ]);
     assert_eq!(text(&out).0, "[\"list\"]");
+    let out = run(&[
+        "get",
+        "clusterrolebinding",
+        "auditor-lists-secrets",
+        "-o",
+        "wide",
+    ]);
+    let (stdout, stderr) = text(&out);
+    let header: Vec<&str> = stdout
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"],
+        "{stdout}{stderr}"
+    );
+    let row: Vec<&str> = stdout
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (row[0], row[1], row[3]),
+        (
+            "auditor-lists-secrets",
+            "ClusterRole/secret-lister",
+            "auditor"
+        ),
+        "{stdout}"
+    );
 
     // Every kubectl request is one JSON line, discovery included.
     let lines: Vec<Value> = std::fs::read_to_string(&log)
