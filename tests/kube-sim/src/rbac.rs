@@ -185,12 +185,10 @@ pub fn request_attributes(
     }
     .to_string();
     let mut namespace = "";
-    if rest.first() == Some(&"namespaces") {
-        if rest.len() > 1 {
-            namespace = rest[1];
-            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-                rest = &rest[2..];
-            }
+    if rest.first() == Some(&"namespaces") && rest.len() > 1 {
+        namespace = rest[1];
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest = &rest[2..];
         }
     }
     let resource = rest.first().copied().unwrap_or("");
@@ -251,7 +249,7 @@ pub fn rule_allows(rule: &Value, a: &Attributes) -> bool {
         return false;
     }
     let names = strings(rule, "resourceNames");
-    names.is_empty() || names.iter().any(|n| *n == a.name)
+    names.is_empty() || names.contains(&a.name)
 }
 
 /// `appliesTo` (rbac.go): a User subject by name, a Group by membership, a ServiceAccount by

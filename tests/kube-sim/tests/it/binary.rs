@@ -133,9 +133,12 @@ fn serve_flags_pick_version_and_levers() {
             // bound to nothing, is refused before routing, as the apiserver authorizes first).
             let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
             let admin = kube::Client::try_from(
-                kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .unwrap(),
+                kube::Config::from_custom_kubeconfig(
+                    kc,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .unwrap(),
             )
             .unwrap();
             for (client, code) in [(&admin, 404), (&alice, 403)] {
