@@ -753,6 +753,31 @@ fn check_immutable(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Resul
             ));
         }
     }
+    // `ValidateRoleBindingUpdate` / `ValidateClusterRoleBindingUpdate`: `field.Invalid(roleRef,
+    // <the new internal rbac.RoleRef>, "cannot change roleRef")`, printed with Go's `%#v`
+    // (kubernetes pkg/apis/rbac/validation/validation.go).
+    if kind == (crate::rbac::GROUP, "rolebindings")
+        || kind == (crate::rbac::GROUP, "clusterrolebindings")
+    {
+        let r = |o: &Value, k: &str| util::str_at(o, &["roleRef", k]).unwrap_or("").to_string();
+        let changed = ["apiGroup", "kind", "name"]
+            .iter()
+            .any(|k| r(obj, k) != r(old, k));
+        if changed {
+            return Err(invalid(
+                rt,
+                obj,
+                "roleRef",
+                "FieldValueInvalid",
+                format!(
+                    "Invalid value: rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}: cannot change roleRef",
+                    r(obj, "apiGroup"),
+                    r(obj, "kind"),
+                    r(obj, "name")
+                ),
+            ));
+        }
+    }
     if (kind == ("", "secrets") || kind == ("", "configmaps"))
         && old.get("immutable") == Some(&json!(true))
     {

@@ -1,5 +1,5 @@
 //! Test levers: latency, fault injection, RBAC-like denials, users and impersonation, the
-//! request log, and the API-semantics levers (expiring continue tokens, Terminating namespaces).
+//! request log (in memory and as JSON lines in a file), and the API-semantics levers (expiring continue tokens, Terminating namespaces).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -130,6 +130,28 @@ pub struct RequestRecord {
     pub query: String,
     /// HTTP status answered (0: connection reset).
     pub status: u16,
+    /// The user the request acted as (after impersonation); "" when it did not authenticate.
+    pub user: String,
+    /// Size of the response body in bytes; None for watch streams (open-ended when logged)
+    /// and connection resets.
+    pub bytes: Option<u64>,
+}
+
+impl RequestRecord {
+    /// The record as one line of the request log file: a JSON object with `verb`, `method`,
+    /// `path`, `query`, `code`, `bytes` and `user` (no trailing newline).
+    pub fn json_line(&self) -> String {
+        serde_json::json!({
+            "verb": self.verb,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "code": self.status,
+            "bytes": self.bytes,
+            "user": self.user,
+        })
+        .to_string()
+    }
 }
 
 /// The request log.
@@ -204,8 +226,8 @@ pub enum ContinueExpiry {
 pub struct Users {
     /// Extra users by name, with their bearer tokens.
     pub tokens: BTreeMap<String, String>,
-    /// Extra users granted the `impersonate` verb (the admin `kube-sim` always has it, unless a
-    /// denial covers `impersonate`).
+    /// Extra users granted the `impersonate` verb whatever RBAC says (the admin `kube-sim`
+    /// always has it, unless a denial covers `impersonate`).
     pub impersonators: BTreeSet<String>,
 }
 
@@ -249,7 +271,8 @@ impl crate::Scenario {
     }
 
     /// Adds a user with its own bearer token (kubeconfig user and context named after it); the
-    /// user may do what the denial levers allow, but may not impersonate.
+    /// user is authorized by the RBAC objects stored in the sim (bound to nothing, it may only
+    /// discover; see [`crate::rbac`]) and may impersonate only where RBAC grants it.
     #[must_use]
     pub fn with_user(mut self, name: &str) -> Self {
         if !self.levers.users.iter().any(|u| u == name) {
@@ -282,6 +305,8 @@ pub struct Levers {
     pub users: Users,
     /// Request log.
     pub log: RequestLog,
+    /// Where each request is also appended as a JSON line (`--request-log FILE`).
+    pub log_file: Option<std::fs::File>,
     rng: StdRng,
 }
 
@@ -294,6 +319,7 @@ impl Levers {
             denials: Vec::new(),
             users: Users::default(),
             log: RequestLog::default(),
+            log_file: None,
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -310,22 +336,29 @@ impl Levers {
             .map(|(n, _)| n.clone())
     }
 
-    /// May `user` impersonate `resource` (`users`, `groups`, `serviceaccounts`, `userextras/<key>`,
-    /// `uids`) named `name` (in `namespace`, for service accounts)? The admin may, unless a
-    /// denial covers it; extra users only when granted.
-    pub fn may_impersonate(
+    /// Records a request: in memory, and as a JSON line in the log file when there is one (a
+    /// failed write is reported on stderr once per request, never fatal).
+    pub fn record(&mut self, r: RequestRecord) {
+        if let Some(f) = self.log_file.as_mut() {
+            use std::io::Write as _;
+            if let Err(e) = writeln!(f, "{}", r.json_line()) {
+                eprintln!("kube-sim: cannot append to the request log: {e}");
+            }
+        }
+        self.log.records.push(r);
+    }
+
+    /// Does a denial lever take the `impersonate` verb on `resource` (`users`, `groups`,
+    /// `serviceaccounts`, `userextras/<key>`, `uids`) away?
+    pub fn impersonation_denied(
         &self,
-        user: &str,
         resource: &str,
         group: &str,
         namespace: Option<&str>,
     ) -> bool {
-        let granted = user == crate::server::USER || self.users.impersonators.contains(user);
-        granted
-            && !self
-                .denials
-                .iter()
-                .any(|d| d.matches("impersonate", group, resource, namespace))
+        self.denials
+            .iter()
+            .any(|d| d.matches("impersonate", group, resource, namespace))
     }
 
     /// Re-seeds the fault RNG (same seed, same sequence of faults).

@@ -9,6 +9,7 @@ pub mod kinds;
 pub mod levers;
 pub mod patch;
 pub mod proto;
+pub mod rbac;
 pub mod registry;
 pub mod scenario;
 pub mod schema;

@@ -93,9 +93,15 @@ struct ServeArgs {
     /// A deleted namespace stays Terminating this many milliseconds (0: deleted at once).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     namespace_finalize_ms: u64,
-    /// An extra user with its own token (kubeconfig user and context of that name); repeatable.
+    /// An extra user with its own token (kubeconfig user and context of that name), whose
+    /// requests RBAC authorizes from the Roles, ClusterRoles and bindings stored in the sim;
+    /// repeatable. The kubeconfig's own user `kube-sim` stays unrestricted.
     #[arg(long = "user", value_name = "NAME", value_parser = user_name)]
     users: Vec<String>,
+    /// Append one JSON line per request to FILE: verb, method, path, query, code, bytes (the
+    /// response body's size; null for watch streams) and user.
+    #[arg(long, value_name = "FILE")]
+    request_log: Option<PathBuf>,
     /// An extra user who may also impersonate (`kubectl --as`); repeatable.
     #[arg(long = "impersonator", value_name = "NAME", value_parser = user_name)]
     impersonators: Vec<String>,
@@ -196,6 +202,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         ServerOptions {
             port: args.port,
             kubeconfig: Some(args.kubeconfig.clone()),
+            request_log: args.request_log.clone(),
         },
     )
     .await
@@ -339,6 +346,8 @@ mod tests {
             "alice",
             "--impersonator",
             "bob",
+            "--request-log",
+            "/tmp/log.jsonl",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command;
@@ -348,6 +357,10 @@ mod tests {
             "Some(KubeVersion { minor: 31 })"
         );
         assert!(args.runtime_config.unwrap().service_cidr_beta);
+        assert_eq!(
+            args.request_log.as_deref(),
+            Some(std::path::Path::new("/tmp/log.jsonl"))
+        );
         let dbg = format!("{s:?}");
         assert!(
             dbg.contains("AfterPages(2)")

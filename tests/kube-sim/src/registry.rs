@@ -242,6 +242,15 @@ impl Registry {
             },
         ];
         let mut list = list.to_vec();
+        // rbac.authorization.k8s.io/v1, served by every supported version (GA since 1.8).
+        for (plural, kind, namespaced) in [
+            ("roles", "Role", true),
+            ("rolebindings", "RoleBinding", true),
+            ("clusterroles", "ClusterRole", false),
+            ("clusterrolebindings", "ClusterRoleBinding", false),
+        ] {
+            list.push(b(crate::rbac::GROUP, "v1", plural, kind, &[], namespaced));
+        }
         let mut ssar = b(
             "authorization.k8s.io",
             "v1",

@@ -820,6 +820,10 @@ impl Scenario {
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
             )?;
         }
+        // The bootstrap RBAC policy kube-apiserver reconciles at start (see `crate::rbac`).
+        for o in crate::rbac::bootstrap_objects() {
+            sys(&mut state, o)?;
+        }
         let has_object = self.objects.iter().any(|o| {
             o.get("kind").and_then(Value::as_str) == Some("ServiceCIDR")
                 && name_of(o) == "kubernetes"

@@ -23,6 +23,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::ca::TokenSigner;
 use crate::discovery::{self, Aggregated};
 use crate::levers::{ContinueExpiry, Denial, Fault, FaultKind, Levers, RequestLog, RequestRecord};
+use crate::rbac::UserInfo;
 use crate::registry::ResourceType;
 use crate::scenario::{Error, Scenario};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -56,6 +57,21 @@ pub struct ServerOptions {
     pub port: u16,
     /// Where to write the kubeconfig (None: a private temporary directory, removed on drop).
     pub kubeconfig: Option<PathBuf>,
+    /// A file each request is appended to as one JSON line (see [`RequestRecord::json_line`]).
+    pub request_log: Option<PathBuf>,
+}
+
+fn open_request_log(path: &Path) -> Result<std::fs::File, Error> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            Error::Start(format!(
+                "cannot open the request log {}: {e}; give a writable file path",
+                path.display()
+            ))
+        })
 }
 
 /// A running simulated API server; it stops when dropped.
@@ -179,6 +195,9 @@ impl Server {
             .users
             .impersonators
             .extend(scenario.levers.impersonators.iter().cloned());
+        if let Some(p) = &opts.request_log {
+            levers.log_file = Some(open_request_log(p)?);
+        }
         let token = random_token();
         let url = format!("https://{addr}");
         let (kubeconfig, temp_dir) = if let Some(p) = opts.kubeconfig {
@@ -302,9 +321,19 @@ impl Server {
         self.levers().log.clone()
     }
 
-    /// Empties the request log.
+    /// Empties the request log (in memory; the log file keeps its lines).
     pub fn reset_requests(&self) {
         self.levers().log.records.clear();
+    }
+
+    /// Appends every request from now on to `path` as one JSON line (None: stop).
+    ///
+    /// # Errors
+    /// When the file cannot be opened for appending.
+    pub fn set_request_log(&self, path: Option<&Path>) -> Result<(), Error> {
+        let file = path.map(open_request_log).transpose()?;
+        self.levers().log_file = file;
+        Ok(())
     }
 
     /// Changes the Kubernetes version served (`1.13` … `1.35`): what `/version` reports, what
@@ -340,7 +369,7 @@ impl Server {
     }
 
     /// Adds a user with its own bearer token (returned; the kubeconfig gains a user and context
-    /// of that name). The user may do what the denial levers allow but may not impersonate.
+    /// of that name). The user is authorized by the sim's RBAC objects (see [`crate::rbac`]).
     /// Adding an existing user returns its token.
     ///
     /// # Errors
@@ -806,16 +835,23 @@ fn impersonation_requests(headers: &http::HeaderMap) -> (Vec<Impersonation>, boo
 /// Applies the impersonation headers for `requestor`: the user the request then acts as, or
 /// the response refusing it (403 without the `impersonate` permission, as the impersonation
 /// filter answers; 500 for groups/extras/UID without a user, apiserver@kubernetes-1.33.0
-/// pkg/endpoints/filters/impersonation.go:46-48,269-271).
+/// pkg/endpoints/filters/impersonation.go:46-48,269-271). The `impersonate` verb is granted to
+/// `system:masters` (the admin), to the impersonator lever's users, and by RBAC rules (verb
+/// `impersonate` on `users`, `groups`, `serviceaccounts`, `userextras/<key>`, `uids` with the
+/// impersonated name), unless a denial lever takes it away. The impersonated user's groups are
+/// the filter's: the `Impersonate-Group`s given, else a service account's
+/// `system:serviceaccounts[:<ns>]`; plus `system:authenticated` unless
+/// `system:(un)authenticated` was given, or `system:unauthenticated` for `system:anonymous`
+/// (impersonation.go:61-156).
 fn impersonate(
     shared: &Shared,
     headers: &http::HeaderMap,
-    requestor: &str,
+    requestor: &UserInfo,
     request_uri: &str,
-) -> Result<String, Response<Body>> {
+) -> Result<UserInfo, Response<Body>> {
     let (requests, has_user) = impersonation_requests(headers);
     if requests.is_empty() {
-        return Ok(requestor.to_string());
+        return Ok(requestor.clone());
     }
     if !has_user {
         let list: Vec<String> = requests.iter().map(Impersonation::go_value).collect();
@@ -832,8 +868,12 @@ fn impersonate(
         );
         return Err(r);
     }
+    let groups_specified = requests.iter().any(|r| r.kind == "Group");
     let levers = shared.levers.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut user = requestor.to_string();
+    let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
+    let granted = requestor.privileged() || levers.users.impersonators.contains(&requestor.name);
+    let mut name = String::new();
+    let mut groups: Vec<String> = Vec::new();
     for r in &requests {
         let (group, resource, sub) = r.resource();
         let full_resource = if sub.is_empty() {
@@ -842,26 +882,59 @@ fn impersonate(
             format!("{resource}/{sub}")
         };
         let ns = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
-        if !levers.may_impersonate(requestor, &full_resource, group, ns) {
+        let attrs = crate::rbac::Attributes::resource(
+            "impersonate",
+            group,
+            resource,
+            &sub,
+            &r.namespace,
+            &r.name,
+        );
+        let decision = if granted {
+            crate::rbac::Decision::Allow(String::new())
+        } else {
+            crate::rbac::authorize(&st, requestor, &attrs)
+        };
+        if levers.impersonation_denied(&full_resource, group, ns) || !decision.allowed() {
             // `responsewriters.Forbidden` → `forbiddenMessage` (apiserver@kubernetes-1.33.0
             // pkg/endpoints/handlers/responsewriters/errors.go:36-77): the acting user, verb
             // `impersonate`, the impersonated resource and name.
-            return Err(error_response(&ApiError::forbidden(
-                requestor,
-                "impersonate",
-                group,
-                &full_resource,
-                &r.name,
-                ns,
+            let reason = match decision {
+                crate::rbac::Decision::Deny(r) => r,
+                crate::rbac::Decision::Allow(_) => String::new(),
+            };
+            return Err(error_response(&ApiError::forbidden_attrs(
+                &requestor.name,
+                &attrs,
+                &reason,
             )));
         }
         match r.kind {
-            "User" => user.clone_from(&r.name),
-            "ServiceAccount" => user = format!("system:serviceaccount:{}:{}", r.namespace, r.name),
+            "User" => name.clone_from(&r.name),
+            "ServiceAccount" => {
+                name = format!("system:serviceaccount:{}:{}", r.namespace, r.name);
+                if !groups_specified {
+                    groups = vec![
+                        "system:serviceaccounts".to_string(),
+                        format!("system:serviceaccounts:{}", r.namespace),
+                    ];
+                }
+            }
+            "Group" => groups.push(r.name.clone()),
             _ => {}
         }
     }
-    Ok(user)
+    if name == crate::rbac::ANONYMOUS {
+        if !groups.iter().any(|g| g == crate::rbac::UNAUTHENTICATED) {
+            groups.push(crate::rbac::UNAUTHENTICATED.to_string());
+        }
+    } else if !groups
+        .iter()
+        .any(|g| g == crate::rbac::AUTHENTICATED || g == crate::rbac::UNAUTHENTICATED)
+    {
+        groups.push(crate::rbac::AUTHENTICATED.to_string());
+    }
+    Ok(UserInfo { name, groups })
 }
 
 /// Finishes namespace terminations that are due.
@@ -946,39 +1019,54 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let log = |status: u16| {
+    // Logs the response (its status, body size and the acting user) and hands it back.
+    let log = |resp: Response<Body>, user: &str| {
+        let bytes = hyper::body::Body::size_hint(resp.body()).exact();
         shared
             .levers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .log
-            .records
-            .push(RequestRecord {
+            .record(RequestRecord {
                 method: method.to_string(),
                 verb: verb.to_string(),
                 path: path.clone(),
                 query: raw_query.clone(),
-                status,
+                status: resp.status().as_u16(),
+                user: user.to_string(),
+                bytes,
             });
+        resp
     };
     match fault {
         Some(FaultKind::ConnectionReset) => {
-            log(0);
+            shared
+                .levers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(RequestRecord {
+                    method: method.to_string(),
+                    verb: verb.to_string(),
+                    path: path.clone(),
+                    query: raw_query.clone(),
+                    status: 0,
+                    user: String::new(),
+                    bytes: None,
+                });
             return Err(Reset);
         }
         Some(FaultKind::InternalError) => {
-            log(500);
-            return Ok(error_response(&ApiError::internal(
-                "kube-sim injected an internal error",
-            )));
+            return Ok(log(
+                error_response(&ApiError::internal("kube-sim injected an internal error")),
+                "",
+            ));
         }
         Some(FaultKind::TooManyRequests {
             retry_after_seconds,
         }) => {
-            log(429);
-            return Ok(error_response(&ApiError::too_many_requests(
-                retry_after_seconds,
-            )));
+            return Ok(log(
+                error_response(&ApiError::too_many_requests(retry_after_seconds)),
+                "",
+            ));
         }
         None => {}
     }
@@ -998,21 +1086,28 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .user_of(t.trim(), &shared.token)
+                .map(|name| {
+                    // The admin is in `system:masters`, as a cluster's admin kubeconfig is;
+                    // every authenticated user is in `system:authenticated`.
+                    if name == USER {
+                        UserInfo::new(&name, &[crate::rbac::MASTERS, crate::rbac::AUTHENTICATED])
+                    } else {
+                        UserInfo::new(&name, &[crate::rbac::AUTHENTICATED])
+                    }
+                })
         }),
-        None => public.then(|| "system:anonymous".to_string()),
+        None => {
+            public.then(|| UserInfo::new(crate::rbac::ANONYMOUS, &[crate::rbac::UNAUTHENTICATED]))
+        }
     };
     let Some(requestor) = requestor else {
-        log(401);
-        return Ok(error_response(&ApiError::unauthorized()));
+        return Ok(log(error_response(&ApiError::unauthorized()), ""));
     };
     // Impersonation (`kubectl --as`): the requestor needs the `impersonate` verb; RBAC then
     // judges, and names, the impersonated user.
     let user = match impersonate(&shared, req.headers(), &requestor, &request_uri) {
         Ok(u) => u,
-        Err(resp) => {
-            log(resp.status().as_u16());
-            return Ok(resp);
-        }
+        Err(resp) => return Ok(log(resp, &requestor.name)),
     };
     let denied = target_info
         .as_ref()
@@ -1036,15 +1131,34 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             None => plural,
         };
         let e = ApiError::forbidden(
-            &user,
+            &user.name,
             verb,
             &g,
             &resource,
             name.as_deref().unwrap_or(""),
             ns.as_deref(),
         );
-        log(403);
-        return Ok(error_response(&e));
+        return Ok(log(error_response(&e), &user.name));
+    }
+    // RBAC for everyone but `system:masters`: the attributes the apiserver derives from the
+    // URL (see `rbac::request_attributes`), judged by the stored Roles and bindings; a refusal
+    // is `responsewriters.Forbidden` (apiserver@kubernetes-1.33.0
+    // pkg/endpoints/filters/authorization.go:71-97).
+    if !user.privileged() {
+        let attrs = crate::rbac::request_attributes(
+            method.as_str(),
+            &path,
+            watch,
+            query.get("fieldSelector"),
+        );
+        let decision = {
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
+            crate::rbac::authorize(&st, &user, &attrs)
+        };
+        if let crate::rbac::Decision::Deny(reason) = decision {
+            let e = ApiError::forbidden_attrs(&user.name, &attrs, &reason);
+            return Ok(log(error_response(&e), &user.name));
+        }
     }
     let accept = req
         .headers()
@@ -1067,10 +1181,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let body = if let Ok(b) = req.into_body().collect().await {
         b.to_bytes()
     } else {
-        log(400);
-        return Ok(error_response(&ApiError::bad_request(
-            "cannot read the request body",
-        )));
+        return Ok(log(
+            error_response(&ApiError::bad_request("cannot read the request body")),
+            &user.name,
+        ));
     };
     // Every route of a deprecated resource carries its warning, whatever the handler answers
     // (`utilwarning.AddWarningsHandler`, apiserver@kubernetes-1.33.0 pkg/endpoints/installer.go:811).
@@ -1085,8 +1199,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     };
     if watch && method == Method::GET {
         let resp = with_warning(start_watch(&shared, &path, &query, &accept));
-        log(resp.status().as_u16());
-        return Ok(resp);
+        return Ok(log(resp, &user.name));
     }
     // kubectl's typed clients (create ns/sa/secret/token…) send protobuf; decode it to JSON.
     let (body, content_type) =
@@ -1097,8 +1210,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     "application/json".to_string(),
                 ),
                 Err(e) => {
-                    log(415);
-                    return Ok(error_response(&ApiError::unsupported_media_type_msg(e)));
+                    return Ok(log(
+                        error_response(&ApiError::unsupported_media_type_msg(e)),
+                        &user.name,
+                    ));
                 }
             }
         } else {
@@ -1106,6 +1221,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         };
     let resp = with_warning(dispatch(
         &shared,
+        &user,
         &method,
         &path,
         &query,
@@ -1117,8 +1233,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if method == Method::DELETE && path.contains("namespaces") {
         schedule_finalization(&shared);
     }
-    log(resp.status().as_u16());
-    Ok(resp)
+    Ok(log(resp, &user.name))
 }
 
 fn write_opts(q: &Query, user_agent: &str) -> WriteOpts {
@@ -1178,6 +1293,7 @@ fn written(w: crate::store::Written) -> Response<Body> {
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     shared: &Shared,
+    user: &UserInfo,
     method: &Method,
     path: &str,
     q: &Query,
@@ -1272,6 +1388,7 @@ fn dispatch(
         Route::Resource(t) => {
             match resource(
                 shared,
+                user,
                 method,
                 &t,
                 q,
@@ -1432,6 +1549,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 #[allow(clippy::too_many_arguments)]
 fn resource(
     shared: &Shared,
+    user: &UserInfo,
     method: &Method,
     t: &Target,
     q: &Query,
@@ -1451,7 +1569,7 @@ fn resource(
     let ns = t.namespace.as_deref().unwrap_or("");
     if rt.group == "authorization.k8s.io" && rt.plural == "selfsubjectaccessreviews" {
         return match (method.as_str(), t.name.is_none()) {
-            ("POST", true) => access_review(shared, body),
+            ("POST", true) => access_review(shared, user, body),
             (m, _) => Err(ApiError::method_not_allowed(m, &rt.plural)),
         };
     }
@@ -1758,34 +1876,62 @@ fn scale(
     Ok(ok_json(200, &scale_of(&w.object)))
 }
 
-/// `kubectl auth can-i`: allowed unless a denial lever covers the attributes.
-fn access_review(shared: &Shared, body: &[u8]) -> Result<Response<Body>, ApiError> {
+/// `kubectl auth can-i`: the review's attributes judged as a request of the reviewing user
+/// would be: a denial lever covering them refuses, `system:masters` is allowed, everyone else
+/// gets RBAC's decision and reason (`RBAC: allowed by RoleBinding "b/ns" of Role "r" to User "u"`).
+fn access_review(
+    shared: &Shared,
+    user: &UserInfo,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let mut review = parse_body(body)?;
-    let allowed = match review.pointer("/spec/resourceAttributes") {
-        Some(a) => {
-            let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("");
-            let resource = if s("subresource").is_empty() {
-                s("resource").to_string()
-            } else {
-                format!("{}/{}", s("resource"), s("subresource"))
-            };
-            let ns = Some(s("namespace")).filter(|n| !n.is_empty());
-            let levers = shared.levers.lock().unwrap_or_else(PoisonError::into_inner);
-            !levers
-                .denials
-                .iter()
-                .any(|d| d.matches(s("verb"), s("group"), &resource, ns))
+    let decision = if let Some(a) = review.pointer("/spec/resourceAttributes") {
+        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("");
+        let attrs = crate::rbac::Attributes::resource(
+            s("verb"),
+            s("group"),
+            s("resource"),
+            s("subresource"),
+            s("namespace"),
+            s("name"),
+        );
+        let ns = Some(s("namespace")).filter(|n| !n.is_empty());
+        let denied = shared
+            .levers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .denials
+            .iter()
+            .any(|d| d.matches(s("verb"), s("group"), &attrs.combined_resource(), ns));
+        if denied {
+            crate::rbac::Decision::Deny(String::new())
+        } else if user.privileged() {
+            crate::rbac::Decision::Allow(format!(
+                "RBAC: allowed by ClusterRoleBinding \"kube-sim\" of ClusterRole \"cluster-admin\" to User {:?}",
+                user.name
+            ))
+        } else {
+            let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
+            crate::rbac::authorize(&st, user, &attrs)
         }
-        // Non-resource URLs (`/healthz`…) are never denied.
-        None => true,
+    } else {
+        let a = review
+            .pointer("/spec/nonResourceAttributes")
+            .cloned()
+            .unwrap_or_default();
+        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let attrs = crate::rbac::Attributes::non_resource(&s("verb"), &s("path"));
+        let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
+        crate::rbac::authorize(&st, user, &attrs)
     };
     review["apiVersion"] = json!("authorization.k8s.io/v1");
     review["kind"] = json!("SelfSubjectAccessReview");
     review["metadata"] = json!({"creationTimestamp": null});
-    review["status"] = if allowed {
-        json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"kube-sim\" of ClusterRole \"cluster-admin\" to User \"kube-sim\""})
-    } else {
-        json!({"allowed": false})
+    review["status"] = match decision {
+        crate::rbac::Decision::Allow(reason) if reason.is_empty() => json!({"allowed": true}),
+        crate::rbac::Decision::Allow(reason) => json!({"allowed": true, "reason": reason}),
+        crate::rbac::Decision::Deny(reason) if reason.is_empty() => json!({"allowed": false}),
+        crate::rbac::Decision::Deny(reason) => json!({"allowed": false, "reason": reason}),
     };
     Ok(ok_json(201, &review))
 }

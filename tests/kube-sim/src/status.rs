@@ -201,7 +201,61 @@ impl ApiError {
             format!(
                 "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"
             ),
-            Some(details(name, group, resource)),
+            Some(details(name, group, main)),
+        )
+    }
+
+    /// 403 for what the authorizer refused, as `responsewriters.ForbiddenStatusError` words
+    /// it (apiserver@kubernetes-1.33.0 pkg/endpoints/handlers/responsewriters/errors.go:44-77;
+    /// the same text at kubernetes-1.14.0 errors.go:36-71): `<resource>[.<group>] ["<name>"] is
+    /// forbidden: User "<u>" cannot <verb> resource "<resource>[/<sub>]" in API group "<g>"`
+    /// then `in the namespace "<ns>"` or `at the cluster scope`; for paths `forbidden: User
+    /// "<u>" cannot <verb> path "<path>"`; the authorizer's reason, if any, after `: `; `&<>`
+    /// escaped. Details name the resource without its subresource (`apierrors.NewForbidden`,
+    /// apimachinery@kubernetes-1.33.0 pkg/api/errors/errors.go:209-229).
+    pub fn forbidden_attrs(user: &str, a: &crate::rbac::Attributes, reason: &str) -> Self {
+        let sanitize = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
+        let what = if a.resource_request {
+            let scope = if a.namespace.is_empty() {
+                "at the cluster scope".to_string()
+            } else {
+                format!("in the namespace {:?}", a.namespace)
+            };
+            format!(
+                "User {user:?} cannot {} resource {:?} in API group {:?} {scope}",
+                a.verb,
+                a.combined_resource(),
+                a.group
+            )
+        } else {
+            format!("User {user:?} cannot {} path {:?}", a.verb, a.path)
+        };
+        let mut err = sanitize(&what);
+        if !reason.is_empty() {
+            err = format!("{err}: {reason}");
+        }
+        if !a.resource_request {
+            return Self::new(
+                403,
+                "Forbidden",
+                format!("forbidden: {err}"),
+                Some(json!({})),
+            );
+        }
+        let subject = if a.name.is_empty() {
+            qualified(&a.group, &a.resource)
+        } else {
+            format!("{} {:?}", qualified(&a.group, &a.resource), a.name)
+        };
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{subject} is forbidden: {err}"),
+            Some(details(&a.name, &a.group, &a.resource)),
         )
     }
 

@@ -351,9 +351,19 @@ fn columns(rt: &ResourceType, printer_columns: Option<&Vec<Value>>) -> Vec<Col> 
         ("networking.k8s.io", "servicecidrs") => {
             cols.extend([col("CIDRs", "string", 0), col("Age", "string", 0)]);
         }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+        // kubernetes pkg/printers/internalversion/printers.go: roles and cluster roles print
+        // NAME, CREATED AT; bindings NAME, ROLE, AGE and (wide) USERS, GROUPS, SERVICEACCOUNTS.
+        ("apiextensions.k8s.io", "customresourcedefinitions")
+        | ("rbac.authorization.k8s.io", "roles" | "clusterroles") => {
             cols.push(col("Created At", "date", 0));
         }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => cols.extend([
+            col("Role", "string", 0),
+            col("Age", "string", 0),
+            col("Users", "string", 1),
+            col("Groups", "string", 1),
+            col("ServiceAccounts", "string", 1),
+        ]),
         _ if !rt.builtin => match printer_columns {
             Some(pcs) if !pcs.is_empty() => {
                 for pc in pcs {
@@ -496,8 +506,40 @@ fn cells(
                 .unwrap_or_default();
             vec![json!(cidrs.join(",")), a]
         }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+        ("apiextensions.k8s.io", "customresourcedefinitions")
+        | ("rbac.authorization.k8s.io", "roles" | "clusterroles") => {
             vec![s(&["metadata", "creationTimestamp"])]
+        }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            let subjects = o
+                .get("subjects")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice);
+            let of = |kind: &str| {
+                subjects
+                    .iter()
+                    .filter(|x| x["kind"] == kind)
+                    .map(|x| {
+                        let n = x["name"].as_str().unwrap_or("");
+                        match x["namespace"].as_str() {
+                            Some(ns) if kind == "ServiceAccount" => format!("{ns}/{n}"),
+                            _ => n.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                json!(format!(
+                    "{}/{}",
+                    str_at(o, &["roleRef", "kind"]).unwrap_or(""),
+                    str_at(o, &["roleRef", "name"]).unwrap_or("")
+                )),
+                a,
+                json!(of("User")),
+                json!(of("Group")),
+                json!(of("ServiceAccount")),
+            ]
         }
         _ if !rt.builtin => match printer_columns {
             Some(pcs) if !pcs.is_empty() => pcs

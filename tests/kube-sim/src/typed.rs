@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::ServiceCIDR;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// Why an object does not decode as its kind.
@@ -67,6 +68,12 @@ pub fn decode(group: &str, plural: &str, obj: &Value) -> Option<Decode> {
         ("", "events") => round_trip::<Event>(obj),
         ("apps", "deployments") => round_trip::<Deployment>(obj),
         ("networking.k8s.io", "servicecidrs") => round_trip::<ServiceCIDR>(obj),
+        ("rbac.authorization.k8s.io", "roles") => round_trip::<Role>(obj),
+        ("rbac.authorization.k8s.io", "rolebindings") => round_trip::<RoleBinding>(obj),
+        ("rbac.authorization.k8s.io", "clusterroles") => round_trip::<ClusterRole>(obj),
+        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
+            round_trip::<ClusterRoleBinding>(obj)
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             round_trip::<CustomResourceDefinition>(obj)
         }

@@ -82,6 +82,7 @@ fn bad_scenario_is_an_error_naming_the_file() {
 fn serve_flags_pick_version_and_levers() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
+    let request_log = dir.path().join("requests.jsonl");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
         .args([
             "serve",
@@ -98,6 +99,8 @@ fn serve_flags_pick_version_and_levers() {
         ])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
+        .arg("--request-log")
+        .arg(&request_log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -126,12 +129,29 @@ fn serve_flags_pick_version_and_levers() {
             let alice = kube::Client::try_from(cfg).unwrap();
             let v = alice.apiserver_version().await.unwrap();
             assert_eq!(v.git_version, "v1.14.0");
-            // 1.14 serves CRDs at apiextensions v1beta1 only.
-            let req = http::Request::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
-                .body(Vec::new())
-                .unwrap();
-            let resp = alice.send(req.map(kube::client::Body::from)).await.unwrap();
-            assert_eq!(resp.status(), 404);
+            // 1.14 serves CRDs at apiextensions v1beta1 only (the admin sees the 404; alice,
+            // bound to nothing, is refused before routing, as the apiserver authorizes first).
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+            let admin = kube::Client::try_from(
+                kube::Config::from_custom_kubeconfig(
+                    kc,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .unwrap(),
+            )
+            .unwrap();
+            for (client, code) in [(&admin, 404), (&alice, 403)] {
+                let req =
+                    http::Request::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+                        .body(Vec::new())
+                        .unwrap();
+                let resp = client
+                    .send(req.map(kube::client::Body::from))
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), code);
+            }
             // Alice may not impersonate.
             let req = http::Request::get("/api/v1/namespaces")
                 .header("Impersonate-User", "bob")
@@ -154,6 +174,36 @@ fn serve_flags_pick_version_and_levers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // One JSON line per request, naming who asked: alice's version, the admin's 404, alice's
+    // 403s (RBAC, then impersonation).
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&request_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(String, u64, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap().to_string(),
+                l["code"].as_u64().unwrap(),
+                l["user"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    assert_eq!(
+        summary,
+        [
+            ("/version".to_string(), 200, "alice".to_string()),
+            (crds.to_string(), 404, "kube-sim".to_string()),
+            (crds.to_string(), 403, "alice".to_string()),
+            ("/api/v1/namespaces".to_string(), 403, "alice".to_string()),
+        ]
+    );
+    assert!(lines.iter().all(|l| l["verb"].is_string()
+        && l["query"].is_string()
+        && l["bytes"].as_u64().is_some_and(|b| b > 0)));
 }
 
 #[test]

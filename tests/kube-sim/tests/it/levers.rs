@@ -551,7 +551,34 @@ async fn impersonation_needs_the_impersonate_permission() {
         .await
         .unwrap();
     let alice = kube::Client::try_from(cfg).unwrap();
-    // Alice may read, as herself.
+    // Extra users are judged by RBAC: nothing bound, nothing allowed; bound, alice may read.
+    let (code, _, _) = raw(&alice, get("/api/v1/namespaces/default/configmaps")).await;
+    assert_eq!(code, 403);
+    let rbac = |kind: &str, name: &str, body: Value| {
+        let mut o = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+                           "metadata": {"name": name}});
+        o.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        o
+    };
+    let subjects = json!([{"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"},
+                          {"kind": "Group", "name": "devs"}]);
+    server
+        .load([
+            rbac(
+                "ClusterRole",
+                "cm-reader",
+                json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}),
+            ),
+            rbac(
+                "ClusterRoleBinding",
+                "cm-reader",
+                json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cm-reader"},
+                       "subjects": subjects}),
+            ),
+        ])
+        .unwrap();
     let (code, _, _) = raw(&alice, get("/api/v1/namespaces/default/configmaps")).await;
     assert_eq!(code, 200);
     let imp = |h: &[(&str, &str)]| {
@@ -604,6 +631,23 @@ async fn impersonation_needs_the_impersonate_permission() {
         .0,
         200
     );
+    // The impersonated user is judged by RBAC, with the impersonated groups.
+    let (code, _, body) = raw(&admin, imp(&[("Impersonate-User", "eve")])).await;
+    let s: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 403);
+    assert_eq!(
+        s["message"],
+        "configmaps is forbidden: User \"eve\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+    assert_eq!(
+        raw(
+            &admin,
+            imp(&[("Impersonate-User", "eve"), ("Impersonate-Group", "devs")])
+        )
+        .await
+        .0,
+        200
+    );
     // ... unless a denial takes `impersonate` away.
     server.deny("impersonate", "groups", None);
     let (code, _, body) = raw(
@@ -650,6 +694,31 @@ async fn impersonation_needs_the_impersonate_permission() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(raw(&dave, get("/api/v1/namespaces")).await.0, 200);
+    assert_eq!(raw(&dave, get("/api")).await.0, 200);
+    assert_eq!(raw(&dave, get("/api/v1/namespaces")).await.0, 403);
+    // RBAC can grant `impersonate` too, per name.
+    server
+        .load([
+            rbac(
+                "ClusterRole",
+                "imp-bob",
+                json!({"rules": [{"apiGroups": [""], "resources": ["users"], "resourceNames": ["bob"], "verbs": ["impersonate"]}]}),
+            ),
+            rbac(
+                "ClusterRoleBinding",
+                "imp-bob",
+                json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "imp-bob"},
+                       "subjects": [{"kind": "User", "name": "dave"}]}),
+            ),
+        ])
+        .unwrap();
+    assert_eq!(raw(&dave, imp(&[("Impersonate-User", "bob")])).await.0, 200);
+    let (code, _, body) = raw(&dave, imp(&[("Impersonate-User", "eve")])).await;
+    let s: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 403);
+    assert_eq!(
+        s["message"],
+        "users \"eve\" is forbidden: User \"dave\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
     assert!(server.add_user("kube-sim").is_err());
 }

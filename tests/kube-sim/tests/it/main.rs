@@ -5,5 +5,6 @@ mod controllers;
 mod kube_rs;
 mod kubectl;
 mod levers;
+mod rbac;
 mod scenarios;
 mod versions;
