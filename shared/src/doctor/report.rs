@@ -8,7 +8,7 @@ use super::{Breaks, Finding, Severity, checks};
 use crate::args::{DoctorOutput as Format, FailOn};
 use crate::errors::Outcome;
 use crate::istio::Era;
-use crate::snapshot::Origin;
+use crate::snapshot::{Note, Origin};
 
 /// Everything doctor found.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +26,10 @@ pub struct Report {
     pub fallback_origin: Option<Origin>,
     /// Per-namespace readiness for STRICT, sorted by name ([`Report::readiness`]).
     pub namespaces: Vec<NamespaceReadiness>,
+    /// What reading `-f` set aside (also said on stderr as it was read).
+    pub notes: Vec<Note>,
+    /// `--bundle` alone: only the bundle checks ran, and nothing is said of the mesh.
+    pub bundle_only: bool,
 }
 
 /// Whether one namespace is ready for STRICT.
@@ -60,22 +64,53 @@ struct JsonReport<'a> {
     era: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pilot_release: Option<&'a str>,
-    auto_mtls: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_mtls: Option<bool>,
     summary: Summary,
     findings: Vec<JsonFinding<'a>>,
     namespaces: &'a [NamespaceReadiness],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<JsonNote<'a>>,
 }
 
 #[derive(Serialize)]
 struct JsonFinding<'a> {
     check: &'static str,
     severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a str>,
     object: &'a str,
-    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<JsonSource>,
+    message: &'a str,
     hint: &'a str,
     namespaces: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     breaks: Option<Breaks>,
+}
+
+/// Where a `-f` object (or note) is: `{file, line}`.
+#[derive(Serialize)]
+struct JsonSource {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+}
+
+impl JsonSource {
+    fn of(origin: &Origin) -> Self {
+        Self {
+            file: origin.file.to_string_lossy().into_owned(),
+            line: (origin.line > 0).then_some(origin.line),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonNote<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<JsonSource>,
+    message: &'a str,
 }
 
 const RED: &str = "\x1b[31m";
@@ -163,11 +198,18 @@ impl Report {
         }
     }
 
+    /// `file:line` of a finding's object, for the table.
+    fn source(f: &Finding) -> String {
+        f.origin.as_ref().map_or(String::new(), |o| {
+            format!("{}:{}", o.file.display(), o.line)
+        })
+    }
+
     fn json(&self) -> JsonReport<'_> {
         JsonReport {
             era: self.era_text(),
             pilot_release: self.release.as_deref(),
-            auto_mtls: self.auto_mtls,
+            auto_mtls: (!self.bundle_only).then_some(self.auto_mtls),
             summary: self.summary(),
             findings: self
                 .findings
@@ -175,14 +217,24 @@ impl Report {
                 .map(|f| JsonFinding {
                     check: f.check,
                     severity: f.severity,
+                    context: f.context.as_deref(),
                     object: &f.object,
-                    message: Self::message(f),
+                    source: f.origin.as_ref().map(JsonSource::of),
+                    message: &f.message,
                     hint: &f.hint,
                     namespaces: &f.namespaces,
                     breaks: f.breaks,
                 })
                 .collect(),
             namespaces: &self.namespaces,
+            notes: self
+                .notes
+                .iter()
+                .map(|n| JsonNote {
+                    source: n.origin.as_ref().map(JsonSource::of),
+                    message: &n.message,
+                })
+                .collect(),
         }
     }
 
@@ -220,23 +272,40 @@ impl Report {
                 sev.as_str().to_string()
             }
         };
-        crate::output::write_table(
-            out,
-            ["CHECK", "SEVERITY", "BREAKS", "OBJECT", "MESSAGE"],
-            self.findings.iter().map(|f| {
-                [
-                    f.check.to_string(),
-                    paint(f.severity),
-                    match f.breaks {
-                        Some(Breaks::Now) => "now".to_string(),
-                        Some(Breaks::WhenStrict) => "when STRICT".to_string(),
-                        None => String::new(),
-                    },
-                    f.object.clone(),
-                    Self::message(f),
-                ]
-            }),
-        )?;
+        let row = |f: &Finding| {
+            vec![
+                f.check.to_string(),
+                paint(f.severity),
+                match f.breaks {
+                    Some(Breaks::Now) => "now".to_string(),
+                    Some(Breaks::WhenStrict) => "when STRICT".to_string(),
+                    None => String::new(),
+                },
+                f.object.clone(),
+                Self::source(f),
+                Self::message(f),
+            ]
+        };
+        // SOURCE (file:line of -f objects) only when some finding has one.
+        if self.findings.iter().any(|f| f.origin.is_some()) {
+            crate::output::write_table(
+                out,
+                ["CHECK", "SEVERITY", "BREAKS", "OBJECT", "SOURCE", "MESSAGE"],
+                self.findings
+                    .iter()
+                    .map(|f| <[String; 6]>::try_from(row(f)).expect("six columns")),
+            )?;
+        } else {
+            crate::output::write_table(
+                out,
+                ["CHECK", "SEVERITY", "BREAKS", "OBJECT", "MESSAGE"],
+                self.findings.iter().map(|f| {
+                    let mut r = row(f);
+                    r.remove(4);
+                    <[String; 5]>::try_from(r).expect("five columns")
+                }),
+            )?;
+        }
         let hinted: Vec<&Finding> = self
             .findings
             .iter()
@@ -250,10 +319,26 @@ impl Report {
                 } else {
                     format!(" {}", f.object)
                 };
-                writeln!(out, "hint ({}{object}): {}", f.check, f.hint)?;
+                let context = f
+                    .context
+                    .as_ref()
+                    .map_or(String::new(), |c| format!("[{c}] "));
+                writeln!(out, "hint ({context}{}{object}): {}", f.check, f.hint)?;
             }
         }
         let s = self.summary();
+        if self.bundle_only {
+            // No cluster or manifests: nothing to say of auto mTLS, Pilot or namespaces.
+            return writeln!(
+                out,
+                "\nbundle checks only (no cluster or manifests given) · era {} · {} pass, {} warn, {} fail, {} skip",
+                self.era_text(),
+                s.pass,
+                s.warn,
+                s.fail,
+                s.skip
+            );
+        }
         writeln!(
             out,
             "\nera {}{} · auto mTLS {} · {} pass, {} warn, {} fail, {} skip",
@@ -342,7 +427,7 @@ impl Report {
                 result
             })
             .collect();
-        json!({
+        let mut log = json!({
             "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
             "version": "2.1.0",
             "runs": [{
@@ -354,7 +439,32 @@ impl Report {
                 }},
                 "results": results,
             }],
-        })
+        });
+        // Notes (input set aside) are the run's tool notifications, located when they can be.
+        if !self.notes.is_empty() {
+            let notifications: Vec<_> = self
+                .notes
+                .iter()
+                .map(|n| {
+                    let mut v = json!({"level": "note", "message": {"text": n.message}});
+                    if let Some(o) = &n.origin {
+                        let mut location = json!({"physicalLocation": {"artifactLocation": {
+                            "uri": o.file.to_string_lossy().replace('\\', "/"),
+                        }}});
+                        if o.line > 0 {
+                            location["physicalLocation"]["region"] = json!({"startLine": o.line});
+                        }
+                        v["locations"] = json!([location]);
+                    }
+                    v
+                })
+                .collect();
+            log["runs"][0]["invocations"] = json!([{
+                "executionSuccessful": true,
+                "toolExecutionNotifications": notifications,
+            }]);
+        }
+        log
     }
 }
 
@@ -387,6 +497,8 @@ mod tests {
             findings,
             fallback_origin: None,
             namespaces,
+            notes: Vec::new(),
+            bundle_only: false,
         }
     }
 
