@@ -1518,14 +1518,164 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("README.md"), "not yaml").unwrap();
-        let snap = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap();
+        let root = [dir.path().to_path_buf()];
+        let snap = Snapshot::from_inputs(&root, true, &mut std::io::empty()).unwrap();
         let names: Vec<_> = snap.of(Kind::Namespace).iter().map(Obj::name).collect();
-        assert_eq!(names, ["b", "a"]);
+        assert_eq!(
+            names,
+            ["b", "a"],
+            "-R: lexical order, subdirectories included"
+        );
+        assert!(snap.notes.is_empty(), "{:?}", snap.notes);
+        // Without -R, as kubectl: the directory itself only, and one note for the rest.
+        let snap = Snapshot::from_files(&root).unwrap();
+        let names: Vec<_> = snap.of(Kind::Namespace).iter().map(Obj::name).collect();
+        assert_eq!(names, ["b"]);
+        assert_eq!(snap.notes.len(), 1);
+        let note = snap.notes[0].to_string();
+        assert!(
+            note.starts_with(&format!("{}: 1 subdirectory", dir.path().display()))
+                && note.contains("add -R"),
+            "{note}"
+        );
+        std::fs::remove_file(dir.path().join("b.json")).unwrap();
+        let err = Snapshot::from_files(&root).unwrap_err();
+        assert!(matches!(err, Error::NoManifests { below: 1, .. }), "{err}");
+        assert!(err.to_string().contains("without -R"), "{err}");
+        let hint = crate::errors::Diagnose::hint(&err).unwrap();
+        assert_eq!(
+            hint,
+            format!("kubectl meshvm doctor -f {} -R", dir.path().display())
+        );
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
             Snapshot::from_files(&[empty.path().to_path_buf()]),
-            Err(Error::NoManifests { .. })
+            Err(Error::NoManifests { below: 0, .. })
         ));
+    }
+
+    #[test]
+    fn a_directory_skips_documents_without_apiversion_or_kind_with_one_note_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("values.yaml", "replicaCount: 1\nimage: {tag: x}\n");
+        write("kustomization.yaml", "resources: [ns.yaml]\n");
+        write(".gitlab-ci.yml", "stages: [test]\ntest: {script: [make]}\n");
+        write("Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n");
+        write(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n- a list\n---\nkind: Namespace\nmetadata: {name: b}\n",
+        );
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        write(
+            "templates/dr.yaml",
+            "{{- if .Values.x }}\napiVersion: {{ .Values.api }}\n{{- end }}\n",
+        );
+        let snap = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(snap.of(Kind::Namespace).len(), 1);
+        let notes: Vec<String> = snap.notes.iter().map(ToString::to_string).collect();
+        let p = |name: &str| dir.path().join(name).display().to_string();
+        assert_eq!(
+            notes,
+            [
+                // Directories are walked before files are read.
+                format!(
+                    "{}: not read: a Helm chart's templates are not manifests; to check what they render: helm template {} | kubectl meshvm doctor -f -",
+                    p("templates"),
+                    dir.path().display()
+                ),
+                format!(
+                    "{}:1: document 1 skipped: no apiVersion and no kind: not a Kubernetes manifest",
+                    p(".gitlab-ci.yml")
+                ),
+                format!(
+                    "{}:1: document 1 skipped: no kind: a Helm chart's metadata",
+                    p("Chart.yaml")
+                ),
+                format!(
+                    "{}:1: document 1 skipped: no apiVersion and no kind: a Kustomize file (to check what it renders: kubectl kustomize DIR | kubectl meshvm doctor -f -)",
+                    p("kustomization.yaml")
+                ),
+                format!(
+                    "{}:5: document 2 skipped: not a mapping: not a Kubernetes manifest",
+                    p("ns.yaml")
+                ),
+                format!(
+                    "{}:7: document 3 skipped: no apiVersion: not a Kubernetes manifest",
+                    p("ns.yaml")
+                ),
+                format!(
+                    "{}:1: document 1 skipped: no apiVersion and no kind: a Helm values file",
+                    p("values.yaml")
+                ),
+            ],
+        );
+        // The same files named one by one are refused, as before: the user pointed at them.
+        let err = Snapshot::from_files(&[dir.path().join("values.yaml")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("values.yaml: document 1 (line 1) is not a Kubernetes object: apiVersion and kind are missing"),
+            "{err}"
+        );
+        // A document with apiVersion and kind that is not a valid object still fails.
+        write(
+            "bad.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {namespace: a}\nspec: {host: x}\n",
+        );
+        let err = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: document 1 (line 1) is not a Kubernetes object: DestinationRule has no metadata.name",
+                p("bad.yaml")
+            )
+        );
+        write("bad.yaml", "apiVersion: v1\nkind: [Service]\n");
+        let err = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("apiVersion and kind must be strings"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stdin_is_named_stdin() {
+        let mut stdin = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\n".as_bytes();
+        let snap = Snapshot::from_inputs(&["-".into()], false, &mut stdin).unwrap();
+        let origin = snap.of(Kind::Service)[0].origin.clone().unwrap();
+        assert_eq!((origin.file.to_str().unwrap(), origin.line), ("STDIN", 5));
+        let err =
+            Snapshot::from_inputs(&["-".into()], false, &mut "a: b\n".as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("STDIN: document 1 (line 1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.yaml");
+        std::fs::write(&path, "apiVersion: v1\nkind: Service\nmetadata: [\n").unwrap();
+        let err = Snapshot::from_files(std::slice::from_ref(&path)).unwrap_err();
+        let text = err.to_string();
+        let file = path.display().to_string();
+        assert!(
+            text.starts_with(&format!("{file}:3: not valid YAML: ")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("--> {file}:3:11")), "{text}");
+        assert!(!text.contains("<input>"), "{text}");
+        let json = dir.path().join("x.json");
+        std::fs::write(&json, "{\n  \"a\": \n").unwrap();
+        let text = Snapshot::from_files(std::slice::from_ref(&json))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with(&format!("{}:3: not valid JSON: ", json.display())),
+            "{text}"
+        );
     }
 
     fn tar_gz(entries: &[(&str, &[u8], u32, tar::EntryType)]) -> Vec<u8> {

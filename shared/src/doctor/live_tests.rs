@@ -456,3 +456,46 @@ async fn modern_bundle_from_the_bundle_verb_passes() {
         }
     }
 }
+
+/// A wrong `--istio-namespace` is an error naming where the control plane is, not a report
+/// about objects that do not exist; the right one (not the default) is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_istio_namespace_is_an_error() {
+    let server = sim(&["legacy-1.4.yaml"]).await;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let e = run(
+        &opts(&server, &["--istio-namespace", "istio"]),
+        &mut out,
+        &mut err,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("no Istio control plane in namespace istio (context "),
+        "{e}"
+    );
+    assert_eq!(
+        e.hint().unwrap(),
+        "found one in istio-system: pass --istio-namespace istio-system (or drop the flag: doctor finds it)"
+    );
+    assert!(!e.is_usage(), "exit 1, not 2");
+    assert!(out.is_empty(), "no report");
+    // A cluster without Istio: the error says so, with the hint to pass the right one.
+    let empty = Server::start(Scenario::empty()).await;
+    let e = run(
+        &opts(&empty, &["--istio-namespace", "istio"]),
+        &mut Vec::new(),
+        &mut Vec::new(),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.hint()
+            .unwrap()
+            .contains("no Istio control plane in any namespace"),
+        "{e}"
+    );
+}

@@ -865,6 +865,17 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             .map(|(_, s)| s)
             .collect();
         let ctx = CheckContext::new(snap, opts, others);
+        // `-f`: where each object is, for findings that name one without carrying its origin.
+        let mut origins: std::collections::HashMap<String, &Origin> =
+            std::collections::HashMap::new();
+        if snap.source == crate::snapshot::SourceKind::Files {
+            for o in snap.objects.values().flatten().chain(&snap.controllers) {
+                if let Some(origin) = &o.origin {
+                    // The first document wins, as for SARIF's locations.
+                    origins.entry(o.reference()).or_insert(origin);
+                }
+            }
+        }
         if i == 0 {
             era = ctx.era;
             auto_mtls = ctx.auto_mtls;
@@ -880,6 +891,11 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             };
             for mut f in produced {
                 scope(&mut f, *check, snap, &ctx);
+                if f.origin.is_none()
+                    && let Some(origin) = origins.get(&f.object)
+                {
+                    f.origin = Some((*origin).clone());
+                }
                 if snaps.len() > 1
                     && let Some(context) = &snap.context
                 {
@@ -1011,6 +1027,114 @@ mod tests {
             resolve(&["-f", "-", "-f", "x.yaml"]).unwrap().source,
             Source::Files(vec!["-".into(), "x.yaml".into()])
         );
+    }
+
+    #[test]
+    fn istio_namespace_must_hold_a_control_plane() {
+        let mut live = Snapshot::from_yaml(testutil::LEGACY).unwrap();
+        live.source = crate::snapshot::SourceKind::Live;
+        live.context = Some("west".into());
+        check_istio_namespace(&mut live, "istio-system").unwrap();
+        let err = check_istio_namespace(&mut live, "istio").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no Istio control plane in namespace istio (context west): no istiod, istio-pilot or istio-citadel Deployment and no istio ConfigMap there"
+        );
+        assert_eq!(
+            err.hint().unwrap(),
+            "found one in istio-system: pass --istio-namespace istio-system (or drop the flag: doctor finds it)"
+        );
+        // Nothing to point at: only the hint to pass the right one.
+        let mut bare = Snapshot::from_yaml("").unwrap();
+        bare.source = crate::snapshot::SourceKind::Live;
+        let err = check_istio_namespace(&mut bare, "istio").unwrap_err();
+        assert!(err.hint().unwrap().starts_with("pass --istio-namespace NS"));
+        // Deployments it may not list: it cannot tell, so no error.
+        bare.refused.insert(Kind::Deployment, "forbidden".into());
+        check_istio_namespace(&mut bare, "istio").unwrap();
+        // A revisioned istiod counts; so does the mesh ConfigMap alone.
+        let mut revisioned = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod-1-22, namespace: mesh}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: remote}\n").unwrap();
+        revisioned.source = crate::snapshot::SourceKind::Live;
+        check_istio_namespace(&mut revisioned, "mesh").unwrap();
+        check_istio_namespace(&mut revisioned, "remote").unwrap();
+        // -f: no error; a note when the manifests hold the control plane elsewhere.
+        let mut files = Snapshot::from_yaml(testutil::LEGACY).unwrap();
+        check_istio_namespace(&mut files, "istio").unwrap();
+        assert_eq!(files.notes.len(), 1);
+        assert!(
+            files.notes[0]
+                .message
+                .starts_with("the manifests hold an Istio control plane in namespace istio-system, not in --istio-namespace istio"),
+            "{:?}",
+            files.notes
+        );
+    }
+
+    #[tokio::test]
+    async fn bundle_alone_runs_only_the_bundle_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("istio-token"), "t").unwrap();
+        for format in ["json", "table"] {
+            let opts = resolve(&["--bundle", dir.path().to_str().unwrap(), "-o", format]).unwrap();
+            let mut out = Vec::new();
+            run(&opts, &mut out, &mut Vec::new(), false).await.unwrap();
+            let text = String::from_utf8(out).unwrap();
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let mut checks: Vec<&str> = v["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["check"].as_str().unwrap())
+                    .collect();
+                checks.dedup();
+                let bundle: Vec<&str> = checks::ALL
+                    .iter()
+                    .map(|c| c.id())
+                    .filter(|id| id.starts_with("bundle."))
+                    .collect();
+                assert_eq!(checks, bundle, "{v:#}");
+                assert!(v.get("autoMtls").is_none() && v.get("pilotRelease").is_none());
+                assert_eq!(v["namespaces"], serde_json::json!([]));
+                assert_eq!(v["era"], "modern", "from the bundle's istio-token");
+            } else {
+                assert!(
+                    !text.contains("auto mTLS")
+                        && !text.contains("bundle only")
+                        && !text.contains("mtls.")
+                        && !text.contains("NAMESPACE"),
+                    "{text}"
+                );
+                assert!(text.contains("bundle checks only"), "{text}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn file_findings_carry_file_and_line_also_when_a_check_names_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(&path, testutil::LEGACY).unwrap();
+        let snap = Snapshot::from_files(std::slice::from_ref(&path)).unwrap();
+        let report = run_all(std::slice::from_ref(&snap), &CheckOptions::default());
+        let named: Vec<&Finding> = report
+            .findings
+            .iter()
+            .filter(|f| {
+                !f.object.is_empty()
+                    && snap
+                        .objects
+                        .values()
+                        .flatten()
+                        .any(|o| o.reference() == f.object)
+            })
+            .collect();
+        assert!(!named.is_empty());
+        for f in named {
+            let origin = f.origin.as_ref().unwrap_or_else(|| panic!("{f:?}"));
+            assert_eq!(origin.file, path);
+            assert!(origin.line > 1);
+        }
     }
 
     #[test]

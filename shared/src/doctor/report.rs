@@ -515,7 +515,7 @@ mod tests {
                 "summary": {"pass": 1, "warn": 1, "fail": 1, "skip": 1},
                 "findings": [
                     {"check": "ca.plugged", "severity": "pass", "object": "", "message": "ok", "hint": "", "namespaces": []},
-                    {"check": "mtls.default-dr", "severity": "fail", "object": "DestinationRule istio-system/default", "message": "no mesh-wide rule", "hint": "apply it", "namespaces": [], "breaks": "when-strict"},
+                    {"check": "mtls.default-dr", "severity": "fail", "object": "DestinationRule istio-system/default", "source": {"file": "gitops/istio.yaml", "line": 7}, "message": "no mesh-wide rule", "hint": "apply it", "namespaces": [], "breaks": "when-strict"},
                     {"check": "mtls.dr-overlap", "severity": "warn", "object": "", "message": "two rules", "hint": "", "namespaces": ["bookinfo"], "breaks": "now"},
                     {"check": "bundle.files", "severity": "skip", "object": "", "message": "no --bundle given", "hint": "", "namespaces": []},
                 ],
@@ -529,6 +529,96 @@ mod tests {
             text.find("\"era\"").unwrap() < text.find("\"autoMtls\"").unwrap(),
             "key order as documented"
         );
+    }
+
+    #[test]
+    fn json_carries_source_context_and_notes_as_fields() {
+        let mut r = report();
+        r.findings[2].context = Some("west".into());
+        r.notes.push(Note {
+            origin: Some(Origin {
+                file: "gitops/values.yaml".into(),
+                line: 1,
+            }),
+            message: "document 1 skipped: no apiVersion and no kind: a Helm values file".into(),
+        });
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Json, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let f = &v["findings"];
+        assert_eq!(
+            f[1]["source"],
+            serde_json::json!({"file": "gitops/istio.yaml", "line": 7})
+        );
+        assert!(f[0].get("source").is_none() && f[0].get("context").is_none());
+        assert_eq!(f[2]["context"], "west");
+        assert_eq!(
+            f[2]["message"], "two rules",
+            "the context is not in the message"
+        );
+        assert_eq!(
+            v["notes"],
+            serde_json::json!([{"source": {"file": "gitops/values.yaml", "line": 1}, "message": "document 1 skipped: no apiVersion and no kind: a Helm values file"}])
+        );
+        let mut yaml = Vec::new();
+        r.write(&mut yaml, Format::Yaml, false).unwrap();
+        let y: serde_json::Value =
+            serde_saphyr::from_str(std::str::from_utf8(&yaml).unwrap()).unwrap();
+        assert_eq!(y, v);
+        // The table: SOURCE beside the object, the context as a prefix.
+        let mut table = Vec::new();
+        r.write(&mut table, Format::Table, false).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        let header = table.lines().next().unwrap();
+        assert!(
+            header.find("OBJECT").unwrap() < header.find("SOURCE").unwrap()
+                && header.find("SOURCE").unwrap() < header.find("MESSAGE").unwrap(),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("DestinationRule istio-system/default   gitops/istio.yaml:7")),
+            "{table}"
+        );
+        assert!(table.contains("[west] two rules"), "{table}");
+        // SARIF: the notes are the run's notifications.
+        let sarif = r.sarif();
+        let n = &sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"][0];
+        assert_eq!(n["level"], "note");
+        assert_eq!(
+            n["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "gitops/values.yaml"
+        );
+        // Live findings have no origin: no SOURCE column.
+        let mut live = report();
+        live.findings.iter_mut().for_each(|f| f.origin = None);
+        let mut table = Vec::new();
+        live.write(&mut table, Format::Table, false).unwrap();
+        assert!(!String::from_utf8(table).unwrap().contains("SOURCE"));
+    }
+
+    #[test]
+    fn bundle_only_says_nothing_of_the_mesh() {
+        let mut r = report();
+        r.findings.retain(|f| f.check.starts_with("bundle."));
+        r.namespaces.clear();
+        r.bundle_only = true;
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Table, false).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        assert!(
+            !table.contains("auto mTLS") && !table.contains("NAMESPACE"),
+            "{table}"
+        );
+        assert!(
+            table.contains("bundle checks only (no cluster or manifests given) · era legacy · 0 pass, 0 warn, 0 fail, 1 skip"),
+            "{table}"
+        );
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Json, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v.get("autoMtls").is_none(), "{v:#}");
     }
 
     #[test]
