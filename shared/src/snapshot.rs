@@ -83,7 +83,7 @@ impl crate::errors::Diagnose for Error {
     fn hint(&self) -> Option<String> {
         match self {
             Error::NotKubernetes { .. } => Some(
-                "give doctor only Kubernetes manifests (each document needs apiVersion and kind); move other YAML out of the -f path, or pass its directory: -f DIR skips documents without apiVersion/kind with a note"
+                "give doctor only Kubernetes manifests (each document needs apiVersion and kind); move other YAML out of the -f path (in a -f DIR such documents are skipped with a note)"
                     .into(),
             ),
             Error::NoManifests { path, below } if *below > 0 => Some(format!(
@@ -932,17 +932,22 @@ impl Snapshot {
             serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
                 .map_err(|e| {
                     let name = path.display().to_string();
+                    // The snippet's header names the file, not the parser's `<input>`.
+                    let rendered = e.render_with_options(serde_saphyr::render_options! {
+                        source_name: Some(name.as_str()),
+                    });
+                    let rendered = rendered.trim_start_matches("error: ");
+                    // Our message says where already: drop the parser's "line 3 column 11: ".
+                    let message = rendered
+                        .split_once(": ")
+                        .filter(|(at, _)| at.starts_with("line ") && at.contains(" column "))
+                        .map_or(rendered, |(_, rest)| rest)
+                        .to_string();
                     Error::Parse {
                         path: path.to_path_buf(),
                         line: e.location().map(|l| l.line() as usize).filter(|l| *l > 0),
                         json: false,
-                        // The snippet's header names the file, not the parser's `<input>`.
-                        message: e
-                            .render_with_options(serde_saphyr::render_options! {
-                                source_name: Some(name.as_str()),
-                            })
-                            .trim_start_matches("error: ")
-                            .to_string(),
+                        message,
                     }
                 })?
                 .into_iter()
