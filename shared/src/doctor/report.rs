@@ -545,15 +545,15 @@ mod tests {
         let mut out = Vec::new();
         r.write(&mut out, Format::Json, false).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let f = &v["findings"];
+        let found = &v["findings"];
         assert_eq!(
-            f[1]["source"],
+            found[1]["source"],
             serde_json::json!({"file": "gitops/istio.yaml", "line": 7})
         );
-        assert!(f[0].get("source").is_none() && f[0].get("context").is_none());
-        assert_eq!(f[2]["context"], "west");
+        assert!(found[0].get("source").is_none() && found[0].get("context").is_none());
+        assert_eq!(found[2]["context"], "west");
         assert_eq!(
-            f[2]["message"], "two rules",
+            found[2]["message"], "two rules",
             "the context is not in the message"
         );
         assert_eq!(
@@ -562,9 +562,9 @@ mod tests {
         );
         let mut yaml = Vec::new();
         r.write(&mut yaml, Format::Yaml, false).unwrap();
-        let y: serde_json::Value =
+        let from_yaml: serde_json::Value =
             serde_saphyr::from_str(std::str::from_utf8(&yaml).unwrap()).unwrap();
-        assert_eq!(y, v);
+        assert_eq!(from_yaml, v);
         // The table: SOURCE beside the object, the context as a prefix.
         let mut table = Vec::new();
         r.write(&mut table, Format::Table, false).unwrap();
