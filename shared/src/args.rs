@@ -321,12 +321,15 @@ pub enum FailOn {
     bin_name = "kubectl meshvm doctor",
     version,
     about = "Pre-flight checks before STRICT mTLS: DestinationRules, PeerAuthentications, gateways, certificates, registered VMs",
-    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -o sarif > doctor.sarif\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --yes"
+    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  helm template charts/app | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --yes"
 )]
 pub struct DoctorArgs {
-    /// Check manifest files instead of a cluster (file or directory, repeatable)
-    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR")]
+    /// Check manifest files instead of a cluster (file, directory, or - for standard input; repeatable)
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
     pub filename: Vec<PathBuf>,
+    /// Read -f directories' subdirectories too, as kubectl -R
+    #[arg(short = 'R', long, requires = "filename")]
+    pub recursive: bool,
     /// Check a VM bundle (directory or .tar.gz): alone, or cross-checked against the cluster of --context
     #[arg(long, value_name = "DIR|FILE.tar.gz")]
     pub bundle: Option<PathBuf>,

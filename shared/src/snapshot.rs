@@ -32,11 +32,15 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A manifest is not valid YAML or JSON.
-    #[error("{}: not valid YAML/JSON: {message}", path.display())]
+    #[error("{}{}: not valid {}: {message}", path.display(), line.map_or(String::new(), |l| format!(":{l}")), if *json { "JSON" } else { "YAML" })]
     Parse {
-        /// The file.
+        /// The file (`STDIN` for `-f -`).
         path: PathBuf,
-        /// The parser's words, with line and column.
+        /// The line the parser stopped at, when it says.
+        line: Option<usize>,
+        /// Parsed as JSON (a `.json` file) rather than YAML.
+        json: bool,
+        /// The parser's words; for YAML with a snippet whose header names the file.
         message: String,
     },
     /// A document parsed but is not a Kubernetes object.
@@ -52,11 +56,16 @@ pub enum Error {
         problem: String,
     },
     /// `-f DIR` holds no manifest at all.
-    #[error("{}: no .yaml, .yml or .json files found", path.display())]
+    #[error("{}: no .yaml, .yml or .json files found{}", path.display(), if *below > 0 { format!(" (only in {below} subdirectories, which -f DIR does not read without -R)") } else { String::new() })]
     NoManifests {
         /// The directory.
         path: PathBuf,
+        /// Subdirectories holding manifests, not read without `-R`.
+        below: usize,
     },
+    /// Standard input could not be read (`-f -`).
+    #[error("failed to read the manifests from standard input (-f -)")]
+    Stdin(#[source] std::io::Error),
     /// The bundle is not one `kubectl meshvm bundle` writes.
     #[error("bundle {}: {problem}", path.display())]
     VmBundle {
@@ -74,9 +83,13 @@ impl crate::errors::Diagnose for Error {
     fn hint(&self) -> Option<String> {
         match self {
             Error::NotKubernetes { .. } => Some(
-                "give doctor only Kubernetes manifests (each document needs apiVersion and kind); move other YAML out of the -f path"
+                "give doctor only Kubernetes manifests (each document needs apiVersion and kind); move other YAML out of the -f path (in a -f DIR such documents are skipped with a note)"
                     .into(),
             ),
+            Error::NoManifests { path, below } if *below > 0 => Some(format!(
+                "kubectl meshvm doctor -f {} -R",
+                path.display()
+            )),
             Error::VmBundle { .. } => Some(
                 "pass the directory or .tar.gz that `kubectl meshvm bundle` wrote, unmodified".into(),
             ),
@@ -93,6 +106,30 @@ pub struct Origin {
     pub file: PathBuf,
     /// 1-based line of the document's first node.
     pub line: usize,
+}
+
+/// What `-f -` reads are named in findings, notes and errors (kubectl's name for it:
+/// kubernetes/cli-runtime@v0.33.9 pkg/resource/visitor.go:46 `constSTDINstr = "STDIN"`).
+pub const STDIN: &str = "STDIN";
+
+/// Input doctor set aside while reading `-f` (a document that is not a manifest, a Helm chart's
+/// templates, subdirectories without `-R`): said once on stderr and in the report's notes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// The file (and line) concerned; a directory has line 0.
+    pub origin: Option<Origin>,
+    /// What was set aside and why.
+    pub message: String,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Some(o) if o.line > 0 => write!(f, "{}:{}: {}", o.file.display(), o.line, self.message),
+            Some(o) => write!(f, "{}: {}", o.file.display(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
 }
 
 /// The kinds doctor reads.
@@ -777,6 +814,8 @@ pub struct Snapshot {
     /// CronJobs, whatever their name): their pod templates are the workloads doctor judges
     /// when the source holds no live Pods.
     pub controllers: Vec<Obj>,
+    /// What reading `-f` set aside ([`Note`]), in reading order.
+    pub notes: Vec<Note>,
 }
 
 impl Snapshot {
@@ -815,47 +854,91 @@ impl Snapshot {
         self.objects.entry(kind).or_default().push(obj);
     }
 
-    /// Read manifests from files and directories (recursively: `.yaml`, `.yml`, `.json`).
+    /// Read manifests from files and directories, as `kubectl -f` does, without `-R` and
+    /// without standard input (see [`Snapshot::from_inputs`]).
     pub fn from_files(paths: &[PathBuf]) -> Result<Snapshot, Error> {
+        Self::from_inputs(paths, false, &mut std::io::empty())
+    }
+
+    /// Read `-f` inputs as kubectl does: a file (whatever its extension), `-` for `stdin`
+    /// (named [`STDIN`]), or a directory's `.yaml`, `.yml` and `.json` files — with
+    /// `recursive` (`-R`) those of its subdirectories too, in lexical order
+    /// (kubernetes/cli-runtime@v0.33.9 pkg/resource/visitor.go:506-531: `filepath.Walk`, a
+    /// subdirectory skipped unless recursive, the extension checked only for files found in a
+    /// directory). Unlike kubectl, documents of files found in a directory that lack
+    /// apiVersion or kind (a Helm `values.yaml`, a CI config) are skipped with a [`Note`]; so
+    /// are subdirectories holding manifests without `-R`, and a Helm chart's `templates/`.
+    pub fn from_inputs(
+        paths: &[PathBuf],
+        recursive: bool,
+        stdin: &mut dyn Read,
+    ) -> Result<Snapshot, Error> {
         let mut snap = Snapshot {
             source: SourceKind::Files,
             ..Snapshot::default()
         };
         for path in paths {
+            if path.as_os_str() == "-" {
+                let mut text = String::new();
+                stdin.read_to_string(&mut text).map_err(Error::Stdin)?;
+                snap.add_manifests(Path::new(STDIN), &text, false)?;
+                continue;
+            }
             let meta = std::fs::metadata(path).map_err(|source| Error::Read {
                 path: path.clone(),
                 source,
             })?;
             if meta.is_dir() {
                 let mut files = Vec::new();
-                collect_manifests(path, &mut files)?;
+                let mut notes = Vec::new();
+                let below = collect_manifests(path, recursive, &mut files, &mut notes)?;
                 if files.is_empty() {
-                    return Err(Error::NoManifests { path: path.clone() });
+                    return Err(Error::NoManifests {
+                        path: path.clone(),
+                        below,
+                    });
+                }
+                snap.notes.extend(notes);
+                if below > 0 {
+                    snap.notes.push(Note {
+                        origin: Some(Origin {
+                            file: path.clone(),
+                            line: 0,
+                        }),
+                        message: format!(
+                            "{below} subdirector{} with .yaml/.yml/.json files not read: -f DIR reads only the directory itself, as kubectl does; add -R to read them",
+                            if below == 1 { "y" } else { "ies" }
+                        ),
+                    });
                 }
                 for file in files {
-                    snap.add_file(&file)?;
+                    snap.add_file(&file, true)?;
                 }
             } else {
-                snap.add_file(path)?;
+                snap.add_file(path, false)?;
             }
         }
         Ok(snap)
     }
 
-    fn add_file(&mut self, path: &Path) -> Result<(), Error> {
+    fn add_file(&mut self, path: &Path, in_dir: bool) -> Result<(), Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        self.add_manifests(path, &text)
+        self.add_manifests(path, &text, in_dir)
     }
 
-    /// Add the documents of one manifest text, as if read from `path`.
-    pub fn add_manifests(&mut self, path: &Path, text: &str) -> Result<(), Error> {
+    /// Add the documents of one manifest text, as if read from `path`. `in_dir`: the file was
+    /// found in a `-f DIR`, so its documents without apiVersion or kind are skipped with a
+    /// [`Note`] instead of failing (a named file or standard input must hold only manifests).
+    pub fn add_manifests(&mut self, path: &Path, text: &str, in_dir: bool) -> Result<(), Error> {
         let is_json = path.extension().is_some_and(|e| e == "json");
         let docs: Vec<(Value, usize)> = if is_json {
             let v: Value = serde_json::from_str(text).map_err(|e| Error::Parse {
                 path: path.to_path_buf(),
+                line: (e.line() > 0).then_some(e.line()),
+                json: true,
                 message: e.to_string(),
             })?;
             vec![(v, 1)]
@@ -870,36 +953,81 @@ impl Snapshot {
                 },
             };
             serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
-                .map_err(|e| Error::Parse {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
+                .map_err(|e| {
+                    let name = path.display().to_string();
+                    // The snippet's header names the file, not the parser's `<input>`.
+                    let rendered = e.render_with_options(serde_saphyr::render_options! {
+                        source_name: Some(name.as_str()),
+                    });
+                    let rendered = rendered.trim_start_matches("error: ");
+                    // Our message says where already: drop the parser's "line 3 column 11: ".
+                    let message = rendered
+                        .split_once(": ")
+                        .filter(|(at, _)| at.starts_with("line ") && at.contains(" column "))
+                        .map_or(rendered, |(_, rest)| rest)
+                        .to_string();
+                    Error::Parse {
+                        path: path.to_path_buf(),
+                        line: e.location().map(|l| l.line() as usize).filter(|l| *l > 0),
+                        json: false,
+                        message,
+                    }
                 })?
                 .into_iter()
                 .map(|s| (s.value, s.referenced.line() as usize))
                 .collect()
         };
         for (i, (doc, line)) in docs.into_iter().enumerate() {
-            let not_k8s = |problem: &str| Error::NotKubernetes {
+            let line = line.max(1);
+            let not_k8s = |problem: String| Error::NotKubernetes {
                 path: path.to_path_buf(),
                 document: i + 1,
-                line: line.max(1),
-                problem: problem.to_string(),
+                line,
+                problem,
             };
             if doc.is_null() {
                 continue;
             }
-            let Some(map) = doc.as_object() else {
-                return Err(not_k8s("it is not a mapping"));
+            let origin = Origin {
+                file: path.to_path_buf(),
+                line,
             };
+            let map = doc.as_object();
+            let has = |key: &str| map.is_some_and(|m| m.contains_key(key));
+            if !has("apiVersion") || !has("kind") {
+                let (missing, problem) = match (has("apiVersion"), has("kind")) {
+                    _ if map.is_none() => ("not a mapping", "it is not a mapping"),
+                    (false, false) => (
+                        "no apiVersion and no kind",
+                        "apiVersion and kind are missing",
+                    ),
+                    (true, _) => ("no kind", "kind is missing"),
+                    (_, true) => ("no apiVersion", "apiVersion is missing"),
+                };
+                if !in_dir {
+                    return Err(not_k8s(problem.into()));
+                }
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let what = match name {
+                    "values.yaml" | "values.yml" => "a Helm values file",
+                    "Chart.yaml" | "Chart.yml" => "a Helm chart's metadata",
+                    "kustomization.yaml" | "kustomization.yml" | "Kustomization" => {
+                        "a Kustomize file (to check what it renders: kubectl kustomize DIR | kubectl meshvm doctor -f -)"
+                    }
+                    _ => "not a Kubernetes manifest",
+                };
+                self.notes.push(Note {
+                    origin: Some(origin),
+                    message: format!("document {} skipped: {missing}: {what}", i + 1),
+                });
+                continue;
+            }
+            let map = map.expect("has keys");
             let (Some(api_version), Some(kind)) = (
                 map.get("apiVersion").and_then(Value::as_str),
                 map.get("kind").and_then(Value::as_str),
             ) else {
-                return Err(not_k8s("apiVersion and kind are missing"));
-            };
-            let origin = Origin {
-                file: path.to_path_buf(),
-                line: line.max(1),
+                return Err(not_k8s("apiVersion and kind must be strings".into()));
             };
             if kind == "List" || (kind.ends_with("List") && map.contains_key("items")) {
                 let _ = api_version;
@@ -912,7 +1040,10 @@ impl Snapshot {
                     if item.get("apiVersion").and_then(Value::as_str).is_none()
                         || item.get("kind").and_then(Value::as_str).is_none()
                     {
-                        return Err(not_k8s("a List item lacks apiVersion or kind"));
+                        return Err(not_k8s("a List item lacks apiVersion or kind".into()));
+                    }
+                    if let Some(problem) = unnamed(item) {
+                        return Err(not_k8s(format!("a List item {problem}")));
                     }
                     self.push(Obj {
                         value: item.clone(),
@@ -921,6 +1052,9 @@ impl Snapshot {
                 }
                 continue;
             }
+            if let Some(problem) = unnamed(&doc) {
+                return Err(not_k8s(problem));
+            }
             self.push(Obj {
                 value: doc,
                 origin: Some(origin),
@@ -928,14 +1062,13 @@ impl Snapshot {
         }
         Ok(())
     }
-
     /// Parse inline manifests (for tests and fixtures): `-f` semantics, origin `inline.yaml`.
     pub fn from_yaml(text: &str) -> Result<Snapshot, Error> {
         let mut snap = Snapshot {
             source: SourceKind::Files,
             ..Snapshot::default()
         };
-        snap.add_manifests(Path::new("inline.yaml"), text)?;
+        snap.add_manifests(Path::new("inline.yaml"), text, false)?;
         Ok(snap)
     }
 
@@ -1253,7 +1386,38 @@ fn trim(kind: Kind, map: &mut Map<String, Value>) {
     }
 }
 
-fn collect_manifests(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+/// A kind doctor judges with neither `metadata.name` nor `metadata.generateName`: what is
+/// wrong, else `None` (objects of other kinds are not read, so not judged).
+fn unnamed(doc: &Value) -> Option<String> {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Kind::from_manifest(api_version, kind)?;
+    let meta = doc.get("metadata");
+    let named = ["name", "generateName"].iter().any(|k| {
+        meta.and_then(|m| m.get(*k))
+            .is_some_and(|n| !n.is_null() && n.as_str() != Some(""))
+    });
+    (!named).then(|| format!("{kind} has no metadata.name"))
+}
+
+fn is_manifest_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+}
+
+/// The manifest files of `dir` into `out` (lexical order), and with `recursive` those below,
+/// except a Helm chart's `templates/` (Go templates, not manifests: one [`Note`]). Returns how
+/// many subdirectories holding manifest files were not read (without `recursive`).
+fn collect_manifests(
+    dir: &Path,
+    recursive: bool,
+    out: &mut Vec<PathBuf>,
+    notes: &mut Vec<Note>,
+) -> Result<usize, Error> {
     let read_err = |source| Error::Read {
         path: dir.to_path_buf(),
         source,
@@ -1263,19 +1427,38 @@ fn collect_manifests(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err)?;
     entries.sort_by_key(std::fs::DirEntry::path);
+    let is_chart = entries
+        .iter()
+        .any(|e| matches!(e.file_name().to_str(), Some("Chart.yaml" | "Chart.yml")));
+    let mut below = 0;
     for entry in entries {
         let path = entry.path();
         if path.is_dir() {
-            collect_manifests(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        {
+            if is_chart && entry.file_name() == "templates" {
+                notes.push(Note {
+                    origin: Some(Origin {
+                        file: path.clone(),
+                        line: 0,
+                    }),
+                    message: format!(
+                        "not read: a Helm chart's templates are not manifests; to check what they render: helm template {} | kubectl meshvm doctor -f -",
+                        dir.display()
+                    ),
+                });
+            } else if recursive {
+                collect_manifests(&path, true, out, notes)?;
+            } else {
+                let mut nested = Vec::new();
+                collect_manifests(&path, true, &mut nested, &mut Vec::new())?;
+                if !nested.is_empty() {
+                    below += 1;
+                }
+            }
+        } else if is_manifest_file(&path) {
             out.push(path);
         }
     }
-    Ok(())
+    Ok(below)
 }
 
 #[cfg(test)]
@@ -1363,14 +1546,164 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("README.md"), "not yaml").unwrap();
-        let snap = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap();
+        let root = [dir.path().to_path_buf()];
+        let snap = Snapshot::from_inputs(&root, true, &mut std::io::empty()).unwrap();
         let names: Vec<_> = snap.of(Kind::Namespace).iter().map(Obj::name).collect();
-        assert_eq!(names, ["b", "a"]);
+        assert_eq!(
+            names,
+            ["b", "a"],
+            "-R: lexical order, subdirectories included"
+        );
+        assert!(snap.notes.is_empty(), "{:?}", snap.notes);
+        // Without -R, as kubectl: the directory itself only, and one note for the rest.
+        let snap = Snapshot::from_files(&root).unwrap();
+        let names: Vec<_> = snap.of(Kind::Namespace).iter().map(Obj::name).collect();
+        assert_eq!(names, ["b"]);
+        assert_eq!(snap.notes.len(), 1);
+        let note = snap.notes[0].to_string();
+        assert!(
+            note.starts_with(&format!("{}: 1 subdirectory", dir.path().display()))
+                && note.contains("add -R"),
+            "{note}"
+        );
+        std::fs::remove_file(dir.path().join("b.json")).unwrap();
+        let err = Snapshot::from_files(&root).unwrap_err();
+        assert!(matches!(err, Error::NoManifests { below: 1, .. }), "{err}");
+        assert!(err.to_string().contains("without -R"), "{err}");
+        let hint = crate::errors::Diagnose::hint(&err).unwrap();
+        assert_eq!(
+            hint,
+            format!("kubectl meshvm doctor -f {} -R", dir.path().display())
+        );
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
             Snapshot::from_files(&[empty.path().to_path_buf()]),
-            Err(Error::NoManifests { .. })
+            Err(Error::NoManifests { below: 0, .. })
         ));
+    }
+
+    #[test]
+    fn a_directory_skips_documents_without_apiversion_or_kind_with_one_note_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("values.yaml", "replicaCount: 1\nimage: {tag: x}\n");
+        write("kustomization.yaml", "resources: [ns.yaml]\n");
+        write(".gitlab-ci.yml", "stages: [test]\ntest: {script: [make]}\n");
+        write("Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n");
+        write(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n- a list\n---\nkind: Namespace\nmetadata: {name: b}\n",
+        );
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        write(
+            "templates/dr.yaml",
+            "{{- if .Values.x }}\napiVersion: {{ .Values.api }}\n{{- end }}\n",
+        );
+        let snap = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(snap.of(Kind::Namespace).len(), 1);
+        let notes: Vec<String> = snap.notes.iter().map(ToString::to_string).collect();
+        let p = |name: &str| dir.path().join(name).display().to_string();
+        assert_eq!(
+            notes,
+            [
+                // Directories are walked before files are read.
+                format!(
+                    "{}: not read: a Helm chart's templates are not manifests; to check what they render: helm template {} | kubectl meshvm doctor -f -",
+                    p("templates"),
+                    dir.path().display()
+                ),
+                format!(
+                    "{}:1: document 1 skipped: no apiVersion and no kind: not a Kubernetes manifest",
+                    p(".gitlab-ci.yml")
+                ),
+                format!(
+                    "{}:1: document 1 skipped: no kind: a Helm chart's metadata",
+                    p("Chart.yaml")
+                ),
+                format!(
+                    "{}:1: document 1 skipped: no apiVersion and no kind: a Kustomize file (to check what it renders: kubectl kustomize DIR | kubectl meshvm doctor -f -)",
+                    p("kustomization.yaml")
+                ),
+                format!(
+                    "{}:5: document 2 skipped: not a mapping: not a Kubernetes manifest",
+                    p("ns.yaml")
+                ),
+                format!(
+                    "{}:7: document 3 skipped: no apiVersion: not a Kubernetes manifest",
+                    p("ns.yaml")
+                ),
+                format!(
+                    "{}:1: document 1 skipped: no apiVersion and no kind: a Helm values file",
+                    p("values.yaml")
+                ),
+            ],
+        );
+        // The same files named one by one are refused, as before: the user pointed at them.
+        let err = Snapshot::from_files(&[dir.path().join("values.yaml")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("values.yaml: document 1 (line 1) is not a Kubernetes object: apiVersion and kind are missing"),
+            "{err}"
+        );
+        // A document with apiVersion and kind that is not a valid object still fails.
+        write(
+            "bad.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {namespace: a}\nspec: {host: x}\n",
+        );
+        let err = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: document 1 (line 1) is not a Kubernetes object: DestinationRule has no metadata.name",
+                p("bad.yaml")
+            )
+        );
+        write("bad.yaml", "apiVersion: v1\nkind: [Service]\n");
+        let err = Snapshot::from_files(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("apiVersion and kind must be strings"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stdin_is_named_stdin() {
+        let mut stdin = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\n".as_bytes();
+        let snap = Snapshot::from_inputs(&["-".into()], false, &mut stdin).unwrap();
+        let origin = snap.of(Kind::Service)[0].origin.clone().unwrap();
+        assert_eq!((origin.file.to_str().unwrap(), origin.line), ("STDIN", 5));
+        let err =
+            Snapshot::from_inputs(&["-".into()], false, &mut "a: b\n".as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("STDIN: document 1 (line 1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.yaml");
+        std::fs::write(&path, "apiVersion: v1\nkind: Service\nmetadata: [\n").unwrap();
+        let err = Snapshot::from_files(std::slice::from_ref(&path)).unwrap_err();
+        let text = err.to_string();
+        let file = path.display().to_string();
+        assert!(
+            text.starts_with(&format!("{file}:3: not valid YAML: ")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("--> {file}:3:11")), "{text}");
+        assert!(!text.contains("<input>"), "{text}");
+        let json = dir.path().join("x.json");
+        std::fs::write(&json, "{\n  \"a\": \n").unwrap();
+        let text = Snapshot::from_files(std::slice::from_ref(&json))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with(&format!("{}:3: not valid JSON: ", json.display())),
+            "{text}"
+        );
     }
 
     fn tar_gz(entries: &[(&str, &[u8], u32, tar::EntryType)]) -> Vec<u8> {

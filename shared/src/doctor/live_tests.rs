@@ -320,16 +320,75 @@ async fn several_contexts_are_checked_and_cross_checked() {
     for context in ["east", "west"] {
         for check in checks::ALL {
             assert!(
-                findings.iter().any(|f| f["check"] == check.id()
-                    && f["message"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with(&format!("[{context}] "))),
+                findings
+                    .iter()
+                    .any(|f| f["check"] == check.id() && f["context"] == context),
                 "{context} {}",
                 check.id()
             );
         }
     }
+    // The context is a field, not part of the message; every kubectl command in a hint
+    // targets the finding's context.
+    for f in findings {
+        let context = f["context"]
+            .as_str()
+            .expect("each finding names its context");
+        assert!(!f["message"].as_str().unwrap().starts_with('['), "{f:#}");
+        let hint = f["hint"].as_str().unwrap();
+        let commands = hint.matches("kubectl ").count();
+        assert_eq!(
+            hint.matches(&format!("--context {context}")).count(),
+            commands,
+            "{f:#}"
+        );
+    }
+    // west's `kubectl meshvm doctor --fix` hint, run as printed (plus the kubeconfig and
+    // --yes), fixes west and leaves east (the current context) alone.
+    let west_fix = findings
+        .iter()
+        .find(|f| {
+            f["context"] == "west" && f["check"] == "mtls.default-dr" && f["severity"] == "fail"
+        })
+        .expect("west lacks the mesh-wide rule");
+    let hint = west_fix["hint"].as_str().unwrap();
+    let command = hint
+        .split('`')
+        .find(|c| c.starts_with("kubectl meshvm doctor"))
+        .unwrap_or_else(|| panic!("{hint}"));
+    let mut argv: Vec<&str> = command.split_whitespace().skip(2).collect();
+    argv[0] = "kubectl-meshvm-doctor";
+    argv.extend([
+        "--kubeconfig",
+        path.to_str().unwrap(),
+        "--yes",
+        "-o",
+        "json",
+    ]);
+    let o = DoctorOptions::resolve(DoctorArgs::try_parse_from(&argv).unwrap()).unwrap();
+    let mut out = Vec::new();
+    let outcome = run(&o, &mut out, &mut Vec::new(), false).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Success,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let rules = |server: &Server| {
+        server
+            .requests()
+            .records
+            .iter()
+            .filter(|r| {
+                matches!(r.verb.as_str(), "create" | "patch" | "update")
+                    && (200..300).contains(&r.status)
+                    && r.path.contains("destinationrules")
+                    && !r.query.contains("dryRun")
+            })
+            .count()
+    };
+    assert!(rules(&west) > 0, "west got the rules");
+    assert_eq!(rules(&east), 0, "east, the current context, is untouched");
     // Each sim's Citadel made its own root: the pair is reported once, from east.
     let cross: Vec<_> = findings
         .iter()
@@ -396,4 +455,47 @@ async fn modern_bundle_from_the_bundle_verb_passes() {
             assert_eq!(f["severity"], "pass", "{f:#}");
         }
     }
+}
+
+/// A wrong `--istio-namespace` is an error naming where the control plane is, not a report
+/// about objects that do not exist; the right one (not the default) is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_istio_namespace_is_an_error() {
+    let server = sim(&["legacy-1.4.yaml"]).await;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let e = run(
+        &opts(&server, &["--istio-namespace", "istio"]),
+        &mut out,
+        &mut err,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("no Istio control plane in namespace istio (context "),
+        "{e}"
+    );
+    assert_eq!(
+        e.hint().unwrap(),
+        "found one in istio-system: pass --istio-namespace istio-system (or drop the flag: doctor finds it)"
+    );
+    assert!(!e.is_usage(), "exit 1, not 2");
+    assert!(out.is_empty(), "no report");
+    // A cluster without Istio: the error says so, with the hint to pass the right one.
+    let empty = Server::start(Scenario::empty()).await;
+    let e = run(
+        &opts(&empty, &["--istio-namespace", "istio"]),
+        &mut Vec::new(),
+        &mut Vec::new(),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.hint()
+            .unwrap()
+            .contains("no Istio control plane in any namespace"),
+        "{e}"
+    );
 }

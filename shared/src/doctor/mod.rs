@@ -50,6 +50,18 @@ pub enum Error {
     /// Writing the report failed.
     #[error("failed to write the report")]
     Print(#[source] io::Error),
+    /// `--istio-namespace` names a namespace without an Istio control plane.
+    #[error(
+        "no Istio control plane in namespace {namespace} (context {context}): no istiod, istio-pilot or istio-citadel Deployment and no istio ConfigMap there"
+    )]
+    NoControlPlane {
+        /// The namespace `--istio-namespace` named.
+        namespace: String,
+        /// The kubeconfig context read.
+        context: String,
+        /// Where the cluster's control plane runs, when one was found.
+        found: Option<String>,
+    },
 }
 
 impl Diagnose for Error {
@@ -61,6 +73,13 @@ impl Diagnose for Error {
             Error::Write(e) => e.hint(),
             Error::Prompt(e) => e.hint(),
             Error::Print(_) => None,
+            Error::NoControlPlane { found: Some(ns), .. } => Some(format!(
+                "found one in {ns}: pass --istio-namespace {ns} (or drop the flag: doctor finds it)"
+            )),
+            Error::NoControlPlane { found: None, .. } => Some(
+                "pass --istio-namespace NS, the namespace istiod (Istio 1.4: istio-pilot and istio-citadel) runs in; this cluster shows no Istio control plane in any namespace"
+                    .into(),
+            ),
         }
     }
     fn is_usage(&self) -> bool {
@@ -71,7 +90,7 @@ impl Diagnose for Error {
 /// Where doctor reads the mesh from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// `-f` manifests.
+    /// `-f` manifests (`-` is standard input).
     Files(Vec<PathBuf>),
     /// Live clusters: the current context (`[]`) or each `--context`.
     Live(Vec<String>),
@@ -96,6 +115,8 @@ pub struct DoctorOptions {
     pub fix: bool,
     /// `--yes`.
     pub yes: bool,
+    /// `-R`: read `-f` directories' subdirectories too.
+    pub recursive: bool,
     /// Connection flags.
     pub kube: KubeArgs,
 }
@@ -108,6 +129,22 @@ impl DoctorOptions {
                 return Err(UsageError::new(
                     "-f and --context cannot be combined",
                     Some("check manifests with -f, or clusters with --context, in separate runs"),
+                ));
+            }
+            if args
+                .filename
+                .iter()
+                .filter(|p| p.as_os_str() == "-")
+                .count()
+                > 1
+            {
+                // kubectl refuses the same (kubernetes/cli-runtime@v0.33.9
+                // pkg/resource/builder.go:388-392, StdinMultiUseError).
+                return Err(UsageError::new(
+                    "-f - can be given once: standard input is read once",
+                    Some(
+                        "concatenate the manifests into one stream: cat a.yaml b.yaml | kubectl meshvm doctor -f -",
+                    ),
                 ));
             }
             Source::Files(args.filename)
@@ -149,6 +186,7 @@ impl DoctorOptions {
             fail_on: args.fail_on,
             fix: args.fix,
             yes: args.yes,
+            recursive: args.recursive,
             kube: args.kube,
         })
     }
@@ -170,7 +208,11 @@ pub async fn run(
 ) -> Result<Outcome, Error> {
     let mut conns: Vec<Connection> = Vec::new();
     let mut snaps = match &opts.source {
-        Source::Files(paths) => vec![Snapshot::from_files(paths)?],
+        Source::Files(paths) => vec![Snapshot::from_inputs(
+            paths,
+            opts.recursive,
+            &mut io::stdin().lock(),
+        )?],
         Source::BundleOnly => vec![Snapshot::default()],
         Source::Live(contexts) => {
             let wanted: Vec<Option<&str>> = if contexts.is_empty() {
@@ -193,6 +235,14 @@ pub async fn run(
             snaps
         }
     };
+    if let Some(ns) = &opts.checks.istio_namespace {
+        for snap in &mut snaps {
+            check_istio_namespace(snap, ns)?;
+        }
+    }
+    for note in snaps.iter().flat_map(|s| &s.notes) {
+        let _ = writeln!(err, "note: {note}");
+    }
     if let Some(path) = &opts.bundle {
         snaps[0].bundle = Some(VmBundle::read(path)?);
     }
@@ -243,7 +293,15 @@ pub async fn run(
             }
         }
     }
-    let report = run_all(&snaps, &opts.checks);
+    let mut report = run_all(&snaps, &opts.checks);
+    // One named context: its findings say so too, and their hints target it.
+    if let Source::Live(contexts) = &opts.source
+        && let [context] = contexts.as_slice()
+    {
+        for f in &mut report.findings {
+            attribute(f, context);
+        }
+    }
     match report.write(
         out,
         opts.output,
@@ -255,6 +313,125 @@ pub async fn run(
         Err(e) => return Err(Error::Print(e)),
     }
     Ok(report.outcome(opts.fail_on))
+}
+
+/// Whether a Deployment or ConfigMap is part of an Istio control plane: istiod (also revisioned,
+/// `istiod-<rev>`), 1.4's istio-pilot or istio-citadel, or the mesh config ConfigMap (`istio`,
+/// `istio-<rev>` holding `mesh`).
+fn is_control_plane(obj: &Obj) -> bool {
+    match obj.kind() {
+        "Deployment" => {
+            matches!(obj.name(), "istiod" | "istio-pilot" | "istio-citadel")
+                || obj.name().starts_with("istiod-")
+        }
+        "ConfigMap" => {
+            obj.name() == "istio"
+                || (obj.name().starts_with("istio-") && obj.data_keys().contains("mesh"))
+        }
+        _ => false,
+    }
+}
+
+/// `--istio-namespace NS` must name a namespace holding an Istio control plane: on a live cluster
+/// a wrong one is an error (naming where the control plane is, when the Deployments and
+/// ConfigMaps doctor lists cluster-wide show one), rather than a report about objects that do not
+/// exist. With `-f` the manifests need not hold the control plane, so it is no error; when they
+/// hold one elsewhere, a note says so. A cluster that refuses to list Deployments cannot tell.
+fn check_istio_namespace(snap: &mut Snapshot, ns: &str) -> Result<(), Error> {
+    use crate::snapshot::SourceKind;
+    let planes: Vec<&Obj> = snap
+        .of(Kind::Deployment)
+        .iter()
+        .chain(snap.of(Kind::ConfigMap))
+        .filter(|o| is_control_plane(o))
+        .collect();
+    if planes.iter().any(|o| o.namespace() == ns) {
+        return Ok(());
+    }
+    // Deployments first: a remote cluster's istio ConfigMap is no control plane to judge.
+    let found = planes
+        .iter()
+        .find(|o| o.kind() == "Deployment")
+        .or(planes.first())
+        .map(|o| o.namespace().to_string());
+    match snap.source {
+        SourceKind::Live => {
+            if snap.refused.contains_key(&Kind::Deployment) {
+                return Ok(());
+            }
+            Err(Error::NoControlPlane {
+                namespace: ns.to_string(),
+                context: snap.context.clone().unwrap_or_default(),
+                found,
+            })
+        }
+        SourceKind::Files => {
+            if let Some(found) = found {
+                snap.notes.push(crate::snapshot::Note {
+                    origin: None,
+                    message: format!(
+                        "the manifests hold an Istio control plane in namespace {found}, not in --istio-namespace {ns}; judged with {ns} as given"
+                    ),
+                });
+            }
+            Ok(())
+        }
+        SourceKind::None => Ok(()),
+    }
+}
+
+/// Mark a finding as from kubeconfig context `context`, and make every kubectl command in its
+/// hint target that context.
+fn attribute(f: &mut Finding, context: &str) {
+    f.context = Some(context.to_string());
+    f.hint = hint_for_context(&f.hint, context);
+}
+
+/// `hint` with `--context NAME` in every kubectl command it holds, so each runs against the
+/// cluster the finding is from: after `kubectl meshvm VERB` (kubectl passes a plugin the flags
+/// that follow its name), else right after `kubectl` (a global flag). Commands that already
+/// name a context are left alone.
+pub fn hint_for_context(hint: &str, context: &str) -> String {
+    let quoted = if !context.is_empty()
+        && context
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@'))
+    {
+        context.to_string()
+    } else {
+        format!("'{}'", context.replace('\'', "'\"'\"'"))
+    };
+    let flag = format!(" --context {quoted}");
+    let mut out = String::with_capacity(hint.len() + 32);
+    let mut rest = hint;
+    while let Some(at) = rest.find("kubectl") {
+        let before = rest[..at].chars().last();
+        let after = &rest[at + "kubectl".len()..];
+        let starts_command = before
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '`' | '(' | '\'' | '"' | ':' | '|'))
+            && after.starts_with(' ');
+        out.push_str(&rest[..at + "kubectl".len()]);
+        rest = after;
+        if !starts_command {
+            continue;
+        }
+        // The command runs to the end of its quoting or line.
+        let end = rest.find(['`', '\n', ')']).unwrap_or(rest.len());
+        if rest[..end].contains("--context") {
+            continue;
+        }
+        if let Some(plugin) = rest.strip_prefix(" meshvm ") {
+            let verb_len = plugin
+                .find(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                .unwrap_or(plugin.len());
+            let upto = " meshvm ".len() + verb_len;
+            out.push_str(&rest[..upto]);
+            rest = &rest[upto..];
+        }
+        out.push_str(&flag);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// How bad a finding is.
@@ -597,17 +774,12 @@ fn scope(f: &mut Finding, check: &dyn Check, snap: &Snapshot, ctx: &CheckContext
     }
 }
 
-/// A `skip` for checks the source cannot serve at all: mesh checks on a bundle-only run, and
-/// mTLS checks on a cluster without an Istio control plane or DestinationRules we may list.
+/// A `skip` for checks the source cannot serve at all: mTLS checks on a cluster without an Istio
+/// control plane or DestinationRules we may list. (A bundle-only run does not run the mesh
+/// checks at all: [`run_all`].)
 fn precondition(check: &dyn Check, snap: &Snapshot) -> Option<Finding> {
     use crate::snapshot::SourceKind;
     let id = check.id();
-    if snap.source == SourceKind::None && !id.starts_with("bundle.") {
-        return Some(Finding::skip(
-            id,
-            "bundle only: no cluster or manifests to read mesh objects from",
-        ));
-    }
     if snap.source == SourceKind::Live && id.starts_with("mtls.") {
         if let Some(why) = snap.refused.get(&Kind::DestinationRule) {
             return Some(Finding::skip(
@@ -674,8 +846,13 @@ fn namespaces_of(snap: &Snapshot) -> Vec<String> {
         .collect()
 }
 
-/// Run every check over every snapshot (one per `--context`, or the single source).
+/// Run every check over every snapshot (one per `--context`, or the single source). A snapshot
+/// with neither cluster nor manifests (`--bundle` alone) runs only the bundle checks, and the
+/// report then says nothing of the mesh (auto mTLS, Pilot release, namespaces).
 pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
+    let bundle_only = snaps
+        .iter()
+        .all(|s| s.source == crate::snapshot::SourceKind::None);
     let mut findings = Vec::new();
     let mut era = None;
     let mut auto_mtls = false;
@@ -688,20 +865,41 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             .map(|(_, s)| s)
             .collect();
         let ctx = CheckContext::new(snap, opts, others);
+        // `-f`: where each object is, for findings that name one without carrying its origin.
+        let mut origins: std::collections::HashMap<String, &Origin> =
+            std::collections::HashMap::new();
+        if snap.source == crate::snapshot::SourceKind::Files {
+            for o in snap.objects.values().flatten().chain(&snap.controllers) {
+                if let Some(origin) = &o.origin {
+                    // The first document wins, as for SARIF's locations.
+                    origins.entry(o.reference()).or_insert(origin);
+                }
+            }
+        }
         if i == 0 {
             era = ctx.era;
             auto_mtls = ctx.auto_mtls;
             release = ctx.era.map(|_| ctx.mesh.release.describe());
         }
         for check in checks::ALL {
+            if bundle_only && !check.id().starts_with("bundle.") {
+                continue;
+            }
             let produced = match precondition(*check, snap) {
                 Some(skip) => vec![skip],
                 None => check.run(snap, &ctx),
             };
             for mut f in produced {
                 scope(&mut f, *check, snap, &ctx);
-                if snaps.len() > 1 {
-                    f.context.clone_from(&snap.context);
+                if f.origin.is_none()
+                    && let Some(origin) = origins.get(&f.object)
+                {
+                    f.origin = Some((*origin).clone());
+                }
+                if snaps.len() > 1
+                    && let Some(context) = &snap.context
+                {
+                    attribute(&mut f, context);
                 }
                 findings.push(f);
             }
@@ -711,14 +909,20 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         .first()
         .and_then(|s| s.objects.values().flatten().find_map(|o| o.origin.clone()))
         .map(|o| Origin { line: 1, ..o });
-    let namespaces = Report::readiness(snaps.iter().flat_map(namespaces_of), &findings);
+    let namespaces = if bundle_only {
+        Vec::new()
+    } else {
+        Report::readiness(snaps.iter().flat_map(namespaces_of), &findings)
+    };
     Report {
         era,
         auto_mtls,
-        release,
+        release: release.filter(|_| !bundle_only),
         findings,
         fallback_origin,
         namespaces,
+        notes: snaps.iter().flat_map(|s| s.notes.iter().cloned()).collect(),
+        bundle_only,
     }
 }
 
@@ -777,6 +981,160 @@ mod tests {
             resolve(&["--fix", "--bundle", "b"]).unwrap().source,
             Source::Live(vec![])
         );
+    }
+
+    #[test]
+    fn hints_target_the_findings_context() {
+        let h = |hint: &str| hint_for_context(hint, "west");
+        assert_eq!(
+            h("`kubectl meshvm doctor --fix` applies it; or apply:\nkind: X"),
+            "`kubectl meshvm doctor --context west --fix` applies it; or apply:\nkind: X"
+        );
+        assert_eq!(
+            h("set it (kubectl -n a patch destinationrule d --type=merge -p '{}'), or not"),
+            "set it (kubectl --context west -n a patch destinationrule d --type=merge -p '{}'), or not"
+        );
+        assert_eq!(
+            h(
+                "plug in a CA: `kubectl meshvm prepare --ca-dir DIR`, or kubectl create secret generic cacerts -n istio-system"
+            ),
+            "plug in a CA: `kubectl meshvm prepare --context west --ca-dir DIR`, or kubectl --context west create secret generic cacerts -n istio-system"
+        );
+        assert_eq!(
+            h("re-create the bundle with `kubectl meshvm bundle`"),
+            "re-create the bundle with `kubectl meshvm bundle --context west`"
+        );
+        // Not a command: kubectl-meshvm, "kubectl's", or one that names its context already.
+        for same in [
+            "install kubectl-meshvm",
+            "as kubectl's -R",
+            "`kubectl --context east get pods`",
+            "",
+        ] {
+            assert_eq!(h(same), same);
+        }
+        assert_eq!(
+            hint_for_context("kubectl get pods", "it's prod"),
+            "kubectl --context 'it'\"'\"'s prod' get pods"
+        );
+    }
+
+    #[test]
+    fn stdin_is_read_once() {
+        let err = resolve(&["-f", "-", "-f", "-"]).unwrap_err();
+        assert!(err.message.contains("-f - can be given once"), "{err}");
+        assert_eq!(
+            resolve(&["-f", "-", "-f", "x.yaml"]).unwrap().source,
+            Source::Files(vec!["-".into(), "x.yaml".into()])
+        );
+    }
+
+    #[test]
+    fn istio_namespace_must_hold_a_control_plane() {
+        let mut live = Snapshot::from_yaml(testutil::LEGACY).unwrap();
+        live.source = crate::snapshot::SourceKind::Live;
+        live.context = Some("west".into());
+        check_istio_namespace(&mut live, "istio-system").unwrap();
+        let err = check_istio_namespace(&mut live, "istio").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no Istio control plane in namespace istio (context west): no istiod, istio-pilot or istio-citadel Deployment and no istio ConfigMap there"
+        );
+        assert_eq!(
+            err.hint().unwrap(),
+            "found one in istio-system: pass --istio-namespace istio-system (or drop the flag: doctor finds it)"
+        );
+        // Nothing to point at: only the hint to pass the right one.
+        let mut bare = Snapshot::from_yaml("").unwrap();
+        bare.source = crate::snapshot::SourceKind::Live;
+        let err = check_istio_namespace(&mut bare, "istio").unwrap_err();
+        assert!(err.hint().unwrap().starts_with("pass --istio-namespace NS"));
+        // Deployments it may not list: it cannot tell, so no error.
+        bare.refused.insert(Kind::Deployment, "forbidden".into());
+        check_istio_namespace(&mut bare, "istio").unwrap();
+        // A revisioned istiod counts; so does the mesh ConfigMap alone.
+        let mut revisioned = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod-1-22, namespace: mesh}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: remote}\n").unwrap();
+        revisioned.source = crate::snapshot::SourceKind::Live;
+        check_istio_namespace(&mut revisioned, "mesh").unwrap();
+        check_istio_namespace(&mut revisioned, "remote").unwrap();
+        // -f: no error; a note when the manifests hold the control plane elsewhere.
+        let mut files = Snapshot::from_yaml(testutil::LEGACY).unwrap();
+        check_istio_namespace(&mut files, "istio").unwrap();
+        assert_eq!(files.notes.len(), 1);
+        assert!(
+            files.notes[0]
+                .message
+                .starts_with("the manifests hold an Istio control plane in namespace istio-system, not in --istio-namespace istio"),
+            "{:?}",
+            files.notes
+        );
+    }
+
+    #[tokio::test]
+    async fn bundle_alone_runs_only_the_bundle_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("istio-token"), "t").unwrap();
+        for format in ["json", "table"] {
+            let opts = resolve(&["--bundle", dir.path().to_str().unwrap(), "-o", format]).unwrap();
+            let mut out = Vec::new();
+            run(&opts, &mut out, &mut Vec::new(), false).await.unwrap();
+            let text = String::from_utf8(out).unwrap();
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let mut checks: Vec<&str> = v["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["check"].as_str().unwrap())
+                    .collect();
+                checks.dedup();
+                let bundle: Vec<&str> = checks::ALL
+                    .iter()
+                    .map(|c| c.id())
+                    .filter(|id| id.starts_with("bundle."))
+                    .collect();
+                assert_eq!(checks, bundle, "{v:#}");
+                assert!(v.get("autoMtls").is_none() && v.get("pilotRelease").is_none());
+                assert_eq!(v["namespaces"], serde_json::json!([]));
+                assert_eq!(v["era"], "modern", "from the bundle's istio-token");
+            } else {
+                assert!(
+                    !text.contains("auto mTLS")
+                        && !text.contains("bundle only")
+                        && !text.contains("mtls.")
+                        && !text.contains("NAMESPACE"),
+                    "{text}"
+                );
+                assert!(text.contains("bundle checks only"), "{text}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn file_findings_carry_file_and_line_also_when_a_check_names_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(&path, testutil::LEGACY).unwrap();
+        let snap = Snapshot::from_files(std::slice::from_ref(&path)).unwrap();
+        let report = run_all(std::slice::from_ref(&snap), &CheckOptions::default());
+        let named: Vec<&Finding> = report
+            .findings
+            .iter()
+            .filter(|f| {
+                !f.object.is_empty()
+                    && snap
+                        .objects
+                        .values()
+                        .flatten()
+                        .any(|o| o.reference() == f.object)
+            })
+            .collect();
+        assert!(!named.is_empty());
+        for f in named {
+            let origin = f.origin.as_ref().unwrap_or_else(|| panic!("{f:?}"));
+            assert_eq!(origin.file, path);
+            assert!(origin.line > 1);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{Breaks, Finding, Severity, checks};
 use crate::args::{DoctorOutput as Format, FailOn};
 use crate::errors::Outcome;
 use crate::istio::Era;
-use crate::snapshot::Origin;
+use crate::snapshot::{Note, Origin};
 
 /// Everything doctor found.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +26,10 @@ pub struct Report {
     pub fallback_origin: Option<Origin>,
     /// Per-namespace readiness for STRICT, sorted by name ([`Report::readiness`]).
     pub namespaces: Vec<NamespaceReadiness>,
+    /// What reading `-f` set aside (also said on stderr as it was read).
+    pub notes: Vec<Note>,
+    /// `--bundle` alone: only the bundle checks ran, and nothing is said of the mesh.
+    pub bundle_only: bool,
 }
 
 /// Whether one namespace is ready for STRICT.
@@ -60,22 +64,53 @@ struct JsonReport<'a> {
     era: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pilot_release: Option<&'a str>,
-    auto_mtls: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_mtls: Option<bool>,
     summary: Summary,
     findings: Vec<JsonFinding<'a>>,
     namespaces: &'a [NamespaceReadiness],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<JsonNote<'a>>,
 }
 
 #[derive(Serialize)]
 struct JsonFinding<'a> {
     check: &'static str,
     severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a str>,
     object: &'a str,
-    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<JsonSource>,
+    message: &'a str,
     hint: &'a str,
     namespaces: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     breaks: Option<Breaks>,
+}
+
+/// Where a `-f` object (or note) is: `{file, line}`.
+#[derive(Serialize)]
+struct JsonSource {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+}
+
+impl JsonSource {
+    fn of(origin: &Origin) -> Self {
+        Self {
+            file: origin.file.to_string_lossy().into_owned(),
+            line: (origin.line > 0).then_some(origin.line),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonNote<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<JsonSource>,
+    message: &'a str,
 }
 
 const RED: &str = "\x1b[31m";
@@ -163,11 +198,18 @@ impl Report {
         }
     }
 
+    /// `file:line` of a finding's object, for the table.
+    fn source(f: &Finding) -> String {
+        f.origin.as_ref().map_or(String::new(), |o| {
+            format!("{}:{}", o.file.display(), o.line)
+        })
+    }
+
     fn json(&self) -> JsonReport<'_> {
         JsonReport {
             era: self.era_text(),
             pilot_release: self.release.as_deref(),
-            auto_mtls: self.auto_mtls,
+            auto_mtls: (!self.bundle_only).then_some(self.auto_mtls),
             summary: self.summary(),
             findings: self
                 .findings
@@ -175,14 +217,24 @@ impl Report {
                 .map(|f| JsonFinding {
                     check: f.check,
                     severity: f.severity,
+                    context: f.context.as_deref(),
                     object: &f.object,
-                    message: Self::message(f),
+                    source: f.origin.as_ref().map(JsonSource::of),
+                    message: &f.message,
                     hint: &f.hint,
                     namespaces: &f.namespaces,
                     breaks: f.breaks,
                 })
                 .collect(),
             namespaces: &self.namespaces,
+            notes: self
+                .notes
+                .iter()
+                .map(|n| JsonNote {
+                    source: n.origin.as_ref().map(JsonSource::of),
+                    message: &n.message,
+                })
+                .collect(),
         }
     }
 
@@ -220,23 +272,40 @@ impl Report {
                 sev.as_str().to_string()
             }
         };
-        crate::output::write_table(
-            out,
-            ["CHECK", "SEVERITY", "BREAKS", "OBJECT", "MESSAGE"],
-            self.findings.iter().map(|f| {
-                [
-                    f.check.to_string(),
-                    paint(f.severity),
-                    match f.breaks {
-                        Some(Breaks::Now) => "now".to_string(),
-                        Some(Breaks::WhenStrict) => "when STRICT".to_string(),
-                        None => String::new(),
-                    },
-                    f.object.clone(),
-                    Self::message(f),
-                ]
-            }),
-        )?;
+        let row = |f: &Finding| {
+            vec![
+                f.check.to_string(),
+                paint(f.severity),
+                match f.breaks {
+                    Some(Breaks::Now) => "now".to_string(),
+                    Some(Breaks::WhenStrict) => "when STRICT".to_string(),
+                    None => String::new(),
+                },
+                f.object.clone(),
+                Self::source(f),
+                Self::message(f),
+            ]
+        };
+        // SOURCE (file:line of -f objects) only when some finding has one.
+        if self.findings.iter().any(|f| f.origin.is_some()) {
+            crate::output::write_table(
+                out,
+                ["CHECK", "SEVERITY", "BREAKS", "OBJECT", "SOURCE", "MESSAGE"],
+                self.findings
+                    .iter()
+                    .map(|f| <[String; 6]>::try_from(row(f)).expect("six columns")),
+            )?;
+        } else {
+            crate::output::write_table(
+                out,
+                ["CHECK", "SEVERITY", "BREAKS", "OBJECT", "MESSAGE"],
+                self.findings.iter().map(|f| {
+                    let mut r = row(f);
+                    r.remove(4);
+                    <[String; 5]>::try_from(r).expect("five columns")
+                }),
+            )?;
+        }
         let hinted: Vec<&Finding> = self
             .findings
             .iter()
@@ -250,10 +319,26 @@ impl Report {
                 } else {
                     format!(" {}", f.object)
                 };
-                writeln!(out, "hint ({}{object}): {}", f.check, f.hint)?;
+                let context = f
+                    .context
+                    .as_ref()
+                    .map_or(String::new(), |c| format!("[{c}] "));
+                writeln!(out, "hint ({context}{}{object}): {}", f.check, f.hint)?;
             }
         }
         let s = self.summary();
+        if self.bundle_only {
+            // No cluster or manifests: nothing to say of auto mTLS, Pilot or namespaces.
+            return writeln!(
+                out,
+                "\nbundle checks only (no cluster or manifests given) · era {} · {} pass, {} warn, {} fail, {} skip",
+                self.era_text(),
+                s.pass,
+                s.warn,
+                s.fail,
+                s.skip
+            );
+        }
         writeln!(
             out,
             "\nera {}{} · auto mTLS {} · {} pass, {} warn, {} fail, {} skip",
@@ -342,7 +427,7 @@ impl Report {
                 result
             })
             .collect();
-        json!({
+        let mut log = json!({
             "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
             "version": "2.1.0",
             "runs": [{
@@ -354,7 +439,32 @@ impl Report {
                 }},
                 "results": results,
             }],
-        })
+        });
+        // Notes (input set aside) are the run's tool notifications, located when they can be.
+        if !self.notes.is_empty() {
+            let notifications: Vec<_> = self
+                .notes
+                .iter()
+                .map(|n| {
+                    let mut v = json!({"level": "note", "message": {"text": n.message}});
+                    if let Some(o) = &n.origin {
+                        let mut location = json!({"physicalLocation": {"artifactLocation": {
+                            "uri": o.file.to_string_lossy().replace('\\', "/"),
+                        }}});
+                        if o.line > 0 {
+                            location["physicalLocation"]["region"] = json!({"startLine": o.line});
+                        }
+                        v["locations"] = json!([location]);
+                    }
+                    v
+                })
+                .collect();
+            log["runs"][0]["invocations"] = json!([{
+                "executionSuccessful": true,
+                "toolExecutionNotifications": notifications,
+            }]);
+        }
+        log
     }
 }
 
@@ -387,6 +497,8 @@ mod tests {
             findings,
             fallback_origin: None,
             namespaces,
+            notes: Vec::new(),
+            bundle_only: false,
         }
     }
 
@@ -403,7 +515,7 @@ mod tests {
                 "summary": {"pass": 1, "warn": 1, "fail": 1, "skip": 1},
                 "findings": [
                     {"check": "ca.plugged", "severity": "pass", "object": "", "message": "ok", "hint": "", "namespaces": []},
-                    {"check": "mtls.default-dr", "severity": "fail", "object": "DestinationRule istio-system/default", "message": "no mesh-wide rule", "hint": "apply it", "namespaces": [], "breaks": "when-strict"},
+                    {"check": "mtls.default-dr", "severity": "fail", "object": "DestinationRule istio-system/default", "source": {"file": "gitops/istio.yaml", "line": 7}, "message": "no mesh-wide rule", "hint": "apply it", "namespaces": [], "breaks": "when-strict"},
                     {"check": "mtls.dr-overlap", "severity": "warn", "object": "", "message": "two rules", "hint": "", "namespaces": ["bookinfo"], "breaks": "now"},
                     {"check": "bundle.files", "severity": "skip", "object": "", "message": "no --bundle given", "hint": "", "namespaces": []},
                 ],
@@ -417,6 +529,96 @@ mod tests {
             text.find("\"era\"").unwrap() < text.find("\"autoMtls\"").unwrap(),
             "key order as documented"
         );
+    }
+
+    #[test]
+    fn json_carries_source_context_and_notes_as_fields() {
+        let mut r = report();
+        r.findings[2].context = Some("west".into());
+        r.notes.push(Note {
+            origin: Some(Origin {
+                file: "gitops/values.yaml".into(),
+                line: 1,
+            }),
+            message: "document 1 skipped: no apiVersion and no kind: a Helm values file".into(),
+        });
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Json, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let found = &v["findings"];
+        assert_eq!(
+            found[1]["source"],
+            serde_json::json!({"file": "gitops/istio.yaml", "line": 7})
+        );
+        assert!(found[0].get("source").is_none() && found[0].get("context").is_none());
+        assert_eq!(found[2]["context"], "west");
+        assert_eq!(
+            found[2]["message"], "two rules",
+            "the context is not in the message"
+        );
+        assert_eq!(
+            v["notes"],
+            serde_json::json!([{"source": {"file": "gitops/values.yaml", "line": 1}, "message": "document 1 skipped: no apiVersion and no kind: a Helm values file"}])
+        );
+        let mut yaml = Vec::new();
+        r.write(&mut yaml, Format::Yaml, false).unwrap();
+        let from_yaml: serde_json::Value =
+            serde_saphyr::from_str(std::str::from_utf8(&yaml).unwrap()).unwrap();
+        assert_eq!(from_yaml, v);
+        // The table: SOURCE beside the object, the context as a prefix.
+        let mut table = Vec::new();
+        r.write(&mut table, Format::Table, false).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        let header = table.lines().next().unwrap();
+        assert!(
+            header.find("OBJECT").unwrap() < header.find("SOURCE").unwrap()
+                && header.find("SOURCE").unwrap() < header.find("MESSAGE").unwrap(),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("DestinationRule istio-system/default   gitops/istio.yaml:7")),
+            "{table}"
+        );
+        assert!(table.contains("[west] two rules"), "{table}");
+        // SARIF: the notes are the run's notifications.
+        let sarif = r.sarif();
+        let n = &sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"][0];
+        assert_eq!(n["level"], "note");
+        assert_eq!(
+            n["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "gitops/values.yaml"
+        );
+        // Live findings have no origin: no SOURCE column.
+        let mut live = report();
+        live.findings.iter_mut().for_each(|f| f.origin = None);
+        let mut table = Vec::new();
+        live.write(&mut table, Format::Table, false).unwrap();
+        assert!(!String::from_utf8(table).unwrap().contains("SOURCE"));
+    }
+
+    #[test]
+    fn bundle_only_says_nothing_of_the_mesh() {
+        let mut r = report();
+        r.findings.retain(|f| f.check.starts_with("bundle."));
+        r.namespaces.clear();
+        r.bundle_only = true;
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Table, false).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        assert!(
+            !table.contains("auto mTLS") && !table.contains("NAMESPACE"),
+            "{table}"
+        );
+        assert!(
+            table.contains("bundle checks only (no cluster or manifests given) · era legacy · 0 pass, 0 warn, 0 fail, 1 skip"),
+            "{table}"
+        );
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Json, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v.get("autoMtls").is_none(), "{v:#}");
     }
 
     #[test]
