@@ -26,10 +26,7 @@ use crate::terminal::PromptError;
 pub use options::{Options, WorkloadGroupOptions};
 pub use plan::{Observed, Prepared};
 
-/// The label prepare puts on the namespace and ServiceAccount it makes, so `--delete` can tell them apart.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// The value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY_VALUE: &str = "meshvm";
+pub use crate::scope::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Why `prepare` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +135,9 @@ pub enum Error {
         /// What the Deployment reports.
         message: String,
     },
+    /// The VM's ServiceAccount could not be settled.
+    #[error(transparent)]
+    Scope(crate::scope::Error),
     /// Talking to the cluster failed.
     #[error(transparent)]
     Kube(Box<crate::kube::Error>),
@@ -161,6 +161,7 @@ impl Diagnose for Error {
             Error::Usage(e) => e.hint(),
             Error::Prompt(e) => e.hint(),
             Error::Kube(e) => e.hint(),
+            Error::Scope(e) => e.hint(),
             Error::Write(e) => e.hint(),
             Error::RolloutTimeout { deployment, .. } | Error::RolloutFailed { deployment, .. } => {
                 let (ns, name) = deployment.split_once('/').unwrap_or_default();

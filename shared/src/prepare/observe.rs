@@ -93,13 +93,21 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         Request::new("get", "namespaces").name(vm_ns),
         vm_ns,
     );
+    // The one rule every verb uses: -s, else the account an earlier prepare made here, else
+    // the namespace's name.
+    let account = crate::scope::service_account(conn, vm_ns, opts.service_account.as_deref(), None)
+        .await
+        .map_err(|e| match e {
+            crate::scope::Error::Kube(k) => Error::Kube(k),
+            ambiguous @ crate::scope::Error::Ambiguous { .. } => Error::Scope(ambiguous),
+        })?;
     let get_sa = get_opt(
         conn,
         &accounts,
         Request::new("get", "serviceaccounts")
             .ns(vm_ns)
-            .name(&opts.service_account),
-        &opts.service_account,
+            .name(&account.name),
+        &account.name,
     );
     let discover = async {
         if opts.workload_group.is_some() {
@@ -165,6 +173,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         cacerts,
         vm_namespace,
         service_account,
+        account: Some(account),
         networking_version,
         workload_group,
     })

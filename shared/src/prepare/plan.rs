@@ -51,6 +51,9 @@ pub struct Observed {
     pub vm_namespace: Option<Namespace>,
     /// The VM's ServiceAccount, when it exists.
     pub service_account: Option<ServiceAccount>,
+    /// The VM's ServiceAccount by the one rule ([`crate::scope::service_account`]); `None`: `-s`,
+    /// else the namespace's name.
+    pub account: Option<crate::scope::Account>,
     /// The networking.istio.io version the cluster serves WorkloadGroup at, discovered per kind
     /// (when a WorkloadGroup is wanted): the WorkloadGroup is written at it.
     pub networking_version: Option<String>,
@@ -59,6 +62,18 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The name of the VM's ServiceAccount.
+    pub fn account_name(&self, opts: &Options) -> String {
+        self.account.as_ref().map_or_else(
+            || {
+                opts.service_account
+                    .clone()
+                    .unwrap_or_else(|| opts.vm_namespace.clone())
+            },
+            |a| a.name.clone(),
+        )
+    }
+
     /// The Deployment that holds the mesh's CA key: istio-citadel (legacy) or istiod (modern).
     pub fn ca_deployment(&self) -> Option<&Deployment> {
         let wanted = |name: &str| match self.era {
@@ -365,7 +380,8 @@ pub fn plan(
         ),
     }
 
-    let sa = opts.service_account.as_str();
+    let sa = observed.account_name(opts);
+    let sa = sa.as_str();
     let action = if observed.service_account.is_some() {
         Action::Unchanged
     } else {

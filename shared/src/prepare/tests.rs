@@ -354,7 +354,7 @@ fn workload_group_matches_istioctl_byte_for_byte() {
     let full = workload_group_object(
         "networking.istio.io/v1",
         "bar",
-        &opts.service_account,
+        opts.service_account.as_deref().unwrap(),
         opts.workload_group.as_ref().unwrap(),
     );
     assert_eq!(
