@@ -350,6 +350,8 @@ pub async fn run(
         output::check_archive(archive, opts.force)?;
     }
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
+    let settled = opts.settle(&conn, err).await?;
+    let opts = &settled;
     let spinner = crate::terminal::progress("reading the cluster");
     let observed = Box::pin(async {
         let mut observed = Box::pin(observe(&conn, opts)).await?;

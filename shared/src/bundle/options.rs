@@ -308,6 +308,38 @@ impl Options {
         })
     }
 
+    /// Once connected: say so when the namespace is `default` by no one's choice and nothing
+    /// meshvm made is there, and settle the VM's ServiceAccount by the rule every verb shares
+    /// ([`crate::scope::service_account`]) unless `-s` or `--workload-group` (whose template
+    /// names it) decides.
+    pub async fn settle(
+        &self,
+        conn: &crate::kube::Connection,
+        err: &mut impl std::io::Write,
+    ) -> Result<Self, super::Error> {
+        let namespace = crate::kube::VerbNamespace {
+            name: self.vm_namespace.clone(),
+            source: self.namespace_source.clone(),
+        };
+        if let Some(note) = crate::scope::note_for_namespace(conn, &namespace).await? {
+            let _ = writeln!(err, "note: {note}");
+        }
+        let mut settled = self.clone();
+        if self.service_account.is_none() && self.workload_group.is_none() {
+            let account = crate::scope::service_account(conn, &self.vm_namespace, None, None)
+                .await
+                .map_err(|e| match e {
+                    crate::scope::Error::Kube(k) => super::Error::Kube(*k),
+                    other => {
+                        let hint = crate::errors::Diagnose::hint(&other);
+                        super::Error::Usage(UsageError::new(other.to_string(), hint.as_deref()))
+                    }
+                })?;
+            settled.service_account = Some(account.name);
+        }
+        Ok(settled)
+    }
+
     /// The gateway Service to read in `era`: `(namespace, name)`, or `None` when none is read.
     pub fn gateway_service(&self, era: Era) -> Option<(String, String)> {
         match &self.gateway {

@@ -428,7 +428,7 @@ fn legacy_identity_from_an_old_root_is_refused_with_the_restart_commands() {
     );
     assert_eq!(
         prepare,
-        "kubectl meshvm prepare --vm-namespace expandvm --ca-dir CA_DIR --restart-control-plane --istio-namespace mesh --kubeconfig /tmp/kc --context east"
+        "kubectl meshvm prepare -n expandvm --restart-control-plane --yes --istio-namespace mesh --kubeconfig /tmp/kc --context east"
     );
     let hint = err.hint().unwrap();
     assert!(

@@ -73,7 +73,9 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         }
     };
     let get_cacerts = async {
-        if opts.ca.is_some() {
+        // Also for --restart-control-plane alone: a restart is due when cacerts is newer than
+        // the CA's start.
+        if opts.ca.is_some() || opts.restart_control_plane {
             get_opt(
                 conn,
                 &secrets,
@@ -151,7 +153,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     let workload_group = match (&opts.workload_group, &networking_version, era) {
         (Some(wg), Some(version), Some(Era::Modern)) => {
             let ar = IstioKind::WorkloadGroup.resource(version);
-            let api: Api<DynamicObject> = Api::namespaced_with(client, vm_ns, &ar);
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), vm_ns, &ar);
             get_opt(
                 conn,
                 &api,
@@ -165,6 +167,24 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         _ => None,
     };
 
+    // Entries made from the group (by Istio's auto-registration or by register), so a change of
+    // its ports or labels can name those now stale.
+    let workload_entries = match (&workload_group, &networking_version) {
+        (Some(_), Some(version)) => {
+            let ar = IstioKind::WorkloadEntry.resource(version);
+            let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), vm_ns, &ar);
+            crate::read::list_all(
+                conn,
+                &api,
+                Request::new("list", IstioKind::WorkloadEntry.resource_name()).ns(vm_ns),
+                &ListParams::default(),
+                Some,
+            )
+            .await?
+        }
+        _ => Vec::new(),
+    };
+
     Ok(Observed {
         era,
         era_source: Some(era_source),
@@ -176,5 +196,6 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         account: Some(account),
         networking_version,
         workload_group,
+        workload_entries,
     })
 }

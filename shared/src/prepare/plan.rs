@@ -59,6 +59,8 @@ pub struct Observed {
     pub networking_version: Option<String>,
     /// The WorkloadGroup, when it exists.
     pub workload_group: Option<DynamicObject>,
+    /// The WorkloadEntries of the VM namespace, when the WorkloadGroup exists.
+    pub workload_entries: Vec<DynamicObject>,
 }
 
 impl Observed {
@@ -225,6 +227,132 @@ pub fn workload_group_object(
 
 pub use crate::plan::write::contains;
 
+/// The annotation Istio's auto-registration puts on each WorkloadEntry it makes from a group,
+/// naming the group (istio/istio@1.8.0 pilot/pkg/controller/workloadentry/workloadentry_controller.go,
+/// `AutoRegistrationGroupAnnotation`; the same key through 1.24).
+pub const AUTO_REGISTRATION_GROUP: &str = "istio.io/autoRegistrationGroup";
+
+/// Whether `entry` was made from `group`: Istio's auto-registration annotation names it, or the
+/// entry carries every label of the group's `spec.metadata.labels` (what `register
+/// --workload-group` and auto-registration copy onto it).
+pub fn made_from_group(entry: &DynamicObject, group: &DynamicObject) -> bool {
+    let name = group.metadata.name.as_deref().unwrap_or_default();
+    if entry
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AUTO_REGISTRATION_GROUP))
+        .is_some_and(|g| g == name)
+    {
+        return true;
+    }
+    let Some(labels) = group
+        .data
+        .pointer("/spec/metadata/labels")
+        .and_then(Value::as_object)
+        .filter(|l| !l.is_empty())
+    else {
+        return false;
+    };
+    let have = entry.data.pointer("/spec/labels");
+    labels
+        .iter()
+        .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+}
+
+/// Re-running prepare with other `--ports` or `--labels` than the existing WorkloadGroup holds:
+/// the WorkloadEntries and bundles made from the old group keep the old values. One warning naming
+/// each such entry and the commands that refresh entries and bundles; none when nothing differs.
+pub fn stale_from_group(observed: &Observed, opts: &Options) -> Vec<String> {
+    let (Some(wg), Some(existing)) = (&opts.workload_group, &observed.workload_group) else {
+        return Vec::new();
+    };
+    let ns = &opts.vm_namespace;
+    let old_ports = existing
+        .data
+        .pointer("/spec/template/ports")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let old_labels = existing
+        .data
+        .pointer("/spec/metadata/labels")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut changed = Vec::new();
+    if !wg.ports.is_empty() && old_ports != json!(wg.ports) {
+        changed.push(format!(
+            "ports {} → {}",
+            pairs_text(&old_ports),
+            pairs_text(&json!(wg.ports))
+        ));
+    }
+    if !wg.labels.is_empty() && old_labels != json!(wg.labels) {
+        changed.push(format!(
+            "labels {} → {}",
+            pairs_text(&old_labels),
+            pairs_text(&json!(wg.labels))
+        ));
+    }
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    let entries: Vec<&DynamicObject> = observed
+        .workload_entries
+        .iter()
+        .filter(|e| made_from_group(e, existing))
+        .collect();
+    let group = &wg.name;
+    let mut text = format!(
+        "workloadgroup {ns}/{group} changes ({}): what was made from the old group is stale;",
+        changed.join("; ")
+    );
+    if entries.is_empty() {
+        text.push_str(" no WorkloadEntry in the namespace was made from it;");
+    } else {
+        let names: Vec<String> = entries
+            .iter()
+            .map(|e| e.metadata.name.clone().unwrap_or_default())
+            .collect();
+        text.push_str(&format!(
+            " workloadentries {} — refresh each with",
+            names.join(", ")
+        ));
+        let commands: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    " `kubectl meshvm register --workload-entry {} --address {} -n {ns} --workload-group {group}`",
+                    e.metadata.name.as_deref().unwrap_or_default(),
+                    e.data
+                        .pointer("/spec/address")
+                        .and_then(Value::as_str)
+                        .unwrap_or("IP")
+                )
+            })
+            .collect();
+        text.push_str(&commands.join(","));
+        text.push(';');
+    }
+    text.push_str(&format!(
+        " bundles made from the old group carry the old values: make each again with `kubectl meshvm bundle -n {ns} --workload-group {group} -d DIR --force`"
+    ));
+    vec![text]
+}
+
+fn pairs_text(map: &Value) -> String {
+    match map.as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "(none)".into(),
+    }
+}
+
 fn is_terminating(ns: &Namespace) -> bool {
     ns.metadata.deletion_timestamp.is_some()
         || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
@@ -361,6 +489,21 @@ pub fn plan(
             Some(write) => change.write(write.same(SECRET_CONTENT)),
             None => change,
         });
+    }
+
+    if ca.is_none()
+        && opts.restart_control_plane
+        && let (Some(secret_time), Some(dep)) = (
+            observed
+                .cacerts
+                .as_ref()
+                .and_then(|c| written_at(&c.metadata)),
+            observed.ca_deployment(),
+        )
+    {
+        // `--restart-control-plane` without CA files: the same judgement as after a re-run
+        // with the files that are already stored.
+        restart_due_earlier = restart_due(dep, &secret_time);
     }
 
     match &observed.vm_namespace {
