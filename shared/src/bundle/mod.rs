@@ -350,23 +350,38 @@ pub async fn run(
         output::check_archive(archive, opts.force)?;
     }
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
-    let settled = opts.settle(&conn, err).await?;
-    let opts = &settled;
     let spinner = crate::terminal::progress("reading the cluster");
-    let observed = Box::pin(async {
-        let mut observed = Box::pin(observe(&conn, opts)).await?;
-        if observed.era == Some(crate::istio::Era::Legacy) {
-            wait_for_identity(&conn, opts, &mut observed, &spinner).await?;
-            if observed.waited.is_none() {
-                spinner.set_message("asking the API server for its Service range");
-                observe::find_service_cidr(&conn, opts, &mut observed).await?;
+    let read = |opts: &Options| {
+        let (conn, spinner, opts) = (&conn, &spinner, opts.clone());
+        Box::pin(async move {
+            let mut observed = Box::pin(observe(conn, &opts)).await?;
+            if observed.era == Some(crate::istio::Era::Legacy) {
+                wait_for_identity(conn, &opts, &mut observed, spinner).await?;
+                if observed.waited.is_none() {
+                    spinner.set_message("asking the API server for its Service range");
+                    observe::find_service_cidr(conn, &opts, &mut observed).await?;
+                }
             }
+            Ok::<_, Error>(observed)
+        })
+    };
+    // The VM's ServiceAccount by the rule every verb shares ([`Options::settle`]), settled while
+    // the cluster is read for the namespace-named one (the runbook's, and what prepare makes
+    // without -s); read again only when prepare made another.
+    let (settled, first) = tokio::join!(opts.settle(&conn, err), read(opts));
+    let observed = match settled {
+        Ok(settled)
+            if settled.service_account == opts.service_account
+                || settled.service_account.as_deref() == Some(opts.vm_namespace.as_str()) =>
+        {
+            first.map(|o| (settled, o))
         }
-        Ok::<_, Error>(observed)
-    })
-    .await;
+        Ok(settled) => read(&settled).await.map(|o| (settled, o)),
+        Err(e) => Err(e),
+    };
     spinner.finish_and_clear();
-    let observed = observed?;
+    let (settled, observed) = observed?;
+    let opts = &settled;
     for note in &observed.notes {
         let _ = writeln!(err, "note: {note}");
     }
