@@ -9,6 +9,7 @@
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
+use std::fmt::Write as _;
 
 use crate::istio::IstioKind;
 use crate::kube::{Connection, Request, VerbNamespace};
@@ -248,13 +249,13 @@ pub fn prepare_command(
 ) -> String {
     let mut cmd = format!("kubectl meshvm prepare -n {namespace}");
     if account != namespace {
-        cmd.push_str(&format!(" -s {account}"));
+        let _ = write!(cmd, " -s {account}");
     }
     if let Some(g) = workload_group {
-        cmd.push_str(&format!(" --workload-group {g}"));
+        let _ = write!(cmd, " --workload-group {g}");
     }
     if let Some(c) = context {
-        cmd.push_str(&format!(" --context {c}"));
+        let _ = write!(cmd, " --context {c}");
     }
     cmd
 }

@@ -330,7 +330,7 @@ impl Options {
                 .await
                 .map_err(|e| match e {
                     crate::scope::Error::Kube(k) => super::Error::Kube(*k),
-                    other => {
+                    other @ crate::scope::Error::Ambiguous { .. } => {
                         let hint = crate::errors::Diagnose::hint(&other);
                         super::Error::Usage(UsageError::new(other.to_string(), hint.as_deref()))
                     }

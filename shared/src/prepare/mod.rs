@@ -11,6 +11,7 @@ pub mod observe;
 pub mod options;
 pub mod plan;
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::SystemTime;
 
@@ -231,7 +232,7 @@ pub async fn run(
         writeln!(err, "note: {note}")?;
     }
     let spinner = crate::terminal::progress("reading the cluster");
-    let observed = observe::observe(&conn, opts).await;
+    let observed = Box::pin(observe::observe(&conn, opts)).await;
     spinner.finish_and_clear();
     let observed = observed?;
     writeln!(err, "{}", era_line(&observed, opts))?;
@@ -427,13 +428,13 @@ pub fn restart_command(opts: &Options) -> String {
         opts.vm_namespace
     );
     if opts.istio_namespace != crate::istio::DEFAULT_ISTIO_NAMESPACE {
-        cmd.push_str(&format!(" --istio-namespace {}", opts.istio_namespace));
+        let _ = write!(cmd, " --istio-namespace {}", opts.istio_namespace);
     }
     if let Some(path) = &opts.kube.kubeconfig {
-        cmd.push_str(&format!(" --kubeconfig {}", path.display()));
+        let _ = write!(cmd, " --kubeconfig {}", path.display());
     }
     if let Some(context) = &opts.context {
-        cmd.push_str(&format!(" --context {context}"));
+        let _ = write!(cmd, " --context {context}");
     }
     cmd
 }

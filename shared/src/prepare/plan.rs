@@ -2,6 +2,7 @@
 //! and the refusal of a different `cacerts`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -313,10 +314,11 @@ pub fn stale_from_group(observed: &Observed, opts: &Options) -> Vec<String> {
             .iter()
             .map(|e| e.metadata.name.clone().unwrap_or_default())
             .collect();
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             " workloadentries {} — refresh each with",
             names.join(", ")
-        ));
+        );
         let commands: Vec<String> = entries
             .iter()
             .map(|e| {
@@ -333,9 +335,10 @@ pub fn stale_from_group(observed: &Observed, opts: &Options) -> Vec<String> {
         text.push_str(&commands.join(","));
         text.push(';');
     }
-    text.push_str(&format!(
+    let _ = write!(
+        text,
         " bundles made from the old group carry the old values: make each again with `kubectl meshvm bundle -n {ns} --workload-group {group} -d DIR --force`"
-    ));
+    );
     vec![text]
 }
 

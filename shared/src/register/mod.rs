@@ -496,7 +496,7 @@ enum Observed {
 pub async fn main(args: RegisterArgs) -> Result<Outcome, Error> {
     let mut out = io::stdout().lock();
     let mut err = io::stderr().lock();
-    run(args, &mut out, &mut err).await
+    Box::pin(run(args, &mut out, &mut err)).await
 }
 
 /// Run `register`, writing data to `out` and diagnostics to `err`.
@@ -517,7 +517,7 @@ pub async fn run(
     let mut round = 0;
     let planned = loop {
         round += 1;
-        let (observed, account) = observe(&conn, &opts, &namespace).await?;
+        let (observed, account) = Box::pin(observe(&conn, &opts, &namespace)).await?;
         let mut planned = plan_observed(&observed, &opts, &namespace, account.as_deref())?;
         keep_earlier_rows(&mut planned.plan, &earlier);
         if opts.dry_run == DryRun::Client || planned.plan.changes.iter().all(|c| c.write.is_none())

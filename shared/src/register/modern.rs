@@ -319,7 +319,7 @@ fn plan_service(
 /// Plan `register --workload-entry NAME --address IP …`.
 pub fn plan_entry(observed: &Observed, want: &Want) -> Result<Planned, Error> {
     let Some(address) = want.address else {
-        return plan_delete(observed, want);
+        return Ok(plan_delete(observed, want));
     };
     if observed.namespace_missing {
         return Err(super::legacy::not_prepared(
@@ -386,7 +386,7 @@ pub fn plan_entry(observed: &Observed, want: &Want) -> Result<Planned, Error> {
 }
 
 /// Plan `register --deregister --workload-entry NAME`: delete the entry.
-fn plan_delete(observed: &Observed, want: &Want) -> Result<Planned, Error> {
+fn plan_delete(observed: &Observed, want: &Want) -> Planned {
     if observed.entry.is_none() {
         let missing = if observed.namespace_missing {
             format!("namespace {} does not exist", want.namespace)
@@ -396,13 +396,13 @@ fn plan_delete(observed: &Observed, want: &Want) -> Result<Planned, Error> {
                 want.namespace, want.name
             )
         };
-        return Ok(Planned {
+        return Planned {
             note: Some(format!(
                 "nothing to change: {missing} (check the name and -n {})",
                 want.namespace
             )),
             ..Planned::default()
-        });
+        };
     }
     let mut planned = Planned::default();
     planned.plan.push(
@@ -417,7 +417,7 @@ fn plan_delete(observed: &Observed, want: &Want) -> Result<Planned, Error> {
             &observed.version,
         ))),
     );
-    Ok(planned)
+    planned
 }
 
 #[cfg(test)]
