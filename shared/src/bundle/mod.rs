@@ -253,7 +253,7 @@ impl Diagnose for Error {
                 connection_flags,
                 ..
             } => Some(format!(
-                "create it with `kubectl meshvm prepare --vm-namespace {namespace}{}{connection_flags}` (or name the VM's ServiceAccount with -s), then run bundle again: it waits for Citadel's secret",
+                "create it with `kubectl meshvm prepare -n {namespace}{}{connection_flags}` (or name the VM's ServiceAccount with -s), then run bundle again: it waits for Citadel's secret",
                 if service_account == namespace {
                     String::new()
                 } else {
@@ -268,7 +268,7 @@ impl Diagnose for Error {
                 connection_flags,
                 ..
             } => Some(format!(
-                "create the ServiceAccount (`kubectl meshvm prepare --vm-namespace {namespace}{}{connection_flags}`), check that istio-citadel runs (`kubectl get deployment/istio-citadel -n {istio_namespace}{connection_flags}`), and run bundle again{}",
+                "create the ServiceAccount (`kubectl meshvm prepare -n {namespace}{}{connection_flags}`), check that istio-citadel runs (`kubectl get deployment/istio-citadel -n {istio_namespace}{connection_flags}`), and run bundle again{}",
                 if service_account == namespace {
                     String::new()
                 } else {
@@ -310,7 +310,7 @@ impl Diagnose for Error {
                 "WorkloadGroup needs Istio 1.8 or later with its CRDs installed; check `kubectl get crd workloadgroups.networking.istio.io`".into(),
             ),
             Error::WorkloadGroupMissing { namespace, name } => Some(format!(
-                "create it with `kubectl meshvm prepare --vm-namespace {namespace} --workload-group {name}`, or name another with --workload-group"
+                "create it with `kubectl meshvm prepare -n {namespace} --workload-group {name}`, or name another with --workload-group"
             )),
             Error::ServiceAccountMismatch { group, .. } => Some(format!(
                 "drop --service-account, or pass --service-account {group}"

@@ -506,9 +506,9 @@ fn a_missing_identity_after_waiting_says_how_long_and_what_to_do() {
         "secret expandvm/istio.vm-sa not found: ServiceAccount expandvm/vm-sa does not exist, so Citadel issues no identity for it"
     );
     assert!(
-        err.hint().unwrap().starts_with(
-            "create it with `kubectl meshvm prepare --vm-namespace expandvm -s vm-sa`"
-        ),
+        err.hint()
+            .unwrap()
+            .starts_with("create it with `kubectl meshvm prepare -n expandvm -s vm-sa`"),
         "{:?}",
         err.hint()
     );
