@@ -59,13 +59,13 @@ pub struct CaArgs {
     bin_name = "kubectl meshvm prepare",
     version,
     about = "Prepare the cluster for a VM: validated cacerts, VM namespace, ServiceAccount, WorkloadGroup",
-    after_help = "Examples:\n  kubectl meshvm prepare --vm-namespace expandvm --ca-dir samples/certs\n  kubectl meshvm prepare --vm-namespace vm --workload-group vm --labels app=vm --ports http=8080 --network vm-net\n  kubectl meshvm prepare --delete --vm-namespace expandvm --yes"
+    after_help = "The VM's namespace is -n (created when absent); without -n, the kubeconfig context's namespace, as kubectl.\n\nExamples:\n  kubectl meshvm prepare -n expandvm --ca-dir samples/certs\n  kubectl meshvm prepare -n vm --workload-group vm --labels app=vm --ports http=8080 --network vm-net\n  kubectl meshvm prepare -n expandvm --restart-control-plane --yes\n  kubectl meshvm prepare --delete -n expandvm --yes"
 )]
 pub struct PrepareArgs {
-    /// Namespace the VM's workload lives in (created when absent)
+    /// Older name of -n: the namespace the VM's workload lives in
     #[arg(long, value_name = "NS")]
-    pub vm_namespace: String,
-    /// ServiceAccount of the VM (default: the VM namespace's name, as in the runbook); also the WorkloadGroup's template.serviceAccount, where istioctl defaults to "default"
+    pub vm_namespace: Option<String>,
+    /// ServiceAccount of the VM (default: the one prepare made before in the namespace, else the namespace's name, as in the runbook); also the WorkloadGroup's template.serviceAccount, where istioctl defaults to "default"
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
     /// The CA files (`--ca-dir` or the four files).
@@ -80,7 +80,7 @@ pub struct PrepareArgs {
     /// Replace an existing cacerts that differs (rotates the mesh's root: every workload needs new certificates); with --delete, delete a namespace prepare did not make
     #[arg(long)]
     pub force: bool,
-    /// After cacerts changed, restart the CA (istio-citadel or istiod) as `kubectl rollout restart` does
+    /// Restart the CA (istio-citadel or istiod) as `kubectl rollout restart` does when cacerts is newer than its start (needs no CA files)
     #[arg(long)]
     pub restart_control_plane: bool,
     /// With --restart-control-plane: how long to wait for the rollout to finish (default 5m; 0 waits without limit)
@@ -152,10 +152,10 @@ pub struct PrepareArgs {
     after_help = "Examples:\n  # legacy (Citadel): the ports the VM serves are needed, as the runbook's ISTIO_INBOUND_PORTS\n  kubectl meshvm bundle -n expandvm --inbound-ports 80 -d expandvm --archive expandvm.tar.gz\n  # modern (istiod): the WorkloadGroup `prepare --workload-group` made\n  kubectl meshvm bundle -n expandvm --workload-group expandvm --internal-ip 10.0.0.5 -d expandvm --archive expandvm.tar.gz\n\nThe archive unpacks into one folder named as the -d directory (expandvm/ above): on the VM,\n`tar xzf expandvm.tar.gz && cd expandvm && sudo ./install.sh` (or `sudo ./expandvm/install.sh`)."
 )]
 pub struct BundleArgs {
-    /// Namespace of the VM's workload
+    /// Older name of -n: the namespace of the VM's workload
     #[arg(long, value_name = "NS")]
-    pub vm_namespace: String,
-    /// ServiceAccount of the VM (default: the VM namespace's name, or the WorkloadGroup's)
+    pub vm_namespace: Option<String>,
+    /// ServiceAccount of the VM (default: the WorkloadGroup's, else the one prepare made in the namespace, else the namespace's name)
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
     /// Directory to write the files into (created 0700; a folder of its own: not the current directory, its parents, / or $HOME)
@@ -233,7 +233,7 @@ pub struct RegisterArgs {
     /// Legacy form: SERVICE IP [NAME:]PORT...
     #[arg(value_name = "SERVICE IP [NAME:]PORT")]
     pub words: Vec<String>,
-    /// ServiceAccount the VM runs as (default: `default` as with istioctl; modern: the WorkloadGroup's)
+    /// ServiceAccount the VM runs as (default: the WorkloadGroup's, else the one prepare made in the namespace, else the namespace's name)
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
     /// Labels to set: k=v, repeatable or comma-separated (as istioctl's -l)
@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn ca_files_come_all_together_or_as_a_dir() {
-        let base = ["x", "--vm-namespace", "vm"];
+        let base = ["x", "-n", "vm"];
         assert!(PrepareArgs::try_parse_from(base).is_ok());
         let mut only_cert = base.to_vec();
         only_cert.extend(["--ca-cert", "a.pem"]);

@@ -40,6 +40,26 @@ pub struct KubeArgs {
 }
 
 impl KubeArgs {
+    /// `-n`, merged with the older spelling a verb still accepts for it (`--vm-namespace` on
+    /// prepare and bundle): either names the namespace; both may be given only with one value.
+    /// `None` when neither was given (the context's namespace applies: [`crate::kube::resolve_namespace`]).
+    pub fn namespace_flag(
+        &self,
+        alias: &str,
+        alias_value: Option<&str>,
+    ) -> Result<Option<String>, UsageError> {
+        match (self.namespace.as_deref(), alias_value) {
+            (Some(n), Some(a)) if n != a => Err(UsageError::new(
+                format!("-n {n} and {alias} {a} name two different namespaces"),
+                Some(&format!(
+                    "give the namespace once, with -n ({alias} is an older name for it)"
+                )),
+            )),
+            (Some(n), _) => Ok(Some(n.to_owned())),
+            (None, a) => Ok(a.map(str::to_owned)),
+        }
+    }
+
     /// The one context a single-cluster verb may use; more than one is a usage error.
     pub fn single_context(&self) -> Result<Option<&str>, UsageError> {
         match self.context.as_slice() {

@@ -34,6 +34,8 @@ pub struct Connection {
     pub namespace: String,
     /// Whether `-n` was given explicitly.
     pub namespace_explicit: bool,
+    /// Where the namespace came from ([`resolve_namespace`]).
+    pub namespace_source: NamespaceSource,
     /// The kubeconfig context in use.
     pub context: String,
     /// The API server URL.
@@ -460,18 +462,108 @@ fn read_one(path: &Path) -> Result<Kubeconfig, Error> {
     })
 }
 
-/// Connect with the connection flags, to `context` (or the single `--context`, or current-context).
-pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connection, Error> {
+/// Where the namespace a verb works in came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceSource {
+    /// `-n` (or prepare's and bundle's older `--vm-namespace`).
+    Flag,
+    /// The kubeconfig context's `namespace` (the context's name).
+    Context(String),
+    /// kubectl's `default`: the context (named) sets no namespace.
+    Default(String),
+}
+
+/// The namespace a verb works in, and why ([`resolve_namespace`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerbNamespace {
+    /// The namespace.
+    pub name: String,
+    /// Where it came from.
+    pub source: NamespaceSource,
+}
+
+impl VerbNamespace {
+    /// Named on the command line.
+    pub fn flag(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            source: NamespaceSource::Flag,
+        }
+    }
+
+    /// Whether it is `default` without anyone naming it: the case worth a note on stderr.
+    pub fn is_implicit_default(&self) -> bool {
+        self.name == "default" && self.source != NamespaceSource::Flag
+    }
+
+    /// Why this namespace: `-n`, `the namespace of context kube-sim`, or kubectl's default.
+    pub fn why(&self) -> String {
+        match &self.source {
+            NamespaceSource::Flag => "-n".into(),
+            NamespaceSource::Context(c) => format!("the namespace of context {c}"),
+            NamespaceSource::Default(c) => {
+                format!("kubectl's default: context {c} sets no namespace")
+            }
+        }
+    }
+}
+
+/// The ONE rule every verb's namespace follows, kubectl's: `-n` (in `args.namespace`; prepare
+/// and bundle merge `--vm-namespace` into it first with [`KubeArgs::namespace_flag`]), else the
+/// namespace of the context in use, else `default`. Reads the kubeconfig only when no flag names
+/// the namespace; [`connect`] applies the same rule to the context it connects to.
+pub fn resolve_namespace(args: &KubeArgs, context: Option<&str>) -> Result<VerbNamespace, Error> {
+    if let Some(ns) = &args.namespace {
+        return Ok(VerbNamespace::flag(ns.clone()));
+    }
     let (kubeconfig, _paths) = load_kubeconfig(args.kubeconfig.as_deref())?;
+    let name = context_name(&kubeconfig, context)?;
+    Ok(namespace_in(args, &kubeconfig, &name))
+}
+
+/// The namespace for `args` in the kubeconfig's context `context` (client-go's rule: the
+/// context's `namespace` when non-empty, else `default`).
+fn namespace_in(args: &KubeArgs, kubeconfig: &Kubeconfig, context: &str) -> VerbNamespace {
+    if let Some(ns) = &args.namespace {
+        return VerbNamespace::flag(ns.clone());
+    }
+    let from_context = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.namespace.clone())
+        .filter(|ns| !ns.is_empty());
+    match from_context {
+        Some(name) => VerbNamespace {
+            name,
+            source: NamespaceSource::Context(context.to_owned()),
+        },
+        None => VerbNamespace {
+            name: "default".into(),
+            source: NamespaceSource::Default(context.to_owned()),
+        },
+    }
+}
+
+/// The context to use: `context`, else the kubeconfig's current-context; it must exist.
+fn context_name(kubeconfig: &Kubeconfig, context: Option<&str>) -> Result<String, Error> {
     let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
-    let name = match context
+    match context
         .map(str::to_owned)
         .or_else(|| kubeconfig.current_context.clone().filter(|c| !c.is_empty()))
     {
-        Some(name) if known.contains(&name) => name,
-        Some(name) => return Err(Error::UnknownContext { name, known }),
-        None => return Err(Error::NoCurrentContext { known }),
-    };
+        Some(name) if known.contains(&name) => Ok(name),
+        Some(name) => Err(Error::UnknownContext { name, known }),
+        None => Err(Error::NoCurrentContext { known }),
+    }
+}
+
+/// Connect with the connection flags, to `context` (or the single `--context`, or current-context).
+pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connection, Error> {
+    let (kubeconfig, _paths) = load_kubeconfig(args.kubeconfig.as_deref())?;
+    let name = context_name(&kubeconfig, context)?;
+    let verb_namespace = namespace_in(args, &kubeconfig, &name);
     let options = KubeConfigOptions {
         context: Some(name.clone()),
         cluster: args.cluster.clone(),
@@ -497,23 +589,21 @@ pub async fn connect(args: &KubeArgs, context: Option<&str>) -> Result<Connectio
     // We retry ourselves (including 500s and resets, which kube-rs does not), and only where safe.
     config.default_retry = false;
     let namespace_explicit = args.namespace.is_some();
-    if let Some(ns) = &args.namespace {
-        config.default_namespace.clone_from(ns);
-    }
+    config.default_namespace.clone_from(&verb_namespace.name);
     let server = config
         .cluster_url
         .to_string()
         .trim_end_matches('/')
         .to_owned();
-    let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(|source| Error::Client {
         context: name.clone(),
         source,
     })?;
     Ok(Connection {
         client,
-        namespace,
+        namespace: verb_namespace.name.clone(),
         namespace_explicit,
+        namespace_source: verb_namespace.source,
         context: name,
         server,
         timeout,
@@ -603,6 +693,7 @@ impl Connection {
             client,
             namespace: namespace.into(),
             namespace_explicit: false,
+            namespace_source: NamespaceSource::Flag,
             context: String::new(),
             server: server.into(),
             timeout: None,
@@ -613,6 +704,14 @@ impl Connection {
     /// The namespace verbs default to (`-n`, else the context's).
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The namespace with where it came from ([`resolve_namespace`]'s rule).
+    pub fn verb_namespace(&self) -> VerbNamespace {
+        VerbNamespace {
+            name: self.namespace.clone(),
+            source: self.namespace_source.clone(),
+        }
     }
 
     /// What this connection learnt about its server, of type `T` (created empty on first use):

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod prepare;
 pub mod read;
 pub mod register;
+pub mod scope;
 pub mod snapshot;
 pub mod terminal;
 pub mod vmfiles;

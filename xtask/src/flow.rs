@@ -151,7 +151,7 @@ pub fn steps(era: Era, paths: &Paths) -> Vec<Step> {
         Era::Modern => &["--workload-group", "vm"],
     };
     let prepare = |extra: &[&str]| {
-        let mut args = vec!["meshvm", "prepare", "--vm-namespace", ns, "--ca-dir", &ca];
+        let mut args = vec!["meshvm", "prepare", "-n", ns, "--ca-dir", &ca];
         args.extend_from_slice(group);
         args.extend_from_slice(extra);
         args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
@@ -159,7 +159,7 @@ pub fn steps(era: Era, paths: &Paths) -> Vec<Step> {
     let mut bundle = vec![
         "meshvm",
         "bundle",
-        "--vm-namespace",
+        "-n",
         ns,
         "-d",
         &dir,

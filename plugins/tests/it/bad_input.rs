@@ -593,19 +593,20 @@ fn bad_input_is_refused_clearly_and_writes_nothing() {
             ],
             2,
         ),
+        // (Deregistering an unknown address is no longer bad input: a second run is "nothing
+        // to change", exit 0, tested in register.rs.)
         case(
-            "deregister-unknown-ip",
-            "register",
+            "namespace-given-twice",
+            "prepare",
             &[
-                "--deregister",
-                "expandvm",
-                "203.0.113.99",
                 "-n",
                 "expandvm",
+                "--vm-namespace",
+                "vm",
                 "--kubeconfig",
                 &kc,
             ],
-            1,
+            2,
         ),
         case(
             "workload-entry-in-legacy-era",

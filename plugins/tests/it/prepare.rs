@@ -1199,16 +1199,17 @@ async fn two_concurrent_forced_replacements_one_wins_by_resource_version() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rerun_costs_five_reads_and_no_write() {
+async fn a_rerun_costs_six_reads_and_no_write() {
     // With server-side apply (1.16), and without it (1.14: one refused apply, then a read before
     // each create); the re-run only reads, either way.
-    for (kube, first_calls) in [("1.16", 8), ("1.14", 11)] {
+    for (kube, first_calls) in [("1.16", 9), ("1.14", 12)] {
         let server = sim_at("legacy-1.4.yaml", kube).await;
         let args = ["--vm-namespace", "expandvm", "--ca-dir", &samples_arg()];
         server.reset_requests();
         assert_eq!(prepare(&server, &args).await.code, 0);
         let first = server.requests();
-        // Reads: Deployments, istio-system, cacerts, expandvm, its ServiceAccount; writes: 3
+        // Reads: Deployments, istio-system, cacerts, expandvm, the ServiceAccounts prepare made
+        // there (the one ServiceAccount rule), the VM's ServiceAccount; writes: 3
         // (1.14: plus the refused apply and one read per applied object).
         assert_eq!(
             first.api_calls(),
@@ -1219,7 +1220,7 @@ async fn a_rerun_costs_five_reads_and_no_write() {
         server.reset_requests();
         assert_eq!(prepare(&server, &args).await.code, 0);
         let second = server.requests();
-        assert_eq!(second.api_calls(), 5, "{kube}: {:?}", second.counts());
+        assert_eq!(second.api_calls(), 6, "{kube}: {:?}", second.counts());
         assert!(second.records.iter().all(|r| r.method == "GET"), "{kube}");
     }
 }
@@ -1322,4 +1323,205 @@ async fn two_concurrent_prepares_with_the_same_ca_both_succeed() {
         data(&stored)["ca-key.pem"],
         std::fs::read(samples().join("ca-key.pem")).unwrap()
     );
+}
+
+/// The command a stderr note quotes after `or ` (the last backquoted span of the line).
+fn quoted_command(stderr: &str, starts: &str) -> String {
+    stderr
+        .split('`')
+        .find(|part| part.starts_with(starts))
+        .unwrap_or_else(|| panic!("no `{starts}…` in:\n{stderr}"))
+        .to_owned()
+}
+
+/// Run a printed `kubectl meshvm <verb> …` command as printed, through the verb's binary.
+async fn run_printed(command: &str) -> Run {
+    let words: Vec<String> = command
+        .split_whitespace()
+        .skip(3)
+        .map(str::to_owned)
+        .collect();
+    let bin = match command.split_whitespace().nth(2) {
+        Some("register") => env!("CARGO_BIN_EXE_kubectl-meshvm-register"),
+        _ => BIN,
+    };
+    tokio::task::spawn_blocking(move || {
+        Run::from(
+            &Command::new(bin)
+                .args(&words)
+                .env("NO_COLOR", "1")
+                .env_remove("KUBECONFIG")
+                .output()
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_restart_hint_runs_as_printed_in_a_script_without_ca_files() {
+    let server = sim("legacy-1.4.yaml").await;
+    let first = prepare(&server, &["-n", "expandvm", "--ca-dir", &samples_arg()]).await;
+    assert_eq!(first.code, 0, "{}", first.show());
+    // Not a terminal here: the printed command carries -n and --yes.
+    let command = quoted_command(&first.stderr, "kubectl meshvm prepare -n expandvm");
+    assert!(
+        command.contains("--restart-control-plane")
+            && command.ends_with(" --yes")
+            && !command.contains("--ca-dir")
+            && !command.contains("--vm-namespace"),
+        "{command}"
+    );
+    let restarted = run_printed(&command).await;
+    assert_eq!(restarted.code, 0, "{command}\n{}", restarted.show());
+    assert!(
+        restarted
+            .stdout
+            .lines()
+            .any(|l| l.contains("istio-citadel") && l.contains("done")),
+        "{}",
+        restarted.show()
+    );
+    let citadel = server
+        .object("apps/v1", "Deployment", "istio-system", "istio-citadel")
+        .unwrap();
+    assert!(
+        citadel
+            .pointer("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt")
+            .is_some(),
+        "restarted"
+    );
+    // Once restarted after cacerts: nothing to restart, and no write.
+    let before = writes(&server).len();
+    let again = run_printed(&command).await;
+    assert_eq!(again.code, 0, "{}", again.show());
+    assert!(
+        again.stderr.contains("nothing to restart: Deployment istio-system/istio-citadel started after cacerts was last written"),
+        "{}",
+        again.show()
+    );
+    assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn n_names_the_namespace_and_the_context_namespace_applies_without_it() {
+    let server = sim("legacy-1.4.yaml").await;
+    // -n and its older name disagreeing: a usage error naming both.
+    let both = prepare(&server, &["-n", "a", "--vm-namespace", "b"]).await;
+    assert_eq!(both.code, 2, "{}", both.show());
+    assert!(
+        both.stderr
+            .contains("-n a and --vm-namespace b name two different namespaces"),
+        "{}",
+        both.show()
+    );
+    // No -n: the context's namespace (`default` in the sim's kubeconfig), and one line saying so.
+    let plain = prepare(&server, &["--dry-run"]).await;
+    assert_eq!(plain.code, 0, "{}", plain.show());
+    assert!(
+        plain.stderr.contains("note: working in namespace default (the namespace of context kube-sim), where nothing meshvm made is: name the VM's namespace with -n NS"),
+        "{}",
+        plain.show()
+    );
+    // A context whose namespace is the VM's: prepare works there, as kubectl would, silently.
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("config");
+    let text = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
+    std::fs::write(
+        &kc,
+        text.replace("namespace: default", "namespace: expandvm"),
+    )
+    .unwrap();
+    let kc = kc.display().to_string();
+    let out = run_printed(&format!("kubectl meshvm prepare --kubeconfig {kc}")).await;
+    assert_eq!(out.code, 0, "{}", out.show());
+    assert!(!out.stderr.contains("note: working in"), "{}", out.show());
+    let ns = server
+        .object("v1", "Namespace", "", "expandvm")
+        .expect("made");
+    assert_eq!(
+        ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "meshvm"
+    );
+    assert!(
+        server
+            .object("v1", "ServiceAccount", "expandvm", "expandvm")
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_group_ports_name_the_stale_entries_and_the_printed_refresh_works() {
+    let server = sim("modern.yaml").await;
+    let kc = server.kubeconfig_path().display().to_string();
+    let first = prepare(
+        &server,
+        &[
+            "-n",
+            "vm",
+            "--workload-group",
+            "vm",
+            "--labels",
+            "app=vm",
+            "--ports",
+            "http=8080",
+        ],
+    )
+    .await;
+    assert_eq!(first.code, 0, "{}", first.show());
+    let registered = run_printed(&format!(
+        "kubectl meshvm register --workload-entry vm-1 --address 10.0.0.5 -n vm --workload-group vm --kubeconfig {kc}"
+    ))
+    .await;
+    assert_eq!(registered.code, 0, "{}", registered.show());
+    let changed = prepare(
+        &server,
+        &[
+            "-n",
+            "vm",
+            "--workload-group",
+            "vm",
+            "--labels",
+            "app=vm",
+            "--ports",
+            "http=9090",
+        ],
+    )
+    .await;
+    assert_eq!(changed.code, 0, "{}", changed.show());
+    assert!(
+        changed
+            .stderr
+            .contains("warning: workloadgroup vm/vm changes (ports http=8080 → http=9090)")
+            && changed.stderr.contains("workloadentries vm-1"),
+        "{}",
+        changed.show()
+    );
+    let refresh = quoted_command(
+        &changed.stderr,
+        "kubectl meshvm register --workload-entry vm-1",
+    );
+    let refreshed = run_printed(&format!("{refresh} --kubeconfig {kc}")).await;
+    assert_eq!(refreshed.code, 0, "{refresh}\n{}", refreshed.show());
+    let entry = server
+        .object("networking.istio.io/v1", "WorkloadEntry", "vm", "vm-1")
+        .expect("entry");
+    assert_eq!(entry["spec"]["ports"]["http"], 9090, "{entry}");
+    // The same flags again: nothing is stale.
+    let same = prepare(
+        &server,
+        &[
+            "-n",
+            "vm",
+            "--workload-group",
+            "vm",
+            "--labels",
+            "app=vm",
+            "--ports",
+            "http=9090",
+        ],
+    )
+    .await;
+    assert!(!same.stderr.contains("stale"), "{}", same.show());
 }

@@ -420,19 +420,192 @@ async fn deregister_removes_exactly_one_address() {
             .is_some(),
         "the service stays"
     );
-    // An unknown address is an error naming the service.
+    // A second run is idempotent: nothing to change, exit 0, naming what is missing, no write.
+    sim.reset_requests();
     let again = run(
         &sim,
         &["--deregister", "expandvm", "192.0.2.2", "-n", "expandvm"],
     )
     .await;
-    assert_eq!(again.status.code(), Some(1));
+    assert_ok(&again);
     let err = text(&again.stderr);
     assert!(
-        err.contains("error: 192.0.2.2 is not an endpoint of service expandvm/expandvm"),
+        err.contains("nothing to change: 192.0.2.2 is not an endpoint of service expandvm/expandvm (its addresses: 192.0.2.1, 192.0.2.3)")
+            && err.contains("-n expandvm")
+            && !err.contains("--vm-namespace"),
         "{err}"
     );
-    assert!(err.contains("192.0.2.1, 192.0.2.3"), "{err}");
+    assert_eq!(writes(&sim), 0, "{:?}", sim.requests().counts());
+    // Down to the last address: the table says "1 address left", then "0 addresses left".
+    let one = run(
+        &sim,
+        &["--deregister", "expandvm", "192.0.2.1", "-n", "expandvm"],
+    )
+    .await;
+    assert_ok(&one);
+    assert!(
+        text(&one.stdout).contains("removed 192.0.2.1 (1 address left)"),
+        "{}",
+        text(&one.stdout)
+    );
+    // A Service that does not exist is named as the missing thing.
+    let none = run(
+        &sim,
+        &["--deregister", "nosuch", "192.0.2.3", "-n", "expandvm"],
+    )
+    .await;
+    assert_ok(&none);
+    assert!(
+        text(&none.stderr).contains("nothing to change: service expandvm/nosuch does not exist"),
+        "{}",
+        text(&none.stderr)
+    );
+}
+
+/// The Service and Endpoints `register` left, by name, from the sim's store.
+fn stored_service(sim: &Server, ns: &str, name: &str) -> Option<Value> {
+    sim.object("v1", "Service", ns, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_before_prepare_is_refused_before_any_write_with_the_fix_that_works() {
+    // The runbook's cluster before `prepare`: no expandvm namespace.
+    let sim = Server::start(
+        Scenario::from_files(&[scenario_path("legacy-1.4.yaml")]).expect("legacy scenario"),
+    )
+    .await;
+    let objects_before = sim.object_count();
+    let out = run(&sim, &["expandvm", "192.0.2.10", "80", "-n", "expandvm"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error: namespace expandvm does not exist: nothing was written"),
+        "{err}"
+    );
+    assert_eq!(writes(&sim), 0, "{:?}", sim.requests().counts());
+    assert_eq!(sim.object_count(), objects_before);
+    // The hint's command, run as printed (plus this sim's kubeconfig), fixes it.
+    let fix = err
+        .split('`')
+        .nth(1)
+        .expect("the hint quotes a command")
+        .to_owned();
+    assert_eq!(fix, "kubectl meshvm prepare -n expandvm");
+    let words: Vec<&str> = fix.split_whitespace().skip(3).collect();
+    let kubeconfig = sim.kubeconfig_path().to_owned();
+    let words: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+    let prepared = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_kubectl-meshvm-prepare"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(&words)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_ok(&prepared);
+    // Now it registers, and without -s the VM runs as the ServiceAccount prepare made (the
+    // runbook's expandvm), not istioctl's `default`.
+    let out = run(&sim, &["expandvm", "192.0.2.10", "80", "-n", "expandvm"]).await;
+    assert_ok(&out);
+    let svc = stored_service(&sim, "expandvm", "expandvm").expect("service");
+    assert_eq!(svc["metadata"]["annotations"][SA_ANNOTATION], "expandvm");
+
+    // A namespace without the VM's ServiceAccount (prepare never ran there): the same refusal.
+    sim.load([json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})])
+        .unwrap();
+    sim.reset_requests();
+    let out = run(&sim, &["other", "192.0.2.11", "80", "-n", "other"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("serviceaccount other/other does not exist")
+            && err.contains("`kubectl meshvm prepare -n other`"),
+        "{err}"
+    );
+    assert_eq!(writes(&sim), 0, "{:?}", sim.requests().counts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_bundle_and_prepare_share_the_service_account_rule() {
+    let sim = Server::start(
+        Scenario::from_files(&[scenario_path("legacy-1.4.yaml")]).expect("legacy scenario"),
+    )
+    .await;
+    // prepare with -s: it labels the account it makes, and register finds it without -s.
+    let kubeconfig = sim.kubeconfig_path().to_owned();
+    let prepared = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_kubectl-meshvm-prepare"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["-n", "expandvm", "-s", "vm-sa"])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_ok(&prepared);
+    let out = run(&sim, &["expandvm", "192.0.2.10", "80", "-n", "expandvm"]).await;
+    assert_ok(&out);
+    let svc = stored_service(&sim, "expandvm", "expandvm").expect("service");
+    assert_eq!(svc["metadata"]["annotations"][SA_ANNOTATION], "vm-sa");
+    // A later registration as another account is told to use -s, not --update-service (which
+    // would widen the service's identity to vm-sa,default).
+    let out = run(
+        &sim,
+        &[
+            "expandvm",
+            "192.0.2.11",
+            "80",
+            "-n",
+            "expandvm",
+            "-s",
+            "default",
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    let err = text(&out.stderr);
+    assert!(err.contains("(vm-sa,default)"), "-s chose it: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_n_register_uses_the_contexts_namespace_and_says_so_for_default() {
+    let sim = Server::start(legacy_cluster()).await;
+    // The sim's context names `default`: nothing meshvm made is there, so one line says so.
+    let out = run(&sim, &["--deregister", "expandvm", "192.0.2.1"]).await;
+    assert_ok(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("note: working in namespace default (the namespace of context kube-sim), where nothing meshvm made is: name the VM's namespace with -n NS"),
+        "{err}"
+    );
+    // A context naming the VM's namespace: used as kubectl would, and no note.
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("config");
+    let text_kc = std::fs::read_to_string(sim.kubeconfig_path()).unwrap();
+    std::fs::write(
+        &kc,
+        text_kc.replace("namespace: default", "namespace: expandvm"),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || register(&kc, &["expandvm", "192.0.2.9", "80"]))
+        .await
+        .unwrap();
+    assert_ok(&out);
+    assert!(
+        !text(&out.stderr).contains("note: working in"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("in service expandvm/expandvm"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -269,7 +269,7 @@ impl Diagnose for Error {
                 connection_flags,
                 ..
             } => Some(format!(
-                "create it with `kubectl meshvm prepare --vm-namespace {namespace}{}{connection_flags}` (or name the VM's ServiceAccount with -s), then run bundle again: it waits for Citadel's secret",
+                "create it with `kubectl meshvm prepare -n {namespace}{}{connection_flags}` (or name the VM's ServiceAccount with -s), then run bundle again: it waits for Citadel's secret",
                 if service_account == namespace {
                     String::new()
                 } else {
@@ -284,7 +284,7 @@ impl Diagnose for Error {
                 connection_flags,
                 ..
             } => Some(format!(
-                "create the ServiceAccount (`kubectl meshvm prepare --vm-namespace {namespace}{}{connection_flags}`), check that istio-citadel runs (`kubectl get deployment/istio-citadel -n {istio_namespace}{connection_flags}`), and run bundle again{}",
+                "create the ServiceAccount (`kubectl meshvm prepare -n {namespace}{}{connection_flags}`), check that istio-citadel runs (`kubectl get deployment/istio-citadel -n {istio_namespace}{connection_flags}`), and run bundle again{}",
                 if service_account == namespace {
                     String::new()
                 } else {
@@ -326,7 +326,7 @@ impl Diagnose for Error {
                 "WorkloadGroup needs Istio 1.8 or later with its CRDs installed; check `kubectl get crd workloadgroups.networking.istio.io`".into(),
             ),
             Error::WorkloadGroupMissing { namespace, name } => Some(format!(
-                "create it with `kubectl meshvm prepare --vm-namespace {namespace} --workload-group {name}`, or name another with --workload-group"
+                "create it with `kubectl meshvm prepare -n {namespace} --workload-group {name}`, or name another with --workload-group"
             )),
             Error::ServiceAccountMismatch { group, .. } => Some(format!(
                 "drop --service-account, or pass --service-account {group}"
@@ -375,20 +375,37 @@ pub async fn run(
     }
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
     let spinner = crate::terminal::progress("reading the cluster");
-    let observed = Box::pin(async {
-        let mut observed = Box::pin(observe(&conn, opts)).await?;
-        if observed.era == Some(crate::istio::Era::Legacy) {
-            wait_for_identity(&conn, opts, &mut observed, &spinner).await?;
-            if observed.waited.is_none() {
-                spinner.set_message("asking the API server for its Service range");
-                observe::find_service_cidr(&conn, opts, &mut observed).await?;
+    let read = |opts: &Options| {
+        let (conn, spinner, opts) = (&conn, &spinner, opts.clone());
+        Box::pin(async move {
+            let mut observed = Box::pin(observe(conn, &opts)).await?;
+            if observed.era == Some(crate::istio::Era::Legacy) {
+                wait_for_identity(conn, &opts, &mut observed, spinner).await?;
+                if observed.waited.is_none() {
+                    spinner.set_message("asking the API server for its Service range");
+                    observe::find_service_cidr(conn, &opts, &mut observed).await?;
+                }
             }
+            Ok::<_, Error>(observed)
+        })
+    };
+    // The VM's ServiceAccount by the rule every verb shares ([`Options::settle`]), settled while
+    // the cluster is read for the namespace-named one (the runbook's, and what prepare makes
+    // without -s); read again only when prepare made another.
+    let (settled, first) = tokio::join!(opts.settle(&conn, err), read(opts));
+    let observed = match settled {
+        Ok(settled)
+            if settled.service_account == opts.service_account
+                || settled.service_account.as_deref() == Some(opts.vm_namespace.as_str()) =>
+        {
+            first.map(|o| (settled, o))
         }
-        Ok::<_, Error>(observed)
-    })
-    .await;
+        Ok(settled) => read(&settled).await.map(|o| (settled, o)),
+        Err(e) => Err(e),
+    };
     spinner.finish_and_clear();
-    let observed = observed?;
+    let (settled, observed) = observed?;
+    let opts = &settled;
     for note in &observed.notes {
         let _ = writeln!(err, "note: {note}");
     }

@@ -33,8 +33,10 @@ pub enum GatewaySource {
 /// Validated flags: no IO happened yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// The VM's namespace.
+    /// The VM's namespace (`-n`, else the context's: [`crate::kube::resolve_namespace`]).
     pub vm_namespace: String,
+    /// Where [`Self::vm_namespace`] came from.
+    pub namespace_source: crate::kube::NamespaceSource,
     /// `-s`, when given.
     pub service_account: Option<String>,
     /// `--service` (legacy `ISTIO_SERVICE`).
@@ -132,8 +134,21 @@ impl Options {
     /// Validate the flags (usage errors exit 2).
     pub fn resolve(args: BundleArgs) -> Result<Self, UsageError> {
         let context = args.kube.single_context()?.map(str::to_owned);
-        names::flag_name("--vm-namespace", &args.vm_namespace, names::dns1123_label)
-            .map_err(|m| usage(m, "e.g. --vm-namespace expandvm"))?;
+        let mut kube = args.kube.clone();
+        kube.namespace = kube.namespace_flag("--vm-namespace", args.vm_namespace.as_deref())?;
+        if let Some(ns) = &kube.namespace {
+            let flag = if args.kube.namespace.is_some() {
+                "-n"
+            } else {
+                "--vm-namespace"
+            };
+            names::flag_name(flag, ns, names::dns1123_label)
+                .map_err(|m| usage(m, "e.g. -n expandvm"))?;
+        }
+        // The one rule: -n, else the context's namespace, else default.
+        let namespace = crate::kube::resolve_namespace(&kube, context.as_deref())
+            // An unreadable kubeconfig is reported by the connection that follows.
+            .unwrap_or_else(|_| crate::kube::VerbNamespace::flag("default"));
         names::flag_name(
             "--istio-namespace",
             &args.istio_namespace,
@@ -269,7 +284,8 @@ impl Options {
             }
         }
         Ok(Self {
-            vm_namespace: args.vm_namespace,
+            vm_namespace: namespace.name,
+            namespace_source: namespace.source,
             service_account: args.service_account,
             service: args.service,
             output_dir: args.output_dir,
@@ -287,9 +303,41 @@ impl Options {
             era: args.era,
             force: args.force,
             output: args.output,
-            kube: args.kube,
+            kube,
             context,
         })
+    }
+
+    /// Once connected: say so when the namespace is `default` by no one's choice and nothing
+    /// meshvm made is there, and settle the VM's ServiceAccount by the rule every verb shares
+    /// ([`crate::scope::service_account`]) unless `-s` or `--workload-group` (whose template
+    /// names it) decides.
+    pub async fn settle(
+        &self,
+        conn: &crate::kube::Connection,
+        err: &mut impl std::io::Write,
+    ) -> Result<Self, super::Error> {
+        let namespace = crate::kube::VerbNamespace {
+            name: self.vm_namespace.clone(),
+            source: self.namespace_source.clone(),
+        };
+        if let Some(note) = crate::scope::note_for_namespace(conn, &namespace).await? {
+            let _ = writeln!(err, "note: {note}");
+        }
+        let mut settled = self.clone();
+        if self.service_account.is_none() && self.workload_group.is_none() {
+            let account = crate::scope::service_account(conn, &self.vm_namespace, None, None)
+                .await
+                .map_err(|e| match e {
+                    crate::scope::Error::Kube(k) => super::Error::Kube(*k),
+                    other @ crate::scope::Error::Ambiguous { .. } => {
+                        let hint = crate::errors::Diagnose::hint(&other);
+                        super::Error::Usage(UsageError::new(other.to_string(), hint.as_deref()))
+                    }
+                })?;
+            settled.service_account = Some(account.name);
+        }
+        Ok(settled)
     }
 
     /// The gateway Service to read in `era`: `(namespace, name)`, or `None` when none is read.

@@ -237,7 +237,7 @@ fn check_identity_root(
                     opts.istio_namespace
                 ),
                 prepare: format!(
-                    "kubectl meshvm prepare --vm-namespace {} --ca-dir CA_DIR --restart-control-plane{ns_flag}{flags}",
+                    "kubectl meshvm prepare -n {} --restart-control-plane --yes{ns_flag}{flags}",
                     opts.vm_namespace
                 ),
             })

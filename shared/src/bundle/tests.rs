@@ -428,7 +428,7 @@ fn legacy_identity_from_an_old_root_is_refused_with_the_restart_commands() {
     );
     assert_eq!(
         prepare,
-        "kubectl meshvm prepare --vm-namespace expandvm --ca-dir CA_DIR --restart-control-plane --istio-namespace mesh --kubeconfig /tmp/kc --context east"
+        "kubectl meshvm prepare -n expandvm --restart-control-plane --yes --istio-namespace mesh --kubeconfig /tmp/kc --context east"
     );
     let hint = err.hint().unwrap();
     assert!(
@@ -506,9 +506,9 @@ fn a_missing_identity_after_waiting_says_how_long_and_what_to_do() {
         "secret expandvm/istio.vm-sa not found: ServiceAccount expandvm/vm-sa does not exist, so Citadel issues no identity for it"
     );
     assert!(
-        err.hint().unwrap().starts_with(
-            "create it with `kubectl meshvm prepare --vm-namespace expandvm -s vm-sa`"
-        ),
+        err.hint()
+            .unwrap()
+            .starts_with("create it with `kubectl meshvm prepare -n expandvm -s vm-sa`"),
         "{:?}",
         err.hint()
     );

@@ -11,6 +11,7 @@ pub mod observe;
 pub mod options;
 pub mod plan;
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::SystemTime;
 
@@ -26,10 +27,7 @@ use crate::terminal::PromptError;
 pub use options::{Options, WorkloadGroupOptions};
 pub use plan::{Observed, Prepared};
 
-/// The label prepare puts on the namespace and ServiceAccount it makes, so `--delete` can tell them apart.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// The value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY_VALUE: &str = "meshvm";
+pub use crate::scope::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Why `prepare` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +136,9 @@ pub enum Error {
         /// What the Deployment reports.
         message: String,
     },
+    /// The VM's ServiceAccount could not be settled.
+    #[error(transparent)]
+    Scope(crate::scope::Error),
     /// Talking to the cluster failed.
     #[error(transparent)]
     Kube(Box<crate::kube::Error>),
@@ -161,6 +162,7 @@ impl Diagnose for Error {
             Error::Usage(e) => e.hint(),
             Error::Prompt(e) => e.hint(),
             Error::Kube(e) => e.hint(),
+            Error::Scope(e) => e.hint(),
             Error::Write(e) => e.hint(),
             Error::RolloutTimeout { deployment, .. } | Error::RolloutFailed { deployment, .. } => {
                 let (ns, name) = deployment.split_once('/').unwrap_or_default();
@@ -222,11 +224,21 @@ pub async fn run(
         None => None,
     };
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
+    let namespace = crate::kube::VerbNamespace {
+        name: opts.vm_namespace.clone(),
+        source: opts.namespace_source.clone(),
+    };
+    if let Some(note) = crate::scope::note_for_namespace(&conn, &namespace).await? {
+        writeln!(err, "note: {note}")?;
+    }
     let spinner = crate::terminal::progress("reading the cluster");
-    let observed = observe::observe(&conn, opts).await;
+    let observed = Box::pin(observe::observe(&conn, opts)).await;
     spinner.finish_and_clear();
     let observed = observed?;
     writeln!(err, "{}", era_line(&observed, opts))?;
+    for warning in plan::stale_from_group(&observed, opts) {
+        writeln!(err, "warning: {warning}")?;
+    }
 
     let Prepared {
         mut plan,
@@ -235,6 +247,9 @@ pub async fn run(
     } = plan::plan(&observed, opts, ca.as_ref())?;
 
     let restart_planned = plan.of(Kind::Deployment).next().is_some();
+    if opts.restart_control_plane && !restart_planned && ca.is_none() {
+        writeln!(err, "{}", nothing_to_restart(&observed, opts))?;
+    }
     if restart_planned && opts.dry_run == DryRun::None {
         let name = ca_deployment.as_deref().unwrap_or_default();
         let question = format!(
@@ -382,9 +397,16 @@ fn write_notes(
         } else {
             "cacerts changed after it last started"
         };
+        // The command as a script can run it: without a terminal prepare cannot ask, so --yes.
+        let yes = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            ""
+        } else {
+            " --yes"
+        };
         writeln!(
             err,
-            "note: {when}, but Deployment {ns}/{dep} still holds the old CA key and keeps signing with it; restart it with `kubectl rollout restart deployment/{dep} -n {ns}` or run again with --restart-control-plane"
+            "note: {when}, but Deployment {ns}/{dep} still holds the old CA key and keeps signing with it; restart it with `kubectl rollout restart deployment/{dep} -n {ns}` or `{}{yes}`",
+            restart_command(opts)
         )?;
     }
     if let Some(how) = rolled_out
@@ -396,6 +418,42 @@ fn write_notes(
         )?;
     }
     Ok(())
+}
+
+/// `kubectl meshvm prepare -n NS --restart-control-plane` with the flags this run was given
+/// that the restart needs to reach the same cluster and control plane (`--yes` is the caller's).
+pub fn restart_command(opts: &Options) -> String {
+    let mut cmd = format!(
+        "kubectl meshvm prepare -n {} --restart-control-plane",
+        opts.vm_namespace
+    );
+    if opts.istio_namespace != crate::istio::DEFAULT_ISTIO_NAMESPACE {
+        let _ = write!(cmd, " --istio-namespace {}", opts.istio_namespace);
+    }
+    if let Some(path) = &opts.kube.kubeconfig {
+        let _ = write!(cmd, " --kubeconfig {}", path.display());
+    }
+    if let Some(context) = &opts.context {
+        let _ = write!(cmd, " --context {context}");
+    }
+    cmd
+}
+
+/// Why `--restart-control-plane` restarts nothing.
+fn nothing_to_restart(observed: &Observed, opts: &Options) -> String {
+    let ns = &opts.istio_namespace;
+    match (observed.ca_deployment(), &observed.cacerts) {
+        (None, _) => format!(
+            "nothing to restart: no CA Deployment (istio-citadel or istiod) runs in namespace {ns}"
+        ),
+        (Some(_), None) => format!(
+            "nothing to restart: namespace {ns} has no cacerts secret, so the CA uses its own key"
+        ),
+        (Some(dep), Some(_)) => format!(
+            "nothing to restart: Deployment {ns}/{} started after cacerts was last written, so it already signs with it",
+            dep.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
 }
 
 async fn run_delete(

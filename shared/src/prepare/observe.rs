@@ -73,7 +73,9 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         }
     };
     let get_cacerts = async {
-        if opts.ca.is_some() {
+        // Also for --restart-control-plane alone: a restart is due when cacerts is newer than
+        // the CA's start.
+        if opts.ca.is_some() || opts.restart_control_plane {
             get_opt(
                 conn,
                 &secrets,
@@ -93,13 +95,21 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         Request::new("get", "namespaces").name(vm_ns),
         vm_ns,
     );
+    // The one rule every verb uses: -s, else the account an earlier prepare made here, else
+    // the namespace's name.
+    let account = crate::scope::service_account(conn, vm_ns, opts.service_account.as_deref(), None)
+        .await
+        .map_err(|e| match e {
+            crate::scope::Error::Kube(k) => Error::Kube(k),
+            ambiguous @ crate::scope::Error::Ambiguous { .. } => Error::Scope(ambiguous),
+        })?;
     let get_sa = get_opt(
         conn,
         &accounts,
         Request::new("get", "serviceaccounts")
             .ns(vm_ns)
-            .name(&opts.service_account),
-        &opts.service_account,
+            .name(&account.name),
+        &account.name,
     );
     let discover = async {
         if opts.workload_group.is_some() {
@@ -143,7 +153,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     let workload_group = match (&opts.workload_group, &networking_version, era) {
         (Some(wg), Some(version), Some(Era::Modern)) => {
             let ar = IstioKind::WorkloadGroup.resource(version);
-            let api: Api<DynamicObject> = Api::namespaced_with(client, vm_ns, &ar);
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), vm_ns, &ar);
             get_opt(
                 conn,
                 &api,
@@ -157,6 +167,24 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         _ => None,
     };
 
+    // Entries made from the group (by Istio's auto-registration or by register), so a change of
+    // its ports or labels can name those now stale.
+    let workload_entries = match (&workload_group, &networking_version) {
+        (Some(_), Some(version)) => {
+            let ar = IstioKind::WorkloadEntry.resource(version);
+            let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), vm_ns, &ar);
+            crate::read::list_all(
+                conn,
+                &api,
+                Request::new("list", IstioKind::WorkloadEntry.resource_name()).ns(vm_ns),
+                &ListParams::default(),
+                Some,
+            )
+            .await?
+        }
+        _ => Vec::new(),
+    };
+
     Ok(Observed {
         era,
         era_source: Some(era_source),
@@ -165,7 +193,9 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         cacerts,
         vm_namespace,
         service_account,
+        account: Some(account),
         networking_version,
         workload_group,
+        workload_entries,
     })
 }

@@ -31,10 +31,12 @@ pub struct WorkloadGroupOptions {
 /// What `prepare` was asked to do, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// The VM's namespace.
+    /// The VM's namespace (`-n`, else the context's: [`crate::kube::resolve_namespace`]).
     pub vm_namespace: String,
-    /// The VM's ServiceAccount (default: the VM namespace's name, as in the runbook).
-    pub service_account: String,
+    /// Where [`Self::vm_namespace`] came from.
+    pub namespace_source: crate::kube::NamespaceSource,
+    /// `-s`; without it the account is settled against the cluster ([`crate::scope::service_account`]).
+    pub service_account: Option<String>,
     /// The Istio control plane's namespace (where `cacerts` lives).
     pub istio_namespace: String,
     /// `--era`: use this era instead of detecting it.
@@ -80,22 +82,37 @@ impl Options {
     /// Validate the flags and fill defaults; every problem is a usage error (exit 2).
     pub fn resolve(args: PrepareArgs) -> Result<Self, UsageError> {
         let context = args.kube.single_context()?.map(str::to_owned);
-        check_dns_label("--vm-namespace", &args.vm_namespace)?;
+        let mut kube = args.kube.clone();
+        kube.namespace = kube.namespace_flag("--vm-namespace", args.vm_namespace.as_deref())?;
+        if let Some(ns) = &kube.namespace {
+            let flag = if args.kube.namespace.is_some() {
+                "-n"
+            } else {
+                "--vm-namespace"
+            };
+            check_dns_label(flag, ns)?;
+        }
+        let namespace = crate::kube::resolve_namespace(&kube, context.as_deref())
+            // An unreadable kubeconfig is reported by the connection that follows.
+            .unwrap_or_else(|_| crate::kube::VerbNamespace::flag("default"));
+        let vm_namespace = namespace.name.clone();
         check_dns_label("--istio-namespace", &args.istio_namespace)?;
-        if args.vm_namespace == args.istio_namespace {
+        if vm_namespace == args.istio_namespace {
             return Err(UsageError::new(
                 format!(
-                    "--vm-namespace {} is the Istio namespace",
-                    args.vm_namespace
+                    "-n {vm_namespace} is the Istio namespace{}",
+                    if namespace.source == crate::kube::NamespaceSource::Flag {
+                        String::new()
+                    } else {
+                        format!(" ({})", namespace.why())
+                    }
                 ),
-                Some("give the VM a namespace of its own, e.g. --vm-namespace expandvm"),
+                Some("give the VM a namespace of its own, e.g. -n expandvm"),
             ));
         }
-        let service_account = args
-            .service_account
-            .clone()
-            .unwrap_or_else(|| args.vm_namespace.clone());
-        check_dns_subdomain("--service-account", &service_account)?;
+        if let Some(sa) = &args.service_account {
+            check_dns_subdomain("--service-account", sa)?;
+        }
 
         let ca = match (&args.ca.ca_dir, &args.ca.ca_cert) {
             (Some(dir), _) => Some(CaPaths::from_dir(dir)),
@@ -158,26 +175,20 @@ impl Options {
                 return Err(UsageError::new(
                     format!("--delete does not take {}", extra.join(", ")),
                     Some(
-                        "run `kubectl meshvm prepare --delete --vm-namespace NS` (add --include-ca to delete cacerts too)",
+                        "run `kubectl meshvm prepare --delete -n NS` (add --include-ca to delete cacerts too)",
                     ),
                 ));
             }
-            if PROTECTED_NAMESPACES.contains(&args.vm_namespace.as_str()) {
+            if PROTECTED_NAMESPACES.contains(&vm_namespace.as_str()) {
                 return Err(UsageError::new(
                     format!(
-                        "--delete refuses to delete namespace {}: it belongs to the cluster",
-                        args.vm_namespace
+                        "--delete refuses to delete namespace {vm_namespace} ({}): it belongs to the cluster",
+                        namespace.why()
                     ),
-                    None,
+                    Some("name the VM's namespace with -n NS"),
                 ));
             }
         } else {
-            if args.restart_control_plane && ca.is_none() {
-                return Err(UsageError::new(
-                    "--restart-control-plane restarts the CA after cacerts changed, but no CA files were given",
-                    Some("add --ca-dir DIR (or --ca-cert, --ca-key, --root-cert and --cert-chain)"),
-                ));
-            }
             if args.timeout.is_some() && !args.restart_control_plane {
                 return Err(UsageError::new(
                     "--timeout is how long --restart-control-plane waits for the rollout, but --restart-control-plane was not given",
@@ -193,8 +204,9 @@ impl Options {
         }
 
         Ok(Self {
-            vm_namespace: args.vm_namespace,
-            service_account,
+            vm_namespace,
+            namespace_source: namespace.source,
+            service_account: args.service_account,
             istio_namespace: args.istio_namespace,
             era: args.era,
             ca,
@@ -210,7 +222,7 @@ impl Options {
             dry_run: args.mutate.dry_run,
             yes: args.mutate.yes,
             context,
-            kube: args.kube,
+            kube,
         })
     }
 }
@@ -270,11 +282,12 @@ mod tests {
     #[test]
     fn service_account_defaults_to_the_vm_namespace() {
         let o = resolve(&["--vm-namespace", "expandvm"]).unwrap();
-        assert_eq!(o.service_account, "expandvm");
+        assert_eq!(o.service_account, None, "settled against the cluster");
+        assert_eq!(o.vm_namespace, "expandvm");
         assert_eq!(o.istio_namespace, "istio-system");
         assert!(o.ca.is_none() && o.workload_group.is_none());
         let o = resolve(&["--vm-namespace", "vm", "-s", "vm-sa", "--ca-dir", "certs"]).unwrap();
-        assert_eq!(o.service_account, "vm-sa");
+        assert_eq!(o.service_account.as_deref(), Some("vm-sa"));
         assert_eq!(
             o.ca.unwrap().ca_key,
             std::path::Path::new("certs/ca-key.pem")
@@ -292,6 +305,44 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn the_namespace_is_n_or_its_older_name_else_the_contexts() {
+        use crate::kube::NamespaceSource;
+        for argv in [
+            &["-n", "expandvm"][..],
+            &["--vm-namespace", "expandvm"],
+            &["-n", "expandvm", "--vm-namespace", "expandvm"],
+            &["--namespace", "expandvm"],
+        ] {
+            let o = resolve(argv).unwrap();
+            assert_eq!(o.vm_namespace, "expandvm", "{argv:?}");
+            assert_eq!(o.namespace_source, NamespaceSource::Flag);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        let kubeconfig = |ns: &str| {
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: east\n  context:\n    cluster: c\n    user: u\n{ns}current-context: east\n"
+            )
+        };
+        std::fs::write(&path, kubeconfig("    namespace: vm-east\n")).unwrap();
+        let kc = path.to_str().unwrap();
+        let o = resolve(&["--kubeconfig", kc]).unwrap();
+        assert_eq!(o.vm_namespace, "vm-east");
+        assert_eq!(o.namespace_source, NamespaceSource::Context("east".into()));
+        assert_eq!(o.kube.namespace, None, "the context's, not a flag's");
+        std::fs::write(&path, kubeconfig("")).unwrap();
+        let o = resolve(&["--kubeconfig", kc]).unwrap();
+        assert_eq!(o.vm_namespace, "default", "kubectl's default");
+        assert_eq!(o.namespace_source, NamespaceSource::Default("east".into()));
+        let err = resolve(&["--kubeconfig", kc, "--delete"]).unwrap_err();
+        assert!(
+            err.message
+                .contains("namespace default (kubectl's default: context east sets no namespace)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -382,8 +433,8 @@ mod tests {
                 "modern era",
             ),
             (
-                &["--vm-namespace", "vm", "--restart-control-plane"],
-                "no CA files",
+                &["-n", "vm", "--vm-namespace", "other"],
+                "-n vm and --vm-namespace other name two different namespaces",
             ),
             (
                 &["--vm-namespace", "vm", "--delete", "--ca-dir", "d"],
@@ -394,6 +445,12 @@ mod tests {
             let err = resolve(argv).unwrap_err();
             assert!(err.message.contains(want), "{argv:?}: {}", err.message);
         }
+        assert!(
+            resolve(&["-n", "vm", "--restart-control-plane", "--yes"])
+                .unwrap()
+                .restart_control_plane,
+            "restarting needs no CA files"
+        );
         let err = resolve(&["--vm-namespace", "kube-system", "--delete"]).unwrap_err();
         assert!(err.message.contains("belongs to the cluster"), "{err}");
     }

@@ -2,6 +2,7 @@
 //! and the refusal of a different `cacerts`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -51,14 +52,31 @@ pub struct Observed {
     pub vm_namespace: Option<Namespace>,
     /// The VM's ServiceAccount, when it exists.
     pub service_account: Option<ServiceAccount>,
+    /// The VM's ServiceAccount by the one rule ([`crate::scope::service_account`]); `None`: `-s`,
+    /// else the namespace's name.
+    pub account: Option<crate::scope::Account>,
     /// The networking.istio.io version the cluster serves WorkloadGroup at, discovered per kind
     /// (when a WorkloadGroup is wanted): the WorkloadGroup is written at it.
     pub networking_version: Option<String>,
     /// The WorkloadGroup, when it exists.
     pub workload_group: Option<DynamicObject>,
+    /// The WorkloadEntries of the VM namespace, when the WorkloadGroup exists.
+    pub workload_entries: Vec<DynamicObject>,
 }
 
 impl Observed {
+    /// The name of the VM's ServiceAccount.
+    pub fn account_name(&self, opts: &Options) -> String {
+        self.account.as_ref().map_or_else(
+            || {
+                opts.service_account
+                    .clone()
+                    .unwrap_or_else(|| opts.vm_namespace.clone())
+            },
+            |a| a.name.clone(),
+        )
+    }
+
     /// The Deployment that holds the mesh's CA key: istio-citadel (legacy) or istiod (modern).
     pub fn ca_deployment(&self) -> Option<&Deployment> {
         let wanted = |name: &str| match self.era {
@@ -210,6 +228,134 @@ pub fn workload_group_object(
 
 pub use crate::plan::write::contains;
 
+/// The annotation Istio's auto-registration puts on each WorkloadEntry it makes from a group,
+/// naming the group (istio/istio@1.8.0 pilot/pkg/controller/workloadentry/workloadentry_controller.go,
+/// `AutoRegistrationGroupAnnotation`; the same key through 1.24).
+pub const AUTO_REGISTRATION_GROUP: &str = "istio.io/autoRegistrationGroup";
+
+/// Whether `entry` was made from `group`: Istio's auto-registration annotation names it, or the
+/// entry carries every label of the group's `spec.metadata.labels` (what `register
+/// --workload-group` and auto-registration copy onto it).
+pub fn made_from_group(entry: &DynamicObject, group: &DynamicObject) -> bool {
+    let name = group.metadata.name.as_deref().unwrap_or_default();
+    if entry
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AUTO_REGISTRATION_GROUP))
+        .is_some_and(|g| g == name)
+    {
+        return true;
+    }
+    let Some(labels) = group
+        .data
+        .pointer("/spec/metadata/labels")
+        .and_then(Value::as_object)
+        .filter(|l| !l.is_empty())
+    else {
+        return false;
+    };
+    let have = entry.data.pointer("/spec/labels");
+    labels
+        .iter()
+        .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+}
+
+/// Re-running prepare with other `--ports` or `--labels` than the existing WorkloadGroup holds:
+/// the WorkloadEntries and bundles made from the old group keep the old values. One warning naming
+/// each such entry and the commands that refresh entries and bundles; none when nothing differs.
+pub fn stale_from_group(observed: &Observed, opts: &Options) -> Vec<String> {
+    let (Some(wg), Some(existing)) = (&opts.workload_group, &observed.workload_group) else {
+        return Vec::new();
+    };
+    let ns = &opts.vm_namespace;
+    let old_ports = existing
+        .data
+        .pointer("/spec/template/ports")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let old_labels = existing
+        .data
+        .pointer("/spec/metadata/labels")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut changed = Vec::new();
+    if !wg.ports.is_empty() && old_ports != json!(wg.ports) {
+        changed.push(format!(
+            "ports {} → {}",
+            pairs_text(&old_ports),
+            pairs_text(&json!(wg.ports))
+        ));
+    }
+    if !wg.labels.is_empty() && old_labels != json!(wg.labels) {
+        changed.push(format!(
+            "labels {} → {}",
+            pairs_text(&old_labels),
+            pairs_text(&json!(wg.labels))
+        ));
+    }
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    let entries: Vec<&DynamicObject> = observed
+        .workload_entries
+        .iter()
+        .filter(|e| made_from_group(e, existing))
+        .collect();
+    let group = &wg.name;
+    let mut text = format!(
+        "workloadgroup {ns}/{group} changes ({}): what was made from the old group is stale;",
+        changed.join("; ")
+    );
+    if entries.is_empty() {
+        text.push_str(" no WorkloadEntry in the namespace was made from it;");
+    } else {
+        let names: Vec<String> = entries
+            .iter()
+            .map(|e| e.metadata.name.clone().unwrap_or_default())
+            .collect();
+        let _ = write!(
+            text,
+            " workloadentries {} — refresh each with",
+            names.join(", ")
+        );
+        let commands: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    " `kubectl meshvm register --workload-entry {} --address {} -n {ns} --workload-group {group}`",
+                    e.metadata.name.as_deref().unwrap_or_default(),
+                    e.data
+                        .pointer("/spec/address")
+                        .and_then(Value::as_str)
+                        .unwrap_or("IP")
+                )
+            })
+            .collect();
+        text.push_str(&commands.join(","));
+        text.push(';');
+    }
+    let _ = write!(
+        text,
+        " bundles made from the old group carry the old values: make each again with `kubectl meshvm bundle -n {ns} --workload-group {group} -d DIR --force`"
+    );
+    vec![text]
+}
+
+fn pairs_text(map: &Value) -> String {
+    match map.as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "(none)".into(),
+    }
+}
+
 fn is_terminating(ns: &Namespace) -> bool {
     ns.metadata.deletion_timestamp.is_some()
         || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
@@ -348,6 +494,21 @@ pub fn plan(
         });
     }
 
+    if ca.is_none()
+        && opts.restart_control_plane
+        && let (Some(secret_time), Some(dep)) = (
+            observed
+                .cacerts
+                .as_ref()
+                .and_then(|c| written_at(&c.metadata)),
+            observed.ca_deployment(),
+        )
+    {
+        // `--restart-control-plane` without CA files: the same judgement as after a re-run
+        // with the files that are already stored.
+        restart_due_earlier = restart_due(dep, &secret_time);
+    }
+
     match &observed.vm_namespace {
         Some(ns) if is_terminating(ns) => {
             return Err(Error::NamespaceTerminating {
@@ -365,7 +526,8 @@ pub fn plan(
         ),
     }
 
-    let sa = opts.service_account.as_str();
+    let sa = observed.account_name(opts);
+    let sa = sa.as_str();
     let action = if observed.service_account.is_some() {
         Action::Unchanged
     } else {

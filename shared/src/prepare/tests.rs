@@ -354,7 +354,7 @@ fn workload_group_matches_istioctl_byte_for_byte() {
     let full = workload_group_object(
         "networking.istio.io/v1",
         "bar",
-        &opts.service_account,
+        opts.service_account.as_deref().unwrap(),
         opts.workload_group.as_ref().unwrap(),
     );
     assert_eq!(
@@ -528,4 +528,115 @@ fn delete_lists_contents_and_refuses_foreign_namespaces() {
             .changes
             .is_empty()
     );
+}
+
+#[test]
+fn restart_without_ca_files_restarts_only_when_cacerts_is_newer() {
+    let opts = options(&["--restart-control-plane", "--yes"]);
+    assert!(opts.ca.is_none());
+    let is_restart = |p: &planner::Prepared| {
+        p.plan
+            .changes
+            .iter()
+            .any(|c| c.kind == Kind::Deployment && c.write.is_some())
+    };
+    // cacerts written after Citadel started: the restart is due and planned, with no CA files.
+    let mut obs = legacy();
+    obs.cacerts = Some(stored_secret(
+        &sample_ca().to_secret_data(),
+        "2026-02-01T00:00:00Z",
+    ));
+    let prepared = planner::plan(&obs, &opts, None).unwrap();
+    assert!(prepared.restart_due_earlier && is_restart(&prepared));
+    assert!(
+        prepared.plan.changes.iter().all(|c| c.kind != Kind::Secret),
+        "cacerts is left alone"
+    );
+    // Restarted since: nothing to restart.
+    obs.deployments[0] = deployment(
+        "istio-citadel",
+        "2026-01-01T00:00:00Z",
+        Some("2026-02-01T01:00:00Z"),
+    );
+    let prepared = planner::plan(&obs, &opts, None).unwrap();
+    assert!(!is_restart(&prepared));
+    assert!(super::nothing_to_restart(&obs, &opts).contains("started after cacerts"));
+    // Modern: istiod is the CA.
+    let mut modern = obs.clone();
+    modern.era = Some(Era::Modern);
+    modern.deployments = vec![deployment("istiod", "2026-01-01T00:00:00Z", None)];
+    let prepared = planner::plan(&modern, &opts, None).unwrap();
+    assert_eq!(prepared.ca_deployment.as_deref(), Some("istiod"));
+    assert!(is_restart(&prepared));
+    // No cacerts: nothing to restart, and it says why.
+    modern.cacerts = None;
+    assert!(!is_restart(&planner::plan(&modern, &opts, None).unwrap()));
+    assert!(super::nothing_to_restart(&modern, &opts).contains("has no cacerts secret"));
+    assert_eq!(
+        super::restart_command(&opts),
+        "kubectl meshvm prepare -n expandvm --restart-control-plane"
+    );
+}
+
+#[test]
+fn changing_the_groups_ports_names_the_stale_entries() {
+    let opts = options(&[
+        "--workload-group",
+        "vm",
+        "--ports",
+        "http=9090",
+        "--labels",
+        "app=vm",
+    ]);
+    let group: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "WorkloadGroup",
+        "metadata": {"name": "vm", "namespace": "expandvm"},
+        "spec": {"metadata": {"labels": {"app": "vm"}},
+                 "template": {"serviceAccount": "expandvm", "ports": {"http": 8080}}}
+    }))
+    .unwrap();
+    let entry = |name: &str, labels: Value, annotations: Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+            "metadata": {"name": name, "namespace": "expandvm", "annotations": annotations},
+            "spec": {"address": "10.0.0.5", "labels": labels}
+        }))
+        .unwrap()
+    };
+    let mut obs = legacy();
+    obs.era = Some(Era::Modern);
+    obs.workload_group = Some(group);
+    obs.workload_entries = vec![
+        entry("vm-1", json!({"app": "vm"}), json!({})),
+        entry(
+            "auto-1",
+            json!({}),
+            json!({planner::AUTO_REGISTRATION_GROUP: "vm"}),
+        ),
+        entry("other", json!({"app": "db"}), json!({})),
+    ];
+    let warnings = planner::stale_from_group(&obs, &opts);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = &warnings[0];
+    assert!(w.contains("ports http=8080 → http=9090"), "{w}");
+    assert!(w.contains("workloadentries vm-1, auto-1"), "{w}");
+    assert!(!w.contains("other"), "{w}");
+    assert!(
+        w.contains("`kubectl meshvm register --workload-entry vm-1 --address 10.0.0.5 -n expandvm --workload-group vm`"),
+        "{w}"
+    );
+    assert!(
+        w.contains("`kubectl meshvm bundle -n expandvm --workload-group vm -d DIR --force`"),
+        "{w}"
+    );
+    // The same ports and labels: nothing is stale.
+    let same = options(&[
+        "--workload-group",
+        "vm",
+        "--ports",
+        "http=8080",
+        "--labels",
+        "app=vm",
+    ]);
+    assert!(planner::stale_from_group(&obs, &same).is_empty());
 }

@@ -33,10 +33,14 @@ pub struct Want {
     pub labels: BTreeMap<String, String>,
     /// Annotations for a new Service and Endpoints (without the ServiceAccount one).
     pub annotations: BTreeMap<String, String>,
-    /// The ServiceAccount the VM runs as.
+    /// The ServiceAccount the VM runs as ([`crate::scope::service_account`]'s rule).
     pub service_account: String,
+    /// Whether `-s` named it (else the rule settled it).
+    pub account_from_flag: bool,
     /// Whether an existing Service may be changed.
     pub update_service: bool,
+    /// `--context`, carried into the commands hints print.
+    pub context: Option<String>,
 }
 
 impl Want {
@@ -68,6 +72,8 @@ pub struct Observed {
     pub endpoints: Option<Endpoints>,
     /// Whether the VM's ServiceAccount exists (`None`: not looked up).
     pub service_account_exists: Option<bool>,
+    /// The namespace does not exist.
+    pub namespace_missing: bool,
 }
 
 fn meta(namespace: &str, name: &str, labels: &BTreeMap<String, String>) -> ObjectMeta {
@@ -384,8 +390,71 @@ fn to_value<T: serde::Serialize>(kind: &str, object: &T) -> serde_json::Value {
     v
 }
 
+/// The refusal to register where prepare has not run: the namespace or the VM's ServiceAccount
+/// is missing (checked before any write).
+pub fn not_prepared(
+    namespace_missing: bool,
+    namespace: &str,
+    account: &str,
+    workload_group: Option<&str>,
+    context: Option<&str>,
+) -> Error {
+    let fix = crate::scope::prepare_command(namespace, account, workload_group, context);
+    if namespace_missing {
+        Error::NamespaceMissing {
+            namespace: namespace.to_owned(),
+            fix,
+        }
+    } else {
+        Error::NotPrepared {
+            namespace: namespace.to_owned(),
+            account: account.to_owned(),
+            fix,
+        }
+    }
+}
+
+/// The warning for an existing Service whose ServiceAccount annotation does not list the VM's:
+/// the identity differs. `--update-service` would add the VM's account beside the listed ones
+/// (widening who may serve it), so the advice is `-s` with the listed account, unless `-s` chose
+/// this account on purpose.
+fn identity_warning(want: &Want, listed: &[String]) -> String {
+    let svc = format!("{}/{}", want.namespace, want.service);
+    let have = listed.join(",");
+    if want.account_from_flag || listed.is_empty() {
+        let widened = listed
+            .iter()
+            .cloned()
+            .chain(std::iter::once(want.service_account.clone()))
+            .collect::<Vec<_>>()
+            .join(",");
+        return format!(
+            "service {svc} lists ServiceAccount(s) {} in {SERVICE_ACCOUNTS_ANNOTATION}, not {}: the VM's certificate will not match; run again with --update-service to list it ({widened})",
+            if have.is_empty() {
+                "none"
+            } else {
+                have.as_str()
+            },
+            want.service_account
+        );
+    }
+    format!(
+        "service {svc} runs as ServiceAccount {have} ({SERVICE_ACCOUNTS_ANNOTATION}), but the VM was registered as {}: register it with -s {} to keep the service's identity (--update-service would widen it to {have},{})",
+        want.service_account, listed[0], want.service_account
+    )
+}
+
 /// Plan `register SERVICE IP PORT…`: the Service row, then the Endpoints row.
 pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error> {
+    if observed.namespace_missing || observed.service_account_exists == Some(false) {
+        return Err(not_prepared(
+            observed.namespace_missing,
+            &want.namespace,
+            &want.service_account,
+            None,
+            want.context.as_deref(),
+        ));
+    }
     let mut planned = Planned::default();
     match &observed.service {
         None => {
@@ -430,19 +499,36 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
                     );
                 }
                 Some(_) if !diff.hard.is_empty() => {
+                    let listed = listed_accounts(current);
                     return Err(Error::ServiceDiffers {
                         namespace: want.namespace.clone(),
                         name: want.service.clone(),
                         differences: all.join("; "),
+                        keep_identity: (!want.account_from_flag
+                            && !listed.is_empty()
+                            && !listed.contains(&want.service_account))
+                        .then(|| (listed[0].clone(), want.service_account.clone())),
                     });
                 }
                 Some(_) => {
-                    planned.warnings.push(format!(
-                        "service {}/{}: {} (run again with --update-service to fix it)",
-                        want.namespace,
-                        want.service,
-                        all.join("; ")
-                    ));
+                    let listed = listed_accounts(current);
+                    let others: Vec<String> = diff
+                        .soft
+                        .iter()
+                        .filter(|d| !d.contains(SERVICE_ACCOUNTS_ANNOTATION))
+                        .cloned()
+                        .collect();
+                    if !listed.contains(&want.service_account) {
+                        planned.warnings.push(identity_warning(want, &listed));
+                    }
+                    if !others.is_empty() {
+                        planned.warnings.push(format!(
+                            "service {}/{}: {} (run again with --update-service to fix it)",
+                            want.namespace,
+                            want.service,
+                            others.join("; ")
+                        ));
+                    }
                     planned.plan.push(
                         Change::new(
                             Action::Unchanged,
@@ -512,29 +598,61 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
             }
         },
     }
-    if observed.service_account_exists == Some(false) {
-        planned.warnings.push(format!(
-            "serviceaccount {}/{} does not exist: Citadel issues no istio.{} secret for it (create it, e.g. with `kubectl meshvm prepare`)",
-            want.namespace, want.service_account, want.service_account
-        ));
-    }
     Ok(planned)
 }
 
-/// Plan `register --deregister SERVICE IP`: only the Endpoints change; the Service stays.
+/// `N address(es) left`, with the right number.
+pub fn addresses_left(n: usize) -> String {
+    if n == 1 {
+        "1 address left".into()
+    } else {
+        format!("{n} addresses left")
+    }
+}
+
+/// Plan `register --deregister SERVICE IP`: only the Endpoints change; the Service stays. An
+/// address that is not there is nothing to change (a second run succeeds), and the note names
+/// what is missing: the namespace, the Service, its Endpoints, or the address in them.
 pub fn plan_deregister(observed: &Observed, want: &Want) -> Result<Planned, Error> {
-    let not_registered = |known: Vec<String>| Error::NotRegistered {
-        ip: want.ip,
-        namespace: want.namespace.clone(),
-        service: want.service.clone(),
-        known,
+    let svc = format!("{}/{}", want.namespace, want.service);
+    let nothing = |why: String| Planned {
+        note: Some(format!(
+            "nothing to change: {why} (check the address and -n {})",
+            want.namespace
+        )),
+        ..Planned::default()
     };
+    if observed.namespace_missing {
+        return Ok(nothing(format!(
+            "namespace {} does not exist",
+            want.namespace
+        )));
+    }
     let Some(current) = &observed.endpoints else {
-        return Err(not_registered(Vec::new()));
+        return Ok(nothing(if observed.service.is_some() {
+            format!(
+                "service {svc} has no endpoints object, so {} is not among them",
+                want.ip
+            )
+        } else {
+            format!(
+                "service {svc} does not exist, so {} is not registered in it",
+                want.ip
+            )
+        }));
     };
     let Some(subsets) = remove_address(current.subsets.as_deref().unwrap_or_default(), want.ip)
     else {
-        return Err(not_registered(addresses(current)));
+        let known = addresses(current);
+        return Ok(nothing(format!(
+            "{} is not an endpoint of service {svc} ({})",
+            want.ip,
+            if known.is_empty() {
+                "it has no endpoints".to_owned()
+            } else {
+                format!("its addresses: {}", known.join(", "))
+            }
+        )));
     };
     let mut updated = current.clone();
     let left = subsets
@@ -554,7 +672,7 @@ pub fn plan_deregister(observed: &Observed, want: &Want) -> Result<Planned, Erro
             Some(&want.namespace),
             &want.service,
         )
-        .detail(format!("removed {} ({left} addresses left)", want.ip))
+        .detail(format!("removed {} ({})", want.ip, addresses_left(left)))
         .object(object.clone())
         .write(Write::replace(Kind::Endpoints, object)),
     );
@@ -581,7 +699,9 @@ mod tests {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             service_account: "expandvm".into(),
+            account_from_flag: false,
             update_service: false,
+            context: None,
         }
     }
 
@@ -806,6 +926,7 @@ mod tests {
             service: Some(new_service(&w)),
             endpoints: Some(new_endpoints(&w)),
             service_account_exists: Some(true),
+            namespace_missing: false,
         };
         let again = plan_register(&observed, &w).unwrap();
         assert!(again.plan.is_noop(), "a re-run changes nothing");
@@ -815,11 +936,41 @@ mod tests {
             service_account_exists: Some(false),
             ..observed.clone()
         };
-        let warned = plan_register(&no_account, &w).unwrap();
+        // Before prepare: one error, before any write, with the command that fixes it.
+        let err = plan_register(&no_account, &w).unwrap_err();
         assert!(
-            warned.warnings[0].contains("serviceaccount expandvm/expandvm does not exist"),
-            "{:?}",
-            warned.warnings
+            err.to_string()
+                .contains("serviceaccount expandvm/expandvm does not exist"),
+            "{err}"
+        );
+        assert!(
+            crate::errors::Diagnose::hint(&err)
+                .unwrap()
+                .contains("`kubectl meshvm prepare -n expandvm`"),
+            "{err:?}"
+        );
+        let no_namespace = Observed {
+            namespace_missing: true,
+            ..Observed::default()
+        };
+        let err = plan_register(
+            &no_namespace,
+            &Want {
+                service_account: "vm-sa".into(),
+                ..w.clone()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("namespace expandvm does not exist"),
+            "{err}"
+        );
+        assert!(
+            crate::errors::Diagnose::hint(&err)
+                .unwrap()
+                .contains("`kubectl meshvm prepare -n expandvm -s vm-sa`"),
+            "{err:?}"
         );
 
         let mut other = w.clone();
@@ -849,24 +1000,119 @@ mod tests {
     }
 
     #[test]
-    fn deregister_names_the_service_when_the_ip_is_unknown() {
+    fn deregister_is_idempotent_and_names_what_is_missing() {
         let w = want(&[]);
-        let err = plan_deregister(&Observed::default(), &w).unwrap_err();
-        assert!(err.to_string().contains("expandvm/expandvm"), "{err}");
+        let note = |o: &Observed, w: &Want| {
+            let planned = plan_deregister(o, w).unwrap();
+            assert!(planned.plan.changes.is_empty(), "nothing to write");
+            planned.note.unwrap()
+        };
+        let n = note(&Observed::default(), &w);
+        assert!(
+            n.starts_with("nothing to change: service expandvm/expandvm does not exist")
+                && n.contains("-n expandvm"),
+            "{n}"
+        );
+        let n = note(
+            &Observed {
+                namespace_missing: true,
+                ..Observed::default()
+            },
+            &w,
+        );
+        assert!(n.contains("namespace expandvm does not exist"), "{n}");
+        let n = note(
+            &Observed {
+                service: Some(new_service(&w)),
+                ..Observed::default()
+            },
+            &w,
+        );
+        assert!(n.contains("has no endpoints object"), "{n}");
         let mut other = want(&[("http", 80)]);
         other.ip = "10.1.1.1".parse().unwrap();
         let observed = Observed {
             endpoints: Some(new_endpoints(&other)),
             ..Observed::default()
         };
-        let err = plan_deregister(&observed, &w).unwrap_err();
+        let n = note(&observed, &w);
         assert!(
-            err.to_string().contains("10.1.1.1"),
-            "lists what is there: {err}"
+            n.contains("35.187.36.54 is not an endpoint of service expandvm/expandvm (its addresses: 10.1.1.1)"),
+            "lists what is there: {n}"
         );
-        let planned = plan_deregister(&observed, &Want { ip: other.ip, ..w }).unwrap();
+        let planned = plan_deregister(
+            &observed,
+            &Want {
+                ip: other.ip,
+                ..w.clone()
+            },
+        )
+        .unwrap();
         assert_eq!(planned.plan.changes[0].action, Action::Update);
+        assert!(
+            planned.plan.changes[0]
+                .detail
+                .contains("(0 addresses left)")
+        );
         let object = planned.plan.changes[0].object.as_ref().unwrap();
         assert!(object.get("subsets").is_none(), "{object}");
+        let mut two = new_endpoints(&other);
+        two.subsets.as_mut().unwrap()[0]
+            .addresses
+            .as_mut()
+            .unwrap()
+            .push(EndpointAddress {
+                ip: "10.1.1.2".into(),
+                ..EndpointAddress::default()
+            });
+        let planned = plan_deregister(
+            &Observed {
+                endpoints: Some(two),
+                ..Observed::default()
+            },
+            &Want { ip: other.ip, ..w },
+        )
+        .unwrap();
+        assert!(
+            planned.plan.changes[0].detail.ends_with("(1 address left)"),
+            "{}",
+            planned.plan.changes[0].detail
+        );
+    }
+
+    #[test]
+    fn an_identity_mismatch_suggests_s_not_update_service() {
+        let w = want(&[("http", 80)]);
+        // The runbook's Service, made for expandvm; the VM registered as another account.
+        let observed = Observed {
+            service: Some(new_service(&w)),
+            endpoints: None,
+            service_account_exists: Some(true),
+            namespace_missing: false,
+        };
+        let other = Want {
+            service_account: "default".into(),
+            ..w.clone()
+        };
+        let planned = plan_register(&observed, &other).unwrap();
+        let warning = planned.warnings.join("\n");
+        assert!(
+            warning.contains("register it with -s expandvm")
+                && !warning.contains("run again with --update-service"),
+            "{warning}"
+        );
+        // -s chose the account on purpose: then listing it is what --update-service is for.
+        let chosen = Want {
+            account_from_flag: true,
+            ..other
+        };
+        let warning = plan_register(&observed, &chosen)
+            .unwrap()
+            .warnings
+            .join("\n");
+        assert!(
+            warning.contains("--update-service") && warning.contains("(expandvm,default)"),
+            "{warning}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ::kube::Api;
 use ::kube::core::DynamicObject;
-use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServiceAccount};
 
 use crate::args::RegisterArgs;
 use crate::errors::{Diagnose, Outcome, UsageError};
@@ -47,7 +47,33 @@ pub enum Error {
         name: String,
         /// What differs.
         differences: String,
+        /// The Service runs as another ServiceAccount than the VM's (listed, the VM's), which
+        /// `-s` was not given to choose: `--update-service` alone would widen its identity.
+        keep_identity: Option<(String, String)>,
     },
+    /// The namespace to register in does not exist.
+    #[error("namespace {namespace} does not exist: nothing was written")]
+    NamespaceMissing {
+        /// The namespace.
+        namespace: String,
+        /// The command that prepares it.
+        fix: String,
+    },
+    /// The VM's ServiceAccount does not exist: prepare has not run in the namespace (or was given another `-s`).
+    #[error(
+        "serviceaccount {namespace}/{account} does not exist, so the VM cannot get a certificate for it: prepare has not run here for this ServiceAccount; nothing was written"
+    )]
+    NotPrepared {
+        /// The namespace.
+        namespace: String,
+        /// The VM's ServiceAccount.
+        account: String,
+        /// The command that prepares it.
+        fix: String,
+    },
+    /// The VM's ServiceAccount could not be settled.
+    #[error(transparent)]
+    Scope(crate::scope::Error),
     /// The Service selects pods: the endpoints controller owns its Endpoints.
     #[error(
         "service {namespace}/{name} has a selector ({selector}): the endpoints controller owns its endpoints and would remove {ip}"
@@ -62,40 +88,9 @@ pub enum Error {
         /// The VM's address.
         ip: IpAddr,
     },
-    /// `--deregister` of an address the Service does not have.
-    #[error(
-        "{ip} is not an endpoint of service {namespace}/{service} ({})",
-        known_words(known)
-    )]
-    NotRegistered {
-        /// The address.
-        ip: IpAddr,
-        /// Namespace.
-        namespace: String,
-        /// Service name.
-        service: String,
-        /// The addresses it has.
-        known: Vec<String>,
-    },
-    /// The ServiceAccount a WorkloadEntry names does not exist.
-    #[error("serviceaccount {namespace}/{name} does not exist")]
-    ServiceAccountMissing {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
     /// `--workload-group` names a WorkloadGroup that does not exist.
     #[error("workloadgroup {namespace}/{name} does not exist")]
     WorkloadGroupMissing {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
-    /// `--deregister --workload-entry` of an entry that does not exist.
-    #[error("workloadentry {namespace}/{name} does not exist")]
-    EntryMissing {
         /// Namespace.
         namespace: String,
         /// Name.
@@ -134,35 +129,33 @@ impl From<crate::kube::Error> for Error {
     }
 }
 
-fn known_words(known: &[String]) -> String {
-    if known.is_empty() {
-        "it has no endpoints".into()
-    } else {
-        format!("its addresses: {}", known.join(", "))
-    }
-}
-
 impl Diagnose for Error {
     fn hint(&self) -> Option<String> {
         match self {
             Error::Usage(e) => e.hint(),
             Error::Kube(e) => e.hint(),
+            Error::ServiceDiffers {
+                keep_identity: Some((listed, vm)),
+                ..
+            } => Some(format!(
+                "the service runs as ServiceAccount {listed}: run again with -s {listed} --update-service to add the ports (--update-service alone would also widen its identity to {listed},{vm}), or register the ports it has"
+            )),
             Error::ServiceDiffers { .. } => Some(
                 "run again with --update-service to change the service, or register the ports it has".into(),
             ),
+            Error::NamespaceMissing { fix, .. } => Some(format!(
+                "prepare it first with `{fix}` (or check -n)"
+            )),
+            Error::NotPrepared { fix, .. } => Some(format!(
+                "prepare it first with `{fix}`, or name the VM's ServiceAccount with -s"
+            )),
+            Error::Scope(e) => e.hint(),
             Error::ServiceHasSelector { .. } => Some(
                 "register the VM under a service without a selector, or use --workload-entry (istiod)".into(),
             ),
-            Error::NotRegistered { .. } => {
-                Some("check the address and -n; `kubectl get endpoints NAME -o wide` lists them".into())
-            }
-            Error::ServiceAccountMissing { .. } => Some(
-                "create it first (`kubectl meshvm prepare` or `kubectl create serviceaccount`), or pass -s".into(),
-            ),
-            Error::WorkloadGroupMissing { .. } => Some(
-                "create it with `kubectl meshvm prepare --workload-group NAME`, or check -n".into(),
-            ),
-            Error::EntryMissing { .. } => Some("check the name and -n: `kubectl get workloadentries`".into()),
+            Error::WorkloadGroupMissing { namespace, name } => Some(format!(
+                "create it with `kubectl meshvm prepare -n {namespace} --workload-group {name}`, or check -n"
+            )),
             Error::NoWorkloadEntryApi => Some(
                 "on Istio 1.4 register the legacy way: SERVICE IP [NAME:]PORT…".into(),
             ),
@@ -428,7 +421,7 @@ impl Options {
         })
     }
 
-    fn legacy_want(&self, namespace: &str) -> Option<legacy::Want> {
+    fn legacy_want(&self, namespace: &str, account: &str) -> Option<legacy::Want> {
         let (service, ip, ports) = match &self.mode {
             Mode::Register { service, ip, ports } => (service, *ip, ports.clone()),
             Mode::Deregister { service, ip } => (service, *ip, Vec::new()),
@@ -441,16 +434,15 @@ impl Options {
             ports,
             labels: self.labels.clone(),
             annotations: self.annotations.clone(),
-            // istioctl 1.4's `-s` default.
-            service_account: self
-                .service_account
-                .clone()
-                .unwrap_or_else(|| "default".into()),
+            // Not istioctl 1.4's `default`: the account prepare made ([`crate::scope`]).
+            service_account: account.to_owned(),
+            account_from_flag: self.service_account.is_some(),
             update_service: self.update_service,
+            context: self.context.clone(),
         })
     }
 
-    fn modern_want(&self, namespace: &str) -> Option<modern::Want> {
+    fn modern_want(&self, namespace: &str, account: Option<&str>) -> Option<modern::Want> {
         let Mode::Entry {
             name,
             address,
@@ -468,12 +460,13 @@ impl Options {
             address: *address,
             labels: self.labels.clone(),
             annotations: self.annotations.clone(),
-            service_account: self.service_account.clone(),
+            service_account: account.map(str::to_owned),
             network: network.clone(),
             ports: ports.clone(),
             service: service.clone(),
             workload_group: workload_group.clone(),
             update_service: self.update_service,
+            context: self.context.clone(),
         })
     }
 }
@@ -486,6 +479,8 @@ pub struct Planned {
     pub plan: Plan,
     /// Warnings to print.
     pub warnings: Vec<String>,
+    /// Why nothing is to change, when nothing is (`--deregister` of what is not there).
+    pub note: Option<String>,
 }
 
 /// What the cluster holds, for either form.
@@ -501,7 +496,7 @@ enum Observed {
 pub async fn main(args: RegisterArgs) -> Result<Outcome, Error> {
     let mut out = io::stdout().lock();
     let mut err = io::stderr().lock();
-    run(args, &mut out, &mut err).await
+    Box::pin(run(args, &mut out, &mut err)).await
 }
 
 /// Run `register`, writing data to `out` and diagnostics to `err`.
@@ -512,13 +507,18 @@ pub async fn run(
 ) -> Result<Outcome, Error> {
     let opts = Options::resolve(args)?;
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
-    let namespace = conn.namespace().to_owned();
+    // -n, else the context's namespace, else default: the rule every verb shares.
+    let verb_namespace = conn.verb_namespace();
+    let namespace = verb_namespace.name.clone();
+    if let Some(note) = crate::scope::note_for_namespace(&conn, &verb_namespace).await? {
+        writeln!(err, "note: {note}")?;
+    }
     let mut earlier: Vec<Change> = Vec::new();
     let mut round = 0;
     let planned = loop {
         round += 1;
-        let observed = observe(&conn, &opts, &namespace).await?;
-        let mut planned = plan_observed(&observed, &opts, &namespace)?;
+        let (observed, account) = Box::pin(observe(&conn, &opts, &namespace)).await?;
+        let mut planned = plan_observed(&observed, &opts, &namespace, account.as_deref())?;
         keep_earlier_rows(&mut planned.plan, &earlier);
         if opts.dry_run == DryRun::Client || planned.plan.changes.iter().all(|c| c.write.is_none())
         {
@@ -557,7 +557,10 @@ pub async fn run(
         writeln!(err, "warning: {w}")?;
     }
     planned.plan.write(out, opts.output, false)?;
-    writeln!(err, "{}", summary(&opts, &namespace, &planned.plan))?;
+    match &planned.note {
+        Some(note) => writeln!(err, "{note}")?,
+        None => writeln!(err, "{}", summary(&opts, &namespace, &planned.plan))?,
+    }
     Ok(Outcome::Success)
 }
 
@@ -657,46 +660,81 @@ where
     .await
 }
 
-/// Read what the plan needs, concurrently.
-async fn observe(conn: &Connection, opts: &Options, namespace: &str) -> Result<Observed, Error> {
-    if let Some(want) = opts.legacy_want(namespace) {
+fn scope_error(e: crate::scope::Error) -> Error {
+    match e {
+        crate::scope::Error::Kube(k) => Error::Kube(k),
+        other @ crate::scope::Error::Ambiguous { .. } => Error::Scope(other),
+    }
+}
+
+/// Read what the plan needs, concurrently, and settle the VM's ServiceAccount by the one rule
+/// ([`crate::scope::service_account`]); returns it beside what was read (`None` for `--deregister`).
+async fn observe(
+    conn: &Connection,
+    opts: &Options,
+    namespace: &str,
+) -> Result<(Observed, Option<String>), Error> {
+    let namespaces: Api<Namespace> = Api::all(conn.client.clone());
+    let accounts: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+    let get_namespace = async {
+        conn.call(Request::new("get", "namespaces").name(namespace), || {
+            namespaces.get_opt(namespace)
+        })
+        .await
+        .map_err(Error::from)
+    };
+    if let Mode::Register { service, .. } | Mode::Deregister { service, .. } = &opts.mode {
         let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
         let endpoints: Api<Endpoints> = Api::namespaced(conn.client.clone(), namespace);
-        let accounts: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
         let register = matches!(opts.mode, Mode::Register { .. });
-        let (service, endpoints, account) = tokio::try_join!(
+        let (ns, service, endpoints, account) = tokio::try_join!(
+            get_namespace,
             async {
-                if register {
-                    get_opt(conn, &services, "services", namespace, &want.service).await
-                } else {
-                    Ok(None)
-                }
+                get_opt(conn, &services, "services", namespace, service)
+                    .await
+                    .map_err(Error::from)
             },
-            get_opt(conn, &endpoints, "endpoints", namespace, &want.service),
+            async {
+                get_opt(conn, &endpoints, "endpoints", namespace, service)
+                    .await
+                    .map_err(Error::from)
+            },
             async {
                 if register {
-                    get_opt(
+                    crate::scope::service_account(
                         conn,
-                        &accounts,
-                        "serviceaccounts",
                         namespace,
-                        &want.service_account,
+                        opts.service_account.as_deref(),
+                        None,
                     )
                     .await
-                    .map(|a| Some(a.is_some()))
+                    .map(Some)
+                    .map_err(scope_error)
                 } else {
                     Ok(None)
                 }
             },
         )?;
-        return Ok(Observed::Legacy(legacy::Observed {
-            service,
-            endpoints,
-            service_account_exists: account,
-        }));
+        let account_exists = match (&account, &ns) {
+            (Some(a), Some(_)) => Some(
+                get_opt(conn, &accounts, "serviceaccounts", namespace, &a.name)
+                    .await?
+                    .is_some(),
+            ),
+            _ => None,
+        };
+        return Ok((
+            Observed::Legacy(legacy::Observed {
+                service,
+                endpoints,
+                service_account_exists: account_exists,
+                namespace_missing: ns.is_none(),
+            }),
+            account.map(|a| a.name),
+        ));
     }
     let want = opts
-        .modern_want(namespace)
+        .modern_want(namespace, None)
         .expect("a mode is either legacy or modern");
     let version = served_entry_version(conn).await?;
     // WorkloadGroup has its own served version (v1alpha3 only on Istio 1.8–1.12, where
@@ -718,42 +756,64 @@ async fn observe(conn: &Connection, opts: &Options, namespace: &str) -> Result<O
     let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
     let group_resource = IstioKind::WorkloadGroup.resource_name();
     let entry_resource = IstioKind::WorkloadEntry.resource_name();
-    let (group, entry, service) = tokio::try_join!(
+    let (ns, group, entry, service) = tokio::try_join!(
+        get_namespace,
         async {
             match &want.workload_group {
-                Some(g) => get_opt(conn, &groups, &group_resource, namespace, g).await,
+                Some(g) => get_opt(conn, &groups, &group_resource, namespace, g)
+                    .await
+                    .map_err(Error::from),
                 None => Ok(None),
             }
         },
-        get_opt(conn, &entries, &entry_resource, namespace, &want.name),
+        async {
+            get_opt(conn, &entries, &entry_resource, namespace, &want.name)
+                .await
+                .map_err(Error::from)
+        },
         async {
             match &want.service {
                 Some(s) if want.address.is_some() => {
-                    get_opt(conn, &services, "services", namespace, s).await
+                    get_opt(conn, &services, "services", namespace, s)
+                        .await
+                        .map_err(Error::from)
                 }
                 _ => Ok(None),
             }
         },
     )?;
-    // The account can come from the WorkloadGroup, so it is looked up once the group is known.
-    let service_account_exists = if want.address.is_some() {
-        let account = modern::service_account(&want, group.as_ref());
-        let accounts: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
-        Some(
-            get_opt(conn, &accounts, "serviceaccounts", namespace, &account)
-                .await?
-                .is_some(),
+    // The account can come from the WorkloadGroup, so it is settled once the group is known.
+    let (account, service_account_exists) = if want.address.is_some() && ns.is_some() {
+        let from_group = want
+            .workload_group
+            .as_deref()
+            .zip(group.as_ref().map(crate::scope::group_account));
+        let account = crate::scope::service_account(
+            conn,
+            namespace,
+            opts.service_account.as_deref(),
+            from_group,
         )
+        .await
+        .map_err(scope_error)?;
+        let exists = get_opt(conn, &accounts, "serviceaccounts", namespace, &account.name)
+            .await?
+            .is_some();
+        (Some(account.name), Some(exists))
     } else {
-        None
+        (None, None)
     };
-    Ok(Observed::Modern(modern::Observed {
-        version,
-        group,
-        entry,
-        service,
-        service_account_exists,
-    }))
+    Ok((
+        Observed::Modern(modern::Observed {
+            version,
+            group,
+            entry,
+            service,
+            service_account_exists,
+            namespace_missing: ns.is_none(),
+        }),
+        account,
+    ))
 }
 
 /// The version the cluster serves WorkloadEntry at, discovered per kind ([`crate::read::served`]).
@@ -764,11 +824,16 @@ async fn served_entry_version(conn: &Connection) -> Result<String, Error> {
         .ok_or(Error::NoWorkloadEntryApi)
 }
 
-fn plan_observed(observed: &Observed, opts: &Options, namespace: &str) -> Result<Planned, Error> {
+fn plan_observed(
+    observed: &Observed,
+    opts: &Options,
+    namespace: &str,
+    account: Option<&str>,
+) -> Result<Planned, Error> {
     match observed {
         Observed::Legacy(o) => {
             let want = opts
-                .legacy_want(namespace)
+                .legacy_want(namespace, account.unwrap_or(namespace))
                 .expect("legacy observation for a legacy mode");
             if matches!(opts.mode, Mode::Deregister { .. }) {
                 legacy::plan_deregister(o, &want)
@@ -778,7 +843,7 @@ fn plan_observed(observed: &Observed, opts: &Options, namespace: &str) -> Result
         }
         Observed::Modern(o) => {
             let want = opts
-                .modern_want(namespace)
+                .modern_want(namespace, account)
                 .expect("modern observation for a modern mode");
             modern::plan_entry(o, &want)
         }
@@ -841,16 +906,22 @@ mod tests {
                 }],
             }
         );
-        let want = o.legacy_want("expandvm").unwrap();
+        let want = o.legacy_want("expandvm", "expandvm").unwrap();
         assert_eq!(
             want.all_annotations()[crate::istio::SERVICE_ACCOUNTS_ANNOTATION],
             "expandvm"
         );
+        assert!(
+            o.legacy_want("expandvm", "expandvm")
+                .unwrap()
+                .account_from_flag
+        );
         let o = resolve(&["svc", "10.0.0.1", "80"]).unwrap();
+        let want = o.legacy_want("ns", "ns").unwrap();
         assert_eq!(
-            o.legacy_want("ns").unwrap().service_account,
-            "default",
-            "istioctl's default"
+            (want.service_account.as_str(), want.account_from_flag),
+            ("ns", false),
+            "the account the rule settled, not istioctl's default"
         );
     }
 
@@ -979,7 +1050,7 @@ mod tests {
             "app=vm",
         ])
         .unwrap();
-        let want = o.modern_want("vm").unwrap();
+        let want = o.modern_want("vm", None).unwrap();
         assert_eq!(want.address, Some("2001:db8::5".parse().unwrap()));
         assert_eq!(want.ports.len(), 2);
         assert_eq!(want.labels["app"], "vm");
@@ -998,7 +1069,7 @@ mod tests {
             legacy.annotations["note"], "a,b",
             "annotation values keep their commas"
         );
-        assert!(o.legacy_want("vm").is_none());
+        assert!(o.legacy_want("vm", "vm").is_none());
         let o = resolve(&["--deregister", "--workload-entry", "vm-1"]).unwrap();
         assert!(matches!(o.mode, Mode::Entry { address: None, .. }));
     }

@@ -49,6 +49,8 @@ pub struct Want {
     pub workload_group: Option<String>,
     /// Whether an existing `--service` may be changed.
     pub update_service: bool,
+    /// `--context`, carried into the commands hints print.
+    pub context: Option<String>,
 }
 
 /// What the cluster holds for a WorkloadEntry registration.
@@ -64,6 +66,8 @@ pub struct Observed {
     pub service: Option<Service>,
     /// Whether the ServiceAccount the entry names exists (`None`: not looked up).
     pub service_account_exists: Option<bool>,
+    /// The namespace does not exist.
+    pub namespace_missing: bool,
 }
 
 /// The ServiceAccount the entry will name: `-s`, else the WorkloadGroup template's, else `default`.
@@ -297,6 +301,7 @@ fn plan_service(
             namespace: want.namespace.clone(),
             name: name.to_owned(),
             differences: missing.join("; "),
+            keep_identity: None,
         });
     }
     let mut object = serde_json::to_value(&fixed).unwrap_or_default();
@@ -314,8 +319,17 @@ fn plan_service(
 /// Plan `register --workload-entry NAME --address IP …`.
 pub fn plan_entry(observed: &Observed, want: &Want) -> Result<Planned, Error> {
     let Some(address) = want.address else {
-        return plan_delete(observed, want);
+        return Ok(plan_delete(observed, want));
     };
+    if observed.namespace_missing {
+        return Err(super::legacy::not_prepared(
+            true,
+            &want.namespace,
+            &service_account(want, None),
+            want.workload_group.as_deref(),
+            want.context.as_deref(),
+        ));
+    }
     if let Some(group) = &want.workload_group
         && observed.group.is_none()
     {
@@ -325,11 +339,14 @@ pub fn plan_entry(observed: &Observed, want: &Want) -> Result<Planned, Error> {
         });
     }
     let account = service_account(want, observed.group.as_ref());
-    if observed.service_account_exists == Some(false) {
-        return Err(Error::ServiceAccountMissing {
-            namespace: want.namespace.clone(),
-            name: account,
-        });
+    if observed.namespace_missing || observed.service_account_exists == Some(false) {
+        return Err(super::legacy::not_prepared(
+            observed.namespace_missing,
+            &want.namespace,
+            &account,
+            want.workload_group.as_deref(),
+            want.context.as_deref(),
+        ));
     }
     let mut planned = Planned::default();
     let object = entry_object(want, observed, address);
@@ -369,12 +386,23 @@ pub fn plan_entry(observed: &Observed, want: &Want) -> Result<Planned, Error> {
 }
 
 /// Plan `register --deregister --workload-entry NAME`: delete the entry.
-fn plan_delete(observed: &Observed, want: &Want) -> Result<Planned, Error> {
+fn plan_delete(observed: &Observed, want: &Want) -> Planned {
     if observed.entry.is_none() {
-        return Err(Error::EntryMissing {
-            namespace: want.namespace.clone(),
-            name: want.name.clone(),
-        });
+        let missing = if observed.namespace_missing {
+            format!("namespace {} does not exist", want.namespace)
+        } else {
+            format!(
+                "workloadentry {}/{} does not exist",
+                want.namespace, want.name
+            )
+        };
+        return Planned {
+            note: Some(format!(
+                "nothing to change: {missing} (check the name and -n {})",
+                want.namespace
+            )),
+            ..Planned::default()
+        };
     }
     let mut planned = Planned::default();
     planned.plan.push(
@@ -389,7 +417,7 @@ fn plan_delete(observed: &Observed, want: &Want) -> Result<Planned, Error> {
             &observed.version,
         ))),
     );
-    Ok(planned)
+    planned
 }
 
 #[cfg(test)]
@@ -409,6 +437,7 @@ mod tests {
             service: None,
             workload_group: None,
             update_service: false,
+            context: None,
         }
     }
 
@@ -480,6 +509,12 @@ mod tests {
         assert!(
             err.to_string().contains("serviceaccount vm/default"),
             "{err}"
+        );
+        assert!(
+            crate::errors::Diagnose::hint(&err)
+                .unwrap()
+                .contains("`kubectl meshvm prepare -n vm -s default`"),
+            "{err:?}"
         );
         let mut w = want();
         w.workload_group = Some("vm".into());
@@ -557,10 +592,15 @@ mod tests {
     fn deregister_deletes_an_existing_entry() {
         let mut w = want();
         w.address = None;
-        assert!(matches!(
-            plan_entry(&observed(None), &w).unwrap_err(),
-            Error::EntryMissing { .. }
-        ));
+        // A second run: nothing to change, naming what is missing.
+        let again = plan_entry(&observed(None), &w).unwrap();
+        assert!(again.plan.changes.is_empty());
+        assert_eq!(
+            again.note.as_deref(),
+            Some(
+                "nothing to change: workloadentry vm/vm-1 does not exist (check the name and -n vm)"
+            )
+        );
         let mut o = observed(None);
         o.entry = Some(
             serde_json::from_value(entry_object(&want(), &o, "10.0.0.5".parse().unwrap())).unwrap(),

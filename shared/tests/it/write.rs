@@ -257,10 +257,11 @@ async fn prepare_and_doctor_fix_on_kubernetes_1_14_fall_back_from_server_side_ap
     let (result, out, err) = Box::pin(prepare(&server, &args)).await;
     result.unwrap_or_else(|e| panic!("{e}\n{out}\n{err}"));
     let log = server.requests();
-    // Reads: Deployments, istio-system, cacerts, expandvm, its ServiceAccount (5); writes:
-    // cacerts POST, the namespace's refused apply, then GET + POST for it and for the
-    // ServiceAccount (6): one round trip more per applied object than with server-side apply.
-    assert_eq!(log.api_calls(), 11, "{:?}", log.counts());
+    // Reads: Deployments, istio-system, cacerts, expandvm, the ServiceAccounts prepare made
+    // there (the one ServiceAccount rule), its ServiceAccount (6); writes: cacerts POST, the
+    // namespace's refused apply, then GET + POST for it and for the ServiceAccount (6): one
+    // round trip more per applied object than with server-side apply.
+    assert_eq!(log.api_calls(), 12, "{:?}", log.counts());
     let refused: Vec<_> = log.records.iter().filter(|r| r.status == 415).collect();
     assert_eq!(refused.len(), 1, "one probe, remembered: {:?}", log.records);
     assert!(

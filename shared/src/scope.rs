@@ -1,0 +1,328 @@
+//! Where a VM verb works and as whom: the namespace (kubectl's rule, [`crate::kube::resolve_namespace`])
+//! and the VM's ServiceAccount — one rule for prepare, bundle and register ([`service_account`]).
+//!
+//! The ServiceAccount rule: `-s`; else the WorkloadGroup's `template.serviceAccount` (modern, when
+//! the verb works with a group: prepare wrote it there); else the ServiceAccount prepare made in
+//! the namespace (it labels what it makes [`MANAGED_BY_LABEL`]`=`[`MANAGED_BY_VALUE`]); else the
+//! namespace's name, as the runbook names it. Above `kube` and `istio`, below the verbs.
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::Api;
+use kube::api::{DynamicObject, ListParams};
+use std::fmt::Write as _;
+
+use crate::istio::IstioKind;
+use crate::kube::{Connection, Request, VerbNamespace};
+
+/// The label prepare puts on the namespace and ServiceAccount it makes, so `--delete` can tell
+/// them apart and every verb can find the VM's ServiceAccount.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "meshvm";
+
+/// Where the VM's ServiceAccount came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountSource {
+    /// `-s`.
+    Flag,
+    /// The WorkloadGroup's `template.serviceAccount` (the group's name).
+    WorkloadGroup(String),
+    /// The ServiceAccount prepare made in the namespace (labelled managed-by=meshvm).
+    Prepared,
+    /// The namespace's name: the runbook's convention, and what prepare makes without `-s`.
+    NamespaceName,
+}
+
+/// The VM's ServiceAccount and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The ServiceAccount's name.
+    pub name: String,
+    /// Where it came from.
+    pub source: AccountSource,
+}
+
+/// Why the ServiceAccount could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// prepare made several ServiceAccounts in the namespace and none is named after it.
+    #[error(
+        "namespace {namespace} holds {} ServiceAccounts prepare made ({}), so which one the VM runs as is not clear",
+        accounts.len(),
+        accounts.join(", ")
+    )]
+    Ambiguous {
+        /// The namespace.
+        namespace: String,
+        /// The ServiceAccounts labelled managed-by=meshvm.
+        accounts: Vec<String>,
+    },
+    /// Reading the cluster failed.
+    #[error(transparent)]
+    Kube(Box<crate::kube::Error>),
+}
+
+impl From<crate::kube::Error> for Error {
+    fn from(e: crate::kube::Error) -> Self {
+        Error::Kube(Box::new(e))
+    }
+}
+
+impl crate::errors::Diagnose for Error {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Ambiguous { accounts, .. } => Some(format!(
+                "name it with -s, e.g. -s {}",
+                accounts.first().map_or("SA", String::as_str)
+            )),
+            Error::Kube(e) => e.hint(),
+        }
+    }
+}
+
+/// The rule, pure: `-s`, else the group's, else the one prepare made (the namespace-named one
+/// when it made several), else the namespace's name.
+pub fn choose_account(
+    namespace: &str,
+    flag: Option<&str>,
+    group: Option<(&str, &str)>,
+    prepared: &[String],
+) -> Result<Account, Error> {
+    if let Some(sa) = flag {
+        return Ok(Account {
+            name: sa.to_owned(),
+            source: AccountSource::Flag,
+        });
+    }
+    if let Some((group, sa)) = group.filter(|(_, sa)| !sa.is_empty()) {
+        return Ok(Account {
+            name: sa.to_owned(),
+            source: AccountSource::WorkloadGroup(group.to_owned()),
+        });
+    }
+    match prepared {
+        [] => Ok(Account {
+            name: namespace.to_owned(),
+            source: AccountSource::NamespaceName,
+        }),
+        [one] => Ok(Account {
+            name: one.clone(),
+            source: AccountSource::Prepared,
+        }),
+        several if several.iter().any(|s| s == namespace) => Ok(Account {
+            name: namespace.to_owned(),
+            source: AccountSource::Prepared,
+        }),
+        several => {
+            let mut accounts = several.to_vec();
+            accounts.sort();
+            Err(Error::Ambiguous {
+                namespace: namespace.to_owned(),
+                accounts,
+            })
+        }
+    }
+}
+
+/// The ServiceAccounts prepare made in `namespace` (labelled managed-by=meshvm), sorted.
+pub async fn prepared_accounts(
+    conn: &Connection,
+    namespace: &str,
+) -> Result<Vec<String>, crate::kube::Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let list = crate::read::list_all(
+        conn,
+        &api,
+        Request::new("list", "serviceaccounts").ns(namespace),
+        &params,
+        |sa: ServiceAccount| sa.metadata.name,
+    )
+    .await?;
+    let mut names = list;
+    names.sort();
+    Ok(names)
+}
+
+/// The VM's ServiceAccount in `namespace` by the one rule ([`choose_account`]); lists the
+/// namespace's ServiceAccounts only when neither `-s` nor the group settles it.
+pub async fn service_account(
+    conn: &Connection,
+    namespace: &str,
+    flag: Option<&str>,
+    group: Option<(&str, &str)>,
+) -> Result<Account, Error> {
+    if flag.is_some() || group.is_some_and(|(_, sa)| !sa.is_empty()) {
+        return choose_account(namespace, flag, group, &[]);
+    }
+    let prepared = prepared_accounts(conn, namespace).await?;
+    choose_account(namespace, flag, group, &prepared)
+}
+
+/// The template ServiceAccount of a WorkloadGroup object (`""` when it names none).
+pub fn group_account(group: &DynamicObject) -> &str {
+    group
+        .data
+        .pointer("/spec/template/serviceAccount")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The line a verb prints on stderr when it works in `default` without anyone naming it and
+/// nothing meshvm made is there: which namespace, why, and the `-n` that names another.
+pub fn default_namespace_note(ns: &VerbNamespace) -> String {
+    format!(
+        "working in namespace {} ({}), where nothing meshvm made is: name the VM's namespace with -n NS",
+        ns.name,
+        ns.why()
+    )
+}
+
+/// Whether `namespace` holds anything meshvm made: the namespace labelled by prepare, a
+/// ServiceAccount prepare made, or a WorkloadGroup (where the cluster serves the kind).
+pub async fn holds_meshvm_objects(
+    conn: &Connection,
+    namespace: &str,
+) -> Result<bool, crate::kube::Error> {
+    let namespaces: Api<Namespace> = Api::all(conn.client.clone());
+    let ns = conn
+        .call(Request::new("get", "namespaces").name(namespace), || {
+            namespaces.get_opt(namespace)
+        })
+        .await?;
+    if ns.is_none() {
+        return Ok(false);
+    }
+    if is_managed(ns.as_ref().map(|n| &n.metadata)) {
+        return Ok(true);
+    }
+    if !prepared_accounts(conn, namespace).await?.is_empty() {
+        return Ok(true);
+    }
+    let Some(version) = IstioKind::WorkloadGroup.served_version(conn).await? else {
+        return Ok(false);
+    };
+    let groups: Api<DynamicObject> = Api::namespaced_with(
+        conn.client.clone(),
+        namespace,
+        &IstioKind::WorkloadGroup.resource(&version),
+    );
+    let params = ListParams::default().limit(1);
+    let found = conn
+        .call(
+            Request::new("list", IstioKind::WorkloadGroup.resource_name()).ns(namespace),
+            || groups.list(&params),
+        )
+        .await?;
+    Ok(!found.items.is_empty())
+}
+
+/// The note for `ns` when it deserves one ([`default_namespace_note`]): `None` when `-n` or the
+/// context named it, when it is not `default`, or when meshvm made something there.
+pub async fn note_for_namespace(
+    conn: &Connection,
+    ns: &VerbNamespace,
+) -> Result<Option<String>, crate::kube::Error> {
+    if !ns.is_implicit_default() || holds_meshvm_objects(conn, &ns.name).await? {
+        return Ok(None);
+    }
+    Ok(Some(default_namespace_note(ns)))
+}
+
+/// Whether object metadata carries prepare's managed-by label.
+pub fn is_managed(
+    meta: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+) -> bool {
+    meta.and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY_VALUE)
+}
+
+/// The command that prepares `namespace` for a VM running as `account`, as the hints print it:
+/// `kubectl meshvm prepare -n NS` (`-s SA` when the account is not the namespace's name, and
+/// `--workload-group G`, `--context C` when given).
+pub fn prepare_command(
+    namespace: &str,
+    account: &str,
+    workload_group: Option<&str>,
+    context: Option<&str>,
+) -> String {
+    let mut cmd = format!("kubectl meshvm prepare -n {namespace}");
+    if account != namespace {
+        let _ = write!(cmd, " -s {account}");
+    }
+    if let Some(g) = workload_group {
+        let _ = write!(cmd, " --workload-group {g}");
+    }
+    if let Some(c) = context {
+        let _ = write!(cmd, " --context {c}");
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::NamespaceSource;
+
+    #[test]
+    fn one_rule_for_the_account() {
+        let prepared = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let a = choose_account("expandvm", None, None, &[]).unwrap();
+        assert_eq!(
+            (a.name.as_str(), a.source),
+            ("expandvm", AccountSource::NamespaceName)
+        );
+        let a = choose_account("expandvm", None, None, &prepared(&["vm-sa"])).unwrap();
+        assert_eq!(
+            (a.name.as_str(), a.source),
+            ("vm-sa", AccountSource::Prepared)
+        );
+        let a = choose_account(
+            "expandvm",
+            Some("x"),
+            Some(("g", "y")),
+            &prepared(&["vm-sa"]),
+        )
+        .unwrap();
+        assert_eq!((a.name.as_str(), a.source), ("x", AccountSource::Flag));
+        let a = choose_account("vm", None, Some(("g", "y")), &prepared(&["vm-sa"])).unwrap();
+        assert_eq!(a.name, "y");
+        assert_eq!(a.source, AccountSource::WorkloadGroup("g".into()));
+        let a = choose_account("vm", None, Some(("g", "")), &[]).unwrap();
+        assert_eq!(a.name, "vm", "a group naming none falls through");
+        let a = choose_account("vm", None, None, &prepared(&["a", "vm"])).unwrap();
+        assert_eq!(a.name, "vm");
+        let e = choose_account("vm", None, None, &prepared(&["b", "a"])).unwrap_err();
+        assert!(e.to_string().contains("(a, b)"), "{e}");
+        assert!(crate::errors::Diagnose::hint(&e).unwrap().contains("-s a"));
+    }
+
+    #[test]
+    fn the_note_names_namespace_reason_and_flag() {
+        let ns = VerbNamespace {
+            name: "default".into(),
+            source: NamespaceSource::Default("kind".into()),
+        };
+        assert!(ns.is_implicit_default());
+        let note = default_namespace_note(&ns);
+        assert!(
+            note.contains("namespace default (kubectl's default: context kind sets no namespace)")
+                && note.contains("-n NS"),
+            "{note}"
+        );
+        assert!(!VerbNamespace::flag("default").is_implicit_default());
+    }
+
+    #[test]
+    fn prepare_command_carries_what_differs() {
+        assert_eq!(
+            prepare_command("expandvm", "expandvm", None, None),
+            "kubectl meshvm prepare -n expandvm"
+        );
+        assert_eq!(
+            prepare_command("vm", "vm-sa", Some("vm"), Some("east")),
+            "kubectl meshvm prepare -n vm -s vm-sa --workload-group vm --context east"
+        );
+    }
+}
