@@ -696,7 +696,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         for check in checks::ALL {
             let produced = match precondition(*check, snap) {
                 Some(skip) => vec![skip],
-                None => check.run(snap, &ctx),
+                None => checks::dedupe(check.run(snap, &ctx)),
             };
             for mut f in produced {
                 scope(&mut f, *check, snap, &ctx);
