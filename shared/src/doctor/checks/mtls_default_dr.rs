@@ -257,5 +257,25 @@ mod tests {
             .with("apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: legacy-db}\nspec: {selector: {app: db}, ports: [{port: 5432}]}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: db, namespace: istio-system}\nspec: {host: db.legacy-db.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}\n")
             .run(&MtlsDefaultDr);
         expect(&out, Pass, "disabled for the sidecar-less db");
+        // A plaintext rule that only its own namespace sees: the hint names it, not "add one".
+        let out = Fixture::legacy()
+            .with_default_dr()
+            .with("apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: legacy-db}\nspec: {selector: {app: db}, ports: [{port: 5432}]}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: db, namespace: legacy-db}\nspec: {host: db, exportTo: ['.'], trafficPolicy: {tls: {mode: DISABLE}}}\n")
+            .run(&MtlsDefaultDr);
+        assert_eq!(flagged(&out).len(), 1, "{out:#?}");
+        assert!(
+            out[0].hint.starts_with(
+                "DestinationRule legacy-db/db sends db.legacy-db.svc.cluster.local plaintext"
+            ) && out[0]
+                .hint
+                .contains("kubectl -n legacy-db patch destinationrule db --type=json"),
+            "{}",
+            out[0].hint
+        );
+        assert!(
+            !out[0].hint.contains("add a DestinationRule"),
+            "{}",
+            out[0].hint
+        );
     }
 }
