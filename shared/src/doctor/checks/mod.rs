@@ -143,6 +143,81 @@ pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
         .collect()
 }
 
+/// The `kubectl meshvm bundle` command that writes this bundle again, over the old one: its
+/// namespace, service account, Service and inbound ports as its cluster.env names them, into the
+/// same directory (or archive). Every token is real; nothing is a placeholder.
+pub fn rebundle_command(bundle: &crate::snapshot::VmBundle) -> String {
+    let env = bundle.cluster_env().unwrap_or_default();
+    let get = |k: &str| {
+        env.get(k)
+            .map(|v| v.trim_matches(|c| c == '\'' || c == '"'))
+            .filter(|v| !v.is_empty())
+    };
+    let mut cmd = String::from("kubectl meshvm bundle");
+    if let Some(ns) = get("ISTIO_NAMESPACE") {
+        cmd.push_str(&format!(" -n {ns}"));
+    }
+    if let Some(sa) = get("SERVICE_ACCOUNT").or_else(|| get("ISTIO_SERVICE_ACCOUNT")) {
+        cmd.push_str(&format!(" -s {sa}"));
+    }
+    if let Some(svc) = get("ISTIO_SERVICE") {
+        cmd.push_str(&format!(" --service {svc}"));
+    }
+    if let Some(ports) = get("ISTIO_INBOUND_PORTS").filter(|p| *p != "*") {
+        cmd.push_str(&format!(" --inbound-ports {ports}"));
+    }
+    let path = bundle.path.display().to_string();
+    match path
+        .strip_suffix(".tar.gz")
+        .or_else(|| path.strip_suffix(".tgz"))
+    {
+        Some(dir) => cmd.push_str(&format!(" -d {dir} --archive {path} --force")),
+        None => cmd.push_str(&format!(" -d {path} --force")),
+    }
+    cmd
+}
+
+/// ` --context NAME` when several clusters are checked (a hint then names its cluster), else empty.
+fn context_flag(snap: &Snapshot, ctx: &crate::doctor::CheckContext<'_>) -> String {
+    match &snap.context {
+        Some(c) if !ctx.others.is_empty() => format!(" --context {c}"),
+        _ => String::new(),
+    }
+}
+
+/// The command that plugs a CA from the user's CA directory (the one placeholder: `CA_DIR`):
+/// `kubectl meshvm prepare -n NS --ca-dir CA_DIR` for the namespace VMs live in (WorkloadGroups,
+/// WorkloadEntries, namespaces meshvm made, the bundle's), else the plain Secret.
+fn plug_ca_command(snap: &Snapshot, ctx: &crate::doctor::CheckContext<'_>) -> String {
+    let managed = |o: &&Obj| o.label("app.kubernetes.io/managed-by") == Some("meshvm");
+    let vm_ns = snap
+        .of(Kind::WorkloadGroup)
+        .iter()
+        .chain(snap.of(Kind::WorkloadEntry))
+        .map(|o| o.namespace().to_string())
+        .chain(
+            snap.of(Kind::Namespace)
+                .iter()
+                .filter(managed)
+                .map(|n| n.name().to_string()),
+        )
+        .chain(
+            snap.bundle
+                .as_ref()
+                .and_then(|b| b.cluster_env())
+                .and_then(|e| e.get("ISTIO_NAMESPACE").cloned()),
+        )
+        .find(|n| !n.is_empty() && *n != ctx.istio_ns);
+    let context = context_flag(snap, ctx);
+    match vm_ns {
+        Some(ns) => format!("kubectl meshvm prepare -n {ns} --ca-dir CA_DIR{context}"),
+        None => format!(
+            "kubectl create secret generic cacerts -n {}{context} --from-file=CA_DIR/ca-cert.pem --from-file=CA_DIR/ca-key.pem --from-file=CA_DIR/root-cert.pem --from-file=CA_DIR/cert-chain.pem",
+            ctx.istio_ns
+        ),
+    }
+}
+
 /// `findings`, or one `pass` with `message` when there are none.
 fn or_pass(id: &'static str, findings: Vec<Finding>, message: impl Into<String>) -> Vec<Finding> {
     if findings.is_empty() {
