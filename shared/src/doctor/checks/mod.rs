@@ -147,6 +147,7 @@ pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
 /// namespace, service account, Service and inbound ports as its cluster.env names them, into the
 /// same directory (or archive). Every token is real; nothing is a placeholder.
 pub fn rebundle_command(bundle: &crate::snapshot::VmBundle) -> String {
+    use std::fmt::Write as _;
     let env = bundle.cluster_env().unwrap_or_default();
     let get = |k: &str| {
         env.get(k)
@@ -155,24 +156,28 @@ pub fn rebundle_command(bundle: &crate::snapshot::VmBundle) -> String {
     };
     let mut cmd = String::from("kubectl meshvm bundle");
     if let Some(ns) = get("ISTIO_NAMESPACE") {
-        cmd.push_str(&format!(" -n {ns}"));
+        let _ = write!(cmd, " -n {ns}");
     }
     if let Some(sa) = get("SERVICE_ACCOUNT").or_else(|| get("ISTIO_SERVICE_ACCOUNT")) {
-        cmd.push_str(&format!(" -s {sa}"));
+        let _ = write!(cmd, " -s {sa}");
     }
     if let Some(svc) = get("ISTIO_SERVICE") {
-        cmd.push_str(&format!(" --service {svc}"));
+        let _ = write!(cmd, " --service {svc}");
     }
     if let Some(ports) = get("ISTIO_INBOUND_PORTS").filter(|p| *p != "*") {
-        cmd.push_str(&format!(" --inbound-ports {ports}"));
+        let _ = write!(cmd, " --inbound-ports {ports}");
     }
     let path = bundle.path.display().to_string();
     match path
         .strip_suffix(".tar.gz")
         .or_else(|| path.strip_suffix(".tgz"))
     {
-        Some(dir) => cmd.push_str(&format!(" -d {dir} --archive {path} --force")),
-        None => cmd.push_str(&format!(" -d {path} --force")),
+        Some(dir) => {
+            let _ = write!(cmd, " -d {dir} --archive {path} --force");
+        }
+        None => {
+            let _ = write!(cmd, " -d {path} --force");
+        }
     }
     cmd
 }
@@ -204,7 +209,7 @@ fn plug_ca_command(snap: &Snapshot, ctx: &crate::doctor::CheckContext<'_>) -> St
         .chain(
             snap.bundle
                 .as_ref()
-                .and_then(|b| b.cluster_env())
+                .and_then(crate::snapshot::VmBundle::cluster_env)
                 .and_then(|e| e.get("ISTIO_NAMESPACE").cloned()),
         )
         .find(|n| !n.is_empty() && *n != ctx.istio_ns);

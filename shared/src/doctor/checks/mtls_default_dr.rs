@@ -30,33 +30,30 @@ fn sidecarless_hint(ctx: &CheckContext, i: usize, host: &str, client: Option<&st
         || "clients in namespaces without a rule of their own".to_string(),
         |c| format!("clients in namespace {c}"),
     );
-    match existing {
-        Some((_, r)) => {
-            let change = if r.ns == svc_ns || r.ns == ctx.root_ns {
-                format!(
-                    "export it to every namespace (kubectl -n {} patch destinationrule {} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/spec/exportTo\"}}]')",
-                    r.ns,
-                    r.obj.name()
-                )
-            } else {
-                format!("move it to namespace {svc_ns}")
-            };
+    if let Some((_, r)) = existing {
+        let change = if r.ns == svc_ns || r.ns == ctx.root_ns {
             format!(
-                "{} sends {host} plaintext, but {who} do not use it: Pilot takes a rule from the client's own namespace, then from the Service's namespace ({svc_ns}) when exported to the client, then from {}; {change}, or sidecar-inject the Service's pods",
-                r.obj.reference(),
-                ctx.root_ns
+                "export it to every namespace (kubectl -n {} patch destinationrule {} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/spec/exportTo\"}}]')",
+                r.ns,
+                r.obj.name()
             )
-        }
-        None => {
-            let name = host.split('.').next().unwrap_or(host);
-            format!(
-                "send it plaintext with a DestinationRule in its namespace: kubectl apply -f - <<EOF\napiVersion: {}\nkind: DestinationRule\nmetadata: {{name: {name}-plaintext, namespace: {svc_ns}}}\nspec: {{host: {host}, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\nEOF\n(or sidecar-inject its pods)",
-                mesh.rules[i]
-                    .obj
-                    .str_at(&["apiVersion"])
-                    .unwrap_or("networking.istio.io/v1alpha3"),
-            )
-        }
+        } else {
+            format!("move it to namespace {svc_ns}")
+        };
+        format!(
+            "{} sends {host} plaintext, but {who} do not use it: Pilot takes a rule from the client's own namespace, then from the Service's namespace ({svc_ns}) when exported to the client, then from {}; {change}, or sidecar-inject the Service's pods",
+            r.obj.reference(),
+            ctx.root_ns
+        )
+    } else {
+        let name = host.split('.').next().unwrap_or(host);
+        format!(
+            "send it plaintext with a DestinationRule in its namespace: kubectl apply -f - <<EOF\napiVersion: {}\nkind: DestinationRule\nmetadata: {{name: {name}-plaintext, namespace: {svc_ns}}}\nspec: {{host: {host}, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\nEOF\n(or sidecar-inject its pods)",
+            mesh.rules[i]
+                .obj
+                .str_at(&["apiVersion"])
+                .unwrap_or("networking.istio.io/v1alpha3"),
+        )
     }
 }
 
