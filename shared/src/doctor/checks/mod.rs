@@ -568,6 +568,29 @@ mod tests {
     }
 
     #[test]
+    fn a_fix_hint_of_one_of_several_clusters_names_its_context() {
+        use crate::doctor::testutil::Fixture;
+        let mut west = Fixture::legacy().live().snapshot();
+        west.context = Some("west".into());
+        let out = Fixture::legacy().live().other(west).run(&MtlsDefaultDr);
+        assert!(
+            out[0]
+                .hint
+                .starts_with("`kubectl meshvm doctor --fix --context test` creates it"),
+            "{}",
+            out[0].hint
+        );
+        let out = Fixture::legacy().run(&MtlsDefaultDr);
+        assert!(
+            out[0]
+                .hint
+                .starts_with("`kubectl meshvm doctor --fix` creates it"),
+            "{}",
+            out[0].hint
+        );
+    }
+
+    #[test]
     fn list_truncates() {
         assert_eq!(list(&["a", "b", "c"], 2), "a, b (+1 more)");
         assert_eq!(list(&["a"], 2), "a");
