@@ -321,7 +321,7 @@ pub enum FailOn {
     bin_name = "kubectl meshvm doctor",
     version,
     about = "Pre-flight checks before STRICT mTLS: DestinationRules, PeerAuthentications, gateways, certificates, registered VMs",
-    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  helm template charts/app | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --yes"
+    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  kubectl get destinationrules -A -o yaml | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --dry-run=server\n  kubectl meshvm doctor --fix --yes"
 )]
 pub struct DoctorArgs {
     /// Check manifest files instead of a cluster (file, directory, or - for standard input; repeatable)
@@ -342,12 +342,12 @@ pub struct DoctorArgs {
     /// Exit 1 on failures only, or on warnings too
     #[arg(long, value_enum, default_value = "fail")]
     pub fail_on: FailOn,
-    /// Show, then apply after confirmation, only additive DestinationRules: the runbook's Gotchas (and the api-server rule Istio pairs with the mesh-wide one)
+    /// Show, then create after confirmation, only DestinationRules no object of that name holds: the runbook's Gotchas (and the api-server rule Istio pairs with the mesh-wide one)
     #[arg(long)]
     pub fix: bool,
-    /// Answer yes to the --fix confirmation
-    #[arg(short = 'y', long)]
-    pub yes: bool,
+    /// --fix's --dry-run (none, client, server) and --yes (answer the confirmation).
+    #[command(flatten)]
+    pub mutate: MutateArgs,
     /// Warn when a certificate expires within this many days
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub expiry_warning_days: u32,

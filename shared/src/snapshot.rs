@@ -284,7 +284,12 @@ impl Kind {
     /// Istio's own, so unrelated secret data is never held).
     fn keeps(self, name: &str) -> bool {
         match self {
-            Kind::Secret => name == istio::CACERTS_SECRET || name.starts_with("istio."),
+            // `istio-ca-secret`: the self-signed CA's root (doctor's bundle.certs compares with it).
+            Kind::Secret => {
+                name == istio::CACERTS_SECRET
+                    || name.starts_with("istio.")
+                    || name == "istio-ca-secret"
+            }
             // `prometheus`: the 1.4 addon's scrape config (mtls.metrics-scrape reads its jobs).
             Kind::ConfigMap => name.starts_with("istio") || name == "prometheus",
             Kind::Deployment => name.starts_with("istio"),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::CheckContext;
 use super::mesh::{DOMAIN, TlsMode, is_mesh_wide};
 use crate::istio::Era;
-use crate::plan::write::{Kind, Write};
+use crate::plan::write::{Kind, Same, Write};
 use crate::plan::{Action, Change, Plan};
 use crate::snapshot::{Kind as SnapKind, Obj, Snapshot};
 
@@ -209,10 +209,11 @@ pub fn plan(snap: &Snapshot, ctx: &CheckContext) -> Vec<Obj> {
     out
 }
 
-/// The rows `--fix` writes: one apply per rule, at the apiVersion it carries, one after another
-/// (so a failure part-way says exactly which were and were not written). Planned as creates:
-/// only rules no object of that name holds are proposed; the executor says so when one appeared
-/// meanwhile (updated or unchanged).
+/// The rows `--fix` writes: one create per rule, at the apiVersion it carries, one after another
+/// (so a failure part-way says exactly which were and were not written). Only rules no object of
+/// that name holds are proposed, and each is sent as a create (POST), so `--fix` never changes an
+/// object: one that appeared meanwhile with the same content reads "unchanged", one that differs
+/// stops the run naming it.
 pub fn rows(objs: &[Obj]) -> Plan {
     let mut plan = Plan::default();
     for obj in objs {
@@ -224,11 +225,33 @@ pub fn rows(objs: &[Obj]) -> Plan {
                 obj.name(),
             )
             .object(obj.value.clone())
-            .write(Write::apply(Kind::DestinationRule, obj.value.clone())),
+            .write(Write::create(Kind::DestinationRule, obj.value.clone()).same(Same::Contains)),
         );
     }
     plan.in_sequence();
     plan
+}
+
+/// `--fix --dry-run`: `client` sends nothing, `server` sends each create with `dryRun=All` (the
+/// API server validates and admits it, stores nothing); either way the table of what would be
+/// written goes to `err`, marked "(dry run)", and nothing is asked.
+pub async fn dry_run(
+    conn: &crate::kube::Connection,
+    objs: &[Obj],
+    mode: crate::flags::DryRun,
+    err: &mut impl std::io::Write,
+) -> Result<(), crate::plan::write::Error> {
+    let mut plan = rows(objs);
+    let result = crate::plan::write::execute(conn, &mut plan, mode).await;
+    let how = match mode {
+        crate::flags::DryRun::Server => {
+            "the API server validated each create (dryRun=All) and stored nothing"
+        }
+        _ => "nothing was sent",
+    };
+    let _ = writeln!(err, "--fix (dry run): {how}");
+    let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
+    result.map_err(|failure| failure.error)
 }
 
 /// Objects as a multi-document YAML stream (what `--fix` shows before applying).
@@ -334,7 +357,8 @@ mod tests {
         assert_eq!(plan.changes.len(), 3);
         for (i, row) in plan.changes.iter().enumerate() {
             let write = row.write.as_ref().unwrap();
-            assert_eq!(write.verb, crate::plan::write::Verb::Apply);
+            // A create, as the row says: --fix never changes an existing object.
+            assert_eq!(write.verb, crate::plan::write::Verb::Create);
             assert_eq!(write.resource.api_version(), "networking.istio.io/v1alpha3");
             assert_eq!(write.after, if i == 0 { vec![] } else { vec![i - 1] });
             assert_eq!(row.words(), "would create");

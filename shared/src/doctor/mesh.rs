@@ -934,6 +934,7 @@ impl<'a> Mesh<'a> {
             }
         }
 
+        let workloads = crate::doctor::checks::workloads::collect(snap);
         let mut dests = Vec::new();
         let mut dest_by_host = HashMap::new();
         for svc in snap.of(Kind::Service) {
@@ -942,7 +943,27 @@ impl<'a> Mesh<'a> {
             }
             let ns = svc.namespace();
             let selector = string_map(svc.at(&["spec", "selector"]));
-            let in_mesh = if injected.contains(ns) {
+            // An injected namespace puts a Service in the mesh unless every workload it selects
+            // opts out: the injector skips a pod annotated `sidecar.istio.io/inject: "false"`
+            // whatever its namespace says (istio/istio@1.4.2 pkg/kube/inject/inject.go:423-430;
+            // @1.22.0 the same function, label first, :196-240), and a live pod without
+            // istio-proxy has none. Such a Service (a database kept out of the mesh) takes no mTLS.
+            let selected: Vec<bool> = if selector.is_empty() {
+                Vec::new()
+            } else {
+                workloads
+                    .iter()
+                    .filter(|w| w.ns == ns && selects(&selector, &w.labels()))
+                    .map(|w| {
+                        !matches!(
+                            w.sidecar(snap, era),
+                            crate::doctor::checks::workloads::Sidecar::No(_)
+                        )
+                    })
+                    .collect()
+            };
+            let opted_out = !selected.is_empty() && selected.iter().all(|proxy| !proxy);
+            let in_mesh = if injected.contains(ns) && !opted_out {
                 Some("its namespace has sidecar injection on")
             } else if !selector.is_empty()
                 && pods_by_ns.get(ns).is_some_and(|pods| {

@@ -117,6 +117,8 @@ pub struct DoctorOptions {
     pub yes: bool,
     /// `-R`: read `-f` directories' subdirectories too.
     pub recursive: bool,
+    /// `--dry-run` of `--fix`.
+    pub dry_run: crate::flags::DryRun,
     /// Connection flags.
     pub kube: KubeArgs,
 }
@@ -153,6 +155,14 @@ impl DoctorOptions {
         } else {
             Source::Live(args.kube.context.clone())
         };
+        if args.mutate.dry_run.is_dry() && !args.fix {
+            return Err(UsageError::new(
+                "--dry-run goes with --fix (doctor writes nothing without it)",
+                Some(
+                    "run `kubectl meshvm doctor --fix --dry-run=server` to see what --fix would create",
+                ),
+            ));
+        }
         if args.fix {
             match &source {
                 Source::Files(_) => {
@@ -185,8 +195,9 @@ impl DoctorOptions {
             output: args.output,
             fail_on: args.fail_on,
             fix: args.fix,
-            yes: args.yes,
+            yes: args.mutate.yes,
             recursive: args.recursive,
+            dry_run: args.mutate.dry_run,
             kube: args.kube,
         })
     }
@@ -261,10 +272,14 @@ pub async fn run(
         } else {
             let _ = writeln!(
                 err,
-                "--fix: applies as meshvm (created when absent):\n---\n{}",
+                "--fix: creates as meshvm (each only while no object of its name exists):\n---\n{}",
                 fix::render_yaml(&planned)
             );
-            if crate::terminal::confirm(
+            if opts.dry_run.is_dry() {
+                fix::dry_run(conn, &planned, opts.dry_run, err)
+                    .await
+                    .map_err(fix_error)?;
+            } else if crate::terminal::confirm(
                 &format!(
                     "apply {} DestinationRule(s) to context {}",
                     planned.len(),
@@ -278,11 +293,7 @@ pub async fn run(
                     crate::plan::write::execute(conn, &mut plan, crate::flags::DryRun::None).await;
                 let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
                 if let Err(failure) = result {
-                    return Err(match failure.error {
-                        crate::plan::write::Error::Kube(e) => Error::Kube(*e),
-                        other @ (crate::plan::write::Error::Raced { .. }
-                        | crate::plan::write::Error::Invalid { .. }) => Error::Write(other),
-                    });
+                    return Err(fix_error(failure.error));
                 }
                 let bundle = snaps[0].bundle.take();
                 let spinner = crate::terminal::progress("reading the mesh again after --fix");
@@ -432,6 +443,15 @@ pub fn hint_for_context(hint: &str, context: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A `--fix` write's failure as doctor's error.
+fn fix_error(error: crate::plan::write::Error) -> Error {
+    match error {
+        crate::plan::write::Error::Kube(e) => Error::Kube(*e),
+        other @ (crate::plan::write::Error::Raced { .. }
+        | crate::plan::write::Error::Invalid { .. }) => Error::Write(other),
+    }
 }
 
 /// How bad a finding is.
@@ -887,7 +907,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             }
             let produced = match precondition(*check, snap) {
                 Some(skip) => vec![skip],
-                None => check.run(snap, &ctx),
+                None => checks::dedupe(check.run(snap, &ctx)),
             };
             for mut f in produced {
                 scope(&mut f, *check, snap, &ctx);

@@ -182,6 +182,7 @@ spec:
 #[derive(Default)]
 pub(crate) struct Fixture {
     yaml: Vec<String>,
+    live: bool,
     bundle: Option<VmBundle>,
     opts: CheckOptions,
     others: Vec<Snapshot>,
@@ -265,6 +266,11 @@ impl Fixture {
         });
         self
     }
+    /// Judge the objects as read from a live cluster (context `test`), not from manifests.
+    pub(crate) fn live(mut self) -> Self {
+        self.live = true;
+        self
+    }
     /// Another cluster (for cross-context checks).
     pub(crate) fn other(mut self, snap: Snapshot) -> Self {
         self.others.push(snap);
@@ -275,6 +281,17 @@ impl Fixture {
         let text = self.yaml.join("\n---\n");
         let mut snap = Snapshot::from_yaml(&text).expect("fixture YAML parses");
         snap.bundle.clone_from(&self.bundle);
+        if self.live {
+            snap.source = crate::snapshot::SourceKind::Live;
+            // A live read lists every kind (an empty list is an answer too).
+            snap.known.extend([
+                crate::snapshot::Kind::Namespace,
+                crate::snapshot::Kind::ServiceAccount,
+                crate::snapshot::Kind::Secret,
+                crate::snapshot::Kind::ConfigMap,
+            ]);
+            snap.context = Some("test".into());
+        }
         snap
     }
     /// Run one check.

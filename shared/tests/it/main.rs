@@ -4,6 +4,7 @@ mod bundle_install;
 mod bundle_sim;
 mod connect;
 mod doctor_conformance;
+mod doctor_fix;
 mod layers;
 mod parsers_prop;
 mod reads;

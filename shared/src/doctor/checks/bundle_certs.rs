@@ -9,7 +9,7 @@ use super::{or_pass, system_time};
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::Era;
 use crate::pki;
-use crate::snapshot::{Kind, Snapshot, VmBundle};
+use crate::snapshot::{Kind, Snapshot, SourceKind, VmBundle};
 
 /// Legacy: judges root-cert.pem, cert-chain.pem and key.pem with [`pki::check_workload`] (chain to
 /// the root, key matches, validity, SAN = cluster.env's namespace and service account).
@@ -59,9 +59,10 @@ fn legacy(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) 
                     pki::CertSeverity::Error => Finding::fail(ID, f.to_string()),
                     pki::CertSeverity::Warning => Finding::warn(ID, f.to_string()),
                 };
-                base.object(object).hint(
-                    "re-create the bundle with `kubectl meshvm bundle` (it fetches a fresh istio.<sa> secret)",
-                )
+                base.object(object).hint(format!(
+                    "re-create the bundle (it fetches a fresh istio.<sa> secret): {}",
+                    super::rebundle_command(bundle)
+                ))
             })
             .collect();
     // The legacy cluster.env names no service account: compare at least the namespace.
@@ -78,10 +79,21 @@ fn legacy(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) 
                 ),
             )
             .object(object)
-            .hint("re-create the bundle for the VM's namespace with `kubectl meshvm bundle`"),
+            .hint(format!(
+                "re-create the bundle for the VM's namespace: {}",
+                super::rebundle_command(bundle)
+            )),
         );
     }
-    out.extend(root_cross_check(snap, ctx, &root.data, object));
+    out.extend(root_cross_check(
+        snap,
+        ctx,
+        Era::Legacy,
+        ns,
+        bundle,
+        &root.data,
+        object,
+    ));
     let checked = if expected.is_some() {
         "chain, key, validity and SAN"
     } else {
@@ -91,7 +103,7 @@ fn legacy(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) 
 }
 
 /// The SPIFFE identity of the first certificate in a PEM chain.
-fn leaf_spiffe_id(pem: &[u8]) -> Option<pki::SpiffeId> {
+pub(super) fn leaf_spiffe_id(pem: &[u8]) -> Option<pki::SpiffeId> {
     let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
     let cert = block.parse_x509().ok()?;
     let san = cert.subject_alternative_name().ok()??;
@@ -101,34 +113,109 @@ fn leaf_spiffe_id(pem: &[u8]) -> Option<pki::SpiffeId> {
     })
 }
 
-/// With a cluster to compare: the bundle's root must be one the cluster's CA signs under.
+/// Citadel's/istiod's self-signed CA keeps its root as `ca-cert.pem` of this Secret in the Istio
+/// namespace (istio/istio@1.4.2 security/pkg/pki/ca/ca.go:45-49,169; @1.22.0 the same file
+/// :44-48,217).
+pub(super) const SELF_SIGNED_CA_SECRET: &str = "istio-ca-secret";
+/// The type of the `istio.<sa>` Secrets Citadel writes (1.4.2
+/// security/pkg/k8s/controller/workloadsecret.go:44).
+const ISTIO_SECRET_TYPE: &str = "istio.io/key-and-cert";
+
+/// The root the cluster's CA signs with today, and the object it was read from. Not `cacerts`
+/// first: Citadel reads `cacerts` only when it starts, and without it signs under its self-signed
+/// root — so the root is taken from what the CA itself publishes.
+/// - legacy: the `root-cert.pem` Citadel writes into every `istio.<sa>` Secret (its current root,
+///   workloadsecret.go@1.4.2:338-342, rewritten on refresh :597), the bundle's namespace first;
+///   else `istio-ca-secret`'s `ca-cert.pem` (self-signed); else `cacerts` (Citadel not yet run).
+/// - modern: the `istio-ca-root-cert` ConfigMap istiod writes into each namespace
+///   (pilot/pkg/serviceregistry/kube/controller/namespacecontroller.go@1.22.0:36), the bundle's
+///   namespace first; else `cacerts`; else `istio-ca-secret`.
+fn signing_root(
+    snap: &Snapshot,
+    ctx: &CheckContext,
+    era: Era,
+    bundle_ns: Option<&str>,
+) -> Option<(String, Vec<u8>)> {
+    let read = |o: &crate::snapshot::Obj, key: &str| o.data(key).map(|d| (o.reference(), d));
+    let first_in = |objs: Vec<&crate::snapshot::Obj>, key: &str| {
+        objs.iter()
+            .find(|o| Some(o.namespace()) == bundle_ns)
+            .or_else(|| objs.iter().find(|o| o.namespace() == ctx.istio_ns))
+            .or_else(|| objs.first())
+            .and_then(|o| read(o, key))
+    };
+    let cacerts = || {
+        snap.get(Kind::Secret, &ctx.istio_ns, crate::istio::CACERTS_SECRET)
+            .and_then(|o| read(o, pki::ROOT_CERT))
+    };
+    let self_signed = || {
+        snap.get(Kind::Secret, &ctx.istio_ns, SELF_SIGNED_CA_SECRET)
+            .and_then(|o| read(o, "ca-cert.pem"))
+    };
+    match era {
+        Era::Legacy => {
+            let issued: Vec<&crate::snapshot::Obj> = snap
+                .of(Kind::Secret)
+                .iter()
+                .filter(|s| {
+                    s.name().starts_with("istio.")
+                        && s.str_at(&["type"]) == Some(ISTIO_SECRET_TYPE)
+                        && s.data(pki::ROOT_CERT).is_some()
+                })
+                .collect();
+            first_in(issued, pki::ROOT_CERT)
+                .or_else(self_signed)
+                .or_else(cacerts)
+        }
+        Era::Modern => {
+            let maps: Vec<&crate::snapshot::Obj> = snap
+                .of(Kind::ConfigMap)
+                .iter()
+                .filter(|c| c.name() == crate::istio::ROOT_CERT_CONFIGMAP)
+                .collect();
+            first_in(maps, pki::ROOT_CERT)
+                .or_else(cacerts)
+                .or_else(self_signed)
+        }
+    }
+}
+
+/// With a cluster to compare: the bundle's root must be the root the cluster's CA signs with.
 fn root_cross_check(
     snap: &Snapshot,
     ctx: &CheckContext,
+    era: Era,
+    bundle_ns: Option<&str>,
+    bundle: &VmBundle,
     bundle_root: &[u8],
     object: &str,
 ) -> Option<Finding> {
-    let cluster_root = snap
-        .get(Kind::Secret, &ctx.istio_ns, crate::istio::CACERTS_SECRET)
-        .or_else(|| {
-            snap.get(
-                Kind::ConfigMap,
-                &ctx.istio_ns,
-                crate::istio::ROOT_CERT_CONFIGMAP,
+    let Some((source, cluster_root)) = signing_root(snap, ctx, era, bundle_ns) else {
+        // A live cluster shows its CA's root somewhere; finding none is worth saying.
+        return (snap.source == SourceKind::Live).then(|| {
+            Finding::warn(
+                ID,
+                format!(
+                    "cannot compare root-cert.pem with the cluster's: no istio.<sa> Secret, istio-ca-root-cert ConfigMap, {SELF_SIGNED_CA_SECRET} or cacerts in {} could be read",
+                    ctx.istio_ns
+                ),
             )
-        })
-        .and_then(|o| o.data(pki::ROOT_CERT).map(|d| (o.reference(), d)))?;
-    let cmp = pki::compare_roots(bundle_root, &cluster_root.1).ok()?;
+            .object(object)
+        });
+    };
+    let cmp = pki::compare_roots(bundle_root, &cluster_root).ok()?;
     (!cmp.overlap()).then(|| {
         Finding::fail(
             ID,
             format!(
-                "root-cert.pem shares no root with {}: the VM would trust another CA than the cluster's",
-                cluster_root.0
+                "root-cert.pem is not the root the cluster signs with (read from {source}): the VM would trust another CA than its peers, and they would reject its certificate"
             ),
         )
         .object(object)
-        .hint("re-create the bundle against this cluster with `kubectl meshvm bundle`")
+        .hint(format!(
+            "re-create the bundle against this cluster: {}",
+            super::rebundle_command(bundle)
+        ))
     })
 }
 
@@ -145,7 +232,10 @@ fn modern(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) 
                 Err(problem) => out.push(
                     Finding::fail(ID, format!("istio-token {problem}"))
                         .object(object)
-                        .hint("re-create the bundle: `kubectl meshvm bundle` requests a token for audience istio-ca"),
+                        .hint(format!(
+                            "re-create the bundle (it requests a token for audience istio-ca): {}",
+                            super::rebundle_command(bundle)
+                        )),
                 ),
                 Ok(claims) => {
                     if let Some(exp) = claims.get("exp").and_then(Value::as_i64)
@@ -166,7 +256,7 @@ fn modern(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) 
                         out.push(
                             Finding::fail(ID, format!("istio-token audience is {aud:?}, not istio-ca: istiod rejects it"))
                                 .object(object)
-                                .hint("request the token with --audience istio-ca (`kubectl meshvm bundle` does)"),
+                                .hint(format!("re-create the bundle (it requests the token for audience istio-ca): {}", super::rebundle_command(bundle))),
                         );
                     }
                 }
@@ -183,7 +273,20 @@ fn modern(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) 
                         .hint("copy root-cert.pem from the istio-ca-root-cert ConfigMap"),
                 );
             } else {
-                out.extend(root_cross_check(snap, ctx, &root.data, object));
+                let env = bundle.cluster_env().unwrap_or_default();
+                let ns = env
+                    .get("ISTIO_NAMESPACE")
+                    .map(String::as_str)
+                    .filter(|s| !s.is_empty());
+                out.extend(root_cross_check(
+                    snap,
+                    ctx,
+                    Era::Modern,
+                    ns,
+                    bundle,
+                    &root.data,
+                    object,
+                ));
             }
         }
     }
@@ -245,7 +348,7 @@ impl Check for BundleCerts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Severity::{Fail, Pass, Skip};
+    use crate::doctor::Severity::{Fail, Pass, Skip, Warn};
     use crate::doctor::testutil::{Fixture, NOW, expect};
 
     fn sample(name: &str) -> Vec<u8> {
@@ -382,5 +485,83 @@ mod tests {
             "bundle root is not the cluster's",
         );
         expect(&Fixture::modern().run(&BundleCerts), Skip, "no bundle");
+    }
+
+    /// Legacy without `cacerts`: Citadel signs with its self-signed root, which it publishes in
+    /// every `istio.<sa>` Secret (and keeps in `istio-ca-secret`): a bundle under another root fails.
+    #[test]
+    fn legacy_root_is_the_one_citadel_signs_with() {
+        let chain = sample("workload-foo-cert.pem");
+        let env = "ISTIO_NAMESPACE=foo\nSERVICE_ACCOUNT=foo\n";
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        let issued = |root: &[u8]| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: istio.default, namespace: foo}}\ntype: istio.io/key-and-cert\ndata: {{root-cert.pem: {}}}\n",
+                b64(root)
+            )
+        };
+        let self_signed = |root: &[u8]| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: istio-ca-secret, namespace: istio-system}}\ntype: istio.io/ca-root\ndata: {{ca-cert.pem: {}}}\n",
+                b64(root)
+            )
+        };
+        let build = |cluster: &str| {
+            let files: Vec<(&str, Vec<u8>, u32)> = vec![
+                ("root-cert.pem", sample("root-cert.pem"), 0o644),
+                ("cert-chain.pem", chain.clone(), 0o644),
+                ("key.pem", sample("workload-foo-key.pem"), 0o600),
+                ("cluster.env", env.as_bytes().to_vec(), 0o644),
+            ];
+            let refs: Vec<(&str, &[u8], u32)> = files
+                .iter()
+                .map(|(n, d, m)| (*n, d.as_slice(), *m))
+                .collect();
+            Fixture::legacy().with(cluster).live().bundle(&refs)
+        };
+        let root = sample("root-cert.pem");
+        let other = sample("ca-cert.pem");
+        expect(
+            &build(&issued(&root)).run(&BundleCerts),
+            Pass,
+            "Citadel issues under the bundle's root",
+        );
+        let out = build(&issued(&other)).run(&BundleCerts);
+        expect(&out, Fail, "Citadel issues under another root, no cacerts");
+        assert!(
+            out[0].message.contains(
+                "not the root the cluster signs with (read from Secret foo/istio.default)"
+            ),
+            "{out:#?}"
+        );
+        assert!(
+            out[0]
+                .hint
+                .contains("kubectl meshvm bundle -n foo -s foo -d bundle --force"),
+            "{out:#?}"
+        );
+        expect(
+            &build(&self_signed(&other)).run(&BundleCerts),
+            Fail,
+            "self-signed Citadel, no istio.* yet",
+        );
+        expect(
+            &build(&self_signed(&root)).run(&BundleCerts),
+            Pass,
+            "self-signed Citadel under the bundle's root",
+        );
+        // cacerts holding the bundle's root does not help while Citadel still signs with another.
+        let plugged = format!(
+            "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cacerts, namespace: istio-system}}\ndata: {{root-cert.pem: {}}}\n",
+            issued(&other),
+            b64(&root)
+        );
+        expect(
+            &build(&plugged).run(&BundleCerts),
+            Fail,
+            "cacerts not loaded yet",
+        );
+        let out = build("").run(&BundleCerts);
+        expect(&out, Warn, "a live cluster without any root");
     }
 }

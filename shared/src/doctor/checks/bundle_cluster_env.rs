@@ -107,7 +107,8 @@ impl Check for BundleClusterEnv {
                 .object(object.clone())
                 .hint(hint.to_string())
         };
-        let regen = "re-create the bundle with `kubectl meshvm bundle`";
+        let regen_text = format!("re-create the bundle: {}", super::rebundle_command(bundle));
+        let regen = regen_text.as_str();
         let mut out = Vec::new();
         let entries = parse_env(&text);
         for (key, value, line) in &entries {
@@ -217,6 +218,7 @@ impl Check for BundleClusterEnv {
         {
             out.push(finding);
         }
+        out.extend(identity_in_cluster(snap, bundle, &entries, &object));
         or_pass(
             ID,
             out,
@@ -270,6 +272,75 @@ fn inbound_ports_vs_group<'a>(
             join(&group_ports)
         )),
     )
+}
+
+/// With a live cluster: the bundle's namespace and ServiceAccount (cluster.env's, else the
+/// certificate's SAN) must exist there, or the VM's identity belongs to nothing — with the
+/// command that makes them.
+fn identity_in_cluster(
+    snap: &Snapshot,
+    bundle: &crate::snapshot::VmBundle,
+    entries: &[(String, String, usize)],
+    object: &str,
+) -> Vec<Finding> {
+    if snap.source != crate::snapshot::SourceKind::Live
+        || !snap.knows(Kind::Namespace)
+        || !snap.knows(Kind::ServiceAccount)
+    {
+        return Vec::new();
+    }
+    let get = |k: &str| {
+        entries
+            .iter()
+            .rev()
+            .find(|(key, ..)| key == k)
+            .map(|(_, v, _)| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let san = bundle
+        .file("cert-chain.pem")
+        .and_then(|c| super::bundle_certs::leaf_spiffe_id(&c.data));
+    let Some(ns) = get("ISTIO_NAMESPACE").or_else(|| san.as_ref().map(|id| id.namespace.clone()))
+    else {
+        return Vec::new();
+    };
+    let sa = get("SERVICE_ACCOUNT")
+        .or_else(|| get("ISTIO_SERVICE_ACCOUNT"))
+        .or_else(|| san.as_ref().map(|id| id.service_account.clone()));
+    let context = snap
+        .context
+        .as_deref()
+        .map(|c| format!(" --context {c}"))
+        .unwrap_or_default();
+    if snap.get(Kind::Namespace, "", &ns).is_none() {
+        return vec![
+            Finding::fail(
+                ID,
+                format!("the bundle's namespace {ns} does not exist in this cluster: the VM's identity belongs to nothing there"),
+            )
+            .object(object)
+            .hint(format!("kubectl meshvm prepare -n {ns}{context}, then re-create the bundle")),
+        ];
+    }
+    match sa {
+        Some(sa) if snap.get(Kind::ServiceAccount, &ns, &sa).is_none() => {
+            // prepare makes the ServiceAccount named after the namespace; another one is the user's.
+            let fix = if sa == ns {
+                format!("kubectl meshvm prepare -n {ns}{context}")
+            } else {
+                format!("kubectl create serviceaccount {sa} -n {ns}{context}")
+            };
+            vec![
+                Finding::fail(
+                    ID,
+                    format!("the bundle's ServiceAccount {ns}/{sa} does not exist in this cluster: istiod/Citadel will not issue certificates for it"),
+                )
+                .object(object)
+                .hint(fix),
+            ]
+        }
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -350,6 +421,51 @@ mod tests {
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&BundleClusterEnv), severity, case);
         }
+    }
+
+    #[test]
+    fn the_bundles_namespace_and_service_account_must_exist_in_the_cluster() {
+        let env = "ISTIO_NAMESPACE=expandvm\nSERVICE_ACCOUNT=expandvm\nISTIO_SERVICE_CIDR=*\nISTIO_INBOUND_PORTS=80\n";
+        let bundle = |f: Fixture| {
+            f.bundle(&[
+                ("cluster.env", env.as_bytes(), 0o644),
+                ("istio-token", b"t", 0o600),
+            ])
+        };
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: expandvm}\n";
+        let sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: expandvm, namespace: expandvm}\n";
+        let out = bundle(Fixture::modern().with(ns).with(sa).live()).run(&BundleClusterEnv);
+        expect(&out, Pass, "both exist");
+        let out = bundle(Fixture::modern().with(ns).live()).run(&BundleClusterEnv);
+        expect(&out, Fail, "no ServiceAccount");
+        assert!(
+            out[0]
+                .message
+                .contains("ServiceAccount expandvm/expandvm does not exist"),
+            "{out:#?}"
+        );
+        assert_eq!(
+            out[0].hint,
+            "kubectl meshvm prepare -n expandvm --context test"
+        );
+        let out = bundle(Fixture::modern().live()).run(&BundleClusterEnv);
+        expect(&out, Fail, "no namespace");
+        assert!(
+            out[0].message.contains("namespace expandvm does not exist"),
+            "{out:#?}"
+        );
+        assert!(
+            out[0]
+                .hint
+                .starts_with("kubectl meshvm prepare -n expandvm --context test"),
+            "{out:#?}"
+        );
+        // Manifests may leave namespaces out: judged only against a live cluster.
+        expect(
+            &bundle(Fixture::modern()).run(&BundleClusterEnv),
+            Pass,
+            "-f",
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Check for BundleFiles {
             return vec![
                 Finding::fail(ID, "cannot tell the bundle's era: it has neither key.pem/cert-chain.pem (legacy) nor istio-token/mesh.yaml (modern)")
                     .object(object)
-                    .hint("re-create it with `kubectl meshvm bundle`"),
+                    .hint(format!("re-create the bundle: {}", super::rebundle_command(bundle))),
             ];
         };
         let mut out = Vec::new();
@@ -53,7 +53,10 @@ impl Check for BundleFiles {
                     format!("the bundle is for a {b} mesh but the cluster is {c}"),
                 )
                 .object(object.clone())
-                .hint("re-create the bundle against this cluster with `kubectl meshvm bundle`"),
+                .hint(format!(
+                    "re-create the bundle: {}",
+                    super::rebundle_command(bundle)
+                )),
             );
         }
         let needed: Vec<&str> = vmfiles::required(era).map(|f| f.name).collect();
@@ -66,7 +69,10 @@ impl Check for BundleFiles {
             out.push(
                 Finding::fail(ID, format!("{era} bundle lacks {}", missing.join(", ")))
                     .object(object.clone())
-                    .hint("re-create it with `kubectl meshvm bundle`"),
+                    .hint(format!(
+                        "re-create the bundle: {}",
+                        super::rebundle_command(bundle)
+                    )),
             );
         }
         let empty: Vec<&str> = needed
@@ -89,7 +95,10 @@ impl Check for BundleFiles {
                     ),
                 )
                 .object(object.clone())
-                .hint("re-create it with `kubectl meshvm bundle`"),
+                .hint(format!(
+                    "re-create the bundle: {}",
+                    super::rebundle_command(bundle)
+                )),
             );
         }
         for name in vmfiles::FILES.iter().filter(|f| f.secret).map(|f| f.name) {

@@ -83,7 +83,7 @@ impl Check for BundleHosts {
             out.push(
                 Finding::fail(ID, format!("hosts has no control-plane line ({names}): the VM cannot resolve its control plane"))
                     .object(object.clone())
-                    .hint("re-create the bundle with `kubectl meshvm bundle`"),
+                    .hint(format!("re-create the bundle: {}", super::rebundle_command(bundle))),
             );
         }
         let gateway_ips = snap
@@ -101,7 +101,7 @@ impl Check for BundleHosts {
                 out.push(
                     Finding::fail(ID, format!("hosts maps {} but the gateway's address is now {}", stale.join(", "), gateway_ips.join(", ")))
                         .object(object.clone())
-                        .hint("re-create the bundle (or fix /etc/hosts on the VM) with the gateway's current IP"),
+                        .hint(format!("re-create the bundle with the gateway's current IP (or fix /etc/hosts on the VM): {}", super::rebundle_command(bundle))),
                 );
             }
             if let Some(gwip) = bundle.text("gwip.txt").map(|t| t.trim().to_string())
@@ -117,7 +117,10 @@ impl Check for BundleHosts {
                         ),
                     )
                     .object(object.clone())
-                    .hint("re-create the bundle with `kubectl meshvm bundle`"),
+                    .hint(format!(
+                        "re-create the bundle: {}",
+                        super::rebundle_command(bundle)
+                    )),
                 );
             }
         }

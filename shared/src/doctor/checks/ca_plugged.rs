@@ -28,10 +28,7 @@ impl Check for CaPlugged {
         if let Some(skip) = need(ID, snap, &[Kind::Secret]) {
             return skip;
         }
-        let hint = format!(
-            "plug in a shared CA: `kubectl meshvm prepare --ca-dir DIR`, or kubectl create secret generic cacerts -n {} --from-file=ca-cert.pem --from-file=ca-key.pem --from-file=root-cert.pem --from-file=cert-chain.pem",
-            ctx.istio_ns
-        );
+        let hint = format!("plug in a shared CA: {}", super::plug_ca_command(snap, ctx));
         let Some(secret) = snap.get(Kind::Secret, &ctx.istio_ns, CACERTS_SECRET) else {
             return vec![
                 Finding::warn(
@@ -105,5 +102,24 @@ mod tests {
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&CaPlugged), severity, case);
         }
+    }
+
+    #[test]
+    fn hint_is_a_command_for_the_vm_namespace_with_ca_dir_the_only_placeholder() {
+        let other = "apiVersion: v1\nkind: Secret\nmetadata: {name: istio.default, namespace: default}\ndata: {}\n";
+        let out = Fixture::legacy()
+            .with(other)
+            .with("apiVersion: networking.istio.io/v1alpha3\nkind: WorkloadEntry\nmetadata: {name: vm1, namespace: expandvm}\nspec: {address: 10.0.0.5}\n")
+            .run(&CaPlugged);
+        assert_eq!(
+            out[0].hint,
+            "plug in a shared CA: kubectl meshvm prepare -n expandvm --ca-dir CA_DIR"
+        );
+        let out = Fixture::legacy().with(other).run(&CaPlugged);
+        assert!(
+            out[0].hint.ends_with("kubectl create secret generic cacerts -n istio-system --from-file=CA_DIR/ca-cert.pem --from-file=CA_DIR/ca-key.pem --from-file=CA_DIR/root-cert.pem --from-file=CA_DIR/cert-chain.pem"),
+            "{}",
+            out[0].hint
+        );
     }
 }

@@ -179,7 +179,7 @@ impl Check for CaRootConsistent {
                             ),
                         )
                         .object(obj.reference())
-                        .hint("plug the same root into every cluster's cacerts (`kubectl meshvm prepare --ca-dir` with one shared root)"),
+                        .hint(format!("plug the same root into every cluster's cacerts, in this one with: {}", super::plug_ca_command(snap, ctx))),
                     );
                 }
             }

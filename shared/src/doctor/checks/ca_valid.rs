@@ -46,7 +46,10 @@ impl Check for CaValid {
         let material = match pki::CaMaterial::from_secret_data(&name, &data) {
             Ok(m) => m,
             Err(e) => {
-                return vec![Finding::fail(ID, e.to_string()).on(secret).hint("recreate cacerts from a CA directory `kubectl meshvm prepare --ca-dir` accepts")];
+                return vec![Finding::fail(ID, e.to_string()).on(secret).hint(format!(
+                    "recreate cacerts from a CA directory: {}",
+                    super::plug_ca_command(snap, ctx)
+                ))];
             }
         };
         let warn_within = Duration::from_secs(ctx.expiry_warn_secs.max(0) as u64);

@@ -84,6 +84,145 @@ pub fn by_id(id: &str) -> Option<&'static dyn Check> {
     ALL.iter().copied().find(|c| c.id() == id)
 }
 
+/// One finding per `(check, object)`: several warn/fail findings of one check about the same
+/// object (one bad rule seen per port, subset or client) become one — the worst severity, its
+/// first hint alone, the other messages appended, namespaces joined, the earliest breakage.
+/// Findings that name no object, passes and skips are kept as they are.
+pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
+    use crate::doctor::Severity;
+    let bad = |s: Severity| matches!(s, Severity::Warn | Severity::Fail);
+    // Each kept finding with the messages merged into it.
+    let mut out: Vec<(Finding, Vec<String>)> = Vec::with_capacity(findings.len());
+    for f in findings {
+        let same = out.iter_mut().find(|(o, _)| {
+            bad(f.severity)
+                && bad(o.severity)
+                && !f.object.is_empty()
+                && o.check == f.check
+                && o.object == f.object
+                && o.context == f.context
+        });
+        let Some((kept, others)) = same else {
+            out.push((f, Vec::new()));
+            continue;
+        };
+        let (mut first, second) = if f.severity > kept.severity {
+            (f, std::mem::take(kept))
+        } else {
+            (std::mem::take(kept), f)
+        };
+        if first.hint.is_empty() {
+            first.hint = second.hint;
+        }
+        first.breaks = match (first.breaks, second.breaks) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        first.origin = first.origin.or(second.origin);
+        if second.message != first.message && !others.contains(&second.message) {
+            others.push(second.message);
+        }
+        *kept = first.namespaces(second.namespaces);
+    }
+    out.into_iter()
+        .map(|(mut f, others)| {
+            match others.len() {
+                0 => {}
+                1 => f.message = format!("{}; also: {}", f.message, others[0]),
+                n => {
+                    f.message = format!(
+                        "{}; also: {} (and {} more like it)",
+                        f.message,
+                        others[0],
+                        n - 1
+                    );
+                }
+            }
+            f
+        })
+        .collect()
+}
+
+/// The `kubectl meshvm bundle` command that writes this bundle again, over the old one: its
+/// namespace, service account, Service and inbound ports as its cluster.env names them, into the
+/// same directory (or archive). Every token is real; nothing is a placeholder.
+pub fn rebundle_command(bundle: &crate::snapshot::VmBundle) -> String {
+    use std::fmt::Write as _;
+    let env = bundle.cluster_env().unwrap_or_default();
+    let get = |k: &str| {
+        env.get(k)
+            .map(|v| v.trim_matches(|c| c == '\'' || c == '"'))
+            .filter(|v| !v.is_empty())
+    };
+    let mut cmd = String::from("kubectl meshvm bundle");
+    if let Some(ns) = get("ISTIO_NAMESPACE") {
+        let _ = write!(cmd, " -n {ns}");
+    }
+    if let Some(sa) = get("SERVICE_ACCOUNT").or_else(|| get("ISTIO_SERVICE_ACCOUNT")) {
+        let _ = write!(cmd, " -s {sa}");
+    }
+    if let Some(svc) = get("ISTIO_SERVICE") {
+        let _ = write!(cmd, " --service {svc}");
+    }
+    if let Some(ports) = get("ISTIO_INBOUND_PORTS").filter(|p| *p != "*") {
+        let _ = write!(cmd, " --inbound-ports {ports}");
+    }
+    let path = bundle.path.display().to_string();
+    match path
+        .strip_suffix(".tar.gz")
+        .or_else(|| path.strip_suffix(".tgz"))
+    {
+        Some(dir) => {
+            let _ = write!(cmd, " -d {dir} --archive {path} --force");
+        }
+        None => {
+            let _ = write!(cmd, " -d {path} --force");
+        }
+    }
+    cmd
+}
+
+/// ` --context NAME` when several clusters are checked (a hint then names its cluster), else empty.
+fn context_flag(snap: &Snapshot, ctx: &crate::doctor::CheckContext<'_>) -> String {
+    match &snap.context {
+        Some(c) if !ctx.others.is_empty() => format!(" --context {c}"),
+        _ => String::new(),
+    }
+}
+
+/// The command that plugs a CA from the user's CA directory (the one placeholder: `CA_DIR`):
+/// `kubectl meshvm prepare -n NS --ca-dir CA_DIR` for the namespace VMs live in (WorkloadGroups,
+/// WorkloadEntries, namespaces meshvm made, the bundle's), else the plain Secret.
+fn plug_ca_command(snap: &Snapshot, ctx: &crate::doctor::CheckContext<'_>) -> String {
+    let managed = |o: &&Obj| o.label("app.kubernetes.io/managed-by") == Some("meshvm");
+    let vm_ns = snap
+        .of(Kind::WorkloadGroup)
+        .iter()
+        .chain(snap.of(Kind::WorkloadEntry))
+        .map(|o| o.namespace().to_string())
+        .chain(
+            snap.of(Kind::Namespace)
+                .iter()
+                .filter(managed)
+                .map(|n| n.name().to_string()),
+        )
+        .chain(
+            snap.bundle
+                .as_ref()
+                .and_then(crate::snapshot::VmBundle::cluster_env)
+                .and_then(|e| e.get("ISTIO_NAMESPACE").cloned()),
+        )
+        .find(|n| !n.is_empty() && *n != ctx.istio_ns);
+    let context = context_flag(snap, ctx);
+    match vm_ns {
+        Some(ns) => format!("kubectl meshvm prepare -n {ns} --ca-dir CA_DIR{context}"),
+        None => format!(
+            "kubectl create secret generic cacerts -n {}{context} --from-file=CA_DIR/ca-cert.pem --from-file=CA_DIR/ca-key.pem --from-file=CA_DIR/root-cert.pem --from-file=CA_DIR/cert-chain.pem",
+            ctx.istio_ns
+        ),
+    }
+}
+
 /// `findings`, or one `pass` with `message` when there are none.
 fn or_pass(id: &'static str, findings: Vec<Finding>, message: impl Into<String>) -> Vec<Finding> {
     if findings.is_empty() {
@@ -296,6 +435,159 @@ mod tests {
         .unwrap();
         let skip = need("x", &snap, &[Kind::Service, Kind::Endpoints]).unwrap();
         assert_eq!(skip[0].message, "the manifests hold no Endpoints");
+    }
+
+    #[test]
+    fn dedupe_keeps_one_finding_per_check_and_object() {
+        let on = |f: Finding| f.object("DestinationRule bookinfo/reviews");
+        let findings = vec![
+            on(Finding::warn("x", "port 9080").hint("patch A").ns("a")),
+            on(Finding::fail("x", "subset v1")
+                .hint("patch B")
+                .ns("b")
+                .now()),
+            on(Finding::fail("y", "other check")),
+            Finding::fail("x", "no object"),
+            Finding::fail("x", "no object either"),
+        ];
+        let out = dedupe(findings);
+        assert_eq!(out.len(), 4, "{out:#?}");
+        let x = &out[0];
+        assert_eq!(x.severity, crate::doctor::Severity::Fail);
+        assert_eq!(x.message, "subset v1; also: port 9080");
+        assert_eq!(x.hint, "patch B", "one hint: the worst finding's");
+        assert_eq!(x.namespaces, ["a", "b"]);
+        assert_eq!(x.breaks, Some(crate::doctor::Breaks::Now));
+    }
+
+    /// Three namespaces around one Service kept out of the mesh: `db` lives in an injected
+    /// namespace, but its pods opt out of injection. The mesh-wide ISTIO_MUTUAL rule plus a
+    /// DISABLE rule for `db` is the right setup (the most specific host wins), at 1.4 and 1.22.
+    const SIDECARLESS_DB: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: data, labels: {istio-injection: enabled}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\nspec: {selector: {app: db}, ports: [{name: tcp-pg, port: 5432}]}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: data}\nspec: {template: {metadata: {labels: {app: db}, annotations: {sidecar.istio.io/inject: 'false'}}, spec: {containers: [{name: postgres}]}}}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: db, namespace: data}\nspec: {host: db.data.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}\n";
+
+    fn bad_findings(f: &crate::doctor::testutil::Fixture) -> Vec<Finding> {
+        let snap = f.snapshot();
+        let opts = crate::doctor::CheckOptions {
+            now: Some(crate::doctor::testutil::NOW),
+            ..Default::default()
+        };
+        crate::doctor::run_all(std::slice::from_ref(&snap), &opts)
+            .findings
+            .into_iter()
+            .filter(|f| {
+                matches!(
+                    f.severity,
+                    crate::doctor::Severity::Warn | crate::doctor::Severity::Fail
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plaintext_rule_for_a_sidecarless_service_is_no_finding_at_1_4_and_1_22() {
+        use crate::doctor::testutil::Fixture;
+        let cases = [
+            (
+                "1.4",
+                Fixture::legacy()
+                    .release(4)
+                    .with_default_dr()
+                    .with_citadel_dr(),
+            ),
+            (
+                "1.22, auto mTLS off",
+                Fixture::modern()
+                    .release(22)
+                    .auto_mtls(false)
+                    .with_default_dr(),
+            ),
+            (
+                "1.22, auto mTLS on",
+                Fixture::modern().release(22).with_default_dr(),
+            ),
+        ];
+        for (case, base) in cases {
+            let bad = bad_findings(&base.with(SIDECARLESS_DB));
+            let about_db: Vec<&Finding> = bad
+                .iter()
+                .filter(|f| {
+                    f.object == "DestinationRule data/db"
+                        || f.object == "DestinationRule istio-system/default"
+                        || f.message.contains("db.data.svc")
+                })
+                .collect();
+            assert!(about_db.is_empty(), "{case}: {about_db:#?}");
+        }
+    }
+
+    #[test]
+    fn one_bad_rule_gives_one_finding_per_check_with_one_hint() {
+        use crate::doctor::testutil::Fixture;
+        // A plaintext rule for an in-mesh Service, bad at host, port and subset level, under a
+        // STRICT namespace policy, seen by clients of several namespaces.
+        let rule = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: ratings, namespace: bookinfo}\nspec: {host: ratings.bookinfo.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}, portLevelSettings: [{port: {number: 9080}, tls: {mode: DISABLE}}]}, subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {tls: {mode: SIMPLE}}}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: bookinfo}\nspec: {selector: {app: ratings}, ports: [{name: http, port: 9080}, {name: http-admin, port: 9081}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: ratings-a, namespace: bookinfo, labels: {app: ratings, version: v1}}\nspec: {containers: [{name: ratings}, {name: istio-proxy}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: ratings-b, namespace: bookinfo, labels: {app: ratings, version: v2}}\nspec: {containers: [{name: ratings}, {name: istio-proxy}]}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cart, namespace: shop}\nspec: {template: {metadata: {labels: {app: cart}}, spec: {containers: [{name: cart}]}}}\n";
+        let cases = [
+            (
+                "1.4",
+                Fixture::legacy().release(4).with_default_dr().with_citadel_dr().with(
+                    "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: bookinfo}\nspec: {peers: [{mtls: {mode: STRICT}}]}\n",
+                ),
+            ),
+            (
+                "1.22",
+                Fixture::modern().release(22).auto_mtls(false).with_default_dr().with(
+                    &crate::doctor::testutil::LEGACY[crate::doctor::testutil::LEGACY.find("kind: Namespace\nmetadata: {name: bookinfo").unwrap() - "apiVersion: v1\n".len()..],
+                ).with(
+                    "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: ratings, namespace: bookinfo}\nspec: {selector: {matchLabels: {app: ratings}}, mtls: {mode: STRICT}}\n",
+                ),
+            ),
+        ];
+        for (case, base) in cases {
+            let bad = bad_findings(&base.with(rule));
+            let on_rule: Vec<&Finding> = bad
+                .iter()
+                .filter(|f| f.object == "DestinationRule bookinfo/ratings")
+                .collect();
+            assert!(!on_rule.is_empty(), "{case}: the rule is flagged: {bad:#?}");
+            let mut checks: Vec<&str> = on_rule.iter().map(|f| f.check).collect();
+            checks.sort_unstable();
+            let n = checks.len();
+            checks.dedup();
+            assert_eq!(
+                n,
+                checks.len(),
+                "{case}: one finding per check: {on_rule:#?}"
+            );
+            for f in &on_rule {
+                assert!(
+                    !f.hint.is_empty() && f.hint.matches("kubectl ").count() <= 1,
+                    "{case}: one hint: {f:#?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_fix_hint_of_one_of_several_clusters_names_its_context() {
+        use crate::doctor::testutil::Fixture;
+        let mut west = Fixture::legacy().live().snapshot();
+        west.context = Some("west".into());
+        let out = Fixture::legacy().live().other(west).run(&MtlsDefaultDr);
+        assert!(
+            out[0]
+                .hint
+                .starts_with("`kubectl meshvm doctor --fix --context test` creates it"),
+            "{}",
+            out[0].hint
+        );
+        let out = Fixture::legacy().run(&MtlsDefaultDr);
+        assert!(
+            out[0]
+                .hint
+                .starts_with("`kubectl meshvm doctor --fix` creates it"),
+            "{}",
+            out[0].hint
+        );
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl Check for MtlsControlPlanePlaintext {
                 )
             } else {
                 format!(
-                    "`kubectl meshvm doctor --fix` applies it; or apply:\n{}",
+                    "`kubectl meshvm doctor --fix{}` creates it; or apply:\n{}",
+                    super::context_flag(snap, ctx),
                     fix::render_yaml(&rule)
                 )
             };

@@ -11,6 +11,52 @@ pub struct MtlsDefaultDr;
 
 const ID: &str = "mtls.default-dr";
 
+/// What to do about a sidecar-less `host` the mesh-wide rule `i` reaches from `client`'s
+/// namespace: add a plaintext rule, or — when one exists but Pilot does not pick it for that
+/// client — say which and why. Pilot takes the most specific host among the rules of the
+/// client's namespace, then those the Service's namespace exports to it, then the root
+/// namespace's (istio/istio@1.4.2 pilot/pkg/model/push_context.go:633-674, @1.22.0 the same
+/// three steps in `destinationRule`, modelled by [`crate::doctor::mesh::Mesh::resolve`]).
+fn sidecarless_hint(ctx: &CheckContext, i: usize, host: &str, client: Option<&str>) -> String {
+    let mesh = &ctx.mesh;
+    let svc_ns = crate::doctor::mesh::host_namespace(host).unwrap_or_default();
+    let existing = mesh.rules.iter().enumerate().find(|(j, r)| {
+        *j != i
+            && !is_mesh_wide(&r.host)
+            && mesh.dests_matching(&r.host).iter().any(|d| d.host == host)
+            && r.top_tls() == Some(TlsMode::Disable)
+    });
+    let who = client.map_or_else(
+        || "clients in namespaces without a rule of their own".to_string(),
+        |c| format!("clients in namespace {c}"),
+    );
+    if let Some((_, r)) = existing {
+        let change = if r.ns == svc_ns || r.ns == ctx.root_ns {
+            format!(
+                "export it to every namespace (kubectl -n {} patch destinationrule {} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/spec/exportTo\"}}]')",
+                r.ns,
+                r.obj.name()
+            )
+        } else {
+            format!("move it to namespace {svc_ns}")
+        };
+        format!(
+            "{} sends {host} plaintext, but {who} do not use it: Pilot takes a rule from the client's own namespace, then from the Service's namespace ({svc_ns}) when exported to the client, then from {}; {change}, or sidecar-inject the Service's pods",
+            r.obj.reference(),
+            ctx.root_ns
+        )
+    } else {
+        let name = host.split('.').next().unwrap_or(host);
+        format!(
+            "send it plaintext with a DestinationRule in its namespace: kubectl apply -f - <<EOF\napiVersion: {}\nkind: DestinationRule\nmetadata: {{name: {name}-plaintext, namespace: {svc_ns}}}\nspec: {{host: {host}, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\nEOF\n(or sidecar-inject its pods)",
+            mesh.rules[i]
+                .obj
+                .str_at(&["apiVersion"])
+                .unwrap_or("networking.istio.io/v1alpha3"),
+        )
+    }
+}
+
 impl Check for MtlsDefaultDr {
     fn id(&self) -> &'static str {
         ID
@@ -45,7 +91,8 @@ impl Check for MtlsDefaultDr {
         if mutual.is_empty() && !ctx.auto_mtls {
             let plan = fix::plan(snap, ctx);
             let hint = format!(
-                "`kubectl meshvm doctor --fix` applies it; or apply:\n{}",
+                "`kubectl meshvm doctor --fix{}` creates it; or apply:\n{}",
+                super::context_flag(snap, ctx),
                 fix::render_yaml(
                     &plan
                         .iter()
@@ -94,30 +141,31 @@ impl Check for MtlsDefaultDr {
         // have no sidecar to terminate it.
         for &i in &mutual {
             let rule = &mesh.rules[i];
-            let reached: Vec<&str> = mesh
+            // `(host, a client namespace the mesh-wide rule decides for)`.
+            let reached: Vec<(&str, Option<&str>)> = mesh
                 .dests
                 .iter()
                 .filter(|d| d.in_mesh.is_none() && !d.exempt)
-                .filter(|d| mesh.winning_client(i, &d.host, Some(d.ns())).is_some())
-                .map(|d| d.host.as_str())
+                .filter_map(|d| {
+                    mesh.winning_client(i, &d.host, Some(d.ns()))
+                        .map(|c| (d.host.as_str(), c))
+                })
                 .collect();
-            if !reached.is_empty() {
+            if let Some(&(first, client)) = reached.first() {
+                let hosts: Vec<&str> = reached.iter().map(|(h, _)| *h).collect();
                 out.push(
                     Finding::warn(
                         ID,
                         format!(
                             "the mesh-wide rule sends ISTIO_MUTUAL to {} Service(s) without a sidecar: {}; calls to them from the mesh fail",
-                            reached.len(),
-                            list(&reached, 5)
+                            hosts.len(),
+                            list(&hosts, 5)
                         ),
                     )
                     .on(rule.obj)
-                    .namespaces(reached.iter().filter_map(|h| crate::doctor::mesh::host_namespace(h)))
+                    .namespaces(hosts.iter().filter_map(|h| crate::doctor::mesh::host_namespace(h)))
                     .now()
-                    .hint(format!(
-                        "add a DestinationRule with trafficPolicy.tls.mode: DISABLE for each (host: {}), or inject a sidecar",
-                        reached[0]
-                    )),
+                    .hint(sidecarless_hint(ctx, i, first, client)),
                 );
             }
         }
@@ -207,5 +255,25 @@ mod tests {
             .with("apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: legacy-db}\nspec: {selector: {app: db}, ports: [{port: 5432}]}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: db, namespace: istio-system}\nspec: {host: db.legacy-db.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}\n")
             .run(&MtlsDefaultDr);
         expect(&out, Pass, "disabled for the sidecar-less db");
+        // A plaintext rule that only its own namespace sees: the hint names it, not "add one".
+        let out = Fixture::legacy()
+            .with_default_dr()
+            .with("apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: legacy-db}\nspec: {selector: {app: db}, ports: [{port: 5432}]}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: db, namespace: legacy-db}\nspec: {host: db, exportTo: ['.'], trafficPolicy: {tls: {mode: DISABLE}}}\n")
+            .run(&MtlsDefaultDr);
+        assert_eq!(flagged(&out).len(), 1, "{out:#?}");
+        assert!(
+            out[0].hint.starts_with(
+                "DestinationRule legacy-db/db sends db.legacy-db.svc.cluster.local plaintext"
+            ) && out[0]
+                .hint
+                .contains("kubectl -n legacy-db patch destinationrule db --type=json"),
+            "{}",
+            out[0].hint
+        );
+        assert!(
+            !out[0].hint.contains("add a DestinationRule"),
+            "{}",
+            out[0].hint
+        );
     }
 }

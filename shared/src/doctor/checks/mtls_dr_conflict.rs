@@ -5,12 +5,29 @@ use crate::doctor::mesh::TlsMode;
 use crate::doctor::{Check, CheckContext, Finding};
 use crate::snapshot::Snapshot;
 
-/// Fails for each rule that, at host, port or subset level, decides non-Istio TLS for an in-mesh
+/// Fails for each rule that, at host, port or subset level, decides plaintext (DISABLE) or TLS of
+/// its own (SIMPLE, MUTUAL) for an in-mesh
 /// destination (for at least one client namespace): under STRICT the server side refuses it —
 /// `istioctl authn tls-check`'s CONFLICT.
 pub struct MtlsDrConflict;
 
 const ID: &str = "mtls.dr-conflict";
+
+/// What the rule sends, in words: DISABLE is plaintext; SIMPLE and MUTUAL are TLS of the rule's
+/// own certificates, which a sidecar under STRICT does not accept as Istio's mTLS.
+fn sends(modes: &[TlsMode]) -> &'static str {
+    let plain = modes.contains(&TlsMode::Disable);
+    let own_tls = modes.iter().any(|m| *m != TlsMode::Disable);
+    match (plain, own_tls) {
+        (true, false) => "sends plaintext (tls.mode DISABLE)",
+        (false, _) => {
+            "sends TLS with its own certificates (tls.mode SIMPLE or MUTUAL), not Istio's mTLS,"
+        }
+        (true, true) => {
+            "sends plaintext (DISABLE) or TLS with its own certificates (SIMPLE, MUTUAL)"
+        }
+    }
+}
 
 impl Check for MtlsDrConflict {
     fn id(&self) -> &'static str {
@@ -36,6 +53,7 @@ impl Check for MtlsDrConflict {
             let mut subsets: Vec<Option<&str>> = vec![None];
             subsets.extend(rule.subsets().into_iter().map(Some));
             let mut hits = Vec::new();
+            let mut modes = Vec::new();
             for dest in mesh.dests_matching(&rule.host) {
                 let (Some(_), false) = (dest.in_mesh, dest.exempt) else {
                     continue;
@@ -51,6 +69,9 @@ impl Check for MtlsDrConflict {
                         if let Some(mode) = rule.tls_for(Some(port.number), *subset)
                             && mode != TlsMode::IstioMutual
                         {
+                            if !modes.contains(&mode) {
+                                modes.push(mode);
+                            }
                             let at = subset.map(|s| format!(" (subset {s})")).unwrap_or_default();
                             hits.push(format!(
                                 "{}:{}{at} {}",
@@ -79,7 +100,8 @@ impl Check for MtlsDrConflict {
                 Finding::fail(
                     ID,
                     format!(
-                        "sends non-Istio TLS to in-mesh destinations: {}; under STRICT their sidecars refuse these connections",
+                        "{} to in-mesh destinations: {}; under STRICT their sidecars refuse these connections",
+                        sends(&modes),
                         list(&hits, 4)
                     ),
                 )
@@ -94,7 +116,7 @@ impl Check for MtlsDrConflict {
         or_pass(
             ID,
             out,
-            "no DestinationRule sends plaintext or non-Istio TLS to an in-mesh destination",
+            "no DestinationRule sends plaintext or TLS of its own to an in-mesh destination",
         )
     }
 }

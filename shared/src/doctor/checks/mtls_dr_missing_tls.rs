@@ -101,10 +101,13 @@ impl Check for MtlsDrMissingTls {
                         .join(", ")
                 )
             };
-            let whose = if severity == Severity::Fail {
-                "in-mesh host"
+            let refused = if severity == Severity::Fail {
+                "STRICT refuses plaintext to this in-mesh Service".to_string()
             } else {
-                "host (not a Service in this source; if it is in the mesh)"
+                format!(
+                    "{} is not a Service in this source, but if it runs a sidecar STRICT refuses that plaintext",
+                    rule.host
+                )
             };
             let patch = if rule.policy().is_some() {
                 "[{\"op\":\"add\",\"path\":\"/spec/trafficPolicy/tls\",\"value\":{\"mode\":\"ISTIO_MUTUAL\"}}]"
@@ -114,7 +117,7 @@ impl Check for MtlsDrMissingTls {
             let mut f = Finding::fail(
                 ID,
                 format!(
-                    "the rule for {whose} {}{ports_text} {what}: with auto mTLS off it overrides {by}'s ISTIO_MUTUAL with plaintext, refused under STRICT",
+                    "{}{ports_text} gets plaintext: this rule {what}, and with auto mTLS off it replaces {by}'s ISTIO_MUTUAL; {refused}",
                     rule.host
                 ),
             )
