@@ -3,6 +3,7 @@
 mod bad_input;
 mod bundle;
 mod common;
+mod completion;
 mod faults;
 mod help;
 mod krew;
