@@ -32,7 +32,7 @@ fn candidates(stdout: &str) -> (Vec<String>, String) {
     let mut directive = String::new();
     for line in stdout.lines() {
         if let Some(d) = line.strip_prefix(':') {
-            directive = d.to_owned();
+            d.clone_into(&mut directive);
         } else if !line.is_empty() {
             values.push(line.split('\t').next().unwrap_or_default().to_owned());
         }
