@@ -6,6 +6,7 @@ mod common;
 mod completion;
 mod faults;
 mod help;
+mod hints;
 mod krew;
 mod kubectl_plugin;
 mod matrix;
