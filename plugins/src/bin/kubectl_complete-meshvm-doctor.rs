@@ -1,8 +1,9 @@
 //! `kubectl_complete-meshvm-doctor`: completion for `kubectl meshvm doctor …` when kubectl found
 //! `kubectl-meshvm-doctor` on PATH itself (the `cargo install` layout) and asks for this name.
 
-fn main() -> std::process::ExitCode {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
     let mut words: Vec<std::ffi::OsString> = vec!["doctor".into()];
     words.extend(std::env::args_os().skip(1));
-    meshvm::complete::main(&words)
+    meshvm::complete::main(&words).await
 }

@@ -3,9 +3,11 @@
 mod bad_input;
 mod bundle;
 mod common;
+mod completion;
 mod doctor;
 mod faults;
 mod help;
+mod hints;
 mod krew;
 mod kubectl_plugin;
 mod matrix;
