@@ -87,7 +87,7 @@ impl crate::errors::Diagnose for Error {
                     .into(),
             ),
             Error::NoManifests { path, below } if *below > 0 => Some(format!(
-                "kubectl meshvm doctor -f {} -R",
+                "read its subdirectories too: `kubectl meshvm doctor -f {} -R`",
                 path.display()
             )),
             Error::VmBundle { .. } => Some(
@@ -1013,13 +1013,16 @@ impl Snapshot {
                     return Err(not_k8s(problem.into()));
                 }
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let folder = path
+                    .parent()
+                    .map_or_else(|| ".".to_string(), |p| p.display().to_string());
                 let what = match name {
-                    "values.yaml" | "values.yml" => "a Helm values file",
-                    "Chart.yaml" | "Chart.yml" => "a Helm chart's metadata",
-                    "kustomization.yaml" | "kustomization.yml" | "Kustomization" => {
-                        "a Kustomize file (to check what it renders: kubectl kustomize DIR | kubectl meshvm doctor -f -)"
-                    }
-                    _ => "not a Kubernetes manifest",
+                    "values.yaml" | "values.yml" => "a Helm values file".to_string(),
+                    "Chart.yaml" | "Chart.yml" => "a Helm chart's metadata".to_string(),
+                    "kustomization.yaml" | "kustomization.yml" | "Kustomization" => format!(
+                        "a Kustomize file (to check what it renders: `kubectl kustomize {folder} | kubectl meshvm doctor -f -`)"
+                    ),
+                    _ => "not a Kubernetes manifest".to_string(),
                 };
                 self.notes.push(Note {
                     origin: Some(origin),
@@ -1446,7 +1449,7 @@ fn collect_manifests(
                         line: 0,
                     }),
                     message: format!(
-                        "not read: a Helm chart's templates are not manifests; to check what they render: helm template {} | kubectl meshvm doctor -f -",
+                        "not read: a Helm chart's templates are not manifests; to check what they render: `helm template {} | kubectl meshvm doctor -f -`",
                         dir.display()
                     ),
                 });
@@ -1613,7 +1616,7 @@ mod tests {
             [
                 // Directories are walked before files are read.
                 format!(
-                    "{}: not read: a Helm chart's templates are not manifests; to check what they render: helm template {} | kubectl meshvm doctor -f -",
+                    "{}: not read: a Helm chart's templates are not manifests; to check what they render: `helm template {} | kubectl meshvm doctor -f -`",
                     p("templates"),
                     dir.path().display()
                 ),

@@ -299,7 +299,7 @@ impl Diagnose for Error {
             Error::IdentityOldRoot {
                 restart, prepare, ..
             } => Some(format!(
-                "restart Citadel so it loads cacerts: `{restart}` (or `{prepare}` with the CA files you prepared the cluster with), then run bundle again: it waits for the re-issued secret (--wait)"
+                "restart Citadel so it loads cacerts: `{restart}` (or `{prepare}`), then run bundle again: it waits for the re-issued secret (--wait)"
             )),
             Error::Identity {
                 istio_namespace,

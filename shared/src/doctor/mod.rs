@@ -313,6 +313,13 @@ pub async fn run(
             attribute(f, context);
         }
     }
+    // Without a terminal --fix cannot ask, so a hinted `doctor --fix` carries --yes: run as
+    // printed in a script, it does what it says (prepare's restart hint does the same).
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        for f in &mut report.findings {
+            f.hint = fix_for_scripts(&f.hint);
+        }
+    }
     match report.write(
         out,
         opts.output,
@@ -389,6 +396,32 @@ fn check_istio_namespace(snap: &mut Snapshot, ns: &str) -> Result<(), Error> {
         }
         SourceKind::None => Ok(()),
     }
+}
+
+/// `hint` with `--yes` added to each backticked command that would ask first (`kubectl meshvm
+/// doctor … --fix`, `kubectl meshvm prepare … --restart-control-plane`) and neither confirms nor
+/// is a dry run.
+fn fix_for_scripts(hint: &str) -> String {
+    hint.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let asks = (part.starts_with("kubectl meshvm doctor") && words.contains(&"--fix"))
+                || (part.starts_with("kubectl meshvm prepare")
+                    && words.contains(&"--restart-control-plane"));
+            if i % 2 == 1
+                && asks
+                && !words
+                    .iter()
+                    .any(|w| matches!(*w, "--yes" | "-y") || w.starts_with("--dry-run"))
+            {
+                format!("{part} --yes")
+            } else {
+                part.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
 }
 
 /// Mark a finding as from kubeconfig context `context`, and make every kubectl command in its
@@ -955,6 +988,19 @@ mod tests {
         let mut full = vec!["kubectl-meshvm-doctor"];
         full.extend_from_slice(argv);
         DoctorOptions::resolve(DoctorArgs::try_parse_from(full).unwrap())
+    }
+
+    #[test]
+    fn fix_hints_confirm_for_scripts() {
+        assert_eq!(
+            fix_for_scripts(
+                "`kubectl meshvm doctor --fix --context w` creates it; `kubectl get x`"
+            ),
+            "`kubectl meshvm doctor --fix --context w --yes` creates it; `kubectl get x`"
+        );
+        let unchanged = "`kubectl meshvm doctor --fix --dry-run=server` shows it; `kubectl meshvm doctor --fix --yes`";
+        assert_eq!(fix_for_scripts(unchanged), unchanged);
+        assert_eq!(fix_for_scripts("no command"), "no command");
     }
 
     #[test]

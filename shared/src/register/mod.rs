@@ -238,8 +238,8 @@ fn usage(message: impl Into<String>, hint: &str) -> UsageError {
 }
 
 const LEGACY_HINT: &str =
-    "e.g. kubectl meshvm register expandvm 203.0.113.7 80 -n expandvm -s expandvm";
-const ENTRY_HINT: &str = "e.g. kubectl meshvm register --workload-entry vm-1 --address 10.0.0.5 -n vm --workload-group vm";
+    "e.g. `kubectl meshvm register expandvm 203.0.113.7 80 -n expandvm -s expandvm`";
+const ENTRY_HINT: &str = "e.g. `kubectl meshvm register --workload-entry vm-1 --address 10.0.0.5 -n vm --workload-group vm`";
 
 fn check(result: Result<(), String>, what: &str, hint: &str) -> Result<(), UsageError> {
     result.map_err(|problem| usage(format!("{what} {problem}"), hint))
@@ -332,7 +332,7 @@ impl Options {
                         "--deregister takes SERVICE IP only; unexpected {:?}",
                         rest.join(" ")
                     ),
-                    "e.g. kubectl meshvm deregister expandvm 203.0.113.7 -n expandvm",
+                    "e.g. `kubectl meshvm deregister expandvm 203.0.113.7 -n expandvm`",
                 ));
             }
             return Ok(Mode::Deregister {
@@ -396,7 +396,7 @@ impl Options {
             (Some(_), true) => {
                 return Err(usage(
                     "--deregister --workload-entry deletes the entry; drop --address",
-                    "e.g. kubectl meshvm deregister --workload-entry vm-1 -n vm",
+                    "e.g. `kubectl meshvm deregister --workload-entry vm-1 -n vm`",
                 ));
             }
             (None, true) => None,

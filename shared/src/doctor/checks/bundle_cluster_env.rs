@@ -319,16 +319,16 @@ fn identity_in_cluster(
                 format!("the bundle's namespace {ns} does not exist in this cluster: the VM's identity belongs to nothing there"),
             )
             .object(object)
-            .hint(format!("kubectl meshvm prepare -n {ns}{context}, then re-create the bundle")),
+            .hint(format!("`kubectl meshvm prepare -n {ns}{context}`, then re-create the bundle")),
         ];
     }
     match sa {
         Some(sa) if snap.get(Kind::ServiceAccount, &ns, &sa).is_none() => {
             // prepare makes the ServiceAccount named after the namespace; another one is the user's.
             let fix = if sa == ns {
-                format!("kubectl meshvm prepare -n {ns}{context}")
+                format!("`kubectl meshvm prepare -n {ns}{context}`")
             } else {
-                format!("kubectl create serviceaccount {sa} -n {ns}{context}")
+                format!("`kubectl create serviceaccount {sa} -n {ns}{context}`")
             };
             vec![
                 Finding::fail(

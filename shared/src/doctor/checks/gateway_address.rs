@@ -55,7 +55,7 @@ impl Check for GatewayAddress {
             return vec![
                 Finding::warn(ID, format!("has only a hostname ({}): a VM's /etc/hosts needs an IP, which may change", hosts.join(", ")))
                     .on(svc)
-                    .hint("resolve the hostname when writing the bundle, and re-run `kubectl meshvm bundle` when it changes"),
+                    .hint(format!("give bundle the address the name resolves to now (`getent hosts {}` prints it) with --gateway-ip, and bundle again when it changes", hosts[0])),
             ];
         }
         if snap.source == SourceKind::Files && svc.at(&["status"]).is_none() {

@@ -145,7 +145,7 @@ pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
 
 /// The `kubectl meshvm bundle` command that writes this bundle again, over the old one: its
 /// namespace, service account, Service and inbound ports as its cluster.env names them, into the
-/// same directory (or archive). Every token is real; nothing is a placeholder.
+/// same directory (or archive), in backticks as every hinted command. Every token is real.
 pub fn rebundle_command(bundle: &crate::snapshot::VmBundle) -> String {
     use std::fmt::Write as _;
     let env = bundle.cluster_env().unwrap_or_default();
@@ -179,7 +179,7 @@ pub fn rebundle_command(bundle: &crate::snapshot::VmBundle) -> String {
             let _ = write!(cmd, " -d {path} --force");
         }
     }
-    cmd
+    format!("`{cmd}`")
 }
 
 /// ` --context NAME` when several clusters are checked (a hint then names its cluster), else empty.
@@ -214,11 +214,19 @@ fn plug_ca_command(snap: &Snapshot, ctx: &crate::doctor::CheckContext<'_>) -> St
         )
         .find(|n| !n.is_empty() && *n != ctx.istio_ns);
     let context = context_flag(snap, ctx);
+    // The CA reads cacerts only when it starts (Citadel 1.4, istiod alike), so the command
+    // restarts it too.
+    let ca = match ctx.era {
+        Some(crate::istio::Era::Legacy) => "istio-citadel",
+        _ => "istiod",
+    };
     match vm_ns {
-        Some(ns) => format!("kubectl meshvm prepare -n {ns} --ca-dir CA_DIR{context}"),
+        Some(ns) => format!(
+            "`kubectl meshvm prepare -n {ns} --ca-dir CA_DIR --restart-control-plane{context}`"
+        ),
         None => format!(
-            "kubectl create secret generic cacerts -n {}{context} --from-file=CA_DIR/ca-cert.pem --from-file=CA_DIR/ca-key.pem --from-file=CA_DIR/root-cert.pem --from-file=CA_DIR/cert-chain.pem",
-            ctx.istio_ns
+            "`kubectl create secret generic cacerts -n {ns}{context} --from-file=CA_DIR/ca-cert.pem --from-file=CA_DIR/ca-key.pem --from-file=CA_DIR/root-cert.pem --from-file=CA_DIR/cert-chain.pem`, then restart the CA so it loads it: `kubectl rollout restart deployment/{ca} -n {ns}{context}`",
+            ns = ctx.istio_ns
         ),
     }
 }

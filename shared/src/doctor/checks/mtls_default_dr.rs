@@ -33,7 +33,7 @@ fn sidecarless_hint(ctx: &CheckContext, i: usize, host: &str, client: Option<&st
     if let Some((_, r)) = existing {
         let change = if r.ns == svc_ns || r.ns == ctx.root_ns {
             format!(
-                "export it to every namespace (kubectl -n {} patch destinationrule {} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/spec/exportTo\"}}]')",
+                "export it to every namespace: `kubectl -n {} patch destinationrule {} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/spec/exportTo\"}}]'`",
                 r.ns,
                 r.obj.name()
             )
@@ -48,7 +48,7 @@ fn sidecarless_hint(ctx: &CheckContext, i: usize, host: &str, client: Option<&st
     } else {
         let name = host.split('.').next().unwrap_or(host);
         format!(
-            "send it plaintext with a DestinationRule in its namespace: kubectl apply -f - <<EOF\napiVersion: {}\nkind: DestinationRule\nmetadata: {{name: {name}-plaintext, namespace: {svc_ns}}}\nspec: {{host: {host}, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\nEOF\n(or sidecar-inject its pods)",
+            "send it plaintext with a DestinationRule in its namespace: `echo '{{\"apiVersion\":\"{}\",\"kind\":\"DestinationRule\",\"metadata\":{{\"name\":\"{name}-plaintext\",\"namespace\":\"{svc_ns}\"}},\"spec\":{{\"host\":\"{host}\",\"trafficPolicy\":{{\"tls\":{{\"mode\":\"DISABLE\"}}}}}}}}' | kubectl apply -f -` (or sidecar-inject its pods)",
             mesh.rules[i]
                 .obj
                 .str_at(&["apiVersion"])
@@ -113,7 +113,7 @@ impl Check for MtlsDefaultDr {
                         ),
                     )
                     .on(r.obj)
-                    .hint(format!("set spec.trafficPolicy.tls.mode: ISTIO_MUTUAL (kubectl -n {} patch destinationrule {} --type=merge -p '{{\"spec\":{{\"trafficPolicy\":{{\"tls\":{{\"mode\":\"ISTIO_MUTUAL\"}}}}}}}}')", r.ns, r.obj.name())),
+                    .hint(format!("set spec.trafficPolicy.tls.mode: ISTIO_MUTUAL : `kubectl -n {} patch destinationrule {} --type=merge -p '{{\"spec\":{{\"trafficPolicy\":{{\"tls\":{{\"mode\":\"ISTIO_MUTUAL\"}}}}}}}}'`", r.ns, r.obj.name())),
                 );
             } else {
                 let elsewhere: Vec<String> = wide.iter().map(|(_, r)| r.obj.ns_name()).collect();

@@ -107,7 +107,7 @@ impl Check for MtlsDrConflict {
                 )
                 .on(rule.obj)
                 .hint(format!(
-                    "use ISTIO_MUTUAL (or drop the tls block when auto mTLS is on): kubectl -n {} patch destinationrule {} --type=json -p '[{patch}]'",
+                    "use ISTIO_MUTUAL (or drop the tls block when auto mTLS is on): `kubectl -n {} patch destinationrule {} --type=json -p '[{patch}]'`",
                     rule.ns,
                     rule.obj.name()
                 )),

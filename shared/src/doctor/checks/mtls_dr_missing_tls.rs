@@ -123,7 +123,7 @@ impl Check for MtlsDrMissingTls {
             )
             .on(rule.obj)
             .hint(format!(
-                "add tls.mode: ISTIO_MUTUAL to its trafficPolicy: kubectl -n {} patch destinationrule {} --type=json -p '{patch}'",
+                "add tls.mode: ISTIO_MUTUAL to its trafficPolicy: `kubectl -n {} patch destinationrule {} --type=json -p '{patch}'`",
                 rule.ns,
                 rule.obj.name()
             ));

@@ -94,8 +94,8 @@ impl Check for MtlsPlaintextClients {
             .ns(ns)
             .breaks(breaks)
             .hint(format!(
-                "give them a sidecar (kubectl label namespace {ns} istio-injection=enabled{}, drop sidecar.istio.io/inject: \"false\", then restart them), or keep the Services they call PERMISSIVE",
-                if ctx.era == Some(crate::istio::Era::Legacy) { "" } else { ", or istio.io/rev=<revision>" }
+                "give them a sidecar (`kubectl label namespace {ns} istio-injection=enabled`{}, drop sidecar.istio.io/inject: \"false\", then restart them), or keep the Services they call PERMISSIVE",
+                if ctx.era == Some(crate::istio::Era::Legacy) { "" } else { ", or your control plane's istio.io/rev label" }
             ));
             if let [(w, _)] = ws.as_slice() {
                 f = f.on(w.obj).object(w.reference.clone());

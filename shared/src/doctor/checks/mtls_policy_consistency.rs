@@ -106,7 +106,7 @@ fn rules_against_policies(mesh: &Mesh, auto_mtls: bool, out: &mut Vec<Finding>) 
                     )
                     .on(rule.obj)
                     .hint(format!(
-                        "set tls.mode: ISTIO_MUTUAL (kubectl -n {} patch destinationrule {} --type=merge -p '{{\"spec\":{{\"trafficPolicy\":{{\"tls\":{{\"mode\":\"ISTIO_MUTUAL\"}}}}}}}}'), or make the policy PERMISSIVE",
+                        "set tls.mode: ISTIO_MUTUAL (`kubectl -n {} patch destinationrule {} --type=merge -p '{{\"spec\":{{\"trafficPolicy\":{{\"tls\":{{\"mode\":\"ISTIO_MUTUAL\"}}}}}}}}'`), or make the policy PERMISSIVE",
                         rule.ns,
                         rule.obj.name()
                     )),

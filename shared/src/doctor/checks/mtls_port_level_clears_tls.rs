@@ -77,7 +77,7 @@ impl Check for MtlsPortLevelClearsTls {
                 )
                 .on(rule.obj)
                 .hint(format!(
-                    "repeat tls.mode: ISTIO_MUTUAL in each portLevelSettings entry: kubectl -n {} patch destinationrule {} --type=json -p '[{patch}]'",
+                    "repeat tls.mode: ISTIO_MUTUAL in each portLevelSettings entry: `kubectl -n {} patch destinationrule {} --type=json -p '[{patch}]'`",
                     rule.ns,
                     rule.obj.name()
                 )),

@@ -61,11 +61,20 @@ impl Check for NetworkLabels {
             let ns_net = snap
                 .get(Kind::Namespace, "", &ctx.istio_ns)
                 .and_then(|n| n.label(NETWORK_LABEL));
+            // The network to name when none is set: the gateway's, else Istio's sample name for a
+            // cluster's own network (istio 1.22.0 samples/multicluster/README.md:22 `export
+            // NETWORK=network1`; rendered/eastwest-gateway.network1.iop.yaml:14).
+            let gateway_net = gateway_service(snap, Era::Modern, &ctx.istio_ns)
+                .and_then(|s| s.label(NETWORK_LABEL).map(str::to_string));
+            let suggest = ns_net
+                .map(str::to_string)
+                .or(gateway_net)
+                .unwrap_or_else(|| "network1".to_string());
             if snap.knows(Kind::Namespace) && ns_net.is_none() {
                 out.push(
                         Finding::warn(ID, format!("Istio namespace lacks {NETWORK_LABEL}: istiod does not know its own network"))
                             .object(format!("Namespace {}", ctx.istio_ns))
-                            .hint(format!("kubectl label namespace {} {NETWORK_LABEL}=<network>", ctx.istio_ns)),
+                            .hint(format!("label it with the cluster's network: `kubectl label namespace {} {NETWORK_LABEL}={suggest}`", ctx.istio_ns)),
                     );
             }
             if let Some(svc) = gateway_service(snap, Era::Modern, &ctx.istio_ns) {
@@ -73,7 +82,7 @@ impl Check for NetworkLabels {
                         (None, _) => out.push(
                             Finding::warn(ID, format!("gateway Service lacks {NETWORK_LABEL}: istiod does not use it for cross-network traffic"))
                                 .on(svc)
-                                .hint(format!("kubectl -n {} label service {} {NETWORK_LABEL}=<network>", ctx.istio_ns, svc.name())),
+                                .hint(format!("label it with the cluster's network: `kubectl -n {} label service {} {NETWORK_LABEL}={suggest}`", ctx.istio_ns, svc.name())),
                         ),
                         (Some(g), Some(n)) if g != n => out.push(
                             Finding::warn(ID, format!("gateway Service is on network {g} but the Istio namespace says {n}"))

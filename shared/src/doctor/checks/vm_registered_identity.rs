@@ -77,7 +77,7 @@ impl Check for VmRegisteredIdentity {
                     out.push(
                         Finding::fail(ID, format!("registered VM Service lacks {SERVICE_ACCOUNTS_ANNOTATION}: {where_}"))
                             .on(svc)
-                            .hint(format!("kubectl -n {ns} annotate service {} {SERVICE_ACCOUNTS_ANNOTATION}=<service-account>", svc.name())),
+                            .hint(format!("name the VM's ServiceAccount, e.g. the one prepare makes for the namespace: `kubectl -n {ns} annotate service {} {SERVICE_ACCOUNTS_ANNOTATION}={ns}`", svc.name())),
                     );
                 }
                 Some(value) => {
@@ -92,7 +92,7 @@ impl Check for VmRegisteredIdentity {
                                 out.push(
                                     Finding::fail(ID, format!("names ServiceAccount {sa_ns}/{sa_name}, which does not exist: the VM's certificate identity matches nothing"))
                                         .on(svc)
-                                        .hint(format!("kubectl -n {sa_ns} create serviceaccount {sa_name}, or fix the annotation")),
+                                        .hint(format!("`kubectl -n {sa_ns} create serviceaccount {sa_name}`, or fix the annotation")),
                                 );
                             }
                         }

@@ -62,13 +62,13 @@ impl Check for VmWorkloadentryIdentity {
                 None => out.push(
                     Finding::fail(ID, format!("selected by Service {services} but has no serviceAccount: Istio gives it no identity and sends it plaintext, refused under STRICT"))
                         .on(we)
-                        .hint(format!("set spec.serviceAccount (kubectl -n {} patch workloadentry {} --type=merge -p '{{\"spec\":{{\"serviceAccount\":\"<sa>\"}}}}')", we.namespace(), we.name())),
+                        .hint(format!("set spec.serviceAccount, e.g. to the account prepare makes for the namespace: `kubectl -n {ns} patch workloadentry {} --type=merge -p '{{\"spec\":{{\"serviceAccount\":\"{ns}\"}}}}'`", we.name(), ns = we.namespace())),
                 ),
                 Some(sa) if snap.knows(Kind::ServiceAccount) && snap.get(Kind::ServiceAccount, we.namespace(), sa).is_none() => out.push(
                     Finding::fail(ID, format!("names ServiceAccount {}/{sa}, which does not exist: the VM cannot get a certificate for it", we.namespace()))
                         .on(we)
                         .now()
-                        .hint(format!("kubectl -n {} create serviceaccount {sa}", we.namespace())),
+                        .hint(format!("`kubectl -n {} create serviceaccount {sa}`", we.namespace())),
                 ),
                 Some(_) => {}
             }
