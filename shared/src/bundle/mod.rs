@@ -337,8 +337,9 @@ impl Diagnose for Error {
                 "pass --force to replace it, or choose another --archive path".into(),
             ),
             Error::OutputExists { differ, .. } => Some(
-                if !differ.is_empty()
+                if differ.iter().any(|d| d.starts_with("istio-token"))
                     && differ.iter().all(|d| {
+                        d.starts_with(output::SHA256SUMS) ||
                         crate::vmfiles::get(d.split(' ').next().unwrap_or(""))
                             .is_some_and(|f| f.credential && d.ends_with(" differs"))
                     })

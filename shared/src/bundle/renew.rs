@@ -51,7 +51,9 @@ fn not_bundle(dir: &Path, why: impl Into<String>) -> Error {
             dir.display(),
             why.into()
         ),
-        Some("give -d the folder `kubectl meshvm bundle` wrote (it holds cluster.env and SHA256SUMS); without --renew, bundle writes a new one"),
+        Some(
+            "give -d the folder `kubectl meshvm bundle` wrote (it holds cluster.env and SHA256SUMS); without --renew, bundle writes a new one",
+        ),
     ))
 }
 
@@ -100,12 +102,7 @@ pub fn read(dir: &Path) -> Result<OnDisk, Error> {
     for name in &existing.files {
         let path = dir.join(name);
         let data = fs::read(&path).map_err(|source| Error::Io { path, source })?;
-        files.push(BundleFile::new(
-            name.clone(),
-            data,
-            vmfiles::mode(name),
-            "",
-        ));
+        files.push(BundleFile::new(name.clone(), data, vmfiles::mode(name), ""));
     }
     let has = |n: &str| files.iter().any(|f| f.name == n);
     let era = match (has(pki::KEY), has("istio-token")) {
@@ -155,7 +152,10 @@ pub fn read(dir: &Path) -> Result<OnDisk, Error> {
                 .find(|f| f.name == pki::CERT_CHAIN)
                 .and_then(|f| spiffe_of(&f.data))
                 .ok_or_else(|| {
-                    not_bundle(dir, "cert-chain.pem carries no spiffe://…/ns/…/sa/… identity")
+                    not_bundle(
+                        dir,
+                        "cert-chain.pem carries no spiffe://…/ns/…/sa/… identity",
+                    )
                 })?;
             (
                 id.namespace,
@@ -210,7 +210,11 @@ fn check_for(opts: &Options, b: &OnDisk) -> Result<(), Error> {
             "pass the bundle's --vm-namespace, or -d the folder of this VM's bundle",
         ));
     }
-    if let Some(sa) = opts.service_account.as_ref().filter(|s| **s != b.service_account) {
+    if let Some(sa) = opts
+        .service_account
+        .as_ref()
+        .filter(|s| **s != b.service_account)
+    {
         return Err(mismatch(
             dir,
             &format!(
@@ -290,10 +294,7 @@ pub fn describe(name: &str, data: &[u8]) -> String {
                     .map(|c| format!("NotAfter {}", c.validity().not_after))
             })
             .unwrap_or_else(|| "unreadable certificate".to_owned()),
-        _ => format!(
-            "sha256 {}…",
-            &hex::encode(sha2::Sha256::digest(data))[..12]
-        ),
+        _ => format!("sha256 {}…", &hex::encode(sha2::Sha256::digest(data))[..12]),
     }
 }
 
@@ -330,7 +331,10 @@ async fn fetch(
             o.era = Some(Era::Legacy);
             o.service_account = Some(b.service_account.clone());
             o.gateway = GatewaySource::Ip(gwip.parse().map_err(|_| {
-                not_bundle(&opts.output_dir, format!("gwip.txt {gwip:?} is not an IP address"))
+                not_bundle(
+                    &opts.output_dir,
+                    format!("gwip.txt {gwip:?} is not an IP address"),
+                )
             })?);
             o.service_cidr = b.env.get("ISTIO_SERVICE_CIDR").cloned();
             o.service = b.env.get("ISTIO_SERVICE").cloned();
@@ -384,7 +388,11 @@ async fn fetch(
 }
 
 /// `bundle --renew`: check the directory, re-issue its credentials, write, report.
-pub async fn run(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> Result<Outcome, Error> {
+pub async fn run(
+    opts: &Options,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<Outcome, Error> {
     let dir = &opts.output_dir;
     let before = read(dir)?;
     check_for(opts, &before)?;
@@ -433,7 +441,10 @@ pub async fn run(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> 
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let credentials: Vec<Change> = vmfiles::credentials(before.era)
         .map(|v| {
-            let old = before.file(v.name).map(|f| f.data.clone()).unwrap_or_default();
+            let old = before
+                .file(v.name)
+                .map(|f| f.data.clone())
+                .unwrap_or_default();
             let new = files
                 .iter()
                 .find(|f| f.name == v.name)
@@ -476,10 +487,10 @@ pub async fn run(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> 
     let _ = writeln!(
         err,
         "next: copy {} to the VM and run `sudo ./install.sh --renew` in it there",
-        written
-            .archive
-            .as_ref()
-            .map_or_else(|| dir.display().to_string(), |a| a.path.display().to_string())
+        written.archive.as_ref().map_or_else(
+            || dir.display().to_string(),
+            |a| a.path.display().to_string()
+        )
     );
     Ok(Outcome::Success)
 }
@@ -503,7 +514,10 @@ impl Renewed {
             })
             .collect();
         rows.push([
-            self.output_dir.join(output::SHA256SUMS).display().to_string(),
+            self.output_dir
+                .join(output::SHA256SUMS)
+                .display()
+                .to_string(),
             "-".into(),
             "-".into(),
             "rewritten".into(),
