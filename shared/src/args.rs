@@ -209,6 +209,9 @@ pub struct BundleArgs {
     /// Replace a different bundle in --output-dir (and --archive), listing the files it removes; a directory holding anything else is never touched (without --force, the same bundle again is left unchanged)
     #[arg(long)]
     pub force: bool,
+    /// Re-issue only the credentials of the bundle in --output-dir (legacy: key.pem, cert-chain.pem, root-cert.pem from istio.<sa>; modern: istio-token, root-cert.pem), leaving its other files as they are; then run `sudo ./install.sh --renew` on the VM
+    #[arg(long, conflicts_with_all = ["gateway_service", "gateway_ip", "no_gateway", "service", "service_cidr", "inbound_ports", "workload_group", "internal_ip", "cluster_id", "revision", "force"])]
+    pub renew: bool,
     /// Output format of the summary
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,

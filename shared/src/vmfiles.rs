@@ -18,6 +18,9 @@ pub struct VmFile {
     pub eras: &'static [Era],
     /// A bundle of its era is incomplete without it (doctor fails it).
     pub required: bool,
+    /// A credential: re-issued by `bundle --renew` and swapped by `install.sh --renew`; every
+    /// other file of a bundle stays byte-identical across renewals.
+    pub credential: bool,
     /// Where `install.sh` installs it on the VM (`None`: used in place, e.g. `hosts` is merged
     /// into /etc/hosts as a marked block).
     pub install_to: Option<&'static str>,
@@ -35,6 +38,7 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o644,
         secret: false,
         eras: BOTH,
+        credential: true,
         required: true,
         install_to: Some("/etc/certs/root-cert.pem"),
     },
@@ -43,6 +47,7 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o644,
         secret: false,
         eras: LEGACY,
+        credential: true,
         required: true,
         install_to: Some("/etc/certs/cert-chain.pem"),
     },
@@ -51,6 +56,7 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o600,
         secret: true,
         eras: LEGACY,
+        credential: true,
         required: true,
         install_to: Some("/etc/certs/key.pem"),
     },
@@ -59,14 +65,19 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o600,
         secret: true,
         eras: MODERN,
+        credential: true,
         required: true,
-        install_to: Some("/var/run/secrets/tokens/istio-token"),
+        // Not /var/run/secrets/tokens, where pilot-agent reads it: that is a tmpfs a reboot
+        // empties. install.sh copies it there, and its istio.service drop-in does before each
+        // start (see install.sh, TOKEN_RUN).
+        install_to: Some("/var/lib/istio/tokens/istio-token"),
     },
     VmFile {
         name: "cluster.env",
         mode: 0o644,
         secret: false,
         eras: BOTH,
+        credential: false,
         required: true,
         install_to: Some("/var/lib/istio/envoy/cluster.env"),
     },
@@ -75,6 +86,7 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o644,
         secret: false,
         eras: MODERN,
+        credential: false,
         required: true,
         install_to: Some("/etc/istio/config/mesh"),
     },
@@ -83,6 +95,7 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o644,
         secret: false,
         eras: BOTH,
+        credential: false,
         required: true,
         install_to: None,
     },
@@ -91,6 +104,7 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o644,
         secret: false,
         eras: LEGACY,
+        credential: false,
         required: true,
         install_to: None,
     },
@@ -99,6 +113,7 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o755,
         secret: false,
         eras: BOTH,
+        credential: false,
         required: false,
         install_to: None,
     },
@@ -107,6 +122,7 @@ pub const FILES: [VmFile; 10] = [
         mode: 0o644,
         secret: false,
         eras: BOTH,
+        credential: false,
         required: false,
         install_to: None,
     },
@@ -132,6 +148,11 @@ pub fn of(era: Era) -> impl Iterator<Item = &'static VmFile> {
     FILES.iter().filter(move |f| f.eras.contains(&era))
 }
 
+/// The credentials of an era's bundle: what `bundle --renew` re-issues.
+pub fn credentials(era: Era) -> impl Iterator<Item = &'static VmFile> {
+    of(era).filter(|f| f.credential)
+}
+
 /// The files an era's bundle is incomplete without.
 pub fn required(era: Era) -> impl Iterator<Item = &'static VmFile> {
     of(era).filter(|f| f.required)
@@ -149,6 +170,19 @@ mod tests {
             } else {
                 assert_eq!(f.mode & 0o044, 0o044, "{}", f.name);
             }
+        }
+    }
+
+    #[test]
+    fn credentials_are_the_identity_files() {
+        let names = |era| credentials(era).map(|f| f.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(Era::Legacy),
+            ["root-cert.pem", "cert-chain.pem", "key.pem"]
+        );
+        assert_eq!(names(Era::Modern), ["root-cert.pem", "istio-token"]);
+        for f in FILES {
+            assert!(!f.credential || f.install_to.is_some(), "{}", f.name);
         }
     }
 

@@ -501,3 +501,62 @@ async fn run_in(cwd: &Path, server: &Server, args: &[String]) -> sim::Run {
     .await
     .unwrap()
 }
+
+/// `bundle --renew` through the binary: after `prepare`, renewing the runbook's bundle re-reads
+/// the current identity, leaves the other files as they are, prints the table on stdout (no
+/// secret), exits 0; with a flag that would change other files it is a usage error (exit 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn renew_keeps_every_file_but_the_credentials() {
+    let server = legacy_after_prepare().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("expandvm");
+    let d = dir.to_str().unwrap();
+    let made = run(
+        BUNDLE,
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--inbound-ports",
+            "80",
+            "-d",
+            d,
+        ],
+    )
+    .await;
+    assert_eq!(made.code, 0, "{}", made.show());
+    let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    let keep: Vec<(String, Vec<u8>)> = names(&dir)
+        .into_iter()
+        .filter(|n| n != "SHA256SUMS")
+        .map(|n| {
+            let data = read(&n);
+            (n, data)
+        })
+        .collect();
+    let renewed = run(
+        BUNDLE,
+        &server,
+        &["--vm-namespace", "expandvm", "--renew", "-d", d],
+    )
+    .await;
+    assert_eq!(renewed.code, 0, "{}", renewed.show());
+    assert!(
+        renewed.stdout.starts_with("FILE") && renewed.stdout.contains("NotAfter"),
+        "{}",
+        renewed.stdout
+    );
+    let key = String::from_utf8(read("key.pem")).unwrap();
+    assert!(!renewed.stdout.contains(key.lines().nth(1).unwrap()));
+    for (name, data) in keep {
+        // Citadel has not re-issued since bundling: every file is as it was.
+        assert_eq!(read(&name), data, "{name}");
+    }
+    let bad = run(
+        BUNDLE,
+        &server,
+        &["--vm-namespace", "expandvm", "--renew", "--force", "-d", d],
+    )
+    .await;
+    assert_eq!(bad.code, 2, "{}", bad.show());
+}

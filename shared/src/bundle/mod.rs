@@ -14,6 +14,7 @@ mod observe;
 mod options;
 pub mod output;
 mod plan;
+pub mod renew;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -336,7 +337,15 @@ impl Diagnose for Error {
                 "pass --force to replace it, or choose another --archive path".into(),
             ),
             Error::OutputExists { differ, .. } => Some(
-                if differ.iter().any(|d| d.starts_with("istio-token")) {
+                if differ.iter().any(|d| d.starts_with("istio-token"))
+                    && differ.iter().all(|d| {
+                        d.starts_with(output::SHA256SUMS) ||
+                        crate::vmfiles::get(d.split(' ').next().unwrap_or(""))
+                            .is_some_and(|f| f.credential && d.ends_with(" differs"))
+                    })
+                {
+                    "only the credentials differ (each modern bundle carries a freshly issued token): `kubectl meshvm bundle --renew` with the same -d re-issues just those, then run `sudo ./install.sh --renew` on the VM; or pass --force to replace the previous bundle, or choose another --output-dir"
+                } else if differ.iter().any(|d| d.starts_with("istio-token")) {
                     "each modern bundle carries a freshly issued token: pass --force to replace the previous bundle (its files are listed as they are replaced or removed), or choose another --output-dir"
                 } else {
                     "pass --force to replace the previous bundle (its files are listed as they are replaced or removed), or choose another --output-dir"
@@ -357,7 +366,11 @@ impl Diagnose for Error {
 
 /// `kubectl meshvm bundle`.
 pub async fn main(args: BundleArgs) -> Result<Outcome, Error> {
+    let renew = args.renew;
     let opts = Options::resolve(args)?;
+    if renew {
+        return Box::pin(renew::run(&opts, &mut io::stdout(), &mut io::stderr())).await;
+    }
     // Boxed: the observe future holds every concurrent request and is large.
     Box::pin(run(&opts, &mut io::stdout(), &mut io::stderr())).await
 }

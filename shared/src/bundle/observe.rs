@@ -520,3 +520,18 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     }
     Ok(observed)
 }
+
+/// Modern `bundle --renew`: the current `istio-ca-root-cert` data of the VM namespace and a new
+/// bootstrap token for its ServiceAccount (audience and lifetime as `bundle` asks for them),
+/// read concurrently.
+pub(super) async fn renew_credentials(
+    conn: &Connection,
+    namespace: &str,
+    service_account: &str,
+    seconds: i64,
+) -> Result<(Option<BTreeMap<String, String>>, String), Error> {
+    Ok(tokio::try_join!(
+        get_configmap(conn, namespace, istio::ROOT_CERT_CONFIGMAP),
+        get_token(conn, namespace, service_account, seconds),
+    )?)
+}

@@ -96,6 +96,16 @@ fn placements(era: Era) -> Vec<Placement> {
         .collect()
 }
 
+/// The systemd units of the era's istio-sidecar package, in start order (istio@1.4.2
+/// tools/packaging/common/istio-auth-node-agent.service and istio.service; istio@1.8.0
+/// tools/packaging/common/istio.service only).
+pub fn units(era: Era) -> &'static str {
+    match era {
+        Era::Legacy => "istio-auth-node-agent istio",
+        Era::Modern => "istio",
+    }
+}
+
 /// `install.sh` for an era: the static script with the era's file table and endpoints.
 pub fn install_script(era: Era, istio_namespace: &str, revision: Option<&str>) -> String {
     let (files, dirs, endpoints): (Vec<Placement>, &str, Vec<(String, u16)>) = match era {
@@ -135,6 +145,14 @@ pub fn install_script(era: Era, istio_namespace: &str, revision: Option<&str>) -
                     .collect(),
             ),
         )
+        .replace(
+            "@CREDENTIALS@",
+            &crate::vmfiles::credentials(era)
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+        .replace("@UNITS@", units(era))
         .replace("@DIRS@", dirs)
         .replace(
             "@ENDPOINTS@",

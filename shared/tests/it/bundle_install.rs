@@ -488,9 +488,25 @@ fn modern_install_places_files_where_the_sidecar_reads_them() {
     let prefix = root.display().to_string();
     assert_eq!(install(&dir, &["--prefix", &prefix, "--no-chown"]).code, 0);
     let t = tree(&root);
+    // The token is kept where a reboot does not empty it, copied where pilot-agent reads it, and
+    // copied there again before every start by a drop-in of istio.service.
+    assert_eq!(
+        t["var/lib/istio/tokens/istio-token"],
+        (0o600, b"TOKEN".to_vec())
+    );
     assert_eq!(
         t["var/run/secrets/tokens/istio-token"],
         (0o600, b"TOKEN".to_vec())
+    );
+    let dropin = String::from_utf8(
+        t["etc/systemd/system/istio.service.d/meshvm-token.conf"]
+            .1
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        dropin.contains("[Service]\nExecStartPre=/bin/mkdir -p /var/run/secrets/tokens\nExecStartPre=/bin/cp -p /var/lib/istio/tokens/istio-token /var/run/secrets/tokens/istio-token\n"),
+        "{dropin}"
     );
     assert_eq!(t["etc/istio/config/mesh"].1, b"defaultConfig: {}\n");
     assert_eq!(t["etc/certs/root-cert.pem"].1, b"ROOT\n");
@@ -635,4 +651,502 @@ fn tampered_bundles_and_bad_flags_are_refused() {
         "{}",
         run.stderr
     );
+}
+
+/// Stand-ins for the VM's tools, first on PATH: each records its arguments in `calls.log`.
+/// `systemctl` keeps unit state in `state/` (is-enabled/is-active answer from it); `curl`
+/// answers like a ready sidecar once `istio` is active (unless `ready` is false); `rpm -q -p`
+/// names the package and `rpm -q --quiet` finds it after `rpm -i`.
+struct Vm {
+    tools: PathBuf,
+    log: PathBuf,
+}
+
+impl Vm {
+    fn new(root: &Path, ready: bool) -> Self {
+        let tools = root.join("tools");
+        let state = root.join("state");
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let log = root.join("calls.log");
+        let record = format!(
+            "printf '%s\\n' \"$(basename \"$0\") $*\" >>'{}'\n",
+            log.display()
+        );
+        let st = state.display();
+        let scripts = [
+            (
+                "systemctl",
+                format!(
+                    "case $1 in\n  is-enabled) [ -f '{st}/enabled-'\"$3\" ] ;;\n  is-active) [ -f '{st}/active-'\"$3\" ] ;;\n  enable) touch '{st}/enabled-'\"$2\" ;;\n  disable) rm -f '{st}/enabled-'\"$2\" ;;\n  start|restart) touch '{st}/active-'\"$2\" ;;\n  stop) rm -f '{st}/active-'\"$2\" ;;\nesac\n"
+                ),
+            ),
+            (
+                "curl",
+                if ready {
+                    format!(
+                        "[ -f '{st}/active-istio' ] || exit 7\ncase \"$*\" in\n  *15000/server_info*) printf '{{\\n \"version\": \"x\",\\n \"state\": \"LIVE\"\\n}}\\n' ;;\nesac\n"
+                    )
+                } else {
+                    "exit 7\n".to_owned()
+                },
+            ),
+            ("dpkg", String::new()),
+            (
+                "rpm",
+                format!(
+                    "case \"$1 $2\" in\n  '-q -p') echo istio-sidecar-1.22.0-1.x86_64 ;;\n  '-q --quiet') [ -f '{st}/rpm-installed' ] ;;\n  '-i '*) touch '{st}/rpm-installed' ;;\nesac\n"
+                ),
+            ),
+            ("journalctl", String::new()),
+            ("chown", String::new()),
+            (
+                "id",
+                "if [ \"$1\" = istio-proxy ]; then exit 0; fi\nexec /usr/bin/id \"$@\"\n"
+                    .to_owned(),
+            ),
+        ];
+        for (name, body) in scripts {
+            let path = tools.join(name);
+            let record = if name == "id" { "" } else { record.as_str() };
+            std::fs::write(&path, format!("#!/bin/sh\n{record}{body}")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Self { tools, log }
+    }
+
+    /// The recorded calls since the last look, one per line; the log starts afresh.
+    fn calls(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn run(&self, dir: &Path, args: &[&str]) -> Run {
+        install_with(dir, args, Some(&self.tools))
+    }
+}
+
+fn lines(calls: &[&str]) -> Vec<String> {
+    calls.iter().map(|c| (*c).to_owned()).collect()
+}
+
+#[test]
+fn legacy_package_and_start_run_the_runbooks_commands_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Legacy, legacy_files("203.0.113.10"));
+    let root = tmp.path().join("root");
+    let prefix = root.display().to_string();
+    let deb = tmp.path().join("istio-sidecar.deb");
+    std::fs::write(&deb, "deb").unwrap();
+    let deb = deb.display().to_string();
+    let vm = Vm::new(&tmp.path().join("vm"), true);
+
+    let first = vm.run(&dir, &["--prefix", &prefix, "--package", &deb, "--start"]);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert_eq!(
+        vm.calls(),
+        lines(&[
+            &format!("dpkg -i {deb}"),
+            &format!("chown -R istio-proxy {prefix}/etc/certs"),
+            &format!("chown -R istio-proxy {prefix}/var/lib/istio/envoy"),
+            "systemctl is-enabled --quiet istio-auth-node-agent",
+            "systemctl enable istio-auth-node-agent",
+            "systemctl is-active --quiet istio-auth-node-agent",
+            "systemctl start istio-auth-node-agent",
+            "systemctl is-enabled --quiet istio",
+            "systemctl enable istio",
+            "systemctl is-active --quiet istio",
+            "systemctl start istio",
+            "curl -fs --max-time 2 http://localhost:15000/server_info",
+        ])
+    );
+    assert!(first.stdout.contains("ready: "), "{}", first.stdout);
+
+    // Again, with everything running: only questions, nothing enabled or started twice.
+    let again = vm.run(&dir, &["--prefix", &prefix, "--start"]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(
+        vm.calls(),
+        lines(&[
+            &format!("chown -R istio-proxy {prefix}/etc/certs"),
+            &format!("chown -R istio-proxy {prefix}/var/lib/istio/envoy"),
+            "systemctl is-enabled --quiet istio-auth-node-agent",
+            "systemctl is-active --quiet istio-auth-node-agent",
+            "systemctl is-enabled --quiet istio",
+            "systemctl is-active --quiet istio",
+            "curl -fs --max-time 2 http://localhost:15000/server_info",
+        ])
+    );
+
+    // --uninstall stops and disables what --start started, last first, and leaves no trace.
+    let gone = vm.run(&dir, &["--prefix", &prefix, "--uninstall"]);
+    assert_eq!(gone.code, 0, "{}{}", gone.stdout, gone.stderr);
+    assert_eq!(
+        vm.calls(),
+        lines(&[
+            "systemctl stop istio",
+            "systemctl disable istio",
+            "systemctl stop istio-auth-node-agent",
+            "systemctl disable istio-auth-node-agent",
+        ])
+    );
+    assert_eq!(
+        tree(&root).into_keys().collect::<Vec<_>>(),
+        ["etc/", "etc/hosts"]
+    );
+    // Nothing recorded any more: a second --uninstall stops nothing.
+    let twice = vm.run(&dir, &["--prefix", &prefix, "--uninstall"]);
+    assert_eq!(twice.code, 0, "{}{}", twice.stdout, twice.stderr);
+    assert!(vm.calls().is_empty());
+}
+
+#[test]
+fn modern_rpm_start_waits_for_healthz_and_uninstall_forgets_the_drop_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Modern, modern_files("203.0.113.20"));
+    let root = tmp.path().join("root");
+    let prefix = root.display().to_string();
+    let rpm = tmp.path().join("istio-sidecar.rpm");
+    std::fs::write(&rpm, "rpm").unwrap();
+    let rpm = rpm.display().to_string();
+    let vm = Vm::new(&tmp.path().join("vm"), true);
+    let args = [
+        "--prefix",
+        &prefix,
+        "--no-chown",
+        "--package",
+        &rpm,
+        "--start",
+    ];
+
+    let first = vm.run(&dir, &args);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert_eq!(
+        vm.calls(),
+        lines(&[
+            &format!("rpm -q -p {rpm}"),
+            "rpm -q --quiet istio-sidecar-1.22.0-1.x86_64",
+            &format!("rpm -i {rpm}"),
+            "systemctl daemon-reload",
+            "systemctl is-enabled --quiet istio",
+            "systemctl enable istio",
+            "systemctl is-active --quiet istio",
+            "systemctl start istio",
+            "curl -fs -o /dev/null --max-time 2 http://localhost:15021/healthz/ready",
+        ])
+    );
+    // rpm -i refuses an installed package: the second run asks and leaves it.
+    let again = vm.run(&dir, &args);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(
+        vm.calls(),
+        lines(&[
+            &format!("rpm -q -p {rpm}"),
+            "rpm -q --quiet istio-sidecar-1.22.0-1.x86_64",
+            "systemctl daemon-reload",
+            "systemctl is-enabled --quiet istio",
+            "systemctl is-active --quiet istio",
+            "curl -fs -o /dev/null --max-time 2 http://localhost:15021/healthz/ready",
+        ])
+    );
+    assert!(
+        again
+            .stdout
+            .contains("unchanged package istio-sidecar-1.22.0-1.x86_64"),
+        "{}",
+        again.stdout
+    );
+    let gone = vm.run(&dir, &["--prefix", &prefix, "--uninstall"]);
+    assert_eq!(gone.code, 0, "{}{}", gone.stdout, gone.stderr);
+    assert_eq!(
+        vm.calls(),
+        lines(&[
+            "systemctl stop istio",
+            "systemctl disable istio",
+            "systemctl daemon-reload",
+        ])
+    );
+    assert!(
+        tree(&root)
+            .into_keys()
+            .all(|k| k == "etc/" || k == "etc/hosts"),
+        "{:?}",
+        tree(&root).into_keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_sidecar_that_never_gets_ready_times_out_with_the_journalctl_command() {
+    for (era, files, ready, units) in [
+        (
+            Era::Modern,
+            modern_files("203.0.113.20"),
+            "http://localhost:15021/healthz/ready",
+            "journalctl -u istio --no-pager -n 100",
+        ),
+        (
+            Era::Legacy,
+            legacy_files("203.0.113.10"),
+            "Envoy's admin port 15000 reporting LIVE",
+            "journalctl -u istio-auth-node-agent -u istio --no-pager -n 100",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = bundle_dir(tmp.path(), era, files);
+        let prefix = tmp.path().join("root").display().to_string();
+        let vm = Vm::new(&tmp.path().join("vm"), false);
+        let began = std::time::Instant::now();
+        let run = vm.run(
+            &dir,
+            &[
+                "--prefix",
+                &prefix,
+                "--no-chown",
+                "--start",
+                "--timeout",
+                "2s",
+            ],
+        );
+        let took = began.elapsed();
+        assert_eq!(run.code, 1, "{era}: {}{}", run.stdout, run.stderr);
+        assert!(
+            took < std::time::Duration::from_secs(8),
+            "{era}: bounded by --timeout: {took:?}"
+        );
+        assert!(
+            run.stderr.contains("the sidecar is not ready after 2s")
+                && run.stderr.contains(ready)
+                && run.stderr.contains(&format!("`{units}`")),
+            "{era}: {}",
+            run.stderr
+        );
+        let calls = vm.calls();
+        assert!(
+            calls.iter().filter(|c| c.starts_with("curl ")).count() >= 2,
+            "{era}: it polled: {calls:?}"
+        );
+        assert!(
+            !calls.iter().any(|c| c.starts_with("journalctl")),
+            "{era}: the command is printed, not run: {calls:?}"
+        );
+    }
+}
+
+#[test]
+fn package_flag_takes_only_deb_and_rpm_and_dry_run_runs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Legacy, legacy_files("203.0.113.10"));
+    let root = tmp.path().join("root");
+    let prefix = root.display().to_string();
+    let vm = Vm::new(&tmp.path().join("vm"), true);
+    let zip = tmp.path().join("foo.zip");
+    std::fs::write(&zip, "zip").unwrap();
+    let zip = zip.display().to_string();
+    let refused = vm.run(&dir, &["--prefix", &prefix, "--package", &zip, "--start"]);
+    assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("--package {zip}: not a .deb or .rpm file")),
+        "{}",
+        refused.stderr
+    );
+    let missing = vm.run(&dir, &["--prefix", &prefix, "--package", "nowhere.deb"]);
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .contains("--package nowhere.deb: no such file"),
+        "{}",
+        missing.stderr
+    );
+    let bad_timeout = vm.run(&dir, &["--prefix", &prefix, "--timeout", "soon"]);
+    assert_eq!(bad_timeout.code, 2, "{}", bad_timeout.stderr);
+    let mixed = vm.run(&dir, &["--prefix", &prefix, "--renew", "--start"]);
+    assert_eq!(mixed.code, 2, "{}", mixed.stderr);
+    assert!(vm.calls().is_empty());
+    assert!(tree(&root).is_empty(), "{:?}", tree(&root));
+
+    let deb = tmp.path().join("istio-sidecar.deb");
+    std::fs::write(&deb, "deb").unwrap();
+    let deb = deb.display().to_string();
+    let dry = vm.run(
+        &dir,
+        &[
+            "--prefix",
+            &prefix,
+            "--package",
+            &deb,
+            "--start",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    for shown in [
+        format!("would run: dpkg -i {deb}"),
+        format!("would run: chown -R istio-proxy {prefix}/etc/certs"),
+        "would run: systemctl enable istio-auth-node-agent".to_owned(),
+        "would run: systemctl start istio".to_owned(),
+        "would wait up to 120s for".to_owned(),
+    ] {
+        assert!(dry.stdout.contains(&shown), "{shown}: {}", dry.stdout);
+    }
+    assert!(vm.calls().is_empty(), "--dry-run runs nothing");
+    assert!(tree(&root).is_empty(), "{:?}", tree(&root));
+}
+
+/// A bundle directory like `dir`'s with other credentials (as `bundle --renew` leaves it).
+fn renewed(root: &Path, era: Era, gateway: &str) -> PathBuf {
+    let files = match era {
+        Era::Legacy => legacy_files(gateway),
+        Era::Modern => modern_files(gateway),
+    }
+    .into_iter()
+    .map(|f| match f.name.as_str() {
+        "key.pem" => BundleFile::new("key.pem", "KEY2\n", 0o600, "key"),
+        "cert-chain.pem" => BundleFile::new("cert-chain.pem", "CHAIN2\n", 0o644, "chain"),
+        "istio-token" => BundleFile::new("istio-token", "TOKEN2", 0o600, "token"),
+        _ => f,
+    })
+    .collect();
+    bundle_dir(root, era, files)
+}
+
+#[test]
+fn modern_renew_swaps_only_the_token_and_restarts_the_sidecar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Modern, modern_files("203.0.113.20"));
+    let root = tmp.path().join("root");
+    let prefix = root.display().to_string();
+    let vm = Vm::new(&tmp.path().join("vm"), true);
+    let not_yet = vm.run(&dir, &["--prefix", &prefix, "--renew"]);
+    assert_eq!(not_yet.code, 1, "{}", not_yet.stdout);
+    assert!(
+        not_yet
+            .stderr
+            .contains("run install.sh without --renew first"),
+        "{}",
+        not_yet.stderr
+    );
+    assert_eq!(vm.run(&dir, &["--prefix", &prefix]).code, 0);
+    let before = tree(&root);
+    vm.calls();
+
+    let new = renewed(&tmp.path().join("new"), Era::Modern, "203.0.113.20");
+    let run = vm.run(&new, &["--prefix", &prefix, "--renew", "--timeout", "5s"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let token = format!("{prefix}/var/lib/istio/tokens/istio-token.meshvm-new");
+    let run_token = format!("{prefix}/var/run/secrets/tokens/istio-token.meshvm-new");
+    assert_eq!(
+        vm.calls(),
+        lines(&[
+            &format!("chown istio-proxy {token}"),
+            &format!("chown istio-proxy {run_token}"),
+            "systemctl daemon-reload",
+            "systemctl restart istio",
+            "curl -fs -o /dev/null --max-time 2 http://localhost:15021/healthz/ready",
+        ])
+    );
+    let after = tree(&root);
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "var/lib/istio/tokens/istio-token",
+            "var/run/secrets/tokens/istio-token"
+        ]
+    );
+    assert_eq!(
+        after["var/lib/istio/tokens/istio-token"],
+        (0o600, b"TOKEN2".to_vec())
+    );
+    assert_eq!(before.len(), after.len(), "no temporary file left");
+
+    // The same credentials again: nothing swapped, the sidecar keeps running.
+    let again = vm.run(&new, &["--prefix", &prefix, "--renew"]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(vm.calls().is_empty());
+    assert!(
+        again.stdout.contains("sidecar not restarted"),
+        "{}",
+        again.stdout
+    );
+
+    // A damaged renewal is refused before anything is swapped.
+    std::fs::set_permissions(
+        new.join("istio-token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(new.join("istio-token"), "FORGED").unwrap();
+    let forged = vm.run(&new, &["--prefix", &prefix, "--renew"]);
+    assert_eq!(forged.code, 1, "{}", forged.stdout);
+    assert!(
+        forged.stderr.contains("istio-token: not as in SHA256SUMS"),
+        "{}",
+        forged.stderr
+    );
+    assert_eq!(tree(&root), after);
+    assert!(vm.calls().is_empty());
+}
+
+#[test]
+fn legacy_renew_swaps_key_and_chain_and_restarts_node_agent_then_sidecar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundle_dir(tmp.path(), Era::Legacy, legacy_files("203.0.113.10"));
+    let root = tmp.path().join("root");
+    let prefix = root.display().to_string();
+    let vm = Vm::new(&tmp.path().join("vm"), true);
+    assert_eq!(vm.run(&dir, &["--prefix", &prefix, "--no-chown"]).code, 0);
+    let before = tree(&root);
+    vm.calls();
+    let new = renewed(&tmp.path().join("new"), Era::Legacy, "203.0.113.10");
+    let dry = vm.run(
+        &new,
+        &["--prefix", &prefix, "--no-chown", "--renew", "--dry-run"],
+    );
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("would run: systemctl restart istio-auth-node-agent"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains(&format!(
+            "would run: sync {prefix}/etc/certs/key.pem.meshvm-new"
+        )),
+        "{}",
+        dry.stdout
+    );
+    assert!(vm.calls().is_empty());
+    assert_eq!(tree(&root), before);
+
+    let run = vm.run(&new, &["--prefix", &prefix, "--no-chown", "--renew"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        vm.calls(),
+        lines(&[
+            "systemctl restart istio-auth-node-agent",
+            "systemctl restart istio",
+            "curl -fs --max-time 2 http://localhost:15000/server_info",
+        ])
+    );
+    let after = tree(&root);
+    assert_eq!(after["etc/certs/key.pem"], (0o600, b"KEY2\n".to_vec()));
+    assert_eq!(
+        after["etc/certs/cert-chain.pem"],
+        (0o644, b"CHAIN2\n".to_vec())
+    );
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(changed, ["etc/certs/cert-chain.pem", "etc/certs/key.pem"]);
 }

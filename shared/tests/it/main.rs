@@ -1,6 +1,7 @@
 //! meshvm library integration tests: one binary, one module per area.
 
 mod bundle_install;
+mod bundle_renew;
 mod bundle_sim;
 mod connect;
 mod doctor_conformance;
