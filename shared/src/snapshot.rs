@@ -1581,7 +1581,10 @@ mod tests {
         let hint = crate::errors::Diagnose::hint(&err).unwrap();
         assert_eq!(
             hint,
-            format!("kubectl meshvm doctor -f {} -R", dir.path().display())
+            format!(
+                "read its subdirectories too: `kubectl meshvm doctor -f {} -R`",
+                dir.path().display()
+            )
         );
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
@@ -1629,8 +1632,9 @@ mod tests {
                     p("Chart.yaml")
                 ),
                 format!(
-                    "{}:1: document 1 skipped: no apiVersion and no kind: a Kustomize file (to check what it renders: kubectl kustomize DIR | kubectl meshvm doctor -f -)",
-                    p("kustomization.yaml")
+                    "{}:1: document 1 skipped: no apiVersion and no kind: a Kustomize file (to check what it renders: `kubectl kustomize {} | kubectl meshvm doctor -f -`)",
+                    p("kustomization.yaml"),
+                    dir.path().display()
                 ),
                 format!(
                     "{}:5: document 2 skipped: not a mapping: not a Kubernetes manifest",

@@ -190,7 +190,7 @@ fn subdirectories_are_read_with_r_as_kubectl_does() {
         run.stderr
             .contains("no .yaml, .yml or .json files found (only in 1 subdirectories")
             && run.stderr.contains(&format!(
-                "hint: kubectl meshvm doctor -f {} -R",
+                "hint: read its subdirectories too: `kubectl meshvm doctor -f {} -R`",
                 d.display()
             )),
         "{}",

@@ -419,7 +419,7 @@ async fn help_examples_work_as_printed() {
             let Some(lab) = Lab::start(setting.scenario).await else {
                 return;
             };
-            lab.with_contexts(example).await;
+            lab.with_contexts(example);
             for step in &setting.before {
                 lab.expect(step, &[0]).await;
             }
@@ -509,7 +509,7 @@ impl Setting {
 impl Lab {
     /// Contexts an example names (`--context east`) are added to the lab's kubeconfig, each
     /// pointing at the lab's cluster, so the example runs as printed.
-    async fn with_contexts(&self, example: &str) {
+    fn with_contexts(&self, example: &str) {
         let words = shell_words::split(example).unwrap();
         let names: Vec<&String> = words
             .windows(2)

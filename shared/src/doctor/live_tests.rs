@@ -358,13 +358,10 @@ async fn several_contexts_are_checked_and_cross_checked() {
         .unwrap_or_else(|| panic!("{hint}"));
     let mut argv: Vec<&str> = command.split_whitespace().skip(2).collect();
     argv[0] = "kubectl-meshvm-doctor";
-    argv.extend([
-        "--kubeconfig",
-        path.to_str().unwrap(),
-        "--yes",
-        "-o",
-        "json",
-    ]);
+    argv.extend(["--kubeconfig", path.to_str().unwrap(), "-o", "json"]);
+    if !argv.contains(&"--yes") {
+        argv.push("--yes");
+    }
     let o = DoctorOptions::resolve(DoctorArgs::try_parse_from(&argv).unwrap()).unwrap();
     let mut out = Vec::new();
     let outcome = run(&o, &mut out, &mut Vec::new(), false).await.unwrap();

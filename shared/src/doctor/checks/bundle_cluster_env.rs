@@ -446,7 +446,7 @@ mod tests {
         );
         assert_eq!(
             out[0].hint,
-            "kubectl meshvm prepare -n expandvm --context test"
+            "`kubectl meshvm prepare -n expandvm --context test`"
         );
         let out = bundle(Fixture::modern().live()).run(&BundleClusterEnv);
         expect(&out, Fail, "no namespace");
@@ -457,7 +457,7 @@ mod tests {
         assert!(
             out[0]
                 .hint
-                .starts_with("kubectl meshvm prepare -n expandvm --context test"),
+                .starts_with("`kubectl meshvm prepare -n expandvm --context test`"),
             "{out:#?}"
         );
         // Manifests may leave namespaces out: judged only against a live cluster.

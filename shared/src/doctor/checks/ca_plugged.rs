@@ -113,11 +113,12 @@ mod tests {
             .run(&CaPlugged);
         assert_eq!(
             out[0].hint,
-            "plug in a shared CA: kubectl meshvm prepare -n expandvm --ca-dir CA_DIR"
+            "plug in a shared CA: `kubectl meshvm prepare -n expandvm --ca-dir CA_DIR --restart-control-plane`"
         );
         let out = Fixture::legacy().with(other).run(&CaPlugged);
         assert!(
-            out[0].hint.ends_with("kubectl create secret generic cacerts -n istio-system --from-file=CA_DIR/ca-cert.pem --from-file=CA_DIR/ca-key.pem --from-file=CA_DIR/root-cert.pem --from-file=CA_DIR/cert-chain.pem"),
+            out[0].hint.contains("`kubectl create secret generic cacerts -n istio-system --from-file=CA_DIR/ca-cert.pem --from-file=CA_DIR/ca-key.pem --from-file=CA_DIR/root-cert.pem --from-file=CA_DIR/cert-chain.pem`")
+                && out[0].hint.ends_with("`kubectl rollout restart deployment/istio-citadel -n istio-system`"),
             "{}",
             out[0].hint
         );
