@@ -313,6 +313,14 @@ pub async fn run(
             attribute(f, context);
         }
     }
+    // A kubeconfig named on the command line is named in every hinted command too, or the
+    // command would run against another cluster.
+    if let Some(path) = &opts.kube.kubeconfig {
+        let path = path.to_string_lossy();
+        for f in &mut report.findings {
+            f.hint = hint_with_flag(&f.hint, "--kubeconfig", &path);
+        }
+    }
     // Without a terminal --fix cannot ask, so a hinted `doctor --fix` carries --yes: run as
     // printed in a script, it does what it says (prepare's restart hint does the same).
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -436,16 +444,23 @@ fn attribute(f: &mut Finding, context: &str) {
 /// that follow its name), else right after `kubectl` (a global flag). Commands that already
 /// name a context are left alone.
 pub fn hint_for_context(hint: &str, context: &str) -> String {
-    let quoted = if !context.is_empty()
-        && context
+    hint_with_flag(hint, "--context", context)
+}
+
+/// `hint` with the connection flag `name value` (`--context`, `--kubeconfig`) in every kubectl
+/// command it holds that does not name it already, placed as [`hint_for_context`] says; the
+/// value is quoted for the shell when it needs to be.
+pub fn hint_with_flag(hint: &str, name: &str, value: &str) -> String {
+    let quoted = if !value.is_empty()
+        && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@'))
     {
-        context.to_string()
+        value.to_string()
     } else {
-        format!("'{}'", context.replace('\'', "'\"'\"'"))
+        format!("'{}'", value.replace('\'', "'\"'\"'"))
     };
-    let flag = format!(" --context {quoted}");
+    let flag = format!(" {name} {quoted}");
     let mut out = String::with_capacity(hint.len() + 32);
     let mut rest = hint;
     while let Some(at) = rest.find("kubectl") {
@@ -461,7 +476,7 @@ pub fn hint_for_context(hint: &str, context: &str) -> String {
         }
         // The command runs to the end of its quoting or line.
         let end = rest.find(['`', '\n', ')']).unwrap_or(rest.len());
-        if rest[..end].contains("--context") {
+        if rest[..end].contains(name) {
             continue;
         }
         if let Some(plugin) = rest.strip_prefix(" meshvm ") {
@@ -988,6 +1003,20 @@ mod tests {
         let mut full = vec!["kubectl-meshvm-doctor"];
         full.extend_from_slice(argv);
         DoctorOptions::resolve(DoctorArgs::try_parse_from(full).unwrap())
+    }
+
+    #[test]
+    fn hints_carry_an_explicit_kubeconfig() {
+        assert_eq!(
+            hint_with_flag(
+                "`kubectl meshvm doctor --fix` or `kubectl -n x get pods`",
+                "--kubeconfig",
+                "/tmp/my config"
+            ),
+            "`kubectl meshvm doctor --kubeconfig '/tmp/my config' --fix` or `kubectl --kubeconfig '/tmp/my config' -n x get pods`"
+        );
+        let named = "`kubectl meshvm doctor --kubeconfig k --fix`";
+        assert_eq!(hint_with_flag(named, "--kubeconfig", "other"), named);
     }
 
     #[test]

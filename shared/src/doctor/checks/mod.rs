@@ -231,6 +231,20 @@ fn plug_ca_command(snap: &Snapshot, ctx: &crate::doctor::CheckContext<'_>) -> St
     }
 }
 
+/// How a finding that `--fix` repairs introduces the manifest after it: on a cluster, the
+/// `--fix` command (with the context when several are checked); from `-f` manifests, which
+/// `--fix` does not write to, only the manifest to add.
+pub(crate) fn fix_lead(snap: &Snapshot, ctx: &crate::doctor::CheckContext<'_>) -> String {
+    if snap.source == crate::snapshot::SourceKind::Files {
+        "add this to your manifests".to_string()
+    } else {
+        format!(
+            "`kubectl meshvm doctor --fix{}` creates it; or apply",
+            context_flag(snap, ctx)
+        )
+    }
+}
+
 /// `findings`, or one `pass` with `message` when there are none.
 fn or_pass(id: &'static str, findings: Vec<Finding>, message: impl Into<String>) -> Vec<Finding> {
     if findings.is_empty() {
@@ -596,6 +610,22 @@ mod tests {
             "{}",
             out[0].hint
         );
+    }
+
+    #[test]
+    fn manifests_read_with_f_are_told_what_to_add_not_to_run_fix() {
+        use crate::doctor::testutil::Fixture;
+        let mut snap = Fixture::legacy().snapshot();
+        snap.source = crate::snapshot::SourceKind::Files;
+        let opts = crate::doctor::CheckOptions::default();
+        let ctx = crate::doctor::CheckContext::new(&snap, &opts, Vec::new());
+        let out = MtlsDefaultDr.run(&snap, &ctx);
+        assert!(
+            out[0].hint.starts_with("add this to your manifests:\n"),
+            "{}",
+            out[0].hint
+        );
+        assert!(!out[0].hint.contains("--fix"), "{}", out[0].hint);
     }
 
     #[test]

@@ -74,8 +74,8 @@ impl Check for MtlsControlPlanePlaintext {
                 )
             } else {
                 format!(
-                    "`kubectl meshvm doctor --fix{}` creates it; or apply:\n{}",
-                    super::context_flag(snap, ctx),
+                    "{}:\n{}",
+                    super::fix_lead(snap, ctx),
                     fix::render_yaml(&rule)
                 )
             };

@@ -91,8 +91,8 @@ impl Check for MtlsDefaultDr {
         if mutual.is_empty() && !ctx.auto_mtls {
             let plan = fix::plan(snap, ctx);
             let hint = format!(
-                "`kubectl meshvm doctor --fix{}` creates it; or apply:\n{}",
-                super::context_flag(snap, ctx),
+                "{}:\n{}",
+                super::fix_lead(snap, ctx),
                 fix::render_yaml(
                     &plan
                         .iter()
