@@ -86,7 +86,7 @@ fn every_suggested_command_is_in_backticks() {
                 || file == "tests.rs"
                 || file.ends_with("testutil.rs")
                 || file.ends_with("_tests.rs")
-                || !file.ends_with(".rs")
+                || path.extension().is_none_or(|e| e != "rs")
             {
                 continue;
             }
