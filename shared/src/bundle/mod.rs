@@ -364,6 +364,54 @@ impl Diagnose for Error {
     }
 }
 
+/// A re-run into a folder that holds this bundle already (a script run twice, a run killed after
+/// it wrote): the one file that differs on every modern run is the freshly issued `istio-token`.
+/// When the token in the folder is still good for at least half of `--token-duration`, and the
+/// new bundle differs from the folder's in nothing else, the folder's token is kept (with
+/// `SHA256SUMS` recomputed), so the re-run is "unchanged" rather than a refusal. Returns what it
+/// says about it.
+fn keep_valid_token(
+    bundle: &mut plan::Bundle,
+    dir: &std::path::Path,
+    token_seconds: i64,
+    now: SystemTime,
+) -> Option<String> {
+    const TOKEN: &str = "istio-token";
+    let old = std::fs::read(dir.join(TOKEN)).ok()?;
+    let new = bundle.files.iter().position(|f| f.name == TOKEN)?;
+    if bundle.files[new].data == old {
+        return None;
+    }
+    let exp = renew::token_exp(&old)?;
+    let now_secs = i64::try_from(now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs()).ok()?;
+    let left = exp - now_secs;
+    if left < token_seconds / 2 {
+        return None;
+    }
+    let same_otherwise = bundle
+        .files
+        .iter()
+        .filter(|f| f.name != TOKEN && f.name != output::SHA256SUMS)
+        .all(|f| std::fs::read(dir.join(&f.name)).is_ok_and(|d| d == f.data));
+    if !same_otherwise {
+        return None;
+    }
+    bundle.files[new].data = old;
+    let sums = output::sha256sums(&bundle.files);
+    if let Some(f) = bundle
+        .files
+        .iter_mut()
+        .find(|f| f.name == output::SHA256SUMS)
+    {
+        f.data = sums.into_bytes();
+    }
+    Some(format!(
+        "kept the istio-token already in {} (valid for {}m more, at least half of --token-duration); `kubectl meshvm bundle --renew` issues a new one",
+        dir.display(),
+        left / 60
+    ))
+}
+
 /// `kubectl meshvm bundle`.
 pub async fn main(args: BundleArgs) -> Result<Outcome, Error> {
     let renew = args.renew;
@@ -422,7 +470,11 @@ pub async fn run(
     for note in &observed.notes {
         let _ = writeln!(err, "note: {note}");
     }
-    let bundle = plan(&observed, opts, SystemTime::now())?;
+    let now = SystemTime::now();
+    let mut bundle = plan(&observed, opts, now)?;
+    if let Some(kept) = keep_valid_token(&mut bundle, &opts.output_dir, opts.token_seconds, now) {
+        let _ = writeln!(err, "note: {kept}");
+    }
     for warning in &bundle.warnings {
         let _ = writeln!(err, "warning: {warning}");
     }

@@ -294,8 +294,24 @@ async fn modern_renew_changes_the_token_and_nothing_else() {
     // Token times have second resolution.
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    // Bundling again differs only in the token: the refusal points at --renew.
-    let (result, _, _) = bundle(&options(&server, &dir, &first)).await;
+    // Bundling again (a script run twice) keeps the folder's still-valid token: unchanged.
+    let (result, _, stderr) = bundle(&options(&server, &dir, &first)).await;
+    ok(&result, &stderr);
+    assert!(stderr.contains("kept the istio-token"), "{stderr}");
+    assert_eq!(changed(&before, &files(&dir)), Vec::<String>::new());
+    sha256sum_verifies(&dir);
+
+    // A token meant to outlive the folder's by far differs only in the token: the refusal
+    // points at --renew.
+    let longer = [
+        "--vm-namespace",
+        "vm",
+        "--workload-group",
+        "vm",
+        "--token-duration",
+        "10h",
+    ];
+    let (result, _, _) = bundle(&options(&server, &dir, &longer)).await;
     let err = result.unwrap_err();
     assert!(matches!(err, Error::OutputExists { .. }), "{err}");
     assert!(
