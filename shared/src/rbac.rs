@@ -638,16 +638,15 @@ fn roles(verb: Verb, ns: &Namespaces) -> Vec<(&'static str, String, Option<Strin
                 Some(n.to_owned()),
             ),
         };
-        match out
+        if let Some((_, _, _, rules)) = out
             .iter_mut()
             .find(|(k, n, s, _)| *k == kind && *n == name && *s == namespace)
         {
-            Some((_, _, _, rules)) => add(rules, perm),
-            None => {
-                let mut rules = Vec::new();
-                add(&mut rules, perm);
-                out.push((kind, name, namespace, rules));
-            }
+            add(rules, perm);
+        } else {
+            let mut rules = Vec::new();
+            add(&mut rules, perm);
+            out.push((kind, name, namespace, rules));
         }
     }
     out

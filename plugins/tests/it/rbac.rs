@@ -233,6 +233,14 @@ async fn doctor_without_the_secret_role_skips_the_ca_checks_and_reports_the_rest
     );
 }
 
+/// A verb's run: binary, `--print-rbac` arguments, run arguments, the right taken out.
+type Step<'a> = (
+    &'static str,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    (&'a str, &'a str, bool),
+);
+
 /// prepare, bundle and register, each on its own printed roles, on both eras; then each with
 /// one right taken out fails, naming it and `--print-rbac`.
 #[tokio::test(flavor = "multi_thread")]
@@ -241,12 +249,6 @@ async fn each_verb_runs_on_its_printed_role_and_names_a_missing_right() {
     let samples = sim::samples().display().to_string();
     let legacy_dir = tmp.path().join("legacy").display().to_string();
     let modern_dir = tmp.path().join("modern").display().to_string();
-    type Step<'a> = (
-        &'static str,
-        Vec<&'a str>,
-        Vec<&'a str>,
-        (&'a str, &'a str, bool),
-    );
     let flows: [(Scenario, Vec<Step<'_>>); 2] = [
         (
             legacy(),
