@@ -140,6 +140,9 @@ pub struct PrepareArgs {
     /// `-v` verbosity.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Print the least-privilege ClusterRole and Roles (meshvm-prepare) this verb needs, as YAML for `kubectl apply -f -`, and exit (no cluster is contacted)
+    #[arg(long)]
+    pub print_rbac: bool,
 }
 
 /// `kubectl meshvm bundle`: the files the VM needs.
@@ -221,6 +224,9 @@ pub struct BundleArgs {
     /// `-v` verbosity.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Print the least-privilege ClusterRole and Roles (meshvm-bundle) this verb needs, as YAML for `kubectl apply -f -`, and exit (no cluster is contacted)
+    #[arg(long)]
+    pub print_rbac: bool,
 }
 
 /// `kubectl meshvm register`: make the VM an endpoint.
@@ -291,6 +297,9 @@ pub struct RegisterArgs {
     /// `-v` verbosity.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Print the least-privilege ClusterRole and Roles (meshvm-register) this verb needs, as YAML for `kubectl apply -f -`, and exit (no cluster is contacted)
+    #[arg(long)]
+    pub print_rbac: bool,
 }
 
 /// Doctor's `-o`: the common formats plus SARIF for CI systems.
@@ -363,6 +372,9 @@ pub struct DoctorArgs {
     /// `-v` verbosity.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Print the least-privilege ClusterRole and Roles (meshvm-doctor) this verb needs, as YAML for `kubectl apply -f -`, and exit (no cluster is contacted)
+    #[arg(long)]
+    pub print_rbac: bool,
 }
 
 /// The whole `kubectl meshvm` tree, for completion and the dispatcher's help.

@@ -353,10 +353,14 @@ impl Diagnose for Error {
                 "run the command again; if it keeps failing, the API server's etcd compacts faster than one list takes (check --etcd-compaction-interval) or the cluster is overloaded".into(),
             ),
             Error::Forbidden { action, .. } => Some(format!(
-                "ask a cluster admin for a Role granting `{}` on `{}`{}, or use --as with an identity that has it",
+                "ask a cluster admin for a Role granting `{}` on `{}`{}, or use --as with an identity that has it{}",
                 action.verb,
                 action.resource,
-                namespace_words(action)
+                namespace_words(action),
+                crate::rbac::Verb::current().map_or(String::new(), |verb| format!(
+                    "; {} prints the role it needs",
+                    verb.print_rbac_command()
+                ))
             )),
             _ => None,
         }

@@ -18,6 +18,7 @@ pub mod output;
 pub mod pki;
 pub mod plan;
 pub mod prepare;
+pub mod rbac;
 pub mod read;
 pub mod register;
 pub mod scope;

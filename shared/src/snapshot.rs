@@ -1085,6 +1085,16 @@ impl Snapshot {
     /// not serve are recorded in [`Snapshot::not_served`] with what discovery found; kinds it
     /// refuses (403) in [`Snapshot::refused`], so their checks skip with the reason.
     pub async fn observe(conn: &Connection) -> Result<Snapshot, Error> {
+        Self::observe_in(conn, None).await
+    }
+
+    /// [`Snapshot::observe`] with the Istio namespace doctor was told (`--istio-namespace`):
+    /// Secrets are read only where the checks look ([`read_secrets`]), so that namespace must
+    /// be known; without it, the one the Deployments show (as [`Snapshot::istio_namespace`]).
+    pub async fn observe_in(
+        conn: &Connection,
+        istio_namespace: Option<&str>,
+    ) -> Result<Snapshot, Error> {
         let discovered: Vec<(Kind, crate::read::KindRef)> = Kind::ALL
             .into_iter()
             .filter_map(|k| k.discovered().map(|r| (k, r)))
@@ -1116,7 +1126,8 @@ impl Snapshot {
         };
         let mut plan: Vec<(Kind, ApiResource)> = Vec::new();
         for kind in Kind::ALL {
-            if let Some(ar) = kind.core_resource() {
+            // Secrets: by name and by type once the control plane is known (read_secrets).
+            if let Some(ar) = kind.core_resource().filter(|_| kind != Kind::Secret) {
                 plan.push((kind, ar));
             }
         }
@@ -1168,6 +1179,7 @@ impl Snapshot {
                 snap.push(Obj::new(obj));
             }
         }
+        read_secrets(conn, &mut snap, istio_namespace).await?;
         Ok(snap)
     }
 
@@ -1269,6 +1281,107 @@ pub fn istio_minor_of_image(image: &str) -> Option<u32> {
     (parts.next()? == "1")
         .then(|| parts.next()?.parse().ok())
         .flatten()
+}
+
+/// Citadel's `istio.<sa>` Secrets are of this type (istio/istio@1.4.2
+/// security/pkg/k8s/controller/workloadsecret.go `IstioSecretType`); a Secret of another type
+/// named `istio.*` is not Citadel's, and Citadel itself ignores it.
+const ISTIO_SECRET_TYPE: &str = "istio.io/key-and-cert";
+
+/// The Secrets doctor's checks read, and only those, so no other Secret (Helm releases, TLS
+/// keys, tokens) is transferred and the role it needs is small (`kubectl meshvm doctor
+/// --print-rbac`, crate::rbac): `cacerts` and `istio-ca-secret` by name (GET) in the Istio
+/// namespace, and — on Istio 1.4 (Citadel), the only era whose CA writes them — the
+/// `istio.<sa>` Secrets listed cluster-wide with `fieldSelector=type=istio.io/key-and-cert`.
+/// Every release of the matrix filters Secrets on `type`: kubernetes/kubernetes
+/// pkg/registry/core/secret/strategy.go `SelectableFields` has had `"type": string(obj.Type)`
+/// beside the ObjectMeta fields since before 1.14 (the file at 00bdb3f, the 1.7-era
+/// `genericapirequest.Context` signatures, has it; so does 84655c2, current).
+///
+/// A refused GET marks Secrets refused (the CA checks skip, naming the missing right); a refused
+/// type list only leaves the `istio.<sa>` roots out, said in a note.
+async fn read_secrets(
+    conn: &Connection,
+    snap: &mut Snapshot,
+    istio_namespace: Option<&str>,
+) -> Result<(), crate::kube::Error> {
+    let ar = Kind::Secret.core_resource().expect("Secret is a core kind");
+    let ns = istio_namespace
+        .unwrap_or_else(|| snap.istio_namespace())
+        .to_owned();
+    let by_name: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), &ns, &ar);
+    let get = |name: &'static str| {
+        let by_name = by_name.clone();
+        let ns = ns.clone();
+        async move {
+            let action = Request::new("get", "secrets").ns(&ns).name(name);
+            match conn.call(action, || by_name.get(name)).await {
+                Ok(obj) => Ok(Some(obj)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let issued = async {
+        if snap.era() != Some(Era::Legacy) {
+            return Ok(Vec::new());
+        }
+        let all: Api<DynamicObject> = Api::all_with(conn.client.clone(), &ar);
+        crate::read::list_all(
+            conn,
+            &all,
+            Request::new("list", "secrets"),
+            &ListParams::default().fields(&format!("type={ISTIO_SECRET_TYPE}")),
+            Some,
+        )
+        .await
+    };
+    let (cacerts, self_signed, issued) =
+        futures::join!(get(istio::CACERTS_SECRET), get("istio-ca-secret"), issued);
+    let mut found = Vec::new();
+    for got in [cacerts, self_signed] {
+        match got {
+            Ok(obj) => found.extend(obj),
+            Err(e) if e.code() == Some(403) => {
+                snap.refused.insert(Kind::Secret, e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match issued {
+        Ok(items) => found.extend(items),
+        Err(e) if e.code() == Some(403) => snap.notes.push(Note {
+            origin: None,
+            message: format!(
+                "the roots of Citadel's istio.<sa> Secrets are not compared: {e}; `kubectl meshvm doctor --print-rbac` prints the role it needs (meshvm-doctor-legacy)"
+            ),
+        }),
+        Err(e) => return Err(e),
+    }
+    if snap.refused.contains_key(&Kind::Secret) {
+        return Ok(());
+    }
+    // In the order a list would answer: by namespace, then name.
+    found.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    found.dedup_by(|a, b| {
+        a.metadata.namespace == b.metadata.namespace && a.metadata.name == b.metadata.name
+    });
+    snap.known.insert(Kind::Secret);
+    for item in found {
+        if !Kind::Secret.keeps(item.metadata.name.as_deref().unwrap_or_default()) {
+            continue;
+        }
+        let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
+        if let Some(map) = value.as_object_mut() {
+            map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
+            map.insert("kind".into(), Value::String(ar.kind.clone()));
+            trim(Kind::Secret, map);
+        }
+        snap.push(Obj::new(value));
+    }
+    Ok(())
 }
 
 enum Listed {

@@ -12,5 +12,6 @@ mod krew;
 mod kubectl_plugin;
 mod matrix;
 mod prepare;
+mod rbac;
 mod register;
 mod secrets;

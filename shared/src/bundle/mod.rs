@@ -414,6 +414,17 @@ fn keep_valid_token(
 
 /// `kubectl meshvm bundle`.
 pub async fn main(args: BundleArgs) -> Result<Outcome, Error> {
+    crate::rbac::Verb::Bundle.set_current();
+    if args.print_rbac {
+        crate::rbac::print(
+            crate::rbac::Verb::Bundle,
+            &crate::rbac::Namespaces {
+                istio: args.istio_namespace.clone(),
+                vm: args.kube.namespace.clone().or(args.vm_namespace.clone()),
+            },
+        );
+        return Ok(Outcome::Success);
+    }
     let renew = args.renew;
     let opts = Options::resolve(args)?;
     if renew {

@@ -205,6 +205,17 @@ impl DoctorOptions {
 
 /// `kubectl meshvm doctor`.
 pub async fn main(args: DoctorArgs) -> Result<Outcome, Error> {
+    crate::rbac::Verb::Doctor.set_current();
+    if args.print_rbac {
+        crate::rbac::print(
+            crate::rbac::Verb::Doctor,
+            &crate::rbac::Namespaces {
+                istio: args.istio_namespace.clone(),
+                vm: None,
+            },
+        );
+        return Ok(Outcome::Success);
+    }
     let opts = DoctorOptions::resolve(args)?;
     let color = crate::terminal::color_enabled(&io::stdout());
     run(&opts, &mut io::stdout().lock(), &mut io::stderr(), color).await
@@ -238,7 +249,8 @@ pub async fn run(
                     "reading the mesh of context {}",
                     conn.context
                 ));
-                let snap = Snapshot::observe(&conn).await;
+                let snap =
+                    Snapshot::observe_in(&conn, opts.checks.istio_namespace.as_deref()).await;
                 spinner.finish_and_clear();
                 snaps.push(snap?);
                 conns.push(conn);
@@ -297,7 +309,7 @@ pub async fn run(
                 }
                 let bundle = snaps[0].bundle.take();
                 let spinner = crate::terminal::progress("reading the mesh again after --fix");
-                let snap = Snapshot::observe(conn).await;
+                let snap = Snapshot::observe_in(conn, opts.checks.istio_namespace.as_deref()).await;
                 spinner.finish_and_clear();
                 snaps[0] = snap?;
                 snaps[0].bundle = bundle;

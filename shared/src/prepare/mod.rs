@@ -205,6 +205,17 @@ impl Diagnose for Error {
 
 /// The verb: resolve, judge the CA, observe, plan, then print (dry run) or apply.
 pub async fn main(args: PrepareArgs) -> Result<Outcome, Error> {
+    crate::rbac::Verb::Prepare.set_current();
+    if args.print_rbac {
+        crate::rbac::print(
+            crate::rbac::Verb::Prepare,
+            &crate::rbac::Namespaces {
+                istio: args.istio_namespace.clone(),
+                vm: args.kube.namespace.clone().or(args.vm_namespace.clone()),
+            },
+        );
+        return Ok(Outcome::Success);
+    }
     let opts = Options::resolve(args)?;
     Box::pin(run(&opts, &mut io::stdout(), &mut io::stderr())).await
 }

@@ -494,6 +494,17 @@ enum Observed {
 
 /// Run `kubectl meshvm register` with stdout and stderr.
 pub async fn main(args: RegisterArgs) -> Result<Outcome, Error> {
+    crate::rbac::Verb::Register.set_current();
+    if args.print_rbac {
+        crate::rbac::print(
+            crate::rbac::Verb::Register,
+            &crate::rbac::Namespaces {
+                istio: crate::istio::DEFAULT_ISTIO_NAMESPACE.to_owned(),
+                vm: args.kube.namespace.clone(),
+            },
+        );
+        return Ok(Outcome::Success);
+    }
     let mut out = io::stdout().lock();
     let mut err = io::stderr().lock();
     Box::pin(run(args, &mut out, &mut err)).await
