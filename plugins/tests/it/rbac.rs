@@ -224,7 +224,7 @@ async fn doctor_without_the_secret_role_skips_the_ca_checks_and_reports_the_rest
     let yaml = printed(sim::DOCTOR, &server, &[]).await;
     grant(&server, &without(&yaml, ("secrets", "get", true))).await;
     let run = as_auditor(sim::DOCTOR, &server, &[]).await;
-    assert!(run.stdout.contains("cannot list Secrets"), "{}", run.show());
+    assert!(run.stdout.contains("cannot read Secrets"), "{}", run.show());
     assert!(run.stdout.contains("forbidden"), "{}", run.show());
     assert!(
         run.stdout.contains("mtls."),

@@ -268,10 +268,11 @@ fn need_workloads(id: &'static str, ctx: &crate::doctor::CheckContext<'_>) -> Op
 fn need(id: &'static str, snap: &Snapshot, kinds: &[Kind]) -> Option<Vec<Finding>> {
     for kind in kinds {
         if let Some(why) = snap.refused.get(kind) {
-            return Some(vec![Finding::skip(
-                id,
-                format!("cannot list {}: {why}", plural(*kind)),
-            )]);
+            return Some(vec![
+                Finding::skip(id, format!("cannot read {}: {why}", plural(*kind))).hint(
+                    "`kubectl meshvm doctor --print-rbac` prints the role doctor needs to read it",
+                ),
+            ]);
         }
         if let Some(why) = snap.not_served.get(kind) {
             return Some(vec![Finding::skip(
