@@ -979,7 +979,10 @@ async fn service_entry_form_end_to_end_with_kubectl() {
     )
     .await
     .expect("kubectl reads the entry");
-    assert_eq!(se["spec"]["hosts"], json!(["vmhttp.expandvm.svc.cluster.local"]));
+    assert_eq!(
+        se["spec"]["hosts"],
+        json!(["vmhttp.expandvm.svc.cluster.local"])
+    );
     assert_eq!(se["spec"]["resolution"], "STATIC");
     assert_eq!(se["spec"]["endpoints"], json!([{"address": "203.0.113.7"}]));
     let svc = kubectl_get(&sim, &["service", "vmhttp", "-n", "expandvm"])
@@ -1057,7 +1060,11 @@ async fn prune_deletes_only_the_older_of_two_entries_with_one_address_and_networ
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows.len(), 1, "{table}");
-    assert_eq!(rows[0][..4], ["WorkloadEntry", "vm", "vm-1", "would"], "{table}");
+    assert_eq!(
+        rows[0][..4],
+        ["WorkloadEntry", "vm", "vm-1", "would"],
+        "{table}"
+    );
     assert_eq!(
         names(kubectl_get(&sim, &["workloadentries", "-n", "vm"]).await),
         ["vm-1", "vm-2"]

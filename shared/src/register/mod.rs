@@ -131,7 +131,9 @@ pub enum Error {
         update: bool,
     },
     /// An object meshvm would delete was not made by meshvm.
-    #[error("{object} was not made by meshvm (no app.kubernetes.io/managed-by=meshvm label), so meshvm does not delete it; nothing was written")]
+    #[error(
+        "{object} was not made by meshvm (no app.kubernetes.io/managed-by=meshvm label), so meshvm does not delete it; nothing was written"
+    )]
     NotMeshvms {
         /// `kind ns/name`.
         object: String,
@@ -139,7 +141,9 @@ pub enum Error {
         command: String,
     },
     /// The cluster serves no ServiceEntry API.
-    #[error("the cluster serves no serviceentries.networking.istio.io (tried v1, v1beta1, v1alpha3)")]
+    #[error(
+        "the cluster serves no serviceentries.networking.istio.io (tried v1, v1beta1, v1alpha3)"
+    )]
     NoServiceEntryApi,
     /// The confirmation could not be asked.
     #[error(transparent)]
@@ -208,8 +212,7 @@ impl Diagnose for Error {
                 Some("install Istio first (istio-init's CRDs); check with `kubectl get crd serviceentries.networking.istio.io`".into())
             }
             Error::Prompt(e) => e.hint(),
-            Error::Declined(_) => None,
-            Error::Output(_) => None,
+            Error::Declined(_) | Error::Output(_) => None,
         }
     }
     fn is_usage(&self) -> bool {
@@ -869,7 +872,7 @@ async fn observe_prune(conn: &Connection, namespace: &str) -> Result<prune::Obse
         );
         let list = conn
             .call(
-                Request::new("list", &IstioKind::WorkloadEntry.resource_name()).ns(namespace),
+                Request::new("list", IstioKind::WorkloadEntry.resource_name()).ns(namespace),
                 || api.list(&params),
             )
             .await?;
@@ -954,9 +957,9 @@ fn summary(opts: &Options, namespace: &str, plan: &Plan) -> String {
                 .join(",");
             let entry = service_entry::entry_name(service);
             match (deregister, noop) {
-                (false, true) => format!(
-                    "{ips} already in serviceentry {namespace}/{entry}: nothing changed"
-                ),
+                (false, true) => {
+                    format!("{ips} already in serviceentry {namespace}/{entry}: nothing changed")
+                }
                 (false, false) => {
                     format!("{mood}registered {ips} in serviceentry {namespace}/{entry}")
                 }
@@ -1037,7 +1040,14 @@ async fn observe(
         ..
     } = &opts.mode
     {
-        return Box::pin(observe_service_entry(conn, opts, namespace, service, *deregister)).await;
+        return Box::pin(observe_service_entry(
+            conn,
+            opts,
+            namespace,
+            service,
+            *deregister,
+        ))
+        .await;
     }
     if let Mode::Register { service, .. } | Mode::Deregister { service, .. } = &opts.mode {
         let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);

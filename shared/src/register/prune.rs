@@ -80,12 +80,17 @@ pub fn human(d: Duration) -> String {
 }
 
 fn delete_row(entry: &Value, namespace: &str, detail: String) -> Change {
-    Change::new(Action::Delete, Kind::WorkloadEntry, Some(namespace), name(entry))
-        .detail(detail)
-        .object(entry.clone())
-        .write(
-            Write::delete(Resource::of(Kind::WorkloadEntry, entry)).precondition(precondition(entry)),
-        )
+    Change::new(
+        Action::Delete,
+        Kind::WorkloadEntry,
+        Some(namespace),
+        name(entry),
+    )
+    .detail(detail)
+    .object(entry.clone())
+    .write(
+        Write::delete(Resource::of(Kind::WorkloadEntry, entry)).precondition(precondition(entry)),
+    )
 }
 
 /// The address as a key: an IP in its canonical form (IPv6 may be written several ways).
@@ -122,7 +127,12 @@ pub fn unhealthy_for(entry: &Value, now: Timestamp) -> Option<(String, Duration)
 }
 
 /// Plan the prune of `namespace` at `now`.
-pub fn plan(observed: &Observed, namespace: &str, now: Timestamp, stale_after: Duration) -> Planned {
+pub fn plan(
+    observed: &Observed,
+    namespace: &str,
+    now: Timestamp,
+    stale_after: Duration,
+) -> Planned {
     let mut planned = Planned::default();
     let mut doomed: BTreeSet<String> = BTreeSet::new();
 
@@ -153,7 +163,11 @@ pub fn plan(observed: &Observed, namespace: &str, now: Timestamp, stale_after: D
         } else {
             format!("network {network}")
         };
-        let Some(times) = members.iter().map(|e| created(e)).collect::<Option<Vec<_>>>() else {
+        let Some(times) = members
+            .iter()
+            .map(|e| created(e))
+            .collect::<Option<Vec<_>>>()
+        else {
             planned.warnings.push(format!(
                 "workloadentries {} share address {address} on {network_text}, but not all say when they were created: left as they are",
                 members.iter().map(|e| name(e)).collect::<Vec<_>>().join(", ")
@@ -358,7 +372,11 @@ mod tests {
     #[test]
     fn unhealthy_auto_registered_entries_past_the_limit_go() {
         let auto = |name: &str, status: &str, since: &str| {
-            let mut e = entry(name, &format!("10.1.0.{}", name.len()), "2026-01-01T00:00:00Z");
+            let mut e = entry(
+                name,
+                &format!("10.1.0.{}", name.len()),
+                "2026-01-01T00:00:00Z",
+            );
             e["metadata"]["annotations"] = json!({AUTO_REGISTRATION_GROUP: "vm"});
             e["status"] = json!({"conditions": [{"type": "Healthy", "status": status,
                                                  "lastTransitionTime": since}]});
@@ -425,7 +443,12 @@ mod tests {
             Precondition::ResourceVersion("3".into())
         );
         o.services = vec![selected];
-        assert!(plan(&o, "vm", now(), Duration::from_secs(3600)).plan.changes.is_empty());
+        assert!(
+            plan(&o, "vm", now(), Duration::from_secs(3600))
+                .plan
+                .changes
+                .is_empty()
+        );
         assert_eq!(human(Duration::from_secs(3900)), "1h5m");
     }
 }

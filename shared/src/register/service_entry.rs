@@ -135,8 +135,10 @@ fn managed(labels: Option<&BTreeMap<String, String>>) -> bool {
 }
 
 fn value_managed(object: &Value) -> bool {
-    object.pointer(&format!("/metadata/labels/{}", MANAGED_BY.0.replace('/', "~1")))
-        == Some(&Value::from(MANAGED_BY.1))
+    object.pointer(&format!(
+        "/metadata/labels/{}",
+        MANAGED_BY.0.replace('/', "~1")
+    )) == Some(&Value::from(MANAGED_BY.1))
 }
 
 fn endpoint(want: &Want, ip: IpAddr) -> Value {
@@ -344,7 +346,7 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
                         "it lacks port(s) {}",
                         missing_ports
                             .iter()
-                            .map(|p| p.to_string())
+                            .map(ToString::to_string)
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
@@ -377,7 +379,7 @@ pub fn plan_register(observed: &Observed, want: &Want) -> Result<Planned, Error>
                         "added port(s) {}",
                         missing_ports
                             .iter()
-                            .map(|p| p.to_string())
+                            .map(ToString::to_string)
                             .collect::<Vec<_>>()
                             .join(", ")
                     ));
@@ -431,7 +433,7 @@ fn plan_service(observed: &Observed, want: &Want, planned: &mut Planned) -> Resu
         .collect();
     let missing_text = missing
         .iter()
-        .map(|p| p.to_string())
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
     if !managed(current.metadata.labels.as_ref()) {
@@ -534,11 +536,7 @@ pub fn plan_deregister(observed: &Observed, want: &Want) -> Result<Planned, Erro
         updated["spec"]["endpoints"] = Value::Array(kept.clone());
         planned.plan.push(
             Change::new(Action::Update, Kind::ServiceEntry, ns, &name)
-                .detail(format!(
-                    "removed {} ({} left)",
-                    list(&want.ips),
-                    kept.len()
-                ))
+                .detail(format!("removed {} ({} left)", list(&want.ips), kept.len()))
                 .object(updated.clone())
                 .write(Write::replace(Kind::ServiceEntry, updated)),
         );
@@ -549,10 +547,7 @@ pub fn plan_deregister(observed: &Observed, want: &Want) -> Result<Planned, Erro
     if !value_managed(current) {
         return Err(Error::NotMeshvms {
             object: format!("serviceentry {}", reference(want)),
-            command: format!(
-                "kubectl delete serviceentry {name} -n {}",
-                want.namespace
-            ),
+            command: format!("kubectl delete serviceentry {name} -n {}", want.namespace),
         });
     }
     planned.plan.push(
@@ -568,7 +563,9 @@ pub fn plan_deregister(observed: &Observed, want: &Want) -> Result<Planned, Erro
             planned.plan.push(
                 Change::new(Action::Delete, Kind::Service, ns, &want.service)
                     .detail("made by meshvm with the entry")
-                    .write(Write::delete(Resource::new(Kind::Service, "v1")).precondition(rv(&value))),
+                    .write(
+                        Write::delete(Resource::new(Kind::Service, "v1")).precondition(rv(&value)),
+                    ),
             );
         }
         Some(_) => planned.plan.push(
@@ -654,10 +651,18 @@ mod tests {
     fn register_creates_then_adds_then_changes_nothing() {
         let w = want();
         let fresh = plan_register(&observed(), &w).unwrap();
-        let rows: Vec<(Kind, Action)> = fresh.plan.changes.iter().map(|c| (c.kind, c.action)).collect();
+        let rows: Vec<(Kind, Action)> = fresh
+            .plan
+            .changes
+            .iter()
+            .map(|c| (c.kind, c.action))
+            .collect();
         assert_eq!(
             rows,
-            [(Kind::ServiceEntry, Action::Create), (Kind::Service, Action::Create)]
+            [
+                (Kind::ServiceEntry, Action::Create),
+                (Kind::Service, Action::Create)
+            ]
         );
         let mut entry = new_entry(&w, "v1alpha3");
         entry["metadata"]["resourceVersion"] = "7".into();
@@ -677,7 +682,10 @@ mod tests {
         assert_eq!(row.action, Action::Update);
         assert_eq!(row.detail, "added 172.12.23.126");
         let write = row.write.as_ref().unwrap();
-        assert_eq!(write.precondition, Precondition::ResourceVersion("7".into()));
+        assert_eq!(
+            write.precondition,
+            Precondition::ResourceVersion("7".into())
+        );
         assert_eq!(
             entry_addresses(&write.object),
             ["172.12.23.125", "172.12.23.126"]
@@ -734,10 +742,18 @@ mod tests {
             &w,
         )
         .unwrap();
-        let rows: Vec<(Kind, Action)> = gone.plan.changes.iter().map(|c| (c.kind, c.action)).collect();
+        let rows: Vec<(Kind, Action)> = gone
+            .plan
+            .changes
+            .iter()
+            .map(|c| (c.kind, c.action))
+            .collect();
         assert_eq!(
             rows,
-            [(Kind::ServiceEntry, Action::Delete), (Kind::Service, Action::Unchanged)]
+            [
+                (Kind::ServiceEntry, Action::Delete),
+                (Kind::Service, Action::Unchanged)
+            ]
         );
     }
 
@@ -760,13 +776,22 @@ mod tests {
         };
         let planned = plan_deregister(&o, &one).unwrap();
         assert_eq!(planned.plan.changes.len(), 1);
-        assert_eq!(planned.plan.changes[0].detail, "removed 172.12.23.125 (1 left)");
+        assert_eq!(
+            planned.plan.changes[0].detail,
+            "removed 172.12.23.125 (1 left)"
+        );
         let all = plan_deregister(&o, &w).unwrap();
         let deletes: Vec<_> = all
             .plan
             .changes
             .iter()
-            .map(|c| (c.kind, c.action, c.write.as_ref().unwrap().precondition.clone()))
+            .map(|c| {
+                (
+                    c.kind,
+                    c.action,
+                    c.write.as_ref().unwrap().precondition.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             deletes,

@@ -28,7 +28,10 @@ fn legacy(extra: Vec<Value>) -> Scenario {
     scenario("legacy-1.4.yaml", objects)
 }
 
-async fn run(sim: &Server, line: &[&str]) -> (Result<meshvm::errors::Outcome, Error>, String, String) {
+async fn run(
+    sim: &Server,
+    line: &[&str],
+) -> (Result<meshvm::errors::Outcome, Error>, String, String) {
     let mut argv = vec![
         "kubectl-meshvm-register".to_owned(),
         "--kubeconfig".to_owned(),
@@ -87,18 +90,38 @@ async fn service_entry_form_is_made_once_then_changes_nothing() {
     let sim = Server::start(legacy(Vec::new())).await;
     let (result, out, err) = run(&sim, &REGISTER).await;
     result.expect("registered");
-    assert!(out.contains("ServiceEntry") && out.contains("created"), "{out}");
-    assert!(err.contains("registered 203.0.113.7,203.0.113.8 in serviceentry vm/mesh-expansion-vmhttp"), "{err}");
+    assert!(
+        out.contains("ServiceEntry") && out.contains("created"),
+        "{out}"
+    );
+    assert!(
+        err.contains("registered 203.0.113.7,203.0.113.8 in serviceentry vm/mesh-expansion-vmhttp"),
+        "{err}"
+    );
     let se = entry(&sim).expect("the entry exists");
     assert_eq!(se["spec"]["hosts"], json!(["vmhttp.vm.svc.cluster.local"]));
     assert_eq!(se["spec"]["resolution"], "STATIC");
     assert_eq!(addresses(&se), ["203.0.113.7", "203.0.113.8"]);
-    assert_eq!(se["spec"]["ports"][0], json!({"number": 9080, "protocol": "HTTP", "name": "http-9080"}));
-    assert_eq!(se["spec"]["endpoints"][0]["labels"], json!({"app": "vmhttp"}));
-    let svc = sim.object("v1", "Service", "vm", "vmhttp").expect("service");
+    assert_eq!(
+        se["spec"]["ports"][0],
+        json!({"number": 9080, "protocol": "HTTP", "name": "http-9080"})
+    );
+    assert_eq!(
+        se["spec"]["endpoints"][0]["labels"],
+        json!({"app": "vmhttp"})
+    );
+    let svc = sim
+        .object("v1", "Service", "vm", "vmhttp")
+        .expect("service");
     assert!(svc["spec"].get("selector").is_none(), "{svc}");
-    assert_eq!(svc["metadata"]["annotations"]["kubernetes.io/service-account.name"], "vm");
-    assert_eq!(svc["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshvm");
+    assert_eq!(
+        svc["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        "vm"
+    );
+    assert_eq!(
+        svc["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "meshvm"
+    );
 
     // A second run: no write at all.
     sim.reset_requests();
@@ -112,7 +135,10 @@ async fn service_entry_form_is_made_once_then_changes_nothing() {
     more[2] = "203.0.113.9";
     let (result, out, _) = run(&sim, &[&more[..], &["--dry-run"]].concat()).await;
     result.expect("dry run");
-    assert!(out.contains("would update") && out.contains("added 203.0.113.9"), "{out}");
+    assert!(
+        out.contains("would update") && out.contains("added 203.0.113.9"),
+        "{out}"
+    );
     assert_eq!(writes(&sim), 0);
     let (result, _, _) = run(&sim, &more).await;
     result.expect("added");
@@ -123,9 +149,8 @@ async fn service_entry_form_is_made_once_then_changes_nothing() {
 async fn deregister_removes_ips_then_what_meshvm_made_and_is_idempotent() {
     let sim = Server::start(legacy(Vec::new())).await;
     run(&sim, &REGISTER).await.0.expect("registered");
-    let dereg = |ips: &'static str| {
-        vec!["--service-entry", "--deregister", "vmhttp", ips, "-n", "vm"]
-    };
+    let dereg =
+        |ips: &'static str| vec!["--service-entry", "--deregister", "vmhttp", ips, "-n", "vm"];
     let (result, out, _) = run(&sim, &dereg("203.0.113.7")).await;
     result.expect("one out");
     assert!(out.contains("updated"), "{out}");
@@ -134,7 +159,10 @@ async fn deregister_removes_ips_then_what_meshvm_made_and_is_idempotent() {
     result.expect("last out");
     assert!(out.contains("deleted"), "{out}");
     assert!(entry(&sim).is_none(), "the entry meshvm made is gone");
-    assert!(sim.object("v1", "Service", "vm", "vmhttp").is_none(), "and its Service");
+    assert!(
+        sim.object("v1", "Service", "vm", "vmhttp").is_none(),
+        "and its Service"
+    );
     sim.reset_requests();
     let (result, _, err) = run(&sim, &dereg("203.0.113.8")).await;
     result.expect("again");
@@ -154,13 +182,23 @@ async fn a_service_meshvm_did_not_make_is_left_alone() {
     assert!(out.contains("not made by meshvm"), "{out}");
     let (result, _, _) = run(
         &sim,
-        &["--service-entry", "--deregister", "vmhttp", "203.0.113.7,203.0.113.8", "-n", "vm"],
+        &[
+            "--service-entry",
+            "--deregister",
+            "vmhttp",
+            "203.0.113.7,203.0.113.8",
+            "-n",
+            "vm",
+        ],
     )
     .await;
     result.expect("deregistered");
     assert!(entry(&sim).is_none());
     let after = sim.object("v1", "Service", "vm", "vmhttp").expect("kept");
-    assert_eq!(after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]);
+    assert_eq!(
+        after["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
 }
 
 fn modern_entry(name: &str, created: &str) -> Value {
@@ -213,8 +251,14 @@ async fn prune_names_the_older_duplicate_and_deletes_only_it() {
     assert_eq!(before.len(), 4, "{before:?}");
     let (result, out, _) = run(&sim, &["--prune", "-n", "vm", "--dry-run=client"]).await;
     result.expect("dry run");
-    assert!(out.contains("vm-old") && out.contains("would delete"), "{out}");
-    assert!(out.contains("vm-auto-10.0.0.9"), "unhealthy since 2025: {out}");
+    assert!(
+        out.contains("vm-old") && out.contains("would delete"),
+        "{out}"
+    );
+    assert!(
+        out.contains("vm-auto-10.0.0.9"),
+        "unhealthy since 2025: {out}"
+    );
     let named: Vec<&str> = out
         .lines()
         .skip(1)
@@ -258,7 +302,10 @@ async fn prune_removes_repeated_legacy_endpoints_addresses() {
     .await;
     let (result, out, _) = run(&sim, &["--prune", "-n", "vm", "--dry-run=server"]).await;
     result.expect("server dry run");
-    assert!(out.contains("server dry run") && out.contains("removed repeated 192.0.2.1"), "{out}");
+    assert!(
+        out.contains("server dry run") && out.contains("removed repeated 192.0.2.1"),
+        "{out}"
+    );
     let (result, _, _) = run(&sim, &["--prune", "-n", "vm", "-y"]).await;
     result.expect("pruned");
     let eps = sim.object("v1", "Endpoints", "vm", "expandvm").unwrap();
@@ -295,6 +342,13 @@ async fn concurrent_registrations_of_different_ips_both_land() {
     all.sort();
     assert_eq!(
         all,
-        ["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "203.0.113.7", "203.0.113.8"]
+        [
+            "198.51.100.1",
+            "198.51.100.2",
+            "198.51.100.3",
+            "198.51.100.4",
+            "203.0.113.7",
+            "203.0.113.8"
+        ]
     );
 }
