@@ -262,6 +262,15 @@ pub struct RegisterArgs {
     /// Remove the IP instead of adding it
     #[arg(long)]
     pub deregister: bool,
+    /// Legacy form as istioctl 1.4's `x add-to-mesh external-service`: ServiceEntry mesh-expansion-SERVICE (IP may be IP,IP,...) plus a selector-less Service
+    #[arg(long)]
+    pub service_entry: bool,
+    /// Delete WorkloadEntries sharing an address and network (the newest stays), auto-registered ones unhealthy longer than --stale-after, and Endpoints addresses listed twice, in -n NS
+    #[arg(long, help_heading = "Prune")]
+    pub prune: bool,
+    /// With --prune: how long an auto-registered WorkloadEntry must have been unhealthy to count as stale
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::flags::parse_duration, help_heading = "Prune")]
+    pub stale_after: std::time::Duration,
     /// Modern form: the WorkloadEntry's name
     #[arg(long, value_name = "NAME", help_heading = "WorkloadEntry (modern era)")]
     pub workload_entry: Option<String>,

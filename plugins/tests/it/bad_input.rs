@@ -593,6 +593,41 @@ fn bad_input_is_refused_clearly_and_writes_nothing() {
             ],
             2,
         ),
+        case(
+            "service-entry-port-not-a-protocol",
+            "register",
+            &[
+                "--service-entry",
+                "vmhttp",
+                "203.0.113.9",
+                "web:8080",
+                "-n",
+                "expandvm",
+                "--kubeconfig",
+                &kc,
+            ],
+            2,
+        ),
+        case(
+            "prune-with-words",
+            "register",
+            &["--prune", "expandvm", "-n", "expandvm", "--kubeconfig", &kc],
+            2,
+        ),
+        case(
+            "prune-stale-after-bad",
+            "register",
+            &[
+                "--prune",
+                "--stale-after",
+                "soon",
+                "-n",
+                "expandvm",
+                "--kubeconfig",
+                &kc,
+            ],
+            2,
+        ),
         // (Deregistering an unknown address is no longer bad input: a second run is "nothing
         // to change", exit 0, tested in register.rs.)
         case(

@@ -958,3 +958,132 @@ fn usage_errors_exit_2_before_any_connection() {
         assert!(err.contains("hint: "), "{args:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_entry_form_end_to_end_with_kubectl() {
+    let sim = Server::start(legacy_cluster()).await;
+    // istioctl 1.4: istioctl x add-to-mesh external-service vmhttp 203.0.113.7 http:9080 -n expandvm
+    let line = [
+        "--service-entry",
+        "vmhttp",
+        "203.0.113.7",
+        "http:9080",
+        "-n",
+        "expandvm",
+    ];
+    let out = run(&sim, &line).await;
+    assert_ok(&out);
+    let se = kubectl_get(
+        &sim,
+        &["serviceentry", "mesh-expansion-vmhttp", "-n", "expandvm"],
+    )
+    .await
+    .expect("kubectl reads the entry");
+    assert_eq!(
+        se["spec"]["hosts"],
+        json!(["vmhttp.expandvm.svc.cluster.local"])
+    );
+    assert_eq!(se["spec"]["resolution"], "STATIC");
+    assert_eq!(se["spec"]["endpoints"], json!([{"address": "203.0.113.7"}]));
+    let svc = kubectl_get(&sim, &["service", "vmhttp", "-n", "expandvm"])
+        .await
+        .expect("the service");
+    assert_eq!(
+        svc["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        "expandvm"
+    );
+    assert_eq!(svc["spec"]["ports"][0]["name"], "http-9080");
+
+    sim.reset_requests();
+    let again = run(&sim, &line).await;
+    assert_ok(&again);
+    assert_eq!(writes(&sim), 0, "{}", text(&again.stderr));
+
+    let dereg = [
+        "--service-entry",
+        "--deregister",
+        "vmhttp",
+        "203.0.113.7",
+        "-n",
+        "expandvm",
+    ];
+    assert_ok(&run(&sim, &dereg).await);
+    assert!(
+        kubectl_get(
+            &sim,
+            &["serviceentry", "mesh-expansion-vmhttp", "-n", "expandvm"]
+        )
+        .await
+        .is_none()
+    );
+    assert!(
+        kubectl_get(&sim, &["service", "vmhttp", "-n", "expandvm"])
+            .await
+            .is_none()
+    );
+    sim.reset_requests();
+    let again = run(&sim, &dereg).await;
+    assert_ok(&again);
+    assert_eq!(writes(&sim), 0);
+    assert!(text(&again.stderr).contains("nothing to change"));
+}
+
+fn entry_at(name: &str, created: &str) -> Value {
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+           "metadata": {"name": name, "namespace": "vm", "creationTimestamp": created},
+           "spec": {"address": "10.0.0.5", "network": "vm-net", "serviceAccount": "vm-sa"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_only_the_older_of_two_entries_with_one_address_and_network() {
+    let sim = Server::start(modern_cluster().with_objects([
+        entry_at("vm-1", "2025-03-01T08:00:00Z"),
+        entry_at("vm-2", "2025-03-02T08:00:00Z"),
+    ]))
+    .await;
+    let names = |v: Option<Value>| -> Vec<String> {
+        let mut n: Vec<String> = v.expect("a list")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let dry = run(&sim, &["--prune", "-n", "vm", "--dry-run=client"]).await;
+    assert_ok(&dry);
+    let table = text(&dry.stdout);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert_eq!(
+        rows[0][..4],
+        ["WorkloadEntry", "vm", "vm-1", "would"],
+        "{table}"
+    );
+    assert_eq!(
+        names(kubectl_get(&sim, &["workloadentries", "-n", "vm"]).await),
+        ["vm-1", "vm-2"]
+    );
+
+    // Off a terminal, without --yes: refused with the flag to add, nothing deleted.
+    let refused = run(&sim, &["--prune", "-n", "vm"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("--yes"));
+    assert_eq!(
+        names(kubectl_get(&sim, &["workloadentries", "-n", "vm"]).await),
+        ["vm-1", "vm-2"]
+    );
+
+    let pruned = run(&sim, &["--prune", "-n", "vm", "--yes"]).await;
+    assert_ok(&pruned);
+    assert!(text(&pruned.stdout).contains("deleted"));
+    assert_eq!(
+        names(kubectl_get(&sim, &["workloadentries", "-n", "vm"]).await),
+        ["vm-2"]
+    );
+}

@@ -7,6 +7,8 @@
 
 pub mod legacy;
 pub mod modern;
+pub mod prune;
+pub mod service_entry;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -118,6 +120,37 @@ pub enum Error {
     /// A write could not be sent as planned.
     #[error(transparent)]
     Write(crate::plan::write::Error),
+    /// The ServiceEntry `mesh-expansion-SERVICE` is not what the registration needs.
+    #[error("serviceentry {entry} differs from the registration: {differences}")]
+    ServiceEntryDiffers {
+        /// `ns/name`.
+        entry: String,
+        /// What differs.
+        differences: String,
+        /// Whether `--update-service` would fix it.
+        update: bool,
+    },
+    /// An object meshvm would delete was not made by meshvm.
+    #[error(
+        "{object} was not made by meshvm (no app.kubernetes.io/managed-by=meshvm label), so meshvm does not delete it; nothing was written"
+    )]
+    NotMeshvms {
+        /// `kind ns/name`.
+        object: String,
+        /// The command that deletes it by hand.
+        command: String,
+    },
+    /// The cluster serves no ServiceEntry API.
+    #[error(
+        "the cluster serves no serviceentries.networking.istio.io (tried v1, v1beta1, v1alpha3)"
+    )]
+    NoServiceEntryApi,
+    /// The confirmation could not be asked.
+    #[error(transparent)]
+    Prompt(#[from] crate::terminal::PromptError),
+    /// The operator answered no.
+    #[error("not confirmed: {0}; nothing was deleted")]
+    Declined(String),
     /// Writing the result to stdout failed.
     #[error("cannot write the output")]
     Output(#[from] io::Error),
@@ -166,7 +199,20 @@ impl Diagnose for Error {
                 Some("run the same command again; it changes only what is still missing".into())
             }
             Error::Write(e) => e.hint(),
-            Error::Output(_) => None,
+            Error::ServiceEntryDiffers { update: true, .. } => Some(
+                "run again with --update-service to add the ports, or register the ports it has".into(),
+            ),
+            Error::ServiceEntryDiffers { update: false, .. } => Some(
+                "choose another SERVICE name, or remove that serviceentry if it is stale".into(),
+            ),
+            Error::NotMeshvms { command, .. } => {
+                Some(format!("if it is no longer needed, delete it with `{command}`"))
+            }
+            Error::NoServiceEntryApi => {
+                Some("install Istio first (istio-init's CRDs); check with `kubectl get crd serviceentries.networking.istio.io`".into())
+            }
+            Error::Prompt(e) => e.hint(),
+            Error::Declined(_) | Error::Output(_) => None,
         }
     }
     fn is_usage(&self) -> bool {
@@ -192,6 +238,22 @@ pub enum Mode {
         service: String,
         /// The VM's address.
         ip: IpAddr,
+    },
+    /// `--service-entry SERVICE IP[,IP…] [NAME:]PORT…` (`ports` empty with `--deregister`).
+    ServiceEntry {
+        /// The Service (the entry is `mesh-expansion-SERVICE`).
+        service: String,
+        /// The VM addresses.
+        ips: Vec<IpAddr>,
+        /// The ports.
+        ports: Vec<names::NamedPort>,
+        /// `--deregister`.
+        deregister: bool,
+    },
+    /// `--prune`.
+    Prune {
+        /// `--stale-after`.
+        stale_after: Duration,
     },
     /// `--workload-entry NAME …` (`address` is `None` with `--deregister`).
     Entry {
@@ -225,6 +287,8 @@ pub struct Options {
     pub update_service: bool,
     /// `--dry-run`.
     pub dry_run: DryRun,
+    /// `--yes`.
+    pub yes: bool,
     /// `-o`.
     pub output: OutputFormat,
     /// The connection flags.
@@ -239,6 +303,9 @@ fn usage(message: impl Into<String>, hint: &str) -> UsageError {
 
 const LEGACY_HINT: &str =
     "e.g. `kubectl meshvm register expandvm 203.0.113.7 80 -n expandvm -s expandvm`";
+const SERVICE_ENTRY_HINT: &str =
+    "e.g. `kubectl meshvm register --service-entry vmhttp 203.0.113.7,203.0.113.8 http:9080 -n vm`";
+const PRUNE_HINT: &str = "e.g. `kubectl meshvm register --prune -n vm --dry-run`";
 const ENTRY_HINT: &str = "e.g. `kubectl meshvm register --workload-entry vm-1 --address 10.0.0.5 -n vm --workload-group vm`";
 
 fn check(result: Result<(), String>, what: &str, hint: &str) -> Result<(), UsageError> {
@@ -267,9 +334,15 @@ impl Options {
             .map_err(|m| usage(m, "write -l KEY=VALUE, e.g. -l app=vm"))?;
         let annotations = names::parse_pairs(&args.annotations, PairKind::Annotation)
             .map_err(|m| usage(m, "write -a KEY=VALUE"))?;
-        let mode = match &args.workload_entry {
-            Some(name) => Self::entry_mode(&args, name)?,
-            None => Self::legacy_mode(&args)?,
+        let mode = if args.prune {
+            Self::prune_mode(&args)?
+        } else if args.service_entry {
+            Self::service_entry_mode(&args)?
+        } else {
+            match &args.workload_entry {
+                Some(name) => Self::entry_mode(&args, name)?,
+                None => Self::legacy_mode(&args)?,
+            }
         };
         if args.update_service && args.deregister {
             return Err(usage(
@@ -284,9 +357,142 @@ impl Options {
             annotations,
             update_service: args.update_service,
             dry_run: args.mutate.dry_run,
+            yes: args.mutate.yes,
             output: args.output,
             kube: args.kube,
             context,
+        })
+    }
+
+    fn prune_mode(args: &RegisterArgs) -> Result<Mode, UsageError> {
+        let others = [
+            ("--deregister", args.deregister),
+            ("--service-entry", args.service_entry),
+            ("--update-service", args.update_service),
+            ("--workload-entry", args.workload_entry.is_some()),
+            ("--address", args.address.is_some()),
+            ("--network", args.network.is_some()),
+            ("--ports", !args.ports.is_empty()),
+            ("--service", args.service.is_some()),
+            ("--workload-group", args.workload_group.is_some()),
+            ("-s", args.service_account.is_some()),
+            ("-l", !args.labels.is_empty()),
+            ("-a", !args.annotations.is_empty()),
+        ];
+        if let Some((flag, _)) = others.iter().find(|(_, given)| *given) {
+            return Err(usage(
+                format!("--prune takes no {flag}: it looks at the whole namespace"),
+                PRUNE_HINT,
+            ));
+        }
+        if !args.words.is_empty() {
+            return Err(usage(
+                format!(
+                    "--prune takes no positional words (got {:?})",
+                    args.words.join(" ")
+                ),
+                PRUNE_HINT,
+            ));
+        }
+        Ok(Mode::Prune {
+            stale_after: args.stale_after,
+        })
+    }
+
+    fn service_entry_mode(args: &RegisterArgs) -> Result<Mode, UsageError> {
+        let others = [
+            ("--workload-entry", args.workload_entry.is_some()),
+            ("--address", args.address.is_some()),
+            ("--network", args.network.is_some()),
+            ("--ports", !args.ports.is_empty()),
+            ("--service", args.service.is_some()),
+            ("--workload-group", args.workload_group.is_some()),
+        ];
+        if let Some((flag, _)) = others.iter().find(|(_, given)| *given) {
+            return Err(usage(
+                format!("--service-entry is the legacy form and takes no {flag}"),
+                SERVICE_ENTRY_HINT,
+            ));
+        }
+        let (service, ips, rest) = match args.words.as_slice() {
+            [] | [_] => {
+                return Err(usage(
+                    "--service-entry needs SERVICE IP[,IP...] [NAME:]PORT...",
+                    SERVICE_ENTRY_HINT,
+                ));
+            }
+            [service, ips, rest @ ..] => (service, ips, rest),
+        };
+        check(
+            names::dns1035_label(service),
+            &format!("service name {service:?}"),
+            SERVICE_ENTRY_HINT,
+        )?;
+        // istioctl 1.4 split the IP word at commas (istio/istio@1.4.2
+        // istioctl/cmd/add-to-mesh.go:323).
+        let mut addresses: Vec<IpAddr> = Vec::new();
+        for word in ips.split(',') {
+            let ip = names::parse_address(word).map_err(|m| usage(m, SERVICE_ENTRY_HINT))?;
+            if !addresses.contains(&ip) {
+                addresses.push(ip);
+            }
+        }
+        if args.deregister {
+            if !rest.is_empty() {
+                return Err(usage(
+                    format!(
+                        "--service-entry --deregister takes SERVICE IP[,IP...] only; unexpected {:?}",
+                        rest.join(" ")
+                    ),
+                    "e.g. `kubectl meshvm register --service-entry --deregister vmhttp 203.0.113.7 -n vm`",
+                ));
+            }
+            return Ok(Mode::ServiceEntry {
+                service: service.clone(),
+                ips: addresses,
+                ports: Vec::new(),
+                deregister: true,
+            });
+        }
+        if rest.is_empty() {
+            return Err(usage(
+                "missing the ports: give at least one [NAME:]PORT after the IP",
+                SERVICE_ENTRY_HINT,
+            ));
+        }
+        let ports = names::parse_port_words(rest).map_err(|m| usage(m, SERVICE_ENTRY_HINT))?;
+        for p in &ports {
+            service_entry::protocol(&p.name)
+                .map_err(|m| usage(format!("port {p}: {m}"), SERVICE_ENTRY_HINT))?;
+        }
+        Ok(Mode::ServiceEntry {
+            service: service.clone(),
+            ips: addresses,
+            ports,
+            deregister: false,
+        })
+    }
+
+    fn service_entry_want(&self, namespace: &str, account: &str) -> Option<service_entry::Want> {
+        let Mode::ServiceEntry {
+            service,
+            ips,
+            ports,
+            ..
+        } = &self.mode
+        else {
+            return None;
+        };
+        Some(service_entry::Want {
+            namespace: namespace.to_owned(),
+            service: service.clone(),
+            ips: ips.clone(),
+            ports: ports.clone(),
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            service_account: account.to_owned(),
+            update_service: self.update_service,
+            context: self.context.clone(),
         })
     }
 
@@ -425,7 +631,7 @@ impl Options {
         let (service, ip, ports) = match &self.mode {
             Mode::Register { service, ip, ports } => (service, *ip, ports.clone()),
             Mode::Deregister { service, ip } => (service, *ip, Vec::new()),
-            Mode::Entry { .. } => return None,
+            Mode::Entry { .. } | Mode::ServiceEntry { .. } | Mode::Prune { .. } => return None,
         };
         Some(legacy::Want {
             namespace: namespace.to_owned(),
@@ -489,6 +695,7 @@ pub struct Planned {
 #[derive(Debug, Clone)]
 enum Observed {
     Legacy(legacy::Observed),
+    ServiceEntry(service_entry::Observed),
     Modern(modern::Observed),
 }
 
@@ -523,6 +730,9 @@ pub async fn run(
     let namespace = verb_namespace.name.clone();
     if let Some(note) = crate::scope::note_for_namespace(&conn, &verb_namespace).await? {
         writeln!(err, "note: {note}")?;
+    }
+    if let Mode::Prune { stale_after } = opts.mode {
+        return Box::pin(run_prune(&conn, &opts, &namespace, stale_after, out, err)).await;
     }
     let mut earlier: Vec<Change> = Vec::new();
     let mut round = 0;
@@ -573,6 +783,122 @@ pub async fn run(
         None => writeln!(err, "{}", summary(&opts, &namespace, &planned.plan))?,
     }
     Ok(Outcome::Success)
+}
+
+/// `--prune`: observe the namespace, plan, show, confirm, delete.
+async fn run_prune(
+    conn: &Connection,
+    opts: &Options,
+    namespace: &str,
+    stale_after: Duration,
+    out: &mut impl io::Write,
+    err: &mut impl io::Write,
+) -> Result<Outcome, Error> {
+    let observed = Box::pin(observe_prune(conn, namespace)).await?;
+    let mut planned = prune::plan(
+        &observed,
+        namespace,
+        k8s_openapi::jiff::Timestamp::now(),
+        stale_after,
+    );
+    for w in &planned.warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    if let Some(note) = &planned.note {
+        planned.plan.write(out, opts.output, false)?;
+        writeln!(err, "{note}")?;
+        return Ok(Outcome::Success);
+    }
+    if opts.dry_run == DryRun::None {
+        let question = format!(
+            "delete or update the {} object(s) listed in namespace {namespace}",
+            planned.plan.changes.len()
+        );
+        if !opts.yes {
+            // The list the operator confirms: on stderr, so stdout stays the final record.
+            planned.plan.write(err, OutputFormat::Table, false)?;
+        }
+        if !crate::terminal::confirm(&question, opts.yes)? {
+            return Err(Error::Declined(question));
+        }
+    }
+    let result = if opts.dry_run == DryRun::Client {
+        Ok(())
+    } else {
+        crate::plan::write::execute(conn, &mut planned.plan, opts.dry_run).await
+    };
+    planned.plan.write(out, opts.output, false)?;
+    if let Err(failure) = result {
+        return Err(match failure.error {
+            crate::plan::write::Error::Kube(e) => Error::Kube(e),
+            other => Error::Write(other),
+        });
+    }
+    let mood = match opts.dry_run {
+        DryRun::None => "",
+        DryRun::Client => "dry run: ",
+        DryRun::Server => "server dry run: ",
+    };
+    writeln!(
+        err,
+        "{mood}pruned namespace {namespace} ({})",
+        planned.plan.summary()
+    )?;
+    Ok(Outcome::Success)
+}
+
+/// What `--prune` judges: the namespace's WorkloadEntries (when served), Services and Endpoints.
+async fn observe_prune(conn: &Connection, namespace: &str) -> Result<prune::Observed, Error> {
+    let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
+    let endpoints: Api<Endpoints> = Api::namespaced(conn.client.clone(), namespace);
+    let params = ::kube::api::ListParams::default();
+    let (version, services, endpoints) = tokio::try_join!(
+        async {
+            IstioKind::WorkloadEntry
+                .served_version(conn)
+                .await
+                .map_err(Error::from)
+        },
+        async {
+            conn.call(Request::new("list", "services").ns(namespace), || {
+                services.list(&params)
+            })
+            .await
+            .map_err(Error::from)
+        },
+        async {
+            conn.call(Request::new("list", "endpoints").ns(namespace), || {
+                endpoints.list(&params)
+            })
+            .await
+            .map_err(Error::from)
+        },
+    )?;
+    let mut entries = Vec::new();
+    if let Some(version) = version {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            conn.client.clone(),
+            namespace,
+            &IstioKind::WorkloadEntry.resource(&version),
+        );
+        let list = conn
+            .call(
+                Request::new("list", IstioKind::WorkloadEntry.resource_name()).ns(namespace),
+                || api.list(&params),
+            )
+            .await?;
+        for item in list.items {
+            let mut v = serde_json::to_value(&item).unwrap_or_default();
+            v["apiVersion"] = format!("networking.istio.io/{version}").into();
+            v["kind"] = "WorkloadEntry".into();
+            entries.push(v);
+        }
+    }
+    Ok(prune::Observed {
+        entries,
+        services: services.items,
+        endpoints: endpoints.items,
+    })
 }
 
 /// Rows written in an earlier round read as unchanged now; report what was actually done
@@ -629,6 +955,31 @@ fn summary(opts: &Options, namespace: &str, plan: &Plan) -> String {
         Mode::Deregister { service, ip } => {
             format!("{mood}deregistered {ip} from service {namespace}/{service}")
         }
+        Mode::ServiceEntry {
+            service,
+            ips,
+            deregister,
+            ..
+        } => {
+            let ips = ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let entry = service_entry::entry_name(service);
+            match (deregister, noop) {
+                (false, true) => {
+                    format!("{ips} already in serviceentry {namespace}/{entry}: nothing changed")
+                }
+                (false, false) => {
+                    format!("{mood}registered {ips} in serviceentry {namespace}/{entry}")
+                }
+                (true, _) => {
+                    format!("{mood}deregistered {ips} from serviceentry {namespace}/{entry}")
+                }
+            }
+        }
+        Mode::Prune { .. } => format!("{mood}pruned namespace {namespace}"),
         Mode::Entry {
             name,
             address: Some(_),
@@ -694,6 +1045,21 @@ async fn observe(
         .await
         .map_err(Error::from)
     };
+    if let Mode::ServiceEntry {
+        service,
+        deregister,
+        ..
+    } = &opts.mode
+    {
+        return Box::pin(observe_service_entry(
+            conn,
+            opts,
+            namespace,
+            service,
+            *deregister,
+        ))
+        .await;
+    }
     if let Mode::Register { service, .. } | Mode::Deregister { service, .. } = &opts.mode {
         let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
         let endpoints: Api<Endpoints> = Api::namespaced(conn.client.clone(), namespace);
@@ -827,6 +1193,89 @@ async fn observe(
     ))
 }
 
+/// Read what the ServiceEntry form needs: the entry (at the version served), the Service, the
+/// namespace and, to register, the VM's ServiceAccount.
+async fn observe_service_entry(
+    conn: &Connection,
+    opts: &Options,
+    namespace: &str,
+    service: &str,
+    deregister: bool,
+) -> Result<(Observed, Option<String>), Error> {
+    let version = IstioKind::ServiceEntry
+        .served_version(conn)
+        .await?
+        .ok_or(Error::NoServiceEntryApi)?;
+    let entries: Api<DynamicObject> = Api::namespaced_with(
+        conn.client.clone(),
+        namespace,
+        &IstioKind::ServiceEntry.resource(&version),
+    );
+    let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
+    let namespaces: Api<Namespace> = Api::all(conn.client.clone());
+    let accounts: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+    let entry_name = service_entry::entry_name(service);
+    let entry_resource = IstioKind::ServiceEntry.resource_name();
+    let (ns, entry, svc, account) = tokio::try_join!(
+        async {
+            conn.call(Request::new("get", "namespaces").name(namespace), || {
+                namespaces.get_opt(namespace)
+            })
+            .await
+            .map_err(Error::from)
+        },
+        async {
+            get_opt(conn, &entries, &entry_resource, namespace, &entry_name)
+                .await
+                .map_err(Error::from)
+        },
+        async {
+            get_opt(conn, &services, "services", namespace, service)
+                .await
+                .map_err(Error::from)
+        },
+        async {
+            if deregister {
+                Ok(None)
+            } else {
+                crate::scope::service_account(
+                    conn,
+                    namespace,
+                    opts.service_account.as_deref(),
+                    None,
+                )
+                .await
+                .map(Some)
+                .map_err(scope_error)
+            }
+        },
+    )?;
+    let account_exists = match (&account, &ns) {
+        (Some(a), Some(_)) => Some(
+            get_opt(conn, &accounts, "serviceaccounts", namespace, &a.name)
+                .await?
+                .is_some(),
+        ),
+        _ => None,
+    };
+    let entry = entry.map(|e| {
+        let mut v = serde_json::to_value(&e).unwrap_or_default();
+        v["apiVersion"] = format!("networking.istio.io/{version}").into();
+        v["kind"] = "ServiceEntry".into();
+        v
+    });
+    Ok((
+        Observed::ServiceEntry(service_entry::Observed {
+            version,
+            entry,
+            service: svc,
+            service_account_exists: account_exists,
+            namespace_missing: ns.is_none(),
+        }),
+        account.map(|a| a.name),
+    ))
+}
+
 /// The version the cluster serves WorkloadEntry at, discovered per kind ([`crate::read::served`]).
 async fn served_entry_version(conn: &Connection) -> Result<String, Error> {
     IstioKind::WorkloadEntry
@@ -850,6 +1299,22 @@ fn plan_observed(
                 legacy::plan_deregister(o, &want)
             } else {
                 legacy::plan_register(o, &want)
+            }
+        }
+        Observed::ServiceEntry(o) => {
+            let want = opts
+                .service_entry_want(namespace, account.unwrap_or(namespace))
+                .expect("serviceentry observation for the serviceentry mode");
+            if matches!(
+                opts.mode,
+                Mode::ServiceEntry {
+                    deregister: true,
+                    ..
+                }
+            ) {
+                service_entry::plan_deregister(o, &want)
+            } else {
+                service_entry::plan_register(o, &want)
             }
         }
         Observed::Modern(o) => {

@@ -11,4 +11,5 @@ mod layers;
 mod parsers_prop;
 mod reads;
 mod register;
+mod register_lifecycle;
 mod write;

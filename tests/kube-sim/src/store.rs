@@ -870,6 +870,8 @@ impl State {
                     ApiError::STALE,
                 ));
             }
+            // The current version: the update goes ahead.
+            Some(rv) if !rv.is_empty() => {}
             _ if !rt.builtin => {
                 return Err(ApiError::invalid(
                     &rt.group,
