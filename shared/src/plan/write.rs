@@ -69,11 +69,13 @@ pub enum Kind {
     WorkloadEntry,
     /// networking.istio.io DestinationRule.
     DestinationRule,
+    /// networking.istio.io ServiceEntry.
+    ServiceEntry,
 }
 
 impl Kind {
     /// Every kind, for lookups by name.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::Secret,
@@ -83,6 +85,7 @@ impl Kind {
         Kind::WorkloadGroup,
         Kind::WorkloadEntry,
         Kind::DestinationRule,
+        Kind::ServiceEntry,
     ];
 
     /// `Secret`, as objects and tables name it.
@@ -97,6 +100,7 @@ impl Kind {
             Kind::WorkloadGroup => "WorkloadGroup",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
         }
     }
 
@@ -109,9 +113,10 @@ impl Kind {
             | Kind::Service
             | Kind::Endpoints => "",
             Kind::Deployment => "apps",
-            Kind::WorkloadGroup | Kind::WorkloadEntry | Kind::DestinationRule => {
-                "networking.istio.io"
-            }
+            Kind::WorkloadGroup
+            | Kind::WorkloadEntry
+            | Kind::DestinationRule
+            | Kind::ServiceEntry => "networking.istio.io",
         }
     }
 
@@ -127,6 +132,7 @@ impl Kind {
             Kind::WorkloadGroup => "workloadgroups",
             Kind::WorkloadEntry => "workloadentries",
             Kind::DestinationRule => "destinationrules",
+            Kind::ServiceEntry => "serviceentries",
         }
     }
 
@@ -139,7 +145,10 @@ impl Kind {
     /// for Istio's kinds, whose version comes from each object (it differs per Istio release).
     pub fn fixed_version(self) -> Option<&'static str> {
         match self {
-            Kind::WorkloadGroup | Kind::WorkloadEntry | Kind::DestinationRule => None,
+            Kind::WorkloadGroup
+            | Kind::WorkloadEntry
+            | Kind::DestinationRule
+            | Kind::ServiceEntry => None,
             _ => Some("v1"),
         }
     }
