@@ -49,6 +49,9 @@ pub struct Observed {
     pub cidr_probe: Option<Probe>,
     /// Legacy: the `kubernetes` Service's ClusterIP.
     pub kubernetes_ip: Option<String>,
+    /// Legacy: the `/etc/hosts` lines of the `.global` ServiceEntries `prepare --expose` made in
+    /// the VM namespace (`127.255.x.y <svc>.<ns>.global`).
+    pub global_hosts: String,
     /// Things observing did that the operator must hear of (stderr notes).
     pub notes: Vec<String>,
     /// Modern: the WorkloadGroup object.
@@ -149,6 +152,39 @@ async fn get_token(
         )
         .await?;
     Ok(answer.status.map(|s| s.token).unwrap_or_default())
+}
+
+/// The meshvm ServiceEntries of the VM namespace (`prepare --expose`), at the version the
+/// cluster serves ServiceEntry at; none when it serves none, or RBAC hides them.
+async fn get_global_entries(
+    conn: &Connection,
+    namespace: &str,
+) -> Result<Vec<DynamicObject>, crate::kube::Error> {
+    let kind = IstioKind::ServiceEntry;
+    let Some(version) = kind.served_version(conn).await? else {
+        return Ok(Vec::new());
+    };
+    let ar = kind.resource(&version);
+    let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), namespace, &ar);
+    let selector = format!(
+        "{}={}",
+        crate::scope::MANAGED_BY_LABEL,
+        crate::scope::MANAGED_BY_VALUE
+    );
+    let params = ::kube::api::ListParams::default().labels(&selector);
+    match read::list_all(
+        conn,
+        &api,
+        Request::new("list", kind.resource_name()).ns(namespace),
+        &params,
+        Some,
+    )
+    .await
+    {
+        Ok(list) => Ok(list),
+        Err(e) if e.code() == Some(403) || e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn get_service(
@@ -406,7 +442,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
             let secret_name = format!("istio.{sa}");
             let accounts: Api<ServiceAccount> =
                 Api::namespaced(conn.client.clone(), &opts.vm_namespace);
-            let (secret, account, cacerts, citadel, gateway_service, cidrs, kubernetes) = tokio::try_join!(
+            let (secret, account, cacerts, citadel, gateway_service, cidrs, kubernetes, globals) = tokio::try_join!(
                 get_secret_data(conn, &opts.vm_namespace, &secret_name),
                 async {
                     match get_opt(
@@ -455,7 +491,9 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
                         Ok(None)
                     }
                 },
+                get_global_entries(conn, &opts.vm_namespace),
             )?;
+            observed.global_hosts = crate::prepare::expose::global_hosts(&globals);
             observed.identity = secret;
             observed.service_account_exists = account;
             match cacerts {

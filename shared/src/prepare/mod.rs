@@ -333,6 +333,23 @@ pub async fn run(
         restart_due_earlier,
     } = plan::plan(&observed, opts, ca.as_ref())?;
 
+    if !opts.expose.is_empty() {
+        let names: Vec<String> = opts.expose.iter().map(ToString::to_string).collect();
+        if observed.era == Some(Era::Modern) {
+            writeln!(
+                err,
+                "note: --expose: the VM calls {} by their cluster names through the east-west gateway's {} (15443); no ServiceEntry is needed",
+                names.join(", "),
+                expose::CROSS_NETWORK_GATEWAY
+            )?;
+        } else if observed.expose.entries_namespace_only {
+            writeln!(
+                err,
+                "warning: cannot list ServiceEntries in every namespace (forbidden): the 127.255.x.y addresses are unique within namespace {} only",
+                opts.vm_namespace
+            )?;
+        }
+    }
     let restart_planned = plan.of(Kind::Deployment).next().is_some();
     if opts.restart_control_plane && !restart_planned && ca.is_none() {
         writeln!(err, "{}", nothing_to_restart(&observed, opts))?;
