@@ -1552,8 +1552,24 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     let dir = samples_arg();
     for args in [
         &["create", "namespace", "bar"][..],
-        &["-n", "bar", "create", "service", "clusterip", "httpbin", "--tcp=8000:80"],
-        &["-n", "bar", "create", "service", "clusterip", "ratings", "--tcp=9080"],
+        &[
+            "-n",
+            "bar",
+            "create",
+            "service",
+            "clusterip",
+            "httpbin",
+            "--tcp=8000:80",
+        ],
+        &[
+            "-n",
+            "bar",
+            "create",
+            "service",
+            "clusterip",
+            "ratings",
+            "--tcp=9080",
+        ],
     ] {
         let k = kubectl(&server, args).await;
         assert_eq!(k.code, 0, "{}", k.show());
@@ -1563,12 +1579,23 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     let before = writes(&server).len();
     let missing = prepare(
         &server,
-        &["-n", "expandvm", "--ca-dir", &dir, "--expose", "httpbin.bar,nope.bar"],
+        &[
+            "-n",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--expose",
+            "httpbin.bar,nope.bar",
+        ],
     )
     .await;
     assert_eq!(missing.code, 1, "{}", missing.show());
     assert!(missing.stderr.contains("bar/nope"), "{}", missing.show());
-    assert!(missing.stderr.contains("`kubectl get svc -n bar`"), "{}", missing.show());
+    assert!(
+        missing.stderr.contains("`kubectl get svc -n bar`"),
+        "{}",
+        missing.show()
+    );
     assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
     let listed = kubectl(&server, &["get", "svc", "-n", "bar"]).await;
     assert_eq!(listed.code, 0, "the hint runs: {}", listed.show());
@@ -1576,7 +1603,14 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     // The Done-when run.
     let run = prepare(
         &server,
-        &["--vm-namespace", "expandvm", "--ca-dir", &dir, "--expose", "httpbin.bar"],
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--expose",
+            "httpbin.bar",
+        ],
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.show());
@@ -1619,25 +1653,51 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     let before = writes(&server).len();
     let again = prepare(
         &server,
-        &["--vm-namespace", "expandvm", "--ca-dir", &dir, "--expose", "httpbin.bar"],
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--expose",
+            "httpbin.bar",
+        ],
     )
     .await;
     assert_eq!(again.code, 0, "{}", again.show());
-    assert!(again.stderr.contains("nothing to change"), "{}", again.show());
+    assert!(
+        again.stderr.contains("nothing to change"),
+        "{}",
+        again.show()
+    );
     assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
 
     // A dry run of a second Service stores nothing; the real run gives it another address and
     // keeps the first one's.
     let dry = prepare(
         &server,
-        &["-n", "expandvm", "--expose", "httpbin.bar", "--expose", "ratings.bar", "--dry-run=server"],
+        &[
+            "-n",
+            "expandvm",
+            "--expose",
+            "httpbin.bar",
+            "--expose",
+            "ratings.bar",
+            "--dry-run=server",
+        ],
     )
     .await;
     assert_eq!(dry.code, 0, "{}", dry.show());
     assert_eq!(global_entries(&server, "expandvm").len(), 1);
     let second = prepare(
         &server,
-        &["-n", "expandvm", "--expose", "httpbin.bar", "--expose", "ratings.bar"],
+        &[
+            "-n",
+            "expandvm",
+            "--expose",
+            "httpbin.bar",
+            "--expose",
+            "ratings.bar",
+        ],
     )
     .await;
     assert_eq!(second.code, 0, "{}", second.show());
@@ -1649,7 +1709,11 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
             .find(|e| e["metadata"]["name"] == n)
             .unwrap_or_else(|| panic!("no {n}"))
     };
-    assert_eq!(entry_address(by_name("httpbin-bar-global")), address, "stable");
+    assert_eq!(
+        entry_address(by_name("httpbin-bar-global")),
+        address,
+        "stable"
+    );
     let ratings = entry_address(by_name("ratings-bar-global"));
     assert_ne!(ratings, address, "unique");
     assert_eq!(ratings.octets()[..2], [127, 255]);
@@ -1680,14 +1744,26 @@ async fn modern_expose_checks_the_cross_network_gateway() {
     let server = sim("modern-1.22.yaml").await;
     for args in [
         &["create", "namespace", "bar"][..],
-        &["-n", "bar", "create", "service", "clusterip", "httpbin", "--tcp=8000:80"],
+        &[
+            "-n",
+            "bar",
+            "create",
+            "service",
+            "clusterip",
+            "httpbin",
+            "--tcp=8000:80",
+        ],
     ] {
         let k = kubectl(&server, args).await;
         assert_eq!(k.code, 0, "{}", k.show());
     }
     let run = prepare(&server, &["-n", "vm", "--expose", "httpbin.bar"]).await;
     assert_eq!(run.code, 0, "{}", run.show());
-    assert!(run.stderr.contains("cross-network-gateway"), "{}", run.show());
+    assert!(
+        run.stderr.contains("cross-network-gateway"),
+        "{}",
+        run.show()
+    );
     assert!(
         !writes(&server).iter().any(|w| w.contains("serviceentries")),
         "{:?}",
@@ -1696,7 +1772,13 @@ async fn modern_expose_checks_the_cross_network_gateway() {
 
     let del = kubectl(
         &server,
-        &["-n", "istio-system", "delete", "gateways.networking.istio.io", "cross-network-gateway"],
+        &[
+            "-n",
+            "istio-system",
+            "delete",
+            "gateways.networking.istio.io",
+            "cross-network-gateway",
+        ],
     )
     .await;
     assert_eq!(del.code, 0, "{}", del.show());

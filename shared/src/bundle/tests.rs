@@ -285,7 +285,10 @@ fn legacy_hosts_carry_the_exposed_global_services_after_the_control_plane() {
         hosts.starts_with("35.187.36.54 istio-citadel istio-citadel.istio-system\n"),
         "{hosts}"
     );
-    assert!(hosts.ends_with("istio-policy.istio-system\n127.255.0.3 httpbin.bar.global\n"), "{hosts}");
+    assert!(
+        hosts.ends_with("istio-policy.istio-system\n127.255.0.3 httpbin.bar.global\n"),
+        "{hosts}"
+    );
     assert!(file(&b, "hosts").what.contains("1 .global service"));
 }
 

@@ -115,7 +115,8 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
         };
         let ar = kind.resource(&version);
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
-        let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let params =
+            ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let list = match crate::read::list_metadata(
             conn,
             &api,

@@ -17,6 +17,7 @@
 //! only checks that it exists ([`cross_network_problem`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::core::v1::Service;
@@ -269,10 +270,11 @@ pub fn global_hosts(entries: &[DynamicObject]) -> String {
             }
         }
     }
-    lines
-        .iter()
-        .map(|(host, ip)| format!("{ip} {host}\n"))
-        .collect()
+    let mut out = String::new();
+    for (host, ip) in &lines {
+        let _ = writeln!(out, "{ip} {host}");
+    }
+    out
 }
 
 /// Modern: what is missing of the cross-network path, `None` when the east-west gateway Service
@@ -385,7 +387,10 @@ mod tests {
                           {"name": "tcp-9000", "number": 9000, "protocol": "TCP"}],
                 "endpoints": [{"address": "35.1.2.3", "ports": {"http": 15443, "tcp-9000": 15443}}]})
         );
-        assert_eq!(obj["metadata"]["labels"][MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+        assert_eq!(
+            obj["metadata"]["labels"][MANAGED_BY_LABEL],
+            MANAGED_BY_VALUE
+        );
     }
 
     #[test]
@@ -406,15 +411,20 @@ mod tests {
         );
         assert_eq!(address_of(&entries, "other.o.global"), None);
         let used = addresses_in_use(&entries);
-        assert_eq!(used[&Ipv4Addr::new(127, 255, 1, 1)], vec!["vm/x".to_owned()]);
+        assert_eq!(
+            used[&Ipv4Addr::new(127, 255, 1, 1)],
+            vec!["vm/x".to_owned()]
+        );
     }
 
     #[test]
     fn the_cross_network_check_wants_the_samples_gateway() {
         let gw = |servers: Value| -> DynamicObject {
-            serde_json::from_value(json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "Gateway",
+            serde_json::from_value(
+                json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "Gateway",
                 "metadata": {"name": CROSS_NETWORK_GATEWAY, "namespace": "istio-system"},
-                "spec": {"selector": {"istio": EASTWEST_LABEL}, "servers": servers}}))
+                "spec": {"selector": {"istio": EASTWEST_LABEL}, "servers": servers}}),
+            )
             .unwrap()
         };
         let good = gw(

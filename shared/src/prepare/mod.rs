@@ -180,7 +180,9 @@ pub enum Error {
         host: String,
     },
     /// Modern `--expose`: the east-west cross-network path is missing.
-    #[error("--expose: the VM reaches cluster Services through the east-west gateway, but {problem} (nothing was written)")]
+    #[error(
+        "--expose: the VM reaches cluster Services through the east-west gateway, but {problem} (nothing was written)"
+    )]
     CrossNetworkMissing {
         /// The Istio namespace.
         istio_namespace: String,

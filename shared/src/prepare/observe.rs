@@ -6,8 +6,8 @@ use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 
 use super::Error;
-use super::options::Options;
 use super::expose;
+use super::options::Options;
 use super::plan::{EraSource, ExposeObserved, Observed};
 use crate::istio::{CACERTS_SECRET, Era, IstioKind, era_from_deployments};
 use crate::kube::{Connection, Request};

@@ -713,8 +713,7 @@ fn plan_expose(plan: &mut Plan, observed: &Observed, opts: &Options) -> Result<(
                         },
                     })
                 })?;
-            let in_vm_ns =
-                |e: &&DynamicObject| e.metadata.namespace.as_deref() == Some(vm_ns);
+            let in_vm_ns = |e: &&DynamicObject| e.metadata.namespace.as_deref() == Some(vm_ns);
             let ours: Vec<DynamicObject> = seen
                 .service_entries
                 .iter()
@@ -744,9 +743,8 @@ fn plan_expose(plan: &mut Plan, observed: &Observed, opts: &Options) -> Result<(
                 let taken: BTreeSet<std::net::Ipv4Addr> = used.keys().copied().collect();
                 let address = match kept {
                     Some(ip) => ip,
-                    None => expose::allocate(&host, &taken).ok_or_else(|| {
-                        Error::GlobalAddressesExhausted { host: host.clone() }
-                    })?,
+                    None => expose::allocate(&host, &taken)
+                        .ok_or_else(|| Error::GlobalAddressesExhausted { host: host.clone() })?,
                 };
                 used.entry(address).or_default().push(me);
                 let ports = expose::entry_ports(service);
