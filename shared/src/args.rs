@@ -119,6 +119,9 @@ pub struct PrepareArgs {
     /// Load-balancing weight of the WorkloadGroup's entries (as istioctl's --weight)
     #[arg(long, value_name = "N", help_heading = "WorkloadGroup (modern era)")]
     pub weight: Option<u32>,
+    /// Cluster Services the VM calls, as SVC.NS (repeatable, or comma-separated): legacy, one `<svc>.<ns>.global` ServiceEntry each through the gateway's 15443; modern, checks the east-west gateway's cross-network path
+    #[arg(long, value_name = "SVC.NS,...", value_delimiter = ',')]
+    pub expose: Vec<String>,
     /// Remove what prepare made for this VM: its namespace and everything in it
     #[arg(long)]
     pub delete: bool,

@@ -57,6 +57,13 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             paths.archive.display()
         ));
     }
+    let hosts = paths.bundle_dir.join("hosts");
+    let hosts = std::fs::read_to_string(&hosts)
+        .map_err(|e| format!("cannot read {}: {e}", hosts.display()))?;
+    println!(
+        "the VM's /etc/hosts lines (the bundle's hosts: the control plane at the gateway, and {} at its .global address):\n{hosts}",
+        flow::EXPOSED
+    );
     println!(
         "done: doctor passes, and the VM's bundle is at {}",
         paths.archive.display()

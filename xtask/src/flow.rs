@@ -1,5 +1,6 @@
-//! The runbook's flow as data — prepare → prepare again → bundle → register → doctor → doctor
-//! --fix → doctor with the bundle — and the version matrix it runs on. `cargo xtask demo` runs
+//! The runbook's flow as data — a cluster Service for the VM to call → prepare (exposing it) →
+//! prepare again → bundle → register → doctor → doctor --fix → doctor with the bundle — and the
+//! version matrix it runs on. `cargo xtask demo` runs
 //! it on the runbook's own cluster (Istio 1.4 on Kubernetes 1.14); the matrix test in
 //! `plugins/tests/it/matrix.rs` runs it on every cell, through the real `kubectl`.
 
@@ -87,6 +88,11 @@ pub const RUNBOOK: Cell = CELLS[0];
 pub const VM_IP: &str = "203.0.113.30";
 /// The VM's namespace and ServiceAccount.
 pub const VM_NAMESPACE: &str = "expandvm";
+/// The cluster Service the VM calls (`prepare --expose`), as the 1.4 multi-network VM guide's
+/// httpbin in namespace bar: `SVC.NS`, and its legacy `.global` host.
+pub const EXPOSED: &str = "httpbin.bar";
+/// The name the VM calls [`EXPOSED`] by in the legacy era (its `/etc/hosts` line).
+pub const EXPOSED_GLOBAL_HOST: &str = "httpbin.bar.global";
 
 /// What a step's exit status must be for the flow to go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +157,9 @@ pub fn steps(era: Era, paths: &Paths) -> Vec<Step> {
         Era::Modern => &["--workload-group", "vm"],
     };
     let prepare = |extra: &[&str]| {
-        let mut args = vec!["meshvm", "prepare", "-n", ns, "--ca-dir", &ca];
+        let mut args = vec![
+            "meshvm", "prepare", "-n", ns, "--ca-dir", &ca, "--expose", EXPOSED,
+        ];
         args.extend_from_slice(group);
         args.extend_from_slice(extra);
         args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
@@ -190,8 +198,26 @@ pub fn steps(era: Era, paths: &Paths) -> Vec<Step> {
         Era::Modern => Expect::SuccessOrFindings,
     };
     vec![
+        step(
+            "a cluster Service for the VM to call: namespace bar",
+            &["create", "namespace", "bar"],
+            Expect::Success,
+        ),
+        step(
+            "a cluster Service for the VM to call: httpbin in bar, port 8000",
+            &[
+                "-n",
+                "bar",
+                "create",
+                "service",
+                "clusterip",
+                "httpbin",
+                "--tcp=8000:80",
+            ],
+            Expect::Success,
+        ),
         Step {
-            what: "prepare: cacerts from Istio's sample CA, the VM's namespace and ServiceAccount; restart the CA so it loads cacerts",
+            what: "prepare: cacerts from Istio's sample CA, the VM's namespace and ServiceAccount; restart the CA so it loads cacerts; --expose httpbin.bar (legacy: its .global ServiceEntry; modern: checks the east-west gateway)",
             args: prepare(&["--restart-control-plane", "--yes"]),
             expect: Expect::Success,
         },

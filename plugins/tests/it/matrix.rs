@@ -1,5 +1,6 @@
-//! The version matrix: the runbook's whole flow (prepare → prepare again → bundle → register →
-//! doctor → doctor --fix → doctor with the bundle) on every supported (Istio, Kubernetes) cell,
+//! The version matrix: the runbook's whole flow (a cluster Service → prepare --expose it → prepare
+//! again → bundle → register → doctor → doctor --fix → doctor with the bundle) on every supported
+//! (Istio, Kubernetes) cell,
 //! through the real `kubectl` the cell's version dispatches to, against kube-sim serving that
 //! Kubernetes version. README's support table is this list.
 
@@ -46,6 +47,19 @@ async fn run_cell(cell: Cell) -> Result<String, String> {
                     "{cell:?}: ISTIO_SERVICE_CIDR is not the cluster's 172.16.0.0/16:\n{env}\n{transcript}"
                 ));
             }
+            // prepare --expose httpbin.bar: the VM resolves it through the bundle's hosts.
+            let hosts = file("hosts").map_err(|e| format!("{cell:?}: hosts: {e}"))?;
+            let global = hosts.lines().find_map(|l| {
+                let (ip, name) = l.split_once(' ')?;
+                let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+                (name == flow::EXPOSED_GLOBAL_HOST && ip.octets()[..2] == [127, 255]).then_some(ip)
+            });
+            if global.is_none() {
+                return Err(format!(
+                    "{cell:?}: the bundle's hosts has no `127.255.x.y {}` line:\n{hosts}\n{transcript}",
+                    flow::EXPOSED_GLOBAL_HOST
+                ));
+            }
             let root = file("root-cert.pem").map_err(|e| format!("{cell:?}: {e}"))?;
             let plugged = std::fs::read_to_string(paths.ca_dir.join("root-cert.pem")).unwrap();
             if root.trim() != plugged.trim() {
@@ -55,6 +69,14 @@ async fn run_cell(cell: Cell) -> Result<String, String> {
             }
         }
         Era::Modern => {
+            // prepare --expose checked the east-west path; the VM's DNS proxy resolves the
+            // Service by its cluster name, so no .global line, and DNS capture stays on.
+            let env = file("cluster.env").map_err(|e| format!("{cell:?}: cluster.env: {e}"))?;
+            if !env.lines().any(|l| l == "ISTIO_META_DNS_CAPTURE='true'") {
+                return Err(format!(
+                    "{cell:?}: cluster.env lacks ISTIO_META_DNS_CAPTURE='true':\n{env}\n{transcript}"
+                ));
+            }
             if file("istio-token").is_err() {
                 return Err(format!(
                     "{cell:?}: the bundle has no istio-token\n{transcript}"

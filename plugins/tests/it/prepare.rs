@@ -1525,3 +1525,272 @@ async fn new_group_ports_name_the_stale_entries_and_the_printed_refresh_works() 
     .await;
     assert!(!same.stderr.contains("stale"), "{}", same.show());
 }
+
+/// The `.global` ServiceEntries of namespace `ns`.
+fn global_entries(server: &Server, ns: &str) -> Vec<Value> {
+    server
+        .objects("networking.istio.io/v1alpha3", "ServiceEntry")
+        .into_iter()
+        .filter(|e| e["metadata"]["namespace"] == ns)
+        .collect()
+}
+
+fn entry_address(entry: &Value) -> std::net::Ipv4Addr {
+    entry["spec"]["addresses"][0]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address: {entry}"))
+}
+
+/// Issue 15's "Done when", cluster side: on the legacy scenario, `--expose httpbin.bar` after
+/// `kubectl -n bar create service clusterip httpbin --tcp=8000:80` makes the `.global`
+/// ServiceEntry (127.255.x.y, the gateway on 15443); a re-run writes nothing; a second Service
+/// gets another address; a missing Service is refused before any write; `--delete` removes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable() {
+    let server = sim("legacy-1.4.yaml").await;
+    let dir = samples_arg();
+    for args in [
+        &["create", "namespace", "bar"][..],
+        &[
+            "-n",
+            "bar",
+            "create",
+            "service",
+            "clusterip",
+            "httpbin",
+            "--tcp=8000:80",
+        ],
+        &[
+            "-n",
+            "bar",
+            "create",
+            "service",
+            "clusterip",
+            "ratings",
+            "--tcp=9080",
+        ],
+    ] {
+        let k = kubectl(&server, args).await;
+        assert_eq!(k.code, 0, "{}", k.show());
+    }
+
+    // A missing Service: refused, naming it and the command that lists what exists; no write.
+    let before = writes(&server).len();
+    let missing = prepare(
+        &server,
+        &[
+            "-n",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--expose",
+            "httpbin.bar,nope.bar",
+        ],
+    )
+    .await;
+    assert_eq!(missing.code, 1, "{}", missing.show());
+    assert!(missing.stderr.contains("bar/nope"), "{}", missing.show());
+    assert!(
+        missing.stderr.contains("`kubectl get svc -n bar`"),
+        "{}",
+        missing.show()
+    );
+    assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
+    let listed = kubectl(&server, &["get", "svc", "-n", "bar"]).await;
+    assert_eq!(listed.code, 0, "the hint runs: {}", listed.show());
+
+    // The Done-when run.
+    let run = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--expose",
+            "httpbin.bar",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    let entries = global_entries(&server, "expandvm");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let httpbin = &entries[0];
+    assert_eq!(httpbin["metadata"]["name"], "httpbin-bar-global");
+    assert_eq!(
+        httpbin["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "meshvm"
+    );
+    let spec = &httpbin["spec"];
+    assert_eq!(spec["hosts"], serde_json::json!(["httpbin.bar.global"]));
+    assert_eq!(spec["location"], "MESH_INTERNAL");
+    assert_eq!(spec["resolution"], "DNS");
+    let address = entry_address(httpbin);
+    assert_eq!(address.octets()[..2], [127, 255], "{address}");
+    // kubectl names the port `8000-80`: a name Istio reads as TCP.
+    assert_eq!(
+        spec["ports"],
+        serde_json::json!([{"name": "8000-80", "number": 8000, "protocol": "TCP"}])
+    );
+    let gateway = server
+        .object("v1", "Service", "istio-system", "istio-ingressgateway")
+        .unwrap();
+    let gateway_ip = gateway["status"]["loadBalancer"]["ingress"][0]["ip"].clone();
+    assert_eq!(
+        spec["endpoints"],
+        serde_json::json!([{"address": gateway_ip, "ports": {"8000-80": 15443}}])
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("ServiceEntry") && l.contains("created")),
+        "{}",
+        run.show()
+    );
+
+    // Again: nothing written, the same address.
+    let before = writes(&server).len();
+    let again = prepare(
+        &server,
+        &[
+            "--vm-namespace",
+            "expandvm",
+            "--ca-dir",
+            &dir,
+            "--expose",
+            "httpbin.bar",
+        ],
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}", again.show());
+    assert!(
+        again.stderr.contains("nothing to change"),
+        "{}",
+        again.show()
+    );
+    assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
+
+    // A dry run of a second Service stores nothing; the real run gives it another address and
+    // keeps the first one's.
+    let dry = prepare(
+        &server,
+        &[
+            "-n",
+            "expandvm",
+            "--expose",
+            "httpbin.bar",
+            "--expose",
+            "ratings.bar",
+            "--dry-run=server",
+        ],
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{}", dry.show());
+    assert_eq!(global_entries(&server, "expandvm").len(), 1);
+    let second = prepare(
+        &server,
+        &[
+            "-n",
+            "expandvm",
+            "--expose",
+            "httpbin.bar",
+            "--expose",
+            "ratings.bar",
+        ],
+    )
+    .await;
+    assert_eq!(second.code, 0, "{}", second.show());
+    let entries = global_entries(&server, "expandvm");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let by_name = |n: &str| {
+        entries
+            .iter()
+            .find(|e| e["metadata"]["name"] == n)
+            .unwrap_or_else(|| panic!("no {n}"))
+    };
+    assert_eq!(
+        entry_address(by_name("httpbin-bar-global")),
+        address,
+        "stable"
+    );
+    let ratings = entry_address(by_name("ratings-bar-global"));
+    assert_ne!(ratings, address, "unique");
+    assert_eq!(ratings.octets()[..2], [127, 255]);
+
+    // --delete lists them and they go with the namespace.
+    let gone = prepare(&server, &["--delete", "-n", "expandvm", "--yes"]).await;
+    assert_eq!(gone.code, 0, "{}", gone.show());
+    assert!(
+        gone.stdout
+            .lines()
+            .any(|l| l.starts_with("ServiceEntry") && l.contains("ratings-bar-global")),
+        "{}",
+        gone.show()
+    );
+    for _ in 0..50 {
+        if global_entries(&server, "expandvm").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(global_entries(&server, "expandvm").is_empty());
+}
+
+/// Modern: `--expose` writes no ServiceEntry; it checks the east-west cross-network path and,
+/// without it, refuses with the command that adds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn modern_expose_checks_the_cross_network_gateway() {
+    let server = sim("modern-1.22.yaml").await;
+    for args in [
+        &["create", "namespace", "bar"][..],
+        &[
+            "-n",
+            "bar",
+            "create",
+            "service",
+            "clusterip",
+            "httpbin",
+            "--tcp=8000:80",
+        ],
+    ] {
+        let k = kubectl(&server, args).await;
+        assert_eq!(k.code, 0, "{}", k.show());
+    }
+    let run = prepare(&server, &["-n", "vm", "--expose", "httpbin.bar"]).await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        run.stderr.contains("cross-network-gateway"),
+        "{}",
+        run.show()
+    );
+    assert!(
+        !writes(&server).iter().any(|w| w.contains("serviceentries")),
+        "{:?}",
+        writes(&server)
+    );
+
+    let del = kubectl(
+        &server,
+        &[
+            "-n",
+            "istio-system",
+            "delete",
+            "gateways.networking.istio.io",
+            "cross-network-gateway",
+        ],
+    )
+    .await;
+    assert_eq!(del.code, 0, "{}", del.show());
+    let before = writes(&server).len();
+    let refused = prepare(&server, &["-n", "vm2", "--expose", "httpbin.bar"]).await;
+    assert_eq!(refused.code, 1, "{}", refused.show());
+    assert!(
+        refused.stderr.contains(
+            "`kubectl apply -f samples/multicluster/expose-services.yaml -n istio-system`"
+        ),
+        "{}",
+        refused.show()
+    );
+    assert_eq!(writes(&server).len(), before, "nothing written");
+}

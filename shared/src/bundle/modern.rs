@@ -423,6 +423,10 @@ pub fn render(inputs: &ModernInputs<'_>) -> Result<ModernFiles, String> {
         canonical_revision,
     );
     metadata.insert("ISTIO_METAJSON_LABELS".into(), go_json_labels(&labels));
+    // `istioctl x workload entry configure --capture-dns` defaults to true and then sets
+    // ISTIO_META_DNS_CAPTURE=true in the proxy metadata, which cluster.env carries too
+    // (istio/istio@1.22.0 istioctl/pkg/workload/workload.go:270, 507-509): the VM's DNS proxy
+    // resolves cluster Services, which the east-west gateway's 15443 then carries.
     metadata.insert("ISTIO_META_DNS_CAPTURE".into(), "true".into());
 
     config.insert(
@@ -558,6 +562,7 @@ mod tests {
         assert!(env.contains("ISTIO_INBOUND_PORTS='9090,8080'\n"), "{env}");
         assert!(env.contains("ISTIO_LOCAL_EXCLUDE_PORTS='22,15090,15021,15999'\n"));
         assert!(env.contains("ISTIO_META_NETWORK='net-1'\n"));
+        assert!(env.contains("ISTIO_META_DNS_CAPTURE='true'\n"), "{env}");
         assert!(env.contains("ISTIO_META_MESH_ID='m1'\n"));
         assert!(env.contains("TRUST_DOMAIN='example.org'\n"));
         assert!(env.contains("CANONICAL_REVISION='v2'\n"));

@@ -344,11 +344,18 @@ pub fn plan(observed: &Observed, opts: &Options, now: SystemTime) -> Result<Bund
                 vmfiles::mode("gwip.txt"),
                 "gateway address",
             ));
+            let globals = observed.global_hosts.lines().count();
             files.push(BundleFile::new(
                 "hosts",
-                legacy::hosts(gateway, &opts.istio_namespace),
+                legacy::hosts(gateway, &opts.istio_namespace) + &observed.global_hosts,
                 0o644,
-                "/etc/hosts lines for istio-citadel, -pilot, -telemetry, -policy",
+                if globals == 0 {
+                    "/etc/hosts lines for istio-citadel, -pilot, -telemetry, -policy".to_owned()
+                } else {
+                    format!(
+                        "/etc/hosts lines for istio-citadel, -pilot, -telemetry, -policy and {globals} .global service(s) (prepare --expose)"
+                    )
+                },
             ));
             files.push(BundleFile::new(
                 "cluster.env",

@@ -275,6 +275,24 @@ fn legacy_plan_is_the_runbook() {
 }
 
 #[test]
+fn legacy_hosts_carry_the_exposed_global_services_after_the_control_plane() {
+    let ca = TestCa::flat(KeyKind::P256, "Root CA");
+    let mut observed = legacy_observed(&ca);
+    observed.global_hosts = "127.255.0.3 httpbin.bar.global\n".into();
+    let b = plan(&observed, &opts(&["--inbound-ports", "80"]), now()).unwrap();
+    let hosts = text(&b, "hosts");
+    assert!(
+        hosts.starts_with("35.187.36.54 istio-citadel istio-citadel.istio-system\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.ends_with("istio-policy.istio-system\n127.255.0.3 httpbin.bar.global\n"),
+        "{hosts}"
+    );
+    assert!(file(&b, "hosts").what.contains("1 .global service"));
+}
+
+#[test]
 fn legacy_service_cidr_comes_from_flag_api_or_inference() {
     let ca = TestCa::flat(KeyKind::P256, "Root CA");
     let mut observed = legacy_observed(&ca);

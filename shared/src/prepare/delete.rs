@@ -25,6 +25,8 @@ pub struct Found {
     pub cacerts: Option<Secret>,
     /// The version the cluster serves networking.istio.io at, when it does.
     pub networking_version: Option<String>,
+    /// The version the cluster serves ServiceEntry at (Istio 1.4 too), when it does.
+    pub service_entry_version: Option<String>,
 }
 
 /// Names of a list; a 404 (an Istio kind this cluster does not serve) is an empty list.
@@ -105,8 +107,47 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
         )?;
         Ok((Some(version), groups, entries))
     };
-    let (namespace, cacerts, accounts, services, endpoints, (networking_version, groups, entries)) =
-        tokio::try_join!(get_ns, get_ca, accounts, services, endpoints, istio)?;
+    // The `.global` ServiceEntries `--expose` made (legacy, where no WorkloadGroup is served).
+    let service_entries = async {
+        let kind = IstioKind::ServiceEntry;
+        let Some(version) = kind.served_version(conn).await? else {
+            return Ok((None, Vec::new()));
+        };
+        let ar = kind.resource(&version);
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+        let params =
+            ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let list = match crate::read::list_metadata(
+            conn,
+            &api,
+            Request::new("list", kind.resource_name()).ns(ns),
+            &params,
+        )
+        .await
+        {
+            Ok(list) => list.into_iter().filter_map(|m| m.name).collect(),
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok((Some(version), list))
+    };
+    let (
+        namespace,
+        cacerts,
+        accounts,
+        services,
+        endpoints,
+        (networking_version, groups, entries),
+        (service_entry_version, service_entries),
+    ) = tokio::try_join!(
+        get_ns,
+        get_ca,
+        accounts,
+        services,
+        endpoints,
+        istio,
+        service_entries
+    )?;
     let mut contents = Vec::new();
     for (kind, items) in [
         (Kind::ServiceAccount, accounts),
@@ -114,6 +155,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
         (Kind::WorkloadEntry, entries),
         (Kind::Service, services),
         (Kind::Endpoints, endpoints),
+        (Kind::ServiceEntry, service_entries),
     ] {
         contents.extend(items.into_iter().map(|n| (kind, n)));
     }
@@ -122,6 +164,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
         contents,
         cacerts,
         networking_version,
+        service_entry_version,
     })
 }
 
@@ -185,6 +228,11 @@ pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
 fn reference(found: &Found, kind: Kind, namespace: Option<&str>, name: &str) -> Value {
     let api_version = match kind.fixed_version() {
         Some(version) => Resource::new(kind, version).api_version(),
+        None if kind == Kind::ServiceEntry => Resource::new(
+            kind,
+            found.service_entry_version.as_deref().unwrap_or("v1alpha3"),
+        )
+        .api_version(),
         None => {
             Resource::new(kind, found.networking_version.as_deref().unwrap_or("v1")).api_version()
         }

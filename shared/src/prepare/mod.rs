@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod delete;
+pub mod expose;
 pub mod observe;
 pub mod options;
 pub mod plan;
@@ -136,6 +137,58 @@ pub enum Error {
         /// What the Deployment reports.
         message: String,
     },
+    /// `--expose` named Services that do not exist.
+    #[error(
+        "--expose: service {} does not exist (nothing was written)",
+        missing.join(", ")
+    )]
+    ExposedServiceMissing {
+        /// `namespace/name` of each.
+        missing: Vec<String>,
+    },
+    /// `--expose` named a Service with no port the sidecar proxies.
+    #[error("--expose: service {service} has no TCP port to reach it on (nothing was written)")]
+    ExposedServiceNoPorts {
+        /// `namespace/name`.
+        service: String,
+    },
+    /// Legacy `--expose`: the ingress gateway gives no address for the ServiceEntries' endpoints.
+    #[error(
+        "--expose: the .global ServiceEntries point at the ingress gateway's 15443, but service {gateway} is unusable: {problem} (nothing was written)"
+    )]
+    ExposeGateway {
+        /// `namespace/name` of the gateway Service.
+        gateway: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Legacy `--expose`: the cluster serves no ServiceEntry kind.
+    #[error("--expose: the cluster serves no networking.istio.io ServiceEntry kind")]
+    ServiceEntryNotServed,
+    /// Legacy `--expose`: an entry of that name exists and is not meshvm's.
+    #[error(
+        "--expose: serviceentry {entry} exists and was not made by meshvm (it lacks the label app.kubernetes.io/managed-by=meshvm); refusing to overwrite it"
+    )]
+    ServiceEntryNotOurs {
+        /// `namespace/name`.
+        entry: String,
+    },
+    /// Legacy `--expose`: every 127.255.x.y address is held by another ServiceEntry.
+    #[error("--expose: no free address in 127.255.0.0/16 for {host}")]
+    GlobalAddressesExhausted {
+        /// The `.global` host.
+        host: String,
+    },
+    /// Modern `--expose`: the east-west cross-network path is missing.
+    #[error(
+        "--expose: the VM reaches cluster Services through the east-west gateway, but {problem} (nothing was written)"
+    )]
+    CrossNetworkMissing {
+        /// The Istio namespace.
+        istio_namespace: String,
+        /// What is missing.
+        problem: String,
+    },
     /// The VM's ServiceAccount could not be settled.
     #[error(transparent)]
     Scope(crate::scope::Error),
@@ -195,6 +248,42 @@ impl Diagnose for Error {
             Error::NotMadeByPrepare { .. } => Some(
                 "check the namespace name; pass --force to delete it anyway".into(),
             ),
+            Error::ExposedServiceMissing { missing } => {
+                let mut namespaces: Vec<&str> = missing
+                    .iter()
+                    .filter_map(|m| m.split_once('/').map(|(ns, _)| ns))
+                    .collect();
+                namespaces.dedup();
+                let commands: Vec<String> = namespaces
+                    .iter()
+                    .map(|ns| format!("`kubectl get svc -n {ns}`"))
+                    .collect();
+                Some(format!(
+                    "check the names (SVC.NS): {} lists what exists",
+                    commands.join(", ")
+                ))
+            }
+            Error::ExposedServiceNoPorts { .. } => Some(
+                "the sidecar proxies TCP only: expose a Service with a TCP port".into(),
+            ),
+            Error::ExposeGateway { .. } => Some(
+                "install Istio 1.4 with its mesh-expansion gateways (the ingress gateway with 15443 and a load balancer address)".into(),
+            ),
+            Error::ServiceEntryNotServed => {
+                Some("install Istio's CRDs first (Istio 1.4's istio-init)".into())
+            }
+            Error::ServiceEntryNotOurs { .. } => {
+                Some("delete or rename that ServiceEntry, then run prepare again".into())
+            }
+            Error::GlobalAddressesExhausted { .. } => {
+                Some("remove ServiceEntries that are no longer used".into())
+            }
+            // The command of istio/istio@1.22.0 samples/multicluster/README.md:46.
+            Error::CrossNetworkMissing {
+                istio_namespace, ..
+            } => Some(format!(
+                "from the Istio release directory, expose the cluster's Services on the east-west gateway: `kubectl apply -f samples/multicluster/expose-services.yaml -n {istio_namespace}`"
+            )),
             Error::Declined(_) | Error::Output(_) => None,
         }
     }
@@ -257,6 +346,23 @@ pub async fn run(
         restart_due_earlier,
     } = plan::plan(&observed, opts, ca.as_ref())?;
 
+    if !opts.expose.is_empty() {
+        let names: Vec<String> = opts.expose.iter().map(ToString::to_string).collect();
+        if observed.era == Some(Era::Modern) {
+            writeln!(
+                err,
+                "note: --expose: the VM calls {} by their cluster names through the east-west gateway's {} (15443); no ServiceEntry is needed",
+                names.join(", "),
+                expose::CROSS_NETWORK_GATEWAY
+            )?;
+        } else if observed.expose.entries_namespace_only {
+            writeln!(
+                err,
+                "warning: cannot list ServiceEntries in every namespace (forbidden): the 127.255.x.y addresses are unique within namespace {} only",
+                opts.vm_namespace
+            )?;
+        }
+    }
     let restart_planned = plan.of(Kind::Deployment).next().is_some();
     if opts.restart_control_plane && !restart_planned && ca.is_none() {
         writeln!(err, "{}", nothing_to_restart(&observed, opts))?;

@@ -1,13 +1,14 @@
 //! What `prepare` reads from the cluster: every object once, concurrently.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 
 use super::Error;
+use super::expose;
 use super::options::Options;
-use super::plan::{EraSource, Observed};
+use super::plan::{EraSource, ExposeObserved, Observed};
 use crate::istio::{CACERTS_SECRET, Era, IstioKind, era_from_deployments};
 use crate::kube::{Connection, Request};
 
@@ -185,7 +186,14 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         _ => Vec::new(),
     };
 
+    let expose = if opts.expose.is_empty() {
+        ExposeObserved::default()
+    } else {
+        Box::pin(observe_expose(conn, opts, era)).await?
+    };
+
     Ok(Observed {
+        expose,
         era,
         era_source: Some(era_source),
         deployments,
@@ -198,4 +206,124 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         workload_group,
         workload_entries,
     })
+}
+
+/// What `--expose` needs, read concurrently: every named Service; legacy, the ServiceEntries
+/// (cluster-wide, for the addresses others hold; the VM namespace's alone when RBAC refuses the
+/// rest) and the ingress gateway Service; modern, the east-west gateway Services and
+/// `cross-network-gateway`.
+async fn observe_expose(
+    conn: &Connection,
+    opts: &Options,
+    era: Option<Era>,
+) -> Result<ExposeObserved, Error> {
+    let client = conn.client.clone();
+    let istio_ns = opts.istio_namespace.as_str();
+    let services = futures::future::try_join_all(opts.expose.iter().map(|item| {
+        let api: Api<Service> = Api::namespaced(client.clone(), &item.namespace);
+        async move {
+            let svc = get_opt(
+                conn,
+                &api,
+                Request::new("get", "services")
+                    .ns(&item.namespace)
+                    .name(&item.service),
+                &item.service,
+            )
+            .await?;
+            Ok::<_, crate::kube::Error>((item.clone(), svc))
+        }
+    }));
+    let mut seen = ExposeObserved::default();
+    match era {
+        Some(Era::Legacy) => {
+            let gateway_name = Era::Legacy.default_gateway_service();
+            let gateways: Api<Service> = Api::namespaced(client.clone(), istio_ns);
+            let get_gateway = get_opt(
+                conn,
+                &gateways,
+                Request::new("get", "services")
+                    .ns(istio_ns)
+                    .name(gateway_name),
+                gateway_name,
+            );
+            let entries = async {
+                let Some(version) = IstioKind::ServiceEntry.served_version(conn).await? else {
+                    return Ok((None, Vec::new(), false));
+                };
+                let ar = IstioKind::ServiceEntry.resource(&version);
+                let all: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+                let params = ListParams::default();
+                let resource = IstioKind::ServiceEntry.resource_name();
+                match crate::read::list_all(
+                    conn,
+                    &all,
+                    Request::new("list", &resource),
+                    &params,
+                    Some,
+                )
+                .await
+                {
+                    Ok(list) => Ok((Some(version), list, false)),
+                    Err(e) if e.code() == Some(403) => {
+                        let vm_ns = opts.vm_namespace.as_str();
+                        let mine: Api<DynamicObject> =
+                            Api::namespaced_with(client.clone(), vm_ns, &ar);
+                        let list = crate::read::list_all(
+                            conn,
+                            &mine,
+                            Request::new("list", &resource).ns(vm_ns),
+                            &params,
+                            Some,
+                        )
+                        .await?;
+                        Ok((Some(version), list, true))
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            let (services, gateway, (version, entries, namespace_only)) =
+                tokio::try_join!(services, get_gateway, entries)?;
+            seen.services = services;
+            seen.gateway_service = gateway;
+            seen.service_entry_version = version;
+            seen.service_entries = entries;
+            seen.entries_namespace_only = namespace_only;
+        }
+        Some(Era::Modern) => {
+            let eastwest: Api<Service> = Api::namespaced(client.clone(), istio_ns);
+            let selector = format!("istio={}", expose::EASTWEST_LABEL);
+            let params = ListParams::default().labels(&selector);
+            let list_eastwest = crate::read::list_all(
+                conn,
+                &eastwest,
+                Request::new("list", "services").ns(istio_ns),
+                &params,
+                |_: Service| Some(()),
+            );
+            let get_gateway = async {
+                let Some(version) = IstioKind::Gateway.served_version(conn).await? else {
+                    return Ok(None);
+                };
+                let ar = IstioKind::Gateway.resource(&version);
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), istio_ns, &ar);
+                get_opt(
+                    conn,
+                    &api,
+                    Request::new("get", IstioKind::Gateway.resource_name())
+                        .ns(istio_ns)
+                        .name(expose::CROSS_NETWORK_GATEWAY),
+                    expose::CROSS_NETWORK_GATEWAY,
+                )
+                .await
+            };
+            let (services, eastwest, gateway) =
+                tokio::try_join!(services, list_eastwest, get_gateway)?;
+            seen.services = services;
+            seen.eastwest_services = eastwest.len();
+            seen.cross_network_gateway = gateway;
+        }
+        None => seen.services = services.await?,
+    }
+    Ok(seen)
 }

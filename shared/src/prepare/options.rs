@@ -53,6 +53,8 @@ pub struct Options {
     pub timeout: Duration,
     /// The WorkloadGroup to create (modern era).
     pub workload_group: Option<WorkloadGroupOptions>,
+    /// `--expose`: the cluster Services the VM calls, deduplicated, in order.
+    pub expose: Vec<super::expose::Exposed>,
     /// `--delete`: remove what prepare made instead.
     pub delete: bool,
     /// With `--delete`: the mesh-wide `cacerts` too.
@@ -157,8 +159,12 @@ impl Options {
             ));
         }
 
+        let expose = super::expose::parse_all(&args.expose)?;
         if args.delete {
             let mut extra = Vec::new();
+            if !expose.is_empty() {
+                extra.push("--expose (the namespace's ServiceEntries go with it)");
+            }
             if ca.is_some() {
                 extra.push("the CA files");
             }
@@ -215,6 +221,7 @@ impl Options {
             restart_control_plane: args.restart_control_plane,
             timeout: args.timeout.unwrap_or(DEFAULT_ROLLOUT_TIMEOUT),
             workload_group,
+            expose,
             delete: args.delete,
             include_ca: args.include_ca,
             show_secrets: args.show_secrets,
@@ -387,7 +394,12 @@ mod tests {
 
     #[test]
     fn usage_errors_name_the_flag() {
-        let cases: [(&[&str], &str); 10] = [
+        let cases: [(&[&str], &str); 12] = [
+            (&["-n", "vm", "--expose", "httpbin"], "--expose \"httpbin\""),
+            (
+                &["-n", "vm", "--delete", "--expose", "a.b"],
+                "--delete does not take --expose",
+            ),
             (
                 &["--vm-namespace", "vm", "--ca-dir", "d", "--timeout", "1m"],
                 "--timeout",

@@ -1,15 +1,16 @@
 //! What `prepare` will write, decided purely from what it observed: the objects, their actions,
 //! and the refusal of a different `cacerts`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
+use super::expose::{self, Exposed};
 use super::options::{Options, WorkloadGroupOptions};
 use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::istio::{CACERTS_SECRET, Era};
@@ -62,6 +63,29 @@ pub struct Observed {
     pub workload_group: Option<DynamicObject>,
     /// The WorkloadEntries of the VM namespace, when the WorkloadGroup exists.
     pub workload_entries: Vec<DynamicObject>,
+    /// What `--expose` needs (read only when it was given).
+    pub expose: ExposeObserved,
+}
+
+/// What `--expose` read: the Services, and (legacy) the ServiceEntries and the gateway, or
+/// (modern) the cross-network path.
+#[derive(Debug, Clone, Default)]
+pub struct ExposeObserved {
+    /// Each `--expose` item and its Service, `None` when it does not exist.
+    pub services: Vec<(Exposed, Option<Service>)>,
+    /// Legacy: the version the cluster serves ServiceEntry at (`None`: not served).
+    pub service_entry_version: Option<String>,
+    /// Legacy: every ServiceEntry the addresses are judged against (the cluster's, or only the
+    /// VM namespace's when the cluster-wide list is refused).
+    pub service_entries: Vec<DynamicObject>,
+    /// Legacy: whether `service_entries` is the VM namespace's alone (RBAC refused the rest).
+    pub entries_namespace_only: bool,
+    /// Legacy: the ingress gateway Service the endpoints point at.
+    pub gateway_service: Option<Service>,
+    /// Modern: how many Services in the Istio namespace carry `istio=eastwestgateway`.
+    pub eastwest_services: usize,
+    /// Modern: the `cross-network-gateway` Gateway, when it exists.
+    pub cross_network_gateway: Option<DynamicObject>,
 }
 
 impl Observed {
@@ -594,6 +618,10 @@ pub fn plan(
         });
     }
 
+    if !opts.expose.is_empty() {
+        plan_expose(&mut plan, observed, opts)?;
+    }
+
     let ca_deployment = observed
         .ca_deployment()
         .and_then(|d| d.metadata.name.clone());
@@ -625,4 +653,139 @@ pub fn plan(
         ca_deployment,
         restart_due_earlier,
     })
+}
+
+/// `--expose`: refuse a missing Service (before any write); modern, refuse a missing
+/// cross-network path; legacy, one `.global` ServiceEntry row per Service, its address kept when
+/// meshvm's entry for the host holds one, else the first free from the host's hash.
+fn plan_expose(plan: &mut Plan, observed: &Observed, opts: &Options) -> Result<(), Error> {
+    let seen = &observed.expose;
+    let missing: Vec<String> = seen
+        .services
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(e, _)| format!("{}/{}", e.namespace, e.service))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::ExposedServiceMissing { missing });
+    }
+    let istio_ns = opts.istio_namespace.as_str();
+    let vm_ns = opts.vm_namespace.as_str();
+    match observed.era {
+        None => Err(Error::EraUnknown {
+            istio_namespace: istio_ns.to_owned(),
+        }),
+        Some(Era::Modern) => match expose::cross_network_problem(
+            istio_ns,
+            seen.eastwest_services,
+            seen.cross_network_gateway.as_ref(),
+        ) {
+            Some(problem) => Err(Error::CrossNetworkMissing {
+                istio_namespace: istio_ns.to_owned(),
+                problem,
+            }),
+            None => Ok(()),
+        },
+        Some(Era::Legacy) => {
+            let version = seen
+                .service_entry_version
+                .clone()
+                .ok_or(Error::ServiceEntryNotServed)?;
+            let gateway_name = format!("{istio_ns}/{}", Era::Legacy.default_gateway_service());
+            let gateway = seen
+                .gateway_service
+                .as_ref()
+                .ok_or_else(|| Error::ExposeGateway {
+                    gateway: gateway_name.clone(),
+                    problem: "it does not exist".into(),
+                })
+                .and_then(|svc| {
+                    crate::bundle::gateway_address(svc).map_err(|p| Error::ExposeGateway {
+                        gateway: gateway_name.clone(),
+                        problem: match p {
+                            crate::bundle::GatewayProblem::Hostname(h) => {
+                                format!("its load balancer has only the hostname {h}")
+                            }
+                            crate::bundle::GatewayProblem::NoAddress => {
+                                "it has no load balancer address yet".into()
+                            }
+                            crate::bundle::GatewayProblem::Invalid(why) => why,
+                        },
+                    })
+                })?;
+            let in_vm_ns = |e: &&DynamicObject| e.metadata.namespace.as_deref() == Some(vm_ns);
+            let ours: Vec<DynamicObject> = seen
+                .service_entries
+                .iter()
+                .filter(in_vm_ns)
+                .cloned()
+                .collect();
+            let mut used = expose::addresses_in_use(&seen.service_entries);
+            let api_version = format!("networking.istio.io/{version}");
+            for (item, service) in &seen.services {
+                let service = service.as_ref().expect("missing Services were refused");
+                let name = item.entry_name();
+                let host = item.host();
+                let existing = ours
+                    .iter()
+                    .find(|e| e.metadata.name.as_deref() == Some(name.as_str()));
+                if let Some(e) = existing
+                    && !expose::is_ours(e)
+                {
+                    return Err(Error::ServiceEntryNotOurs {
+                        entry: format!("{vm_ns}/{name}"),
+                    });
+                }
+                let me = format!("{vm_ns}/{name}");
+                // Kept when only this entry holds it; never one another entry holds.
+                let kept = expose::address_of(&ours, &host)
+                    .filter(|ip| used.get(ip).is_none_or(|who| who.iter().all(|w| *w == me)));
+                let taken: BTreeSet<std::net::Ipv4Addr> = used.keys().copied().collect();
+                let address = match kept {
+                    Some(ip) => ip,
+                    None => expose::allocate(&host, &taken)
+                        .ok_or_else(|| Error::GlobalAddressesExhausted { host: host.clone() })?,
+                };
+                used.entry(address).or_default().push(me);
+                let ports = expose::entry_ports(service);
+                if ports.is_empty() {
+                    return Err(Error::ExposedServiceNoPorts {
+                        service: format!("{}/{}", item.namespace, item.service),
+                    });
+                }
+                let wanted = expose::service_entry_object(
+                    &api_version,
+                    vm_ns,
+                    item,
+                    &ports,
+                    address,
+                    gateway,
+                );
+                let detail = format!(
+                    "{host} → {address}; endpoint {gateway}:{}",
+                    crate::istio::MULTI_NETWORK_PORT
+                );
+                let change = match existing {
+                    None => Change::new(Action::Create, Kind::ServiceEntry, Some(vm_ns), &name),
+                    Some(e) => {
+                        let have = e.data.get("spec").cloned().unwrap_or(Value::Null);
+                        if have == wanted["spec"] {
+                            Change::new(Action::Unchanged, Kind::ServiceEntry, Some(vm_ns), &name)
+                        } else {
+                            Change::new(Action::Update, Kind::ServiceEntry, Some(vm_ns), &name)
+                        }
+                    }
+                }
+                .detail(detail);
+                plan.push(if change.writes() {
+                    change
+                        .object(wanted.clone())
+                        .write(Write::apply(Kind::ServiceEntry, wanted).owning(&["/spec"]))
+                } else {
+                    change.object(wanted)
+                });
+            }
+            Ok(())
+        }
+    }
 }

@@ -490,9 +490,11 @@ fn delete_lists_contents_and_refuses_foreign_namespaces() {
             (Kind::ServiceAccount, "expandvm".into()),
             (Kind::Service, "expandvm".into()),
             (Kind::WorkloadGroup, "vm".into()),
+            (Kind::ServiceEntry, "httpbin-bar-global".into()),
         ],
         cacerts: Some(Secret::default()),
-        networking_version: Some("v1alpha3".into()),
+        networking_version: Some("v1beta1".into()),
+        service_entry_version: Some("v1alpha3".into()),
     };
     let plan = delete::plan(&found, &opts).unwrap();
     assert_eq!(
@@ -501,6 +503,7 @@ fn delete_lists_contents_and_refuses_foreign_namespaces() {
             "would delete ServiceAccount expandvm",
             "would delete Service expandvm",
             "would delete WorkloadGroup vm",
+            "would delete ServiceEntry httpbin-bar-global",
             "would delete Namespace expandvm",
             "would delete Secret cacerts",
         ]
@@ -512,8 +515,13 @@ fn delete_lists_contents_and_refuses_foreign_namespaces() {
     );
     assert_eq!(
         plan.changes[2].object.as_ref().unwrap()["apiVersion"],
-        "networking.istio.io/v1alpha3",
+        "networking.istio.io/v1beta1",
         "the version the cluster serves"
+    );
+    assert_eq!(
+        plan.changes[3].object.as_ref().unwrap()["apiVersion"],
+        "networking.istio.io/v1alpha3",
+        "ServiceEntry at its own served version"
     );
     let foreign = Found {
         namespace: Some(namespace("expandvm", false)),
