@@ -237,6 +237,52 @@ impl IstioKind {
     }
 }
 
+/// The gateway's address from its Service: the load balancer's IP, else the first external IP.
+pub fn gateway_address(
+    service: &k8s_openapi::api::core::v1::Service,
+) -> Result<std::net::IpAddr, GatewayProblem> {
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|i| i.first());
+    if let Some(first) = ingress {
+        if let Some(ip) = first.ip.as_deref().filter(|ip| !ip.is_empty()) {
+            return ip.parse().map_err(|_| {
+                GatewayProblem::Invalid(format!(
+                    "status.loadBalancer.ingress[0].ip {ip:?} is not an IP address"
+                ))
+            });
+        }
+        if let Some(host) = first.hostname.as_deref().filter(|h| !h.is_empty()) {
+            return Err(GatewayProblem::Hostname(host.to_owned()));
+        }
+    }
+    if let Some(ip) = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_ips.as_ref())
+        .and_then(|ips| ips.first())
+    {
+        return ip.parse().map_err(|_| {
+            GatewayProblem::Invalid(format!("spec.externalIPs[0] {ip:?} is not an IP address"))
+        });
+    }
+    Err(GatewayProblem::NoAddress)
+}
+
+/// Why a gateway Service gives no usable address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayProblem {
+    /// Only a DNS name.
+    Hostname(String),
+    /// Nothing at all.
+    NoAddress,
+    /// Something that is not an IP address.
+    Invalid(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

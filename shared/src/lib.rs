@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod doctor;
 pub mod errors;
 pub mod flags;
+pub mod global;
 pub mod istio;
 pub mod kube;
 pub mod names;

@@ -495,7 +495,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
                     },
                     get_global_entries(conn, &opts.vm_namespace),
                 )?;
-            observed.global_hosts = crate::prepare::expose::global_hosts(&globals);
+            observed.global_hosts = crate::global::global_hosts(&globals);
             observed.identity = secret;
             observed.service_account_exists = account;
             match cacerts {

@@ -4,8 +4,6 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use k8s_openapi::api::core::v1::Service;
-
 use super::cidr::{CidrSource, Probe, ServiceCidr};
 use super::identity;
 use super::observe::current_root;
@@ -14,6 +12,7 @@ use super::{
     BundleFile, Error, GatewaySource, Observed, Options, TOKEN_AUDIENCE, legacy, modern, output,
 };
 use crate::istio::{self, Era};
+pub use crate::istio::{GatewayProblem, gateway_address};
 use crate::pki;
 use crate::vmfiles;
 
@@ -22,50 +21,6 @@ pub fn legacy_service_account(opts: &Options) -> String {
     opts.service_account
         .clone()
         .unwrap_or_else(|| opts.vm_namespace.clone())
-}
-
-/// The gateway's address from its Service: the load balancer's IP, else the first external IP.
-pub fn gateway_address(service: &Service) -> Result<IpAddr, GatewayProblem> {
-    let ingress = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .and_then(|i| i.first());
-    if let Some(first) = ingress {
-        if let Some(ip) = first.ip.as_deref().filter(|ip| !ip.is_empty()) {
-            return ip.parse().map_err(|_| {
-                GatewayProblem::Invalid(format!(
-                    "status.loadBalancer.ingress[0].ip {ip:?} is not an IP address"
-                ))
-            });
-        }
-        if let Some(host) = first.hostname.as_deref().filter(|h| !h.is_empty()) {
-            return Err(GatewayProblem::Hostname(host.to_owned()));
-        }
-    }
-    if let Some(ip) = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.external_ips.as_ref())
-        .and_then(|ips| ips.first())
-    {
-        return ip.parse().map_err(|_| {
-            GatewayProblem::Invalid(format!("spec.externalIPs[0] {ip:?} is not an IP address"))
-        });
-    }
-    Err(GatewayProblem::NoAddress)
-}
-
-/// Why a gateway Service gives no usable address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GatewayProblem {
-    /// Only a DNS name.
-    Hostname(String),
-    /// Nothing at all.
-    NoAddress,
-    /// Something that is not an IP address.
-    Invalid(String),
 }
 
 fn resolve_gateway(observed: &Observed, opts: &Options, era: Era) -> Result<Option<IpAddr>, Error> {

@@ -17,7 +17,6 @@
 //! only checks that it exists ([`cross_network_problem`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::core::v1::Service;
@@ -26,10 +25,10 @@ use serde_json::{Value, json};
 
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::errors::UsageError;
+use crate::global::strings;
+pub use crate::global::{GLOBAL_SUFFIX, global_hosts, in_global_range, is_ours};
 use crate::istio::MULTI_NETWORK_PORT;
 
-/// The DNS suffix the legacy multi-network path names cluster Services with.
-pub const GLOBAL_SUFFIX: &str = "global";
 /// The name of the modern cross-network Gateway (istio/istio@1.22.0
 /// samples/multicluster/expose-services.yaml:4).
 pub const CROSS_NETWORK_GATEWAY: &str = "cross-network-gateway";
@@ -93,34 +92,6 @@ pub fn parse_all(items: &[String]) -> Result<Vec<Exposed>, UsageError> {
         }
     }
     Ok(out)
-}
-
-/// Whether `obj` carries meshvm's managed-by label.
-pub fn is_ours(obj: &DynamicObject) -> bool {
-    obj.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGED_BY_VALUE)
-}
-
-fn strings(obj: &DynamicObject, pointer: &str) -> Vec<String> {
-    obj.data
-        .pointer(pointer)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether `ip` lies in 127.255.0.0/16 (the range the 1.4 guide takes `.global` addresses from).
-pub fn in_global_range(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    a == 127 && b == 255
 }
 
 /// The address a meshvm `.global` ServiceEntry for `host` holds, if one of `entries` (the VM
@@ -251,30 +222,6 @@ pub fn service_entry_object(
             "endpoints": [{"address": gateway.to_string(), "ports": endpoint_ports}],
         },
     })
-}
-
-/// The `/etc/hosts` lines for the meshvm `.global` ServiceEntries among `entries` (the VM
-/// namespace's): `127.255.x.y <svc>.<ns>.global`, sorted by host, one per host.
-pub fn global_hosts(entries: &[DynamicObject]) -> String {
-    let mut lines = BTreeMap::new();
-    for e in entries.iter().filter(|e| is_ours(e)) {
-        let Some(address) = strings(e, "/spec/addresses")
-            .iter()
-            .find_map(|a| a.parse::<Ipv4Addr>().ok().filter(|ip| in_global_range(*ip)))
-        else {
-            continue;
-        };
-        for host in strings(e, "/spec/hosts") {
-            if host.ends_with(&format!(".{GLOBAL_SUFFIX}")) {
-                lines.entry(host).or_insert(address);
-            }
-        }
-    }
-    let mut out = String::new();
-    for (host, ip) in &lines {
-        let _ = writeln!(out, "{ip} {host}");
-    }
-    out
 }
 
 /// Modern: what is missing of the cross-network path, `None` when the east-west gateway Service

@@ -700,16 +700,16 @@ fn plan_expose(plan: &mut Plan, observed: &Observed, opts: &Options) -> Result<(
                     problem: "it does not exist".into(),
                 })
                 .and_then(|svc| {
-                    crate::bundle::gateway_address(svc).map_err(|p| Error::ExposeGateway {
+                    crate::istio::gateway_address(svc).map_err(|p| Error::ExposeGateway {
                         gateway: gateway_name.clone(),
                         problem: match p {
-                            crate::bundle::GatewayProblem::Hostname(h) => {
+                            crate::istio::GatewayProblem::Hostname(h) => {
                                 format!("its load balancer has only the hostname {h}")
                             }
-                            crate::bundle::GatewayProblem::NoAddress => {
+                            crate::istio::GatewayProblem::NoAddress => {
                                 "it has no load balancer address yet".into()
                             }
-                            crate::bundle::GatewayProblem::Invalid(why) => why,
+                            crate::istio::GatewayProblem::Invalid(why) => why,
                         },
                     })
                 })?;

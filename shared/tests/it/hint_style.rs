@@ -4,8 +4,9 @@
 //! outside backticks fails here, naming the file and line.
 //!
 //! Allowed: `--help` text (args.rs) and the dispatcher's usage line, which show commands as
-//! examples on lines of their own, and literals that *are* a command (they start with
-//! `kubectl `: builders whose callers put the result in backticks).
+//! examples on lines of their own, literals that *are* a command (they start with `kubectl `:
+//! builders whose callers put the result in backticks), and commands on a line of their own
+//! (`#   kubectl create rolebinding …` in the manifest `--print-rbac` prints).
 
 use std::path::Path;
 
@@ -54,7 +55,15 @@ fn unquoted(literal: &str) -> Option<usize> {
             for (at, _) in part.match_indices("kubectl ") {
                 let absolute = offset + at;
                 let next = part[at + 8..].split_whitespace().next().unwrap_or_default();
-                if absolute > 0 && COMMANDS.contains(&next) {
+                // A command on a line of its own (a builder's result, a `#` comment line of a
+                // printed manifest) is no prose to tell it from.
+                let own_line = literal[..absolute]
+                    .rsplit("\\n")
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches(['#', ' '])
+                    .is_empty();
+                if !own_line && COMMANDS.contains(&next) {
                     return Some(absolute);
                 }
             }
@@ -114,6 +123,8 @@ fn every_suggested_command_is_in_backticks() {
 #[test]
 fn the_rule_sees_what_it_should() {
     assert_eq!(unquoted("kubectl -n x patch dr y"), None, "a builder");
+    assert_eq!(unquoted("# bind it:\\n#   kubectl create rolebinding x"), None);
+    assert!(unquoted("# bind it with kubectl create rolebinding x").is_some());
     assert!(unquoted("fix: kubectl -n x patch dr y").is_some());
     assert_eq!(unquoted("fix: `kubectl -n x patch dr y`"), None);
     assert_eq!(unquoted("-f DIR reads the folder, as kubectl does"), None);
