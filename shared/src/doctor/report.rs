@@ -750,6 +750,20 @@ mod tests {
     }
 
     #[test]
+    fn plaintext_seen_blocks_its_namespace_but_no_evidence_blocks_none() {
+        let findings = vec![
+            Finding::warn(super::super::traffic::CHECK, "plaintext into bookinfo").ns("bookinfo"),
+            Finding::warn(super::super::traffic::CHECK, "no evidence: down"),
+        ];
+        let rows = Report::readiness(["bookinfo".into(), "legacy".into()], &findings);
+        assert_eq!(rows[0].name, "bookinfo");
+        assert!(!rows[0].ready);
+        assert_eq!(rows[0].blockers, ["traffic.plaintext"]);
+        assert!(rows[1].ready, "{rows:?}");
+        assert_eq!(rows[1].warnings, ["traffic.plaintext"]);
+    }
+
+    #[test]
     fn every_output_ends_with_the_namespaces() {
         let mut table = Vec::new();
         report().write(&mut table, Format::Table, false).unwrap();

@@ -143,6 +143,14 @@ impl std::fmt::Debug for HeaderArg {
 }
 
 impl HeaderArg {
+    /// The flag's value again (`NAME: PREFIX@FILE`): the file's path, never its content.
+    pub fn as_flag(&self) -> String {
+        match &self.file {
+            Some(file) => format!("{}: {}@{}", self.name, self.prefix, file.display()),
+            None => format!("{}: {}", self.name, self.prefix),
+        }
+    }
+
     /// Parse `NAME: VALUE`. An `Authorization` value must come from a file: a token on the
     /// command line ends up in shell history and the process list.
     pub fn parse(text: &str) -> Result<Self, UsageError> {
@@ -616,11 +624,23 @@ pub fn findings<'a>(
     mode: impl Fn(&str) -> ModeAt<'a>,
 ) -> Vec<Finding> {
     let window = &opts.window.text;
-    let recheck = format!(
-        "`kubectl meshvm doctor --prometheus {} --window {}`",
+    // The same flags again (header files by path, never their content).
+    let mut recheck = format!(
+        "`kubectl meshvm doctor --prometheus {} --window {}",
         shell_word(&opts.url),
         shell_word(window)
     );
+    for h in &opts.headers {
+        let _ = write!(recheck, " --prometheus-header {}", shell_word(&h.as_flag()));
+    }
+    if let Some(ca) = &opts.ca {
+        let _ = write!(
+            recheck,
+            " --prometheus-ca {}",
+            shell_word(&ca.to_string_lossy())
+        );
+    }
+    recheck.push('`');
     match evidence {
         Evidence::Unavailable(why) => vec![
             Finding::warn(CHECK, format!("no evidence: {why}; who sends plaintext is unknown"))
@@ -807,6 +827,7 @@ mod tests {
         assert_eq!(h.prefix, "Bearer ");
         assert_eq!(h.file.as_deref(), Some(std::path::Path::new("/run/token")));
         assert_eq!(format!("{h:?}"), "authorization: … @/run/token");
+        assert_eq!(h.as_flag(), "authorization: Bearer @/run/token");
         let literal = HeaderArg::parse("X-Scope-OrgID: tenant-1").unwrap();
         assert_eq!((literal.prefix.as_str(), literal.file), ("tenant-1", None));
         let e = HeaderArg::parse("Authorization: Bearer s3cret").unwrap_err();
@@ -966,7 +987,14 @@ mod tests {
             none[0].message
         );
         assert!(none[0].namespaces.is_empty());
-        let down = findings(&Evidence::Unavailable("cannot reach".into()), &opts(), mode);
+        let mut o = opts();
+        o.headers = vec![HeaderArg::parse("Authorization: Bearer @/run/token").unwrap()];
+        let down = findings(&Evidence::Unavailable("cannot reach".into()), &o, mode);
+        assert!(
+            down[0].hint.contains("`kubectl meshvm doctor --prometheus http://127.0.0.1:9090 --window 24h --prometheus-header 'authorization: Bearer @/run/token'`"),
+            "the re-check carries the same flags: {}",
+            down[0].hint
+        );
         assert_eq!(down[0].severity, Severity::Warn);
         assert!(down[0].message.starts_with("no evidence: cannot reach"));
         assert!(

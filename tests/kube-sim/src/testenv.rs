@@ -294,7 +294,10 @@ mod tests {
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
         assert!(answer.contains(r#""status":"success""#), "{answer}");
-        assert!(answer.contains(r#""value":["#), "one series at least: {answer}");
+        assert!(
+            answer.contains(r#""value":["#),
+            "one series at least: {answer}"
+        );
         let dir = p.dir.clone();
         drop(p);
         assert!(!dir.exists(), "removed on drop");
