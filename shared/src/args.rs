@@ -378,11 +378,11 @@ pub struct DoctorArgs {
     /// Ask this Prometheus who sent plaintext into in-mesh workloads in the window (istio_requests_total, istio_tcp_connections_opened_total)
     #[arg(long, value_name = "URL")]
     pub prometheus: Option<String>,
-    /// How far back --prometheus looks (a Prometheus duration: 30m, 24h, 7d)
+    /// How far back --prometheus looks (a Prometheus duration: 30m, 24h, 7d) [default: 24h]
     #[arg(long, value_name = "DURATION", requires = "prometheus")]
     pub window: Option<String>,
     /// A header for --prometheus, NAME: VALUE; @FILE in the value is the file's content, never printed (repeatable)
-    #[arg(long, value_name = "'NAME: VALUE'", requires = "prometheus")]
+    #[arg(long, value_name = "NAME: VALUE", requires = "prometheus")]
     pub prometheus_header: Vec<String>,
     /// PEM CA certificates to trust for an https:// --prometheus (default: the system's)
     #[arg(long, value_name = "FILE", requires = "prometheus")]
