@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
+use rustls::pki_types::pem::PemObject as _;
 use serde::Deserialize;
 
 use super::Finding;
@@ -381,7 +382,6 @@ impl Client {
                 };
                 let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
                 let mut roots = rustls::RootCertStore::empty();
-                use rustls::pki_types::pem::PemObject as _;
                 for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
                     let cert = cert.map_err(|e| ca_err(format!("not PEM: {e}")))?;
                     roots

@@ -126,8 +126,8 @@ impl Prometheus {
     /// Start one holding the samples of `template` (none: an empty TSDB). `None` only when the
     /// tools are missing and [`ALLOW_MISSING_TOOLS`] is set; any other trouble panics, saying what.
     pub fn start(template: Option<&Path>) -> Option<Prometheus> {
-        let (prometheus, promtool) = require_prometheus()?;
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let (prometheus, promtool) = require_prometheus()?;
         let dir = std::env::temp_dir().join(format!(
             "meshvm-prometheus-{}-{}",
             std::process::id(),
