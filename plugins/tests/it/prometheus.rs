@@ -303,3 +303,101 @@ async fn bad_prometheus_flags_are_refused() {
     );
     assert!(run.stdout.is_empty(), "no report: {}", run.show());
 }
+
+/// Prometheus behind TLS and basic auth (its own web config): with `--prometheus-ca` and the
+/// credential from a file doctor gets the evidence; without the CA, or without the header, it
+/// says why there is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_credentials_from_files() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(path("tls.key"), key.serialize_pem()).unwrap();
+    // base64("meshvm:s3cret-basic"); the bcrypt hash of s3cret-basic (crypt(3), $2b$, cost 10).
+    std::fs::write(path("basic"), "bWVzaHZtOnMzY3JldC1iYXNpYw==\n").unwrap();
+    let web = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  meshvm: $2b$10$6qf/CaPNE71Dz3rmWDySYu7r0W4yvprdYe4urdCuujlVNwZ1TSWWe\n",
+        path("tls.crt").display(),
+        path("tls.key").display()
+    );
+    let Some(prom) =
+        Prometheus::start_with_web_config(Some(&fixture("plaintext-into-bookinfo.om")), Some(&web))
+    else {
+        return;
+    };
+    let url = prom.url.replace("http://", "https://");
+    let server = Server::start(cluster()).await;
+    let ca_file = path("ca.pem").display().to_string();
+    let header = format!("Authorization: Basic @{}", path("basic").display());
+    let (run, report) = doctor(
+        &server,
+        &[
+            "--prometheus",
+            &url,
+            "--prometheus-ca",
+            &ca_file,
+            "--prometheus-header",
+            &header,
+        ],
+    )
+    .await;
+    let found = traffic(&report);
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("legacy/batch-reporter → bookinfo/reviews-v1"),
+        "{:#}",
+        found[0]
+    );
+    assert!(
+        !run.stdout.contains("bWVzaHZt") && !run.stderr.contains("bWVzaHZt"),
+        "{}",
+        run.show()
+    );
+    // The re-check names the file, not its content.
+    assert!(
+        found[0]["hint"].as_str().unwrap().contains(&format!(
+            "--prometheus-header 'authorization: Basic @{}'",
+            path("basic").display()
+        )),
+        "{:#}",
+        found[0]
+    );
+    // No credential: Prometheus answers 401.
+    let (_, report) = doctor(
+        &server,
+        &["--prometheus", &url, "--prometheus-ca", &ca_file],
+    )
+    .await;
+    let message = traffic(&report)[0]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("no evidence: HTTP 401 Unauthorized from ")
+            && message.contains("Prometheus wants credentials"),
+        "{message}"
+    );
+    // Not the CA that signed it: the system's roots do not know it.
+    let (_, report) = doctor(
+        &server,
+        &["--prometheus", &url, "--prometheus-header", &header],
+    )
+    .await;
+    let message = traffic(&report)[0]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with(&format!("no evidence: cannot reach Prometheus at {url}"))
+            && message.contains("invalid peer certificate: UnknownIssuer"),
+        "{message}"
+    );
+}

@@ -126,6 +126,16 @@ impl Prometheus {
     /// Start one holding the samples of `template` (none: an empty TSDB). `None` only when the
     /// tools are missing and [`ALLOW_MISSING_TOOLS`] is set; any other trouble panics, saying what.
     pub fn start(template: Option<&Path>) -> Option<Prometheus> {
+        Self::start_with_web_config(template, None)
+    }
+
+    /// [`Prometheus::start`] with a `--web.config.file` of this YAML (TLS, basic auth: Prometheus's
+    /// exporter-toolkit web configuration). The URL stays `http://…`; with `tls_server_config`
+    /// the test makes it `https://` itself.
+    pub fn start_with_web_config(
+        template: Option<&Path>,
+        web_config: Option<&str>,
+    ) -> Option<Prometheus> {
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let (prometheus, promtool) = require_prometheus()?;
         let dir = std::env::temp_dir().join(format!(
@@ -168,10 +178,17 @@ impl Prometheus {
             .expect("a free loopback port")
             .port();
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("create the log");
-        let child = std::process::Command::new(&prometheus)
+        let mut command = std::process::Command::new(&prometheus);
+        command
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--config.file={}", config.display()));
+        if let Some(web) = web_config {
+            let path = dir.join("web.yml");
+            std::fs::write(&path, web).expect("write the web config");
+            command.arg(format!("--web.config.file={}", path.display()));
+        }
+        let child = command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)
@@ -182,12 +199,13 @@ impl Prometheus {
             dir,
             url: format!("http://127.0.0.1:{port}"),
         };
-        server.wait_ready(port);
+        server.wait_ready(port, web_config.is_some());
         Some(server)
     }
 
-    /// Wait (up to 30s) until `GET /-/ready` answers 200.
-    fn wait_ready(&mut self, port: u16) {
+    /// Wait (up to 30s) until `GET /-/ready` answers 200 — or, behind a web config (TLS, auth)
+    /// this plain request cannot pass, until the log says the web server is ready.
+    fn wait_ready(&mut self, port: u16, web_config: bool) {
         use std::io::{Read as _, Write as _};
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
@@ -197,13 +215,19 @@ impl Prometheus {
                     std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
                 );
             }
-            let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-                let mut answer = String::new();
-                s.write_all(b"GET /-/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                    .and_then(|()| s.read_to_string(&mut answer))
-                    .is_ok()
-                    && answer.starts_with("HTTP/1.0 200")
-            });
+            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+            let ready = if web_config {
+                log.contains("Server is ready to receive web requests")
+                    && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+                    let mut answer = String::new();
+                    s.write_all(b"GET /-/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                        .and_then(|()| s.read_to_string(&mut answer))
+                        .is_ok()
+                        && answer.starts_with("HTTP/1.0 200")
+                })
+            };
             if ready {
                 return;
             }
