@@ -397,7 +397,8 @@ async fn tls_and_credentials_from_files() {
     let message = traffic(&report)[0]["message"].as_str().unwrap().to_owned();
     assert!(
         message.starts_with(&format!("no evidence: cannot reach Prometheus at {url}"))
-            && message.contains("invalid peer certificate: UnknownIssuer"),
+            && message.contains("invalid peer certificate: UnknownIssuer")
+            && message.contains("--prometheus-ca FILE"),
         "{message}"
     );
 }

@@ -501,10 +501,15 @@ impl Client {
                 )
             })?
             .map_err(|e| {
+                let why = chain(&e);
+                let advice = if why.contains("certificate") && self.opts.ca.is_none() {
+                    " (trust the CA that signed its certificate with --prometheus-ca FILE)"
+                } else {
+                    ""
+                };
                 format!(
-                    "cannot reach Prometheus at {}: {}",
-                    self.opts.url,
-                    chain(&e)
+                    "cannot reach Prometheus at {}: {why}{advice}",
+                    self.opts.url
                 )
             })?;
         let status = response.status();
@@ -646,7 +651,11 @@ pub fn findings<'a>(
             Finding::warn(CHECK, format!("no evidence: {why}; who sends plaintext is unknown"))
                 .when_strict()
                 .hint(format!(
-                    "check that Prometheus answers (`curl -sS {}/-/ready`), then re-run {recheck}",
+                    "check that Prometheus answers (`curl -sS{} {}/-/ready`), then re-run {recheck}",
+                    opts.ca.as_ref().map_or(String::new(), |ca| format!(
+                        " --cacert {}",
+                        shell_word(&ca.to_string_lossy())
+                    )),
                     shell_word(&opts.url)
                 )),
         ],
