@@ -345,7 +345,7 @@ pub enum FailOn {
     bin_name = "kubectl meshvm doctor",
     version,
     about = "Pre-flight checks before STRICT mTLS: DestinationRules, PeerAuthentications, gateways, certificates, registered VMs",
-    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  kubectl get destinationrules -A -o yaml | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --dry-run=server\n  kubectl meshvm doctor --fix --yes"
+    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  kubectl get destinationrules -A -o yaml | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --dry-run=server\n  kubectl meshvm doctor --fix --yes\n  kubectl meshvm doctor --prometheus http://prometheus.istio-system:9090 --window 7d"
 )]
 pub struct DoctorArgs {
     /// Check manifest files instead of a cluster (file, directory, or - for standard input; repeatable)
@@ -375,6 +375,18 @@ pub struct DoctorArgs {
     /// Warn when a certificate expires within this many days
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub expiry_warning_days: u32,
+    /// Ask this Prometheus who sent plaintext into in-mesh workloads in the window (istio_requests_total, istio_tcp_connections_opened_total)
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// How far back --prometheus looks (a Prometheus duration: 30m, 24h, 7d) [default: 24h]
+    #[arg(long, value_name = "DURATION", requires = "prometheus")]
+    pub window: Option<String>,
+    /// A header for --prometheus, NAME: VALUE; @FILE in the value is the file's content, never printed (repeatable)
+    #[arg(long, value_name = "NAME: VALUE", requires = "prometheus")]
+    pub prometheus_header: Vec<String>,
+    /// PEM CA certificates to trust for an https:// --prometheus (default: the system's)
+    #[arg(long, value_name = "FILE", requires = "prometheus")]
+    pub prometheus_ca: Option<PathBuf>,
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: DoctorOutput,

@@ -12,6 +12,7 @@ mod krew;
 mod kubectl_plugin;
 mod matrix;
 mod prepare;
+mod prometheus;
 mod rbac;
 mod register;
 mod secrets;

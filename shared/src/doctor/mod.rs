@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod report;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod traffic;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -47,6 +48,9 @@ pub enum Error {
     /// `--fix` needs confirmation that cannot be asked for.
     #[error(transparent)]
     Prompt(#[from] crate::terminal::PromptError),
+    /// `--prometheus`'s header or CA files could not be used.
+    #[error(transparent)]
+    Prometheus(#[from] traffic::SetupError),
     /// Writing the report failed.
     #[error("failed to write the report")]
     Print(#[source] io::Error),
@@ -72,6 +76,7 @@ impl Diagnose for Error {
             Error::Kube(e) => e.hint(),
             Error::Write(e) => e.hint(),
             Error::Prompt(e) => e.hint(),
+            Error::Prometheus(e) => e.hint(),
             Error::Print(_) => None,
             Error::NoControlPlane { found: Some(ns), .. } => Some(format!(
                 "found one in {ns}: pass --istio-namespace {ns} (or drop the flag: doctor finds it)"
@@ -121,6 +126,8 @@ pub struct DoctorOptions {
     pub dry_run: crate::flags::DryRun,
     /// Connection flags.
     pub kube: KubeArgs,
+    /// `--prometheus` and its companions: traffic evidence ([`traffic`]).
+    pub prometheus: Option<traffic::PrometheusOptions>,
 }
 
 impl DoctorOptions {
@@ -182,8 +189,36 @@ impl DoctorOptions {
                 _ => {}
             }
         }
+        let prometheus = match &args.prometheus {
+            Some(url) => {
+                if matches!(&source, Source::Live(contexts) if contexts.len() > 1) {
+                    return Err(UsageError::new(
+                        "--prometheus goes with one cluster: its traffic is judged against that cluster's peer authentication",
+                        Some(
+                            "run doctor once per cluster, each with --context NAME and that cluster's --prometheus URL",
+                        ),
+                    ));
+                }
+                if source == Source::BundleOnly {
+                    return Err(UsageError::new(
+                        "--prometheus needs the mesh (a cluster or -f manifests), not --bundle alone",
+                        Some(
+                            "add --context NAME (or run in the cluster's current context without --bundle)",
+                        ),
+                    ));
+                }
+                Some(traffic::PrometheusOptions::resolve(
+                    url,
+                    args.window.as_deref().unwrap_or("24h"),
+                    &args.prometheus_header,
+                    args.prometheus_ca.clone(),
+                )?)
+            }
+            None => None,
+        };
         Ok(Self {
             source,
+            prometheus,
             bundle: args.bundle,
             checks: CheckOptions {
                 auto_mtls: args.auto_mtls,
@@ -228,6 +263,12 @@ pub async fn run(
     err: &mut impl Write,
     color: bool,
 ) -> Result<Outcome, Error> {
+    // The header and CA files first: a wrong path is bad input, before any cluster is read.
+    let prometheus = opts
+        .prometheus
+        .as_ref()
+        .map(traffic::Client::new)
+        .transpose()?;
     let mut conns: Vec<Connection> = Vec::new();
     let mut snaps = match &opts.source {
         Source::Files(paths) => vec![Snapshot::from_inputs(
@@ -317,6 +358,22 @@ pub async fn run(
         }
     }
     let mut report = run_all(&snaps, &opts.checks);
+    if let Some(client) = &prometheus {
+        let spinner = crate::terminal::progress(format!(
+            "asking Prometheus at {} who sent plaintext",
+            client.options().url
+        ));
+        let evidence = client.evidence().await;
+        spinner.finish_and_clear();
+        let ctx = CheckContext::new(&snaps[0], &opts.checks, vec![]);
+        report
+            .findings
+            .extend(traffic::findings(&evidence, client.options(), |ns| {
+                ctx.mesh.ns_mode(ns)
+            }));
+        report.namespaces =
+            Report::readiness(snaps.iter().flat_map(namespaces_of), &report.findings);
+    }
     // One named context: its findings say so too, and their hints target it.
     if let Source::Live(contexts) = &opts.source
         && let [context] = contexts.as_slice()

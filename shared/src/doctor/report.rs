@@ -140,8 +140,14 @@ impl Report {
                 let mut warnings: Vec<&'static str> = Vec::new();
                 for f in findings {
                     let concerns = f.namespaces.is_empty() || f.namespaces.contains(&name);
+                    // Plaintext seen arriving blocks its namespace even as a warning: STRICT
+                    // would refuse clients that are sending now.
+                    let seen_plaintext = f.check == super::traffic::CHECK
+                        && f.severity == Severity::Warn
+                        && f.namespaces.contains(&name);
                     let list = match f.severity {
                         Severity::Fail => &mut blockers,
+                        Severity::Warn if seen_plaintext => &mut blockers,
                         Severity::Warn => &mut warnings,
                         _ => continue,
                     };
@@ -379,14 +385,20 @@ impl Report {
     /// at the manifest file and line the object came from when known.
     pub fn sarif(&self) -> serde_json::Value {
         use serde_json::json;
-        let rules: Vec<_> = checks::ALL
+        // Every check, then `--prometheus`'s, which is no snapshot check.
+        let ids: Vec<(&str, &str)> = checks::ALL
             .iter()
-            .map(|c| {
+            .map(|c| (c.id(), c.describe()))
+            .chain([(super::traffic::CHECK, super::traffic::DESCRIBE)])
+            .collect();
+        let rules: Vec<_> = ids
+            .iter()
+            .map(|(id, describe)| {
                 json!({
-                    "id": c.id(),
-                    "name": c.id(),
-                    "shortDescription": {"text": c.describe()},
-                    "fullDescription": {"text": c.describe()},
+                    "id": id,
+                    "name": id,
+                    "shortDescription": {"text": describe},
+                    "fullDescription": {"text": describe},
                     "defaultConfiguration": {"level": "error"},
                     "helpUri": "https://github.com/meshvm/meshvm#doctor",
                 })
@@ -397,10 +409,7 @@ impl Report {
             .iter()
             .filter(|f| matches!(f.severity, Severity::Fail | Severity::Warn))
             .map(|f| {
-                let index = checks::ALL
-                    .iter()
-                    .position(|c| c.id() == f.check)
-                    .unwrap_or(0);
+                let index = ids.iter().position(|(id, _)| *id == f.check).unwrap_or(0);
                 let mut text = Self::message(f);
                 if !f.object.is_empty() {
                     text = format!("{}: {text}", f.object);
@@ -665,7 +674,8 @@ mod tests {
         let run = &v["runs"][0];
         assert_eq!(
             run["tool"]["driver"]["rules"].as_array().unwrap().len(),
-            checks::ALL.len()
+            checks::ALL.len() + 1,
+            "every check and traffic.plaintext"
         );
         let results = run["results"].as_array().unwrap();
         assert_eq!(results.len(), 2, "pass and skip are not results");
@@ -737,6 +747,20 @@ mod tests {
         assert_eq!(quiet.blockers, ["mtls.default-dr"]);
         // A namespace only a finding names still gets a row.
         assert!(rows.iter().any(|r| r.name == "shop" && !r.ready));
+    }
+
+    #[test]
+    fn plaintext_seen_blocks_its_namespace_but_no_evidence_blocks_none() {
+        let findings = vec![
+            Finding::warn(super::super::traffic::CHECK, "plaintext into bookinfo").ns("bookinfo"),
+            Finding::warn(super::super::traffic::CHECK, "no evidence: down"),
+        ];
+        let rows = Report::readiness(["bookinfo".into(), "legacy".into()], &findings);
+        assert_eq!(rows[0].name, "bookinfo");
+        assert!(!rows[0].ready);
+        assert_eq!(rows[0].blockers, ["traffic.plaintext"]);
+        assert!(rows[1].ready, "{rows:?}");
+        assert_eq!(rows[1].warnings, ["traffic.plaintext"]);
     }
 
     #[test]

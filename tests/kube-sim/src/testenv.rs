@@ -1,6 +1,6 @@
 //! What the workspace's tests need from the machine, found one way for every package: the
 //! workspace root, the reference folder `../shared` beside it, and the external tools CI installs
-//! (the real `kubectl` binaries, `shellcheck`).
+//! (the real `kubectl` binaries, `shellcheck`, `prometheus` with `promtool`).
 //!
 //! A test that needs a tool FAILS when the tool is missing, naming how to install it. The only
 //! opt-out is explicit: `MESHVM_ALLOW_MISSING_TOOLS=1` turns such a test into an early return
@@ -100,6 +100,189 @@ pub fn require_kubectl_minor(minor: &str) -> Option<PathBuf> {
     })
 }
 
+/// `prometheus` and `promtool`, which CI installs with apt (Debian's `prometheus` package holds
+/// both): `(prometheus, promtool)`.
+pub fn require_prometheus() -> Option<(PathBuf, PathBuf)> {
+    let install = "apt-get install prometheus (it brings promtool)";
+    let prometheus = on_path("prometheus").or_else(|| missing("prometheus", install))?;
+    let promtool = on_path("promtool").or_else(|| missing("promtool", install))?;
+    Some((prometheus, promtool))
+}
+
+/// A real Prometheus on a free loopback port, its TSDB filled from an OpenMetrics template, killed
+/// (and its data removed) on drop.
+///
+/// The template is OpenMetrics whose sample timestamps are written relative to the moment the
+/// test runs, `now` or `now-SECONDS`, so the blocks `promtool tsdb create-blocks-from
+/// openmetrics` makes are always inside the retention and the query window.
+pub struct Prometheus {
+    child: std::process::Child,
+    dir: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Prometheus {
+    /// Start one holding the samples of `template` (none: an empty TSDB). `None` only when the
+    /// tools are missing and [`ALLOW_MISSING_TOOLS`] is set; any other trouble panics, saying what.
+    pub fn start(template: Option<&Path>) -> Option<Prometheus> {
+        Self::start_with_web_config(template, None)
+    }
+
+    /// [`Prometheus::start`] with a `--web.config.file` of this YAML (TLS, basic auth: Prometheus's
+    /// exporter-toolkit web configuration). The URL stays `http://…`; with `tls_server_config`
+    /// the test makes it `https://` itself.
+    pub fn start_with_web_config(
+        template: Option<&Path>,
+        web_config: Option<&str>,
+    ) -> Option<Prometheus> {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let (prometheus, promtool) = require_prometheus()?;
+        let dir = std::env::temp_dir().join(format!(
+            "meshvm-prometheus-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("create the Prometheus test directory");
+        if let Some(template) = template {
+            let text = std::fs::read_to_string(template)
+                .unwrap_or_else(|e| panic!("read {}: {e}", template.display()));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("the clock is after 1970")
+                .as_secs();
+            let metrics = dir.join("metrics.om");
+            std::fs::write(&metrics, openmetrics_at(&text, now))
+                .expect("write the OpenMetrics file");
+            let out = std::process::Command::new(&promtool)
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&metrics)
+                .arg(&data)
+                .output()
+                .expect("run promtool");
+            assert!(
+                out.status.success(),
+                "promtool tsdb create-blocks-from openmetrics {}: {}{}",
+                template.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // No scrape jobs: the TSDB holds only what the template put there.
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 1h\n").expect("write the config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("create the log");
+        let mut command = std::process::Command::new(&prometheus);
+        command
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--config.file={}", config.display()));
+        if let Some(web) = web_config {
+            let path = dir.join("web.yml");
+            std::fs::write(&path, web).expect("write the web config");
+            command.arg(format!("--web.config.file={}", path.display()));
+        }
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let mut server = Prometheus {
+            child,
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_ready(port, web_config.is_some());
+        Some(server)
+    }
+
+    /// Wait (up to 30s) until `GET /-/ready` answers 200 — or, behind a web config (TLS, auth)
+    /// this plain request cannot pass, until the log says the web server is ready.
+    fn wait_ready(&mut self, port: u16, web_config: bool) {
+        use std::io::{Read as _, Write as _};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "prometheus exited ({status}) before it was ready: {}",
+                    std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+                );
+            }
+            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+            let ready = if web_config {
+                log.contains("Server is ready to receive web requests")
+                    && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+                    let mut answer = String::new();
+                    s.write_all(b"GET /-/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                        .and_then(|()| s.read_to_string(&mut answer))
+                        .is_ok()
+                        && answer.starts_with("HTTP/1.0 200")
+                })
+            };
+            if ready {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prometheus on port {port} not ready after 30s: {}",
+                std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `template` with every sample's timestamp `now` / `now-SECONDS` replaced by seconds since the
+/// epoch, its own comments (`#` lines other than `# TYPE`, `# HELP`, `# UNIT`) dropped, and
+/// `# EOF` at the end (promtool requires it).
+pub fn openmetrics_at(template: &str, now: u64) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    for line in template.lines() {
+        // `# EOF` is added at the end; other comments than OpenMetrics' descriptors are the
+        // fixture's notes, which promtool would refuse.
+        let descriptor = ["# TYPE ", "# HELP ", "# UNIT "]
+            .iter()
+            .any(|d| line.starts_with(d));
+        if line.trim().is_empty() || (line.starts_with('#') && !descriptor) {
+            continue;
+        }
+        let stamp = line
+            .rsplit_once(' ')
+            .filter(|_| !line.starts_with('#'))
+            .and_then(|(head, last)| {
+                let at = if last == "now" {
+                    Some(now)
+                } else {
+                    last.strip_prefix("now-")
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .map(|back| now - back)
+                };
+                at.map(|t| format!("{head} {t}"))
+            });
+        out.push_str(stamp.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +293,38 @@ mod tests {
         for member in ["shared", "plugins", "tests/kube-sim", "xtask"] {
             assert!(root.join(member).join("Cargo.toml").is_file(), "{member}");
         }
+    }
+
+    #[test]
+    fn openmetrics_timestamps_are_placed_relative_to_now() {
+        let text = "# a note\n# TYPE x counter\nx_total{a=\"b c\"} 1 now-60\nx_total{a=\"b\"} 2 now\n# EOF\n";
+        assert_eq!(
+            openmetrics_at(text, 1000),
+            "# TYPE x counter\nx_total{a=\"b c\"} 1 940\nx_total{a=\"b\"} 2 1000\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn a_real_prometheus_serves_the_fixture() {
+        use std::io::{Read as _, Write as _};
+        let fixture = workspace_root().join("tests/fixtures/prometheus/plaintext-into-bookinfo.om");
+        let Some(p) = Prometheus::start(Some(&fixture)) else {
+            return;
+        };
+        let port = p.url.rsplit(':').next().unwrap().to_string();
+        let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        s.write_all(b"GET /api/v1/query?query=count(count_over_time(istio_requests_total%5B1h%5D)) HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains(r#""status":"success""#), "{answer}");
+        assert!(
+            answer.contains(r#""value":["#),
+            "one series at least: {answer}"
+        );
+        let dir = p.dir.clone();
+        drop(p);
+        assert!(!dir.exists(), "removed on drop");
     }
 
     #[test]
