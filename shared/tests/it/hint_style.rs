@@ -123,7 +123,10 @@ fn every_suggested_command_is_in_backticks() {
 #[test]
 fn the_rule_sees_what_it_should() {
     assert_eq!(unquoted("kubectl -n x patch dr y"), None, "a builder");
-    assert_eq!(unquoted("# bind it:\\n#   kubectl create rolebinding x"), None);
+    assert_eq!(
+        unquoted("# bind it:\\n#   kubectl create rolebinding x"),
+        None
+    );
     assert!(unquoted("# bind it with kubectl create rolebinding x").is_some());
     assert!(unquoted("fix: kubectl -n x patch dr y").is_some());
     assert_eq!(unquoted("fix: `kubectl -n x patch dr y`"), None);

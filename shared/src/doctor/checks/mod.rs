@@ -603,7 +603,7 @@ mod tests {
             "{}",
             out[0].hint
         );
-        let out = Fixture::legacy().run(&MtlsDefaultDr);
+        let out = Fixture::legacy().live().run(&MtlsDefaultDr);
         assert!(
             out[0]
                 .hint
