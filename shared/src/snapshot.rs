@@ -1563,6 +1563,43 @@ mod tests {
     }
 
     #[test]
+    fn dns_config_maps_service_entries_and_envoy_filters_are_kept() {
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-dns, namespace: kube-system}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: coredns, namespace: kube-system}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config, namespace: app}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {name: a-b-global, namespace: vm}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f, namespace: istio-system}\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = snap.of(Kind::ConfigMap).iter().map(Obj::name).collect();
+        assert_eq!(names, ["kube-dns", "coredns"]);
+        assert_eq!(snap.of(Kind::ServiceEntry).len(), 1);
+        assert_eq!(snap.of(Kind::EnvoyFilter).len(), 1);
+    }
+
+    #[test]
+    fn a_listed_deployment_keeps_only_its_network_env() {
+        let mut map = serde_json::json!({
+            "metadata": {"name": "istio-eastwestgateway", "managedFields": []},
+            "spec": {"template": {"metadata": {"labels": {"istio": "eastwestgateway"}}, "spec": {"containers": [{
+                "name": "istio-proxy", "image": "proxyv2:1.22.0",
+                "env": [
+                    {"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": "network1"},
+                    {"name": "DB_PASSWORD", "value": "hunter2"},
+                    {"name": "ISTIO_META_NETWORK", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}
+                ]
+            }]}}}
+        });
+        trim(Kind::Deployment, map.as_object_mut().unwrap());
+        let env = &map["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(
+            env,
+            &serde_json::json!([
+                {"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": "network1"},
+                {"name": "ISTIO_META_NETWORK", "value": null}
+            ])
+        );
+        assert!(!map.to_string().contains("hunter2"));
+    }
+
+    #[test]
     fn era_and_auto_mtls() {
         let legacy = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istio-citadel, namespace: istio-system}\n").unwrap();
         assert_eq!(legacy.era(), Some(Era::Legacy));

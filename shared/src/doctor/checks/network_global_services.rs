@@ -492,3 +492,255 @@ impl Check for NetworkGlobalServices {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Severity::{Fail, Pass, Warn};
+    use crate::doctor::testutil::{Fixture, expect, flagged};
+
+    /// What Istio 1.4's gateways chart installs with global.multiCluster.enabled=true
+    /// (preconfigured.yaml:155-239), and the ingress gateway's 15443 port.
+    const MULTICLUSTER: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: istio-multicluster-ingressgateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - hosts: ['*.global']
+    port: {name: tls, number: 15443, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: istio-multicluster-ingressgateway, namespace: istio-system}
+spec:
+  workloadLabels: {istio: ingressgateway}
+  filters:
+  - listenerMatch: {portNumber: 15443, listenerType: GATEWAY}
+    insertPosition: {index: AFTER, relativeTo: envoy.filters.network.sni_cluster}
+    filterName: envoy.filters.network.tcp_cluster_rewrite
+    filterType: NETWORK
+    filterConfig: {cluster_pattern: "\\.global$", cluster_replacement: .svc.cluster.local}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: istio-multicluster-destinationrule, namespace: istio-system}
+spec:
+  host: '*.global'
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+"#;
+
+    /// A ServiceEntry as `prepare --expose httpbin.bar` writes it.
+    fn exposed(svc: &str, address: &str, gateway: &str, port: u16) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {{name: {svc}-bar-global, namespace: expandvm, labels: {{app.kubernetes.io/managed-by: meshvm}}}}\nspec:\n  hosts: [{svc}.bar.global]\n  location: MESH_INTERNAL\n  resolution: DNS\n  addresses: [{address}]\n  ports: [{{name: http, number: 8000, protocol: http}}]\n  endpoints: [{{address: {gateway}, ports: {{http: {port}}}}}]\n"
+        )
+    }
+
+    fn legacy_multicluster() -> Fixture {
+        Fixture::legacy()
+            .release(4)
+            .snapshot_yaml_replace(
+                "{name: http2, port: 80}]",
+                "{name: http2, port: 80}, {name: tls, port: 15443, targetPort: 15443}]",
+            )
+            .with(MULTICLUSTER)
+    }
+
+    #[test]
+    fn legacy_table() {
+        let good =
+            || legacy_multicluster().with(&exposed("httpbin", "127.255.0.2", "35.1.2.3", 15443));
+        let cases = [
+            ("no .global services", Fixture::legacy().release(4), Pass),
+            ("good", good(), Pass),
+            (
+                "duplicate address",
+                good().with(&exposed("sleep", "127.255.0.2", "35.1.2.3", 15443)),
+                Fail,
+            ),
+            (
+                "two services, own addresses",
+                good().with(&exposed("sleep", "127.255.0.3", "35.1.2.3", 15443)),
+                Pass,
+            ),
+            (
+                "stale gateway IP",
+                legacy_multicluster().with(&exposed("httpbin", "127.255.0.2", "35.9.9.9", 15443)),
+                Fail,
+            ),
+            (
+                "endpoint port not 15443",
+                legacy_multicluster().with(&exposed("httpbin", "127.255.0.2", "35.1.2.3", 8000)),
+                Fail,
+            ),
+            (
+                "gateway Service lacks 15443",
+                Fixture::legacy()
+                    .release(4)
+                    .with(MULTICLUSTER)
+                    .with(&exposed("httpbin", "127.255.0.2", "35.1.2.3", 15443)),
+                Fail,
+            ),
+            (
+                "15443 not AUTO_PASSTHROUGH",
+                good().snapshot_yaml_replace(
+                    "tls: {mode: AUTO_PASSTHROUGH}",
+                    "tls: {mode: PASSTHROUGH}",
+                ),
+                Fail,
+            ),
+            (
+                "no SNI rewrite",
+                good().snapshot_yaml_replace(
+                    "envoy.filters.network.tcp_cluster_rewrite",
+                    "envoy.filters.network.other",
+                ),
+                Fail,
+            ),
+            (
+                "no *.global ISTIO_MUTUAL rule",
+                good().snapshot_yaml_replace(
+                    "trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}",
+                    "trafficPolicy: {tls: {mode: DISABLE}}",
+                ),
+                Fail,
+            ),
+        ];
+        for (case, fixture, severity) in cases {
+            expect(&fixture.run(&NetworkGlobalServices), severity, case);
+        }
+        let out = Fixture::legacy().release(4).run(&NetworkGlobalServices);
+        assert_eq!(out[0].message, "no .global services");
+
+        let dup = good()
+            .with(&exposed("sleep", "127.255.0.2", "35.1.2.3", 15443))
+            .run(&NetworkGlobalServices);
+        assert_eq!(
+            flagged(&dup),
+            [
+                (Fail, "ServiceEntry expandvm/httpbin-bar-global".to_string()),
+                (Fail, "ServiceEntry expandvm/sleep-bar-global".to_string())
+            ]
+        );
+        let stale = legacy_multicluster()
+            .with(&exposed("httpbin", "127.255.0.2", "35.9.9.9", 8000))
+            .run(&NetworkGlobalServices);
+        assert_eq!(stale.len(), 1, "{stale:#?}");
+        assert!(
+            stale[0]
+                .message
+                .contains("not the gateway's current address 35.1.2.3"),
+            "{stale:#?}"
+        );
+        assert_eq!(
+            stale[0].hint,
+            r#"point it at the gateway: `kubectl -n expandvm patch serviceentry httpbin-bar-global --type=json -p '[{"op":"replace","path":"/spec/endpoints/0/address","value":"35.1.2.3"},{"op":"replace","path":"/spec/endpoints/0/ports/http","value":15443}]'`"#
+        );
+        let no_port = Fixture::legacy()
+            .release(4)
+            .with(MULTICLUSTER)
+            .with(&exposed("httpbin", "127.255.0.2", "35.1.2.3", 15443))
+            .run(&NetworkGlobalServices);
+        assert!(no_port[0].hint.contains(r#"`kubectl -n istio-system patch service istio-ingressgateway --type=json -p '[{"op":"add","path":"/spec/ports/-","value":{"name":"tls","port":15443,"targetPort":15443}}]'`"#), "{no_port:#?}");
+    }
+
+    #[test]
+    fn legacy_dns_stub_points_at_istiocoredns() {
+        let coredns_svc = "apiVersion: v1\nkind: Service\nmetadata: {name: istiocoredns, namespace: istio-system}\nspec: {clusterIP: 10.96.0.53, ports: [{name: dns, port: 53, protocol: UDP}]}\n";
+        let kube_dns = |ip: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: kube-dns, namespace: kube-system}}\ndata:\n  stubDomains: '{{\"global\": [\"{ip}\"], \"corp\": [\"10.1.1.1\"]}}'\n"
+            )
+        };
+        let corefile = |ip: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: coredns, namespace: kube-system}}\ndata:\n  Corefile: |\n    .:53 {{\n        forward . /etc/resolv.conf\n    }}\n    global:53 {{\n        errors\n        cache 30\n        forward . {ip}:53\n    }}\n"
+            )
+        };
+        let base = || {
+            legacy_multicluster()
+                .with(&exposed("httpbin", "127.255.0.2", "35.1.2.3", 15443))
+                .with(coredns_svc)
+        };
+        let cases = [
+            (
+                "kube-dns stub at istiocoredns",
+                base().with(&kube_dns("10.96.0.53")),
+                Pass,
+            ),
+            (
+                "kube-dns stub elsewhere",
+                base().with(&kube_dns("10.96.0.99")),
+                Fail,
+            ),
+            (
+                "coredns block at istiocoredns",
+                base().with(&corefile("10.96.0.53")),
+                Pass,
+            ),
+            (
+                "coredns block elsewhere",
+                base().with(&corefile("10.96.0.99")),
+                Fail,
+            ),
+            (
+                "stub but no istiocoredns",
+                legacy_multicluster().with(&kube_dns("10.96.0.53")),
+                Fail,
+            ),
+            ("no stub", base(), Pass),
+        ];
+        for (case, fixture, severity) in cases {
+            expect(&fixture.run(&NetworkGlobalServices), severity, case);
+        }
+        let out = base()
+            .with(&kube_dns("10.96.0.99"))
+            .run(&NetworkGlobalServices);
+        assert_eq!(out[0].object, "ConfigMap kube-system/kube-dns");
+        assert_eq!(
+            out[0].hint,
+            r#"`kubectl -n kube-system patch configmap kube-dns --type=merge -p '{"data":{"stubDomains":"{\"corp\":[\"10.1.1.1\"],\"global\":[\"10.96.0.53\"]}"}}'`"#
+        );
+        let out = base()
+            .with(&corefile("10.96.0.99"))
+            .run(&NetworkGlobalServices);
+        assert!(
+            out[0].hint.contains(r"forward . 10.96.0.53:53") && !out[0].hint.contains("10.96.0.99"),
+            "{out:#?}"
+        );
+    }
+
+    #[test]
+    fn modern_east_west_gateway() {
+        let deploy = |labels: &str, env: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: istio-eastwestgateway, namespace: istio-system}}\nspec: {{template: {{metadata: {{labels: {{{labels}}}}}, spec: {{containers: [{{name: istio-proxy, env: [{env}]}}]}}}}}}\n"
+            )
+        };
+        let ok_labels = "istio: eastwestgateway, topology.istio.io/network: network1";
+        let view = "{name: ISTIO_META_REQUESTED_NETWORK_VIEW, value: network1}";
+        let cases = [
+            ("sample gateway", Fixture::modern().release(22).with(&deploy(ok_labels, view)), Pass),
+            ("no network view", Fixture::modern().release(22).with(&deploy(ok_labels, "")), Warn),
+            ("view of another network", Fixture::modern().release(22).with(&deploy(ok_labels, "{name: ISTIO_META_REQUESTED_NETWORK_VIEW, value: network2}")), Warn),
+            ("pods lack the network label", Fixture::modern().release(22).with(&deploy("istio: eastwestgateway", view)), Warn),
+            ("no cross-network-gateway", Fixture::modern().release(22).with(&deploy(ok_labels, view)).snapshot_yaml_replace("hosts: ['*.local']", "hosts: ['*.example.com']"), Fail),
+            ("cross-network-gateway not AUTO_PASSTHROUGH", Fixture::modern().release(22).with(&deploy(ok_labels, view)).snapshot_yaml_replace("tls: {mode: AUTO_PASSTHROUGH}", "tls: {mode: ISTIO_MUTUAL}"), Fail),
+            ("single network, no east-west gateway", Fixture::empty().with("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod, namespace: istio-system}\n"), Pass),
+        ];
+        for (case, fixture, severity) in cases {
+            expect(&fixture.run(&NetworkGlobalServices), severity, case);
+        }
+        let out = Fixture::modern()
+            .release(22)
+            .with(&deploy(ok_labels, ""))
+            .run(&NetworkGlobalServices);
+        assert_eq!(
+            out[0].hint,
+            "`kubectl -n istio-system set env deployment/istio-eastwestgateway ISTIO_META_REQUESTED_NETWORK_VIEW=network1`"
+        );
+    }
+}
