@@ -80,7 +80,7 @@ fn legacy(snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
             out.push(
                 Finding::fail(ID, "names no addresses: the VM's /etc/hosts line for it has nothing to point at, and its sidecar cannot tell this service's traffic from another's")
                     .on(se)
-                    .hint("give it a 127.255.x.y address no other ServiceEntry holds (`kubectl meshvm prepare --expose` picks one)"),
+                    .hint("give it a 127.255.x.y address no other ServiceEntry holds (meshvm's prepare --expose picks one)"),
             );
         }
         for a in addresses {
@@ -400,7 +400,7 @@ fn modern(snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
     if let Some(deploy) = gateway_deployment(snap, svc) {
         let labels =
             crate::snapshot::string_map(deploy.at(&["spec", "template", "metadata", "labels"]));
-        if labels.get(NETWORK_LABEL).is_none() {
+        if !labels.contains_key(NETWORK_LABEL) {
             out.push(
                 Finding::warn(ID, format!("the east-west gateway's pods lack {NETWORK_LABEL}: istiod does not know which network the gateway serves"))
                     .on(deploy)

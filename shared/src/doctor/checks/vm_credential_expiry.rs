@@ -2,6 +2,7 @@
 //! trusts the root the cluster signs with.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use serde_json::Value;
 
@@ -113,22 +114,27 @@ pub(super) fn renew_command(bundle: &VmBundle, era: Era) -> String {
     };
     let mut cmd = String::from("kubectl meshvm bundle --renew");
     if let Some(ns) = ns {
-        cmd.push_str(&format!(" -n {}", shell_word(&ns)));
+        let _ = write!(cmd, " -n {}", shell_word(&ns));
     }
     if let Some(ns) = istio_ns.filter(|n| n != DEFAULT_ISTIO_NAMESPACE) {
-        cmd.push_str(&format!(" --istio-namespace {}", shell_word(&ns)));
+        let _ = write!(cmd, " --istio-namespace {}", shell_word(&ns));
     }
     let path = bundle.path.display().to_string();
     match path
         .strip_suffix(".tar.gz")
         .or_else(|| path.strip_suffix(".tgz"))
     {
-        Some(dir) => cmd.push_str(&format!(
-            " -d {} --archive {}",
-            shell_word(dir),
-            shell_word(&path)
-        )),
-        None => cmd.push_str(&format!(" -d {}", shell_word(&path))),
+        Some(dir) => {
+            let _ = write!(
+                cmd,
+                " -d {} --archive {}",
+                shell_word(dir),
+                shell_word(&path)
+            );
+        }
+        None => {
+            let _ = write!(cmd, " -d {}", shell_word(&path));
+        }
     }
     format!("`{cmd}`, then on the VM: `sudo ./install.sh --renew`")
 }
@@ -232,7 +238,7 @@ fn legacy_secrets(snap: &Snapshot, ctx: &CheckContext, bundle: Option<&VmBundle>
 fn rfc3339(text: &str) -> Option<i64> {
     text.parse::<k8s_openapi::jiff::Timestamp>()
         .ok()
-        .map(|t| t.as_second())
+        .map(k8s_openapi::jiff::Timestamp::as_second)
 }
 
 fn auto_registered(snap: &Snapshot, ctx: &CheckContext, j: &mut Judged) {
@@ -249,7 +255,7 @@ fn auto_registered(snap: &Snapshot, ctx: &CheckContext, j: &mut Judged) {
                 Finding::warn(ID, format!("auto-registered VM of WorkloadGroup {group} disconnected from istiod{since} ({at}): its proxy is down or cannot reach istiod — expired credentials are a common cause"))
                     .on(we)
                     .now()
-                    .hint(format!("on the VM, `sudo journalctl -u istio` says why; when its token or root is stale, renew its bundle (`kubectl meshvm doctor --bundle` with the VM's bundle folder names the command) and run `sudo ./install.sh --renew` there; istiod removes the entry after its cleanup grace period; `kubectl -n {ns} get workloadentry {}` shows it meanwhile", we.name())),
+                    .hint(format!("on the VM, `sudo journalctl -u istio` says why; when its token or root is stale, renew its bundle (doctor --bundle with the VM's bundle folder names the command) and run `sudo ./install.sh --renew` there; istiod removes the entry after its cleanup grace period; `kubectl -n {ns} get workloadentry {}` shows it meanwhile", we.name())),
             );
             continue;
         }
