@@ -412,6 +412,12 @@ impl Check for VmCredentialExpiry {
         if !j.out.is_empty() {
             return j.out;
         }
+        if j.notes.is_empty() && snap.bundle.is_some() {
+            return vec![Finding::skip(
+                ID,
+                "the bundle carries no readable cert-chain.pem or istio-token (see bundle.files)",
+            )];
+        }
         if j.notes.is_empty() {
             return vec![Finding::pass(
                 ID,
