@@ -147,7 +147,7 @@ pub enum Kind {
     ServiceAccount,
     /// v1 Secret (kept: `cacerts` and `istio.*`)
     Secret,
-    /// v1 ConfigMap (kept: `istio*`)
+    /// v1 ConfigMap (kept: `istio*`, `prometheus`, the DNS configs `kube-dns` and `coredns`)
     ConfigMap,
     /// apps/v1 Deployment (kept: `istio*`, for the era)
     Deployment,
@@ -169,11 +169,15 @@ pub enum Kind {
     WorkloadGroup,
     /// networking.k8s.io ServiceCIDR (Kubernetes ≥ 1.33; absent elsewhere)
     ServiceCidr,
+    /// networking.istio.io ServiceEntry (legacy `.global` services)
+    ServiceEntry,
+    /// networking.istio.io EnvoyFilter (legacy: the `.global` SNI rewrite at the gateway)
+    EnvoyFilter,
 }
 
 impl Kind {
     /// Every kind, in list order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Endpoints,
@@ -191,6 +195,8 @@ impl Kind {
         Kind::WorkloadEntry,
         Kind::WorkloadGroup,
         Kind::ServiceCidr,
+        Kind::ServiceEntry,
+        Kind::EnvoyFilter,
     ];
 
     /// The Kubernetes `kind` string.
@@ -213,6 +219,8 @@ impl Kind {
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::WorkloadGroup => "WorkloadGroup",
             Kind::ServiceCidr => "ServiceCIDR",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::EnvoyFilter => "EnvoyFilter",
         }
     }
 
@@ -248,6 +256,7 @@ impl Kind {
             Kind::VirtualService => IstioKind::VirtualService,
             Kind::WorkloadEntry => IstioKind::WorkloadEntry,
             Kind::WorkloadGroup => IstioKind::WorkloadGroup,
+            Kind::ServiceEntry => IstioKind::ServiceEntry,
             _ => return None,
         })
     }
@@ -256,6 +265,7 @@ impl Kind {
     fn discovered(self) -> Option<crate::read::KindRef> {
         match self {
             Kind::ServiceCidr => Some(crate::read::SERVICE_CIDR),
+            Kind::EnvoyFilter => Some(ENVOY_FILTER),
             _ => self.istio().map(IstioKind::kind_ref),
         }
     }
@@ -291,12 +301,26 @@ impl Kind {
                     || name == "istio-ca-secret"
             }
             // `prometheus`: the 1.4 addon's scrape config (mtls.metrics-scrape reads its jobs).
-            Kind::ConfigMap => name.starts_with("istio") || name == "prometheus",
+            // `kube-dns`, `coredns`: the cluster DNS config, whose `global` stub domain
+            // network.global-services compares with istiocoredns.
+            Kind::ConfigMap => {
+                name.starts_with("istio") || matches!(name, "prometheus" | "kube-dns" | "coredns")
+            }
             Kind::Deployment => name.starts_with("istio"),
             _ => true,
         }
     }
 }
+
+/// EnvoyFilter, served at v1alpha3 alone by every release of the matrix (istio/api@1.4.2 …
+/// @1.24.0 `kubernetes/customresourcedefinitions.gen.yaml`: `envoyfilters` versions
+/// `[v1alpha3]`).
+const ENVOY_FILTER: crate::read::KindRef = crate::read::KindRef {
+    group: "networking.istio.io",
+    kind: "EnvoyFilter",
+    plural: "envoyfilters",
+    versions: &["v1alpha3"],
+};
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1434,6 +1458,9 @@ async fn list_kind(
     }
 }
 
+/// The container env doctor keeps of a Deployment: the network a gateway serves.
+const KEPT_ENV: [&str; 2] = ["ISTIO_META_REQUESTED_NETWORK_VIEW", "ISTIO_META_NETWORK"];
+
 /// Drop what doctor never reads from large kinds, to keep memory flat on big clusters.
 fn trim(kind: Kind, map: &mut Map<String, Value>) {
     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -1482,15 +1509,33 @@ fn trim(kind: Kind, map: &mut Map<String, Value>) {
                 .and_then(|s| s.pointer("/template/metadata/labels"))
                 .cloned()
                 .unwrap_or_else(|| serde_json::json!({}));
+            // And the plain-value network env of a gateway (network.global-services), never
+            // other env: it may hold anything.
             let images: Vec<Value> = map
                 .get("spec")
                 .and_then(|s| s.pointer("/template/spec/containers"))
                 .and_then(Value::as_array)
                 .map(|cs| {
                     cs.iter()
-                        .map(
-                            |c| serde_json::json!({"name": c.get("name"), "image": c.get("image")}),
-                        )
+                        .map(|c| {
+                            let env: Vec<Value> = c
+                                .get("env")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .filter(|e| {
+                                    e.get("name")
+                                        .and_then(Value::as_str)
+                                        .is_some_and(|n| KEPT_ENV.contains(&n))
+                                })
+                                .map(|e| serde_json::json!({"name": e.get("name"), "value": e.get("value")}))
+                                .collect();
+                            let mut out = serde_json::json!({"name": c.get("name"), "image": c.get("image")});
+                            if !env.is_empty() {
+                                out["env"] = Value::Array(env);
+                            }
+                            out
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -1628,6 +1673,43 @@ mod tests {
         assert_eq!(s.data("ca-key.pem").unwrap(), b"k");
         assert_eq!(s.data_keys().len(), 2);
         assert!(!format!("{s:?}").contains("aGVs"));
+    }
+
+    #[test]
+    fn dns_config_maps_service_entries_and_envoy_filters_are_kept() {
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-dns, namespace: kube-system}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: coredns, namespace: kube-system}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config, namespace: app}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {name: a-b-global, namespace: vm}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f, namespace: istio-system}\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = snap.of(Kind::ConfigMap).iter().map(Obj::name).collect();
+        assert_eq!(names, ["kube-dns", "coredns"]);
+        assert_eq!(snap.of(Kind::ServiceEntry).len(), 1);
+        assert_eq!(snap.of(Kind::EnvoyFilter).len(), 1);
+    }
+
+    #[test]
+    fn a_listed_deployment_keeps_only_its_network_env() {
+        let mut map = serde_json::json!({
+            "metadata": {"name": "istio-eastwestgateway", "managedFields": []},
+            "spec": {"template": {"metadata": {"labels": {"istio": "eastwestgateway"}}, "spec": {"containers": [{
+                "name": "istio-proxy", "image": "proxyv2:1.22.0",
+                "env": [
+                    {"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": "network1"},
+                    {"name": "DB_PASSWORD", "value": "hunter2"},
+                    {"name": "ISTIO_META_NETWORK", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}
+                ]
+            }]}}}
+        });
+        trim(Kind::Deployment, map.as_object_mut().unwrap());
+        let env = &map["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(
+            env,
+            &serde_json::json!([
+                {"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": "network1"},
+                {"name": "ISTIO_META_NETWORK", "value": null}
+            ])
+        );
+        assert!(!map.to_string().contains("hunter2"));
     }
 
     #[test]

@@ -841,6 +841,11 @@ pub trait Check: Sync {
     fn breaks(&self) -> Breaks {
         Breaks::WhenStrict
     }
+    /// Whether the check runs on a bundle alone (`--bundle` without a cluster or manifests):
+    /// the `bundle.*` checks, and checks that judge the bundle among other things.
+    fn bundle_check(&self) -> bool {
+        self.id().starts_with("bundle.")
+    }
     /// Whether the check is about VMs joining (gateway, bundle, network, VM identity): its
     /// findings that name no namespace concern the namespaces VMs live in.
     fn vm_scoped(&self) -> bool {
@@ -1019,7 +1024,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             release = ctx.era.map(|_| ctx.mesh.release.describe());
         }
         for check in checks::ALL {
-            if bundle_only && !check.id().starts_with("bundle.") {
+            if bundle_only && !check.bundle_check() {
                 continue;
             }
             let produced = match precondition(*check, snap) {
@@ -1254,8 +1259,8 @@ mod tests {
                 checks.dedup();
                 let bundle: Vec<&str> = checks::ALL
                     .iter()
+                    .filter(|c| c.bundle_check())
                     .map(|c| c.id())
-                    .filter(|id| id.starts_with("bundle."))
                     .collect();
                 assert_eq!(checks, bundle, "{v:#}");
                 assert!(v.get("autoMtls").is_none() && v.get("pilotRelease").is_none());

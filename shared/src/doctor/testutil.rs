@@ -242,6 +242,24 @@ impl Fixture {
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: istio-system}}\nspec: {{template: {{spec: {{containers: [{{name: discovery, image: 'docker.io/istio/pilot:1.{minor}.0'}}]}}}}}}\n"
         ))
     }
+    /// Judge at `now` (seconds since the epoch) instead of [`NOW`].
+    pub(crate) fn now(mut self, now: i64) -> Self {
+        self.opts.now = Some(now);
+        self
+    }
+    /// Judge with `--expiry-warning-days DAYS`.
+    pub(crate) fn expiry_warning_days(mut self, days: u32) -> Self {
+        self.opts.expiry_warning_days = Some(days);
+        self
+    }
+    /// Attach bundle files read from `path` (a folder or `.tar.gz`, as doctor names it).
+    pub(crate) fn bundle_at(mut self, path: &str, files: &[(&str, &[u8], u32)]) -> Self {
+        self = self.bundle(files);
+        if let Some(b) = &mut self.bundle {
+            b.path = path.into();
+        }
+        self
+    }
     /// Force auto mTLS.
     pub(crate) fn auto_mtls(mut self, on: bool) -> Self {
         self.opts.auto_mtls = Some(on);

@@ -130,7 +130,7 @@ const ISTIO_SECRET_TYPE: &str = "istio.io/key-and-cert";
 /// - modern: the `istio-ca-root-cert` ConfigMap istiod writes into each namespace
 ///   (pilot/pkg/serviceregistry/kube/controller/namespacecontroller.go@1.22.0:36), the bundle's
 ///   namespace first; else `cacerts`; else `istio-ca-secret`.
-fn signing_root(
+pub(super) fn signing_root(
     snap: &Snapshot,
     ctx: &CheckContext,
     era: Era,
@@ -298,7 +298,7 @@ fn modern(snap: &Snapshot, bundle: &VmBundle, ctx: &CheckContext, object: &str) 
 }
 
 /// The claims of a JWT (signature not checked: only istiod can).
-fn jwt_claims(token: &str) -> Result<serde_json::Map<String, Value>, String> {
+pub(super) fn jwt_claims(token: &str) -> Result<serde_json::Map<String, Value>, String> {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
         return Err("is not a JWT (expected three dot-separated parts)".into());

@@ -15,7 +15,7 @@ pub struct BundleHosts;
 const ID: &str = "bundle.hosts";
 
 /// `name → ip` for every host line.
-fn parse_hosts(text: &str) -> BTreeMap<String, String> {
+pub(super) fn parse_hosts(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or_default();

@@ -32,7 +32,7 @@ const ID: &str = "gateway.ports";
 /// `istio: ingressgateway`: both are on the pods. So the pods' labels are the pod templates of the
 /// Deployments (and the Pods) the Service selects; only when none is visible (manifest files
 /// without the Deployment) does the Service's selector stand in for them.
-fn binds(snap: &Snapshot, gateway: &Obj, svc: &Obj) -> bool {
+pub(super) fn binds(snap: &Snapshot, gateway: &Obj, svc: &Obj) -> bool {
     let selector = string_map(gateway.at(&["spec", "selector"]));
     if selector.is_empty() {
         return false;

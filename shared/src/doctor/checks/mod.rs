@@ -20,7 +20,9 @@ mod mtls_plaintext_clients;
 mod mtls_policy_consistency;
 mod mtls_port_level_clears_tls;
 mod mtls_probes;
+mod network_global_services;
 mod network_labels;
+mod vm_credential_expiry;
 mod vm_registered_identity;
 mod vm_workloadentry_identity;
 pub mod workloads;
@@ -45,7 +47,9 @@ pub use mtls_plaintext_clients::MtlsPlaintextClients;
 pub use mtls_policy_consistency::MtlsPolicyConsistency;
 pub use mtls_port_level_clears_tls::MtlsPortLevelClearsTls;
 pub use mtls_probes::MtlsProbes;
+pub use network_global_services::NetworkGlobalServices;
 pub use network_labels::NetworkLabels;
+pub use vm_credential_expiry::VmCredentialExpiry;
 pub use vm_registered_identity::VmRegisteredIdentity;
 pub use vm_workloadentry_identity::VmWorkloadentryIdentity;
 
@@ -70,9 +74,11 @@ pub static ALL: &[&dyn Check] = &[
     &MtlsExcludedPorts,
     &VmRegisteredIdentity,
     &VmWorkloadentryIdentity,
+    &VmCredentialExpiry,
     &GatewayAddress,
     &GatewayPorts,
     &NetworkLabels,
+    &NetworkGlobalServices,
     &BundleFiles,
     &BundleCerts,
     &BundleClusterEnv,
@@ -433,9 +439,11 @@ mod tests {
             "mtls.excluded-ports",
             "vm.registered-identity",
             "vm.workloadentry-identity",
+            "vm.credential-expiry",
             "gateway.address",
             "gateway.ports",
             "network.labels",
+            "network.global-services",
             "bundle.files",
             "bundle.certs",
             "bundle.cluster-env",

@@ -9,7 +9,8 @@ use crate::snapshot::{Kind, Snapshot};
 
 /// Warns, on a multi-network mesh, when the Istio namespace or the gateway Service lacks the
 /// network label or they disagree, when WorkloadGroups/WorkloadEntries name no network, or (legacy)
-/// when meshNetworks is missing or a network has no gateway.
+/// when meshNetworks is missing or a network has no gateway; (modern) when a WorkloadGroup names
+/// the cluster's network although its VM's bundle reaches istiod through the east-west gateway.
 pub struct NetworkLabels;
 
 const ID: &str = "network.labels";
@@ -103,6 +104,7 @@ impl Check for NetworkLabels {
                         );
                 }
             }
+            out.extend(vm_on_cluster_network(snap, ctx, ns_net));
             for we in snap.of(Kind::WorkloadEntry) {
                 if we.str_at(&["spec", "network"]).is_none_or(str::is_empty) {
                     out.push(
@@ -115,6 +117,61 @@ impl Check for NetworkLabels {
         }
         or_pass(ID, out, "network labels present and consistent")
     }
+}
+
+/// The network name Istio's VM docs give VMs outside the cluster's network
+/// (istio.io/latest/docs/setup/install/virtual-machine/ "multi-network": `VM_NETWORK="vm-network"`).
+const VM_NETWORK: &str = "vm-network";
+
+/// A network is a set of endpoints that reach each other by IP (istio.io/latest/docs/ops/
+/// deployment/deployment-models/#network-models). A VM whose bundle reaches istiod through the
+/// east-west gateway (its `hosts` maps istiod to the gateway's address) is not on the pod
+/// network; if its WorkloadGroup still names the cluster's network, istiod hands pods the VM's
+/// IP to dial directly, and the VM pod IPs it cannot reach, instead of routing both ways through
+/// the gateway. Warn, not fail: a VM routed to the pod network may use the gateway by choice.
+/// Without a bundle doctor cannot tell how the VM reaches istiod, and says nothing.
+fn vm_on_cluster_network(
+    snap: &Snapshot,
+    ctx: &CheckContext,
+    cluster_net: Option<&str>,
+) -> Vec<Finding> {
+    let (Some(bundle), Some(cluster_net)) = (&snap.bundle, cluster_net) else {
+        return Vec::new();
+    };
+    let Some(gateway) = gateway_service(snap, Era::Modern, &ctx.istio_ns) else {
+        return Vec::new();
+    };
+    let (ips, _) = super::gateway_addresses(gateway);
+    let hosts = bundle
+        .text("hosts")
+        .map(|t| super::bundle_hosts::parse_hosts(&t))
+        .unwrap_or_default();
+    let Some((name, ip)) = hosts
+        .iter()
+        .find(|(n, ip)| n.starts_with("istiod") && ips.contains(ip))
+    else {
+        return Vec::new();
+    };
+    let env = bundle.cluster_env().unwrap_or_default();
+    let get = |k: &str| {
+        env.get(k)
+            .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let (vm_ns, sa) = (get("ISTIO_NAMESPACE"), get("SERVICE_ACCOUNT"));
+    snap.of(Kind::WorkloadGroup)
+        .iter()
+        .filter(|wg| Some(wg.namespace()) == vm_ns.as_deref())
+        .filter(|wg| {
+            sa.is_none() || wg.str_at(&["spec", "template", "serviceAccount"]) == sa.as_deref()
+        })
+        .filter(|wg| wg.str_at(&["spec", "template", "network"]) == Some(cluster_net))
+        .map(|wg| {
+            Finding::warn(ID, format!("puts its VMs on network {cluster_net}, the cluster's own, but the bundle reaches istiod through the east-west gateway ({name} → {ip}): pods would dial the VM's IP directly, and the VM pod IPs it cannot reach"))
+                .on(wg)
+                .hint(format!("put the VM on a network of its own, then re-register it: `kubectl -n {} patch workloadgroup {} --type=merge -p '{{\"spec\":{{\"template\":{{\"network\":\"{VM_NETWORK}\"}}}}}}'`", wg.namespace(), wg.name()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -141,5 +198,46 @@ mod tests {
         for (case, fixture, severity) in cases {
             expect(&fixture.run(&NetworkLabels), severity, case);
         }
+    }
+
+    #[test]
+    fn a_vm_behind_the_gateway_is_not_on_the_cluster_network() {
+        let wg = |network: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {{name: vm, namespace: vms}}\nspec: {{template: {{serviceAccount: vm, network: {network}}}}}\n"
+            )
+        };
+        let bundle_on = |ip: &str, network: &str| {
+            let hosts = format!("{ip} istiod.istio-system.svc\n");
+            let env = b"ISTIO_NAMESPACE='vms'\nSERVICE_ACCOUNT='vm'\n";
+            Fixture::modern().with(&wg(network)).bundle(&[
+                ("hosts", hosts.as_bytes(), 0o644),
+                ("cluster.env", env, 0o644),
+            ])
+        };
+        let bundle = |ip: &str| bundle_on(ip, "network1");
+        let cases = [
+            (
+                "through the gateway, same network",
+                bundle("34.9.8.7"),
+                Warn,
+            ),
+            ("direct to istiod, same network", bundle("10.96.0.10"), Pass),
+            (
+                "through the gateway, own network",
+                bundle_on("34.9.8.7", "vm-network"),
+                Pass,
+            ),
+            ("no bundle", Fixture::modern().with(&wg("network1")), Pass),
+        ];
+        for (case, fixture, severity) in cases {
+            expect(&fixture.run(&NetworkLabels), severity, case);
+        }
+        let out = bundle("34.9.8.7").run(&NetworkLabels);
+        assert_eq!(out[0].object, "WorkloadGroup vms/vm");
+        assert!(
+            out[0].hint.ends_with(r#"`kubectl -n vms patch workloadgroup vm --type=merge -p '{"spec":{"template":{"network":"vm-network"}}}'`"#),
+            "{out:#?}"
+        );
     }
 }
