@@ -583,6 +583,27 @@ async fn without_n_register_uses_the_contexts_namespace_and_says_so_for_default(
         err.contains("note: working in namespace default (the namespace of context kube-sim), where nothing meshvm made is: name the VM's namespace with -n NS"),
         "{err}"
     );
+    // Registering there (the newcomer's `register SERVICE IP PORT` without -n) is refused
+    // before any write: exit 2, with the -n that names it on purpose, which then works.
+    sim.reset_requests();
+    let out = run(&sim, &["web", "192.0.2.7", "80"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing was written")
+            && text(&out.stderr).contains("pass -n default to register there on purpose"),
+        "{}",
+        text(&out.stderr)
+    );
+    let log = sim.requests();
+    assert!(
+        log.records
+            .iter()
+            .all(|r| matches!(r.verb.as_str(), "get" | "list" | "watch")),
+        "{:?}",
+        log.counts()
+    );
+    let out = run(&sim, &["web", "192.0.2.7", "80", "-n", "default"]).await;
+    assert_ok(&out);
     // A context naming the VM's namespace: used as kubectl would, and no note.
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("config");

@@ -53,6 +53,15 @@ pub enum Error {
         /// `-s` was not given to choose: `--update-service` alone would widen its identity.
         keep_identity: Option<(String, String)>,
     },
+    /// No `-n`, and the context's namespace is `default` with nothing meshvm made in it: the
+    /// VM would become an endpoint in a namespace nobody chose for it.
+    #[error("{note}; nothing was written")]
+    ImplicitNamespace {
+        /// The namespace the context names.
+        namespace: String,
+        /// What was found there.
+        note: String,
+    },
     /// The namespace to register in does not exist.
     #[error("namespace {namespace} does not exist: nothing was written")]
     NamespaceMissing {
@@ -176,6 +185,9 @@ impl Diagnose for Error {
             Error::ServiceDiffers { .. } => Some(
                 "run again with --update-service to change the service, or register the ports it has".into(),
             ),
+            Error::ImplicitNamespace { namespace, .. } => Some(format!(
+                "name the VM's namespace with -n NS (the one prepare made for it), or pass -n {namespace} to register there on purpose"
+            )),
             Error::NamespaceMissing { fix, .. } => Some(format!(
                 "prepare it first with `{fix}` (or check -n)"
             )),
@@ -216,7 +228,7 @@ impl Diagnose for Error {
         }
     }
     fn is_usage(&self) -> bool {
-        matches!(self, Error::Usage(_))
+        matches!(self, Error::Usage(_) | Error::ImplicitNamespace { .. })
     }
 }
 
@@ -729,6 +741,20 @@ pub async fn run(
     let verb_namespace = conn.verb_namespace();
     let namespace = verb_namespace.name.clone();
     if let Some(note) = crate::scope::note_for_namespace(&conn, &verb_namespace).await? {
+        // Registering makes the VM an endpoint, with an identity: not in a namespace nobody
+        // chose. Removing (or pruning) there is harmless, so only a note.
+        let adds = match &opts.mode {
+            Mode::Register { .. } => true,
+            Mode::ServiceEntry { deregister, .. } => !deregister,
+            Mode::Entry { address, .. } => address.is_some(),
+            Mode::Deregister { .. } | Mode::Prune { .. } => false,
+        };
+        if adds {
+            return Err(Error::ImplicitNamespace {
+                namespace: namespace.clone(),
+                note,
+            });
+        }
         writeln!(err, "note: {note}")?;
     }
     if let Mode::Prune { stale_after } = opts.mode {
