@@ -55,12 +55,14 @@ pub enum Error {
     },
     /// No `-n`, and the context's namespace is `default` with nothing meshvm made in it: the
     /// VM would become an endpoint in a namespace nobody chose for it.
-    #[error("{note}; nothing was written")]
+    #[error(
+        "no -n given, and namespace {namespace} ({why}) holds nothing meshvm made: nothing was written"
+    )]
     ImplicitNamespace {
         /// The namespace the context names.
         namespace: String,
-        /// What was found there.
-        note: String,
+        /// Where the namespace came from.
+        why: String,
     },
     /// The namespace to register in does not exist.
     #[error("namespace {namespace} does not exist: nothing was written")]
@@ -752,7 +754,7 @@ pub async fn run(
         if adds {
             return Err(Error::ImplicitNamespace {
                 namespace: namespace.clone(),
-                note,
+                why: verb_namespace.why(),
             });
         }
         writeln!(err, "note: {note}")?;
