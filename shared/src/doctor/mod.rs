@@ -502,15 +502,16 @@ async fn rollout(
         let _ = writeln!(err, "--fix --strict: {note}");
     }
     if rollout.steps.is_empty() {
-        let _ = writeln!(
-            err,
-            "--fix --strict: nothing to apply{}",
-            if opts.undo_file.is_some() {
-                " (no undo file written: nothing changes)"
-            } else {
-                ""
-            }
-        );
+        let _ = writeln!(err, "--fix --strict: nothing to apply");
+        // Asked for, the undo file is there: with nothing to undo, as nothing changed.
+        if let Some(path) = opts.undo_file.as_ref().filter(|_| !opts.dry_run.is_dry()) {
+            rollout.undo(&conn.context).write_new(path)?;
+            let _ = writeln!(
+                err,
+                "--fix --strict: wrote an empty undo to {} (nothing changed)",
+                strict::shell_word(&path.to_string_lossy())
+            );
+        }
         return Ok(manifests);
     }
     let to_stdout =

@@ -164,8 +164,27 @@ async fn rollout_and_undo(era: &Era, extra: &str) -> (Server, Option<Value>) {
 
     // Idempotent: a second run writes nothing.
     server.reset_requests();
-    let (_, err) = doctor(&server, &["--fix", "--strict", "--yes"]).await;
+    let again = dir.path().join("again.json");
+    let (_, err) = doctor(
+        &server,
+        &[
+            "--fix",
+            "--strict",
+            "--yes",
+            "--undo-file",
+            again.to_str().unwrap(),
+        ],
+    )
+    .await;
     assert!(writes(&server).is_empty(), "{:?}\n{err}", writes(&server));
+    // Its undo file is there, and undoes nothing.
+    let (_, undone) = doctor(
+        &server,
+        &["--fix", "--undo", again.to_str().unwrap(), "--yes"],
+    )
+    .await;
+    assert!(undone.contains("nothing to undo"), "{undone}");
+    assert!(writes(&server).is_empty(), "{:?}", writes(&server));
     assert!(
         err.lines()
             .any(|l| l.starts_with("--fix --strict: already STRICT:")
