@@ -360,10 +360,12 @@ impl Rollout {
 
     /// The blocked namespaces and what blocks them, one line each.
     pub fn describe_blocked(&self) -> String {
-        self.blocked
-            .iter()
-            .map(|r| format!("  {}: blocked by {}\n", r.name, r.blockers.join(", ")))
-            .collect()
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for r in &self.blocked {
+            let _ = writeln!(out, "  {}: blocked by {}", r.name, r.blockers.join(", "));
+        }
+        out
     }
 }
 
@@ -642,7 +644,7 @@ mod tests {
         assert_eq!(previous["spec"]["mtls"]["mode"], "PERMISSIVE");
         assert!(previous.pointer("/metadata/resourceVersion").is_none());
         let undo = r.undo("ctx");
-        assert_eq!(undo.restore, [previous.clone()]);
+        assert_eq!(undo.restore, std::slice::from_ref(previous));
         assert!(undo.delete.is_empty());
         let rows = r.rows();
         assert_eq!(rows.changes[0].words(), "would update");
@@ -652,6 +654,29 @@ mod tests {
             "{}",
             r.manifests()
         );
+    }
+
+    #[test]
+    fn flags_n_is_a_list_with_strict_and_undo_goes_alone() {
+        use clap::Parser as _;
+        let parse = |argv: &[&str]| {
+            let mut full = vec!["kubectl-meshvm-doctor"];
+            full.extend_from_slice(argv);
+            crate::args::DoctorArgs::try_parse_from(full)
+                .map_err(|e| e.to_string())
+                .and_then(|a| crate::doctor::DoctorOptions::resolve(a).map_err(|e| e.to_string()))
+        };
+        let o = parse(&["--fix", "--strict", "-n", "shop,pay"]).unwrap();
+        assert_eq!(o.strict_namespaces, ["shop", "pay"]);
+        assert_eq!(o.kube.namespace, None, "not the connection's namespace");
+        assert!(parse(&["--strict"]).is_err(), "--strict needs --fix");
+        assert!(
+            parse(&["--fix", "--undo-file", "u"]).is_err(),
+            "needs --strict"
+        );
+        assert!(parse(&["--fix", "--strict", "--undo", "u"]).is_err());
+        let o = parse(&["--fix", "--undo", "u", "--dry-run=server"]).unwrap();
+        assert_eq!(o.undo.as_deref(), Some(Path::new("u")));
     }
 
     #[test]
