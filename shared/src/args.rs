@@ -345,7 +345,7 @@ pub enum FailOn {
     bin_name = "kubectl meshvm doctor",
     version,
     about = "Pre-flight checks before STRICT mTLS: DestinationRules, PeerAuthentications, gateways, certificates, registered VMs",
-    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  kubectl get destinationrules -A -o yaml | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --dry-run=server\n  kubectl meshvm doctor --fix --yes\n  kubectl meshvm doctor --prometheus http://prometheus.istio-system:9090 --window 7d"
+    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  kubectl get destinationrules -A -o yaml | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --dry-run=server\n  kubectl meshvm doctor --fix --yes\n  kubectl meshvm doctor --fix --strict --dry-run=client -o yaml > strict.yaml\n  kubectl meshvm doctor --fix --strict -n sample,default --undo-file undo.json --yes && kubectl meshvm doctor --fix --undo undo.json --yes\n  kubectl meshvm doctor --prometheus http://prometheus.istio-system:9090 --window 7d"
 )]
 pub struct DoctorArgs {
     /// Check manifest files instead of a cluster (file, directory, or - for standard input; repeatable)
@@ -369,6 +369,15 @@ pub struct DoctorArgs {
     /// Show, then create after confirmation, only DestinationRules no object of that name holds: the runbook's Gotchas (and the api-server rule Istio pairs with the mesh-wide one)
     #[arg(long)]
     pub fix: bool,
+    /// With --fix: make STRICT only the namespaces the readiness table marks ready (Istio 1.4: namespace Policy default with peers [{mtls: {}}], and the MeshPolicy once every namespace is ready; later: PeerAuthentication default, mtls.mode STRICT); blocked ones are listed and left alone; -n NS[,NS...] limits it; -o yaml with --dry-run=client prints the manifests only
+    #[arg(long, requires = "fix")]
+    pub strict: bool,
+    /// With --strict: first write (mode 0600, a new file) what restores the state before it, for --fix --undo FILE
+    #[arg(long, value_name = "FILE", requires = "strict")]
+    pub undo_file: Option<PathBuf>,
+    /// With --fix: restore what an --undo-file recorded: delete the policies --strict created, put back those it replaced
+    #[arg(long, value_name = "FILE", requires = "fix", conflicts_with_all = ["strict", "prometheus", "bundle", "filename"])]
+    pub undo: Option<PathBuf>,
     /// --fix's --dry-run (none, client, server) and --yes (answer the confirmation).
     #[command(flatten)]
     pub mutate: MutateArgs,

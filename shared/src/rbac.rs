@@ -644,6 +644,36 @@ pub const PERMISSIONS: &[Permission] = &[
         &[],
         "mTLS checks (Istio 1.4)",
     ),
+    // doctor --fix --strict (doctor/strict.rs): create the namespace's policy `default`, or
+    // replace its own (PUT, after the list read); a lost race is judged by a get. --fix --undo
+    // puts replaced ones back (create, else get + update) and deletes the created ones.
+    p(
+        Doctor,
+        "security.istio.io",
+        "peerauthentications",
+        &["get", "create", "update", "delete"],
+        Cluster,
+        &[],
+        "--fix --strict and --undo: PeerAuthentication default per ready namespace",
+    ),
+    legacy(p(
+        Doctor,
+        "authentication.istio.io",
+        "policies",
+        &["get", "create", "update", "delete"],
+        Cluster,
+        &[],
+        "--fix --strict and --undo (Istio 1.4): Policy default per ready namespace",
+    )),
+    legacy(p(
+        Doctor,
+        "authentication.istio.io",
+        "meshpolicies",
+        &["get", "create", "update", "delete"],
+        Cluster,
+        &[],
+        "--fix --strict and --undo (Istio 1.4): MeshPolicy default once every namespace is ready",
+    )),
     p(
         Doctor,
         "networking.k8s.io",

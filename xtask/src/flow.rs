@@ -1,5 +1,6 @@
 //! The runbook's flow as data — a cluster Service for the VM to call → prepare (exposing it) →
-//! prepare again → bundle → register → doctor → doctor --fix → doctor with the bundle — and the
+//! prepare again → bundle → register → doctor → doctor --fix → doctor --fix --strict
+//! --dry-run=client → doctor with the bundle — and the
 //! version matrix it runs on. `cargo xtask demo` runs
 //! it on the runbook's own cluster (Istio 1.4 on Kubernetes 1.14); the matrix test in
 //! `plugins/tests/it/matrix.rs` runs it on every cell, through the real `kubectl`.
@@ -244,6 +245,11 @@ pub fn steps(era: Era, paths: &Paths) -> Vec<Step> {
         step(
             "doctor --fix: the DestinationRules STRICT needs",
             &["meshvm", "doctor", "--fix", "--yes"],
+            Expect::Success,
+        ),
+        step(
+            "doctor --fix --strict --dry-run=client: the staged STRICT rollout's plan (ready namespaces only; blocked ones listed), nothing sent",
+            &["meshvm", "doctor", "--fix", "--strict", "--dry-run=client"],
             Expect::Success,
         ),
         step(

@@ -10,6 +10,7 @@ pub mod fix;
 mod live_tests;
 pub mod mesh;
 pub mod report;
+pub mod strict;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod traffic;
@@ -48,6 +49,9 @@ pub enum Error {
     /// `--fix` needs confirmation that cannot be asked for.
     #[error(transparent)]
     Prompt(#[from] crate::terminal::PromptError),
+    /// `--fix --strict` or `--undo` could not go ahead.
+    #[error(transparent)]
+    Strict(#[from] strict::Error),
     /// `--prometheus`'s header or CA files could not be used.
     #[error(transparent)]
     Prometheus(#[from] traffic::SetupError),
@@ -77,6 +81,7 @@ impl Diagnose for Error {
             Error::Write(e) => e.hint(),
             Error::Prompt(e) => e.hint(),
             Error::Prometheus(e) => e.hint(),
+            Error::Strict(e) => e.hint(),
             Error::Print(_) => None,
             Error::NoControlPlane { found: Some(ns), .. } => Some(format!(
                 "found one in {ns}: pass --istio-namespace {ns} (or drop the flag: doctor finds it)"
@@ -128,6 +133,14 @@ pub struct DoctorOptions {
     pub kube: KubeArgs,
     /// `--prometheus` and its companions: traffic evidence ([`traffic`]).
     pub prometheus: Option<traffic::PrometheusOptions>,
+    /// `--fix --strict`: the staged STRICT rollout ([`strict`]).
+    pub strict: bool,
+    /// `-n a,b` with `--strict`: the namespaces it is limited to (empty: all).
+    pub strict_namespaces: Vec<String>,
+    /// `--undo-file`.
+    pub undo_file: Option<PathBuf>,
+    /// `--undo`.
+    pub undo: Option<PathBuf>,
 }
 
 impl DoctorOptions {
@@ -216,9 +229,24 @@ impl DoctorOptions {
             }
             None => None,
         };
+        // With --strict, -n names the namespaces to roll out to (comma-separated: kubectl's -n
+        // is one value); it is not the connection's namespace, which doctor does not use.
+        let strict_namespaces = if args.strict {
+            strict::namespaces_flag(args.kube.namespace.as_deref())
+        } else {
+            Vec::new()
+        };
+        let mut kube = args.kube;
+        if args.strict {
+            kube.namespace = None;
+        }
         Ok(Self {
             source,
             prometheus,
+            strict: args.strict,
+            strict_namespaces,
+            undo_file: args.undo_file,
+            undo: args.undo,
             bundle: args.bundle,
             checks: CheckOptions {
                 auto_mtls: args.auto_mtls,
@@ -233,7 +261,7 @@ impl DoctorOptions {
             yes: args.mutate.yes,
             recursive: args.recursive,
             dry_run: args.mutate.dry_run,
-            kube: args.kube,
+            kube,
         })
     }
 }
@@ -269,6 +297,9 @@ pub async fn run(
         .as_ref()
         .map(traffic::Client::new)
         .transpose()?;
+    if let Some(path) = &opts.undo {
+        return undo(opts, path, err).await;
+    }
     let mut conns: Vec<Connection> = Vec::new();
     let mut snaps = match &opts.source {
         Source::Files(paths) => vec![Snapshot::from_inputs(
@@ -311,6 +342,7 @@ pub async fn run(
         snaps[0].bundle = Some(VmBundle::read(path)?);
     }
     if opts.fix
+        && !opts.strict
         && let Some(conn) = conns.first()
     {
         let planned = {
@@ -374,6 +406,20 @@ pub async fn run(
         report.namespaces =
             Report::readiness(snaps.iter().flat_map(namespaces_of), &report.findings);
     }
+    // --fix --strict: on the readiness just judged (with --prometheus, its evidence too).
+    let manifests = match conns.first() {
+        Some(conn) if opts.strict => Some(rollout(opts, conn, &snaps[0], &report, err).await?),
+        _ => None,
+    };
+    if let Some(manifests) = manifests.filter(|_| {
+        opts.dry_run == crate::flags::DryRun::Client && opts.output == DoctorOutput::Yaml
+    }) {
+        // GitOps: the plan as manifests, and nothing else, on stdout.
+        return match out.write_all(manifests.as_bytes()) {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::Print(e)),
+            _ => Ok(Outcome::Success),
+        };
+    }
     // One named context: its findings say so too, and their hints target it.
     if let Source::Live(contexts) = &opts.source
         && let [context] = contexts.as_slice()
@@ -407,7 +453,156 @@ pub async fn run(
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         Err(e) => return Err(Error::Print(e)),
     }
+    if opts.strict {
+        // The rollout is what was asked: blocked namespaces are its expected answer, said
+        // above, not a failure of the run.
+        return Ok(Outcome::Success);
+    }
     Ok(report.outcome(opts.fail_on))
+}
+
+/// `--fix --strict`: plan on `report`'s readiness, show, confirm, write the undo file, apply.
+/// Returns the plan as manifests.
+async fn rollout(
+    opts: &DoctorOptions,
+    conn: &Connection,
+    snap: &Snapshot,
+    report: &Report,
+    err: &mut impl Write,
+) -> Result<String, Error> {
+    let ctx = CheckContext::new(snap, &opts.checks, vec![]);
+    let era = ctx.era.ok_or(strict::Error::NoEra)?;
+    let kind = match era {
+        Era::Legacy => crate::istio::IstioKind::Policy,
+        Era::Modern => crate::istio::IstioKind::PeerAuthentication,
+    };
+    let version = kind
+        .served_version(conn)
+        .await?
+        .ok_or_else(|| strict::Error::NotServed {
+            resource: kind.resource_name(),
+        })?;
+    let rollout = strict::plan(&ctx, &report.namespaces, &opts.strict_namespaces, &version)?;
+    let manifests = rollout.manifests();
+    if !rollout.blocked.is_empty() {
+        let _ = write!(
+            err,
+            "--fix --strict: left alone, blocked (fix what blocks them, then run again):\n{}",
+            rollout.describe_blocked()
+        );
+    }
+    if !rollout.already.is_empty() {
+        let _ = writeln!(
+            err,
+            "--fix --strict: already STRICT: {}",
+            rollout.already.join(", ")
+        );
+    }
+    if let Some(note) = &rollout.mesh_note {
+        let _ = writeln!(err, "--fix --strict: {note}");
+    }
+    if rollout.steps.is_empty() {
+        let _ = writeln!(err, "--fix --strict: nothing to apply");
+        // Asked for, the undo file is there: with nothing to undo, as nothing changed.
+        if let Some(path) = opts.undo_file.as_ref().filter(|_| !opts.dry_run.is_dry()) {
+            rollout.undo(&conn.context).write_new(path)?;
+            let _ = writeln!(
+                err,
+                "--fix --strict: wrote an empty undo to {} (nothing changed)",
+                strict::shell_word(&path.to_string_lossy())
+            );
+        }
+        return Ok(manifests);
+    }
+    let to_stdout =
+        opts.dry_run == crate::flags::DryRun::Client && opts.output == DoctorOutput::Yaml;
+    if !to_stdout {
+        let _ = writeln!(
+            err,
+            "--fix --strict: makes STRICT in context {}:\n---\n{manifests}",
+            conn.context
+        );
+    }
+    let mut plan = rollout.rows();
+    if opts.dry_run.is_dry() {
+        let result = crate::plan::write::execute(conn, &mut plan, opts.dry_run).await;
+        let how = match opts.dry_run {
+            crate::flags::DryRun::Server => {
+                "the API server validated each write (dryRun=All) and stored nothing"
+            }
+            _ => "nothing was sent",
+        };
+        let _ = writeln!(err, "--fix --strict (dry run): {how}; no undo file written");
+        let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
+        result.map_err(|failure| fix_error(failure.error))?;
+    } else if crate::terminal::confirm(
+        &format!(
+            "make {} object(s) STRICT in context {}",
+            rollout.steps.len(),
+            conn.context
+        ),
+        opts.yes,
+    )? {
+        // The undo first: a run that fails part-way can still be undone (a restore of an
+        // object not yet replaced, or a delete of one not yet made, changes nothing).
+        if let Some(path) = &opts.undo_file {
+            rollout.undo(&conn.context).write_new(path)?;
+            let _ = writeln!(
+                err,
+                "--fix --strict: wrote the undo to {0}; `kubectl meshvm doctor --fix --undo {0}` applies it",
+                strict::shell_word(&path.to_string_lossy())
+            );
+        }
+        let result = crate::plan::write::execute(conn, &mut plan, crate::flags::DryRun::None).await;
+        let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
+        result.map_err(|failure| fix_error(failure.error))?;
+    }
+    Ok(manifests)
+}
+
+/// `--fix --undo FILE`: put back what `--fix --strict` replaced and delete what it created.
+async fn undo(
+    opts: &DoctorOptions,
+    path: &std::path::Path,
+    err: &mut impl Write,
+) -> Result<Outcome, Error> {
+    let undo = strict::Undo::read(path)?;
+    let context = match &opts.source {
+        Source::Live(contexts) => contexts.first().map(String::as_str),
+        _ => None,
+    };
+    let conn = crate::kube::connect(&opts.kube, context).await?;
+    if undo.context != conn.context {
+        return Err(strict::Error::UndoContext {
+            path: path.to_owned(),
+            written: undo.context,
+            current: conn.context.clone(),
+        }
+        .into());
+    }
+    if undo.is_empty() {
+        let _ = writeln!(err, "--fix --undo: nothing to undo");
+        return Ok(Outcome::Success);
+    }
+    let mut plan = undo.rows();
+    let what = format!(
+        "restore {} and delete {} policy object(s) in context {}",
+        undo.restore.len(),
+        undo.delete.len(),
+        conn.context
+    );
+    if opts.dry_run.is_dry() {
+        let result = crate::plan::write::execute(&conn, &mut plan, opts.dry_run).await;
+        let _ = writeln!(err, "--fix --undo (dry run): would {what}");
+        let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
+        result.map_err(|failure| fix_error(failure.error))?;
+    } else if crate::terminal::confirm(&what, opts.yes)? {
+        let result =
+            crate::plan::write::execute(&conn, &mut plan, crate::flags::DryRun::None).await;
+        let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
+        result.map_err(|failure| fix_error(failure.error))?;
+    }
+    Ok(Outcome::Success)
 }
 
 /// Whether a Deployment or ConfigMap is part of an Istio control plane: istiod (also revisioned,

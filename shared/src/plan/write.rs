@@ -71,11 +71,17 @@ pub enum Kind {
     DestinationRule,
     /// networking.istio.io ServiceEntry.
     ServiceEntry,
+    /// security.istio.io PeerAuthentication (modern; doctor's `--fix --strict`).
+    PeerAuthentication,
+    /// authentication.istio.io Policy (Istio 1.4; doctor's `--fix --strict`).
+    Policy,
+    /// authentication.istio.io MeshPolicy (Istio 1.4, cluster-scoped; doctor's `--fix --strict`).
+    MeshPolicy,
 }
 
 impl Kind {
     /// Every kind, for lookups by name.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::Secret,
@@ -86,6 +92,9 @@ impl Kind {
         Kind::WorkloadEntry,
         Kind::DestinationRule,
         Kind::ServiceEntry,
+        Kind::PeerAuthentication,
+        Kind::Policy,
+        Kind::MeshPolicy,
     ];
 
     /// `Secret`, as objects and tables name it.
@@ -101,6 +110,9 @@ impl Kind {
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::Policy => "Policy",
+            Kind::MeshPolicy => "MeshPolicy",
         }
     }
 
@@ -117,6 +129,8 @@ impl Kind {
             | Kind::WorkloadEntry
             | Kind::DestinationRule
             | Kind::ServiceEntry => "networking.istio.io",
+            Kind::PeerAuthentication => "security.istio.io",
+            Kind::Policy | Kind::MeshPolicy => "authentication.istio.io",
         }
     }
 
@@ -133,12 +147,15 @@ impl Kind {
             Kind::WorkloadEntry => "workloadentries",
             Kind::DestinationRule => "destinationrules",
             Kind::ServiceEntry => "serviceentries",
+            Kind::PeerAuthentication => "peerauthentications",
+            Kind::Policy => "policies",
+            Kind::MeshPolicy => "meshpolicies",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::MeshPolicy)
     }
 
     /// The one version built-in kinds are served at by every supported Kubernetes (1.14+); `None`
@@ -148,7 +165,10 @@ impl Kind {
             Kind::WorkloadGroup
             | Kind::WorkloadEntry
             | Kind::DestinationRule
-            | Kind::ServiceEntry => None,
+            | Kind::ServiceEntry
+            | Kind::PeerAuthentication
+            | Kind::Policy
+            | Kind::MeshPolicy => None,
             _ => Some("v1"),
         }
     }

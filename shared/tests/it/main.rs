@@ -6,6 +6,7 @@ mod bundle_sim;
 mod connect;
 mod doctor_conformance;
 mod doctor_fix;
+mod doctor_strict;
 mod hint_style;
 mod layers;
 mod parsers_prop;
