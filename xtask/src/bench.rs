@@ -30,7 +30,13 @@ fn row(what: impl Into<String>, figure: impl Into<String>, how: impl Into<String
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let root = workspace_root();
-    let bin = build_release(&root)?;
+    // `--no-build`: measure the binaries already in target/release and target/release-o3.
+    let no_build = args.iter().any(|a| a == "--no-build");
+    let bin = if no_build {
+        target_dir(&root).join("release")
+    } else {
+        build_release(&root)?
+    };
     let kubectl = which("kubectl").ok_or("kubectl is not on PATH")?;
     let time = Path::new("/usr/bin/time");
     if !time.is_file() {
@@ -45,9 +51,21 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
-    let o3 = build_o3(&root)?;
+    let o3 = if no_build {
+        target_dir(&root).join("release-o3")
+    } else {
+        build_o3(&root)?
+    };
+    for dir in [&bin, &o3] {
+        if !dir.join("kubectl-meshvm-doctor").is_file() {
+            return Err(format!(
+                "{} has no kubectl-meshvm-doctor: run without --no-build",
+                dir.display()
+            ));
+        }
+    }
     round_trips(&runtime, &root, &bin, &mut rows)?;
-    realistic(&runtime, &root, &bin, &o3, &kubectl, time, quick, &mut rows)?;
+    realistic(&runtime, &root, &bin, &o3, &kubectl, time, args, &mut rows)?;
     scale(&runtime, &root, &bin, &kubectl, time, quick, &mut rows)?;
     cold_start(&bin, &kubectl, &mut rows)?;
     sizes(&root, &bin, &mut rows);
@@ -76,6 +94,10 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn build_release(root: &Path) -> Result<PathBuf, String> {
@@ -587,15 +609,21 @@ fn realistic(
     o3: &Path,
     kubectl: &Path,
     time: &Path,
-    quick: bool,
+    args: &[String],
     rows: &mut Vec<Row>,
 ) -> Result<(), String> {
     const RUNS: usize = 3;
-    let shape = if quick {
-        realistic::REALISTIC.divided(10)
-    } else {
-        realistic::REALISTIC
-    };
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--realistic-divisor N`: every count of the realistic cluster divided by N (--quick: 10).
+    let divisor = args
+        .windows(2)
+        .find(|w| w[0] == "--realistic-divisor")
+        .map(|w| w[1].parse::<usize>())
+        .transpose()
+        .map_err(|e| format!("--realistic-divisor: {e} (give a whole number ≥ 1)"))?
+        .unwrap_or(if quick { 10 } else { 1 })
+        .max(1);
+    let shape = realistic::REALISTIC.divided(divisor);
     let server = start_sim(runtime, &root.join("tests/scenarios/modern.yaml"))?;
     server
         .load(realistic::objects(&shape))
@@ -679,10 +707,10 @@ fn realistic(
         return Err(format!("kubectl get {kinds} exited {k_code}"));
     }
 
-    let what = if quick {
-        "realistic cluster (--quick: a tenth)"
+    let what = if divisor == 1 {
+        "realistic cluster".to_string()
     } else {
-        "realistic cluster"
+        format!("realistic cluster ÷ {divisor}")
     };
     let cluster = shape.describe();
     let ratio = z_time.as_secs_f64() / raw_time.as_secs_f64();

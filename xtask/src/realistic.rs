@@ -116,7 +116,7 @@ pub(crate) fn objects(shape: &Shape) -> Vec<Value> {
         let app = format!("svc-{i}");
         objs.push(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": app, "namespace": ns, "labels": {"app": app}},
-            "spec": {"type": "ClusterIP", "clusterIP": format!("10.{}.{}.{}", 96 + i / 65_536 % 16, i / 256 % 256, i % 256),
+            "spec": {"type": "ClusterIP",
                 "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}, {"name": "grpc", "port": 9090, "protocol": "TCP", "targetPort": 9090}],
                 "selector": {"app": app}, "sessionAffinity": "None"}}));
         objs.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": app, "namespace": ns}}));
