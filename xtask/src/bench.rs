@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: round trips per verb at 50 ms latency, doctor at scale next to kubectl,
 //! cold start, and sizes — measured against kube-sim on this machine, written to BENCHMARKS.md.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::workspace_root;
+use crate::{realistic, workspace_root};
 
 const LATENCY: Duration = Duration::from_millis(50);
 
@@ -29,7 +30,13 @@ fn row(what: impl Into<String>, figure: impl Into<String>, how: impl Into<String
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let root = workspace_root();
-    let bin = build_release(&root)?;
+    // `--no-build`: measure the binaries already in target/release and target/release-o3.
+    let no_build = args.iter().any(|a| a == "--no-build");
+    let bin = if no_build {
+        target_dir(&root).join("release")
+    } else {
+        build_release(&root)?
+    };
     let kubectl = which("kubectl").ok_or("kubectl is not on PATH")?;
     let time = Path::new("/usr/bin/time");
     if !time.is_file() {
@@ -37,21 +44,42 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             "GNU time (/usr/bin/time) is needed for peak memory; apt-get install time".into(),
         );
     }
+    let conditions = machine_conditions();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
+    let o3 = if no_build {
+        target_dir(&root).join("release-o3")
+    } else {
+        build_o3(&root)?
+    };
+    for dir in [&bin, &o3] {
+        if !dir.join("kubectl-meshvm-doctor").is_file() {
+            return Err(format!(
+                "{} has no kubectl-meshvm-doctor: run without --no-build",
+                dir.display()
+            ));
+        }
+    }
     round_trips(&runtime, &root, &bin, &mut rows)?;
+    realistic(&runtime, &root, &bin, &o3, &kubectl, time, args, &mut rows)?;
     scale(&runtime, &root, &bin, &kubectl, time, quick, &mut rows)?;
     cold_start(&bin, &kubectl, &mut rows)?;
     sizes(&root, &bin, &mut rows);
+    o3_size(&bin, &o3, &mut rows);
 
-    let mut md = String::from(
-        "# Benchmarks\n\nMeasured by `cargo xtask bench` against kube-sim on this machine (2 cores), with release binaries.\n\
-         Reproduce: `cargo xtask bench` (add `--quick` for 1 000 objects only). Every figure below is from one run of that command.\n\n\
+    let mut md = format!(
+        "# Benchmarks\n\nMeasured by `cargo xtask bench` against kube-sim on this machine, with release binaries.\n\
+         Reproduce: `cargo run --profile xtask-bench -p xtask -- bench` (`cargo xtask bench` runs kube-sim unoptimized; add `--quick` for a tenth of the realistic cluster and 1 000 synthetic objects only). \
+         Every figure below is from one run of that command.\n\n\
+         Machine and load: {conditions}; at the end: {}. kube-sim runs in the bench's own process (2 worker threads), \
+         so the server, the client measured and anything else running on the machine share its cores: \
+         absolute times are pessimistic and ratios between runs of the same moment are what to compare.\n\n\
          | what | figure | how measured |\n|---|---|---|\n",
+        load_average()
     );
     for r in &rows {
         let _ = writeln!(md, "| {} | {} | {} |", r.what, r.figure, r.how);
@@ -66,6 +94,10 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn build_release(root: &Path) -> Result<PathBuf, String> {
@@ -233,7 +265,9 @@ fn round_trips_at(
 }
 
 fn tempfile_dir() -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("meshvm-bench-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("meshvm-bench-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     Ok(dir)
@@ -261,13 +295,13 @@ fn scale_objects(n_dr: usize, n: usize) -> Vec<Value> {
     objs
 }
 
-/// Peak RSS (KiB) and wall time of one command, through GNU time.
+/// Wall time, peak RSS (KiB) and exit code of one command, through GNU time.
 fn measure(
     time: &Path,
     program: &Path,
     args: &[&str],
     kubeconfig: &Path,
-) -> Result<(Duration, u64), String> {
+) -> Result<(Duration, u64, i32), String> {
     let start = Instant::now();
     let out = Command::new(time)
         .arg("-f")
@@ -286,7 +320,7 @@ fn measure(
         .filter_map(|l| l.trim().parse::<u64>().ok())
         .next_back()
         .ok_or_else(|| format!("no peak memory from GNU time: {stderr}"))?;
-    Ok((wall, kib))
+    Ok((wall, kib, out.status.code().unwrap_or(-1)))
 }
 
 fn scale(
@@ -298,14 +332,19 @@ fn scale(
     quick: bool,
     rows: &mut Vec<Row>,
 ) -> Result<(), String> {
-    let sizes: &[(usize, usize)] = if quick {
-        &[(1_000, 200)]
+    // (DestinationRules, Services and PeerAuthentications each, goal: doctor's time / kubectl's)
+    let sizes: &[(usize, usize, f64)] = if quick {
+        &[(1_000, 200, 1.0)]
     } else {
-        &[(1_000, 200), (10_000, 2_000)]
+        &[
+            (1_000, 200, 1.0),
+            (10_000, 2_000, 1.0),
+            (100_000, 20_000, 0.1),
+        ]
     };
     let doctor = bin.join("kubectl-meshvm-doctor");
     let mut per_object = Vec::new();
-    for &(n_dr, n) in sizes {
+    for &(n_dr, n, goal) in sizes {
         let server = start_sim(runtime, &root.join("tests/scenarios/modern.yaml"))?;
         server
             .load(scale_objects(n_dr, n))
@@ -313,8 +352,10 @@ fn scale(
         let kubeconfig = server.kubeconfig_path().to_path_buf();
         let cache = tempfile_dir()?;
         let cache_arg = format!("--cache-dir={}", cache.display());
-        // Warm both once (discovery caches, page cache).
+        // Warm both once: doctor in full; kubectl's discovery cache with a small list (a
+        // second full kubectl run at 100 000 objects costs a minute and proves nothing more).
         let _ = timed(&doctor, &["-o", "json"], &kubeconfig)?;
+        let _ = timed(kubectl, &["get", "namespaces", &cache_arg], &kubeconfig)?;
         let kubectl_args = [
             "get",
             "destinationrules,services,peerauthentications",
@@ -323,38 +364,59 @@ fn scale(
             "json",
             &cache_arg,
         ];
-        let _ = timed(kubectl, &kubectl_args, &kubeconfig)?;
         server.reset_requests();
-        let (ours, our_mem) = measure(time, &doctor, &["-o", "json"], &kubeconfig)?;
+        let (ours, our_mem, code) = measure(time, &doctor, &["-o", "json"], &kubeconfig)?;
+        if code != 0 && code != 1 {
+            return Err(format!("doctor exited {code} over {n_dr} DestinationRules"));
+        }
         let lists = server.requests().api_calls();
-        let (theirs, their_mem) = measure(time, kubectl, &kubectl_args, &kubeconfig)?;
+        let (theirs, their_mem, code) = measure(time, kubectl, &kubectl_args, &kubeconfig)?;
+        if code != 0 {
+            return Err(format!(
+                "kubectl get exited {code} over {n_dr} DestinationRules"
+            ));
+        }
+        let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
         rows.push(row(
-            format!("doctor over {n_dr} DestinationRules, {n} Services, {n} PeerAuthentications"),
+            format!("synthetic: doctor over {n_dr} DestinationRules, {n} Services, {n} PeerAuthentications"),
             format!(
-                "{:.2} s vs kubectl {:.2} s = {:.2}× (goal ≤ 1.0); peak {} MiB vs {} MiB = {:.2}× (goal ≤ 0.5); {lists} API requests",
+                "{:.2} s vs kubectl {:.2} s = {ratio:.3}× (goal ≤ {goal}) → {}; peak {} MiB vs {} MiB = {:.2}× (goal ≤ 0.5) → {}; {lists} API requests",
                 ours.as_secs_f64(),
                 theirs.as_secs_f64(),
-                ours.as_secs_f64() / theirs.as_secs_f64(),
+                verdict(ratio <= goal),
                 our_mem / 1024,
                 their_mem / 1024,
-                our_mem as f64 / their_mem as f64
+                our_mem as f64 / their_mem as f64,
+                verdict(our_mem as f64 / their_mem as f64 <= 0.5),
             ),
-            "same run, same sim: `kubectl-meshvm-doctor -o json` vs `kubectl get destinationrules,services,peerauthentications -A -o json`; wall clock and GNU time %M (max RSS); one warm-up each",
+            "same run, same sim: `kubectl-meshvm-doctor -o json` (opt-level z) vs `kubectl get destinationrules,services,peerauthentications -A -o json`; one run each, wall clock incl. process start, GNU time %M (max RSS); warm-up: one doctor run, one `kubectl get namespaces` (discovery cache)",
         ));
         per_object.push((n_dr + 2 * n, ours));
     }
-    if let [(small_n, small), (big_n, big)] = per_object.as_slice() {
+    for pair in per_object.windows(2) {
+        let [(small_n, small), (big_n, big)] = pair else {
+            continue;
+        };
+        let time_factor = big.as_secs_f64() / small.as_secs_f64();
+        let object_factor = *big_n as f64 / *small_n as f64;
         rows.push(row(
-            "doctor growth from the small to the large run",
+            format!("synthetic: doctor growth from {small_n} to {big_n} objects"),
             format!(
-                "{:.1}× the time for {:.1}× the objects",
-                big.as_secs_f64() / small.as_secs_f64(),
-                *big_n as f64 / *small_n as f64
+                "{time_factor:.1}× the time for {object_factor:.1}× the objects → {}",
+                if time_factor <= object_factor * 1.25 {
+                    "near-linear (met)"
+                } else {
+                    "super-linear (MISSED)"
+                }
             ),
-            "ratio of the two runs above (near-linear when the two factors are close)",
+            "ratio of the two runs above; near-linear: time factor ≤ 1.25 × object factor (the small run carries process start and discovery, so a factor below the objects' is expected)",
         ));
     }
     Ok(())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -420,4 +482,350 @@ fn sizes(root: &Path, bin: &Path, rows: &mut Vec<Row>) {
             }
         }
     }
+}
+
+/// Cores, memory and load of the machine when the bench starts.
+fn machine_conditions() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or_else(|| "? GiB".into(), |kib| format!("{} GiB", kib / 1_048_576));
+    let sim = if cfg!(debug_assertions) {
+        "kube-sim UNOPTIMIZED (dev profile; run `cargo run --profile xtask-bench -p xtask -- bench`)"
+    } else {
+        "kube-sim optimized (profile xtask-bench)"
+    };
+    format!(
+        "{cores} cores, {mem} RAM, {sim}; load average (1 / 5 / 15 min) at the start: {}",
+        load_average()
+    )
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages (how busy the machine was besides the bench).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".into(),
+        |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "),
+    )
+}
+
+/// Builds doctor with the `release-o3` profile (the release profile at opt-level 3) and returns
+/// the directory holding it.
+fn build_o3(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--profile",
+            "release-o3",
+            "-q",
+            "-p",
+            "kubectl-meshvm",
+            "--bin",
+            "kubectl-meshvm-doctor",
+        ])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("cargo build --profile release-o3 -p kubectl-meshvm failed".into());
+    }
+    Ok(std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release-o3"))
+}
+
+const MIB: f64 = 1_048_576.0;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+/// Downloads every collection at once, one `curl` each (unpaged, JSON, the sim's bearer token
+/// read from a file so it is on no command line); returns the wall time from the first start
+/// to the last exit and the body bytes per collection.
+fn raw_download(
+    server: &kube_sim::Server,
+    collections: &[String],
+    header: &Path,
+) -> Result<(Duration, BTreeMap<String, u64>), String> {
+    let start = Instant::now();
+    let children = collections
+        .iter()
+        .map(|c| {
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "-k",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                ])
+                .arg("-H")
+                .arg(format!("@{}", header.display()))
+                .args(["-H", "Accept: application/json"])
+                .arg(format!("{}{c}", server.url()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot run curl: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut bytes = BTreeMap::new();
+    for (c, child) in collections.iter().zip(children) {
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, size) = text.split_once(' ').unwrap_or(("", ""));
+        if !out.status.success() || code != "200" {
+            return Err(format!(
+                "curl {c}: HTTP {code}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        bytes.insert(
+            c.clone(),
+            size.trim()
+                .parse()
+                .map_err(|_| format!("curl {c}: no size in {text:?}"))?,
+        );
+    }
+    Ok((start.elapsed(), bytes))
+}
+
+/// The realistic cluster: doctor (opt-level z and 3) against the raw parallel download of the
+/// lists it reads and against `kubectl get` of the same kinds; bytes read; peak memory.
+#[allow(clippy::too_many_arguments)]
+fn realistic(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    bin: &Path,
+    o3: &Path,
+    kubectl: &Path,
+    time: &Path,
+    args: &[String],
+    rows: &mut Vec<Row>,
+) -> Result<(), String> {
+    const RUNS: usize = 3;
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--realistic-divisor N`: every count of the realistic cluster divided by N (--quick: 10).
+    let divisor = args
+        .windows(2)
+        .find(|w| w[0] == "--realistic-divisor")
+        .map(|w| w[1].parse::<usize>())
+        .transpose()
+        .map_err(|e| format!("--realistic-divisor: {e} (give a whole number ≥ 1)"))?
+        .unwrap_or(if quick { 10 } else { 1 })
+        .max(1);
+    let shape = realistic::REALISTIC.divided(divisor);
+    let server = start_sim(runtime, &root.join("tests/scenarios/modern.yaml"))?;
+    server
+        .load(realistic::objects(&shape))
+        .map_err(|e| format!("loading the realistic cluster: {e}"))?;
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let doctor = bin.join("kubectl-meshvm-doctor");
+    let doctor_o3 = o3.join("kubectl-meshvm-doctor");
+    let args = ["-o", "json"];
+    for program in [&doctor, &doctor_o3] {
+        let (_, code, stderr) = timed(program, &args, &kubeconfig)?;
+        if code != 0 && code != 1 {
+            return Err(format!(
+                "{} exited {code} on the realistic cluster:\n{stderr}",
+                program.display()
+            ));
+        }
+    }
+    // Alternate the two builds so that load on the machine hits both alike.
+    let (mut z, mut z3) = (Vec::new(), Vec::new());
+    let mut log = kube_sim::RequestLog::default();
+    let mut code = 0;
+    for _ in 0..RUNS {
+        server.reset_requests();
+        let m = measure(time, &doctor, &args, &kubeconfig)?;
+        code = m.2;
+        z.push(m);
+        log = server.requests();
+        z3.push(measure(time, &doctor_o3, &args, &kubeconfig)?);
+    }
+    let med = |v: &[(Duration, u64, i32)]| median(v.iter().map(|m| m.0).collect());
+    let peak = |v: &[(Duration, u64, i32)]| v.iter().map(|m| m.1).max().unwrap_or(0) * 1024;
+    let (z_time, z3_time) = (med(&z), med(&z3));
+    let (z_peak, z3_peak) = (peak(&z), peak(&z3));
+
+    // What doctor read, per cluster-wide collection.
+    let mut read: BTreeMap<String, u64> = BTreeMap::new();
+    let mut discovery = 0;
+    for r in &log.records {
+        match realistic::collection(&r.path) {
+            Some(c) => *read.entry(c).or_default() += r.bytes.unwrap_or(0),
+            None => discovery += r.bytes.unwrap_or(0),
+        }
+    }
+    let collections: Vec<String> = read.keys().cloned().collect();
+
+    // The raw parallel download of the same collections, in full.
+    let dir = tempfile_dir()?;
+    let header = dir.join("auth-header");
+    std::fs::write(
+        &header,
+        format!("Authorization: Bearer {}\n", server.token()),
+    )
+    .map_err(|e| e.to_string())?;
+    let _ = raw_download(&server, &collections, &header)?;
+    let mut raw_times = Vec::new();
+    let mut full = BTreeMap::new();
+    for _ in 0..RUNS {
+        let (t, b) = raw_download(&server, &collections, &header)?;
+        raw_times.push(t);
+        full = b;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let raw_time = median(raw_times);
+
+    // kubectl get of the same kinds.
+    let cache = tempfile_dir()?;
+    let cache_arg = format!("--cache-dir={}", cache.display());
+    let kinds: Vec<String> = collections
+        .iter()
+        .map(|c| realistic::kubectl_resource(c))
+        .collect();
+    let kinds = kinds.join(",");
+    let _ = timed(kubectl, &["get", "namespaces", &cache_arg], &kubeconfig)?;
+    let (k_time, k_mem, k_code) = measure(
+        time,
+        kubectl,
+        &["get", &kinds, "-A", "-o", "json", &cache_arg],
+        &kubeconfig,
+    )?;
+    if k_code != 0 {
+        return Err(format!("kubectl get {kinds} exited {k_code}"));
+    }
+
+    let what = if divisor == 1 {
+        "realistic cluster".to_string()
+    } else {
+        format!("realistic cluster ÷ {divisor}")
+    };
+    let cluster = shape.describe();
+    let ratio = z_time.as_secs_f64() / raw_time.as_secs_f64();
+    rows.push(row(
+        format!("{what}: doctor vs the raw parallel download of the {} lists it reads", collections.len()),
+        format!(
+            "{:.2} s vs {:.2} s = {ratio:.1}× (goal ≤ 1.5×, moonshot 1.2×) → {}; doctor exit {code}, {} API requests",
+            z_time.as_secs_f64(),
+            raw_time.as_secs_f64(),
+            verdict(ratio <= 1.5),
+            log.api_calls()
+        ),
+        format!(
+            "kube-sim (modern scenario, Kubernetes 1.33) plus {cluster}; `kubectl-meshvm-doctor -o json` (release, opt-level z), median of {RUNS} runs incl. process start; raw: one `curl -k` per cluster-wide collection doctor touched ({}), all started at once, unpaged JSON, median of {RUNS} runs after one warm-up",
+            collections.join(", ")
+        ),
+    ));
+    rows.push(row(
+        format!("{what}: doctor's peak memory"),
+        format!(
+            "{} (goal ≤ 64 MiB) → {}",
+            mib(z_peak),
+            verdict(z_peak as f64 <= 64.0 * MIB)
+        ),
+        format!("GNU time %M (max RSS), the highest of the {RUNS} runs above"),
+    ));
+    let total_full: u64 = full.values().sum();
+    let total_read: u64 = read.values().sum::<u64>() + discovery;
+    let share = total_read as f64 / total_full as f64;
+    let per_list: Vec<String> = full
+        .iter()
+        .map(|(c, b)| {
+            format!(
+                "{} {} of {}",
+                realistic::kubectl_resource(c),
+                mib(read.get(c).copied().unwrap_or(0)),
+                mib(*b)
+            )
+        })
+        .collect();
+    let secrets_full = full.get("/api/v1/secrets").copied().unwrap_or(0);
+    let secrets_read = read.get("/api/v1/secrets").copied().unwrap_or(0);
+    rows.push(row(
+        format!("{what}: bytes doctor read"),
+        format!(
+            "{} of {} = {:.1}% of those lists (goal ≤ 10%) → {}; Secrets: {} of {} cluster-wide = {:.1}%",
+            mib(total_read),
+            mib(total_full),
+            share * 100.0,
+            verdict(share <= 0.10),
+            mib(secrets_read),
+            mib(secrets_full),
+            if secrets_full == 0 { 0.0 } else { secrets_read as f64 / secrets_full as f64 * 100.0 }
+        ),
+        format!(
+            "response bodies in kube-sim's request log (`bytes`) over one doctor run, discovery included ({}), against the full lists the raw download fetched; per collection (doctor / full list): {}",
+            mib(discovery),
+            per_list.join(", ")
+        ),
+    ));
+    rows.push(row(
+        format!("{what}: `kubectl get` of the same kinds"),
+        format!(
+            "{:.2} s, peak {}; doctor takes {:.3}× its time and {:.2}× its memory",
+            k_time.as_secs_f64(),
+            mib(k_mem * 1024),
+            z_time.as_secs_f64() / k_time.as_secs_f64(),
+            z_peak as f64 / (k_mem * 1024) as f64
+        ),
+        format!("`kubectl get {kinds} -A -o json`, one run after a `kubectl get namespaces` warm-up of its discovery cache; GNU time %M"),
+    ));
+    let speed = z3_time.as_secs_f64() / z_time.as_secs_f64();
+    rows.push(row(
+        format!("{what}: doctor at opt-level 3 vs opt-level z"),
+        format!(
+            "{:.2} s vs {:.2} s = {speed:.2}× the time; peak {} vs {}",
+            z3_time.as_secs_f64(),
+            z_time.as_secs_f64(),
+            mib(z3_peak),
+            mib(z_peak)
+        ),
+        format!("profile `release-o3` (the release profile with opt-level 3) against `release`; runs alternated, median of {RUNS} each, same sim"),
+    ));
+    OPT_SPEED.with(|s| s.set(Some(speed)));
+    Ok(())
+}
+
+thread_local! {
+    /// opt-level 3's time over z's on the realistic cluster, for the size row's conclusion.
+    static OPT_SPEED: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Doctor's size at both opt-levels and which the release uses, with the reason in numbers.
+fn o3_size(bin: &Path, o3: &Path, rows: &mut Vec<Row>) {
+    let size =
+        |dir: &Path| std::fs::metadata(dir.join("kubectl-meshvm-doctor")).map_or(0, |m| m.len());
+    let (z, z3) = (size(bin), size(o3));
+    let speed = OPT_SPEED.with(std::cell::Cell::get);
+    let size_ratio = z3 as f64 / z as f64;
+    let over = z3 as f64 > 8.0 * MIB;
+    let conclusion = match speed {
+        // opt-level 3 would be taken only if it saved at least a fifth of the time on the
+        // realistic run and stayed within the 8 MiB size goal.
+        Some(s) if s <= 0.8 && !over => format!(
+            "opt-level 3 takes {s:.2}× z's time for {size_ratio:.2}× the size: switch the release to 3"
+        ),
+        Some(s) => format!(
+            "the release uses opt-level z: 3 takes {s:.2}× z's time on the realistic cluster for {size_ratio:.2}× the size{} — doctor's time there is its own super-linear work (growth rows), which no opt-level fixes",
+            if over { ", over the 8 MiB goal" } else { "" }
+        ),
+        None => "no realistic run to compare speed".into(),
+    };
+    rows.push(row(
+        "size: kubectl-meshvm-doctor at opt-level 3 vs z",
+        format!("{} vs {} (goal ≤ 8 MiB); {conclusion}", mib(z3), mib(z)),
+        "`release-o3` and `release` profiles (both fat LTO, strip, panic=abort, one codegen unit)",
+    ));
 }

@@ -9,6 +9,7 @@ use std::process::{Command, ExitCode};
 mod bench;
 mod demo;
 mod dist;
+mod realistic;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  demo    the runbook's flow on a simulated cluster\n  dist    release archives and the krew manifest\n  bench   round trips, scale, cold start, size → BENCHMARKS.md"
+                "usage: cargo xtask <task>\n\ntasks:\n  demo    the runbook's flow on a simulated cluster\n  dist    release archives and the krew manifest\n  bench   round trips, realistic and synthetic scale, opt-levels, cold start, size → BENCHMARKS.md"
             );
             return ExitCode::from(2);
         }
