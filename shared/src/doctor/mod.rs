@@ -1052,7 +1052,13 @@ pub trait Check: Sync {
 /// which namespaces it concerns — a DestinationRule's destinations' namespaces (none for a
 /// mesh-wide host), else the named object's namespace outside the Istio namespace, else (VM
 /// checks) the namespaces of WorkloadGroups/WorkloadEntries; otherwise the whole mesh.
-fn scope(f: &mut Finding, check: &dyn Check, snap: &Snapshot, ctx: &CheckContext) {
+fn scope(
+    f: &mut Finding,
+    check: &dyn Check,
+    snap: &Snapshot,
+    ctx: &CheckContext,
+    rule_at: &std::collections::HashMap<(&str, &str), usize>,
+) {
     if !matches!(f.severity, Severity::Warn | Severity::Fail) {
         return;
     }
@@ -1066,12 +1072,10 @@ fn scope(f: &mut Finding, check: &dyn Check, snap: &Snapshot, ctx: &CheckContext
         .object
         .strip_prefix("DestinationRule ")
         .and_then(|r| r.split_once('/'));
-    if let Some(rule) = dr.and_then(|(ns, name)| {
-        ctx.mesh
-            .rules
-            .iter()
-            .find(|r| r.ns == ns && r.obj.name() == name)
-    }) {
+    if let Some(rule) = dr
+        .and_then(|key| rule_at.get(&key))
+        .map(|&i| &ctx.mesh.rules[i])
+    {
         if mesh::is_mesh_wide(&rule.host) {
             return;
         }
@@ -1202,6 +1206,14 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
             .map(|(_, s)| s)
             .collect();
         let ctx = CheckContext::new(snap, opts, others);
+        // Each DestinationRule by (namespace, name), for `scope`: one lookup per finding.
+        let rule_at: std::collections::HashMap<(&str, &str), usize> = ctx
+            .mesh
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.ns, r.obj.name()), i))
+            .collect();
         // `-f`: where each object is, for findings that name one without carrying its origin.
         let mut origins: std::collections::HashMap<String, &Origin> =
             std::collections::HashMap::new();
@@ -1227,7 +1239,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
                 None => checks::dedupe(check.run(snap, &ctx)),
             };
             for mut f in produced {
-                scope(&mut f, *check, snap, &ctx);
+                scope(&mut f, *check, snap, &ctx, &rule_at);
                 if f.origin.is_none()
                     && let Some(origin) = origins.get(&f.object)
                 {

@@ -99,19 +99,22 @@ pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
     let bad = |s: Severity| matches!(s, Severity::Warn | Severity::Fail);
     // Each kept finding with the messages merged into it.
     let mut out: Vec<(Finding, Vec<String>)> = Vec::with_capacity(findings.len());
+    // Where the kept warn/fail finding of each (check, object, context) is in `out`: one lookup
+    // per finding, so tens of thousands of findings stay linear.
+    let mut index: std::collections::HashMap<(String, String, Option<String>), usize> =
+        std::collections::HashMap::new();
     for f in findings {
-        let same = out.iter_mut().find(|(o, _)| {
-            bad(f.severity)
-                && bad(o.severity)
-                && !f.object.is_empty()
-                && o.check == f.check
-                && o.object == f.object
-                && o.context == f.context
-        });
-        let Some((kept, others)) = same else {
+        if !bad(f.severity) || f.object.is_empty() {
+            out.push((f, Vec::new()));
+            continue;
+        }
+        let key = (f.check.to_string(), f.object.clone(), f.context.clone());
+        let Some(&at) = index.get(&key) else {
+            index.insert(key, out.len());
             out.push((f, Vec::new()));
             continue;
         };
+        let (kept, others) = &mut out[at];
         let (mut first, second) = if f.severity > kept.severity {
             (f, std::mem::take(kept))
         } else {
