@@ -47,6 +47,9 @@ async fn kubectl_complete(sim: &Server, bin: &Path, words: &[&str]) -> (Vec<Stri
     let mut args: Vec<String> = vec!["__complete".into(), "meshvm".into()];
     args.extend(words.iter().map(|w| (*w).to_owned()));
     let bin = bin.to_owned();
+    // kubectl keeps its discovery cache under $HOME/.kube: a home of the test's own, so no
+    // cache lands in the checkout or the user's home.
+    let home = tempfile::tempdir().unwrap();
     let out = tokio::task::spawn_blocking(move || {
         let dir = kubectl.parent().map(Path::to_path_buf).unwrap_or_default();
         let path = std::env::join_paths([bin, dir]).unwrap();
@@ -54,7 +57,7 @@ async fn kubectl_complete(sim: &Server, bin: &Path, words: &[&str]) -> (Vec<Stri
             .args(&args)
             .env("PATH", path)
             .env("KUBECONFIG", &kubeconfig)
-            .env_remove("HOME")
+            .env("HOME", home.path())
             .output()
             .unwrap()
     })
@@ -143,6 +146,7 @@ async fn real_kubectl_offers_deregister_and_each_verb_in_its_own_words() {
             .args(["__complete", "meshvm", ""])
             .env("PATH", std::env::join_paths([bin, dir]).unwrap())
             .env("KUBECONFIG", kubeconfig)
+            .env("HOME", root.path())
             .output()
             .unwrap()
     })
