@@ -165,8 +165,13 @@ pub struct BundleArgs {
     #[arg(short = 's', long, value_name = "SA")]
     pub service_account: Option<String>,
     /// Directory to write the files into (created 0700; a folder of its own: not the current directory, its parents, / or $HOME)
-    #[arg(short = 'd', long, value_name = "DIR")]
-    pub output_dir: PathBuf,
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "DIR",
+        required_unless_present = "print_rbac"
+    )]
+    pub output_dir: Option<PathBuf>,
     /// Also write a deterministic .tar.gz of the directory, unpacking into one folder named as the directory
     #[arg(long, value_name = "FILE.tar.gz")]
     pub archive: Option<PathBuf>,
@@ -435,6 +440,13 @@ mod tests {
         RegisterArgs::command().debug_assert();
         DoctorArgs::command().debug_assert();
         command_tree().debug_assert();
+    }
+
+    #[test]
+    fn bundle_needs_a_folder_unless_it_prints_its_role() {
+        assert!(BundleArgs::try_parse_from(["x", "--print-rbac", "-n", "vm"]).is_ok());
+        let err = BundleArgs::try_parse_from(["x", "-n", "vm"]).unwrap_err();
+        assert!(err.to_string().contains("--output-dir"), "{err}");
     }
 
     #[test]

@@ -257,7 +257,8 @@ impl Options {
             names::flag_name("--revision", rev, names::dns1123_label)
                 .map_err(|m| usage(m, "e.g. --revision canary"))?;
         }
-        if args.output_dir.as_os_str().is_empty() {
+        let output_dir = args.output_dir.clone().unwrap_or_default();
+        if output_dir.as_os_str().is_empty() {
             return Err(usage("--output-dir is empty".into(), "e.g. -d expandvm"));
         }
         if let Some(archive) = &args.archive {
@@ -271,7 +272,7 @@ impl Options {
                     }
                 })
                 .and_then(|p| p.canonicalize().ok())
-                .zip(output::absolute(&args.output_dir))
+                .zip(output::absolute(&output_dir))
                 .is_some_and(|(parent, dir)| parent.starts_with(dir));
             if inside || archive.as_os_str().is_empty() {
                 return Err(usage(
@@ -288,7 +289,7 @@ impl Options {
             namespace_source: namespace.source,
             service_account: args.service_account,
             service: args.service,
-            output_dir: args.output_dir,
+            output_dir,
             archive: args.archive,
             gateway,
             service_cidr,
