@@ -311,6 +311,30 @@ pub struct Options {
     pub context: Option<String>,
 }
 
+/// The flags of the WorkloadEntry form beyond its name, each with whether it was given.
+fn entry_flags(args: &RegisterArgs) -> [(&'static str, bool); 5] {
+    [
+        ("--address", args.address.is_some()),
+        ("--network", args.network.is_some()),
+        ("--ports", !args.ports.is_empty()),
+        ("--service", args.service.is_some()),
+        ("--workload-group", args.workload_group.is_some()),
+    ]
+}
+
+/// The first given flag of `flags` (pairs of flag and whether it was given) as a usage error
+/// worded by `message`, for a form that does not take it.
+fn refuse_flags<'a>(
+    flags: impl IntoIterator<Item = &'a (&'static str, bool)>,
+    hint: &str,
+    message: impl Fn(&str) -> String,
+) -> Result<(), UsageError> {
+    match flags.into_iter().find(|(_, given)| *given) {
+        Some((flag, _)) => Err(usage(message(flag), hint)),
+        None => Ok(()),
+    }
+}
+
 fn usage(message: impl Into<String>, hint: &str) -> UsageError {
     UsageError::new(message, Some(hint))
 }
@@ -384,21 +408,15 @@ impl Options {
             ("--service-entry", args.service_entry),
             ("--update-service", args.update_service),
             ("--workload-entry", args.workload_entry.is_some()),
-            ("--address", args.address.is_some()),
-            ("--network", args.network.is_some()),
-            ("--ports", !args.ports.is_empty()),
-            ("--service", args.service.is_some()),
-            ("--workload-group", args.workload_group.is_some()),
             ("-s", args.service_account.is_some()),
             ("-l", !args.labels.is_empty()),
             ("-a", !args.annotations.is_empty()),
         ];
-        if let Some((flag, _)) = others.iter().find(|(_, given)| *given) {
-            return Err(usage(
-                format!("--prune takes no {flag}: it looks at the whole namespace"),
-                PRUNE_HINT,
-            ));
-        }
+        refuse_flags(
+            others.iter().chain(&entry_flags(args)),
+            PRUNE_HINT,
+            |flag| format!("--prune takes no {flag}: it looks at the whole namespace"),
+        )?;
         if !args.words.is_empty() {
             return Err(usage(
                 format!(
@@ -414,20 +432,12 @@ impl Options {
     }
 
     fn service_entry_mode(args: &RegisterArgs) -> Result<Mode, UsageError> {
-        let others = [
-            ("--workload-entry", args.workload_entry.is_some()),
-            ("--address", args.address.is_some()),
-            ("--network", args.network.is_some()),
-            ("--ports", !args.ports.is_empty()),
-            ("--service", args.service.is_some()),
-            ("--workload-group", args.workload_group.is_some()),
-        ];
-        if let Some((flag, _)) = others.iter().find(|(_, given)| *given) {
-            return Err(usage(
-                format!("--service-entry is the legacy form and takes no {flag}"),
-                SERVICE_ENTRY_HINT,
-            ));
-        }
+        let entry = ("--workload-entry", args.workload_entry.is_some());
+        refuse_flags(
+            std::iter::once(&entry).chain(&entry_flags(args)),
+            SERVICE_ENTRY_HINT,
+            |flag| format!("--service-entry is the legacy form and takes no {flag}"),
+        )?;
         let (service, ips, rest) = match args.words.as_slice() {
             [] | [_] => {
                 return Err(usage(
@@ -511,19 +521,9 @@ impl Options {
     }
 
     fn legacy_mode(args: &RegisterArgs) -> Result<Mode, UsageError> {
-        let modern_flags = [
-            ("--address", args.address.is_some()),
-            ("--network", args.network.is_some()),
-            ("--ports", !args.ports.is_empty()),
-            ("--service", args.service.is_some()),
-            ("--workload-group", args.workload_group.is_some()),
-        ];
-        if let Some((flag, _)) = modern_flags.iter().find(|(_, given)| *given) {
-            return Err(usage(
-                format!("{flag} belongs to the WorkloadEntry form and needs --workload-entry NAME"),
-                ENTRY_HINT,
-            ));
-        }
+        refuse_flags(&entry_flags(args), ENTRY_HINT, |flag| {
+            format!("{flag} belongs to the WorkloadEntry form and needs --workload-entry NAME")
+        })?;
         let (service, ip, rest) = match args.words.as_slice() {
             [] => {
                 return Err(usage(
