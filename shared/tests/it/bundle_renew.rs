@@ -16,27 +16,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn options(server: &Server, dir: &Path, extra: &[&str]) -> Options {
-    let mut argv: Vec<String> = vec![
-        "kubectl-meshvm-bundle".into(),
-        "--kubeconfig".into(),
-        server.kubeconfig_path().display().to_string(),
-        "-d".into(),
-        dir.display().to_string(),
-    ];
-    argv.extend(extra.iter().map(|s| (*s).to_owned()));
-    Options::resolve(BundleArgs::try_parse_from(argv).expect("flags parse")).expect("flags valid")
-}
-
-async fn bundle(opts: &Options) -> (Result<Outcome, Error>, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let result = bundle::run(opts, &mut out, &mut err).await;
-    (
-        result,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
+use crate::bundle_sim::{options, run as bundle};
 
 async fn renew(opts: &Options) -> (Result<Outcome, Error>, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());

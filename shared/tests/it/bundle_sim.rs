@@ -22,7 +22,8 @@ fn conformance() -> PathBuf {
     kube_sim::testenv::conformance("workload-entry-configure")
 }
 
-fn options(server: &Server, dir: &Path, extra: &[&str]) -> Options {
+/// bundle's options for `server`, writing into `dir`, with `extra` flags.
+pub(crate) fn options(server: &Server, dir: &Path, extra: &[&str]) -> Options {
     let mut argv: Vec<String> = vec![
         "kubectl-meshvm-bundle".into(),
         "--kubeconfig".into(),
@@ -35,7 +36,7 @@ fn options(server: &Server, dir: &Path, extra: &[&str]) -> Options {
 }
 
 /// Run bundle in-process; stdout and stderr as text.
-async fn run(opts: &Options) -> (Result<Outcome, Error>, String, String) {
+pub(crate) async fn run(opts: &Options) -> (Result<Outcome, Error>, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let result = bundle::run(opts, &mut out, &mut err).await;
     (
