@@ -499,6 +499,21 @@ async fn cluster_error_paths() {
     let server = legacy_sim().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
+    // A directory holding a file no bundle writes is refused before any request. First, while
+    // no earlier run of this test can still have a request in flight (a failed run drops its
+    // concurrent reads, but one already sent can reach the server after a reset).
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("x"), "").unwrap();
+    server.reset_requests();
+    let (result, _, _) = run(&options(
+        &server,
+        &dir,
+        &["--vm-namespace", "expandvm", "--inbound-ports", "80"],
+    ))
+    .await;
+    assert!(matches!(result.unwrap_err(), Error::OutputForeign { .. }));
+    assert_eq!(server.requests().api_calls(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
     // No istio.<sa>: a ServiceAccount that does not exist, so Citadel never issues one and
     // bundle does not wait (the default --wait is 60s).
     let (result, _, _) = run(&options(
@@ -597,18 +612,6 @@ async fn cluster_error_paths() {
         "{text}"
     );
     server.allow_all();
-    // A directory holding a file no bundle writes is refused before any request.
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("x"), "").unwrap();
-    server.reset_requests();
-    let (result, _, _) = run(&options(
-        &server,
-        &dir,
-        &["--vm-namespace", "expandvm", "--inbound-ports", "80"],
-    ))
-    .await;
-    assert!(matches!(result.unwrap_err(), Error::OutputForeign { .. }));
-    assert_eq!(server.requests().api_calls(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

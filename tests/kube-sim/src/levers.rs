@@ -19,6 +19,10 @@ pub enum FaultKind {
     },
     /// The connection is dropped without a response (HTTP/2: the stream is reset).
     ConnectionReset,
+    /// HTTP 409 `Conflict` Status with the apiserver's stale-resourceVersion message, as when
+    /// another writer changed the object between the client's read and its write (a writer
+    /// that always wins, without the timing of a real one).
+    Conflict,
 }
 
 /// One fault rule: applies to requests matching `verb` and `path` with probability `rate`.
