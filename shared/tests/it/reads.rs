@@ -394,7 +394,8 @@ async fn an_identity_from_the_old_root_is_refused_with_the_fix() {
     let started = Instant::now();
     let (result, _, _) = run_bundle(&opts).await;
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        // The default --wait is 60 s: far below it, with room for a loaded CI machine.
+        started.elapsed() < Duration::from_secs(20),
         "--wait 0 does not wait"
     );
     let err = result.unwrap_err();
