@@ -9,8 +9,11 @@
 //!
 //! RBAC facts used here (kubernetes/kubernetes pkg/apis/rbac/v1 and plugin/pkg/auth/authorizer/rbac
 //! rbac.go `RuleAllows`): `resourceNames` cannot restrict `create` (the name is not known when
-//! a POST is authorized) nor a nameless `list`; a Role grants only in its namespace, a ClusterRole
-//! bound with a ClusterRoleBinding everywhere. Writes by server-side apply are `patch`; without it
+//! a POST is authorized) nor a nameless `list` — except a list whose `fieldSelector` requires
+//! `metadata.name=x`, which the apiserver authorizes as a request for `x` on every release of
+//! the matrix (k8s.io/apiserver@kubernetes-1.14.0 pkg/endpoints/request/requestinfo.go:232-238,
+//! @kubernetes-1.33.0 :247-253), so the ConfigMaps doctor lists by name are granted by name;
+//! a Role grants only in its namespace, a ClusterRole bound with a ClusterRoleBinding everywhere. Writes by server-side apply are `patch`; without it
 //! (Kubernetes < 1.16, 415) the same write is `get` + `create` or `update`.
 
 use std::collections::BTreeSet;
@@ -509,14 +512,16 @@ pub const PERMISSIONS: &[Permission] = &[
         &[],
         "mesh checks",
     ),
+    // snapshot.rs `read_pods`: the metadata of every Pod (in full before Kubernetes 1.15),
+    // then one pod per template by name.
     p(
         Doctor,
         "",
         "pods",
-        &["list"],
+        &["get", "list"],
         Cluster,
         &[],
-        "workload checks",
+        "workload checks: every Pod's metadata, one pod per template in full",
     ),
     p(
         Doctor,
@@ -527,15 +532,35 @@ pub const PERMISSIONS: &[Permission] = &[
         &[],
         "identity checks",
     ),
+    // snapshot.rs `read_config_maps`: lists by `fieldSelector=metadata.name=…`, which RBAC
+    // authorizes as a request for that name, and GETs by name.
     p(
         Doctor,
         "",
         "configmaps",
         &["list"],
         Cluster,
-        &[],
-        "mesh config, injector, istio-ca-root-cert roots, Prometheus scrape config",
+        &["istio", "istio-ca-root-cert", "prometheus"],
+        "mesh config, istio-ca-root-cert roots, Prometheus scrape config: listed by name in every namespace",
     ),
+    p(
+        Doctor,
+        "",
+        "configmaps",
+        &["get"],
+        Istio,
+        &[],
+        "the sidecar injector's config, and each revision's mesh config and injector (istio-<rev>, istio-sidecar-injector-<rev>)",
+    ),
+    legacy(p(
+        Doctor,
+        "",
+        "configmaps",
+        &["get"],
+        Scope::Namespace("kube-system"),
+        &["kube-dns", "coredns"],
+        "Istio 1.4: the cluster DNS's stub domain for global (network.global-services)",
+    )),
     p(
         Doctor,
         "apps",
@@ -869,12 +894,21 @@ mod tests {
                 "{text}"
             );
         }
-        // resourceNames cannot restrict create or a nameless list.
+        // resourceNames cannot restrict create, nor a list unless it selects on metadata.name:
+        // only doctor's by-name ConfigMap lists (snapshot.rs `read_config_maps`) do.
         for perm in PERMISSIONS.iter().filter(|p| !p.names.is_empty()) {
-            assert!(
-                !perm.verbs.iter().any(|v| matches!(*v, "create" | "list")),
-                "{perm:?}"
-            );
+            assert!(!perm.verbs.contains(&"create"), "{perm:?}");
+            if perm.verbs.contains(&"list") {
+                assert_eq!(
+                    (perm.verb, perm.resource, perm.names),
+                    (
+                        Doctor,
+                        "configmaps",
+                        crate::snapshot::CONFIG_MAPS_EVERYWHERE.as_slice()
+                    ),
+                    "{perm:?}"
+                );
+            }
         }
     }
 

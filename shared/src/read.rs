@@ -449,37 +449,64 @@ pub async fn list_metadata<K>(
 where
     K: ::kube::Resource + Clone + DeserializeOwned + fmt::Debug,
 {
-    let cache = conn.memo::<Cache>();
-    if !cache.metadata_lists_refused() {
-        let mut pager = Pager::default();
-        let mut out = Vec::new();
-        let refused = loop {
-            let lp = pager.params(params);
-            let page: Result<ObjectList<_>, Error> =
-                conn.call(action.clone(), || api.list_metadata(&lp)).await;
-            match page {
-                Ok(page) => {
-                    cache
-                        .metadata_lists
-                        .store(METADATA_SERVED, AtomicOrdering::Relaxed);
-                    out.extend(page.items.into_iter().map(|o| o.metadata));
-                    if !pager.advance(page.metadata.continue_) {
-                        return Ok(out);
-                    }
-                }
-                Err(e) if e.is_not_acceptable() && pager.token.is_none() => break e,
-                Err(e) => {
-                    pager.restart_or(e, &action)?;
-                    out.clear();
-                }
-            }
-        };
-        tracing::debug!(%action, error = %refused, "metadata lists refused: listing in full from now on");
-        cache
-            .metadata_lists
-            .store(METADATA_REFUSED, AtomicOrdering::Relaxed);
+    if let Some(metas) = try_list_metadata(conn, api, action.clone(), params).await? {
+        return Ok(metas);
     }
     list_all(conn, api, action, params, |o: K| Some(o.meta().clone())).await
+}
+
+/// The metadata of every object of a list as a `meta.k8s.io/v1` `PartialObjectMetadataList`,
+/// paged as [`list_all`] pages; `None` when the server does not serve such lists (406 on the
+/// first page: Kubernetes before 1.15), remembered for the connection so later calls do not
+/// ask again. Callers then list in full, each choosing what to keep.
+///
+/// 1.14 does answer `v=v1beta1`, but its `PartialObjectMetadataList` carries no list metadata:
+/// apiserver@kubernetes-1.14.0 pkg/endpoints/handlers/response.go:188-207
+/// (`asV1Beta1PartialObjectMetadataList` builds the list from the items alone), so a paged
+/// metadata list would end silently after its first page without a `continue` token. 1.15
+/// copies `continue` and `resourceVersion` for both versions (apiserver@kubernetes-1.15.0
+/// pkg/endpoints/handlers/response.go:206-251). Hence v1 only, and full lists before 1.15.
+pub async fn try_list_metadata<K>(
+    conn: &Connection,
+    api: &Api<K>,
+    action: Request,
+    params: &ListParams,
+) -> Result<Option<Vec<ObjectMeta>>, Error>
+where
+    K: ::kube::Resource + Clone + DeserializeOwned + fmt::Debug,
+{
+    let cache = conn.memo::<Cache>();
+    if cache.metadata_lists_refused() {
+        return Ok(None);
+    }
+    let mut pager = Pager::default();
+    let mut out = Vec::new();
+    let refused = loop {
+        let lp = pager.params(params);
+        let page: Result<ObjectList<_>, Error> =
+            conn.call(action.clone(), || api.list_metadata(&lp)).await;
+        match page {
+            Ok(page) => {
+                cache
+                    .metadata_lists
+                    .store(METADATA_SERVED, AtomicOrdering::Relaxed);
+                out.extend(page.items.into_iter().map(|o| o.metadata));
+                if !pager.advance(page.metadata.continue_) {
+                    return Ok(Some(out));
+                }
+            }
+            Err(e) if e.is_not_acceptable() && pager.token.is_none() => break e,
+            Err(e) => {
+                pager.restart_or(e, &action)?;
+                out.clear();
+            }
+        }
+    };
+    tracing::debug!(%action, error = %refused, "metadata lists refused: listing in full from now on");
+    cache
+        .metadata_lists
+        .store(METADATA_REFUSED, AtomicOrdering::Relaxed);
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use std::path::{Component, Path, PathBuf};
 use ::kube::api::{Api, DynamicObject, ListParams};
 use ::kube::core::{ApiResource, GroupVersionKind};
 use base64::Engine as _;
+use futures::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value};
 
 use crate::istio::{self, Era, IstioKind};
@@ -1150,8 +1152,12 @@ impl Snapshot {
         };
         let mut plan: Vec<(Kind, ApiResource)> = Vec::new();
         for kind in Kind::ALL {
-            // Secrets: by name and by type once the control plane is known (read_secrets).
-            if let Some(ar) = kind.core_resource().filter(|_| kind != Kind::Secret) {
+            // Secrets and ConfigMaps: by name (and Secrets by type) once the control plane is
+            // known (read_secrets, read_config_maps).
+            if let Some(ar) = kind
+                .core_resource()
+                .filter(|_| !matches!(kind, Kind::Secret | Kind::ConfigMap))
+            {
                 plan.push((kind, ar));
             }
         }
@@ -1176,7 +1182,12 @@ impl Snapshot {
         for (kind, ar) in plan {
             let conn = conn.clone();
             set.spawn(async move {
-                let result = list_kind(&conn, kind, &ar).await;
+                // Pods: metadata of all, specs of the ones the checks judge (read_pods).
+                let result = if kind == Kind::Pod {
+                    read_pods(&conn, &ar).await
+                } else {
+                    list_kind(&conn, kind, &ar).await
+                };
                 (kind, result)
             });
         }
@@ -1203,7 +1214,15 @@ impl Snapshot {
                 snap.push(Obj::new(obj));
             }
         }
-        read_secrets(conn, &mut snap, istio_namespace).await?;
+        let ns = istio_namespace
+            .unwrap_or_else(|| snap.istio_namespace())
+            .to_owned();
+        let (secrets, config_maps) = futures::join!(
+            read_secrets(conn, &snap, &ns),
+            read_config_maps(conn, &snap, &ns)
+        );
+        secrets?.apply(&mut snap);
+        config_maps?.apply(&mut snap);
         Ok(snap)
     }
 
@@ -1323,29 +1342,15 @@ const ISTIO_SECRET_TYPE: &str = "istio.io/key-and-cert";
 /// `genericapirequest.Context` signatures, has it; so does 84655c2, current).
 ///
 /// A refused GET marks Secrets refused (the CA checks skip, naming the missing right); a refused
-/// type list only leaves the `istio.<sa>` roots out, said in a note.
+/// type list only leaves the `istio.<sa>` roots out, said in a note. `ns`: the Istio namespace
+/// doctor was told, else the one the Deployments show.
 async fn read_secrets(
     conn: &Connection,
-    snap: &mut Snapshot,
-    istio_namespace: Option<&str>,
-) -> Result<(), crate::kube::Error> {
+    snap: &Snapshot,
+    ns: &str,
+) -> Result<NamedReads, crate::kube::Error> {
     let ar = Kind::Secret.core_resource().expect("Secret is a core kind");
-    let ns = istio_namespace
-        .unwrap_or_else(|| snap.istio_namespace())
-        .to_owned();
-    let by_name: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), &ns, &ar);
-    let get = |name: &'static str| {
-        let by_name = by_name.clone();
-        let ns = ns.clone();
-        async move {
-            let action = Request::new("get", "secrets").ns(&ns).name(name);
-            match conn.call(action, || by_name.get(name)).await {
-                Ok(obj) => Ok(Some(obj)),
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e),
-            }
-        }
-    };
+    let mut reads = NamedReads::new(Kind::Secret, ar.clone());
     let issued = async {
         if snap.era() != Some(Era::Legacy) {
             return Ok(Vec::new());
@@ -1360,21 +1365,21 @@ async fn read_secrets(
         )
         .await
     };
-    let (cacerts, self_signed, issued) =
-        futures::join!(get(istio::CACERTS_SECRET), get("istio-ca-secret"), issued);
-    let mut found = Vec::new();
+    let (cacerts, self_signed, issued) = futures::join!(
+        get_named(conn, &ar, ns, istio::CACERTS_SECRET),
+        get_named(conn, &ar, ns, "istio-ca-secret"),
+        issued
+    );
     for got in [cacerts, self_signed] {
         match got {
-            Ok(obj) => found.extend(obj),
-            Err(e) if e.code() == Some(403) => {
-                snap.refused.insert(Kind::Secret, e.to_string());
-            }
+            Ok(obj) => reads.found.extend(obj),
+            Err(e) if e.code() == Some(403) => reads.refused = Some(e.to_string()),
             Err(e) => return Err(e),
         }
     }
     match issued {
-        Ok(items) => found.extend(items),
-        Err(e) if e.code() == Some(403) => snap.notes.push(Note {
+        Ok(items) => reads.found.extend(items),
+        Err(e) if e.code() == Some(403) => reads.notes.push(Note {
             origin: None,
             message: format!(
                 "the roots of Citadel's istio.<sa> Secrets are not compared: {e}; `kubectl meshvm doctor --print-rbac` prints the role it needs (meshvm-doctor-legacy)"
@@ -1382,30 +1387,202 @@ async fn read_secrets(
         }),
         Err(e) => return Err(e),
     }
-    if snap.refused.contains_key(&Kind::Secret) {
-        return Ok(());
+    Ok(reads)
+}
+
+/// One object by name (GET); `None` when it does not exist.
+async fn get_named(
+    conn: &Connection,
+    ar: &ApiResource,
+    ns: &str,
+    name: &str,
+) -> Result<Option<DynamicObject>, crate::kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), ns, ar);
+    let action = Request::new("get", ar.plural.clone()).ns(ns).name(name);
+    match conn.call(action, || api.get(name)).await {
+        Ok(obj) => Ok(Some(obj)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
     }
-    // In the order a list would answer: by namespace, then name.
-    found.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
-    found.dedup_by(|a, b| {
-        a.metadata.namespace == b.metadata.namespace && a.metadata.name == b.metadata.name
-    });
-    snap.known.insert(Kind::Secret);
-    for item in found {
-        if !Kind::Secret.keeps(item.metadata.name.as_deref().unwrap_or_default()) {
-            continue;
+}
+
+/// Every object named `name` in any namespace: a cluster-wide list with
+/// `fieldSelector=metadata.name=<name>`, so only those objects are transferred. Every kind
+/// selects on `metadata.name` on every release of the matrix (k8s.io/apiserver@kubernetes-1.14.0
+/// and @kubernetes-1.33.0 pkg/registry/generic/matcher.go:25-35 `ObjectMetaFieldsSet`; for
+/// ConfigMaps kubernetes/kubernetes pkg/registry/core/configmap/strategy.go `SelectableFields`
+/// returns exactly that set, at 05373941 (1.7-era) as at fa7ba8e2 (current)). RBAC sees the
+/// name too: a nameless list whose field selector requires `metadata.name=x` is authorized as
+/// a request for `x` (apiserver@kubernetes-1.14.0 pkg/endpoints/request/requestinfo.go:232-238,
+/// @kubernetes-1.33.0 :247-253), so `resourceNames` can limit it (crate::rbac).
+async fn list_named(
+    conn: &Connection,
+    ar: &ApiResource,
+    name: &str,
+) -> Result<Vec<DynamicObject>, crate::kube::Error> {
+    let all: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
+    crate::read::list_all(
+        conn,
+        &all,
+        Request::new("list", ar.plural.clone()),
+        &ListParams::default().fields(&format!("metadata.name={name}")),
+        Some,
+    )
+    .await
+}
+
+/// What the named reads of one kind found, applied to the snapshot once every read ran (the
+/// reads of several kinds run concurrently over a shared snapshot).
+struct NamedReads {
+    kind: Kind,
+    ar: ApiResource,
+    found: Vec<DynamicObject>,
+    /// A refusal that leaves the whole kind unread ([`Snapshot::refused`]).
+    refused: Option<String>,
+    /// What a refused read leaves out, when the rest was read.
+    notes: Vec<Note>,
+}
+
+impl NamedReads {
+    fn new(kind: Kind, ar: ApiResource) -> Self {
+        Self {
+            kind,
+            ar,
+            found: Vec::new(),
+            refused: None,
+            notes: Vec::new(),
         }
-        let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
-        if let Some(map) = value.as_object_mut() {
-            map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
-            map.insert("kind".into(), Value::String(ar.kind.clone()));
-            trim(Kind::Secret, map);
-        }
-        snap.push(Obj::new(value));
     }
-    Ok(())
+
+    fn apply(mut self, snap: &mut Snapshot) {
+        snap.notes.append(&mut self.notes);
+        if let Some(why) = self.refused {
+            snap.refused.insert(self.kind, why);
+            return;
+        }
+        // In the order a list would answer: by namespace, then name.
+        self.found.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        self.found.dedup_by(|a, b| {
+            a.metadata.namespace == b.metadata.namespace && a.metadata.name == b.metadata.name
+        });
+        snap.known.insert(self.kind);
+        for item in self.found {
+            if !self
+                .kind
+                .keeps(item.metadata.name.as_deref().unwrap_or_default())
+            {
+                continue;
+            }
+            snap.push(Obj::new(to_value(self.kind, &self.ar, &item)));
+        }
+    }
+}
+
+/// ConfigMaps every namespace may hold that doctor reads, listed cluster-wide by name
+/// ([`list_named`]): the mesh config `istio` (Snapshot::mesh_config and the control-plane
+/// check look in any namespace), `istio-ca-root-cert` (ca.root-consistent compares every
+/// namespace's), and `prometheus` (mtls.metrics-scrape: the 1.4 addon's or the user's).
+pub(crate) const CONFIG_MAPS_EVERYWHERE: [&str; 3] =
+    ["istio", istio::ROOT_CERT_CONFIGMAP, "prometheus"];
+
+/// The sidecar injector's ConfigMap (mtls.probes), read in the Istio namespace.
+const INJECTOR_CONFIG_MAP: &str = "istio-sidecar-injector";
+
+/// The cluster DNS configs network.global-services reads on Istio 1.4 (`global` stub domain),
+/// in `kube-system`.
+pub(crate) const DNS_CONFIG_MAPS: [&str; 2] = ["kube-dns", "coredns"];
+
+/// The ConfigMaps doctor's checks read, and only those (no other ConfigMap is transferred):
+/// [`CONFIG_MAPS_EVERYWHERE`] by cluster-wide name lists; in the Istio namespace by name (GET)
+/// the injector's `istio-sidecar-injector` and, for each revisioned control plane
+/// (`istiod-<rev>` Deployments there), `istio-<rev>` and `istio-sidecar-injector-<rev>` (the
+/// names istio/istio@1.22.0 manifests/charts/istio-control/istio-discovery/templates/configmap.yaml
+/// and istiod-injector-configmap.yaml give them: `istio{{- if not (eq .Values.revision "") }}-{{ .Values.revision }}{{- end }}`);
+/// on Istio 1.4 `kube-dns` and `coredns` in `kube-system` by name.
+///
+/// A refused read leaves out only what it reads, said in a note naming the check and the
+/// role; when every read is refused, ConfigMaps are [`Snapshot::refused`].
+async fn read_config_maps(
+    conn: &Connection,
+    snap: &Snapshot,
+    ns: &str,
+) -> Result<NamedReads, crate::kube::Error> {
+    let ar = Kind::ConfigMap
+        .core_resource()
+        .expect("ConfigMap is a core kind");
+    let mut gets: Vec<(String, String)> = vec![(ns.to_owned(), INJECTOR_CONFIG_MAP.to_owned())];
+    for d in snap.of(Kind::Deployment) {
+        if let Some(rev) = d.name().strip_prefix("istiod-")
+            && d.namespace() == ns
+        {
+            gets.push((ns.to_owned(), format!("istio-{rev}")));
+            gets.push((ns.to_owned(), format!("{INJECTOR_CONFIG_MAP}-{rev}")));
+        }
+    }
+    if snap.era() == Some(Era::Legacy) {
+        gets.extend(
+            DNS_CONFIG_MAPS
+                .iter()
+                .map(|n| ("kube-system".to_owned(), (*n).to_owned())),
+        );
+    }
+    let listed = futures::future::join_all(
+        CONFIG_MAPS_EVERYWHERE
+            .iter()
+            .map(|name| list_named(conn, &ar, name)),
+    );
+    let got =
+        futures::future::join_all(gets.iter().map(|(ns, name)| get_named(conn, &ar, ns, name)));
+    let (listed, got) = futures::join!(listed, got);
+    let mut reads = NamedReads::new(Kind::ConfigMap, ar.clone());
+    let mut refused = Vec::new();
+    let total = listed.len() + got.len();
+    for (name, result) in CONFIG_MAPS_EVERYWHERE.iter().zip(listed) {
+        match result {
+            Ok(items) => reads.found.extend(items),
+            Err(e) if e.code() == Some(403) => {
+                refused.push((format!("ConfigMaps named {name}"), config_map_use(name), e))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for ((ns, name), result) in gets.iter().zip(got) {
+        match result {
+            Ok(obj) => reads.found.extend(obj),
+            Err(e) if e.code() == Some(403) => {
+                refused.push((format!("ConfigMap {ns}/{name}"), config_map_use(name), e))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if refused.len() == total {
+        reads.refused = refused.first().map(|(_, _, e)| e.to_string());
+        return Ok(reads);
+    }
+    for (what, used_by, e) in refused {
+        reads.notes.push(Note {
+            origin: None,
+            message: format!(
+                "{what} not read, so {used_by} without it: {e}; `kubectl meshvm doctor --print-rbac` prints the role doctor needs"
+            ),
+        });
+    }
+    Ok(reads)
+}
+
+/// What a ConfigMap is read for, for the note a refused read leaves.
+fn config_map_use(name: &str) -> &'static str {
+    match name {
+        "istio" => "the mesh config (auto mTLS, root namespace, meshNetworks) is judged",
+        istio::ROOT_CERT_CONFIGMAP => "ca.root-consistent and bundle.certs compare roots",
+        "prometheus" => "mtls.metrics-scrape judges Prometheus",
+        "kube-dns" | "coredns" => "network.global-services judges the DNS stub for global",
+        n if n.starts_with(INJECTOR_CONFIG_MAP) => "mtls.probes judges probe rewriting",
+        _ => "the revision's mesh config is judged",
+    }
 }
 
 enum Listed {
@@ -1427,17 +1604,8 @@ async fn list_kind(
         format!("{}.{}", ar.plural, ar.group)
     };
     let keep = |item: DynamicObject| {
-        let name = item.metadata.name.clone().unwrap_or_default();
-        if !kind.keeps(&name) {
-            return None;
-        }
-        let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
-        if let Some(map) = value.as_object_mut() {
-            map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
-            map.insert("kind".into(), Value::String(ar.kind.clone()));
-            trim(kind, map);
-        }
-        Some(value)
+        let name = item.metadata.name.as_deref().unwrap_or_default();
+        kind.keeps(name).then(|| to_value(kind, ar, &item))
     };
     let listed = crate::read::list_all(
         conn,
@@ -1456,6 +1624,215 @@ async fn list_kind(
         Err(e) if e.code() == Some(403) => Ok(Listed::Refused(e.to_string())),
         Err(e) => Err(e),
     }
+}
+
+/// How many single-object reads (GETs) doctor keeps in flight: enough to hide the round trip,
+/// few enough not to burst an API server's max-in-flight limit (400 read-only requests by
+/// default) or a client-side rate limit.
+const GET_CONCURRENCY: usize = 16;
+
+/// The Pods of the cluster, reading in full only those whose spec a check judges.
+///
+/// The workload checks judge one pod per owner, plus bare pods (checks/workloads.rs `collect`:
+/// the first pod in list order stands for its ReplicaSet, StatefulSet, …); every other reader
+/// of Pods wants their metadata (labels, the `sidecar.istio.io/status` annotation, owner) and,
+/// for Service endpoints, the named container ports and whether `istio-proxy` runs
+/// (doctor/mesh.rs `Endpoint::of`, `has_proxy`). So: one metadata list of every Pod
+/// ([`crate::read::try_list_metadata`], `meta.k8s.io/v1`), then a GET of the first pod of each
+/// pod template — same namespace, owner, template revision (`pod-template-hash`,
+/// `controller-revision-hash`) and sidecar status, which the controller and the injector
+/// decide once for all its pods — [`GET_CONCURRENCY`] at a time; its siblings take its
+/// containers' names and ports. A pod gone by its GET (404) is left out and the next of its
+/// template read instead.
+///
+/// Kubernetes 1.14 serves no v1 metadata list (406), and a GET refused (403) by a role that
+/// lists Pods: then the full list, as before.
+async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate::kube::Error> {
+    let all: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
+    let metas = match crate::read::try_list_metadata(
+        conn,
+        &all,
+        Request::new("list", "pods"),
+        &ListParams::default(),
+    )
+    .await
+    {
+        Ok(Some(metas)) => metas,
+        Ok(None) => return list_kind(conn, Kind::Pod, ar).await,
+        Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
+        Err(e) => return Err(e),
+    };
+    let groups = pod_templates(&metas);
+    let mut chosen: Vec<Option<usize>> = vec![None; groups.len()];
+    let mut fetched: BTreeMap<usize, Value> = BTreeMap::new();
+    let mut gone = vec![false; metas.len()];
+    let mut next = vec![0usize; groups.len()];
+    loop {
+        let wanted: Vec<(usize, usize)> = groups
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| chosen[*g].is_none())
+            .filter_map(|(g, members)| members.get(next[g]).map(|i| (g, *i)))
+            .collect();
+        if wanted.is_empty() {
+            break;
+        }
+        let results: Vec<(
+            usize,
+            usize,
+            Result<Option<DynamicObject>, crate::kube::Error>,
+        )> = futures::stream::iter(wanted.into_iter().map(|(g, i)| {
+            let meta = &metas[i];
+            let ns = meta.namespace.clone().unwrap_or_default();
+            let name = meta.name.clone().unwrap_or_default();
+            async move { (g, i, get_named(conn, ar, &ns, &name).await) }
+        }))
+        .buffer_unordered(GET_CONCURRENCY)
+        .collect()
+        .await;
+        for (g, i, result) in results {
+            match result {
+                Ok(Some(pod)) => {
+                    chosen[g] = Some(i);
+                    fetched.insert(i, to_value(Kind::Pod, ar, &pod));
+                }
+                Ok(None) => {
+                    gone[i] = true;
+                    next[g] += 1;
+                }
+                Err(e) if e.code() == Some(403) => {
+                    tracing::debug!(error = %e, "pods: GET refused; listing them in full");
+                    return list_kind(conn, Kind::Pod, ar).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let mut group_of = vec![0usize; metas.len()];
+    for (g, members) in groups.iter().enumerate() {
+        for i in members {
+            group_of[*i] = g;
+        }
+    }
+    // What the siblings of each template take from the pod read.
+    let shared: Vec<Option<Value>> = chosen
+        .iter()
+        .map(|c| c.and_then(|i| fetched.get(&i)).map(sibling_spec))
+        .collect();
+    let mut items = Vec::with_capacity(metas.len());
+    for (i, meta) in metas.into_iter().enumerate() {
+        if gone[i] {
+            continue;
+        }
+        if let Some(full) = fetched.remove(&i) {
+            items.push(full);
+            continue;
+        }
+        // Every pod of a template whose pods all went away is gone too.
+        let Some(spec) = &shared[group_of[i]] else {
+            continue;
+        };
+        let mut metadata = serde_json::to_value(&meta).unwrap_or(Value::Null);
+        if let Some(m) = metadata.as_object_mut() {
+            m.remove("managedFields");
+        }
+        items.push(serde_json::json!({
+            "apiVersion": ar.api_version, "kind": ar.kind, "metadata": metadata, "spec": spec,
+        }));
+    }
+    Ok(Listed::Items(items))
+}
+
+/// The pods of one pod template, as indices into `metas` in list order: same namespace, first
+/// owner (as checks/workloads.rs `collect` keys owners), template revision label and sidecar
+/// status. A pod without owner is a template of its own. Groups are in the order of their
+/// first pod, so the first pod of every owner heads a group.
+fn pod_templates(metas: &[ObjectMeta]) -> Vec<Vec<usize>> {
+    // Set by the Deployment controller on a ReplicaSet's pods, and by the StatefulSet and
+    // DaemonSet controllers (kubernetes/kubernetes pkg/apis/apps/types.go
+    // `DefaultDeploymentUniqueLabelKey`, `ControllerRevisionHashLabelKey`).
+    const REVISION_LABELS: [&str; 2] = ["pod-template-hash", "controller-revision-hash"];
+    let mut index: std::collections::HashMap<Vec<String>, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, meta) in metas.iter().enumerate() {
+        let ns = meta.namespace.clone().unwrap_or_default();
+        let Some(owner) = meta.owner_references.as_ref().and_then(|o| o.first()) else {
+            groups.push(vec![i]);
+            continue;
+        };
+        let label = |k: &str| {
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(k))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let injected = meta
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("sidecar.istio.io/status"));
+        let key = vec![
+            ns,
+            owner.kind.clone(),
+            owner.name.clone(),
+            label(REVISION_LABELS[0]),
+            label(REVISION_LABELS[1]),
+            injected.to_string(),
+        ];
+        match index.get(&key) {
+            Some(g) => groups[*g].push(i),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups
+}
+
+/// What a pod read in full lends the other pods of its template: its containers' and init
+/// containers' names and ports, and `hostNetwork` — what Service endpoints are judged by.
+fn sibling_spec(pod: &Value) -> Value {
+    let spec = pod.get("spec");
+    let containers = |key: &str| -> Value {
+        let list = spec
+            .and_then(|s| s.get(key))
+            .and_then(Value::as_array)
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        let mut out = Map::new();
+                        for k in ["name", "ports"] {
+                            if let Some(v) = c.get(k) {
+                                out.insert(k.into(), v.clone());
+                            }
+                        }
+                        Value::Object(out)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Value::Array(list)
+    };
+    let mut out = serde_json::json!({
+        "containers": containers("containers"),
+        "initContainers": containers("initContainers"),
+    });
+    if let Some(h) = spec.and_then(|s| s.get("hostNetwork")) {
+        out["hostNetwork"] = h.clone();
+    }
+    out
+}
+
+/// A listed or fetched object as doctor holds it: `apiVersion` and `kind` set, trimmed ([`trim`]).
+fn to_value(kind: Kind, ar: &ApiResource, item: &DynamicObject) -> Value {
+    let mut value = serde_json::to_value(item).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
+        map.insert("kind".into(), Value::String(ar.kind.clone()));
+        trim(kind, map);
+    }
+    value
 }
 
 /// The container env doctor keeps of a Deployment: the network a gateway serves.

@@ -5,7 +5,7 @@
 //! refusal texts and dry-run behaviour per version, ServiceCIDR per version), expires continue
 //! tokens on request, and runs Citadel as 1.4 did (CA loaded at start, secrets issued late).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -939,4 +939,276 @@ async fn citadel_flow_at(kube: &str) {
         std::fs::read_to_string(dir.join("root-cert.pem")).unwrap(),
         std::fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap()
     );
+}
+
+// ---- Lean reads: Pods as metadata, ConfigMaps by name (issue 18) ------------------------------
+
+/// `count` injected pods of ReplicaSet `<app>-<hash>` in `ns`, as the Deployment controller and
+/// the injector leave them: one template, so only the first needs reading in full.
+fn replica_pods(ns: &str, app: &str, hash: &str, count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("{app}-{hash}-{i:05}"), "namespace": ns,
+                    "labels": {"app": app, "pod-template-hash": hash, "security.istio.io/tlsMode": "istio"},
+                    "annotations": {"sidecar.istio.io/status": "{\"containers\":[\"istio-proxy\"]}"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-{hash}"),
+                        "uid": format!("uid-{app}-{hash}"), "controller": true}]},
+                "spec": {"containers": [
+                    {"name": app, "image": format!("example.com/{app}:1"),
+                     "ports": [{"name": "http-web", "containerPort": 8080}],
+                     "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}},
+                    {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.0"}]}})
+        })
+        .collect()
+}
+
+/// The shop: three Deployments of 7 pods behind Services with a named targetPort, a
+/// StatefulSet mid-rollout (two revisions), a pod of one ReplicaSet that was not injected, and
+/// a bare pod: 7 pod templates in all.
+fn shop() -> (Vec<Value>, Vec<&'static str>) {
+    let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}})];
+    for (app, hash) in [
+        ("cart", "6d4cf56db6"),
+        ("web", "7f9c8b6d5e"),
+        ("pay", "5b8d7c9f4a"),
+    ] {
+        objects.extend(replica_pods("shop", app, hash, 7));
+        objects.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": app, "namespace": "shop"},
+            "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": "http-web"}]}}));
+    }
+    // A pod the injector skipped (created while the webhook was down): a template of its own.
+    let mut plain = replica_pods("shop", "web", "7f9c8b6d5e", 8).pop().unwrap();
+    plain["metadata"]["annotations"] = json!({});
+    plain["spec"]["containers"].as_array_mut().unwrap().pop();
+    objects.push(plain);
+    for (i, rev) in ["db-5d8f7", "db-5d8f7", "db-7c6b9"].iter().enumerate() {
+        let mut pod = replica_pods("shop", "db", "x", 1).pop().unwrap();
+        pod["metadata"]["name"] = json!(format!("db-{i}"));
+        pod["metadata"]["labels"] = json!({"app": "db", "controller-revision-hash": rev});
+        pod["metadata"]["ownerReferences"][0]["kind"] = json!("StatefulSet");
+        pod["metadata"]["ownerReferences"][0]["name"] = json!("db");
+        objects.push(pod);
+    }
+    let mut bare = replica_pods("shop", "debug", "x", 1).pop().unwrap();
+    bare["metadata"]["name"] = json!("debug");
+    bare["metadata"]["ownerReferences"] = json!(null);
+    objects.push(bare);
+    let read_in_full = vec![
+        "/api/v1/namespaces/shop/pods/cart-6d4cf56db6-00000",
+        "/api/v1/namespaces/shop/pods/db-0",
+        "/api/v1/namespaces/shop/pods/db-2",
+        "/api/v1/namespaces/shop/pods/debug",
+        "/api/v1/namespaces/shop/pods/pay-5b8d7c9f4a-00000",
+        "/api/v1/namespaces/shop/pods/web-7f9c8b6d5e-00000",
+        "/api/v1/namespaces/shop/pods/web-7f9c8b6d5e-00007",
+    ];
+    (objects, read_in_full)
+}
+
+/// The doctor report of one snapshot, as `-o json` writes it.
+fn report_json(snap: Snapshot) -> String {
+    let report = meshvm::doctor::run_all(
+        &[snap],
+        &meshvm::doctor::CheckOptions {
+            now: Some(1_800_000_000),
+            ..meshvm::doctor::CheckOptions::default()
+        },
+    );
+    let mut out = Vec::new();
+    report
+        .write(&mut out, meshvm::args::DoctorOutput::Json, false)
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Kubernetes ≥ 1.15: doctor lists every Pod as metadata only and GETs one pod per template
+/// (the one the workload checks judge, and whose ports its siblings share); no ConfigMap list
+/// without a name. The report is the one full Pod lists give (GETs refused → full lists).
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_reads_pods_as_metadata_and_one_pod_per_template_in_full() {
+    let (objects, read_in_full) = shop();
+    let server = Server::start(
+        Scenario::from_files(&[repo().join("tests/scenarios/modern.yaml")])
+            .unwrap()
+            .with_objects(objects),
+    )
+    .await;
+    let conn = connect(&server).await;
+    server.reset_requests();
+    let lean = Snapshot::observe(&conn).await.unwrap();
+    let log = server.requests();
+    let pod_lists: Vec<_> = log
+        .records
+        .iter()
+        .filter(|r| r.verb == "list" && r.path == "/api/v1/pods")
+        .collect();
+    assert!(!pod_lists.is_empty());
+    for r in &pod_lists {
+        assert!(
+            r.status == 200
+                && r.accept
+                    .contains("as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+            "a Pod list not as metadata: {r:?}"
+        );
+    }
+    let got: Vec<&str> = log
+        .records
+        .iter()
+        .filter(|r| r.verb == "get" && r.path.contains("/pods/"))
+        .map(|r| r.path.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(got, read_in_full, "one GET per pod template");
+    for r in &log.records {
+        if r.path == "/api/v1/configmaps" {
+            assert!(
+                r.query.contains("fieldSelector=metadata.name%3D")
+                    || r.query.contains("fieldSelector=metadata.name="),
+                "an unfiltered ConfigMap list: {r:?}"
+            );
+        }
+    }
+    let shop: Vec<&meshvm::snapshot::Obj> = lean
+        .of(Kind::Pod)
+        .iter()
+        .filter(|p| p.namespace() == "shop")
+        .collect();
+    assert_eq!(shop.len(), 21 + 1 + 3 + 1, "every pod is read");
+    // A sibling carries its template's named ports and containers, not its probes or images.
+    let sibling = shop
+        .iter()
+        .find(|p| p.name() == "cart-6d4cf56db6-00003")
+        .unwrap();
+    assert_eq!(
+        sibling.value["spec"]["containers"],
+        json!([{"name": "cart", "ports": [{"name": "http-web", "containerPort": 8080, "protocol": "TCP"}]}, {"name": "istio-proxy"}])
+    );
+    let judged = shop
+        .iter()
+        .find(|p| p.name() == "cart-6d4cf56db6-00000")
+        .unwrap();
+    assert_eq!(
+        judged.value["spec"]["containers"][0]["image"],
+        "example.com/cart:1"
+    );
+    assert!(lean.knows(Kind::ConfigMap));
+    let cms: Vec<String> = lean
+        .of(Kind::ConfigMap)
+        .iter()
+        .map(meshvm::snapshot::Obj::ns_name)
+        .collect();
+    assert!(
+        cms.contains(&"istio-system/istio".to_string())
+            && cms.contains(&"istio-system/istio-sidecar-injector".to_string()),
+        "{cms:?}"
+    );
+
+    // The same cluster read with full Pod lists (a role without `get pods`) reports the same.
+    server.deny("get", "pods", None);
+    server.reset_requests();
+    let full = Snapshot::observe(&connect(&server).await).await.unwrap();
+    assert!(
+        server
+            .requests()
+            .records
+            .iter()
+            .any(|r| r.verb == "list" && r.path == "/api/v1/pods" && !r.accept.contains("as=")),
+        "a refused GET falls back to the full list"
+    );
+    assert_eq!(full.of(Kind::Pod).len(), lean.of(Kind::Pod).len());
+    assert_eq!(report_json(lean), report_json(full));
+}
+
+/// Kubernetes 1.14 serves no `meta.k8s.io/v1` metadata list (406; its v1beta1 one carries no
+/// continue token): doctor lists Pods in full, 500 at a time, and GETs none.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_lists_pods_in_full_on_kubernetes_1_14() {
+    let mut pods = replica_pods("sample", "web", "7f9c8b6d5e", 520);
+    pods.extend(replica_pods("sample", "cart", "6d4cf56db6", 3));
+    let server = Server::start(
+        Scenario::from_files(&[repo().join("tests/scenarios/legacy-1.4.yaml")])
+            .unwrap()
+            .with_kube_version("1.14")
+            .with_objects(pods),
+    )
+    .await;
+    let conn = connect(&server).await;
+    server.reset_requests();
+    let snap = Snapshot::observe(&conn).await.unwrap();
+    let log = server.requests();
+    let lists: Vec<(u16, bool)> = log
+        .records
+        .iter()
+        .filter(|r| r.verb == "list" && r.path == "/api/v1/pods")
+        .map(|r| (r.status, r.accept.contains("as=PartialObjectMetadataList")))
+        .collect();
+    assert_eq!(
+        lists.first(),
+        Some(&(406, true)),
+        "asked for metadata first: {lists:?}"
+    );
+    assert!(
+        lists[1..].len() >= 2 && lists[1..].iter().all(|l| *l == (200, false)),
+        "then full pages: {lists:?}"
+    );
+    assert_eq!(
+        log.records
+            .iter()
+            .filter(|r| r.verb == "get" && r.path.contains("/pods/"))
+            .count(),
+        0
+    );
+    let sample: Vec<_> = snap
+        .of(Kind::Pod)
+        .iter()
+        .filter(|p| p.namespace() == "sample" && p.label("pod-template-hash").is_some())
+        .collect();
+    assert_eq!(sample.len(), 523);
+    assert!(
+        sample
+            .iter()
+            .all(|p| p.value["spec"]["containers"][0]["readinessProbe"].is_object()),
+        "full specs"
+    );
+}
+
+/// A role that may not list ConfigMaps by name still reads the injector by GET: ConfigMaps stay
+/// known, and a note says what is left out and where the role is; with no ConfigMap read at all
+/// they are refused, as a refused list was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_config_map_read_leaves_out_only_what_it_reads() {
+    let server =
+        Server::start(Scenario::from_files(&[repo().join("tests/scenarios/modern.yaml")]).unwrap())
+            .await;
+    server.deny("list", "configmaps", None);
+    let snap = Snapshot::observe(&connect(&server).await).await.unwrap();
+    assert!(snap.knows(Kind::ConfigMap) && !snap.refused.contains_key(&Kind::ConfigMap));
+    let names: Vec<&str> = snap
+        .of(Kind::ConfigMap)
+        .iter()
+        .map(meshvm::snapshot::Obj::name)
+        .collect();
+    assert_eq!(names, ["istio-sidecar-injector"]);
+    let notes: Vec<String> = snap.notes.iter().map(ToString::to_string).collect();
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert!(
+        notes[0].starts_with("ConfigMaps named istio not read, so the mesh config")
+            && notes[0].contains("forbidden")
+            && notes[0]
+                .ends_with("`kubectl meshvm doctor --print-rbac` prints the role doctor needs"),
+        "{notes:?}"
+    );
+    server.deny("get", "configmaps", None);
+    let snap = Snapshot::observe(&connect(&server).await).await.unwrap();
+    assert!(!snap.knows(Kind::ConfigMap));
+    assert!(
+        snap.refused[&Kind::ConfigMap].contains("forbidden"),
+        "{:?}",
+        snap.refused
+    );
+    assert!(snap.notes.is_empty(), "{:?}", snap.notes);
 }

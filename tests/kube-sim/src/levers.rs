@@ -139,11 +139,14 @@ pub struct RequestRecord {
     /// Size of the response body in bytes; None for watch streams (open-ended when logged)
     /// and connection resets.
     pub bytes: Option<u64>,
+    /// The request's `Accept` header ("" when absent): tells a metadata-only list
+    /// (`as=PartialObjectMetadataList`) or a Table from a full one.
+    pub accept: String,
 }
 
 impl RequestRecord {
     /// The record as one line of the request log file: a JSON object with `verb`, `method`,
-    /// `path`, `query`, `code`, `bytes` and `user` (no trailing newline).
+    /// `path`, `query`, `code`, `bytes`, `user` and `accept` (no trailing newline).
     pub fn json_line(&self) -> String {
         serde_json::json!({
             "verb": self.verb,
@@ -153,6 +156,7 @@ impl RequestRecord {
             "code": self.status,
             "bytes": self.bytes,
             "user": self.user,
+            "accept": self.accept,
         })
         .to_string()
     }

@@ -973,6 +973,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let request_uri = req
         .uri()
         .path_and_query()
@@ -1034,6 +1040,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 status: resp.status().as_u16(),
                 user: user.to_string(),
                 bytes,
+                accept: accept.clone(),
             });
         resp
     };
@@ -1051,6 +1058,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     status: 0,
                     user: String::new(),
                     bytes: None,
+                    accept: accept.clone(),
                 });
             return Err(Reset);
         }
@@ -1655,6 +1663,14 @@ fn resource(
                 }
                 Render::Meta { list, version } => {
                     let (items, meta) = st.list_page(rt, t.namespace.as_deref(), &lo)?;
+                    // 1.14's v1beta1 PartialObjectMetadataList is built from the items alone:
+                    // no `continue`, no `resourceVersion` (apiserver@kubernetes-1.14.0
+                    // pkg/endpoints/handlers/response.go:188-207); 1.15 copies them (:206-251).
+                    let meta = if st.version.meta_v1() {
+                        meta
+                    } else {
+                        json!({})
+                    };
                     metadata_response(rt, &items, Some(&meta), list, version)
                 }
             }
