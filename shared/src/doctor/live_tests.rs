@@ -182,14 +182,18 @@ async fn ten_thousand_rules_one_paged_list_per_kind() {
         total_rules.div_ceil(500),
         "10 003 rules in pages of 500"
     );
-    // Every other kind is one page; the only GETs of single objects are the CA's two Secrets,
-    // read by name rather than listing every Secret (the other non-discovery GETs are lists of
-    // kinds the 1.4 API does not serve, answered 404).
+    // Every other kind is one page; the only GETs of single objects are the CA's two Secrets
+    // and the ConfigMaps the checks read, by name rather than listing every Secret and
+    // ConfigMap (the other non-discovery GETs are lists of kinds the 1.4 API does not serve,
+    // answered 404).
     let by_name = |p: &str| {
         matches!(
             p,
             "/api/v1/namespaces/istio-system/secrets/cacerts"
                 | "/api/v1/namespaces/istio-system/secrets/istio-ca-secret"
+                | "/api/v1/namespaces/istio-system/configmaps/istio-sidecar-injector"
+                | "/api/v1/namespaces/kube-system/configmaps/kube-dns"
+                | "/api/v1/namespaces/kube-system/configmaps/coredns"
         )
     };
     assert!(
@@ -200,7 +204,9 @@ async fn ten_thousand_rules_one_paged_list_per_kind() {
         log.counts()
     );
     let lists = log.records.iter().filter(|r| r.verb == "list").count();
-    assert!(lists <= 16 + 20, "{:?}", log.counts());
+    // 20 more DestinationRule pages; Pods asked as metadata first (406 on this 1.14 cluster);
+    // ConfigMaps listed by name three times instead of once.
+    assert!(lists <= 16 + 20 + 1 + 2, "{:?}", log.counts());
     assert!(report.findings.iter().any(|f| f.check == "mtls.dr-overlap"));
     eprintln!(
         "10 003 DestinationRules: observe {observed:?}, observe + checks {total:?}, {lists} list requests"
