@@ -64,6 +64,19 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             ));
         }
     }
+    // `--only-realistic`: the realistic rows alone, printed, BENCHMARKS.md left as it is (to
+    // measure a change to doctor's reads without the synthetic runs).
+    if args.iter().any(|a| a == "--only-realistic") {
+        realistic(&runtime, &root, &bin, &o3, &kubectl, time, args, &mut rows)?;
+        println!(
+            "Machine and load: {conditions}; at the end: {}.\n",
+            load_average()
+        );
+        for r in &rows {
+            println!("| {} | {} | {} |", r.what, r.figure, r.how);
+        }
+        return Ok(());
+    }
     round_trips(&runtime, &root, &bin, &mut rows)?;
     realistic(&runtime, &root, &bin, &o3, &kubectl, time, args, &mut rows)?;
     scale(&runtime, &root, &bin, &kubectl, time, quick, &mut rows)?;

@@ -185,8 +185,13 @@ fn app_container(app: &str) -> Value {
 /// container `istio-proxy` with its env, probes and volumes — the shape of istio/istio
 /// pkg/kube/inject/testdata/inject/hello.yaml.injected (commit 1bac217c325b) with the
 /// annotations and volumes of a 1.2x injector — plus the status the kubelet reports.
+///
+/// The pods of one Deployment share its ReplicaSet, as on a cluster at rest: the Deployment
+/// controller makes one ReplicaSet per pod template, named `<deployment>-<pod-template-hash>`,
+/// and labels its pods with that hash (kubernetes/kubernetes pkg/controller/deployment/sync.go
+/// `getNewReplicaSet`).
 fn pod(i: usize, app: &str, ns: &str, rng: &mut Rng) -> Value {
-    let hash = format!("{:010x}", rng.next() & 0xFF_FFFF_FFFF);
+    let (hash, rs_uid) = replica_set(app);
     let suffix = format!("{:05x}", rng.next() & 0xF_FFFF);
     let name = format!("{app}-{}-{suffix}", &hash[..10]);
     let ip = format!("10.244.{}.{}", i / 250 % 256, i % 250 + 2);
@@ -254,7 +259,7 @@ fn pod(i: usize, app: &str, ns: &str, rng: &mut Rng) -> Value {
                 "kubectl.kubernetes.io/default-logs-container": app, "prometheus.io/path": "/stats/prometheus",
                 "prometheus.io/port": "15020", "prometheus.io/scrape": "true", "sidecar.istio.io/status": status},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-{}", &hash[..10]),
-                "uid": format!("{:08x}-0000-4000-8000-{:012x}", i, rng.next() & 0xFFFF_FFFF_FFFF), "controller": true, "blockOwnerDeletion": true}]},
+                "uid": rs_uid, "controller": true, "blockOwnerDeletion": true}]},
         "spec": {"serviceAccountName": app, "nodeName": format!("node-{}", i % 40), "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
             "schedulerName": "default-scheduler", "terminationGracePeriodSeconds": 30, "enableServiceLinks": true, "priority": 0,
             "initContainers": [init], "containers": [app_container(app), proxy],
@@ -279,6 +284,22 @@ fn pod(i: usize, app: &str, ns: &str, rng: &mut Rng) -> Value {
             "initContainerStatuses": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.24.0", "ready": true, "restartCount": 0,
                 "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-11-30T08:15:21Z", "finishedAt": "2026-11-30T08:15:21Z"}}}],
             "containerStatuses": [running(app, &format!("registry.example.com/shop/{app}:1.4.2")), running("istio-proxy", "docker.io/istio/proxyv2:1.24.0")]}})
+}
+
+/// The pod-template-hash and uid of Deployment `app`'s ReplicaSet (the same on every call).
+fn replica_set(app: &str) -> (String, String) {
+    // FNV-1a of the name seeds the generator: a fixed ReplicaSet per Deployment.
+    let seed = app.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut rng = Rng(seed);
+    let hash = format!("{:010x}", rng.next() & 0xFF_FFFF_FFFF);
+    let uid = format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        rng.next() & 0xFFFF_FFFF,
+        rng.next() & 0xFFFF_FFFF_FFFF
+    );
+    (hash, uid)
 }
 
 /// An ordinary Secret: a mix of the types clusters hold.
@@ -396,6 +417,18 @@ mod tests {
                 .contains("istio-proxy")
         );
         assert_eq!(pod["spec"]["containers"][1]["name"], "istio-proxy");
+        // The pods of one Deployment share its ReplicaSet; two Deployments do not.
+        let owner = |o: &Value| o["metadata"]["ownerReferences"][0].clone();
+        let pods: Vec<&Value> = a.iter().filter(|o| o["kind"] == "Pod").collect();
+        let siblings: Vec<&&Value> = pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == pod["metadata"]["labels"]["app"])
+            .collect();
+        assert!(siblings.len() > 1);
+        assert!(siblings.iter().all(|p| owner(p) == owner(pod)
+            && p["metadata"]["labels"]["pod-template-hash"]
+                == pod["metadata"]["labels"]["pod-template-hash"]));
+        assert!(pods.iter().any(|p| owner(p)["name"] != owner(pod)["name"]));
         let bytes = serde_json::to_vec(pod).unwrap().len();
         assert!((4_000..12_000).contains(&bytes), "pod of {bytes} bytes");
     }
