@@ -2090,6 +2090,90 @@ mod tests {
     }
 
     #[test]
+    fn pods_group_by_owner_revision_and_sidecar_in_list_order() {
+        let meta = |name: &str,
+                    owner: Option<(&str, &str)>,
+                    labels: &[(&str, &str)],
+                    injected: bool| {
+            serde_json::from_value::<ObjectMeta>(serde_json::json!({
+                "name": name, "namespace": "shop",
+                "labels": labels.iter().map(|(k, v)| ((*k).to_string(), Value::String((*v).into()))).collect::<Map<_, _>>(),
+                "annotations": if injected { serde_json::json!({"sidecar.istio.io/status": "{}"}) } else { serde_json::json!({}) },
+                "ownerReferences": owner.map(|(kind, n)| serde_json::json!([{"apiVersion": "apps/v1", "kind": kind, "name": n, "uid": "u"}])),
+            }))
+            .unwrap()
+        };
+        let metas = [
+            meta(
+                "a-1",
+                Some(("ReplicaSet", "a-1f")),
+                &[("pod-template-hash", "1f")],
+                true,
+            ),
+            meta(
+                "a-2",
+                Some(("ReplicaSet", "a-1f")),
+                &[("pod-template-hash", "1f")],
+                false,
+            ),
+            meta(
+                "a-3",
+                Some(("ReplicaSet", "a-1f")),
+                &[("pod-template-hash", "1f")],
+                true,
+            ),
+            meta("bare", None, &[], true),
+            meta("bare-2", None, &[], true),
+            meta(
+                "db-0",
+                Some(("StatefulSet", "db")),
+                &[("controller-revision-hash", "db-x")],
+                true,
+            ),
+            meta(
+                "db-1",
+                Some(("StatefulSet", "db")),
+                &[("controller-revision-hash", "db-y")],
+                true,
+            ),
+            meta(
+                "db-2",
+                Some(("StatefulSet", "db")),
+                &[("controller-revision-hash", "db-x")],
+                true,
+            ),
+            // Same name, another kind of owner: another template.
+            meta(
+                "x",
+                Some(("DaemonSet", "a-1f")),
+                &[("pod-template-hash", "1f")],
+                true,
+            ),
+        ];
+        assert_eq!(
+            pod_templates(&metas),
+            [
+                vec![0, 2],
+                vec![1],
+                vec![3],
+                vec![4],
+                vec![5, 7],
+                vec![6],
+                vec![8]
+            ]
+        );
+        let pod = serde_json::json!({"spec": {"hostNetwork": true,
+            "containers": [{"name": "app", "image": "i", "ports": [{"name": "http", "containerPort": 80}], "readinessProbe": {}}],
+            "initContainers": [{"name": "istio-init", "image": "i"}]}});
+        assert_eq!(
+            sibling_spec(&pod),
+            serde_json::json!({"hostNetwork": true,
+                "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 80}]}],
+                "initContainers": [{"name": "istio-init"}]})
+        );
+    }
+
+    #[test]
     fn era_and_auto_mtls() {
         let legacy = Snapshot::from_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istio-citadel, namespace: istio-system}\n").unwrap();
         assert_eq!(legacy.era(), Some(Era::Legacy));

@@ -201,6 +201,20 @@ async fn doctor_runs_on_its_printed_role_without_reading_every_secret() {
                     && !r.query.contains("fieldSelector=type")),
                 "{era}: an unfiltered Secret list: {r:?}"
             );
+            assert!(
+                !(r.verb == "list"
+                    && r.path == "/api/v1/configmaps"
+                    && !r.query.contains("fieldSelector=metadata.name")),
+                "{era}: an unfiltered ConfigMap list: {r:?}"
+            );
+            // Pods as metadata where served (the legacy scenario is Kubernetes 1.14: full).
+            if r.verb == "list" && r.path == "/api/v1/pods" && r.status == 200 {
+                assert_eq!(
+                    r.accept.contains("as=PartialObjectMetadataList"),
+                    era == "modern",
+                    "{era}: {r:?}"
+                );
+            }
         }
         if era == "modern" {
             let secrets =
@@ -226,6 +240,40 @@ async fn doctor_without_the_secret_role_skips_the_ca_checks_and_reports_the_rest
     let run = as_auditor(sim::DOCTOR, &server, &[]).await;
     assert!(run.stdout.contains("cannot read Secrets"), "{}", run.show());
     assert!(run.stdout.contains("forbidden"), "{}", run.show());
+    assert!(
+        run.stdout.contains("mtls."),
+        "the rest is reported: {}",
+        run.show()
+    );
+}
+
+/// Without the right to list the named ConfigMaps doctor still reads the injector by name and
+/// reports; it says what it left out (the mesh config, the roots of istio-ca-root-cert, the
+/// Prometheus config) and where the role is.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_without_the_config_map_list_says_what_it_left_out() {
+    let server = Server::start(modern()).await;
+    let yaml = printed(sim::DOCTOR, &server, &[]).await;
+    grant(&server, &without(&yaml, ("configmaps", "list", true))).await;
+    let run = as_auditor(sim::DOCTOR, &server, &[]).await;
+    for name in ["istio", "istio-ca-root-cert", "prometheus"] {
+        let note = format!("ConfigMaps named {name} not read, so ");
+        assert!(run.stderr.contains(&note), "{note}: {}", run.show());
+    }
+    assert!(
+        run.stderr
+            .contains("`kubectl meshvm doctor --print-rbac` prints the role doctor needs"),
+        "{}",
+        run.show()
+    );
+    let refused = refused(&server);
+    assert!(
+        !refused.is_empty()
+            && refused
+                .iter()
+                .all(|r| r.starts_with("list /api/v1/configmaps?")),
+        "{refused:?}"
+    );
     assert!(
         run.stdout.contains("mtls."),
         "the rest is reported: {}",
