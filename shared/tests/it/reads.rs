@@ -1212,3 +1212,72 @@ async fn a_refused_config_map_read_leaves_out_only_what_it_reads() {
     );
     assert!(snap.notes.is_empty(), "{:?}", snap.notes);
 }
+
+/// ConfigMaps are read by name: a revision's mesh config and injector (from its `istiod-<rev>`
+/// Deployment), every namespace's `istio-ca-root-cert`; no other ConfigMap is transferred.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_maps_are_read_by_name_revisions_included() {
+    let cm = |ns: &str, name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+            "data": {"mesh": "rootNamespace: istio-system\n"}})
+    };
+    let server = Server::start(
+        Scenario::from_files(&[repo().join("tests/scenarios/modern.yaml")])
+            .unwrap()
+            .with_objects(vec![
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "istiod-canary", "namespace": "istio-system"},
+                    "spec": {"selector": {"matchLabels": {"app": "istiod"}},
+                        "template": {"metadata": {"labels": {"app": "istiod"}},
+                            "spec": {"containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.24.0"}]}}}}),
+                cm("istio-system", "istio-canary"),
+                cm("istio-system", "istio-sidecar-injector-canary"),
+                cm("istio-system", "istio-leader"),
+                cm("sample", "istio-ca-root-cert"),
+                cm("sample", "app-config"),
+                cm("sample", "istio-sidecar-injector"),
+            ]),
+    )
+    .await;
+    server.reset_requests();
+    let snap = Snapshot::observe(&connect(&server).await).await.unwrap();
+    let names: Vec<String> = snap
+        .of(Kind::ConfigMap)
+        .iter()
+        .map(meshvm::snapshot::Obj::ns_name)
+        .collect();
+    for want in [
+        "istio-system/istio",
+        "istio-system/istio-sidecar-injector",
+        "istio-system/istio-canary",
+        "istio-system/istio-sidecar-injector-canary",
+        "sample/istio-ca-root-cert",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    for never in [
+        "sample/app-config",
+        "istio-system/istio-leader",
+        "sample/istio-sidecar-injector",
+    ] {
+        assert!(!names.iter().any(|n| n == never), "{never} in {names:?}");
+    }
+    let reads: BTreeSet<String> = server
+        .requests()
+        .records
+        .iter()
+        .filter(|r| r.path.ends_with("/configmaps") || r.path.contains("/configmaps/"))
+        .map(|r| format!("{} {}?{}", r.verb, r.path, r.query))
+        .collect();
+    assert_eq!(
+        reads.into_iter().collect::<Vec<_>>(),
+        [
+            "get /api/v1/namespaces/istio-system/configmaps/istio-canary?",
+            "get /api/v1/namespaces/istio-system/configmaps/istio-sidecar-injector-canary?",
+            "get /api/v1/namespaces/istio-system/configmaps/istio-sidecar-injector?",
+            "list /api/v1/configmaps?&fieldSelector=metadata.name%3Distio&limit=500",
+            "list /api/v1/configmaps?&fieldSelector=metadata.name%3Distio-ca-root-cert&limit=500",
+            "list /api/v1/configmaps?&fieldSelector=metadata.name%3Dprometheus&limit=500",
+        ]
+    );
+}
