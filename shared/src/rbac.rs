@@ -561,14 +561,16 @@ pub const PERMISSIONS: &[Permission] = &[
         &["kube-dns", "coredns"],
         "Istio 1.4: the cluster DNS's stub domain for global (network.global-services)",
     )),
+    // snapshot.rs `read_kept`: the metadata of every Deployment (in full before 1.15), then
+    // the control plane's (istio*) by name.
     p(
         Doctor,
         "apps",
         "deployments",
-        &["list"],
+        &["get", "list"],
         Cluster,
         &[],
-        "find the control plane (era)",
+        "find the control plane (era) and the gateways",
     ),
     p(
         Doctor,

@@ -1183,10 +1183,10 @@ impl Snapshot {
             let conn = conn.clone();
             set.spawn(async move {
                 // Pods: metadata of all, specs of the ones the checks judge (read_pods).
-                let result = if kind == Kind::Pod {
-                    read_pods(&conn, &ar).await
-                } else {
-                    list_kind(&conn, kind, &ar).await
+                let result = match kind {
+                    Kind::Pod => read_pods(&conn, &ar).await,
+                    Kind::Deployment => read_kept(&conn, kind, &ar).await,
+                    _ => list_kind(&conn, kind, &ar).await,
                 };
                 (kind, result)
             });
@@ -1398,7 +1398,7 @@ async fn get_named(
     name: &str,
 ) -> Result<Option<DynamicObject>, crate::kube::Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), ns, ar);
-    let action = Request::new("get", ar.plural.clone()).ns(ns).name(name);
+    let action = Request::new("get", resource_name(ar)).ns(ns).name(name);
     match conn.call(action, || api.get(name)).await {
         Ok(obj) => Ok(Some(obj)),
         Err(e) if e.is_not_found() => Ok(None),
@@ -1424,7 +1424,7 @@ async fn list_named(
     crate::read::list_all(
         conn,
         &all,
-        Request::new("list", ar.plural.clone()),
+        Request::new("list", resource_name(ar)),
         &ListParams::default().fields(&format!("metadata.name={name}")),
         Some,
     )
@@ -1598,11 +1598,7 @@ async fn list_kind(
     ar: &ApiResource,
 ) -> Result<Listed, crate::kube::Error> {
     let api: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
-    let resource = if ar.group.is_empty() {
-        ar.plural.clone()
-    } else {
-        format!("{}.{}", ar.plural, ar.group)
-    };
+    let resource = resource_name(ar);
     let keep = |item: DynamicObject| {
         let name = item.metadata.name.as_deref().unwrap_or_default();
         kind.keeps(name).then(|| to_value(kind, ar, &item))
@@ -1741,6 +1737,62 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
         }));
     }
     Ok(Listed::Items(items))
+}
+
+/// The objects of a kind doctor keeps only some of by name ([`Kind::keeps`]: Deployments
+/// `istio*`): a metadata list of all, then a GET of each kept one, [`GET_CONCURRENCY`] at a
+/// time; a full list where metadata lists are not served (Kubernetes 1.14) or the GET is
+/// refused.
+async fn read_kept(
+    conn: &Connection,
+    kind: Kind,
+    ar: &ApiResource,
+) -> Result<Listed, crate::kube::Error> {
+    let all: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
+    let action = Request::new("list", resource_name(ar));
+    let metas =
+        match crate::read::try_list_metadata(conn, &all, action, &ListParams::default()).await {
+            Ok(Some(metas)) => metas,
+            Ok(None) => return list_kind(conn, kind, ar).await,
+            Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
+            Err(e) if e.is_not_found() => return list_kind(conn, kind, ar).await,
+            Err(e) => return Err(e),
+        };
+    let kept: Vec<(String, String)> = metas
+        .into_iter()
+        .filter_map(|m| {
+            let name = m.name.unwrap_or_default();
+            kind.keeps(&name)
+                .then(|| (m.namespace.unwrap_or_default(), name))
+        })
+        .collect();
+    let got: Vec<Result<Option<DynamicObject>, crate::kube::Error>> = futures::stream::iter(
+        kept.into_iter()
+            .map(|(ns, name)| async move { get_named(conn, ar, &ns, &name).await }),
+    )
+    .buffered(GET_CONCURRENCY)
+    .collect()
+    .await;
+    let mut items = Vec::with_capacity(got.len());
+    for result in got {
+        match result {
+            Ok(Some(obj)) => items.push(to_value(kind, ar, &obj)),
+            // Deleted since the list.
+            Ok(None) => {}
+            Err(e) if e.code() == Some(403) => return list_kind(conn, kind, ar).await,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Listed::Items(items))
+}
+
+/// `deployments.apps`, `pods`: the resource as RBAC and messages name it.
+fn resource_name(ar: &ApiResource) -> String {
+    if ar.group.is_empty() {
+        ar.plural.clone()
+    } else {
+        format!("{}.{}", ar.plural, ar.group)
+    }
 }
 
 /// The pods of one pod template, as indices into `metas` in list order: same namespace, first

@@ -654,11 +654,11 @@ fn realistic(
             ));
         }
     }
-    // `MESHVM_BENCH_PERF=FILE`: one more run of doctor under `perf record -g`, for
+    // `MESHVM_BENCH_PERF=FILE`: one more run of doctor under `perf record --call-graph=dwarf`, for
     // `perf report -i FILE` (not timed; the measured runs stay as they are).
     if let Some(out) = std::env::var_os("MESHVM_BENCH_PERF") {
         let status = Command::new("perf")
-            .args(["record", "-g", "-o"])
+            .args(["record", "--call-graph=dwarf", "-o"])
             .arg(&out)
             .arg(&doctor)
             .args(args)
@@ -667,7 +667,10 @@ fn realistic(
             .stderr(Stdio::null())
             .status()
             .map_err(|e| format!("cannot run perf: {e}"))?;
-        eprintln!("perf record: {status}, profile in {}", Path::new(&out).display());
+        eprintln!(
+            "perf record: {status}, profile in {}",
+            Path::new(&out).display()
+        );
     }
     // Alternate the two builds so that load on the machine hits both alike.
     let (mut z, mut z3) = (Vec::new(), Vec::new());

@@ -666,10 +666,14 @@ impl<'a> Endpoint<'a> {
         }
         let mut out = Vec::new();
         for pod in snap.of(Kind::Pod) {
-            let labels = pod.labels();
-            if pod.namespace() != dest.ns() || !selects(&selector, &labels) {
+            // Namespace and selector first, label by label: this runs for every Service and
+            // every Pod, and building each pod's label map here dominated doctor's time.
+            if pod.namespace() != dest.ns()
+                || !selector.iter().all(|(k, v)| pod.label(k) == Some(*v))
+            {
                 continue;
             }
+            let labels = pod.labels();
             let pod_ports = pod
                 .at(&["spec", "containers"])
                 .and_then(Value::as_array)
