@@ -1544,7 +1544,7 @@ async fn read_config_maps(
         match result {
             Ok(items) => reads.found.extend(items),
             Err(e) if e.code() == Some(403) => {
-                refused.push((format!("ConfigMaps named {name}"), config_map_use(name), e))
+                refused.push((format!("ConfigMaps named {name}"), config_map_use(name), e));
             }
             Err(e) => return Err(e),
         }
@@ -1553,7 +1553,7 @@ async fn read_config_maps(
         match result {
             Ok(obj) => reads.found.extend(obj),
             Err(e) if e.code() == Some(403) => {
-                refused.push((format!("ConfigMap {ns}/{name}"), config_map_use(name), e))
+                refused.push((format!("ConfigMap {ns}/{name}"), config_map_use(name), e));
             }
             Err(e) => return Err(e),
         }
@@ -1831,12 +1831,11 @@ fn pod_templates(metas: &[ObjectMeta]) -> Vec<Vec<usize>> {
             label(REVISION_LABELS[1]),
             injected.to_string(),
         ];
-        match index.get(&key) {
-            Some(g) => groups[*g].push(i),
-            None => {
-                index.insert(key, groups.len());
-                groups.push(vec![i]);
-            }
+        if let Some(g) = index.get(&key) {
+            groups[*g].push(i);
+        } else {
+            index.insert(key, groups.len());
+            groups.push(vec![i]);
         }
     }
     groups
