@@ -460,7 +460,8 @@ async fn bundle_waits_for_citadel_to_reissue_under_the_new_root() {
         result.err().map(|e| meshvm::errors::error_chain(&e))
     );
     assert!(
-        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(5),
+        // Not the whole --wait 10s: it stopped when the secret came (room left for a loaded CI).
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(9),
         "{elapsed:?}: waited for the re-issued secret, and not longer"
     );
     assert_eq!(

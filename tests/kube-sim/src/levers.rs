@@ -139,6 +139,10 @@ pub struct RequestRecord {
     /// Size of the response body in bytes; None for watch streams (open-ended when logged)
     /// and connection resets.
     pub bytes: Option<u64>,
+    /// When the request reached the sim (before any latency lever).
+    pub arrived: std::time::Instant,
+    /// When its answer was ready (after the latency lever and the handling).
+    pub answered: std::time::Instant,
 }
 
 impl RequestRecord {
@@ -186,6 +190,25 @@ impl RequestLog {
     /// All requests.
     pub fn total(&self) -> usize {
         self.records.len()
+    }
+
+    /// The round trips on the critical path: the longest chain of requests each of which
+    /// arrived after the previous one was answered. Requests a client sends concurrently
+    /// overlap and count once; what it sends only after an answer counts again. With a latency
+    /// lever this is how many latencies a run waits, counted from the log rather than a clock.
+    pub fn round_trips(&self) -> usize {
+        let mut order: Vec<&RequestRecord> = self.records.iter().collect();
+        order.sort_by_key(|r| r.arrived);
+        let mut depth: Vec<usize> = Vec::with_capacity(order.len());
+        for (i, r) in order.iter().enumerate() {
+            let before = (0..i)
+                .filter(|&j| order[j].answered <= r.arrived)
+                .map(|j| depth[j])
+                .max()
+                .unwrap_or(0);
+            depth.push(before + 1);
+        }
+        depth.into_iter().max().unwrap_or(0)
     }
 
     /// Requests that were not discovery, OpenAPI or `/version` (the round trips a verb's code makes).

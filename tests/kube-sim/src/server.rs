@@ -970,6 +970,7 @@ fn schedule_finalization(shared: &Arc<Shared>) {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Reset> {
+    let arrived = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
@@ -1034,6 +1035,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 status: resp.status().as_u16(),
                 user: user.to_string(),
                 bytes,
+                arrived,
+                answered: std::time::Instant::now(),
             });
         resp
     };
@@ -1051,6 +1054,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     status: 0,
                     user: String::new(),
                     bytes: None,
+                    arrived,
+                    answered: std::time::Instant::now(),
                 });
             return Err(Reset);
         }
