@@ -59,7 +59,7 @@ pub struct CaArgs {
     bin_name = "kubectl meshvm prepare",
     version,
     about = "Prepare the cluster for a VM: validated cacerts, VM namespace, ServiceAccount, WorkloadGroup",
-    after_help = "The VM's namespace is -n (created when absent); without -n, the kubeconfig context's namespace, as kubectl.\n\nExamples:\n  kubectl meshvm prepare -n expandvm --ca-dir samples/certs\n  kubectl meshvm prepare -n vm --workload-group vm --labels app=vm --ports http=8080 --network vm-net\n  kubectl meshvm prepare -n expandvm --restart-control-plane --yes\n  kubectl meshvm prepare --delete -n expandvm --yes"
+    after_help = "The VM's namespace is -n (created when absent); without -n, the kubeconfig context's namespace, as kubectl.\n\nExamples:\n  kubectl meshvm prepare -n expandvm --ca-dir samples/certs\n  kubectl meshvm prepare -n vm --workload-group vm --labels app=vm --ports http=8080 --network vm-net\n  kubectl meshvm prepare -n expandvm --restart-control-plane --yes\n  kubectl meshvm prepare --delete -n expandvm --expose httpbin.bar --yes\n  kubectl meshvm prepare --delete -n expandvm --yes"
 )]
 pub struct PrepareArgs {
     /// Older name of -n: the namespace the VM's workload lives in
@@ -122,7 +122,7 @@ pub struct PrepareArgs {
     /// Cluster Services the VM calls, as SVC.NS (repeatable, or comma-separated): legacy, one `<svc>.<ns>.global` ServiceEntry each through the gateway's 15443; modern, checks the east-west gateway's cross-network path
     #[arg(long, value_name = "SVC.NS,...", value_delimiter = ',')]
     pub expose: Vec<String>,
-    /// Remove what prepare made for this VM: its namespace and everything in it
+    /// Remove what prepare made for this VM: its namespace and everything in it; with --expose, only the ServiceEntries --expose made for those Services
     #[arg(long)]
     pub delete: bool,
     /// With --delete: also delete the mesh-wide cacerts secret

@@ -1718,13 +1718,128 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     assert_ne!(ratings, address, "unique");
     assert_eq!(ratings.octets()[..2], [127, 255]);
 
+    // --delete --expose: only that Service's entry goes (a dry run first sends no write); the
+    // namespace and the other entry stay; again: nothing to delete, exit 0.
+    let before = writes(&server).len();
+    let dry = prepare(
+        &server,
+        &[
+            "--delete",
+            "-n",
+            "expandvm",
+            "--expose",
+            "ratings.bar",
+            "--dry-run=client",
+        ],
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{}", dry.show());
+    assert!(dry.stdout.contains("ratings-bar-global"), "{}", dry.show());
+    assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
+    let one = prepare(
+        &server,
+        &[
+            "--delete",
+            "-n",
+            "expandvm",
+            "--expose",
+            "ratings.bar",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(one.code, 0, "{}", one.show());
+    assert!(
+        one.stdout.lines().any(|l| l.starts_with("ServiceEntry")
+            && l.contains("ratings-bar-global")
+            && l.contains("deleted")),
+        "{}",
+        one.show()
+    );
+    assert!(
+        one.stderr.contains("ratings.bar.global"),
+        "the hosts note: {}",
+        one.show()
+    );
+    let left = global_entries(&server, "expandvm");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["metadata"]["name"], "httpbin-bar-global");
+    assert!(server.object("v1", "Namespace", "", "expandvm").is_some());
+    let before = writes(&server).len();
+    let again = prepare(
+        &server,
+        &[
+            "--delete",
+            "-n",
+            "expandvm",
+            "--expose",
+            "ratings.bar",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}", again.show());
+    assert!(
+        again.stderr.contains("nothing to delete"),
+        "{}",
+        again.show()
+    );
+    assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
+    // One that is not meshvm's is refused, named, with a hint that runs as printed.
+    let mut foreign = left[0].clone();
+    foreign["metadata"]["name"] = serde_json::json!("ratings-bar-global");
+    foreign["metadata"]["labels"] = serde_json::json!({});
+    for key in ["resourceVersion", "uid", "creationTimestamp"] {
+        foreign["metadata"].as_object_mut().unwrap().remove(key);
+    }
+    server.load([foreign]).unwrap();
+    let refused = prepare(
+        &server,
+        &[
+            "--delete",
+            "-n",
+            "expandvm",
+            "--expose",
+            "ratings.bar,httpbin.bar",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{}", refused.show());
+    assert!(
+        refused
+            .stderr
+            .contains("expandvm/ratings-bar-global was not made by meshvm"),
+        "{}",
+        refused.show()
+    );
+    assert_eq!(
+        global_entries(&server, "expandvm").len(),
+        2,
+        "nothing was deleted"
+    );
+    let look = kubectl(
+        &server,
+        &[
+            "get",
+            "serviceentry",
+            "ratings-bar-global",
+            "-n",
+            "expandvm",
+            "-o",
+            "yaml",
+        ],
+    )
+    .await;
+    assert_eq!(look.code, 0, "the hint runs: {}", look.show());
+
     // --delete lists them and they go with the namespace.
     let gone = prepare(&server, &["--delete", "-n", "expandvm", "--yes"]).await;
     assert_eq!(gone.code, 0, "{}", gone.show());
     assert!(
         gone.stdout
             .lines()
-            .any(|l| l.starts_with("ServiceEntry") && l.contains("ratings-bar-global")),
+            .any(|l| l.starts_with("ServiceEntry") && l.contains("httpbin-bar-global")),
         "{}",
         gone.show()
     );

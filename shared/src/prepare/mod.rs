@@ -173,6 +173,16 @@ pub enum Error {
         /// `namespace/name`.
         entry: String,
     },
+    /// `--delete --expose`: the entry of that name was not made by meshvm.
+    #[error(
+        "--delete --expose: serviceentry {namespace}/{name} was not made by meshvm (it lacks the label app.kubernetes.io/managed-by=meshvm); refusing to delete it, nothing was deleted"
+    )]
+    NotOurServiceEntry {
+        /// The VM namespace.
+        namespace: String,
+        /// The entry's name.
+        name: String,
+    },
     /// Legacy `--expose`: every 127.255.x.y address is held by another ServiceEntry.
     #[error("--expose: no free address in 127.255.0.0/16 for {host}")]
     GlobalAddressesExhausted {
@@ -275,6 +285,9 @@ impl Diagnose for Error {
             Error::ServiceEntryNotOurs { .. } => {
                 Some("delete or rename that ServiceEntry, then run prepare again".into())
             }
+            Error::NotOurServiceEntry { namespace, name } => Some(format!(
+                "whoever made it removes it; look at it with `kubectl get serviceentry {name} -n {namespace} -o yaml`"
+            )),
             Error::GlobalAddressesExhausted { .. } => {
                 Some("remove ServiceEntries that are no longer used".into())
             }
@@ -581,6 +594,20 @@ async fn run_delete(
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
     let found = Box::pin(delete::observe(&conn, opts)).await?;
     let mut plan = delete::plan(&found, opts)?;
+    if plan.changes.is_empty() && !opts.expose.is_empty() {
+        plan.write(out, opts.output, opts.show_secrets)?;
+        let names: Vec<String> = opts
+            .expose
+            .iter()
+            .map(|e| format!("{}/{}", opts.vm_namespace, e.entry_name()))
+            .collect();
+        writeln!(
+            err,
+            "nothing to delete: no ServiceEntry {} exists (Istio 1.4's --expose makes them; later releases need none)",
+            names.join(", ")
+        )?;
+        return Ok(Outcome::Success);
+    }
     if plan.changes.is_empty() {
         plan.write(out, opts.output, opts.show_secrets)?;
         writeln!(
@@ -606,18 +633,32 @@ async fn run_delete(
     }
     if opts.dry_run == DryRun::None {
         let inside = found.contents.len();
-        let question = format!(
-            "delete namespace {} and the {inside} object(s) listed in it{}",
-            opts.vm_namespace,
-            if found.cacerts.is_some() {
-                format!(
-                    ", and the mesh-wide secret {}/cacerts",
-                    opts.istio_namespace
-                )
-            } else {
-                String::new()
-            }
-        );
+        let question = if opts.expose.is_empty() {
+            format!(
+                "delete namespace {} and the {inside} object(s) listed in it{}",
+                opts.vm_namespace,
+                if found.cacerts.is_some() {
+                    format!(
+                        ", and the mesh-wide secret {}/cacerts",
+                        opts.istio_namespace
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            format!(
+                "delete {} ServiceEntr{} in namespace {} (the VMs there stop reaching {})",
+                plan.changes.len(),
+                if plan.changes.len() == 1 { "y" } else { "ies" },
+                opts.vm_namespace,
+                plan.changes
+                    .iter()
+                    .map(|c| c.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         if !opts.yes {
             // The list the operator confirms: on stderr, so stdout stays the final record.
             plan.write(err, crate::flags::OutputFormat::Table, false)?;
@@ -629,6 +670,18 @@ async fn run_delete(
     let result = delete::apply(&conn, &mut plan, opts).await;
     plan.write(out, opts.output, opts.show_secrets)?;
     result?;
+    if !opts.expose.is_empty() && opts.dry_run == DryRun::None {
+        writeln!(
+            err,
+            "note: the /etc/hosts of the VMs in namespace {} still name {} until each gets a new bundle (the bundle verb) and runs its install.sh",
+            opts.vm_namespace,
+            opts.expose
+                .iter()
+                .map(expose::Exposed::host)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
     if found.namespace.is_some() && !opts.include_ca {
         writeln!(
             err,
