@@ -1068,8 +1068,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Some(FaultKind::Conflict) => {
             let (group, resource, name) = target_info
                 .as_ref()
-                .map(|(g, r, _, n, _, _)| (g.as_str(), r.as_str(), n.as_deref().unwrap_or("")))
-                .unwrap_or(("", "", ""));
+                .map_or(("", "", ""), |(g, r, _, n, _, _)| {
+                    (g.as_str(), r.as_str(), n.as_deref().unwrap_or(""))
+                });
             return Ok(log(
                 error_response(&ApiError::conflict(group, resource, name, ApiError::STALE)),
                 "",
