@@ -253,6 +253,20 @@ pub fn steps(era: Era, paths: &Paths) -> Vec<Step> {
             Expect::Success,
         ),
         step(
+            "prepare --delete --expose --dry-run=client: what stopping the VM's calls to httpbin.bar would remove (legacy: its .global ServiceEntry; modern: nothing), nothing sent",
+            &[
+                "meshvm",
+                "prepare",
+                "--delete",
+                "-n",
+                ns,
+                "--expose",
+                EXPOSED,
+                "--dry-run=client",
+            ],
+            Expect::Success,
+        ),
+        step(
             "doctor --context --bundle: the cluster and the VM bundle, cross-checked",
             &[
                 "meshvm",
