@@ -1852,6 +1852,123 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     assert!(global_entries(&server, "expandvm").is_empty());
 }
 
+/// Two Services whose `.global` hosts start their address search at the same 127.255.x.y.
+fn colliding_services() -> (String, String, std::net::Ipv4Addr) {
+    let mut first: std::collections::HashMap<std::net::Ipv4Addr, String> =
+        std::collections::HashMap::new();
+    let none = std::collections::BTreeSet::new();
+    for i in 0.. {
+        let name = format!("s{i}");
+        let ip = meshvm::prepare::expose::allocate(&format!("{name}.bar.global"), &none).unwrap();
+        if let Some(other) = first.insert(ip, name.clone()) {
+            return (other, name, ip);
+        }
+    }
+    unreachable!()
+}
+
+/// Two `--expose` runs for different VMs whose hosts hash alike. Which entry keeps a shared
+/// address is decided the same way by every run (the older, then by namespace/name): the one
+/// holding it second moves, the first is left alone. Then two such runs at once (each sees no
+/// entry, both create the same address): afterwards the addresses are unique.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_expose_runs_end_with_unique_addresses() {
+    let (a, b, ip) = colliding_services();
+    let (expose_a, expose_b) = (format!("{a}.bar"), format!("{b}.bar"));
+    let server = sim("legacy-1.4.yaml").await;
+    let mut objects = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
+    ];
+    for svc in [&a, &b] {
+        objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc, "namespace": "bar"},
+            "spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}}));
+    }
+    server.load(objects).unwrap();
+
+    // The aftermath of a race: both entries hold `ip`; vma's is older.
+    for (ns, svc, created) in [
+        ("vma", &a, "2026-01-01T00:00:00Z"),
+        ("vmb", &b, "2026-01-01T00:00:01Z"),
+    ] {
+        let item = format!("{svc}.bar");
+        let run = prepare(&server, &["-n", ns, "--expose", &item]).await;
+        assert_eq!(run.code, 0, "{}", run.show());
+        let mut entry = server
+            .object(
+                "networking.istio.io/v1alpha3",
+                "ServiceEntry",
+                ns,
+                &format!("{svc}-bar-global"),
+            )
+            .unwrap();
+        entry["spec"]["addresses"] = serde_json::json!([ip.to_string()]);
+        entry["metadata"]["creationTimestamp"] = serde_json::json!(created);
+        server.load([entry]).unwrap();
+    }
+    let stay = prepare(&server, &["-n", "vma", "--expose", &expose_a]).await;
+    assert_eq!(stay.code, 0, "{}", stay.show());
+    assert!(
+        stay.stderr.contains("nothing to change"),
+        "the first holder keeps it: {}",
+        stay.show()
+    );
+    let moved = prepare(&server, &["-n", "vmb", "--expose", &expose_b]).await;
+    assert_eq!(moved.code, 0, "{}", moved.show());
+    assert!(moved.stdout.contains("updated"), "{}", moved.show());
+    let address = |ns: &str, svc: &str| {
+        entry_address(
+            &server
+                .object(
+                    "networking.istio.io/v1alpha3",
+                    "ServiceEntry",
+                    ns,
+                    &format!("{svc}-bar-global"),
+                )
+                .unwrap(),
+        )
+    };
+    assert_eq!(address("vma", &a), ip);
+    assert_ne!(address("vmb", &b), ip);
+
+    // Two runs at once, each for a fresh VM namespace, on a slow API server so that both read
+    // before either writes.
+    let server = sim("legacy-1.4.yaml").await;
+    let mut objects = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
+    ];
+    for svc in [&a, &b] {
+        objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc, "namespace": "bar"},
+            "spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}}));
+    }
+    server.load(objects).unwrap();
+    server.set_latency(Duration::from_millis(300));
+    let (args_a, args_b) = (
+        ["-n", "vma", "--expose", &expose_a],
+        ["-n", "vmb", "--expose", &expose_b],
+    );
+    let (one, two) = tokio::join!(prepare(&server, &args_a), prepare(&server, &args_b));
+    server.set_latency(Duration::ZERO);
+    assert_eq!(one.code, 0, "{}", one.show());
+    assert_eq!(two.code, 0, "{}", two.show());
+    assert_ne!(
+        address("vma", &a),
+        address("vmb", &b),
+        "unique after concurrent runs:\n{}\n{}",
+        one.show(),
+        two.show()
+    );
+    eprintln!(
+        "concurrent --expose: {}",
+        if format!("{}{}", one.stdout, two.stdout).contains("moved") {
+            "the runs raced for one address and one moved"
+        } else {
+            "the runs did not overlap this time"
+        }
+    );
+}
+
 /// Modern: `--expose` writes no ServiceEntry; it checks the east-west cross-network path and,
 /// without it, refuses with the command that adds it.
 #[tokio::test(flavor = "multi_thread")]

@@ -124,6 +124,32 @@ pub fn addresses_in_use(entries: &[DynamicObject]) -> BTreeMap<Ipv4Addr, Vec<Str
     out
 }
 
+/// Whether `me` (`namespace/name`) is the first holder of `ip` among `entries`: the oldest by
+/// `creationTimestamp`, then by `namespace/name` (the apiserver stamps whole seconds, so two runs
+/// in one second tie on time). Two concurrent `--expose` runs that picked one address agree on
+/// which of them keeps it; the other moves.
+pub fn holds_first(entries: &[DynamicObject], me: &str, ip: Ipv4Addr) -> bool {
+    let key = |e: &DynamicObject| {
+        (
+            e.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            format!(
+                "{}/{}",
+                e.metadata.namespace.as_deref().unwrap_or_default(),
+                e.metadata.name.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    entries
+        .iter()
+        .filter(|e| {
+            strings(e, "/spec/addresses")
+                .iter()
+                .any(|a| a.split('/').next().and_then(|b| b.parse().ok()) == Some(ip))
+        })
+        .min_by_key(|e| key(e))
+        .is_none_or(|first| key(first).1 == me)
+}
+
 /// FNV-1a, 32 bits: a hash that stays the same across builds and platforms.
 fn fnv1a(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5_u32, |h, b| {

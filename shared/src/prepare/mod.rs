@@ -402,6 +402,9 @@ pub async fn run(
     }
 
     let mut result = apply::apply(&conn, &mut plan, opts, ca.as_ref()).await;
+    if result.is_ok() {
+        result = Box::pin(settle_addresses(&conn, &observed, &mut plan, opts)).await;
+    }
     let mut rolled_out = None;
     if result.is_ok() && opts.dry_run == DryRun::None {
         match apply::await_restart(&conn, &mut plan, opts, err).await {
@@ -448,6 +451,61 @@ pub async fn run(
     result?;
     writeln!(err, "{}", summary(&plan, opts.dry_run))?;
     Ok(Outcome::Success)
+}
+
+/// How often `--expose` re-checks its new `.global` addresses against a concurrent run.
+const SETTLE_ROUNDS: usize = 3;
+
+/// Legacy `--expose`: the apiserver cannot keep two ServiceEntries from holding one address, so
+/// after writing new ones prepare reads the ServiceEntries again; where a run elsewhere took the
+/// same address meanwhile, the entry that holds it second ([`expose::holds_first`]) moves to a
+/// free one (both runs agree which), and its row says so. Bounded; a dry run skips it.
+async fn settle_addresses(
+    conn: &crate::kube::Connection,
+    observed: &plan::Observed,
+    plan: &mut Plan,
+    opts: &Options,
+) -> Result<(), Error> {
+    let wrote_entries = || {
+        plan.of(Kind::ServiceEntry)
+            .any(|c| c.state == State::Done && c.write.is_some())
+    };
+    if opts.dry_run != DryRun::None || observed.era != Some(Era::Legacy) || !wrote_entries() {
+        return Ok(());
+    }
+    for _ in 0..SETTLE_ROUNDS {
+        let mut now = observed.clone();
+        now.expose = Box::pin(observe::observe_expose(conn, opts, observed.era)).await?;
+        let mut moves = Plan::default();
+        plan::plan_expose(&mut moves, &now, opts)?;
+        moves.changes.retain(crate::plan::Change::writes);
+        if moves.changes.is_empty() {
+            return Ok(());
+        }
+        let result = crate::plan::write::execute(conn, &mut moves, opts.dry_run).await;
+        for moved in &moves.changes {
+            if let Some(row) = plan
+                .changes
+                .iter_mut()
+                .find(|c| c.kind == Kind::ServiceEntry && c.name == moved.name)
+            {
+                row.detail = format!(
+                    "{} (moved: a concurrent run took the address first)",
+                    moved.detail
+                );
+                if moved.state != State::Done {
+                    row.state = moved.state;
+                }
+            }
+        }
+        if let Err(failure) = result {
+            return Err(match failure.error {
+                crate::plan::write::Error::Kube(e) => Error::Kube(e),
+                other => Error::Write(other),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Read and judge the CA files; warnings are printed, errors stop the run.
