@@ -1916,7 +1916,7 @@ async fn concurrent_expose_runs_end_with_unique_addresses() {
     let moved = prepare(&server, &["-n", "vmb", "--expose", &expose_b]).await;
     assert_eq!(moved.code, 0, "{}", moved.show());
     assert!(moved.stdout.contains("updated"), "{}", moved.show());
-    let address = |ns: &str, svc: &str| {
+    let address = |server: &Server, ns: &str, svc: &str| {
         entry_address(
             &server
                 .object(
@@ -1928,11 +1928,12 @@ async fn concurrent_expose_runs_end_with_unique_addresses() {
                 .unwrap(),
         )
     };
-    assert_eq!(address("vma", &a), ip);
-    assert_ne!(address("vmb", &b), ip);
+    assert_eq!(address(&server, "vma", &a), ip);
+    assert_ne!(address(&server, "vmb", &b), ip);
 
-    // Two runs at once, each for a fresh VM namespace, on a slow API server so that both read
-    // before either writes.
+    // Two runs at once, each for a fresh VM namespace; the API server holds each ServiceEntry
+    // create 3 s before storing it, so both runs read (and pick the same address) before either
+    // entry exists.
     let server = sim("legacy-1.4.yaml").await;
     let mut objects = vec![
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
@@ -1943,29 +1944,36 @@ async fn concurrent_expose_runs_end_with_unique_addresses() {
             "spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}}));
     }
     server.load(objects).unwrap();
-    server.set_latency(Duration::from_millis(300));
+    server.slow_down(
+        "create",
+        "/apis/networking.istio.io/",
+        Duration::from_secs(3),
+    );
     let (args_a, args_b) = (
         ["-n", "vma", "--expose", &expose_a],
         ["-n", "vmb", "--expose", &expose_b],
     );
     let (one, two) = tokio::join!(prepare(&server, &args_a), prepare(&server, &args_b));
-    server.set_latency(Duration::ZERO);
     assert_eq!(one.code, 0, "{}", one.show());
     assert_eq!(two.code, 0, "{}", two.show());
     assert_ne!(
-        address("vma", &a),
-        address("vmb", &b),
+        address(&server, "vma", &a),
+        address(&server, "vmb", &b),
         "unique after concurrent runs:\n{}\n{}",
         one.show(),
         two.show()
     );
-    eprintln!(
-        "concurrent --expose: {}",
-        if format!("{}{}", one.stdout, two.stdout).contains("moved") {
-            "the runs raced for one address and one moved"
-        } else {
-            "the runs did not overlap this time"
-        }
+    let moved: Vec<&str> = [&one, &two]
+        .iter()
+        .flat_map(|r| r.stdout.lines())
+        .filter(|l| l.contains("moved: a concurrent run took the address first"))
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "exactly one run moved:\n{}\n{}",
+        one.show(),
+        two.show()
     );
 }
 

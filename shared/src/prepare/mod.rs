@@ -454,31 +454,94 @@ pub async fn run(
 }
 
 /// How often `--expose` re-checks its new `.global` addresses against a concurrent run.
-const SETTLE_ROUNDS: usize = 3;
+const SETTLE_ROUNDS: usize = 4;
+
+/// How long a run whose new entry ties with another in one second waits for the other run to
+/// move before it moves itself: the other run reads again right after its own write.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Legacy `--expose`: the apiserver cannot keep two ServiceEntries from holding one address, so
-/// after writing new ones prepare reads the ServiceEntries again; where a run elsewhere took the
-/// same address meanwhile, the entry that holds it second ([`expose::holds_first`]) moves to a
-/// free one (both runs agree which), and its row says so. Bounded; a dry run skips it.
+/// after writing new ones prepare reads the ServiceEntries again. Where another entry holds the
+/// same address and is older ([`expose::holds_first`]), this run's entry moves to a free one.
+/// Where the other was created in the same second ([`expose::tied`]) neither can tell which was
+/// stored first: the entry second by `namespace/name` moves at once; the first waits
+/// [`SETTLE_WAIT`] for it, and moves itself if the tie is still there (the other run wrote
+/// before this one's entry existed, saw no tie, and is done). Only entries this run wrote move (one that existed before may be in a
+/// bundle's `hosts` already); the row says so. Bounded; a dry run skips it.
 async fn settle_addresses(
     conn: &crate::kube::Connection,
     observed: &plan::Observed,
     plan: &mut Plan,
     opts: &Options,
 ) -> Result<(), Error> {
-    let wrote_entries = || {
-        plan.of(Kind::ServiceEntry)
-            .any(|c| c.state == State::Done && c.write.is_some())
-    };
-    if opts.dry_run != DryRun::None || observed.era != Some(Era::Legacy) || !wrote_entries() {
+    let vm_ns = opts.vm_namespace.as_str();
+    // The entries this run wrote, as `namespace/name`.
+    let written: Vec<String> = plan
+        .of(Kind::ServiceEntry)
+        .filter(|c| c.state == State::Done && c.write.is_some())
+        .map(|c| format!("{vm_ns}/{}", c.name))
+        .collect();
+    if opts.dry_run != DryRun::None || observed.era != Some(Era::Legacy) || written.is_empty() {
         return Ok(());
     }
+    let mut waited = false;
     for _ in 0..SETTLE_ROUNDS {
         let mut now = observed.clone();
         now.expose = Box::pin(observe::observe_expose(conn, opts, observed.era)).await?;
+        let address_of = |entries: &[kube::api::DynamicObject], me: &str| {
+            entries
+                .iter()
+                .find(|e| {
+                    format!(
+                        "{}/{}",
+                        e.metadata.namespace.as_deref().unwrap_or_default(),
+                        e.metadata.name.as_deref().unwrap_or_default()
+                    ) == me
+                })
+                .and_then(|e| {
+                    e.data
+                        .pointer("/spec/addresses/0")
+                        .and_then(serde_json::Value::as_str)
+                        .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+                })
+        };
+        let ties: Vec<(String, Vec<String>)> = written
+            .iter()
+            .filter_map(|me| {
+                let ip = address_of(&now.expose.service_entries, me)?;
+                // An entry second by name moves at once (the plan below); the first waits.
+                if !expose::holds_first(&now.expose.service_entries, me, ip) {
+                    return None;
+                }
+                let others = expose::tied(&now.expose.service_entries, me, ip);
+                (!others.is_empty()).then(|| (me.clone(), others))
+            })
+            .collect();
+        if !ties.is_empty() {
+            if !waited {
+                waited = true;
+                tokio::time::sleep(SETTLE_WAIT).await;
+                continue;
+            }
+            // Still tied: the other run is done and did not move, so this one does. Read
+            // as if the other entries were older, the plan below moves this run's.
+            let others: Vec<&String> = ties.iter().flat_map(|(_, o)| o).collect();
+            for e in &mut now.expose.service_entries {
+                let name = format!(
+                    "{}/{}",
+                    e.metadata.namespace.as_deref().unwrap_or_default(),
+                    e.metadata.name.as_deref().unwrap_or_default()
+                );
+                if others.contains(&&name) {
+                    e.metadata.creation_timestamp = None;
+                }
+            }
+        }
         let mut moves = Plan::default();
         plan::plan_expose(&mut moves, &now, opts)?;
-        moves.changes.retain(crate::plan::Change::writes);
+        moves
+            .changes
+            .retain(|c| c.writes() && written.contains(&format!("{vm_ns}/{}", c.name)));
         if moves.changes.is_empty() {
             return Ok(());
         }

@@ -324,6 +324,9 @@ impl crate::Scenario {
 pub struct Levers {
     /// Added latency per request.
     pub latency: Duration,
+    /// Extra latency for requests of one verb under one path prefix (added to `latency`),
+    /// before the request is handled: a slow write lets concurrent clients read first.
+    pub slow: Vec<(String, String, Duration)>,
     /// Fault rules, checked in order; the first that fires wins.
     pub faults: Vec<Fault>,
     /// Denials.
@@ -338,10 +341,23 @@ pub struct Levers {
 }
 
 impl Levers {
+    /// The latency of one request: the general one plus every matching slow rule (verb as a
+    /// Kubernetes verb or an upper-case HTTP method, as [`Fault`] matches them).
+    pub fn latency_of(&self, method: &str, verb: &str, path: &str) -> Duration {
+        self.latency
+            + self
+                .slow
+                .iter()
+                .filter(|(v, p, _)| (v == verb || v == method) && path.starts_with(p.as_str()))
+                .map(|(_, _, d)| *d)
+                .sum::<Duration>()
+    }
+
     /// Levers with the given seed for the fault RNG.
     pub fn new(seed: u64) -> Self {
         Levers {
             latency: Duration::ZERO,
+            slow: Vec::new(),
             faults: Vec::new(),
             denials: Vec::new(),
             users: Users::default(),
