@@ -241,7 +241,9 @@ impl DoctorOptions {
         if args.wait && args.mutate.dry_run.is_dry() {
             return Err(UsageError::new(
                 "--wait watches a rollout that writes: --dry-run writes nothing to wait for",
-                Some("drop --wait to see the plan, or --dry-run to roll out namespace by namespace"),
+                Some(
+                    "drop --wait to see the plan, or --dry-run to roll out namespace by namespace",
+                ),
             ));
         }
         let mut kube = args.kube;
@@ -419,9 +421,9 @@ pub async fn run(
     }
     // --fix --strict: on the readiness just judged (with --prometheus, its evidence too).
     let manifests = match conns.first() {
-        Some(conn) if opts.strict => Some(
-            rollout(opts, conn, prometheus.as_ref(), &snaps[0], &report, err).await?,
-        ),
+        Some(conn) if opts.strict => {
+            Some(rollout(opts, conn, prometheus.as_ref(), &snaps[0], &report, err).await?)
+        }
         _ => None,
     };
     if let Some(manifests) = manifests.filter(|_| {

@@ -554,9 +554,10 @@ impl Undo {
 
     /// The record of what the rollout wrote to `kind ns/name`, if any.
     pub fn written_as(&self, kind: Kind, ns: Option<&str>, name: &str) -> Option<&Written> {
-        self.written.as_ref()?.iter().find(|w| {
-            w.kind == kind.name() && w.namespace.as_deref() == ns && w.name == name
-        })
+        self.written
+            .as_ref()?
+            .iter()
+            .find(|w| w.kind == kind.name() && w.namespace.as_deref() == ns && w.name == name)
     }
 
     /// Replace the file at `path` with this undo, atomically (a sibling file, 0600, renamed
@@ -663,12 +664,15 @@ impl Undo {
             .restore
             .iter()
             .chain(&self.delete)
-            .find(|o| {
-                coords(o) == (change.kind, change.namespace.clone(), change.name.clone())
-            })
+            .find(|o| coords(o) == (change.kind, change.namespace.clone(), change.name.clone()))
             .map(|o| Resource::of(change.kind, o).version)
             .unwrap_or_default();
-        inspect(change.kind, &version, change.namespace.as_deref(), &change.name)
+        inspect(
+            change.kind,
+            &version,
+            change.namespace.as_deref(),
+            &change.name,
+        )
     }
 }
 
@@ -708,7 +712,9 @@ async fn read_back(
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let ns = object.pointer("/metadata/namespace").and_then(Value::as_str);
+    let ns = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str);
     let api: ::kube::Api<::kube::core::DynamicObject> = match ns {
         Some(ns) => ::kube::Api::namespaced_with(conn.client.clone(), ns, &ar),
         None => ::kube::Api::all_with(conn.client.clone(), &ar),
@@ -784,10 +790,7 @@ impl Apply<'_> {
             if let Some(written) = undo.written.as_mut() {
                 match read_back(conn, step.kind, &step.object).await {
                     Ok(Some(stored))
-                        if crate::plan::write::contains(
-                            &stored,
-                            &restorable(&step.object),
-                        ) =>
+                        if crate::plan::write::contains(&stored, &restorable(&step.object)) =>
                     {
                         let meta = |k: &str| {
                             stored
@@ -823,10 +826,8 @@ impl Apply<'_> {
             if let (Some(timeout), Some(ns)) = (self.opts.wait, step.namespace())
                 && let Err(why) = self.wait_healthy(ns, written_at, timeout, err).await
             {
-                let applied: Vec<String> = plan.changes[..=i]
-                    .iter()
-                    .map(Change::reference)
-                    .collect();
+                let applied: Vec<String> =
+                    plan.changes[..=i].iter().map(Change::reference).collect();
                 let not_applied: Vec<String> = plan.changes[i + 1..]
                     .iter()
                     .map(Change::reference)
@@ -934,12 +935,11 @@ impl Apply<'_> {
     /// `Err(why)` unhealthy.
     async fn observe(&self, ns: &str, written_at: Instant) -> Result<Option<String>, String> {
         let opts = self.opts;
-        let snap = match Snapshot::observe_in(self.conn, opts.checks.istio_namespace.as_deref())
-            .await
-        {
-            Ok(snap) => snap,
-            Err(e) => return Ok(Some(format!("cannot read the cluster: {e}"))),
-        };
+        let snap =
+            match Snapshot::observe_in(self.conn, opts.checks.istio_namespace.as_deref()).await {
+                Ok(snap) => snap,
+                Err(e) => return Ok(Some(format!("cannot read the cluster: {e}"))),
+            };
         let report = super::run_all(std::slice::from_ref(&snap), &opts.checks);
         if let Some(row) = report.namespaces.iter().find(|r| r.name == ns)
             && !row.ready
@@ -953,7 +953,10 @@ impl Apply<'_> {
                 })
                 .map(|f| format!("{}: {}", f.check, f.message))
                 .collect();
-            return Err(format!("doctor's checks now fail for it: {}", failing.join("; ")));
+            return Err(format!(
+                "doctor's checks now fail for it: {}",
+                failing.join("; ")
+            ));
         }
         let Some(client) = self.prometheus else {
             return Ok(None);
@@ -1106,7 +1109,9 @@ pub(super) async fn undo(
                     let change = plan.changes[i].clone();
                     let recorded = undo
                         .written_as(change.kind, change.namespace.as_deref(), &change.name)
-                        .map(|w| format!(" (uid {}, resourceVersion {})", w.uid, w.resource_version))
+                        .map(|w| {
+                            format!(" (uid {}, resourceVersion {})", w.uid, w.resource_version)
+                        })
                         .unwrap_or_default();
                     plan.changes[i].detail = "changed since the rollout wrote it".into();
                     refused.push(format!(

@@ -581,9 +581,7 @@ impl Client {
     ) -> Result<Vec<Flow>, String> {
         let mut flows = Vec::new();
         for metric in [REQUESTS, CONNECTIONS] {
-            let samples = self
-                .query(&since_query(metric, namespace, elapsed))
-                .await?;
+            let samples = self.query(&since_query(metric, namespace, elapsed)).await?;
             for s in samples {
                 flows.push(flow_of(&s, metric == CONNECTIONS)?);
             }
@@ -635,8 +633,8 @@ pub fn scrape_interval_of(config: &serde_json::Value, jobs: &[String]) -> (Durat
         v.and_then(serde_json::Value::as_str)
             .and_then(|t| parse_prometheus_duration(t))
     };
-    let global = parse(config.pointer("/global/scrape_interval"))
-        .unwrap_or(DEFAULT_SCRAPE_INTERVAL);
+    let global =
+        parse(config.pointer("/global/scrape_interval")).unwrap_or(DEFAULT_SCRAPE_INTERVAL);
     let mut longest: Option<(Duration, String)> = None;
     for job in config
         .get("scrape_configs")
@@ -663,9 +661,11 @@ pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A Prometheus duration as its config prints them (`15s`, `1m`, `1m30s`, `500ms`).
 fn parse_prometheus_duration(text: &str) -> Option<Duration> {
-    crate::flags::parse_duration(text)
-        .ok()
-        .or_else(|| Window::parse(text).ok().map(|w| Duration::from_secs(w.seconds)))
+    crate::flags::parse_duration(text).ok().or_else(|| {
+        Window::parse(text)
+            .ok()
+            .map(|w| Duration::from_secs(w.seconds))
+    })
 }
 
 /// One result row as a [`Flow`].

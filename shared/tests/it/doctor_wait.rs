@@ -112,7 +112,10 @@ fn exposition(lines: &[String]) -> String {
 async fn scraped(client: &Client) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !client.istio_series_now().await.unwrap_or(false) {
-        assert!(Instant::now() < deadline, "Prometheus did not scrape in 30s");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape in 30s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -127,8 +130,8 @@ async fn plaintext_since_counts_only_what_came_after() {
     let Some(prom) = Prometheus::start_scraping(None, &[exporter.target()], "1s") else {
         return;
     };
-    let client = Client::new(&PrometheusOptions::resolve(&prom.url, "1h", &[], None).unwrap())
-        .unwrap();
+    let client =
+        Client::new(&PrometheusOptions::resolve(&prom.url, "1h", &[], None).unwrap()).unwrap();
     scraped(&client).await;
     let (interval, why) = client.scrape_interval().await.unwrap();
     assert_eq!(interval, Duration::from_secs(1));
@@ -163,7 +166,10 @@ async fn plaintext_since_counts_only_what_came_after() {
         .collect();
     assert_eq!(
         got,
-        [("batch-reporter".to_string(), 2.0), ("unknown".to_string(), 1.0)],
+        [
+            ("batch-reporter".to_string(), 2.0),
+            ("unknown".to_string(), 1.0)
+        ],
         "{since:?}"
     );
     assert!(
@@ -183,8 +189,7 @@ async fn plaintext_since_counts_only_what_came_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_without_evidence_stops_at_the_timeout() {
     let server = Server::start(
-        scenario("legacy-1.4-strict-ready.yaml", &["cart", "pay"], "")
-            .with_kube_version("1.14"),
+        scenario("legacy-1.4-strict-ready.yaml", &["cart", "pay"], "").with_kube_version("1.14"),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +227,10 @@ async fn wait_without_evidence_stops_at_the_timeout() {
         "{message}\n{}",
         ran.err
     );
-    assert!(took < Duration::from_secs(20), "bounded by --timeout: {took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "bounded by --timeout: {took:?}"
+    );
     let hint = e.hint().unwrap();
     assert!(
         hint.starts_with(&format!(
@@ -232,19 +240,28 @@ async fn wait_without_evidence_stops_at_the_timeout() {
         "{hint}"
     );
     assert!(
-        ran.err.contains("--fix --strict --wait: cart: STRICT; checking it again, and asking Prometheus"),
+        ran.err.contains(
+            "--fix --strict --wait: cart: STRICT; checking it again, and asking Prometheus"
+        ),
         "{}",
         ran.err
     );
-    let policy = |ns: &str| server.object("authentication.istio.io/v1alpha1", "Policy", ns, "default");
+    let policy =
+        |ns: &str| server.object("authentication.istio.io/v1alpha1", "Policy", ns, "default");
     assert!(policy("cart").is_some() && policy("pay").is_none());
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&undo).unwrap()).unwrap();
     assert_eq!(file["delete"].as_array().unwrap().len(), 1, "{file:#}");
     assert_eq!(file["delete"][0]["metadata"]["namespace"], "cart");
     assert_eq!(file["written"][0]["namespace"], "cart", "{file:#}");
-    assert!(!ran.err.contains("would create"), "the table says what was done: {}", ran.err);
     assert!(
-        ran.err.lines().any(|l| l.contains("not created") && l.contains("pay")),
+        !ran.err.contains("would create"),
+        "the table says what was done: {}",
+        ran.err
+    );
+    assert!(
+        ran.err
+            .lines()
+            .any(|l| l.contains("not created") && l.contains("pay")),
         "{}",
         ran.err
     );
@@ -273,7 +290,8 @@ async fn wait_without_evidence_stops_at_the_timeout() {
     assert_eq!(ran.outcome(), Outcome::Success, "{}", ran.err);
     for ns in ["cart", "pay"] {
         assert!(
-            ran.err.contains(&format!("--fix --strict --wait: {ns}: healthy ")),
+            ran.err
+                .contains(&format!("--fix --strict --wait: {ns}: healthy ")),
             "{}",
             ran.err
         );
@@ -289,15 +307,30 @@ async fn wait_without_evidence_stops_at_the_timeout() {
             .map_err(|e| e.to_string())
             .and_then(|a| meshvm::doctor::DoctorOptions::resolve(a).map_err(|e| e.to_string()))
     };
-    let e = parse(&["--fix", "--strict", "--wait", "--undo-file", "u", "--dry-run=client"])
-        .unwrap_err();
+    let e = parse(&[
+        "--fix",
+        "--strict",
+        "--wait",
+        "--undo-file",
+        "u",
+        "--dry-run=client",
+    ])
+    .unwrap_err();
     assert!(e.contains("--wait watches a rollout that writes"), "{e}");
     let e = parse(&["--fix", "--strict", "--wait"]).unwrap_err();
     assert!(e.contains("--undo-file"), "{e}");
     let e = parse(&["--fix", "--strict", "--timeout", "1m"]).unwrap_err();
     assert!(e.contains("--wait"), "{e}");
-    let e = parse(&["--fix", "--strict", "--wait", "--undo-file", "u", "--timeout", "soon"])
-        .unwrap_err();
+    let e = parse(&[
+        "--fix",
+        "--strict",
+        "--wait",
+        "--undo-file",
+        "u",
+        "--timeout",
+        "soon",
+    ])
+    .unwrap_err();
     assert!(e.contains("soon"), "{e}");
 }
 
@@ -336,7 +369,15 @@ async fn legacy_undo_deletes_only_what_is_still_as_written() {
     let undo_arg = undo.to_str().unwrap();
     let ran = doctor(
         &server,
-        &["--fix", "--strict", "-n", "cart,pay,shop", "--yes", "--undo-file", undo_arg],
+        &[
+            "--fix",
+            "--strict",
+            "-n",
+            "cart,pay,shop",
+            "--yes",
+            "--undo-file",
+            undo_arg,
+        ],
     )
     .await;
     assert_eq!(ran.outcome(), Outcome::Success, "{}", ran.err);
@@ -382,7 +423,11 @@ async fn legacy_undo_deletes_only_what_is_still_as_written() {
     let ran = doctor(&server, &["--fix", "--undo", undo_arg, "--yes"]).await;
     assert_eq!(ran.outcome(), Outcome::Findings, "exit 1: {}", ran.err);
     assert!(policy("cart").is_none(), "untouched: undone. {}", ran.err);
-    assert!(policy("pay").is_some() && policy("shop").is_some(), "{}", ran.err);
+    assert!(
+        policy("pay").is_some() && policy("shop").is_some(),
+        "{}",
+        ran.err
+    );
     let kubeconfig = server.kubeconfig_path().display().to_string();
     for ns in ["pay", "shop"] {
         let line = ran
@@ -408,7 +453,11 @@ async fn legacy_undo_deletes_only_what_is_still_as_written() {
         .filter(|r| r.method != "GET")
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
-    assert_eq!(writes.len(), 3, "three guarded deletes, none landing: {writes:?}");
+    assert_eq!(
+        writes.len(),
+        3,
+        "three guarded deletes, none landing: {writes:?}"
+    );
     assert!(policy("pay").is_some() && policy("shop").is_some());
 
     // A file from before the versions were recorded: undone unguarded, and it says so.
@@ -424,7 +473,11 @@ async fn legacy_undo_deletes_only_what_is_still_as_written() {
         .unwrap(),
     )
     .unwrap();
-    let ran = doctor(&server, &["--fix", "--undo", old.to_str().unwrap(), "--yes"]).await;
+    let ran = doctor(
+        &server,
+        &["--fix", "--undo", old.to_str().unwrap(), "--yes"],
+    )
+    .await;
     assert_eq!(ran.outcome(), Outcome::Success, "{}", ran.err);
     assert!(
         ran.err.contains("records no versions of what the rollout wrote (an undo file of meshvm before they were recorded): not guarded, so Policy pay/default is replaced or deleted as it is now"),
@@ -449,7 +502,15 @@ async fn modern_undo_restores_only_what_is_still_as_written() {
     let undo_arg = undo.to_str().unwrap();
     let ran = doctor(
         &server,
-        &["--fix", "--strict", "-n", "pay,shop", "--yes", "--undo-file", undo_arg],
+        &[
+            "--fix",
+            "--strict",
+            "-n",
+            "pay,shop",
+            "--yes",
+            "--undo-file",
+            undo_arg,
+        ],
     )
     .await;
     assert_eq!(ran.outcome(), Outcome::Success, "{}", ran.err);
@@ -470,15 +531,33 @@ async fn modern_undo_restores_only_what_is_still_as_written() {
     std::fs::remove_file(&undo).unwrap();
     let ran = doctor(
         &server,
-        &["--fix", "--strict", "-n", "pay,shop", "--yes", "--undo-file", undo_arg],
+        &[
+            "--fix",
+            "--strict",
+            "-n",
+            "pay,shop",
+            "--yes",
+            "--undo-file",
+            undo_arg,
+        ],
     )
     .await;
     assert_eq!(ran.outcome(), Outcome::Success, "{}", ran.err);
-    touch(&server, API, "PeerAuthentication", "peerauthentications", "shop").await;
+    touch(
+        &server,
+        API,
+        "PeerAuthentication",
+        "peerauthentications",
+        "shop",
+    )
+    .await;
     let ran = doctor(&server, &["--fix", "--undo", undo_arg, "--yes"]).await;
     assert_eq!(ran.outcome(), Outcome::Findings, "{}", ran.err);
     let shop = pa("shop").unwrap();
-    assert_eq!(shop["spec"]["mtls"]["mode"], "STRICT", "left as they left it");
+    assert_eq!(
+        shop["spec"]["mtls"]["mode"], "STRICT",
+        "left as they left it"
+    );
     assert_eq!(shop["metadata"]["labels"]["owner"], "someone-else");
     assert!(pa("pay").is_none(), "{}", ran.err);
     assert!(
