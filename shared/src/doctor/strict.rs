@@ -112,6 +112,30 @@ pub enum Error {
         /// The command that undoes what was applied.
         undo: String,
     },
+    /// `--wait --prometheus` cannot learn how often Prometheus scrapes, so not when a fresh
+    /// answer can be trusted: nothing was applied.
+    #[error(
+        "--wait: cannot read Prometheus's configuration for its scrape interval: {why}; nothing was applied"
+    )]
+    WaitNoInterval {
+        /// Why.
+        why: String,
+    },
+    /// `--timeout` is shorter than the two scrape intervals `--wait` waits before it asks
+    /// Prometheus: no namespace could ever be shown healthy. Nothing was applied.
+    #[error(
+        "--timeout {timeout} is shorter than two of Prometheus's scrape intervals ({interval}, {why}): --wait could never see a namespace healthy; nothing was applied"
+    )]
+    WaitTimeoutTooShort {
+        /// `--timeout`, as a duration word.
+        timeout: String,
+        /// The scrape interval.
+        interval: String,
+        /// Two intervals, as a duration word.
+        settle: String,
+        /// Where the interval comes from.
+        why: String,
+    },
     /// The undo file was written for another cluster.
     #[error("--undo {}: written for context {written}, not {current}", path.display())]
     UndoContext {
@@ -144,6 +168,10 @@ impl crate::errors::Diagnose for Error {
             }
             Error::UndoContext { written, .. } => {
                 format!("run `kubectl meshvm doctor --fix --context {written} --undo FILE`")
+            }
+            Error::WaitNoInterval { .. } => "check that Prometheus answers with the URL given, or drop --prometheus to wait on doctor's checks alone".into(),
+            Error::WaitTimeoutTooShort { settle, .. } => {
+                format!("give --timeout {settle} or more (0: no limit)")
             }
             Error::WaitStopped { undo, .. } => format!(
                 "undo what was applied with `{undo}`, or fix what the fresh check shows and run the rollout again (it skips namespaces already STRICT)"
@@ -760,14 +788,36 @@ impl Apply<'_> {
         err: &mut impl std::io::Write,
     ) -> Result<(), super::Error> {
         let conn = self.conn;
+        // With --wait and --prometheus: how long a fresh answer takes, known before anything
+        // is written (a rollout that could never see a namespace healthy does not start).
+        let scrape = match (self.opts.wait, self.prometheus) {
+            (Some(timeout), Some(client)) => {
+                let (interval, why) = client
+                    .scrape_interval()
+                    .await
+                    .map_err(|why| Error::WaitNoInterval { why })?;
+                if !timeout.is_zero() && timeout < interval * 2 {
+                    return Err(Error::WaitTimeoutTooShort {
+                        timeout: humantime(timeout),
+                        interval: humantime(interval),
+                        settle: humantime(interval * 2),
+                        why,
+                    }
+                    .into());
+                }
+                Some((interval, why))
+            }
+            _ => None,
+        };
         let mut undo = rollout.undo(&conn.context);
         let path = self.opts.undo_file.as_deref();
         if let Some(path) = path {
             undo.write_new(path)?;
             let _ = writeln!(
                 err,
-                "--fix --strict: wrote the undo to {0}; `kubectl meshvm doctor --fix --undo {0}` applies it",
-                shell_word(&path.to_string_lossy())
+                "--fix --strict: wrote the undo to {}; `{}` applies it",
+                shell_word(&path.to_string_lossy()),
+                self.undo_command(path)
             );
         }
         let mut plan = rollout.rows();
@@ -824,7 +874,9 @@ impl Apply<'_> {
                 }
             }
             if let (Some(timeout), Some(ns)) = (self.opts.wait, step.namespace())
-                && let Err(why) = self.wait_healthy(ns, written_at, timeout, err).await
+                && let Err(why) = self
+                    .wait_healthy(ns, written_at, timeout, scrape.as_ref(), err)
+                    .await
             {
                 let applied: Vec<String> =
                     plan.changes[..=i].iter().map(Change::reference).collect();
@@ -874,19 +926,14 @@ impl Apply<'_> {
         ns: &str,
         written_at: Instant,
         timeout: Duration,
+        scrape: Option<&(Duration, String)>,
         err: &mut impl std::io::Write,
     ) -> Result<(), String> {
         let deadline = (!timeout.is_zero()).then(|| written_at + timeout);
         let limit = humantime(timeout);
-        let (settle, every) = match self.prometheus {
-            Some(client) => {
-                let (interval, why) = match client.scrape_interval().await {
-                    Ok(found) => found,
-                    Err(e) => (
-                        super::traffic::DEFAULT_SCRAPE_INTERVAL,
-                        format!("Prometheus's default, as its configuration is unknown: {e}"),
-                    ),
-                };
+        let (settle, every) = match scrape.filter(|_| self.prometheus.is_some()) {
+            Some((interval, why)) => {
+                let interval = *interval;
                 let _ = writeln!(
                     err,
                     "--fix --strict --wait: {ns}: STRICT; checking it again, and asking Prometheus for plaintext into it since, after two scrape intervals ({}, {why}); at most {limit}",
@@ -911,7 +958,7 @@ impl Apply<'_> {
         };
         pause(settle.saturating_sub(written_at.elapsed())).await;
         loop {
-            let pending = match self.observe(ns, written_at).await {
+            let pending = match self.observe(ns, written_at, settle).await {
                 Ok(None) => {
                     let _ = writeln!(
                         err,
@@ -933,7 +980,12 @@ impl Apply<'_> {
 
     /// One fresh observation of `ns`: `Ok(None)` healthy, `Ok(Some(why))` not known yet,
     /// `Err(why)` unhealthy.
-    async fn observe(&self, ns: &str, written_at: Instant) -> Result<Option<String>, String> {
+    async fn observe(
+        &self,
+        ns: &str,
+        written_at: Instant,
+        settle: Duration,
+    ) -> Result<Option<String>, String> {
         let opts = self.opts;
         let snap =
             match Snapshot::observe_in(self.conn, opts.checks.istio_namespace.as_deref()).await {
@@ -961,6 +1013,12 @@ impl Apply<'_> {
         let Some(client) = self.prometheus else {
             return Ok(None);
         };
+        if written_at.elapsed() < settle {
+            return Ok(Some(format!(
+                "two scrape intervals ({}) have not passed since",
+                humantime(settle)
+            )));
+        }
         match client.istio_series_now().await {
             Ok(true) => {}
             Ok(false) => {

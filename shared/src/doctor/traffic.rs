@@ -1074,6 +1074,55 @@ mod tests {
     }
 
     #[test]
+    fn since_is_now_minus_then_plus_new_series() {
+        let q = since_query(REQUESTS, "pay", Duration::from_millis(2500));
+        let sel = "istio_requests_total{reporter=\"destination\",connection_security_policy!=\"mutual_tls\",destination_workload_namespace=\"pay\"}";
+        let now = format!("sum by ({LABELS}) ({sel})");
+        let then = format!("sum by ({LABELS}) ({sel} offset 2500ms)");
+        assert_eq!(
+            q,
+            format!("(({now}) - ({then}) > 0) or (({now}) unless ({then}))")
+        );
+        assert!(
+            since_query(REQUESTS, "a\"b", Duration::ZERO)
+                .contains("namespace=\"a\\\"b\"} offset 1ms")
+        );
+    }
+
+    #[test]
+    fn the_scrape_interval_is_the_longest_of_the_istio_jobs() {
+        let config: serde_json::Value = serde_saphyr::from_str(
+            "global: {scrape_interval: 30s}\nscrape_configs:\n- {job_name: envoy-stats, scrape_interval: 15s}\n- {job_name: pilot, scrape_interval: 1m30s}\n- {job_name: node}\n",
+        )
+        .unwrap();
+        let jobs = |j: &[&str]| j.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            scrape_interval_of(&config, &jobs(&["envoy-stats"])),
+            (
+                Duration::from_secs(15),
+                "job envoy-stats's scrape_interval".into()
+            )
+        );
+        assert_eq!(
+            scrape_interval_of(&config, &jobs(&["envoy-stats", "pilot"])).0,
+            Duration::from_secs(90)
+        );
+        // A job without its own interval has the global one.
+        assert_eq!(
+            scrape_interval_of(&config, &jobs(&["node"])).0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            scrape_interval_of(&config, &[]),
+            (Duration::from_secs(30), "the global scrape_interval".into())
+        );
+        assert_eq!(
+            scrape_interval_of(&serde_json::json!({}), &[]).0,
+            DEFAULT_SCRAPE_INTERVAL
+        );
+    }
+
+    #[test]
     fn one_finding_per_destination_namespace_warn_or_fail_by_its_mode() {
         let evidence = Evidence::Flows(vec![
             flow(

@@ -182,49 +182,84 @@ async fn plaintext_since_counts_only_what_came_after() {
     );
 }
 
-/// Prometheus unreachable: `--wait` cannot show the namespace healthy, so at the timeout the
-/// rollout stops after the first namespace, names what was and was not applied, and hints the
-/// undo; the undo file holds only what was applied. Without `--prometheus` the checks alone
-/// decide. `--wait` with `--dry-run`, or without `--undo-file`, is a usage error.
+/// Prometheus unreachable before the rollout: `--wait` cannot learn its scrape interval, so
+/// nothing is applied. A Prometheus without Istio series: a `--timeout` shorter than two scrape
+/// intervals is refused before anything is written; a longer one passes without a healthy
+/// answer, so the rollout stops after the first namespace, names what was and was not applied,
+/// and hints the undo; the undo file holds only what was applied. Without `--prometheus` the
+/// checks alone decide. `--wait` with `--dry-run`, or without `--undo-file`, is a usage error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_without_evidence_stops_at_the_timeout() {
     let server = Server::start(
         scenario("legacy-1.4-strict-ready.yaml", &["cart", "pay"], "").with_kube_version("1.14"),
     )
     .await;
+    let policy =
+        |ns: &str| server.object("authentication.istio.io/v1alpha1", "Policy", ns, "default");
     let dir = tempfile::tempdir().unwrap();
     let undo = dir.path().join("undo.json");
     let undo_arg = undo.to_str().unwrap();
+    let rollout = |url: String, timeout: &'static str| {
+        let server = &server;
+        async move {
+            doctor(
+                server,
+                &[
+                    "--prometheus",
+                    &url,
+                    "--fix",
+                    "--strict",
+                    "-n",
+                    "cart,pay",
+                    "--wait",
+                    "--timeout",
+                    timeout,
+                    "--yes",
+                    "--undo-file",
+                    undo_arg,
+                ],
+            )
+            .await
+        }
+    };
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
+    let ran = rollout(closed, "2s").await;
+    let message = ran.error().to_string();
+    assert!(
+        message.starts_with("--wait: cannot read Prometheus's configuration for its scrape interval: cannot reach Prometheus at")
+            && message.ends_with("; nothing was applied"),
+        "{message}"
+    );
+    assert!(policy("cart").is_none() && !undo.exists(), "{}", ran.err);
+
+    // A Prometheus that scrapes no sidecar.
+    let exporter = Exporter::start("# TYPE x_total counter\nx_total 1\n");
+    let Some(prom) = Prometheus::start_scraping(None, &[exporter.target()], "1s") else {
+        return;
+    };
+    let ran = rollout(prom.url.clone(), "1s").await;
+    let e = ran.error();
+    assert_eq!(
+        e.to_string(),
+        "--timeout 1s is shorter than two of Prometheus's scrape intervals (1s, the global scrape_interval): --wait could never see a namespace healthy; nothing was applied"
+    );
+    assert_eq!(e.hint().unwrap(), "give --timeout 2s or more (0: no limit)");
+    assert!(policy("cart").is_none() && !undo.exists(), "{}", ran.err);
+
     let started = Instant::now();
-    let ran = doctor(
-        &server,
-        &[
-            "--prometheus",
-            &closed,
-            "--fix",
-            "--strict",
-            "-n",
-            "cart,pay",
-            "--wait",
-            "--timeout",
-            "2s",
-            "--yes",
-            "--undo-file",
-            undo_arg,
-        ],
-    )
-    .await;
+    let ran = rollout(prom.url.clone(), "4s").await;
     let took = started.elapsed();
     let e = ran.error();
-    let message = e.to_string();
-    assert!(
-        message.starts_with("--wait: cart is not healthy after it was made STRICT: no healthy observation within 2s (no evidence: cannot reach Prometheus at")
-            && message.ends_with("Applied: Policy cart/default. Not applied: Policy pay/default"),
-        "{message}\n{}",
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "--wait: cart is not healthy after it was made STRICT: no healthy observation within 4s (no evidence: Prometheus at {} holds no Istio series now); the rollout stopped there. Applied: Policy cart/default. Not applied: Policy pay/default",
+            prom.url
+        ),
+        "{}",
         ran.err
     );
     assert!(
@@ -240,14 +275,11 @@ async fn wait_without_evidence_stops_at_the_timeout() {
         "{hint}"
     );
     assert!(
-        ran.err.contains(
-            "--fix --strict --wait: cart: STRICT; checking it again, and asking Prometheus"
-        ),
+        ran.err.contains("--fix --strict --wait: cart: STRICT; checking it again, and asking Prometheus for plaintext into it since, after two scrape intervals (1s, the global scrape_interval); at most 4s")
+            && ran.err.contains("--fix --strict --wait: cart: waiting: no evidence: Prometheus at "),
         "{}",
         ran.err
     );
-    let policy =
-        |ns: &str| server.object("authentication.istio.io/v1alpha1", "Policy", ns, "default");
     assert!(policy("cart").is_some() && policy("pay").is_none());
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&undo).unwrap()).unwrap();
     assert_eq!(file["delete"].as_array().unwrap().len(), 1, "{file:#}");
@@ -270,6 +302,52 @@ async fn wait_without_evidence_stops_at_the_timeout() {
     let undone = doctor(&server, &["--fix", "--undo", undo_arg, "--yes"]).await;
     assert_eq!(undone.outcome(), Outcome::Success, "{}", undone.err);
     assert!(policy("cart").is_none(), "{}", undone.err);
+
+    // A check failing after the write stops the rollout at once: right after cart is made
+    // STRICT, someone adds a DestinationRule that sends its Service plaintext.
+    std::fs::remove_file(&undo).unwrap();
+    let dr_api = kube::Api::<kube::core::DynamicObject>::namespaced_with(
+        server.client(),
+        "cart",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk(
+                "networking.istio.io",
+                "v1alpha3",
+                "DestinationRule",
+            ),
+            "destinationrules",
+        ),
+    );
+    let someone = async {
+        while policy("cart").is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let dr = json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "DestinationRule",
+                        "metadata": {"name": "web", "namespace": "cart"},
+                        "spec": {"host": "web", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}});
+        dr_api
+            .create(
+                &kube::api::PostParams::default(),
+                &serde_json::from_value(dr).unwrap(),
+            )
+            .await
+            .unwrap();
+    };
+    let (ran, ()) = tokio::join!(rollout(prom.url.clone(), "30s"), someone);
+    let message = ran.error().to_string();
+    assert!(
+        message.starts_with("--wait: cart is not healthy after it was made STRICT: doctor's checks now fail for it: mtls.dr-conflict: ")
+            && message.ends_with("Applied: Policy cart/default. Not applied: Policy pay/default"),
+        "{message}\n{}",
+        ran.err
+    );
+    assert!(policy("pay").is_none());
+    let undone = doctor(&server, &["--fix", "--undo", undo_arg, "--yes"]).await;
+    assert_eq!(undone.outcome(), Outcome::Success, "{}", undone.err);
+    dr_api
+        .delete("web", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
 
     // Without --prometheus: the checks alone, healthy at once.
     let again = dir.path().join("again.json");
