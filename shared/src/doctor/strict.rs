@@ -931,23 +931,22 @@ impl Apply<'_> {
     ) -> Result<(), String> {
         let deadline = (!timeout.is_zero()).then(|| written_at + timeout);
         let limit = humantime(timeout);
-        let (settle, every) = match scrape.filter(|_| self.prometheus.is_some()) {
-            Some((interval, why)) => {
-                let interval = *interval;
-                let _ = writeln!(
-                    err,
-                    "--fix --strict --wait: {ns}: STRICT; checking it again, and asking Prometheus for plaintext into it since, after two scrape intervals ({}, {why}); at most {limit}",
-                    humantime(interval)
-                );
-                (interval * 2, interval.max(Duration::from_secs(1)))
-            }
-            None => {
-                let _ = writeln!(
-                    err,
-                    "--fix --strict --wait: {ns}: STRICT; checking it again (no --prometheus: doctor's checks only); at most {limit}"
-                );
-                (Duration::ZERO, Duration::from_secs(2))
-            }
+        let (settle, every) = if let Some((interval, why)) =
+            scrape.filter(|_| self.prometheus.is_some())
+        {
+            let interval = *interval;
+            let _ = writeln!(
+                err,
+                "--fix --strict --wait: {ns}: STRICT; checking it again, and asking Prometheus for plaintext into it since, after two scrape intervals ({}, {why}); at most {limit}",
+                humantime(interval)
+            );
+            (interval * 2, interval.max(Duration::from_secs(1)))
+        } else {
+            let _ = writeln!(
+                err,
+                "--fix --strict --wait: {ns}: STRICT; checking it again (no --prometheus: doctor's checks only); at most {limit}"
+            );
+            (Duration::ZERO, Duration::from_secs(2))
         };
         let pause = |d: Duration| async move {
             let d = match deadline {
@@ -1078,7 +1077,7 @@ fn humantime(d: Duration) -> String {
         "no limit".into()
     } else if d.subsec_millis() != 0 && d < Duration::from_secs(60) {
         format!("{:.1}s", d.as_secs_f64())
-    } else if d.as_secs() % 60 == 0 {
+    } else if d.as_secs().is_multiple_of(60) {
         format!("{}m", d.as_secs() / 60)
     } else {
         format!("{}s", d.as_secs())

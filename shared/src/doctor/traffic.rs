@@ -631,7 +631,7 @@ impl Client {
 pub fn scrape_interval_of(config: &serde_json::Value, jobs: &[String]) -> (Duration, String) {
     let parse = |v: Option<&serde_json::Value>| {
         v.and_then(serde_json::Value::as_str)
-            .and_then(|t| parse_prometheus_duration(t))
+            .and_then(parse_prometheus_duration)
     };
     let global =
         parse(config.pointer("/global/scrape_interval")).unwrap_or(DEFAULT_SCRAPE_INTERVAL);
