@@ -520,6 +520,29 @@ async fn legacy_undo_deletes_only_what_is_still_as_written() {
             "{line}"
         );
     }
+    // The hinted command runs as printed (the real kubectl).
+    if let Some(kubectl) = kube_sim::testenv::require_kubectl() {
+        let line = ran
+            .err
+            .lines()
+            .find(|l| l.contains("refused Policy pay/default"))
+            .unwrap();
+        let command = line.split('`').nth(1).unwrap();
+        // The temporary paths need no quoting.
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words[0], "kubectl");
+        let out = std::process::Command::new(kubectl)
+            .args(&words[1..])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && shown.contains("owner: someone-else"),
+            "`{command}`: {shown}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Again: cart is gone (already), the others still refused; nothing else is written.
     server.reset_requests();
     let ran = doctor(&server, &["--fix", "--undo", undo_arg, "--yes"]).await;
