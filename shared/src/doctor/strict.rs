@@ -822,6 +822,8 @@ impl Apply<'_> {
         }
         let mut plan = rollout.rows();
         let mut stop: Option<super::Error> = None;
+        // The row whose write the API server refused, when one was.
+        let mut unwritten: Option<usize> = None;
         for (i, step) in rollout.steps.iter().enumerate() {
             let mut one = Plan {
                 changes: vec![plan.changes[i].clone()],
@@ -831,6 +833,19 @@ impl Apply<'_> {
             let written_at = Instant::now();
             plan.changes[i] = one.changes.remove(0);
             if let Err(failure) = result {
+                // Refused by the API server (a 4xx: forbidden, invalid, conflict) or lost to
+                // someone else's object: nothing of the rollout's was stored. A timeout, a
+                // 5xx or a broken connection may have stored it: its entry stays (unrecorded).
+                let refused = match &failure.error {
+                    crate::plan::write::Error::Kube(e) => e
+                        .code()
+                        .is_some_and(|c| (400..500).contains(&c) && c != 408),
+                    crate::plan::write::Error::Raced { .. }
+                    | crate::plan::write::Error::Invalid { .. } => true,
+                };
+                if refused {
+                    unwritten = Some(i);
+                }
                 stop = Some(super::fix_error(failure.error));
                 break;
             }
@@ -899,13 +914,17 @@ impl Apply<'_> {
         }
         if stop.is_some() {
             plan.abandon_rest();
-            // The undo holds only what was sent: objects never written have nothing to undo.
+            // The undo holds only what may have been written: objects never sent, or refused,
+            // have nothing to undo.
             if let Some(path) = path {
                 let attempted: Vec<(Kind, Option<String>, String)> = plan
                     .changes
                     .iter()
-                    .filter(|c| matches!(c.state, State::Done | State::Failed))
-                    .map(|c| (c.kind, c.namespace.clone(), c.name.clone()))
+                    .enumerate()
+                    .filter(|(i, c)| {
+                        matches!(c.state, State::Done | State::Failed) && unwritten != Some(*i)
+                    })
+                    .map(|(_, c)| (c.kind, c.namespace.clone(), c.name.clone()))
                     .collect();
                 undo.keep_only(&attempted);
                 undo.rewrite(path)?;

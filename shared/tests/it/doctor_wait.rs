@@ -668,3 +668,58 @@ async fn modern_undo_restores_only_what_is_still_as_written() {
         ran.err
     );
 }
+
+/// A write the API server refuses (403 on pay's Policy) stops the rollout; the undo file keeps
+/// only what was written (cart), so its undo is complete and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_leaves_no_undo_entry() {
+    let server = Server::start(
+        scenario("legacy-1.4-strict-ready.yaml", &["cart", "pay", "shop"], "")
+            .with_kube_version("1.14"),
+    )
+    .await;
+    server.deny("create", "policies.authentication.istio.io", Some("pay"));
+    let dir = tempfile::tempdir().unwrap();
+    let undo = dir.path().join("undo.json");
+    let undo_arg = undo.to_str().unwrap();
+    let ran = doctor(
+        &server,
+        &[
+            "--fix",
+            "--strict",
+            "-n",
+            "cart,pay,shop",
+            "--yes",
+            "--undo-file",
+            undo_arg,
+        ],
+    )
+    .await;
+    let message = ran.error().to_string();
+    assert!(
+        message.contains("forbidden") || message.contains("403"),
+        "{message}\n{}",
+        ran.err
+    );
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&undo).unwrap()).unwrap();
+    let deletes: Vec<&str> = file["delete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(deletes, ["cart"], "{file:#}");
+    server.allow_all();
+    let ran = doctor(&server, &["--fix", "--undo", undo_arg, "--yes"]).await;
+    assert_eq!(ran.outcome(), Outcome::Success, "{}", ran.err);
+    assert!(
+        server
+            .object(
+                "authentication.istio.io/v1alpha1",
+                "Policy",
+                "cart",
+                "default"
+            )
+            .is_none()
+    );
+}
