@@ -30,10 +30,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use crate::istio::Era;
-use crate::snapshot::{Kind, Obj, Snapshot, string_map};
+use crate::snapshot::{Kind, Obj, Snapshot, borrowed, string_map};
 
 /// The cluster's DNS domain: Istio's default `domainSuffix`.
 pub const DOMAIN: &str = "cluster.local";
@@ -660,32 +662,23 @@ pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 impl<'a> Endpoint<'a> {
     /// The endpoints of `dest`: Pods and WorkloadEntries of its namespace its selector selects.
     pub fn of(snap: &'a Snapshot, dest: &Dest<'_>) -> Vec<Endpoint<'a>> {
-        let selector = string_map(dest.svc.at(&["spec", "selector"]));
+        let selector = borrowed(service_spec(dest.svc).and_then(|s| s.selector.as_ref()));
         if selector.is_empty() {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for pod in snap.of(Kind::Pod) {
+        for (pod, typed) in snap.typed::<Pod>() {
             let labels = pod.labels();
             if pod.namespace() != dest.ns() || !selects(&selector, &labels) {
                 continue;
             }
-            let pod_ports = pod
-                .at(&["spec", "containers"])
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .flat_map(|c| {
-                    c.get("ports")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                })
+            let pod_ports = typed
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
                 .filter_map(|p| {
-                    Some((
-                        p.get("name")?.as_str()?,
-                        p.get("containerPort")?.as_u64()? as u32,
-                    ))
+                    Some((p.name.as_deref()?, u32::try_from(p.container_port).ok()?))
                 })
                 .collect();
             out.push(Endpoint {
@@ -833,16 +826,15 @@ impl<'a> Mesh<'a> {
         // @1.22.0:1796): unset means `*`.
         let default_private = snap
             .mesh_config()
-            .and_then(|m| m.get("defaultDestinationRuleExportTo").cloned())
-            .and_then(|v| v.as_array().cloned())
-            .is_some_and(|l| l.iter().any(|e| e.as_str() == Some(".")));
+            .and_then(|m| m.default_destination_rule_export_to.as_ref())
+            .is_some_and(|l| l.iter().any(|e| e == "."));
         let mut order: Vec<usize> = (0..rules.len()).collect();
         // Oldest first; equal timestamps by `name.namespace` (config.go@1.4.2:369-382,
         // @1.22.0:356-368); 1.22+ puts workloadSelector rules first (push_context.go@1.22.0:1954).
         let key = |r: &Rule<'_>| {
             (
                 release.minor >= 22 && r.selector.is_none(),
-                r.obj.created().to_string(),
+                r.obj.created(),
                 format!("{}.{}", r.obj.name(), r.ns),
             )
         };
@@ -906,8 +898,8 @@ impl<'a> Mesh<'a> {
         }
 
         let injected: BTreeSet<&str> = snap
-            .of(Kind::Namespace)
-            .iter()
+            .typed::<Namespace>()
+            .map(|(n, _)| n)
             .filter(|n| {
                 n.label("istio-injection") == Some("enabled")
                     || (n.label("istio.io/rev").is_some()
@@ -916,7 +908,7 @@ impl<'a> Mesh<'a> {
             .map(Obj::name)
             .collect();
         let mut pods_by_ns: HashMap<&str, Vec<(&Obj, bool)>> = HashMap::new();
-        for p in snap.of(Kind::Pod) {
+        for (p, _) in snap.typed::<Pod>() {
             pods_by_ns
                 .entry(p.namespace())
                 .or_default()
@@ -937,12 +929,13 @@ impl<'a> Mesh<'a> {
         let workloads = crate::doctor::checks::workloads::collect(snap);
         let mut dests = Vec::new();
         let mut dest_by_host = HashMap::new();
-        for svc in snap.of(Kind::Service) {
-            if svc.str_at(&["spec", "type"]) == Some("ExternalName") {
+        for (svc, typed) in snap.typed::<Service>() {
+            let spec = typed.spec.as_ref();
+            if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
                 continue;
             }
             let ns = svc.namespace();
-            let selector = string_map(svc.at(&["spec", "selector"]));
+            let selector = borrowed(spec.and_then(|s| s.selector.as_ref()));
             // An injected namespace puts a Service in the mesh unless every workload it selects
             // opts out: the injector skips a pod annotated `sidecar.istio.io/inject: "false"`
             // whatever its namespace says (istio/istio@1.4.2 pkg/kube/inject/inject.go:423-430;
@@ -988,32 +981,26 @@ impl<'a> Mesh<'a> {
             } else {
                 None
             };
-            let ports = svc
-                .at(&["spec", "ports"])
-                .and_then(Value::as_array)
+            let ports = spec
+                .and_then(|s| s.ports.as_ref())
                 .into_iter()
                 .flatten()
-                .map(|p| Port {
-                    number: p.get("port").and_then(Value::as_u64).unwrap_or(0) as u32,
-                    name: p
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    protocol: p
-                        .get("protocol")
-                        .and_then(Value::as_str)
-                        .unwrap_or("TCP")
-                        .to_string(),
-                    target: match p.get("targetPort") {
-                        Some(Value::String(name)) => name
-                            .parse()
-                            .map_or_else(|_| PortRef::Name(name.clone()), PortRef::Number),
-                        Some(Value::Number(n)) => PortRef::Number(n.as_u64().unwrap_or(0) as u32),
-                        _ => PortRef::Number(
-                            p.get("port").and_then(Value::as_u64).unwrap_or(0) as u32
-                        ),
-                    },
+                .map(|p| {
+                    let number = u32::try_from(p.port).unwrap_or(0);
+                    Port {
+                        number,
+                        name: p.name.clone().unwrap_or_default(),
+                        protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        target: match &p.target_port {
+                            Some(IntOrString::String(name)) => name
+                                .parse()
+                                .map_or_else(|_| PortRef::Name(name.clone()), PortRef::Number),
+                            Some(IntOrString::Int(n)) => {
+                                PortRef::Number(u32::try_from(*n).unwrap_or(0))
+                            }
+                            None => PortRef::Number(number),
+                        },
+                    }
                 })
                 .collect();
             let host = format!("{}.{ns}.svc.{DOMAIN}", svc.name());
@@ -1606,12 +1593,14 @@ pub fn host_namespace(host: &str) -> Option<&str> {
 pub fn has_proxy(pod: &Obj) -> bool {
     pod.annotation("sidecar.istio.io/status").is_some()
         || pod
-            .at(&["spec", "containers"])
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER))
-            })
+            .typed::<Pod>()
+            .and_then(|p| p.spec.as_ref())
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == PROXY_CONTAINER))
+}
+
+/// A Service's `spec` (`None` for other objects and a Service without one).
+pub fn service_spec(svc: &Obj) -> Option<&ServiceSpec> {
+    svc.typed::<Service>()?.spec.as_ref()
 }
 
 /// Whether a selector (non-empty) selects labels.
@@ -1775,7 +1764,7 @@ spec:
         let age = |i: &usize| {
             let r = &m.rules[*i];
             (
-                r.obj.created().to_string(),
+                r.obj.created(),
                 format!("{}.{}", r.obj.name(), r.ns),
             )
         };

@@ -81,7 +81,7 @@ impl Check for MtlsDrOverlap {
             let age = |k: usize| {
                 let r = &rules[k];
                 (
-                    r.obj.created().to_string(),
+                    r.obj.created(),
                     format!("{}.{}", r.obj.name(), r.ns),
                 )
             };
