@@ -13,7 +13,8 @@ use ::kube::core::{ApiResource, GroupVersionKind};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Endpoints, Namespace, Pod, PodTemplateSpec, Secret, Service, ServiceAccount,
+    ConfigMap, Container, Endpoints, Namespace, Pod, PodTemplateSpec, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -417,12 +418,18 @@ macro_rules! bodies {
                     value: &Value,
                     wrap: fn(Box<T>) -> Body,
                 ) -> Result<Body, String> {
-                    T::deserialize(value)
-                        .map(|t| wrap(Box::new(t)))
-                        .map_err(|e| match locate::<T>(value) {
+                    T::deserialize(value).map(|t| wrap(Box::new(t))).map_err(|e| {
+                        // serde quotes the offending value: never a Secret's.
+                        let e = if std::any::type_name::<T>().ends_with("::Secret") {
+                            "not of the type the field takes (the value is not shown)".to_string()
+                        } else {
+                            e.to_string()
+                        };
+                        match locate::<T>(value) {
                             Some(path) => format!("{path}: {e}"),
-                            None => e.to_string(),
-                        })
+                            None => e,
+                        }
+                    })
                 }
                 Some(match (group, kind) {
                     $((g, stringify!($variant)) if group_of(stringify!($variant)).contains(&g) => {
@@ -465,46 +472,60 @@ fn group_of(kind: &str) -> &'static [&'static str] {
 
 /// Where in `value` reading it as `T` fails, as a path (`spec.ports[0].port`): each step keeps
 /// only the one member that still fails on its own (k8s-openapi reads an absent required field
-/// as its default, so a pruned object fails only where the culprit is). Called only on failure.
+/// as its default, so a pruned object fails only where the culprit is), and stops at a member
+/// that fails even emptied (a list where a string belongs). Called only on failure.
 fn locate<T: serde::de::DeserializeOwned>(value: &Value) -> Option<String> {
-    // The path so far, as keys or indexes into `value`.
     enum Step {
         Key(String),
         Index(usize),
     }
-    fn prune(value: &Value, path: &[Step], last: &Step) -> Value {
-        // `value` reduced to the single branch `path` + `last`.
-        fn go(value: &Value, steps: &[&Step]) -> Value {
-            match (steps.split_first(), value) {
-                (None, v) => v.clone(),
-                (Some((Step::Key(k), rest)), Value::Object(m)) => {
-                    let mut out = Map::new();
-                    if let Some(v) = m.get(k) {
-                        out.insert(k.clone(), go(v, rest));
-                    }
-                    Value::Object(out)
+    /// `value` reduced to the single branch `steps`, its end replaced by `leaf` when given.
+    fn prune(value: &Value, steps: &[&Step], leaf: Option<&Value>) -> Value {
+        match (steps.split_first(), value) {
+            (None, v) => leaf.unwrap_or(v).clone(),
+            (Some((Step::Key(k), rest)), Value::Object(m)) => {
+                let mut out = Map::new();
+                if let Some(v) = m.get(k) {
+                    out.insert(k.clone(), prune(v, rest, leaf));
                 }
-                (Some((Step::Index(i), rest)), Value::Array(a)) => {
-                    Value::Array(a.get(*i).map(|v| vec![go(v, rest)]).unwrap_or_default())
-                }
-                (_, v) => v.clone(),
+                Value::Object(out)
             }
+            (Some((Step::Index(i), rest)), Value::Array(a)) => Value::Array(
+                a.get(*i)
+                    .map(|v| vec![prune(v, rest, leaf)])
+                    .unwrap_or_default(),
+            ),
+            (_, v) => v.clone(),
         }
-        let steps: Vec<&Step> = path.iter().chain(std::iter::once(last)).collect();
-        go(value, &steps)
     }
+    let fails =
+        |steps: &[&Step], leaf: Option<&Value>| T::deserialize(&prune(value, steps, leaf)).is_err();
     let mut path: Vec<Step> = Vec::new();
     let mut here = value;
     loop {
-        let children: Vec<(Step, &Value)> = match here {
-            Value::Object(m) => m.iter().map(|(k, v)| (Step::Key(k.clone()), v)).collect(),
-            Value::Array(a) => a.iter().enumerate().map(|(i, v)| (Step::Index(i), v)).collect(),
+        let (children, emptied): (Vec<(Step, &Value)>, Value) = match here {
+            Value::Object(m) => (
+                m.iter().map(|(k, v)| (Step::Key(k.clone()), v)).collect(),
+                Value::Object(Map::new()),
+            ),
+            Value::Array(a) => (
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| (Step::Index(i), v))
+                    .collect(),
+                Value::Array(Vec::new()),
+            ),
             _ => break,
         };
-        let Some((step, child)) = children
-            .into_iter()
-            .find(|(step, _)| T::deserialize(&prune(value, &path, step)).is_err())
-        else {
+        let steps: Vec<&Step> = path.iter().collect();
+        if !path.is_empty() && fails(&steps, Some(&emptied)) {
+            break;
+        }
+        let Some((step, child)) = children.into_iter().find(|(step, _)| {
+            let mut steps = steps.clone();
+            steps.push(step);
+            fails(&steps, None)
+        }) else {
             break;
         };
         path.push(step);
@@ -550,7 +571,12 @@ impl Obj {
     /// kind whose body does not read as its type is kept as [`Body::Unreadable`] with the
     /// problem ([`Obj::problem`]); [`Snapshot::push`] sets it aside with a [`Note`].
     pub fn new(mut value: Value) -> Self {
-        let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let text = |v: &Value, key: &str| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         let api_version = text(&value, "apiVersion");
         let kind = text(&value, "kind");
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
@@ -678,6 +704,11 @@ impl Obj {
     /// Core kinds have typed fields instead ([`Obj::typed`]): asking one is a bug (debug builds
     /// panic; release builds answer `None`).
     pub fn at(&self, path: &[&str]) -> Option<&Value> {
+        debug_assert!(
+            !matches!(path.first(), Some(&("apiVersion" | "kind" | "metadata"))),
+            "{}: read {path:?} with api_version(), kind() or meta()",
+            self.reference()
+        );
         let d = self.dynamic_or_bug()?;
         path.iter().try_fold(&d.data, |v, k| v.get(k))
     }
@@ -708,7 +739,11 @@ impl Obj {
     }
     /// An annotation.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.meta().annotations.as_ref()?.get(key).map(String::as_str)
+        self.meta()
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
     /// `metadata.creationTimestamp` (absent sorts first).
     pub fn created(&self) -> Option<Timestamp> {
@@ -777,11 +812,19 @@ impl Obj {
         match &self.body {
             Body::Secret(s) => {
                 out.extend(s.data.iter().flat_map(|m| m.keys().map(String::as_str)));
-                out.extend(s.string_data.iter().flat_map(|m| m.keys().map(String::as_str)));
+                out.extend(
+                    s.string_data
+                        .iter()
+                        .flat_map(|m| m.keys().map(String::as_str)),
+                );
             }
             Body::ConfigMap(c) => {
                 out.extend(c.data.iter().flat_map(|m| m.keys().map(String::as_str)));
-                out.extend(c.binary_data.iter().flat_map(|m| m.keys().map(String::as_str)));
+                out.extend(
+                    c.binary_data
+                        .iter()
+                        .flat_map(|m| m.keys().map(String::as_str)),
+                );
             }
             _ => {}
         }
@@ -1780,7 +1823,12 @@ impl MeshConfig {
             default_destination_rule_export_to: v
                 .get("defaultDestinationRuleExportTo")
                 .and_then(Value::as_array)
-                .map(|l| l.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+                .map(|l| {
+                    l.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                }),
             enable_prometheus_merge: v.get("enablePrometheusMerge").and_then(Value::as_bool),
             mesh_networks: v.get("meshNetworks").cloned(),
         }
@@ -2240,6 +2288,205 @@ mod tests {
         assert_eq!(modern.root_namespace(), "mesh-root");
         assert_eq!(Snapshot::default().era(), None);
         assert!(!Snapshot::default().auto_mtls(None));
+    }
+
+    #[test]
+    fn a_core_manifest_that_does_not_read_as_its_kind_is_an_error_naming_file_document_and_field() {
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: app}\n---\n";
+        let err = Snapshot::from_yaml(&format!(
+            "{ns}apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: app}}\nspec: {{ports: \"80\"}}\n"
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                Error::Unreadable {
+                    document: 2,
+                    line: 5,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            text.starts_with("inline.yaml: document 2 (line 5): Service app/web is not a valid v1 object: spec.ports: invalid type: string \"80\""),
+            "{text}"
+        );
+        use crate::errors::Diagnose as _;
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains("kubectl apply --dry-run=server -f inline.yaml")
+        );
+        // The path goes down to the field, through lists.
+        let err = Snapshot::from_yaml(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: app}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: a, image: x}\n      - {name: b, ports: [{containerPort: http}]}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "Deployment app/d is not a valid apps/v1 object: spec.template.spec.containers[1].ports[0].containerPort: invalid type: string \"http\""
+            ),
+            "{err}"
+        );
+        // A List item too, and labels that are not strings.
+        let err = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p, namespace: a, labels: {version: 1}}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Pod a/p is not a valid v1 object: metadata.labels.version"),
+            "{err}"
+        );
+        // In a -f DIR alike: a manifest of a kind doctor judges is no document to skip.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("svc.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80, targetPort: [1]}]}\n").unwrap();
+        let err = Snapshot::from_inputs(&[dir.path().to_path_buf()], false, &mut std::io::empty())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: document 1 (line 1): Service web is not a valid v1 object: spec.ports[0].targetPort: invalid type: sequence, expected IntOrString",
+                dir.path().join("svc.yaml").display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_live_object_that_does_not_read_as_its_kind_is_set_aside_with_a_note() {
+        let mut snap = Snapshot {
+            source: SourceKind::Live,
+            ..Snapshot::default()
+        };
+        snap.push(Obj::new(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "app"},
+            "spec": {"ports": [{"port": "eighty"}]},
+        })));
+        snap.push(Obj::new(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "api", "namespace": "app"},
+            "spec": {"ports": [{"port": 80}]},
+        })));
+        assert!(snap.knows(Kind::Service));
+        let names: Vec<&str> = snap.typed::<Service>().map(|(o, _)| o.name()).collect();
+        assert_eq!(names, ["api"]);
+        assert_eq!(snap.notes.len(), 1);
+        assert_eq!(
+            snap.notes[0].to_string(),
+            "Service app/web skipped: it does not read as a v1 Service: spec.ports[0].port: invalid type: string \"eighty\", expected i32"
+        );
+    }
+
+    #[test]
+    fn core_kinds_are_typed_istio_kinds_dynamic() {
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app, labels: {app: web}}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ds, namespace: app}\nspec: {template: {metadata: {labels: {app: ds}}, spec: {containers: [{name: c, image: busybox}]}}}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: cj, namespace: app}\nspec: {schedule: '* * * * *', jobTemplate: {spec: {template: {metadata: {labels: {app: cj}}, spec: {containers: [{name: c}]}}}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: n, namespace: app, creationTimestamp: '2024-01-01T00:00:00Z'}\nspec: {host: web}\n",
+        )
+        .unwrap();
+        let (svc, typed) = snap.get_typed::<Service>("app", "web").unwrap();
+        assert_eq!(svc.label("app"), Some("web"));
+        let spec = typed.spec.as_ref().unwrap();
+        assert_eq!(spec.ports.as_ref().unwrap()[0].port, 80);
+        assert!(svc.typed::<Pod>().is_none() && svc.dynamic().is_none());
+        let templates: Vec<_> = snap
+            .controllers
+            .iter()
+            .map(|c| (c.reference(), c.template_labels()))
+            .collect();
+        assert_eq!(
+            templates,
+            [
+                (
+                    "DaemonSet app/ds".to_string(),
+                    BTreeMap::from([("app", "ds")])
+                ),
+                (
+                    "CronJob app/cj".to_string(),
+                    BTreeMap::from([("app", "cj")])
+                ),
+            ]
+        );
+        // Istio kinds: typed metadata (a YAML 1.1 `n` would read as false: the name is left
+        // out, the rest is kept), the rest JSON.
+        let dr = &snap.of(Kind::DestinationRule)[0];
+        assert!(dr.dynamic().is_some());
+        assert_eq!((dr.name(), dr.namespace()), ("", "app"));
+        assert_eq!(dr.created().unwrap().to_string(), "2024-01-01T00:00:00Z");
+        assert_eq!(dr.str_at(&["spec", "host"]), Some("web"));
+        assert_eq!(
+            dr.to_value(),
+            serde_json::json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                "metadata": {"namespace": "app", "creationTimestamp": "2024-01-01T00:00:00Z"},
+                "spec": {"host": "web"},
+            })
+        );
+    }
+
+    #[test]
+    fn secret_data_reads_as_the_api_server_decodes_it() {
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\ndata:\n  root-cert.pem: |\n    aGVs\n    bG8=\n",
+        )
+        .unwrap();
+        assert_eq!(
+            snap.of(Kind::Secret)[0].data("root-cert.pem").unwrap(),
+            b"hello"
+        );
+        let err = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\ndata: {root-cert.pem: '!!notbase64'}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Secret istio-system/cacerts is not a valid v1 object: data.root-cert.pem: not of the type the field takes (the value is not shown)"), "{err}");
+        // The message names the field, never the value.
+        let err = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\nstringData: 'ca-key.pem: PRIVATE'\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("stringData: not of the type the field takes (the value is not shown)"),
+            "{err}"
+        );
+        assert!(!format!("{err} {err:?}").contains("PRIVATE"), "{err:?}");
+    }
+
+    #[test]
+    fn the_mesh_config_is_parsed_once_and_again_after_a_push() {
+        let mut snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    rootNamespace: root\n    enableAutoMtls: yes-please\n    defaultDestinationRuleExportTo: ['.']\n",
+        )
+        .unwrap();
+        let first = snap.mesh_config().unwrap();
+        assert!(
+            std::ptr::eq(first, snap.mesh_config().unwrap()),
+            "parsed once"
+        );
+        assert_eq!(
+            *first,
+            MeshConfig {
+                root_namespace: Some("root".into()),
+                // A field of the wrong type reads as unset; the others still count.
+                enable_auto_mtls: None,
+                default_destination_rule_export_to: Some(vec![".".into()]),
+                ..MeshConfig::default()
+            }
+        );
+        snap.push(Obj::new(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "istiod", "namespace": "mesh"},
+        })));
+        snap.push(Obj::new(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": "mesh"},
+            "data": {"mesh": "enableAutoMtls: true\n"},
+        })));
+        assert_eq!(snap.istio_namespace(), "mesh");
+        assert_eq!(snap.auto_mtls_configured(), Some(true));
+        assert_eq!(snap.root_namespace(), "mesh");
     }
 
     #[test]

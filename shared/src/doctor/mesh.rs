@@ -677,9 +677,7 @@ impl<'a> Endpoint<'a> {
                 .iter()
                 .flat_map(|s| &s.containers)
                 .flat_map(|c| c.ports.iter().flatten())
-                .filter_map(|p| {
-                    Some((p.name.as_deref()?, u32::try_from(p.container_port).ok()?))
-                })
+                .filter_map(|p| Some((p.name.as_deref()?, u32::try_from(p.container_port).ok()?)))
                 .collect();
             out.push(Endpoint {
                 obj: pod,
@@ -1763,10 +1761,7 @@ spec:
         };
         let age = |i: &usize| {
             let r = &m.rules[*i];
-            (
-                r.obj.created(),
-                format!("{}.{}", r.obj.name(), r.ns),
-            )
+            (r.obj.created(), format!("{}.{}", r.obj.name(), r.ns))
         };
         let raw =
             |i: usize| -> Vec<&str> { m.rules[i].export_raw.iter().map(String::as_str).collect() };

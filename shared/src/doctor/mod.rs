@@ -1492,10 +1492,7 @@ mod tests {
         let named: Vec<&Finding> = report
             .findings
             .iter()
-            .filter(|f| {
-                !f.object.is_empty()
-                    && snap.all().any(|o| o.reference() == f.object)
-            })
+            .filter(|f| !f.object.is_empty() && snap.all().any(|o| o.reference() == f.object))
             .collect();
         assert!(!named.is_empty());
         for f in named {

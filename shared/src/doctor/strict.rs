@@ -294,8 +294,7 @@ pub fn plan(
                 Kind::MeshPolicy,
                 version,
                 None,
-                mesh.by
-                    .filter(|o| o.kind() == "MeshPolicy"),
+                mesh.by.filter(|o| o.kind() == "MeshPolicy"),
             ));
             None
         };

@@ -186,7 +186,8 @@ impl Check for BundleClusterEnv {
             let outside: Vec<String> = if service_cidrs.is_empty() {
                 snap.typed::<Service>()
                     .filter_map(|(s, typed)| {
-                        let ip: IpAddr = typed.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()?;
+                        let ip: IpAddr =
+                            typed.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()?;
                         (!cidrs.iter().any(|c| c.contains(ip)))
                             .then(|| format!("{ip} ({})", s.ns_name()))
                     })

@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::{gateway_service, multi_network, need, or_pass};
 use crate::doctor::fix::{gateway_servers, service_ports};
+use crate::doctor::mesh::service_spec;
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{Era, MULTI_NETWORK_PORT};
-use crate::doctor::mesh::service_spec;
 use crate::snapshot::{Kind, Obj, Snapshot, borrowed, string_map};
 
 /// For each port a VM needs — legacy 15011 (Pilot) and 8060 (Citadel); modern 15012 (istiod's

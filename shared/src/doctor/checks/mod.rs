@@ -391,10 +391,7 @@ fn mesh_networks(
         .and_then(|cm| cm.data("meshNetworks"))
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| serde_saphyr::from_str::<serde_json::Value>(&t).ok());
-    let value = from_cm.or_else(|| {
-        snap.mesh_config()
-            .and_then(|m| m.mesh_networks.clone())
-    })?;
+    let value = from_cm.or_else(|| snap.mesh_config().and_then(|m| m.mesh_networks.clone()))?;
     let networks = value.get("networks")?.as_object()?.clone();
     (!networks.is_empty()).then_some(networks)
 }

@@ -215,9 +215,7 @@ impl Check for MtlsMetricsScrape {
             return skip;
         }
         let release = ctx.mesh.release;
-        let mesh_merge = snap
-            .mesh_config()
-            .and_then(|m| m.enable_prometheus_merge);
+        let mesh_merge = snap.mesh_config().and_then(|m| m.enable_prometheus_merge);
         let cm = snap
             .of(Kind::ConfigMap)
             .iter()

@@ -7,9 +7,9 @@ use serde_json::Value;
 use super::gateway_ports::binds;
 use super::{gateway_addresses, gateway_service, multi_network, or_pass};
 use crate::doctor::fix::{gateway_servers, service_ports};
+use crate::doctor::mesh::service_spec;
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{Era, MULTI_NETWORK_PORT, NETWORK_LABEL};
-use crate::doctor::mesh::service_spec;
 use crate::snapshot::{Kind, Obj, Snapshot, SourceKind, borrowed};
 
 /// Legacy (1.4): each `.global` ServiceEntry has an address no other ServiceEntry holds and its

@@ -69,7 +69,11 @@ impl<'a> Workload<'a> {
 
     /// A pod (template) annotation.
     pub fn annotation(&self, key: &str) -> Option<&'a str> {
-        self.meta?.annotations.as_ref()?.get(key).map(String::as_str)
+        self.meta?
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
 
     /// The pod (template) annotations.
