@@ -539,7 +539,11 @@ fn locate<T: serde::de::DeserializeOwned>(value: &Value) -> Option<String> {
                 out.push('.');
                 out.push_str(k);
             }
-            Step::Index(i) => out.push_str(&format!("[{i}]")),
+            Step::Index(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
         }
     }
     (!out.is_empty()).then_some(out)
@@ -2313,9 +2317,8 @@ mod tests {
             text.starts_with("inline.yaml: document 2 (line 5): Service app/web is not a valid v1 object: spec.ports: invalid type: string \"80\""),
             "{text}"
         );
-        use crate::errors::Diagnose as _;
         assert!(
-            err.hint()
+            crate::errors::Diagnose::hint(&err)
                 .unwrap()
                 .contains("kubectl apply --dry-run=server -f inline.yaml")
         );

@@ -34,7 +34,10 @@ pub struct MtlsProbes;
 
 const ID: &str = "mtls.probes";
 
-const PROBES: [(fn(&Container) -> Option<&Probe>, &str); 3] = [
+/// Where a container keeps one kind of probe.
+type ProbeOf = fn(&Container) -> Option<&Probe>;
+
+const PROBES: [(ProbeOf, &str); 3] = [
     (|c| c.readiness_probe.as_ref(), "readiness"),
     (|c| c.liveness_probe.as_ref(), "liveness"),
     (|c| c.startup_probe.as_ref(), "startup"),
