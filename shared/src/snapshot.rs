@@ -1341,6 +1341,9 @@ impl Snapshot {
             if let Some(kind) = Kind::from_manifest(obj.api_version(), obj.kind()) {
                 self.known.insert(kind);
             }
+            if !self.judges(&obj) {
+                return;
+            }
             self.notes.push(Note {
                 origin: obj.origin.clone(),
                 message: format!(
@@ -1365,6 +1368,14 @@ impl Snapshot {
         }
         self.mesh = std::sync::OnceLock::new();
         self.objects.entry(kind).or_default().push(obj);
+    }
+
+    /// Whether doctor keeps `obj` to judge it: a kind it reads, by a name it keeps (not every
+    /// Secret, ConfigMap or Deployment), or a `-f` workload controller.
+    fn judges(&self, obj: &Obj) -> bool {
+        (self.source != SourceKind::Live && is_controller(obj.api_version(), obj.kind()))
+            || Kind::from_manifest(obj.api_version(), obj.kind())
+                .is_some_and(|k| k.keeps(obj.name()))
     }
 
     /// Every object kept, by kind, in source order.
@@ -1590,7 +1601,7 @@ impl Snapshot {
                     }
                     let mut obj = Obj::new(item.clone());
                     obj.origin = Some(origin.clone());
-                    if let Some(problem) = obj.problem() {
+                    if let Some(problem) = obj.problem().filter(|_| self.judges(&obj)) {
                         return Err(unreadable(&obj, problem));
                     }
                     self.push(obj);
@@ -1602,7 +1613,7 @@ impl Snapshot {
             }
             let mut obj = Obj::new(doc);
             obj.origin = Some(origin);
-            if let Some(problem) = obj.problem() {
+            if let Some(problem) = obj.problem().filter(|_| self.judges(&obj)) {
                 return Err(unreadable(&obj, problem));
             }
             self.push(obj);
@@ -2444,6 +2455,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("Secret istio-system/cacerts is not a valid v1 object: data.root-cert.pem: not of the type the field takes (the value is not shown)"), "{err}");
+        // A Secret doctor does not keep is not judged, so not read either.
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: app}\ndata: {password: '!!'}\n",
+        )
+        .unwrap();
+        assert!(
+            snap.knows(Kind::Secret) && snap.of(Kind::Secret).is_empty() && snap.notes.is_empty()
+        );
         // The message names the field, never the value.
         let err = Snapshot::from_yaml(
             "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\nstringData: 'ca-key.pem: PRIVATE'\n",
