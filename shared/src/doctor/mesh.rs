@@ -37,6 +37,14 @@ use serde_json::Value;
 use crate::istio::Era;
 use crate::snapshot::{Kind, Obj, Snapshot, borrowed, string_map};
 
+use serde::Deserialize as _;
+
+mod specs;
+pub use specs::{
+    ClientTls, DestinationRuleSpec, PeerAuthenticationSpec, PeerMtls, PolicySpec,
+    PortTrafficPolicy, Subset, TrafficPolicy,
+};
+
 /// The cluster's DNS domain: Istio's default `domainSuffix`.
 pub const DOMAIN: &str = "cluster.local";
 /// The container Istio's injector adds.
@@ -58,9 +66,9 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
-    /// Parse a `tls` block: a block without `mode` is DISABLE (the proto's zero value).
-    pub fn from_tls(tls: &Value) -> TlsMode {
-        match tls.get("mode").and_then(Value::as_str).unwrap_or("DISABLE") {
+    /// A `tls` block's mode: a block without `mode` is DISABLE (the proto's zero value).
+    pub fn from_tls(tls: &ClientTls) -> TlsMode {
+        match tls.mode.as_deref().unwrap_or("DISABLE") {
             "SIMPLE" => TlsMode::Simple,
             "MUTUAL" => TlsMode::Mutual,
             "ISTIO_MUTUAL" => TlsMode::IstioMutual,
@@ -97,11 +105,11 @@ pub enum Export {
 }
 
 impl Export {
-    fn parse(spec: &Value, own: &str) -> Export {
-        let Some(list) = spec.get("exportTo").and_then(Value::as_array) else {
+    fn parse(spec: &DestinationRuleSpec, own: &str) -> Export {
+        let Some(list) = &spec.export_to else {
             return Export::All;
         };
-        let items: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+        let items: Vec<&str> = list.iter().map(String::as_str).collect();
         if items.is_empty() || items.contains(&"*") {
             return Export::All;
         }
@@ -188,64 +196,56 @@ pub struct Rule<'a> {
     pub export_raw: Vec<String>,
     /// `workloadSelector.matchLabels`.
     pub selector: Option<BTreeMap<String, String>>,
+    /// The spec's fields doctor reads, typed.
+    pub spec: DestinationRuleSpec,
 }
 
 impl<'a> Rule<'a> {
     fn new(obj: &'a Obj) -> Self {
-        let spec = obj.spec();
+        let spec = DestinationRuleSpec::deserialize(obj.spec()).unwrap_or_default();
         let ns = obj.namespace();
         Rule {
             obj,
             ns,
-            host: resolve_host(
-                spec.get("host").and_then(Value::as_str).unwrap_or_default(),
-                ns,
-            ),
-            export: Export::parse(spec, ns),
-            selective: spec.get("workloadSelector").is_some(),
-            export_raw: spec
-                .get("exportTo")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            selector: spec.get("workloadSelector").map(|w| {
-                string_map(w.get("matchLabels"))
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            }),
+            host: resolve_host(spec.host.as_deref().unwrap_or_default(), ns),
+            export: Export::parse(&spec, ns),
+            selective: spec.workload_selector.is_some(),
+            export_raw: spec.export_to.clone().unwrap_or_default(),
+            selector: spec
+                .workload_selector
+                .as_ref()
+                .map(|w| w.match_labels.clone()),
+            spec,
         }
     }
 
     /// `spec.trafficPolicy`.
-    pub fn policy(&self) -> Option<&'a Value> {
-        self.obj.spec().get("trafficPolicy")
+    pub fn policy(&self) -> Option<&TrafficPolicy> {
+        self.spec.traffic_policy.as_ref()
     }
 
     /// The top-level `trafficPolicy.tls` mode.
     pub fn top_tls(&self) -> Option<TlsMode> {
         self.policy()
-            .and_then(|p| p.get("tls"))
+            .and_then(|p| p.tls.as_ref())
             .map(TlsMode::from_tls)
     }
 
     /// Subset names.
-    pub fn subsets(&self) -> Vec<&'a str> {
-        self.subset_values()
+    pub fn subsets(&self) -> Vec<&str> {
+        self.spec
+            .subsets
             .iter()
-            .filter_map(|s| s.get("name").and_then(Value::as_str))
+            .filter_map(|s| s.name.as_deref())
             .collect()
     }
 
-    fn subset_values(&self) -> &'a [Value] {
-        self.obj
-            .spec()
-            .get("subsets")
-            .and_then(Value::as_array)
-            .map_or(&[], Vec::as_slice)
+    /// The subset named `name`.
+    fn subset(&self, name: &str) -> Option<&Subset> {
+        self.spec
+            .subsets
+            .iter()
+            .find(|s| s.name.as_deref() == Some(name))
     }
 
     /// The TLS a client uses to `port` (and `subset`), as Pilot builds the cluster:
@@ -253,12 +253,9 @@ impl<'a> Rule<'a> {
     /// without `tls` clears it); a subset's policy overrides what it sets and inherits the rest.
     pub fn tls_for(&self, port: Option<u32>, subset: Option<&str>) -> Option<TlsMode> {
         let mut tls = policy_tls(self.policy(), None, port);
-        if let Some(name) = subset
-            && let Some(sp) = self
-                .subset_values()
-                .iter()
-                .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
-                .and_then(|s| s.get("trafficPolicy"))
+        if let Some(sp) = subset
+            .and_then(|name| self.subset(name))
+            .and_then(|s| s.traffic_policy.as_ref())
         {
             tls = policy_tls(Some(sp), tls, port);
         }
@@ -269,8 +266,8 @@ impl<'a> Rule<'a> {
     /// without `tls` are listed with `mode: None` (they clear the TLS for that port).
     pub fn stated_tls(&self) -> Vec<Stated> {
         let mut out = Vec::new();
-        let mut from_policy = |label: String, pointer: String, p: &Value| {
-            if let Some(t) = p.get("tls") {
+        let mut from_policy = |label: String, pointer: String, p: &TrafficPolicy| {
+            if let Some(t) = &p.tls {
                 out.push(Stated {
                     label: label.clone(),
                     pointer: format!("{pointer}/tls"),
@@ -278,31 +275,22 @@ impl<'a> Rule<'a> {
                     mode: Some(TlsMode::from_tls(t)),
                 });
             }
-            for (k, e) in p
-                .get("portLevelSettings")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let n = e
-                    .pointer("/port/number")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0) as u32;
+            for (k, e) in p.port_level_settings.iter().enumerate() {
+                let n = e.port.number.unwrap_or(0) as u32;
                 out.push(Stated {
                     label: format!("{label} port {n}").trim().to_string(),
                     pointer: format!("{pointer}/portLevelSettings/{k}/tls"),
                     port: Some(n),
-                    mode: e.get("tls").map(TlsMode::from_tls),
+                    mode: e.tls.as_ref().map(TlsMode::from_tls),
                 });
             }
         };
         if let Some(p) = self.policy() {
             from_policy(String::new(), "/spec/trafficPolicy".into(), p);
         }
-        for (j, s) in self.subset_values().iter().enumerate() {
-            if let Some(p) = s.get("trafficPolicy") {
-                let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
+        for (j, s) in self.spec.subsets.iter().enumerate() {
+            if let Some(p) = &s.traffic_policy {
+                let name = s.name.as_deref().unwrap_or("?");
                 from_policy(
                     format!("subset {name}"),
                     format!("/spec/subsets/{j}/trafficPolicy"),
@@ -328,24 +316,27 @@ pub struct Stated {
 }
 
 /// Apply one `trafficPolicy` on top of `base` for `port`.
-fn policy_tls(policy: Option<&Value>, base: Option<TlsMode>, port: Option<u32>) -> Option<TlsMode> {
+fn policy_tls(
+    policy: Option<&TrafficPolicy>,
+    base: Option<TlsMode>,
+    port: Option<u32>,
+) -> Option<TlsMode> {
     let Some(p) = policy else { return base };
-    let mut tls = p.get("tls").map(TlsMode::from_tls).or(base);
+    let mut tls = p.tls.as_ref().map(TlsMode::from_tls).or(base);
     if let Some(port) = port
         && let Some(entry) = port_entry(p, port)
     {
-        tls = entry.get("tls").map(TlsMode::from_tls);
+        tls = entry.tls.as_ref().map(TlsMode::from_tls);
     }
     tls
 }
 
 /// The `portLevelSettings` entry for a port number.
-pub fn port_entry(policy: &Value, port: u32) -> Option<&Value> {
+pub fn port_entry(policy: &TrafficPolicy, port: u32) -> Option<&PortTrafficPolicy> {
     policy
-        .get("portLevelSettings")
-        .and_then(Value::as_array)?
+        .port_level_settings
         .iter()
-        .find(|e| e.pointer("/port/number").and_then(Value::as_u64) == Some(u64::from(port)))
+        .find(|e| e.port.number == Some(u64::from(port)))
 }
 
 /// The Pilot release doctor judges as: the Istio minor (4 for the legacy era).
@@ -732,8 +723,8 @@ impl<'a> Endpoint<'a> {
 }
 
 /// A PeerAuthentication `mtls` block's mode (`None`: UNSET or absent).
-fn pa_mode(mtls: Option<&Value>) -> Option<PeerMode> {
-    match mtls?.get("mode").and_then(Value::as_str) {
+fn pa_mode(mtls: Option<&PeerMtls>) -> Option<PeerMode> {
+    match mtls?.mode.as_deref() {
         Some("STRICT") => Some(PeerMode::Strict),
         Some("PERMISSIVE") => Some(PeerMode::Permissive),
         Some("DISABLE") => Some(PeerMode::Disable),
@@ -1024,52 +1015,39 @@ impl<'a> Mesh<'a> {
                 if mp.name() == "default" {
                     mesh_policy = Some(ScopePolicy {
                         obj: mp,
-                        mode: Some(v1alpha1_mode(mp.spec())),
+                        mode: Some(v1alpha1_mode(&policy_spec(mp))),
                     });
                 }
             }
             for p in snap.of(Kind::Policy) {
-                let targets = p.spec().get("targets").and_then(Value::as_array);
-                match targets.filter(|t| !t.is_empty()) {
+                let spec = policy_spec(p);
+                match spec.targets.as_ref().filter(|t| !t.is_empty()) {
                     None if p.name() == "default" => {
                         ns_policies.insert(
                             p.namespace(),
                             ScopePolicy {
                                 obj: p,
-                                mode: Some(v1alpha1_mode(p.spec())),
+                                mode: Some(v1alpha1_mode(&spec)),
                             },
                         );
                     }
                     None => {}
                     Some(targets) => target_policies.push(TargetPolicy {
                         obj: p,
-                        mode: v1alpha1_mode(p.spec()),
+                        mode: v1alpha1_mode(&spec),
                         targets: targets
                             .iter()
                             .map(|t| {
                                 let ports = t
-                                    .get("ports")
-                                    .and_then(Value::as_array)
-                                    .into_iter()
-                                    .flatten()
+                                    .ports
+                                    .iter()
                                     .filter_map(|p| {
-                                        p.get("number")
-                                            .and_then(Value::as_u64)
+                                        p.number
                                             .map(|n| PortRef::Number(n as u32))
-                                            .or_else(|| {
-                                                p.get("name")
-                                                    .and_then(Value::as_str)
-                                                    .map(|n| PortRef::Name(n.to_string()))
-                                            })
+                                            .or_else(|| p.name.clone().map(PortRef::Name))
                                     })
                                     .collect();
-                                (
-                                    t.get("name")
-                                        .and_then(Value::as_str)
-                                        .unwrap_or_default()
-                                        .to_string(),
-                                    ports,
-                                )
+                                (t.name.clone().unwrap_or_default(), ports)
                             })
                             .collect(),
                     }),
@@ -1089,19 +1067,14 @@ impl<'a> Mesh<'a> {
             let mut sorted: Vec<&Obj> = pas.iter().collect();
             sorted.sort_by(|a, b| (a.created(), a.name()).cmp(&(b.created(), b.name())));
             for pa in sorted {
-                let mode = pa_mode(pa.at(&["spec", "mtls"]));
-                let selector: BTreeMap<String, String> =
-                    string_map(pa.at(&["spec", "selector", "matchLabels"]))
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
+                let spec = PeerAuthenticationSpec::deserialize(pa.spec()).unwrap_or_default();
+                let mode = pa_mode(spec.mtls.as_ref());
+                let selector = spec.selector.map(|s| s.match_labels).unwrap_or_default();
                 if !selector.is_empty() {
                     if pa.namespace() != root_ns {
-                        let ports = pa
-                            .at(&["spec", "portLevelMtls"])
-                            .and_then(Value::as_object)
-                            .into_iter()
-                            .flatten()
+                        let ports = spec
+                            .port_level_mtls
+                            .iter()
                             .filter_map(|(k, v)| Some((k.parse().ok()?, pa_mode(Some(v)))))
                             .collect();
                         workload_policies.push(WorkloadPolicy {
@@ -1353,13 +1326,8 @@ impl<'a> Mesh<'a> {
                     format!("{}.{}", self.rules[*i].obj.name(), self.rules[*i].ns),
                 )
             });
-            if let Some(sp) = by_age.iter().find_map(|i| {
-                self.rules[*i]
-                    .subset_values()
-                    .iter()
-                    .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
-            }) {
-                tls = policy_tls(sp.get("trafficPolicy"), tls, port);
+            if let Some(sp) = by_age.iter().find_map(|i| self.rules[*i].subset(name)) {
+                tls = policy_tls(sp.traffic_policy.as_ref(), tls, port);
             }
         }
         tls
@@ -1608,20 +1576,17 @@ pub fn selects(selector: &BTreeMap<&str, &str>, labels: &BTreeMap<&str, &str>) -
 
 /// 1.4 `authentication.istio.io/v1alpha1` peers: an `mtls` peer means mTLS (STRICT unless
 /// `mode: PERMISSIVE`); no `mtls` peer means plaintext.
-fn v1alpha1_mode(spec: &Value) -> PeerMode {
-    let peers = spec.get("peers").and_then(Value::as_array);
-    let mtls = peers.into_iter().flatten().find_map(|p| {
-        p.as_object()
-            .filter(|o| o.contains_key("mtls"))
-            .map(|o| &o["mtls"])
-    });
-    match mtls {
+fn v1alpha1_mode(spec: &PolicySpec) -> PeerMode {
+    match spec.peers.iter().find_map(|p| p.mtls.as_ref()) {
         None => PeerMode::Disable,
-        Some(m) if m.get("mode").and_then(Value::as_str) == Some("PERMISSIVE") => {
-            PeerMode::Permissive
-        }
+        Some(m) if m.mode.as_deref() == Some("PERMISSIVE") => PeerMode::Permissive,
         Some(_) => PeerMode::Strict,
     }
+}
+
+/// A 1.4 `Policy`'s or `MeshPolicy`'s spec, typed.
+fn policy_spec(obj: &Obj) -> PolicySpec {
+    PolicySpec::deserialize(obj.spec()).unwrap_or_default()
 }
 
 #[cfg(test)]
