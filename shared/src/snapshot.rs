@@ -2,6 +2,12 @@
 //!
 //! Doctor's checks are written once against [`Snapshot`]; where the objects came from only
 //! decides which checks can answer ([`Snapshot::knows`]) and where SARIF points ([`Origin`]).
+//!
+//! Each object is an [`Obj`]: its identity (apiVersion, kind, typed metadata) read the same way
+//! for every kind, and a [`Body`] — the core kinds doctor judges as their k8s-openapi types
+//! (`snap.typed::<Pod>()`, `obj.typed::<Service>()`, so a misspelt field does not compile),
+//! Istio's kinds as [`DynamicObject`] JSON. The mesh config is parsed once
+//! ([`Snapshot::mesh_config`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -883,16 +889,23 @@ fn lenient_meta(meta: Value) -> ObjectMeta {
     ObjectMeta::deserialize(Value::Object(kept)).unwrap_or_default()
 }
 
-/// Secret `data` (ConfigMap `binaryData`) as the API server decodes it: Go's base64 decoder skips line breaks
-/// (go@1.22 src/encoding/base64/base64.go: "New line characters (\r and \n) are ignored"), and
-/// doctor always ignored the space around a value; k8s-openapi's `ByteString` decodes strictly.
+/// Secret `data` (ConfigMap `binaryData`) as the API server decodes it: encoding/json reads a
+/// `[]byte` field with `base64.StdEncoding`, whose decoder skips line breaks (golang/go
+/// src/encoding/base64/base64.go, `(*Encoding).Decode`: "New line characters (\r and \n) are
+/// ignored"); and, as doctor always did, the space around a value. k8s-openapi's `ByteString`
+/// decodes strictly.
 fn unwrap_base64(obj: &mut Value, key: &str) {
     if let Some(data) = obj.get_mut(key).and_then(Value::as_object_mut) {
         for v in data.values_mut() {
             if let Value::String(s) = v
                 && s.contains(|c: char| c.is_ascii_whitespace())
             {
-                s.retain(|c| !c.is_ascii_whitespace());
+                let trimmed: String = s
+                    .trim()
+                    .chars()
+                    .filter(|c| !matches!(c, '\r' | '\n'))
+                    .collect();
+                *s = trimmed;
             }
         }
     }
