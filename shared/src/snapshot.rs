@@ -760,9 +760,11 @@ impl Obj {
         self.meta().creation_timestamp.as_ref().map(|t| t.0)
     }
     /// The pod template of a workload controller (Deployment, DaemonSet, StatefulSet,
-    /// ReplicaSet, Job; a CronJob's job template's).
+    /// ReplicaSet, Job; a CronJob's job template's). A controller without one (a Kustomize
+    /// patch setting `replicas`) has none: k8s-openapi reads the absent required `template` as
+    /// an empty one, which is taken for absent.
     pub fn pod_template(&self) -> Option<&PodTemplateSpec> {
-        match &self.body {
+        let template = match &self.body {
             Body::Deployment(d) => d.spec.as_ref().map(|s| &s.template),
             Body::DaemonSet(d) => d.spec.as_ref().map(|s| &s.template),
             Body::StatefulSet(d) => d.spec.as_ref().map(|s| &s.template),
@@ -776,7 +778,8 @@ impl Obj {
                 .as_ref()
                 .map(|s| &s.template),
             _ => None,
-        }
+        };
+        template.filter(|t| t.metadata.is_some() || t.spec.is_some())
     }
     /// The labels of a workload controller's pod template (empty for other objects).
     pub fn template_labels(&self) -> BTreeMap<&str, &str> {
@@ -2436,6 +2439,13 @@ mod tests {
                 ),
             ]
         );
+        // A controller without a pod template (a patch) is no workload.
+        let patch = Snapshot::from_yaml(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: app}\nspec: {replicas: 3}\n",
+        )
+        .unwrap();
+        assert!(patch.controllers[0].pod_template().is_none());
+        assert!(crate::doctor::checks::workloads::collect(&patch).is_empty());
         // Istio kinds: typed metadata (a YAML 1.1 `n` would read as false: the name is left
         // out, the rest is kept), the rest JSON.
         let dr = &snap.of(Kind::DestinationRule)[0];
