@@ -967,11 +967,7 @@ impl<'a> CheckContext<'a> {
             .unwrap_or_else(|| snap.istio_namespace().to_string());
         let root_ns = snap
             .mesh_config()
-            .and_then(|m| {
-                m.get("rootNamespace")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_string)
-            })
+            .and_then(|m| m.root_namespace.clone())
             .unwrap_or_else(|| istio_ns.clone());
         let mesh = mesh::Mesh::new(snap, &root_ns, &istio_ns, era);
         Self {
@@ -1183,7 +1179,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         let mut origins: std::collections::HashMap<String, &Origin> =
             std::collections::HashMap::new();
         if snap.source == crate::snapshot::SourceKind::Files {
-            for o in snap.objects.values().flatten().chain(&snap.controllers) {
+            for o in snap.all().chain(&snap.controllers) {
                 if let Some(origin) = &o.origin {
                     // The first document wins, as for SARIF's locations.
                     origins.entry(o.reference()).or_insert(origin);
@@ -1221,7 +1217,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
     }
     let fallback_origin = snaps
         .first()
-        .and_then(|s| s.objects.values().flatten().find_map(|o| o.origin.clone()))
+        .and_then(|s| s.all().find_map(|o| o.origin.clone()))
         .map(|o| Origin { line: 1, ..o });
     let namespaces = if bundle_only {
         Vec::new()
@@ -1461,14 +1457,7 @@ mod tests {
         let named: Vec<&Finding> = report
             .findings
             .iter()
-            .filter(|f| {
-                !f.object.is_empty()
-                    && snap
-                        .objects
-                        .values()
-                        .flatten()
-                        .any(|o| o.reference() == f.object)
-            })
+            .filter(|f| !f.object.is_empty() && snap.all().any(|o| o.reference() == f.object))
             .collect();
         assert!(!named.is_empty());
         for f in named {

@@ -261,9 +261,10 @@ fn strictened(kind: Kind, version: &str, namespace: Option<&str>, existing: Opti
             previous: None,
         };
     };
-    let previous = restorable(&obj.value);
+    let value = obj.to_value();
+    let previous = restorable(&value);
     let mut object = previous.clone();
-    if let Some(rv) = obj.value.pointer("/metadata/resourceVersion") {
+    if let Some(rv) = value.pointer("/metadata/resourceVersion") {
         object["metadata"]["resourceVersion"] = rv.clone();
     }
     if !object.get("spec").is_some_and(Value::is_object) {
@@ -358,8 +359,7 @@ pub fn plan(
                 Kind::MeshPolicy,
                 version,
                 None,
-                mesh.by
-                    .filter(|o| o.value.get("kind").and_then(Value::as_str) == Some("MeshPolicy")),
+                mesh.by.filter(|o| o.kind() == "MeshPolicy"),
             ));
             None
         };

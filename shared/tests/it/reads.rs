@@ -227,8 +227,8 @@ async fn istio_1_12_workload_groups_are_read_and_written_where_served() {
     let snap = Snapshot::observe(&conn).await.unwrap();
     assert!(snap.knows(Kind::WorkloadGroup) && snap.knows(Kind::WorkloadEntry));
     assert_eq!(
-        snap.of(Kind::WorkloadGroup)[0].str_at(&["apiVersion"]),
-        Some("networking.istio.io/v1alpha3")
+        snap.of(Kind::WorkloadGroup)[0].api_version(),
+        "networking.istio.io/v1alpha3"
     );
     assert_eq!(
         snap.networking_version.as_deref(),
@@ -835,8 +835,8 @@ async fn service_cidr_api_at_v1beta1() {
     );
     let snap = Snapshot::observe(&connect(&server).await).await.unwrap();
     assert_eq!(
-        snap.of(Kind::ServiceCidr)[0].str_at(&["apiVersion"]),
-        Some("networking.k8s.io/v1beta1")
+        snap.of(Kind::ServiceCidr)[0].api_version(),
+        "networking.k8s.io/v1beta1"
     );
 }
 
