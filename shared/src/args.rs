@@ -59,7 +59,7 @@ pub struct CaArgs {
     bin_name = "kubectl meshvm prepare",
     version,
     about = "Prepare the cluster for a VM: validated cacerts, VM namespace, ServiceAccount, WorkloadGroup",
-    after_help = "The VM's namespace is -n (created when absent); without -n, the kubeconfig context's namespace, as kubectl.\n\nExamples:\n  kubectl meshvm prepare -n expandvm --ca-dir samples/certs\n  kubectl meshvm prepare -n vm --workload-group vm --labels app=vm --ports http=8080 --network vm-net\n  kubectl meshvm prepare -n expandvm --restart-control-plane --yes\n  kubectl meshvm prepare --delete -n expandvm --yes"
+    after_help = "The VM's namespace is -n (created when absent); without -n, the kubeconfig context's namespace, as kubectl.\n\nExamples:\n  kubectl meshvm prepare -n expandvm --ca-dir samples/certs\n  kubectl meshvm prepare -n vm --workload-group vm --labels app=vm --ports http=8080 --network vm-net\n  kubectl meshvm prepare -n expandvm --restart-control-plane --yes\n  kubectl meshvm prepare --delete -n expandvm --expose httpbin.bar --yes\n  kubectl meshvm prepare --delete -n expandvm --yes"
 )]
 pub struct PrepareArgs {
     /// Older name of -n: the namespace the VM's workload lives in
@@ -122,7 +122,7 @@ pub struct PrepareArgs {
     /// Cluster Services the VM calls, as SVC.NS (repeatable, or comma-separated): legacy, one `<svc>.<ns>.global` ServiceEntry each through the gateway's 15443; modern, checks the east-west gateway's cross-network path
     #[arg(long, value_name = "SVC.NS,...", value_delimiter = ',')]
     pub expose: Vec<String>,
-    /// Remove what prepare made for this VM: its namespace and everything in it
+    /// Remove what prepare made for this VM: its namespace and everything in it; with --expose, only the ServiceEntries --expose made for those Services
     #[arg(long)]
     pub delete: bool,
     /// With --delete: also delete the mesh-wide cacerts secret
@@ -350,7 +350,7 @@ pub enum FailOn {
     bin_name = "kubectl meshvm doctor",
     version,
     about = "Pre-flight checks before STRICT mTLS: DestinationRules, PeerAuthentications, gateways, certificates, registered VMs",
-    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  kubectl get destinationrules -A -o yaml | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --dry-run=server\n  kubectl meshvm doctor --fix --yes\n  kubectl meshvm doctor --fix --strict --dry-run=client -o yaml > strict.yaml\n  kubectl meshvm doctor --fix --strict -n sample,default --undo-file undo.json --yes && kubectl meshvm doctor --fix --undo undo.json --yes\n  kubectl meshvm doctor --prometheus http://prometheus.istio-system:9090 --window 7d"
+    after_help = "Examples:\n  kubectl meshvm doctor\n  kubectl meshvm doctor --context east --context west\n  kubectl meshvm doctor -f manifests/ -R -o sarif > doctor.sarif\n  kubectl get destinationrules -A -o yaml | kubectl meshvm doctor -f -\n  kubectl meshvm doctor --bundle expandvm.tar.gz\n  kubectl meshvm doctor --context prod --bundle expandvm.tar.gz\n  kubectl meshvm doctor --fix --dry-run=server\n  kubectl meshvm doctor --fix --yes\n  kubectl meshvm doctor --fix --strict --dry-run=client -o yaml > strict.yaml\n  kubectl meshvm doctor --fix --strict -n sample,default --undo-file undo.json --yes && kubectl meshvm doctor --fix --undo undo.json --yes\n  kubectl meshvm doctor --fix --strict --wait --timeout 2m --undo-file undo.json --yes\n  kubectl meshvm doctor --prometheus http://prometheus.istio-system:9090 --window 7d"
 )]
 pub struct DoctorArgs {
     /// Check manifest files instead of a cluster (file, directory, or - for standard input; repeatable)
@@ -377,10 +377,16 @@ pub struct DoctorArgs {
     /// With --fix: make STRICT only the namespaces the readiness table marks ready (Istio 1.4: namespace Policy default with peers [{mtls: {}}], and the MeshPolicy once every namespace is ready; later: PeerAuthentication default, mtls.mode STRICT); blocked ones are listed and left alone; -n NS[,NS...] limits it; -o yaml with --dry-run=client prints the manifests only
     #[arg(long, requires = "fix")]
     pub strict: bool,
-    /// With --strict: first write (mode 0600, a new file) what restores the state before it, for --fix --undo FILE
+    /// With --strict: first write (mode 0600, a new file) what restores the state before it, then the uid and resourceVersion of each object it writes, for --fix --undo FILE
     #[arg(long, value_name = "FILE", requires = "strict")]
     pub undo_file: Option<PathBuf>,
-    /// With --fix: restore what an --undo-file recorded: delete the policies --strict created, put back those it replaced
+    /// With --strict: after each namespace, before the next, wait until a fresh run of the checks (and, with --prometheus, no plaintext into it since its policy was written, after two scrape intervals) shows it still healthy; else stop there, exit 1, and say how to undo (needs --undo-file; not with --dry-run)
+    #[arg(long, requires_all = ["strict", "undo_file"])]
+    pub wait: bool,
+    /// With --wait: how long to wait for each namespace (default 5m; 0 waits without limit)
+    #[arg(long, value_name = "DURATION", requires = "wait", value_parser = crate::flags::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// With --fix: restore what an --undo-file recorded: delete the policies --strict created, put back those it replaced, each only while it is still as --strict wrote it (others are named and left alone, exit 1)
     #[arg(long, value_name = "FILE", requires = "fix", conflicts_with_all = ["strict", "prometheus", "bundle", "filename"])]
     pub undo: Option<PathBuf>,
     /// --fix's --dry-run (none, client, server) and --yes (answer the confirmation).

@@ -2,6 +2,12 @@
 //!
 //! Doctor's checks are written once against [`Snapshot`]; where the objects came from only
 //! decides which checks can answer ([`Snapshot::knows`]) and where SARIF points ([`Origin`]).
+//!
+//! Each object is an [`Obj`]: its identity (apiVersion, kind, typed metadata) read the same way
+//! for every kind, and a [`Body`] — the core kinds doctor judges as their k8s-openapi types
+//! (`snap.typed::<Pod>()`, `obj.typed::<Service>()`, so a misspelt field does not compile),
+//! Istio's kinds as [`DynamicObject`] JSON. The mesh config is parsed once
+//! ([`Snapshot::mesh_config`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -10,9 +16,17 @@ use std::path::{Component, Path, PathBuf};
 
 use ::kube::api::{Api, DynamicObject, ListParams};
 use ::kube::core::{ApiResource, GroupVersionKind};
-use base64::Engine as _;
 use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Endpoints, Namespace, Pod, PodTemplateSpec, Secret, Service,
+    ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
 use crate::istio::{self, Era, IstioKind};
@@ -57,6 +71,23 @@ pub enum Error {
         /// What is missing.
         problem: String,
     },
+    /// A manifest of a kind doctor reads typed (Service, Pod, Secret, …) whose body does not
+    /// read as that kind (`ports: "80"`): the API server would refuse it too.
+    #[error("{}: document {document} (line {line}): {object} is not a valid {api_version} object: {problem}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// 1-based document number in the file.
+        document: usize,
+        /// Line the document starts on.
+        line: usize,
+        /// `Kind ns/name`.
+        object: String,
+        /// Its `apiVersion`.
+        api_version: String,
+        /// Where and what (`spec.ports: invalid type: string "80", expected a sequence`).
+        problem: String,
+    },
     /// `-f DIR` holds no manifest at all.
     #[error("{}: no .yaml, .yml or .json files found{}", path.display(), if *below > 0 { format!(" (only in {below} subdirectories, which -f DIR does not read without -R)") } else { String::new() })]
     NoManifests {
@@ -88,6 +119,10 @@ impl crate::errors::Diagnose for Error {
                 "give doctor only Kubernetes manifests (each document needs apiVersion and kind); move other YAML out of the -f path (in a -f DIR such documents are skipped with a note)"
                     .into(),
             ),
+            Error::Unreadable { path, .. } => Some(format!(
+                "fix the field named; `kubectl apply --dry-run=server -f {}` shows what the API server says of it",
+                path.display()
+            )),
             Error::NoManifests { path, below } if *below > 0 => Some(format!(
                 "read its subdirectories too: `kubectl meshvm doctor -f {} -R`",
                 path.display()
@@ -330,11 +365,206 @@ impl fmt::Display for Kind {
     }
 }
 
+/// A core kind doctor reads typed fields of (k8s-openapi, built for the Kubernetes version the
+/// workspace selects: `v1_33`); implemented for the bodies of [`Body`] only.
+pub trait Typed: Sized + 'static + private::Sealed {
+    /// The snapshot kind its objects are listed under (`None` for the `-f` workload
+    /// controllers, which are kept in [`Snapshot::controllers`]).
+    const KIND: Option<Kind>;
+    /// The typed object, when the body holds one of this type.
+    fn from_body(body: &Body) -> Option<&Self>;
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+macro_rules! bodies {
+    ($($variant:ident($ty:ty) = $kind:expr),* $(,)?) => {
+        /// An object's content: a typed core kind, or — Istio's kinds and anything doctor reads no
+        /// field of — [`DynamicObject`] (typed metadata, the rest as JSON).
+        #[derive(Clone, PartialEq)]
+        pub enum Body {
+            $(
+                #[doc = concat!("A `", stringify!($variant), "`.")]
+                $variant(Box<$ty>),
+            )*
+            /// Istio kinds and other kinds doctor keeps no typed form of.
+            Dynamic(Box<DynamicObject>),
+            /// A core kind whose body does not read as its type: kept as JSON with the problem,
+            /// so it is reported (an error for `-f`, a note for a cluster) and never judged.
+            Unreadable(Box<DynamicObject>, String),
+        }
+
+        $(
+            impl private::Sealed for $ty {}
+            impl Typed for $ty {
+                const KIND: Option<Kind> = $kind;
+                fn from_body(body: &Body) -> Option<&Self> {
+                    match body {
+                        Body::$variant(t) => Some(t),
+                        _ => None,
+                    }
+                }
+            }
+        )*
+
+        impl Body {
+            /// `metadata`.
+            pub fn meta(&self) -> &ObjectMeta {
+                match self {
+                    $(Body::$variant(t) => &t.metadata,)*
+                    Body::Dynamic(d) | Body::Unreadable(d, _) => &d.metadata,
+                }
+            }
+
+            /// The typed body of a core kind (`group` without version), when it is one;
+            /// `None` for the kinds kept as [`Body::Dynamic`].
+            fn typed(group: &str, kind: &str, value: &Value) -> Option<Result<Body, String>> {
+                fn read<T: serde::de::DeserializeOwned>(
+                    value: &Value,
+                    wrap: fn(Box<T>) -> Body,
+                ) -> Result<Body, String> {
+                    T::deserialize(value).map(|t| wrap(Box::new(t))).map_err(|e| {
+                        // serde quotes the offending value: never a Secret's.
+                        let e = if std::any::type_name::<T>().ends_with("::Secret") {
+                            "not of the type the field takes (the value is not shown)".to_string()
+                        } else {
+                            e.to_string()
+                        };
+                        match locate::<T>(value) {
+                            Some(path) => format!("{path}: {e}"),
+                            None => e,
+                        }
+                    })
+                }
+                Some(match (group, kind) {
+                    $((g, stringify!($variant)) if group_of(stringify!($variant)).contains(&g) => {
+                        read::<$ty>(value, Body::$variant)
+                    })*
+                    _ => return None,
+                })
+            }
+        }
+    };
+}
+
+bodies! {
+    Namespace(Namespace) = Some(Kind::Namespace),
+    Service(Service) = Some(Kind::Service),
+    Endpoints(Endpoints) = Some(Kind::Endpoints),
+    Pod(Pod) = Some(Kind::Pod),
+    ServiceAccount(ServiceAccount) = Some(Kind::ServiceAccount),
+    Secret(Secret) = Some(Kind::Secret),
+    ConfigMap(ConfigMap) = Some(Kind::ConfigMap),
+    Deployment(Deployment) = Some(Kind::Deployment),
+    DaemonSet(DaemonSet) = None,
+    StatefulSet(StatefulSet) = None,
+    ReplicaSet(ReplicaSet) = None,
+    Job(Job) = None,
+    CronJob(CronJob) = None,
+    ServiceCIDR(ServiceCIDR) = Some(Kind::ServiceCidr),
+}
+
+/// The API groups a typed kind is read from (1.4-era manifests still write Deployments and
+/// the other apps kinds as `extensions/v1beta1`; their pod templates read alike).
+fn group_of(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet" => &["apps", "extensions"],
+        "Job" | "CronJob" => &["batch"],
+        "ServiceCIDR" => &["networking.k8s.io"],
+        _ => &[""],
+    }
+}
+
+/// Where in `value` reading it as `T` fails, as a path (`spec.ports[0].port`): each step keeps
+/// only the one member that still fails on its own (k8s-openapi reads an absent required field
+/// as its default, so a pruned object fails only where the culprit is), and stops at a member
+/// that fails even emptied (a list where a string belongs). Called only on failure.
+fn locate<T: serde::de::DeserializeOwned>(value: &Value) -> Option<String> {
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+    /// `value` reduced to the single branch `steps`, its end replaced by `leaf` when given.
+    fn prune(value: &Value, steps: &[&Step], leaf: Option<&Value>) -> Value {
+        match (steps.split_first(), value) {
+            (None, v) => leaf.unwrap_or(v).clone(),
+            (Some((Step::Key(k), rest)), Value::Object(m)) => {
+                let mut out = Map::new();
+                if let Some(v) = m.get(k) {
+                    out.insert(k.clone(), prune(v, rest, leaf));
+                }
+                Value::Object(out)
+            }
+            (Some((Step::Index(i), rest)), Value::Array(a)) => Value::Array(
+                a.get(*i)
+                    .map(|v| vec![prune(v, rest, leaf)])
+                    .unwrap_or_default(),
+            ),
+            (_, v) => v.clone(),
+        }
+    }
+    let fails =
+        |steps: &[&Step], leaf: Option<&Value>| T::deserialize(&prune(value, steps, leaf)).is_err();
+    let mut path: Vec<Step> = Vec::new();
+    let mut here = value;
+    loop {
+        let (children, emptied): (Vec<(Step, &Value)>, Value) = match here {
+            Value::Object(m) => (
+                m.iter().map(|(k, v)| (Step::Key(k.clone()), v)).collect(),
+                Value::Object(Map::new()),
+            ),
+            Value::Array(a) => (
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| (Step::Index(i), v))
+                    .collect(),
+                Value::Array(Vec::new()),
+            ),
+            _ => break,
+        };
+        let steps: Vec<&Step> = path.iter().collect();
+        if !path.is_empty() && fails(&steps, Some(&emptied)) {
+            break;
+        }
+        let Some((step, child)) = children.into_iter().find(|(step, _)| {
+            let mut steps = steps.clone();
+            steps.push(step);
+            fails(&steps, None)
+        }) else {
+            break;
+        };
+        path.push(step);
+        here = child;
+    }
+    let mut out = String::new();
+    for step in &path {
+        match step {
+            Step::Key(k) if out.is_empty() => out.push_str(k),
+            Step::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Step::Index(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// One object, as the API server or the manifest has it, with where it came from.
 #[derive(Clone, PartialEq)]
 pub struct Obj {
-    /// The object (apiVersion, kind, metadata, spec, …).
-    pub value: Value,
+    /// `apiVersion` as read (`extensions/v1beta1` for a 1.4-era Deployment).
+    api_version: String,
+    /// `kind` as read.
+    kind: String,
+    /// The content.
+    body: Body,
     /// File and line, for objects read with `-f`.
     pub origin: Option<Origin>,
 }
@@ -347,25 +577,127 @@ impl fmt::Debug for Obj {
 }
 
 impl Obj {
-    /// An object without an origin (live objects, tests).
-    pub fn new(value: Value) -> Self {
+    /// An object without an origin (live objects, tests), from its JSON form: core kinds are
+    /// read into their k8s-openapi type, other kinds (Istio's) into [`DynamicObject`]. A core
+    /// kind whose body does not read as its type is kept as [`Body::Unreadable`] with the
+    /// problem ([`Obj::problem`]); [`Snapshot::push`] sets it aside with a [`Note`].
+    pub fn new(mut value: Value) -> Self {
+        let text = |v: &Value, key: &str| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let api_version = text(&value, "apiVersion");
+        let kind = text(&value, "kind");
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        // Held apart: k8s-openapi refuses an apiVersion other than its own (a 1.4-era
+        // `extensions/v1beta1` Deployment, a `v1beta1` ServiceCIDR), whose fields read alike.
+        if let Some(map) = value.as_object_mut() {
+            map.remove("apiVersion");
+            map.remove("kind");
+        }
+        if group.is_empty() {
+            match kind.as_str() {
+                "Secret" => unwrap_base64(&mut value, "data"),
+                "ConfigMap" => unwrap_base64(&mut value, "binaryData"),
+                _ => {}
+            }
+        }
+        let body = match Body::typed(group, &kind, &value) {
+            Some(Ok(body)) => body,
+            Some(Err(problem)) => Body::Unreadable(Box::new(dynamic(value)), problem),
+            None => Body::Dynamic(Box::new(dynamic(value))),
+        };
         Self {
-            value,
+            api_version,
+            kind,
+            body,
             origin: None,
         }
     }
 
+    /// The object as JSON again (apiVersion, kind, metadata, the rest): what `--fix` shows and
+    /// writes, and what STRICT restores.
+    pub fn to_value(&self) -> Value {
+        fn json<T: serde::Serialize>(t: &T) -> Value {
+            serde_json::to_value(t).unwrap_or(Value::Null)
+        }
+        let mut map = match &self.body {
+            Body::Dynamic(d) | Body::Unreadable(d, _) => {
+                let mut map = d.data.as_object().cloned().unwrap_or_default();
+                let meta = json(&d.metadata);
+                if meta.as_object().is_some_and(|m| !m.is_empty()) {
+                    map.insert("metadata".into(), meta);
+                }
+                map
+            }
+            Body::Namespace(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::Service(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::Endpoints(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::Pod(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::ServiceAccount(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::Secret(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::ConfigMap(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::Deployment(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::DaemonSet(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::StatefulSet(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::ReplicaSet(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::Job(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::CronJob(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::ServiceCIDR(t) => json(t).as_object().cloned().unwrap_or_default(),
+        };
+        map.insert("apiVersion".into(), Value::String(self.api_version.clone()));
+        map.insert("kind".into(), Value::String(self.kind.clone()));
+        Value::Object(map)
+    }
+
+    /// The content.
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+
+    /// The typed object, when this is one of `T`'s kind: `obj.typed::<Pod>()`.
+    pub fn typed<T: Typed>(&self) -> Option<&T> {
+        T::from_body(&self.body)
+    }
+
+    /// Istio's kinds (and kinds without a typed form): metadata typed, the rest JSON.
+    pub fn dynamic(&self) -> Option<&DynamicObject> {
+        match &self.body {
+            Body::Dynamic(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Why a core kind's body did not read as its type (see [`Body::Unreadable`]).
+    pub fn problem(&self) -> Option<&str> {
+        match &self.body {
+            Body::Unreadable(_, problem) => Some(problem),
+            _ => None,
+        }
+    }
+
+    /// `metadata`.
+    pub fn meta(&self) -> &ObjectMeta {
+        self.body.meta()
+    }
+
+    /// `apiVersion`.
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
     /// `kind`.
     pub fn kind(&self) -> &str {
-        self.str_at(&["kind"]).unwrap_or_default()
+        &self.kind
     }
     /// `metadata.name`.
     pub fn name(&self) -> &str {
-        self.str_at(&["metadata", "name"]).unwrap_or_default()
+        self.meta().name.as_deref().unwrap_or_default()
     }
     /// `metadata.namespace` (empty for cluster-scoped objects).
     pub fn namespace(&self) -> &str {
-        self.str_at(&["metadata", "namespace"]).unwrap_or_default()
+        self.meta().namespace.as_deref().unwrap_or_default()
     }
     /// `Kind ns/name`, or `Kind name` for cluster-scoped objects: how findings name objects.
     pub fn reference(&self) -> String {
@@ -379,68 +711,216 @@ impl Obj {
     pub fn ns_name(&self) -> String {
         format!("{}/{}", self.namespace(), self.name())
     }
-    /// The value at a path of keys.
+    /// The JSON at a path of keys below the top of an Istio object (`["spec", "host"]`).
+    /// Core kinds have typed fields instead ([`Obj::typed`]): asking one is a bug (debug builds
+    /// panic; release builds answer `None`).
     pub fn at(&self, path: &[&str]) -> Option<&Value> {
-        path.iter().try_fold(&self.value, |v, k| v.get(k))
+        debug_assert!(
+            !matches!(path.first(), Some(&("apiVersion" | "kind" | "metadata"))),
+            "{}: read {path:?} with api_version(), kind() or meta()",
+            self.reference()
+        );
+        let d = self.dynamic_or_bug()?;
+        path.iter().try_fold(&d.data, |v, k| v.get(k))
     }
-    /// The string at a path of keys.
+    /// The string at a path of keys below the top of an Istio object (see [`Obj::at`]).
     pub fn str_at(&self, path: &[&str]) -> Option<&str> {
         self.at(path).and_then(Value::as_str)
     }
-    /// `spec` (Null when absent).
+    /// An Istio object's `spec` (Null when absent; see [`Obj::at`]).
     pub fn spec(&self) -> &Value {
-        self.value.get("spec").unwrap_or(&Value::Null)
+        self.at(&["spec"]).unwrap_or(&Value::Null)
+    }
+    fn dynamic_or_bug(&self) -> Option<&DynamicObject> {
+        let d = self.dynamic();
+        debug_assert!(
+            d.is_some() || matches!(self.body, Body::Unreadable(..)),
+            "{}: a core kind is read through its typed fields, not JSON paths",
+            self.reference()
+        );
+        d
     }
     /// A label.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.at(&["metadata", "labels", key])
-            .and_then(Value::as_str)
+        self.meta().labels.as_ref()?.get(key).map(String::as_str)
     }
     /// All labels.
     pub fn labels(&self) -> BTreeMap<&str, &str> {
-        string_map(self.at(&["metadata", "labels"]))
+        borrowed(self.meta().labels.as_ref())
     }
     /// An annotation.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.at(&["metadata", "annotations", key])
-            .and_then(Value::as_str)
+        self.meta()
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
-    /// `metadata.creationTimestamp` (RFC 3339 sorts as text).
-    pub fn created(&self) -> &str {
-        self.str_at(&["metadata", "creationTimestamp"])
-            .unwrap_or_default()
+    /// `metadata.creationTimestamp` (absent sorts first).
+    pub fn created(&self) -> Option<Timestamp> {
+        self.meta().creation_timestamp.as_ref().map(|t| t.0)
     }
-    /// A Secret's or ConfigMap's value for `key`: `data` (base64 for Secrets), else `stringData`,
-    /// else ConfigMap `binaryData`.
+    /// The pod template of a workload controller (Deployment, DaemonSet, StatefulSet,
+    /// ReplicaSet, Job; a CronJob's job template's). A controller without one (a Kustomize
+    /// patch setting `replicas`) has none: k8s-openapi reads the absent required `template` as
+    /// an empty one, which is taken for absent.
+    pub fn pod_template(&self) -> Option<&PodTemplateSpec> {
+        let template = match &self.body {
+            Body::Deployment(d) => d.spec.as_ref().map(|s| &s.template),
+            Body::DaemonSet(d) => d.spec.as_ref().map(|s| &s.template),
+            Body::StatefulSet(d) => d.spec.as_ref().map(|s| &s.template),
+            Body::ReplicaSet(d) => d.spec.as_ref()?.template.as_ref(),
+            Body::Job(d) => d.spec.as_ref().map(|s| &s.template),
+            Body::CronJob(d) => d
+                .spec
+                .as_ref()?
+                .job_template
+                .spec
+                .as_ref()
+                .map(|s| &s.template),
+            _ => None,
+        };
+        template.filter(|t| t.metadata.is_some() || t.spec.is_some())
+    }
+    /// The labels of a workload controller's pod template (empty for other objects).
+    pub fn template_labels(&self) -> BTreeMap<&str, &str> {
+        borrowed(
+            self.pod_template()
+                .and_then(|t| t.metadata.as_ref()?.labels.as_ref()),
+        )
+    }
+    /// The containers of a workload controller's pod template (none for other objects).
+    pub fn template_containers(&self) -> impl Iterator<Item = &Container> {
+        self.pod_template()
+            .and_then(|t| t.spec.as_ref())
+            .into_iter()
+            .flat_map(|s| &s.containers)
+    }
+    /// A Secret's or ConfigMap's value for `key`: `data` (base64-decoded for Secrets), else
+    /// Secret `stringData`, else ConfigMap `binaryData`.
     pub fn data(&self, key: &str) -> Option<Vec<u8>> {
-        let is_secret = self.kind() == "Secret";
-        if let Some(v) = self.at(&["data", key]).and_then(Value::as_str) {
-            if is_secret {
-                return base64::engine::general_purpose::STANDARD
-                    .decode(v.trim())
-                    .ok();
-            }
-            return Some(v.as_bytes().to_vec());
+        match &self.body {
+            Body::Secret(s) => s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| b.0.clone())
+                .or_else(|| {
+                    s.string_data
+                        .as_ref()?
+                        .get(key)
+                        .map(|v| v.as_bytes().to_vec())
+                }),
+            Body::ConfigMap(c) => c
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.as_bytes().to_vec())
+                .or_else(|| c.binary_data.as_ref()?.get(key).map(|b| b.0.clone())),
+            _ => None,
         }
-        if let Some(v) = self.at(&["stringData", key]).and_then(Value::as_str) {
-            return Some(v.as_bytes().to_vec());
-        }
-        self.at(&["binaryData", key])
-            .and_then(Value::as_str)
-            .and_then(|v| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(v.trim())
-                    .ok()
-            })
     }
     /// The keys of a Secret's or ConfigMap's data.
     pub fn data_keys(&self) -> BTreeSet<&str> {
-        ["data", "stringData", "binaryData"]
-            .iter()
-            .filter_map(|k| self.value.get(*k).and_then(Value::as_object))
-            .flat_map(|m| m.keys().map(String::as_str))
-            .collect()
+        let mut out = BTreeSet::new();
+        match &self.body {
+            Body::Secret(s) => {
+                out.extend(s.data.iter().flat_map(|m| m.keys().map(String::as_str)));
+                out.extend(
+                    s.string_data
+                        .iter()
+                        .flat_map(|m| m.keys().map(String::as_str)),
+                );
+            }
+            Body::ConfigMap(c) => {
+                out.extend(c.data.iter().flat_map(|m| m.keys().map(String::as_str)));
+                out.extend(
+                    c.binary_data
+                        .iter()
+                        .flat_map(|m| m.keys().map(String::as_str)),
+                );
+            }
+            _ => {}
+        }
+        out
     }
+}
+
+/// The JSON form of a kind kept dynamic: metadata typed, `apiVersion`/`kind` held by [`Obj`],
+/// the rest as it came.
+fn dynamic(value: Value) -> DynamicObject {
+    let Value::Object(mut map) = value else {
+        return DynamicObject {
+            types: None,
+            metadata: ObjectMeta::default(),
+            data: value,
+        };
+    };
+    map.remove("apiVersion");
+    map.remove("kind");
+    let metadata = map.remove("metadata").map(lenient_meta).unwrap_or_default();
+    DynamicObject {
+        types: None,
+        metadata,
+        data: Value::Object(map),
+    }
+}
+
+/// An Istio object's metadata, its fields of the wrong type left out one by one (a YAML 1.1
+/// `name: n` reads as `false`; a label value `1` is a number), as doctor always read them: such
+/// a field reads as absent and the rest still counts.
+fn lenient_meta(meta: Value) -> ObjectMeta {
+    if let Ok(m) = ObjectMeta::deserialize(&meta) {
+        return m;
+    }
+    let Value::Object(fields) = meta else {
+        return ObjectMeta::default();
+    };
+    let mut kept = Map::new();
+    for (key, value) in fields {
+        let value = match value {
+            // Labels and annotations: the string pairs.
+            Value::Object(pairs) if matches!(key.as_str(), "labels" | "annotations") => {
+                Value::Object(pairs.into_iter().filter(|(_, v)| v.is_string()).collect())
+            }
+            v => v,
+        };
+        let one = Value::Object(Map::from_iter([(key.clone(), value.clone())]));
+        if ObjectMeta::deserialize(&one).is_ok() {
+            kept.insert(key, value);
+        }
+    }
+    ObjectMeta::deserialize(Value::Object(kept)).unwrap_or_default()
+}
+
+/// Secret `data` (ConfigMap `binaryData`) as the API server decodes it: encoding/json reads a
+/// `[]byte` field with `base64.StdEncoding`, whose decoder skips line breaks (golang/go
+/// src/encoding/base64/base64.go, `(*Encoding).Decode`: "New line characters (\r and \n) are
+/// ignored"); and, as doctor always did, the space around a value. k8s-openapi's `ByteString`
+/// decodes strictly.
+fn unwrap_base64(obj: &mut Value, key: &str) {
+    if let Some(data) = obj.get_mut(key).and_then(Value::as_object_mut) {
+        for v in data.values_mut() {
+            if let Value::String(s) = v
+                && s.contains(|c: char| c.is_ascii_whitespace())
+            {
+                let trimmed: String = s
+                    .trim()
+                    .chars()
+                    .filter(|c| !matches!(c, '\r' | '\n'))
+                    .collect();
+                *s = trimmed;
+            }
+        }
+    }
+}
+
+/// A typed `map[string]string` (labels, annotations, a selector) as borrowed pairs.
+pub fn borrowed(m: Option<&BTreeMap<String, String>>) -> BTreeMap<&str, &str> {
+    m.into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// A `map[string]string` as borrowed pairs (non-strings are skipped).
@@ -824,8 +1304,9 @@ fn safe_relative(path: &Path) -> Option<String> {
 /// Mesh objects doctor reads, from one source.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Objects by kind, in source order.
-    pub objects: BTreeMap<Kind, Vec<Obj>>,
+    /// Objects by kind, in source order (added through [`Snapshot::push`], which keeps the
+    /// parsed mesh config current).
+    objects: BTreeMap<Kind, Vec<Obj>>,
     /// Kinds the source could answer for: listed on a live cluster, or present in the files.
     pub known: BTreeSet<Kind>,
     /// Kinds the cluster refused to list, with the reason (e.g. RBAC).
@@ -847,6 +1328,9 @@ pub struct Snapshot {
     pub controllers: Vec<Obj>,
     /// What reading `-f` set aside ([`Note`]), in reading order.
     pub notes: Vec<Note>,
+    /// The mesh config, parsed on first use ([`Snapshot::mesh_config`]); [`Snapshot::push`]
+    /// forgets it.
+    mesh: std::sync::OnceLock<Option<MeshConfig>>,
 }
 
 impl Snapshot {
@@ -867,22 +1351,67 @@ impl Snapshot {
             .find(|o| o.name() == name && o.namespace() == namespace)
     }
 
-    /// Add one object (kept only when doctor reads its kind).
+    /// Add one object (kept only when doctor reads its kind). A core kind whose body does not
+    /// read as its type ([`Obj::problem`]) is set aside with a [`Note`], never judged.
     pub fn push(&mut self, obj: Obj) {
-        let api_version = obj.str_at(&["apiVersion"]).unwrap_or_default();
-        if self.source != SourceKind::Live && is_controller(api_version, obj.kind()) {
+        if let Some(problem) = obj.problem() {
+            if let Some(kind) = Kind::from_manifest(obj.api_version(), obj.kind()) {
+                self.known.insert(kind);
+            }
+            if !self.judges(&obj) {
+                return;
+            }
+            self.notes.push(Note {
+                origin: obj.origin.clone(),
+                message: format!(
+                    "{} skipped: it does not read as a {} {}: {problem}",
+                    obj.reference(),
+                    obj.api_version(),
+                    obj.kind()
+                ),
+            });
+            return;
+        }
+        if self.source != SourceKind::Live && is_controller(obj.api_version(), obj.kind()) {
             self.controllers.push(obj.clone());
         }
-        let Some(kind) = Kind::from_manifest(api_version, obj.kind()) else {
+        let Some(kind) = Kind::from_manifest(obj.api_version(), obj.kind()) else {
             return;
         };
+        // Still tells us the source lists this kind.
+        self.known.insert(kind);
         if !kind.keeps(obj.name()) {
-            // Still tells us the source lists this kind.
-            self.known.insert(kind);
             return;
         }
-        self.known.insert(kind);
+        self.mesh = std::sync::OnceLock::new();
         self.objects.entry(kind).or_default().push(obj);
+    }
+
+    /// Whether doctor keeps `obj` to judge it: a kind it reads, by a name it keeps (not every
+    /// Secret, ConfigMap or Deployment), or a `-f` workload controller.
+    fn judges(&self, obj: &Obj) -> bool {
+        (self.source != SourceKind::Live && is_controller(obj.api_version(), obj.kind()))
+            || Kind::from_manifest(obj.api_version(), obj.kind())
+                .is_some_and(|k| k.keeps(obj.name()))
+    }
+
+    /// Every object kept, by kind, in source order.
+    pub fn all(&self) -> impl Iterator<Item = &Obj> {
+        self.objects.values().flatten()
+    }
+
+    /// The objects of a typed kind, with their typed form: `snap.typed::<Pod>()`.
+    pub fn typed<T: Typed>(&self) -> impl Iterator<Item = (&Obj, &T)> {
+        T::KIND
+            .map_or(&[][..], |k| self.of(k))
+            .iter()
+            .filter_map(|o| o.typed::<T>().map(|t| (o, t)))
+    }
+
+    /// One object of a typed kind by namespace and name.
+    pub fn get_typed<T: Typed>(&self, namespace: &str, name: &str) -> Option<(&Obj, &T)> {
+        let o = self.get(T::KIND?, namespace, name)?;
+        o.typed::<T>().map(|t| (o, t))
     }
 
     /// Read manifests from files and directories, as `kubectl -f` does, without `-R` and
@@ -1016,6 +1545,14 @@ impl Snapshot {
                 line,
                 problem,
             };
+            let unreadable = |obj: &Obj, problem: &str| Error::Unreadable {
+                path: path.to_path_buf(),
+                document: i + 1,
+                line,
+                object: obj.reference(),
+                api_version: obj.api_version().to_owned(),
+                problem: problem.to_owned(),
+            };
             if doc.is_null() {
                 continue;
             }
@@ -1079,20 +1616,24 @@ impl Snapshot {
                     if let Some(problem) = unnamed(item) {
                         return Err(not_k8s(format!("a List item {problem}")));
                     }
-                    self.push(Obj {
-                        value: item.clone(),
-                        origin: Some(origin.clone()),
-                    });
+                    let mut obj = Obj::new(item.clone());
+                    obj.origin = Some(origin.clone());
+                    if let Some(problem) = obj.problem().filter(|_| self.judges(&obj)) {
+                        return Err(unreadable(&obj, problem));
+                    }
+                    self.push(obj);
                 }
                 continue;
             }
             if let Some(problem) = unnamed(&doc) {
                 return Err(not_k8s(problem));
             }
-            self.push(Obj {
-                value: doc,
-                origin: Some(origin),
-            });
+            let mut obj = Obj::new(doc);
+            obj.origin = Some(origin);
+            if let Some(problem) = obj.problem().filter(|_| self.judges(&obj)) {
+                return Err(unreadable(&obj, problem));
+            }
+            self.push(obj);
         }
         Ok(())
     }
@@ -1245,48 +1786,49 @@ impl Snapshot {
     /// The Istio minor release of the control plane, from the image tag of the istiod (or 1.4
     /// istio-pilot) Deployment's `discovery` container (`docker.io/istio/pilot:1.22.0` → 22).
     pub fn istio_minor(&self) -> Option<u32> {
-        self.of(Kind::Deployment)
-            .iter()
-            .filter(|d| {
+        self.typed::<Deployment>()
+            .filter(|(d, _)| {
                 matches!(d.name(), "istiod" | "istio-pilot") || d.name().starts_with("istiod-")
             })
-            .flat_map(|d| {
-                d.at(&["spec", "template", "spec", "containers"])
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
+            .flat_map(|(_, d)| {
+                d.spec
+                    .iter()
+                    .flat_map(|s| s.template.spec.iter())
+                    .flat_map(|s| &s.containers)
             })
-            .filter_map(|c| c.get("image").and_then(Value::as_str))
+            .filter_map(|c| c.image.as_deref())
             .find_map(istio_minor_of_image)
     }
 
-    /// The mesh config (`mesh` key of the `istio` ConfigMap in the Istio namespace), parsed.
-    pub fn mesh_config(&self) -> Option<Value> {
-        let ns = self.istio_namespace();
-        let cm = self.get(Kind::ConfigMap, ns, "istio").or_else(|| {
-            self.of(Kind::ConfigMap).iter().find(|c| {
-                c.name() == "istio"
-                    || c.name().starts_with("istio-") && c.data_keys().contains("mesh")
+    /// The mesh config (`mesh` key of the `istio` ConfigMap in the Istio namespace), parsed
+    /// once per snapshot.
+    pub fn mesh_config(&self) -> Option<&MeshConfig> {
+        self.mesh
+            .get_or_init(|| {
+                let ns = self.istio_namespace();
+                let cm = self.get(Kind::ConfigMap, ns, "istio").or_else(|| {
+                    self.of(Kind::ConfigMap).iter().find(|c| {
+                        c.name() == "istio"
+                            || c.name().starts_with("istio-") && c.data_keys().contains("mesh")
+                    })
+                })?;
+                let text = String::from_utf8(cm.data("mesh")?).ok()?;
+                let value = serde_saphyr::from_str::<Value>(&text).ok()?;
+                Some(MeshConfig::from_value(&value))
             })
-        })?;
-        let text = String::from_utf8(cm.data("mesh")?).ok()?;
-        serde_saphyr::from_str::<Value>(&text).ok()
+            .as_ref()
     }
 
     /// The root namespace: meshConfig `rootNamespace`, else the Istio namespace.
     pub fn root_namespace(&self) -> String {
         self.mesh_config()
-            .and_then(|m| {
-                m.get("rootNamespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
+            .and_then(|m| m.root_namespace.clone())
             .unwrap_or_else(|| self.istio_namespace().to_string())
     }
 
     /// `enableAutoMtls` as the mesh config sets it.
     pub fn auto_mtls_configured(&self) -> Option<bool> {
-        self.mesh_config()?.get("enableAutoMtls")?.as_bool()
+        self.mesh_config()?.enable_auto_mtls
     }
 
     /// Auto mTLS in effect: the mesh config, else legacy → off, modern → on, unknown → off
@@ -1295,6 +1837,50 @@ impl Snapshot {
         override_
             .or_else(|| self.auto_mtls_configured())
             .unwrap_or(self.era() == Some(Era::Modern))
+    }
+}
+
+/// The fields of Istio's MeshConfig doctor reads (istio/api@1.4.2, @1.24.0
+/// mesh/v1alpha1/config.proto: `root_namespace`, `enable_auto_mtls`,
+/// `default_destination_rule_export_to`, `enable_prometheus_merge`, `mesh_networks` — the
+/// last is 1.4's `meshNetworks` inside the mesh config, later a ConfigMap key of its own).
+/// Each is read on its own: a field of the wrong type reads as unset, as before, and leaves
+/// the others.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeshConfig {
+    /// `rootNamespace`.
+    pub root_namespace: Option<String>,
+    /// `enableAutoMtls`.
+    pub enable_auto_mtls: Option<bool>,
+    /// `defaultDestinationRuleExportTo`.
+    pub default_destination_rule_export_to: Option<Vec<String>>,
+    /// `enablePrometheusMerge`.
+    pub enable_prometheus_merge: Option<bool>,
+    /// `meshNetworks` (its `networks` map is Istio's own JSON, read by network.labels).
+    pub mesh_networks: Option<Value>,
+}
+
+impl MeshConfig {
+    /// The fields doctor reads from the parsed `mesh` document.
+    pub fn from_value(v: &Value) -> MeshConfig {
+        MeshConfig {
+            root_namespace: v
+                .get("rootNamespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            enable_auto_mtls: v.get("enableAutoMtls").and_then(Value::as_bool),
+            default_destination_rule_export_to: v
+                .get("defaultDestinationRuleExportTo")
+                .and_then(Value::as_array)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                }),
+            enable_prometheus_merge: v.get("enablePrometheusMerge").and_then(Value::as_bool),
+            mesh_networks: v.get("meshNetworks").cloned(),
+        }
     }
 }
 
@@ -2244,6 +2830,219 @@ mod tests {
         assert_eq!(modern.root_namespace(), "mesh-root");
         assert_eq!(Snapshot::default().era(), None);
         assert!(!Snapshot::default().auto_mtls(None));
+    }
+
+    #[test]
+    fn a_core_manifest_that_does_not_read_as_its_kind_is_an_error_naming_file_document_and_field() {
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: app}\n---\n";
+        let err = Snapshot::from_yaml(&format!(
+            "{ns}apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: app}}\nspec: {{ports: \"80\"}}\n"
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                Error::Unreadable {
+                    document: 2,
+                    line: 5,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            text.starts_with("inline.yaml: document 2 (line 5): Service app/web is not a valid v1 object: spec.ports: invalid type: string \"80\""),
+            "{text}"
+        );
+        assert!(
+            crate::errors::Diagnose::hint(&err)
+                .unwrap()
+                .contains("kubectl apply --dry-run=server -f inline.yaml")
+        );
+        // The path goes down to the field, through lists.
+        let err = Snapshot::from_yaml(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: app}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: a, image: x}\n      - {name: b, ports: [{containerPort: http}]}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "Deployment app/d is not a valid apps/v1 object: spec.template.spec.containers[1].ports[0].containerPort: invalid type: string \"http\""
+            ),
+            "{err}"
+        );
+        // A List item too, and labels that are not strings.
+        let err = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p, namespace: a, labels: {version: 1}}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Pod a/p is not a valid v1 object: metadata.labels.version"),
+            "{err}"
+        );
+        // In a -f DIR alike: a manifest of a kind doctor judges is no document to skip.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("svc.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80, targetPort: [1]}]}\n").unwrap();
+        let err = Snapshot::from_inputs(&[dir.path().to_path_buf()], false, &mut std::io::empty())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: document 1 (line 1): Service web is not a valid v1 object: spec.ports[0].targetPort: invalid type: sequence, expected IntOrString",
+                dir.path().join("svc.yaml").display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_live_object_that_does_not_read_as_its_kind_is_set_aside_with_a_note() {
+        let mut snap = Snapshot {
+            source: SourceKind::Live,
+            ..Snapshot::default()
+        };
+        snap.push(Obj::new(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "app"},
+            "spec": {"ports": [{"port": "eighty"}]},
+        })));
+        snap.push(Obj::new(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "api", "namespace": "app"},
+            "spec": {"ports": [{"port": 80}]},
+        })));
+        assert!(snap.knows(Kind::Service));
+        let names: Vec<&str> = snap.typed::<Service>().map(|(o, _)| o.name()).collect();
+        assert_eq!(names, ["api"]);
+        assert_eq!(snap.notes.len(), 1);
+        assert_eq!(
+            snap.notes[0].to_string(),
+            "Service app/web skipped: it does not read as a v1 Service: spec.ports[0].port: invalid type: string \"eighty\", expected i32"
+        );
+    }
+
+    #[test]
+    fn core_kinds_are_typed_istio_kinds_dynamic() {
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app, labels: {app: web}}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ds, namespace: app}\nspec: {template: {metadata: {labels: {app: ds}}, spec: {containers: [{name: c, image: busybox}]}}}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: cj, namespace: app}\nspec: {schedule: '* * * * *', jobTemplate: {spec: {template: {metadata: {labels: {app: cj}}, spec: {containers: [{name: c}]}}}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: n, namespace: app, creationTimestamp: '2024-01-01T00:00:00Z'}\nspec: {host: web}\n",
+        )
+        .unwrap();
+        let (svc, typed) = snap.get_typed::<Service>("app", "web").unwrap();
+        assert_eq!(svc.label("app"), Some("web"));
+        let spec = typed.spec.as_ref().unwrap();
+        assert_eq!(spec.ports.as_ref().unwrap()[0].port, 80);
+        assert!(svc.typed::<Pod>().is_none() && svc.dynamic().is_none());
+        let templates: Vec<_> = snap
+            .controllers
+            .iter()
+            .map(|c| (c.reference(), c.template_labels()))
+            .collect();
+        assert_eq!(
+            templates,
+            [
+                (
+                    "DaemonSet app/ds".to_string(),
+                    BTreeMap::from([("app", "ds")])
+                ),
+                (
+                    "CronJob app/cj".to_string(),
+                    BTreeMap::from([("app", "cj")])
+                ),
+            ]
+        );
+        // A controller without a pod template (a patch) is no workload.
+        let patch = Snapshot::from_yaml(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: app}\nspec: {replicas: 3}\n",
+        )
+        .unwrap();
+        assert!(patch.controllers[0].pod_template().is_none());
+        assert!(crate::doctor::checks::workloads::collect(&patch).is_empty());
+        // Istio kinds: typed metadata (a YAML 1.1 `n` would read as false: the name is left
+        // out, the rest is kept), the rest JSON.
+        let dr = &snap.of(Kind::DestinationRule)[0];
+        assert!(dr.dynamic().is_some());
+        assert_eq!((dr.name(), dr.namespace()), ("", "app"));
+        assert_eq!(dr.created().unwrap().to_string(), "2024-01-01T00:00:00Z");
+        assert_eq!(dr.str_at(&["spec", "host"]), Some("web"));
+        assert_eq!(
+            dr.to_value(),
+            serde_json::json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                "metadata": {"namespace": "app", "creationTimestamp": "2024-01-01T00:00:00Z"},
+                "spec": {"host": "web"},
+            })
+        );
+    }
+
+    #[test]
+    fn secret_data_reads_as_the_api_server_decodes_it() {
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\ndata:\n  root-cert.pem: |\n    aGVs\n    bG8=\n",
+        )
+        .unwrap();
+        assert_eq!(
+            snap.of(Kind::Secret)[0].data("root-cert.pem").unwrap(),
+            b"hello"
+        );
+        let err = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\ndata: {root-cert.pem: '!!notbase64'}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Secret istio-system/cacerts is not a valid v1 object: data.root-cert.pem: not of the type the field takes (the value is not shown)"), "{err}");
+        // A Secret doctor does not keep is not judged, so not read either.
+        let snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: app}\ndata: {password: '!!'}\n",
+        )
+        .unwrap();
+        assert!(
+            snap.knows(Kind::Secret) && snap.of(Kind::Secret).is_empty() && snap.notes.is_empty()
+        );
+        // The message names the field, never the value.
+        let err = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\nstringData: 'ca-key.pem: PRIVATE'\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("stringData: not of the type the field takes (the value is not shown)"),
+            "{err}"
+        );
+        assert!(!format!("{err} {err:?}").contains("PRIVATE"), "{err:?}");
+    }
+
+    #[test]
+    fn the_mesh_config_is_parsed_once_and_again_after_a_push() {
+        let mut snap = Snapshot::from_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    rootNamespace: root\n    enableAutoMtls: yes-please\n    defaultDestinationRuleExportTo: ['.']\n",
+        )
+        .unwrap();
+        let first = snap.mesh_config().unwrap();
+        assert!(
+            std::ptr::eq(first, snap.mesh_config().unwrap()),
+            "parsed once"
+        );
+        assert_eq!(
+            *first,
+            MeshConfig {
+                root_namespace: Some("root".into()),
+                // A field of the wrong type reads as unset; the others still count.
+                enable_auto_mtls: None,
+                default_destination_rule_export_to: Some(vec![".".into()]),
+                ..MeshConfig::default()
+            }
+        );
+        snap.push(Obj::new(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "istiod", "namespace": "mesh"},
+        })));
+        snap.push(Obj::new(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": "mesh"},
+            "data": {"mesh": "enableAutoMtls: true\n"},
+        })));
+        assert_eq!(snap.istio_namespace(), "mesh");
+        assert_eq!(snap.auto_mtls_configured(), Some(true));
+        assert_eq!(snap.root_namespace(), "mesh");
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub struct Paths {
     pub bundle_dir: PathBuf,
     /// The bundle archive.
     pub archive: PathBuf,
+    /// Where the staged STRICT rollout writes its undo.
+    pub undo: PathBuf,
 }
 
 impl Paths {
@@ -135,6 +137,7 @@ impl Paths {
             ca_dir: root.join("tests/fixtures/istio-samples"),
             bundle_dir: out.join(VM_NAMESPACE),
             archive: out.join(format!("{VM_NAMESPACE}.tar.gz")),
+            undo: out.join("strict-undo.json"),
         }
     }
 }
@@ -152,6 +155,7 @@ pub fn steps(era: Era, paths: &Paths) -> Vec<Step> {
     let ca = paths.ca_dir.display().to_string();
     let dir = paths.bundle_dir.display().to_string();
     let archive = paths.archive.display().to_string();
+    let undo = paths.undo.display().to_string();
     let ns = VM_NAMESPACE;
     let group: &[&str] = match era {
         Era::Legacy => &[],
@@ -250,6 +254,39 @@ pub fn steps(era: Era, paths: &Paths) -> Vec<Step> {
         step(
             "doctor --fix --strict --dry-run=client: the staged STRICT rollout's plan (ready namespaces only; blocked ones listed), nothing sent",
             &["meshvm", "doctor", "--fix", "--strict", "--dry-run=client"],
+            Expect::Success,
+        ),
+        step(
+            "doctor --fix --strict --wait: STRICT for real, one ready namespace at a time, each checked again before the next, with an undo file",
+            &[
+                "meshvm",
+                "doctor",
+                "--fix",
+                "--strict",
+                "--wait",
+                "--undo-file",
+                &undo,
+                "--yes",
+            ],
+            Expect::Success,
+        ),
+        step(
+            "doctor --fix --undo: back to where the rollout started (only what it wrote, as it wrote it)",
+            &["meshvm", "doctor", "--fix", "--undo", &undo, "--yes"],
+            Expect::Success,
+        ),
+        step(
+            "prepare --delete --expose --dry-run=client: what stopping the VM's calls to httpbin.bar would remove (legacy: its .global ServiceEntry; modern: nothing), nothing sent",
+            &[
+                "meshvm",
+                "prepare",
+                "--delete",
+                "-n",
+                ns,
+                "--expose",
+                EXPOSED,
+                "--dry-run=client",
+            ],
             Expect::Success,
         ),
         step(

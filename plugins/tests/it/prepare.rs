@@ -1718,13 +1718,128 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     assert_ne!(ratings, address, "unique");
     assert_eq!(ratings.octets()[..2], [127, 255]);
 
+    // --delete --expose: only that Service's entry goes (a dry run first sends no write); the
+    // namespace and the other entry stay; again: nothing to delete, exit 0.
+    let before = writes(&server).len();
+    let dry = prepare(
+        &server,
+        &[
+            "--delete",
+            "-n",
+            "expandvm",
+            "--expose",
+            "ratings.bar",
+            "--dry-run=client",
+        ],
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{}", dry.show());
+    assert!(dry.stdout.contains("ratings-bar-global"), "{}", dry.show());
+    assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
+    let one = prepare(
+        &server,
+        &[
+            "--delete",
+            "-n",
+            "expandvm",
+            "--expose",
+            "ratings.bar",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(one.code, 0, "{}", one.show());
+    assert!(
+        one.stdout.lines().any(|l| l.starts_with("ServiceEntry")
+            && l.contains("ratings-bar-global")
+            && l.contains("deleted")),
+        "{}",
+        one.show()
+    );
+    assert!(
+        one.stderr.contains("ratings.bar.global"),
+        "the hosts note: {}",
+        one.show()
+    );
+    let left = global_entries(&server, "expandvm");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["metadata"]["name"], "httpbin-bar-global");
+    assert!(server.object("v1", "Namespace", "", "expandvm").is_some());
+    let before = writes(&server).len();
+    let again = prepare(
+        &server,
+        &[
+            "--delete",
+            "-n",
+            "expandvm",
+            "--expose",
+            "ratings.bar",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}", again.show());
+    assert!(
+        again.stderr.contains("nothing to delete"),
+        "{}",
+        again.show()
+    );
+    assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
+    // One that is not meshvm's is refused, named, with a hint that runs as printed.
+    let mut foreign = left[0].clone();
+    foreign["metadata"]["name"] = serde_json::json!("ratings-bar-global");
+    foreign["metadata"]["labels"] = serde_json::json!({});
+    for key in ["resourceVersion", "uid", "creationTimestamp"] {
+        foreign["metadata"].as_object_mut().unwrap().remove(key);
+    }
+    server.load([foreign]).unwrap();
+    let refused = prepare(
+        &server,
+        &[
+            "--delete",
+            "-n",
+            "expandvm",
+            "--expose",
+            "ratings.bar,httpbin.bar",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{}", refused.show());
+    assert!(
+        refused
+            .stderr
+            .contains("expandvm/ratings-bar-global was not made by meshvm"),
+        "{}",
+        refused.show()
+    );
+    assert_eq!(
+        global_entries(&server, "expandvm").len(),
+        2,
+        "nothing was deleted"
+    );
+    let look = kubectl(
+        &server,
+        &[
+            "get",
+            "serviceentry",
+            "ratings-bar-global",
+            "-n",
+            "expandvm",
+            "-o",
+            "yaml",
+        ],
+    )
+    .await;
+    assert_eq!(look.code, 0, "the hint runs: {}", look.show());
+
     // --delete lists them and they go with the namespace.
     let gone = prepare(&server, &["--delete", "-n", "expandvm", "--yes"]).await;
     assert_eq!(gone.code, 0, "{}", gone.show());
     assert!(
         gone.stdout
             .lines()
-            .any(|l| l.starts_with("ServiceEntry") && l.contains("ratings-bar-global")),
+            .any(|l| l.starts_with("ServiceEntry") && l.contains("httpbin-bar-global")),
         "{}",
         gone.show()
     );
@@ -1735,6 +1850,131 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(global_entries(&server, "expandvm").is_empty());
+}
+
+/// Two Services whose `.global` hosts start their address search at the same 127.255.x.y.
+fn colliding_services() -> (String, String, std::net::Ipv4Addr) {
+    let mut first: std::collections::HashMap<std::net::Ipv4Addr, String> =
+        std::collections::HashMap::new();
+    let none = std::collections::BTreeSet::new();
+    for i in 0.. {
+        let name = format!("s{i}");
+        let ip = meshvm::prepare::expose::allocate(&format!("{name}.bar.global"), &none).unwrap();
+        if let Some(other) = first.insert(ip, name.clone()) {
+            return (other, name, ip);
+        }
+    }
+    unreachable!()
+}
+
+/// Two `--expose` runs for different VMs whose hosts hash alike. Which entry keeps a shared
+/// address is decided the same way by every run (the older, then by namespace/name): the one
+/// holding it second moves, the first is left alone. Then two such runs at once (each sees no
+/// entry, both create the same address): afterwards the addresses are unique.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_expose_runs_end_with_unique_addresses() {
+    let (a, b, ip) = colliding_services();
+    let (expose_a, expose_b) = (format!("{a}.bar"), format!("{b}.bar"));
+    let server = sim("legacy-1.4.yaml").await;
+    let mut objects = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
+    ];
+    for svc in [&a, &b] {
+        objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc, "namespace": "bar"},
+            "spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}}));
+    }
+    server.load(objects).unwrap();
+
+    // The aftermath of a race: both entries hold `ip`; vma's is older.
+    for (ns, svc, created) in [
+        ("vma", &a, "2026-01-01T00:00:00Z"),
+        ("vmb", &b, "2026-01-01T00:00:01Z"),
+    ] {
+        let item = format!("{svc}.bar");
+        let run = prepare(&server, &["-n", ns, "--expose", &item]).await;
+        assert_eq!(run.code, 0, "{}", run.show());
+        let mut entry = server
+            .object(
+                "networking.istio.io/v1alpha3",
+                "ServiceEntry",
+                ns,
+                &format!("{svc}-bar-global"),
+            )
+            .unwrap();
+        entry["spec"]["addresses"] = serde_json::json!([ip.to_string()]);
+        entry["metadata"]["creationTimestamp"] = serde_json::json!(created);
+        server.load([entry]).unwrap();
+    }
+    let stay = prepare(&server, &["-n", "vma", "--expose", &expose_a]).await;
+    assert_eq!(stay.code, 0, "{}", stay.show());
+    assert!(
+        stay.stderr.contains("nothing to change"),
+        "the first holder keeps it: {}",
+        stay.show()
+    );
+    let moved = prepare(&server, &["-n", "vmb", "--expose", &expose_b]).await;
+    assert_eq!(moved.code, 0, "{}", moved.show());
+    assert!(moved.stdout.contains("updated"), "{}", moved.show());
+    let address = |server: &Server, ns: &str, svc: &str| {
+        entry_address(
+            &server
+                .object(
+                    "networking.istio.io/v1alpha3",
+                    "ServiceEntry",
+                    ns,
+                    &format!("{svc}-bar-global"),
+                )
+                .unwrap(),
+        )
+    };
+    assert_eq!(address(&server, "vma", &a), ip);
+    assert_ne!(address(&server, "vmb", &b), ip);
+
+    // Two runs at once, each for a fresh VM namespace; the API server holds each ServiceEntry
+    // create 3 s before storing it, so both runs read (and pick the same address) before either
+    // entry exists.
+    let server = sim("legacy-1.4.yaml").await;
+    let mut objects = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
+    ];
+    for svc in [&a, &b] {
+        objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc, "namespace": "bar"},
+            "spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}}));
+    }
+    server.load(objects).unwrap();
+    server.slow_down(
+        "create",
+        "/apis/networking.istio.io/",
+        Duration::from_secs(3),
+    );
+    let (args_a, args_b) = (
+        ["-n", "vma", "--expose", &expose_a],
+        ["-n", "vmb", "--expose", &expose_b],
+    );
+    let (one, two) = tokio::join!(prepare(&server, &args_a), prepare(&server, &args_b));
+    assert_eq!(one.code, 0, "{}", one.show());
+    assert_eq!(two.code, 0, "{}", two.show());
+    assert_ne!(
+        address(&server, "vma", &a),
+        address(&server, "vmb", &b),
+        "unique after concurrent runs:\n{}\n{}",
+        one.show(),
+        two.show()
+    );
+    let moved: Vec<&str> = [&one, &two]
+        .iter()
+        .flat_map(|r| r.stdout.lines())
+        .filter(|l| l.contains("moved: a concurrent run took the address first"))
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "exactly one run moved:\n{}\n{}",
+        one.show(),
+        two.show()
+    );
 }
 
 /// Modern: `--expose` writes no ServiceEntry; it checks the east-west cross-network path and,

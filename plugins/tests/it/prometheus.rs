@@ -2,7 +2,7 @@
 //! `prometheus`, its TSDB made by `promtool` from tests/fixtures/prometheus), against the runbook's
 //! Istio 1.4 cluster with bookinfo and a sidecar-less `legacy/batch-reporter`.
 
-use kube_sim::testenv::Prometheus;
+use kube_sim::testenv::{Exporter, Prometheus};
 use kube_sim::{Scenario, Server};
 use serde_json::{Value, json};
 
@@ -401,4 +401,264 @@ async fn tls_and_credentials_from_files() {
             && message.contains("--prometheus-ca FILE"),
         "{message}"
     );
+}
+
+/// A namespace `shop` with a probe-less Deployment (its sidecar injected) and its Service.
+fn with_shop(base: Scenario) -> Scenario {
+    base.with_objects([
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [
+                                         {"name": "web", "image": "nginx:1",
+                                          "ports": [{"containerPort": 80}]},
+                                         {"name": "istio-proxy",
+                                          "image": "docker.io/istio/proxyv2:1.4.2"}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "web", "namespace": "shop"},
+               "spec": {"selector": {"app": "web"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": 80}]}}),
+    ])
+}
+
+/// The "done when", as a user runs it: Prometheus holds plaintext from
+/// legacy/batch-reporter into bookinfo/reviews-v1; `doctor --prometheus URL -o json` names
+/// batch-reporter; `--fix --strict --yes --undo-file U` makes shop STRICT and not bookinfo,
+/// writes U (0600); `--fix --undo U --yes` removes what it added.
+async fn done_when(base: Scenario, api_version: &str, kind: &str) {
+    let Some(prom) = Prometheus::start(Some(&fixture("plaintext-into-bookinfo.om"))) else {
+        return;
+    };
+    let server = Server::start(with_shop(with_bookinfo(base))).await;
+    let (run, report) = doctor(&server, &["--prometheus", &prom.url]).await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    let found = traffic(&report);
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("legacy/batch-reporter → bookinfo/reviews-v1"),
+        "{:#}",
+        found[0]
+    );
+    assert_eq!(row(&report, "shop")["ready"], true, "{report:#}");
+    let before = server.objects(api_version, kind);
+
+    let dir = tempfile::tempdir().unwrap();
+    let undo = dir.path().join("undo.json");
+    let undo_arg = undo.to_str().unwrap();
+    let run = sim::run(
+        DOCTOR,
+        &server,
+        &sim::args(&[
+            "--prometheus",
+            &prom.url,
+            "--fix",
+            "--strict",
+            "--yes",
+            "--undo-file",
+            undo_arg,
+        ]),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    let shop = server
+        .object(api_version, kind, "shop", "default")
+        .unwrap_or_else(|| panic!("shop made STRICT: {}", run.show()));
+    match kind {
+        "Policy" => assert_eq!(shop["spec"], json!({"peers": [{"mtls": {}}]}), "{shop:#}"),
+        _ => assert_eq!(
+            shop["spec"],
+            json!({"mtls": {"mode": "STRICT"}}),
+            "{shop:#}"
+        ),
+    }
+    assert!(
+        server
+            .object(api_version, kind, "bookinfo", "default")
+            .is_none(),
+        "bookinfo receives plaintext: {}",
+        run.show()
+    );
+    assert!(
+        run.stderr.contains("bookinfo: blocked by") && run.stderr.contains("traffic.plaintext"),
+        "{}",
+        run.show()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&undo).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&undo).unwrap()).unwrap();
+    assert!(
+        file["written"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["namespace"] == "shop" && w["uid"] == shop["metadata"]["uid"]),
+        "{file:#}"
+    );
+
+    let run = sim::run(
+        DOCTOR,
+        &server,
+        &sim::args(&["--fix", "--undo", undo_arg, "--yes"]),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert_eq!(
+        server.objects(api_version, kind),
+        before,
+        "what it added is gone: {}",
+        run.show()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_when_legacy_rollout_with_evidence_makes_shop_strict_not_bookinfo_and_undoes() {
+    done_when(
+        cluster().with_kube_version("1.14"),
+        "authentication.istio.io/v1alpha1",
+        "Policy",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_when_modern_rollout_with_evidence_makes_shop_strict_not_bookinfo_and_undoes() {
+    done_when(
+        sim::scenario("modern-1.22.yaml").with_kube_version("1.28"),
+        "security.istio.io/v1",
+        "PeerAuthentication",
+    )
+    .await;
+}
+
+/// One `istio_requests_total` sample as a destination sidecar exposes it.
+fn requests(src: &str, dst: &str, policy: &str, value: u64) -> String {
+    let (sn, sw) = src.split_once('/').unwrap();
+    let (dn, dw) = dst.split_once('/').unwrap();
+    format!(
+        "istio_requests_total{{reporter=\"destination\",source_workload=\"{sw}\",source_workload_namespace=\"{sn}\",destination_workload=\"{dw}\",destination_workload_namespace=\"{dn}\",connection_security_policy=\"{policy}\",response_code=\"200\"}} {value}\n"
+    )
+}
+
+/// `--wait` with a real Prometheus scraping the sidecars' stand-in every second: cart (old,
+/// flat plaintext into it does not count) is checked healthy; right after pay is made STRICT a
+/// client starts sending it plaintext, so the rollout stops there: shop is not applied, exit 1,
+/// and the hinted undo runs as printed and takes back cart and pay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_stops_before_the_next_namespace_at_new_plaintext() {
+    let base = vec![
+        "# TYPE istio_requests_total counter\n".to_string(),
+        requests("legacy/batch-reporter", "cart/web", "none", 3),
+        requests("shop/web", "pay/web", "mutual_tls", 10),
+    ];
+    let exporter = Exporter::start(&base.concat());
+    let Some(prom) = Prometheus::start_scraping(None, &[exporter.target()], "1s") else {
+        return;
+    };
+    let mut scenario = sim::scenario("legacy-1.4-strict-ready.yaml").with_kube_version("1.14");
+    for ns in ["cart", "pay"] {
+        scenario = scenario.with_objects([json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": ns, "labels": {"istio-injection": "enabled"}}})]);
+    }
+    let server = Server::start(with_shop(scenario)).await;
+    // Until Prometheus has scraped the stand-in once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, report) = doctor(&server, &["--prometheus", &prom.url]).await;
+        if traffic(&report).iter().any(|f| f["severity"] == "pass") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not scraped: {report:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let policy =
+        |ns: &str| server.object("authentication.istio.io/v1alpha1", "Policy", ns, "default");
+    let dir = tempfile::tempdir().unwrap();
+    let undo = dir.path().join("undo.json");
+    let undo_arg = undo.to_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let argv = sim::args(&[
+        "--prometheus",
+        &prom.url,
+        "--fix",
+        "--strict",
+        "-n",
+        "cart,pay,shop",
+        "--wait",
+        "--timeout",
+        "60s",
+        "--yes",
+        "--undo-file",
+        &undo_arg,
+    ]);
+    let rollout = sim::run(DOCTOR, &server, &argv);
+    // A client that starts sending pay plaintext as soon as pay is STRICT.
+    let client = async {
+        while policy("pay").is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut now = base.clone();
+        now.push(requests("legacy/batch-reporter", "pay/web", "none", 1));
+        exporter.set(&now.concat());
+    };
+    let (run, ()) = tokio::join!(rollout, client);
+    let took = started.elapsed();
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert!(
+        run.stderr.contains("--fix --strict --wait: cart: STRICT; checking it again, and asking Prometheus for plaintext into it since, after two scrape intervals (1s, job envoy-stats's scrape_interval)")
+            && run.stderr.contains("--fix --strict --wait: cart: healthy "),
+        "{}",
+        run.show()
+    );
+    assert!(
+        run.stderr.contains("--wait: pay is not healthy after it was made STRICT: plaintext into it since it was made STRICT: legacy/batch-reporter → pay/web (1 requests, connection_security_policy=none); the rollout stopped there. Applied: Policy cart/default, Policy pay/default. Not applied: Policy shop/default"),
+        "{}",
+        run.show()
+    );
+    assert!(policy("cart").is_some() && policy("pay").is_some());
+    assert!(
+        policy("shop").is_none(),
+        "stopped before shop: {}",
+        run.show()
+    );
+    // The hint, backticked, runs as printed (stdin is no terminal: it carries --yes).
+    let hinted: Vec<&str> = run
+        .stderr
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|c| c.starts_with("kubectl meshvm doctor") && c.contains("--fix --undo"))
+        .collect();
+    let command = hinted
+        .iter()
+        .find(|c| c.contains("--kubeconfig") && c.ends_with("--yes"))
+        .unwrap_or_else(|| panic!("no runnable undo hint: {}", run.show()));
+    let words = shell_words::split(command).unwrap();
+    let out = std::process::Command::new(DOCTOR)
+        .args(&words[3..])
+        .env("NO_COLOR", "1")
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let undone = sim::Run::from(&out);
+    assert_eq!(undone.code, 0, "`{command}`: {}", undone.show());
+    assert!(
+        policy("cart").is_none() && policy("pay").is_none(),
+        "{}",
+        undone.show()
+    );
+    eprintln!("--wait rollout with its stop took {took:?}");
 }

@@ -52,11 +52,11 @@ pub fn mesh_expansion(snap: &Snapshot) -> bool {
 
 /// A Service's port numbers.
 pub fn service_ports(svc: &Obj) -> Vec<u32> {
-    svc.at(&["spec", "ports"])
-        .and_then(Value::as_array)
+    crate::doctor::mesh::service_spec(svc)
+        .and_then(|s| s.ports.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(|p| p.get("port").and_then(Value::as_u64).map(|n| n as u32))
+        .filter_map(|p| u32::try_from(p.port).ok())
         .collect()
 }
 
@@ -224,8 +224,8 @@ pub fn rows(objs: &[Obj]) -> Plan {
                 Some(obj.namespace()),
                 obj.name(),
             )
-            .object(obj.value.clone())
-            .write(Write::create(Kind::DestinationRule, obj.value.clone()).same(Same::Contains)),
+            .object(obj.to_value())
+            .write(Write::create(Kind::DestinationRule, obj.to_value()).same(Same::Contains)),
         );
     }
     plan.in_sequence();
@@ -257,7 +257,7 @@ pub async fn dry_run(
 /// Objects as a multi-document YAML stream (what `--fix` shows before applying).
 pub fn render_yaml(objs: &[Obj]) -> String {
     objs.iter()
-        .map(|o| serde_saphyr::to_string(&o.value).unwrap_or_default())
+        .map(|o| serde_saphyr::to_string(&o.to_value()).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("---\n")
 }

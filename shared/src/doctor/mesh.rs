@@ -30,10 +30,20 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use crate::istio::Era;
-use crate::snapshot::{Kind, Obj, Snapshot, string_map};
+use crate::snapshot::{Kind, Obj, Snapshot, borrowed, string_map};
+
+use serde::Deserialize as _;
+
+mod specs;
+pub use specs::{
+    ClientTls, DestinationRuleSpec, PeerAuthenticationSpec, PeerMtls, PolicySpec,
+    PortTrafficPolicy, Subset, TrafficPolicy,
+};
 
 /// The cluster's DNS domain: Istio's default `domainSuffix`.
 pub const DOMAIN: &str = "cluster.local";
@@ -56,9 +66,9 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
-    /// Parse a `tls` block: a block without `mode` is DISABLE (the proto's zero value).
-    pub fn from_tls(tls: &Value) -> TlsMode {
-        match tls.get("mode").and_then(Value::as_str).unwrap_or("DISABLE") {
+    /// A `tls` block's mode: a block without `mode` is DISABLE (the proto's zero value).
+    pub fn from_tls(tls: &ClientTls) -> TlsMode {
+        match tls.mode.as_deref().unwrap_or("DISABLE") {
             "SIMPLE" => TlsMode::Simple,
             "MUTUAL" => TlsMode::Mutual,
             "ISTIO_MUTUAL" => TlsMode::IstioMutual,
@@ -95,11 +105,11 @@ pub enum Export {
 }
 
 impl Export {
-    fn parse(spec: &Value, own: &str) -> Export {
-        let Some(list) = spec.get("exportTo").and_then(Value::as_array) else {
+    fn parse(spec: &DestinationRuleSpec, own: &str) -> Export {
+        let Some(list) = &spec.export_to else {
             return Export::All;
         };
-        let items: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+        let items: Vec<&str> = list.iter().map(String::as_str).collect();
         if items.is_empty() || items.contains(&"*") {
             return Export::All;
         }
@@ -186,64 +196,56 @@ pub struct Rule<'a> {
     pub export_raw: Vec<String>,
     /// `workloadSelector.matchLabels`.
     pub selector: Option<BTreeMap<String, String>>,
+    /// The spec's fields doctor reads, typed.
+    pub spec: DestinationRuleSpec,
 }
 
 impl<'a> Rule<'a> {
     fn new(obj: &'a Obj) -> Self {
-        let spec = obj.spec();
+        let spec = DestinationRuleSpec::deserialize(obj.spec()).unwrap_or_default();
         let ns = obj.namespace();
         Rule {
             obj,
             ns,
-            host: resolve_host(
-                spec.get("host").and_then(Value::as_str).unwrap_or_default(),
-                ns,
-            ),
-            export: Export::parse(spec, ns),
-            selective: spec.get("workloadSelector").is_some(),
-            export_raw: spec
-                .get("exportTo")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            selector: spec.get("workloadSelector").map(|w| {
-                string_map(w.get("matchLabels"))
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            }),
+            host: resolve_host(spec.host.as_deref().unwrap_or_default(), ns),
+            export: Export::parse(&spec, ns),
+            selective: spec.workload_selector.is_some(),
+            export_raw: spec.export_to.clone().unwrap_or_default(),
+            selector: spec
+                .workload_selector
+                .as_ref()
+                .map(|w| w.match_labels.clone()),
+            spec,
         }
     }
 
     /// `spec.trafficPolicy`.
-    pub fn policy(&self) -> Option<&'a Value> {
-        self.obj.spec().get("trafficPolicy")
+    pub fn policy(&self) -> Option<&TrafficPolicy> {
+        self.spec.traffic_policy.as_ref()
     }
 
     /// The top-level `trafficPolicy.tls` mode.
     pub fn top_tls(&self) -> Option<TlsMode> {
         self.policy()
-            .and_then(|p| p.get("tls"))
+            .and_then(|p| p.tls.as_ref())
             .map(TlsMode::from_tls)
     }
 
     /// Subset names.
-    pub fn subsets(&self) -> Vec<&'a str> {
-        self.subset_values()
+    pub fn subsets(&self) -> Vec<&str> {
+        self.spec
+            .subsets
             .iter()
-            .filter_map(|s| s.get("name").and_then(Value::as_str))
+            .filter_map(|s| s.name.as_deref())
             .collect()
     }
 
-    fn subset_values(&self) -> &'a [Value] {
-        self.obj
-            .spec()
-            .get("subsets")
-            .and_then(Value::as_array)
-            .map_or(&[], Vec::as_slice)
+    /// The subset named `name`.
+    fn subset(&self, name: &str) -> Option<&Subset> {
+        self.spec
+            .subsets
+            .iter()
+            .find(|s| s.name.as_deref() == Some(name))
     }
 
     /// The TLS a client uses to `port` (and `subset`), as Pilot builds the cluster:
@@ -251,12 +253,9 @@ impl<'a> Rule<'a> {
     /// without `tls` clears it); a subset's policy overrides what it sets and inherits the rest.
     pub fn tls_for(&self, port: Option<u32>, subset: Option<&str>) -> Option<TlsMode> {
         let mut tls = policy_tls(self.policy(), None, port);
-        if let Some(name) = subset
-            && let Some(sp) = self
-                .subset_values()
-                .iter()
-                .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
-                .and_then(|s| s.get("trafficPolicy"))
+        if let Some(sp) = subset
+            .and_then(|name| self.subset(name))
+            .and_then(|s| s.traffic_policy.as_ref())
         {
             tls = policy_tls(Some(sp), tls, port);
         }
@@ -267,8 +266,8 @@ impl<'a> Rule<'a> {
     /// without `tls` are listed with `mode: None` (they clear the TLS for that port).
     pub fn stated_tls(&self) -> Vec<Stated> {
         let mut out = Vec::new();
-        let mut from_policy = |label: String, pointer: String, p: &Value| {
-            if let Some(t) = p.get("tls") {
+        let mut from_policy = |label: String, pointer: String, p: &TrafficPolicy| {
+            if let Some(t) = &p.tls {
                 out.push(Stated {
                     label: label.clone(),
                     pointer: format!("{pointer}/tls"),
@@ -276,31 +275,22 @@ impl<'a> Rule<'a> {
                     mode: Some(TlsMode::from_tls(t)),
                 });
             }
-            for (k, e) in p
-                .get("portLevelSettings")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let n = e
-                    .pointer("/port/number")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0) as u32;
+            for (k, e) in p.port_level_settings.iter().enumerate() {
+                let n = e.port.number.unwrap_or(0) as u32;
                 out.push(Stated {
                     label: format!("{label} port {n}").trim().to_string(),
                     pointer: format!("{pointer}/portLevelSettings/{k}/tls"),
                     port: Some(n),
-                    mode: e.get("tls").map(TlsMode::from_tls),
+                    mode: e.tls.as_ref().map(TlsMode::from_tls),
                 });
             }
         };
         if let Some(p) = self.policy() {
             from_policy(String::new(), "/spec/trafficPolicy".into(), p);
         }
-        for (j, s) in self.subset_values().iter().enumerate() {
-            if let Some(p) = s.get("trafficPolicy") {
-                let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
+        for (j, s) in self.spec.subsets.iter().enumerate() {
+            if let Some(p) = &s.traffic_policy {
+                let name = s.name.as_deref().unwrap_or("?");
                 from_policy(
                     format!("subset {name}"),
                     format!("/spec/subsets/{j}/trafficPolicy"),
@@ -326,24 +316,27 @@ pub struct Stated {
 }
 
 /// Apply one `trafficPolicy` on top of `base` for `port`.
-fn policy_tls(policy: Option<&Value>, base: Option<TlsMode>, port: Option<u32>) -> Option<TlsMode> {
+fn policy_tls(
+    policy: Option<&TrafficPolicy>,
+    base: Option<TlsMode>,
+    port: Option<u32>,
+) -> Option<TlsMode> {
     let Some(p) = policy else { return base };
-    let mut tls = p.get("tls").map(TlsMode::from_tls).or(base);
+    let mut tls = p.tls.as_ref().map(TlsMode::from_tls).or(base);
     if let Some(port) = port
         && let Some(entry) = port_entry(p, port)
     {
-        tls = entry.get("tls").map(TlsMode::from_tls);
+        tls = entry.tls.as_ref().map(TlsMode::from_tls);
     }
     tls
 }
 
 /// The `portLevelSettings` entry for a port number.
-pub fn port_entry(policy: &Value, port: u32) -> Option<&Value> {
+pub fn port_entry(policy: &TrafficPolicy, port: u32) -> Option<&PortTrafficPolicy> {
     policy
-        .get("portLevelSettings")
-        .and_then(Value::as_array)?
+        .port_level_settings
         .iter()
-        .find(|e| e.pointer("/port/number").and_then(Value::as_u64) == Some(u64::from(port)))
+        .find(|e| e.port.number == Some(u64::from(port)))
 }
 
 /// The Pilot release doctor judges as: the Istio minor (4 for the legacy era).
@@ -660,12 +653,12 @@ pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 impl<'a> Endpoint<'a> {
     /// The endpoints of `dest`: Pods and WorkloadEntries of its namespace its selector selects.
     pub fn of(snap: &'a Snapshot, dest: &Dest<'_>) -> Vec<Endpoint<'a>> {
-        let selector = string_map(dest.svc.at(&["spec", "selector"]));
+        let selector = borrowed(service_spec(dest.svc).and_then(|s| s.selector.as_ref()));
         if selector.is_empty() {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for pod in snap.of(Kind::Pod) {
+        for (pod, typed) in snap.typed::<Pod>() {
             // Namespace and selector first, label by label: this runs for every Service and
             // every Pod, and building each pod's label map here dominated doctor's time.
             if pod.namespace() != dest.ns()
@@ -674,23 +667,12 @@ impl<'a> Endpoint<'a> {
                 continue;
             }
             let labels = pod.labels();
-            let pod_ports = pod
-                .at(&["spec", "containers"])
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .flat_map(|c| {
-                    c.get("ports")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                })
-                .filter_map(|p| {
-                    Some((
-                        p.get("name")?.as_str()?,
-                        p.get("containerPort")?.as_u64()? as u32,
-                    ))
-                })
+            let pod_ports = typed
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|p| Some((p.name.as_deref()?, u32::try_from(p.container_port).ok()?)))
                 .collect();
             out.push(Endpoint {
                 obj: pod,
@@ -745,8 +727,8 @@ impl<'a> Endpoint<'a> {
 }
 
 /// A PeerAuthentication `mtls` block's mode (`None`: UNSET or absent).
-fn pa_mode(mtls: Option<&Value>) -> Option<PeerMode> {
-    match mtls?.get("mode").and_then(Value::as_str) {
+fn pa_mode(mtls: Option<&PeerMtls>) -> Option<PeerMode> {
+    match mtls?.mode.as_deref() {
         Some("STRICT") => Some(PeerMode::Strict),
         Some("PERMISSIVE") => Some(PeerMode::Permissive),
         Some("DISABLE") => Some(PeerMode::Disable),
@@ -837,16 +819,15 @@ impl<'a> Mesh<'a> {
         // @1.22.0:1796): unset means `*`.
         let default_private = snap
             .mesh_config()
-            .and_then(|m| m.get("defaultDestinationRuleExportTo").cloned())
-            .and_then(|v| v.as_array().cloned())
-            .is_some_and(|l| l.iter().any(|e| e.as_str() == Some(".")));
+            .and_then(|m| m.default_destination_rule_export_to.as_ref())
+            .is_some_and(|l| l.iter().any(|e| e == "."));
         let mut order: Vec<usize> = (0..rules.len()).collect();
         // Oldest first; equal timestamps by `name.namespace` (config.go@1.4.2:369-382,
         // @1.22.0:356-368); 1.22+ puts workloadSelector rules first (push_context.go@1.22.0:1954).
         let key = |r: &Rule<'_>| {
             (
                 release.minor >= 22 && r.selector.is_none(),
-                r.obj.created().to_string(),
+                r.obj.created(),
                 format!("{}.{}", r.obj.name(), r.ns),
             )
         };
@@ -910,8 +891,8 @@ impl<'a> Mesh<'a> {
         }
 
         let injected: BTreeSet<&str> = snap
-            .of(Kind::Namespace)
-            .iter()
+            .typed::<Namespace>()
+            .map(|(n, _)| n)
             .filter(|n| {
                 n.label("istio-injection") == Some("enabled")
                     || (n.label("istio.io/rev").is_some()
@@ -920,7 +901,7 @@ impl<'a> Mesh<'a> {
             .map(Obj::name)
             .collect();
         let mut pods_by_ns: HashMap<&str, Vec<(&Obj, bool)>> = HashMap::new();
-        for p in snap.of(Kind::Pod) {
+        for (p, _) in snap.typed::<Pod>() {
             pods_by_ns
                 .entry(p.namespace())
                 .or_default()
@@ -941,12 +922,13 @@ impl<'a> Mesh<'a> {
         let workloads = crate::doctor::checks::workloads::collect(snap);
         let mut dests = Vec::new();
         let mut dest_by_host = HashMap::new();
-        for svc in snap.of(Kind::Service) {
-            if svc.str_at(&["spec", "type"]) == Some("ExternalName") {
+        for (svc, typed) in snap.typed::<Service>() {
+            let spec = typed.spec.as_ref();
+            if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
                 continue;
             }
             let ns = svc.namespace();
-            let selector = string_map(svc.at(&["spec", "selector"]));
+            let selector = borrowed(spec.and_then(|s| s.selector.as_ref()));
             // An injected namespace puts a Service in the mesh unless every workload it selects
             // opts out: the injector skips a pod annotated `sidecar.istio.io/inject: "false"`
             // whatever its namespace says (istio/istio@1.4.2 pkg/kube/inject/inject.go:423-430;
@@ -992,32 +974,26 @@ impl<'a> Mesh<'a> {
             } else {
                 None
             };
-            let ports = svc
-                .at(&["spec", "ports"])
-                .and_then(Value::as_array)
+            let ports = spec
+                .and_then(|s| s.ports.as_ref())
                 .into_iter()
                 .flatten()
-                .map(|p| Port {
-                    number: p.get("port").and_then(Value::as_u64).unwrap_or(0) as u32,
-                    name: p
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    protocol: p
-                        .get("protocol")
-                        .and_then(Value::as_str)
-                        .unwrap_or("TCP")
-                        .to_string(),
-                    target: match p.get("targetPort") {
-                        Some(Value::String(name)) => name
-                            .parse()
-                            .map_or_else(|_| PortRef::Name(name.clone()), PortRef::Number),
-                        Some(Value::Number(n)) => PortRef::Number(n.as_u64().unwrap_or(0) as u32),
-                        _ => PortRef::Number(
-                            p.get("port").and_then(Value::as_u64).unwrap_or(0) as u32
-                        ),
-                    },
+                .map(|p| {
+                    let number = u32::try_from(p.port).unwrap_or(0);
+                    Port {
+                        number,
+                        name: p.name.clone().unwrap_or_default(),
+                        protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        target: match &p.target_port {
+                            Some(IntOrString::String(name)) => name
+                                .parse()
+                                .map_or_else(|_| PortRef::Name(name.clone()), PortRef::Number),
+                            Some(IntOrString::Int(n)) => {
+                                PortRef::Number(u32::try_from(*n).unwrap_or(0))
+                            }
+                            None => PortRef::Number(number),
+                        },
+                    }
                 })
                 .collect();
             let host = format!("{}.{ns}.svc.{DOMAIN}", svc.name());
@@ -1043,52 +1019,39 @@ impl<'a> Mesh<'a> {
                 if mp.name() == "default" {
                     mesh_policy = Some(ScopePolicy {
                         obj: mp,
-                        mode: Some(v1alpha1_mode(mp.spec())),
+                        mode: Some(v1alpha1_mode(&policy_spec(mp))),
                     });
                 }
             }
             for p in snap.of(Kind::Policy) {
-                let targets = p.spec().get("targets").and_then(Value::as_array);
-                match targets.filter(|t| !t.is_empty()) {
+                let spec = policy_spec(p);
+                match spec.targets.as_ref().filter(|t| !t.is_empty()) {
                     None if p.name() == "default" => {
                         ns_policies.insert(
                             p.namespace(),
                             ScopePolicy {
                                 obj: p,
-                                mode: Some(v1alpha1_mode(p.spec())),
+                                mode: Some(v1alpha1_mode(&spec)),
                             },
                         );
                     }
                     None => {}
                     Some(targets) => target_policies.push(TargetPolicy {
                         obj: p,
-                        mode: v1alpha1_mode(p.spec()),
+                        mode: v1alpha1_mode(&spec),
                         targets: targets
                             .iter()
                             .map(|t| {
                                 let ports = t
-                                    .get("ports")
-                                    .and_then(Value::as_array)
-                                    .into_iter()
-                                    .flatten()
+                                    .ports
+                                    .iter()
                                     .filter_map(|p| {
-                                        p.get("number")
-                                            .and_then(Value::as_u64)
+                                        p.number
                                             .map(|n| PortRef::Number(n as u32))
-                                            .or_else(|| {
-                                                p.get("name")
-                                                    .and_then(Value::as_str)
-                                                    .map(|n| PortRef::Name(n.to_string()))
-                                            })
+                                            .or_else(|| p.name.clone().map(PortRef::Name))
                                     })
                                     .collect();
-                                (
-                                    t.get("name")
-                                        .and_then(Value::as_str)
-                                        .unwrap_or_default()
-                                        .to_string(),
-                                    ports,
-                                )
+                                (t.name.clone().unwrap_or_default(), ports)
                             })
                             .collect(),
                     }),
@@ -1108,19 +1071,14 @@ impl<'a> Mesh<'a> {
             let mut sorted: Vec<&Obj> = pas.iter().collect();
             sorted.sort_by(|a, b| (a.created(), a.name()).cmp(&(b.created(), b.name())));
             for pa in sorted {
-                let mode = pa_mode(pa.at(&["spec", "mtls"]));
-                let selector: BTreeMap<String, String> =
-                    string_map(pa.at(&["spec", "selector", "matchLabels"]))
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
+                let spec = PeerAuthenticationSpec::deserialize(pa.spec()).unwrap_or_default();
+                let mode = pa_mode(spec.mtls.as_ref());
+                let selector = spec.selector.map(|s| s.match_labels).unwrap_or_default();
                 if !selector.is_empty() {
                     if pa.namespace() != root_ns {
-                        let ports = pa
-                            .at(&["spec", "portLevelMtls"])
-                            .and_then(Value::as_object)
-                            .into_iter()
-                            .flatten()
+                        let ports = spec
+                            .port_level_mtls
+                            .iter()
                             .filter_map(|(k, v)| Some((k.parse().ok()?, pa_mode(Some(v)))))
                             .collect();
                         workload_policies.push(WorkloadPolicy {
@@ -1372,13 +1330,8 @@ impl<'a> Mesh<'a> {
                     format!("{}.{}", self.rules[*i].obj.name(), self.rules[*i].ns),
                 )
             });
-            if let Some(sp) = by_age.iter().find_map(|i| {
-                self.rules[*i]
-                    .subset_values()
-                    .iter()
-                    .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
-            }) {
-                tls = policy_tls(sp.get("trafficPolicy"), tls, port);
+            if let Some(sp) = by_age.iter().find_map(|i| self.rules[*i].subset(name)) {
+                tls = policy_tls(sp.traffic_policy.as_ref(), tls, port);
             }
         }
         tls
@@ -1610,12 +1563,14 @@ pub fn host_namespace(host: &str) -> Option<&str> {
 pub fn has_proxy(pod: &Obj) -> bool {
     pod.annotation("sidecar.istio.io/status").is_some()
         || pod
-            .at(&["spec", "containers"])
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER))
-            })
+            .typed::<Pod>()
+            .and_then(|p| p.spec.as_ref())
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == PROXY_CONTAINER))
+}
+
+/// A Service's `spec` (`None` for other objects and a Service without one).
+pub fn service_spec(svc: &Obj) -> Option<&ServiceSpec> {
+    svc.typed::<Service>()?.spec.as_ref()
 }
 
 /// Whether a selector (non-empty) selects labels.
@@ -1625,20 +1580,17 @@ pub fn selects(selector: &BTreeMap<&str, &str>, labels: &BTreeMap<&str, &str>) -
 
 /// 1.4 `authentication.istio.io/v1alpha1` peers: an `mtls` peer means mTLS (STRICT unless
 /// `mode: PERMISSIVE`); no `mtls` peer means plaintext.
-fn v1alpha1_mode(spec: &Value) -> PeerMode {
-    let peers = spec.get("peers").and_then(Value::as_array);
-    let mtls = peers.into_iter().flatten().find_map(|p| {
-        p.as_object()
-            .filter(|o| o.contains_key("mtls"))
-            .map(|o| &o["mtls"])
-    });
-    match mtls {
+fn v1alpha1_mode(spec: &PolicySpec) -> PeerMode {
+    match spec.peers.iter().find_map(|p| p.mtls.as_ref()) {
         None => PeerMode::Disable,
-        Some(m) if m.get("mode").and_then(Value::as_str) == Some("PERMISSIVE") => {
-            PeerMode::Permissive
-        }
+        Some(m) if m.mode.as_deref() == Some("PERMISSIVE") => PeerMode::Permissive,
         Some(_) => PeerMode::Strict,
     }
+}
+
+/// A 1.4 `Policy`'s or `MeshPolicy`'s spec, typed.
+fn policy_spec(obj: &Obj) -> PolicySpec {
+    PolicySpec::deserialize(obj.spec()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1778,10 +1730,7 @@ spec:
         };
         let age = |i: &usize| {
             let r = &m.rules[*i];
-            (
-                r.obj.created().to_string(),
-                format!("{}.{}", r.obj.name(), r.ns),
-            )
+            (r.obj.created(), format!("{}.{}", r.obj.name(), r.ns))
         };
         let raw =
             |i: usize| -> Vec<&str> { m.rules[i].export_raw.iter().map(String::as_str).collect() };

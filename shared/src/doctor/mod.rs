@@ -141,6 +141,8 @@ pub struct DoctorOptions {
     pub undo_file: Option<PathBuf>,
     /// `--undo`.
     pub undo: Option<PathBuf>,
+    /// `--wait` of `--strict`: how long to wait for each namespace (`Duration::ZERO`: no limit).
+    pub wait: Option<std::time::Duration>,
 }
 
 impl DoctorOptions {
@@ -236,6 +238,14 @@ impl DoctorOptions {
         } else {
             Vec::new()
         };
+        if args.wait && args.mutate.dry_run.is_dry() {
+            return Err(UsageError::new(
+                "--wait watches a rollout that writes: --dry-run writes nothing to wait for",
+                Some(
+                    "drop --wait to see the plan, or --dry-run to roll out namespace by namespace",
+                ),
+            ));
+        }
         let mut kube = args.kube;
         if args.strict {
             kube.namespace = None;
@@ -247,6 +257,9 @@ impl DoctorOptions {
             strict_namespaces,
             undo_file: args.undo_file,
             undo: args.undo,
+            wait: args
+                .wait
+                .then(|| args.timeout.unwrap_or(strict::DEFAULT_WAIT_TIMEOUT)),
             bundle: args.bundle,
             checks: CheckOptions {
                 auto_mtls: args.auto_mtls,
@@ -298,7 +311,7 @@ pub async fn run(
         .map(traffic::Client::new)
         .transpose()?;
     if let Some(path) = &opts.undo {
-        return undo(opts, path, err).await;
+        return strict::undo(opts, path, err).await;
     }
     let mut conns: Vec<Connection> = Vec::new();
     let mut snaps = match &opts.source {
@@ -408,7 +421,9 @@ pub async fn run(
     }
     // --fix --strict: on the readiness just judged (with --prometheus, its evidence too).
     let manifests = match conns.first() {
-        Some(conn) if opts.strict => Some(rollout(opts, conn, &snaps[0], &report, err).await?),
+        Some(conn) if opts.strict => {
+            Some(rollout(opts, conn, prometheus.as_ref(), &snaps[0], &report, err).await?)
+        }
         _ => None,
     };
     if let Some(manifests) = manifests.filter(|_| {
@@ -466,6 +481,7 @@ pub async fn run(
 async fn rollout(
     opts: &DoctorOptions,
     conn: &Connection,
+    prometheus: Option<&traffic::Client>,
     snap: &Snapshot,
     report: &Report,
     err: &mut impl Write,
@@ -543,66 +559,15 @@ async fn rollout(
         ),
         opts.yes,
     )? {
-        // The undo first: a run that fails part-way can still be undone (a restore of an
-        // object not yet replaced, or a delete of one not yet made, changes nothing).
-        if let Some(path) = &opts.undo_file {
-            rollout.undo(&conn.context).write_new(path)?;
-            let _ = writeln!(
-                err,
-                "--fix --strict: wrote the undo to {0}; `kubectl meshvm doctor --fix --undo {0}` applies it",
-                strict::shell_word(&path.to_string_lossy())
-            );
+        strict::Apply {
+            opts,
+            conn,
+            prometheus,
         }
-        let result = crate::plan::write::execute(conn, &mut plan, crate::flags::DryRun::None).await;
-        let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
-        result.map_err(|failure| fix_error(failure.error))?;
+        .run(&rollout, err)
+        .await?;
     }
     Ok(manifests)
-}
-
-/// `--fix --undo FILE`: put back what `--fix --strict` replaced and delete what it created.
-async fn undo(
-    opts: &DoctorOptions,
-    path: &std::path::Path,
-    err: &mut impl Write,
-) -> Result<Outcome, Error> {
-    let undo = strict::Undo::read(path)?;
-    let context = match &opts.source {
-        Source::Live(contexts) => contexts.first().map(String::as_str),
-        _ => None,
-    };
-    let conn = crate::kube::connect(&opts.kube, context).await?;
-    if undo.context != conn.context {
-        return Err(strict::Error::UndoContext {
-            path: path.to_owned(),
-            written: undo.context,
-            current: conn.context.clone(),
-        }
-        .into());
-    }
-    if undo.is_empty() {
-        let _ = writeln!(err, "--fix --undo: nothing to undo");
-        return Ok(Outcome::Success);
-    }
-    let mut plan = undo.rows();
-    let what = format!(
-        "restore {} and delete {} policy object(s) in context {}",
-        undo.restore.len(),
-        undo.delete.len(),
-        conn.context
-    );
-    if opts.dry_run.is_dry() {
-        let result = crate::plan::write::execute(&conn, &mut plan, opts.dry_run).await;
-        let _ = writeln!(err, "--fix --undo (dry run): would {what}");
-        let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
-        result.map_err(|failure| fix_error(failure.error))?;
-    } else if crate::terminal::confirm(&what, opts.yes)? {
-        let result =
-            crate::plan::write::execute(&conn, &mut plan, crate::flags::DryRun::None).await;
-        let _ = plan.write(err, crate::flags::OutputFormat::Table, false);
-        result.map_err(|failure| fix_error(failure.error))?;
-    }
-    Ok(Outcome::Success)
 }
 
 /// Whether a Deployment or ConfigMap is part of an Istio control plane: istiod (also revisioned,
@@ -1002,11 +967,7 @@ impl<'a> CheckContext<'a> {
             .unwrap_or_else(|| snap.istio_namespace().to_string());
         let root_ns = snap
             .mesh_config()
-            .and_then(|m| {
-                m.get("rootNamespace")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_string)
-            })
+            .and_then(|m| m.root_namespace.clone())
             .unwrap_or_else(|| istio_ns.clone());
         let mesh = mesh::Mesh::new(snap, &root_ns, &istio_ns, era);
         Self {
@@ -1218,7 +1179,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
         let mut origins: std::collections::HashMap<String, &Origin> =
             std::collections::HashMap::new();
         if snap.source == crate::snapshot::SourceKind::Files {
-            for o in snap.objects.values().flatten().chain(&snap.controllers) {
+            for o in snap.all().chain(&snap.controllers) {
                 if let Some(origin) = &o.origin {
                     // The first document wins, as for SARIF's locations.
                     origins.entry(o.reference()).or_insert(origin);
@@ -1256,7 +1217,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
     }
     let fallback_origin = snaps
         .first()
-        .and_then(|s| s.objects.values().flatten().find_map(|o| o.origin.clone()))
+        .and_then(|s| s.all().find_map(|o| o.origin.clone()))
         .map(|o| Origin { line: 1, ..o });
     let namespaces = if bundle_only {
         Vec::new()
@@ -1496,14 +1457,7 @@ mod tests {
         let named: Vec<&Finding> = report
             .findings
             .iter()
-            .filter(|f| {
-                !f.object.is_empty()
-                    && snap
-                        .objects
-                        .values()
-                        .flatten()
-                        .any(|o| o.reference() == f.object)
-            })
+            .filter(|f| !f.object.is_empty() && snap.all().any(|o| o.reference() == f.object))
             .collect();
         assert!(!named.is_empty());
         for f in named {

@@ -453,22 +453,7 @@ impl Client {
         for metric in present {
             let samples = self.query(&plaintext_query(metric, w)).await?;
             for s in samples {
-                let label = |k: &str| s.metric.get(k).cloned().unwrap_or_default();
-                let count: f64 = s.value.1.parse().map_err(|_| {
-                    format!(
-                        "Prometheus returned {:?} where a number was expected",
-                        s.value.1
-                    )
-                })?;
-                flows.push(Flow {
-                    source_workload: label("source_workload"),
-                    source_namespace: label("source_workload_namespace"),
-                    dest_workload: label("destination_workload"),
-                    dest_namespace: label("destination_workload_namespace"),
-                    policy: label("connection_security_policy"),
-                    tcp: metric == CONNECTIONS,
-                    count,
-                });
+                flows.push(flow_of(&s, metric == CONNECTIONS)?);
             }
         }
         flows.sort_by(|a, b| {
@@ -481,8 +466,30 @@ impl Client {
 
     /// One instant query; the vector it returns, or why not.
     async fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
-        let endpoint = format!("{}/api/v1/query", self.opts.url);
-        let uri = format!("{endpoint}?query={}", encode(promql));
+        let data = self
+            .get("/api/v1/query", &format!("query={}", encode(promql)))
+            .await?;
+        match serde_json::from_value::<ApiData>(data) {
+            Ok(data) if data.result_type == "vector" => Ok(data.result),
+            Ok(data) => Err(format!(
+                "Prometheus at {} answered a {} where a vector was expected",
+                self.opts.url, data.result_type
+            )),
+            Err(e) => Err(format!(
+                "Prometheus at {} answered the query in an unknown form: {e}",
+                self.opts.url
+            )),
+        }
+    }
+
+    /// `GET {url}{path}?{query}` of Prometheus's HTTP API: its `data`, or why not.
+    async fn get(&self, path: &str, query: &str) -> Result<serde_json::Value, String> {
+        let endpoint = format!("{}{path}", self.opts.url);
+        let uri = if query.is_empty() {
+            endpoint.clone()
+        } else {
+            format!("{endpoint}?{query}")
+        };
         let mut request = http::Request::get(&uri)
             .body(http_body_util::Empty::new())
             .map_err(|e| format!("cannot build a request to {endpoint}: {e}"))?;
@@ -528,7 +535,7 @@ impl Client {
                 status: s,
                 data: Some(data),
                 ..
-            }) if s == "success" && data.result_type == "vector" => Ok(data.result),
+            }) if s == "success" => Ok(data),
             Ok(ApiResponse {
                 error_type, error, ..
             }) if error.is_some() => Err(format!(
@@ -549,6 +556,153 @@ impl Client {
             )),
         }
     }
+
+    /// Whether Prometheus holds any Istio series reported by a destination now (the last 5
+    /// minutes, PromQL's lookback): without them, "no new plaintext" would prove nothing.
+    pub async fn istio_series_now(&self) -> Result<bool, String> {
+        for metric in [REQUESTS, CONNECTIONS] {
+            if !self
+                .query(&format!("count({metric}{{reporter=\"destination\"}})"))
+                .await?
+                .is_empty()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The plaintext flows into `namespace` since `elapsed` ago (by this machine's monotonic
+    /// clock, so a Prometheus whose clock differs from ours is asked the same span).
+    pub async fn plaintext_since(
+        &self,
+        namespace: &str,
+        elapsed: Duration,
+    ) -> Result<Vec<Flow>, String> {
+        let mut flows = Vec::new();
+        for metric in [REQUESTS, CONNECTIONS] {
+            let samples = self.query(&since_query(metric, namespace, elapsed)).await?;
+            for s in samples {
+                flows.push(flow_of(&s, metric == CONNECTIONS)?);
+            }
+        }
+        Ok(flows)
+    }
+
+    /// How often Prometheus scrapes the Istio series: the longest `scrape_interval` of the jobs
+    /// that hold them (the global one when none does yet), from the configuration Prometheus
+    /// runs (`GET /api/v1/status/config`, prometheus/prometheus@v2.12.0
+    /// web/api/v1/api.go:241,832-837: the loaded config with its defaults filled in); with
+    /// why that is the answer.
+    pub async fn scrape_interval(&self) -> Result<(Duration, String), String> {
+        let data = self.get("/api/v1/status/config", "").await?;
+        let yaml = data
+            .get("yaml")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| {
+                format!(
+                    "Prometheus at {} answered /api/v1/status/config without its configuration",
+                    self.opts.url
+                )
+            })?;
+        let config: serde_json::Value = serde_saphyr::from_str(yaml).map_err(|e| {
+            format!(
+                "Prometheus at {} answered a configuration doctor cannot read: {e}",
+                self.opts.url
+            )
+        })?;
+        let mut jobs: Vec<String> = Vec::new();
+        for metric in [REQUESTS, CONNECTIONS] {
+            for s in self.query(&format!("count by (job) ({metric})")).await? {
+                if let Some(job) = s.metric.get("job")
+                    && !jobs.contains(job)
+                {
+                    jobs.push(job.clone());
+                }
+            }
+        }
+        Ok(scrape_interval_of(&config, &jobs))
+    }
+}
+
+/// The longest `scrape_interval` of `jobs` in a Prometheus configuration (each job's own, else
+/// the global one, else Prometheus's default of 1m, prometheus/prometheus@v2.42.0
+/// config/config.go:141-145), or the global one when `jobs` is empty or none is configured.
+pub fn scrape_interval_of(config: &serde_json::Value, jobs: &[String]) -> (Duration, String) {
+    let parse = |v: Option<&serde_json::Value>| {
+        v.and_then(serde_json::Value::as_str)
+            .and_then(parse_prometheus_duration)
+    };
+    let global =
+        parse(config.pointer("/global/scrape_interval")).unwrap_or(DEFAULT_SCRAPE_INTERVAL);
+    let mut longest: Option<(Duration, String)> = None;
+    for job in config
+        .get("scrape_configs")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = job.get("job_name").and_then(serde_json::Value::as_str) else {
+            continue;
+        };
+        if !jobs.iter().any(|j| j == name) {
+            continue;
+        }
+        let every = parse(job.get("scrape_interval")).unwrap_or(global);
+        if longest.as_ref().is_none_or(|(d, _)| every > *d) {
+            longest = Some((every, format!("job {name}'s scrape_interval")));
+        }
+    }
+    longest.unwrap_or((global, "the global scrape_interval".into()))
+}
+
+/// Prometheus's default `scrape_interval` (prometheus/prometheus@v2.42.0 config/config.go:141-145).
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A Prometheus duration as its config prints them (`15s`, `1m`, `1m30s`, `500ms`).
+fn parse_prometheus_duration(text: &str) -> Option<Duration> {
+    crate::flags::parse_duration(text).ok().or_else(|| {
+        Window::parse(text)
+            .ok()
+            .map(|w| Duration::from_secs(w.seconds))
+    })
+}
+
+/// One result row as a [`Flow`].
+fn flow_of(s: &Sample, tcp: bool) -> Result<Flow, String> {
+    let label = |k: &str| s.metric.get(k).cloned().unwrap_or_default();
+    let count: f64 = s.value.1.parse().map_err(|_| {
+        format!(
+            "Prometheus returned {:?} where a number was expected",
+            s.value.1
+        )
+    })?;
+    Ok(Flow {
+        source_workload: label("source_workload"),
+        source_namespace: label("source_workload_namespace"),
+        dest_workload: label("destination_workload"),
+        dest_namespace: label("destination_workload_namespace"),
+        policy: label("connection_security_policy"),
+        tcp,
+        count,
+    })
+}
+
+/// The PromQL for one counter's plaintext flows into `namespace` since `elapsed` ago: each
+/// flow's counter now minus its counter then (`offset`: the value at that moment, PromQL's
+/// 5-minute lookback), and flows that had no series then at all (a client that began sending
+/// after; `unless`). Not `increase()` over the span: it counts only growth between samples
+/// inside the span, so it misses what arrived before the first scrape after the change and
+/// every flow whose series is new (its first sample is its first count).
+pub fn since_query(metric: &str, namespace: &str, elapsed: Duration) -> String {
+    let selector = format!(
+        "{metric}{{reporter=\"destination\",connection_security_policy!=\"mutual_tls\",destination_workload_namespace=\"{}\"}}",
+        namespace.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let offset = format!("{}ms", elapsed.as_millis().max(1));
+    let now = format!("sum by ({LABELS}) ({selector})");
+    let then = format!("sum by ({LABELS}) ({selector} offset {offset})");
+    format!("(({now}) - ({then}) > 0) or (({now}) unless ({then}))")
 }
 
 /// The PromQL for one counter's plaintext flows in the window.
@@ -562,7 +716,7 @@ pub fn plaintext_query(metric: &str, window: &str) -> String {
 #[serde(rename_all = "camelCase")]
 struct ApiResponse {
     status: String,
-    data: Option<ApiData>,
+    data: Option<serde_json::Value>,
     error_type: Option<String>,
     error: Option<String>,
 }
@@ -917,6 +1071,55 @@ mod tests {
             "sum by (source_workload, source_workload_namespace, destination_workload, destination_workload_namespace, connection_security_policy) (increase(istio_requests_total{reporter=\"destination\",connection_security_policy!=\"mutual_tls\"}[24h])) > 0"
         );
         assert_eq!(encode("a b{c=\"d\"}[1h]"), "a%20b%7Bc%3D%22d%22%7D%5B1h%5D");
+    }
+
+    #[test]
+    fn since_is_now_minus_then_plus_new_series() {
+        let q = since_query(REQUESTS, "pay", Duration::from_millis(2500));
+        let sel = "istio_requests_total{reporter=\"destination\",connection_security_policy!=\"mutual_tls\",destination_workload_namespace=\"pay\"}";
+        let now = format!("sum by ({LABELS}) ({sel})");
+        let then = format!("sum by ({LABELS}) ({sel} offset 2500ms)");
+        assert_eq!(
+            q,
+            format!("(({now}) - ({then}) > 0) or (({now}) unless ({then}))")
+        );
+        assert!(
+            since_query(REQUESTS, "a\"b", Duration::ZERO)
+                .contains("namespace=\"a\\\"b\"} offset 1ms")
+        );
+    }
+
+    #[test]
+    fn the_scrape_interval_is_the_longest_of_the_istio_jobs() {
+        let config: serde_json::Value = serde_saphyr::from_str(
+            "global: {scrape_interval: 30s}\nscrape_configs:\n- {job_name: envoy-stats, scrape_interval: 15s}\n- {job_name: pilot, scrape_interval: 1m30s}\n- {job_name: node}\n",
+        )
+        .unwrap();
+        let jobs = |j: &[&str]| j.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            scrape_interval_of(&config, &jobs(&["envoy-stats"])),
+            (
+                Duration::from_secs(15),
+                "job envoy-stats's scrape_interval".into()
+            )
+        );
+        assert_eq!(
+            scrape_interval_of(&config, &jobs(&["envoy-stats", "pilot"])).0,
+            Duration::from_secs(90)
+        );
+        // A job without its own interval has the global one.
+        assert_eq!(
+            scrape_interval_of(&config, &jobs(&["node"])).0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            scrape_interval_of(&config, &[]),
+            (Duration::from_secs(30), "the global scrape_interval".into())
+        );
+        assert_eq!(
+            scrape_interval_of(&serde_json::json!({}), &[]).0,
+            DEFAULT_SCRAPE_INTERVAL
+        );
     }
 
     #[test]

@@ -293,6 +293,18 @@ pub enum Precondition {
     MustNotExist,
     /// The object must still be as observed: its `resourceVersion` must be this one.
     ResourceVersion(String),
+    /// The object must be this very one, unchanged: its `uid` and `resourceVersion` (a delete
+    /// sends both as `DeleteOptions.preconditions`, which the API server checks from 1.14 on:
+    /// apiserver@kubernetes-1.14.0 pkg/storage/interfaces.go:97-139, passed by
+    /// pkg/registry/generic/registry/store.go:880-884; a mismatch is 409 Conflict,
+    /// pkg/storage/errors/storage.go:89-98. 1.13 had the `uid` only,
+    /// apimachinery@kubernetes-1.13.0 pkg/apis/meta/v1/types.go:514-518).
+    Exactly {
+        /// `metadata.uid`.
+        uid: String,
+        /// `metadata.resourceVersion`.
+        resource_version: String,
+    },
 }
 
 /// How to judge, after losing a race (AlreadyExists, Conflict), whether the stored object is
@@ -992,11 +1004,23 @@ impl Sender<'_> {
     async fn delete(&self, target: &Target<'_>) -> Result<Done, Error> {
         let mut params = DeleteParams::background();
         params.dry_run = self.dry_run == DryRun::Server;
-        if let Precondition::ResourceVersion(rv) = &target.write.precondition {
-            params.preconditions = Some(Preconditions {
-                resource_version: Some(rv.clone()),
-                uid: None,
-            });
+        match &target.write.precondition {
+            Precondition::ResourceVersion(rv) => {
+                params.preconditions = Some(Preconditions {
+                    resource_version: Some(rv.clone()),
+                    uid: None,
+                });
+            }
+            Precondition::Exactly {
+                uid,
+                resource_version,
+            } => {
+                params.preconditions = Some(Preconditions {
+                    resource_version: Some(resource_version.clone()),
+                    uid: Some(uid.clone()),
+                });
+            }
+            Precondition::None | Precondition::MustNotExist => {}
         }
         let url = target.url();
         match self

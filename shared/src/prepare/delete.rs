@@ -1,17 +1,21 @@
 //! `prepare --delete`: the runbook's cleanup for one VM — its namespace and everything prepare and
 //! register made in it — listed first, confirmed, then deleted; `cacerts` only with `--include-ca`.
+//! `prepare --delete --expose SVC.NS[,…]` removes only the `.global` ServiceEntries `--expose`
+//! made for those Services, each guarded by the resourceVersion it was read at; the namespace
+//! and everything else stay.
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service, ServiceAccount};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use serde_json::{Value, json};
 
+use super::expose::{Exposed, is_ours};
 use super::observe::{get_opt, networking_version};
 use super::options::Options;
 use super::{Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::istio::{CACERTS_SECRET, IstioKind};
 use crate::kube::{Connection, Request};
-use crate::plan::write::{self, Kind, Resource, Write};
+use crate::plan::write::{self, Kind, Precondition, Resource, Write};
 use crate::plan::{Action, Change, Plan};
 
 /// What `--delete` found.
@@ -27,6 +31,8 @@ pub struct Found {
     pub networking_version: Option<String>,
     /// The version the cluster serves ServiceEntry at (Istio 1.4 too), when it does.
     pub service_entry_version: Option<String>,
+    /// `--delete --expose`: each named Service's `.global` ServiceEntry, when it exists.
+    pub exposed: Vec<(Exposed, Option<DynamicObject>)>,
 }
 
 /// Names of a list; a 404 (an Istio kind this cluster does not serve) is an empty list.
@@ -46,8 +52,42 @@ where
     }
 }
 
-/// Read the namespace, what is in it, and (with `--include-ca`) `cacerts`, concurrently.
+/// `--delete --expose`: the ServiceEntry of each named Service (GET by name, concurrently).
+async fn observe_exposed(conn: &Connection, opts: &Options) -> Result<Found, Error> {
+    let ns = opts.vm_namespace.as_str();
+    let kind = IstioKind::ServiceEntry;
+    let Some(version) = kind.served_version(conn).await? else {
+        return Ok(Found {
+            exposed: opts.expose.iter().map(|e| (e.clone(), None)).collect(),
+            ..Found::default()
+        });
+    };
+    let api =
+        Api::<DynamicObject>::namespaced_with(conn.client.clone(), ns, &kind.resource(&version));
+    let found = futures::future::try_join_all(opts.expose.iter().map(|e| {
+        let api = api.clone();
+        async move {
+            let name = e.entry_name();
+            let request = Request::new("get", kind.resource_name()).ns(ns).name(&name);
+            get_opt(conn, &api, request, &name)
+                .await
+                .map(|obj| (e.clone(), obj))
+        }
+    }))
+    .await?;
+    Ok(Found {
+        service_entry_version: Some(version),
+        exposed: found,
+        ..Found::default()
+    })
+}
+
+/// Read the namespace, what is in it, and (with `--include-ca`) `cacerts`, concurrently; with
+/// `--expose`, only the named Services' ServiceEntries.
 pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> {
+    if !opts.expose.is_empty() {
+        return observe_exposed(conn, opts).await;
+    }
     let client = conn.client.clone();
     let ns = opts.vm_namespace.as_str();
     let istio_ns = opts.istio_namespace.as_str();
@@ -165,6 +205,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
         cacerts,
         networking_version,
         service_entry_version,
+        exposed: Vec::new(),
     })
 }
 
@@ -174,6 +215,9 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Found, Error> 
 pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
     let ns = opts.vm_namespace.as_str();
     let mut plan = Plan::default();
+    if !opts.expose.is_empty() {
+        return plan_exposed(found, ns);
+    }
     if let Some(namespace) = &found.namespace {
         let ours = namespace
             .metadata
@@ -220,6 +264,35 @@ pub fn plan(found: &Found, opts: &Options) -> Result<Plan, Error> {
                 CACERTS_SECRET,
             ))
             .write(delete),
+        );
+    }
+    Ok(plan)
+}
+
+/// `--delete --expose`: one guarded delete per ServiceEntry that exists; one meshvm did not make
+/// (no managed-by label) is refused before anything is deleted.
+fn plan_exposed(found: &Found, ns: &str) -> Result<Plan, Error> {
+    let mut plan = Plan::default();
+    for (exposed, entry) in &found.exposed {
+        let Some(entry) = entry else { continue };
+        let name = exposed.entry_name();
+        if !is_ours(entry) {
+            return Err(Error::NotOurServiceEntry {
+                namespace: ns.to_owned(),
+                name,
+            });
+        }
+        let version = found.service_entry_version.as_deref().unwrap_or("v1alpha3");
+        let mut write = Write::delete(Resource::new(Kind::ServiceEntry, version));
+        if let Some(rv) = entry.metadata.resource_version.as_deref() {
+            // Deleted only as read: a ServiceEntry changed meanwhile is reported, not deleted.
+            write = write.precondition(Precondition::ResourceVersion(rv.to_owned()));
+        }
+        plan.push(
+            Change::new(Action::Delete, Kind::ServiceEntry, Some(ns), &name)
+                .detail(format!("{} ({})", exposed.host(), exposed))
+                .object(reference(found, Kind::ServiceEntry, Some(ns), &name))
+                .write(write),
         );
     }
     Ok(plan)

@@ -124,6 +124,49 @@ pub fn addresses_in_use(entries: &[DynamicObject]) -> BTreeMap<Ipv4Addr, Vec<Str
     out
 }
 
+/// `namespace/name` of a ServiceEntry.
+fn who(e: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        e.metadata.namespace.as_deref().unwrap_or_default(),
+        e.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The entries holding `ip` (a bare address or a CIDR's base address in `spec.addresses`).
+fn holders(entries: &[DynamicObject], ip: Ipv4Addr) -> impl Iterator<Item = &DynamicObject> {
+    entries.iter().filter(move |e| {
+        strings(e, "/spec/addresses")
+            .iter()
+            .any(|a| a.split('/').next().and_then(|b| b.parse().ok()) == Some(ip))
+    })
+}
+
+/// Whether `me` (`namespace/name`) holds `ip` first among `entries`: it is the oldest holder by
+/// `creationTimestamp`, then by `namespace/name`. An entry created in a later second was stored
+/// after the older one, so the run that wrote it sees the older one when it reads again and
+/// moves; within one second (the apiserver stamps whole seconds) see [`tied`].
+pub fn holds_first(entries: &[DynamicObject], me: &str, ip: Ipv4Addr) -> bool {
+    let key = |e: &DynamicObject| (e.metadata.creation_timestamp.as_ref().map(|t| t.0), who(e));
+    holders(entries, ip)
+        .min_by_key(|e| key(e))
+        .is_none_or(|first| who(first) == me)
+}
+
+/// The other holders of `ip` created in the same second as `me`: which of the two was stored
+/// first cannot be told, and the run that wrote the other may not have seen `me` when it read
+/// again, so a tie that lasts is broken by `me` moving (`prepare`'s settle step).
+pub fn tied(entries: &[DynamicObject], me: &str, ip: Ipv4Addr) -> Vec<String> {
+    let created = |e: &DynamicObject| e.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let Some(mine) = holders(entries, ip).find(|e| who(e) == me) else {
+        return Vec::new();
+    };
+    holders(entries, ip)
+        .filter(|e| who(e) != me && created(e) == created(mine))
+        .map(who)
+        .collect()
+}
+
 /// FNV-1a, 32 bits: a hash that stays the same across builds and platforms.
 fn fnv1a(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5_u32, |h, b| {

@@ -173,6 +173,16 @@ pub enum Error {
         /// `namespace/name`.
         entry: String,
     },
+    /// `--delete --expose`: the entry of that name was not made by meshvm.
+    #[error(
+        "--delete --expose: serviceentry {namespace}/{name} was not made by meshvm (it lacks the label app.kubernetes.io/managed-by=meshvm); refusing to delete it, nothing was deleted"
+    )]
+    NotOurServiceEntry {
+        /// The VM namespace.
+        namespace: String,
+        /// The entry's name.
+        name: String,
+    },
     /// Legacy `--expose`: every 127.255.x.y address is held by another ServiceEntry.
     #[error("--expose: no free address in 127.255.0.0/16 for {host}")]
     GlobalAddressesExhausted {
@@ -275,6 +285,9 @@ impl Diagnose for Error {
             Error::ServiceEntryNotOurs { .. } => {
                 Some("delete or rename that ServiceEntry, then run prepare again".into())
             }
+            Error::NotOurServiceEntry { namespace, name } => Some(format!(
+                "whoever made it removes it; look at it with `kubectl get serviceentry {name} -n {namespace} -o yaml`"
+            )),
             Error::GlobalAddressesExhausted { .. } => {
                 Some("remove ServiceEntries that are no longer used".into())
             }
@@ -389,6 +402,9 @@ pub async fn run(
     }
 
     let mut result = apply::apply(&conn, &mut plan, opts, ca.as_ref()).await;
+    if result.is_ok() {
+        result = Box::pin(settle_addresses(&conn, &observed, &mut plan, opts)).await;
+    }
     let mut rolled_out = None;
     if result.is_ok() && opts.dry_run == DryRun::None {
         match apply::await_restart(&conn, &mut plan, opts, err).await {
@@ -435,6 +451,124 @@ pub async fn run(
     result?;
     writeln!(err, "{}", summary(&plan, opts.dry_run))?;
     Ok(Outcome::Success)
+}
+
+/// How often `--expose` re-checks its new `.global` addresses against a concurrent run.
+const SETTLE_ROUNDS: usize = 4;
+
+/// How long a run whose new entry ties with another in one second waits for the other run to
+/// move before it moves itself: the other run reads again right after its own write.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Legacy `--expose`: the apiserver cannot keep two ServiceEntries from holding one address, so
+/// after writing new ones prepare reads the ServiceEntries again. Where another entry holds the
+/// same address and is older ([`expose::holds_first`]), this run's entry moves to a free one.
+/// Where the other was created in the same second ([`expose::tied`]) neither can tell which was
+/// stored first: the entry second by `namespace/name` moves at once; the first waits
+/// [`SETTLE_WAIT`] for it, and moves itself if the tie is still there (the other run wrote
+/// before this one's entry existed, saw no tie, and is done). Only entries this run wrote move (one that existed before may be in a
+/// bundle's `hosts` already); the row says so. Bounded; a dry run skips it.
+async fn settle_addresses(
+    conn: &crate::kube::Connection,
+    observed: &plan::Observed,
+    plan: &mut Plan,
+    opts: &Options,
+) -> Result<(), Error> {
+    let vm_ns = opts.vm_namespace.as_str();
+    // The entries this run wrote, as `namespace/name`.
+    let written: Vec<String> = plan
+        .of(Kind::ServiceEntry)
+        .filter(|c| c.state == State::Done && c.write.is_some())
+        .map(|c| format!("{vm_ns}/{}", c.name))
+        .collect();
+    if opts.dry_run != DryRun::None || observed.era != Some(Era::Legacy) || written.is_empty() {
+        return Ok(());
+    }
+    let mut waited = false;
+    for _ in 0..SETTLE_ROUNDS {
+        let mut now = observed.clone();
+        now.expose = Box::pin(observe::observe_expose(conn, opts, observed.era)).await?;
+        let address_of = |entries: &[kube::api::DynamicObject], me: &str| {
+            entries
+                .iter()
+                .find(|e| {
+                    format!(
+                        "{}/{}",
+                        e.metadata.namespace.as_deref().unwrap_or_default(),
+                        e.metadata.name.as_deref().unwrap_or_default()
+                    ) == me
+                })
+                .and_then(|e| {
+                    e.data
+                        .pointer("/spec/addresses/0")
+                        .and_then(serde_json::Value::as_str)
+                        .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+                })
+        };
+        let ties: Vec<(String, Vec<String>)> = written
+            .iter()
+            .filter_map(|me| {
+                let ip = address_of(&now.expose.service_entries, me)?;
+                // An entry second by name moves at once (the plan below); the first waits.
+                if !expose::holds_first(&now.expose.service_entries, me, ip) {
+                    return None;
+                }
+                let others = expose::tied(&now.expose.service_entries, me, ip);
+                (!others.is_empty()).then(|| (me.clone(), others))
+            })
+            .collect();
+        if !ties.is_empty() {
+            if !waited {
+                waited = true;
+                tokio::time::sleep(SETTLE_WAIT).await;
+                continue;
+            }
+            // Still tied: the other run is done and did not move, so this one does. Read
+            // as if the other entries were older, the plan below moves this run's.
+            let others: Vec<&String> = ties.iter().flat_map(|(_, o)| o).collect();
+            for e in &mut now.expose.service_entries {
+                let name = format!(
+                    "{}/{}",
+                    e.metadata.namespace.as_deref().unwrap_or_default(),
+                    e.metadata.name.as_deref().unwrap_or_default()
+                );
+                if others.contains(&&name) {
+                    e.metadata.creation_timestamp = None;
+                }
+            }
+        }
+        let mut moves = Plan::default();
+        plan::plan_expose(&mut moves, &now, opts)?;
+        moves
+            .changes
+            .retain(|c| c.writes() && written.contains(&format!("{vm_ns}/{}", c.name)));
+        if moves.changes.is_empty() {
+            return Ok(());
+        }
+        let result = crate::plan::write::execute(conn, &mut moves, opts.dry_run).await;
+        for moved in &moves.changes {
+            if let Some(row) = plan
+                .changes
+                .iter_mut()
+                .find(|c| c.kind == Kind::ServiceEntry && c.name == moved.name)
+            {
+                row.detail = format!(
+                    "{} (moved: a concurrent run took the address first)",
+                    moved.detail
+                );
+                if moved.state != State::Done {
+                    row.state = moved.state;
+                }
+            }
+        }
+        if let Err(failure) = result {
+            return Err(match failure.error {
+                crate::plan::write::Error::Kube(e) => Error::Kube(e),
+                other => Error::Write(other),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Read and judge the CA files; warnings are printed, errors stop the run.
@@ -581,6 +715,20 @@ async fn run_delete(
     let conn = crate::kube::connect(&opts.kube, opts.context.as_deref()).await?;
     let found = Box::pin(delete::observe(&conn, opts)).await?;
     let mut plan = delete::plan(&found, opts)?;
+    if plan.changes.is_empty() && !opts.expose.is_empty() {
+        plan.write(out, opts.output, opts.show_secrets)?;
+        let names: Vec<String> = opts
+            .expose
+            .iter()
+            .map(|e| format!("{}/{}", opts.vm_namespace, e.entry_name()))
+            .collect();
+        writeln!(
+            err,
+            "nothing to delete: no ServiceEntry {} exists (Istio 1.4's --expose makes them; later releases need none)",
+            names.join(", ")
+        )?;
+        return Ok(Outcome::Success);
+    }
     if plan.changes.is_empty() {
         plan.write(out, opts.output, opts.show_secrets)?;
         writeln!(
@@ -606,18 +754,32 @@ async fn run_delete(
     }
     if opts.dry_run == DryRun::None {
         let inside = found.contents.len();
-        let question = format!(
-            "delete namespace {} and the {inside} object(s) listed in it{}",
-            opts.vm_namespace,
-            if found.cacerts.is_some() {
-                format!(
-                    ", and the mesh-wide secret {}/cacerts",
-                    opts.istio_namespace
-                )
-            } else {
-                String::new()
-            }
-        );
+        let question = if opts.expose.is_empty() {
+            format!(
+                "delete namespace {} and the {inside} object(s) listed in it{}",
+                opts.vm_namespace,
+                if found.cacerts.is_some() {
+                    format!(
+                        ", and the mesh-wide secret {}/cacerts",
+                        opts.istio_namespace
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            format!(
+                "delete {} ServiceEntr{} in namespace {} (the VMs there stop reaching {})",
+                plan.changes.len(),
+                if plan.changes.len() == 1 { "y" } else { "ies" },
+                opts.vm_namespace,
+                plan.changes
+                    .iter()
+                    .map(|c| c.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         if !opts.yes {
             // The list the operator confirms: on stderr, so stdout stays the final record.
             plan.write(err, crate::flags::OutputFormat::Table, false)?;
@@ -629,6 +791,18 @@ async fn run_delete(
     let result = delete::apply(&conn, &mut plan, opts).await;
     plan.write(out, opts.output, opts.show_secrets)?;
     result?;
+    if !opts.expose.is_empty() && opts.dry_run == DryRun::None {
+        writeln!(
+            err,
+            "note: the /etc/hosts of the VMs in namespace {} still name {} until each gets a new bundle (the bundle verb) and runs its install.sh",
+            opts.vm_namespace,
+            opts.expose
+                .iter()
+                .map(expose::Exposed::host)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
     if found.namespace.is_some() && !opts.include_ca {
         writeln!(
             err,

@@ -212,7 +212,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
 /// (cluster-wide, for the addresses others hold; the VM namespace's alone when RBAC refuses the
 /// rest) and the ingress gateway Service; modern, the east-west gateway Services and
 /// `cross-network-gateway`.
-async fn observe_expose(
+pub(crate) async fn observe_expose(
     conn: &Connection,
     opts: &Options,
     era: Option<Era>,

@@ -162,8 +162,9 @@ impl Options {
         let expose = super::expose::parse_all(&args.expose)?;
         if args.delete {
             let mut extra = Vec::new();
-            if !expose.is_empty() {
-                extra.push("--expose (the namespace's ServiceEntries go with it)");
+            if !expose.is_empty() && args.include_ca {
+                // --delete --expose removes only those ServiceEntries; cacerts is mesh-wide.
+                extra.push("--include-ca together with --expose");
             }
             if ca.is_some() {
                 extra.push("the CA files");
@@ -181,11 +182,12 @@ impl Options {
                 return Err(UsageError::new(
                     format!("--delete does not take {}", extra.join(", ")),
                     Some(
-                        "run `kubectl meshvm prepare --delete -n NS` (add --include-ca to delete cacerts too)",
+                        "run `kubectl meshvm prepare --delete -n NS` (add --include-ca to delete cacerts too, or --expose SVC.NS to remove only what --expose made for those Services)",
                     ),
                 ));
             }
-            if PROTECTED_NAMESPACES.contains(&vm_namespace.as_str()) {
+            // With --expose only those ServiceEntries go, never the namespace.
+            if expose.is_empty() && PROTECTED_NAMESPACES.contains(&vm_namespace.as_str()) {
                 return Err(UsageError::new(
                     format!(
                         "--delete refuses to delete namespace {vm_namespace} ({}): it belongs to the cluster",
@@ -397,8 +399,8 @@ mod tests {
         let cases: [(&[&str], &str); 12] = [
             (&["-n", "vm", "--expose", "httpbin"], "--expose \"httpbin\""),
             (
-                &["-n", "vm", "--delete", "--expose", "a.b"],
-                "--delete does not take --expose",
+                &["-n", "vm", "--delete", "--expose", "a.b", "--include-ca"],
+                "--delete does not take --include-ca together with --expose",
             ),
             (
                 &["--vm-namespace", "vm", "--ca-dir", "d", "--timeout", "1m"],

@@ -658,7 +658,11 @@ pub fn plan(
 /// `--expose`: refuse a missing Service (before any write); modern, refuse a missing
 /// cross-network path; legacy, one `.global` ServiceEntry row per Service, its address kept when
 /// meshvm's entry for the host holds one, else the first free from the host's hash.
-fn plan_expose(plan: &mut Plan, observed: &Observed, opts: &Options) -> Result<(), Error> {
+pub(crate) fn plan_expose(
+    plan: &mut Plan,
+    observed: &Observed,
+    opts: &Options,
+) -> Result<(), Error> {
     let seen = &observed.expose;
     let missing: Vec<String> = seen
         .services
@@ -737,9 +741,12 @@ fn plan_expose(plan: &mut Plan, observed: &Observed, opts: &Options) -> Result<(
                     });
                 }
                 let me = format!("{vm_ns}/{name}");
-                // Kept when only this entry holds it; never one another entry holds.
-                let kept = expose::address_of(&ours, &host)
-                    .filter(|ip| used.get(ip).is_none_or(|who| who.iter().all(|w| *w == me)));
+                // Kept when this entry holds it alone, or held it first (a concurrent run that
+                // picked the same address moves instead); never one an older entry holds.
+                let kept = expose::address_of(&ours, &host).filter(|ip| {
+                    used.get(ip).is_none_or(|who| who.iter().all(|w| *w == me))
+                        || expose::holds_first(&seen.service_entries, &me, *ip)
+                });
                 let taken: BTreeSet<std::net::Ipv4Addr> = used.keys().copied().collect();
                 let address = match kept {
                     Some(ip) => ip,

@@ -495,6 +495,7 @@ fn delete_lists_contents_and_refuses_foreign_namespaces() {
         cacerts: Some(Secret::default()),
         networking_version: Some("v1beta1".into()),
         service_entry_version: Some("v1alpha3".into()),
+        exposed: Vec::new(),
     };
     let plan = delete::plan(&found, &opts).unwrap();
     assert_eq!(

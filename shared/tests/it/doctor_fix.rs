@@ -135,8 +135,7 @@ async fn fix_never_changes_a_rule_that_appeared_meanwhile() {
         .iter()
         .find(|o| o.name() == "meshexpansion-dr-citadel")
         .unwrap()
-        .value
-        .clone();
+        .to_value();
     theirs["spec"]["trafficPolicy"] = serde_json::json!({"tls": {"mode": "SIMPLE"}});
     let conn =
         meshvm::kube::Connection::from_client(server.client(), "default", "https://kube-sim");

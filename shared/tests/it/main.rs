@@ -7,6 +7,7 @@ mod connect;
 mod doctor_conformance;
 mod doctor_fix;
 mod doctor_strict;
+mod doctor_wait;
 mod hint_style;
 mod layers;
 mod parsers_prop;

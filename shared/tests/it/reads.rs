@@ -227,8 +227,8 @@ async fn istio_1_12_workload_groups_are_read_and_written_where_served() {
     let snap = Snapshot::observe(&conn).await.unwrap();
     assert!(snap.knows(Kind::WorkloadGroup) && snap.knows(Kind::WorkloadEntry));
     assert_eq!(
-        snap.of(Kind::WorkloadGroup)[0].str_at(&["apiVersion"]),
-        Some("networking.istio.io/v1alpha3")
+        snap.of(Kind::WorkloadGroup)[0].api_version(),
+        "networking.istio.io/v1alpha3"
     );
     assert_eq!(
         snap.networking_version.as_deref(),
@@ -460,7 +460,8 @@ async fn bundle_waits_for_citadel_to_reissue_under_the_new_root() {
         result.err().map(|e| meshvm::errors::error_chain(&e))
     );
     assert!(
-        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(5),
+        // Not the whole --wait 10s: it stopped when the secret came (room left for a loaded CI).
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(9),
         "{elapsed:?}: waited for the re-issued secret, and not longer"
     );
     assert_eq!(
@@ -834,8 +835,8 @@ async fn service_cidr_api_at_v1beta1() {
     );
     let snap = Snapshot::observe(&connect(&server).await).await.unwrap();
     assert_eq!(
-        snap.of(Kind::ServiceCidr)[0].str_at(&["apiVersion"]),
-        Some("networking.k8s.io/v1beta1")
+        snap.of(Kind::ServiceCidr)[0].api_version(),
+        "networking.k8s.io/v1beta1"
     );
 }
 
@@ -1084,7 +1085,7 @@ async fn doctor_reads_pods_as_metadata_and_one_pod_per_template_in_full() {
         .find(|p| p.name() == "cart-6d4cf56db6-00003")
         .unwrap();
     assert_eq!(
-        sibling.value["spec"]["containers"],
+        sibling.to_value()["spec"]["containers"],
         json!([{"name": "cart", "ports": [{"name": "http-web", "containerPort": 8080, "protocol": "TCP"}]}, {"name": "istio-proxy"}])
     );
     let judged = shop
@@ -1092,7 +1093,7 @@ async fn doctor_reads_pods_as_metadata_and_one_pod_per_template_in_full() {
         .find(|p| p.name() == "cart-6d4cf56db6-00000")
         .unwrap();
     assert_eq!(
-        judged.value["spec"]["containers"][0]["image"],
+        judged.to_value()["spec"]["containers"][0]["image"],
         "example.com/cart:1"
     );
     assert!(lean.knows(Kind::ConfigMap));
@@ -1171,7 +1172,7 @@ async fn doctor_lists_pods_in_full_on_kubernetes_1_14() {
     assert!(
         sample
             .iter()
-            .all(|p| p.value["spec"]["containers"][0]["readinessProbe"].is_object()),
+            .all(|p| p.to_value()["spec"]["containers"][0]["readinessProbe"].is_object()),
         "full specs"
     );
 }

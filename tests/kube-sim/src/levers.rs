@@ -142,6 +142,10 @@ pub struct RequestRecord {
     /// The request's `Accept` header ("" when absent): tells a metadata-only list
     /// (`as=PartialObjectMetadataList`) or a Table from a full one.
     pub accept: String,
+    /// When the request reached the sim (before any latency lever).
+    pub arrived: std::time::Instant,
+    /// When its answer was ready (after the latency lever and the handling).
+    pub answered: std::time::Instant,
 }
 
 impl RequestRecord {
@@ -190,6 +194,25 @@ impl RequestLog {
     /// All requests.
     pub fn total(&self) -> usize {
         self.records.len()
+    }
+
+    /// The round trips on the critical path: the longest chain of requests each of which
+    /// arrived after the previous one was answered. Requests a client sends concurrently
+    /// overlap and count once; what it sends only after an answer counts again. With a latency
+    /// lever this is how many latencies a run waits, counted from the log rather than a clock.
+    pub fn round_trips(&self) -> usize {
+        let mut order: Vec<&RequestRecord> = self.records.iter().collect();
+        order.sort_by_key(|r| r.arrived);
+        let mut depth: Vec<usize> = Vec::with_capacity(order.len());
+        for (i, r) in order.iter().enumerate() {
+            let before = (0..i)
+                .filter(|&j| order[j].answered <= r.arrived)
+                .map(|j| depth[j])
+                .max()
+                .unwrap_or(0);
+            depth.push(before + 1);
+        }
+        depth.into_iter().max().unwrap_or(0)
     }
 
     /// Requests that were not discovery, OpenAPI or `/version` (the round trips a verb's code makes).
@@ -305,6 +328,9 @@ impl crate::Scenario {
 pub struct Levers {
     /// Added latency per request.
     pub latency: Duration,
+    /// Extra latency for requests of one verb under one path prefix (added to `latency`),
+    /// before the request is handled: a slow write lets concurrent clients read first.
+    pub slow: Vec<(String, String, Duration)>,
     /// Fault rules, checked in order; the first that fires wins.
     pub faults: Vec<Fault>,
     /// Denials.
@@ -319,10 +345,23 @@ pub struct Levers {
 }
 
 impl Levers {
+    /// The latency of one request: the general one plus every matching slow rule (verb as a
+    /// Kubernetes verb or an upper-case HTTP method, as [`Fault`] matches them).
+    pub fn latency_of(&self, method: &str, verb: &str, path: &str) -> Duration {
+        self.latency
+            + self
+                .slow
+                .iter()
+                .filter(|(v, p, _)| (v == verb || v == method) && path.starts_with(p.as_str()))
+                .map(|(_, _, d)| *d)
+                .sum::<Duration>()
+    }
+
     /// Levers with the given seed for the fault RNG.
     pub fn new(seed: u64) -> Self {
         Levers {
             latency: Duration::ZERO,
+            slow: Vec::new(),
             faults: Vec::new(),
             denials: Vec::new(),
             users: Users::default(),

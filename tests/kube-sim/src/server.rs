@@ -286,6 +286,14 @@ impl Server {
         self.levers().latency = latency;
     }
 
+    /// Delays every request of `verb` (Kubernetes verb, or HTTP method in upper case) under the
+    /// path prefix `path` by `latency` more, before it is handled.
+    pub fn slow_down(&self, verb: &str, path: &str, latency: Duration) {
+        self.levers()
+            .slow
+            .push((verb.to_owned(), path.to_owned(), latency));
+    }
+
     /// Adds a fault rule.
     pub fn add_fault(&self, fault: Fault) {
         self.levers().faults.push(fault);
@@ -970,6 +978,7 @@ fn schedule_finalization(shared: &Arc<Shared>) {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Reset> {
+    let arrived = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
@@ -1020,7 +1029,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     };
     let (latency, fault) = {
         let mut l = shared.levers.lock().unwrap_or_else(PoisonError::into_inner);
-        (l.latency, l.pick_fault(method.as_str(), verb, &path))
+        (
+            l.latency_of(method.as_str(), verb, &path),
+            l.pick_fault(method.as_str(), verb, &path),
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -1041,6 +1053,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 user: user.to_string(),
                 bytes,
                 accept: accept.clone(),
+                arrived,
+                answered: std::time::Instant::now(),
             });
         resp
     };
@@ -1059,6 +1073,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     user: String::new(),
                     bytes: None,
                     accept: accept.clone(),
+                    arrived,
+                    answered: std::time::Instant::now(),
                 });
             return Err(Reset);
         }

@@ -136,6 +136,31 @@ impl Prometheus {
         template: Option<&Path>,
         web_config: Option<&str>,
     ) -> Option<Prometheus> {
+        // No scrape jobs: the TSDB holds only what the template put there.
+        Self::launch(template, web_config, "global:\n  scrape_interval: 1h\n")
+    }
+
+    /// [`Prometheus::start`] scraping `targets` (`HOST:PORT`, e.g. an [`Exporter`]'s) every
+    /// `interval` (a Prometheus duration such as `1s`) as job `envoy-stats` (the name of
+    /// Istio's own job for the sidecars' stats), so series can grow while a test runs.
+    pub fn start_scraping(
+        template: Option<&Path>,
+        targets: &[String],
+        interval: &str,
+    ) -> Option<Prometheus> {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nscrape_configs:\n  - job_name: envoy-stats\n    scrape_interval: {interval}\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        Self::launch(template, None, &config)
+    }
+
+    fn launch(
+        template: Option<&Path>,
+        web_config: Option<&str>,
+        config_text: &str,
+    ) -> Option<Prometheus> {
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let (prometheus, promtool) = require_prometheus()?;
         let dir = std::env::temp_dir().join(format!(
@@ -170,9 +195,8 @@ impl Prometheus {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        // No scrape jobs: the TSDB holds only what the template put there.
         let config = dir.join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1h\n").expect("write the config");
+        std::fs::write(&config, config_text).expect("write the config");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
@@ -246,6 +270,79 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A stand-in for a sidecar's stats endpoint (Envoy's `/stats/prometheus`): answers every
+/// request with the Prometheus text exposition it holds now, which the test changes with
+/// [`Exporter::set`], for a real [`Prometheus::start_scraping`] to scrape. Stopped on drop.
+pub struct Exporter {
+    addr: std::net::SocketAddr,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Exporter {
+    /// Serve `body` on a free loopback port.
+    pub fn start(body: &str) -> Exporter {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body.to_string()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (shared, stopped) = (body.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                // The request's head (a scrape has no body).
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = shared.lock().map(|b| b.clone()).unwrap_or_default();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        Exporter {
+            addr,
+            body,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as a scrape target.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Serve `body` from now on.
+    pub fn set(&self, body: &str) {
+        *self.body.lock().expect("the exporter's body") = body.to_string();
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the stop.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -325,6 +422,32 @@ mod tests {
         let dir = p.dir.clone();
         drop(p);
         assert!(!dir.exists(), "removed on drop");
+    }
+
+    #[test]
+    fn a_real_prometheus_scrapes_the_exporter() {
+        use std::io::{Read as _, Write as _};
+        let exporter = Exporter::start("# TYPE x_total counter\nx_total{a=\"b\"} 7\n");
+        let Some(p) = Prometheus::start_scraping(None, &[exporter.target()], "1s") else {
+            return;
+        };
+        let port = p.url.rsplit(':').next().unwrap().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+            s.write_all(b"GET /api/v1/query?query=x_total HTTP/1.0\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            if answer.contains(r#""job":"envoy-stats""#) && answer.contains(r#","7"]"#) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not scraped in 20s: {answer}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     #[test]

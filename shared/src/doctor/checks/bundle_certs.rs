@@ -155,13 +155,13 @@ pub(super) fn signing_root(
     match era {
         Era::Legacy => {
             let issued: Vec<&crate::snapshot::Obj> = snap
-                .of(Kind::Secret)
-                .iter()
-                .filter(|s| {
+                .typed::<k8s_openapi::api::core::v1::Secret>()
+                .filter(|(s, typed)| {
                     s.name().starts_with("istio.")
-                        && s.str_at(&["type"]) == Some(ISTIO_SECRET_TYPE)
+                        && typed.type_.as_deref() == Some(ISTIO_SECRET_TYPE)
                         && s.data(pki::ROOT_CERT).is_some()
                 })
+                .map(|(s, _)| s)
                 .collect();
             first_in(issued, pki::ROOT_CERT)
                 .or_else(self_signed)

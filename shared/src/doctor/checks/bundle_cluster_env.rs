@@ -5,6 +5,9 @@ use std::net::IpAddr;
 use super::{list, or_pass};
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::Era;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
+
 use crate::snapshot::{Kind, Snapshot, parse_env};
 
 /// Fails when required keys are missing or malformed (CIDRs, ports, `ISTIO_CP_AUTH`), and — with
@@ -176,21 +179,15 @@ impl Check for BundleClusterEnv {
         // in the captured range.
         if !any_cidr && !cidrs.is_empty() {
             let service_cidrs: Vec<Cidr> = snap
-                .of(Kind::ServiceCidr)
-                .iter()
-                .flat_map(|o| {
-                    o.at(&["spec", "cidrs"])
-                        .and_then(serde_json::Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|c| c.as_str().and_then(Cidr::parse))
-                })
+                .typed::<ServiceCIDR>()
+                .flat_map(|(_, o)| o.spec.iter().flat_map(|s| s.cidrs.iter().flatten()))
+                .filter_map(|c| Cidr::parse(c))
                 .collect();
             let outside: Vec<String> = if service_cidrs.is_empty() {
-                snap.of(Kind::Service)
-                    .iter()
-                    .filter_map(|s| {
-                        let ip: IpAddr = s.str_at(&["spec", "clusterIP"])?.parse().ok()?;
+                snap.typed::<Service>()
+                    .filter_map(|(s, typed)| {
+                        let ip: IpAddr =
+                            typed.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()?;
                         (!cidrs.iter().any(|c| c.contains(ip)))
                             .then(|| format!("{ip} ({})", s.ns_name()))
                     })

@@ -58,7 +58,12 @@ impl Check for GatewayAddress {
                     .hint(format!("give bundle the address the name resolves to now (`getent hosts {}` prints it) with --gateway-ip, and bundle again when it changes", hosts[0])),
             ];
         }
-        if snap.source == SourceKind::Files && svc.at(&["status"]).is_none() {
+        if snap.source == SourceKind::Files
+            && svc
+                .typed::<k8s_openapi::api::core::v1::Service>()
+                .and_then(|s| s.status.as_ref())
+                .is_none()
+        {
             return vec![Finding::skip(
                 ID,
                 format!(
@@ -67,7 +72,9 @@ impl Check for GatewayAddress {
                 ),
             )];
         }
-        let kind = svc.str_at(&["spec", "type"]).unwrap_or("ClusterIP");
+        let kind = crate::doctor::mesh::service_spec(svc)
+            .and_then(|s| s.type_.as_deref())
+            .unwrap_or("ClusterIP");
         let why = if kind == "LoadBalancer" {
             "its load balancer has no address yet".to_string()
         } else {

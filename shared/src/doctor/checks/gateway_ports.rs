@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use super::{gateway_service, multi_network, need, or_pass};
 use crate::doctor::fix::{gateway_servers, service_ports};
+use crate::doctor::mesh::service_spec;
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{Era, MULTI_NETWORK_PORT};
-use crate::snapshot::{Kind, Obj, Snapshot, string_map};
+use crate::snapshot::{Kind, Obj, Snapshot, borrowed, string_map};
 
 /// For each port a VM needs — legacy 15011 (Pilot) and 8060 (Citadel); modern 15012 (istiod's
 /// xDS and CA); 15443 when multi-network — fails unless the gateway Service exposes it, a
@@ -37,7 +39,7 @@ pub(super) fn binds(snap: &Snapshot, gateway: &Obj, svc: &Obj) -> bool {
     if selector.is_empty() {
         return false;
     }
-    let svc_selector = string_map(svc.at(&["spec", "selector"]));
+    let svc_selector = borrowed(service_spec(svc).and_then(|s| s.selector.as_ref()));
     let behind = |labels: &BTreeMap<&str, &str>| {
         !svc_selector.is_empty() && svc_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
     };
@@ -45,12 +47,11 @@ pub(super) fn binds(snap: &Snapshot, gateway: &Obj, svc: &Obj) -> bool {
         .of(Kind::Deployment)
         .iter()
         .filter(|d| d.namespace() == svc.namespace())
-        .map(|d| string_map(d.at(&["spec", "template", "metadata", "labels"])));
+        .map(Obj::template_labels);
     let pods = snap
-        .of(Kind::Pod)
-        .iter()
-        .filter(|p| p.namespace() == svc.namespace())
-        .map(|p| string_map(p.at(&["metadata", "labels"])));
+        .typed::<Pod>()
+        .filter(|(p, _)| p.namespace() == svc.namespace())
+        .map(|(p, _)| p.labels());
     let workloads: Vec<BTreeMap<&str, &str>> = templates.chain(pods).filter(behind).collect();
     if workloads.is_empty() {
         return selector.iter().all(|(k, v)| svc_selector.get(k) == Some(v));

@@ -351,26 +351,31 @@ fn gateway_service<'a>(
 fn gateway_addresses(svc: &Obj) -> (Vec<String>, Vec<String>) {
     let mut ips = Vec::new();
     let mut hosts = Vec::new();
+    let Some(svc) = svc.typed::<k8s_openapi::api::core::v1::Service>() else {
+        return (ips, hosts);
+    };
     for ing in svc
-        .at(&["status", "loadBalancer", "ingress"])
-        .and_then(serde_json::Value::as_array)
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
         .into_iter()
         .flatten()
     {
-        if let Some(ip) = ing.get("ip").and_then(serde_json::Value::as_str) {
-            ips.push(ip.to_string());
-        } else if let Some(h) = ing.get("hostname").and_then(serde_json::Value::as_str) {
-            hosts.push(h.to_string());
+        if let Some(ip) = &ing.ip {
+            ips.push(ip.clone());
+        } else if let Some(h) = &ing.hostname {
+            hosts.push(h.clone());
         }
     }
     for ip in svc
-        .at(&["spec", "externalIPs"])
-        .and_then(serde_json::Value::as_array)
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_ips.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(serde_json::Value::as_str)
     {
-        ips.push(ip.to_string());
+        ips.push(ip.clone());
     }
     (ips, hosts)
 }
@@ -386,10 +391,7 @@ fn mesh_networks(
         .and_then(|cm| cm.data("meshNetworks"))
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| serde_saphyr::from_str::<serde_json::Value>(&t).ok());
-    let value = from_cm.or_else(|| {
-        snap.mesh_config()
-            .and_then(|m| m.get("meshNetworks").cloned())
-    })?;
+    let value = from_cm.or_else(|| snap.mesh_config().and_then(|m| m.mesh_networks.clone()))?;
     let networks = value.get("networks")?.as_object()?.clone();
     (!networks.is_empty()).then_some(networks)
 }

@@ -49,9 +49,8 @@ fn sidecarless_hint(ctx: &CheckContext, i: usize, host: &str, client: Option<&st
         let name = host.split('.').next().unwrap_or(host);
         format!(
             "send it plaintext with a DestinationRule in its namespace: `echo '{{\"apiVersion\":\"{}\",\"kind\":\"DestinationRule\",\"metadata\":{{\"name\":\"{name}-plaintext\",\"namespace\":\"{svc_ns}\"}},\"spec\":{{\"host\":\"{host}\",\"trafficPolicy\":{{\"tls\":{{\"mode\":\"DISABLE\"}}}}}}}}' | kubectl apply -f -` (or sidecar-inject its pods)",
-            mesh.rules[i]
-                .obj
-                .str_at(&["apiVersion"])
+            Some(mesh.rules[i].obj.api_version())
+                .filter(|v| !v.is_empty())
                 .unwrap_or("networking.istio.io/v1alpha3"),
         )
     }

@@ -80,10 +80,7 @@ impl Check for MtlsDrOverlap {
             // (pilot/pkg/model/destination_rule.go@1.4.2:33-62, @1.22.0:40-120).
             let age = |k: usize| {
                 let r = &rules[k];
-                (
-                    r.obj.created().to_string(),
-                    format!("{}.{}", r.obj.name(), r.ns),
-                )
+                (r.obj.created(), format!("{}.{}", r.obj.name(), r.ns))
             };
             let keeper = std::iter::once(i)
                 .chain(others.iter().copied())

@@ -9,13 +9,13 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::Service;
 
 use super::workloads::Sidecar;
 use super::{list, or_pass};
 use crate::doctor::mesh::{DOMAIN, TlsMode, selects};
 use crate::doctor::{Check, CheckContext, Finding};
-use crate::snapshot::{Kind, Snapshot, string_map};
+use crate::snapshot::{Snapshot, borrowed};
 
 /// Fails for each Service port that targets an excluded inbound port while a client's rule
 /// sends ISTIO_MUTUAL to it (top level or any subset).
@@ -47,23 +47,20 @@ impl Check for MtlsExcludedPorts {
             }
             excluded_total += excluded.len();
             let labels = w.labels();
-            for svc in snap.of(Kind::Service) {
-                let selector = string_map(svc.at(&["spec", "selector"]));
+            for (svc, typed) in snap.typed::<Service>() {
+                let spec = typed.spec.as_ref();
+                let selector = borrowed(spec.and_then(|s| s.selector.as_ref()));
                 if svc.namespace() != w.ns || !selects(&selector, &labels) {
                     continue;
                 }
                 let host = format!("{}.{}.svc.{DOMAIN}", svc.name(), w.ns);
-                for p in svc
-                    .at(&["spec", "ports"])
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some(port) = p.get("port").and_then(Value::as_u64).map(|n| n as u32) else {
+                for p in spec.and_then(|s| s.ports.as_ref()).into_iter().flatten() {
+                    let Ok(port) = u32::try_from(p.port) else {
                         continue;
                     };
                     let target = p
-                        .get("targetPort")
+                        .target_port
+                        .as_ref()
                         .and_then(|t| w.port_number(t))
                         .unwrap_or(port);
                     if !excluded.contains(&target) || !seen.insert((host.clone(), port)) {

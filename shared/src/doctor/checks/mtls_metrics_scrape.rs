@@ -151,13 +151,9 @@ fn meta_labels(w: &Workload<'_>) -> BTreeMap<String, String> {
     // One target per declared container port (host:port), else the bare pod IP.
     let first_port = w
         .containers()
-        .flat_map(|c| {
-            c.get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-        })
-        .find_map(|p| p.get("containerPort").and_then(Value::as_u64));
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| p.container_port)
+        .next();
     out.insert(
         "__address__".into(),
         first_port.map_or_else(|| "10.0.0.1".to_string(), |p| format!("10.0.0.1:{p}")),
@@ -184,7 +180,7 @@ fn scrapes(job: &Job, labels: &BTreeMap<String, String>) -> bool {
 /// The Prometheus servers among the workloads: an app container running the `prometheus` image.
 fn is_prometheus(w: &Workload<'_>) -> bool {
     w.app_containers().any(|c| {
-        let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+        let image = c.image.as_deref().unwrap_or_default();
         let repo = image.split('@').next().unwrap_or_default();
         let repo = match repo.rsplit_once(':') {
             Some((r, tag)) if !tag.contains('/') => r,
@@ -219,9 +215,7 @@ impl Check for MtlsMetricsScrape {
             return skip;
         }
         let release = ctx.mesh.release;
-        let mesh_merge = snap
-            .mesh_config()
-            .and_then(|m| m.get("enablePrometheusMerge").and_then(Value::as_bool));
+        let mesh_merge = snap.mesh_config().and_then(|m| m.enable_prometheus_merge);
         let cm = snap
             .of(Kind::ConfigMap)
             .iter()

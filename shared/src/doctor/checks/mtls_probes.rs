@@ -19,6 +19,7 @@
 //!   `pilot/pkg/features/pilot.go@1.12.0:550-553`) and gRPC probes from 1.13
 //!   (`app_probe.go@1.13.0:72`).
 
+use k8s_openapi::api::core::v1::{Container, Probe};
 use serde_json::Value;
 
 use super::workloads::{Sidecar, Workload};
@@ -33,10 +34,13 @@ pub struct MtlsProbes;
 
 const ID: &str = "mtls.probes";
 
-const PROBES: [(&str, &str); 3] = [
-    ("readinessProbe", "readiness"),
-    ("livenessProbe", "liveness"),
-    ("startupProbe", "startup"),
+/// Where a container keeps one kind of probe.
+type ProbeOf = fn(&Container) -> Option<&Probe>;
+
+const PROBES: [(ProbeOf, &str); 3] = [
+    (|c| c.readiness_probe.as_ref(), "readiness"),
+    (|c| c.liveness_probe.as_ref(), "liveness"),
+    (|c| c.startup_probe.as_ref(), "startup"),
 ];
 
 /// Go's `strconv.ParseBool`.
@@ -87,7 +91,7 @@ enum Verdict {
 
 fn judge(
     w: &Workload<'_>,
-    probe: &Value,
+    probe: &Probe,
     what: &str,
     container: &str,
     rewrite: bool,
@@ -96,9 +100,9 @@ fn judge(
 ) -> Verdict {
     let legacy = minor < 5;
     let label = format!("{container} {what}");
-    if let Some(http) = probe.get("httpGet") {
-        let port = http.get("port").and_then(|p| w.port_number(p));
-        let path = http.get("path").and_then(Value::as_str).unwrap_or("/");
+    if let Some(http) = &probe.http_get {
+        let port = w.port_number(&http.port);
+        let path = http.path.as_deref().unwrap_or("/");
         if port == Some(w.status_port()) && path.starts_with("/app-health/") {
             return Verdict::Fine; // already rewritten by the injector
         }
@@ -112,8 +116,8 @@ fn judge(
         let port_text = port.map_or_else(|| "?".to_string(), |p| p.to_string());
         return Verdict::Refused(format!("{label} HTTP :{port_text}{path}"));
     }
-    if let Some(tcp) = probe.get("tcpSocket") {
-        let port = tcp.get("port").and_then(|p| w.port_number(p));
+    if let Some(tcp) = &probe.tcp_socket {
+        let port = w.port_number(&tcp.port);
         if port.is_some_and(|p| uncaptured.contains(&p))
             || (!w.injected() && rewrite && minor >= 12)
         {
@@ -122,8 +126,8 @@ fn judge(
         let port_text = port.map_or_else(|| "?".to_string(), |p| p.to_string());
         return Verdict::TestsNothing(format!("{label} TCP :{port_text}"));
     }
-    if let Some(grpc) = probe.get("grpc") {
-        let port = grpc.get("port").and_then(Value::as_u64).map(|p| p as u32);
+    if let Some(grpc) = &probe.grpc {
+        let port = u32::try_from(grpc.port).ok();
         if port.is_some_and(|p| uncaptured.contains(&p))
             || (!w.injected() && rewrite && minor >= 13)
         {
@@ -172,9 +176,9 @@ impl Check for MtlsProbes {
             let mut refused = Vec::new();
             let mut nothing = Vec::new();
             for c in w.app_containers() {
-                let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
-                for (key, what) in PROBES {
-                    let Some(probe) = c.get(key) else { continue };
+                let name = if c.name.is_empty() { "?" } else { &c.name };
+                for (probe_of, what) in PROBES {
+                    let Some(probe) = probe_of(c) else { continue };
                     match judge(w, probe, what, name, rewrite, release.minor, &uncaptured) {
                         Verdict::Fine => {}
                         Verdict::Refused(p) => refused.push(p),

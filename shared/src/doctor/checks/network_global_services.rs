@@ -7,9 +7,10 @@ use serde_json::Value;
 use super::gateway_ports::binds;
 use super::{gateway_addresses, gateway_service, multi_network, or_pass};
 use crate::doctor::fix::{gateway_servers, service_ports};
+use crate::doctor::mesh::service_spec;
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::{Era, MULTI_NETWORK_PORT, NETWORK_LABEL};
-use crate::snapshot::{Kind, Obj, Snapshot, SourceKind};
+use crate::snapshot::{Kind, Obj, Snapshot, SourceKind, borrowed};
 
 /// Legacy (1.4): each `.global` ServiceEntry has an address no other ServiceEntry holds and its
 /// endpoints at the ingress gateway's current address on 15443; the gateway Service exposes
@@ -302,7 +303,9 @@ fn dns(snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
         return out;
     }
     let coredns = snap.get(Kind::Service, &ctx.istio_ns, ISTIOCOREDNS);
-    let ip = coredns.and_then(|s| s.str_at(&["spec", "clusterIP"]));
+    let ip = coredns
+        .and_then(service_spec)
+        .and_then(|s| s.cluster_ip.as_deref());
     for (cm, ips) in forwards {
         match ip {
             None => out.push(
@@ -345,9 +348,9 @@ fn dns(snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
 
 /// The Deployment behind the east-west gateway Service (its pod template matches the selector).
 fn gateway_deployment<'a>(snap: &'a Snapshot, svc: &Obj) -> Option<&'a Obj> {
-    let selector = crate::snapshot::string_map(svc.at(&["spec", "selector"]));
+    let selector = borrowed(service_spec(svc).and_then(|s| s.selector.as_ref()));
     snap.of(Kind::Deployment).iter().find(|d| {
-        let labels = crate::snapshot::string_map(d.at(&["spec", "template", "metadata", "labels"]));
+        let labels = d.template_labels();
         d.namespace() == svc.namespace()
             && !selector.is_empty()
             && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -357,13 +360,10 @@ fn gateway_deployment<'a>(snap: &'a Snapshot, svc: &Obj) -> Option<&'a Obj> {
 /// The plain value of a container env var of a Deployment.
 fn env_of<'a>(deploy: &'a Obj, name: &str) -> Option<&'a str> {
     deploy
-        .at(&["spec", "template", "spec", "containers"])
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .flat_map(|c| c.get("env").and_then(Value::as_array).into_iter().flatten())
-        .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
-        .and_then(|e| e.get("value").and_then(Value::as_str))
+        .template_containers()
+        .flat_map(|c| c.env.iter().flatten())
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
 }
 
 fn modern(snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
@@ -398,8 +398,7 @@ fn modern(snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
         );
     }
     if let Some(deploy) = gateway_deployment(snap, svc) {
-        let labels =
-            crate::snapshot::string_map(deploy.at(&["spec", "template", "metadata", "labels"]));
+        let labels = deploy.template_labels();
         if !labels.contains_key(NETWORK_LABEL) {
             out.push(
                 Finding::warn(ID, format!("the east-west gateway's pods lack {NETWORK_LABEL}: istiod does not know which network the gateway serves"))

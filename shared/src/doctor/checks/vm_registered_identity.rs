@@ -4,8 +4,9 @@ use super::{need, or_pass};
 use crate::doctor::mesh::SYSTEM_NAMESPACES;
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
 use crate::istio::SERVICE_ACCOUNTS_ANNOTATION;
-use crate::snapshot::{Kind, Obj, Snapshot, string_map};
-use serde_json::Value;
+use crate::snapshot::{Kind, Snapshot};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// A VM registered the 1.4 way (`istioctl register`) is a selector-less Service with Endpoints.
 /// Pilot reads the VM's identity from the Service's `alpha.istio.io/kubernetes-serviceaccounts`
@@ -15,16 +16,11 @@ pub struct VmRegisteredIdentity;
 
 const ID: &str = "vm.registered-identity";
 
-fn endpoint_addresses(ep: &Obj) -> usize {
-    ep.at(&["subsets"])
-        .and_then(Value::as_array)
-        .into_iter()
+fn endpoint_addresses(ep: &Endpoints) -> usize {
+    ep.subsets
+        .iter()
         .flatten()
-        .map(|s| {
-            s.get("addresses")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len)
-        })
+        .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
         .sum()
 }
 
@@ -51,19 +47,22 @@ impl Check for VmRegisteredIdentity {
         }
         let mut out = Vec::new();
         let mut seen = 0;
-        for svc in snap.of(Kind::Service) {
+        for (svc, typed) in snap.typed::<Service>() {
             let ns = svc.namespace();
-            if !string_map(svc.at(&["spec", "selector"])).is_empty()
+            let spec = typed.spec.as_ref();
+            if spec
+                .and_then(|s| s.selector.as_ref())
+                .is_some_and(|s| !s.is_empty())
                 || SYSTEM_NAMESPACES.contains(&ns)
                 || (ns == "default" && svc.name() == "kubernetes")
-                || svc.str_at(&["spec", "type"]) == Some("ExternalName")
+                || spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName")
             {
                 continue;
             }
-            let Some(ep) = snap.get(Kind::Endpoints, ns, svc.name()) else {
+            let Some((ep, endpoints)) = snap.get_typed::<Endpoints>(ns, svc.name()) else {
                 continue;
             };
-            if endpoint_addresses(ep) == 0 {
+            if endpoint_addresses(endpoints) == 0 {
                 continue;
             }
             seen += 1;
@@ -99,36 +98,25 @@ impl Check for VmRegisteredIdentity {
                     }
                 }
             }
-            let ports: Vec<(String, u64, Option<u64>)> = svc
-                .at(&["spec", "ports"])
-                .and_then(Value::as_array)
+            let ports: Vec<(String, u64, Option<u64>)> = spec
+                .and_then(|s| s.ports.as_ref())
                 .into_iter()
                 .flatten()
                 .map(|p| {
                     (
-                        p.get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                        p.get("port").and_then(Value::as_u64).unwrap_or(0),
-                        p.get("targetPort").and_then(Value::as_u64),
+                        p.name.clone().unwrap_or_default(),
+                        u64::try_from(p.port).unwrap_or(0),
+                        match &p.target_port {
+                            Some(IntOrString::Int(n)) => u64::try_from(*n).ok(),
+                            _ => None,
+                        },
                     )
                 })
                 .collect();
-            for subset in ep
-                .at(&["subsets"])
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                for p in subset
-                    .get("ports")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
-                    let number = p.get("port").and_then(Value::as_u64).unwrap_or(0);
+            for subset in endpoints.subsets.iter().flatten() {
+                for p in subset.ports.iter().flatten() {
+                    let name = p.name.as_deref().unwrap_or_default();
+                    let number = u64::try_from(p.port).unwrap_or(0);
                     let ok = ports.iter().any(|(n, port, target)| {
                         (n == name || (name.is_empty() && ports.len() == 1))
                             && target.unwrap_or(*port) == number

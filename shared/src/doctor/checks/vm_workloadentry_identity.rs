@@ -1,9 +1,11 @@
 //! `vm.workloadentry-identity`: WorkloadEntries behind Services carry an identity and stay in mTLS.
 
+use k8s_openapi::api::core::v1::Service;
+
 use super::or_pass;
 use crate::doctor::mesh::selects;
 use crate::doctor::{Check, CheckContext, Finding};
-use crate::snapshot::{Kind, Snapshot, SourceKind, string_map};
+use crate::snapshot::{Kind, Snapshot, SourceKind, borrowed, string_map};
 
 /// The label Istio reads a workload's TLS mode from.
 const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -45,13 +47,12 @@ impl Check for VmWorkloadentryIdentity {
         for we in snap.of(Kind::WorkloadEntry) {
             let labels = string_map(we.at(&["spec", "labels"]));
             let selected: Vec<&str> = snap
-                .of(Kind::Service)
-                .iter()
-                .filter(|s| {
-                    s.namespace() == we.namespace()
-                        && selects(&string_map(s.at(&["spec", "selector"])), &labels)
+                .typed::<Service>()
+                .filter(|(s, typed)| {
+                    let selector = typed.spec.as_ref().and_then(|s| s.selector.as_ref());
+                    s.namespace() == we.namespace() && selects(&borrowed(selector), &labels)
                 })
-                .map(crate::snapshot::Obj::name)
+                .map(|(s, _)| s.name())
                 .collect();
             if selected.is_empty() {
                 continue;

@@ -19,11 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::doctor::mesh::{PROXY_CONTAINER, SYSTEM_NAMESPACES};
 use crate::istio::Era;
-use crate::snapshot::{Kind, Obj, Snapshot, string_map};
+use crate::snapshot::{Kind, Obj, Snapshot, borrowed};
 
 /// The injector's status port (`values.global.proxy.statusPort`, meshConfig
 /// `defaultConfig.statusPort`): always excluded from inbound capture
@@ -41,9 +43,9 @@ pub struct Workload<'a> {
     /// The namespace (`default` when a manifest names none).
     pub ns: String,
     /// Pod (template) metadata.
-    meta: &'a Value,
+    meta: Option<&'a ObjectMeta>,
     /// Pod spec.
-    pub spec: &'a Value,
+    spec: Option<&'a PodSpec>,
     /// A running pod (its sidecar, annotations and probes are as injected).
     pub live: bool,
 }
@@ -62,70 +64,57 @@ pub enum Sidecar {
 impl<'a> Workload<'a> {
     /// The pod (template) labels.
     pub fn labels(&self) -> BTreeMap<&'a str, &'a str> {
-        string_map(self.meta.get("labels"))
+        borrowed(self.meta.and_then(|m| m.labels.as_ref()))
     }
 
     /// A pod (template) annotation.
     pub fn annotation(&self, key: &str) -> Option<&'a str> {
-        self.meta
-            .get("annotations")
-            .and_then(|a| a.get(key))
-            .and_then(Value::as_str)
+        self.meta?
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
 
     /// The pod (template) annotations.
     pub fn annotations(&self) -> BTreeMap<&'a str, &'a str> {
-        string_map(self.meta.get("annotations"))
+        borrowed(self.meta.and_then(|m| m.annotations.as_ref()))
     }
 
     /// The containers (app containers; `istio-proxy` included when injected).
-    pub fn containers(&self) -> impl Iterator<Item = &'a Value> {
-        self.spec
-            .get("containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+    pub fn containers(&self) -> impl Iterator<Item = &'a Container> {
+        self.spec.into_iter().flat_map(|s| &s.containers)
     }
 
     /// The app containers: every container but `istio-proxy`.
-    pub fn app_containers(&self) -> impl Iterator<Item = &'a Value> {
-        self.containers()
-            .filter(|c| c.get("name").and_then(Value::as_str) != Some(PROXY_CONTAINER))
+    pub fn app_containers(&self) -> impl Iterator<Item = &'a Container> {
+        self.containers().filter(|c| c.name != PROXY_CONTAINER)
     }
 
     /// `spec.hostNetwork`.
     pub fn host_network(&self) -> bool {
-        self.spec.get("hostNetwork").and_then(Value::as_bool) == Some(true)
+        self.spec.and_then(|s| s.host_network) == Some(true)
     }
 
     /// Whether the pod as it is holds the sidecar (the container or the injector's status).
     pub fn injected(&self) -> bool {
         self.annotation("sidecar.istio.io/status").is_some()
-            || self
-                .containers()
-                .any(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER))
+            || self.containers().any(|c| c.name == PROXY_CONTAINER)
     }
 
     /// A named container port's number, over every container.
     pub fn named_port(&self, name: &str) -> Option<u32> {
         self.containers()
-            .flat_map(|c| {
-                c.get("ports")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-            })
-            .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-            .and_then(|p| p.get("containerPort").and_then(Value::as_u64))
-            .map(|n| n as u32)
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| u32::try_from(p.container_port).ok())
     }
 
     /// A port as a probe or Service names it (number, numeric string, or container port name).
-    pub fn port_number(&self, port: &Value) -> Option<u32> {
+    pub fn port_number(&self, port: &IntOrString) -> Option<u32> {
         match port {
-            Value::Number(n) => n.as_u64().map(|n| n as u32),
-            Value::String(s) => s.parse().ok().or_else(|| self.named_port(s)),
-            _ => None,
+            IntOrString::Int(n) => u32::try_from(*n).ok(),
+            IntOrString::String(s) => s.parse().ok().or_else(|| self.named_port(s)),
         }
     }
 
@@ -192,8 +181,8 @@ impl<'a> Workload<'a> {
         if !snap.knows(Kind::Namespace) {
             return Sidecar::Unknown;
         }
-        let ns = snap.get(Kind::Namespace, "", &self.ns);
-        let label = |k: &str| ns.and_then(|n| n.label(k));
+        let ns = snap.get_typed::<Namespace>("", &self.ns);
+        let label = |k: &str| ns.and_then(|(n, _)| n.label(k));
         let webhook = if modern {
             label("istio-injection") == Some("enabled")
                 || (label("istio-injection").is_none() && label("istio.io/rev").is_some())
@@ -225,18 +214,13 @@ pub fn collect(snap: &Snapshot) -> Vec<Workload<'_>> {
     let mut out = Vec::new();
     let mut seen_owners = BTreeSet::new();
     let live = snap.source == crate::snapshot::SourceKind::Live;
-    for pod in snap.of(Kind::Pod) {
+    for (pod, typed) in snap.typed::<Pod>() {
         let owner = pod
-            .at(&["metadata", "ownerReferences"])
-            .and_then(Value::as_array)
+            .meta()
+            .owner_references
+            .as_ref()
             .and_then(|o| o.first())
-            .map(|o| {
-                format!(
-                    "{} {}",
-                    o.get("kind").and_then(Value::as_str).unwrap_or_default(),
-                    o.get("name").and_then(Value::as_str).unwrap_or_default()
-                )
-            });
+            .map(|o| format!("{} {}", o.kind, o.name));
         if let Some(owner) = &owner
             && !seen_owners.insert((pod.namespace().to_string(), owner.clone()))
         {
@@ -255,18 +239,15 @@ pub fn collect(snap: &Snapshot) -> Vec<Workload<'_>> {
             obj: pod,
             reference,
             ns: ns.to_string(),
-            meta: pod.value.get("metadata").unwrap_or(&Value::Null),
-            spec: pod.spec(),
+            meta: Some(&typed.metadata),
+            spec: typed.spec.as_ref(),
             live,
         });
     }
     for c in &snap.controllers {
-        let template = if c.kind() == "CronJob" {
-            c.at(&["spec", "jobTemplate", "spec", "template"])
-        } else {
-            c.at(&["spec", "template"])
+        let Some(template) = c.pod_template() else {
+            continue;
         };
-        let Some(template) = template else { continue };
         let ns = if c.namespace().is_empty() {
             "default"
         } else {
@@ -276,8 +257,8 @@ pub fn collect(snap: &Snapshot) -> Vec<Workload<'_>> {
             obj: c,
             reference: format!("{} {ns}/{}", c.kind(), c.name()),
             ns: ns.to_string(),
-            meta: template.get("metadata").unwrap_or(&Value::Null),
-            spec: template.get("spec").unwrap_or(&Value::Null),
+            meta: template.metadata.as_ref(),
+            spec: template.spec.as_ref(),
             live: false,
         });
     }
