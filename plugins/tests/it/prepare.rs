@@ -1736,18 +1736,15 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     assert_eq!(dry.code, 0, "{}", dry.show());
     assert!(dry.stdout.contains("ratings-bar-global"), "{}", dry.show());
     assert_eq!(writes(&server).len(), before, "{:?}", writes(&server));
-    let one = prepare(
-        &server,
-        &[
-            "--delete",
-            "-n",
-            "expandvm",
-            "--expose",
-            "ratings.bar",
-            "--yes",
-        ],
-    )
-    .await;
+    let unexpose = [
+        "--delete",
+        "-n",
+        "expandvm",
+        "--expose",
+        "ratings.bar",
+        "--yes",
+    ];
+    let one = prepare(&server, &unexpose).await;
     assert_eq!(one.code, 0, "{}", one.show());
     assert!(
         one.stdout.lines().any(|l| l.starts_with("ServiceEntry")
@@ -1766,18 +1763,7 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     assert_eq!(left[0]["metadata"]["name"], "httpbin-bar-global");
     assert!(server.object("v1", "Namespace", "", "expandvm").is_some());
     let before = writes(&server).len();
-    let again = prepare(
-        &server,
-        &[
-            "--delete",
-            "-n",
-            "expandvm",
-            "--expose",
-            "ratings.bar",
-            "--yes",
-        ],
-    )
-    .await;
+    let again = prepare(&server, &unexpose).await;
     assert_eq!(again.code, 0, "{}", again.show());
     assert!(
         again.stderr.contains("nothing to delete"),
@@ -1852,6 +1838,19 @@ async fn legacy_expose_makes_global_service_entries_stable_unique_and_deletable(
     assert!(global_entries(&server, "expandvm").is_empty());
 }
 
+/// Namespace `bar` with one TCP Service per name.
+fn services_in_bar(names: &[&str]) -> Vec<Value> {
+    let mut objects = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
+    ];
+    for svc in names {
+        objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc, "namespace": "bar"},
+            "spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}}));
+    }
+    objects
+}
+
 /// Two Services whose `.global` hosts start their address search at the same 127.255.x.y.
 fn colliding_services() -> (String, String, std::net::Ipv4Addr) {
     let mut first: std::collections::HashMap<std::net::Ipv4Addr, String> =
@@ -1876,15 +1875,7 @@ async fn concurrent_expose_runs_end_with_unique_addresses() {
     let (a, b, ip) = colliding_services();
     let (expose_a, expose_b) = (format!("{a}.bar"), format!("{b}.bar"));
     let server = sim("legacy-1.4.yaml").await;
-    let mut objects = vec![
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
-    ];
-    for svc in [&a, &b] {
-        objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": svc, "namespace": "bar"},
-            "spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}}));
-    }
-    server.load(objects).unwrap();
+    server.load(services_in_bar(&[&a, &b])).unwrap();
 
     // The aftermath of a race: both entries hold `ip`; vma's is older.
     for (ns, svc, created) in [
@@ -1935,15 +1926,7 @@ async fn concurrent_expose_runs_end_with_unique_addresses() {
     // create 3 s before storing it, so both runs read (and pick the same address) before either
     // entry exists.
     let server = sim("legacy-1.4.yaml").await;
-    let mut objects = vec![
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
-    ];
-    for svc in [&a, &b] {
-        objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": svc, "namespace": "bar"},
-            "spec": {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}}));
-    }
-    server.load(objects).unwrap();
+    server.load(services_in_bar(&[&a, &b])).unwrap();
     server.slow_down(
         "create",
         "/apis/networking.istio.io/",

@@ -413,6 +413,31 @@ async fn wait_without_evidence_stops_at_the_timeout() {
 }
 
 /// Change the stored object: a label added by someone else.
+/// `doctor --fix --strict -n NAMESPACES --yes --undo-file DIR/undo.json`: the folder (kept
+/// alive by the caller), the undo file and the run.
+async fn rollout(
+    server: &Server,
+    namespaces: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, Ran) {
+    let dir = tempfile::tempdir().unwrap();
+    let undo = dir.path().join("undo.json");
+    let undo_arg = undo.to_str().unwrap().to_owned();
+    let ran = doctor(
+        server,
+        &[
+            "--fix",
+            "--strict",
+            "-n",
+            namespaces,
+            "--yes",
+            "--undo-file",
+            &undo_arg,
+        ],
+    )
+    .await;
+    (dir, undo, ran)
+}
+
 async fn touch(server: &Server, api_version: &str, kind: &str, plural: &str, ns: &str) {
     let (group, version) = api_version.split_once('/').unwrap();
     let ar = kube::core::ApiResource::from_gvk_with_plural(
@@ -442,22 +467,8 @@ async fn legacy_undo_deletes_only_what_is_still_as_written() {
             .with_kube_version("1.14"),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let undo = dir.path().join("undo.json");
+    let (dir, undo, ran) = rollout(&server, "cart,pay,shop").await;
     let undo_arg = undo.to_str().unwrap();
-    let ran = doctor(
-        &server,
-        &[
-            "--fix",
-            "--strict",
-            "-n",
-            "cart,pay,shop",
-            "--yes",
-            "--undo-file",
-            undo_arg,
-        ],
-    )
-    .await;
     assert_eq!(ran.outcome(), Outcome::Success, "{}", ran.err);
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&undo).unwrap()).unwrap();
     let recorded: Vec<&str> = file["written"]
@@ -598,22 +609,8 @@ async fn modern_undo_restores_only_what_is_still_as_written() {
         scenario("modern-1.22.yaml", &["pay", "shop"], permissive).with_kube_version("1.28"),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let undo = dir.path().join("undo.json");
+    let (dir, undo, ran) = rollout(&server, "pay,shop").await;
     let undo_arg = undo.to_str().unwrap();
-    let ran = doctor(
-        &server,
-        &[
-            "--fix",
-            "--strict",
-            "-n",
-            "pay,shop",
-            "--yes",
-            "--undo-file",
-            undo_arg,
-        ],
-    )
-    .await;
     assert_eq!(ran.outcome(), Outcome::Success, "{}", ran.err);
     let pa = |ns: &str| server.object(API, "PeerAuthentication", ns, "default");
     assert_eq!(pa("shop").unwrap()["spec"]["mtls"]["mode"], "STRICT");
@@ -679,22 +676,8 @@ async fn a_refused_write_leaves_no_undo_entry() {
     )
     .await;
     server.deny("create", "policies.authentication.istio.io", Some("pay"));
-    let dir = tempfile::tempdir().unwrap();
-    let undo = dir.path().join("undo.json");
+    let (_dir, undo, ran) = rollout(&server, "cart,pay,shop").await;
     let undo_arg = undo.to_str().unwrap();
-    let ran = doctor(
-        &server,
-        &[
-            "--fix",
-            "--strict",
-            "-n",
-            "cart,pay,shop",
-            "--yes",
-            "--undo-file",
-            undo_arg,
-        ],
-    )
-    .await;
     let message = ran.error().to_string();
     assert!(
         message.contains("forbidden") || message.contains("403"),
