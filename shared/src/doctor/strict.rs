@@ -1243,6 +1243,15 @@ mod tests {
         plan(&ctx, &report.namespaces, &only, version)
     }
 
+    /// Istio 1.4 with the DestinationRules STRICT needs and namespace `shop` ready for it.
+    fn shop_ready() -> Fixture {
+        Fixture::legacy()
+            .with_default_dr()
+            .with_citadel_dr()
+            .with(PILOT_DR)
+            .with(SHOP)
+    }
+
     fn targets(r: &Rollout) -> Vec<String> {
         r.steps
             .iter()
@@ -1252,12 +1261,7 @@ mod tests {
 
     #[test]
     fn only_ready_namespaces_and_blocked_ones_are_named() {
-        let f = Fixture::legacy()
-            .with_default_dr()
-            .with_citadel_dr()
-            .with(PILOT_DR)
-            .with(SHOP)
-            .with(BLOCKED);
+        let f = shop_ready().with(BLOCKED);
         let r = rollout(&f, &[]).unwrap();
         let t = targets(&r);
         assert!(
@@ -1295,11 +1299,7 @@ mod tests {
 
     #[test]
     fn the_mesh_policy_goes_strict_only_when_every_namespace_is_ready() {
-        let f = Fixture::legacy()
-            .with_default_dr()
-            .with_citadel_dr()
-            .with(PILOT_DR)
-            .with(SHOP);
+        let f = shop_ready();
         let r = rollout(&f, &[]).unwrap();
         assert!(r.blocked.is_empty(), "{:?}", r.blocked);
         let mesh = r
@@ -1317,12 +1317,7 @@ mod tests {
 
     #[test]
     fn n_limits_and_unknown_names_are_refused() {
-        let f = Fixture::legacy()
-            .with_default_dr()
-            .with_citadel_dr()
-            .with(PILOT_DR)
-            .with(SHOP)
-            .with(BLOCKED);
+        let f = shop_ready().with(BLOCKED);
         let r = rollout(&f, &["bookinfo"]).unwrap();
         assert!(r.steps.is_empty());
         assert_eq!(r.blocked.len(), 1);

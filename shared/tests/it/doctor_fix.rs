@@ -31,7 +31,7 @@ async fn doctor(server: &Server, extra: &[&str]) -> String {
 }
 
 /// Writes (not reads) the sim saw: `(method, path, query)`.
-fn writes(server: &Server) -> Vec<(String, String, String)> {
+pub(crate) fn writes(server: &Server) -> Vec<(String, String, String)> {
     server
         .requests()
         .records

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::doctor_fix::writes;
 use clap::Parser as _;
 use kube_sim::{Scenario, Server};
 use serde_json::Value;
@@ -76,16 +77,6 @@ async fn doctor(server: &Server, extra: &[&str]) -> (String, String) {
         "--strict exits 0: {err}"
     );
     (out, err)
-}
-
-fn writes(server: &Server) -> Vec<(String, String, String)> {
-    server
-        .requests()
-        .records
-        .iter()
-        .filter(|r| r.method != "GET")
-        .map(|r| (r.method.clone(), r.path.clone(), r.query.clone()))
-        .collect()
 }
 
 struct Era {
