@@ -437,6 +437,46 @@ where
     }
 }
 
+/// One listed object as the JSON text of each of its top-level fields (`metadata`, `spec`, …):
+/// read without building a tree of it, for callers that keep it compact.
+pub type RawItem = BTreeMap<String, Box<serde_json::value::RawValue>>;
+
+/// Every object of the list at `url` (a collection path, `/apis/<group>/<version>/<plural>`),
+/// paged as [`list_all`] pages, each page's items passed through `keep` as [`RawItem`]s.
+pub async fn list_all_raw<T>(
+    conn: &Connection,
+    url: &str,
+    action: Request,
+    params: &ListParams,
+    mut keep: impl FnMut(RawItem) -> Option<T>,
+) -> Result<Vec<T>, Error> {
+    let mut pager = Pager::default();
+    let mut out = Vec::new();
+    loop {
+        let lp = pager.params(params);
+        let page = conn
+            .call(action.clone(), || {
+                let request = ::kube::core::Request::new(url)
+                    .list(&lp)
+                    .map_err(::kube::Error::BuildRequest);
+                async move { conn.client.request::<ObjectList<RawItem>>(request?).await }
+            })
+            .await;
+        match page {
+            Ok(page) => {
+                out.extend(page.items.into_iter().filter_map(&mut keep));
+                if !pager.advance(page.metadata.continue_) {
+                    return Ok(out);
+                }
+            }
+            Err(e) => {
+                pager.restart_or(e, &action)?;
+                out.clear();
+            }
+        }
+    }
+}
+
 /// The metadata of every object of a list, as [`list_all`] pages it. Asks for `meta.k8s.io/v1`
 /// `PartialObjectMetadataList`; a 406 (Kubernetes before 1.15) switches this connection to full
 /// lists, whose metadata is kept.

@@ -64,6 +64,25 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             ));
         }
     }
+    // `--serve-synthetic N`: serve the synthetic cluster of N DestinationRules (N/5 Services and
+    // PeerAuthentications) until killed, printing its kubeconfig — to profile doctor by hand.
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--serve-synthetic")
+        .and_then(|i| args.get(i + 1))
+    {
+        let n_dr: usize = n
+            .parse()
+            .map_err(|_| format!("--serve-synthetic {n}: not a number of DestinationRules"))?;
+        let server = start_sim(&runtime, &root.join("tests/scenarios/modern.yaml"))?;
+        server
+            .load(scale_objects(n_dr, n_dr / 5))
+            .map_err(|e| format!("loading {n_dr} DestinationRules: {e}"))?;
+        println!("{}", server.kubeconfig_path().display());
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     // `--only-realistic`: the realistic rows alone, printed, BENCHMARKS.md left as it is (to
     // measure a change to doctor's reads without the synthetic runs).
     if args.iter().any(|a| a == "--only-realistic") {

@@ -37,9 +37,7 @@ use serde_json::Value;
 use crate::istio::Era;
 use crate::snapshot::{Kind, Obj, Snapshot, borrowed, string_map};
 
-use serde::Deserialize as _;
-
-mod specs;
+pub(crate) mod specs;
 pub use specs::{
     ClientTls, DestinationRuleSpec, PeerAuthenticationSpec, PeerMtls, PolicySpec,
     PortTrafficPolicy, Subset, TrafficPolicy,
@@ -202,7 +200,7 @@ pub struct Rule<'a> {
 
 impl<'a> Rule<'a> {
     fn new(obj: &'a Obj) -> Self {
-        let spec = DestinationRuleSpec::deserialize(obj.spec()).unwrap_or_default();
+        let spec = obj.spec_as::<DestinationRuleSpec>();
         let ns = obj.namespace();
         Rule {
             obj,
@@ -831,7 +829,8 @@ impl<'a> Mesh<'a> {
                 format!("{}.{}", r.obj.name(), r.ns),
             )
         };
-        order.sort_by_key(|i| key(&rules[*i]));
+        // Cached: the key formats a string, once per rule rather than per comparison.
+        order.sort_by_cached_key(|i| key(&rules[*i]));
         let mut local: HashMap<&'a str, Pool> = HashMap::new();
         let mut exported: HashMap<&'a str, Pool> = HashMap::new();
         let mut root_private = Pool::default();
@@ -1071,7 +1070,7 @@ impl<'a> Mesh<'a> {
             let mut sorted: Vec<&Obj> = pas.iter().collect();
             sorted.sort_by(|a, b| (a.created(), a.name()).cmp(&(b.created(), b.name())));
             for pa in sorted {
-                let spec = PeerAuthenticationSpec::deserialize(pa.spec()).unwrap_or_default();
+                let spec = pa.spec_as::<PeerAuthenticationSpec>();
                 let mode = pa_mode(spec.mtls.as_ref());
                 let selector = spec.selector.map(|s| s.match_labels).unwrap_or_default();
                 if !selector.is_empty() {
@@ -1324,7 +1323,7 @@ impl<'a> Mesh<'a> {
         let mut tls = policy_tls(first.policy(), None, port);
         if let Some(name) = subset {
             let mut by_age = group.to_vec();
-            by_age.sort_by_key(|i| {
+            by_age.sort_by_cached_key(|i| {
                 (
                     self.rules[*i].obj.created(),
                     format!("{}.{}", self.rules[*i].obj.name(), self.rules[*i].ns),
@@ -1590,7 +1589,7 @@ fn v1alpha1_mode(spec: &PolicySpec) -> PeerMode {
 
 /// A 1.4 `Policy`'s or `MeshPolicy`'s spec, typed.
 fn policy_spec(obj: &Obj) -> PolicySpec {
-    PolicySpec::deserialize(obj.spec()).unwrap_or_default()
+    obj.spec_as::<PolicySpec>()
 }
 
 #[cfg(test)]

@@ -246,6 +246,18 @@ impl Report {
 
     /// Write the report in `format`; `color` adds ANSI colours to the table only.
     pub fn write(&self, out: &mut impl Write, format: Format, color: bool) -> io::Result<()> {
+        // Standard output is line-buffered: a write per line of a 100 000-finding report.
+        let mut out = io::BufWriter::with_capacity(1 << 16, out);
+        self.write_unbuffered(&mut out, format, color)?;
+        out.flush()
+    }
+
+    fn write_unbuffered(
+        &self,
+        out: &mut impl Write,
+        format: Format,
+        color: bool,
+    ) -> io::Result<()> {
         match format {
             Format::Table => self.write_table(out, color),
             Format::Json => {

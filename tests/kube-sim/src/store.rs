@@ -380,7 +380,13 @@ impl State {
         }
         let mut meta = json!({"resourceVersion": self.rv.to_string()});
         if opts.limit > 0 && items.len() >= opts.limit {
-            let remaining = iter.count();
+            // Filtered, the apiserver gives no `remainingItemCount`: one more match is all a
+            // `continue` needs, and counting them all made every page O(n) selector matches.
+            let remaining = if filtering {
+                usize::from(iter.next().is_some())
+            } else {
+                iter.count()
+            };
             if remaining > 0 {
                 let k = last.expect("a full page has a last item");
                 let next = match &token {

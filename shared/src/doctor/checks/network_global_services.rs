@@ -229,11 +229,13 @@ fn legacy(snap: &Snapshot, ctx: &CheckContext) -> Vec<Finding> {
     }
     // The `*.global` ISTIO_MUTUAL rule (preconfigured.yaml:220-239).
     let mutual = snap.of(Kind::DestinationRule).iter().any(|dr| {
-        dr.str_at(&["spec", "host"]) == Some("*.global")
-            && dr
-                .spec()
-                .pointer("/trafficPolicy/tls/mode")
-                .and_then(Value::as_str)
+        let spec = dr.spec_as::<crate::doctor::mesh::specs::DestinationRuleSpec>();
+        spec.host.as_deref() == Some("*.global")
+            && spec
+                .traffic_policy
+                .and_then(|p| p.tls)
+                .and_then(|t| t.mode)
+                .as_deref()
                 == Some("ISTIO_MUTUAL")
     });
     if !mutual {
