@@ -129,19 +129,30 @@ pub async fn prepared_accounts(
     conn: &Connection,
     namespace: &str,
 ) -> Result<Vec<String>, crate::kube::Error> {
+    Ok(prepared_account_objects(conn, namespace)
+        .await?
+        .into_iter()
+        .filter_map(|sa| sa.metadata.name)
+        .collect())
+}
+
+/// [`prepared_accounts`] as objects, sorted by name.
+async fn prepared_account_objects(
+    conn: &Connection,
+    namespace: &str,
+) -> Result<Vec<ServiceAccount>, crate::kube::Error> {
     let api: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
     let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let list = crate::read::list_all(
+    let mut list = crate::read::list_all(
         conn,
         &api,
         Request::new("list", "serviceaccounts").ns(namespace),
         &params,
-        |sa: ServiceAccount| sa.metadata.name,
+        |sa: ServiceAccount| sa.metadata.name.is_some().then_some(sa),
     )
     .await?;
-    let mut names = list;
-    names.sort();
-    Ok(names)
+    list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(list)
 }
 
 /// The VM's ServiceAccount in `namespace` by the one rule ([`choose_account`]); lists the
@@ -157,6 +168,115 @@ pub async fn service_account(
     }
     let prepared = prepared_accounts(conn, namespace).await?;
     choose_account(namespace, flag, group, &prepared)
+}
+
+/// What one round trip reads about the VM's ServiceAccount before the rule settles it: the
+/// ServiceAccounts prepare made in the namespace (listed only when no `-s` names the account)
+/// and, by name, the likeliest one — `-s`'s, else the namespace's name (the runbook's, and what
+/// prepare makes without `-s`) — both sent together ([`read_candidates`]).
+#[derive(Debug)]
+pub struct Candidates {
+    namespace: String,
+    flag: Option<String>,
+    /// The labelled ServiceAccounts, sorted by name (empty when not listed).
+    prepared: Vec<ServiceAccount>,
+    /// The name read by GET, and what the GET gave (`Ok(None)`: absent).
+    named: (String, Result<Option<ServiceAccount>, crate::kube::Error>),
+}
+
+/// Read the [`Candidates`] for the VM's ServiceAccount in `namespace`: the GET of `-s`'s (else
+/// the namespace-named) ServiceAccount and, without `-s`, the list of those prepare made, in one
+/// round trip. A failed list is an error; a failed GET is kept for the caller to judge
+/// ([`Candidates::object`]).
+pub async fn read_candidates(
+    conn: &Connection,
+    namespace: &str,
+    flag: Option<&str>,
+) -> Result<Candidates, crate::kube::Error> {
+    let name = flag.unwrap_or(namespace).to_owned();
+    let api: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+    let get = conn.call(
+        Request::new("get", "serviceaccounts")
+            .ns(namespace)
+            .name(&name),
+        || api.get_opt(&name),
+    );
+    let list = async {
+        if flag.is_some() {
+            return Ok(Vec::new());
+        }
+        prepared_account_objects(conn, namespace).await
+    };
+    let (named, prepared) = tokio::join!(get, list);
+    Ok(Candidates {
+        namespace: namespace.to_owned(),
+        flag: flag.map(str::to_owned),
+        prepared: prepared?,
+        named: (name, named),
+    })
+}
+
+impl Candidates {
+    /// The account by the one rule ([`choose_account`]), with `group`'s `(name, serviceAccount)`
+    /// when the verb works with a WorkloadGroup.
+    pub fn settle(&self, group: Option<(&str, &str)>) -> Result<Account, Error> {
+        let flag = self.flag.as_deref();
+        if flag.is_some() || group.is_some_and(|(_, sa)| !sa.is_empty()) {
+            return choose_account(&self.namespace, flag, group, &[]);
+        }
+        let names: Vec<String> = self
+            .prepared
+            .iter()
+            .filter_map(|sa| sa.metadata.name.clone())
+            .collect();
+        choose_account(&self.namespace, flag, group, &names)
+    }
+
+    /// The ServiceAccount `name` as read, taken out, when it was (`None`: neither the GET nor
+    /// the list covered it).
+    fn take(&mut self, name: &str) -> Option<Result<Option<ServiceAccount>, crate::kube::Error>> {
+        if self.named.0 == name {
+            let result = std::mem::replace(&mut self.named.1, Ok(None));
+            return Some(result);
+        }
+        self.prepared
+            .iter()
+            .position(|sa| sa.metadata.name.as_deref() == Some(name))
+            .map(|i| Ok(Some(self.prepared.swap_remove(i))))
+    }
+}
+
+/// GET the ServiceAccount `namespace/name` (`None`: absent).
+pub async fn account_object(
+    conn: &Connection,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ServiceAccount>, crate::kube::Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+    conn.call(
+        Request::new("get", "serviceaccounts")
+            .ns(namespace)
+            .name(name),
+        || api.get_opt(name),
+    )
+    .await
+}
+
+/// The account by the one rule and its object: from `candidates` when they hold it, else by one
+/// more GET (only for a group naming an account that neither `-s`, the namespace's name nor
+/// prepare's label gives). The error of the account's own GET is returned; the GET of a candidate
+/// the rule did not choose is not looked at.
+pub async fn settle_account(
+    conn: &Connection,
+    mut candidates: Candidates,
+    group: Option<(&str, &str)>,
+) -> Result<(Account, Option<ServiceAccount>), Error> {
+    let account = candidates.settle(group)?;
+    let object = match candidates.take(&account.name) {
+        Some(read) => read?,
+        None => account_object(conn, &candidates.namespace, &account.name).await?,
+    };
+    Ok((account, object))
 }
 
 /// The template ServiceAccount of a WorkloadGroup object (`""` when it names none).

@@ -442,7 +442,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
             let secret_name = format!("istio.{sa}");
             let accounts: Api<ServiceAccount> =
                 Api::namespaced(conn.client.clone(), &opts.vm_namespace);
-            let (secret, account, cacerts, citadel, gateway_service, cidrs, kubernetes, globals) =
+            let (secret, account, cacerts, citadel, gateway_service, cidrs, kubernetes, globals, ()) =
                 tokio::try_join!(
                     get_secret_data(conn, &opts.vm_namespace, &secret_name),
                     async {
@@ -494,6 +494,14 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
                         }
                     },
                     get_global_entries(conn, &opts.vm_namespace),
+                    async {
+                        // The release decides how the Service range is asked for
+                        // ([`cidr::probe`]): read now, not in a round trip of its own later.
+                        if need_cidr {
+                            read::server_version_if_readable(conn).await;
+                        }
+                        Ok(())
+                    },
                 )?;
             observed.global_hosts = crate::global::global_hosts(&globals);
             observed.identity = secret;

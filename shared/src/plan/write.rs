@@ -344,6 +344,9 @@ pub struct Write {
     pub owned: Vec<String>,
     /// Rows this write goes after (their indices in the plan).
     pub after: Vec<usize>,
+    /// The object as the verb read it in this run (`Some(None)`: it was absent), where an apply
+    /// without server-side apply starts instead of reading it again; `None`: not read.
+    pub seen: Option<Option<Value>>,
 }
 
 impl Write {
@@ -356,6 +359,7 @@ impl Write {
             same: None,
             owned: Vec::new(),
             after: Vec::new(),
+            seen: None,
         }
     }
 
@@ -400,6 +404,7 @@ impl Write {
             same: None,
             owned: Vec::new(),
             after: Vec::new(),
+            seen: None,
         }
     }
 
@@ -426,6 +431,14 @@ impl Write {
     #[must_use]
     pub fn owning(mut self, pointers: &[&str]) -> Self {
         self.owned = pointers.iter().map(|p| (*p).to_owned()).collect();
+        self
+    }
+
+    /// The object as read in this run (`None`: it was absent): an apply without server-side
+    /// apply starts from it instead of reading it again (see the module docs).
+    #[must_use]
+    pub fn seen(mut self, object: Option<Value>) -> Self {
+        self.seen = Some(object);
         self
     }
 
@@ -789,6 +802,22 @@ impl Sender<'_> {
                     if learnt.server_side_apply().is_some() {
                         continue;
                     }
+                    // Known to be older than 1.16: it refuses apply (415), so do not ask. 1.16
+                    // turned the `ServerSideApply` gate on by default; 1.14–1.15 have it alpha,
+                    // off by default (k8s-versions.md §1: apiserver@kubernetes-1.14.0
+                    // pkg/features/kube_features.go, @kubernetes-1.16.0 the same file). A 1.15
+                    // with the alpha gate on is written the old way too, which it also takes.
+                    if let Some(version) = crate::read::known_server_version(self.conn)
+                        && !version.at_least(16)
+                    {
+                        tracing::info!(
+                            server = %self.conn.server,
+                            %version,
+                            "Kubernetes before 1.16 refuses server-side apply: writing with create/update guarded by resourceVersion"
+                        );
+                        learnt.learn(false);
+                        continue;
+                    }
                     match self.server_side_apply(target).await {
                         Err(e) if e.is_unsupported_media_type() => {
                             tracing::info!(
@@ -842,7 +871,10 @@ impl Sender<'_> {
     /// `resourceVersion` read, again on AlreadyExists or Conflict, a bounded number of rounds.
     async fn apply_by_update(&self, target: &Target<'_>) -> Result<Done, Error> {
         let wanted = &target.write.object;
-        let mut current = self.get(target).await?;
+        let mut current = match &target.write.seen {
+            Some(seen) => seen.clone(),
+            None => self.get(target).await?,
+        };
         // What a write answered only after a retry may have done (its first attempt may have
         // landed, unseen): a later "it already holds that" is then our own doing.
         let mut maybe_done: Option<Action> = None;
