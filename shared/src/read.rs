@@ -344,10 +344,8 @@ pub async fn server_version(conn: &Connection) -> Result<ServerVersion, Error> {
                     conn.client.apiserver_version()
                 })
                 .await?;
-            Ok(ServerVersion::parse(&info.major, &info.minor).unwrap_or(ServerVersion {
-                major: 0,
-                minor: 0,
-            }))
+            Ok(ServerVersion::parse(&info.major, &info.minor)
+                .unwrap_or(ServerVersion { major: 0, minor: 0 }))
         })
         .await
         .copied()

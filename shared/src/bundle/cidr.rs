@@ -220,8 +220,7 @@ pub async fn probe(
             Ok(_) => {}
             // Dry-run switched off (an alpha gate before 1.13): ask for real too.
             Err(e)
-                if e.code() == Some(400) && e.to_string().to_ascii_lowercase().contains("dry") => {
-            }
+                if e.code() == Some(400) && e.to_string().to_ascii_lowercase().contains("dry") => {}
             Err(e) if answered(&e) => {
                 return Ok(Probe::Unknown(format!(
                     "could not ask the API server (a dry-run Service create in namespace {namespace} failed: {e})"

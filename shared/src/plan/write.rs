@@ -1501,15 +1501,17 @@ mod tests {
     /// A server that answers `/version` with `minor` and takes writes: PATCH (apply) and POST
     /// are answered with the body sent, GET with 404.
     fn server_at(minor: &'static str) -> (Connection, fake::Log) {
-        fake::responder(move |seen| match (seen.method.as_str(), seen.path.as_str()) {
-            ("GET", "/version") => (
-                200,
-                json!({"major": "1", "minor": minor, "gitVersion": format!("v1.{minor}.0")}),
-            ),
-            ("GET", _) => status(404, "NotFound", "not found"),
-            ("PATCH", _) if minor == "14" => unsupported_apply(),
-            _ => (201, seen.body.clone()),
-        })
+        fake::responder(
+            move |seen| match (seen.method.as_str(), seen.path.as_str()) {
+                ("GET", "/version") => (
+                    200,
+                    json!({"major": "1", "minor": minor, "gitVersion": format!("v1.{minor}.0")}),
+                ),
+                ("GET", _) => status(404, "NotFound", "not found"),
+                ("PATCH", _) if minor == "14" => unsupported_apply(),
+                _ => (201, seen.body.clone()),
+            },
+        )
     }
 
     #[tokio::test]
@@ -1604,7 +1606,11 @@ mod tests {
             log.lines(),
             ["POST /api/v1/namespaces", "GET /api/v1/namespaces/a"]
         );
-        assert_eq!(plan.changes[0].words(), "unchanged", "it holds what was wanted");
+        assert_eq!(
+            plan.changes[0].words(),
+            "unchanged",
+            "it holds what was wanted"
+        );
 
         // Read at resourceVersion 41, changed since: 409, read again, PUT at the new version.
         let wanted = entry("10.0.0.6", json!({"app": "vm"}));

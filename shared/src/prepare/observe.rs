@@ -98,8 +98,7 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     // The one rule every verb uses: -s, else the account an earlier prepare made here, else
     // the namespace's name. The list of those prepare made and the GET of the likeliest go out
     // with the other reads ([`crate::scope::read_candidates`]).
-    let candidates =
-        crate::scope::read_candidates(conn, vm_ns, opts.service_account.as_deref());
+    let candidates = crate::scope::read_candidates(conn, vm_ns, opts.service_account.as_deref());
     let discover = async {
         if opts.workload_group.is_some() {
             networking_version(conn).await
@@ -111,16 +110,15 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     // ([`crate::plan::write`]).
     let version = crate::read::server_version_if_readable(conn);
     // All sent together; errors are reported in this order whatever answers first.
-    let (candidates, deployments, istio_namespace, cacerts, vm_namespace, networking_version, _) =
-        tokio::join!(
-            candidates,
-            list_deployments,
-            get_istio_ns,
-            get_cacerts,
-            get_vm_ns,
-            discover,
-            version
-        );
+    let (candidates, deployments, istio_namespace, cacerts, vm_namespace, networking_version, _) = tokio::join!(
+        candidates,
+        list_deployments,
+        get_istio_ns,
+        get_cacerts,
+        get_vm_ns,
+        discover,
+        version
+    );
     let (account, service_account) = crate::scope::settle_account(conn, candidates?, None)
         .await
         .map_err(|e| match e {

@@ -454,9 +454,7 @@ pub fn plan(
                 .object(istio_namespace_object(istio_ns)),
             None => Change::new(Action::Create, Kind::Namespace, None, istio_ns)
                 .object(istio_namespace_object(istio_ns))
-                .write(
-                    Write::apply(Kind::Namespace, istio_namespace_object(istio_ns)).seen(None),
-                ),
+                .write(Write::apply(Kind::Namespace, istio_namespace_object(istio_ns)).seen(None)),
         });
         let wanted = cacerts_secret(istio_ns, ca);
         let root = pki::root_identity(ca.root_cert.bytes())
@@ -559,9 +557,8 @@ pub fn plan(
     let change = Change::new(action, Kind::ServiceAccount, Some(vm_ns), sa)
         .object(service_account_object(vm_ns, sa));
     plan.push(if action == Action::Create {
-        change.write(
-            Write::apply(Kind::ServiceAccount, service_account_object(vm_ns, sa)).seen(None),
-        )
+        change
+            .write(Write::apply(Kind::ServiceAccount, service_account_object(vm_ns, sa)).seen(None))
     } else {
         change
     });

@@ -565,7 +565,10 @@ fn server_versions_parse_as_providers_write_them() {
             minor: 14
         })
     );
-    assert_eq!(ServerVersion::parse("1", "33").map(|v| v.to_string()), Some("1.33".into()));
+    assert_eq!(
+        ServerVersion::parse("1", "33").map(|v| v.to_string()),
+        Some("1.33".into())
+    );
     assert_eq!(ServerVersion::parse("", "16"), None);
     let v = ServerVersion::parse("1", "16").unwrap();
     assert!(v.at_least(16) && !v.at_least(17));
@@ -576,7 +579,10 @@ fn server_versions_parse_as_providers_write_them() {
 async fn the_server_version_is_read_once_per_connection() {
     let (conn, log) = mock(|r| {
         assert_eq!(r.path, "/version");
-        (200, json!({"major": "1", "minor": "16", "gitVersion": "v1.16.0"}))
+        (
+            200,
+            json!({"major": "1", "minor": "16", "gitVersion": "v1.16.0"}),
+        )
     });
     assert_eq!(known_server_version(&conn), None);
     for _ in 0..2 {
@@ -585,7 +591,10 @@ async fn the_server_version_is_read_once_per_connection() {
             Some(16)
         );
     }
-    assert_eq!(known_server_version(&conn.clone()).map(|v| v.minor), Some(16));
+    assert_eq!(
+        known_server_version(&conn.clone()).map(|v| v.minor),
+        Some(16)
+    );
     assert_eq!(log.lock().unwrap().len(), 1);
 
     // Unreadable: nothing is known, and the caller goes on.

@@ -1128,14 +1128,10 @@ async fn observe(
             },
             async {
                 if register {
-                    crate::scope::read_candidates(
-                        conn,
-                        namespace,
-                        opts.service_account.as_deref(),
-                    )
-                    .await
-                    .map(Some)
-                    .map_err(Error::from)
+                    crate::scope::read_candidates(conn, namespace, opts.service_account.as_deref())
+                        .await
+                        .map(Some)
+                        .map_err(Error::from)
                 } else {
                     Ok(None)
                 }
@@ -1158,10 +1154,8 @@ async fn observe(
         .expect("a mode is either legacy or modern");
     // Discovery, the namespace and the ServiceAccount's candidates together; errors in this
     // order whatever answers first.
-    let (version, ns, candidates) = tokio::join!(
-        served_entry_version(conn),
-        get_namespace,
-        async {
+    let (version, ns, candidates) =
+        tokio::join!(served_entry_version(conn), get_namespace, async {
             if want.address.is_some() {
                 crate::scope::read_candidates(conn, namespace, opts.service_account.as_deref())
                     .await
@@ -1170,8 +1164,7 @@ async fn observe(
             } else {
                 Ok(None)
             }
-        },
-    );
+        },);
     let (version, ns, candidates) = (version?, ns?, candidates?);
     // WorkloadGroup has its own served version (v1alpha3 only on Istio 1.8–1.12, where
     // WorkloadEntry is also at v1beta1); not served at all before Istio 1.8: then "absent".

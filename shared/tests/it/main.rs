@@ -12,7 +12,7 @@ mod hint_style;
 mod layers;
 mod parsers_prop;
 mod reads;
-mod round_trips;
 mod register;
 mod register_lifecycle;
+mod round_trips;
 mod write;

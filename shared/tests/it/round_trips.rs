@@ -42,11 +42,12 @@ pub(crate) fn chain(log: &RequestLog) -> String {
     let mut depth: Vec<usize> = Vec::with_capacity(order.len());
     let mut text = String::new();
     for (i, r) in order.iter().enumerate() {
-        let d = 1 + (0..i)
-            .filter(|&j| order[j].answered <= r.arrived)
-            .map(|j| depth[j])
-            .max()
-            .unwrap_or(0);
+        let d = 1
+            + (0..i)
+                .filter(|&j| order[j].answered <= r.arrived)
+                .map(|j| depth[j])
+                .max()
+                .unwrap_or(0);
         depth.push(d);
         let ms = |t: std::time::Instant| t.duration_since(start).as_millis();
         let accept = if r.verb == "list" && !r.accept.is_empty() {
@@ -125,9 +126,8 @@ async fn run(server: &Server, verb: Verb, args: &[&str]) -> (Result<(), String>,
                 .map_err(|e| meshvm::errors::error_chain(&e))
         }
         Verb::Bundle => {
-            let opts =
-                meshvm::bundle::Options::resolve(BundleArgs::try_parse_from(argv).unwrap())
-                    .unwrap();
+            let opts = meshvm::bundle::Options::resolve(BundleArgs::try_parse_from(argv).unwrap())
+                .unwrap();
             Box::pin(meshvm::bundle::run(&opts, &mut out, &mut err))
                 .await
                 .map(drop)
@@ -230,7 +230,12 @@ async fn legacy_flow(kube: &str) {
     let mut failures = Vec::new();
     assert!(server.object("v1", "Namespace", "", "expandvm").is_none());
     let log = measured(&server, Verb::Prepare, &prepare, &what).await;
-    judge(&mut failures, &log, Verb::Prepare, &format!("{what}, first run"));
+    judge(
+        &mut failures,
+        &log,
+        Verb::Prepare,
+        &format!("{what}, first run"),
+    );
     assert!(
         server
             .object("v1", "ServiceAccount", "expandvm", "expandvm")
@@ -238,7 +243,12 @@ async fn legacy_flow(kube: &str) {
         "the first run creates the VM namespace and its ServiceAccount"
     );
     let log = measured(&server, Verb::Prepare, &prepare, &what).await;
-    judge(&mut failures, &log, Verb::Prepare, &format!("{what}, re-run"));
+    judge(
+        &mut failures,
+        &log,
+        Verb::Prepare,
+        &format!("{what}, re-run"),
+    );
 
     // Not measured (as in the bench): Citadel loads cacerts only at start.
     let mut restart = prepare.to_vec();
@@ -249,10 +259,20 @@ async fn legacy_flow(kube: &str) {
     let log = measured(&server, Verb::Bundle, &bundle, &what).await;
     judge(&mut failures, &log, Verb::Bundle, &what);
     let log = measured(&server, Verb::Bundle, &bundle, &what).await;
-    judge(&mut failures, &log, Verb::Bundle, &format!("{what}, re-run"));
+    judge(
+        &mut failures,
+        &log,
+        Verb::Bundle,
+        &format!("{what}, re-run"),
+    );
 
     let log = measured(&server, Verb::Register, &register, &what).await;
-    judge(&mut failures, &log, Verb::Register, &format!("{what}, first run"));
+    judge(
+        &mut failures,
+        &log,
+        Verb::Register,
+        &format!("{what}, first run"),
+    );
     assert!(
         server
             .object("v1", "Endpoints", "expandvm", "expandvm")
@@ -260,7 +280,12 @@ async fn legacy_flow(kube: &str) {
         "the first run creates the Service and its Endpoints"
     );
     let log = measured(&server, Verb::Register, &register, &what).await;
-    judge(&mut failures, &log, Verb::Register, &format!("{what}, re-run"));
+    judge(
+        &mut failures,
+        &log,
+        Verb::Register,
+        &format!("{what}, re-run"),
+    );
     all_met(&failures);
 }
 

@@ -317,9 +317,9 @@ async fn prepare_and_doctor_fix_on_kubernetes_1_14_fall_back_from_server_side_ap
         log.records
     );
     assert!(
-        log.records
-            .iter()
-            .all(|r| r.method != "PATCH" || r.status == 415 || !r.path.contains("destinationrules")),
+        log.records.iter().all(|r| r.method != "PATCH"
+            || r.status == 415
+            || !r.path.contains("destinationrules")),
         "no apply after the refusal: {:?}",
         log.records
     );
