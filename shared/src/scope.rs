@@ -186,8 +186,8 @@ pub struct Candidates {
 
 /// Read the [`Candidates`] for the VM's ServiceAccount in `namespace`: the GET of `-s`'s (else
 /// the namespace-named) ServiceAccount and, without `-s`, the list of those prepare made, in one
-/// round trip. A failed list is an error; a failed GET is kept for the caller to judge
-/// ([`Candidates::object`]).
+/// round trip. A failed list is an error; a failed GET is kept, and returned by
+/// [`settle_account`] only when the rule chooses that account.
 pub async fn read_candidates(
     conn: &Connection,
     namespace: &str,
@@ -247,7 +247,7 @@ impl Candidates {
 }
 
 /// GET the ServiceAccount `namespace/name` (`None`: absent).
-pub async fn account_object(
+async fn account_object(
     conn: &Connection,
     namespace: &str,
     name: &str,
@@ -416,6 +416,105 @@ mod tests {
         let e = choose_account("vm", None, None, &prepared(&["b", "a"])).unwrap_err();
         assert!(e.to_string().contains("(a, b)"), "{e}");
         assert!(crate::errors::Diagnose::hint(&e).unwrap().contains("-s a"));
+    }
+
+    fn account_json(name: &str, labelled: bool) -> serde_json::Value {
+        let mut sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": "vm"}});
+        if labelled {
+            sa["metadata"]["labels"] = serde_json::json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE});
+        }
+        sa
+    }
+
+    /// A namespace `vm` holding `accounts` (name, labelled by prepare).
+    fn namespace_with(
+        accounts: &'static [(&'static str, bool)],
+    ) -> (Connection, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        crate::read::tests::mock(move |r| {
+            let base = "/api/v1/namespaces/vm/serviceaccounts";
+            if r.path == base {
+                let items: Vec<_> = accounts
+                    .iter()
+                    .filter(|(_, labelled)| *labelled)
+                    .map(|(n, l)| account_json(n, *l))
+                    .collect();
+                return (
+                    200,
+                    serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccountList",
+                        "metadata": {}, "items": items}),
+                );
+            }
+            let name = r.path.strip_prefix(&format!("{base}/")).unwrap_or_default();
+            match accounts.iter().find(|(n, _)| *n == name) {
+                Some((n, l)) => (200, account_json(n, *l)),
+                None => crate::read::tests::status(404, "NotFound", "not found"),
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn candidates_settle_the_account_in_one_round_trip() {
+        // No -s: the namespace-named one is read by name while prepare's are listed.
+        let (conn, log) = namespace_with(&[("vm", true)]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let (account, object) = settle_account(&conn, c, None).await.unwrap();
+        assert_eq!(
+            (account.name.as_str(), account.source),
+            ("vm", AccountSource::Prepared)
+        );
+        assert!(object.is_some());
+        assert_eq!(log.lock().unwrap().len(), 2, "{:?}", log.lock().unwrap());
+
+        // prepare made another: taken from the list, not read again.
+        let (conn, log) = namespace_with(&[("vm-sa", true)]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let (account, object) = settle_account(&conn, c, None).await.unwrap();
+        assert_eq!(account.name, "vm-sa");
+        assert_eq!(
+            object.and_then(|o| o.metadata.name).as_deref(),
+            Some("vm-sa")
+        );
+        assert_eq!(log.lock().unwrap().len(), 2);
+
+        // Nothing there: the namespace's name, absent.
+        let (conn, _log) = namespace_with(&[]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let (account, object) = settle_account(&conn, c, None).await.unwrap();
+        assert_eq!(account.source, AccountSource::NamespaceName);
+        assert!(object.is_none());
+
+        // -s: read by name, nothing listed.
+        let (conn, log) = namespace_with(&[("x", false)]);
+        let c = read_candidates(&conn, "vm", Some("x")).await.unwrap();
+        let (account, object) = settle_account(&conn, c, None).await.unwrap();
+        assert_eq!((account.name.as_str(), object.is_some()), ("x", true));
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["GET /api/v1/namespaces/vm/serviceaccounts/x?"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_naming_another_account_costs_one_more_read() {
+        let (conn, log) = namespace_with(&[("vm", true), ("other", false)]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let (account, object) = settle_account(&conn, c, Some(("g", "other")))
+            .await
+            .unwrap();
+        assert_eq!(account.source, AccountSource::WorkloadGroup("g".into()));
+        assert!(object.is_some());
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert_eq!(log[2], "GET /api/v1/namespaces/vm/serviceaccounts/other?");
+    }
+
+    #[tokio::test]
+    async fn several_made_by_prepare_and_none_named_after_the_namespace_is_ambiguous() {
+        let (conn, _log) = namespace_with(&[("a", true), ("b", true)]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let err = settle_account(&conn, c, None).await.unwrap_err();
+        assert!(matches!(err, Error::Ambiguous { .. }), "{err}");
     }
 
     #[test]

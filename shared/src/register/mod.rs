@@ -1164,8 +1164,10 @@ async fn observe(
             } else {
                 Ok(None)
             }
-        },);
-    let (version, ns, candidates) = (version?, ns?, candidates?);
+        });
+    // As before the reads went together: no account where the namespace is missing.
+    let (version, ns) = (version?, ns?);
+    let candidates = if ns.is_some() { candidates? } else { None };
     // WorkloadGroup has its own served version (v1alpha3 only on Istio 1.8–1.12, where
     // WorkloadEntry is also at v1beta1); not served at all before Istio 1.8: then "absent".
     // Known from the discovery above (one document per group).
