@@ -21,7 +21,7 @@ use meshvm::args::{BundleArgs, PrepareArgs, RegisterArgs};
 
 /// Per request: long enough that requests a verb sends together overlap on a loaded machine
 /// (each may need its own TLS handshake), short enough for a quick test.
-const LATENCY: Duration = Duration::from_millis(250);
+const LATENCY: Duration = Duration::from_millis(400);
 
 /// The budgets of the issue: prepare, bundle and register each ≤ 3 round trips.
 const BUDGET: usize = 3;
@@ -336,8 +336,11 @@ async fn modern_on_kubernetes_1_33_within_budget() {
         let log = measured(&server, Verb::Prepare, &prepare, &what).await;
         judge(&mut failures, &log, Verb::Prepare, &what);
     }
-    let log = measured(&server, Verb::Bundle, &bundle, what).await;
-    judge(&mut failures, &log, Verb::Bundle, what);
+    for run in ["first run", "re-run"] {
+        let what = format!("{what}, {run}");
+        let log = measured(&server, Verb::Bundle, &bundle, &what).await;
+        judge(&mut failures, &log, Verb::Bundle, &what);
+    }
     for run in ["first run", "re-run"] {
         let what = format!("{what}, {run}");
         let log = measured(&server, Verb::Register, &register, &what).await;
