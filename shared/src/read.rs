@@ -22,8 +22,18 @@
 //! - **`meta.k8s.io/v1` metadata lists start in 1.15.** Before, only `meta.k8s.io/v1beta1` may be
 //!   converted to (k8s.io/apiserver@kubernetes-1.14.0 pkg/endpoints/handlers/rest.go:82-96), so
 //!   the `as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` that kube-rs asks for is refused with
-//!   406 (pkg/endpoints/handlers/negotiation/negotiate.go:243-245,46-49). [`list_metadata`] then
-//!   lists in full, and remembers for the connection not to ask again.
+//!   406 (pkg/endpoints/handlers/negotiation/negotiate.go:243-245,46-49). [`list_metadata`]
+//!   therefore offers plain JSON as a second choice in the same `Accept` header, as client-go's
+//!   metadata client does (client-go@v0.33.0 metadata/metadata.go:240-262): the server skips a
+//!   clause whose conversion it cannot make and takes the next
+//!   (apiserver@kubernetes-1.14.0 pkg/endpoints/handlers/negotiation/negotiate.go:260-287,
+//!   `AllowsConversion` pkg/endpoints/handlers/rest.go:82-96), so 1.14 answers with the full list
+//!   at once and no round trip is spent on a refusal. [`try_list_metadata`] (for callers that
+//!   want the full objects when metadata is not served) still asks for metadata alone.
+//! - **The server's version decides some requests in advance.** `/version` is read once per
+//!   connection ([`server_version`], alongside a verb's first reads) so that what a release is
+//!   known not to serve is not asked for (server-side apply before 1.16, in
+//!   [`crate::plan::write`]) and what a release is known to answer uselessly is not sent.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -33,7 +43,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ::kube::api::{Api, ListParams};
 use ::kube::core::{ApiResource, GroupVersionKind, ObjectList};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroup, APIResourceList, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    APIGroup, APIResourceList, ListMeta, ObjectMeta,
+};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::kube::{Connection, Error, Request};
@@ -252,6 +265,7 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 pub struct Cache {
     groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<GroupDiscovery>>>>>,
     metadata_lists: AtomicU8,
+    version: tokio::sync::OnceCell<ServerVersion>,
 }
 
 // `metadata_lists`: 0 while not known yet, then one of these.
@@ -278,6 +292,85 @@ impl Cache {
     pub fn metadata_lists_refused(&self) -> bool {
         self.metadata_lists.load(AtomicOrdering::Relaxed) == METADATA_REFUSED
     }
+}
+
+/// The API server's Kubernetes version, from `/version` (`major`, `minor`: `"1"`, `"14"`, or
+/// `"14+"` on some providers; apimachinery@kubernetes-1.14.0 pkg/version/types.go:24-34).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    /// `major`.
+    pub major: u32,
+    /// `minor`, without a provider's suffix.
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    /// From `/version`'s `major` and `minor` strings (their leading digits); `None` when either
+    /// has none.
+    pub fn parse(major: &str, minor: &str) -> Option<Self> {
+        let number = |s: &str| -> Option<u32> {
+            let digits: String = s.trim().chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        };
+        Some(Self {
+            major: number(major)?,
+            minor: number(minor)?,
+        })
+    }
+
+    /// Whether this is Kubernetes 1.`minor` or later.
+    pub fn at_least(self, minor: u32) -> bool {
+        self.major > 1 || (self.major == 1 && self.minor >= minor)
+    }
+}
+
+impl fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// The server's version, from `GET /version` the first time and from memory afterwards (for the
+/// connection and its clones). A verb sends it together with its first reads, so later requests
+/// can be chosen for the release without a round trip of their own. Every authenticated user
+/// may read it (the `system:discovery` ClusterRole), as [`crate::rbac`] notes.
+pub async fn server_version(conn: &Connection) -> Result<ServerVersion, Error> {
+    let cache = conn.memo::<Cache>();
+    cache
+        .version
+        .get_or_try_init(|| async {
+            let info = conn
+                .call(Request::new("get", "version"), || {
+                    conn.client.apiserver_version()
+                })
+                .await?;
+            Ok(ServerVersion::parse(&info.major, &info.minor)
+                .unwrap_or(ServerVersion { major: 0, minor: 0 }))
+        })
+        .await
+        .copied()
+}
+
+/// [`server_version`] for callers that can do without it: `None` when it cannot be read (the
+/// requests it would decide are then sent the way that works on every release).
+pub async fn server_version_if_readable(conn: &Connection) -> Option<ServerVersion> {
+    match server_version(conn).await {
+        Ok(v) if v.major > 0 => Some(v),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the server version");
+            None
+        }
+    }
+}
+
+/// The server's version when this connection has read it already ([`server_version`]).
+pub fn known_server_version(conn: &Connection) -> Option<ServerVersion> {
+    conn.memo::<Cache>()
+        .version
+        .get()
+        .copied()
+        .filter(|v| v.major > 0)
 }
 
 /// Discover `group` as far as the versions in `wanted` go: the group document and the resource
@@ -477,9 +570,34 @@ pub async fn list_all_raw<T>(
     }
 }
 
-/// The metadata of every object of a list, as [`list_all`] pages it. Asks for `meta.k8s.io/v1`
-/// `PartialObjectMetadataList`; a 406 (Kubernetes before 1.15) switches this connection to full
-/// lists, whose metadata is kept.
+/// `Accept` for a metadata list that any release answers in one request: `meta.k8s.io/v1`
+/// `PartialObjectMetadataList` where served (1.15+), else the full list as plain JSON (see the
+/// module docs).
+pub const METADATA_OR_FULL_LIST: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+
+/// One page of a list, metadata only: a `PartialObjectMetadataList` and a full `<Kind>List` read
+/// alike (items' other fields are skipped while parsing).
+#[derive(Deserialize)]
+struct MetadataPage {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<MetadataItem>,
+}
+
+#[derive(Deserialize)]
+struct MetadataItem {
+    #[serde(default)]
+    metadata: ObjectMeta,
+}
+
+/// The metadata of every object of a list, as [`list_all`] pages it, one request per page on
+/// every release: it asks for `meta.k8s.io/v1` `PartialObjectMetadataList` or else plain JSON
+/// ([`METADATA_OR_FULL_LIST`]). A full list as the answer (Kubernetes before 1.15) is remembered
+/// for the connection ([`Cache::metadata_lists_refused`]); its metadata is kept.
 pub async fn list_metadata<K>(
     conn: &Connection,
     api: &Api<K>,
@@ -489,10 +607,59 @@ pub async fn list_metadata<K>(
 where
     K: ::kube::Resource + Clone + DeserializeOwned + fmt::Debug,
 {
-    if let Some(metas) = try_list_metadata(conn, api, action.clone(), params).await? {
-        return Ok(metas);
+    let cache = conn.memo::<Cache>();
+    if cache.metadata_lists_refused() {
+        return list_all(conn, api, action, params, |o: K| Some(o.meta().clone())).await;
     }
-    list_all(conn, api, action, params, |o: K| Some(o.meta().clone())).await
+    let url = ::kube::core::Request::new(api.resource_url());
+    let mut pager = Pager::default();
+    let mut out = Vec::new();
+    loop {
+        let lp = pager.params(params);
+        let page = conn
+            .call(action.clone(), || {
+                let request = url.list(&lp).map(|mut r| {
+                    r.headers_mut().insert(
+                        http::header::ACCEPT,
+                        http::HeaderValue::from_static(METADATA_OR_FULL_LIST),
+                    );
+                    r
+                });
+                async move {
+                    conn.client
+                        .request::<MetadataPage>(request.map_err(::kube::Error::BuildRequest)?)
+                        .await
+                }
+            })
+            .await;
+        match page {
+            Ok(page) => {
+                let learnt = if page.kind == "PartialObjectMetadataList" {
+                    METADATA_SERVED
+                } else {
+                    METADATA_REFUSED
+                };
+                cache.metadata_lists.store(learnt, AtomicOrdering::Relaxed);
+                out.extend(page.items.into_iter().map(|i| i.metadata));
+                if !pager.advance(page.metadata.continue_) {
+                    return Ok(out);
+                }
+            }
+            // Not expected with a plain JSON fallback offered; a server that refuses anyway is
+            // listed in full, as before 1.15.
+            Err(e) if e.is_not_acceptable() && pager.token.is_none() => {
+                tracing::debug!(%action, error = %e, "metadata lists refused: listing in full from now on");
+                cache
+                    .metadata_lists
+                    .store(METADATA_REFUSED, AtomicOrdering::Relaxed);
+                return list_all(conn, api, action, params, |o: K| Some(o.meta().clone())).await;
+            }
+            Err(e) => {
+                pager.restart_or(e, &action)?;
+                out.clear();
+            }
+        }
+    }
 }
 
 /// The metadata of every object of a list as a `meta.k8s.io/v1` `PartialObjectMetadataList`,

@@ -129,19 +129,30 @@ pub async fn prepared_accounts(
     conn: &Connection,
     namespace: &str,
 ) -> Result<Vec<String>, crate::kube::Error> {
+    Ok(prepared_account_objects(conn, namespace)
+        .await?
+        .into_iter()
+        .filter_map(|sa| sa.metadata.name)
+        .collect())
+}
+
+/// [`prepared_accounts`] as objects, sorted by name.
+async fn prepared_account_objects(
+    conn: &Connection,
+    namespace: &str,
+) -> Result<Vec<ServiceAccount>, crate::kube::Error> {
     let api: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
     let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let list = crate::read::list_all(
+    let mut list = crate::read::list_all(
         conn,
         &api,
         Request::new("list", "serviceaccounts").ns(namespace),
         &params,
-        |sa: ServiceAccount| sa.metadata.name,
+        |sa: ServiceAccount| sa.metadata.name.is_some().then_some(sa),
     )
     .await?;
-    let mut names = list;
-    names.sort();
-    Ok(names)
+    list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(list)
 }
 
 /// The VM's ServiceAccount in `namespace` by the one rule ([`choose_account`]); lists the
@@ -157,6 +168,115 @@ pub async fn service_account(
     }
     let prepared = prepared_accounts(conn, namespace).await?;
     choose_account(namespace, flag, group, &prepared)
+}
+
+/// What one round trip reads about the VM's ServiceAccount before the rule settles it: the
+/// ServiceAccounts prepare made in the namespace (listed only when no `-s` names the account)
+/// and, by name, the likeliest one — `-s`'s, else the namespace's name (the runbook's, and what
+/// prepare makes without `-s`) — both sent together ([`read_candidates`]).
+#[derive(Debug)]
+pub struct Candidates {
+    namespace: String,
+    flag: Option<String>,
+    /// The labelled ServiceAccounts, sorted by name (empty when not listed).
+    prepared: Vec<ServiceAccount>,
+    /// The name read by GET, and what the GET gave (`Ok(None)`: absent).
+    named: (String, Result<Option<ServiceAccount>, crate::kube::Error>),
+}
+
+/// Read the [`Candidates`] for the VM's ServiceAccount in `namespace`: the GET of `-s`'s (else
+/// the namespace-named) ServiceAccount and, without `-s`, the list of those prepare made, in one
+/// round trip. A failed list is an error; a failed GET is kept, and returned by
+/// [`settle_account`] only when the rule chooses that account.
+pub async fn read_candidates(
+    conn: &Connection,
+    namespace: &str,
+    flag: Option<&str>,
+) -> Result<Candidates, crate::kube::Error> {
+    let name = flag.unwrap_or(namespace).to_owned();
+    let api: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+    let get = conn.call(
+        Request::new("get", "serviceaccounts")
+            .ns(namespace)
+            .name(&name),
+        || api.get_opt(&name),
+    );
+    let list = async {
+        if flag.is_some() {
+            return Ok(Vec::new());
+        }
+        prepared_account_objects(conn, namespace).await
+    };
+    let (named, prepared) = tokio::join!(get, list);
+    Ok(Candidates {
+        namespace: namespace.to_owned(),
+        flag: flag.map(str::to_owned),
+        prepared: prepared?,
+        named: (name, named),
+    })
+}
+
+impl Candidates {
+    /// The account by the one rule ([`choose_account`]), with `group`'s `(name, serviceAccount)`
+    /// when the verb works with a WorkloadGroup.
+    pub fn settle(&self, group: Option<(&str, &str)>) -> Result<Account, Error> {
+        let flag = self.flag.as_deref();
+        if flag.is_some() || group.is_some_and(|(_, sa)| !sa.is_empty()) {
+            return choose_account(&self.namespace, flag, group, &[]);
+        }
+        let names: Vec<String> = self
+            .prepared
+            .iter()
+            .filter_map(|sa| sa.metadata.name.clone())
+            .collect();
+        choose_account(&self.namespace, flag, group, &names)
+    }
+
+    /// The ServiceAccount `name` as read, taken out, when it was (`None`: neither the GET nor
+    /// the list covered it).
+    fn take(&mut self, name: &str) -> Option<Result<Option<ServiceAccount>, crate::kube::Error>> {
+        if self.named.0 == name {
+            let result = std::mem::replace(&mut self.named.1, Ok(None));
+            return Some(result);
+        }
+        self.prepared
+            .iter()
+            .position(|sa| sa.metadata.name.as_deref() == Some(name))
+            .map(|i| Ok(Some(self.prepared.swap_remove(i))))
+    }
+}
+
+/// GET the ServiceAccount `namespace/name` (`None`: absent).
+async fn account_object(
+    conn: &Connection,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ServiceAccount>, crate::kube::Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
+    conn.call(
+        Request::new("get", "serviceaccounts")
+            .ns(namespace)
+            .name(name),
+        || api.get_opt(name),
+    )
+    .await
+}
+
+/// The account by the one rule and its object: from `candidates` when they hold it, else by one
+/// more GET (only for a group naming an account that neither `-s`, the namespace's name nor
+/// prepare's label gives). The error of the account's own GET is returned; the GET of a candidate
+/// the rule did not choose is not looked at.
+pub async fn settle_account(
+    conn: &Connection,
+    mut candidates: Candidates,
+    group: Option<(&str, &str)>,
+) -> Result<(Account, Option<ServiceAccount>), Error> {
+    let account = candidates.settle(group)?;
+    let object = match candidates.take(&account.name) {
+        Some(read) => read?,
+        None => account_object(conn, &candidates.namespace, &account.name).await?,
+    };
+    Ok((account, object))
 }
 
 /// The template ServiceAccount of a WorkloadGroup object (`""` when it names none).
@@ -296,6 +416,105 @@ mod tests {
         let e = choose_account("vm", None, None, &prepared(&["b", "a"])).unwrap_err();
         assert!(e.to_string().contains("(a, b)"), "{e}");
         assert!(crate::errors::Diagnose::hint(&e).unwrap().contains("-s a"));
+    }
+
+    fn account_json(name: &str, labelled: bool) -> serde_json::Value {
+        let mut sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": "vm"}});
+        if labelled {
+            sa["metadata"]["labels"] = serde_json::json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE});
+        }
+        sa
+    }
+
+    /// A namespace `vm` holding `accounts` (name, labelled by prepare).
+    fn namespace_with(
+        accounts: &'static [(&'static str, bool)],
+    ) -> (Connection, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        crate::read::tests::mock(move |r| {
+            let base = "/api/v1/namespaces/vm/serviceaccounts";
+            if r.path == base {
+                let items: Vec<_> = accounts
+                    .iter()
+                    .filter(|(_, labelled)| *labelled)
+                    .map(|(n, l)| account_json(n, *l))
+                    .collect();
+                return (
+                    200,
+                    serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccountList",
+                        "metadata": {}, "items": items}),
+                );
+            }
+            let name = r.path.strip_prefix(&format!("{base}/")).unwrap_or_default();
+            match accounts.iter().find(|(n, _)| *n == name) {
+                Some((n, l)) => (200, account_json(n, *l)),
+                None => crate::read::tests::status(404, "NotFound", "not found"),
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn candidates_settle_the_account_in_one_round_trip() {
+        // No -s: the namespace-named one is read by name while prepare's are listed.
+        let (conn, log) = namespace_with(&[("vm", true)]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let (account, object) = settle_account(&conn, c, None).await.unwrap();
+        assert_eq!(
+            (account.name.as_str(), account.source),
+            ("vm", AccountSource::Prepared)
+        );
+        assert!(object.is_some());
+        assert_eq!(log.lock().unwrap().len(), 2, "{:?}", log.lock().unwrap());
+
+        // prepare made another: taken from the list, not read again.
+        let (conn, log) = namespace_with(&[("vm-sa", true)]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let (account, object) = settle_account(&conn, c, None).await.unwrap();
+        assert_eq!(account.name, "vm-sa");
+        assert_eq!(
+            object.and_then(|o| o.metadata.name).as_deref(),
+            Some("vm-sa")
+        );
+        assert_eq!(log.lock().unwrap().len(), 2);
+
+        // Nothing there: the namespace's name, absent.
+        let (conn, _log) = namespace_with(&[]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let (account, object) = settle_account(&conn, c, None).await.unwrap();
+        assert_eq!(account.source, AccountSource::NamespaceName);
+        assert!(object.is_none());
+
+        // -s: read by name, nothing listed.
+        let (conn, log) = namespace_with(&[("x", false)]);
+        let c = read_candidates(&conn, "vm", Some("x")).await.unwrap();
+        let (account, object) = settle_account(&conn, c, None).await.unwrap();
+        assert_eq!((account.name.as_str(), object.is_some()), ("x", true));
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["GET /api/v1/namespaces/vm/serviceaccounts/x?"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_naming_another_account_costs_one_more_read() {
+        let (conn, log) = namespace_with(&[("vm", true), ("other", false)]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let (account, object) = settle_account(&conn, c, Some(("g", "other")))
+            .await
+            .unwrap();
+        assert_eq!(account.source, AccountSource::WorkloadGroup("g".into()));
+        assert!(object.is_some());
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert_eq!(log[2], "GET /api/v1/namespaces/vm/serviceaccounts/other?");
+    }
+
+    #[tokio::test]
+    async fn several_made_by_prepare_and_none_named_after_the_namespace_is_ambiguous() {
+        let (conn, _log) = namespace_with(&[("a", true), ("b", true)]);
+        let c = read_candidates(&conn, "vm", None).await.unwrap();
+        let err = settle_account(&conn, c, None).await.unwrap_err();
+        assert!(matches!(err, Error::Ambiguous { .. }), "{err}");
     }
 
     #[test]

@@ -127,6 +127,16 @@ pub fn may_hold_several_ranges(minor: &str) -> bool {
     digits.parse::<u32>().is_ok_and(|m| m >= 33)
 }
 
+/// The first minor release whose dry-run Service create range-checks the ClusterIP: up to 1.22
+/// the REST `Create` allocated only `if !dryrun.IsDryRun(options.DryRun)` (k/k PR #67038, 1.12;
+/// the 1.20-era `pkg/registry/core/service/storage/rest.go` quoted in k8s-versions.md §11, and
+/// 1.22's transitional `beginCreate` the same), and the allocator rework that checks under dry
+/// run (`allocIPs` with `allocator.DryRun()`, k/k PR #104378, merged after 1.22's release) came
+/// with 1.23 — the boundary kube-sim models (`KubeVersion::dry_run_checks_cluster_ip`). Only a
+/// server known to be older skips the dry run; were the boundary off, the real create that follows
+/// is refused with the same range.
+pub const DRY_RUN_RANGE_CHECKED_FROM: u32 = 23;
+
 fn refusal_probe(message: &str, dry_run: bool, ip: &str) -> Probe {
     match parse_refusal(message) {
         Refusal::Range(cidrs) => Probe::Range {
@@ -187,34 +197,37 @@ pub async fn probe(
         field_manager: Some(FIELD_MANAGER.into()),
     };
     let dry = params(true);
-    match conn.call(action(), || api.create(&dry, &service)).await {
-        Err(e) if e.is_invalid() => {
-            let mut found = refusal_probe(e.status_message().unwrap_or_default(), true, ip);
-            if let Probe::Range { maybe_partial, .. } = &mut found {
-                // Only the version tells the MultiCIDR era's answer from the alloc.go era's.
-                *maybe_partial = match conn
-                    .call(Request::new("get", "version"), || {
-                        conn.client.apiserver_version()
-                    })
-                    .await
-                {
-                    Ok(v) => may_hold_several_ranges(&v.minor),
-                    Err(e) if answered(&e) => false,
-                    Err(e) => return Err(e),
-                };
+    // A release known to skip the range check under dry run answers the dry run with nothing to
+    // learn: ask for real at once.
+    let unchecked = crate::read::known_server_version(conn)
+        .is_some_and(|v| !v.at_least(DRY_RUN_RANGE_CHECKED_FROM));
+    if !unchecked {
+        match conn.call(action(), || api.create(&dry, &service)).await {
+            Err(e) if e.is_invalid() => {
+                let mut found = refusal_probe(e.status_message().unwrap_or_default(), true, ip);
+                if let Probe::Range { maybe_partial, .. } = &mut found {
+                    // Only the version tells the MultiCIDR era's answer from the alloc.go era's
+                    // (read once per connection: [`crate::read::server_version`]).
+                    *maybe_partial = match crate::read::server_version(conn).await {
+                        Ok(v) => may_hold_several_ranges(&v.minor.to_string()),
+                        Err(e) if answered(&e) => false,
+                        Err(e) => return Err(e),
+                    };
+                }
+                return Ok(found);
             }
-            return Ok(found);
+            // Accepted without a range check (before the alloc.go era): ask for real.
+            Ok(_) => {}
+            // Dry-run switched off (an alpha gate before 1.13): ask for real too.
+            Err(e)
+                if e.code() == Some(400) && e.to_string().to_ascii_lowercase().contains("dry") => {}
+            Err(e) if answered(&e) => {
+                return Ok(Probe::Unknown(format!(
+                    "could not ask the API server (a dry-run Service create in namespace {namespace} failed: {e})"
+                )));
+            }
+            Err(e) => return Err(e),
         }
-        // Accepted without a range check (before the alloc.go era): ask for real.
-        Ok(_) => {}
-        // Dry-run switched off (an alpha gate before 1.13): ask for real too.
-        Err(e) if e.code() == Some(400) && e.to_string().to_ascii_lowercase().contains("dry") => {}
-        Err(e) if answered(&e) => {
-            return Ok(Probe::Unknown(format!(
-                "could not ask the API server (a dry-run Service create in namespace {namespace} failed: {e})"
-            )));
-        }
-        Err(e) => return Err(e),
     }
     let real = params(false);
     let created = match conn.call(action(), || api.create(&real, &service)).await {

@@ -442,59 +442,75 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
             let secret_name = format!("istio.{sa}");
             let accounts: Api<ServiceAccount> =
                 Api::namespaced(conn.client.clone(), &opts.vm_namespace);
-            let (secret, account, cacerts, citadel, gateway_service, cidrs, kubernetes, globals) =
-                tokio::try_join!(
-                    get_secret_data(conn, &opts.vm_namespace, &secret_name),
-                    async {
-                        match get_opt(
-                            conn,
-                            &accounts,
-                            "serviceaccounts",
-                            Some(&opts.vm_namespace),
-                            &sa,
-                        )
-                        .await
-                        {
-                            Ok(a) => Ok(a.is_some()),
-                            // Unknown: assume it exists, so bundle still waits for Citadel.
-                            Err(e) if e.code() == Some(403) => Ok(true),
-                            Err(e) => Err(e),
-                        }
-                    },
-                    get_cacerts(conn, &opts.istio_namespace),
-                    async {
-                        match get_opt(
-                            conn,
-                            &deployments,
-                            "deployments.apps",
-                            Some(&opts.istio_namespace),
-                            "istio-citadel",
-                        )
-                        .await
-                        {
-                            // Reading it only refines a warning: a refusal is no failure.
-                            Err(e) if e.code() == Some(403) => Ok(None),
-                            other => other,
-                        }
-                    },
-                    get_service(conn, gateway.as_ref()),
-                    async {
-                        if need_cidr {
-                            get_service_cidrs(conn).await
-                        } else {
-                            Ok(None)
-                        }
-                    },
-                    async {
-                        if need_cidr {
-                            get_opt(conn, &services, "services", Some("default"), "kubernetes")
-                                .await
-                        } else {
-                            Ok(None)
-                        }
-                    },
-                    get_global_entries(conn, &opts.vm_namespace),
-                )?;
+            let (
+                secret,
+                account,
+                cacerts,
+                citadel,
+                gateway_service,
+                cidrs,
+                kubernetes,
+                globals,
+                (),
+            ) = tokio::try_join!(
+                get_secret_data(conn, &opts.vm_namespace, &secret_name),
+                async {
+                    match get_opt(
+                        conn,
+                        &accounts,
+                        "serviceaccounts",
+                        Some(&opts.vm_namespace),
+                        &sa,
+                    )
+                    .await
+                    {
+                        Ok(a) => Ok(a.is_some()),
+                        // Unknown: assume it exists, so bundle still waits for Citadel.
+                        Err(e) if e.code() == Some(403) => Ok(true),
+                        Err(e) => Err(e),
+                    }
+                },
+                get_cacerts(conn, &opts.istio_namespace),
+                async {
+                    match get_opt(
+                        conn,
+                        &deployments,
+                        "deployments.apps",
+                        Some(&opts.istio_namespace),
+                        "istio-citadel",
+                    )
+                    .await
+                    {
+                        // Reading it only refines a warning: a refusal is no failure.
+                        Err(e) if e.code() == Some(403) => Ok(None),
+                        other => other,
+                    }
+                },
+                get_service(conn, gateway.as_ref()),
+                async {
+                    if need_cidr {
+                        get_service_cidrs(conn).await
+                    } else {
+                        Ok(None)
+                    }
+                },
+                async {
+                    if need_cidr {
+                        get_opt(conn, &services, "services", Some("default"), "kubernetes").await
+                    } else {
+                        Ok(None)
+                    }
+                },
+                get_global_entries(conn, &opts.vm_namespace),
+                async {
+                    // The release decides how the Service range is asked for
+                    // ([`cidr::probe`]): read now, not in a round trip of its own later.
+                    if need_cidr {
+                        read::server_version_if_readable(conn).await;
+                    }
+                    Ok(())
+                },
+            )?;
             observed.global_hosts = crate::global::global_hosts(&globals);
             observed.identity = secret;
             observed.service_account_exists = account;

@@ -344,6 +344,9 @@ pub struct Write {
     pub owned: Vec<String>,
     /// Rows this write goes after (their indices in the plan).
     pub after: Vec<usize>,
+    /// The object as the verb read it in this run (`Some(None)`: it was absent), where an apply
+    /// without server-side apply starts instead of reading it again; `None`: not read.
+    pub seen: Option<Option<Value>>,
 }
 
 impl Write {
@@ -356,6 +359,7 @@ impl Write {
             same: None,
             owned: Vec::new(),
             after: Vec::new(),
+            seen: None,
         }
     }
 
@@ -400,6 +404,7 @@ impl Write {
             same: None,
             owned: Vec::new(),
             after: Vec::new(),
+            seen: None,
         }
     }
 
@@ -426,6 +431,14 @@ impl Write {
     #[must_use]
     pub fn owning(mut self, pointers: &[&str]) -> Self {
         self.owned = pointers.iter().map(|p| (*p).to_owned()).collect();
+        self
+    }
+
+    /// The object as read in this run (`None`: it was absent): an apply without server-side
+    /// apply starts from it instead of reading it again (see the module docs).
+    #[must_use]
+    pub fn seen(mut self, object: Option<Value>) -> Self {
+        self.seen = Some(object);
         self
     }
 
@@ -789,6 +802,22 @@ impl Sender<'_> {
                     if learnt.server_side_apply().is_some() {
                         continue;
                     }
+                    // Known to be older than 1.16: it refuses apply (415), so do not ask. 1.16
+                    // turned the `ServerSideApply` gate on by default; 1.14–1.15 have it alpha,
+                    // off by default (k8s-versions.md §1: apiserver@kubernetes-1.14.0
+                    // pkg/features/kube_features.go, @kubernetes-1.16.0 the same file). A 1.15
+                    // with the alpha gate on is written the old way too, which it also takes.
+                    if let Some(version) = crate::read::known_server_version(self.conn)
+                        && !version.at_least(16)
+                    {
+                        tracing::info!(
+                            server = %self.conn.server,
+                            %version,
+                            "Kubernetes before 1.16 refuses server-side apply: writing with create/update guarded by resourceVersion"
+                        );
+                        learnt.learn(false);
+                        continue;
+                    }
                     match self.server_side_apply(target).await {
                         Err(e) if e.is_unsupported_media_type() => {
                             tracing::info!(
@@ -842,7 +871,10 @@ impl Sender<'_> {
     /// `resourceVersion` read, again on AlreadyExists or Conflict, a bounded number of rounds.
     async fn apply_by_update(&self, target: &Target<'_>) -> Result<Done, Error> {
         let wanted = &target.write.object;
-        let mut current = self.get(target).await?;
+        let mut current = match &target.write.seen {
+            Some(seen) => seen.clone(),
+            None => self.get(target).await?,
+        };
         // What a write answered only after a retry may have done (its first attempt may have
         // landed, unseen): a later "it already holds that" is then our own doing.
         let mut maybe_done: Option<Action> = None;
@@ -1464,6 +1496,147 @@ mod tests {
         );
         assert_eq!(count("POST /api/v1/namespaces"), 3, "{lines:?}");
         assert!(plan.changes.iter().all(|c| c.words() == "created"));
+    }
+
+    /// A server that answers `/version` with `minor` and takes writes: PATCH (apply) and POST
+    /// are answered with the body sent, GET with 404.
+    fn server_at(minor: &'static str) -> (Connection, fake::Log) {
+        fake::responder(
+            move |seen| match (seen.method.as_str(), seen.path.as_str()) {
+                ("GET", "/version") => (
+                    200,
+                    json!({"major": "1", "minor": minor, "gitVersion": format!("v1.{minor}.0")}),
+                ),
+                ("GET", _) => status(404, "NotFound", "not found"),
+                ("PATCH", _) if minor == "14" => unsupported_apply(),
+                _ => (201, seen.body.clone()),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_server_known_older_than_1_16_is_not_asked_to_apply() {
+        let (conn, log) = server_at("14");
+        crate::read::server_version(&conn).await.unwrap();
+        let mut plan = ns_plan("a");
+        execute(&conn, &mut plan, DryRun::None).await.unwrap();
+        assert_eq!(
+            log.lines(),
+            [
+                "GET /version",
+                "GET /api/v1/namespaces/a",
+                "POST /api/v1/namespaces"
+            ],
+            "no refused apply first"
+        );
+        assert_eq!(conn.memo::<ServerWrites>().server_side_apply(), Some(false));
+        assert_eq!(plan.changes[0].words(), "created");
+
+        // 1.16 and later: applied, as before the version was known.
+        let (conn, log) = server_at("16");
+        crate::read::server_version(&conn).await.unwrap();
+        let mut plan = ns_plan("a");
+        execute(&conn, &mut plan, DryRun::None).await.unwrap();
+        assert_eq!(log.lines(), ["GET /version", "PATCH /api/v1/namespaces/a"]);
+    }
+
+    #[tokio::test]
+    async fn an_apply_without_server_side_apply_starts_from_what_was_read() {
+        let (conn, log) = server_at("14");
+        crate::read::server_version(&conn).await.unwrap();
+        let mut plan = Plan::default();
+        plan.push(row(
+            Action::Create,
+            Kind::Namespace,
+            None,
+            "a",
+            Write::apply(Kind::Namespace, namespace("a")).seen(None),
+        ));
+        execute(&conn, &mut plan, DryRun::None).await.unwrap();
+        assert_eq!(
+            log.lines(),
+            ["GET /version", "POST /api/v1/namespaces"],
+            "read absent in this run: created without reading it again"
+        );
+        assert_eq!(plan.changes[0].words(), "created");
+
+        // Read as it was: an update guarded by the resourceVersion read.
+        let wanted = entry("10.0.0.6", json!({"app": "vm"}));
+        let before = stored(entry("10.0.0.5", json!({"app": "vm"})), "41");
+        let (conn, log) = fake::connection(vec![(200, json!({}))]);
+        assume_no_server_side_apply(&conn);
+        let mut plan = Plan::default();
+        plan.push(row(
+            Action::Update,
+            Kind::WorkloadEntry,
+            Some("vm"),
+            "vm-1",
+            Write::apply(Kind::WorkloadEntry, wanted).seen(Some(before)),
+        ));
+        execute(&conn, &mut plan, DryRun::None).await.unwrap();
+        let seen = log.all();
+        assert_eq!(
+            log.lines(),
+            ["PUT /apis/networking.istio.io/v1alpha3/namespaces/vm/workloadentries/vm-1"]
+        );
+        assert_eq!(seen[0].body["metadata"]["resourceVersion"], "41");
+        assert_eq!(seen[0].body["spec"]["address"], "10.0.0.6");
+    }
+
+    #[tokio::test]
+    async fn a_stale_read_costs_one_more_round_not_a_wrong_write() {
+        // Read absent, but another client created it meanwhile: AlreadyExists, then read and
+        // compared as without a read.
+        let theirs = stored(namespace("a"), "9");
+        let (conn, log) = fake::connection(vec![
+            status(409, "AlreadyExists", "namespaces \"a\" already exists"),
+            (200, theirs),
+        ]);
+        assume_no_server_side_apply(&conn);
+        let mut plan = Plan::default();
+        plan.push(row(
+            Action::Create,
+            Kind::Namespace,
+            None,
+            "a",
+            Write::apply(Kind::Namespace, namespace("a")).seen(None),
+        ));
+        execute(&conn, &mut plan, DryRun::None).await.unwrap();
+        assert_eq!(
+            log.lines(),
+            ["POST /api/v1/namespaces", "GET /api/v1/namespaces/a"]
+        );
+        assert_eq!(
+            plan.changes[0].words(),
+            "unchanged",
+            "it holds what was wanted"
+        );
+
+        // Read at resourceVersion 41, changed since: 409, read again, PUT at the new version.
+        let wanted = entry("10.0.0.6", json!({"app": "vm"}));
+        let before = stored(entry("10.0.0.5", json!({"app": "vm"})), "41");
+        let now = stored(entry("10.0.0.5", json!({"app": "vm", "b": "c"})), "42");
+        let (conn, log) = fake::connection(vec![
+            status(409, "Conflict", "the object has been modified"),
+            (200, now),
+            (200, json!({})),
+        ]);
+        assume_no_server_side_apply(&conn);
+        let mut plan = Plan::default();
+        plan.push(row(
+            Action::Update,
+            Kind::WorkloadEntry,
+            Some("vm"),
+            "vm-1",
+            Write::apply(Kind::WorkloadEntry, wanted).seen(Some(before)),
+        ));
+        execute(&conn, &mut plan, DryRun::None).await.unwrap();
+        let seen = log.all();
+        assert_eq!(seen.len(), 3, "{:?}", log.lines());
+        assert_eq!(seen[0].body["metadata"]["resourceVersion"], "41");
+        assert_eq!(seen[2].method, "PUT");
+        assert_eq!(seen[2].body["metadata"]["resourceVersion"], "42");
+        assert_eq!(plan.changes[0].state, State::Done);
     }
 
     #[allow(clippy::needless_pass_by_value)] // called with json!(...) literals

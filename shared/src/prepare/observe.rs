@@ -1,7 +1,7 @@
 //! What `prepare` reads from the cluster: every object once, concurrently.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 
@@ -50,7 +50,6 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), istio_ns);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), istio_ns);
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), vm_ns);
     let list_params = ListParams::default();
 
     let list_deployments = crate::read::list_all(
@@ -97,21 +96,9 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         vm_ns,
     );
     // The one rule every verb uses: -s, else the account an earlier prepare made here, else
-    // the namespace's name.
-    let account = crate::scope::service_account(conn, vm_ns, opts.service_account.as_deref(), None)
-        .await
-        .map_err(|e| match e {
-            crate::scope::Error::Kube(k) => Error::Kube(k),
-            ambiguous @ crate::scope::Error::Ambiguous { .. } => Error::Scope(ambiguous),
-        })?;
-    let get_sa = get_opt(
-        conn,
-        &accounts,
-        Request::new("get", "serviceaccounts")
-            .ns(vm_ns)
-            .name(&account.name),
-        &account.name,
-    );
+    // the namespace's name. The list of those prepare made and the GET of the likeliest go out
+    // with the other reads ([`crate::scope::read_candidates`]).
+    let candidates = crate::scope::read_candidates(conn, vm_ns, opts.service_account.as_deref());
     let discover = async {
         if opts.workload_group.is_some() {
             networking_version(conn).await
@@ -119,15 +106,32 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
             Ok(None)
         }
     };
-    let (deployments, istio_namespace, cacerts, vm_namespace, service_account, networking_version) =
-        tokio::try_join!(
-            list_deployments,
-            get_istio_ns,
-            get_cacerts,
-            get_vm_ns,
-            get_sa,
-            discover
-        )?;
+    // Read now so the writes know the release: server-side apply before 1.16 is not asked for
+    // ([`crate::plan::write`]).
+    let version = crate::read::server_version_if_readable(conn);
+    // All sent together; errors are reported in this order whatever answers first.
+    let (candidates, deployments, istio_namespace, cacerts, vm_namespace, networking_version, _) = tokio::join!(
+        candidates,
+        list_deployments,
+        get_istio_ns,
+        get_cacerts,
+        get_vm_ns,
+        discover,
+        version
+    );
+    let (account, service_account) = crate::scope::settle_account(conn, candidates?, None)
+        .await
+        .map_err(|e| match e {
+            crate::scope::Error::Kube(k) => Error::Kube(k),
+            ambiguous @ crate::scope::Error::Ambiguous { .. } => Error::Scope(ambiguous),
+        })?;
+    let (deployments, istio_namespace, cacerts, vm_namespace, networking_version) = (
+        deployments?,
+        istio_namespace?,
+        cacerts?,
+        vm_namespace?,
+        networking_version?,
+    );
 
     let (era, era_source) = if let Some(era) = opts.era {
         (Some(era), EraSource::Forced)
@@ -151,39 +155,41 @@ pub async fn observe(conn: &Connection, opts: &Options) -> Result<Observed, Erro
         }
     };
 
-    let workload_group = match (&opts.workload_group, &networking_version, era) {
-        (Some(wg), Some(version), Some(Era::Modern)) => {
+    // The WorkloadGroup and the entries made from it (by Istio's auto-registration or by
+    // register, so a change of its ports or labels can name those now stale), read together; in a
+    // namespace that does not exist yet neither can be there.
+    let workload_group_and_entries = match (&opts.workload_group, &networking_version, era) {
+        (Some(wg), Some(version), Some(Era::Modern)) if vm_namespace.is_some() => {
             let ar = IstioKind::WorkloadGroup.resource(version);
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), vm_ns, &ar);
-            get_opt(
+            let group = get_opt(
                 conn,
                 &api,
                 Request::new("get", IstioKind::WorkloadGroup.resource_name())
                     .ns(vm_ns)
                     .name(&wg.name),
                 &wg.name,
-            )
-            .await?
-        }
-        _ => None,
-    };
-
-    // Entries made from the group (by Istio's auto-registration or by register), so a change of
-    // its ports or labels can name those now stale.
-    let workload_entries = match (&workload_group, &networking_version) {
-        (Some(_), Some(version)) => {
+            );
             let ar = IstioKind::WorkloadEntry.resource(version);
             let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), vm_ns, &ar);
-            crate::read::list_all(
+            let entries = crate::read::list_all(
                 conn,
                 &api,
                 Request::new("list", IstioKind::WorkloadEntry.resource_name()).ns(vm_ns),
-                &ListParams::default(),
+                &list_params,
                 Some,
-            )
-            .await?
+            );
+            let (group, entries) = tokio::join!(group, entries);
+            match group? {
+                Some(group) => Some((group, entries?)),
+                None => None,
+            }
         }
-        _ => Vec::new(),
+        _ => None,
+    };
+    let (workload_group, workload_entries) = match workload_group_and_entries {
+        Some((group, entries)) => (Some(group), entries),
+        None => (None, Vec::new()),
     };
 
     let expose = if opts.expose.is_empty() {

@@ -454,10 +454,7 @@ pub fn plan(
                 .object(istio_namespace_object(istio_ns)),
             None => Change::new(Action::Create, Kind::Namespace, None, istio_ns)
                 .object(istio_namespace_object(istio_ns))
-                .write(Write::apply(
-                    Kind::Namespace,
-                    istio_namespace_object(istio_ns),
-                )),
+                .write(Write::apply(Kind::Namespace, istio_namespace_object(istio_ns)).seen(None)),
         });
         let wanted = cacerts_secret(istio_ns, ca);
         let root = pki::root_identity(ca.root_cert.bytes())
@@ -546,7 +543,7 @@ pub fn plan(
         None => plan.push(
             Change::new(Action::Create, Kind::Namespace, None, vm_ns)
                 .object(vm_namespace_object(vm_ns))
-                .write(Write::apply(Kind::Namespace, vm_namespace_object(vm_ns))),
+                .write(Write::apply(Kind::Namespace, vm_namespace_object(vm_ns)).seen(None)),
         ),
     }
 
@@ -560,10 +557,8 @@ pub fn plan(
     let change = Change::new(action, Kind::ServiceAccount, Some(vm_ns), sa)
         .object(service_account_object(vm_ns, sa));
     plan.push(if action == Action::Create {
-        change.write(Write::apply(
-            Kind::ServiceAccount,
-            service_account_object(vm_ns, sa),
-        ))
+        change
+            .write(Write::apply(Kind::ServiceAccount, service_account_object(vm_ns, sa)).seen(None))
     } else {
         change
     });
@@ -609,10 +604,14 @@ pub fn plan(
             }
         };
         // Written at the version the object names: the one this cluster serves the kind at.
+        let seen = observed
+            .workload_group
+            .as_ref()
+            .and_then(|g| serde_json::to_value(g).ok());
         plan.push(if change.writes() {
             change
                 .object(wanted.clone())
-                .write(Write::apply(Kind::WorkloadGroup, wanted))
+                .write(Write::apply(Kind::WorkloadGroup, wanted).seen(seen))
         } else {
             change.object(wanted)
         });

@@ -479,10 +479,16 @@ async fn a_410_on_the_first_page_is_not_retried() {
 
 const METADATA_ACCEPT: &str = "as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
 
-/// Kubernetes 1.14: `meta.k8s.io/v1` metadata lists are refused with 406
-/// (k8s.io/apiserver@kubernetes-1.14.0 pkg/endpoints/handlers/negotiation/negotiate.go:46-49,243-245).
+/// Kubernetes 1.14: a `meta.k8s.io/v1` metadata list is not a conversion it makes
+/// (apiserver@kubernetes-1.14.0 pkg/endpoints/handlers/rest.go:82-96), so it skips such a clause
+/// of `Accept` and takes the next (negotiation/negotiate.go:260-287): a plain JSON clause gets the
+/// full list; with none left, 406 (negotiate.go:46-49).
 fn k8s_114(r: &Req) -> (u16, Value) {
-    if r.accept.contains(METADATA_ACCEPT) {
+    let plain_json = r.accept.split(',').any(|clause| {
+        let mut parts = clause.split(';').map(str::trim);
+        parts.next() == Some("application/json") && parts.all(|p| !p.starts_with("as="))
+    });
+    if r.accept.contains(METADATA_ACCEPT) && !plain_json {
         return status(
             406,
             "NotAcceptable",
@@ -496,7 +502,7 @@ fn k8s_114(r: &Req) -> (u16, Value) {
 }
 
 #[tokio::test]
-async fn metadata_lists_fall_back_to_full_lists_once_per_connection() {
+async fn metadata_lists_take_full_lists_in_the_same_request_before_1_15() {
     let (conn, log) = mock(k8s_114);
     let api: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
     for _ in 0..2 {
@@ -512,8 +518,8 @@ async fn metadata_lists_fall_back_to_full_lists_once_per_connection() {
         assert_eq!(names, ["istio-citadel", "istio-pilot"]);
     }
     assert!(conn.memo::<Cache>().metadata_lists_refused());
-    // One refused metadata list, then full lists only: 1 + 2 pages + 2 pages.
-    assert_eq!(log.lock().unwrap().len(), 5, "{:?}", log.lock().unwrap());
+    // No refusal: 2 pages + 2 pages.
+    assert_eq!(log.lock().unwrap().len(), 4, "{:?}", log.lock().unwrap());
     // Era detection rides on it.
     assert_eq!(
         crate::istio::detect_era(&conn, "istio-system")
@@ -521,6 +527,80 @@ async fn metadata_lists_fall_back_to_full_lists_once_per_connection() {
             .unwrap(),
         Some(crate::istio::Era::Legacy)
     );
+}
+
+/// Callers that want the full objects where metadata is not served still learn it from the 406
+/// of a metadata-only `Accept` — or from an earlier metadata list of the connection, without a
+/// request.
+#[tokio::test]
+async fn try_list_metadata_still_asks_for_metadata_alone() {
+    let (conn, log) = mock(k8s_114);
+    let api: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
+    let action = || Request::new("list", "deployments.apps").ns("istio-system");
+    let got = try_list_metadata(&conn, &api, action(), &ListParams::default())
+        .await
+        .unwrap();
+    assert!(got.is_none());
+    assert_eq!(log.lock().unwrap().len(), 1);
+
+    let (conn, log) = mock(k8s_114);
+    let api: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
+    list_metadata(&conn, &api, action(), &ListParams::default())
+        .await
+        .unwrap();
+    let before = log.lock().unwrap().len();
+    let got = try_list_metadata(&conn, &api, action(), &ListParams::default())
+        .await
+        .unwrap();
+    assert!(got.is_none());
+    assert_eq!(log.lock().unwrap().len(), before, "known: not asked again");
+}
+
+#[test]
+fn server_versions_parse_as_providers_write_them() {
+    assert_eq!(
+        ServerVersion::parse("1", "14+"),
+        Some(ServerVersion {
+            major: 1,
+            minor: 14
+        })
+    );
+    assert_eq!(
+        ServerVersion::parse("1", "33").map(|v| v.to_string()),
+        Some("1.33".into())
+    );
+    assert_eq!(ServerVersion::parse("", "16"), None);
+    let v = ServerVersion::parse("1", "16").unwrap();
+    assert!(v.at_least(16) && !v.at_least(17));
+    assert!(ServerVersion::parse("2", "0").unwrap().at_least(40));
+}
+
+#[tokio::test]
+async fn the_server_version_is_read_once_per_connection() {
+    let (conn, log) = mock(|r| {
+        assert_eq!(r.path, "/version");
+        (
+            200,
+            json!({"major": "1", "minor": "16", "gitVersion": "v1.16.0"}),
+        )
+    });
+    assert_eq!(known_server_version(&conn), None);
+    for _ in 0..2 {
+        assert_eq!(
+            server_version_if_readable(&conn).await.map(|v| v.minor),
+            Some(16)
+        );
+    }
+    assert_eq!(
+        known_server_version(&conn.clone()).map(|v| v.minor),
+        Some(16)
+    );
+    assert_eq!(log.lock().unwrap().len(), 1);
+
+    // Unreadable: nothing is known, and the caller goes on.
+    let (conn, _log) = mock(|_| status(403, "Forbidden", "version is forbidden"));
+    assert_eq!(server_version_if_readable(&conn).await, None);
+    assert_eq!(known_server_version(&conn), None);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ::kube::Api;
 use ::kube::core::DynamicObject;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 
 use crate::args::RegisterArgs;
 use crate::errors::{Diagnose, Outcome, UsageError};
@@ -1057,6 +1057,27 @@ fn scope_error(e: crate::scope::Error) -> Error {
     }
 }
 
+/// Settle the VM's ServiceAccount from `candidates` (`None`: no account is needed) and say
+/// whether it exists; only where the namespace exists (elsewhere the account is settled by the
+/// rule alone, and its existence is not asked).
+async fn settle_in(
+    conn: &Connection,
+    candidates: Option<crate::scope::Candidates>,
+    namespace_exists: bool,
+    group: Option<(&str, &str)>,
+) -> Result<(Option<String>, Option<bool>), Error> {
+    match candidates {
+        Some(c) if namespace_exists => {
+            let (account, object) = crate::scope::settle_account(conn, c, group)
+                .await
+                .map_err(scope_error)?;
+            Ok((Some(account.name), Some(object.is_some())))
+        }
+        Some(c) => Ok((Some(c.settle(group).map_err(scope_error)?.name), None)),
+        None => Ok((None, None)),
+    }
+}
+
 /// Read what the plan needs, concurrently, and settle the VM's ServiceAccount by the one rule
 /// ([`crate::scope::service_account`]); returns it beside what was read (`None` for `--deregister`).
 async fn observe(
@@ -1065,7 +1086,6 @@ async fn observe(
     namespace: &str,
 ) -> Result<(Observed, Option<String>), Error> {
     let namespaces: Api<Namespace> = Api::all(conn.client.clone());
-    let accounts: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
     let get_namespace = async {
         conn.call(Request::new("get", "namespaces").name(namespace), || {
             namespaces.get_opt(namespace)
@@ -1092,7 +1112,9 @@ async fn observe(
         let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
         let endpoints: Api<Endpoints> = Api::namespaced(conn.client.clone(), namespace);
         let register = matches!(opts.mode, Mode::Register { .. });
-        let (ns, service, endpoints, account) = tokio::try_join!(
+        // The ServiceAccount's candidates go out with the other reads (one round trip); errors
+        // are reported in this order whatever answers first.
+        let (ns, service, endpoints, candidates) = tokio::join!(
             get_namespace,
             async {
                 get_opt(conn, &services, "services", namespace, service)
@@ -1106,28 +1128,17 @@ async fn observe(
             },
             async {
                 if register {
-                    crate::scope::service_account(
-                        conn,
-                        namespace,
-                        opts.service_account.as_deref(),
-                        None,
-                    )
-                    .await
-                    .map(Some)
-                    .map_err(scope_error)
+                    crate::scope::read_candidates(conn, namespace, opts.service_account.as_deref())
+                        .await
+                        .map(Some)
+                        .map_err(Error::from)
                 } else {
                     Ok(None)
                 }
             },
-        )?;
-        let account_exists = match (&account, &ns) {
-            (Some(a), Some(_)) => Some(
-                get_opt(conn, &accounts, "serviceaccounts", namespace, &a.name)
-                    .await?
-                    .is_some(),
-            ),
-            _ => None,
-        };
+        );
+        let (ns, service, endpoints, candidates) = (ns?, service?, endpoints?, candidates?);
+        let (account, account_exists) = settle_in(conn, candidates, ns.is_some(), None).await?;
         return Ok((
             Observed::Legacy(legacy::Observed {
                 service,
@@ -1135,15 +1146,31 @@ async fn observe(
                 service_account_exists: account_exists,
                 namespace_missing: ns.is_none(),
             }),
-            account.map(|a| a.name),
+            account,
         ));
     }
     let want = opts
         .modern_want(namespace, None)
         .expect("a mode is either legacy or modern");
-    let version = served_entry_version(conn).await?;
+    // Discovery, the namespace and the ServiceAccount's candidates together; errors in this
+    // order whatever answers first.
+    let (version, ns, candidates) =
+        tokio::join!(served_entry_version(conn), get_namespace, async {
+            if want.address.is_some() {
+                crate::scope::read_candidates(conn, namespace, opts.service_account.as_deref())
+                    .await
+                    .map(Some)
+                    .map_err(Error::from)
+            } else {
+                Ok(None)
+            }
+        });
+    // As before the reads went together: no account where the namespace is missing.
+    let (version, ns) = (version?, ns?);
+    let candidates = if ns.is_some() { candidates? } else { None };
     // WorkloadGroup has its own served version (v1alpha3 only on Istio 1.8–1.12, where
     // WorkloadEntry is also at v1beta1); not served at all before Istio 1.8: then "absent".
+    // Known from the discovery above (one document per group).
     let group_version = IstioKind::WorkloadGroup
         .served_version(conn)
         .await?
@@ -1161,8 +1188,7 @@ async fn observe(
     let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
     let group_resource = IstioKind::WorkloadGroup.resource_name();
     let entry_resource = IstioKind::WorkloadEntry.resource_name();
-    let (ns, group, entry, service) = tokio::try_join!(
-        get_namespace,
+    let (group, entry, service) = tokio::try_join!(
         async {
             match &want.workload_group {
                 Some(g) => get_opt(conn, &groups, &group_resource, namespace, g)
@@ -1187,27 +1213,15 @@ async fn observe(
             }
         },
     )?;
-    // The account can come from the WorkloadGroup, so it is settled once the group is known.
-    let (account, service_account_exists) = if want.address.is_some() && ns.is_some() {
-        let from_group = want
-            .workload_group
-            .as_deref()
-            .zip(group.as_ref().map(crate::scope::group_account));
-        let account = crate::scope::service_account(
-            conn,
-            namespace,
-            opts.service_account.as_deref(),
-            from_group,
-        )
-        .await
-        .map_err(scope_error)?;
-        let exists = get_opt(conn, &accounts, "serviceaccounts", namespace, &account.name)
-            .await?
-            .is_some();
-        (Some(account.name), Some(exists))
-    } else {
-        (None, None)
-    };
+    // The account can come from the WorkloadGroup, so it is settled once the group is known;
+    // the candidates read above hold it unless the group names an account neither `-s`, the
+    // namespace's name nor prepare's label gives.
+    let from_group = want
+        .workload_group
+        .as_deref()
+        .zip(group.as_ref().map(crate::scope::group_account));
+    let (account, service_account_exists) =
+        settle_in(conn, candidates, ns.is_some(), from_group).await?;
     Ok((
         Observed::Modern(modern::Observed {
             version,
@@ -1230,21 +1244,16 @@ async fn observe_service_entry(
     service: &str,
     deregister: bool,
 ) -> Result<(Observed, Option<String>), Error> {
-    let version = IstioKind::ServiceEntry
-        .served_version(conn)
-        .await?
-        .ok_or(Error::NoServiceEntryApi)?;
-    let entries: Api<DynamicObject> = Api::namespaced_with(
-        conn.client.clone(),
-        namespace,
-        &IstioKind::ServiceEntry.resource(&version),
-    );
-    let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
     let namespaces: Api<Namespace> = Api::all(conn.client.clone());
-    let accounts: Api<ServiceAccount> = Api::namespaced(conn.client.clone(), namespace);
-    let entry_name = service_entry::entry_name(service);
-    let entry_resource = IstioKind::ServiceEntry.resource_name();
-    let (ns, entry, svc, account) = tokio::try_join!(
+    // Discovery, the namespace and the ServiceAccount's candidates together; errors in this
+    // order whatever answers first.
+    let (version, ns, candidates) = tokio::join!(
+        async {
+            IstioKind::ServiceEntry
+                .served_version(conn)
+                .await?
+                .ok_or(Error::NoServiceEntryApi)
+        },
         async {
             conn.call(Request::new("get", "namespaces").name(namespace), || {
                 namespaces.get_opt(namespace)
@@ -1252,6 +1261,27 @@ async fn observe_service_entry(
             .await
             .map_err(Error::from)
         },
+        async {
+            if deregister {
+                Ok(None)
+            } else {
+                crate::scope::read_candidates(conn, namespace, opts.service_account.as_deref())
+                    .await
+                    .map(Some)
+                    .map_err(Error::from)
+            }
+        },
+    );
+    let (version, ns, candidates) = (version?, ns?, candidates?);
+    let entries: Api<DynamicObject> = Api::namespaced_with(
+        conn.client.clone(),
+        namespace,
+        &IstioKind::ServiceEntry.resource(&version),
+    );
+    let services: Api<Service> = Api::namespaced(conn.client.clone(), namespace);
+    let entry_name = service_entry::entry_name(service);
+    let entry_resource = IstioKind::ServiceEntry.resource_name();
+    let (entry, svc) = tokio::try_join!(
         async {
             get_opt(conn, &entries, &entry_resource, namespace, &entry_name)
                 .await
@@ -1262,30 +1292,8 @@ async fn observe_service_entry(
                 .await
                 .map_err(Error::from)
         },
-        async {
-            if deregister {
-                Ok(None)
-            } else {
-                crate::scope::service_account(
-                    conn,
-                    namespace,
-                    opts.service_account.as_deref(),
-                    None,
-                )
-                .await
-                .map(Some)
-                .map_err(scope_error)
-            }
-        },
     )?;
-    let account_exists = match (&account, &ns) {
-        (Some(a), Some(_)) => Some(
-            get_opt(conn, &accounts, "serviceaccounts", namespace, &a.name)
-                .await?
-                .is_some(),
-        ),
-        _ => None,
-    };
+    let (account, account_exists) = settle_in(conn, candidates, ns.is_some(), None).await?;
     let entry = entry.map(|e| {
         let mut v = serde_json::to_value(&e).unwrap_or_default();
         v["apiVersion"] = format!("networking.istio.io/{version}").into();
@@ -1300,7 +1308,7 @@ async fn observe_service_entry(
             service_account_exists: account_exists,
             namespace_missing: ns.is_none(),
         }),
-        account.map(|a| a.name),
+        account,
     ))
 }
 

@@ -14,4 +14,5 @@ mod parsers_prop;
 mod reads;
 mod register;
 mod register_lifecycle;
+mod round_trips;
 mod write;
