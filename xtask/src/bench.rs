@@ -591,11 +591,14 @@ fn mib(bytes: u64) -> String {
 
 /// Downloads every collection at once, one `curl` each (unpaged, JSON, the sim's bearer token
 /// read from a file so it is on no command line); returns the wall time from the first start
-/// to the last exit and the body bytes per collection.
+/// to the last exit and the body bytes per collection. `compressed`: `curl --compressed`, which
+/// asks for gzip (`Accept-Encoding: deflate, gzip, br, zstd`) as kubectl's Go transport does;
+/// what it received is then in the sim's request log (`wire_bytes`), not in these sizes.
 fn raw_download(
     server: &kube_sim::Server,
     collections: &[String],
     header: &Path,
+    compressed: bool,
 ) -> Result<(Duration, BTreeMap<String, u64>), String> {
     let start = Instant::now();
     let children = collections
@@ -610,6 +613,7 @@ fn raw_download(
                     "-w",
                     "%{http_code} %{size_download}",
                 ])
+                .args(compressed.then_some("--compressed"))
                 .arg("-H")
                 .arg(format!("@{}", header.display()))
                 .args(["-H", "Accept: application/json"])
@@ -718,15 +722,41 @@ fn realistic(
     let (z_time, z3_time) = (med(&z), med(&z3));
     let (z_peak, z3_peak) = (peak(&z), peak(&z3));
 
-    // What doctor read, per cluster-wide collection.
+    // What doctor read, per cluster-wide collection: decoded (`bytes`) and as it came over the
+    // wire (`wire_bytes`: gzipped where kube-sim, as kube-apiserver, compressed it).
     let mut read: BTreeMap<String, u64> = BTreeMap::new();
-    let mut discovery = 0;
+    let mut read_wire: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut discovery, mut discovery_wire) = (0, 0);
     for r in &log.records {
-        match realistic::collection(&r.path) {
-            Some(c) => *read.entry(c).or_default() += r.bytes.unwrap_or(0),
-            None => discovery += r.bytes.unwrap_or(0),
+        let (bytes, wire) = (r.bytes.unwrap_or(0), r.wire_bytes.unwrap_or(0));
+        if let Some(c) = realistic::collection(&r.path) {
+            *read.entry(c.clone()).or_default() += bytes;
+            *read_wire.entry(c).or_default() += wire;
+        } else {
+            discovery += bytes;
+            discovery_wire += wire;
         }
     }
+    // Doctor's wire bytes by verb: lists (gzipped when over 128 KiB) against single GETs
+    // (each far under the threshold, so never gzipped), with their decoded sizes.
+    let mut by_verb: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
+    for r in &log.records {
+        let e = by_verb.entry(r.verb.as_str()).or_default();
+        e.0 += 1;
+        e.1 += r.wire_bytes.unwrap_or(0);
+        e.2 += r.bytes.unwrap_or(0);
+    }
+    let by_verb: Vec<String> = by_verb
+        .iter()
+        .map(|(verb, (n, wire, bytes))| {
+            format!("{n} {verb} {} ({} decoded)", mib(*wire), mib(*bytes))
+        })
+        .collect();
+    let gzip_asked = log
+        .records
+        .iter()
+        .filter(|r| r.accept_encoding.split(',').any(|t| t.trim() == "gzip"))
+        .count();
     let collections: Vec<String> = read.keys().cloned().collect();
 
     // The raw parallel download of the same collections, in full.
@@ -737,13 +767,22 @@ fn realistic(
         format!("Authorization: Bearer {}\n", server.token()),
     )
     .map_err(|e| e.to_string())?;
-    let _ = raw_download(&server, &collections, &header)?;
+    let _ = raw_download(&server, &collections, &header, false)?;
     let mut raw_times = Vec::new();
     let mut full = BTreeMap::new();
     for _ in 0..RUNS {
-        let (t, b) = raw_download(&server, &collections, &header)?;
+        let (t, b) = raw_download(&server, &collections, &header, false)?;
         raw_times.push(t);
         full = b;
+    }
+    // Once more as a client asking for gzip: what it received per collection, from the log.
+    server.reset_requests();
+    let _ = raw_download(&server, &collections, &header, true)?;
+    let mut full_wire: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &server.requests().records {
+        if let Some(c) = realistic::collection(&r.path) {
+            *full_wire.entry(c).or_default() += r.wire_bytes.unwrap_or(0);
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     let raw_time = median(raw_times);
@@ -798,7 +837,16 @@ fn realistic(
         format!("GNU time %M (max RSS), the highest of the {RUNS} runs above"),
     ));
     let total_full: u64 = full.values().sum();
+    let total_full_wire: u64 = full_wire.values().sum();
     let total_read: u64 = read.values().sum::<u64>() + discovery;
+    let total_read_wire: u64 = read_wire.values().sum::<u64>() + discovery_wire;
+    let pct = |part: u64, whole: u64| {
+        if whole == 0 {
+            0.0
+        } else {
+            part as f64 / whole as f64 * 100.0
+        }
+    };
     let share = total_read as f64 / total_full as f64;
     let per_list: Vec<String> = full
         .iter()
@@ -816,19 +864,50 @@ fn realistic(
     rows.push(row(
         format!("{what}: bytes doctor read"),
         format!(
-            "{} of {} = {:.1}% of those lists (goal ≤ 10%) → {}; Secrets: {} of {} cluster-wide = {:.1}%",
+            "{} decoded ({} on the wire) of {} = {:.1}% of those lists (goal ≤ 10%) → {}; Secrets: {} of {} cluster-wide = {:.1}%",
             mib(total_read),
+            mib(total_read_wire),
             mib(total_full),
             share * 100.0,
             verdict(share <= 0.10),
             mib(secrets_read),
             mib(secrets_full),
-            if secrets_full == 0 { 0.0 } else { secrets_read as f64 / secrets_full as f64 * 100.0 }
+            pct(secrets_read, secrets_full)
         ),
         format!(
-            "response bodies in kube-sim's request log (`bytes`) over one doctor run, discovery included ({}), against the full lists the raw download fetched; per collection (doctor / full list): {}",
+            "response bodies in kube-sim's request log over one doctor run, decoded (`bytes`; on the wire: `wire_bytes`), discovery included ({}), against the full lists uncompressed as the raw download fetched them (`curl` without `--compressed`); per collection (doctor decoded / full list): {}",
             mib(discovery),
             per_list.join(", ")
+        ),
+    ));
+    let wire_share = pct(total_read_wire, total_full_wire);
+    let per_list_wire: Vec<String> = full_wire
+        .iter()
+        .map(|(c, b)| {
+            format!(
+                "{} {} of {}",
+                realistic::kubectl_resource(c),
+                mib(read_wire.get(c).copied().unwrap_or(0)),
+                mib(*b)
+            )
+        })
+        .collect();
+    rows.push(row(
+        format!("{what}: bytes on the wire"),
+        format!(
+            "doctor {} = {wire_share:.1}% of the {} a gzip-asking client receives for those lists (goal ≤ 10%) → {}, {:.1}% of the {} uncompressed; doctor asked for gzip on {gzip_asked} of its {} requests",
+            mib(total_read_wire),
+            mib(total_full_wire),
+            verdict(wire_share <= 10.0),
+            pct(total_read_wire, total_full),
+            mib(total_full),
+            log.records.len()
+        ),
+        format!(
+            "`wire_bytes` in kube-sim's request log (the body as sent: gzipped where the sim, as kube-apiserver ≥ 1.16, compresses a body over 128 KiB for a client whose Accept-Encoding names gzip) over the doctor run above, discovery included ({}); doctor's requests by verb, on the wire: {}; the lists' wire bytes from the log of one more raw download with `curl --compressed`; per collection (doctor / full list, on the wire): {}",
+            mib(discovery_wire),
+            by_verb.join(", "),
+            per_list_wire.join(", ")
         ),
     ));
     rows.push(row(

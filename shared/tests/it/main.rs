@@ -3,6 +3,7 @@
 mod bundle_install;
 mod bundle_renew;
 mod bundle_sim;
+mod compression;
 mod connect;
 mod doctor_conformance;
 mod doctor_fix;

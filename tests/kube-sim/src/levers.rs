@@ -136,12 +136,20 @@ pub struct RequestRecord {
     pub status: u16,
     /// The user the request acted as (after impersonation); "" when it did not authenticate.
     pub user: String,
-    /// Size of the response body in bytes; None for watch streams (open-ended when logged)
-    /// and connection resets.
+    /// Size of the response body in bytes, before any compression (what the client decodes);
+    /// None for watch streams (open-ended when logged) and connection resets.
     pub bytes: Option<u64>,
+    /// Size of the body as sent: the gzipped size when `encoding` is `gzip`, else `bytes`.
+    pub wire_bytes: Option<u64>,
+    /// The response's `Content-Encoding`: `"gzip"`, or `""` when the body went as is (see
+    /// [`crate::compression`] for when the apiserver compresses).
+    pub encoding: String,
     /// The request's `Accept` header ("" when absent): tells a metadata-only list
     /// (`as=PartialObjectMetadataList`) or a Table from a full one.
     pub accept: String,
+    /// The request's (first) `Accept-Encoding` header ("" when absent): whether the client
+    /// asked for gzip.
+    pub accept_encoding: String,
     /// When the request reached the sim (before any latency lever).
     pub arrived: std::time::Instant,
     /// When its answer was ready (after the latency lever and the handling).
@@ -150,7 +158,8 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     /// The record as one line of the request log file: a JSON object with `verb`, `method`,
-    /// `path`, `query`, `code`, `bytes`, `user` and `accept` (no trailing newline).
+    /// `path`, `query`, `code`, `bytes`, `wire_bytes`, `encoding`, `user`, `accept` and
+    /// `accept_encoding` (no trailing newline).
     pub fn json_line(&self) -> String {
         serde_json::json!({
             "verb": self.verb,
@@ -159,8 +168,11 @@ impl RequestRecord {
             "query": self.query,
             "code": self.status,
             "bytes": self.bytes,
+            "wire_bytes": self.wire_bytes,
+            "encoding": self.encoding,
             "user": self.user,
             "accept": self.accept,
+            "accept_encoding": self.accept_encoding,
         })
         .to_string()
     }
@@ -276,6 +288,9 @@ pub struct ScenarioLevers {
     pub users: Vec<String>,
     /// Extra users who may impersonate.
     pub impersonators: Vec<String>,
+    /// `--feature-gates=APIResponseCompression=false`: responses are never gzipped by the API
+    /// response writer (`/openapi/v2`'s own gzip handler is not behind the gate).
+    pub response_compression_off: bool,
 }
 
 impl crate::Scenario {
@@ -312,6 +327,15 @@ impl crate::Scenario {
         self
     }
 
+    /// `false` turns the `APIResponseCompression` feature gate off, as
+    /// `--feature-gates=APIResponseCompression=false` would; `true` leaves it at the version's
+    /// default (on from 1.16, off below). See [`crate::compression`].
+    #[must_use]
+    pub fn with_response_compression(mut self, enabled: bool) -> Self {
+        self.levers.response_compression_off = !enabled;
+        self
+    }
+
     /// Adds a user (as [`Self::with_user`]) who may also impersonate.
     #[must_use]
     pub fn with_impersonator(mut self, name: &str) -> Self {
@@ -341,6 +365,8 @@ pub struct Levers {
     pub log: RequestLog,
     /// Where each request is also appended as a JSON line (`--request-log FILE`).
     pub log_file: Option<std::fs::File>,
+    /// The `APIResponseCompression` gate at the version's default (true) or turned off (false).
+    pub response_compression: bool,
     rng: StdRng,
 }
 
@@ -367,6 +393,7 @@ impl Levers {
             users: Users::default(),
             log: RequestLog::default(),
             log_file: None,
+            response_compression: true,
             rng: StdRng::seed_from_u64(seed),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod cidr;
+pub mod compression;
 pub mod controllers;
 pub mod discovery;
 pub mod fields;

@@ -68,6 +68,10 @@ struct ServeArgs {
     /// (`networking.k8s.io/v1beta1=true`: ServiceCIDR on 1.31–1.32).
     #[arg(long, value_name = "GROUP/VERSION=true", value_parser = RuntimeConfig::parse)]
     runtime_config: Option<RuntimeConfig>,
+    /// Feature gates, as kube-apiserver's flag; only `APIResponseCompression=false` (responses
+    /// over 128 KiB are gzipped by default from 1.16 to clients asking for gzip).
+    #[arg(long, value_name = "APIResponseCompression=false", value_parser = kube_sim::compression::parse_feature_gates)]
+    feature_gates: Option<bool>,
     /// Continue tokens expire this many milliseconds after a list's first page (410 Expired).
     #[arg(
         long,
@@ -99,7 +103,8 @@ struct ServeArgs {
     #[arg(long = "user", value_name = "NAME", value_parser = user_name)]
     users: Vec<String>,
     /// Append one JSON line per request to FILE: verb, method, path, query, code, bytes (the
-    /// response body's size; null for watch streams) and user.
+    /// response body's size before compression; null for watch streams), wire_bytes (as sent:
+    /// gzipped or not), encoding ("gzip" or ""), user and accept.
     #[arg(long, value_name = "FILE")]
     request_log: Option<PathBuf>,
     /// An extra user who may also impersonate (`kubectl --as`); repeatable.
@@ -164,6 +169,9 @@ fn scenario(args: &ServeArgs) -> Result<Scenario, String> {
     }
     if let Some(rc) = args.runtime_config {
         s = s.with_runtime_config(rc);
+    }
+    if let Some(on) = args.feature_gates {
+        s = s.with_response_compression(on);
     }
     if let Some(ms) = args.expire_continue_after_ms {
         s = s.with_continue_expiry(ContinueExpiry::After(Duration::from_millis(ms)));
@@ -307,6 +315,14 @@ mod tests {
                 "serve",
                 "--kubeconfig",
                 "k",
+                "--feature-gates",
+                "APIResponseCompression=true",
+            ],
+            &[
+                "kube-sim",
+                "serve",
+                "--kubeconfig",
+                "k",
                 "--expire-continue-after-ms",
                 "5",
                 "--expire-continue-after-pages",
@@ -348,6 +364,8 @@ mod tests {
             "bob",
             "--request-log",
             "/tmp/log.jsonl",
+            "--feature-gates",
+            "APIResponseCompression=false",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command;
@@ -366,7 +384,8 @@ mod tests {
             dbg.contains("AfterPages(2)")
                 && dbg.contains("300ms")
                 && dbg.contains("\"alice\"")
-                && dbg.contains("impersonators: [\"bob\"]"),
+                && dbg.contains("impersonators: [\"bob\"]")
+                && dbg.contains("response_compression_off: true"),
             "{dbg}"
         );
     }

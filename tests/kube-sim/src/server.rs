@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::ca::TokenSigner;
+use crate::compression;
 use crate::discovery::{self, Aggregated};
 use crate::levers::{ContinueExpiry, Denial, Fault, FaultKind, Levers, RequestLog, RequestRecord};
 use crate::rbac::UserInfo;
@@ -195,6 +196,7 @@ impl Server {
             .users
             .impersonators
             .extend(scenario.levers.impersonators.iter().cloned());
+        levers.response_compression = !scenario.levers.response_compression_off;
         if let Some(p) = &opts.request_log {
             levers.log_file = Some(open_request_log(p)?);
         }
@@ -359,6 +361,13 @@ impl Server {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .version
+    }
+
+    /// `false` turns the `APIResponseCompression` feature gate off from now on (as
+    /// `--feature-gates=APIResponseCompression=false`); `true` puts it back at the version's
+    /// default (on from 1.16). See [`crate::compression`].
+    pub fn set_response_compression(&self, enabled: bool) {
+        self.levers().response_compression = enabled;
     }
 
     /// Turns on APIs beyond the version's defaults (as `--runtime-config` would).
@@ -566,6 +575,71 @@ fn json_response(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body>
         HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/json")),
     );
     r
+}
+
+/// The body of a response whose size is exact: every answer but a watch stream is one `Full`
+/// frame, ready at once (None for anything else).
+fn ready_body(body: &mut Body) -> Option<Bytes> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match hyper::body::Body::poll_frame(Pin::new(body), &mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().ok(),
+        Poll::Ready(None) => Some(Bytes::new()),
+        Poll::Ready(Some(Err(never))) => match never {},
+        Poll::Pending => None,
+    }
+}
+
+/// Puts a response on the wire as the apiserver would (see [`crate::compression`]): gzips it
+/// when its writer, the request's `Accept-Encoding`, the version, the gate and its size say
+/// so, with the headers the writer sets. Returns the response, the body's size before and
+/// after (None for streams) and the encoding used.
+fn encode(
+    mut resp: Response<Body>,
+    writer: compression::Writer,
+    accept_encoding: Option<&str>,
+    version: KubeVersion,
+    gate: bool,
+) -> (
+    Response<Body>,
+    Option<u64>,
+    Option<u64>,
+    compression::Encoding,
+) {
+    let Some(len) = hyper::body::Body::size_hint(resp.body()).exact() else {
+        return (resp, None, None, compression::Encoding::Identity);
+    };
+    // gziphandler adds `Vary: Accept-Encoding` to every answer it wraps, compressed or not
+    // (NYTimes/gziphandler@v1.1.1 gzip.go:324; @56545f4a5d46 gzip.go:243).
+    if writer == compression::Writer::OpenApiV2 {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    let encoding = compression::choose(
+        writer,
+        accept_encoding,
+        version,
+        gate,
+        usize::try_from(len).unwrap_or(usize::MAX),
+    );
+    let compression::Encoding::Gzip { level } = encoding else {
+        return (resp, Some(len), Some(len), encoding);
+    };
+    let Some(body) = ready_body(resp.body_mut()) else {
+        return (resp, Some(len), Some(len), compression::Encoding::Identity);
+    };
+    let zipped = compression::gzip(&body, level);
+    let wire = zipped.len() as u64;
+    *resp.body_mut() = full(zipped);
+    let headers = resp.headers_mut();
+    // `header.Set("Content-Encoding", "gzip")`, and the response writer's
+    // `header.Add("Vary", "Accept-Encoding")` (apiserver@kubernetes-1.16.0
+    // pkg/endpoints/handlers/responsewriters/writers.go:190-191; 1.33.0 :263-264); gziphandler
+    // sets the same Content-Encoding (v1.1.1 gzip.go:152) and has added its Vary above.
+    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    if writer == compression::Writer::Negotiated {
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    (resp, Some(len), Some(wire), encoding)
 }
 
 fn ok_json(code: u16, v: &Value) -> Response<Body> {
@@ -994,6 +1068,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .map_or_else(|| path.clone(), |pq| pq.as_str().to_string());
     let query = Query(parse_query(&raw_query));
     let watch = query.flag("watch") && query.get("watch").is_some();
+    let watch_stream = watch && method == Method::GET;
+    // Go's `req.Header.Get("Accept-Encoding")`: the first header of that name.
+    let accept_encoding = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     finalize_due(&shared);
     let (verb, target_info, endpoints) = {
         let st = shared.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -1037,9 +1118,23 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    // Logs the response (its status, body size and the acting user) and hands it back.
+    // Encodes the response as the apiserver would (gzip, see `crate::compression`), logs it
+    // (its status, body sizes, encoding and the acting user) and hands it back.
     let log = |resp: Response<Body>, user: &str| {
-        let bytes = hyper::body::Body::size_hint(resp.body()).exact();
+        let writer = compression::Writer::of(&path, watch_stream, resp.status().as_u16());
+        let version = shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .version;
+        let gate = version.response_compression()
+            && shared
+                .levers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .response_compression;
+        let (resp, bytes, wire_bytes, encoding) =
+            encode(resp, writer, accept_encoding.as_deref(), version, gate);
         shared
             .levers
             .lock()
@@ -1052,7 +1147,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 status: resp.status().as_u16(),
                 user: user.to_string(),
                 bytes,
+                wire_bytes,
+                encoding: encoding.name().to_string(),
                 accept: accept.clone(),
+                accept_encoding: accept_encoding.clone().unwrap_or_default(),
                 arrived,
                 answered: std::time::Instant::now(),
             });
@@ -1072,7 +1170,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     status: 0,
                     user: String::new(),
                     bytes: None,
+                    wire_bytes: None,
+                    encoding: String::new(),
                     accept: accept.clone(),
+                    accept_encoding: accept_encoding.clone().unwrap_or_default(),
                     arrived,
                     answered: std::time::Instant::now(),
                 });

@@ -340,6 +340,58 @@ impl KubeVersion {
         !self.service_cidr_versions(rc).is_empty()
     }
 
+    // ---- response compression -------------------------------------------------------------
+    //
+    // The k8s-versions.md-style row (kept here, /work/shared is read-only):
+    //
+    // | version | APIResponseCompression | gzip level | what is compressed |
+    // |---|---|---|---|
+    // | 1.13 – 1.15 | alpha, default false | (1.14's filter: Go's default) | nothing on a default server |
+    // | 1.16 – 1.25 | beta, default true | 4 | a negotiated response body > 128 KiB, to `Accept-Encoding` naming `gzip` |
+    // | 1.26 – 1.35 | beta, default true | 1 | the same (1.33: a streamed list's writes are buffered up to the threshold, same outcome) |
+    // | all | (no gate) | 6 (Go's default) | `/openapi/v2` ≥ 512 B (≤ 1.20) / ≥ 1400 B (≥ 1.21), kube-openapi's gziphandler |
+    //
+    // Sources in the functions below and in `crate::compression`.
+
+    /// The `APIResponseCompression` feature gate's default: alpha and off through 1.15
+    /// (apiserver@kubernetes-1.13.0 pkg/features/kube_features.go:105,
+    /// apiserver@kubernetes-1.14.0 pkg/features/kube_features.go:124,
+    /// apiserver@kubernetes-1.15.0 pkg/features/kube_features.go:148), beta and on from 1.16
+    /// (apiserver@kubernetes-1.16.0 pkg/features/kube_features.go:156; the same in 1.19.0 :154,
+    /// 1.22.0 :186, 1.23.0 :215, 1.28.0 :245; versioned in 1.33.0 :277-280 as `{1.8 Alpha false},
+    /// {1.16 Beta true}`, unchanged in 1.35.0 :310-313). It has never gone GA, so
+    /// `--feature-gates=APIResponseCompression=false` still turns it off (the lever
+    /// `Server::set_response_compression(false)`).
+    ///
+    /// With the gate off, 1.14's installer does not wrap routes in the compression filter
+    /// (apiserver@kubernetes-1.14.0 pkg/endpoints/installer.go:626-627,658-659), and from 1.16
+    /// `negotiateContentEncoding` returns "" (apiserver@kubernetes-1.16.0
+    /// pkg/endpoints/handlers/responsewriters/writers.go:150).
+    pub fn response_compression(self) -> bool {
+        self.at_least(16)
+    }
+
+    /// The gzip level of the apiserver's response writer: 4 from 1.16
+    /// (apiserver@kubernetes-1.16.0 pkg/endpoints/handlers/responsewriters/writers.go:135, the
+    /// same in 1.22.0 :147, 1.23.0 :147, 1.25.0 :148), 1 from 1.26 ("Reduce default gzip
+    /// compression level from 4 to 1 in apiserver", apiserver commit f7e0cdae1, first tag
+    /// kubernetes-1.26.0; writers.go:154 there, 1.28.0 :154, 1.33.0 :155).
+    pub fn gzip_level(self) -> u32 {
+        if self.at_least(26) { 1 } else { 4 }
+    }
+
+    /// The smallest `/openapi/v2` body kube-openapi's handler gzips. The handler is wrapped in
+    /// `gziphandler.GzipHandler` on every supported version (kube-openapi@c59034cc13d5
+    /// pkg/handler/handler.go:230 for 1.13, @b3a7cee44a30 :221 for 1.14–1.15, @743ec37842bf :221 for 1.16, @c8a335a9a2ff :141
+    /// for 1.33; apiserver@kubernetes-1.33.0 pkg/server/routes/openapi.go:46 installs it). Its
+    /// minimum is `DefaultMinSize`: 512 at NYTimes/gziphandler@56545f4a5d46 gzip.go:33 (the
+    /// revision apiserver@kubernetes-1.15.0 go.mod pins, and kube-openapi's go.mod brings through
+    /// 1.20, whose apiserver go.mod names no other), 1400 at v1.1.1 gzip.go:36 (apiserver go.mod
+    /// from kubernetes-1.21.0, line 8, through 1.35.0).
+    pub fn openapi_v2_gzip_min_size(self) -> usize {
+        if self.at_least(21) { 1400 } else { 512 }
+    }
+
     // ---- warnings -------------------------------------------------------------------------
 
     /// Every request on core/v1 `endpoints` carries a deprecation `Warning` from 1.33:
