@@ -984,6 +984,17 @@ impl DynamicBody {
     }
 }
 
+/// The Istio namespace from Deployments' (namespace, name): where istiod, Pilot or Citadel
+/// runs, else `istio-system`.
+fn istio_namespace_of<'a>(mut deployments: impl Iterator<Item = (&'a str, &'a str)>) -> &'a str {
+    deployments
+        .find(|(_, name)| {
+            matches!(*name, "istiod" | "istio-pilot" | "istio-citadel")
+                || name.starts_with("istiod-")
+        })
+        .map_or(istio::DEFAULT_ISTIO_NAMESPACE, |(ns, _)| ns)
+}
+
 /// An Istio object's metadata, its fields of the wrong type left out one by one (a YAML 1.1
 /// `name: n` reads as `false`; a label value `1` is a number), as doctor always read them: such
 /// a field reads as absent and the rest still counts.
@@ -1798,74 +1809,114 @@ impl Snapshot {
                 None => groups.push((r.group, r.versions.to_vec())),
             }
         }
-        let found = futures::future::try_join_all(
-            groups
-                .iter()
-                .map(|(group, versions)| crate::read::discover(conn, group, versions)),
-        )
-        .await?;
         let mut snap = Snapshot {
             source: SourceKind::Live,
             context: Some(conn.context.clone()),
             ..Snapshot::default()
         };
-        let mut plan: Vec<(Kind, ApiResource)> = Vec::new();
+        // Round trips: core kinds need no discovery, so their lists start at once, beside it;
+        // Secrets and ConfigMaps are read by name (and Secrets by type) as soon as the
+        // Deployments' names say where the control plane runs and which era it is — before
+        // the Deployments themselves are read in full (read_kept).
+        let mut set = tokio::task::JoinSet::new();
+        let (names_tx, names_rx) = tokio::sync::oneshot::channel::<Vec<(String, String)>>();
+        let mut names_tx = Some(names_tx);
+        let spawn =
+            |set: &mut tokio::task::JoinSet<_>,
+             kind: Kind,
+             ar: ApiResource,
+             names: Option<tokio::sync::oneshot::Sender<Vec<(String, String)>>>| {
+                let conn = conn.clone();
+                set.spawn(async move {
+                    // Pods: metadata of all, specs of the ones the checks judge (read_pods).
+                    let result = match kind {
+                        Kind::Pod => read_pods(&conn, &ar).await,
+                        Kind::Deployment => read_kept(&conn, kind, &ar, names).await,
+                        _ => list_kind(&conn, kind, &ar).await,
+                    };
+                    (kind, result)
+                });
+            };
         for kind in Kind::ALL {
-            // Secrets and ConfigMaps: by name (and Secrets by type) once the control plane is
-            // known (read_secrets, read_config_maps).
+            // Secrets and ConfigMaps: by name below (read_secrets, read_config_maps).
             if let Some(ar) = kind
                 .core_resource()
                 .filter(|_| !matches!(kind, Kind::Secret | Kind::ConfigMap))
             {
-                plan.push((kind, ar));
-            }
-        }
-        for (kind, r) in &discovered {
-            let discovery = found
-                .iter()
-                .find(|d| d.group == r.group)
-                .expect("every group was discovered");
-            match discovery.pick(r) {
-                crate::read::Served::At(version) => {
-                    if *kind == Kind::DestinationRule {
-                        snap.networking_version = Some(version.clone());
-                    }
-                    plan.push((*kind, r.resource(&version)));
-                }
-                crate::read::Served::Not(why) => {
-                    snap.not_served.insert(*kind, why);
-                }
-            }
-        }
-        let mut set = tokio::task::JoinSet::new();
-        for (kind, ar) in plan {
-            let conn = conn.clone();
-            set.spawn(async move {
-                // Pods: metadata of all, specs of the ones the checks judge (read_pods).
-                let result = match kind {
-                    Kind::Pod => read_pods(&conn, &ar).await,
-                    Kind::Deployment => read_kept(&conn, kind, &ar).await,
-                    _ => list_kind(&conn, kind, &ar).await,
+                let names = if kind == Kind::Deployment {
+                    names_tx.take()
+                } else {
+                    None
                 };
-                (kind, result)
-            });
-        }
-        let mut lists = BTreeMap::new();
-        while let Some(joined) = set.join_next().await {
-            let (kind, result) = joined.expect("list task panicked");
-            match result {
-                Ok(Listed::Items(items)) => {
-                    lists.insert(kind, items);
-                }
-                Ok(Listed::NotServed(why)) => {
-                    snap.not_served.insert(kind, why);
-                }
-                Ok(Listed::Refused(why)) => {
-                    snap.refused.insert(kind, why);
-                }
-                Err(err) => return Err(err.into()),
+                spawn(&mut set, kind, ar, names);
             }
         }
+        drop(names_tx);
+        let named = async {
+            // No names (Deployments refused, or the list failed): what an empty cluster says.
+            let names = names_rx.await.unwrap_or_default();
+            let ns = istio_namespace.map_or_else(
+                || {
+                    istio_namespace_of(names.iter().map(|(ns, n)| (ns.as_str(), n.as_str())))
+                        .to_owned()
+                },
+                str::to_owned,
+            );
+            let (secrets, config_maps) = futures::join!(
+                read_secrets(conn, &names, &ns),
+                read_config_maps(conn, &names, &ns)
+            );
+            Ok::<_, crate::kube::Error>((secrets?, config_maps?))
+        };
+        let lists = async {
+            let found = futures::future::try_join_all(
+                groups
+                    .iter()
+                    .map(|(group, versions)| crate::read::discover(conn, group, versions)),
+            )
+            .await?;
+            let mut not_served = BTreeMap::new();
+            let mut networking_version = None;
+            for (kind, r) in &discovered {
+                let discovery = found
+                    .iter()
+                    .find(|d| d.group == r.group)
+                    .expect("every group was discovered");
+                match discovery.pick(r) {
+                    crate::read::Served::At(version) => {
+                        if *kind == Kind::DestinationRule {
+                            networking_version = Some(version.clone());
+                        }
+                        spawn(&mut set, *kind, r.resource(&version), None);
+                    }
+                    crate::read::Served::Not(why) => {
+                        not_served.insert(*kind, why);
+                    }
+                }
+            }
+            let mut lists = BTreeMap::new();
+            let mut refused = BTreeMap::new();
+            while let Some(joined) = set.join_next().await {
+                let (kind, result) = joined.expect("list task panicked");
+                match result? {
+                    Listed::Items(items) => {
+                        lists.insert(kind, items);
+                    }
+                    Listed::NotServed(why) => {
+                        not_served.insert(kind, why);
+                    }
+                    Listed::Refused(why) => {
+                        refused.insert(kind, why);
+                    }
+                }
+            }
+            Ok::<_, crate::kube::Error>((lists, not_served, refused, networking_version))
+        };
+        let ((lists, not_served, refused, networking_version), (secrets, config_maps)) =
+            futures::try_join!(lists, named)?;
+        snap.not_served.extend(not_served);
+        snap.refused.extend(refused);
+        snap.networking_version = networking_version;
         // Insert in kind order so results do not depend on which list finished first.
         for (kind, items) in lists {
             snap.known.insert(kind);
@@ -1873,27 +1924,18 @@ impl Snapshot {
                 snap.push(obj);
             }
         }
-        let ns = istio_namespace
-            .unwrap_or_else(|| snap.istio_namespace())
-            .to_owned();
-        let (secrets, config_maps) = futures::join!(
-            read_secrets(conn, &snap, &ns),
-            read_config_maps(conn, &snap, &ns)
-        );
-        secrets?.apply(&mut snap);
-        config_maps?.apply(&mut snap);
+        secrets.apply(&mut snap);
+        config_maps.apply(&mut snap);
         Ok(snap)
     }
 
     /// The Istio namespace: where istiod/Pilot/Citadel run, else `istio-system`.
     pub fn istio_namespace(&self) -> &str {
-        self.of(Kind::Deployment)
-            .iter()
-            .find(|d| {
-                matches!(d.name(), "istiod" | "istio-pilot" | "istio-citadel")
-                    || d.name().starts_with("istiod-")
-            })
-            .map_or(istio::DEFAULT_ISTIO_NAMESPACE, Obj::namespace)
+        istio_namespace_of(
+            self.of(Kind::Deployment)
+                .iter()
+                .map(|d| (d.namespace(), d.name())),
+        )
     }
 
     /// The era, from the Deployments (`None` when neither istiod nor Citadel/Pilot is seen).
@@ -2048,15 +2090,20 @@ const ISTIO_SECRET_TYPE: &str = "istio.io/key-and-cert";
 /// A refused GET marks Secrets refused (the CA checks skip, naming the missing right); a refused
 /// type list only leaves the `istio.<sa>` roots out, said in a note. `ns`: the Istio namespace
 /// doctor was told, else the one the Deployments show.
+/// The era the Deployments' names say (see [`Snapshot::era`]).
+fn era_of(deployments: &[(String, String)]) -> Option<Era> {
+    istio::era_from_deployments(deployments.iter().map(|(_, name)| name.as_str()))
+}
+
 async fn read_secrets(
     conn: &Connection,
-    snap: &Snapshot,
+    deployments: &[(String, String)],
     ns: &str,
 ) -> Result<NamedReads, crate::kube::Error> {
     let ar = Kind::Secret.core_resource().expect("Secret is a core kind");
     let mut reads = NamedReads::new(Kind::Secret, ar.clone());
     let issued = async {
-        if snap.era() != Some(Era::Legacy) {
+        if era_of(deployments) != Some(Era::Legacy) {
             return Ok(Vec::new());
         }
         let all: Api<DynamicObject> = Api::all_with(conn.client.clone(), &ar);
@@ -2211,22 +2258,22 @@ pub(crate) const DNS_CONFIG_MAPS: [&str; 2] = ["kube-dns", "coredns"];
 /// role; when every read is refused, ConfigMaps are [`Snapshot::refused`].
 async fn read_config_maps(
     conn: &Connection,
-    snap: &Snapshot,
+    deployments: &[(String, String)],
     ns: &str,
 ) -> Result<NamedReads, crate::kube::Error> {
     let ar = Kind::ConfigMap
         .core_resource()
         .expect("ConfigMap is a core kind");
     let mut gets: Vec<(String, String)> = vec![(ns.to_owned(), INJECTOR_CONFIG_MAP.to_owned())];
-    for d in snap.of(Kind::Deployment) {
-        if let Some(rev) = d.name().strip_prefix("istiod-")
-            && d.namespace() == ns
+    for (d_ns, name) in deployments {
+        if let Some(rev) = name.strip_prefix("istiod-")
+            && d_ns == ns
         {
             gets.push((ns.to_owned(), format!("istio-{rev}")));
             gets.push((ns.to_owned(), format!("{INJECTOR_CONFIG_MAP}-{rev}")));
         }
     }
-    if snap.era() == Some(Era::Legacy) {
+    if era_of(deployments) == Some(Era::Legacy) {
         gets.extend(
             DNS_CONFIG_MAPS
                 .iter()
@@ -2447,19 +2494,35 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
 /// `istio*`): a metadata list of all, then a GET of each kept one, [`GET_CONCURRENCY`] at a
 /// time; a full list where metadata lists are not served (Kubernetes 1.14) or the GET is
 /// refused.
+///
+/// `names`, when given, is sent the (namespace, name) of every kept object as soon as they are
+/// known — after the metadata list, before the GETs — for the reads that wait on them.
 async fn read_kept(
     conn: &Connection,
     kind: Kind,
     ar: &ApiResource,
+    names: Option<tokio::sync::oneshot::Sender<Vec<(String, String)>>>,
 ) -> Result<Listed, crate::kube::Error> {
     let all: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
     let action = Request::new("list", resource_name(ar));
+    let full_list = |names: Option<tokio::sync::oneshot::Sender<Vec<(String, String)>>>| async move {
+        let listed = list_kind(conn, kind, ar).await;
+        if let (Some(tx), Ok(Listed::Items(items))) = (names, &listed) {
+            let _ = tx.send(
+                items
+                    .iter()
+                    .map(|o| (o.namespace().to_owned(), o.name().to_owned()))
+                    .collect(),
+            );
+        }
+        listed
+    };
     let metas =
         match crate::read::try_list_metadata(conn, &all, action, &ListParams::default()).await {
             Ok(Some(metas)) => metas,
-            Ok(None) => return list_kind(conn, kind, ar).await,
+            Ok(None) => return full_list(names).await,
             Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
-            Err(e) if e.is_not_found() => return list_kind(conn, kind, ar).await,
+            Err(e) if e.is_not_found() => return full_list(names).await,
             Err(e) => return Err(e),
         };
     let kept: Vec<(String, String)> = metas
@@ -2470,6 +2533,9 @@ async fn read_kept(
                 .then(|| (m.namespace.unwrap_or_default(), name))
         })
         .collect();
+    if let Some(tx) = names {
+        let _ = tx.send(kept.clone());
+    }
     let got: Vec<Result<Option<DynamicObject>, crate::kube::Error>> = futures::stream::iter(
         kept.into_iter()
             .map(|(ns, name)| async move { get_named(conn, ar, &ns, &name).await }),
@@ -2483,7 +2549,7 @@ async fn read_kept(
             Ok(Some(obj)) => items.push(Obj::new(to_value(kind, ar, &obj))),
             // Deleted since the list.
             Ok(None) => {}
-            Err(e) if e.code() == Some(403) => return list_kind(conn, kind, ar).await,
+            Err(e) if e.code() == Some(403) => return full_list(None).await,
             Err(e) => return Err(e),
         }
     }

@@ -219,8 +219,14 @@ fn prepare_service(
         // Before 1.23 a dry-run create allocates nothing (see `dry_run_checks_cluster_ip`).
         (None, "") if dry_run && !version.dry_run_checks_cluster_ip(runtime) => None,
         (None, "") => {
-            let used = used_cluster_ips(state, (&me.0, &me.1));
-            let next = (10u128..1 << 20)
+            // The lowest free address from offset 10, as ever; the index (see
+            // `State::cluster_ips`) holds what is taken and where the free ones start.
+            if state.cluster_ips.is_none() {
+                let used = used_cluster_ips(state, ("", "")).into_iter().collect();
+                state.cluster_ips = Some((used, 10));
+            }
+            let (used, from) = state.cluster_ips.as_ref().expect("just built");
+            let next = (*from..1 << 20)
                 .filter_map(|n| state.cidr.nth(n))
                 .map(|a| a.to_string())
                 .find(|a| !used.contains(a));

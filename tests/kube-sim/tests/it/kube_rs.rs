@@ -847,3 +847,48 @@ async fn metadata_list_and_watch_follow_the_version() {
     assert_eq!(events[0]["object"]["kind"], "Table");
     assert_eq!(events[0]["object"]["apiVersion"], "meta.k8s.io/v1beta1");
 }
+
+/// ClusterIPs are the lowest free addresses of the range from offset 10, however Services come
+/// and go: a bulk load, a delete (its address is free again) and creates through the API all
+/// see the same allocator.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_ips_are_the_lowest_free_across_loads_creates_and_deletes() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, DeleteParams, PostParams};
+    let server = kube_sim::Server::start(kube_sim::Scenario::empty()).await;
+    let svc = |name: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ports": [{"port": 80}]}})
+    };
+    server
+        .load((0..50).map(|i| svc(&format!("s{i}"))))
+        .expect("services load");
+    let api: Api<Service> = Api::namespaced(server.client(), "default");
+    let ip = |s: &Service| s.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap();
+    let mut ips: Vec<String> = Vec::new();
+    for i in 0..50 {
+        ips.push(ip(&api.get(&format!("s{i}")).await.unwrap()));
+    }
+    let mut unique = ips.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        50,
+        "every Service has its own address: {ips:?}"
+    );
+    // Freed by a delete: the next create takes it.
+    api.delete("s7", &DeleteParams::default()).await.unwrap();
+    let created: Service = serde_json::from_value(svc("n1")).unwrap();
+    let n1 = api.create(&PostParams::default(), &created).await.unwrap();
+    assert_eq!(
+        ip(&n1),
+        ips[7],
+        "a deleted Service's address is reused first"
+    );
+    // Then past the end of what the load took.
+    let created: Service = serde_json::from_value(svc("n3")).unwrap();
+    let n3 = api.create(&PostParams::default(), &created).await.unwrap();
+    assert!(!ips.contains(&ip(&n3)), "{} is new", ip(&n3));
+}
