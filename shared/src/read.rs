@@ -594,6 +594,105 @@ struct MetadataItem {
     metadata: ObjectMeta,
 }
 
+/// What [`list_metadata_or_full`] read: metadata where the server serves metadata lists, else
+/// the full objects (the server sent them anyway; the caller keeps what it needs of them).
+pub enum MetaOrFull {
+    /// `meta.k8s.io/v1` `PartialObjectMetadataList` items' metadata.
+    Metadata(Vec<ObjectMeta>),
+    /// The full list's items, as read.
+    Full(Vec<RawItem>),
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<RawItem>,
+}
+
+/// The list at `url` in one request per page on every release, as [`list_metadata`] asks
+/// ([`METADATA_OR_FULL_LIST`]), but a full list as the answer (Kubernetes before 1.15) is kept
+/// whole rather than cut to metadata: a caller that reads some objects in full after a metadata
+/// list has them already, without another round trip.
+pub async fn list_metadata_or_full(
+    conn: &Connection,
+    url: &str,
+    action: Request,
+    params: &ListParams,
+) -> Result<MetaOrFull, Error> {
+    let cache = conn.memo::<Cache>();
+    let mut pager = Pager::default();
+    let mut metas = Vec::new();
+    let mut full = Vec::new();
+    loop {
+        let lp = pager.params(params);
+        let page = conn
+            .call(action.clone(), || {
+                let request = ::kube::core::Request::new(url).list(&lp).map(|mut r| {
+                    r.headers_mut().insert(
+                        http::header::ACCEPT,
+                        http::HeaderValue::from_static(METADATA_OR_FULL_LIST),
+                    );
+                    r
+                });
+                async move {
+                    conn.client
+                        .request::<RawPage>(request.map_err(::kube::Error::BuildRequest)?)
+                        .await
+                }
+            })
+            .await;
+        match page {
+            Ok(page) => {
+                let served = page.kind == "PartialObjectMetadataList";
+                cache.metadata_lists.store(
+                    if served {
+                        METADATA_SERVED
+                    } else {
+                        METADATA_REFUSED
+                    },
+                    AtomicOrdering::Relaxed,
+                );
+                if served {
+                    metas.extend(page.items.into_iter().map(|mut item| {
+                        item.remove("metadata")
+                            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                            .unwrap_or_default()
+                    }));
+                } else {
+                    full.extend(page.items);
+                }
+                if !pager.advance(page.metadata.continue_) {
+                    return Ok(if full.is_empty() {
+                        MetaOrFull::Metadata(metas)
+                    } else {
+                        MetaOrFull::Full(full)
+                    });
+                }
+            }
+            // Not expected with a plain JSON fallback offered; a server that refuses anyway is
+            // listed in full, as before 1.15.
+            Err(e) if e.is_not_acceptable() && pager.token.is_none() => {
+                tracing::debug!(%action, error = %e, "metadata lists refused: listing in full");
+                cache
+                    .metadata_lists
+                    .store(METADATA_REFUSED, AtomicOrdering::Relaxed);
+                return list_all_raw(conn, url, action, params, Some)
+                    .await
+                    .map(MetaOrFull::Full);
+            }
+            Err(e) => {
+                pager.restart_or(e, &action)?;
+                metas.clear();
+                full.clear();
+            }
+        }
+    }
+}
+
 /// The metadata of every object of a list, as [`list_all`] pages it, one request per page on
 /// every release: it asks for `meta.k8s.io/v1` `PartialObjectMetadataList` or else plain JSON
 /// ([`METADATA_OR_FULL_LIST`]). A full list as the answer (Kubernetes before 1.15) is remembered

@@ -15,6 +15,8 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use ::kube::api::{Api, DynamicObject, ListParams};
+
+use crate::read::MetaOrFull;
 use ::kube::core::{ApiResource, GroupVersionKind};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -2385,7 +2387,7 @@ const GET_CONCURRENCY: usize = 16;
 /// of Pods wants their metadata (labels, the `sidecar.istio.io/status` annotation, owner) and,
 /// for Service endpoints, the named container ports and whether `istio-proxy` runs
 /// (doctor/mesh.rs `Endpoint::of`, `has_proxy`). So: one metadata list of every Pod
-/// ([`crate::read::try_list_metadata`], `meta.k8s.io/v1`), then a GET of the first pod of each
+/// ([`crate::read::list_metadata_or_full`], `meta.k8s.io/v1`), then a GET of the first pod of each
 /// pod template — same namespace, owner, template revision (`pod-template-hash`,
 /// `controller-revision-hash`) and sidecar status, which the controller and the injector
 /// decide once for all its pods — [`GET_CONCURRENCY`] at a time; its siblings take its
@@ -2396,16 +2398,24 @@ const GET_CONCURRENCY: usize = 16;
 /// lists Pods: then the full list, as before.
 async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate::kube::Error> {
     let all: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
-    let metas = match crate::read::try_list_metadata(
+    let metas = match crate::read::list_metadata_or_full(
         conn,
-        &all,
+        all.resource_url(),
         Request::new("list", "pods"),
         &ListParams::default(),
     )
     .await
     {
-        Ok(Some(metas)) => metas,
-        Ok(None) => return list_kind(conn, Kind::Pod, ar).await,
+        Ok(MetaOrFull::Metadata(metas)) => metas,
+        // Kubernetes 1.14 answers with the full list: every pod is read already.
+        Ok(MetaOrFull::Full(items)) => {
+            return Ok(Listed::Items(
+                items
+                    .into_iter()
+                    .map(|item| Obj::from_listed(Kind::Pod, ar, item))
+                    .collect(),
+            ));
+        }
         Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
         Err(e) => return Err(e),
     };
@@ -2517,14 +2527,35 @@ async fn read_kept(
         }
         listed
     };
-    let metas =
-        match crate::read::try_list_metadata(conn, &all, action, &ListParams::default()).await {
-            Ok(Some(metas)) => metas,
-            Ok(None) => return full_list(names).await,
-            Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
-            Err(e) if e.is_not_found() => return full_list(names).await,
-            Err(e) => return Err(e),
-        };
+    let listed = crate::read::list_metadata_or_full(
+        conn,
+        all.resource_url(),
+        action,
+        &ListParams::default(),
+    )
+    .await;
+    let metas = match listed {
+        Ok(MetaOrFull::Metadata(metas)) => metas,
+        // Kubernetes 1.14 answers with the full list: the kept objects are read already.
+        Ok(MetaOrFull::Full(items)) => {
+            let kept: Vec<Obj> = items
+                .into_iter()
+                .map(|item| Obj::from_listed(kind, ar, item))
+                .filter(|o| kind.keeps(o.name()))
+                .collect();
+            if let Some(tx) = names {
+                let _ = tx.send(
+                    kept.iter()
+                        .map(|o| (o.namespace().to_owned(), o.name().to_owned()))
+                        .collect(),
+                );
+            }
+            return Ok(Listed::Items(kept));
+        }
+        Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
+        Err(e) if e.is_not_found() => return full_list(names).await,
+        Err(e) => return Err(e),
+    };
     let kept: Vec<(String, String)> = metas
         .into_iter()
         .filter_map(|m| {
