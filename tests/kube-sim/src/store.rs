@@ -370,10 +370,24 @@ impl State {
             None => Bound::Included((key.clone(), ns.unwrap_or("").to_string(), String::new())),
         };
         let filtering = !opts.labels.is_empty() || opts.fields != FieldSelector::default();
-        let mut iter = self
-            .objects
-            .range((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.0 == key && ns.is_none_or(|n| k.1 == n))
+        // The first key past the resource (or its namespace): every string with the prefix
+        // sorts before the prefix plus NUL, so the range holds exactly the resource's objects
+        // and counting what is left compares no key.
+        let end = match ns {
+            Some(n) => (key.clone(), format!("{n}\0"), String::new()),
+            None => (format!("{key}\0"), String::new(), String::new()),
+        };
+        // A token from another list may start past the end (`range` panics on that): empty.
+        let past_end = match &start {
+            Bound::Excluded(k) | Bound::Included(k) => *k >= end,
+            Bound::Unbounded => false,
+        };
+        let range = if past_end {
+            self.objects.range((Bound::Included(end.clone()), Bound::Excluded(end)))
+        } else {
+            self.objects.range((start, Bound::Excluded(end)))
+        };
+        let mut iter = range
             .filter(|(_, o)| opts.labels.matches(o) && opts.fields.matches(o));
         let mut items = Vec::new();
         let mut last: Option<&ObjKey> = None;

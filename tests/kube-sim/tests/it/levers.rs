@@ -722,3 +722,49 @@ async fn impersonation_needs_the_impersonate_permission() {
     );
     assert!(server.add_user("kube-sim").is_err());
 }
+
+/// Pages count what is left without reading it (`remainingItemCount` on unfiltered lists, none
+/// on filtered ones, as the apiserver), and a token taken from a list over every namespace,
+/// used for one namespace whose objects all sort before it, ends that list empty rather than
+/// failing.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_count_what_is_left_and_a_foreign_token_ends_the_list() {
+    let server = Server::start(Scenario::empty()).await;
+    let cms = five_configmaps(&server).await;
+    let zzz: Api<ConfigMap> = Api::namespaced(server.client(), "zzz");
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "zzz"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(server.client())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "z"}})).unwrap();
+    zzz.create(&PostParams::default(), &cm).await.unwrap();
+    // default: kube-root-ca.crt, c0..c4 (6); zzz: kube-root-ca.crt, z (2).
+    let page = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(page.metadata.remaining_item_count, Some(4));
+    let filtered = cms
+        .list(&ListParams::default().limit(2).fields("metadata.name!=c0"))
+        .await
+        .unwrap();
+    assert_eq!(filtered.items.len(), 2);
+    assert!(filtered.metadata.continue_.is_some());
+    assert_eq!(filtered.metadata.remaining_item_count, None);
+    // Across namespaces, the page ending in zzz: its token, used for `default`, starts past it.
+    let all: Api<ConfigMap> = Api::all(server.client());
+    let everything = all.list(&ListParams::default()).await.unwrap();
+    let at = everything
+        .items
+        .iter()
+        .position(|c| c.metadata.namespace.as_deref() == Some("zzz"))
+        .unwrap();
+    let limit = u32::try_from(at + 1).unwrap();
+    let first = all.list(&ListParams::default().limit(limit)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    assert_eq!(first.items.last().unwrap().metadata.namespace.as_deref(), Some("zzz"));
+    let rest = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert!(rest.items.is_empty(), "{:?}", rest.items);
+}
