@@ -162,6 +162,9 @@ struct Continue {
     started_ms: u64,
     /// How many continued pages this list has had before this one.
     pages: u32,
+    /// How many objects were left after the page that handed out this token, as counted then:
+    /// counted once per list, not once per page (`None`: count again).
+    remaining: Option<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -192,13 +195,14 @@ fn decode_continue(token: &str) -> Result<Continue, ApiError> {
             .and_then(Value::as_u64)
             .and_then(|p| u32::try_from(p).ok())
             .unwrap_or(0),
+        remaining: v.get("r").and_then(Value::as_u64),
     })
 }
 
 fn encode_continue(c: &Continue) -> String {
     URL_SAFE_NO_PAD.encode(
         json!({"v": "meta.k8s.io/v1", "rv": c.rv, "start": [c.after.0, c.after.1],
-               "t": c.started_ms, "p": c.pages})
+               "t": c.started_ms, "p": c.pages, "r": c.remaining})
         .to_string(),
     )
 }
@@ -383,12 +387,12 @@ impl State {
             Bound::Unbounded => false,
         };
         let range = if past_end {
-            self.objects.range((Bound::Included(end.clone()), Bound::Excluded(end)))
+            self.objects
+                .range((Bound::Included(end.clone()), Bound::Excluded(end)))
         } else {
             self.objects.range((start, Bound::Excluded(end)))
         };
-        let mut iter = range
-            .filter(|(_, o)| opts.labels.matches(o) && opts.fields.matches(o));
+        let mut iter = range.filter(|(_, o)| opts.labels.matches(o) && opts.fields.matches(o));
         let mut items = Vec::new();
         let mut last: Option<&ObjKey> = None;
         for (k, o) in iter.by_ref() {
@@ -400,14 +404,17 @@ impl State {
         }
         let mut meta = json!({"resourceVersion": self.rv.to_string()});
         if opts.limit > 0 && items.len() >= opts.limit {
-            // Filtered, the apiserver gives no `remainingItemCount`: one more match is all a
-            // `continue` needs, and counting them all made every page O(n) selector matches.
-            let remaining = if filtering {
-                usize::from(iter.next().is_some())
-            } else {
-                iter.count()
+            // Whether more follow decides the `continue`: one more match says it. Filtered, the
+            // apiserver gives no `remainingItemCount`; unfiltered, the count is taken on the
+            // first page and carried in the token (counting on every page made paging a list
+            // quadratic), counted again if writes since have made it wrong.
+            let more = iter.next().is_some();
+            let remaining = match token.as_ref().and_then(|c| c.remaining) {
+                _ if !more || filtering => u64::from(more),
+                Some(r) if r > items.len() as u64 => r - items.len() as u64,
+                _ => 1 + iter.count() as u64,
             };
-            if remaining > 0 {
+            if more {
                 let k = last.expect("a full page has a last item");
                 let next = match &token {
                     // A continued list keeps its start; a -1 token starts a new one.
@@ -416,12 +423,14 @@ impl State {
                         rv: c.rv,
                         started_ms: c.started_ms,
                         pages: c.pages + 1,
+                        remaining: (!filtering).then_some(remaining),
                     },
                     _ => Continue {
                         after: (k.1.clone(), k.2.clone()),
                         rv: i64::try_from(self.rv).unwrap_or(i64::MAX),
                         started_ms: now_ms(),
                         pages: 0,
+                        remaining: (!filtering).then_some(remaining),
                     },
                 };
                 meta["continue"] = json!(encode_continue(&next));
@@ -455,6 +464,7 @@ impl State {
             rv: -1,
             started_ms: 0,
             pages: 0,
+            remaining: None,
         };
         let mut e = ApiError::expired(CONTINUE_EXPIRED);
         e.metadata = Some(json!({"continue": encode_continue(&fresh)}));

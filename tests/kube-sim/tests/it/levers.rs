@@ -740,9 +740,37 @@ async fn pages_count_what_is_left_and_a_foreign_token_ends_the_list() {
         .unwrap();
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "z"}})).unwrap();
     zzz.create(&PostParams::default(), &cm).await.unwrap();
-    // default: kube-root-ca.crt, c0..c4 (6); zzz: kube-root-ca.crt, z (2).
+    // c0 c1 | c2 c3 | c4, then `d` created between pages, | kube-root-ca.crt: the count
+    // carried by the token, and counted again once writes have made it wrong.
     let page = cms.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(page.metadata.remaining_item_count, Some(4));
+    let token = page.metadata.continue_.unwrap();
+    let page = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(page.metadata.remaining_item_count, Some(2));
+    let d: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "d"}})).unwrap();
+    cms.create(&PostParams::default(), &d).await.unwrap();
+    let token = page.metadata.continue_.unwrap();
+    let page = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    let names: Vec<_> = page
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["c4", "d"]);
+    assert_eq!(page.metadata.remaining_item_count, Some(1));
+    let token = page.metadata.continue_.unwrap();
+    let last = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(last.items.len(), 1);
+    assert!(last.metadata.continue_.is_none());
     let filtered = cms
         .list(&ListParams::default().limit(2).fields("metadata.name!=c0"))
         .await
@@ -761,7 +789,10 @@ async fn pages_count_what_is_left_and_a_foreign_token_ends_the_list() {
     let limit = u32::try_from(at + 1).unwrap();
     let first = all.list(&ListParams::default().limit(limit)).await.unwrap();
     let token = first.metadata.continue_.clone().unwrap();
-    assert_eq!(first.items.last().unwrap().metadata.namespace.as_deref(), Some("zzz"));
+    assert_eq!(
+        first.items.last().unwrap().metadata.namespace.as_deref(),
+        Some("zzz")
+    );
     let rest = cms
         .list(&ListParams::default().limit(2).continue_token(&token))
         .await
