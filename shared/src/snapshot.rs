@@ -9,7 +9,7 @@
 //! Istio's kinds as [`DynamicObject`] JSON. The mesh config is parsed once
 //! ([`Snapshot::mesh_config`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -1462,9 +1462,31 @@ pub struct Snapshot {
     /// The mesh config, parsed on first use ([`Snapshot::mesh_config`]); [`Snapshot::push`]
     /// forgets it.
     mesh: std::sync::OnceLock<Option<MeshConfig>>,
+    /// The Pods of each namespace, as indices into `objects[Pod]`, built on first use
+    /// ([`Snapshot::pods_in`]); [`Snapshot::push`] forgets it.
+    pods_by_ns: std::sync::OnceLock<HashMap<String, Vec<usize>>>,
 }
 
 impl Snapshot {
+    /// The Pods of namespace `ns` with their typed form, in source order: what a Service
+    /// selects from (scanning every Pod for every Service was most of doctor's time on a cluster
+    /// of 20 000 Pods and 2 000 Services).
+    pub fn pods_in(&self, ns: &str) -> impl Iterator<Item = (&Obj, &Pod)> {
+        let pods = self.of(Kind::Pod);
+        let index = self.pods_by_ns.get_or_init(|| {
+            let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, p) in pods.iter().enumerate() {
+                index.entry(p.namespace().to_owned()).or_default().push(i);
+            }
+            index
+        });
+        index
+            .get(ns)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(|i| pods[*i].typed::<Pod>().map(|t| (&pods[*i], t)))
+    }
+
     /// The objects of one kind.
     pub fn of(&self, kind: Kind) -> &[Obj] {
         self.objects.get(&kind).map_or(&[], Vec::as_slice)
@@ -1515,6 +1537,7 @@ impl Snapshot {
             return;
         }
         self.mesh = std::sync::OnceLock::new();
+        self.pods_by_ns = std::sync::OnceLock::new();
         self.objects.entry(kind).or_default().push(obj);
     }
 

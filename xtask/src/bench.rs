@@ -83,6 +83,25 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+    // `--serve-realistic N`: serve the realistic cluster divided by N until killed, printing
+    // its kubeconfig — to profile doctor by hand.
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--serve-realistic")
+        .and_then(|i| args.get(i + 1))
+    {
+        let divisor: usize = n
+            .parse()
+            .map_err(|_| format!("--serve-realistic {n}: not a divisor (1 for full size)"))?;
+        let server = start_sim(&runtime, &root.join("tests/scenarios/modern.yaml"))?;
+        server
+            .load(realistic::objects(&realistic::REALISTIC.divided(divisor)))
+            .map_err(|e| format!("loading the realistic cluster: {e}"))?;
+        println!("{}", server.kubeconfig_path().display());
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     // `--only-realistic`: the realistic rows alone, printed, BENCHMARKS.md left as it is (to
     // measure a change to doctor's reads without the synthetic runs).
     if args.iter().any(|a| a == "--only-realistic") {

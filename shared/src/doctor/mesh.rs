@@ -656,12 +656,10 @@ impl<'a> Endpoint<'a> {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for (pod, typed) in snap.typed::<Pod>() {
-            // Namespace and selector first, label by label: this runs for every Service and
-            // every Pod, and building each pod's label map here dominated doctor's time.
-            if pod.namespace() != dest.ns()
-                || !selector.iter().all(|(k, v)| pod.label(k) == Some(*v))
-            {
+        for (pod, typed) in snap.pods_in(dest.ns()) {
+            // Selector first, label by label: this runs for every Service and every Pod of
+            // its namespace, and building each pod's label map here dominated doctor's time.
+            if !selector.iter().all(|(k, v)| pod.label(k) == Some(*v)) {
                 continue;
             }
             let labels = pod.labels();
@@ -778,6 +776,9 @@ pub struct Mesh<'a> {
     /// Workload-level PeerAuthentications (a non-empty selector, outside the root namespace),
     /// oldest first.
     pub workload_policies: Vec<WorkloadPolicy<'a>>,
+    /// `workload_policies` of each namespace, as indices in their order (asked for every
+    /// endpoint of every Service).
+    workload_policies_by_ns: HashMap<&'a str, Vec<usize>>,
     /// Whether peer authentication is PeerAuthentication (modern) rather than 1.4's
     /// MeshPolicy/Policy.
     pub peer_authentication: bool,
@@ -1130,6 +1131,13 @@ impl<'a> Mesh<'a> {
             mesh_policy,
             ns_policies,
             target_policies,
+            workload_policies_by_ns: {
+                let mut index: HashMap<&'a str, Vec<usize>> = HashMap::new();
+                for (i, w) in workload_policies.iter().enumerate() {
+                    index.entry(w.obj.namespace()).or_default().push(i);
+                }
+                index
+            },
             workload_policies,
             peer_authentication: modern
                 && (!pas.is_empty()
@@ -1435,12 +1443,15 @@ impl<'a> Mesh<'a> {
         ns: &str,
         labels: &BTreeMap<&str, &str>,
     ) -> Option<&WorkloadPolicy<'a>> {
-        self.workload_policies.iter().find(|w| {
-            w.obj.namespace() == ns
-                && w.selector
+        self.workload_policies_by_ns
+            .get(ns)?
+            .iter()
+            .map(|i| &self.workload_policies[*i])
+            .find(|w| {
+                w.selector
                     .iter()
                     .all(|(k, v)| labels.get(k.as_str()) == Some(&v.as_str()))
-        })
+            })
     }
 
     /// The peer mode a sidecar enforces on inbound `target_port` (the workload's port, not the

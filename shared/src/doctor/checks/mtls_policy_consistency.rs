@@ -312,13 +312,17 @@ fn endpoints_against_clients(
                             Sends::Auto(mesh.auto_mtls_sends(auto_mtls, dest, port, ep, target))
                         }
                     };
-                    let at = format!(
-                        "{}:{} (port {target} of {})",
-                        dest.host,
-                        port.number,
-                        ep.obj.reference()
-                    );
-                    let via = match sends {
+                    // Formatted only for a finding: this runs for every endpoint, port and
+                    // client namespace of every Service.
+                    let at = || {
+                        format!(
+                            "{}:{} (port {target} of {})",
+                            dest.host,
+                            port.number,
+                            ep.obj.reference()
+                        )
+                    };
+                    let via = || match sends {
                         Sends::Rule(i, _) => {
                             format!("{} ({})", mesh.rules[i].obj.reference(), tls_text(tls))
                         }
@@ -362,7 +366,9 @@ fn endpoints_against_clients(
                             (
                                 obj,
                                 format!(
-                                    "{via} sends mTLS to {at}, where {by} disables mTLS: those connections fail"
+                                    "{} sends mTLS to {}, where {by} disables mTLS: those connections fail",
+                                    via(),
+                                    at()
                                 ),
                                 hint,
                                 false,
@@ -397,7 +403,9 @@ fn endpoints_against_clients(
                             (
                                 obj,
                                 format!(
-                                    "{via} sends plaintext to {at}, where {by} requires mTLS: those connections are refused"
+                                    "{} sends plaintext to {}, where {by} requires mTLS: those connections are refused",
+                                    via(),
+                                    at()
                                 ),
                                 hint,
                                 false,
@@ -411,7 +419,9 @@ fn endpoints_against_clients(
                             (
                                 ep.obj.reference(),
                                 format!(
-                                    "{via} sends plaintext to {at}: once the port is STRICT those connections are refused"
+                                    "{} sends plaintext to {}: once the port is STRICT those connections are refused",
+                                    via(),
+                                    at()
                                 ),
                                 format!(
                                     "label {} {TLS_MODE_LABEL}=istio (it runs the sidecar), or add an ISTIO_MUTUAL DestinationRule for {}",
