@@ -637,17 +637,7 @@ impl Obj {
         item.remove("apiVersion");
         item.remove("kind");
         if Body::is_typed(&ar.group, &ar.kind) {
-            let mut map: Map<String, Value> = item
-                .into_iter()
-                .map(|(k, raw)| {
-                    let v = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-                    (k, v)
-                })
-                .collect();
-            trim(kind, &mut map);
-            map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
-            map.insert("kind".into(), Value::String(ar.kind.clone()));
-            return Self::new(Value::Object(map));
+            return Self::new(raw_value(kind, ar, item));
         }
         Self {
             api_version: ar.api_version.clone(),
@@ -2167,6 +2157,46 @@ async fn read_secrets(
 }
 
 /// One object by name (GET); `None` when it does not exist.
+/// A read object's fields as one JSON object, [`trim`]med, with `apiVersion` and `kind`.
+fn raw_value(kind: Kind, ar: &ApiResource, item: crate::read::RawItem) -> Value {
+    let mut map: Map<String, Value> = item
+        .into_iter()
+        .map(|(k, raw)| {
+            let v = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+            (k, v)
+        })
+        .collect();
+    trim(kind, &mut map);
+    map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
+    map.insert("kind".into(), Value::String(ar.kind.clone()));
+    Value::Object(map)
+}
+
+/// [`get_named`], the object read as its fields' JSON text ([`crate::read::RawItem`]): no
+/// typed metadata parsed only to be written out again.
+async fn get_raw(
+    conn: &Connection,
+    ar: &ApiResource,
+    ns: &str,
+    name: &str,
+) -> Result<Option<crate::read::RawItem>, crate::kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), ns, ar);
+    let action = Request::new("get", resource_name(ar)).ns(ns).name(name);
+    let got = conn
+        .call(action, || {
+            let request = ::kube::core::Request::new(api.resource_url())
+                .get(name, &::kube::api::GetParams::default())
+                .map_err(::kube::Error::BuildRequest);
+            async move { conn.client.request::<crate::read::RawItem>(request?).await }
+        })
+        .await;
+    match got {
+        Ok(item) => Ok(Some(item)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 async fn get_named(
     conn: &Connection,
     ar: &ApiResource,
@@ -2460,12 +2490,12 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
         let results: Vec<(
             usize,
             usize,
-            Result<Option<DynamicObject>, crate::kube::Error>,
+            Result<Option<crate::read::RawItem>, crate::kube::Error>,
         )> = futures::stream::iter(wanted.into_iter().map(|(g, i)| {
             let meta = &metas[i];
             let ns = meta.namespace.clone().unwrap_or_default();
             let name = meta.name.clone().unwrap_or_default();
-            async move { (g, i, get_named(conn, ar, &ns, &name).await) }
+            async move { (g, i, get_raw(conn, ar, &ns, &name).await) }
         }))
         .buffer_unordered(GET_CONCURRENCY)
         .collect()
@@ -2474,7 +2504,7 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
             match result {
                 Ok(Some(pod)) => {
                     chosen[g] = Some(i);
-                    fetched.insert(i, to_value(Kind::Pod, ar, &pod));
+                    fetched.insert(i, raw_value(Kind::Pod, ar, pod));
                 }
                 Ok(None) => {
                     gone[i] = true;
