@@ -576,16 +576,89 @@ pub async fn list_all_raw<T>(
 pub const METADATA_OR_FULL_LIST: &str =
     "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
 
-/// One page of a list, metadata only: a `PartialObjectMetadataList` and a full `<Kind>List` read
-/// alike (items' other fields are skipped while parsing).
+/// One page of a list asked for as [`METADATA_OR_FULL_LIST`]: a `PartialObjectMetadataList`
+/// or a full `<Kind>List`, its items read as `I` ([`MetadataItem`]: other fields are skipped
+/// while parsing; [`RawItem`]: kept as text).
 #[derive(Deserialize)]
-struct MetadataPage {
+#[serde(bound = "I: serde::de::DeserializeOwned")]
+struct MetadataOrFullPage<I> {
     #[serde(default)]
     kind: String,
     #[serde(default)]
     metadata: ListMeta,
-    #[serde(default)]
-    items: Vec<MetadataItem>,
+    #[serde(default = "Vec::new")]
+    items: Vec<I>,
+}
+
+/// What [`metadata_or_full_pages`] hands its caller.
+enum PageEvent<I> {
+    /// A page's items, and whether they are metadata (else full objects).
+    Items(bool, Vec<I>),
+    /// A continue token expired: the list starts over, forget what was taken.
+    Restart,
+}
+
+/// The list at `url`, one request per page on every release ([`METADATA_OR_FULL_LIST`]), each
+/// page passed to `take`; remembers on the connection which the server answered.
+/// `Ok(false)`: refused with 406 on the first page (not expected with plain JSON offered).
+async fn metadata_or_full_pages<I: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    url: &str,
+    action: &Request,
+    params: &ListParams,
+    mut take: impl FnMut(PageEvent<I>),
+) -> Result<bool, Error> {
+    let cache = conn.memo::<Cache>();
+    let mut pager = Pager::default();
+    loop {
+        let lp = pager.params(params);
+        let page = conn
+            .call(action.clone(), || {
+                let request = ::kube::core::Request::new(url).list(&lp).map(|mut r| {
+                    r.headers_mut().insert(
+                        http::header::ACCEPT,
+                        http::HeaderValue::from_static(METADATA_OR_FULL_LIST),
+                    );
+                    r
+                });
+                async move {
+                    conn.client
+                        .request::<MetadataOrFullPage<I>>(
+                            request.map_err(::kube::Error::BuildRequest)?,
+                        )
+                        .await
+                }
+            })
+            .await;
+        match page {
+            Ok(page) => {
+                let served = page.kind == "PartialObjectMetadataList";
+                cache.metadata_lists.store(
+                    if served {
+                        METADATA_SERVED
+                    } else {
+                        METADATA_REFUSED
+                    },
+                    AtomicOrdering::Relaxed,
+                );
+                take(PageEvent::Items(served, page.items));
+                if !pager.advance(page.metadata.continue_) {
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.is_not_acceptable() && pager.token.is_none() => {
+                tracing::debug!(%action, error = %e, "metadata lists refused: listing in full from now on");
+                cache
+                    .metadata_lists
+                    .store(METADATA_REFUSED, AtomicOrdering::Relaxed);
+                return Ok(false);
+            }
+            Err(e) => {
+                pager.restart_or(e, action)?;
+                take(PageEvent::Restart);
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -603,16 +676,6 @@ pub enum MetaOrFull {
     Full(Vec<RawItem>),
 }
 
-#[derive(Deserialize)]
-struct RawPage {
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    metadata: ListMeta,
-    #[serde(default)]
-    items: Vec<RawItem>,
-}
-
 /// The list at `url` in one request per page on every release, as [`list_metadata`] asks
 /// ([`METADATA_OR_FULL_LIST`]), but a full list as the answer (Kubernetes before 1.15) is kept
 /// whole rather than cut to metadata: a caller that reads some objects in full after a metadata
@@ -623,74 +686,30 @@ pub async fn list_metadata_or_full(
     action: Request,
     params: &ListParams,
 ) -> Result<MetaOrFull, Error> {
-    let cache = conn.memo::<Cache>();
-    let mut pager = Pager::default();
-    let mut metas = Vec::new();
-    let mut full = Vec::new();
-    loop {
-        let lp = pager.params(params);
-        let page = conn
-            .call(action.clone(), || {
-                let request = ::kube::core::Request::new(url).list(&lp).map(|mut r| {
-                    r.headers_mut().insert(
-                        http::header::ACCEPT,
-                        http::HeaderValue::from_static(METADATA_OR_FULL_LIST),
-                    );
-                    r
-                });
-                async move {
-                    conn.client
-                        .request::<RawPage>(request.map_err(::kube::Error::BuildRequest)?)
-                        .await
-                }
-            })
-            .await;
-        match page {
-            Ok(page) => {
-                let served = page.kind == "PartialObjectMetadataList";
-                cache.metadata_lists.store(
-                    if served {
-                        METADATA_SERVED
-                    } else {
-                        METADATA_REFUSED
-                    },
-                    AtomicOrdering::Relaxed,
-                );
-                if served {
-                    metas.extend(page.items.into_iter().map(|mut item| {
-                        item.remove("metadata")
-                            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                            .unwrap_or_default()
-                    }));
-                } else {
-                    full.extend(page.items);
-                }
-                if !pager.advance(page.metadata.continue_) {
-                    return Ok(if full.is_empty() {
-                        MetaOrFull::Metadata(metas)
-                    } else {
-                        MetaOrFull::Full(full)
-                    });
-                }
-            }
-            // Not expected with a plain JSON fallback offered; a server that refuses anyway is
-            // listed in full, as before 1.15.
-            Err(e) if e.is_not_acceptable() && pager.token.is_none() => {
-                tracing::debug!(%action, error = %e, "metadata lists refused: listing in full");
-                cache
-                    .metadata_lists
-                    .store(METADATA_REFUSED, AtomicOrdering::Relaxed);
-                return list_all_raw(conn, url, action, params, Some)
-                    .await
-                    .map(MetaOrFull::Full);
-            }
-            Err(e) => {
-                pager.restart_or(e, &action)?;
-                metas.clear();
-                full.clear();
-            }
+    let (mut metas, mut full) = (Vec::new(), Vec::new());
+    let served = metadata_or_full_pages(conn, url, &action, params, |event| match event {
+        PageEvent::Items(true, items) => metas.extend(items.into_iter().map(|mut item: RawItem| {
+            item.remove("metadata")
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or_default()
+        })),
+        PageEvent::Items(false, items) => full.extend(items),
+        PageEvent::Restart => {
+            metas.clear();
+            full.clear();
         }
+    })
+    .await?;
+    if !served {
+        return list_all_raw(conn, url, action, params, Some)
+            .await
+            .map(MetaOrFull::Full);
     }
+    Ok(if full.is_empty() {
+        MetaOrFull::Metadata(metas)
+    } else {
+        MetaOrFull::Full(full)
+    })
 }
 
 /// The metadata of every object of a list, as [`list_all`] pages it, one request per page on
@@ -706,59 +725,22 @@ pub async fn list_metadata<K>(
 where
     K: ::kube::Resource + Clone + DeserializeOwned + fmt::Debug,
 {
-    let cache = conn.memo::<Cache>();
-    if cache.metadata_lists_refused() {
+    if conn.memo::<Cache>().metadata_lists_refused() {
         return list_all(conn, api, action, params, |o: K| Some(o.meta().clone())).await;
     }
-    let url = ::kube::core::Request::new(api.resource_url());
-    let mut pager = Pager::default();
     let mut out = Vec::new();
-    loop {
-        let lp = pager.params(params);
-        let page = conn
-            .call(action.clone(), || {
-                let request = url.list(&lp).map(|mut r| {
-                    r.headers_mut().insert(
-                        http::header::ACCEPT,
-                        http::HeaderValue::from_static(METADATA_OR_FULL_LIST),
-                    );
-                    r
-                });
-                async move {
-                    conn.client
-                        .request::<MetadataPage>(request.map_err(::kube::Error::BuildRequest)?)
-                        .await
-                }
-            })
-            .await;
-        match page {
-            Ok(page) => {
-                let learnt = if page.kind == "PartialObjectMetadataList" {
-                    METADATA_SERVED
-                } else {
-                    METADATA_REFUSED
-                };
-                cache.metadata_lists.store(learnt, AtomicOrdering::Relaxed);
-                out.extend(page.items.into_iter().map(|i| i.metadata));
-                if !pager.advance(page.metadata.continue_) {
-                    return Ok(out);
-                }
+    let served =
+        metadata_or_full_pages(conn, api.resource_url(), &action, params, |event| match event {
+            PageEvent::Items(_, items) => {
+                out.extend(items.into_iter().map(|i: MetadataItem| i.metadata));
             }
-            // Not expected with a plain JSON fallback offered; a server that refuses anyway is
-            // listed in full, as before 1.15.
-            Err(e) if e.is_not_acceptable() && pager.token.is_none() => {
-                tracing::debug!(%action, error = %e, "metadata lists refused: listing in full from now on");
-                cache
-                    .metadata_lists
-                    .store(METADATA_REFUSED, AtomicOrdering::Relaxed);
-                return list_all(conn, api, action, params, |o: K| Some(o.meta().clone())).await;
-            }
-            Err(e) => {
-                pager.restart_or(e, &action)?;
-                out.clear();
-            }
-        }
+            PageEvent::Restart => out.clear(),
+        })
+        .await?;
+    if !served {
+        return list_all(conn, api, action, params, |o: K| Some(o.meta().clone())).await;
     }
+    Ok(out)
 }
 
 /// The metadata of every object of a list as a `meta.k8s.io/v1` `PartialObjectMetadataList`,
