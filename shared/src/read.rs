@@ -506,28 +506,19 @@ pub async fn list_all<K, T>(
     api: &Api<K>,
     action: Request,
     params: &ListParams,
-    mut keep: impl FnMut(K) -> Option<T>,
+    keep: impl FnMut(K) -> Option<T>,
 ) -> Result<Vec<T>, Error>
 where
     K: Clone + DeserializeOwned + fmt::Debug,
 {
-    let mut pager = Pager::default();
-    let mut out = Vec::new();
-    loop {
-        let lp = pager.params(params);
-        match conn.call(action.clone(), || api.list(&lp)).await {
-            Ok(page) => {
-                out.extend(page.items.into_iter().filter_map(&mut keep));
-                if !pager.advance(page.metadata.continue_) {
-                    return Ok(out);
-                }
-            }
-            Err(e) => {
-                pager.restart_or(e, &action)?;
-                out.clear();
-            }
-        }
-    }
+    paged(
+        conn,
+        action,
+        params,
+        |lp| async move { api.list(&lp).await },
+        keep,
+    )
+    .await
 }
 
 /// One listed object as the JSON text of each of its top-level fields (`metadata`, `spec`, …):
@@ -541,21 +532,42 @@ pub async fn list_all_raw<T>(
     url: &str,
     action: Request,
     params: &ListParams,
-    mut keep: impl FnMut(RawItem) -> Option<T>,
+    keep: impl FnMut(RawItem) -> Option<T>,
 ) -> Result<Vec<T>, Error> {
+    paged(
+        conn,
+        action,
+        params,
+        |lp| async move {
+            let request = ::kube::core::Request::new(url)
+                .list(&lp)
+                .map_err(::kube::Error::BuildRequest)?;
+            conn.client.request::<ObjectList<RawItem>>(request).await
+        },
+        keep,
+    )
+    .await
+}
+
+/// The paging of [`list_all`] and [`list_all_raw`]: `fetch` reads one page (`limit` 500 and
+/// the `continue` so far), each page's items go through `keep`; on 410 Expired the list starts
+/// over once.
+async fn paged<I, T, Fut>(
+    conn: &Connection,
+    action: Request,
+    params: &ListParams,
+    fetch: impl Fn(ListParams) -> Fut,
+    mut keep: impl FnMut(I) -> Option<T>,
+) -> Result<Vec<T>, Error>
+where
+    I: Clone,
+    Fut: Future<Output = Result<ObjectList<I>, ::kube::Error>>,
+{
     let mut pager = Pager::default();
     let mut out = Vec::new();
     loop {
         let lp = pager.params(params);
-        let page = conn
-            .call(action.clone(), || {
-                let request = ::kube::core::Request::new(url)
-                    .list(&lp)
-                    .map_err(::kube::Error::BuildRequest);
-                async move { conn.client.request::<ObjectList<RawItem>>(request?).await }
-            })
-            .await;
-        match page {
+        match conn.call(action.clone(), || fetch(lp.clone())).await {
             Ok(page) => {
                 out.extend(page.items.into_iter().filter_map(&mut keep));
                 if !pager.advance(page.metadata.continue_) {
@@ -688,11 +700,13 @@ pub async fn list_metadata_or_full(
 ) -> Result<MetaOrFull, Error> {
     let (mut metas, mut full) = (Vec::new(), Vec::new());
     let served = metadata_or_full_pages(conn, url, &action, params, |event| match event {
-        PageEvent::Items(true, items) => metas.extend(items.into_iter().map(|mut item: RawItem| {
-            item.remove("metadata")
-                .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                .unwrap_or_default()
-        })),
+        PageEvent::Items(true, items) => {
+            metas.extend(items.into_iter().map(|mut item: RawItem| {
+                item.remove("metadata")
+                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                    .unwrap_or_default()
+            }))
+        }
         PageEvent::Items(false, items) => full.extend(items),
         PageEvent::Restart => {
             metas.clear();
@@ -730,12 +744,18 @@ where
     }
     let mut out = Vec::new();
     let served =
-        metadata_or_full_pages(conn, api.resource_url(), &action, params, |event| match event {
-            PageEvent::Items(_, items) => {
-                out.extend(items.into_iter().map(|i: MetadataItem| i.metadata));
-            }
-            PageEvent::Restart => out.clear(),
-        })
+        metadata_or_full_pages(
+            conn,
+            api.resource_url(),
+            &action,
+            params,
+            |event| match event {
+                PageEvent::Items(_, items) => {
+                    out.extend(items.into_iter().map(|i: MetadataItem| i.metadata));
+                }
+                PageEvent::Restart => out.clear(),
+            },
+        )
         .await?;
     if !served {
         return list_all(conn, api, action, params, |o: K| Some(o.meta().clone())).await;
