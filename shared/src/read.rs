@@ -705,7 +705,7 @@ pub async fn list_metadata_or_full(
                 item.remove("metadata")
                     .and_then(|raw| serde_json::from_str(raw.get()).ok())
                     .unwrap_or_default()
-            }))
+            }));
         }
         PageEvent::Items(false, items) => full.extend(items),
         PageEvent::Restart => {
