@@ -1057,6 +1057,23 @@ fn scope_error(e: crate::scope::Error) -> Error {
     }
 }
 
+/// The ServiceAccount candidates (`scope::read_candidates`) when `wanted`, read beside the
+/// verb's other reads; `None` otherwise.
+async fn candidates_if(
+    wanted: bool,
+    conn: &Connection,
+    namespace: &str,
+    opts: &Options,
+) -> Result<Option<crate::scope::Candidates>, Error> {
+    if !wanted {
+        return Ok(None);
+    }
+    crate::scope::read_candidates(conn, namespace, opts.service_account.as_deref())
+        .await
+        .map(Some)
+        .map_err(Error::from)
+}
+
 /// Settle the VM's ServiceAccount from `candidates` (`None`: no account is needed) and say
 /// whether it exists; only where the namespace exists (elsewhere the account is settled by the
 /// rule alone, and its existence is not asked).
@@ -1126,16 +1143,7 @@ async fn observe(
                     .await
                     .map_err(Error::from)
             },
-            async {
-                if register {
-                    crate::scope::read_candidates(conn, namespace, opts.service_account.as_deref())
-                        .await
-                        .map(Some)
-                        .map_err(Error::from)
-                } else {
-                    Ok(None)
-                }
-            },
+            candidates_if(register, conn, namespace, opts),
         );
         let (ns, service, endpoints, candidates) = (ns?, service?, endpoints?, candidates?);
         let (account, account_exists) = settle_in(conn, candidates, ns.is_some(), None).await?;
@@ -1154,17 +1162,11 @@ async fn observe(
         .expect("a mode is either legacy or modern");
     // Discovery, the namespace and the ServiceAccount's candidates together; errors in this
     // order whatever answers first.
-    let (version, ns, candidates) =
-        tokio::join!(served_entry_version(conn), get_namespace, async {
-            if want.address.is_some() {
-                crate::scope::read_candidates(conn, namespace, opts.service_account.as_deref())
-                    .await
-                    .map(Some)
-                    .map_err(Error::from)
-            } else {
-                Ok(None)
-            }
-        });
+    let (version, ns, candidates) = tokio::join!(
+        served_entry_version(conn),
+        get_namespace,
+        candidates_if(want.address.is_some(), conn, namespace, opts)
+    );
     // As before the reads went together: no account where the namespace is missing.
     let (version, ns) = (version?, ns?);
     let candidates = if ns.is_some() { candidates? } else { None };
