@@ -681,9 +681,9 @@ struct MetadataItem {
 
 /// What [`list_metadata_or_full`] read: metadata where the server serves metadata lists, else
 /// the full objects (the server sent them anyway; the caller keeps what it needs of them).
-pub enum MetaOrFull {
-    /// `meta.k8s.io/v1` `PartialObjectMetadataList` items' metadata.
-    Metadata(Vec<ObjectMeta>),
+pub enum MetaOrFull<M = Vec<ObjectMeta>> {
+    /// `meta.k8s.io/v1` `PartialObjectMetadataList` items' metadata, as collected.
+    Metadata(M),
     /// The full list's items, as read.
     Full(Vec<RawItem>),
 }
@@ -698,18 +698,35 @@ pub async fn list_metadata_or_full(
     action: Request,
     params: &ListParams,
 ) -> Result<MetaOrFull, Error> {
-    let (mut metas, mut full) = (Vec::new(), Vec::new());
+    list_metadata_or_full_into(conn, url, action, params, Vec::new, Vec::push).await
+}
+
+/// [`list_metadata_or_full`], each item's metadata handed to `add` as its page arrives (a list
+/// that restarts starts again from `start()`): a caller that keeps only part of it never holds
+/// the whole metadata of every object at once.
+pub async fn list_metadata_or_full_into<M>(
+    conn: &Connection,
+    url: &str,
+    action: Request,
+    params: &ListParams,
+    start: impl Fn() -> M,
+    mut add: impl FnMut(&mut M, ObjectMeta),
+) -> Result<MetaOrFull<M>, Error> {
+    let (mut metas, mut full) = (start(), Vec::new());
     let served = metadata_or_full_pages(conn, url, &action, params, |event| match event {
         PageEvent::Items(true, items) => {
-            metas.extend(items.into_iter().map(|mut item: RawItem| {
-                item.remove("metadata")
+            for item in items {
+                let mut item: RawItem = item;
+                let meta = item
+                    .remove("metadata")
                     .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                    .unwrap_or_default()
-            }));
+                    .unwrap_or_default();
+                add(&mut metas, meta);
+            }
         }
         PageEvent::Items(false, items) => full.extend(items),
         PageEvent::Restart => {
-            metas.clear();
+            metas = start();
             full.clear();
         }
     })

@@ -22,7 +22,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Endpoints, Namespace, Pod, PodTemplateSpec, Secret, Service,
+    ConfigMap, Container, Endpoints, Namespace, Pod, PodSpec, PodTemplateSpec, Secret, Service,
     ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::ServiceCIDR;
@@ -391,6 +391,9 @@ macro_rules! bodies {
                 #[doc = concat!("A `", stringify!($variant), "`.")]
                 $variant(Box<$ty>),
             )*
+            /// A live Pod read by its metadata, sharing with the other pods of its template
+            /// their common metadata and the spec of the one read in full ([`SharedPod`]).
+            SharedPod(Box<SharedPod>),
             /// Istio kinds and other kinds doctor keeps no typed form of.
             Dynamic(Box<DynamicBody>),
             /// A core kind whose body does not read as its type: kept as JSON with the problem,
@@ -416,6 +419,7 @@ macro_rules! bodies {
             pub fn meta(&self) -> &ObjectMeta {
                 match self {
                     $(Body::$variant(t) => &t.metadata,)*
+                    Body::SharedPod(p) => p.meta(),
                     Body::Dynamic(d) | Body::Unreadable(d, _) => &d.metadata,
                 }
             }
@@ -474,6 +478,35 @@ bodies! {
     Job(Job) = None,
     CronJob(CronJob) = None,
     ServiceCIDR(ServiceCIDR) = Some(Kind::ServiceCidr),
+}
+
+/// A live Pod as doctor keeps it when the cluster serves metadata lists: its own name and
+/// creation time, and — shared by reference with the other pods of its template — the rest of
+/// its metadata (labels, annotations, owner: equal for the pods of one template, interned by
+/// value, so a pod whose metadata differs keeps its own) and the trimmed spec of the pod of its
+/// template read in full. At 20 000 pods a typed [`Pod`] each was half of doctor's memory.
+#[derive(Clone, PartialEq)]
+pub struct SharedPod {
+    name: String,
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Metadata without `name`, `uid`, `resourceVersion`, `generateName`, `creationTimestamp`
+    /// and `managedFields` (what differs between the pods of one template).
+    common: std::sync::Arc<ObjectMeta>,
+    spec: std::sync::Arc<k8s_openapi::api::core::v1::PodSpec>,
+    /// The whole metadata, built when first asked for ([`Obj::meta`]).
+    meta: std::sync::OnceLock<Box<ObjectMeta>>,
+}
+
+impl SharedPod {
+    /// `metadata` whole: the common part with this pod's name and creation time.
+    fn meta(&self) -> &ObjectMeta {
+        self.meta.get_or_init(|| {
+            let mut meta = (*self.common).clone();
+            meta.name = Some(self.name.clone());
+            meta.creation_timestamp.clone_from(&self.created);
+            Box::new(meta)
+        })
+    }
 }
 
 /// The API groups a typed kind is read from (1.4-era manifests still write Deployments and
@@ -566,13 +599,29 @@ fn locate<T: serde::de::DeserializeOwned>(value: &Value) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
+/// `text` as one shared copy: objects hold their `apiVersion` and `kind` so, a few dozen
+/// values for tens of thousands of objects.
+fn interned(text: &str) -> std::sync::Arc<str> {
+    static TEXTS: std::sync::Mutex<Vec<std::sync::Arc<str>>> = std::sync::Mutex::new(Vec::new());
+    let mut texts = TEXTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(t) = texts.iter().find(|t| ***t == *text) {
+        return t.clone();
+    }
+    let t: std::sync::Arc<str> = text.into();
+    texts.push(t.clone());
+    t
+}
+
 /// One object, as the API server or the manifest has it, with where it came from.
 #[derive(Clone, PartialEq)]
 pub struct Obj {
-    /// `apiVersion` as read (`extensions/v1beta1` for a 1.4-era Deployment).
-    api_version: String,
-    /// `kind` as read.
-    kind: String,
+    /// `apiVersion` as read (`extensions/v1beta1` for a 1.4-era Deployment), shared
+    /// ([`interned`]).
+    api_version: std::sync::Arc<str>,
+    /// `kind` as read, shared ([`interned`]).
+    kind: std::sync::Arc<str>,
     /// The content.
     body: Body,
     /// File and line, for objects read with `-f`.
@@ -622,8 +671,8 @@ impl Obj {
             None => Body::Dynamic(Box::new(DynamicBody::from_value(value))),
         };
         Self {
-            api_version,
-            kind,
+            api_version: interned(&api_version),
+            kind: interned(&kind),
             body,
             origin: None,
         }
@@ -640,8 +689,8 @@ impl Obj {
             return Self::new(raw_value(kind, ar, item));
         }
         Self {
-            api_version: ar.api_version.clone(),
-            kind: ar.kind.clone(),
+            api_version: interned(&ar.api_version),
+            kind: interned(&ar.kind),
             body: Body::Dynamic(Box::new(DynamicBody::from_raw(item))),
             origin: None,
         }
@@ -666,6 +715,12 @@ impl Obj {
             Body::Service(t) => json(t).as_object().cloned().unwrap_or_default(),
             Body::Endpoints(t) => json(t).as_object().cloned().unwrap_or_default(),
             Body::Pod(t) => json(t).as_object().cloned().unwrap_or_default(),
+            Body::SharedPod(p) => {
+                let mut map = Map::new();
+                map.insert("metadata".into(), json(p.meta()));
+                map.insert("spec".into(), json(&*p.spec));
+                map
+            }
             Body::ServiceAccount(t) => json(t).as_object().cloned().unwrap_or_default(),
             Body::Secret(t) => json(t).as_object().cloned().unwrap_or_default(),
             Body::ConfigMap(t) => json(t).as_object().cloned().unwrap_or_default(),
@@ -677,8 +732,11 @@ impl Obj {
             Body::CronJob(t) => json(t).as_object().cloned().unwrap_or_default(),
             Body::ServiceCIDR(t) => json(t).as_object().cloned().unwrap_or_default(),
         };
-        map.insert("apiVersion".into(), Value::String(self.api_version.clone()));
-        map.insert("kind".into(), Value::String(self.kind.clone()));
+        map.insert(
+            "apiVersion".into(),
+            Value::String(self.api_version.to_string()),
+        );
+        map.insert("kind".into(), Value::String(self.kind.to_string()));
         Value::Object(map)
     }
 
@@ -721,13 +779,35 @@ impl Obj {
     pub fn kind(&self) -> &str {
         &self.kind
     }
+    /// `metadata` as far as it is shared: the whole of it, but for a pod read by its metadata
+    /// ([`SharedPod`]) the part common to its template — labels, annotations, owner, namespace;
+    /// no name, uid or creation time. What reading labels and annotations goes through, so
+    /// that it builds no copy.
+    pub fn common_meta(&self) -> &ObjectMeta {
+        match &self.body {
+            Body::SharedPod(p) => &p.common,
+            body => body.meta(),
+        }
+    }
+    /// A Pod's spec, whether read as a [`Pod`] or shared with its template ([`SharedPod`]):
+    /// `None` for other kinds.
+    pub fn pod_spec(&self) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+        match &self.body {
+            Body::Pod(p) => p.spec.as_ref(),
+            Body::SharedPod(p) => Some(&p.spec),
+            _ => None,
+        }
+    }
     /// `metadata.name`.
     pub fn name(&self) -> &str {
-        self.meta().name.as_deref().unwrap_or_default()
+        match &self.body {
+            Body::SharedPod(p) => &p.name,
+            _ => self.meta().name.as_deref().unwrap_or_default(),
+        }
     }
     /// `metadata.namespace` (empty for cluster-scoped objects).
     pub fn namespace(&self) -> &str {
-        self.meta().namespace.as_deref().unwrap_or_default()
+        self.common_meta().namespace.as_deref().unwrap_or_default()
     }
     /// `Kind ns/name`, or `Kind name` for cluster-scoped objects: how findings name objects.
     pub fn reference(&self) -> String {
@@ -780,15 +860,19 @@ impl Obj {
     }
     /// A label.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.meta().labels.as_ref()?.get(key).map(String::as_str)
+        self.common_meta()
+            .labels
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
     /// All labels.
     pub fn labels(&self) -> BTreeMap<&str, &str> {
-        borrowed(self.meta().labels.as_ref())
+        borrowed(self.common_meta().labels.as_ref())
     }
     /// An annotation.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.meta()
+        self.common_meta()
             .annotations
             .as_ref()?
             .get(key)
@@ -796,6 +880,9 @@ impl Obj {
     }
     /// `metadata.creationTimestamp` (absent sorts first).
     pub fn created(&self) -> Option<Timestamp> {
+        if let Body::SharedPod(p) = &self.body {
+            return p.created.as_ref().map(|t| t.0);
+        }
         self.meta().creation_timestamp.as_ref().map(|t| t.0)
     }
     /// The pod template of a workload controller (Deployment, DaemonSet, StatefulSet,
@@ -1458,10 +1545,24 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The Pods of namespace `ns` with their typed form, in source order: what a Service
-    /// selects from (scanning every Pod for every Service was most of doctor's time on a cluster
-    /// of 20 000 Pods and 2 000 Services).
-    pub fn pods_in(&self, ns: &str) -> impl Iterator<Item = (&Obj, &Pod)> {
+    /// The Pods, with their spec, in source order: every Pod read, whether as a [`Pod`] or
+    /// by its metadata ([`SharedPod`]).
+    pub fn pods(
+        &self,
+    ) -> impl Iterator<Item = (&Obj, Option<&k8s_openapi::api::core::v1::PodSpec>)> {
+        self.of(Kind::Pod)
+            .iter()
+            .filter(|p| matches!(p.body, Body::Pod(_) | Body::SharedPod(_)))
+            .map(|p| (p, p.pod_spec()))
+    }
+
+    /// The Pods of namespace `ns` with their spec, in source order: what a Service selects
+    /// from (scanning every Pod for every Service was most of doctor's time on a cluster of
+    /// 20 000 Pods and 2 000 Services).
+    pub fn pods_in(
+        &self,
+        ns: &str,
+    ) -> impl Iterator<Item = (&Obj, Option<&k8s_openapi::api::core::v1::PodSpec>)> {
         let pods = self.of(Kind::Pod);
         let index = self.pods_by_ns.get_or_init(|| {
             let mut index: HashMap<String, Vec<usize>> = HashMap::new();
@@ -1474,7 +1575,9 @@ impl Snapshot {
             .get(ns)
             .map_or(&[][..], Vec::as_slice)
             .iter()
-            .filter_map(|i| pods[*i].typed::<Pod>().map(|t| (&pods[*i], t)))
+            .map(|i| &pods[*i])
+            .filter(|p| matches!(p.body, Body::Pod(_) | Body::SharedPod(_)))
+            .map(|p| (p, p.pod_spec()))
     }
 
     /// The objects of one kind.
@@ -1935,6 +2038,12 @@ impl Snapshot {
         // Insert in kind order so results do not depend on which list finished first.
         for (kind, items) in lists {
             snap.known.insert(kind);
+            // One allocation of the final size: pushing 20 000 pods one by one doubled the
+            // vector's spare room up to a few MB.
+            snap.objects
+                .entry(kind)
+                .or_default()
+                .reserve_exact(items.len());
             for obj in items {
                 snap.push(obj);
             }
@@ -2440,22 +2549,27 @@ const GET_CONCURRENCY: usize = 16;
 /// of Pods wants their metadata (labels, the `sidecar.istio.io/status` annotation, owner) and,
 /// for Service endpoints, the named container ports and whether `istio-proxy` runs
 /// (doctor/mesh.rs `Endpoint::of`, `has_proxy`). So: one metadata list of every Pod
-/// ([`crate::read::list_metadata_or_full`], `meta.k8s.io/v1`), then a GET of the first pod of each
-/// pod template — same namespace, owner, template revision (`pod-template-hash`,
+/// ([`crate::read::list_metadata_or_full_into`], `meta.k8s.io/v1`), then a GET of the first pod
+/// of each pod template — same namespace, owner, template revision (`pod-template-hash`,
 /// `controller-revision-hash`) and sidecar status, which the controller and the injector
-/// decide once for all its pods — [`GET_CONCURRENCY`] at a time; its siblings take its
-/// containers' names and ports. A pod gone by its GET (404) is left out and the next of its
-/// template read instead.
+/// decide once for all its pods — [`GET_CONCURRENCY`] at a time; the pods of its template
+/// share its (trimmed) spec ([`SharedPod`]). A pod gone by its GET (404) is left out and the
+/// next of its template read instead.
+///
+/// Each page's metadata is cut to what differs between pods as it arrives ([`PodMetas`]), so
+/// the whole metadata of every pod is never held at once.
 ///
 /// Kubernetes 1.14 serves no v1 metadata list (406), and a GET refused (403) by a role that
 /// lists Pods: then the full list, as before.
 async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate::kube::Error> {
     let all: Api<DynamicObject> = Api::all_with(conn.client.clone(), ar);
-    let metas = match crate::read::list_metadata_or_full(
+    let metas = match crate::read::list_metadata_or_full_into(
         conn,
         all.resource_url(),
         Request::new("list", "pods"),
         &ListParams::default(),
+        PodMetas::default,
+        PodMetas::push,
     )
     .await
     {
@@ -2472,16 +2586,18 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
         Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
         Err(e) => return Err(e),
     };
-    let groups = pod_templates(&metas);
-    let mut chosen: Vec<Option<usize>> = vec![None; groups.len()];
-    let mut fetched: BTreeMap<usize, Value> = BTreeMap::new();
-    let mut gone = vec![false; metas.len()];
+    let groups = &metas.groups;
+    // Per template, the spec its pods share once one of them is read: the trimmed spec of that
+    // pod, or — one that does not read as a PodSpec — its JSON, with which Obj::new sets the
+    // pods aside with the problem.
+    let mut specs: Vec<Option<Result<std::sync::Arc<PodSpec>, Value>>> = vec![None; groups.len()];
+    let mut gone = vec![false; metas.pods.len()];
     let mut next = vec![0usize; groups.len()];
     loop {
         let wanted: Vec<(usize, usize)> = groups
             .iter()
             .enumerate()
-            .filter(|(g, _)| chosen[*g].is_none())
+            .filter(|(g, _)| specs[*g].is_none())
             .filter_map(|(g, members)| members.get(next[g]).map(|i| (g, *i)))
             .collect();
         if wanted.is_empty() {
@@ -2492,20 +2608,16 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
             usize,
             Result<Option<crate::read::RawItem>, crate::kube::Error>,
         )> = futures::stream::iter(wanted.into_iter().map(|(g, i)| {
-            let meta = &metas[i];
-            let ns = meta.namespace.clone().unwrap_or_default();
-            let name = meta.name.clone().unwrap_or_default();
-            async move { (g, i, get_raw(conn, ar, &ns, &name).await) }
+            let pod = &metas.pods[i];
+            let ns = pod.common.namespace.as_deref().unwrap_or_default();
+            async move { (g, i, get_raw(conn, ar, ns, &pod.name).await) }
         }))
         .buffer_unordered(GET_CONCURRENCY)
         .collect()
         .await;
         for (g, i, result) in results {
             match result {
-                Ok(Some(pod)) => {
-                    chosen[g] = Some(i);
-                    fetched.insert(i, raw_value(Kind::Pod, ar, pod));
-                }
+                Ok(Some(pod)) => specs[g] = Some(shared_spec(pod)),
                 Ok(None) => {
                     gone[i] = true;
                     next[g] += 1;
@@ -2518,39 +2630,144 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
             }
         }
     }
-    let mut group_of = vec![0usize; metas.len()];
+    let mut group_of = vec![0usize; metas.pods.len()];
     for (g, members) in groups.iter().enumerate() {
         for i in members {
             group_of[*i] = g;
         }
     }
-    // What the siblings of each template take from the pod read.
-    let shared: Vec<Option<Value>> = chosen
-        .iter()
-        .map(|c| c.and_then(|i| fetched.get(&i)).map(sibling_spec))
-        .collect();
-    let mut items = Vec::with_capacity(metas.len());
-    for (i, meta) in metas.into_iter().enumerate() {
-        if gone[i] {
-            continue;
-        }
-        if let Some(full) = fetched.remove(&i) {
-            items.push(Obj::new(full));
-            continue;
-        }
+    let mut items = Vec::with_capacity(metas.pods.len());
+    for (i, pod) in metas.pods.into_iter().enumerate() {
         // Every pod of a template whose pods all went away is gone too.
-        let Some(spec) = &shared[group_of[i]] else {
+        let (false, Some(spec)) = (gone[i], &specs[group_of[i]]) else {
             continue;
         };
-        let mut metadata = serde_json::to_value(&meta).unwrap_or(Value::Null);
-        if let Some(m) = metadata.as_object_mut() {
-            m.remove("managedFields");
-        }
-        items.push(Obj::new(serde_json::json!({
-            "apiVersion": ar.api_version, "kind": ar.kind, "metadata": metadata, "spec": spec,
-        })));
+        items.push(match spec {
+            Ok(spec) => Obj {
+                api_version: interned(&ar.api_version),
+                kind: interned(&ar.kind),
+                body: Body::SharedPod(Box::new(SharedPod {
+                    name: pod.name,
+                    created: pod.created,
+                    common: pod.common,
+                    spec: spec.clone(),
+                    meta: std::sync::OnceLock::new(),
+                })),
+                origin: None,
+            },
+            Err(spec) => {
+                let mut meta = (*pod.common).clone();
+                meta.name = Some(pod.name);
+                meta.creation_timestamp = pod.created;
+                Obj::new(serde_json::json!({
+                    "apiVersion": ar.api_version, "kind": ar.kind,
+                    "metadata": serde_json::to_value(&meta).unwrap_or(Value::Null), "spec": spec,
+                }))
+            }
+        });
     }
     Ok(Listed::Items(items))
+}
+
+/// The spec the pods of a template share ([`SharedPod`]), from one of them read in full: kept
+/// as [`trim`] keeps a Pod's; its JSON when it does not read as a [`PodSpec`].
+fn shared_spec(mut pod: crate::read::RawItem) -> Result<std::sync::Arc<PodSpec>, Value> {
+    let spec = pod
+        .remove("spec")
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or(Value::Null);
+    let mut map = Map::new();
+    map.insert("spec".into(), spec);
+    trim(Kind::Pod, &mut map);
+    let spec = map.remove("spec").unwrap_or(Value::Null);
+    PodSpec::deserialize(&spec)
+        .map(std::sync::Arc::new)
+        .map_err(|_| spec)
+}
+
+/// The Pods of a metadata list as [`read_pods`] keeps them while it reads one of each
+/// template: per pod its name, creation time and the rest of its metadata interned by value
+/// ([`SharedPod`]); and the pods of each template ([`PodMetas::template_key`]), as indices
+/// in list order, groups in the order of their first pod — so the first pod of every owner
+/// heads a group.
+#[derive(Default)]
+struct PodMetas {
+    pods: Vec<PodMeta>,
+    groups: Vec<Vec<usize>>,
+    /// Template key → index into `groups`.
+    templates: HashMap<Vec<String>, usize>,
+    /// Common metadata by its JSON text.
+    interned: HashMap<String, std::sync::Arc<ObjectMeta>>,
+}
+
+struct PodMeta {
+    name: String,
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    common: std::sync::Arc<ObjectMeta>,
+}
+
+impl PodMetas {
+    fn push(&mut self, mut meta: ObjectMeta) {
+        let name = meta.name.take().unwrap_or_default();
+        let created = meta.creation_timestamp.take();
+        // What differs between the pods of one template.
+        meta.uid = None;
+        meta.resource_version = None;
+        meta.generate_name = None;
+        meta.managed_fields = None;
+        let i = self.pods.len();
+        match Self::template_key(&meta) {
+            Some(key) => match self.templates.get(&key) {
+                Some(g) => self.groups[*g].push(i),
+                None => {
+                    self.templates.insert(key, self.groups.len());
+                    self.groups.push(vec![i]);
+                }
+            },
+            None => self.groups.push(vec![i]),
+        }
+        let text = serde_json::to_string(&meta).unwrap_or_default();
+        let common = self
+            .interned
+            .entry(text)
+            .or_insert_with(|| std::sync::Arc::new(meta))
+            .clone();
+        self.pods.push(PodMeta {
+            name,
+            created,
+            common,
+        });
+    }
+
+    /// The pod template a pod belongs to: same namespace, first owner (as
+    /// checks/workloads.rs `collect` keys owners), template revision label and sidecar status.
+    /// A pod without owner is a template of its own (`None`).
+    fn template_key(meta: &ObjectMeta) -> Option<Vec<String>> {
+        // Set by the Deployment controller on a ReplicaSet's pods, and by the StatefulSet and
+        // DaemonSet controllers (kubernetes/kubernetes pkg/apis/apps/types.go
+        // `DefaultDeploymentUniqueLabelKey`, `ControllerRevisionHashLabelKey`).
+        const REVISION_LABELS: [&str; 2] = ["pod-template-hash", "controller-revision-hash"];
+        let owner = meta.owner_references.as_ref()?.first()?;
+        let label = |k: &str| {
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(k))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let injected = meta
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("sidecar.istio.io/status"));
+        Some(vec![
+            meta.namespace.clone().unwrap_or_default(),
+            owner.kind.clone(),
+            owner.name.clone(),
+            label(REVISION_LABELS[0]),
+            label(REVISION_LABELS[1]),
+            injected.to_string(),
+        ])
+    }
 }
 
 /// The objects of a kind doctor keeps only some of by name ([`Kind::keeps`]: Deployments
@@ -2649,86 +2866,6 @@ fn resource_name(ar: &ApiResource) -> String {
     }
 }
 
-/// The pods of one pod template, as indices into `metas` in list order: same namespace, first
-/// owner (as checks/workloads.rs `collect` keys owners), template revision label and sidecar
-/// status. A pod without owner is a template of its own. Groups are in the order of their
-/// first pod, so the first pod of every owner heads a group.
-fn pod_templates(metas: &[ObjectMeta]) -> Vec<Vec<usize>> {
-    // Set by the Deployment controller on a ReplicaSet's pods, and by the StatefulSet and
-    // DaemonSet controllers (kubernetes/kubernetes pkg/apis/apps/types.go
-    // `DefaultDeploymentUniqueLabelKey`, `ControllerRevisionHashLabelKey`).
-    const REVISION_LABELS: [&str; 2] = ["pod-template-hash", "controller-revision-hash"];
-    let mut index: std::collections::HashMap<Vec<String>, usize> = std::collections::HashMap::new();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (i, meta) in metas.iter().enumerate() {
-        let ns = meta.namespace.clone().unwrap_or_default();
-        let Some(owner) = meta.owner_references.as_ref().and_then(|o| o.first()) else {
-            groups.push(vec![i]);
-            continue;
-        };
-        let label = |k: &str| {
-            meta.labels
-                .as_ref()
-                .and_then(|l| l.get(k))
-                .cloned()
-                .unwrap_or_default()
-        };
-        let injected = meta
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key("sidecar.istio.io/status"));
-        let key = vec![
-            ns,
-            owner.kind.clone(),
-            owner.name.clone(),
-            label(REVISION_LABELS[0]),
-            label(REVISION_LABELS[1]),
-            injected.to_string(),
-        ];
-        if let Some(g) = index.get(&key) {
-            groups[*g].push(i);
-        } else {
-            index.insert(key, groups.len());
-            groups.push(vec![i]);
-        }
-    }
-    groups
-}
-
-/// What a pod read in full lends the other pods of its template: its containers' and init
-/// containers' names and ports, and `hostNetwork` — what Service endpoints are judged by.
-fn sibling_spec(pod: &Value) -> Value {
-    let spec = pod.get("spec");
-    let containers = |key: &str| -> Value {
-        let list = spec
-            .and_then(|s| s.get(key))
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .map(|c| {
-                        let mut out = Map::new();
-                        for k in ["name", "ports"] {
-                            if let Some(v) = c.get(k) {
-                                out.insert(k.into(), v.clone());
-                            }
-                        }
-                        Value::Object(out)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Value::Array(list)
-    };
-    let mut out = serde_json::json!({
-        "containers": containers("containers"),
-        "initContainers": containers("initContainers"),
-    });
-    if let Some(h) = spec.and_then(|s| s.get("hostNetwork")) {
-        out["hostNetwork"] = h.clone();
-    }
-    out
-}
-
 /// A listed or fetched object as doctor holds it: `apiVersion` and `kind` set, trimmed ([`trim`]).
 fn to_value(kind: Kind, ar: &ApiResource, item: &DynamicObject) -> Value {
     let mut value = serde_json::to_value(item).unwrap_or(Value::Null);
@@ -2751,6 +2888,8 @@ fn trim(kind: Kind, map: &mut Map<String, Value>) {
     match kind {
         Kind::Pod => {
             // Kept: what doctor judges workloads by (sidecar, probes, ports, host network).
+            // Not init containers: no check reads them, and at 2 KB a typed container they
+            // were a fifth of the memory the pods of 2 000 templates took.
             let keep = |c: &Value| -> Value {
                 let mut out = Map::new();
                 for key in [
@@ -2776,7 +2915,7 @@ fn trim(kind: Kind, map: &mut Map<String, Value>) {
                         |cs| Value::Array(cs.iter().map(keep).collect()),
                     )
             };
-            let mut trimmed = serde_json::json!({"containers": list("containers"), "initContainers": list("initContainers")});
+            let mut trimmed = serde_json::json!({"containers": list("containers")});
             if let Some(h) = spec.and_then(|s| s.get("hostNetwork")) {
                 trimmed["hostNetwork"] = h.clone();
             }
@@ -3055,8 +3194,12 @@ mod tests {
                 true,
             ),
         ];
+        let mut pods = PodMetas::default();
+        for m in metas {
+            pods.push(m);
+        }
         assert_eq!(
-            pod_templates(&metas),
+            pods.groups,
             [
                 vec![0, 2],
                 vec![1],
@@ -3067,15 +3210,21 @@ mod tests {
                 vec![8]
             ]
         );
-        let pod = serde_json::json!({"spec": {"hostNetwork": true,
-            "containers": [{"name": "app", "image": "i", "ports": [{"name": "http", "containerPort": 80}], "readinessProbe": {}}],
-            "initContainers": [{"name": "istio-init", "image": "i"}]}});
+        // Pods keep their names; what they have in common is held once.
+        let names: Vec<&str> = pods.pods.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
-            sibling_spec(&pod),
-            serde_json::json!({"hostNetwork": true,
-                "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 80}]}],
-                "initContainers": [{"name": "istio-init"}]})
+            names,
+            [
+                "a-1", "a-2", "a-3", "bare", "bare-2", "db-0", "db-1", "db-2", "x"
+            ]
         );
+        let common = |i: usize| &pods.pods[i].common;
+        assert!(std::sync::Arc::ptr_eq(common(0), common(2)));
+        assert!(std::sync::Arc::ptr_eq(common(3), common(4)));
+        assert!(!std::sync::Arc::ptr_eq(common(0), common(1)));
+        assert!(!std::sync::Arc::ptr_eq(common(5), common(6)));
+        assert_eq!(common(0).name, None);
+        assert_eq!(pods.interned.len(), 6);
     }
 
     #[test]

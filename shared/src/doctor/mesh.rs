@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
@@ -656,15 +656,14 @@ impl<'a> Endpoint<'a> {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for (pod, typed) in snap.pods_in(dest.ns()) {
+        for (pod, spec) in snap.pods_in(dest.ns()) {
             // Selector first, label by label: this runs for every Service and every Pod of
             // its namespace, and building each pod's label map here dominated doctor's time.
             if !selector.iter().all(|(k, v)| pod.label(k) == Some(*v)) {
                 continue;
             }
             let labels = pod.labels();
-            let pod_ports = typed
-                .spec
+            let pod_ports = spec
                 .iter()
                 .flat_map(|s| &s.containers)
                 .flat_map(|c| c.ports.iter().flatten())
@@ -901,7 +900,7 @@ impl<'a> Mesh<'a> {
             .map(Obj::name)
             .collect();
         let mut pods_by_ns: HashMap<&str, Vec<(&Obj, bool)>> = HashMap::new();
-        for (p, _) in snap.typed::<Pod>() {
+        for (p, _) in snap.pods() {
             pods_by_ns
                 .entry(p.namespace())
                 .or_default()
@@ -1573,8 +1572,7 @@ pub fn host_namespace(host: &str) -> Option<&str> {
 pub fn has_proxy(pod: &Obj) -> bool {
     pod.annotation("sidecar.istio.io/status").is_some()
         || pod
-            .typed::<Pod>()
-            .and_then(|p| p.spec.as_ref())
+            .pod_spec()
             .is_some_and(|s| s.containers.iter().any(|c| c.name == PROXY_CONTAINER))
 }
 

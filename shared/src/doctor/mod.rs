@@ -1199,6 +1199,7 @@ pub fn run_all(snaps: &[Snapshot], opts: &CheckOptions) -> Report {
                 Some(skip) => vec![skip],
                 None => checks::dedupe(check.run(snap, &ctx)),
             };
+            findings.reserve(produced.len());
             for mut f in produced {
                 scope(&mut f, *check, snap, &ctx, &rule_at);
                 if f.origin.is_none()

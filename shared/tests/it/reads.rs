@@ -1092,19 +1092,28 @@ async fn doctor_reads_pods_as_metadata_and_one_pod_per_template_in_full() {
         .filter(|p| p.namespace() == "shop")
         .collect();
     assert_eq!(shop.len(), 21 + 1 + 3 + 1, "every pod is read");
-    // A sibling carries its template's named ports and containers, not its probes or images.
     let sibling = shop
         .iter()
         .find(|p| p.name() == "cart-6d4cf56db6-00003")
         .unwrap();
-    assert_eq!(
-        sibling.to_value()["spec"]["containers"],
-        json!([{"name": "cart", "ports": [{"name": "http-web", "containerPort": 8080, "protocol": "TCP"}]}, {"name": "istio-proxy"}])
-    );
     let judged = shop
         .iter()
         .find(|p| p.name() == "cart-6d4cf56db6-00000")
         .unwrap();
+    // A sibling shares the spec of its template's pod read in full (one copy, not one each),
+    // and keeps its own name.
+    assert!(std::ptr::eq(
+        sibling.pod_spec().unwrap(),
+        judged.pod_spec().unwrap()
+    ));
+    assert_eq!(
+        sibling.to_value()["spec"]["containers"][0]["ports"],
+        json!([{"name": "http-web", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        sibling.to_value()["metadata"]["name"],
+        "cart-6d4cf56db6-00003"
+    );
     assert_eq!(
         judged.to_value()["spec"]["containers"][0]["image"],
         "example.com/cart:1"

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use super::{gateway_service, multi_network, need, or_pass};
@@ -48,10 +47,7 @@ pub(super) fn binds(snap: &Snapshot, gateway: &Obj, svc: &Obj) -> bool {
         .iter()
         .filter(|d| d.namespace() == svc.namespace())
         .map(Obj::template_labels);
-    let pods = snap
-        .typed::<Pod>()
-        .filter(|(p, _)| p.namespace() == svc.namespace())
-        .map(|(p, _)| p.labels());
+    let pods = snap.pods_in(svc.namespace()).map(|(p, _)| p.labels());
     let workloads: Vec<BTreeMap<&str, &str>> = templates.chain(pods).filter(behind).collect();
     if workloads.is_empty() {
         return selector.iter().all(|(k, v)| svc_selector.get(k) == Some(v));

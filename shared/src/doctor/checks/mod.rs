@@ -94,27 +94,31 @@ pub fn by_id(id: &str) -> Option<&'static dyn Check> {
 /// object (one bad rule seen per port, subset or client) become one — the worst severity, its
 /// first hint alone, the other messages appended, namespaces joined, the earliest breakage.
 /// Findings that name no object, passes and skips are kept as they are.
-pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
+pub fn dedupe(mut findings: Vec<Finding>) -> Vec<Finding> {
     use crate::doctor::Severity;
     let bad = |s: Severity| matches!(s, Severity::Warn | Severity::Fail);
-    // Each kept finding with the messages merged into it.
-    let mut out: Vec<(Finding, Vec<String>)> = Vec::with_capacity(findings.len());
-    // Where the kept warn/fail finding of each (check, object, context) is in `out`: one lookup
-    // per finding, so tens of thousands of findings stay linear.
-    let mut index: std::collections::HashMap<(String, String, Option<String>), usize> =
+    // In place: at 10 000 findings a second vector of them was megabytes at doctor's peak.
+    // The messages merged into each kept finding, by its index (duplicates are few).
+    let mut others: std::collections::HashMap<usize, Vec<String>> =
         std::collections::HashMap::new();
-    for f in findings {
+    // Where the kept warn/fail finding of each (check, object, context) is: one lookup per
+    // finding, so tens of thousands of findings stay linear.
+    let mut index: std::collections::HashMap<(&'static str, String, Option<String>), usize> =
+        std::collections::HashMap::new();
+    let mut merged = vec![false; findings.len()];
+    for i in 0..findings.len() {
+        let f = &findings[i];
         if !bad(f.severity) || f.object.is_empty() {
-            out.push((f, Vec::new()));
             continue;
         }
-        let key = (f.check.to_string(), f.object.clone(), f.context.clone());
+        let key = (f.check, f.object.clone(), f.context.clone());
         let Some(&at) = index.get(&key) else {
-            index.insert(key, out.len());
-            out.push((f, Vec::new()));
+            index.insert(key, i);
             continue;
         };
-        let (kept, others) = &mut out[at];
+        let f = std::mem::take(&mut findings[i]);
+        merged[i] = true;
+        let kept = &mut findings[at];
         let (mut first, second) = if f.severity > kept.severity {
             (f, std::mem::take(kept))
         } else {
@@ -128,13 +132,16 @@ pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
             (a, b) => a.or(b),
         };
         first.origin = first.origin.or(second.origin);
+        let others = others.entry(at).or_default();
         if second.message != first.message && !others.contains(&second.message) {
             others.push(second.message);
         }
         *kept = first.namespaces(second.namespaces);
     }
-    out.into_iter()
-        .map(|(mut f, others)| {
+    let mut i = 0;
+    findings.retain_mut(|f| {
+        let keep = !merged[i];
+        if let Some(others) = others.remove(&i) {
             match others.len() {
                 0 => {}
                 1 => f.message = format!("{}; also: {}", f.message, others[0]),
@@ -147,9 +154,11 @@ pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
                     );
                 }
             }
-            f
-        })
-        .collect()
+        }
+        i += 1;
+        keep
+    });
+    findings
 }
 
 /// The `kubectl meshvm bundle` command that writes this bundle again, over the old one: its

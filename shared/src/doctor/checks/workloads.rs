@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -214,9 +214,9 @@ pub fn collect(snap: &Snapshot) -> Vec<Workload<'_>> {
     let mut out = Vec::new();
     let mut seen_owners = BTreeSet::new();
     let live = snap.source == crate::snapshot::SourceKind::Live;
-    for (pod, typed) in snap.typed::<Pod>() {
+    for (pod, spec) in snap.pods() {
         let owner = pod
-            .meta()
+            .common_meta()
             .owner_references
             .as_ref()
             .and_then(|o| o.first())
@@ -239,8 +239,8 @@ pub fn collect(snap: &Snapshot) -> Vec<Workload<'_>> {
             obj: pod,
             reference,
             ns: ns.to_string(),
-            meta: Some(&typed.metadata),
-            spec: typed.spec.as_ref(),
+            meta: Some(pod.common_meta()),
+            spec,
             live,
         });
     }
