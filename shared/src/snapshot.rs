@@ -2717,13 +2717,14 @@ impl PodMetas {
         meta.managed_fields = None;
         let i = self.pods.len();
         match Self::template_key(&meta) {
-            Some(key) => match self.templates.get(&key) {
-                Some(g) => self.groups[*g].push(i),
-                None => {
+            Some(key) => {
+                if let Some(g) = self.templates.get(&key) {
+                    self.groups[*g].push(i);
+                } else {
                     self.templates.insert(key, self.groups.len());
                     self.groups.push(vec![i]);
                 }
-            },
+            }
             None => self.groups.push(vec![i]),
         }
         let text = serde_json::to_string(&meta).unwrap_or_default();
