@@ -480,6 +480,65 @@ bodies! {
     ServiceCIDR(ServiceCIDR) = Some(Kind::ServiceCidr),
 }
 
+/// What doctor reads of a pod's spec: its containers' names, images, ports and probes, and
+/// `hostNetwork` (the workload checks, Service endpoints, the sidecar). k8s-openapi's
+/// `PodSpec` and `Container` are 1.4 and 2.1 KB of mostly empty fields each: at 2 000 pod
+/// templates they were a sixth of doctor's memory.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodShape {
+    /// `containers` (not init containers: no check reads them).
+    #[serde(default)]
+    pub containers: Vec<ContainerShape>,
+    /// `hostNetwork`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: Option<bool>,
+}
+
+/// What doctor reads of a container ([`PodShape`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerShape {
+    /// `name`.
+    #[serde(default)]
+    pub name: String,
+    /// `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `ports`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<k8s_openapi::api::core::v1::ContainerPort>>,
+    /// `readinessProbe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Box<k8s_openapi::api::core::v1::Probe>>,
+    /// `livenessProbe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Box<k8s_openapi::api::core::v1::Probe>>,
+    /// `startupProbe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Box<k8s_openapi::api::core::v1::Probe>>,
+}
+
+impl From<&PodSpec> for PodShape {
+    fn from(spec: &PodSpec) -> Self {
+        Self {
+            containers: spec
+                .containers
+                .iter()
+                .map(|c| ContainerShape {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    ports: c.ports.clone(),
+                    readiness_probe: c.readiness_probe.clone().map(Box::new),
+                    liveness_probe: c.liveness_probe.clone().map(Box::new),
+                    startup_probe: c.startup_probe.clone().map(Box::new),
+                })
+                .collect(),
+            host_network: spec.host_network,
+        }
+    }
+}
+
 /// A live Pod as doctor keeps it when the cluster serves metadata lists: its own name and
 /// creation time, and — shared by reference with the other pods of its template — the rest of
 /// its metadata (labels, annotations, owner: equal for the pods of one template, interned by
@@ -492,12 +551,29 @@ pub struct SharedPod {
     /// Metadata without `name`, `uid`, `resourceVersion`, `generateName`, `creationTimestamp`
     /// and `managedFields` (what differs between the pods of one template).
     common: std::sync::Arc<ObjectMeta>,
-    spec: std::sync::Arc<k8s_openapi::api::core::v1::PodSpec>,
+    spec: std::sync::Arc<PodShape>,
     /// The whole metadata, built when first asked for ([`Obj::meta`]).
     meta: std::sync::OnceLock<Box<ObjectMeta>>,
 }
 
 impl SharedPod {
+    /// A Pod read whole (a manifest's, or a list's where metadata lists are not served), kept
+    /// as every pod is.
+    fn of(pod: Pod) -> Self {
+        let Pod {
+            mut metadata, spec, ..
+        } = pod;
+        let name = metadata.name.take().unwrap_or_default();
+        let created = metadata.creation_timestamp.take();
+        Self {
+            name,
+            created,
+            common: std::sync::Arc::new(metadata),
+            spec: std::sync::Arc::new(spec.as_ref().map(PodShape::from).unwrap_or_default()),
+            meta: std::sync::OnceLock::new(),
+        }
+    }
+
     /// `metadata` whole: the common part with this pod's name and creation time.
     fn meta(&self) -> &ObjectMeta {
         self.meta.get_or_init(|| {
@@ -664,6 +740,8 @@ impl Obj {
             }
         }
         let body = match Body::typed(group, &kind, &value) {
+            // Read as a Pod (so a manifest's is checked against the type), kept as every pod.
+            Some(Ok(Body::Pod(pod))) => Body::SharedPod(Box::new(SharedPod::of(*pod))),
             Some(Ok(body)) => body,
             Some(Err(problem)) => {
                 Body::Unreadable(Box::new(DynamicBody::from_value(value)), problem)
@@ -789,11 +867,9 @@ impl Obj {
             body => body.meta(),
         }
     }
-    /// A Pod's spec, whether read as a [`Pod`] or shared with its template ([`SharedPod`]):
-    /// `None` for other kinds.
-    pub fn pod_spec(&self) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+    /// A Pod's spec as doctor reads it ([`PodShape`]): `None` for other kinds.
+    pub fn pod_spec(&self) -> Option<&PodShape> {
         match &self.body {
-            Body::Pod(p) => p.spec.as_ref(),
             Body::SharedPod(p) => Some(&p.spec),
             _ => None,
         }
@@ -1545,24 +1621,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The Pods, with their spec, in source order: every Pod read, whether as a [`Pod`] or
-    /// by its metadata ([`SharedPod`]).
-    pub fn pods(
-        &self,
-    ) -> impl Iterator<Item = (&Obj, Option<&k8s_openapi::api::core::v1::PodSpec>)> {
+    /// The Pods, with their spec, in source order.
+    pub fn pods(&self) -> impl Iterator<Item = (&Obj, &PodShape)> {
         self.of(Kind::Pod)
             .iter()
-            .filter(|p| matches!(p.body, Body::Pod(_) | Body::SharedPod(_)))
-            .map(|p| (p, p.pod_spec()))
+            .filter_map(|p| p.pod_spec().map(|s| (p, s)))
     }
 
     /// The Pods of namespace `ns` with their spec, in source order: what a Service selects
     /// from (scanning every Pod for every Service was most of doctor's time on a cluster of
     /// 20 000 Pods and 2 000 Services).
-    pub fn pods_in(
-        &self,
-        ns: &str,
-    ) -> impl Iterator<Item = (&Obj, Option<&k8s_openapi::api::core::v1::PodSpec>)> {
+    pub fn pods_in(&self, ns: &str) -> impl Iterator<Item = (&Obj, &PodShape)> {
         let pods = self.of(Kind::Pod);
         let index = self.pods_by_ns.get_or_init(|| {
             let mut index: HashMap<String, Vec<usize>> = HashMap::new();
@@ -1575,9 +1644,7 @@ impl Snapshot {
             .get(ns)
             .map_or(&[][..], Vec::as_slice)
             .iter()
-            .map(|i| &pods[*i])
-            .filter(|p| matches!(p.body, Body::Pod(_) | Body::SharedPod(_)))
-            .map(|p| (p, p.pod_spec()))
+            .filter_map(|i| pods[*i].pod_spec().map(|s| (&pods[*i], s)))
     }
 
     /// The objects of one kind.
@@ -2590,7 +2657,7 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
     // Per template, the spec its pods share once one of them is read: the trimmed spec of that
     // pod, or — one that does not read as a PodSpec — its JSON, with which Obj::new sets the
     // pods aside with the problem.
-    let mut specs: Vec<Option<Result<std::sync::Arc<PodSpec>, Value>>> = vec![None; groups.len()];
+    let mut specs: Vec<Option<Result<std::sync::Arc<PodShape>, Value>>> = vec![None; groups.len()];
     let mut gone = vec![false; metas.pods.len()];
     let mut next = vec![0usize; groups.len()];
     loop {
@@ -2669,20 +2736,16 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
     Ok(Listed::Items(items))
 }
 
-/// The spec the pods of a template share ([`SharedPod`]), from one of them read in full: kept
-/// as [`trim`] keeps a Pod's; its JSON when it does not read as a [`PodSpec`].
-fn shared_spec(mut pod: crate::read::RawItem) -> Result<std::sync::Arc<PodSpec>, Value> {
-    let spec = pod
-        .remove("spec")
-        .and_then(|raw| serde_json::from_str(raw.get()).ok())
-        .unwrap_or(Value::Null);
-    let mut map = Map::new();
-    map.insert("spec".into(), spec);
-    trim(Kind::Pod, &mut map);
-    let spec = map.remove("spec").unwrap_or(Value::Null);
-    PodSpec::deserialize(&spec)
-        .map(std::sync::Arc::new)
-        .map_err(|_| spec)
+/// The spec the pods of a template share ([`SharedPod`]), from one of them read in full; its
+/// JSON when it does not read as a [`PodShape`].
+fn shared_spec(mut pod: crate::read::RawItem) -> Result<std::sync::Arc<PodShape>, Value> {
+    let raw = pod.remove("spec");
+    let raw = raw
+        .as_deref()
+        .map_or("null", serde_json::value::RawValue::get);
+    serde_json::from_str::<Option<PodShape>>(raw)
+        .map(|s| std::sync::Arc::new(s.unwrap_or_default()))
+        .map_err(|_| serde_json::from_str(raw).unwrap_or(Value::Null))
 }
 
 /// The Pods of a metadata list as [`read_pods`] keeps them while it reads one of each

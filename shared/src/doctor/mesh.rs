@@ -664,8 +664,8 @@ impl<'a> Endpoint<'a> {
             }
             let labels = pod.labels();
             let pod_ports = spec
+                .containers
                 .iter()
-                .flat_map(|s| &s.containers)
                 .flat_map(|c| c.ports.iter().flatten())
                 .filter_map(|p| Some((p.name.as_deref()?, u32::try_from(p.container_port).ok()?)))
                 .collect();

@@ -19,14 +19,14 @@
 //!   `pilot/pkg/features/pilot.go@1.12.0:550-553`) and gRPC probes from 1.13
 //!   (`app_probe.go@1.13.0:72`).
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::Probe;
 use serde_json::Value;
 
 use super::workloads::{Sidecar, Workload};
 use super::{list, or_pass};
 use crate::doctor::mesh::PeerMode;
 use crate::doctor::{Breaks, Check, CheckContext, Finding};
-use crate::snapshot::{Kind, Obj, Snapshot};
+use crate::snapshot::{ContainerShape, Kind, Obj, Snapshot};
 
 /// Fails for HTTP/gRPC probes that reach the sidecar under STRICT (not rewritten, port captured);
 /// warns for TCP probes that the sidecar answers whatever the app does.
@@ -35,12 +35,12 @@ pub struct MtlsProbes;
 const ID: &str = "mtls.probes";
 
 /// Where a container keeps one kind of probe.
-type ProbeOf = fn(&Container) -> Option<&Probe>;
+type ProbeOf = fn(&ContainerShape) -> Option<&Probe>;
 
 const PROBES: [(ProbeOf, &str); 3] = [
-    (|c| c.readiness_probe.as_ref(), "readiness"),
-    (|c| c.liveness_probe.as_ref(), "liveness"),
-    (|c| c.startup_probe.as_ref(), "startup"),
+    (|c| c.readiness_probe.as_deref(), "readiness"),
+    (|c| c.liveness_probe.as_deref(), "liveness"),
+    (|c| c.startup_probe.as_deref(), "startup"),
 ];
 
 /// Go's `strconv.ParseBool`.

@@ -19,13 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::doctor::mesh::{PROXY_CONTAINER, SYSTEM_NAMESPACES};
 use crate::istio::Era;
-use crate::snapshot::{Kind, Obj, Snapshot, borrowed};
+use crate::snapshot::{ContainerShape, Kind, Obj, PodShape, Snapshot, borrowed};
 
 /// The injector's status port (`values.global.proxy.statusPort`, meshConfig
 /// `defaultConfig.statusPort`): always excluded from inbound capture
@@ -44,8 +44,8 @@ pub struct Workload<'a> {
     pub ns: String,
     /// Pod (template) metadata.
     meta: Option<&'a ObjectMeta>,
-    /// Pod spec.
-    spec: Option<&'a PodSpec>,
+    /// Pod spec, as doctor reads it: a pod's shared one, or a template's read into that shape.
+    spec: Option<std::borrow::Cow<'a, PodShape>>,
     /// A running pod (its sidecar, annotations and probes are as injected).
     pub live: bool,
 }
@@ -82,18 +82,18 @@ impl<'a> Workload<'a> {
     }
 
     /// The containers (app containers; `istio-proxy` included when injected).
-    pub fn containers(&self) -> impl Iterator<Item = &'a Container> {
-        self.spec.into_iter().flat_map(|s| &s.containers)
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerShape> {
+        self.spec.iter().flat_map(|s| &s.containers)
     }
 
     /// The app containers: every container but `istio-proxy`.
-    pub fn app_containers(&self) -> impl Iterator<Item = &'a Container> {
+    pub fn app_containers(&self) -> impl Iterator<Item = &ContainerShape> {
         self.containers().filter(|c| c.name != PROXY_CONTAINER)
     }
 
     /// `spec.hostNetwork`.
     pub fn host_network(&self) -> bool {
-        self.spec.and_then(|s| s.host_network) == Some(true)
+        self.spec.as_ref().and_then(|s| s.host_network) == Some(true)
     }
 
     /// Whether the pod as it is holds the sidecar (the container or the injector's status).
@@ -240,7 +240,7 @@ pub fn collect(snap: &Snapshot) -> Vec<Workload<'_>> {
             reference,
             ns: ns.to_string(),
             meta: Some(pod.common_meta()),
-            spec,
+            spec: Some(std::borrow::Cow::Borrowed(spec)),
             live,
         });
     }
@@ -258,7 +258,10 @@ pub fn collect(snap: &Snapshot) -> Vec<Workload<'_>> {
             reference: format!("{} {ns}/{}", c.kind(), c.name()),
             ns: ns.to_string(),
             meta: template.metadata.as_ref(),
-            spec: template.spec.as_ref(),
+            spec: template
+                .spec
+                .as_ref()
+                .map(|s| std::borrow::Cow::Owned(PodShape::from(s))),
             live: false,
         });
     }
