@@ -69,7 +69,8 @@ impl Check for MtlsDrOverlap {
                 }
             }
         }
-        let mut out = Vec::new();
+        // One finding per colliding rule: tens of thousands on a large mesh, so sized once.
+        let mut out = Vec::with_capacity(collisions.iter().filter(|o| !o.is_empty()).count());
         for (i, others) in collisions.iter().enumerate() {
             if others.is_empty() {
                 continue;

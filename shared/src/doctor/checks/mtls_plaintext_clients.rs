@@ -100,7 +100,7 @@ impl Check for MtlsPlaintextClients {
             if let [(w, _)] = ws.as_slice() {
                 f = f.on(w.obj).object(w.reference.clone());
             } else {
-                f.origin.clone_from(&ws[0].0.obj.origin);
+                f.origin = ws[0].0.obj.origin.as_deref().cloned();
             }
             out.push(f);
         }
