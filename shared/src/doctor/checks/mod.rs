@@ -96,12 +96,12 @@ pub fn by_id(id: &str) -> Option<&'static dyn Check> {
 /// Findings that name no object, passes and skips are kept as they are.
 pub fn dedupe(mut findings: Vec<Finding>) -> Vec<Finding> {
     use crate::doctor::Severity;
-    let bad = |s: Severity| matches!(s, Severity::Warn | Severity::Fail);
-    // In place, and grouped by sorting indices rather than by a map of copied keys: at 10 000
-    // findings a second vector of them, or of their keys, was megabytes at doctor's peak.
     fn key(f: &Finding) -> (&'static str, &str, Option<&str>) {
         (f.check, f.object.as_str(), f.context.as_deref())
     }
+    let bad = |s: Severity| matches!(s, Severity::Warn | Severity::Fail);
+    // In place, and grouped by sorting indices rather than by a map of copied keys: at 10 000
+    // findings a second vector of them, or of their keys, was megabytes at doctor's peak.
     let mut order: Vec<usize> = (0..findings.len())
         .filter(|i| bad(findings[*i].severity) && !findings[*i].object.is_empty())
         .collect();
