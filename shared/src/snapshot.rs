@@ -558,14 +558,49 @@ pub struct SharedPod {
 }
 
 impl SharedPod {
+    /// Takes out of a pod's metadata what is its own — name and creation time, returned — and
+    /// what differs between the pods of one template and no check reads (`uid`,
+    /// `resourceVersion`, `generateName`, `managedFields`), leaving the common part.
+    fn own_part(
+        meta: &mut ObjectMeta,
+    ) -> (
+        String,
+        Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    ) {
+        meta.uid = None;
+        meta.resource_version = None;
+        meta.generate_name = None;
+        meta.managed_fields = None;
+        (
+            meta.name.take().unwrap_or_default(),
+            meta.creation_timestamp.take(),
+        )
+    }
+
+    /// Pods read whole (a full list: Kubernetes 1.14, or a role that may list Pods but not get
+    /// them) made to share what they have in common as [`read_pods`]'s do: equal common
+    /// metadata, and equal spec shapes, are held once.
+    fn share_alike(mut pods: Vec<Obj>) -> Vec<Obj> {
+        let mut metas: HashMap<String, std::sync::Arc<ObjectMeta>> = HashMap::new();
+        let mut shapes: HashMap<String, std::sync::Arc<PodShape>> = HashMap::new();
+        for pod in &mut pods {
+            if let Body::SharedPod(p) = &mut pod.body {
+                let key = serde_json::to_string(&*p.common).unwrap_or_default();
+                p.common = metas.entry(key).or_insert_with(|| p.common.clone()).clone();
+                let key = serde_json::to_string(&*p.spec).unwrap_or_default();
+                p.spec = shapes.entry(key).or_insert_with(|| p.spec.clone()).clone();
+            }
+        }
+        pods
+    }
+
     /// A Pod read whole (a manifest's, or a list's where metadata lists are not served), kept
     /// as every pod is.
     fn of(pod: Pod) -> Self {
         let Pod {
             mut metadata, spec, ..
         } = pod;
-        let name = metadata.name.take().unwrap_or_default();
-        let created = metadata.creation_timestamp.take();
+        let (name, created) = Self::own_part(&mut metadata);
         Self {
             name,
             created,
@@ -2646,12 +2681,12 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
         Ok(MetaOrFull::Metadata(metas)) => metas,
         // Kubernetes 1.14 answers with the full list: every pod is read already.
         Ok(MetaOrFull::Full(items)) => {
-            return Ok(Listed::Items(
+            return Ok(Listed::Items(SharedPod::share_alike(
                 items
                     .into_iter()
                     .map(|item| Obj::from_listed(Kind::Pod, ar, item))
                     .collect(),
-            ));
+            )));
         }
         Err(e) if e.code() == Some(403) => return Ok(Listed::Refused(e.to_string())),
         Err(e) => return Err(e),
@@ -2690,7 +2725,10 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
                 }
                 Err(e) if e.code() == Some(403) => {
                     tracing::debug!(error = %e, "pods: GET refused; listing them in full");
-                    return list_kind(conn, Kind::Pod, ar).await;
+                    return Ok(match list_kind(conn, Kind::Pod, ar).await? {
+                        Listed::Items(pods) => Listed::Items(SharedPod::share_alike(pods)),
+                        other => other,
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -2770,13 +2808,7 @@ struct PodMeta {
 
 impl PodMetas {
     fn push(&mut self, mut meta: ObjectMeta) {
-        let name = meta.name.take().unwrap_or_default();
-        let created = meta.creation_timestamp.take();
-        // What differs between the pods of one template.
-        meta.uid = None;
-        meta.resource_version = None;
-        meta.generate_name = None;
-        meta.managed_fields = None;
+        let (name, created) = SharedPod::own_part(&mut meta);
         let i = self.pods.len();
         match Self::template_key(&meta) {
             Some(key) => {

@@ -1202,6 +1202,26 @@ async fn doctor_lists_pods_in_full_on_kubernetes_1_14() {
             .all(|p| p.to_value()["spec"]["containers"][0]["readinessProbe"].is_object()),
         "full specs"
     );
+    // Read whole, the pods of one template still hold one spec between them, as the pods of a
+    // metadata list do.
+    let web: Vec<_> = sample
+        .iter()
+        .filter(|p| p.label("app") == Some("web"))
+        .collect();
+    assert!(
+        web.iter()
+            .all(|p| std::ptr::eq(p.pod_spec().unwrap(), web[0].pod_spec().unwrap()))
+    );
+    assert!(!std::ptr::eq(
+        web[0].pod_spec().unwrap(),
+        sample
+            .iter()
+            .find(|p| p.label("app") == Some("cart"))
+            .unwrap()
+            .pod_spec()
+            .unwrap()
+    ));
+    assert_eq!(web[1].name(), "web-7f9c8b6d5e-00001");
 }
 
 /// A role that may not list ConfigMaps by name still reads the injector by GET: ConfigMaps stay
