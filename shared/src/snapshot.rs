@@ -2135,8 +2135,15 @@ impl Snapshot {
             }
             Ok::<_, crate::kube::Error>((lists, not_served, refused, networking_version))
         };
-        let ((lists, not_served, refused, networking_version), (secrets, config_maps)) =
-            futures::try_join!(lists, named)?;
+        // The server's version, read beside the rest (no round trip of its own), for `--fix`:
+        // its writes then create and replace before 1.16 without first being refused server-side
+        // apply (plan/write.rs).
+        let version = Box::pin(async {
+            crate::read::server_version_if_readable(conn).await;
+            Ok(())
+        });
+        let ((lists, not_served, refused, networking_version), (secrets, config_maps), ()) =
+            futures::try_join!(lists, named, version)?;
         snap.not_served.extend(not_served);
         snap.refused.extend(refused);
         snap.networking_version = networking_version;
