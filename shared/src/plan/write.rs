@@ -1363,16 +1363,21 @@ mod tests {
         Change::new(action, kind, ns, name).write(write)
     }
 
-    fn ns_plan(name: &str) -> Plan {
+    /// A plan of one [`row`].
+    fn one_row(action: Action, kind: Kind, ns: Option<&str>, name: &str, write: Write) -> Plan {
         let mut plan = Plan::default();
-        plan.push(row(
+        plan.push(row(action, kind, ns, name, write));
+        plan
+    }
+
+    fn ns_plan(name: &str) -> Plan {
+        one_row(
             Action::Create,
             Kind::Namespace,
             None,
             name,
             Write::apply(Kind::Namespace, namespace(name)),
-        ));
-        plan
+        )
     }
 
     fn query_has(seen: &fake::Seen, part: &str) -> bool {
@@ -1544,14 +1549,13 @@ mod tests {
     async fn an_apply_without_server_side_apply_starts_from_what_was_read() {
         let (conn, log) = server_at("14");
         crate::read::server_version(&conn).await.unwrap();
-        let mut plan = Plan::default();
-        plan.push(row(
+        let mut plan = one_row(
             Action::Create,
             Kind::Namespace,
             None,
             "a",
             Write::apply(Kind::Namespace, namespace("a")).seen(None),
-        ));
+        );
         execute(&conn, &mut plan, DryRun::None).await.unwrap();
         assert_eq!(
             log.lines(),
@@ -1565,14 +1569,13 @@ mod tests {
         let before = stored(entry("10.0.0.5", json!({"app": "vm"})), "41");
         let (conn, log) = fake::connection(vec![(200, json!({}))]);
         assume_no_server_side_apply(&conn);
-        let mut plan = Plan::default();
-        plan.push(row(
+        let mut plan = one_row(
             Action::Update,
             Kind::WorkloadEntry,
             Some("vm"),
             "vm-1",
             Write::apply(Kind::WorkloadEntry, wanted).seen(Some(before)),
-        ));
+        );
         execute(&conn, &mut plan, DryRun::None).await.unwrap();
         let seen = log.all();
         assert_eq!(
@@ -1593,14 +1596,13 @@ mod tests {
             (200, theirs),
         ]);
         assume_no_server_side_apply(&conn);
-        let mut plan = Plan::default();
-        plan.push(row(
+        let mut plan = one_row(
             Action::Create,
             Kind::Namespace,
             None,
             "a",
             Write::apply(Kind::Namespace, namespace("a")).seen(None),
-        ));
+        );
         execute(&conn, &mut plan, DryRun::None).await.unwrap();
         assert_eq!(
             log.lines(),
@@ -1622,14 +1624,13 @@ mod tests {
             (200, json!({})),
         ]);
         assume_no_server_side_apply(&conn);
-        let mut plan = Plan::default();
-        plan.push(row(
+        let mut plan = one_row(
             Action::Update,
             Kind::WorkloadEntry,
             Some("vm"),
             "vm-1",
             Write::apply(Kind::WorkloadEntry, wanted).seen(Some(before)),
-        ));
+        );
         execute(&conn, &mut plan, DryRun::None).await.unwrap();
         let seen = log.all();
         assert_eq!(seen.len(), 3, "{:?}", log.lines());
@@ -1647,15 +1648,13 @@ mod tests {
     }
 
     fn entry_plan(wanted: Value) -> Plan {
-        let mut plan = Plan::default();
-        plan.push(row(
+        one_row(
             Action::Update,
             Kind::WorkloadEntry,
             Some("vm"),
             "vm-1",
             Write::apply(Kind::WorkloadEntry, wanted).owning(&["/spec/labels"]),
-        ));
-        plan
+        )
     }
 
     #[tokio::test]
@@ -1912,15 +1911,7 @@ mod tests {
     }
 
     fn secret_plan(write: Write, action: Action) -> Plan {
-        let mut plan = Plan::default();
-        plan.push(row(
-            action,
-            Kind::Secret,
-            Some("istio-system"),
-            "cacerts",
-            write,
-        ));
-        plan
+        one_row(action, Kind::Secret, Some("istio-system"), "cacerts", write)
     }
 
     #[tokio::test]
@@ -2015,14 +2006,13 @@ mod tests {
     async fn a_plain_create_race_is_reported_unread() {
         let (conn, log) = fake::connection(vec![status(409, "AlreadyExists", "exists")]);
         let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n"}});
-        let mut plan = Plan::default();
-        plan.push(row(
+        let mut plan = one_row(
             Action::Create,
             Kind::Service,
             Some("n"),
             "s",
             Write::create(Kind::Service, svc),
-        ));
+        );
         let failure = execute(&conn, &mut plan, DryRun::None).await.unwrap_err();
         assert!(matches!(failure.error, Error::Raced { current: None, .. }));
         assert_eq!(log.lines().len(), 1);
@@ -2156,14 +2146,13 @@ mod tests {
     #[tokio::test]
     async fn an_object_without_api_version_is_refused_before_sending() {
         let (conn, log) = fake::connection(vec![]);
-        let mut plan = Plan::default();
-        plan.push(row(
+        let mut plan = one_row(
             Action::Create,
             Kind::DestinationRule,
             Some("x"),
             "d",
             Write::apply(Kind::DestinationRule, json!({"kind": "DestinationRule"})),
-        ));
+        );
         let failure = execute(&conn, &mut plan, DryRun::None).await.unwrap_err();
         assert!(failure.error.to_string().contains("names no apiVersion"));
         assert!(log.all().is_empty());
