@@ -9,7 +9,6 @@ use std::io::Read as _;
 use std::path::Path;
 use std::process::Command;
 
-use http_body_util::BodyExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube_sim::compression::THRESHOLD;
@@ -68,19 +67,8 @@ async fn get(
     if let Some(ae) = accept_encoding {
         req = req.header(http::header::ACCEPT_ENCODING, ae);
     }
-    let resp = client
-        .send(req.body(Vec::new()).unwrap().map(kube::client::Body::from))
-        .await
-        .expect("transport works");
-    assert_eq!(resp.status(), 200, "GET {path}");
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
+    let (status, headers, body) = crate::raw(client, req.body(Vec::new()).unwrap()).await;
+    assert_eq!(status, 200, "GET {path}");
     (headers, body)
 }
 

@@ -8,25 +8,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube_sim::{Fault, FaultKind, Scenario, Server};
 use serde_json::{Value, json};
 
-async fn raw(
-    client: &kube::Client,
-    req: http::Request<Vec<u8>>,
-) -> (u16, http::HeaderMap, Vec<u8>) {
-    let resp = client
-        .send(req.map(kube::client::Body::from))
-        .await
-        .expect("transport works");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, headers, body)
-}
+use crate::raw;
 
 fn get(path: &str) -> http::Request<Vec<u8>> {
     http::Request::get(path).body(Vec::new()).unwrap()

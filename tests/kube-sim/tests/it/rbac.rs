@@ -10,12 +10,7 @@ use kube_sim::{Scenario, Server, ServerOptions};
 use serde_json::{Value, json};
 
 async fn raw(client: &kube::Client, req: http::Request<Vec<u8>>) -> (u16, Value) {
-    let resp = client
-        .send(req.map(kube::client::Body::from))
-        .await
-        .expect("transport works");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let (status, _, body) = crate::raw(client, req).await;
     (
         status,
         serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))),
