@@ -540,11 +540,12 @@ impl From<&PodSpec> for PodShape {
     }
 }
 
-/// A live Pod as doctor keeps it when the cluster serves metadata lists: its own name and
-/// creation time, and — shared by reference with the other pods of its template — the rest of
-/// its metadata (labels, annotations, owner: equal for the pods of one template, interned by
-/// value, so a pod whose metadata differs keeps its own) and the trimmed spec of the pod of its
-/// template read in full. At 20 000 pods a typed [`Pod`] each was half of doctor's memory.
+/// A Pod as doctor keeps it: its own name and creation time, and — shared by reference with
+/// the other pods of its template — the rest of its metadata (labels, annotations, owner: equal
+/// for the pods of one template, interned by value, so a pod whose metadata differs keeps its
+/// own) and the shape of its spec ([`PodShape`]): for a pod of a metadata list, that of the pod
+/// of its template read in full. Pods read whole (a manifest's, a full list's) are kept so too.
+/// At 20 000 pods a typed [`Pod`] each was half of doctor's memory.
 #[derive(Clone, PartialEq)]
 pub struct SharedPod {
     name: String,
@@ -2699,9 +2700,9 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
         Err(e) => return Err(e),
     };
     let groups = &metas.groups;
-    // Per template, the spec its pods share once one of them is read: the trimmed spec of that
-    // pod, or — one that does not read as a PodSpec — its JSON, with which Obj::new sets the
-    // pods aside with the problem.
+    // Per template, the spec its pods share once one of them is read: that pod's shape
+    // ([`PodShape`]), or — a spec that does not read as one — its JSON, with which Obj::new sets
+    // the pods aside with the problem.
     let mut specs: Vec<Option<Result<std::sync::Arc<PodShape>, Value>>> = vec![None; groups.len()];
     let mut gone = vec![false; metas.pods.len()];
     let mut next = vec![0usize; groups.len()];
@@ -2747,6 +2748,7 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
             group_of[*i] = g;
         }
     }
+    let (api_version, kind) = (interned(&ar.api_version), interned(&ar.kind));
     let mut items = Vec::with_capacity(metas.pods.len());
     for (i, pod) in metas.pods.into_iter().enumerate() {
         // Every pod of a template whose pods all went away is gone too.
@@ -2755,8 +2757,8 @@ async fn read_pods(conn: &Connection, ar: &ApiResource) -> Result<Listed, crate:
         };
         items.push(match spec {
             Ok(spec) => Obj {
-                api_version: interned(&ar.api_version),
-                kind: interned(&ar.kind),
+                api_version: api_version.clone(),
+                kind: kind.clone(),
                 body: Body::SharedPod(Box::new(SharedPod {
                     name: pod.name,
                     created: pod.created,
