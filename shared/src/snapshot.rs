@@ -5,8 +5,9 @@
 //!
 //! Each object is an [`Obj`]: its identity (apiVersion, kind, typed metadata) read the same way
 //! for every kind, and a [`Body`] — the core kinds doctor judges as their k8s-openapi types
-//! (`snap.typed::<Pod>()`, `obj.typed::<Service>()`, so a misspelt field does not compile),
-//! Istio's kinds as [`DynamicObject`] JSON. The mesh config is parsed once
+//! (`snap.typed::<Service>()`, `obj.typed::<Namespace>()`, so a misspelt field does not
+//! compile) — Pods as [`SharedPod`]s, read through [`Snapshot::pods`] — Istio's kinds as
+//! [`DynamicObject`] JSON. The mesh config is parsed once
 //! ([`Snapshot::mesh_config`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -468,6 +469,8 @@ bodies! {
     Namespace(Namespace) = Some(Kind::Namespace),
     Service(Service) = Some(Kind::Service),
     Endpoints(Endpoints) = Some(Kind::Endpoints),
+    // Read as a Pod, so a manifest's is checked against the type; kept as a SharedPod
+    // (Obj::new): `typed::<Pod>()` answers None, `Obj::pod_spec` reads pods.
     Pod(Pod) = Some(Kind::Pod),
     ServiceAccount(ServiceAccount) = Some(Kind::ServiceAccount),
     Secret(Secret) = Some(Kind::Secret),
@@ -862,7 +865,7 @@ impl Obj {
         &self.body
     }
 
-    /// The typed object, when this is one of `T`'s kind: `obj.typed::<Pod>()`.
+    /// The typed object, when this is one of `T`'s kind: `obj.typed::<Service>()`.
     pub fn typed<T: Typed>(&self) -> Option<&T> {
         T::from_body(&self.body)
     }
@@ -1753,7 +1756,8 @@ impl Snapshot {
         self.objects.values().flatten()
     }
 
-    /// The objects of a typed kind, with their typed form: `snap.typed::<Pod>()`.
+    /// The objects of a typed kind, with their typed form: `snap.typed::<Service>()` (Pods:
+    /// [`Snapshot::pods`]).
     pub fn typed<T: Typed>(&self) -> impl Iterator<Item = (&Obj, &T)> {
         T::KIND
             .map_or(&[][..], |k| self.of(k))
