@@ -1,7 +1,6 @@
 //! The per-version contract: what each Kubernetes minor serves and how it answers, over HTTP
 //! (kube-rs' client for transport) and through kube-rs' typed and metadata APIs.
 
-use http_body_util::BodyExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
@@ -14,13 +13,7 @@ async fn sim(version: &str) -> Server {
 }
 
 async fn send(client: &kube::Client, req: http::Request<Vec<u8>>) -> (u16, http::HeaderMap, Value) {
-    let resp = client
-        .send(req.map(kube::client::Body::from))
-        .await
-        .expect("transport works");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let (status, headers, bytes) = crate::raw(client, req).await;
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, headers, body)
