@@ -64,39 +64,38 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             ));
         }
     }
-    // `--serve-synthetic N`: serve the synthetic cluster of N DestinationRules (N/5 Services and
-    // PeerAuthentications) until killed, printing its kubeconfig — to profile doctor by hand.
-    if let Some(n) = args
-        .iter()
-        .position(|a| a == "--serve-synthetic")
-        .and_then(|i| args.get(i + 1))
-    {
+    // `--serve-synthetic N` (N DestinationRules, N/5 Services and PeerAuthentications) and
+    // `--serve-realistic N` (the realistic cluster divided by N): serve the cluster until
+    // killed, printing its kubeconfig — to profile doctor by hand.
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let served = if let Some(n) = value("--serve-synthetic") {
         let n_dr: usize = n
             .parse()
             .map_err(|_| format!("--serve-synthetic {n}: not a number of DestinationRules"))?;
-        let server = start_sim(&runtime, &root.join("tests/scenarios/modern.yaml"))?;
-        server
-            .load(scale_objects(n_dr, n_dr / 5))
-            .map_err(|e| format!("loading {n_dr} DestinationRules: {e}"))?;
-        println!("{}", server.kubeconfig_path().display());
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
-    // `--serve-realistic N`: serve the realistic cluster divided by N until killed, printing
-    // its kubeconfig — to profile doctor by hand.
-    if let Some(n) = args
-        .iter()
-        .position(|a| a == "--serve-realistic")
-        .and_then(|i| args.get(i + 1))
-    {
+        Some((
+            scale_objects(n_dr, n_dr / 5),
+            format!("{n_dr} DestinationRules"),
+        ))
+    } else if let Some(n) = value("--serve-realistic") {
         let divisor: usize = n
             .parse()
             .map_err(|_| format!("--serve-realistic {n}: not a divisor (1 for full size)"))?;
+        Some((
+            realistic::objects(&realistic::REALISTIC.divided(divisor)),
+            "the realistic cluster".to_string(),
+        ))
+    } else {
+        None
+    };
+    if let Some((objects, what)) = served {
         let server = start_sim(&runtime, &root.join("tests/scenarios/modern.yaml"))?;
         server
-            .load(realistic::objects(&realistic::REALISTIC.divided(divisor)))
-            .map_err(|e| format!("loading the realistic cluster: {e}"))?;
+            .load(objects)
+            .map_err(|e| format!("loading {what}: {e}"))?;
         println!("{}", server.kubeconfig_path().display());
         loop {
             std::thread::sleep(Duration::from_secs(3600));
